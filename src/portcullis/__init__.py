@@ -1,0 +1,3 @@
+"""Portcullis: an API gateway and API-management platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""CLI command groups; `portcullis.cli` mounts each module's typer app."""

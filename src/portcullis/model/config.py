@@ -1,0 +1,368 @@
+"""Pydantic models for the gateway's declarative configuration.
+
+These models are the single schema behind YAML files, the admin API and the
+store. They validate eagerly and reject unknown fields so that a typo in a
+config file is an error with a path, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
+Tag = Annotated[str, Field(min_length=1, max_length=64)]
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_HOST_LABEL = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$")
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Timeouts(StrictModel):
+    """Upstream timeouts in seconds. `total` bounds the whole exchange including retries."""
+
+    connect: float = Field(default=5.0, gt=0, le=600)
+    read: float = Field(default=60.0, gt=0, le=3600)
+    write: float = Field(default=60.0, gt=0, le=3600)
+    total: float | None = Field(default=None, gt=0, le=86400)
+
+
+class Retries(StrictModel):
+    """Retry policy.
+
+    Retries are attempted only for idempotent methods, or for any method when the
+    failure happened before the request was sent. `budget_ratio` caps retries to a
+    fraction of recent requests so a struggling upstream is not hammered.
+    """
+
+    attempts: int = Field(default=1, ge=0, le=10)
+    budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    min_per_second: float = Field(default=10.0, ge=0)
+    on_statuses: list[int] = Field(default_factory=lambda: [502, 503, 504])
+
+    @field_validator("on_statuses")
+    @classmethod
+    def _statuses(cls, v: list[int]) -> list[int]:
+        for s in v:
+            if not 500 <= s <= 599:
+                raise ValueError(f"retry status {s} is not a 5xx status")
+        return v
+
+
+class Service(StrictModel):
+    """An upstream service: either a named upstream (load-balanced) or a single URL."""
+
+    name: Name
+    url: str | None = None
+    upstream: Name | None = None
+    path: str = "/"
+    protocol: Literal["http", "https"] = "http"
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: Retries = Field(default_factory=Retries)
+    tags: list[Tag] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _url_or_upstream(self) -> Self:
+        if (self.url is None) == (self.upstream is None):
+            raise ValueError("exactly one of 'url' or 'upstream' must be set")
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("url must be an absolute http(s) URL with a host")
+            try:
+                _ = parts.port
+            except ValueError as exc:
+                raise ValueError(f"url has an invalid port: {exc}") from None
+        if not self.path.startswith("/"):
+            raise ValueError("path must start with '/'")
+        return self
+
+
+class Target(StrictModel):
+    """One backend address of an upstream, `host:port`, with a relative weight."""
+
+    target: str
+    weight: int = Field(default=100, ge=0, le=65535)
+    tags: list[Tag] = Field(default_factory=list)
+
+    @field_validator("target")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("target must be 'host:port' with a port from 1 to 65535")
+        if host.startswith("[") != host.endswith("]"):
+            raise ValueError("IPv6 target hosts must be written in brackets, e.g. '[::1]:8080'")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.target.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.target.rpartition(":")[2])
+
+
+class ActiveHealthCheck(StrictModel):
+    """Periodic HTTP probes of every target."""
+
+    enabled: bool = False
+    path: str = "/"
+    interval: float = Field(default=5.0, gt=0, le=3600)
+    timeout: float = Field(default=2.0, gt=0, le=600)
+    healthy_threshold: int = Field(default=2, ge=1, le=100)
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100)
+    healthy_statuses: list[int] = Field(default_factory=lambda: [200, 201, 202, 204, 301, 302])
+
+
+class PassiveHealthCheck(StrictModel):
+    """Health inferred from proxied traffic: consecutive failures mark a target down."""
+
+    enabled: bool = True
+    unhealthy_failures: int = Field(default=5, ge=1, le=1000)
+    unhealthy_timeouts: int = Field(default=3, ge=1, le=1000)
+    failure_statuses: list[int] = Field(default_factory=lambda: [500, 502, 503, 504])
+    # A passively-failed target without active checks is retried after this long.
+    recovery_after: float = Field(default=10.0, gt=0, le=3600)
+
+
+class HealthChecks(StrictModel):
+    active: ActiveHealthCheck = Field(default_factory=ActiveHealthCheck)
+    passive: PassiveHealthCheck = Field(default_factory=PassiveHealthCheck)
+
+
+class CircuitBreaker(StrictModel):
+    """Per-target breaker: opens on a failure rate over a window, probes after a cool-down."""
+
+    enabled: bool = True
+    window: float = Field(default=10.0, gt=0, le=3600, description="seconds of history")
+    min_requests: int = Field(default=20, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    open_for: float = Field(default=5.0, gt=0, le=3600, description="seconds before half-open")
+    half_open_probes: int = Field(default=1, ge=1, le=100)
+
+
+class Algorithm(StrEnum):
+    ROUND_ROBIN = "round-robin"
+    WEIGHTED_ROUND_ROBIN = "weighted-round-robin"
+    LEAST_CONNECTIONS = "least-connections"
+    CONSISTENT_HASHING = "consistent-hashing"
+    LATENCY_EWMA = "latency-ewma"
+
+
+class Upstream(StrictModel):
+    """A named, load-balanced set of targets."""
+
+    name: Name
+    algorithm: Algorithm = Algorithm.ROUND_ROBIN
+    hash_on: Literal["ip", "header", "consumer"] = "ip"
+    hash_on_header: str | None = None
+    targets: list[Target] = Field(default_factory=list)
+    healthchecks: HealthChecks = Field(default_factory=HealthChecks)
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    tags: list[Tag] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _hash_header(self) -> Self:
+        if self.hash_on == "header" and not self.hash_on_header:
+            raise ValueError("hash_on 'header' needs 'hash_on_header'")
+        seen: set[str] = set()
+        for t in self.targets:
+            if t.target in seen:
+                raise ValueError(f"duplicate target {t.target!r}")
+            seen.add(t.target)
+        return self
+
+
+class PathMatcher(StrictModel):
+    """A parsed route path: `/p` prefix, `=/p` exact, `~regex` with named groups."""
+
+    kind: Literal["prefix", "exact", "regex"]
+    value: str
+
+    @classmethod
+    def parse(cls, raw: str) -> PathMatcher:
+        if raw.startswith("~"):
+            pattern = raw[1:]
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+            return cls(kind="regex", value=pattern)
+        if raw.startswith("="):
+            value, kind = raw[1:], "exact"
+        else:
+            value, kind = raw, "prefix"
+        if not value.startswith("/"):
+            raise ValueError("a path must start with '/' (or '=/' for exact, '~' for regex)")
+        return cls(kind=kind, value=value)  # type: ignore[arg-type]
+
+
+class Route(StrictModel):
+    """Matches requests and sends them to a service.
+
+    paths: `/api` (prefix), `=/health` (exact), `~^/users/(?P<id>\\d+)$` (regex).
+    hosts: `api.example.com` (exact), `*.example.com` (wildcard suffix), `api.*` (prefix).
+    Within equal `priority`, more specific matches win (exact > longer prefix > regex).
+    """
+
+    name: Name
+    service: Name
+    hosts: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=lambda: ["/"])
+    methods: list[str] = Field(default_factory=list)
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    strip_path: bool = True
+    preserve_host: bool = False
+    tags: list[Tag] = Field(default_factory=list)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            if not _HOST_LABEL.match(h):
+                raise ValueError(f"invalid host {h!r}")
+            out.append(h.lower())
+        return out
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one path is required (use '/' to match everything)")
+        for p in v:
+            PathMatcher.parse(p)
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        out = []
+        for m in v:
+            up = m.upper()
+            if up not in HTTP_METHODS:
+                raise ValueError(f"unknown HTTP method {m!r}")
+            out.append(up)
+        return out
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for k, vals in v.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", k):
+                raise ValueError(f"invalid header name {k!r}")
+            if k.lower() == "host":
+                raise ValueError("match hosts with 'hosts', not a 'host' header matcher")
+            if not vals:
+                raise ValueError(f"header {k!r} needs at least one value")
+            out[k.lower()] = vals
+        return out
+
+    @property
+    def path_matchers(self) -> list[PathMatcher]:
+        return [PathMatcher.parse(p) for p in self.paths]
+
+
+class Consumer(StrictModel):
+    """An API consumer (application). Identity details arrive with the identity issue."""
+
+    username: Name
+    custom_id: str | None = Field(default=None, max_length=256)
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class PluginInstance(StrictModel):
+    """A configured plugin, global or scoped to one service or one route."""
+
+    name: Name
+    instance_name: Name | None = None
+    service: Name | None = None
+    route: Name | None = None
+    enabled: bool = True
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> Self:
+        if self.service is not None and self.route is not None:
+            raise ValueError("a plugin is scoped to a service or a route, not both")
+        return self
+
+    @property
+    def scope(self) -> tuple[str, str | None]:
+        if self.route is not None:
+            return ("route", self.route)
+        if self.service is not None:
+            return ("service", self.service)
+        return ("global", None)
+
+
+class GatewayConfig(StrictModel):
+    """The whole declarative configuration of a gateway."""
+
+    format_version: Literal["1"] = "1"
+    services: list[Service] = Field(default_factory=list)
+    upstreams: list[Upstream] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    consumers: list[Consumer] = Field(default_factory=list)
+    plugins: list[PluginInstance] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        """Cross-references are checked here so that errors carry a path like routes[3].service."""
+        errors: list[str] = []
+
+        def unique(kind: str, names: list[str]) -> set[str]:
+            seen: set[str] = set()
+            for i, n in enumerate(names):
+                if n in seen:
+                    errors.append(f"{kind}[{i}].name: duplicate name {n!r}")
+                seen.add(n)
+            return seen
+
+        upstreams = unique("upstreams", [u.name for u in self.upstreams])
+        services = unique("services", [s.name for s in self.services])
+        routes = unique("routes", [r.name for r in self.routes])
+        seen_users: set[str] = set()
+        for i, c in enumerate(self.consumers):
+            if c.username in seen_users:
+                errors.append(f"consumers[{i}].username: duplicate username {c.username!r}")
+            seen_users.add(c.username)
+        for i, s in enumerate(self.services):
+            if s.upstream is not None and s.upstream not in upstreams:
+                errors.append(f"services[{i}].upstream: unknown upstream {s.upstream!r}")
+        for i, r in enumerate(self.routes):
+            if r.service not in services:
+                errors.append(f"routes[{i}].service: unknown service {r.service!r}")
+        for i, p in enumerate(self.plugins):
+            if p.service is not None and p.service not in services:
+                errors.append(f"plugins[{i}].service: unknown service {p.service!r}")
+            if p.route is not None and p.route not in routes:
+                errors.append(f"plugins[{i}].route: unknown route {p.route!r}")
+        if errors:
+            raise ValueError(ReferenceErrors(errors))
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        """The JSON-compatible form used for storage, export and diff (stable ordering)."""
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+
+class ReferenceErrors(list[str]):
+    """Cross-reference errors, each already prefixed with its location."""
+
+    def __str__(self) -> str:
+        return "; ".join(self)

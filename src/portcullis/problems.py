@@ -1,0 +1,69 @@
+"""RFC 9457 problem details shared by the data plane and the control plane.
+
+Each error kind has a stable `type` URI and title; callers supply status-specific
+detail. Bodies never carry stack traces.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "https://portcullis.dev/problems/"
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemKind:
+    slug: str
+    title: str
+    status: int
+
+    @property
+    def type_uri(self) -> str:
+        return TYPE_BASE + self.slug
+
+
+ROUTE_NOT_FOUND = ProblemKind("route-not-found", "No route matches the request", 404)
+BAD_REQUEST = ProblemKind("bad-request", "Bad request", 400)
+METHOD_NOT_ALLOWED = ProblemKind("method-not-allowed", "Method not allowed", 405)
+PAYLOAD_TOO_LARGE = ProblemKind("payload-too-large", "Request body too large", 413)
+URI_TOO_LONG = ProblemKind("uri-too-long", "Request URI too long", 414)
+HEADERS_TOO_LARGE = ProblemKind(
+    "request-header-fields-too-large", "Request header fields too large", 431
+)
+UPSTREAM_UNAVAILABLE = ProblemKind(
+    "upstream-unavailable", "No healthy upstream target is available", 503
+)
+CIRCUIT_OPEN = ProblemKind("circuit-open", "Upstream circuit breaker is open", 503)
+UPSTREAM_CONNECT_FAILED = ProblemKind(
+    "upstream-connect-failed", "Could not connect to the upstream", 502
+)
+UPSTREAM_PROTOCOL_ERROR = ProblemKind(
+    "upstream-protocol-error", "The upstream sent an invalid response", 502
+)
+UPSTREAM_TIMEOUT = ProblemKind("upstream-timeout", "The upstream did not answer in time", 504)
+INTERNAL_ERROR = ProblemKind("internal-error", "Internal gateway error", 500)
+
+
+def problem_body(
+    kind: ProblemKind,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    status: int | None = None,
+    **extensions: Any,
+) -> bytes:
+    """Serialise a problem; `status` overrides the kind's default where one kind spans two."""
+    body: dict[str, Any] = {
+        "type": kind.type_uri,
+        "title": kind.title,
+        "status": status if status is not None else kind.status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    body.update(extensions)
+    return json.dumps(body, separators=(",", ":")).encode()

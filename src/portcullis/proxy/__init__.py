@@ -1,0 +1,1 @@
+"""The data plane: a pure ASGI application that proxies requests to upstreams."""

@@ -1,0 +1,1 @@
+"""Upstream transports: how the data plane talks HTTP to backend targets."""

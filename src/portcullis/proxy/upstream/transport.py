@@ -1,0 +1,139 @@
+"""The `Transport` protocol every upstream client implements, and its error kinds.
+
+The proxy only ever talks to this protocol, so the project's own HTTP/1.1 pool
+(`http1.py`) and the aiohttp reference transport (`aiohttp_transport.py`) are
+interchangeable and share one conformance suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request goes: scheme, host and port of one upstream target."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportTimeouts:
+    """Per-exchange timeouts in seconds; `None` means no limit."""
+
+    connect: float | None = 5.0
+    read: float | None = 60.0
+    write: float | None = 60.0
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """A request as sent upstream.
+
+    `target` is the request-target (path and query) exactly as it goes on the
+    wire. `headers` are already rewritten by the proxy (hop-by-hop removed,
+    forwarding headers added) and must include `host`. `body` is either bytes
+    (sent with Content-Length) or an async iterator of chunks: with
+    `content_length` set it is sent with that Content-Length, otherwise chunked.
+    """
+
+    method: str
+    target: bytes
+    headers: Headers
+    body: bytes | AsyncIterator[bytes] = b""
+    content_length: int | None = None
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    """A response whose body is streamed: iterate `body`, then call `aclose()`.
+
+    `aclose()` must always be called (also after an error or a partial read): it
+    returns a fully-read keep-alive connection to the pool and discards others.
+    """
+
+    status: int
+    headers: Headers
+    body: AsyncIterator[bytes]
+    reason: bytes = b""
+    _closer: ResponseCloser | None = field(default=None, repr=False)
+
+    async def aclose(self) -> None:
+        if self._closer is not None:
+            closer, self._closer = self._closer, None
+            await closer.aclose()
+
+
+class ResponseCloser(Protocol):
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Sends one request to an origin and returns a streaming response."""
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class UpstreamError(Exception):
+    """Base of every transport failure.
+
+    `request_sent` tells the retry logic whether any byte of the request may have
+    reached the upstream: a failure with `request_sent=False` is always safe to
+    retry, whatever the method.
+    """
+
+    kind = "upstream-error"
+
+    def __init__(self, message: str, *, request_sent: bool) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class ConnectError(UpstreamError):
+    kind = "connect-error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, request_sent=False)
+
+
+class ConnectTimeout(UpstreamError):
+    kind = "connect-timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, request_sent=False)
+
+
+class WriteTimeout(UpstreamError):
+    kind = "write-timeout"
+
+
+class ReadTimeout(UpstreamError):
+    kind = "read-timeout"
+
+
+class RemoteProtocolError(UpstreamError):
+    """The upstream closed the connection early or sent a malformed response."""
+
+    kind = "protocol-error"
+
+
+class ResponseTooLarge(UpstreamError):
+    """The upstream's response head exceeded the configured maximum header size."""
+
+    kind = "response-header-too-large"

@@ -1,0 +1,38 @@
+"""Process settings, read from the environment (`PORTCULLIS_*`) and CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    return f"sqlite+aiosqlite:///{Path('var/portcullis.db').resolve()}"
+
+
+class Settings(BaseSettings):
+    """Everything a gateway process needs to start; the routing config lives in the store."""
+
+    model_config = SettingsConfigDict(env_prefix="PORTCULLIS_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    redis_url: str | None = None
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = Field(default=8000, ge=0, le=65535)
+    admin_host: str = "127.0.0.1"
+    admin_port: int = Field(default=8001, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
+    node_name: str = "portcullis"
+    log_level: str = "info"
+    log_json: bool = True
+    # How often each data-plane worker checks the store for a newer config version.
+    config_poll_interval: float = Field(default=0.25, gt=0, le=60)
+    # Requests from these networks may set X-Forwarded-* / Forwarded; others are overwritten.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    transport: str = Field(default="http1", pattern="^(http1|aiohttp)$")
+    max_request_body: int = Field(default=0, ge=0, description="bytes; 0 = unlimited")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    max_uri_length: int = Field(default=8 * 1024, ge=256)
+    shutdown_grace: float = Field(default=30.0, ge=0)
