@@ -19,7 +19,9 @@ Tag = Annotated[str, Field(min_length=1, max_length=64)]
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
-_HOST_LABEL = re.compile(r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$")
+_HOST_LABEL = re.compile(
+    r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$"
+)
 
 
 class StrictModel(BaseModel):
@@ -101,7 +103,7 @@ class Target(StrictModel):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("target must be 'host:port' with a port from 1 to 65535")
-        if host.startswith("[") != host.endswith("]"):
+        if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
             raise ValueError("IPv6 target hosts must be written in brackets, e.g. '[::1]:8080'")
         return v
 
@@ -206,7 +208,7 @@ class PathMatcher(StrictModel):
             value, kind = raw, "prefix"
         if not value.startswith("/"):
             raise ValueError("a path must start with '/' (or '=/' for exact, '~' for regex)")
-        return cls(kind=kind, value=value)  # type: ignore[arg-type]
+        return cls(kind=kind, value=value)
 
 
 class Route(StrictModel):
@@ -347,7 +349,10 @@ class GatewayConfig(StrictModel):
         for i, r in enumerate(self.routes):
             if r.service not in services:
                 errors.append(f"routes[{i}].service: unknown service {r.service!r}")
+        from portcullis.plugins.registry import validate_plugin
+
         for i, p in enumerate(self.plugins):
+            errors.extend(f"plugins[{i}].{e}" for e in validate_plugin(p.name, p.config))
             if p.service is not None and p.service not in services:
                 errors.append(f"plugins[{i}].service: unknown service {p.service!r}")
             if p.route is not None and p.route not in routes:

@@ -1,0 +1,270 @@
+"""`portcullis serve` and `portcullis demo`: run the data plane and control plane processes.
+
+Each plane is its own granian server process (the data plane with `--workers N`).
+This process supervises them: it forwards SIGINT/SIGTERM so granian drains
+in-flight requests, and stops everything if one plane dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from portcullis.errors import UserError
+from portcullis.settings import Settings
+
+console = Console(stderr=True)
+REPO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
+DEMO_UPSTREAM_PORT = 9000
+
+
+@dataclass
+class Plane:
+    name: str
+    argv: list[str]
+    host: str
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+
+def granian_argv(target: str, host: str, port: int, workers: int, grace: float) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--factory",
+        target,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--workers-kill-timeout",
+        str(max(1, int(grace))),
+    ]
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+async def prepare_store(settings: Settings, config_file: Path | None) -> int:
+    """Migrate the store, apply `config_file` if given; return the current config version."""
+    from portcullis.model.loader import ConfigError, load_config_file
+    from portcullis.store.config_repository import ConfigRepository
+    from portcullis.store.engine import create_engine
+    from portcullis.store.migrations import upgrade_to_head
+
+    await upgrade_to_head(settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        repo = ConfigRepository(engine)
+        if config_file is not None:
+            try:
+                config = load_config_file(config_file)
+            except ConfigError as exc:
+                raise UserError(f"{config_file}: invalid config\n{exc}") from None
+            version = await repo.apply(config, author="portcullis serve", comment=str(config_file))
+            return version.version
+        return await repo.current_version()
+    finally:
+        await engine.dispose()
+
+
+def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> int:
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    env = os.environ.copy()
+    env.update(
+        {
+            "PORTCULLIS_DATABASE_URL": settings.database_url,
+            "PORTCULLIS_PROXY_PORT": str(settings.proxy_port),
+            "PORTCULLIS_ADMIN_PORT": str(settings.admin_port),
+        }
+    )
+    for plane in planes:
+        # A new process group so a terminal's Ctrl-C reaches only us; we forward it.
+        plane.process = subprocess.Popen(plane.argv, env=env, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not all(_port_open(p.host, p.port) for p in planes):
+        if stop["signal"] or any(p.process and p.process.poll() is not None for p in planes):
+            break
+        if time.monotonic() > deadline:
+            console.print("[red]timed out waiting for the servers to listen[/]")
+            stop["signal"] = signal.SIGTERM
+            break
+        time.sleep(0.05)
+    else:
+        if banner:
+            console.print(Panel.fit(banner, title="Portcullis is running", border_style="green"))
+    exit_code = 0
+    while not stop["signal"]:
+        dead = [p for p in planes if p.process and p.process.poll() is not None]
+        if dead:
+            for p in dead:
+                console.print(
+                    f"[red]{p.name} exited with status {p.process.returncode if p.process else '?'}[/]"
+                )
+            exit_code = 1
+            break
+        time.sleep(0.2)
+    for p in planes:
+        if p.process and p.process.poll() is None:
+            p.process.send_signal(signal.SIGTERM)
+    grace_deadline = time.monotonic() + settings.shutdown_grace + 5
+    for p in planes:
+        if p.process is None:
+            continue
+        try:
+            p.process.wait(timeout=max(0.1, grace_deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.process.kill()
+            p.process.wait()
+    return exit_code
+
+
+def _settings(
+    proxy_port: int | None, admin_port: int | None, host: str | None, workers: int | None
+) -> Settings:
+    overrides: dict[str, object] = {}
+    if proxy_port is not None:
+        overrides["proxy_port"] = proxy_port
+    if admin_port is not None:
+        overrides["admin_port"] = admin_port
+    if host is not None:
+        overrides["proxy_host"] = host
+        overrides["admin_host"] = host
+    if workers is not None:
+        overrides["workers"] = workers
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _planes(settings: Settings) -> list[Plane]:
+    return [
+        Plane(
+            "data plane",
+            granian_argv(
+                "portcullis.proxy.server:create_app",
+                settings.proxy_host,
+                settings.proxy_port,
+                settings.workers,
+                settings.shutdown_grace,
+            ),
+            settings.proxy_host,
+            settings.proxy_port,
+        ),
+        Plane(
+            "control plane",
+            granian_argv(
+                "portcullis.admin.app:create_app",
+                settings.admin_host,
+                settings.admin_port,
+                1,
+                settings.shutdown_grace,
+            ),
+            settings.admin_host,
+            settings.admin_port,
+        ),
+    ]
+
+
+ProxyPort = Annotated[int | None, typer.Option("--proxy-port", help="Data-plane port [8000].")]
+AdminPort = Annotated[int | None, typer.Option("--admin-port", help="Control-plane port [8001].")]
+Host = Annotated[str | None, typer.Option("--host", help="Address both planes bind to.")]
+Workers = Annotated[int | None, typer.Option("--workers", min=1, help="Data-plane workers.")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", "-c", help="Apply this config file before starting."),
+        ] = None,
+        proxy_port: ProxyPort = None,
+        admin_port: AdminPort = None,
+        host: Host = None,
+        workers: Workers = None,
+    ) -> None:
+        """Run the gateway: data plane and control plane."""
+        settings = _settings(proxy_port, admin_port, host, workers)
+        version = asyncio.run(prepare_store(settings, config))
+        banner = (
+            f"proxy   http://{settings.proxy_host}:{settings.proxy_port}\n"
+            f"admin   http://{settings.admin_host}:{settings.admin_port}/health/ready\n"
+            f"config  version {version}  ({settings.database_url})"
+        )
+        raise typer.Exit(supervise(_planes(settings), settings, banner))
+
+    @app.command()
+    def demo(
+        config: Annotated[
+            Path, typer.Option("--config", "-c", help="Demo gateway config to apply.")
+        ] = REPO_EXAMPLE,
+        upstream_port: Annotated[
+            int, typer.Option("--upstream-port", help="Port of the bundled demo upstream.")
+        ] = DEMO_UPSTREAM_PORT,
+        proxy_port: ProxyPort = None,
+        admin_port: AdminPort = None,
+        workers: Workers = None,
+    ) -> None:
+        """Run the gateway on the embedded default with a demo upstream and routes."""
+        if not config.is_file():
+            raise UserError(f"--config: file not found: {config}")
+        settings = _settings(proxy_port, admin_port, None, workers)
+        Path("var").mkdir(exist_ok=True)
+        version = asyncio.run(prepare_store(settings, config))
+        proxy = f"http://{settings.proxy_host}:{settings.proxy_port}"
+        banner = (
+            f"proxy      {proxy}\n"
+            f"admin      http://{settings.admin_host}:{settings.admin_port}/health/ready\n"
+            f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
+            f"config     version {version} from {config}\n"
+            f"store      {settings.database_url}\n\n"
+            f"try:  curl -i {proxy}/demo/items\n"
+            f"      curl -i -X POST {proxy}/demo/items -H 'content-type: application/json' "
+            '-d \'{"name": "moat", "price": 300}\'\n'
+            f"      curl -i {proxy}/nope   (404 problem+json)\n\n"
+            "Ctrl-C stops everything."
+        )
+        planes = [
+            Plane(
+                "demo upstream",
+                granian_argv(
+                    "portcullis.demo.upstream:create_demo_app", "127.0.0.1", upstream_port, 1, 1
+                ),
+                "127.0.0.1",
+                upstream_port,
+            ),
+            *_planes(settings),
+        ]
+        raise typer.Exit(supervise(planes, settings, banner))

@@ -1,0 +1,1 @@
+"""The bundled demo upstream that `portcullis demo` starts behind the gateway."""

@@ -1,0 +1,121 @@
+"""The plugin contract and the per-request context passed through a plugin chain.
+
+A plugin is built once per config snapshot from its validated config; it keeps no
+per-request state on `self`. Per-request data lives on `RequestContext`, a small
+`__slots__` object. Phases a plugin does not implement cost nothing: the chain only
+calls the handlers that exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from portcullis.asgi import Scope
+
+if TYPE_CHECKING:
+    from portcullis.runtime.snapshot import CompiledRoute
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class PluginConfig(BaseModel):
+    """Base for plugin config models: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(slots=True)
+class PluginResponse:
+    """A response produced by a plugin instead of proxying (e.g. 401, 413, 429)."""
+
+    status: int
+    body: bytes = b""
+    headers: Headers = field(default_factory=list)
+
+
+class RequestContext:
+    """Per-request state shared by the proxy and the plugins of one request."""
+
+    __slots__ = (
+        "client_ip",
+        "consumer",
+        "content_length",
+        "method",
+        "path",
+        "request_id",
+        "response_headers",
+        "route",
+        "scope",
+        "upstream_headers",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        route: CompiledRoute,
+        method: str,
+        path: str,
+        client_ip: str,
+        request_id: str,
+        content_length: int | None,
+    ) -> None:
+        self.scope = scope
+        self.route = route
+        self.method = method
+        self.path = path
+        self.client_ip = client_ip
+        self.request_id = request_id
+        self.content_length = content_length
+        self.consumer: str | None = None
+        # Extra headers plugins add to the upstream request / the client response.
+        self.upstream_headers: Headers = []
+        self.response_headers: Headers = []
+
+
+class Plugin:
+    """Base class: subclasses set `name`, `priority`, `config_model` and phase methods.
+
+    Higher `priority` runs first in the access phase (Kong's convention).
+    """
+
+    name: ClassVar[str]
+    priority: ClassVar[int]
+    config_model: ClassVar[type[PluginConfig]]
+
+    def __init__(self, config: PluginConfig) -> None:
+        self.config = config
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        """Runs before the upstream call; returning a response short-circuits the request."""
+        return None
+
+    def response(self, ctx: RequestContext, status: int, headers: Headers) -> None:
+        """Runs when the upstream response head is known; may edit `headers` in place."""
+        return
+
+
+def overrides(plugin: Plugin, phase: str) -> bool:
+    """True if the plugin's class implements `phase` itself (so the chain must call it)."""
+    return getattr(type(plugin), phase) is not getattr(Plugin, phase)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginChain:
+    """The plugins of one route, split by phase and ordered by priority at compile time."""
+
+    access: tuple[Plugin, ...] = ()
+    response: tuple[Plugin, ...] = ()
+
+    @classmethod
+    def from_plugins(cls, plugins: list[Plugin]) -> PluginChain:
+        ordered = sorted(plugins, key=lambda p: -p.priority)
+        return cls(
+            access=tuple(p for p in ordered if overrides(p, "access")),
+            response=tuple(p for p in ordered if overrides(p, "response")),
+        )
+
+
+EMPTY_CHAIN = PluginChain()

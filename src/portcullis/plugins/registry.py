@@ -1,0 +1,35 @@
+"""Known plugins by name, and validation of plugin instance configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from portcullis.plugins.base import Plugin
+from portcullis.plugins.request_size_limit import RequestSizeLimit
+
+PLUGINS: dict[str, type[Plugin]] = {cls.name: cls for cls in (RequestSizeLimit,)}
+
+
+def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:
+    """Errors for one plugin instance as `field: message` strings (empty when valid)."""
+    cls = PLUGINS.get(name)
+    if cls is None:
+        known = ", ".join(sorted(PLUGINS))
+        return [f"name: unknown plugin {name!r} (known: {known})"]
+    try:
+        cls.config_model.model_validate(config)
+    except ValidationError as exc:
+        return [
+            "config"
+            + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
+            + f": {e['msg']}"
+            for e in exc.errors()
+        ]
+    return []
+
+
+def build_plugin(name: str, config: dict[str, Any]) -> Plugin:
+    cls = PLUGINS[name]
+    return cls(cls.config_model.model_validate(config))

@@ -1,0 +1,37 @@
+"""request-size-limit: reject bodies larger than a limit with 413 before they reach upstream."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.problems import PAYLOAD_TOO_LARGE, PROBLEM_CONTENT_TYPE, problem_body
+
+
+class RequestSizeLimitConfig(PluginConfig):
+    max_bytes: int = Field(ge=0, description="largest accepted request body in bytes")
+
+
+class RequestSizeLimit(Plugin):
+    """Checks Content-Length up front; streamed (chunked) bodies are counted by the proxy."""
+
+    name: ClassVar[str] = "request-size-limit"
+    priority: ClassVar[int] = 951
+    config_model: ClassVar[type[PluginConfig]] = RequestSizeLimitConfig
+
+    def __init__(self, config: PluginConfig) -> None:
+        super().__init__(config)
+        assert isinstance(config, RequestSizeLimitConfig)
+        self.max_bytes = config.max_bytes
+        self._reject = problem_body(
+            PAYLOAD_TOO_LARGE, f"The request body exceeds {self.max_bytes} bytes."
+        )
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        if ctx.content_length is not None and ctx.content_length > self.max_bytes:
+            return PluginResponse(
+                413, self._reject, [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+            )
+        return None

@@ -1,0 +1,232 @@
+"""Header rewriting between client and upstream (RFC 9110 §7.6, RFC 7239, W3C Trace Context).
+
+Requests: hop-by-hop fields are removed (with every field `Connection` names), the
+forwarding fields are set or appended depending on whether the peer is a trusted
+proxy, `Via` is appended, and `X-Request-ID` / `traceparent` are propagated or
+generated. Responses: hop-by-hop fields removed, `Via` and `X-Request-ID` added.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Headers = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1 plus the legacy and proxy-only fields a gateway must not forward.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)
+_FORWARDING = frozenset(
+    {
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"forwarded",
+        b"via",
+        b"x-request-id",
+        b"traceparent",
+        b"content-length",
+    }
+)
+_DROP_REQUEST = HOP_BY_HOP | _FORWARDING
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,200}$")
+_TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ZERO_TRACE = b"0" * 32
+_ZERO_SPAN = b"0" * 16
+
+
+def new_request_id() -> bytes:
+    return os.urandom(16).hex().encode()
+
+
+def valid_traceparent(value: bytes) -> bool:
+    m = _TRACEPARENT.match(value)
+    return bool(
+        m and m.group(1) != b"ff" and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN
+    )
+
+
+class TrustedProxies:
+    """Decides whether a peer may set forwarding headers; results are cached per address."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._cache: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def trusts(self, ip: str) -> bool:
+        hit = self._cache.get(ip)
+        if hit is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                hit = False
+            else:
+                hit = any(addr in net for net in self.networks)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[ip] = hit
+        return hit
+
+
+def _forwarded_node(ip: str) -> str:
+    return f'"[{ip}]"' if ":" in ip else ip
+
+
+@dataclass(slots=True)
+class IncomingRequestInfo:
+    """What the single pass over the client's headers found out."""
+
+    host: bytes
+    request_id: bytes
+    content_length: int | None
+    chunked: bool
+    invalid: str | None
+
+
+def rewrite_request_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    client_ip: str,
+    scheme: str,
+    server_port: int | None,
+    upstream_host: bytes,
+    preserve_host: bool,
+    via: bytes,
+    trusted: bool,
+    websocket: bool = False,
+) -> tuple[Headers, IncomingRequestInfo]:
+    """Build the upstream request headers in one pass over the client's headers."""
+    out: Headers = []
+    host = b""
+    xff: list[bytes] = []
+    xfp = xfh = xfport = b""
+    forwarded: list[bytes] = []
+    prior_via: list[bytes] = []
+    request_id = b""
+    traceparent = b""
+    content_length: int | None = None
+    chunked = False
+    invalid: str | None = None
+    conn_tokens: set[bytes] | None = None
+    for name, value in headers:
+        if name not in _DROP_REQUEST:
+            out.append((name, value))
+            continue
+        if name == b"host":
+            host = value
+        elif name == b"content-length":
+            try:
+                n = int(value)
+            except ValueError:
+                invalid = "invalid Content-Length"
+                continue
+            if n < 0 or (content_length is not None and content_length != n):
+                invalid = "conflicting or negative Content-Length"
+            content_length = n
+        elif name == b"transfer-encoding":
+            codings = [c.strip().lower() for c in value.split(b",")]
+            if codings[-1] != b"chunked":
+                invalid = "Transfer-Encoding must end with chunked"
+            chunked = True
+        elif name == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            tokens -= {b"keep-alive", b"close", b"upgrade"}
+            if tokens:
+                conn_tokens = (conn_tokens or set()) | tokens
+        elif name == b"x-forwarded-for":
+            xff.append(value)
+        elif name == b"x-forwarded-proto":
+            xfp = value
+        elif name == b"x-forwarded-host":
+            xfh = value
+        elif name == b"x-forwarded-port":
+            xfport = value
+        elif name == b"forwarded":
+            forwarded.append(value)
+        elif name == b"via":
+            prior_via.append(value)
+        elif name == b"x-request-id":
+            if _REQUEST_ID.match(value):
+                request_id = value
+        elif name == b"traceparent":
+            traceparent = value
+        elif websocket and name == b"upgrade":
+            out.append((name, value))
+    if chunked and content_length is not None:
+        invalid = "both Content-Length and Transfer-Encoding"
+    if conn_tokens:
+        out = [(n, v) for n, v in out if n not in conn_tokens]
+
+    if not request_id:
+        request_id = new_request_id()
+    if not traceparent or not valid_traceparent(traceparent):
+        # Start a trace whose id is the request id, so logs and traces correlate.
+        rid = request_id if len(request_id) == 32 and request_id.isalnum() else new_request_id()
+        traceparent = b"00-" + rid.lower() + b"-" + os.urandom(8).hex().encode() + b"-00"
+
+    ip = client_ip.encode()
+    out.append((b"host", host if preserve_host and host else upstream_host))
+    if trusted and xff:
+        out.append((b"x-forwarded-for", b", ".join([*xff, ip])))
+    else:
+        out.append((b"x-forwarded-for", ip))
+    proto = scheme.encode()
+    out.append((b"x-forwarded-proto", xfp if trusted and xfp else proto))
+    if trusted and xfh:
+        out.append((b"x-forwarded-host", xfh))
+    elif host:
+        out.append((b"x-forwarded-host", host))
+    if trusted and xfport:
+        out.append((b"x-forwarded-port", xfport))
+    elif server_port is not None:
+        out.append((b"x-forwarded-port", str(server_port).encode()))
+    node = f"for={_forwarded_node(client_ip)};proto={scheme}".encode()
+    if host:
+        node += b';host="' + host.replace(b'"', b"") + b'"'
+    out.append((b"forwarded", b", ".join([*forwarded, node]) if trusted and forwarded else node))
+    out.append((b"via", b", ".join([*prior_via, via]) if prior_via else via))
+    out.append((b"x-request-id", request_id))
+    out.append((b"traceparent", traceparent))
+    if websocket:
+        out.append((b"connection", b"upgrade"))
+    return out, IncomingRequestInfo(host, request_id, content_length, chunked, invalid)
+
+
+def rewrite_response_headers(headers: Iterable[tuple[bytes, bytes]], *, via: bytes) -> Headers:
+    """Drop hop-by-hop fields (and those `Connection` names); append `Via`."""
+    out: Headers = []
+    conn_tokens: set[bytes] | None = None
+    prior_via: bytes | None = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            if lname == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")}
+                conn_tokens = (conn_tokens or set()) | tokens
+            continue
+        if lname == b"via":
+            prior_via = value if prior_via is None else prior_via + b", " + value
+            continue
+        out.append((lname, value))
+    if conn_tokens:
+        out = [(n, v) for n, v in out if n not in conn_tokens]
+    out.append((b"via", prior_via + b", " + via if prior_via else via))
+    return out

@@ -1,0 +1,165 @@
+"""Compile a `GatewayConfig` into the immutable snapshot the data plane serves from.
+
+Everything that can be decided once per config is decided here: the router index,
+each route's plugin chain, each service's pool, timeouts and rewritten base path.
+A config change builds a new snapshot and swaps one reference; requests already
+in flight finish on the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
+from portcullis.runtime.router import Router, RouteSpec
+
+from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
+from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
+from portcullis.plugins.registry import build_plugin
+from portcullis.proxy.upstream.transport import TransportTimeouts
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledService:
+    """A service with everything the proxy needs per request precomputed."""
+
+    name: str
+    scheme: str
+    base_path: str
+    pool: UpstreamPool
+    timeouts: TransportTimeouts
+    total_timeout: float | None
+    retry_attempts: int
+    retry_statuses: frozenset[int]
+    retry_budget: RetryBudget
+    hash_on: str
+    hash_on_header: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    name: str
+    route: Route
+    service: CompiledService
+    chain: PluginChain
+    strip_path: bool
+    preserve_host: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    config: GatewayConfig
+    router: Router[CompiledRoute]
+    pools: dict[str, UpstreamPool] = field(default_factory=dict)
+
+
+def implicit_upstream_name(service: Service) -> str:
+    """Services given by `url` get a one-target upstream under a name users can't collide with."""
+    return f"{service.name}@url"
+
+
+def _implicit_upstream(service: Service) -> Upstream:
+    assert service.url is not None
+    parts = urlsplit(service.url)
+    assert parts.hostname is not None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return Upstream.model_construct(
+        **{
+            **Upstream(name="implicit").model_dump(),
+            "name": implicit_upstream_name(service),
+            "targets": [Target(target=f"{host}:{port}")],
+        }
+    )
+
+
+def _service_base_path(service: Service) -> tuple[str, str]:
+    if service.url is not None:
+        parts = urlsplit(service.url)
+        return parts.scheme, parts.path or "/"
+    return service.protocol, service.path
+
+
+def _compile_service(
+    service: Service, upstreams: dict[str, Upstream], pools: dict[str, UpstreamPool]
+) -> CompiledService:
+    scheme, base_path = _service_base_path(service)
+    pool_name = service.upstream if service.upstream else implicit_upstream_name(service)
+    upstream = upstreams[pool_name]
+    t = service.timeouts
+    r = service.retries
+    header = upstream.hash_on_header
+    return CompiledService(
+        name=service.name,
+        scheme=scheme,
+        base_path=base_path.rstrip("/"),
+        pool=pools[pool_name],
+        timeouts=TransportTimeouts(connect=t.connect, read=t.read, write=t.write),
+        total_timeout=t.total,
+        retry_attempts=r.attempts,
+        retry_statuses=frozenset(r.on_statuses),
+        retry_budget=RetryBudget(r.budget_ratio, r.min_per_second),
+        hash_on=upstream.hash_on,
+        hash_on_header=header.lower().encode("latin-1") if header else None,
+    )
+
+
+def _chains(config: GatewayConfig) -> dict[str, PluginChain]:
+    """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one."""
+    by_scope: dict[tuple[str, str | None], dict[str, PluginInstance]] = {}
+    for inst in config.plugins:
+        if inst.enabled:
+            by_scope.setdefault(inst.scope, {})[inst.name] = inst
+    built: dict[int, Plugin] = {}
+
+    def plugin(inst: PluginInstance) -> Plugin:
+        if id(inst) not in built:
+            built[id(inst)] = build_plugin(inst.name, inst.config)
+        return built[id(inst)]
+
+    chains: dict[str, PluginChain] = {}
+    for route in config.routes:
+        merged: dict[str, PluginInstance] = {}
+        for scope in (("global", None), ("service", route.service), ("route", route.name)):
+            merged.update(by_scope.get(scope, {}))
+        chains[route.name] = (
+            PluginChain.from_plugins([plugin(i) for i in merged.values()])
+            if merged
+            else EMPTY_CHAIN
+        )
+    return chains
+
+
+def build_snapshot(
+    config: GatewayConfig, version: int, previous: Snapshot | None = None
+) -> Snapshot:
+    """Compile `config`; health and breaker state of unchanged targets carries over."""
+    upstreams = list(config.upstreams)
+    upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
+    pools = build_pools(upstreams, previous.pools if previous else None)
+    by_name = {u.name: u for u in upstreams}
+    services = {s.name: _compile_service(s, by_name, pools) for s in config.services}
+    chains = _chains(config)
+    specs = [
+        RouteSpec(
+            route=r,
+            payload=CompiledRoute(
+                name=r.name,
+                route=r,
+                service=services[r.service],
+                chain=chains[r.name],
+                strip_path=r.strip_path,
+                preserve_host=r.preserve_host,
+            ),
+        )
+        for r in config.routes
+    ]
+    return Snapshot(version=version, config=config, router=Router(specs), pools=pools)
+
+
+def empty_snapshot() -> Snapshot:
+    return build_snapshot(GatewayConfig(), 0)

@@ -1,0 +1,157 @@
+"""Start real servers (granian, the portcullis CLI) as subprocesses on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            raise RuntimeError(f"process exited with {proc.returncode} before listening:\n{out}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL) if _own_group(proc) else proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def _own_group(proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+@contextmanager
+def granian_app(
+    target: str, *, env: dict[str, str] | None = None, workers: int = 1
+) -> Iterator[int]:
+    """Serve an ASGI app factory with granian on a free port; yields the port."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory", target,
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, proc)
+        yield port
+    finally:
+        stop_process(proc)
+
+
+@dataclass
+class Gateway:
+    proxy_port: int
+    admin_port: int
+    database_url: str
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `portcullis ARGS` against this gateway's store."""
+        result = subprocess.run(
+            [sys.executable, "-m", "portcullis", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"portcullis {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def wait_for_version(self, version: int, timeout: float = 10.0) -> float:
+        """Poll the admin readiness endpoint until the store reports `version`; seconds taken."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            r = httpx.get(f"{self.admin_url}/health/ready", timeout=2)
+            if r.status_code == 200 and r.json().get("config_version") == version:
+                return time.monotonic() - start
+            time.sleep(0.02)
+        raise TimeoutError(f"store never reached config version {version}")
+
+
+@contextmanager
+def gateway(
+    tmp: Path,
+    config_file: Path | None,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+) -> Iterator[Gateway]:
+    """`portcullis serve` on free ports with its own SQLite store in `tmp`."""
+    proxy_port, admin_port = free_port(), free_port()
+    db = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
+    env = {
+        **os.environ,
+        "PORTCULLIS_DATABASE_URL": db,
+        "PORTCULLIS_LOG_LEVEL": "warning",
+        "PORTCULLIS_SHUTDOWN_GRACE": "5",
+        **(extra_env or {}),
+    }
+    argv = [
+        sys.executable, "-m", "portcullis", "serve",
+        "--proxy-port", str(proxy_port), "--admin-port", str(admin_port),
+        "--workers", str(workers), *extra_args,
+    ]  # fmt: skip
+    if config_file is not None:
+        argv += ["--config", str(config_file)]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp
+    )
+    try:
+        wait_for_port(proxy_port, proc, timeout=60)
+        wait_for_port(admin_port, proc, timeout=60)
+        yield Gateway(proxy_port, admin_port, db, proc, env)
+    finally:
+        stop_process(proc, timeout=30)

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from portcullis.proxy.headers import (
+    TrustedProxies,
+    rewrite_request_headers,
+    rewrite_response_headers,
+    valid_traceparent,
+)
+
+
+def rewrite(headers: list[tuple[bytes, bytes]], **kw: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = {
+        "client_ip": "10.0.0.9",
+        "scheme": "http",
+        "server_port": 8000,
+        "upstream_host": b"backend:9000",
+        "preserve_host": False,
+        "via": b"1.1 portcullis",
+        "trusted": False,
+    }
+    args.update(kw)
+    out, info = rewrite_request_headers(headers, **args)  # type: ignore[arg-type]
+    return dict(out), out, info
+
+
+def test_hop_by_hop_and_connection_named_fields_removed() -> None:
+    d, _, _ = rewrite(
+        [
+            (b"host", b"gw"),
+            (b"connection", b"keep-alive, X-Secret"),
+            (b"x-secret", b"1"),
+            (b"keep-alive", b"timeout=5"),
+            (b"te", b"trailers"),
+            (b"proxy-authorization", b"x"),
+            (b"upgrade", b"h2c"),
+            (b"x-ok", b"1"),
+        ]
+    )
+    for gone in (b"connection", b"x-secret", b"keep-alive", b"te", b"proxy-authorization", b"upgrade"):
+        assert gone not in d
+    assert d[b"x-ok"] == b"1"
+    assert d[b"host"] == b"backend:9000"
+
+
+def test_untrusted_peer_forwarding_headers_are_replaced() -> None:
+    d, _, _ = rewrite(
+        [
+            (b"host", b"gw.example"),
+            (b"x-forwarded-for", b"1.2.3.4"),
+            (b"x-forwarded-proto", b"https"),
+            (b"forwarded", b"for=1.2.3.4"),
+        ]
+    )
+    assert d[b"x-forwarded-for"] == b"10.0.0.9"
+    assert d[b"x-forwarded-proto"] == b"http"
+    assert d[b"x-forwarded-host"] == b"gw.example"
+    assert d[b"x-forwarded-port"] == b"8000"
+    assert d[b"forwarded"] == b'for=10.0.0.9;proto=http;host="gw.example"'
+
+
+def test_trusted_peer_forwarding_headers_are_appended() -> None:
+    d, _, _ = rewrite(
+        [
+            (b"host", b"gw"),
+            (b"x-forwarded-for", b"1.2.3.4"),
+            (b"x-forwarded-proto", b"https"),
+            (b"forwarded", b"for=1.2.3.4"),
+        ],
+        trusted=True,
+    )
+    assert d[b"x-forwarded-for"] == b"1.2.3.4, 10.0.0.9"
+    assert d[b"x-forwarded-proto"] == b"https"
+    assert d[b"forwarded"] == b'for=1.2.3.4, for=10.0.0.9;proto=http;host="gw"'
+
+
+def test_ipv6_forwarded_node_is_quoted() -> None:
+    d, _, _ = rewrite([(b"host", b"gw")], client_ip="2001:db8::1")
+    assert d[b"forwarded"].startswith(b'for="[2001:db8::1]"')
+
+
+def test_via_is_appended_and_host_preserved_when_asked() -> None:
+    d, _, _ = rewrite([(b"host", b"public.example"), (b"via", b"1.0 edge")], preserve_host=True)
+    assert d[b"via"] == b"1.0 edge, 1.1 portcullis"
+    assert d[b"host"] == b"public.example"
+
+
+def test_request_id_kept_when_valid_and_replaced_when_not() -> None:
+    _, _, info = rewrite([(b"x-request-id", b"abc-123")])
+    assert info.request_id == b"abc-123"
+    _, _, info = rewrite([(b"x-request-id", b"bad id with spaces")])
+    assert len(info.request_id) == 32
+
+
+def test_traceparent_propagated_or_generated() -> None:
+    tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    d, _, _ = rewrite([(b"traceparent", tp)])
+    assert d[b"traceparent"] == tp
+    d, _, info = rewrite([(b"traceparent", b"00-" + b"0" * 32 + b"-00f067aa0ba902b7-01")])
+    assert d[b"traceparent"] != tp
+    assert valid_traceparent(d[b"traceparent"])
+    assert d[b"traceparent"].split(b"-")[1] == info.request_id
+
+
+def test_valid_traceparent_rules() -> None:
+    assert valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    assert not valid_traceparent(b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    assert not valid_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01")
+    assert not valid_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01")
+
+
+def test_body_framing_detection_and_smuggling() -> None:
+    _, _, info = rewrite([(b"content-length", b"12")])
+    assert (info.content_length, info.chunked, info.invalid) == (12, False, None)
+    _, _, info = rewrite([(b"transfer-encoding", b"chunked")])
+    assert info.chunked and info.invalid is None
+    _, _, info = rewrite([(b"content-length", b"3"), (b"transfer-encoding", b"chunked")])
+    assert info.invalid is not None
+    _, _, info = rewrite([(b"content-length", b"3"), (b"content-length", b"4")])
+    assert info.invalid is not None
+    _, _, info = rewrite([(b"transfer-encoding", b"chunked, gzip")])
+    assert info.invalid is not None
+    _, _, info = rewrite([(b"content-length", b"abc")])
+    assert info.invalid is not None
+
+
+def test_content_length_not_copied_but_reported() -> None:
+    d, _, info = rewrite([(b"content-length", b"5")])
+    assert b"content-length" not in d
+    assert info.content_length == 5
+
+
+def test_response_headers() -> None:
+    out = rewrite_response_headers(
+        [
+            (b"Content-Type", b"text/plain"),
+            (b"connection", b"close, x-internal"),
+            (b"x-internal", b"1"),
+            (b"transfer-encoding", b"chunked"),
+            (b"keep-alive", b"timeout=5"),
+            (b"via", b"1.1 upstream"),
+        ],
+        via=b"1.1 portcullis",
+    )
+    assert out == [(b"content-type", b"text/plain"), (b"via", b"1.1 upstream, 1.1 portcullis")]
+
+
+def test_trusted_proxies() -> None:
+    t = TrustedProxies(["10.0.0.0/8", "::1/128"])
+    assert t.trusts("10.1.2.3")
+    assert t.trusts("::1")
+    assert not t.trusts("11.0.0.1")
+    assert not t.trusts("not-an-ip")
+    assert not TrustedProxies([])
