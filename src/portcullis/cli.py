@@ -42,7 +42,7 @@ def _mount() -> None:
 def main() -> None:
     _mount()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except UserError as exc:
         if _state["debug"]:
             err_console.print_exception()
@@ -69,3 +69,4 @@ def main() -> None:
                 highlight=False,
             )
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)

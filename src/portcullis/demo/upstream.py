@@ -52,7 +52,7 @@ def create_demo_app() -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/items")
+    @app.api_route("/items", methods=["GET", "HEAD"])
     async def list_items() -> list[Item]:
         return list(items.values())
 

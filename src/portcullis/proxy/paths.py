@@ -18,7 +18,8 @@ def upstream_target(scope: Scope, route: CompiledRoute, matched_length: int) -> 
         if raw == path.encode("utf-8", "surrogateescape"):
             raw_rest = raw[matched_length:]
         else:
-            raw_rest = quote(rest, safe=_SAFE_PATH_CHARS).encode()
+            cut = _raw_prefix_length(raw, path[:matched_length].encode("utf-8", "surrogateescape"))
+            raw_rest = raw[cut:] if cut is not None else quote(rest, safe=_SAFE_PATH_CHARS).encode()
         if raw_rest and not raw_rest.startswith(b"/"):
             raw_rest = b"/" + raw_rest
         target = route.service.base_path.encode() + raw_rest
@@ -28,3 +29,28 @@ def upstream_target(scope: Scope, route: CompiledRoute, matched_length: int) -> 
         target = b"/"
     query: bytes = scope.get("query_string", b"")
     return target + b"?" + query if query else target
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _raw_prefix_length(raw: bytes, decoded_prefix: bytes) -> int | None:
+    """How many bytes of the percent-encoded `raw` decode to `decoded_prefix`.
+
+    Stripping on the raw path keeps the client's encoding (`%2F` stays `%2F`).
+    """
+    i = 0
+    produced = 0
+    n = len(raw)
+    want = len(decoded_prefix)
+    while produced < want and i < n:
+        if raw[i] == 0x25 and i + 2 < n and raw[i + 1] in _HEX and raw[i + 2] in _HEX:
+            byte = int(raw[i + 1 : i + 3], 16)
+            i += 3
+        else:
+            byte = raw[i]
+            i += 1
+        if byte != decoded_prefix[produced]:
+            return None
+        produced += 1
+    return i if produced == want else None

@@ -68,13 +68,9 @@ def _implicit_upstream(service: Service) -> Upstream:
     assert parts.hostname is not None
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return Upstream.model_construct(
-        **{
-            **Upstream(name="implicit").model_dump(),
-            "name": implicit_upstream_name(service),
-            "targets": [Target(target=f"{host}:{port}")],
-        }
-    )
+    # Built valid, then renamed: the implicit name deliberately fails the user-facing pattern.
+    upstream = Upstream(name="implicit", targets=[Target(target=f"{host}:{port}")])
+    return upstream.model_copy(update={"name": implicit_upstream_name(service)})
 
 
 def _service_base_path(service: Service) -> tuple[str, str]:
