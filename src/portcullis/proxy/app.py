@@ -300,7 +300,8 @@ class ProxyApp:
             except (UpstreamError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
                 latency = time.monotonic() - started
                 if isinstance(exc, _ClientGone):
-                    pool.end(target, Outcome.SUCCESS, latency)
+                    # No verdict on the target: the client left, not the upstream.
+                    pool.abandon(target)
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
                     pool.end(target, Outcome.SUCCESS, latency)

@@ -55,6 +55,8 @@ class Snapshot:
     config: GatewayConfig
     router: Router[CompiledRoute]
     pools: dict[str, UpstreamPool] = field(default_factory=dict)
+    # The scheme active health checks use per pool (from the services that use it).
+    schemes: dict[str, str] = field(default_factory=dict)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -154,7 +156,10 @@ def build_snapshot(
         )
         for r in config.routes
     ]
-    return Snapshot(version=version, config=config, router=Router(specs), pools=pools)
+    schemes = {svc.pool.name: svc.scheme for svc in services.values()}
+    return Snapshot(
+        version=version, config=config, router=Router(specs), pools=pools, schemes=schemes
+    )
 
 
 def empty_snapshot() -> Snapshot:
