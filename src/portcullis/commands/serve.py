@@ -131,9 +131,8 @@ def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> in
         dead = [p for p in planes if p.process and p.process.poll() is not None]
         if dead:
             for p in dead:
-                console.print(
-                    f"[red]{p.name} exited with status {p.process.returncode if p.process else '?'}[/]"
-                )
+                code = p.process.returncode if p.process else "?"
+                console.print(f"[red]{p.name} exited with status {code}[/]")
             exit_code = 1
             break
         time.sleep(0.2)

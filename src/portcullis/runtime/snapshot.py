@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
-from portcullis.runtime.router import Router, RouteSpec
-
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
 from portcullis.plugins.registry import build_plugin
+from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.proxy.upstream.transport import TransportTimeouts
+from portcullis.runtime.router import Router, RouteSpec
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 

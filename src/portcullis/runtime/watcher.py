@@ -23,8 +23,11 @@ log = structlog.get_logger(__name__)
 
 
 class VersionedConfig(Protocol):
-    version: int
-    config: GatewayConfig
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def config(self) -> GatewayConfig: ...
 
 
 class ConfigSource(Protocol):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from support.servers import Gateway, free_port, gateway, granian_app
 
 DEMO = "portcullis.demo.upstream:create_demo_app"

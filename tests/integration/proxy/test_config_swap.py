@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import yaml
+
+from portcullis.model.loader import load_config_text
+from portcullis.store.config_repository import ConfigRepository
+from portcullis.store.engine import create_engine
 from support.servers import gateway
 
 
@@ -63,19 +68,14 @@ def test_fifty_changes_under_load_fail_nothing(tmp_path: Path, upstream_a: int) 
         for t in threads:
             t.start()
         try:
-            from portcullis.model.loader import load_config_text
-
-            import asyncio
-
-            from portcullis.store.config_repository import ConfigRepository
-            from portcullis.store.engine import create_engine
 
             async def apply_all() -> None:
                 engine = create_engine(gw.database_url)
                 repo = ConfigRepository(engine)
                 for i in range(1, 51):
                     text = yaml.safe_dump(_config(upstream_a, i % 7 + 1))
-                    await repo.apply(load_config_text(text, source="test"), author="t", comment=str(i))
+                    config = load_config_text(text, source="test")
+                    await repo.apply(config, author="t", comment=str(i))
                     await asyncio.sleep(0.05)
                 await engine.dispose()
 

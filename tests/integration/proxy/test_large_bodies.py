@@ -11,6 +11,7 @@ import httpx
 import psutil
 import pytest
 import yaml
+
 from support.servers import Gateway, gateway
 
 GIB = 1024**3
@@ -71,9 +72,12 @@ def big_gw(tmp_path_factory: pytest.TempPathFactory, upstream_a: int) -> Iterato
 def test_one_gib_download_with_flat_memory(big_gw: Gateway) -> None:
     baseline = _gateway_rss(big_gw)
     total = 0
-    with PeakSampler(big_gw) as sampler, httpx.stream(
-        "GET", f"{big_gw.url}/demo/stream/{GIB // CHUNK}?size={CHUNK}", timeout=120
-    ) as r:
+    with (
+        PeakSampler(big_gw) as sampler,
+        httpx.stream(
+            "GET", f"{big_gw.url}/demo/stream/{GIB // CHUNK}?size={CHUNK}", timeout=120
+        ) as r,
+    ):
         assert r.status_code == 200
         for chunk in r.iter_raw(CHUNK):
             total += len(chunk)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+
 from support.servers import gateway
 
 

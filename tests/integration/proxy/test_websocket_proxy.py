@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from support.servers import Gateway
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from support.servers import Gateway
 
 
 async def test_websocket_echo_through_gateway(gw: Gateway) -> None:

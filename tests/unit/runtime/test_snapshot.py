@@ -26,7 +26,8 @@ def test_services_compile_with_pools_and_timeouts() -> None:
     assert snap.version == 7
     a = snap.router.match("GET", "", "/a/x", [])
     b = snap.router.match("GET", "", "/b", [])
-    assert a is not None and b is not None
+    assert a is not None
+    assert b is not None
     assert a.payload.service.base_path == "/base"
     assert a.payload.service.pool is snap.pools["u"]
     svc = b.payload.service

@@ -1,0 +1,1 @@
+"""Runtime: the compiled, immutable snapshot the data plane serves from, and its router."""
