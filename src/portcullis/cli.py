@@ -36,6 +36,7 @@ def _mount() -> None:
     from portcullis.commands import serve as serve_cmd
 
     serve_cmd.register(app)
+    config_cmd.register_migrate(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 
 

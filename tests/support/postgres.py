@@ -5,7 +5,9 @@
 the server on a free loopback port with its unix socket in that temp dir and
 durability switched off (fsync, synchronous_commit, full_page_writes: the data
 is thrown away), waits until it accepts connections, and on exit stops it and
-removes the directory. PostgreSQL refuses to run as root, so as root the
+removes the directory. The server is a child process in the test run's process
+group that also gets SIGTERM if the test process dies, so a killed run does not
+leave it behind. PostgreSQL refuses to run as root, so as root the
 binaries run as the `postgres` system user (created by the Debian package)
 through `runuser`, and the temp dir is handed to that user.
 """
@@ -14,14 +16,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import itertools
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +41,7 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_bin_dir() -> Path:
-    """Directory holding initdb, pg_ctl and postgres: newest Debian version, else PATH."""
+    """Directory holding initdb and postgres: the newest Debian version, else from PATH."""
     candidates = []
     for d in Path("/usr/lib/postgresql").glob("*/bin"):
         match = re.fullmatch(r"\d+(\.\d+)?", d.parent.name)
@@ -67,6 +73,7 @@ class PostgresServer:
     root: Path
     port: int
     run_as: str | None
+    process: subprocess.Popen[bytes] | None = None
     _names: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -114,38 +121,69 @@ class PostgresServer:
             )
 
     def start(self) -> None:
-        options = " ".join(
-            [
-                f"-p {self.port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.socket_dir}",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
-                "-c max_connections=100",
-            ]
-        )
-        self._run(
-            [
-                str(self.bin_dir / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-o",
-                options,
-                "-t",
-                str(START_TIMEOUT),
-                "-w",
-                "start",
-            ]
-        )
+        """Start `postgres` as a child process and wait until it accepts connections.
+
+        Not through `pg_ctl start`, which detaches the server into its own session:
+        as a plain child in our process group it also goes down with a test run that
+        is killed before it could clean up.
+        """
+        argv = [
+            str(self.bin_dir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.socket_dir}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=100",
+        ]
+        if self.run_as is not None:
+            argv = ["runuser", "-u", self.run_as, "--", *argv]
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited with {self.process.returncode}:\n{self.log_file.read_text()}"
+                )
+            ready = subprocess.run(
+                [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"postgres did not become ready in {START_TIMEOUT}s")
 
     def stop(self) -> None:
-        if (self.data_dir / "postmaster.pid").exists():
-            self._run(
-                [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]
-            )
+        """Fast shutdown (disconnect clients, then exit cleanly); kill if it hangs."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            server_pid = int(pid_file.read_text().split()[0])
+            os.kill(server_pid, signal.SIGINT)  # root may signal the postgres user's process
+        except (OSError, ValueError, IndexError):
+            process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def _owner_for_root() -> str | None:
@@ -202,6 +240,16 @@ def running_postgres() -> Iterator[PostgresServer]:
         _stop_quietly(server)
         atexit.unregister(_stop_quietly)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies (Linux).
+
+    `runuser` passes the signal on to the server, which then shuts down.
+    """
+    if sys.platform == "linux":
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_quietly(server: PostgresServer) -> None:

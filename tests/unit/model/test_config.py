@@ -35,7 +35,9 @@ def test_target_format() -> None:
 
 
 def test_route_validation() -> None:
-    r = Route(name="r", service="s", methods=["get"], hosts=["API.example.com"], headers={"X-V": ["1"]})
+    r = Route(
+        name="r", service="s", methods=["get"], hosts=["API.example.com"], headers={"X-V": ["1"]}
+    )
     assert r.methods == ["GET"]
     assert r.hosts == ["api.example.com"]
     assert r.headers == {"x-v": ["1"]}

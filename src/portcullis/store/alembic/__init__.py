@@ -1,0 +1,1 @@
+"""Alembic environment and migration scripts, shipped inside the package (see `migrations`)."""

@@ -1,0 +1,1 @@
+"""Migration scripts; each new one sets `down_revision` to the previous head."""

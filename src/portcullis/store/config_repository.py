@@ -1,0 +1,235 @@
+"""Versioned storage of the gateway config.
+
+Every apply stores the whole config as a canonical JSON document (sorted keys, no
+whitespace) with its sha256 checksum, in a new row of an append-only history;
+`config_head` points at the current row. A rollback is a new version whose
+document equals an old one, so the history reads as what actually happened.
+
+Writers serialise on the head row (`SELECT … FOR UPDATE` on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite), which gives concurrent applies distinct,
+increasing version numbers; the version primary key is the backstop, and a
+writer that loses a race on it (or on creating the head row) retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from portcullis.model import GatewayConfig
+from portcullis.model.loader import load_config_data
+from portcullis.store.engine import single_read_engine, write_transaction
+from portcullis.store.errors import NotFound
+from portcullis.store.tables import HEAD_ROW_ID, ConfigHeadRow, ConfigVersionRow
+
+_WRITE_ATTEMPTS = 5
+_VERSION_COLUMNS = select(*ConfigVersionRow.__table__.c)
+_SUMMARY_COLUMNS = (
+    ConfigVersionRow.version,
+    ConfigVersionRow.created_at,
+    ConfigVersionRow.author,
+    ConfigVersionRow.comment,
+    ConfigVersionRow.checksum,
+    ConfigVersionRow.source_version,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigVersionSummary:
+    """A version's metadata, without its document (for listings)."""
+
+    version: int
+    created_at: datetime
+    author: str | None
+    comment: str | None
+    checksum: str
+    source_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigVersion:
+    """A stored config version.
+
+    `source_version` is set on versions made by a rollback (the version restored).
+    `created` is False only on a result of `apply`/`rollback` that found the config
+    identical to the current one and therefore stored nothing.
+    """
+
+    version: int
+    created_at: datetime
+    author: str | None
+    comment: str | None
+    checksum: str
+    config: GatewayConfig
+    source_version: int | None = None
+    created: bool = True
+
+
+def canonical_json(config: GatewayConfig) -> str:
+    """The stored form of a config: equal configs give equal strings (and checksums)."""
+    return json.dumps(config.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def checksum_of(document: str) -> str:
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+class ConfigRepository:
+    """Config versions in the store behind `engine` (the schema must be migrated)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        # Every read below is one statement, consistent on its own: no transaction needed.
+        self._reader = single_read_engine(engine)
+        self._version_query = select(ConfigHeadRow.version).where(ConfigHeadRow.id == HEAD_ROW_ID)
+
+    async def current_version(self) -> int:
+        """The current version number, 0 when nothing was ever applied (one primary-key read)."""
+        async with self._reader.connect() as conn:
+            version = await conn.scalar(self._version_query)
+        return version or 0
+
+    async def current(self) -> ConfigVersion | None:
+        """The current version with its config, or None when the store is empty."""
+        query = _VERSION_COLUMNS.join_from(
+            ConfigVersionRow, ConfigHeadRow, ConfigHeadRow.version == ConfigVersionRow.version
+        )
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query.where(ConfigHeadRow.id == HEAD_ROW_ID))).first()
+        return None if row is None else _to_version(row)
+
+    async def get(self, version: int) -> ConfigVersion:
+        """One version; raises `NotFound` if there is no such version."""
+        query = _VERSION_COLUMNS.where(ConfigVersionRow.version == version)
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(f"config version {version} does not exist")
+        return _to_version(row)
+
+    async def list_versions(
+        self, limit: int = 50, before: int | None = None
+    ) -> list[ConfigVersionSummary]:
+        """Newest first, at most `limit`, only versions below `before` when given (paging)."""
+        query = select(*_SUMMARY_COLUMNS).order_by(ConfigVersionRow.version.desc()).limit(limit)
+        if before is not None:
+            query = query.where(ConfigVersionRow.version < before)
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ConfigVersionSummary(*row) for row in rows]
+
+    async def apply(
+        self, config: GatewayConfig, *, author: str | None, comment: str | None
+    ) -> ConfigVersion:
+        """Store `config` as the new current version, atomically.
+
+        When it is identical to the current config nothing is stored and the current
+        version is returned with `created=False`.
+        """
+        return await self._store(config, author=author, comment=comment, source_version=None)
+
+    async def rollback(
+        self, to_version: int, *, author: str | None, comment: str | None = None
+    ) -> ConfigVersion:
+        """Make the config of `to_version` current again, as a new version.
+
+        The old document is validated against today's schema first, so a rollback
+        can't install a config this release can't serve. Raises `NotFound` for an
+        unknown version and `ConfigError` for a document that no longer validates.
+        """
+        target = await self.get(to_version)
+        return await self._store(
+            target.config,
+            author=author,
+            comment=comment if comment is not None else f"rollback to version {to_version}",
+            source_version=to_version,
+        )
+
+    async def _store(
+        self,
+        config: GatewayConfig,
+        *,
+        author: str | None,
+        comment: str | None,
+        source_version: int | None,
+    ) -> ConfigVersion:
+        document = canonical_json(config)
+        checksum = checksum_of(document)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with write_transaction(self._engine) as conn:
+                    return await self._store_locked(
+                        conn, config, document, checksum, author, comment, source_version
+                    )
+            except IntegrityError:
+                # Lost a race on the version key or on creating the head row: go again.
+                if attempt >= _WRITE_ATTEMPTS:
+                    raise
+
+    async def _store_locked(
+        self,
+        conn: AsyncConnection,
+        config: GatewayConfig,
+        document: str,
+        checksum: str,
+        author: str | None,
+        comment: str | None,
+        source_version: int | None,
+    ) -> ConfigVersion:
+        head_query = (
+            select(ConfigHeadRow.version, ConfigHeadRow.checksum)
+            .where(ConfigHeadRow.id == HEAD_ROW_ID)
+            .with_for_update()
+        )
+        head = (await conn.execute(head_query)).first()
+        if head is not None and head.version is not None and head.checksum == checksum:
+            query = _VERSION_COLUMNS.where(ConfigVersionRow.version == head.version)
+            return _to_version((await conn.execute(query)).one(), config=config, created=False)
+        latest = await conn.scalar(select(func.max(ConfigVersionRow.version)))
+        version = (latest or 0) + 1
+        now = datetime.now(UTC)
+        await conn.execute(
+            insert(ConfigVersionRow).values(
+                version=version,
+                created_at=now,
+                author=author,
+                comment=comment,
+                checksum=checksum,
+                document=document,
+                source_version=source_version,
+            )
+        )
+        values = {"version": version, "checksum": checksum, "updated_at": now}
+        if head is None:
+            await conn.execute(insert(ConfigHeadRow).values(id=HEAD_ROW_ID, **values))
+        else:
+            await conn.execute(
+                update(ConfigHeadRow).where(ConfigHeadRow.id == HEAD_ROW_ID).values(**values)
+            )
+        return ConfigVersion(version, now, author, comment, checksum, config, source_version)
+
+
+def _to_version(
+    r: Row[Any], *, config: GatewayConfig | None = None, created: bool = True
+) -> ConfigVersion:
+    if config is None:
+        config = load_config_data(json.loads(r.document), source=f"config version {r.version}")
+    return ConfigVersion(
+        version=r.version,
+        created_at=r.created_at,
+        author=r.author,
+        comment=r.comment,
+        checksum=r.checksum,
+        config=config,
+        source_version=r.source_version,
+        created=created,
+    )

@@ -1,0 +1,138 @@
+"""Async engine creation for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite gets WAL (readers never block the writer), foreign keys, a busy timeout
+and SQLAlchemy-controlled transactions: the sqlite3 driver's own legacy
+transaction handling is switched off and `BEGIN` is emitted by an event hook, so
+that a write transaction can ask for `BEGIN IMMEDIATE` (take the write lock up
+front instead of failing to upgrade a read lock later). Use `write_transaction`
+for any transaction that writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from portcullis.store.errors import UnsupportedDatabase
+
+# Execution option set on a connection before it begins a transaction that writes.
+WRITE_OPTION = "portcullis_write"
+# Execution option for single-statement reads on SQLite: no BEGIN, the statement runs
+# in SQLite's own autocommit mode (consistent on its own), saving two round trips.
+SINGLE_READ_OPTION = "portcullis_single_read"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def normalize_database_url(url: str | URL) -> URL:
+    """Pick the async driver when a URL names none: `postgresql://` → `postgresql+asyncpg://`.
+
+    Raises `UnsupportedDatabase` for other backends.
+    """
+    u = make_url(url)
+    backend, _, driver = u.drivername.partition("+")
+    if backend in ("postgres", "postgresql") and driver != "asyncpg":
+        return u.set(drivername="postgresql+asyncpg")
+    if backend == "sqlite" and driver != "aiosqlite":
+        return u.set(drivername="sqlite+aiosqlite")
+    if backend not in ("sqlite", "postgresql"):
+        raise UnsupportedDatabase(
+            f"unsupported database {backend!r}: use sqlite+aiosqlite:///PATH "
+            "or postgresql+asyncpg://USER@HOST/DB"
+        )
+    return u
+
+
+def is_sqlite(url_or_engine: str | URL | AsyncEngine) -> bool:
+    if isinstance(url_or_engine, AsyncEngine):
+        return url_or_engine.dialect.name == "sqlite"
+    return normalize_database_url(url_or_engine).get_backend_name() == "sqlite"
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of a SQLite URL, or None for memory databases and other backends."""
+    u = normalize_database_url(url)
+    if u.get_backend_name() != "sqlite":
+        return None
+    database = u.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def single_read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """A view of `engine` (same pool) for queries of one statement that need no transaction.
+
+    On PostgreSQL that is autocommit; on SQLite no BEGIN is sent. Either way a poll
+    costs one round trip instead of three.
+    """
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{SINGLE_READ_OPTION: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """An `AsyncEngine` for `url`, configured for the backend; `kwargs` go to SQLAlchemy.
+
+    For SQLite the parent directory of the database file is created if missing.
+    """
+    u = normalize_database_url(url)
+    if u.get_backend_name() == "sqlite":
+        path = sqlite_file(u)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(u, **kwargs)
+        _configure_sqlite(engine.sync_engine, wal=path is not None)
+        return engine
+    options: dict[str, Any] = {
+        "pool_size": 5,
+        "max_overflow": 10,
+        # Recycle well before typical server/proxy idle cut-offs.
+        "pool_recycle": 1800,
+        "connect_args": {"server_settings": {"application_name": "portcullis"}},
+    }
+    options.update(kwargs)
+    return create_async_engine(u, **options)
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Stop the driver from issuing BEGIN itself; `_on_begin` does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if wal:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # Durable at checkpoints and safe against corruption in WAL mode.
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        options = connection.get_execution_options()
+        if options.get(SINGLE_READ_OPTION, False):
+            return
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION) else "BEGIN")
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction that will write: committed on success, else rolled back.
+
+    On SQLite it starts with `BEGIN IMMEDIATE`, which serialises writers (waiting up
+    to the busy timeout) and rules out lock-upgrade failures.
+    """
+    async with engine.connect() as conn:
+        await conn.execution_options(**{WRITE_OPTION: True})
+        async with conn.begin():
+            yield conn
