@@ -12,7 +12,14 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
@@ -207,8 +214,32 @@ class PathMatcher(StrictModel):
         else:
             value, kind = raw, "prefix"
         if not value.startswith("/"):
-            raise ValueError("a path must start with '/' (or '=/' for exact, '~' for regex)")
+            raise ValueError(f"path {raw!r} must start with '/' (or '=/' for exact, '~' for regex)")
         return cls(kind=kind, value=value)
+
+
+def _check_host(h: str) -> str:
+    if not _HOST_LABEL.match(h):
+        raise ValueError(f"invalid host {h!r}")
+    return h.lower()
+
+
+def _check_path(p: str) -> str:
+    PathMatcher.parse(p)
+    return p
+
+
+def _check_method(m: str) -> str:
+    up = m.upper()
+    if up not in HTTP_METHODS:
+        raise ValueError(f"unknown HTTP method {m!r}")
+    return up
+
+
+# Validated per item so that errors point at the entry, e.g. routes[3].paths[0].
+HostPattern = Annotated[str, AfterValidator(_check_host)]
+RoutePath = Annotated[str, AfterValidator(_check_path)]
+Method = Annotated[str, AfterValidator(_check_method)]
 
 
 class Route(StrictModel):
@@ -221,44 +252,21 @@ class Route(StrictModel):
 
     name: Name
     service: Name
-    hosts: list[str] = Field(default_factory=list)
-    paths: list[str] = Field(default_factory=lambda: ["/"])
-    methods: list[str] = Field(default_factory=list)
+    hosts: list[HostPattern] = Field(default_factory=list)
+    paths: list[RoutePath] = Field(default_factory=lambda: ["/"])
+    methods: list[Method] = Field(default_factory=list)
     headers: dict[str, list[str]] = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     strip_path: bool = True
     preserve_host: bool = False
     tags: list[Tag] = Field(default_factory=list)
 
-    @field_validator("hosts")
-    @classmethod
-    def _hosts(cls, v: list[str]) -> list[str]:
-        out = []
-        for h in v:
-            if not _HOST_LABEL.match(h):
-                raise ValueError(f"invalid host {h!r}")
-            out.append(h.lower())
-        return out
-
     @field_validator("paths")
     @classmethod
     def _paths(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one path is required (use '/' to match everything)")
-        for p in v:
-            PathMatcher.parse(p)
         return v
-
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, v: list[str]) -> list[str]:
-        out = []
-        for m in v:
-            up = m.upper()
-            if up not in HTTP_METHODS:
-                raise ValueError(f"unknown HTTP method {m!r}")
-            out.append(up)
-        return out
 
     @field_validator("headers")
     @classmethod
