@@ -35,3 +35,5 @@ def configure_logging(level: str = "info", *, json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # Alembic narrates every migration check at INFO; readiness probes run one each time.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
