@@ -1,0 +1,1 @@
+"""Benchmarks for Portcullis; not part of the test suite. See benchmarks/README.md."""
