@@ -35,4 +35,6 @@ class Settings(BaseSettings):
     max_request_body: int = Field(default=0, ge=0, description="bytes; 0 = unlimited")
     max_header_bytes: int = Field(default=32 * 1024, ge=1024)
     max_uri_length: int = Field(default=8 * 1024, ge=256)
+    # Browser origins allowed to call the admin API (CORS); empty = none.
+    admin_cors_origins: list[str] = Field(default_factory=list)
     shutdown_grace: float = Field(default=30.0, ge=0)

@@ -1,21 +1,72 @@
-"""Control-plane FastAPI application (health and config status; the full admin API grows here)."""
+"""Control-plane FastAPI application: the admin REST API under /admin/v1, health, docs.
+
+The lifespan opens the store, starts the auth service (printing a one-time
+bootstrap token when the store has no admin user yet) and shares the admin
+services through `app.state`.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis import __version__
+from portcullis.admin.audit import AuditLog
+from portcullis.admin.auth import AuthService
+from portcullis.admin.config_editor import ConfigEditor
+from portcullis.admin.docs import install_docs
+from portcullis.admin.idempotency import IdempotencyMiddleware
+from portcullis.admin.middleware import SecurityHeadersMiddleware
+from portcullis.admin.openapi import install_openapi
+from portcullis.admin.problems import install_problem_handlers
+from portcullis.admin.state import AdminState
 from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.settings import Settings
 
 NOT_READY = ProblemKind("not-ready", "Control plane is not ready", 503)
+API_PREFIX = "/admin/v1"
+logger = logging.getLogger("portcullis.admin")
+
+
+def print_bootstrap_token(token: str) -> None:
+    """Show the one-time bootstrap token on stderr (the only place it ever appears)."""
+    line = "=" * 72
+    print(
+        f"\n{line}\n"
+        "Portcullis has no admin user yet. Create the first owner with this one-time token:\n\n"
+        f"    {token}\n\n"
+        "  curl -X POST http://<admin-host>:<port>/admin/v1/admin-users \\\n"
+        f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
+        '    -d \'{"email": "you@example.com", "password": "…", "role": "owner"}\'\n\n'
+        "It stops working once an admin user exists, and a restart replaces it.\n"
+        f"(Or run: portcullis admin create --email you@example.com --role owner)\n{line}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def build_api_router() -> APIRouter:
+    from portcullis.admin.routers import audit as audit_routes
+    from portcullis.admin.routers import auth as auth_routes
+    from portcullis.admin.routers import config as config_routes
+    from portcullis.admin.routers import organizations as org_routes
+    from portcullis.admin.routers.entities import build_entity_router
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(build_entity_router())
+    api.include_router(config_routes.router)
+    api.include_router(auth_routes.router)
+    api.include_router(org_routes.router)
+    api.include_router(audit_routes.router)
+    return api
 
 
 def create_admin_app(settings: Settings | None = None) -> FastAPI:
@@ -23,27 +74,80 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     state: dict[str, Any] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
+        from portcullis.store.migrations import is_at_head
 
         engine = create_engine(settings.database_url)
         state["engine"] = engine
+        auth = AuthService(engine)
+        app.state.authenticator = auth
+        app.state.admin = AdminState(
+            settings=settings,
+            engine=engine,
+            editor=ConfigEditor(ConfigRepository(engine)),
+            audit=AuditLog(engine),
+        )
+        try:
+            migrated = await is_at_head(engine)
+        except Exception:
+            logger.exception("could not read the store's schema version")
+            migrated = False
+        if migrated:
+            bootstrap = await auth.start()
+            if bootstrap is not None:
+                print_bootstrap_token(bootstrap)
+        else:
+            logger.warning("the store is not migrated; the admin API answers 401 until it is")
         yield
         await engine.dispose()
 
     app = FastAPI(
         title="Portcullis control plane",
         version=__version__,
+        summary="Admin REST API of the Portcullis API gateway",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
+    install_problem_handlers(app)
+    app.add_middleware(
+        IdempotencyMiddleware,
+        engine=lambda: app.state.admin.engine,
+        authenticate=lambda credential: app.state.authenticator.authenticate(credential),
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    # CORS is off unless origins are configured (`Settings.admin_cors_origins`, read
+    # defensively so the control plane also runs with settings that lack the field).
+    cors_origins: list[str] = list(settings.admin_cors_origins)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
 
-    @app.get("/health/live", tags=["health"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
+            expose_headers=["ETag", "Location", "Link"],
+        )
+
+    @app.get("/health/live", tags=["Health"])
     async def live() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/health/ready", tags=["health"], responses={503: {"description": "Not ready"}})
+    @app.get(
+        "/health/ready",
+        tags=["Health"],
+        responses={
+            503: {
+                "description": "Not ready; the problem's `component` names what failed",
+                "content": {
+                    PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        },
+    )
     async def ready() -> Any:
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.migrations import is_at_head
@@ -53,10 +157,13 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             version = await ConfigRepository(engine).current_version()
         except Exception as exc:
             return _not_ready("store", f"store unreachable: {type(exc).__name__}")
-        if not await is_at_head(settings.database_url):
+        if not await is_at_head(engine):
             return _not_ready("migrations", "database schema is not at the latest migration")
         return {"status": "ok", "config_version": version}
 
+    app.include_router(build_api_router())
+    install_openapi(app)
+    install_docs(app)
     return app
 
 

@@ -1,0 +1,659 @@
+"""Admin identities: users and passwords, login sessions, API tokens and the bootstrap token.
+
+- Passwords are argon2id hashes (argon2-cffi); verification runs in a thread so a
+  login never stalls the event loop. Unknown emails are checked against a dummy
+  hash so response time does not reveal which accounts exist.
+- A login returns a short-lived JWT access token (HS256, `typ: at+jwt`, signed with
+  a key the control plane generates once and keeps in the store) and an opaque
+  refresh token. Each refresh rotates the refresh token; presenting a rotated one
+  again is treated as theft and revokes the whole family (the login session),
+  which also invalidates the access tokens issued in it.
+- API tokens (`pca_…`) and the bootstrap token (`pcb_…`) are random values stored
+  as sha256 digests; the plain value is returned once, at creation.
+- Repeated failed logins lock the account for a while; failures per client IP are
+  counted too, so one address can't try many accounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.admin.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
+from portcullis.store.admin_tables import (
+    AdminSecretRow,
+    AdminUserRow,
+    ApiTokenRow,
+    BootstrapTokenRow,
+    OrganizationRow,
+    RefreshTokenRow,
+)
+from portcullis.store.engine import write_transaction
+
+ISSUER = "portcullis-admin"
+SIGNING_KEY_NAME = "access-token-signing-key"
+# Prefixes that tell token kinds apart (and let secret scanners recognise them).
+API_TOKEN_PREFIX = "pca_"  # noqa: S105
+BOOTSTRAP_PREFIX = "pcb_"
+REFRESH_PREFIX = "pcr_"
+_PERMISSION_VALUES = frozenset(p.value for p in Permission)
+BOOTSTRAP_PERMISSIONS = frozenset({Permission.ADMINS_READ, Permission.ADMINS_WRITE})
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuthError(Exception):
+    """Base of the errors the auth endpoints turn into problems."""
+
+
+class InvalidCredentials(AuthError):
+    """Wrong email or password (deliberately not saying which)."""
+
+
+class LoginLocked(AuthError):
+    """Too many failed logins for this account or client address."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class InvalidRefreshToken(AuthError):
+    """Unknown, expired, revoked or reused refresh token."""
+
+
+class EmailTaken(AuthError):
+    """Another admin user has this email."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminUser:
+    id: str
+    email: str
+    role: Role
+    organization_id: str | None
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "role": self.role.value,
+            "organization_id": self.organization_id,
+            "disabled": self.disabled,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: str
+    name: str
+    prefix: str
+    user_id: str
+    scopes: tuple[Permission, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "user_id": self.user_id,
+            "scopes": [s.value for s in self.scopes],
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "last_used_at": _iso(self.last_used_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _user(row: Any) -> AdminUser:
+    return AdminUser(
+        id=row.id,
+        email=row.email,
+        role=Role(row.role),
+        organization_id=row.organization_id,
+        disabled=row.disabled,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _token(row: Any) -> ApiToken:
+    return ApiToken(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        user_id=row.user_id,
+        scopes=tuple(Permission(s) for s in row.scopes.split() if s in _PERMISSION_VALUES),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+class _FailureWindow:
+    """Failed logins per client address over a sliding window, bounded in memory."""
+
+    def __init__(self, limit: int, window: float, max_clients: int = 10_000) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_clients = max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        stamps = self._failures.get(client)
+        if stamps is None:
+            return deque()
+        while stamps and stamps[0] <= now - self.window:
+            stamps.popleft()
+        return stamps
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until this client may try again (0: it may now)."""
+        now = time.monotonic()
+        stamps = self._recent(client, now)
+        if len(stamps) < self.limit:
+            return 0
+        return max(1, int(stamps[0] + self.window - now) + 1)
+
+    def fail(self, client: str) -> None:
+        now = time.monotonic()
+        stamps = self._recent(client, now)
+        stamps.append(now)
+        self._failures[client] = stamps
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+
+
+class AuthService:
+    """Admin users, sessions and tokens in the store; also the request authenticator."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        hasher: PasswordHasher | None = None,
+        access_ttl: int = 900,
+        refresh_ttl: int = 14 * 24 * 3600,
+        max_failures: int = 5,
+        lockout: int = 900,
+        ip_max_failures: int = 30,
+        ip_window: int = 900,
+    ) -> None:
+        self._engine = engine
+        self._hasher = hasher or PasswordHasher()
+        self._dummy_hash: str | None = None
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.max_failures = max_failures
+        self.lockout = lockout
+        self._ip_failures = _FailureWindow(ip_max_failures, ip_window)
+        self._signing_key: str | None = None
+
+    # ------------------------------------------------------------------ start-up
+
+    async def start(self) -> str | None:
+        """Load (or create) the signing key; on an empty store, return a new bootstrap token.
+
+        Each start without any admin user issues a fresh bootstrap token and
+        invalidates earlier ones, so only the token printed last works.
+        """
+        self._signing_key = await self._load_signing_key()
+        if await self.count_users():
+            return None
+        token = BOOTSTRAP_PREFIX + secrets.token_urlsafe(32)
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(delete(BootstrapTokenRow))
+            await conn.execute(
+                insert(BootstrapTokenRow).values(token_hash=digest(token), created_at=_now())
+            )
+        return token
+
+    async def _load_signing_key(self) -> str:
+        query = select(AdminSecretRow.value).where(AdminSecretRow.name == SIGNING_KEY_NAME)
+        async with self._engine.connect() as conn:
+            existing = await conn.scalar(query)
+        if existing is not None:
+            return existing
+        key = secrets.token_urlsafe(48)
+        try:
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(
+                    insert(AdminSecretRow).values(
+                        name=SIGNING_KEY_NAME, value=key, created_at=_now()
+                    )
+                )
+        except IntegrityError:  # another process created it first
+            async with self._engine.connect() as conn:
+                stored = await conn.scalar(query)
+            assert stored is not None
+            return stored
+        return key
+
+    async def _key(self) -> str:
+        """The signing key, loaded on first use when `start` could not run (unmigrated store)."""
+        if self._signing_key is None:
+            self._signing_key = await self._load_signing_key()
+        return self._signing_key
+
+    # ------------------------------------------------------------------ passwords
+
+    async def hash_password(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
+
+    async def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # ------------------------------------------------------------------ users
+
+    async def organization_exists(self, organization_id: str) -> bool:
+        query = select(OrganizationRow.id).where(OrganizationRow.id == organization_id)
+        async with self._engine.connect() as conn:
+            return await conn.scalar(query) is not None
+
+    async def count_users(self) -> int:
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(select(func.count()).select_from(AdminUserRow)) or 0)
+
+    async def count_owners(self) -> int:
+        query = (
+            select(func.count())
+            .select_from(AdminUserRow)
+            .where(AdminUserRow.role == Role.OWNER.value, AdminUserRow.disabled.is_(False))
+        )
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def create_user(
+        self, email: str, password: str, role: Role, organization_id: str | None = None
+    ) -> AdminUser:
+        now = _now()
+        row = {
+            "id": str(uuid.uuid4()),
+            "email": email.strip().lower(),
+            "password_hash": await self.hash_password(password),
+            "role": role.value,
+            "organization_id": organization_id,
+            "disabled": False,
+            "failed_logins": 0,
+            "locked_until": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(insert(AdminUserRow).values(**row))
+                await conn.execute(
+                    update(BootstrapTokenRow)
+                    .where(BootstrapTokenRow.used_at.is_(None))
+                    .values(used_at=now)
+                )
+        except IntegrityError:
+            raise EmailTaken(f"an admin user with email {row['email']!r} exists") from None
+        return _user(AdminUserRow(**row))
+
+    async def get_user(self, user_id: str) -> AdminUser | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(AdminUserRow).where(AdminUserRow.id == user_id))
+            ).first()
+        return None if row is None else _user(row)
+
+    async def list_users(self) -> list[AdminUser]:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(AdminUserRow))).all()
+        return [_user(r) for r in rows]
+
+    async def update_user(
+        self,
+        user_id: str,
+        *,
+        role: Role | None = None,
+        disabled: bool | None = None,
+        password: str | None = None,
+        organization_id: str | None = None,
+        clear_organization: bool = False,
+        keep_session: str | None = None,
+    ) -> AdminUser | None:
+        """Change a user; disabling them or setting a password ends their sessions.
+
+        `keep_session` spares one session: the caller's own when they change their
+        own password.
+        """
+        values: dict[str, Any] = {"updated_at": _now()}
+        if role is not None:
+            values["role"] = role.value
+        if disabled is not None:
+            values["disabled"] = disabled
+        if password is not None:
+            values["password_hash"] = await self.hash_password(password)
+            values["failed_logins"] = 0
+            values["locked_until"] = None
+        if organization_id is not None or clear_organization:
+            values["organization_id"] = organization_id
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
+            )
+            if disabled or password is not None:
+                sessions = update(RefreshTokenRow).where(
+                    RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None)
+                )
+                if keep_session is not None:
+                    sessions = sessions.where(RefreshTokenRow.family_id != keep_session)
+                await conn.execute(sessions.values(revoked_at=values["updated_at"]))
+        return await self.get_user(user_id)
+
+    async def delete_user(self, user_id: str) -> None:
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(delete(RefreshTokenRow).where(RefreshTokenRow.user_id == user_id))
+            await conn.execute(delete(ApiTokenRow).where(ApiTokenRow.user_id == user_id))
+            await conn.execute(delete(AdminUserRow).where(AdminUserRow.id == user_id))
+
+    # ------------------------------------------------------------------ sessions
+
+    async def login(self, email: str, password: str, client: str | None) -> TokenPair:
+        """Check a password; a token pair on success.
+
+        Raises `LoginLocked` while the account or the client address is locked out
+        (even for the right password) and `InvalidCredentials` otherwise.
+        """
+        client_key = client or "unknown"
+        wait = self._ip_failures.retry_after(client_key)
+        if wait:
+            raise LoginLocked("too many failed logins from this address", wait)
+        query = select(AdminUserRow).where(AdminUserRow.email == email.strip().lower())
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        now = _now()
+        if row is not None and row.locked_until is not None and row.locked_until > now:
+            wait = max(1, int((row.locked_until - now).total_seconds()) + 1)
+            raise LoginLocked("the account is locked after repeated failed logins", wait)
+        if row is None and self._dummy_hash is None:
+            self._dummy_hash = await self.hash_password(secrets.token_urlsafe(16))
+        ok = await self._verify(row.password_hash if row else self._dummy_hash or "", password)
+        if row is None or not ok or row.disabled:
+            self._ip_failures.fail(client_key)
+            if row is not None and not ok:
+                await self._record_failure(row.id, row.failed_logins + 1, now)
+            raise InvalidCredentials("invalid email or password")
+        if row.failed_logins:
+            async with write_transaction(self._engine) as conn:
+                await conn.execute(
+                    update(AdminUserRow)
+                    .where(AdminUserRow.id == row.id)
+                    .values(failed_logins=0, locked_until=None)
+                )
+        return await self._issue(row.id, row.role, str(uuid.uuid4()))
+
+    async def _record_failure(self, user_id: str, failures: int, now: datetime) -> None:
+        values: dict[str, Any] = {"failed_logins": failures}
+        if failures >= self.max_failures:
+            values["failed_logins"] = 0
+            values["locked_until"] = now + timedelta(seconds=self.lockout)
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
+            )
+
+    async def _issue(self, user_id: str, role: str, family_id: str) -> TokenPair:
+        now = _now()
+        refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                insert(RefreshTokenRow).values(
+                    id=str(uuid.uuid4()),
+                    token_hash=digest(refresh),
+                    family_id=family_id,
+                    user_id=user_id,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self.refresh_ttl),
+                )
+            )
+        claims = {
+            "iss": ISSUER,
+            "aud": ISSUER,
+            "sub": user_id,
+            "role": role,
+            "sid": family_id,
+            "iat": int(now.timestamp()),
+            "exp": int(now.timestamp()) + self.access_ttl,
+            "jti": secrets.token_hex(12),
+        }
+        access = jwt.encode(claims, await self._key(), algorithm="HS256", headers={"typ": "at+jwt"})
+        return TokenPair(access, self.access_ttl, refresh, self.refresh_ttl)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Exchange a refresh token for a new pair; reuse of a rotated one revokes its family."""
+        now = _now()
+        async with write_transaction(self._engine) as conn:
+            row = (
+                await conn.execute(
+                    select(RefreshTokenRow).where(
+                        RefreshTokenRow.token_hash == digest(refresh_token)
+                    )
+                )
+            ).first()
+            if row is None:
+                raise InvalidRefreshToken("unknown refresh token")
+            if row.used_at is not None:
+                await conn.execute(
+                    update(RefreshTokenRow)
+                    .where(
+                        RefreshTokenRow.family_id == row.family_id,
+                        RefreshTokenRow.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=now)
+                )
+                reused = True
+            else:
+                reused = False
+                if row.revoked_at is None and row.expires_at > now:
+                    await conn.execute(
+                        update(RefreshTokenRow)
+                        .where(RefreshTokenRow.id == row.id)
+                        .values(used_at=now)
+                    )
+        if reused:
+            raise InvalidRefreshToken(
+                "this refresh token was already used; the session has been revoked"
+            )
+        if row.revoked_at is not None or row.expires_at <= now:
+            raise InvalidRefreshToken("the refresh token is expired or revoked")
+        user = await self.get_user(row.user_id)
+        if user is None or user.disabled:
+            raise InvalidRefreshToken("the user no longer exists or is disabled")
+        return await self._issue(user.id, user.role.value, row.family_id)
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revoke the session the refresh token belongs to (unknown tokens are ignored)."""
+        async with write_transaction(self._engine) as conn:
+            family = await conn.scalar(
+                select(RefreshTokenRow.family_id).where(
+                    RefreshTokenRow.token_hash == digest(refresh_token)
+                )
+            )
+            if family is not None:
+                await conn.execute(
+                    update(RefreshTokenRow)
+                    .where(
+                        RefreshTokenRow.family_id == family, RefreshTokenRow.revoked_at.is_(None)
+                    )
+                    .values(revoked_at=_now())
+                )
+
+    # ------------------------------------------------------------------ API tokens
+
+    async def create_api_token(
+        self,
+        user_id: str,
+        name: str,
+        scopes: frozenset[Permission],
+        expires_at: datetime | None,
+    ) -> tuple[ApiToken, str]:
+        """A new token and its plain value (which is not stored and can't be shown again)."""
+        secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = {
+            "id": str(uuid.uuid4()),
+            "name": name,
+            "token_hash": digest(secret),
+            "prefix": secret[:12],
+            "user_id": user_id,
+            "scopes": " ".join(sorted(s.value for s in scopes)),
+            "created_at": _now(),
+            "expires_at": expires_at,
+            "revoked_at": None,
+            "last_used_at": None,
+        }
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(insert(ApiTokenRow).values(**row))
+        return _token(ApiTokenRow(**row)), secret
+
+    async def list_api_tokens(self, user_id: str | None = None) -> list[ApiToken]:
+        query = select(ApiTokenRow)
+        if user_id is not None:
+            query = query.where(ApiTokenRow.user_id == user_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_token(r) for r in rows]
+
+    async def get_api_token(self, token_id: str) -> ApiToken | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(ApiTokenRow).where(ApiTokenRow.id == token_id))
+            ).first()
+        return None if row is None else _token(row)
+
+    async def revoke_api_token(self, token_id: str) -> None:
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(ApiTokenRow)
+                .where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None))
+                .values(revoked_at=_now())
+            )
+
+    # ------------------------------------------------------------------ authenticator
+
+    async def authenticate(self, credential: str) -> Caller | None:
+        """The caller behind a bearer credential, or None when it is not valid now."""
+        if credential.startswith(API_TOKEN_PREFIX):
+            return await self._api_token_caller(credential)
+        if credential.startswith(BOOTSTRAP_PREFIX):
+            return await self._bootstrap_caller(credential)
+        return await self._access_token_caller(credential)
+
+    async def _access_token_caller(self, credential: str) -> Caller | None:
+        try:
+            claims = jwt.decode(
+                credential,
+                await self._key(),
+                algorithms=["HS256"],
+                audience=ISSUER,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "sid"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        user = await self.get_user(str(claims["sub"]))
+        if user is None or user.disabled:
+            return None
+        revoked = select(RefreshTokenRow.id).where(
+            RefreshTokenRow.family_id == str(claims["sid"]),
+            RefreshTokenRow.revoked_at.is_not(None),
+        )
+        async with self._engine.connect() as conn:
+            if await conn.scalar(revoked.limit(1)) is not None:
+                return None
+        return Caller(
+            actor=f"user:{user.email}",
+            role=user.role,
+            permissions=ROLE_PERMISSIONS[user.role],
+            user_id=user.id,
+            organization_id=user.organization_id,
+            session_id=str(claims["sid"]),
+        )
+
+    async def _api_token_caller(self, credential: str) -> Caller | None:
+        now = _now()
+        query = (
+            select(ApiTokenRow, AdminUserRow.email, AdminUserRow.role, AdminUserRow.disabled)
+            .join(AdminUserRow, AdminUserRow.id == ApiTokenRow.user_id)
+            .add_columns(AdminUserRow.organization_id)
+            .where(ApiTokenRow.token_hash == digest(credential))
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.disabled or row.revoked_at is not None:
+            return None
+        if row.expires_at is not None and row.expires_at <= now:
+            return None
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(ApiTokenRow).where(ApiTokenRow.id == row.id).values(last_used_at=now)
+            )
+        role = Role(row.role)
+        scopes = {Permission(s) for s in row.scopes.split() if s in _PERMISSION_VALUES}
+        return Caller(
+            actor=f"token:{row.name} ({row.email})",
+            role=role,
+            permissions=ROLE_PERMISSIONS[role] & frozenset(scopes),
+            user_id=row.user_id,
+            token_id=row.id,
+            organization_id=row.organization_id,
+        )
+
+    async def _bootstrap_caller(self, credential: str) -> Caller | None:
+        query = select(BootstrapTokenRow.id).where(
+            BootstrapTokenRow.token_hash == digest(credential),
+            BootstrapTokenRow.used_at.is_(None),
+        )
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(query)
+        if found is None or await self.count_users():
+            return None
+        return Caller(actor="bootstrap", role=Role.OWNER, permissions=BOOTSTRAP_PERMISSIONS)

@@ -1,0 +1,47 @@
+"""ETags, If-Match preconditions and JSON Merge Patch (RFC 9110 §13, RFC 7396)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from portcullis.admin.problems import PRECONDITION_FAILED, ApiProblem
+
+
+def etag_of(value: Any) -> str:
+    """A strong ETag for a JSON value: equal documents give equal tags, on every process."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def check_if_match(if_match: str | None, current_etag: str | None) -> None:
+    """Raise 412 unless `If-Match` (when sent) matches the current representation.
+
+    `*` matches any existing representation. Weak tags (`W/"…"`) never match, as
+    RFC 9110 requires strong comparison for If-Match.
+    """
+    if if_match is None:
+        return
+    tags = [t.strip() for t in if_match.split(",") if t.strip()]
+    if current_etag is not None and ("*" in tags or current_etag in tags):
+        return
+    raise ApiProblem(
+        PRECONDITION_FAILED,
+        "the resource does not exist"
+        if current_etag is None
+        else f"If-Match {if_match} does not match the current ETag {current_etag}",
+    )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """Apply an RFC 7396 JSON Merge Patch: objects merge, `null` removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result

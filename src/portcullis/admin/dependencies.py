@@ -1,0 +1,89 @@
+"""FastAPI dependencies shared by the admin routers: the caller, permissions, request facts."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem
+from portcullis.admin.rbac import Caller, Permission
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT access token from /admin/v1/auth/login, or an admin API token (pca_…).",
+)
+
+
+class Authenticator(Protocol):
+    """Turns a bearer credential into a caller (None when it is not valid)."""
+
+    async def authenticate(self, credential: str) -> Caller | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """Facts about the request that the audit log records."""
+
+    request_id: str
+    client_ip: str | None
+
+
+def request_facts(request: Request) -> RequestFacts:
+    """The client's `X-Request-Id` when well-formed, else a new one; and the peer address."""
+    cached = getattr(request.state, "facts", None)
+    if isinstance(cached, RequestFacts):
+        return cached
+    sent = request.headers.get("x-request-id", "")
+    request_id = sent if _REQUEST_ID.match(sent) else secrets.token_hex(16)
+    facts = RequestFacts(request_id, request.client.host if request.client else None)
+    request.state.facts = facts
+    return facts
+
+
+async def current_caller(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Caller:
+    """The authenticated caller; 401 problem (with `WWW-Authenticate`) otherwise."""
+    challenge = {"www-authenticate": 'Bearer realm="portcullis-admin"'}
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiProblem(UNAUTHORIZED, "send 'Authorization: Bearer <token>'", headers=challenge)
+    authenticator: Authenticator = request.app.state.authenticator
+    caller = await authenticator.authenticate(credentials.credentials)
+    if caller is None:
+        raise ApiProblem(
+            UNAUTHORIZED,
+            "the token is invalid, expired or revoked",
+            headers={"www-authenticate": 'Bearer realm="portcullis-admin", error="invalid_token"'},
+        )
+    request.state.caller = caller
+    return caller
+
+
+def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
+    """A dependency that returns the caller if they hold `permission`, else 403."""
+
+    async def check(caller: Caller = Depends(current_caller)) -> Caller:
+        if not caller.can(permission):
+            raise ApiProblem(
+                FORBIDDEN,
+                f"this endpoint needs the {permission.value!r} permission",
+                required_permission=permission.value,
+            )
+        return caller
+
+    check.__name__ = f"require_{permission.name.lower()}"
+    return check
+
+
+def state_of(request: Request) -> Any:
+    """The admin application's shared services (`AdminState`)."""
+    return request.app.state.admin

@@ -1,0 +1,178 @@
+"""How each kind of gateway entity appears in the admin API.
+
+A `Kind` names the config list an entity lives in, the field that identifies it,
+the fields a client may sort and filter on, and which other entities depend on
+one of its entries (so a DELETE can refuse with the dependents named instead of
+leaving a dangling reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from portcullis.model.config import (
+    Consumer,
+    GatewayConfig,
+    PluginInstance,
+    Route,
+    Service,
+    Target,
+    Upstream,
+)
+from portcullis.model.diff import plugin_key
+
+
+@dataclass(frozen=True, slots=True)
+class Dependent:
+    """An entity that refers to another one."""
+
+    kind: str
+    id: str
+    field: str
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One entity collection under /admin/v1 (`services`, `routes`, ...).
+
+    `identity_fields` can't change on PUT/PATCH: they make up the entity's id (a
+    rename would leave references dangling; delete and re-create instead).
+    """
+
+    collection: str
+    singular: str
+    title: str
+    model: type[BaseModel]
+    identity_fields: tuple[str, ...]
+    sort_fields: tuple[str, ...]
+    filter_fields: tuple[str, ...]
+    dependents: Callable[[GatewayConfig, str], list[Dependent]]
+    example: dict[str, Any]
+
+    def ids_of(self, documents: list[dict[str, Any]]) -> list[str]:
+        """The id of every entry (JSON documents), in config order."""
+        if self.collection == "plugins":
+            return plugin_ids([PluginInstance.model_construct(**d) for d in documents])
+        return [self.base_id(d) for d in documents]
+
+    def base_id(self, document: dict[str, Any]) -> str:
+        """The id an entry has before de-duplication (only plugin ids can repeat)."""
+        if self.collection == "plugins":
+            return plugin_key(PluginInstance.model_construct(**document))
+        return str(document[self.identity_fields[0]])
+
+
+def plugin_ids(plugins: list[PluginInstance]) -> list[str]:
+    """`name[instance]@scope`, with `#2`, `#3`… for repeats (as the config diff names them)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for p in plugins:
+        base = key = plugin_key(p)
+        n = 1
+        while key in seen:
+            n += 1
+            key = f"{base}#{n}"
+        seen.add(key)
+        out.append(key)
+    return out
+
+
+def _service_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    deps = [Dependent("routes", r.name, "service") for r in config.routes if r.service == name]
+    deps += [
+        Dependent("plugins", pid, "service")
+        for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
+        if p.service == name
+    ]
+    return deps
+
+
+def _upstream_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    return [
+        Dependent("services", s.name, "upstream") for s in config.services if s.upstream == name
+    ]
+
+
+def _route_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    return [
+        Dependent("plugins", pid, "route")
+        for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
+        if p.route == name
+    ]
+
+
+def _no_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    return []
+
+
+SERVICES = Kind(
+    "services",
+    "service",
+    "Services",
+    Service,
+    ("name",),
+    ("name", "protocol", "url", "upstream", "path"),
+    ("protocol", "upstream", "url"),
+    _service_dependents,
+    {"name": "orders", "url": "http://orders.internal:8080", "tags": ["team-a"]},
+)
+UPSTREAMS = Kind(
+    "upstreams",
+    "upstream",
+    "Upstreams",
+    Upstream,
+    ("name",),
+    ("name", "algorithm", "hash_on"),
+    ("algorithm", "hash_on"),
+    _upstream_dependents,
+    {"name": "orders-pool", "algorithm": "round-robin", "targets": [{"target": "10.0.0.1:8080"}]},
+)
+ROUTES = Kind(
+    "routes",
+    "route",
+    "Routes",
+    Route,
+    ("name",),
+    ("name", "service", "priority", "strip_path", "preserve_host"),
+    ("service", "strip_path", "preserve_host"),
+    _route_dependents,
+    {"name": "orders", "service": "orders", "paths": ["/orders"], "methods": ["GET", "POST"]},
+)
+CONSUMERS = Kind(
+    "consumers",
+    "consumer",
+    "Consumers",
+    Consumer,
+    ("username",),
+    ("username", "custom_id"),
+    ("custom_id",),
+    _no_dependents,
+    {"username": "acme", "custom_id": "crm-42"},
+)
+PLUGINS = Kind(
+    "plugins",
+    "plugin",
+    "Plugin instances",
+    PluginInstance,
+    ("name", "instance_name", "service", "route"),
+    ("name", "instance_name", "service", "route", "enabled"),
+    ("name", "service", "route", "enabled"),
+    _no_dependents,
+    {"name": "request-size-limit", "route": "orders", "config": {"max_bytes": 1048576}},
+)
+TARGETS = Kind(
+    "targets",
+    "target",
+    "Targets",
+    Target,
+    ("target",),
+    ("target", "weight"),
+    ("weight",),
+    _no_dependents,
+    {"target": "10.0.0.2:8080", "weight": 50},
+)
+KINDS: tuple[Kind, ...] = (SERVICES, UPSTREAMS, ROUTES, CONSUMERS, PLUGINS)

@@ -1,0 +1,262 @@
+"""RFC 9457 problem details for the admin API: error kinds, the exception, its handlers.
+
+Every error the control plane answers with is `application/problem+json` with a
+stable `type` URI per kind. Handlers turn FastAPI's own errors (request validation,
+unknown paths, wrong methods) and any unexpected exception into problems too, so
+no response ever carries a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
+
+logger = logging.getLogger("portcullis.admin")
+
+BAD_REQUEST = ProblemKind("bad-request", "Bad request", 400)
+INVALID_CURSOR = ProblemKind("invalid-cursor", "The pagination cursor is invalid", 400)
+UNAUTHORIZED = ProblemKind("unauthorized", "Authentication is required", 401)
+FORBIDDEN = ProblemKind("forbidden", "Not allowed", 403)
+NOT_FOUND = ProblemKind("not-found", "Resource not found", 404)
+METHOD_NOT_ALLOWED = ProblemKind("method-not-allowed", "Method not allowed", 405)
+NOT_ACCEPTABLE = ProblemKind("not-acceptable", "Not acceptable", 406)
+ALREADY_EXISTS = ProblemKind("already-exists", "A resource with this name already exists", 409)
+HAS_DEPENDENTS = ProblemKind("has-dependents", "Other resources depend on this resource", 409)
+IDEMPOTENCY_IN_FLIGHT = ProblemKind(
+    "idempotency-key-in-flight", "A request with this Idempotency-Key is still being processed", 409
+)
+PRECONDITION_FAILED = ProblemKind(
+    "precondition-failed", "The resource has changed (If-Match does not match its ETag)", 412
+)
+UNSUPPORTED_MEDIA_TYPE = ProblemKind("unsupported-media-type", "Unsupported media type", 415)
+VALIDATION_FAILED = ProblemKind("validation-failed", "The request is not valid", 422)
+IDEMPOTENCY_KEY_REUSED = ProblemKind(
+    "idempotency-key-reused", "This Idempotency-Key was used with a different request", 422
+)
+TOO_MANY_REQUESTS = ProblemKind("too-many-requests", "Too many requests", 429)
+INTERNAL_ERROR = ProblemKind("internal-error", "Internal error", 500)
+STORE_UNAVAILABLE = ProblemKind("store-unavailable", "The store is unavailable", 503)
+
+_BY_STATUS = {
+    k.status: k
+    for k in (
+        BAD_REQUEST,
+        UNAUTHORIZED,
+        FORBIDDEN,
+        NOT_FOUND,
+        METHOD_NOT_ALLOWED,
+        NOT_ACCEPTABLE,
+        PRECONDITION_FAILED,
+        UNSUPPORTED_MEDIA_TYPE,
+        VALIDATION_FAILED,
+        TOO_MANY_REQUESTS,
+    )
+}
+
+
+class ErrorItem(BaseModel):
+    """One validation error: where (JSON pointer into the request body) and what."""
+
+    pointer: str = Field(examples=["#/service"])
+    detail: str = Field(examples=["unknown service 'orders'"])
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as documented in the OpenAPI description."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["https://portcullis.dev/problems/not-found"])
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[ErrorItem] | None = None
+
+
+class ApiProblem(Exception):
+    """Raised anywhere in the admin API to answer with a problem response."""
+
+    def __init__(
+        self,
+        kind: ProblemKind,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or kind.title)
+        self.kind = kind
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+def validation_problem(errors: Sequence[tuple[str, str]], detail: str | None = None) -> ApiProblem:
+    """A 422 problem from `(pointer, detail)` pairs."""
+    items = [{"pointer": p, "detail": d} for p, d in errors]
+    return ApiProblem(
+        VALIDATION_FAILED,
+        detail or f"{len(items)} validation error{'s' if len(items) != 1 else ''}",
+        errors=items,
+    )
+
+
+def problem_response(
+    kind: ProblemKind,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> Response:
+    return Response(
+        content=problem_body(kind, detail, instance=instance, **extensions),
+        status_code=kind.status,
+        media_type=PROBLEM_CONTENT_TYPE,
+        headers=dict(headers or {}),
+    )
+
+
+def pointer_for(loc: Sequence[str | int]) -> str:
+    """An RFC 6901 pointer fragment (`#/timeouts/read`) for a pydantic location."""
+    if not loc:
+        return "#"
+    return "#/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
+
+
+def _strip_value_error(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def errors_from_pydantic(errors: Sequence[Any], *, skip: int = 0) -> list[tuple[str, str]]:
+    """`(pointer, detail)` pairs from pydantic error dicts, dropping `skip` leading loc parts."""
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))[skip:]
+        out.append((pointer_for(loc), _strip_value_error(str(err.get("msg", "invalid")))))
+    return out
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI description lists for the path template matching `path`."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "allowed_methods_table", None
+    )
+    if table is None:
+        table = []
+        for template, item in app.openapi().get("paths", {}).items():
+            regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{regex}$"), sorted(m.upper() for m in item)))
+        app.state.allowed_methods_table = table
+    for pattern, methods in table:
+        if pattern.match(path):
+            return methods
+    return []
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error, expected or not, with problem+json."""
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiProblem)
+        return problem_response(
+            exc.kind,
+            exc.detail,
+            instance=request.url.path,
+            headers=exc.headers,
+            **exc.extensions,
+        )
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        items = []
+        for err in exc.errors():
+            loc = tuple(err.get("loc", ()))
+            where, rest = (loc[0], loc[1:]) if loc else ("body", ())
+            detail = _strip_value_error(str(err.get("msg", "invalid")))
+            if where == "body":
+                items.append({"pointer": pointer_for(rest), "detail": detail})
+            else:
+                # Query, path and header parameters are not in the body: name them instead.
+                name = ".".join(str(p) for p in rest) or str(where)
+                items.append({"pointer": "#", "detail": f"{where} parameter {name!r}: {detail}"})
+        return problem_response(
+            VALIDATION_FAILED,
+            f"{len(items)} validation error{'s' if len(items) != 1 else ''}",
+            instance=request.url.path,
+            errors=items,
+        )
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = _BY_STATUS.get(exc.status_code)
+        if kind is None:
+            kind = ProblemKind("http-error", "HTTP error", exc.status_code)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of one route only; list every route's at this path.
+            methods = allowed_methods(app, request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
+        return problem_response(kind, detail, instance=request.url.path, headers=headers)
+
+    async def on_store_error(request: Request, exc: Exception) -> Response:
+        # Locked, unreachable or not yet migrated: retryable, and not the client's fault.
+        logger.warning("store error in the admin API: %s", type(exc).__name__)
+        return problem_response(
+            STORE_UNAVAILABLE,
+            "the store could not be used; try again shortly",
+            instance=request.url.path,
+            headers={"Retry-After": "5"},
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error in the admin API", exc_info=exc)
+        return problem_response(
+            INTERNAL_ERROR, "an unexpected error occurred", instance=request.url.path
+        )
+
+    app.add_exception_handler(ApiProblem, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(OperationalError, on_store_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, all with the Problem schema."""
+    descriptions = {
+        400: "Bad request (e.g. an invalid cursor or a missing header)",
+        401: "Not authenticated",
+        403: "Authenticated but not allowed",
+        404: "Not found",
+        409: "Conflict (duplicate name, dependents, or request in flight)",
+        412: "If-Match does not match the current ETag",
+        415: "Unsupported media type",
+        422: "Validation failed",
+        429: "Too many requests",
+    }
+    return {
+        s: {
+            "description": descriptions.get(s, "Error"),
+            "model": Problem,
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for s in statuses
+    }

@@ -1,0 +1,1 @@
+"""Admin REST API routers, one module per resource family."""

@@ -1,0 +1,193 @@
+"""The audit log: read and export only (there is no API to change or delete events)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from portcullis.admin.audit import AuditFilter
+from portcullis.admin.dependencies import require
+from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, parse_int_cursor
+from portcullis.admin.problems import problem_responses
+from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.state import AdminState
+
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+router = APIRouter(prefix="/audit-events", tags=["Audit log"])
+CSV_COLUMNS = (
+    "id",
+    "occurred_at",
+    "actor",
+    "action",
+    "resource_type",
+    "resource_id",
+    "config_version",
+    "request_id",
+    "client_ip",
+    "status",
+    "diff",
+)
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    resource_type: str
+    resource_id: str | None
+    diff: dict[str, Any]
+    config_version: int | None
+    request_id: str
+    client_ip: str | None
+    status: int
+
+
+class AuditEventPage(BaseModel):
+    items: list[AuditEventOut]
+    next: str | None
+
+
+class AuditQuery(BaseModel):
+    """Filters shared by the listing and the export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # pydantic would read a bare number as a Unix time; the API documents RFC 3339.
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value)
+            if not _DATE_TIME.match(text):
+                raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
+        return value
+
+    def as_filter(self) -> AuditFilter:
+        return AuditFilter(
+            actor=self.actor,
+            action=self.action,
+            resource_type=self.resource_type,
+            resource_id=self.resource_id,
+            since=self.since,
+            until=self.until,
+        )
+
+
+class AuditListQuery(AuditQuery):
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
+    cursor: str | None = Field(None, description="`next` cursor of the previous page")
+
+
+class AuditExportQuery(AuditQuery):
+    format: Literal["csv", "jsonl"] = Field("jsonl", description="Output format")
+
+
+def _state(request: Request) -> AdminState:
+    state: AdminState = request.app.state.admin
+    return state
+
+
+@router.get(
+    "",
+    summary="List audit events, newest first",
+    response_model=AuditEventPage,
+    responses=problem_responses(400, 401, 403, 422, 429),
+    operation_id="list_audit_events",
+)
+async def list_events(
+    request: Request,
+    query: Annotated[AuditListQuery, Query()],
+    caller: Caller = Depends(require(Permission.AUDIT_READ)),
+) -> Response:
+    before = None
+    limit = query.limit
+    if query.cursor is not None:
+        before = parse_int_cursor(query.cursor)
+    events = await _state(request).audit.page(query.as_filter(), limit=limit + 1, before_id=before)
+    items = [e.as_json() for e in events[:limit]]
+    url = None
+    headers = {}
+    if len(events) > limit:
+        url = (
+            request.url.path
+            + "?"
+            + str(request.url.include_query_params(cursor=str(events[limit - 1].id)).query)
+        )
+        headers["Link"] = f'<{url}>; rel="next"'
+    return JSONResponse({"items": items, "next": url}, headers=headers)
+
+
+@router.get(
+    "/export",
+    summary="Export matching audit events, oldest first, streamed as CSV or JSON lines",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The events",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/jsonl": {"schema": {"type": "string"}},
+            },
+        },
+        **problem_responses(401, 403, 422, 429),
+    },
+    operation_id="export_audit_events",
+)
+async def export_events(
+    request: Request,
+    query: Annotated[AuditExportQuery, Query()],
+    caller: Caller = Depends(require(Permission.AUDIT_READ)),
+) -> Response:
+    events = _state(request).audit.stream(query.as_filter())
+
+    async def jsonl() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield (json.dumps(event.as_json(), ensure_ascii=False) + "\n").encode()
+
+    async def csv_rows() -> AsyncIterator[bytes]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(CSV_COLUMNS)
+        yield buffer.getvalue().encode()
+        async for event in events:
+            buffer.seek(0)
+            buffer.truncate()
+            row = event.as_json()
+            row["diff"] = json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":"))
+            writer.writerow([_csv_cell(row[c]) for c in CSV_COLUMNS])
+            yield buffer.getvalue().encode()
+
+    if query.format == "csv":
+        return StreamingResponse(
+            csv_rows(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit-events.csv"'},
+        )
+    return StreamingResponse(
+        jsonl(),
+        media_type="application/jsonl",
+        headers={"Content-Disposition": 'attachment; filename="audit-events.jsonl"'},
+    )
+
+
+def _csv_cell(value: Any) -> str:
+    """A cell that spreadsheets won't evaluate as a formula (CSV injection)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

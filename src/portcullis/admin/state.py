@@ -1,0 +1,19 @@
+"""The services one admin application shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.admin.audit import AuditLog
+from portcullis.admin.config_editor import ConfigEditor
+from portcullis.settings import Settings
+
+
+@dataclass(slots=True)
+class AdminState:
+    settings: Settings
+    engine: AsyncEngine
+    editor: ConfigEditor
+    audit: AuditLog

@@ -1,0 +1,83 @@
+"""Shared data of the admin API tests: the test password and the RBAC matrix tables."""
+
+from __future__ import annotations
+
+from portcullis.admin.rbac import Role
+
+PASSWORD = "correct horse battery staple"
+READ, WRITE = "config:read", "config:write"
+
+ENDPOINTS: list[tuple[str, str, str]] = []
+for base in (
+    "/admin/v1/services",
+    "/admin/v1/upstreams",
+    "/admin/v1/routes",
+    "/admin/v1/consumers",
+    "/admin/v1/plugins",
+    "/admin/v1/upstreams/{upstream}/targets",
+):
+    ENDPOINTS += [
+        ("GET", base, READ),
+        ("POST", base, WRITE),
+        ("GET", base + "/{id}", READ),
+        ("PUT", base + "/{id}", WRITE),
+        ("PATCH", base + "/{id}", WRITE),
+        ("DELETE", base + "/{id}", WRITE),
+    ]
+ENDPOINTS += [
+    ("GET", "/admin/v1/config", READ),
+    ("PUT", "/admin/v1/config", WRITE),
+    ("POST", "/admin/v1/config/diff", READ),
+    ("GET", "/admin/v1/config/versions", READ),
+    ("GET", "/admin/v1/config/versions/{version}", READ),
+    ("POST", "/admin/v1/config/rollback", WRITE),
+    ("POST", "/admin/v1/auth/login", "public"),
+    ("POST", "/admin/v1/auth/refresh", "public"),
+    ("POST", "/admin/v1/auth/logout", "public"),
+    ("GET", "/admin/v1/auth/me", "authenticated"),
+    ("GET", "/admin/v1/admin-users", "admins:read"),
+    ("POST", "/admin/v1/admin-users", "admins:write"),
+    ("GET", "/admin/v1/admin-users/{user_id}", "admins:read"),
+    ("PATCH", "/admin/v1/admin-users/{user_id}", "admins:write"),
+    ("DELETE", "/admin/v1/admin-users/{user_id}", "admins:write"),
+    ("POST", "/admin/v1/tokens", "tokens:write"),
+    ("GET", "/admin/v1/tokens", "tokens:read"),
+    ("DELETE", "/admin/v1/tokens/{token_id}", "tokens:write"),
+    ("GET", "/admin/v1/organizations", "orgs:read"),
+    ("POST", "/admin/v1/organizations", "orgs:write"),
+    ("GET", "/admin/v1/organizations/{org_id}", "orgs:read"),
+    ("PATCH", "/admin/v1/organizations/{org_id}", "orgs:write"),
+    ("DELETE", "/admin/v1/organizations/{org_id}", "orgs:write"),
+    ("GET", "/admin/v1/audit-events", "audit:read"),
+    ("GET", "/admin/v1/audit-events/export", "audit:read"),
+]
+
+_EVERYTHING = {
+    READ,
+    WRITE,
+    "audit:read",
+    "admins:read",
+    "admins:write",
+    "tokens:read",
+    "tokens:write",
+    "orgs:read",
+    "orgs:write",
+}
+ROLE_GRANTS: dict[Role, set[str]] = {
+    Role.OWNER: _EVERYTHING,
+    Role.ADMIN: _EVERYTHING,
+    Role.OPERATOR: {READ, WRITE, "audit:read", "orgs:read", "tokens:read", "tokens:write"},
+    Role.VIEWER: {READ, "audit:read", "orgs:read"},
+}
+
+
+def concrete(path: str) -> str:
+    """A request path for a route template (ids that do not exist: 404 is fine here)."""
+    return (
+        path.replace("{upstream}", "nope")
+        .replace("{version}", "1")
+        .replace("{id}", "nope")
+        .replace("{user_id}", "nope")
+        .replace("{token_id}", "nope")
+        .replace("{org_id}", "nope")
+    )

@@ -1,0 +1,88 @@
+"""Fixtures: a migrated temp SQLite store, the admin app on it, and clients per role."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from admin_support import PASSWORD
+from fastapi import FastAPI
+
+from portcullis.admin.app import create_admin_app
+from portcullis.admin.auth import AuthService
+from portcullis.admin.rbac import Role
+from portcullis.settings import Settings
+from portcullis.store.migrations import upgrade_to_head
+
+ClientFactory = Callable[[Role], Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store migrated once per session; each test gets a copy (migrating takes a second)."""
+    path = tmp_path_factory.mktemp("template") / "admin.db"
+    asyncio.run(upgrade_to_head(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, migrated_template: Path) -> str:
+    path = tmp_path / "admin.db"
+    shutil.copyfile(migrated_template, path)
+    for suffix in ("-wal", "-shm"):
+        extra = migrated_template.with_name(migrated_template.name + suffix)
+        if extra.exists():
+            shutil.copyfile(extra, path.with_name(path.name + suffix))
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    application = create_admin_app(Settings(database_url=database_url, log_json=False))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def auth(app: FastAPI) -> AuthService:
+    service: AuthService = app.state.authenticator
+    return service
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+        yield client
+
+
+@pytest.fixture
+async def client_for(app: FastAPI, auth: AuthService) -> AsyncIterator[ClientFactory]:
+    """Makes a client signed in (via the login endpoint) as a new user of the given role."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(role: Role) -> httpx.AsyncClient:
+        email = f"{role.value}-{len(clients)}@example.com"
+        await auth.create_user(email, PASSWORD, role)
+        transport = httpx.ASGITransport(app=app, client=("198.51.100.8", 40000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://admin")
+        clients.append(client)
+        response = await client.post(
+            "/admin/v1/auth/login", json={"email": email, "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        client.headers["authorization"] = f"Bearer {response.json()['access_token']}"
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def owner(client_for: ClientFactory) -> httpx.AsyncClient:
+    return await client_for(Role.OWNER)
