@@ -44,11 +44,11 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class _BodyTooLarge(Exception):
-    pass
+    """A streamed request body passed the configured limit mid-stream (becomes a 413)."""
 
 
 class _ClientGone(Exception):
-    pass
+    """The client disconnected while its body was being read; nothing is left to answer."""
 
 
 class _BodyGuard:
