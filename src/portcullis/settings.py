@@ -8,6 +8,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_secret_key_file() -> Path:
+    return Path("var/portcullis.secret").resolve()
+
+
 def default_database_url() -> str:
     return f"sqlite+aiosqlite:///{Path('var/portcullis.db').resolve()}"
 
@@ -38,3 +42,8 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the admin API (CORS); empty = none.
     admin_cors_origins: list[str] = Field(default_factory=list)
     shutdown_grace: float = Field(default=30.0, ge=0)
+    # Deployment secret (base64, >= 32 bytes) that peppers API-key hashes and encrypts
+    # signing keys at rest. Unset: read or create `secret_key_file` (fine for one node;
+    # every node of a cluster must share the same value).
+    secret_key: str | None = Field(default=None, repr=False)
+    secret_key_file: Path = Field(default_factory=default_secret_key_file)

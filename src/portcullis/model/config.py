@@ -78,6 +78,8 @@ class Service(StrictModel):
     protocol: Literal["http", "https"] = "http"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
+    # The tenant that owns this entity; admins limited to an organization see only its entities.
+    organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -180,6 +182,8 @@ class Upstream(StrictModel):
     targets: list[Target] = Field(default_factory=list)
     healthchecks: HealthChecks = Field(default_factory=HealthChecks)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    # The tenant that owns this entity; admins limited to an organization see only its entities.
+    organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -259,6 +263,8 @@ class Route(StrictModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     strip_path: bool = True
     preserve_host: bool = False
+    # The tenant that owns this entity; admins limited to an organization see only its entities.
+    organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
 
     @field_validator("paths")
@@ -287,11 +293,31 @@ class Route(StrictModel):
         return [PathMatcher.parse(p) for p in self.paths]
 
 
+class ConsumerStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+
+
+MetadataValue = str | int | float | bool | None
+
+
 class Consumer(StrictModel):
-    """An API consumer (application). Identity details arrive with the identity issue."""
+    """An API consumer (application) of one organization.
+
+    Credentials (API keys, OAuth clients) live in the store, not in this document:
+    there can be many of them and their secrets must never be exported. `groups`
+    feed the acl plugin; `plan` names the traffic plan (limits and quotas) that
+    applies to the consumer's requests. A suspended consumer is refused by every
+    auth plugin, whatever credential it presents.
+    """
 
     username: Name
     custom_id: str | None = Field(default=None, max_length=256)
+    organization: Name | None = None
+    status: ConsumerStatus = ConsumerStatus.active
+    groups: list[Name] = Field(default_factory=list)
+    plan: Name | None = None
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
     tags: list[Tag] = Field(default_factory=list)
 
 
@@ -302,6 +328,8 @@ class PluginInstance(StrictModel):
     instance_name: Name | None = None
     service: Name | None = None
     route: Name | None = None
+    # The tenant that owns this entity; admins limited to an organization see only its entities.
+    organization: Name | None = None
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
 

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 from portcullis.asgi import Scope
 
 if TYPE_CHECKING:
+    from portcullis.identity.consumers import ConsumerInfo
+    from portcullis.plugins.env import PluginEnv
     from portcullis.runtime.snapshot import CompiledRoute
 
 Headers = list[tuple[bytes, bytes]]
@@ -43,12 +45,16 @@ class RequestContext:
         "client_ip",
         "consumer",
         "content_length",
+        "credential_id",
+        "headers",
         "method",
         "path",
+        "query_string",
         "request_id",
         "response_headers",
         "route",
         "scope",
+        "scopes",
         "upstream_headers",
     )
 
@@ -61,6 +67,7 @@ class RequestContext:
         client_ip: str,
         request_id: str,
         content_length: int | None,
+        upstream_headers: Headers | None = None,
     ) -> None:
         self.scope = scope
         self.route = route
@@ -69,9 +76,18 @@ class RequestContext:
         self.client_ip = client_ip
         self.request_id = request_id
         self.content_length = content_length
-        self.consumer: str | None = None
-        # Extra headers plugins add to the upstream request / the client response.
-        self.upstream_headers: Headers = []
+        # The client's request headers, as received (lower-case names).
+        self.headers: Headers = scope["headers"]
+        # Set by an auth plugin: who is calling, with which credential and scopes.
+        self.consumer: ConsumerInfo | None = None
+        self.credential_id: str | None = None
+        self.scopes: frozenset[str] = frozenset()
+        # The headers the upstream request will carry: plugins may add to and remove
+        # from this list (e.g. drop a credential, add identity headers).
+        self.upstream_headers: Headers = upstream_headers if upstream_headers is not None else []
+        # When a plugin changes the query (e.g. removes an api key parameter): the new one.
+        self.query_string: bytes | None = None
+        # Extra headers for the client response.
         self.response_headers: Headers = []
 
 
@@ -85,8 +101,9 @@ class Plugin:
     priority: ClassVar[int]
     config_model: ClassVar[type[PluginConfig]]
 
-    def __init__(self, config: PluginConfig) -> None:
+    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
         self.config = config
+        self.env = env
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         """Runs before the upstream call; returning a response short-circuits the request."""

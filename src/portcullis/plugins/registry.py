@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from portcullis.plugins.base import Plugin
+from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.request_size_limit import RequestSizeLimit
 
 PLUGINS: dict[str, type[Plugin]] = {cls.name: cls for cls in (RequestSizeLimit,)}
@@ -30,6 +31,6 @@ def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:
     return []
 
 
-def build_plugin(name: str, config: dict[str, Any]) -> Plugin:
+def build_plugin(name: str, config: dict[str, Any], env: PluginEnv) -> Plugin:
     cls = PLUGINS[name]
-    return cls(cls.config_model.model_validate(config))
+    return cls(cls.config_model.model_validate(config), env)

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.plugins.env import PluginEnv
 from portcullis.problems import PAYLOAD_TOO_LARGE, PROBLEM_CONTENT_TYPE, problem_body
 
 
@@ -21,8 +22,8 @@ class RequestSizeLimit(Plugin):
     priority: ClassVar[int] = 951
     config_model: ClassVar[type[PluginConfig]] = RequestSizeLimitConfig
 
-    def __init__(self, config: PluginConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+        super().__init__(config, env)
         assert isinstance(config, RequestSizeLimitConfig)
         self.max_bytes = config.max_bytes
         self._reject = problem_body(

@@ -186,7 +186,7 @@ class ProxyApp:
             )
             return
         ctx = RequestContext(
-            scope, route, method, path, client_ip, rid.decode(), info.content_length
+            scope, route, method, path, client_ip, rid.decode(), info.content_length, up_headers
         )
         for plugin in route.chain.access:
             reply = await plugin.access(ctx)
@@ -198,8 +198,6 @@ class ProxyApp:
                     [*reply.headers, (b"x-request-id", rid), (b"via", self.via)],
                 )
                 return
-        if ctx.upstream_headers:
-            up_headers.extend(ctx.upstream_headers)
 
         guard = _BodyGuard(self.max_body)
         body: bytes | AsyncIterator[bytes]
@@ -224,8 +222,8 @@ class ProxyApp:
             body = b""
         request = UpstreamRequest(
             method=method,
-            target=upstream_target(scope, route, match.matched_length),
-            headers=up_headers,
+            target=upstream_target(scope, route, match.matched_length, ctx.query_string),
+            headers=ctx.upstream_headers,
             body=body,
             content_length=content_length
             if content_length is not None and not info.chunked
@@ -238,7 +236,7 @@ class ProxyApp:
                     hash_key = value.decode("latin-1")
                     break
         elif service.hash_on == "consumer":
-            hash_key = ctx.consumer
+            hash_key = ctx.consumer.username if ctx.consumer is not None else None
         await self._proxy(send, ctx, service, request, guard, client_ip, hash_key, head_only, rid)
 
     async def _proxy(

@@ -10,7 +10,10 @@ from portcullis.runtime.snapshot import CompiledRoute
 _SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
 
 
-def upstream_target(scope: Scope, route: CompiledRoute, matched_length: int) -> bytes:
+def upstream_target(
+    scope: Scope, route: CompiledRoute, matched_length: int, query: bytes | None = None
+) -> bytes:
+    """The upstream request-target; `query` replaces the client's query when not None."""
     path: str = scope["path"]
     raw: bytes = scope.get("raw_path") or path.encode()
     if route.strip_path and matched_length:
@@ -27,7 +30,8 @@ def upstream_target(scope: Scope, route: CompiledRoute, matched_length: int) -> 
         target = route.service.base_path.encode() + raw
     if not target:
         target = b"/"
-    query: bytes = scope.get("query_string", b"")
+    if query is None:
+        query = scope.get("query_string", b"")
     return target + b"?" + query if query else target
 
 

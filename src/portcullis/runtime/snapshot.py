@@ -8,11 +8,13 @@ in flight finish on the snapshot they started with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
+from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
 from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.proxy.upstream.transport import TransportTimeouts
@@ -54,6 +56,7 @@ class Snapshot:
     config: GatewayConfig
     router: Router[CompiledRoute]
     pools: dict[str, UpstreamPool] = field(default_factory=dict)
+    env: PluginEnv = DEFAULT_ENV
     # The scheme active health checks use per pool (from the services that use it).
     schemes: dict[str, str] = field(default_factory=dict)
 
@@ -105,7 +108,7 @@ def _compile_service(
     )
 
 
-def _chains(config: GatewayConfig) -> dict[str, PluginChain]:
+def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
     """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one."""
     by_scope: dict[tuple[str, str | None], dict[str, PluginInstance]] = {}
     for inst in config.plugins:
@@ -115,7 +118,7 @@ def _chains(config: GatewayConfig) -> dict[str, PluginChain]:
 
     def plugin(inst: PluginInstance) -> Plugin:
         if id(inst) not in built:
-            built[id(inst)] = build_plugin(inst.name, inst.config)
+            built[id(inst)] = build_plugin(inst.name, inst.config, env)
         return built[id(inst)]
 
     chains: dict[str, PluginChain] = {}
@@ -132,15 +135,24 @@ def _chains(config: GatewayConfig) -> dict[str, PluginChain]:
 
 
 def build_snapshot(
-    config: GatewayConfig, version: int, previous: Snapshot | None = None
+    config: GatewayConfig,
+    version: int,
+    previous: Snapshot | None = None,
+    env: PluginEnv | None = None,
 ) -> Snapshot:
-    """Compile `config`; health and breaker state of unchanged targets carries over."""
+    """Compile `config`; health and breaker state of unchanged targets carries over.
+
+    `env` carries the worker's shared services (default: the previous snapshot's);
+    its consumer index is rebuilt from this config.
+    """
+    base_env = env if env is not None else (previous.env if previous else DEFAULT_ENV)
+    env = replace(base_env, consumers=ConsumerIndex(config.consumers))
     upstreams = list(config.upstreams)
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
     pools = build_pools(upstreams, previous.pools if previous else None)
     by_name = {u.name: u for u in upstreams}
     services = {s.name: _compile_service(s, by_name, pools) for s in config.services}
-    chains = _chains(config)
+    chains = _chains(config, env)
     specs = [
         RouteSpec(
             route=r,
@@ -157,7 +169,12 @@ def build_snapshot(
     ]
     schemes = {svc.pool.name: svc.scheme for svc in services.values()}
     return Snapshot(
-        version=version, config=config, router=Router(specs), pools=pools, schemes=schemes
+        version=version,
+        config=config,
+        router=Router(specs),
+        pools=pools,
+        env=env,
+        schemes=schemes,
     )
 
 

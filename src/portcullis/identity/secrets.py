@@ -1,0 +1,91 @@
+"""The server secret, and the keys derived from it.
+
+One secret per deployment (`PORTCULLIS_SECRET_KEY`, or a file created on first
+start next to the embedded database) derives, with HKDF, independent keys for
+each purpose: the pepper mixed into API-key hashes, and the key that encrypts
+token-signing private keys at rest. Every node of a cluster must share it; a
+store copied without it holds no usable key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from portcullis.errors import UserError
+
+_MIN_SECRET_BYTES = 32
+
+
+def _derive(secret: bytes, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"portcullis", info=purpose.encode()
+    ).derive(secret)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSecret:
+    """Purpose-bound keys derived from the deployment's secret."""
+
+    key_pepper: bytes
+    at_rest_key: bytes
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> ServerSecret:
+        if len(secret) < _MIN_SECRET_BYTES:
+            raise UserError(
+                f"secret_key: must be at least {_MIN_SECRET_BYTES} bytes (got {len(secret)})"
+            )
+        return cls(
+            key_pepper=_derive(secret, "api-key-pepper/v1"),
+            at_rest_key=_derive(secret, "at-rest-encryption/v1"),
+        )
+
+    def hash_credential(self, credential: str) -> str:
+        """The stored form of a high-entropy credential: HMAC-SHA256 with the pepper."""
+        return hmac.new(self.key_pepper, credential.encode("utf-8"), sha256).hexdigest()
+
+    def encrypt(self, plaintext: bytes, *, context: bytes) -> bytes:
+        """AES-256-GCM; `context` (e.g. a key id) is authenticated, so rows can't be swapped."""
+        nonce = os.urandom(12)
+        return nonce + AESGCM(self.at_rest_key).encrypt(nonce, plaintext, context)
+
+    def decrypt(self, blob: bytes, *, context: bytes) -> bytes:
+        return AESGCM(self.at_rest_key).decrypt(blob[:12], blob[12:], context)
+
+
+def load_server_secret(value: str | None, file: Path) -> ServerSecret:
+    """The secret from `value` (base64 or text), else from `file`, created on first use.
+
+    Creation uses O_EXCL, so concurrent first starts (several workers) agree on one
+    secret: the losers read the winner's file.
+    """
+    if value:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            raw = value.encode("utf-8")
+        return ServerSecret.from_secret(raw)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    for _ in range(50):
+        text = file.read_text().strip()
+        if text:
+            return ServerSecret.from_secret(base64.b64decode(text))
+        # Another process created the file and has not written it yet.
+        time.sleep(0.01)
+    raise UserError(f"secret_key_file: {file} is empty")

@@ -1,0 +1,52 @@
+"""What plugins may use besides their own config: the runtime services of a worker.
+
+A `PluginEnv` is handed to every plugin when a snapshot is compiled. Services that
+outlive snapshots (the credential cache, JWKS caches, the gateway's own token
+keys) are created once per worker and shared; `consumers` is rebuilt from each
+config. Fields are None when the worker runs without that service (unit tests,
+tools), and plugins that need one refuse to build without it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from portcullis.identity.consumers import EMPTY_CONSUMERS, ConsumerIndex
+
+if TYPE_CHECKING:
+    from jwt import PyJWK
+
+    from portcullis.identity.credential_cache import CredentialCache
+    from portcullis.identity.jwks import JwksRegistry
+
+
+class IssuerKeys(Protocol):
+    """The gateway's own OAuth2 issuer, as jwt-auth sees it (kept fresh by the worker)."""
+
+    @property
+    def issuer(self) -> str:
+        """The `iss` of tokens the built-in authorization server signs."""
+        ...
+
+    def key_for(self, kid: str) -> PyJWK | None:
+        """The public key with this `kid`, if it is currently published."""
+        ...
+
+    def is_revoked(self, jti: str) -> bool:
+        """True when the token was revoked (RFC 7009) before its expiry."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PluginEnv:
+    consumers: ConsumerIndex = EMPTY_CONSUMERS
+    credentials: CredentialCache | None = None
+    jwks: JwksRegistry | None = None
+    issuer_keys: IssuerKeys | None = None
+    clock: Callable[[], float] = field(default=time.time)
+
+
+DEFAULT_ENV = PluginEnv()
