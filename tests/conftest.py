@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.postgres import PostgresServer, running_postgres
+
+# One deployment secret for every process the suite starts (they inherit the
+# environment), so tests never create var/portcullis.secret in the work tree.
+TEST_SECRET_KEY = base64.b64encode(b"portcullis-test-secret-0123456789abcdef").decode()
+os.environ.setdefault("PORTCULLIS_SECRET_KEY", TEST_SECRET_KEY)
 
 
 @pytest.fixture(scope="session")

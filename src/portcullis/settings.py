@@ -47,3 +47,14 @@ class Settings(BaseSettings):
     # every node of a cluster must share the same value).
     secret_key: str | None = Field(default=None, repr=False)
     secret_key_file: Path = Field(default_factory=default_secret_key_file)
+    # `iss` of access tokens from the built-in OAuth2 server (default: the admin URL).
+    oauth_issuer: str | None = None
+    # How often an unused worker-side usage stamp (API key last_used_at) is flushed.
+    key_usage_flush_interval: float = Field(default=10.0, gt=0, le=3600)
+    # /health/ready fails unless a data-plane worker heartbeat is this fresh (seconds).
+    ready_requires_data_plane: bool = True
+    heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
+
+    @property
+    def issuer(self) -> str:
+        return self.oauth_issuer or f"http://{self.admin_host}:{self.admin_port}"

@@ -27,6 +27,7 @@ from portcullis.admin.middleware import SecurityHeadersMiddleware
 from portcullis.admin.openapi import install_openapi
 from portcullis.admin.problems import install_problem_handlers
 from portcullis.admin.state import AdminState
+from portcullis.identity.secrets import load_server_secret
 from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.settings import Settings
@@ -88,6 +89,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             engine=engine,
             editor=ConfigEditor(ConfigRepository(engine)),
             audit=AuditLog(engine),
+            secret=load_server_secret(settings.secret_key, settings.secret_key_file),
         )
         try:
             migrated = await is_at_head(engine)

@@ -29,6 +29,9 @@ class Permission(StrEnum):
     TOKENS_WRITE = "tokens:write"
     ORGS_READ = "orgs:read"
     ORGS_WRITE = "orgs:write"
+    # Consumer credentials: API keys and OAuth clients (metadata only; secrets are never readable).
+    CREDENTIALS_READ = "credentials:read"
+    CREDENTIALS_WRITE = "credentials:write"
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -45,10 +48,19 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ORGS_READ,
             Permission.TOKENS_READ,
             Permission.TOKENS_WRITE,
+            Permission.CREDENTIALS_READ,
+            Permission.CREDENTIALS_WRITE,
         }
     ),
     # Viewers read the gateway config, the audit log and organisations; nothing else.
-    Role.VIEWER: frozenset({Permission.CONFIG_READ, Permission.AUDIT_READ, Permission.ORGS_READ}),
+    Role.VIEWER: frozenset(
+        {
+            Permission.CONFIG_READ,
+            Permission.AUDIT_READ,
+            Permission.ORGS_READ,
+            Permission.CREDENTIALS_READ,
+        }
+    ),
 }
 # The rank decides who may grant a role: nobody grants a role above their own.
 ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2, Role.OWNER: 3}

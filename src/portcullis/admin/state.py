@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.admin.audit import AuditLog
 from portcullis.admin.config_editor import ConfigEditor
+from portcullis.identity.secrets import ServerSecret
 from portcullis.settings import Settings
 
 
@@ -17,3 +18,5 @@ class AdminState:
     engine: AsyncEngine
     editor: ConfigEditor
     audit: AuditLog
+    # Peppers credential hashes and encrypts signing keys (shared with the data plane).
+    secret: ServerSecret

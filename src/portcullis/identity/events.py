@@ -10,15 +10,20 @@ and PostgreSQL, across workers and nodes, with no extra infrastructure; at the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import structlog
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.store.identity_tables import IdentityEventRow
+
+log = structlog.get_logger(__name__)
 
 
 class EventKind(StrEnum):
@@ -77,3 +82,63 @@ class IdentityEventFeed:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [IdentityEvent(r[0], EventKind(r[1]), r[2], r[3]) for r in rows]
+
+
+EventListener = Callable[[list[IdentityEvent]], None]
+
+
+class IdentityEventPoller:
+    """One poll loop per worker that hands new identity events to every listener.
+
+    It starts at the log's current end (a fresh worker has no stale caches to
+    invalidate) and, when the feed is unreachable, keeps the caches it has and tries
+    again next tick.
+    """
+
+    def __init__(self, feed: IdentityEventFeed, interval: float = 0.25) -> None:
+        self.feed = feed
+        self.interval = interval
+        self.position = 0
+        self._listeners: list[EventListener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    async def prime(self) -> None:
+        """Start from the newest event."""
+        self.position = await self.feed.latest()
+
+    async def poll(self) -> int:
+        """Deliver events newer than the position; returns how many were delivered."""
+        if await self.feed.latest() <= self.position:
+            return 0
+        delivered = 0
+        while True:
+            events = await self.feed.since(self.position)
+            if not events:
+                return delivered
+            self.position = events[-1].seq
+            delivered += len(events)
+            for listener in self._listeners:
+                listener(events)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("identity_events.poll_failed", error=str(exc), kind=type(exc).__name__)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="portcullis-identity-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -15,6 +15,7 @@ from typing import Protocol
 import structlog
 
 from portcullis.model import GatewayConfig
+from portcullis.plugins.env import PluginEnv
 from portcullis.proxy.upstream.transport import Transport
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
@@ -45,8 +46,10 @@ class ConfigWatcher:
         holder: SnapshotHolder,
         transport: Transport,
         interval: float = 0.25,
+        env: PluginEnv | None = None,
     ) -> None:
         self.source = source
+        self.env = env
         self.holder = holder
         self.transport = transport
         self.interval = interval
@@ -60,7 +63,7 @@ class ConfigWatcher:
         current = await self.source.current()
         if current is None or current.version == self.holder.current.version:
             return False
-        snapshot = build_snapshot(current.config, current.version, self.holder.current)
+        snapshot = build_snapshot(current.config, current.version, self.holder.current, self.env)
         await self.holder.swap(snapshot, self.transport)
         return True
 

@@ -58,6 +58,8 @@ _EVERYTHING = {
     "audit:read",
     "admins:read",
     "admins:write",
+    "credentials:read",
+    "credentials:write",
     "tokens:read",
     "tokens:write",
     "orgs:read",
@@ -66,8 +68,17 @@ _EVERYTHING = {
 ROLE_GRANTS: dict[Role, set[str]] = {
     Role.OWNER: _EVERYTHING,
     Role.ADMIN: _EVERYTHING,
-    Role.OPERATOR: {READ, WRITE, "audit:read", "orgs:read", "tokens:read", "tokens:write"},
-    Role.VIEWER: {READ, "audit:read", "orgs:read"},
+    Role.OPERATOR: {
+        READ,
+        WRITE,
+        "audit:read",
+        "orgs:read",
+        "tokens:read",
+        "tokens:write",
+        "credentials:read",
+        "credentials:write",
+    },
+    Role.VIEWER: {READ, "audit:read", "orgs:read", "credentials:read"},
 }
 
 

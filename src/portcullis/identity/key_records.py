@@ -1,0 +1,37 @@
+"""What the data plane knows about one API key (no secret, no hash)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
+
+from portcullis.identity.keys import Environment
+
+
+class KeyStatus(StrEnum):
+    active = "active"
+    suspended = "suspended"
+    revoked = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One key as key-auth needs it; times are POSIX seconds (cheap to compare per request).
+
+    `grace_until` is set on a key that was rotated: it keeps working until then.
+    Empty `allowed_origins` / `ip_allowlist` mean "no restriction".
+    """
+
+    id: str
+    consumer: str
+    name: str
+    environment: Environment
+    scopes: frozenset[str]
+    status: KeyStatus
+    status_reason: str | None
+    expires_at: float | None
+    grace_until: float | None
+    allowed_origins: frozenset[str]
+    ip_allowlist: tuple[IPv4Network | IPv6Network, ...]
+    plan: str | None
