@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from portcullis.identity.credential_cache import CredentialCache
     from portcullis.identity.jwks import JwksRegistry
+    from portcullis.limits.backend import LimitBackend
 
 
 class IssuerKeys(Protocol):
@@ -46,6 +47,7 @@ class PluginEnv:
     credentials: CredentialCache | None = None
     jwks: JwksRegistry | None = None
     issuer_keys: IssuerKeys | None = None
+    limits: LimitBackend | None = None
     clock: Callable[[], float] = field(default=time.time)
 
 
