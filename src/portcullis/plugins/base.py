@@ -8,8 +8,9 @@ calls the handlers that exist.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,6 +43,7 @@ class RequestContext:
     """Per-request state shared by the proxy and the plugins of one request."""
 
     __slots__ = (
+        "claims",
         "client_ip",
         "consumer",
         "content_length",
@@ -82,6 +84,8 @@ class RequestContext:
         self.consumer: ConsumerInfo | None = None
         self.credential_id: str | None = None
         self.scopes: frozenset[str] = frozenset()
+        # The verified token payload when jwt-auth authenticated the request.
+        self.claims: Mapping[str, Any] | None = None
         # The headers the upstream request will carry: plugins may add to and remove
         # from this list (e.g. drop a credential, add identity headers).
         self.upstream_headers: Headers = upstream_headers if upstream_headers is not None else []
