@@ -34,11 +34,13 @@ def _mount() -> None:
     # Imported here so `portcullis --help` stays fast and modules stay independent.
     from portcullis.commands import admin as admin_cmd
     from portcullis.commands import config as config_cmd
+    from portcullis.commands import keys as keys_cmd
     from portcullis.commands import serve as serve_cmd
 
     serve_cmd.register(app)
     config_cmd.register_migrate(app)
     admin_cmd.register_admin(app)
+    keys_cmd.register_keys(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 
 

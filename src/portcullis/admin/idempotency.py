@@ -38,6 +38,7 @@ from portcullis.admin.problems import (
     problem_response,
 )
 from portcullis.admin.rbac import Caller
+from portcullis.identity.secrets import ServerSecret
 from portcullis.store.admin_tables import IdempotencyKeyRow
 from portcullis.store.engine import write_transaction
 
@@ -65,6 +66,13 @@ def _sha(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
+_SEALED = b"sealed:v1:"
+
+
+def _no_store(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in headers)
+
+
 class IdempotencyMiddleware:
     """Plain ASGI middleware; only POSTs under /admin/v1 that carry the header do any work."""
 
@@ -74,9 +82,11 @@ class IdempotencyMiddleware:
         *,
         engine: Callable[[], AsyncEngine],
         authenticate: Callable[[str], Any],
+        secret: Callable[[], ServerSecret] | None = None,
     ) -> None:
         self.app = app
         self._engine = engine
+        self._secret = secret
         self._authenticate = authenticate
         self._last_purge = float("-inf")
 
@@ -185,7 +195,10 @@ class IdempotencyMiddleware:
                     .values(created_at=now, expires_at=now + RETENTION)
                 )
                 return None
-            return _Replay(row.status, json.loads(row.headers or "[]"), row.body or b"")
+            stored = row.body or b""
+            if stored.startswith(_SEALED):
+                stored = self._unseal(stored, scope_hash)
+            return _Replay(row.status, json.loads(row.headers or "[]"), stored)
 
     async def _run(
         self, engine: AsyncEngine, scope_hash: str, scope: Scope, body: bytes, send: Send
@@ -224,12 +237,25 @@ class IdempotencyMiddleware:
             for k, v in response_headers
             if k.lower() not in _SKIPPED_RESPONSE_HEADERS
         ]
+        stored = b"".join(chunks)
+        if _no_store(response_headers):
+            # The response shows a secret once (a new API key, a client secret): keep it only
+            # sealed with the server secret, so a retry still gets the same key replayed.
+            if self._secret is None:
+                await self._forget(engine, scope_hash)
+                return
+            stored = _SEALED + self._secret().encrypt(stored, context=scope_hash.encode())
         async with write_transaction(engine) as conn:
             await conn.execute(
                 update(IdempotencyKeyRow)
                 .where(IdempotencyKeyRow.scope_hash == scope_hash)
-                .values(status=status, headers=json.dumps(kept), body=b"".join(chunks))
+                .values(status=status, headers=json.dumps(kept), body=stored)
             )
+
+    def _unseal(self, stored: bytes, scope_hash: str) -> bytes:
+        if self._secret is None:
+            raise RuntimeError("a sealed idempotent response needs the server secret")
+        return self._secret().decrypt(stored[len(_SEALED) :], context=scope_hash.encode())
 
     async def _forget(self, engine: AsyncEngine, scope_hash: str) -> None:
         async with write_transaction(engine) as conn:
