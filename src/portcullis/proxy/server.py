@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from portcullis.identity.events import IdentityEventPoller
     from portcullis.identity.issuer_keys import IssuerKeyring
     from portcullis.identity.jwks import JwksRegistry
+    from portcullis.limits.backend import LimitBackend
     from portcullis.runtime.heartbeat import NodeHeartbeat
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,7 @@ class DataPlane:
         self._engine: object | None = None
         self._events: IdentityEventPoller | None = None
         self._heartbeat: NodeHeartbeat | None = None
+        self._limits: LimitBackend | None = None
         self._services: tuple[CredentialCache, IssuerKeyring, JwksRegistry] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,6 +72,7 @@ class DataPlane:
         from portcullis.identity.jwks import JwksRegistry
         from portcullis.identity.key_repository import KeyRepository
         from portcullis.identity.secrets import load_server_secret
+        from portcullis.limits.factory import create_limit_backend
         from portcullis.runtime.heartbeat import NodeHeartbeat
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
@@ -98,7 +101,9 @@ class DataPlane:
         jwks = JwksRegistry(self._session)
         self._services = (credentials, issuer, jwks)
         self._events = events
-        env = PluginEnv(credentials=credentials, jwks=jwks, issuer_keys=issuer)
+        # Nothing connects here: the Redis backend connects on its first decision.
+        self._limits = limits = create_limit_backend(settings)
+        env = PluginEnv(credentials=credentials, jwks=jwks, issuer_keys=issuer, limits=limits)
         self._watcher = ConfigWatcher(
             ConfigRepository(engine),
             self.holder,
@@ -127,6 +132,8 @@ class DataPlane:
             await self._watcher.stop()
         if self._events is not None:
             await self._events.stop()
+        if self._limits is not None:
+            await self._limits.aclose()
         if self._services is not None:
             credentials, issuer, jwks = self._services
             # Flushes pending last-used stamps, so a graceful stop loses none.

@@ -1,0 +1,237 @@
+"""Redis rate-limit backend: exact across every worker and node that shares the Redis.
+
+Each decision is one `EVALSHA` of one Lua script (`lua/*.lua`, shipped as package
+data and joined into one script): it reads the server's clock (`TIME`, so node
+clocks never matter), evaluates every limit of the request, and writes the new
+states only when all of them admit it — atomically, since Redis runs a script
+alone. Keys are `<prefix>{<slot>}:<key>:<algorithm>`: the `{slot}` hash tag puts
+every key of one decision in one Redis Cluster slot. Every key written gets a TTL
+after which its state no longer matters. The script is sent by its SHA1; after
+`NOSCRIPT` (a restarted or flushed Redis) it is loaded once and the call retried.
+
+Redis-py's own retries are off: a retried script after a timeout could count a
+request twice. Instead every call has a deadline (`timeout`); a failure or a
+timeout opens a circuit and the failure policy (`FailurePolicy`) answers: allow,
+refuse, or decide with a local `MemoryBackend`. After `retry_interval` one request
+probes Redis again (the others keep the policy meanwhile); success closes the
+circuit. A decision that timed out may still have run on Redis: it then counts a
+request that the policy answered, which can only make the shared count higher,
+never lower.
+
+Counters for metrics are plain attributes, gathered by `snapshot()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from portcullis.limits.backend import FailurePolicy, LimitRequest
+from portcullis.limits.memory import MemoryBackend
+from portcullis.limits.spec import MICROS, Decision
+
+log = structlog.get_logger(__name__)
+
+LUA_FILES = (
+    "common.lua",
+    "fixed_window.lua",
+    "sliding_window.lua",
+    "token_bucket.lua",
+    "gcra.lua",
+    "decide.lua",
+)
+DEFAULT_PREFIX = "pc:rl:"
+
+
+def load_script() -> str:
+    """The decision script: the helper and algorithm files, then the main body."""
+    lua = resources.files("portcullis.limits").joinpath("lua")
+    return "\n".join(lua.joinpath(name).read_text(encoding="utf-8") for name in LUA_FILES)
+
+
+def redis_client(url: str, *, timeout: float, max_connections: int = 64) -> Redis:
+    """A client for limit decisions: bounded pool, per-socket timeouts, no retries."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=None,  # waiting for a connection is bounded by the decision deadline
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis(connection_pool=pool)
+
+
+class RedisBackend:
+    """Shared counters in Redis, with a failure policy and a circuit (see the module doc)."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 0.2,
+        retry_interval: float = 1.0,
+        on_failure: FailurePolicy = FailurePolicy.local,
+        fallback: MemoryBackend | None = None,
+        owns_client: bool = True,
+    ) -> None:
+        if timeout <= 0 or retry_interval <= 0:
+            raise ValueError("timeout and retry_interval must be positive")
+        self._client = client
+        self._owns_client = owns_client
+        self.prefix = prefix
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.on_failure = on_failure
+        self.fallback = fallback if fallback is not None else MemoryBackend()
+        self._script = load_script()
+        self._sha = hashlib.sha1(self._script.encode(), usedforsecurity=False).hexdigest()
+        # Circuit: 0.0 while closed; else the monotonic time of the next probe.
+        self._down_until = 0.0
+        self._probing = False
+        self.last_error = ""
+        # Metrics.
+        self.allowed = 0
+        self.denied = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.fallback_decisions = 0
+        self.open_decisions = 0
+        self.closed_decisions = 0
+        self.circuit_opened = 0
+        self.recoveries = 0
+        self.script_loads = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 0.2,
+        max_connections: int = 64,
+        **kwargs: Any,
+    ) -> RedisBackend:
+        return cls(
+            redis_client(url, timeout=timeout, max_connections=max_connections),
+            timeout=timeout,
+            **kwargs,
+        )
+
+    @property
+    def healthy(self) -> bool:
+        return self._down_until == 0.0
+
+    @property
+    def circuit_open(self) -> bool:
+        return self._down_until != 0.0
+
+    def key_for(self, request: LimitRequest) -> str:
+        """The Redis key of a request's counter."""
+        tag = request.slot or request.key
+        return f"{self.prefix}{{{tag}}}:{request.key}{request.spec.key_suffix}"
+
+    async def decide(
+        self, requests: Sequence[LimitRequest], on_failure: FailurePolicy | None = None
+    ) -> list[Decision]:
+        if self._down_until:
+            if self._probing or time.monotonic() < self._down_until:
+                return self._degraded(requests, on_failure or self.on_failure)
+            self._probing = True
+            try:
+                decisions = await self._call(requests)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._failed(exc)
+                return self._degraded(requests, on_failure or self.on_failure)
+            finally:
+                self._probing = False
+            self._down_until = 0.0
+            self.recoveries += 1
+            log.warning("limits.redis_recovered")
+            return decisions
+        try:
+            return await self._call(requests)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return self._degraded(requests, on_failure or self.on_failure)
+
+    async def _call(self, requests: Sequence[LimitRequest]) -> list[Decision]:
+        keys = [self.key_for(r) for r in requests]
+        args: list[str | int] = []
+        for r in requests:
+            args.extend(r.spec.lua_args)
+            args.append(r.cost)
+        async with asyncio.timeout(self.timeout):
+            try:
+                reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self._sha = await self._client.script_load(self._script)
+                self.script_loads += 1
+                reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        if reply[0]:
+            self.allowed += 1
+        else:
+            self.denied += 1
+        return [
+            Decision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3])
+            for i in range(1, 4 * len(requests), 4)
+        ]
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        if isinstance(exc, TimeoutError):
+            self.timeouts += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        if not self._down_until:
+            self.circuit_opened += 1
+            log.warning(
+                "limits.redis_unavailable",
+                error=self.last_error,
+                policy=self.on_failure.value,
+                retry_in=self.retry_interval,
+            )
+        self._down_until = time.monotonic() + self.retry_interval
+
+    def _degraded(self, requests: Sequence[LimitRequest], policy: FailurePolicy) -> list[Decision]:
+        if policy is FailurePolicy.local:
+            self.fallback_decisions += 1
+            return self.fallback.decide_now(requests)
+        if policy is FailurePolicy.open:
+            self.open_decisions += 1
+            return [Decision(True, r.spec.limit, 0, 0, counted=False) for r in requests]
+        self.closed_decisions += 1
+        retry = round(self.retry_interval * MICROS)
+        return [Decision(False, 0, 0, retry, counted=False) for _ in requests]
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+            await self._client.connection_pool.disconnect()
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "decisions_allowed": self.allowed,
+            "decisions_denied": self.denied,
+            "backend_errors": self.errors,
+            "backend_timeouts": self.timeouts,
+            "fallback_active": 0 if self._down_until == 0.0 else 1,
+            "fallback_decisions": self.fallback_decisions,
+            "failopen_decisions": self.open_decisions,
+            "failclosed_decisions": self.closed_decisions,
+            "circuit_opened": self.circuit_opened,
+            "recoveries": self.recoveries,
+            "script_loads": self.script_loads,
+            "local_keys": len(self.fallback),
+        }

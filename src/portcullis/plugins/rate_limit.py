@@ -1,0 +1,383 @@
+"""rate-limit: several limits per request, each with its algorithm, key and cost.
+
+Config (one plugin instance, one named policy):
+
+    policy_name: api            # names the counters and the header items
+    on_backend_failure: local   # open | closed | local, while Redis is unreachable
+    cost_header: X-Cost         # optional request weight; per-method costs too
+    limits:
+      - {limit: 10, period: 1s, algorithm: gcra, burst: 20, key: consumer}
+      - {limit: 1000, period: 1h, key: consumer}
+      - {limit: 50000, period: 1d, key: [consumer, route], name: daily}
+
+Keys: `global`, `service`, `route`, `consumer`, `credential`, `ip`,
+`header:<name>`, `claim:<name>`, or a list of them (one counter per combination).
+A request without the identity a key asks for (no consumer, no such header) is
+counted under its client IP instead, like Kong. Counters are named by policy,
+limit name and key, so two plugin instances with the same `policy_name` and limit
+names share their counters (that is how one budget spans several routes); give
+instances different policy names to keep them apart. Header and claim values are
+hashed into the key (bounded size, nothing sensitive in Redis).
+
+All the limits of a request are decided together by the worker's `LimitBackend`
+(Redis: one atomic script): if any refuses, none is consumed. The plugin runs
+after authentication and authorization (priority 910, below key-auth 1250,
+jwt-auth 1450 and acl 955), so requests those refuse are never counted.
+
+Cost: `default_cost` (1), or `method_costs[method]`, or the integer in
+`cost_header` (clamped to 1..max_cost: a client can raise its own cost, never
+dodge the limit). A limit's own `cost` overrides all of these for that limit
+(e.g. a request-count limit next to a weighted one).
+
+Response headers follow draft-ietf-httpapi-ratelimit-headers-11 (May 2026), which
+defines both fields as Structured Field Lists (RFC 9651) of String items:
+
+    RateLimit-Policy: "api-1s";q=10;w=1, "api-1h";q=1000;w=3600
+    RateLimit: "api-1s";r=7;t=1, "api-1h";r=993;t=3600
+
+`q` is the limit, `w` the period in seconds (omitted when not whole seconds),
+`r` the units left after this request, `t` the seconds until the limit is fully
+available again (rounded up). A refused request gets 429 with `Retry-After` (the
+longest wait among the violated limits, never shorter than their `t`), a
+`RateLimit` field listing only the violated limits, each with `t` its own wait,
+and an RFC 9457 body of the draft's IANA type `quota-exceeded` with
+`violated-policies`. When the shared backend is down and the failure policy is
+`closed`, the answer is 503 of type `temporary-reduced-capacity` instead: the
+client did nothing wrong. Decisions made without counters (policy `open`) carry
+no `RateLimit` field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from portcullis.limits.backend import FailurePolicy, LimitBackend, LimitRequest
+from portcullis.limits.memory import default_memory_backend
+from portcullis.limits.spec import MAX_LIMIT, MICROS, Algorithm, Decision, LimitSpec, period_label
+from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.plugins.env import PluginEnv
+from portcullis.problems import (
+    PROBLEM_CONTENT_TYPE,
+    QUOTA_EXCEEDED,
+    TEMPORARY_REDUCED_CAPACITY,
+    problem_body,
+)
+
+MAX_COST = 1_000_000
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
+_SIMPLE_KEYS = ("global", "service", "route", "consumer", "credential", "ip")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
+
+
+def _check_key(selector: str) -> str:
+    kind, sep, arg = selector.partition(":")
+    if not sep:
+        if selector not in _SIMPLE_KEYS:
+            raise ValueError(
+                f"unknown key {selector!r}: use one of {', '.join(_SIMPLE_KEYS)}, "
+                "header:<name> or claim:<name>"
+            )
+        return selector
+    if kind == "header":
+        if not _HEADER_NAME.match(arg):
+            raise ValueError(f"invalid header name in key {selector!r}")
+        return f"header:{arg.lower()}"
+    if kind == "claim":
+        if not arg or len(arg) > 256:
+            raise ValueError(f"invalid claim name in key {selector!r}")
+        return selector
+    raise ValueError(f"unknown key {selector!r}: use header:<name> or claim:<name>")
+
+
+class LimitConfig(PluginConfig):
+    """One limit of the policy."""
+
+    limit: int = Field(ge=1, le=MAX_LIMIT, description="units allowed per period")
+    period: float | str = Field(description="seconds, or text such as 1s, 1m, 1h, 1d, 500ms")
+    algorithm: Algorithm = Algorithm.sliding_window
+    burst: int | None = Field(
+        default=None, ge=1, le=MAX_LIMIT, description="token_bucket/gcra capacity (default: limit)"
+    )
+    key: str | list[str] = Field(default="consumer", description="what each counter is per")
+    cost: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_COST,
+        description="fixed cost for this limit (else the request's)",
+    )
+    name: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=NAME_PATTERN,
+        description="the policy item name in headers (default: <policy>-<period>)",
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _keys(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str):
+            return _check_key(v)
+        if not v:
+            raise ValueError("at least one key is required")
+        keys = [_check_key(s) for s in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError("keys must not repeat")
+        return keys
+
+    @model_validator(mode="after")
+    def _valid_spec(self) -> Self:
+        self.spec()  # raises ValueError with the reason
+        return self
+
+    def spec(self) -> LimitSpec:
+        return LimitSpec.of(self.algorithm, self.limit, self.period, self.burst)
+
+    def selectors(self) -> tuple[str, ...]:
+        return (self.key,) if isinstance(self.key, str) else tuple(self.key)
+
+
+class RateLimitConfig(PluginConfig):
+    limits: list[LimitConfig] = Field(min_length=1, max_length=16)
+    policy_name: str = Field(default="default", max_length=64, pattern=NAME_PATTERN)
+    default_cost: int = Field(default=1, ge=0, le=MAX_COST)
+    method_costs: dict[str, int] = Field(default_factory=dict)
+    cost_header: str | None = Field(default=None, description="request header carrying the cost")
+    max_cost: int = Field(default=1000, ge=1, le=MAX_COST)
+    on_backend_failure: FailurePolicy = FailurePolicy.local
+    headers: bool = Field(default=True, description="send RateLimit-Policy and RateLimit")
+
+    @field_validator("method_costs")
+    @classmethod
+    def _methods(cls, v: dict[str, int]) -> dict[str, int]:
+        out = {}
+        for method, cost in v.items():
+            if not _HEADER_NAME.match(method):
+                raise ValueError(f"invalid method {method!r}")
+            if not 0 <= cost <= MAX_COST:
+                raise ValueError(f"cost for {method} must be from 0 to {MAX_COST}")
+            out[method.upper()] = cost
+        return out
+
+    @field_validator("cost_header")
+    @classmethod
+    def _cost_header(cls, v: str | None) -> str | None:
+        if v is not None and not _HEADER_NAME.match(v):
+            raise ValueError("invalid header name")
+        return v.lower() if v is not None else None
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Self:
+        names = [item_name(self.policy_name, limit, len(self.limits)) for limit in self.limits]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(
+                    f"two limits are named {name!r}: give them distinct `name`s "
+                    "(defaults are <policy_name>-<period>)"
+                )
+        return self
+
+
+def item_name(policy: str, limit: LimitConfig, count: int) -> str:
+    """The policy item's id: the limit's `name`, the policy name alone, or <policy>-<period>."""
+    if limit.name is not None:
+        return limit.name
+    if count == 1:
+        return policy
+    return f"{policy}-{period_label(limit.spec().period_us)}"
+
+
+def _digest(value: bytes) -> str:
+    return hashlib.blake2b(value, digest_size=12).hexdigest()
+
+
+Selector = Callable[[RequestContext], str]
+
+
+def _selector(key: str) -> Selector:
+    """How to turn a request into one part of a counter key (client IP when absent)."""
+    if key == "global":
+        return lambda ctx: "g"
+    if key == "service":
+        return lambda ctx: "s=" + ctx.route.service.name
+    if key == "route":
+        return lambda ctx: "r=" + ctx.route.name
+    if key == "ip":
+        return lambda ctx: "i=" + ctx.client_ip
+
+    if key == "consumer":
+
+        def consumer(ctx: RequestContext) -> str:
+            c = ctx.consumer
+            return "c=" + c.username if c is not None else "i=" + ctx.client_ip
+
+        return consumer
+    if key == "credential":
+
+        def credential(ctx: RequestContext) -> str:
+            cid = ctx.credential_id
+            return "k=" + cid if cid is not None else "i=" + ctx.client_ip
+
+        return credential
+    kind, _, arg = key.partition(":")
+    if kind == "header":
+        name = arg.encode("latin-1")
+
+        def header(ctx: RequestContext) -> str:
+            for n, v in ctx.headers:
+                if n == name:
+                    return "h=" + _digest(v)
+            return "i=" + ctx.client_ip
+
+        return header
+
+    def claim(ctx: RequestContext) -> str:
+        # Verified JWT claims, when an auth plugin publishes them on the context.
+        claims = getattr(ctx, "claims", None)
+        if isinstance(claims, Mapping) and arg in claims and claims[arg] is not None:
+            return "j=" + _digest(str(claims[arg]).encode())
+        return "i=" + ctx.client_ip
+
+    return claim
+
+
+class _Limit:
+    """One configured limit, precomputed."""
+
+    __slots__ = ("cost", "item", "name", "prefix", "selectors", "spec")
+
+    def __init__(self, policy: str, config: LimitConfig, count: int) -> None:
+        self.spec = config.spec()
+        self.name = item_name(policy, config, count)
+        self.prefix = f"{policy}:{self.name}:"
+        self.cost = config.cost
+        self.selectors = config.selectors()
+        self.item = f'"{self.name}"'
+
+
+class RateLimit(Plugin):
+    """Checks every configured limit for the request (see the module doc)."""
+
+    name: ClassVar[str] = "rate-limit"
+    priority: ClassVar[int] = 910
+    config_model: ClassVar[type[PluginConfig]] = RateLimitConfig
+
+    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+        super().__init__(config, env)
+        assert isinstance(config, RateLimitConfig)
+        # Without a worker backend: the process-wide one, so counters survive reloads.
+        self.backend: LimitBackend = (
+            env.limits if env.limits is not None else default_memory_backend()
+        )
+        self.policy = config.policy_name
+        self.on_failure = config.on_backend_failure
+        self._limits = tuple(_Limit(self.policy, c, len(config.limits)) for c in config.limits)
+        # The distinct key shapes, each computed once per request.
+        shapes = list(dict.fromkeys(lim.selectors for lim in self._limits))
+        self._shapes = tuple(tuple(_selector(k) for k in shape) for shape in shapes)
+        self._shape_of = tuple(shapes.index(lim.selectors) for lim in self._limits)
+        # One Redis Cluster slot per decision: per partition when every limit is keyed
+        # alike (spreads keys over the cluster), else per policy.
+        self._slot_per_partition = len(shapes) == 1
+        self._default_cost = config.default_cost
+        self._method_costs = config.method_costs
+        self._cost_header = config.cost_header.encode() if config.cost_header else None
+        self._max_cost = config.max_cost
+        self._headers = config.headers
+        policy_items = []
+        for lim in self._limits:
+            item = f"{lim.item};q={lim.spec.limit}"
+            if lim.spec.period_us % MICROS == 0:
+                item += f";w={lim.spec.period_us // MICROS}"
+            policy_items.append(item)
+        self._policy_header = (b"ratelimit-policy", ", ".join(policy_items).encode())
+        self._bodies: dict[tuple[int, ...], bytes] = {}
+
+    def _cost(self, ctx: RequestContext) -> int:
+        cost = self._method_costs.get(ctx.method, self._default_cost)
+        if self._cost_header is not None:
+            for name, value in ctx.headers:
+                if name == self._cost_header:
+                    if value.isdigit() and len(value) <= 9:
+                        cost = min(max(int(value), 1), self._max_cost)
+                    break
+        return cost
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        cost = self._cost(ctx)
+        partitions = ["|".join(sel(ctx) for sel in shape) for shape in self._shapes]
+        slot = f"{self.policy}:{partitions[0]}" if self._slot_per_partition else self.policy
+        limits = self._limits
+        requests = [
+            LimitRequest(
+                lim.prefix + partitions[shape],
+                lim.spec,
+                cost if lim.cost is None else lim.cost,
+                slot,
+            )
+            for lim, shape in zip(limits, self._shape_of, strict=True)
+        ]
+        decisions = await self.backend.decide(requests, self.on_failure)
+        for d in decisions:
+            if not d.allowed:
+                return self._refuse(decisions)
+        if self._headers:
+            ctx.response_headers.append(self._policy_header)
+            items = [
+                f"{lim.item};r={d.remaining};t={d.reset_after_s}"
+                for lim, d in zip(limits, decisions, strict=True)
+                if d.counted
+            ]
+            if items:
+                ctx.response_headers.append((b"ratelimit", ", ".join(items).encode()))
+        return None
+
+    def _refuse(self, decisions: list[Decision]) -> PluginResponse:
+        violated = tuple(i for i, d in enumerate(decisions) if not d.allowed)
+        wait = max(1, max(decisions[i].retry_after_s for i in violated))
+        headers = [_CONTENT_TYPE, (b"retry-after", str(wait).encode())]
+        counted = all(decisions[i].counted for i in violated)
+        if self._headers:
+            headers.append(self._policy_header)
+            if counted:
+                items = ", ".join(
+                    f"{self._limits[i].item};r={decisions[i].remaining};"
+                    f"t={max(1, decisions[i].retry_after_s)}"
+                    for i in violated
+                )
+                headers.append((b"ratelimit", items.encode()))
+        if not counted:
+            return PluginResponse(503, self._body(violated, unavailable=True), headers)
+        return PluginResponse(429, self._body(violated, unavailable=False), headers)
+
+    def _body(self, violated: tuple[int, ...], *, unavailable: bool) -> bytes:
+        cache_key = (-1, *violated) if unavailable else violated
+        body = self._bodies.get(cache_key)
+        if body is None:
+            extensions: dict[str, Any] = {
+                "violated-policies": [self._limits[i].name for i in violated]
+            }
+            if unavailable:
+                body = problem_body(
+                    TEMPORARY_REDUCED_CAPACITY,
+                    "Rate limits cannot be checked right now; retry later.",
+                    **extensions,
+                )
+            else:
+                described = "; ".join(
+                    f"{self._limits[i].name}: {self._limits[i].spec.limit} per "
+                    f"{period_label(self._limits[i].spec.period_us)}"
+                    for i in violated
+                )
+                body = problem_body(
+                    QUOTA_EXCEEDED,
+                    f"Rate limit exceeded ({described}).",
+                    **extensions,
+                )
+            self._bodies[cache_key] = body
+        return body
