@@ -1,0 +1,152 @@
+"""HTTP endpoints of the built-in OAuth2 authorization server (public, outside /admin/v1).
+
+`POST /oauth/token`, `POST /oauth/introspect`, `POST /oauth/revoke`,
+`GET /.well-known/jwks.json` and `GET /.well-known/oauth-authorization-server`.
+They speak OAuth, not the admin API's conventions: form-encoded requests, RFC 6749
+§5.2 JSON errors (`error`, `error_description`), `Cache-Control: no-store` on every
+response that may carry a token. They are described by the RFC 8414 metadata
+document rather than the admin OpenAPI description (whose error responses are all
+problem details).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from portcullis.admin.conditional import etag_of
+from portcullis.admin.config_editor import ConfigEditor
+from portcullis.admin.state import AdminState
+from portcullis.identity.oauth_server import (
+    INTROSPECTION_PATH,
+    JWKS_PATH,
+    MAX_FORM_BYTES,
+    METADATA_PATH,
+    REVOCATION_PATH,
+    TOKEN_PATH,
+    OAuthError,
+    OAuthServer,
+    invalid_request,
+    parse_form,
+)
+from portcullis.identity.oauth_settings import OAuthServerSettings
+from portcullis.model.config import Consumer
+
+router = APIRouter(tags=["OAuth 2.0"], include_in_schema=False)
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+JWKS_MAX_AGE = 300
+METADATA_MAX_AGE = 3600
+
+
+class ConsumerDirectory:
+    """Consumers of the current config by username, rebuilt when the version changes."""
+
+    def __init__(self, editor: ConfigEditor) -> None:
+        self._editor = editor
+        self._version = -1
+        self._by_name: dict[str, Consumer] = {}
+
+    async def get(self, username: str) -> Consumer | None:
+        state = await self._editor.state()
+        if state.version != self._version:
+            self._by_name = {c.username: c for c in state.config.consumers}
+            self._version = state.version
+        return self._by_name.get(username)
+
+
+def oauth_server(request: Request) -> OAuthServer:
+    """The application's OAuth server, created on first use from the admin services."""
+    server: OAuthServer | None = getattr(request.app.state, "oauth_server", None)
+    if server is None:
+        admin: AdminState = request.app.state.admin
+        server = OAuthServer(
+            admin.engine,
+            admin.secret,
+            issuer=admin.settings.issuer,
+            settings=OAuthServerSettings(),
+            consumer_lookup=ConsumerDirectory(admin.editor).get,
+        )
+        request.app.state.oauth_server = server
+    return server
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The form body, read up to MAX_FORM_BYTES (a larger body is refused, not buffered)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise invalid_request("the request body is too large")
+    return parse_form(request.headers.get("content-type"), bytes(body))
+
+
+def _authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _error(exc: OAuthError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers={**exc.headers, **NO_STORE})
+
+
+def _json(body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, headers=NO_STORE)
+
+
+@router.post(TOKEN_PATH)
+async def token(request: Request) -> Response:
+    """RFC 6749 §4.4 client credentials grant: an RFC 9068 JWT access token."""
+    try:
+        form = await _form(request)
+        server = oauth_server(request)
+        return _json(await server.token(_authorization(request), form, _address(request)))
+    except OAuthError as exc:
+        return _error(exc)
+
+
+@router.post(INTROSPECTION_PATH)
+async def introspect(request: Request) -> Response:
+    """RFC 7662 token introspection (client-authenticated; only the client's own tokens)."""
+    try:
+        form = await _form(request)
+        server = oauth_server(request)
+        return _json(await server.introspect(_authorization(request), form, _address(request)))
+    except OAuthError as exc:
+        return _error(exc)
+
+
+@router.post(REVOCATION_PATH)
+async def revoke(request: Request) -> Response:
+    """RFC 7009 token revocation: 200 whether or not the token was known."""
+    try:
+        form = await _form(request)
+        server = oauth_server(request)
+        await server.revoke(_authorization(request), form, _address(request))
+    except OAuthError as exc:
+        return _error(exc)
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.get(JWKS_PATH)
+async def jwks(request: Request) -> Response:
+    """RFC 7517 JWK Set: the public keys of the active and the still-published retired keys."""
+    body = await oauth_server(request).keys.jwks()
+    etag = etag_of(body)
+    headers = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE}", "ETag": etag}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return JSONResponse(body, headers=headers)
+
+
+@router.get(METADATA_PATH)
+async def metadata(request: Request) -> Response:
+    """RFC 8414 authorization server metadata."""
+    return JSONResponse(
+        oauth_server(request).metadata(),
+        headers={"Cache-Control": f"public, max-age={METADATA_MAX_AGE}"},
+    )

@@ -1,0 +1,246 @@
+"""OAuth2 clients: consumers registered for the client credentials grant.
+
+A client has a public id (`pcc_…`) and a secret (`pcs_…`, 256 random bits) that is
+shown once, when it is created or rotated; the store keeps only its keyed hash
+(`ServerSecret.hash_credential`), like API keys. Rotating a secret replaces it at
+once. Changes append an OAUTH_CLIENT event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.identity.events import EventKind, append_events
+from portcullis.identity.secrets import ServerSecret
+from portcullis.store.engine import write_transaction
+from portcullis.store.identity_tables import OAuthClientRow
+
+CLIENT_ID_PREFIX = "pcc_"
+CLIENT_SECRET_PREFIX = "pcs_"  # noqa: S105 (a prefix, not a secret)
+# RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$"
+_CLIENT_ID = re.compile(r"^pcc_[0-9a-f]{24}$")
+# Hash compared when the client id is unknown, so both cases cost the same.
+_DUMMY_HASH = "0" * 64
+
+
+class ClientStatus(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    """A registered client, without its secret."""
+
+    client_id: str
+    consumer: str
+    organization: str | None
+    name: str
+    allowed_scopes: tuple[str, ...]
+    token_ttl: int
+    status: ClientStatus
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "client_id": self.client_id,
+            "consumer": self.consumer,
+            "organization": self.organization,
+            "name": self.name,
+            "allowed_scopes": list(self.allowed_scopes),
+            "token_ttl": self.token_ttl,
+            "status": self.status.value,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "updated_at": self.updated_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+def generate_client_id() -> str:
+    return CLIENT_ID_PREFIX + secrets.token_hex(12)
+
+
+def generate_client_secret() -> str:
+    """A new secret: 256 bits, URL-safe (no form-encoding surprises in HTTP Basic)."""
+    return CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_client_id(value: str) -> bool:
+    return _CLIENT_ID.match(value) is not None
+
+
+def _client(row: Any) -> OAuthClient:
+    return OAuthClient(
+        client_id=row.client_id,
+        consumer=row.consumer,
+        organization=row.organization,
+        name=row.name,
+        allowed_scopes=tuple(json.loads(row.allowed_scopes)),
+        token_ttl=row.token_ttl,
+        status=ClientStatus(row.status),
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+_COLUMNS = (
+    OAuthClientRow.client_id,
+    OAuthClientRow.consumer,
+    OAuthClientRow.organization,
+    OAuthClientRow.name,
+    OAuthClientRow.allowed_scopes,
+    OAuthClientRow.token_ttl,
+    OAuthClientRow.status,
+    OAuthClientRow.created_by,
+    OAuthClientRow.created_at,
+    OAuthClientRow.updated_at,
+)
+
+
+class OAuthClientRepository:
+    """OAuth clients in the store: create, read, change, rotate secrets, authenticate."""
+
+    def __init__(self, engine: AsyncEngine, secret: ServerSecret) -> None:
+        self._engine = engine
+        self._secret = secret
+
+    async def create(
+        self,
+        *,
+        consumer: str,
+        organization: str | None,
+        name: str,
+        allowed_scopes: Sequence[str],
+        token_ttl: int,
+        created_by: str,
+    ) -> tuple[OAuthClient, str]:
+        """A new active client and its secret (the only time the secret is available)."""
+        client_id, client_secret = generate_client_id(), generate_client_secret()
+        now = datetime.now(UTC)
+        values = {
+            "client_id": client_id,
+            "secret_hash": self._secret.hash_credential(client_secret),
+            "consumer": consumer,
+            "organization": organization,
+            "name": name,
+            "allowed_scopes": json.dumps(list(allowed_scopes)),
+            "token_ttl": token_ttl,
+            "status": ClientStatus.ACTIVE.value,
+            "created_by": created_by,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(insert(OAuthClientRow).values(**values))
+            await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
+        created = await self.get(client_id)
+        if created is None:
+            raise RuntimeError(f"OAuth client {client_id} vanished right after its creation")
+        return created, client_secret
+
+    async def get(self, client_id: str) -> OAuthClient | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(*_COLUMNS).where(OAuthClientRow.client_id == client_id))
+            ).first()
+        return _client(row) if row is not None else None
+
+    async def list_for(self, consumer: str) -> list[OAuthClient]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(select(*_COLUMNS).where(OAuthClientRow.consumer == consumer))
+            ).all()
+        return [_client(r) for r in rows]
+
+    async def update(
+        self,
+        client_id: str,
+        *,
+        name: str | None = None,
+        allowed_scopes: Sequence[str] | None = None,
+        token_ttl: int | None = None,
+        status: ClientStatus | None = None,
+    ) -> OAuthClient | None:
+        """Change the given fields; None when the client does not exist."""
+        values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+        if name is not None:
+            values["name"] = name
+        if allowed_scopes is not None:
+            values["allowed_scopes"] = json.dumps(list(allowed_scopes))
+        if token_ttl is not None:
+            values["token_ttl"] = token_ttl
+        if status is not None:
+            values["status"] = status.value
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                update(OAuthClientRow).where(OAuthClientRow.client_id == client_id).values(**values)
+            )
+            if result.rowcount == 0:
+                return None
+            await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
+        return await self.get(client_id)
+
+    async def rotate_secret(self, client_id: str) -> tuple[OAuthClient, str] | None:
+        """Replace the secret (the old one stops working now); None when unknown."""
+        client_secret = generate_client_secret()
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                update(OAuthClientRow)
+                .where(OAuthClientRow.client_id == client_id)
+                .values(
+                    secret_hash=self._secret.hash_credential(client_secret),
+                    updated_at=datetime.now(UTC),
+                )
+            )
+            if result.rowcount == 0:
+                return None
+            await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
+        client = await self.get(client_id)
+        if client is None:
+            return None
+        return client, client_secret
+
+    async def delete(self, client_id: str) -> bool:
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                delete(OAuthClientRow).where(OAuthClientRow.client_id == client_id)
+            )
+            if result.rowcount == 0:
+                return False
+            await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
+        return True
+
+    async def authenticate(self, client_id: str, client_secret: str) -> OAuthClient | None:
+        """The client when the secret matches (in constant time), else None."""
+        stored = _DUMMY_HASH
+        row = None
+        if looks_like_client_id(client_id):
+            async with self._engine.connect() as conn:
+                row = (
+                    await conn.execute(
+                        select(*_COLUMNS, OAuthClientRow.secret_hash).where(
+                            OAuthClientRow.client_id == client_id
+                        )
+                    )
+                ).first()
+            if row is not None:
+                stored = row.secret_hash
+        presented = self._secret.hash_credential(client_secret)
+        if not hmac.compare_digest(presented, stored) or row is None:
+            return None
+        return _client(row)
