@@ -67,3 +67,32 @@ def problem_body(
         body["instance"] = instance
     body.update(extensions)
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+# Identity (key-auth, jwt-auth, acl).
+UNAUTHORIZED = ProblemKind("unauthorized", "Authentication required", 401)
+FORBIDDEN = ProblemKind("forbidden", "Access denied", 403)
+INSUFFICIENT_SCOPE = ProblemKind("insufficient-scope", "Insufficient scope", 403)
+CREDENTIALS_UNAVAILABLE = ProblemKind(
+    "credentials-unavailable", "Credentials cannot be verified right now", 503
+)
+
+
+# Traffic control (rate-limit): problem types registered with IANA by
+# draft-ietf-httpapi-ratelimit-headers (§5, §10.2), so their URIs are IANA's, not ours.
+IANA_PROBLEM_TYPES = "https://iana.org/assignments/http-problem-types#"
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredProblemKind(ProblemKind):
+    """A problem kind from the IANA HTTP Problem Types registry: its `type` is IANA's URI."""
+
+    @property
+    def type_uri(self) -> str:
+        return IANA_PROBLEM_TYPES + self.slug
+
+
+QUOTA_EXCEEDED = RegisteredProblemKind("quota-exceeded", "Quota Exceeded", 429)
+TEMPORARY_REDUCED_CAPACITY = RegisteredProblemKind(
+    "temporary-reduced-capacity", "Temporary Reduced Capacity", 503
+)

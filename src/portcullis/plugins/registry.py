@@ -6,11 +6,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import Plugin
 from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.jwt_auth import JwtAuth
+from portcullis.plugins.key_auth import KeyAuth
+from portcullis.plugins.rate_limit import RateLimit
 from portcullis.plugins.request_size_limit import RequestSizeLimit
 
-PLUGINS: dict[str, type[Plugin]] = {cls.name: cls for cls in (RequestSizeLimit,)}
+PLUGINS: dict[str, type[Plugin]] = {
+    cls.name: cls for cls in (RequestSizeLimit, KeyAuth, Acl, JwtAuth, RateLimit)
+}
 
 
 def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:
