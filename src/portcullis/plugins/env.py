@@ -48,6 +48,9 @@ class PluginEnv:
     jwks: JwksRegistry | None = None
     issuer_keys: IssuerKeys | None = None
     limits: LimitBackend | None = None
+    # The id of the plugin instance being built (`name[instance]@scope`), for plugins
+    # whose shared state must be kept apart per instance (rate-limit counters).
+    instance: str = ""
     clock: Callable[[], float] = field(default=time.time)
 
 

@@ -14,9 +14,10 @@ Keys: `global`, `service`, `route`, `consumer`, `credential`, `ip`,
 `header:<name>`, `claim:<name>`, or a list of them (one counter per combination).
 A request without the identity a key asks for (no consumer, no such header) is
 counted under its client IP instead, like Kong. Counters are named by policy,
-limit name and key, so two plugin instances with the same `policy_name` and limit
-names share their counters (that is how one budget spans several routes); give
-instances different policy names to keep them apart. Header and claim values are
+limit name and key. Instances that set the same `policy_name` share their
+counters (that is how one budget spans several routes); an instance without a
+`policy_name` counts on its own (a limit on route A never consumes route B's).
+Header and claim values are
 hashed into the key (bounded size, nothing sensitive in Redis).
 
 All the limits of a request are decided together by the worker's `LimitBackend`
@@ -251,10 +252,10 @@ class _Limit:
 
     __slots__ = ("cost", "item", "name", "prefix", "selectors", "spec")
 
-    def __init__(self, policy: str, config: LimitConfig, count: int) -> None:
+    def __init__(self, policy: str, config: LimitConfig, count: int, namespace: str) -> None:
         self.spec = config.spec()
         self.name = item_name(policy, config, count)
-        self.prefix = f"{policy}:{self.name}:"
+        self.prefix = f"{namespace}:{self.name}:"
         self.cost = config.cost
         self.selectors = config.selectors()
         self.item = f'"{self.name}"'
@@ -275,8 +276,17 @@ class RateLimit(Plugin):
             env.limits if env.limits is not None else default_memory_backend()
         )
         self.policy = config.policy_name
+        # A named policy is a budget shared by every instance that names it; an unnamed
+        # one counts per plugin instance (a route-scoped limit counts that route only).
+        self.namespace = (
+            self.policy
+            if "policy_name" in config.model_fields_set or not env.instance
+            else f"{self.policy}@{env.instance}"
+        )
         self.on_failure = config.on_backend_failure
-        self._limits = tuple(_Limit(self.policy, c, len(config.limits)) for c in config.limits)
+        self._limits = tuple(
+            _Limit(self.policy, c, len(config.limits), self.namespace) for c in config.limits
+        )
         # The distinct key shapes, each computed once per request.
         shapes = list(dict.fromkeys(lim.selectors for lim in self._limits))
         self._shapes = tuple(tuple(_selector(k) for k in shape) for shape in shapes)
@@ -311,7 +321,7 @@ class RateLimit(Plugin):
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         cost = self._cost(ctx)
         partitions = ["|".join(sel(ctx) for sel in shape) for shape in self._shapes]
-        slot = f"{self.policy}:{partitions[0]}" if self._slot_per_partition else self.policy
+        slot = f"{self.namespace}:{partitions[0]}" if self._slot_per_partition else self.namespace
         limits = self._limits
         requests = [
             LimitRequest(

@@ -185,6 +185,9 @@ class ProxyApp:
                 via=self.via,
             )
             return
+        if info.forwarded_for and self.trusted and self.trusted.trusts(client_ip):
+            # Plugins (IP allowlists, per-IP limits) see the client behind our proxies.
+            client_ip = self.trusted.client_of(client_ip, info.forwarded_for)
         ctx = RequestContext(
             scope, route, method, path, client_ip, rid.decode(), info.content_length, up_headers
         )

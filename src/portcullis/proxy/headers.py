@@ -71,6 +71,24 @@ class TrustedProxies:
     def __bool__(self) -> bool:
         return bool(self.networks)
 
+    def client_of(self, peer: str, forwarded_for: list[bytes]) -> str:
+        """The original client: the rightmost X-Forwarded-For hop that is not a trusted proxy.
+
+        Walking from the right stops a client from choosing its own address by
+        prepending entries: only hops our trusted proxies added are believed.
+        """
+        hops = [h.strip() for v in forwarded_for for h in v.decode("latin-1").split(",")]
+        client = peer
+        for hop in reversed(hops):
+            if not self.trusts(client):
+                break
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                break
+            client = hop
+        return client
+
     def trusts(self, ip: str) -> bool:
         hit = self._cache.get(ip)
         if hit is None:
@@ -99,6 +117,8 @@ class IncomingRequestInfo:
     content_length: int | None
     chunked: bool
     invalid: str | None
+    # The client's X-Forwarded-For values (only meaningful when the peer is trusted).
+    forwarded_for: list[bytes]
 
 
 def rewrite_request_headers(
@@ -207,7 +227,7 @@ def rewrite_request_headers(
     out.append((b"traceparent", traceparent))
     if websocket:
         out.append((b"connection", b"upgrade"))
-    return out, IncomingRequestInfo(host, request_id, content_length, chunked, invalid)
+    return out, IncomingRequestInfo(host, request_id, content_length, chunked, invalid, xff)
 
 
 def rewrite_response_headers(headers: Iterable[tuple[bytes, bytes]], *, via: bytes) -> Headers:

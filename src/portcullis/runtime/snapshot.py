@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
+from portcullis.model.diff import plugin_key
 from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
@@ -118,7 +119,9 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
 
     def plugin(inst: PluginInstance) -> Plugin:
         if id(inst) not in built:
-            built[id(inst)] = build_plugin(inst.name, inst.config, env)
+            built[id(inst)] = build_plugin(
+                inst.name, inst.config, replace(env, instance=plugin_key(inst))
+            )
         return built[id(inst)]
 
     chains: dict[str, PluginChain] = {}

@@ -43,3 +43,13 @@ def test_encryption_round_trips_and_binds_the_context() -> None:
     assert s.decrypt(blob, context=b"kid-1") == b"private"
     with pytest.raises(InvalidTag):
         s.decrypt(blob, context=b"kid-2")
+
+
+def test_hash_is_hmac_sha256_with_the_pepper_and_repeatable() -> None:
+    import hmac
+    from hashlib import sha256
+
+    s = ServerSecret.from_secret(b"p" * 32)
+    expected = hmac.new(s.key_pepper, b"pc_live_x", sha256).hexdigest()
+    assert s.hash_credential("pc_live_x") == expected
+    assert s.hash_credential("pc_live_x") == expected

@@ -331,3 +331,24 @@ async def test_sub_second_periods_omit_the_window_parameter() -> None:
     ctx = context(ALICE)
     assert await p.access(ctx) is None
     assert parse_list(header(ctx.response_headers, b"ratelimit-policy")) == [("default", {"q": 10})]
+
+
+async def test_unnamed_policies_count_per_instance_named_ones_share() -> None:
+    from dataclasses import replace
+
+    backend = MemoryBackend()
+    env = PluginEnv(limits=backend)
+    limits = {"limits": [{"limit": 2, "period": "1m", "key": "consumer"}]}
+
+    def on(instance: str, **extra: Any) -> RateLimit:
+        built = build_plugin("rate-limit", {**limits, **extra}, replace(env, instance=instance))
+        assert isinstance(built, RateLimit)
+        return built
+
+    a, b = on("rate-limit@route:a"), on("rate-limit@route:b")
+    assert await admitted(a, lambda: context(ALICE), 3) == 2
+    assert await admitted(b, lambda: context(ALICE), 3) == 2  # route b has its own budget
+    shared_a = on("rate-limit@route:c", policy_name="team")
+    shared_b = on("rate-limit@route:d", policy_name="team")
+    assert await admitted(shared_a, lambda: context(ALICE), 1) == 1
+    assert await admitted(shared_b, lambda: context(ALICE), 3) == 1  # one budget for both

@@ -159,3 +159,14 @@ def test_trusted_proxies() -> None:
     assert not t.trusts("11.0.0.1")
     assert not t.trusts("not-an-ip")
     assert not TrustedProxies([])
+
+
+def test_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() -> None:
+    from portcullis.proxy.headers import TrustedProxies
+
+    trusted = TrustedProxies(["10.0.0.0/8"])
+    # A client-supplied first entry (6.6.6.6) is not believed: 1.2.3.4 was added by our proxy.
+    assert trusted.client_of("10.0.0.1", [b"6.6.6.6, 1.2.3.4", b"10.0.0.2"]) == "1.2.3.4"
+    assert trusted.client_of("10.0.0.1", [b"10.0.0.3"]) == "10.0.0.3"
+    assert trusted.client_of("10.0.0.1", [b"not-an-ip"]) == "10.0.0.1"
+    assert trusted.client_of("8.8.8.8", [b"1.2.3.4"]) == "8.8.8.8"
