@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from support.postgres import PostgresServer, running_postgres
+from support.redis import RedisServer, running_redis
 
 # One deployment secret for every process the suite starts (they inherit the
 # environment), so tests never create var/portcullis.secret in the work tree.
@@ -31,3 +32,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the whole session, started on first use.
+
+    Tests share it: give each test its own key prefix. Tests that stop or pause
+    Redis start their own with `support.redis.running_redis()`.
+    """
+    with running_redis() as server:
+        yield server

@@ -54,6 +54,21 @@ class Settings(BaseSettings):
     # /health/ready fails unless a data-plane worker heartbeat is this fresh (seconds).
     ready_requires_data_plane: bool = True
     heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
+    # Admin API rate limits (token buckets per process): requests a minute and burst, per
+    # credential (Authorization header) and per client IP; a per_minute of 0 switches one off.
+    admin_rate_limit_per_minute: int = Field(default=1200, ge=0)
+    admin_rate_limit_burst: int = Field(default=300, ge=1)
+    admin_rate_limit_ip_per_minute: int = Field(default=3000, ge=0)
+    admin_rate_limit_ip_burst: int = Field(default=600, ge=1)
+    # Rate limits (with redis_url: shared counters in Redis). Deadline of one decision,
+    # after which the plugin's failure policy answers; how long before Redis is tried
+    # again after a failure; the key prefix; the pool size per worker; and the cap on
+    # keys held in memory (the memory backend, and the local fallback).
+    limits_redis_timeout: float = Field(default=0.2, gt=0, le=10)
+    limits_redis_retry_interval: float = Field(default=1.0, gt=0, le=300)
+    limits_key_prefix: str = "pc:rl:"
+    limits_redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    limits_memory_max_keys: int = Field(default=1_000_000, ge=1)
 
     @property
     def issuer(self) -> str:

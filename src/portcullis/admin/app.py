@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -26,10 +27,13 @@ from portcullis.admin.idempotency import IdempotencyMiddleware
 from portcullis.admin.middleware import SecurityHeadersMiddleware
 from portcullis.admin.openapi import install_openapi
 from portcullis.admin.problems import install_problem_handlers
+from portcullis.admin.ratelimit import AdminRateLimiter, Policy, RateLimitMiddleware
+from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.admin.state import AdminState
 from portcullis.identity.secrets import load_server_secret
 from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
+from portcullis.runtime.heartbeat import list_nodes
 from portcullis.settings import Settings
 
 NOT_READY = ProblemKind("not-ready", "Control plane is not ready", 503)
@@ -58,6 +62,9 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import audit as audit_routes
     from portcullis.admin.routers import auth as auth_routes
     from portcullis.admin.routers import config as config_routes
+    from portcullis.admin.routers import data_plane as data_plane_routes
+    from portcullis.admin.routers import keys as key_routes
+    from portcullis.admin.routers import oauth_clients as oauth_client_routes
     from portcullis.admin.routers import organizations as org_routes
     from portcullis.admin.routers.entities import build_entity_router
 
@@ -67,6 +74,9 @@ def build_api_router() -> APIRouter:
     api.include_router(auth_routes.router)
     api.include_router(org_routes.router)
     api.include_router(audit_routes.router)
+    api.include_router(data_plane_routes.router)
+    api.include_router(key_routes.router)
+    api.include_router(oauth_client_routes.router)
     return api
 
 
@@ -118,6 +128,17 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         IdempotencyMiddleware,
         engine=lambda: app.state.admin.engine,
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
+        secret=lambda: app.state.admin.secret,
+    )
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=AdminRateLimiter(
+            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
+            Policy(
+                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
+            ),
+        ),
+        prefix=API_PREFIX,
     )
     app.add_middleware(SecurityHeadersMiddleware)
     # CORS is off unless origins are configured (`Settings.admin_cors_origins`, read
@@ -131,7 +152,14 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "If-Match", "Idempotency-Key"],
-            expose_headers=["ETag", "Location", "Link"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Link",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Retry-After",
+            ],
         )
 
     @app.get("/health/live", tags=["Health"])
@@ -143,7 +171,10 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         tags=["Health"],
         responses={
             503: {
-                "description": "Not ready; the problem's `component` names what failed",
+                "description": "Not ready; the problem's `component` names what failed: "
+                "`store` (unreachable), `migrations` (schema not current) or `data-plane` (no "
+                "worker heartbeat within three intervals, or a worker still serving an older "
+                "config version after the propagation window; `nodes` lists the live workers)",
                 "content": {
                     PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
                 },
@@ -156,22 +187,40 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
 
         engine: AsyncEngine = state["engine"]
         try:
-            version = await ConfigRepository(engine).current_version()
+            head = await ConfigRepository(engine).head()
         except Exception as exc:
             return _not_ready("store", f"store unreachable: {type(exc).__name__}")
         if not await is_at_head(engine):
             return _not_ready("migrations", "database schema is not at the latest migration")
-        return {"status": "ok", "config_version": version}
+        body: dict[str, Any] = {"status": "ok", "config_version": head.version}
+        if not settings.ready_requires_data_plane:
+            return body
+        statuses = classify(
+            await list_nodes(engine),
+            head,
+            now=datetime.now(UTC),
+            heartbeat_interval=settings.heartbeat_interval,
+            poll_interval=settings.config_poll_interval,
+        )
+        nodes = [s.as_json() for s in statuses if s.state is not NodeState.STALE]
+        failure = data_plane_problem(statuses, head, FRESH_BEATS * settings.heartbeat_interval)
+        if failure is not None:
+            return _not_ready("data-plane", failure, config_version=head.version, nodes=nodes)
+        body["data_plane"] = {"nodes": nodes}
+        return body
 
     app.include_router(build_api_router())
+    from portcullis.admin.routers import oauth as oauth_routes
+
+    app.include_router(oauth_routes.router)
     install_openapi(app)
     install_docs(app)
     return app
 
 
-def _not_ready(component: str, detail: str) -> Response:
+def _not_ready(component: str, detail: str, **extensions: Any) -> Response:
     return Response(
-        content=problem_body(NOT_READY, detail, component=component),
+        content=problem_body(NOT_READY, detail, component=component, **extensions),
         status_code=503,
         media_type=PROBLEM_CONTENT_TYPE,
         headers={"retry-after": "5"},

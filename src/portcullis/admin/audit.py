@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.rbac import Caller
 from portcullis.store.admin_tables import AuditEventRow
+from portcullis.store.config_repository import ConfigVersion, OnWrite
 from portcullis.store.engine import write_transaction
 
 REDACTED = "[redacted]"
@@ -115,8 +116,13 @@ class AuditLog:
         after: Any = None,
         config_version: int | None = None,
         status: int = 200,
+        conn: AsyncConnection | None = None,
     ) -> None:
-        """Append one event; `before`/`after` are redacted and diffed here."""
+        """Append one event; `before`/`after` are redacted and diffed here.
+
+        With `conn`, the event is written in that connection's transaction, so it
+        commits (or rolls back) together with the change it records.
+        """
         safe_before, safe_after = redact(before), redact(after)
         diff = {
             "before": safe_before,
@@ -124,21 +130,59 @@ class AuditLog:
             "changes": list(changes(safe_before, safe_after)),
         }
         who = actor if actor is not None else (caller.actor if caller else "anonymous")
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                insert(AuditEventRow).values(
-                    occurred_at=datetime.now(UTC),
-                    actor=who,
-                    action=action,
-                    resource_type=resource_type,
-                    resource_id=resource_id,
-                    diff=json.dumps(diff, separators=(",", ":"), ensure_ascii=False),
-                    config_version=config_version,
-                    request_id=facts.request_id,
-                    client_ip=facts.client_ip,
-                    status=status,
-                )
+        statement = insert(AuditEventRow).values(
+            occurred_at=datetime.now(UTC),
+            actor=who,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            diff=json.dumps(diff, separators=(",", ":"), ensure_ascii=False),
+            config_version=config_version,
+            request_id=facts.request_id,
+            client_ip=facts.client_ip,
+            status=status,
+        )
+        if conn is not None:
+            await conn.execute(statement)
+            return
+        async with write_transaction(self._engine) as own:
+            await own.execute(statement)
+
+    def on_config_write(
+        self,
+        *,
+        caller: Caller,
+        facts: RequestFacts,
+        action: str,
+        resource_type: str,
+        resource_id: str | Callable[[ConfigVersion], str] | None,
+        before: Any = None,
+        after: Any = None,
+        status: int = 200,
+        only_if_created: bool = False,
+    ) -> OnWrite:
+        """A `ConfigRepository` write hook recording this event in the config change's
+        own transaction, with the version it produced (a crash can't keep one without
+        the other). `resource_id` and `after` may be functions of the stored version;
+        with `only_if_created`, an apply that stored nothing records nothing."""
+
+        async def write(conn: AsyncConnection, stored: ConfigVersion) -> None:
+            if only_if_created and not stored.created:
+                return
+            await self.record(
+                caller=caller,
+                facts=facts,
+                action=action,
+                resource_type=resource_type,
+                resource_id=resource_id(stored) if callable(resource_id) else resource_id,
+                before=before,
+                after=after(stored) if callable(after) else after,
+                config_version=stored.version,
+                status=status,
+                conn=conn,
             )
+
+        return write
 
     def _query(self, where: AuditFilter) -> Select[Any]:
         query = select(AuditEventRow)

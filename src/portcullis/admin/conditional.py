@@ -6,6 +6,8 @@ import hashlib
 import json
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from portcullis.admin.problems import PRECONDITION_FAILED, ApiProblem
 
 
@@ -13,6 +15,11 @@ def etag_of(value: Any) -> str:
     """A strong ETag for a JSON value: equal documents give equal tags, on every process."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def etag_response(body: Any, status: int = 200, **headers: str) -> JSONResponse:
+    """A JSON response carrying the body's ETag (and any other headers given)."""
+    return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
 
 
 def check_if_match(if_match: str | None, current_etag: str | None) -> None:

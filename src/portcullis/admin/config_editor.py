@@ -7,26 +7,42 @@ are checked exactly as `portcullis config apply` checks them) and stores it as a
 new version through `ConfigRepository.apply`. The data plane polls the version
 and picks the change up.
 
-Mutations are serialised by a lock so that a read-modify-write in this process
-never loses a concurrent change. Reads are served from a cache keyed by the
+A mutation is a *plan*: a function from the current config to an `Edit`. The
+plan runs against the version just read, and the edit is stored only if that
+version is still current (`expected_version`). When another writer got there
+first (another admin process, the CLI), the plan runs again on the fresh config,
+so its checks (404, If-Match, duplicates) see the other change and nothing is
+ever overwritten. Within one process a lock serialises mutations, so retries
+only happen across processes. Reads are served from a cache keyed by the
 current version number, which costs one primary-key read per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from portcullis.admin.problems import validation_problem
+from portcullis.admin.problems import ApiProblem, validation_problem
 from portcullis.model.config import GatewayConfig
 from portcullis.model.loader import ConfigError, Loc, load_config_data
-from portcullis.store.config_repository import ConfigRepository, ConfigVersion
+from portcullis.problems import ProblemKind
+from portcullis.store.config_repository import (
+    ConfigConflict,
+    ConfigRepository,
+    ConfigVersion,
+    OnWrite,
+)
 
 # Maps the location of a config error to a pointer into the request body (None: not in it).
 Locator = Callable[[Loc], str | None]
+T = TypeVar("T")
+# Plans re-run on a fresh config at most this many times in total.
+MAX_ATTEMPTS = 8
+CONCURRENT_CHANGE = ProblemKind(
+    "concurrent-change", "The config kept changing while this change was being applied", 409
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +57,36 @@ class ConfigState:
 EMPTY_STATE = ConfigState(0, None, GatewayConfig())
 
 
-class ConfigEditor:
-    """Reads the current config and applies changed documents as new versions."""
+@dataclass(frozen=True, slots=True)
+class Edit(Generic[T]):
+    """What a plan decided: the new config document (None: change nothing) and its result.
 
-    def __init__(self, repository: ConfigRepository) -> None:
+    `locate` maps config error locations to request-body pointers for the 422;
+    `on_write` runs in the write transaction (the audit record).
+    """
+
+    document: dict[str, Any] | None
+    result: T
+    comment: str = ""
+    locate: Locator | None = None
+    on_write: OnWrite | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied(Generic[T]):
+    """A plan's result, the state it was computed from, and the stored version (if any)."""
+
+    result: T
+    state: ConfigState
+    stored: ConfigVersion | None
+
+
+class ConfigEditor:
+    """Reads the current config and applies planned changes as new versions."""
+
+    def __init__(self, repository: ConfigRepository, *, max_attempts: int = MAX_ATTEMPTS) -> None:
         self.repository = repository
+        self.max_attempts = max_attempts
         self._lock = asyncio.Lock()
         self._cached = EMPTY_STATE
 
@@ -65,25 +106,33 @@ class ConfigEditor:
             self._cached = state
         return state
 
-    @asynccontextmanager
-    async def editing(self) -> AsyncIterator[ConfigState]:
-        """Hold the write lock; yields the config to change (call `apply` inside)."""
-        async with self._lock:
-            yield await self.state()
+    async def mutate(self, plan: Callable[[ConfigState], Edit[T]], *, author: str) -> Applied[T]:
+        """Run `plan` on the current config and store its document, re-planning on conflict.
 
-    async def apply(
-        self,
-        document: dict[str, Any],
-        *,
-        author: str,
-        comment: str,
-        locate: Locator | None = None,
-    ) -> ConfigVersion:
-        """Validate `document` as a whole config and store it; 422 problem when invalid."""
-        config = validate_document(document, locate)
-        stored = await self.repository.apply(config, author=author, comment=comment)
-        self._remember(stored)
-        return stored
+        The plan may raise (`ApiProblem` for 404, 409, 412 …); it is called once per
+        attempt, always with the config the store holds at that moment. After
+        `max_attempts` conflicts in a row, a 409 problem asks the client to retry.
+        """
+        async with self._lock:
+            for _ in range(self.max_attempts):
+                current = await self.state()
+                edit = plan(current)
+                if edit.document is None:
+                    return Applied(edit.result, current, None)
+                config = validate_document(edit.document, edit.locate)
+                try:
+                    stored = await self.repository.apply(
+                        config,
+                        author=author,
+                        comment=edit.comment,
+                        expected_version=current.version,
+                        on_write=edit.on_write,
+                    )
+                except ConfigConflict:
+                    continue
+                self._remember(stored)
+                return Applied(edit.result, current, stored)
+        raise _too_busy()
 
     async def rollback(
         self,
@@ -91,14 +140,39 @@ class ConfigEditor:
         *,
         author: str,
         precondition: Callable[[ConfigState], None] | None = None,
+        on_write: Callable[[ConfigState], OnWrite | None] | None = None,
     ) -> ConfigVersion:
-        """Restore `to_version` as a new version; `precondition` may veto on the current state."""
+        """Restore `to_version` as a new version.
+
+        `precondition` may veto on the current state (If-Match); `on_write` makes the
+        write hook for it (the audit record, whose `before` is that state). Both are
+        re-run on the fresh state when another writer moved the head meanwhile.
+        """
         async with self._lock:
-            if precondition is not None:
-                precondition(await self.state())
-            stored = await self.repository.rollback(to_version, author=author)
-            self._remember(stored)
-            return stored
+            for _ in range(self.max_attempts):
+                current = await self.state()
+                if precondition is not None:
+                    precondition(current)
+                try:
+                    stored = await self.repository.rollback(
+                        to_version,
+                        author=author,
+                        expected_version=current.version,
+                        on_write=on_write(current) if on_write is not None else None,
+                    )
+                except ConfigConflict:
+                    continue
+                self._remember(stored)
+                return stored
+        raise _too_busy()
+
+
+def _too_busy() -> ApiProblem:
+    return ApiProblem(
+        CONCURRENT_CHANGE,
+        "other writers changed the config on every attempt; retry the request",
+        headers={"Retry-After": "1"},
+    )
 
 
 def validate_document(document: Any, locate: Locator | None = None) -> GatewayConfig:

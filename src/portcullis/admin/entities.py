@@ -52,6 +52,10 @@ class Kind:
     filter_fields: tuple[str, ...]
     dependents: Callable[[GatewayConfig, str], list[Dependent]]
     example: dict[str, Any]
+    # (field, collection) pairs: the entity names an entry of that collection in that field.
+    references: tuple[tuple[str, str], ...] = ()
+    # Entries carry an `organization` (targets belong to their upstream's instead).
+    scoped: bool = True
 
     def ids_of(self, documents: list[dict[str, Any]]) -> list[str]:
         """The id of every entry (JSON documents), in config order."""
@@ -115,10 +119,11 @@ SERVICES = Kind(
     "Services",
     Service,
     ("name",),
-    ("name", "protocol", "url", "upstream", "path"),
-    ("protocol", "upstream", "url"),
+    ("name", "protocol", "url", "upstream", "path", "organization"),
+    ("protocol", "upstream", "url", "organization"),
     _service_dependents,
     {"name": "orders", "url": "http://orders.internal:8080", "tags": ["team-a"]},
+    references=(("upstream", "upstreams"),),
 )
 UPSTREAMS = Kind(
     "upstreams",
@@ -126,8 +131,8 @@ UPSTREAMS = Kind(
     "Upstreams",
     Upstream,
     ("name",),
-    ("name", "algorithm", "hash_on"),
-    ("algorithm", "hash_on"),
+    ("name", "algorithm", "hash_on", "organization"),
+    ("algorithm", "hash_on", "organization"),
     _upstream_dependents,
     {"name": "orders-pool", "algorithm": "round-robin", "targets": [{"target": "10.0.0.1:8080"}]},
 )
@@ -137,10 +142,11 @@ ROUTES = Kind(
     "Routes",
     Route,
     ("name",),
-    ("name", "service", "priority", "strip_path", "preserve_host"),
-    ("service", "strip_path", "preserve_host"),
+    ("name", "service", "priority", "strip_path", "preserve_host", "organization"),
+    ("service", "strip_path", "preserve_host", "organization"),
     _route_dependents,
     {"name": "orders", "service": "orders", "paths": ["/orders"], "methods": ["GET", "POST"]},
+    references=(("service", "services"),),
 )
 CONSUMERS = Kind(
     "consumers",
@@ -148,8 +154,8 @@ CONSUMERS = Kind(
     "Consumers",
     Consumer,
     ("username",),
-    ("username", "custom_id"),
-    ("custom_id",),
+    ("username", "custom_id", "organization"),
+    ("custom_id", "organization"),
     _no_dependents,
     {"username": "acme", "custom_id": "crm-42"},
 )
@@ -159,10 +165,11 @@ PLUGINS = Kind(
     "Plugin instances",
     PluginInstance,
     ("name", "instance_name", "service", "route"),
-    ("name", "instance_name", "service", "route", "enabled"),
-    ("name", "service", "route", "enabled"),
+    ("name", "instance_name", "service", "route", "enabled", "organization"),
+    ("name", "service", "route", "enabled", "organization"),
     _no_dependents,
     {"name": "request-size-limit", "route": "orders", "config": {"max_bytes": 1048576}},
+    references=(("service", "services"), ("route", "routes")),
 )
 TARGETS = Kind(
     "targets",
@@ -174,5 +181,14 @@ TARGETS = Kind(
     ("weight",),
     _no_dependents,
     {"target": "10.0.0.2:8080", "weight": 50},
+    scoped=False,
 )
 KINDS: tuple[Kind, ...] = (SERVICES, UPSTREAMS, ROUTES, CONSUMERS, PLUGINS)
+KIND_BY_COLLECTION = {k.collection: k for k in KINDS}
+
+
+def entry_of(document: dict[str, Any], collection: str, entity_id: str) -> dict[str, Any] | None:
+    """The entry of a top-level collection of a config document with that id, if any."""
+    docs: list[dict[str, Any]] = document.get(collection, [])
+    ids = KIND_BY_COLLECTION[collection].ids_of(docs)
+    return docs[ids.index(entity_id)] if entity_id in ids else None

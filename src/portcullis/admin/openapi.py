@@ -25,11 +25,22 @@ _DESCRIPTION = """\
   `Link: <…>; rel="next"` header). `sort=-field,other` and field/tag filters apply.
 * **Concurrency**: reads return an `ETag`; send it back in `If-Match` on PUT, PATCH and
   DELETE to get 412 instead of overwriting someone else's change.
+  Changes are applied against the config version they were computed on; when another
+  writer changed the config meanwhile the change is recomputed (and re-checked) on the
+  new config, and only if that keeps failing is the answer a 409 to retry.
 * **PATCH** bodies are JSON Merge Patch (RFC 7396).
+* **Organizations**: services, upstreams, routes, consumers and plugin instances may
+  belong to an organization (`organization`). Admins limited to an organization see
+  only its entities (others are 404), create into it (another one is 403) and may only
+  reference its entities; filter with `?organization=`. For them the config export is
+  filtered and import, diff, versions and rollback are 403.
 * **Idempotency**: POST accepts an `Idempotency-Key` header; a retry with the same key
   and body replays the first response, a different body is 422, and a retry while
   the first is still running is 409. Keys are scoped per caller and endpoint and
   kept for 24 hours.
+* **Rate limits**: each credential and each client address has a token bucket (per
+  control-plane process); over it, 429 with `Retry-After`. `RateLimit-Policy` and
+  `RateLimit` headers on every response say how much is left.
 * **Auth**: `Authorization: Bearer <token>` with an access token from
   `POST /admin/v1/auth/login` or an admin API token (`pca_…`).
 """
@@ -46,6 +57,40 @@ def _fix_responses(operation: dict[str, Any]) -> None:
         response["content"] = {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}
         if status == "422":
             response["description"] = "Validation failed"
+
+
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "RateLimit-Policy": {
+        "description": 'Rate-limit policies: `"caller";q=<burst>;w=<seconds to refill>`'
+        ' (per credential) and `"ip"` (per client address)',
+        "schema": {"type": "string"},
+    },
+    "RateLimit": {
+        "description": "Requests left now (`r`) per policy and seconds (`t`) until the bucket"
+        " is full again (on a 429: until the next request is allowed)",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _document_rate_limits(operation: dict[str, Any]) -> None:
+    """Every admin API operation may answer 429 and reports its limits in headers."""
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    limited = responses.setdefault("429", {"description": "Too many requests"})
+    limited["description"] = (
+        "Too many requests: a per-credential or per-IP rate limit (problem type quota-exceeded,"
+        " `violated-policies` names it), or a login lockout"
+    )
+    limited["headers"] = {
+        **limited.get("headers", {}),
+        "Retry-After": {
+            "description": "Seconds to wait before retrying",
+            "schema": {"type": "integer", "minimum": 0},
+        },
+    }
+    for status, response in responses.items():
+        if status[:1] in "2345":
+            response["headers"] = {**RATE_LIMIT_HEADERS, **response.get("headers", {})}
 
 
 def _document_idempotency(path: str, operation: dict[str, Any]) -> None:
@@ -84,6 +129,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             {"name": "Targets"},
             {"name": "Routes"},
             {"name": "Consumers"},
+            {"name": "API keys"},
+            {"name": "OAuth clients"},
+            {"name": "OAuth signing keys"},
             {"name": "Plugin instances"},
             {"name": "Config"},
             {"name": "Auth"},
@@ -91,6 +139,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             {"name": "API tokens"},
             {"name": "Organizations"},
             {"name": "Audit log"},
+            {"name": "Data plane"},
             {"name": "Health"},
         ],
     )
@@ -106,6 +155,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if method == "post" and path.startswith("/admin/v1/"):
                 _document_idempotency(path, operation)
             if method in ("get", "put", "post", "patch", "delete"):
+                if path.startswith("/admin/v1/"):
+                    _document_rate_limits(operation)
                 _fix_responses(operation)
     return schema
 

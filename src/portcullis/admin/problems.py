@@ -246,7 +246,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Not authenticated",
         403: "Authenticated but not allowed",
         404: "Not found",
-        409: "Conflict (duplicate name, dependents, or request in flight)",
+        409: "Conflict (duplicate name, dependents, a request in flight, or a config that"
+        " other writers kept changing)",
         412: "If-Match does not match the current ETag",
         415: "Unsupported media type",
         422: "Validation failed",
@@ -259,4 +260,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for s in statuses
+    }
+
+
+def created_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a create: 201 with `Location`, and the given error statuses."""
+    return {
+        201: {
+            "headers": {
+                "Location": {
+                    "description": "URL of the created resource",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **problem_responses(*statuses),
     }

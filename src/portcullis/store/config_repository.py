@@ -9,12 +9,20 @@ Writers serialise on the head row (`SELECT … FOR UPDATE` on PostgreSQL,
 `BEGIN IMMEDIATE` on SQLite), which gives concurrent applies distinct,
 increasing version numbers; the version primary key is the backstop, and a
 writer that loses a race on it (or on creating the head row) retries.
+
+Read-modify-write callers (the admin API) pass the version they read as
+`expected_version`: if another writer, in any process, moved the head since,
+`ConfigConflict` is raised inside the locked transaction instead of silently
+overwriting that change, and the caller redoes its change on the fresh config.
+An `on_write` hook runs further statements (the audit record) in the same
+transaction, so the change and its record commit or roll back together.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
 from portcullis.store.engine import single_read_engine, write_transaction
-from portcullis.store.errors import NotFound
+from portcullis.store.errors import NotFound, StoreError
 from portcullis.store.tables import HEAD_ROW_ID, ConfigHeadRow, ConfigVersionRow
 
 _WRITE_ATTEMPTS = 5
@@ -72,6 +80,30 @@ class ConfigVersion:
     created: bool = True
 
 
+class ConfigConflict(StoreError):
+    """The head moved away from the version a read-modify-write started from."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(
+            f"config version {actual} is current, not {expected}: it changed meanwhile"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigHead:
+    """Where the head points (version 0 while the store is empty) and when it moved there."""
+
+    version: int
+    updated_at: datetime | None
+
+
+# Runs inside the write transaction of an apply or rollback, after the version (if any)
+# is written; raising rolls the whole transaction back.
+OnWrite = Callable[[AsyncConnection, "ConfigVersion"], Awaitable[None]]
+
+
 def canonical_json(config: GatewayConfig) -> str:
     """The stored form of a config: equal configs give equal strings (and checksums)."""
     return json.dumps(config.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -95,6 +127,17 @@ class ConfigRepository:
         async with self._reader.connect() as conn:
             version = await conn.scalar(self._version_query)
         return version or 0
+
+    async def head(self) -> ConfigHead:
+        """The current version number and the time it became current (one primary-key read)."""
+        query = select(ConfigHeadRow.version, ConfigHeadRow.updated_at).where(
+            ConfigHeadRow.id == HEAD_ROW_ID
+        )
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.version is None:
+            return ConfigHead(0, None)
+        return ConfigHead(row.version, row.updated_at)
 
     async def current(self) -> ConfigVersion | None:
         """The current version with its config, or None when the store is empty."""
@@ -126,23 +169,45 @@ class ConfigRepository:
         return [ConfigVersionSummary(*row) for row in rows]
 
     async def apply(
-        self, config: GatewayConfig, *, author: str | None, comment: str | None
+        self,
+        config: GatewayConfig,
+        *,
+        author: str | None,
+        comment: str | None,
+        expected_version: int | None = None,
+        on_write: OnWrite | None = None,
     ) -> ConfigVersion:
         """Store `config` as the new current version, atomically.
 
         When it is identical to the current config nothing is stored and the current
-        version is returned with `created=False`.
+        version is returned with `created=False`. With `expected_version`, raises
+        `ConfigConflict` unless the head is still at that version (0: empty store).
+        `on_write` runs in the same transaction, also when nothing was stored.
         """
-        return await self._store(config, author=author, comment=comment, source_version=None)
+        return await self._store(
+            config,
+            author=author,
+            comment=comment,
+            source_version=None,
+            expected_version=expected_version,
+            on_write=on_write,
+        )
 
     async def rollback(
-        self, to_version: int, *, author: str | None, comment: str | None = None
+        self,
+        to_version: int,
+        *,
+        author: str | None,
+        comment: str | None = None,
+        expected_version: int | None = None,
+        on_write: OnWrite | None = None,
     ) -> ConfigVersion:
         """Make the config of `to_version` current again, as a new version.
 
         The old document is validated against today's schema first, so a rollback
         can't install a config this release can't serve. Raises `NotFound` for an
-        unknown version and `ConfigError` for a document that no longer validates.
+        unknown version and `ConfigError` for a document that no longer validates;
+        `expected_version` and `on_write` work as for `apply`.
         """
         target = await self.get(to_version)
         return await self._store(
@@ -150,6 +215,8 @@ class ConfigRepository:
             author=author,
             comment=comment if comment is not None else f"rollback to version {to_version}",
             source_version=to_version,
+            expected_version=expected_version,
+            on_write=on_write,
         )
 
     async def _store(
@@ -159,20 +226,35 @@ class ConfigRepository:
         author: str | None,
         comment: str | None,
         source_version: int | None,
+        expected_version: int | None,
+        on_write: OnWrite | None,
     ) -> ConfigVersion:
         document = canonical_json(config)
         checksum = checksum_of(document)
         attempt = 0
         while True:
             attempt += 1
+            in_hook = False
             try:
                 async with write_transaction(self._engine) as conn:
-                    return await self._store_locked(
-                        conn, config, document, checksum, author, comment, source_version
+                    stored = await self._store_locked(
+                        conn,
+                        config,
+                        document,
+                        checksum,
+                        author,
+                        comment,
+                        source_version,
+                        expected_version,
                     )
+                    if on_write is not None:
+                        in_hook = True
+                        await on_write(conn, stored)
+                    return stored
             except IntegrityError:
                 # Lost a race on the version key or on creating the head row: go again.
-                if attempt >= _WRITE_ATTEMPTS:
+                # The hook's own integrity errors are its caller's to handle.
+                if in_hook or attempt >= _WRITE_ATTEMPTS:
                     raise
 
     async def _store_locked(
@@ -184,6 +266,7 @@ class ConfigRepository:
         author: str | None,
         comment: str | None,
         source_version: int | None,
+        expected_version: int | None,
     ) -> ConfigVersion:
         head_query = (
             select(ConfigHeadRow.version, ConfigHeadRow.checksum)
@@ -191,6 +274,10 @@ class ConfigRepository:
             .with_for_update()
         )
         head = (await conn.execute(head_query)).first()
+        if expected_version is not None:
+            current = head.version if head is not None and head.version is not None else 0
+            if current != expected_version:
+                raise ConfigConflict(expected_version, current)
         if head is not None and head.version is not None and head.checksum == checksum:
             query = _VERSION_COLUMNS.where(ConfigVersionRow.version == head.version)
             return _to_version((await conn.execute(query)).one(), config=config, created=False)

@@ -50,6 +50,27 @@ ENDPOINTS += [
     ("DELETE", "/admin/v1/organizations/{org_id}", "orgs:write"),
     ("GET", "/admin/v1/audit-events", "audit:read"),
     ("GET", "/admin/v1/audit-events/export", "audit:read"),
+    ("POST", "/admin/v1/consumers/{username}/oauth-clients", "credentials:write"),
+    ("GET", "/admin/v1/consumers/{username}/oauth-clients", "credentials:read"),
+    ("GET", "/admin/v1/oauth-clients/{client_id}", "credentials:read"),
+    ("PATCH", "/admin/v1/oauth-clients/{client_id}", "credentials:write"),
+    ("DELETE", "/admin/v1/oauth-clients/{client_id}", "credentials:write"),
+    ("POST", "/admin/v1/oauth-clients/{client_id}/rotate-secret", "credentials:write"),
+    ("GET", "/admin/v1/oauth/signing-keys", "credentials:read"),
+    ("POST", "/admin/v1/oauth/signing-keys/rotate", "credentials:write"),
+    ("POST", "/admin/v1/consumers/{username}/keys", "credentials:write"),
+    ("GET", "/admin/v1/consumers/{username}/keys", "credentials:read"),
+    ("GET", "/admin/v1/keys", "credentials:read"),
+    ("GET", "/admin/v1/keys/export", "credentials:read"),
+    ("POST", "/admin/v1/keys/import", "credentials:write"),
+    ("GET", "/admin/v1/keys/{key_id}", "credentials:read"),
+    ("PATCH", "/admin/v1/keys/{key_id}", "credentials:write"),
+    ("DELETE", "/admin/v1/keys/{key_id}", "credentials:write"),
+    ("POST", "/admin/v1/keys/{key_id}/rotate", "credentials:write"),
+    ("POST", "/admin/v1/keys/{key_id}/revoke", "credentials:write"),
+    ("POST", "/admin/v1/keys/{key_id}/suspend", "credentials:write"),
+    ("POST", "/admin/v1/keys/{key_id}/resume", "credentials:write"),
+    ("GET", "/admin/v1/data-plane/nodes", READ),
 ]
 
 _EVERYTHING = {
@@ -91,4 +112,7 @@ def concrete(path: str) -> str:
         .replace("{user_id}", "nope")
         .replace("{token_id}", "nope")
         .replace("{org_id}", "nope")
+        .replace("{username}", "nope")
+        .replace("{key_id}", "nope")
+        .replace("{client_id}", "nope")
     )

@@ -18,7 +18,8 @@ from portcullis.admin.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.migrations import upgrade_to_head
 
-ClientFactory = Callable[[Role], Awaitable[httpx.AsyncClient]]
+# Makes a signed-in client for a new user of a role (optionally limited to an organization id).
+ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 @pytest.fixture(scope="session")
@@ -65,9 +66,9 @@ async def client_for(app: FastAPI, auth: AuthService) -> AsyncIterator[ClientFac
     """Makes a client signed in (via the login endpoint) as a new user of the given role."""
     clients: list[httpx.AsyncClient] = []
 
-    async def make(role: Role) -> httpx.AsyncClient:
+    async def make(role: Role, organization_id: str | None = None) -> httpx.AsyncClient:
         email = f"{role.value}-{len(clients)}@example.com"
-        await auth.create_user(email, PASSWORD, role)
+        await auth.create_user(email, PASSWORD, role, organization_id)
         transport = httpx.ASGITransport(app=app, client=("198.51.100.8", 40000))
         client = httpx.AsyncClient(transport=transport, base_url="http://admin")
         clients.append(client)

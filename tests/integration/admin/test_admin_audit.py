@@ -8,6 +8,11 @@ import json
 
 import httpx
 from admin_support import PASSWORD
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from portcullis.admin.state import AdminState
+from portcullis.store.engine import write_transaction
 
 
 async def test_mutations_are_recorded_with_who_what_where(owner: httpx.AsyncClient) -> None:
@@ -103,3 +108,46 @@ async def test_logins_are_recorded(owner: httpx.AsyncClient, anonymous: httpx.As
     ]
     assert all(e["actor"] == "user:owner-0@example.com" for e in events)
     assert "wrong!" not in (await owner.get("/admin/v1/audit-events/export")).text
+
+
+async def test_a_change_whose_audit_record_fails_is_not_applied(
+    owner: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """The config change and its audit event commit in one transaction, or neither does."""
+    assert (
+        await owner.post("/admin/v1/services", json={"name": "kept", "url": "http://k"})
+    ).status_code == 201
+    assert (await owner.patch("/admin/v1/services/kept", json={"tags": ["v2"]})).status_code == 200
+    state: AdminState = app.state.admin
+    version = await state.editor.repository.current_version()
+    async with write_transaction(state.engine) as conn:
+        await conn.execute(
+            text(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON admin_audit_events "
+                "BEGIN SELECT RAISE(ABORT, 'audit log unavailable'); END"
+            )
+        )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://admin", headers=owner.headers
+    ) as client:
+        attempts = [
+            await client.post("/admin/v1/services", json={"name": "lost", "url": "http://l"}),
+            await client.patch("/admin/v1/services/kept", json={"tags": ["x"]}),
+            await client.delete("/admin/v1/services/kept"),
+            await client.put("/admin/v1/config", json={"services": []}),
+            await client.post("/admin/v1/config/rollback", json={"version": 1}),
+        ]
+    assert [r.status_code for r in attempts] == [500] * 5
+    assert all("audit log unavailable" not in r.text for r in attempts)
+    assert await state.editor.repository.current_version() == version
+    async with write_transaction(state.engine) as conn:
+        await conn.execute(text("DROP TRIGGER refuse_audit"))
+    assert (await owner.get("/admin/v1/services/lost")).status_code == 404
+    assert (await owner.get("/admin/v1/services/kept")).json()["tags"] == ["v2"]
+    events = (await owner.get("/admin/v1/audit-events?resource_type=service")).json()["items"]
+    assert [(e["action"], e["resource_id"]) for e in events] == [
+        ("update", "kept"),
+        ("create", "kept"),
+    ]
+    assert (await owner.get("/admin/v1/audit-events?resource_type=config")).json()["items"] == []

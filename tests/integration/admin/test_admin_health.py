@@ -2,19 +2,135 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import insert, update
 
 from portcullis.admin.app import create_admin_app
+from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.settings import Settings
+from portcullis.store.engine import write_transaction
+from portcullis.store.identity_tables import DataPlaneNodeRow
+from portcullis.store.tables import ConfigHeadRow
+from support.servers import gateway
 
 
-async def test_ready_reports_the_config_version(anonymous: httpx.AsyncClient) -> None:
+async def _node(app: FastAPI, node: str, version: int, beat: datetime | None = None) -> None:
+    """A data-plane heartbeat row, as a worker serving `version` would write it."""
+    at = beat or datetime.now(UTC)
+    async with write_transaction(app.state.admin.engine) as conn:
+        await conn.execute(
+            insert(DataPlaneNodeRow).values(
+                id=node,
+                node_name=node.split(":")[0],
+                pid=1,
+                config_version=version,
+                started_at=at,
+                heartbeat_at=at,
+            )
+        )
+
+
+async def _head_moved_at(app: FastAPI, moment: datetime) -> None:
+    async with write_transaction(app.state.admin.engine) as conn:
+        await conn.execute(update(ConfigHeadRow).values(updated_at=moment))
+
+
+async def test_ready_needs_a_live_data_plane_worker(
+    app: FastAPI, anonymous: httpx.AsyncClient
+) -> None:
     assert (await anonymous.get("/health/live")).json() == {"status": "ok"}
+    missing = await anonymous.get("/health/ready")
+    assert missing.status_code == 503
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["component"] == "data-plane"
+    assert "no data-plane worker" in missing.json()["detail"]
+    # A worker that stopped beating three intervals ago does not count.
+    await _node(app, "gone:h:1", 0, datetime.now(UTC) - timedelta(seconds=30))
+    assert (await anonymous.get("/health/ready")).status_code == 503
+    hb = NodeHeartbeat(app.state.admin.engine, node_name="edge", version=lambda: 0, interval=60)
+    assert await hb.beat()
     ready = await anonymous.get("/health/ready")
-    assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "config_version": 0}
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert (body["status"], body["config_version"]) == ("ok", 0)
+    [node] = body["data_plane"]["nodes"]
+    assert (node["id"], node["config_version"], node["state"]) == (hb.id, 0, "current")
+
+
+async def test_a_worker_behind_the_current_version_fails_readiness_after_the_window(
+    app: FastAPI, owner: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    before_change = datetime.now(UTC) - timedelta(milliseconds=200)
+    await _node(app, "edge:h:1", 0, before_change)
+    applied = await owner.post("/admin/v1/services", json={"name": "a", "url": "http://a"})
+    assert applied.status_code == 201
+    # Just changed, and the worker has not beaten since: it is still propagating.
+    ready = await anonymous.get("/health/ready")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["data_plane"]["nodes"][0]["state"] == "propagating"
+    # The worker beat well after the change and still serves version 0: lagging.
+    await _head_moved_at(app, datetime.now(UTC) - timedelta(seconds=10))
+    lagging = await anonymous.get("/health/ready")
+    assert lagging.status_code == 503
+    problem = lagging.json()
+    assert problem["component"] == "data-plane"
+    assert problem["config_version"] == 1
+    assert "edge:h:1 serves version 0" in problem["detail"]
+    assert [n["state"] for n in problem["nodes"]] == ["lagging"]
+    listed = await owner.get("/admin/v1/data-plane/nodes?state=lagging")
+    assert [n["id"] for n in listed.json()["items"]] == ["edge:h:1"]
+
+
+async def test_control_plane_only_deployments_skip_the_data_plane_check(
+    database_url: str,
+) -> None:
+    settings = Settings(database_url=database_url, ready_requires_data_plane=False)
+    app = create_admin_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {"status": "ok", "config_version": 0}
+
+
+async def test_node_listing_pages_sorts_and_filters(app: FastAPI, owner: httpx.AsyncClient) -> None:
+    now = datetime.now(UTC)
+    for i in range(3):
+        await _node(app, f"edge{i}:h:{i}", 0, now - timedelta(seconds=i))
+    await _node(app, "old:h:9", 0, now - timedelta(minutes=5))
+    first = await owner.get("/admin/v1/data-plane/nodes?limit=2&sort=-node_name")
+    assert first.status_code == 200, first.text
+    assert [n["id"] for n in first.json()["items"]] == ["old:h:9", "edge2:h:2"]
+    assert first.headers["link"].endswith('rel="next"')
+    rest = await owner.get(first.json()["next"])
+    assert [n["id"] for n in rest.json()["items"]] == ["edge1:h:1", "edge0:h:0"]
+    assert rest.json()["next"] is None
+    stale = await owner.get("/admin/v1/data-plane/nodes?state=stale")
+    assert [(n["id"], n["state"]) for n in stale.json()["items"]] == [("old:h:9", "stale")]
+    named = await owner.get("/admin/v1/data-plane/nodes?node_name=edge1")
+    assert [n["pid"] for n in named.json()["items"]] == [1]
+
+
+def test_ready_with_the_real_gateway(tmp_path: Path) -> None:
+    """`portcullis serve`: the data plane's heartbeat makes the control plane ready."""
+    with gateway(tmp_path, None, extra_env={"PORTCULLIS_HEARTBEAT_INTERVAL": "0.2"}) as gw:
+        deadline = time.monotonic() + 20
+        while True:
+            ready = httpx.get(f"{gw.admin_url}/health/ready", timeout=5)
+            if ready.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert ready.status_code == 200, ready.text
+        [node] = ready.json()["data_plane"]["nodes"]
+        assert node["config_version"] == 0
+        assert node["state"] == "current"
+        assert node["id"].startswith("portcullis:")
 
 
 async def test_unmigrated_store_is_not_ready_and_api_answers_503(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ async def test_concurrent_retry_is_409_while_the_first_runs(
     owner: httpx.AsyncClient, app: FastAPI
 ) -> None:
     state: AdminState = app.state.admin
-    original = state.editor.apply
+    original = state.editor.repository.apply
     release = asyncio.Event()
     entered = asyncio.Event()
 
@@ -66,7 +66,7 @@ async def test_concurrent_retry_is_409_while_the_first_runs(
         await release.wait()
         return await original(*args, **kwargs)
 
-    state.editor.apply = slow_apply  # type: ignore[method-assign]
+    state.editor.repository.apply = slow_apply  # type: ignore[method-assign]
     headers = {"Idempotency-Key": "k-3"}
     first = asyncio.create_task(
         owner.post("/admin/v1/consumers", json={"username": "a"}, headers=headers)
@@ -78,7 +78,7 @@ async def test_concurrent_retry_is_409_while_the_first_runs(
     assert retry.json()["type"].endswith("/idempotency-key-in-flight")
     release.set()
     assert (await first).status_code == 201
-    state.editor.apply = original  # type: ignore[method-assign]
+    state.editor.repository.apply = original  # type: ignore[method-assign]
     replay = await owner.post("/admin/v1/consumers", json={"username": "a"}, headers=headers)
     assert replay.headers["idempotent-replayed"] == "true"
 
@@ -105,7 +105,7 @@ async def test_server_errors_are_forgotten_so_a_retry_runs(
     owner: httpx.AsyncClient, app: FastAPI
 ) -> None:
     state: AdminState = app.state.admin
-    original = state.editor.apply
+    original = state.editor.repository.apply
 
     async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("store exploded")
@@ -113,12 +113,12 @@ async def test_server_errors_are_forgotten_so_a_retry_runs(
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     headers = {"Idempotency-Key": "k-5", "authorization": owner.headers["authorization"]}
     async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
-        state.editor.apply = broken  # type: ignore[method-assign]
+        state.editor.repository.apply = broken  # type: ignore[method-assign]
         failed = await client.post("/admin/v1/consumers", json={"username": "a"}, headers=headers)
         assert failed.status_code == 500
         assert failed.headers["content-type"] == "application/problem+json"
         assert "store exploded" not in failed.text
-        state.editor.apply = original  # type: ignore[method-assign]
+        state.editor.repository.apply = original  # type: ignore[method-assign]
         retried = await client.post("/admin/v1/consumers", json={"username": "a"}, headers=headers)
         assert retried.status_code == 201
         assert "idempotent-replayed" not in retried.headers

@@ -47,6 +47,10 @@ def test_every_operation_documents_its_errors(app: FastAPI) -> None:
                 assert "401" in responses, where
                 if path != "/admin/v1/auth/me":  # any signed-in caller may ask who they are
                     assert "403" in responses, where
+            assert "Retry-After" in responses["429"]["headers"], where
+            assert (
+                "RateLimit" in responses["200" if "200" in responses else min(responses)]["headers"]
+            ), where
             for status, response in responses.items():
                 if int(status) >= 400:
                     assert list(response["content"]) == ["application/problem+json"], where
@@ -93,7 +97,18 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path
     """
     url = f"sqlite+aiosqlite:///{tmp_path / 'fuzz.db'}"
     asyncio.run(_prepare_store(url))
-    env = {"PORTCULLIS_DATABASE_URL": url, "PORTCULLIS_LOG_JSON": "true"}
+    env = {
+        "PORTCULLIS_DATABASE_URL": url,
+        "PORTCULLIS_LOG_JSON": "true",
+        # Only the control plane runs here: readiness must not wait for a data plane.
+        "PORTCULLIS_READY_REQUIRES_DATA_PLANE": "false",
+        # Rate limits stay on (their headers are checked against the description) but
+        # high enough that the fuzzer's burst of requests is not refused.
+        "PORTCULLIS_ADMIN_RATE_LIMIT_PER_MINUTE": "1000000",
+        "PORTCULLIS_ADMIN_RATE_LIMIT_BURST": "100000",
+        "PORTCULLIS_ADMIN_RATE_LIMIT_IP_PER_MINUTE": "1000000",
+        "PORTCULLIS_ADMIN_RATE_LIMIT_IP_BURST": "100000",
+    }
     with granian_app("portcullis.admin.app:create_app", env=env) as port:
         base = f"http://127.0.0.1:{port}"
         login = httpx.post(

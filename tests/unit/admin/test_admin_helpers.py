@@ -8,9 +8,9 @@ import pytest
 
 from portcullis.admin.audit import REDACTED, changes, redact
 from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.export import csv_cell
 from portcullis.admin.pagination import paginate, parse_sort
 from portcullis.admin.problems import ApiProblem
-from portcullis.admin.routers.audit import _csv_cell
 
 
 @pytest.mark.parametrize(
@@ -114,4 +114,4 @@ def test_sort_and_cursor_with_mixed_values() -> None:
     ],
 )
 def test_csv_cells_cannot_become_formulas(value: Any, cell: str) -> None:
-    assert _csv_cell(value) == cell
+    assert csv_cell(value) == cell

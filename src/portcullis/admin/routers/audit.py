@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from portcullis.admin.audit import AuditFilter
+from portcullis.admin.audit import AuditEvent, AuditFilter
 from portcullis.admin.dependencies import require
-from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, parse_int_cursor
+from portcullis.admin.export import ExportFormat, streamed_export
+from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page, parse_int_cursor
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.state import AdminState
@@ -38,22 +36,8 @@ CSV_COLUMNS = (
 )
 
 
-class AuditEventOut(BaseModel):
-    id: int
-    occurred_at: datetime
-    actor: str
-    action: str
-    resource_type: str
-    resource_id: str | None
-    diff: dict[str, Any]
-    config_version: int | None
-    request_id: str
-    client_ip: str | None
-    status: int
-
-
 class AuditEventPage(BaseModel):
-    items: list[AuditEventOut]
+    items: list[AuditEvent]
     next: str | None
 
 
@@ -96,7 +80,7 @@ class AuditListQuery(AuditQuery):
 
 
 class AuditExportQuery(AuditQuery):
-    format: Literal["csv", "jsonl"] = Field("jsonl", description="Output format")
+    format: ExportFormat = Field("jsonl", description="Output format")
 
 
 def _state(request: Request) -> AdminState:
@@ -116,22 +100,13 @@ async def list_events(
     query: Annotated[AuditListQuery, Query()],
     caller: Caller = Depends(require(Permission.AUDIT_READ)),
 ) -> Response:
-    before = None
-    limit = query.limit
-    if query.cursor is not None:
-        before = parse_int_cursor(query.cursor)
-    events = await _state(request).audit.page(query.as_filter(), limit=limit + 1, before_id=before)
-    items = [e.as_json() for e in events[:limit]]
-    url = None
-    headers = {}
-    if len(events) > limit:
-        url = (
-            request.url.path
-            + "?"
-            + str(request.url.include_query_params(cursor=str(events[limit - 1].id)).query)
-        )
-        headers["Link"] = f'<{url}>; rel="next"'
-    return JSONResponse({"items": items, "next": url}, headers=headers)
+    before = None if query.cursor is None else parse_int_cursor(query.cursor)
+    events = await _state(request).audit.page(
+        query.as_filter(), limit=query.limit + 1, before_id=before
+    )
+    return keyset_page(
+        request, events, query.limit, key=lambda e: e.id, render=lambda e: e.as_json()
+    )
 
 
 @router.get(
@@ -157,37 +132,10 @@ async def export_events(
 ) -> Response:
     events = _state(request).audit.stream(query.as_filter())
 
-    async def jsonl() -> AsyncIterator[bytes]:
+    async def records() -> AsyncIterator[dict[str, Any]]:
         async for event in events:
-            yield (json.dumps(event.as_json(), ensure_ascii=False) + "\n").encode()
+            yield event.as_json()
 
-    async def csv_rows() -> AsyncIterator[bytes]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(CSV_COLUMNS)
-        yield buffer.getvalue().encode()
-        async for event in events:
-            buffer.seek(0)
-            buffer.truncate()
-            row = event.as_json()
-            row["diff"] = json.dumps(row["diff"], ensure_ascii=False, separators=(",", ":"))
-            writer.writerow([_csv_cell(row[c]) for c in CSV_COLUMNS])
-            yield buffer.getvalue().encode()
-
-    if query.format == "csv":
-        return StreamingResponse(
-            csv_rows(),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": 'attachment; filename="audit-events.csv"'},
-        )
-    return StreamingResponse(
-        jsonl(),
-        media_type="application/jsonl",
-        headers={"Content-Disposition": 'attachment; filename="audit-events.jsonl"'},
+    return streamed_export(
+        records(), format=query.format, columns=CSV_COLUMNS, filename="audit-events"
     )
-
-
-def _csv_cell(value: Any) -> str:
-    """A cell that spreadsheets won't evaluate as a formula (CSV injection)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

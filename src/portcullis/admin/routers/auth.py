@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt
 
@@ -17,20 +17,14 @@ from portcullis.admin.auth import (
     InvalidRefreshToken,
     LoginLocked,
 )
-from portcullis.admin.conditional import check_if_match, etag_of
+from portcullis.admin.conditional import check_if_match, etag_of, etag_response
 from portcullis.admin.dependencies import (
     RequestFacts,
     current_caller,
     request_facts,
     require,
 )
-from portcullis.admin.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    paginate,
-    parse_sort,
-    sort_pattern,
-)
+from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import (
     ALREADY_EXISTS,
     FORBIDDEN,
@@ -38,6 +32,7 @@ from portcullis.admin.problems import (
     TOO_MANY_REQUESTS,
     UNAUTHORIZED,
     ApiProblem,
+    created_responses,
     problem_responses,
     validation_problem,
 )
@@ -218,18 +213,8 @@ async def whoami(caller: Caller = Depends(current_caller)) -> Me:
 # ---------------------------------------------------------------------------- admin users
 
 
-class AdminUserOut(BaseModel):
-    id: str
-    email: str
-    role: Role
-    organization_id: str | None
-    disabled: bool
-    created_at: datetime
-    updated_at: datetime
-
-
 class AdminUserPage(BaseModel):
-    items: list[AdminUserOut]
+    items: list[AdminUser]
     next: str | None
 
 
@@ -279,15 +264,7 @@ async def _user_or_404(request: Request, user_id: str, caller: Caller) -> AdminU
 
 
 def _user_response(user: AdminUser, status: int = 200, **headers: str) -> JSONResponse:
-    body = user.as_json()
-    return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
-
-
-def _next_link(request: Request, cursor: str | None) -> tuple[str | None, dict[str, str]]:
-    if cursor is None:
-        return None, {}
-    url = request.url.path + "?" + str(request.url.include_query_params(cursor=cursor).query)
-    return url, {"Link": f'<{url}>; rel="next"'}
+    return etag_response(user.as_json(), status, **headers)
 
 
 @router.get(
@@ -300,26 +277,16 @@ def _next_link(request: Request, cursor: str | None) -> tuple[str | None, dict[s
 )
 async def list_admin_users(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: str | None = None,
-    sort: Annotated[
-        str | None,
-        Query(
-            description="email, role, created_at; `-` descending", pattern=sort_pattern(USER_SORT)
-        ),
-    ] = None,
+    query: ListQuery = Depends(list_query(USER_SORT, "email")),
     role: Role | None = None,
     caller: Caller = Depends(require(Permission.ADMINS_READ)),
 ) -> Response:
-    keys = parse_sort(sort, USER_SORT, "email")
     users = [u.as_json() for u in await _auth(request).list_users()]
     if role is not None:
         users = [u for u in users if u["role"] == role.value]
     if caller.organization_id is not None:
         users = [u for u in users if u["organization_id"] == caller.organization_id]
-    page = paginate(users, lambda u: str(u["id"]), keys, limit=limit, cursor=cursor)
-    url, headers = _next_link(request, page.next_cursor)
-    return JSONResponse({"items": page.items, "next": url}, headers=headers)
+    return query.respond(request, users)
 
 
 @router.post(
@@ -327,11 +294,8 @@ async def list_admin_users(
     tags=["Admin users"],
     summary="Create an admin user",
     status_code=201,
-    response_model=AdminUserOut,
-    responses={
-        201: {"headers": {"Location": {"schema": {"type": "string"}}}},
-        **problem_responses(400, 401, 403, 409, 422, 429),
-    },
+    response_model=AdminUser,
+    responses=created_responses(400, 401, 403, 409, 422, 429),
     operation_id="create_admin_user",
 )
 async def create_admin_user(
@@ -371,7 +335,7 @@ async def create_admin_user(
     "/admin-users/{user_id}",
     tags=["Admin users"],
     summary="Get an admin user",
-    response_model=AdminUserOut,
+    response_model=AdminUser,
     responses=problem_responses(401, 403, 404, 429),
     operation_id="get_admin_user",
 )
@@ -387,7 +351,7 @@ async def get_admin_user(
     "/admin-users/{user_id}",
     tags=["Admin users"],
     summary="Change an admin user's role, password, organization or disabled flag",
-    response_model=AdminUserOut,
+    response_model=AdminUser,
     responses=problem_responses(401, 403, 404, 409, 412, 422, 429),
     operation_id="update_admin_user",
 )
@@ -530,10 +494,7 @@ class ApiTokenPage(BaseModel):
     summary="Create an API token for the caller (the token is shown once)",
     status_code=201,
     response_model=ApiTokenCreated,
-    responses={
-        201: {"headers": {"Location": {"schema": {"type": "string"}}}},
-        **problem_responses(400, 401, 403, 422, 429),
-    },
+    responses=created_responses(400, 401, 403, 422, 429),
     operation_id="create_api_token",
 )
 async def create_api_token(
@@ -585,20 +546,12 @@ def _sees_all_tokens(caller: Caller) -> bool:
 )
 async def list_api_tokens(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: str | None = None,
-    sort: Annotated[
-        str | None,
-        Query(description="name, created_at, expires_at", pattern=sort_pattern(TOKEN_SORT)),
-    ] = None,
+    query: ListQuery = Depends(list_query(TOKEN_SORT, "created_at")),
     caller: Caller = Depends(require(Permission.TOKENS_READ)),
 ) -> Response:
-    keys = parse_sort(sort, TOKEN_SORT, "created_at")
     owner = None if _sees_all_tokens(caller) else caller.user_id or ""
     tokens = [t.as_json() for t in await _auth(request).list_api_tokens(owner)]
-    page = paginate(tokens, lambda t: str(t["id"]), keys, limit=limit, cursor=cursor)
-    url, headers = _next_link(request, page.next_cursor)
-    return JSONResponse({"items": page.items, "next": url}, headers=headers)
+    return query.respond(request, tokens)
 
 
 @router.delete(

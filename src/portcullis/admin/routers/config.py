@@ -1,4 +1,9 @@
-"""The whole gateway config: export, import (apply), diff, version history and rollback."""
+"""The whole gateway config: export, import (apply), diff, version history and rollback.
+
+The config spans every organization. Admins limited to one organization get an
+export filtered to their organization's entities; import, diff, the version
+history and rollback answer them 403 (see admin/scoping.py).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from portcullis.admin.conditional import check_if_match, etag_of
-from portcullis.admin.config_editor import ConfigState, validate_document
+from portcullis.admin.config_editor import ConfigState, Edit, validate_document
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
-from portcullis.admin.pagination import parse_int_cursor
+from portcullis.admin.pagination import keyset_page, parse_int_cursor
 from portcullis.admin.problems import (
     BAD_REQUEST,
     NOT_FOUND,
@@ -25,10 +30,11 @@ from portcullis.admin.problems import (
     validation_problem,
 )
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
 from portcullis.model.diff import MISSING, ConfigDiff, diff_configs
 from portcullis.model.loader import ConfigError, config_document, dump_config
-from portcullis.store.config_repository import ConfigVersion, ConfigVersionSummary
+from portcullis.store.config_repository import ConfigVersion, ConfigVersionSummary, OnWrite
 from portcullis.store.errors import NotFound
 
 router = APIRouter(prefix="/config", tags=["Config"])
@@ -209,12 +215,15 @@ async def export_config(
     ] = False,
     caller: Caller = read,
 ) -> Response:
+    scope = await scope_of(request, caller)
     current = await _admin(request).editor.state()
-    headers = {"ETag": config_etag(current), VERSION_HEADER: str(current.version)}
+    config = scope.filter_config(current.config)
+    etag = etag_of(config.canonical()) if scope.limited else config_etag(current)
+    headers = {"ETag": etag, VERSION_HEADER: str(current.version)}
     if format == "yaml":
-        text = dump_config(current.config, format="yaml", include_defaults=include_defaults)
+        text = dump_config(config, format="yaml", include_defaults=include_defaults)
         return Response(text, media_type="application/yaml", headers=headers)
-    document = config_document(current.config, include_defaults=include_defaults)
+    document = config_document(config, include_defaults=include_defaults)
     return JSONResponse(document, headers=headers)
 
 
@@ -224,7 +233,7 @@ async def export_config(
     response_model=ApplyResult,
     responses={
         200: {"headers": _CONFIG_HEADERS},
-        **problem_responses(400, 401, 403, 412, 415, 422, 429),
+        **problem_responses(400, 401, 403, 409, 412, 415, 422, 429),
     },
     openapi_extra=_DOCUMENT_BODY,
     operation_id="apply_config",
@@ -240,29 +249,33 @@ async def apply_config(
     caller: Caller = write,
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
+    (await scope_of(request, caller)).require_unlimited("importing a config")
     data = await read_document(request)
     state = _admin(request)
     config = validate_document(data)
-    async with state.editor.editing() as current:
+    after = config.canonical()
+
+    def plan(current: ConfigState) -> Edit[None]:
         check_if_match(if_match, config_etag(current))
-        stored = await state.editor.apply(
-            config.canonical(), author=caller.actor, comment=comment or "admin API: import"
-        )
-        if stored.created:
-            await state.audit.record(
+        return Edit(
+            after,
+            None,
+            comment=comment or "admin API: import",
+            on_write=state.audit.on_config_write(
                 caller=caller,
                 facts=facts,
                 action="apply",
                 resource_type="config",
-                resource_id=str(stored.version),
+                resource_id=_version_id,
                 before=current.config.canonical(),
-                after=config.canonical(),
-                config_version=stored.version,
-            )
-    body = {**_info(stored), "created": stored.created}
-    return JSONResponse(
-        body, headers={"ETag": f'"{stored.checksum}"', VERSION_HEADER: str(stored.version)}
-    )
+                after=after,
+                only_if_created=True,
+            ),
+        )
+
+    stored = (await state.editor.mutate(plan, author=caller.actor)).stored
+    assert stored is not None
+    return _applied_response(stored)
 
 
 @router.post(
@@ -274,6 +287,7 @@ async def apply_config(
     operation_id="diff_config",
 )
 async def diff_config(request: Request, caller: Caller = read) -> Response:
+    (await scope_of(request, caller)).require_unlimited("a whole-config diff")
     config = validate_document(await read_document(request))
     current = await _admin(request).editor.state()
     return JSONResponse(diff_json(diff_configs(current.config, config)))
@@ -292,22 +306,10 @@ async def list_versions(
     cursor: Annotated[str | None, Query(description="`next` cursor of the previous page")] = None,
     caller: Caller = read,
 ) -> Response:
-    before = None
-    if cursor is not None:
-        before = parse_int_cursor(cursor)
-    repo = _admin(request).editor.repository
-    rows = await repo.list_versions(limit + 1, before)
-    items = [_info(v) for v in rows[:limit]]
-    next_url = None
-    headers = {}
-    if len(rows) > limit:
-        next_url = (
-            request.url.path
-            + "?"
-            + str(request.url.include_query_params(cursor=str(rows[limit - 1].version)).query)
-        )
-        headers["Link"] = f'<{next_url}>; rel="next"'
-    return JSONResponse({"items": items, "next": next_url}, headers=headers)
+    (await scope_of(request, caller)).require_unlimited("the config version history")
+    before = None if cursor is None else parse_int_cursor(cursor)
+    rows = await _admin(request).editor.repository.list_versions(limit + 1, before)
+    return keyset_page(request, rows, limit, key=lambda v: v.version, render=_info)
 
 
 @router.get(
@@ -322,6 +324,7 @@ async def get_version(
     version: Annotated[int, FastApiPath(ge=1, le=MAX_VERSION)],
     caller: Caller = read,
 ) -> Response:
+    (await scope_of(request, caller)).require_unlimited("a stored config version")
     try:
         stored = await _admin(request).editor.repository.get(version)
     except NotFound:
@@ -336,7 +339,7 @@ async def get_version(
     response_model=ApplyResult,
     responses={
         200: {"headers": _CONFIG_HEADERS},
-        **problem_responses(401, 403, 404, 412, 422, 429),
+        **problem_responses(401, 403, 404, 409, 412, 422, 429),
     },
     operation_id="rollback_config",
 )
@@ -349,16 +352,27 @@ async def rollback(
     caller: Caller = write,
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
+    (await scope_of(request, caller)).require_unlimited("a rollback")
     state = _admin(request)
-    seen: list[ConfigState] = []
 
-    def precondition(current: ConfigState) -> None:
-        check_if_match(if_match, config_etag(current))
-        seen.append(current)
+    def audit(current: ConfigState) -> OnWrite:
+        return state.audit.on_config_write(
+            caller=caller,
+            facts=facts,
+            action="rollback",
+            resource_type="config",
+            resource_id=_version_id,
+            before=current.config.canonical(),
+            after=lambda stored: stored.config.canonical(),
+            only_if_created=True,
+        )
 
     try:
         stored = await state.editor.rollback(
-            body.version, author=caller.actor, precondition=precondition
+            body.version,
+            author=caller.actor,
+            precondition=lambda current: check_if_match(if_match, config_etag(current)),
+            on_write=audit,
         )
     except NotFound:
         raise ApiProblem(NOT_FOUND, f"config version {body.version} does not exist") from None
@@ -366,18 +380,15 @@ async def rollback(
         raise validation_problem(
             [("#/version", f"that version no longer validates: {issue}") for issue in exc.errors]
         ) from None
-    if stored.created:
-        await state.audit.record(
-            caller=caller,
-            facts=facts,
-            action="rollback",
-            resource_type="config",
-            resource_id=str(stored.version),
-            before=seen[0].config.canonical(),
-            after=stored.config.canonical(),
-            config_version=stored.version,
-        )
-    out = {**_info(stored), "created": stored.created}
+    return _applied_response(stored)
+
+
+def _version_id(stored: ConfigVersion) -> str:
+    return str(stored.version)
+
+
+def _applied_response(stored: ConfigVersion) -> JSONResponse:
+    body = {**_info(stored), "created": stored.created}
     return JSONResponse(
-        out, headers={"ETag": f'"{stored.checksum}"', VERSION_HEADER: str(stored.version)}
+        body, headers={"ETag": f'"{stored.checksum}"', VERSION_HEADER: str(stored.version)}
     )

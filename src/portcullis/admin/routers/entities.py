@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
@@ -25,12 +25,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.config_editor import ConfigState, Edit
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
-from portcullis.admin.entities import PLUGINS, TARGETS, UPSTREAMS, Kind
+from portcullis.admin.entities import (
+    KIND_BY_COLLECTION,
+    PLUGINS,
+    TARGETS,
+    UPSTREAMS,
+    Kind,
+    entry_of,
+)
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     has_tags,
+    page_response,
     paginate,
     parse_sort,
     sort_pattern,
@@ -38,6 +47,7 @@ from portcullis.admin.pagination import (
 )
 from portcullis.admin.problems import (
     ALREADY_EXISTS,
+    FORBIDDEN,
     HAS_DEPENDENTS,
     NOT_FOUND,
     ApiProblem,
@@ -47,7 +57,9 @@ from portcullis.admin.problems import (
     validation_problem,
 )
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.scoping import OrgScope, scope_of
 from portcullis.admin.state import AdminState
+from portcullis.model.config import GatewayConfig
 from portcullis.model.loader import Loc
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -69,6 +81,30 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else str(value)
+
+
+class _Endpoint(NamedTuple):
+    """One route of a kind: its handler with the parameters FastAPI should see, and docs."""
+
+    handler: Callable[..., Awaitable[Response]]
+    params: list[inspect.Parameter]
+    method: str
+    path: str
+    status: int
+    summary: str
+    operation_id: str
+    responses: dict[int | str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """What one mutation did: the entity, its state before and after (None: absent), and
+    where the new state sits in its collection (for error pointers)."""
+
+    entity_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    index: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +188,15 @@ class EntityRouter:
             ],
         )
 
-    def _locate(self, document: dict[str, Any], upstream: str | None) -> _Located:
-        """The collection this router serves inside `document` (404 for an unknown upstream)."""
+    def _locate(self, document: dict[str, Any], upstream: str | None, scope: OrgScope) -> _Located:
+        """The collection this router serves inside `document` (404 for an unknown upstream,
+        or one outside the caller's organization)."""
         if not self.nested:
             docs: list[dict[str, Any]] = document[self.kind.collection]
             return _Located(docs, self.kind.ids_of(docs), (self.kind.collection,))
         ups = document["upstreams"]
         names = UPSTREAMS.ids_of(ups)
-        if upstream not in names:
+        if upstream not in names or not scope.sees(ups[names.index(upstream)]):
             raise ApiProblem(NOT_FOUND, f"upstream {upstream!r} does not exist")
         i = names.index(upstream)
         docs = ups[i]["targets"]
@@ -187,13 +224,22 @@ class EntityRouter:
         body = self._represent(document, entity_id)
         return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
 
-    def _find(self, located: _Located, entity_id: str) -> int:
-        try:
-            return located.ids.index(entity_id)
-        except ValueError:
-            raise ApiProblem(
-                NOT_FOUND, f"{self.kind.singular} {entity_id!r} does not exist"
-            ) from None
+    def _find(self, located: _Located, entity_id: str, scope: OrgScope) -> int:
+        """The entity's index; 404 when missing or outside the caller's organization."""
+        if entity_id in located.ids:
+            index = located.ids.index(entity_id)
+            if self.nested or scope.sees(located.documents[index]):
+                return index
+        raise ApiProblem(NOT_FOUND, f"{self.kind.singular} {entity_id!r} does not exist")
+
+    def _existing(
+        self, located: _Located, entity_id: str, scope: OrgScope, if_match: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """The entity to change (index and document): 404 if invisible, 412 if If-Match fails."""
+        index = self._find(located, entity_id, scope)
+        old = located.documents[index]
+        check_if_match(if_match, etag_of(self._represent(old, entity_id)))
+        return index, old
 
     def _locator(self, loc: Loc, index: int) -> Callable[[Loc], str | None]:
         prefix = (*loc, index)
@@ -215,39 +261,115 @@ class EntityRouter:
         if wrong:
             raise validation_problem(wrong)
 
-    async def _apply(
+    def _claim(
         self,
-        state: AdminState,
+        scope: OrgScope,
         document: dict[str, Any],
-        *,
-        caller: Caller,
-        facts: RequestFacts,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Enforce the caller's organization on a new or changed entity (see admin/scoping.py).
+
+        An organization-limited caller's entity belongs to their organization (filled
+        in when left out, 403 for another) and may refer only to entities of it.
+        """
+        if not self.kind.scoped or scope.organization is None:
+            return new
+        org = new.get("organization")
+        if org is None:
+            new = {**new, "organization": scope.organization}
+        elif org != scope.organization:
+            raise ApiProblem(
+                FORBIDDEN,
+                f"you can only manage {self.kind.collection} of your organization "
+                f"{scope.organization!r}, not {org!r}",
+                errors=[{"pointer": "#/organization", "detail": "not your organization"}],
+            )
+        if self.kind is PLUGINS and new.get("service") is None and new.get("route") is None:
+            raise ApiProblem(
+                FORBIDDEN,
+                "a global plugin applies to every organization's traffic; scope it to one of "
+                f"your services or routes (organization {scope.organization!r})",
+                errors=[{"pointer": "#/route", "detail": "required for your organization"}],
+            )
+        wrong = []
+        for field, collection in self.kind.references:
+            target = new.get(field)
+            if target is None or (old is not None and old.get(field) == target):
+                continue
+            if target not in scope.visible_names(document[collection], "name"):
+                wrong.append(
+                    (
+                        f"#/{field}",
+                        f"unknown {KIND_BY_COLLECTION[collection].singular} {target!r} "
+                        f"in organization {scope.organization!r}",
+                    )
+                )
+        if wrong:
+            raise validation_problem(wrong)
+        return new
+
+    def _check_dependents(
+        self, config: GatewayConfig, document: dict[str, Any], entity_id: str, scope: OrgScope
+    ) -> None:
+        """409 naming what refers to the entity (other organizations' entities only counted)."""
+        if self.nested:
+            return
+        dependents = self.kind.dependents(config, entity_id)
+        if not dependents:
+            return
+        shown = [d for d in dependents if scope.sees(entry_of(document, d.kind, d.id) or {})]
+        named = ", ".join(f"{d.kind[:-1]} {d.id!r}" for d in shown)
+        hidden = len(dependents) - len(shown)
+        if hidden:
+            named += (", " if named else "") + f"{hidden} entities of other organizations"
+        raise ApiProblem(
+            HAS_DEPENDENTS,
+            f"{self.kind.singular} {entity_id!r} is used by {named}; change or delete them first",
+            dependents=[{"kind": d.kind, "id": d.id, "field": d.field} for d in shown],
+        )
+
+    async def _change(
+        self,
+        kw: dict[str, Any],
         action: str,
-        entity_id: str,
-        before: dict[str, Any] | None,
-        after: dict[str, Any] | None,
-        locate: Callable[[Loc], str | None] | None,
         status: int,
-    ) -> int:
-        resource = f"{self.kind.singular} {entity_id!r}"
-        stored = await state.editor.apply(
-            document,
-            author=caller.actor,
-            comment=f"admin API: {action} {resource}",
-            locate=locate,
-        )
-        await state.audit.record(
-            caller=caller,
-            facts=facts,
-            action=action,
-            resource_type=self.kind.singular,
-            resource_id=entity_id,
-            before=before,
-            after=after,
-            config_version=stored.version,
-            status=status,
-        )
-        return stored.version
+        step: Callable[[ConfigState, dict[str, Any], _Located, OrgScope], _Step],
+    ) -> _Step:
+        """Run one mutation through `ConfigEditor.mutate`, with its audit record.
+
+        `step` edits the config document in place and says what changed; it re-runs
+        on the fresh config if another writer got in first.
+        """
+        request: Request = kw["request"]
+        state: AdminState = request.app.state.admin
+        caller: Caller = kw["caller"]
+        scope = await scope_of(request, caller)
+
+        def plan(current: ConfigState) -> Edit[_Step]:
+            document = current.config.canonical()
+            located = self._locate(document, kw.get("upstream"), scope)
+            done = step(current, document, located, scope)
+            if done.after == done.before:
+                return Edit(None, done)
+            return Edit(
+                document,
+                done,
+                comment=f"admin API: {action} {self.kind.singular} {done.entity_id!r}",
+                locate=None if done.index is None else self._locator(located.loc, done.index),
+                on_write=state.audit.on_config_write(
+                    caller=caller,
+                    facts=kw["facts"],
+                    action=action,
+                    resource_type=self.kind.singular,
+                    resource_id=done.entity_id,
+                    before=done.before,
+                    after=done.after,
+                    status=status,
+                ),
+            )
+
+        return (await state.editor.mutate(plan, author=caller.actor)).result
 
     # ------------------------------------------------------------------ routes
 
@@ -310,13 +432,16 @@ class EntityRouter:
         async def list_entities(**kw: Any) -> Response:
             request: Request = kw["request"]
             state: AdminState = request.app.state.admin
+            scope = await scope_of(request, kw["caller"])
             q = kw["query"]
             keys = parse_sort(q.sort, kind.sort_fields, kind.sort_fields[0])
             current = await state.editor.state()
-            located = self._locate(current.config.canonical(), kw.get("upstream"))
+            located = self._locate(current.config.canonical(), kw.get("upstream"), scope)
             wanted_tags = split_csv(q.tags)
             items = []
             for doc, entity_id in zip(located.documents, located.ids, strict=True):
+                if not self.nested and not scope.sees(doc):
+                    continue
                 if wanted_tags and not has_tags(doc, wanted_tags):
                     continue
                 if any(
@@ -326,33 +451,25 @@ class EntityRouter:
                     continue
                 items.append(self._represent(doc, entity_id))
             page = paginate(items, self._identity, keys, limit=q.limit, cursor=q.cursor)
-            next_url = None
-            headers = {}
-            if page.next_cursor is not None:
-                next_url = (
-                    request.url.path
-                    + "?"
-                    + str(request.url.include_query_params(cursor=page.next_cursor).query)
-                )
-                headers["Link"] = f'<{next_url}>; rel="next"'
-            return JSONResponse({"items": page.items, "next": next_url}, headers=headers)
+            return page_response(request, page.items, page.next_cursor)
 
         async def get_entity(**kw: Any) -> Response:
             request: Request = kw["request"]
             state: AdminState = request.app.state.admin
+            scope = await scope_of(request, kw["caller"])
             current = await state.editor.state()
-            located = self._locate(current.config.canonical(), kw.get("upstream"))
-            index = self._find(located, kw["entity_id"])
+            located = self._locate(current.config.canonical(), kw.get("upstream"), scope)
+            index = self._find(located, kw["entity_id"], scope)
             return self._respond(located.documents[index], kw["entity_id"])
 
         async def create_entity(**kw: Any) -> Response:
-            request: Request = kw["request"]
-            state: AdminState = request.app.state.admin
             body: BaseModel = kw["body"]
-            new = body.model_dump(mode="json")
-            async with state.editor.editing() as current:
-                document = current.config.canonical()
-                located = self._locate(document, kw.get("upstream"))
+            given = body.model_dump(mode="json")
+
+            def step(
+                current: ConfigState, document: dict[str, Any], located: _Located, scope: OrgScope
+            ) -> _Step:
+                new = self._claim(scope, document, None, given)
                 base_id = kind.base_id(new)
                 if base_id in located.ids:
                     field = kind.identity_fields[0]
@@ -362,20 +479,12 @@ class EntityRouter:
                         errors=[{"pointer": f"#/{field}", "detail": "already in use"}],
                     )
                 located.documents.append(new)
-                await self._apply(
-                    state,
-                    document,
-                    caller=kw["caller"],
-                    facts=kw["facts"],
-                    action="create",
-                    entity_id=base_id,
-                    before=None,
-                    after=new,
-                    locate=self._locator(located.loc, len(located.documents) - 1),
-                    status=201,
-                )
-            location = self._url(kw.get("upstream"), base_id)
-            return self._respond(new, base_id, 201, Location=location)
+                return _Step(base_id, None, new, len(located.documents) - 1)
+
+            done = await self._change(kw, "create", 201, step)
+            assert done.after is not None
+            location = self._url(kw.get("upstream"), done.entity_id)
+            return self._respond(done.after, done.entity_id, 201, Location=location)
 
         async def replace_entity(**kw: Any) -> Response:
             body: BaseModel = kw["body"]
@@ -394,125 +503,107 @@ class EntityRouter:
             return await self._update(kw, patched, "update")
 
         async def delete_entity(**kw: Any) -> Response:
-            request: Request = kw["request"]
-            state: AdminState = request.app.state.admin
             entity_id: str = kw["entity_id"]
-            async with state.editor.editing() as current:
-                document = current.config.canonical()
-                located = self._locate(document, kw.get("upstream"))
-                index = self._find(located, entity_id)
-                old = located.documents[index]
-                check_if_match(kw["if_match"], etag_of(self._represent(old, entity_id)))
-                if not self.nested:
-                    dependents = kind.dependents(current.config, entity_id)
-                    if dependents:
-                        named = ", ".join(f"{d.kind[:-1]} {d.id!r}" for d in dependents)
-                        raise ApiProblem(
-                            HAS_DEPENDENTS,
-                            f"{what} {entity_id!r} is used by {named}; change or delete them first",
-                            dependents=[
-                                {"kind": d.kind, "id": d.id, "field": d.field} for d in dependents
-                            ],
-                        )
+
+            def step(
+                current: ConfigState, document: dict[str, Any], located: _Located, scope: OrgScope
+            ) -> _Step:
+                index, old = self._existing(located, entity_id, scope, kw["if_match"])
+                self._check_dependents(current.config, document, entity_id, scope)
                 del located.documents[index]
-                await self._apply(
-                    state,
-                    document,
-                    caller=kw["caller"],
-                    facts=kw["facts"],
-                    action="delete",
-                    entity_id=entity_id,
-                    before=old,
-                    after=None,
-                    locate=None,
-                    status=204,
-                )
+                return _Step(entity_id, old, None, None)
+
+            await self._change(kw, "delete", 204, step)
             return Response(status_code=204)
 
-        signatures: list[tuple[Callable[..., Awaitable[Response]], list[inspect.Parameter]]] = [
-            (list_entities, [request_p, *path, query_p, caller_r]),
-            (get_entity, [request_p, *path, ident, caller_r]),
-            (create_entity, [request_p, *path, body_p, caller_w, facts_p]),
-            (replace_entity, [request_p, *path, ident, body_p, if_match, caller_w, facts_p]),
-            (patch_entity, [request_p, *path, ident, patch_p, if_match, caller_w, facts_p]),
-            (delete_entity, [request_p, *path, ident, if_match, caller_w, facts_p]),
-        ]
-        for func, params in signatures:
-            func.__signature__ = inspect.Signature(params, return_annotation=Response)  # type: ignore[attr-defined]
-
-        plural = kind.title.lower()
-        router.add_api_route(
-            self.base,
-            list_entities,
-            methods=["GET"],
-            summary=f"List {plural}",
-            response_model=self.page_model,
-            responses={200: {"headers": LINK_HEADER}, **errors_read},
-            operation_id=f"list_{kind.collection}",
-            tags=[self.tag],
-        )
-        router.add_api_route(
-            self.base,
-            create_entity,
-            methods=["POST"],
-            status_code=201,
-            summary=f"Create a {what}",
-            response_model=self.out_model,
-            responses={
-                201: {"headers": {**LOCATION_HEADER, **ETAG_HEADER}},
-                **problem_responses(400, 401, 403, 404, 409, 422, 429),
-            },
-            operation_id=f"create_{kind.singular}",
-            tags=[self.tag],
-        )
         item = self.base + "/{id}"
-        router.add_api_route(
-            item,
-            get_entity,
-            methods=["GET"],
-            summary=f"Get a {what}",
-            response_model=self.out_model,
-            responses={200: {"headers": ETAG_HEADER}, **errors_read},
-            operation_id=f"get_{kind.singular}",
-            tags=[self.tag],
-        )
-        router.add_api_route(
-            item,
-            replace_entity,
-            methods=["PUT"],
-            summary=f"Replace a {what}",
-            response_model=self.out_model,
-            responses={
-                200: {"headers": ETAG_HEADER},
-                **problem_responses(400, 401, 403, 404, 412, 422, 429),
-            },
-            operation_id=f"replace_{kind.singular}",
-            tags=[self.tag],
-        )
-        router.add_api_route(
-            item,
-            patch_entity,
-            methods=["PATCH"],
-            summary=f"Update a {what} (JSON Merge Patch)",
-            response_model=self.out_model,
-            responses={
-                200: {"headers": ETAG_HEADER},
-                **problem_responses(400, 401, 403, 404, 412, 415, 422, 429),
-            },
-            operation_id=f"update_{kind.singular}",
-            tags=[self.tag],
-        )
-        router.add_api_route(
-            item,
-            delete_entity,
-            methods=["DELETE"],
-            status_code=204,
-            summary=f"Delete a {what}",
-            response_class=Response,
-            responses=problem_responses(400, 401, 403, 404, 409, 412, 422, 429),
-            operation_id=f"delete_{kind.singular}",
-            tags=[self.tag],
-        )
+        plural = kind.title.lower()
+        one_etag: dict[int | str, dict[str, Any]] = {200: {"headers": ETAG_HEADER}}
+        endpoints = [
+            _Endpoint(
+                list_entities,
+                [request_p, *path, query_p, caller_r],
+                "GET",
+                self.base,
+                200,
+                f"List {plural}",
+                f"list_{kind.collection}",
+                {200: {"headers": LINK_HEADER}, **errors_read},
+            ),
+            _Endpoint(
+                create_entity,
+                [request_p, *path, body_p, caller_w, facts_p],
+                "POST",
+                self.base,
+                201,
+                f"Create a {what}",
+                f"create_{kind.singular}",
+                {
+                    201: {"headers": {**LOCATION_HEADER, **ETAG_HEADER}},
+                    **problem_responses(400, 401, 403, 404, 409, 422, 429),
+                },
+            ),
+            _Endpoint(
+                get_entity,
+                [request_p, *path, ident, caller_r],
+                "GET",
+                item,
+                200,
+                f"Get a {what}",
+                f"get_{kind.singular}",
+                {**one_etag, **errors_read},
+            ),
+            _Endpoint(
+                replace_entity,
+                [request_p, *path, ident, body_p, if_match, caller_w, facts_p],
+                "PUT",
+                item,
+                200,
+                f"Replace a {what}",
+                f"replace_{kind.singular}",
+                {**one_etag, **problem_responses(400, 401, 403, 404, 409, 412, 422, 429)},
+            ),
+            _Endpoint(
+                patch_entity,
+                [request_p, *path, ident, patch_p, if_match, caller_w, facts_p],
+                "PATCH",
+                item,
+                200,
+                f"Update a {what} (JSON Merge Patch)",
+                f"update_{kind.singular}",
+                {**one_etag, **problem_responses(400, 401, 403, 404, 409, 412, 415, 422, 429)},
+            ),
+            _Endpoint(
+                delete_entity,
+                [request_p, *path, ident, if_match, caller_w, facts_p],
+                "DELETE",
+                item,
+                204,
+                f"Delete a {what}",
+                f"delete_{kind.singular}",
+                problem_responses(400, 401, 403, 404, 409, 412, 422, 429),
+            ),
+        ]
+        for func, params, method, route_path, status, summary, operation, responses in endpoints:
+            func.__signature__ = inspect.Signature(params, return_annotation=Response)  # type: ignore[attr-defined]
+            extra: dict[str, Any] = (
+                {"response_class": Response}
+                if status == 204
+                else {
+                    "response_model": self.page_model if func is list_entities else self.out_model
+                }
+            )
+            router.add_api_route(
+                route_path,
+                func,
+                methods=[method],
+                status_code=status,
+                summary=summary,
+                responses=responses,
+                operation_id=operation,
+                tags=[self.tag],
+                **extra,
+            )
 
     async def _update(
         self,
@@ -520,32 +611,21 @@ class EntityRouter:
         produce: Callable[[dict[str, Any]], dict[str, Any]],
         action: str,
     ) -> Response:
-        request: Request = kw["request"]
-        state: AdminState = request.app.state.admin
         entity_id: str = kw["entity_id"]
-        async with state.editor.editing() as current:
-            document = current.config.canonical()
-            located = self._locate(document, kw.get("upstream"))
-            index = self._find(located, entity_id)
-            old = located.documents[index]
-            check_if_match(kw["if_match"], etag_of(self._represent(old, entity_id)))
+
+        def step(
+            current: ConfigState, document: dict[str, Any], located: _Located, scope: OrgScope
+        ) -> _Step:
+            index, old = self._existing(located, entity_id, scope, kw["if_match"])
             new = produce(old)
             self._check_identity(old, new)
+            new = self._claim(scope, document, old, new)
             located.documents[index] = new
-            if new != old:
-                await self._apply(
-                    state,
-                    document,
-                    caller=kw["caller"],
-                    facts=kw["facts"],
-                    action=action,
-                    entity_id=entity_id,
-                    before=old,
-                    after=new,
-                    locate=self._locator(located.loc, index),
-                    status=200,
-                )
-        return self._respond(new, entity_id)
+            return _Step(entity_id, old, new, index)
+
+        done = await self._change(kw, action, 200, step)
+        assert done.after is not None
+        return self._respond(done.after, entity_id)
 
 
 def build_entity_router() -> APIRouter:

@@ -1,4 +1,10 @@
-"""Organizations (tenants): admin users can be limited to one."""
+"""Organizations (tenants): admin users can be limited to one, gateway entities belong to one.
+
+Gateway entities name their organization (`organization: <name>` in the config), so
+a rename is also a config change: every entity of the organization is relabelled
+in the same transaction that renames it and records the audit event. An
+organization that still has admin users or gateway entities can't be deleted.
+"""
 
 from __future__ import annotations
 
@@ -6,38 +12,36 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portcullis.admin.conditional import check_if_match, etag_of
-from portcullis.admin.dependencies import RequestFacts, request_facts, require
-from portcullis.admin.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    paginate,
-    parse_sort,
-    sort_pattern,
-)
+from portcullis.admin.conditional import check_if_match, etag_of, etag_response
+from portcullis.admin.config_editor import ConfigState, Edit
+from portcullis.admin.dependencies import RequestFacts, request_facts, require, state_of
+from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import (
     ALREADY_EXISTS,
     FORBIDDEN,
     HAS_DEPENDENTS,
     NOT_FOUND,
     ApiProblem,
+    created_responses,
     problem_responses,
 )
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.scoping import SCOPED_COLLECTIONS
 from portcullis.admin.state import AdminState
 from portcullis.store.admin_tables import AdminUserRow, OrganizationRow
+from portcullis.store.config_repository import ConfigVersion
 from portcullis.store.engine import write_transaction
 
 router = APIRouter(prefix="/organizations", tags=["Organizations"])
 ORG_SORT = ("name", "created_at")
 OrgName = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~ -]*$")
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 ]
 IfMatch = Annotated[
     str | None, Header(description="ETag from a previous read; 412 when it no longer matches")
@@ -47,7 +51,9 @@ IfMatch = Annotated[
 class OrganizationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: OrgName
+    name: OrgName = Field(
+        description="Also the value gateway entities put in their `organization` field"
+    )
 
 
 class OrganizationOut(BaseModel):
@@ -62,11 +68,6 @@ class OrganizationPage(BaseModel):
     next: str | None
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 def _json(row: Any) -> dict[str, Any]:
     return OrganizationOut(
         id=row.id, name=row.name, created_at=row.created_at, updated_at=row.updated_at
@@ -76,7 +77,7 @@ def _json(row: Any) -> dict[str, Any]:
 async def _get(request: Request, org_id: str, caller: Caller) -> dict[str, Any]:
     if caller.organization_id is not None and caller.organization_id != org_id:
         raise ApiProblem(NOT_FOUND, f"organization {org_id!r} does not exist")
-    async with _state(request).engine.connect() as conn:
+    async with state_of(request).engine.connect() as conn:
         row = (
             await conn.execute(select(OrganizationRow).where(OrganizationRow.id == org_id))
         ).first()
@@ -85,16 +86,20 @@ async def _get(request: Request, org_id: str, caller: Caller) -> dict[str, Any]:
     return _json(row)
 
 
-def _respond(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
-
-
 def _name_taken(name: str) -> ApiProblem:
     return ApiProblem(
         ALREADY_EXISTS,
         f"organization {name!r} already exists",
         errors=[{"pointer": "#/name", "detail": "already in use"}],
     )
+
+
+def _owned_entities(document: dict[str, Any], name: str) -> dict[str, list[dict[str, Any]]]:
+    """The gateway entities (config document entries) of organization `name`, by collection."""
+    return {
+        collection: [d for d in document[collection] if d.get("organization") == name]
+        for collection in SCOPED_COLLECTIONS
+    }
 
 
 @router.get(
@@ -106,31 +111,15 @@ def _name_taken(name: str) -> ApiProblem:
 )
 async def list_organizations(
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: str | None = None,
-    sort: Annotated[
-        str | None,
-        Query(description="name, created_at; `-` descending", pattern=sort_pattern(ORG_SORT)),
-    ] = None,
+    query: ListQuery = Depends(list_query(ORG_SORT, "name")),
     caller: Caller = Depends(require(Permission.ORGS_READ)),
 ) -> Response:
-    keys = parse_sort(sort, ORG_SORT, "name")
-    query = select(OrganizationRow)
+    select_orgs = select(OrganizationRow)
     if caller.organization_id is not None:
-        query = query.where(OrganizationRow.id == caller.organization_id)
-    async with _state(request).engine.connect() as conn:
-        rows = [_json(r) for r in (await conn.execute(query)).all()]
-    page = paginate(rows, lambda o: str(o["id"]), keys, limit=limit, cursor=cursor)
-    url = None
-    headers = {}
-    if page.next_cursor is not None:
-        url = (
-            request.url.path
-            + "?"
-            + str(request.url.include_query_params(cursor=page.next_cursor).query)
-        )
-        headers["Link"] = f'<{url}>; rel="next"'
-    return JSONResponse({"items": page.items, "next": url}, headers=headers)
+        select_orgs = select_orgs.where(OrganizationRow.id == caller.organization_id)
+    async with state_of(request).engine.connect() as conn:
+        rows = [_json(r) for r in (await conn.execute(select_orgs)).all()]
+    return query.respond(request, rows)
 
 
 @router.post(
@@ -138,10 +127,7 @@ async def list_organizations(
     summary="Create an organization",
     status_code=201,
     response_model=OrganizationOut,
-    responses={
-        201: {"headers": {"Location": {"schema": {"type": "string"}}}},
-        **problem_responses(400, 401, 403, 409, 422, 429),
-    },
+    responses=created_responses(400, 401, 403, 409, 422, 429),
     operation_id="create_organization",
 )
 async def create_organization(
@@ -152,24 +138,26 @@ async def create_organization(
 ) -> Response:
     if caller.organization_id is not None:
         raise ApiProblem(FORBIDDEN, "organization-limited users can't create organizations")
+    state: AdminState = state_of(request)
     now = datetime.now(UTC)
     row = {"id": str(uuid.uuid4()), "name": body.name, "created_at": now, "updated_at": now}
+    out = _json(OrganizationRow(**row))
     try:
-        async with write_transaction(_state(request).engine) as conn:
+        async with write_transaction(state.engine) as conn:
             await conn.execute(insert(OrganizationRow).values(**row))
+            await state.audit.record(
+                caller=caller,
+                facts=facts,
+                action="create",
+                resource_type="organization",
+                resource_id=out["id"],
+                after=out,
+                status=201,
+                conn=conn,
+            )
     except IntegrityError:
         raise _name_taken(body.name) from None
-    out = _json(OrganizationRow(**row))
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="create",
-        resource_type="organization",
-        resource_id=out["id"],
-        after=out,
-        status=201,
-    )
-    return _respond(out, 201, Location=f"/admin/v1/organizations/{out['id']}")
+    return etag_response(out, 201, Location=f"/admin/v1/organizations/{out['id']}")
 
 
 @router.get(
@@ -182,12 +170,12 @@ async def create_organization(
 async def get_organization(
     request: Request, org_id: str, caller: Caller = Depends(require(Permission.ORGS_READ))
 ) -> Response:
-    return _respond(await _get(request, org_id, caller))
+    return etag_response(await _get(request, org_id, caller))
 
 
 @router.patch(
     "/{org_id}",
-    summary="Rename an organization",
+    summary="Rename an organization (and relabel its gateway entities)",
     response_model=OrganizationOut,
     responses=problem_responses(401, 403, 404, 409, 412, 422, 429),
     operation_id="update_organization",
@@ -200,33 +188,63 @@ async def update_organization(
     caller: Caller = Depends(require(Permission.ORGS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
+    state: AdminState = state_of(request)
     before = await _get(request, org_id, caller)
     check_if_match(if_match, etag_of(before))
-    try:
-        async with write_transaction(_state(request).engine) as conn:
-            await conn.execute(
-                update(OrganizationRow)
-                .where(OrganizationRow.id == org_id)
-                .values(name=body.name, updated_at=datetime.now(UTC))
-            )
-    except IntegrityError:
-        raise _name_taken(body.name) from None
-    after = await _get(request, org_id, caller)
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="update",
-        resource_type="organization",
-        resource_id=org_id,
-        before=before,
-        after=after,
+    old_name, new_name = before["name"], body.name
+    renamed_at = datetime.now(UTC)
+    after = _json(
+        OrganizationRow(
+            id=org_id,
+            name=new_name,
+            created_at=datetime.fromisoformat(before["created_at"]),
+            updated_at=renamed_at,
+        )
     )
-    return _respond(after)
+
+    async def rename(conn: AsyncConnection, stored: ConfigVersion | None) -> None:
+        await conn.execute(
+            update(OrganizationRow)
+            .where(OrganizationRow.id == org_id)
+            .values(name=new_name, updated_at=renamed_at)
+        )
+        await state.audit.record(
+            caller=caller,
+            facts=facts,
+            action="update",
+            resource_type="organization",
+            resource_id=org_id,
+            before=before,
+            after=after,
+            config_version=None if stored is None else stored.version,
+            conn=conn,
+        )
+
+    def relabel(current: ConfigState) -> Edit[int]:
+        document = current.config.canonical()
+        owned = [e for docs in _owned_entities(document, old_name).values() for e in docs]
+        for entity in owned:
+            entity["organization"] = new_name
+        return Edit(
+            document if owned and new_name != old_name else None,
+            len(owned),
+            comment=f"admin API: rename organization {old_name!r} to {new_name!r}",
+            on_write=rename,
+        )
+
+    try:
+        applied = await state.editor.mutate(relabel, author=caller.actor)
+        if applied.stored is None:
+            async with write_transaction(state.engine) as conn:
+                await rename(conn, None)
+    except IntegrityError:
+        raise _name_taken(new_name) from None
+    return etag_response(after)
 
 
 @router.delete(
     "/{org_id}",
-    summary="Delete an organization that has no users",
+    summary="Delete an organization that has no users and no gateway entities",
     status_code=204,
     response_class=Response,
     responses=problem_responses(401, 403, 404, 409, 412, 429),
@@ -239,9 +257,20 @@ async def delete_organization(
     caller: Caller = Depends(require(Permission.ORGS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
+    state: AdminState = state_of(request)
     before = await _get(request, org_id, caller)
     check_if_match(if_match, etag_of(before))
-    async with write_transaction(_state(request).engine) as conn:
+    owned = _owned_entities((await state.editor.state()).config.canonical(), before["name"])
+    if any(owned.values()):
+        counts = {kind: len(docs) for kind, docs in owned.items() if docs}
+        raise ApiProblem(
+            HAS_DEPENDENTS,
+            f"organization {before['name']!r} still owns gateway entities ("
+            + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+            + "); delete them or move them to another organization first",
+            dependents=[{"kind": kind, "count": n} for kind, n in counts.items()],
+        )
+    async with write_transaction(state.engine) as conn:
         users = await conn.scalar(
             select(func.count())
             .select_from(AdminUserRow)
@@ -254,13 +283,14 @@ async def delete_organization(
                 dependents=[{"kind": "admin_users", "count": users}],
             )
         await conn.execute(delete(OrganizationRow).where(OrganizationRow.id == org_id))
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="delete",
-        resource_type="organization",
-        resource_id=org_id,
-        before=before,
-        status=204,
-    )
+        await state.audit.record(
+            caller=caller,
+            facts=facts,
+            action="delete",
+            resource_type="organization",
+            resource_id=org_id,
+            before=before,
+            status=204,
+            conn=conn,
+        )
     return Response(status_code=204)

@@ -1,0 +1,110 @@
+"""Is the data plane up and serving the current config? Judged from worker heartbeats.
+
+Each data-plane worker writes a heartbeat row every `heartbeat_interval` seconds
+with the config version its snapshot holds (runtime/heartbeat.py). A worker is
+
+- `stale` when its last heartbeat is older than three intervals (dead or cut off);
+- `current` when it serves the store's current version (or a newer one, if a change
+  landed between the two reads);
+- `propagating` when it is behind but cannot have reported the change yet: its last
+  heartbeat is from before the change plus the time a worker needs to notice and
+  load it (two config polls and a second of slack);
+- `lagging` otherwise: it heard of the change and still serves an older version
+  (the new config failed to build there, or its watcher is stuck).
+
+`/health/ready` needs at least one live worker and no lagging one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from portcullis.runtime.heartbeat import DataPlaneNode
+from portcullis.store.config_repository import ConfigHead
+
+# A worker missing this many heartbeats in a row counts as gone.
+FRESH_BEATS = 3
+# Time a worker may need, beyond its config poll, to build and swap a snapshot.
+SETTLE_SLACK = timedelta(seconds=1)
+
+
+class NodeState(StrEnum):
+    CURRENT = "current"
+    PROPAGATING = "propagating"
+    LAGGING = "lagging"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    node: DataPlaneNode
+    state: NodeState
+    heartbeat_age: float
+
+    def as_json(self) -> dict[str, Any]:
+        n = self.node
+        return {
+            "id": n.id,
+            "node_name": n.node_name,
+            "pid": n.pid,
+            "config_version": n.config_version,
+            "started_at": _iso(n.started_at),
+            "heartbeat_at": _iso(n.heartbeat_at),
+            "heartbeat_age": round(self.heartbeat_age, 3),
+            "state": self.state.value,
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def classify(
+    nodes: Sequence[DataPlaneNode],
+    head: ConfigHead,
+    *,
+    now: datetime,
+    heartbeat_interval: float,
+    poll_interval: float,
+) -> list[NodeStatus]:
+    """Each node's state relative to the store's head at `now` (see the module docstring)."""
+    fresh_for = timedelta(seconds=FRESH_BEATS * heartbeat_interval)
+    settled_at = (
+        head.updated_at + timedelta(seconds=2 * poll_interval) + SETTLE_SLACK
+        if head.updated_at is not None
+        else None
+    )
+    out = []
+    for node in nodes:
+        age = now - node.heartbeat_at
+        if age > fresh_for:
+            state = NodeState.STALE
+        elif node.config_version >= head.version:
+            state = NodeState.CURRENT
+        elif settled_at is None or node.heartbeat_at < settled_at:
+            state = NodeState.PROPAGATING
+        else:
+            state = NodeState.LAGGING
+        out.append(NodeStatus(node, state, max(age.total_seconds(), 0.0)))
+    return out
+
+
+def data_plane_problem(
+    statuses: Sequence[NodeStatus], head: ConfigHead, fresh_for: float
+) -> str | None:
+    """Why the data plane is not ready (a sentence naming the workers), or None when it is."""
+    live = [s for s in statuses if s.state is not NodeState.STALE]
+    if not live:
+        return f"no data-plane worker has sent a heartbeat in the last {fresh_for:g} s"
+    lagging = [s for s in live if s.state is NodeState.LAGGING]
+    if lagging:
+        named = ", ".join(f"{s.node.id} serves version {s.node.config_version}" for s in lagging)
+        return (
+            f"{len(lagging)} data-plane worker(s) have not loaded config version "
+            f"{head.version}: {named}"
+        )
+    return None

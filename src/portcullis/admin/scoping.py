@@ -1,0 +1,104 @@
+"""Organization scoping of gateway entities for admins limited to one organization.
+
+Services, upstreams, routes, consumers and plugin instances carry an optional
+`organization` (an organization's name). An admin user limited to an organization
+(`Caller.organization_id`) works inside it:
+
+- lists and gets show only entities of that organization; others answer 404, as if
+  they did not exist;
+- what they create or replace belongs to their organization (`organization` may be
+  left out; naming another one is a 403);
+- what they create may refer only to entities of their organization (a route to
+  another tenant's service, or a plugin on another tenant's route, would let them
+  read or change that tenant's traffic); a reference elsewhere is a 422 "unknown".
+  For the same reason their plugin instances can't be global (403);
+- whole-config operations (import, diff, version history, rollback) are for
+  unlimited admins (403); the export shows only their organization's entities.
+
+Unlimited admins see everything and may filter lists with `?organization=`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import select
+
+from portcullis.admin.problems import FORBIDDEN, ApiProblem
+from portcullis.admin.rbac import Caller
+from portcullis.model.config import GatewayConfig
+from portcullis.store.admin_tables import OrganizationRow
+
+# The config lists whose entries carry an `organization`.
+SCOPED_COLLECTIONS = ("services", "upstreams", "routes", "consumers", "plugins")
+
+
+@dataclass(frozen=True, slots=True)
+class OrgScope:
+    """What a caller may see: `organization` None means everything."""
+
+    organization: str | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.organization is not None
+
+    def sees(self, document: dict[str, Any]) -> bool:
+        """True when the entity (a config document entry) is visible to the caller."""
+        return self.organization is None or document.get("organization") == self.organization
+
+    def filter_config(self, config: GatewayConfig) -> GatewayConfig:
+        """The config with only the caller's entities (not re-validated: a visible route
+        may name a service the caller can't see)."""
+        org = self.organization
+        if org is None:
+            return config
+        return config.model_copy(
+            update={
+                name: [e for e in getattr(config, name) if e.organization == org]
+                for name in SCOPED_COLLECTIONS
+            }
+        )
+
+    def require_unlimited(self, what: str) -> None:
+        """403 for organization-limited callers (whole-config operations)."""
+        if self.organization is not None:
+            raise ApiProblem(
+                FORBIDDEN,
+                f"{what} covers every organization; it needs an admin who is not limited to "
+                f"an organization (you are limited to {self.organization!r})",
+            )
+
+    def visible_names(self, documents: Iterable[dict[str, Any]], field: str) -> set[str]:
+        return {str(d[field]) for d in documents if self.sees(d)}
+
+
+UNLIMITED = OrgScope()
+
+
+async def scope_of(request: Request, caller: Caller) -> OrgScope:
+    """The caller's scope; the organization id is resolved to its name (cached per request)."""
+    if caller.organization_id is None:
+        return UNLIMITED
+    cached = getattr(request.state, "org_scope", None)
+    if isinstance(cached, OrgScope):
+        return cached
+    async with request.app.state.admin.engine.connect() as conn:
+        name = await conn.scalar(
+            select(OrganizationRow.name).where(OrganizationRow.id == caller.organization_id)
+        )
+    if name is None:
+        # Organizations with users can't be deleted, so this is a race with a delete.
+        raise ApiProblem(FORBIDDEN, "your organization no longer exists")
+    scope = OrgScope(str(name))
+    request.state.org_scope = scope
+    return scope
+
+
+async def organization_names(request: Request) -> set[str]:
+    """Names of every organization (to reject entities owned by one that doesn't exist)."""
+    async with request.app.state.admin.engine.connect() as conn:
+        return set((await conn.execute(select(OrganizationRow.name))).scalars())
