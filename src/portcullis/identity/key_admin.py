@@ -14,6 +14,7 @@ one of them accepts the others accept too:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -100,10 +101,8 @@ def normalize_network(text: str) -> str:
     meant), so a typo can't silently widen or narrow the allowlist.
     """
     value = text.strip()
-    try:
+    with contextlib.suppress(ValueError):
         return str(ip_network(value, strict=True))
-    except ValueError:
-        pass
     try:
         loose = ip_network(value, strict=False)
     except ValueError:

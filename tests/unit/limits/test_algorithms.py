@@ -15,6 +15,7 @@ announced retry time.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -38,20 +39,23 @@ EPOCH = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in microseconds
 
 
 @dataclass
-class Reference:
+class Reference(ABC):
     """History-based definition of one algorithm; subclasses define the measures."""
 
     spec: LimitSpec
     events: list[tuple[int, int]] = field(default_factory=list)  # admitted (time, cost)
 
+    @abstractmethod
     def admits(self, t: int, cost: int) -> bool:
-        raise NotImplementedError
+        """Would a request of `cost` at `t` be admitted, given the history?"""
 
+    @abstractmethod
     def remaining(self, t: int) -> int:
-        raise NotImplementedError
+        """How much cost could still be admitted at `t`."""
 
+    @abstractmethod
     def full(self, t: int) -> bool:
-        raise NotImplementedError
+        """True when the whole budget is available again at `t`."""
 
     def horizon(self) -> int:
         """An upper bound on any wait (binary search range)."""
