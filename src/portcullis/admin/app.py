@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis import __version__
 from portcullis.admin.audit import AuditLog
 from portcullis.admin.auth import AuthService
+from portcullis.admin.background import BackgroundJobs
 from portcullis.admin.config_editor import ConfigEditor
 from portcullis.admin.docs import install_docs
 from portcullis.admin.idempotency import IdempotencyMiddleware
@@ -106,13 +107,16 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             logger.exception("could not read the store's schema version")
             migrated = False
+        jobs = BackgroundJobs()
         if migrated:
             bootstrap = await auth.start()
             if bootstrap is not None:
                 print_bootstrap_token(bootstrap)
+            jobs.start(app.state.admin)
         else:
             logger.warning("the store is not migrated; the admin API answers 401 until it is")
         yield
+        await jobs.stop()
         await engine.dispose()
 
     app = FastAPI(

@@ -32,6 +32,10 @@ class Permission(StrEnum):
     # Consumer credentials: API keys and OAuth clients (metadata only; secrets are never readable).
     CREDENTIALS_READ = "credentials:read"
     CREDENTIALS_WRITE = "credentials:write"
+    # Traffic analytics (request log, rollups, usage reports, exports) and alerting.
+    ANALYTICS_READ = "analytics:read"
+    ALERTS_READ = "alerts:read"
+    ALERTS_WRITE = "alerts:write"
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -50,15 +54,20 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.TOKENS_WRITE,
             Permission.CREDENTIALS_READ,
             Permission.CREDENTIALS_WRITE,
+            Permission.ANALYTICS_READ,
+            Permission.ALERTS_READ,
+            Permission.ALERTS_WRITE,
         }
     ),
-    # Viewers read the gateway config, the audit log and organisations; nothing else.
+    # Viewers read the gateway config, the audit log, organisations, analytics and alerts.
     Role.VIEWER: frozenset(
         {
             Permission.CONFIG_READ,
             Permission.AUDIT_READ,
             Permission.ORGS_READ,
             Permission.CREDENTIALS_READ,
+            Permission.ANALYTICS_READ,
+            Permission.ALERTS_READ,
         }
     ),
 }

@@ -30,6 +30,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, model_validator
 
+from portcullis.analytics.record import Flag
 from portcullis.model.config import Name
 from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
@@ -79,6 +80,7 @@ class Acl(Plugin):
 
     name: ClassVar[str] = "acl"
     priority: ClassVar[int] = 955
+    refusal_flag = Flag.AUTH_FAILED
     config_model: ClassVar[type[PluginConfig]] = AclConfig
 
     def __init__(self, config: PluginConfig, env: PluginEnv) -> None:

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 
 
+# Largest upstream response body the proxy buffers for `response_body` plugins.
+BODY_BUFFER_LIMIT = 8 * 1024 * 1024
+
+
 class PluginConfig(BaseModel):
     """Base for plugin config models: unknown keys are errors."""
 
@@ -48,9 +52,12 @@ class RequestContext:
         "consumer",
         "content_length",
         "credential_id",
+        "error_kind",
+        "flags",
         "headers",
         "method",
         "path",
+        "priority",
         "query_string",
         "request_id",
         "response_headers",
@@ -91,8 +98,14 @@ class RequestContext:
         self.upstream_headers: Headers = upstream_headers if upstream_headers is not None else []
         # When a plugin changes the query (e.g. removes an api key parameter): the new one.
         self.query_string: bytes | None = None
-        # Extra headers for the client response.
+        # Extra headers for the client response (also added to plugin-produced replies).
         self.response_headers: Headers = []
+        # For the request log: `analytics.record.Flag` bits a plugin sets (RATE_LIMITED,
+        # AUTH_FAILED, CACHE_HIT...) and the problem slug when a plugin refused the request.
+        self.flags = 0
+        self.error_kind: str | None = None
+        # The priority class the request runs with (critical/high/normal/low), if any.
+        self.priority: str | None = None
 
 
 class Plugin:
@@ -104,6 +117,9 @@ class Plugin:
     name: ClassVar[str]
     priority: ClassVar[int]
     config_model: ClassVar[type[PluginConfig]]
+    # `analytics.record.Flag` bits the request log gets when this plugin refuses a request
+    # (auth plugins: AUTH_FAILED, limits: RATE_LIMITED).
+    refusal_flag: ClassVar[int] = 0
 
     def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
         self.config = config
@@ -117,6 +133,19 @@ class Plugin:
         """Runs when the upstream response head is known; may edit `headers` in place."""
         return
 
+    def response_body(
+        self, ctx: RequestContext, status: int, headers: Headers, body: bytes
+    ) -> bytes | None:
+        """Sees the whole upstream response body (after `response`); returns a new body or None.
+
+        Only plugins that implement this make the proxy buffer a response, and only
+        bodies up to `BODY_BUFFER_LIMIT`: a larger or unbounded body streams through
+        untouched and this phase is skipped for it (a cache must not store it, a
+        transform must not half-apply). Returning None keeps the body as it is; the
+        proxy fixes Content-Length when the body changes. Runs in priority order.
+        """
+        return None
+
 
 def overrides(plugin: Plugin, phase: str) -> bool:
     """True if the plugin's class implements `phase` itself (so the chain must call it)."""
@@ -129,6 +158,7 @@ class PluginChain:
 
     access: tuple[Plugin, ...] = ()
     response: tuple[Plugin, ...] = ()
+    body: tuple[Plugin, ...] = ()
 
     @classmethod
     def from_plugins(cls, plugins: list[Plugin]) -> PluginChain:
@@ -136,6 +166,7 @@ class PluginChain:
         return cls(
             access=tuple(p for p in ordered if overrides(p, "access")),
             response=tuple(p for p in ordered if overrides(p, "response")),
+            body=tuple(p for p in ordered if overrides(p, "response_body")),
         )
 
 

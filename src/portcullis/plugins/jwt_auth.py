@@ -56,6 +56,7 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 from jwt.exceptions import PyJWTError
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
+from portcullis.analytics.record import Flag
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.jwks import JwksPolicy, JwksSource, JwksUnavailableError
 from portcullis.plugins.base import (
@@ -434,6 +435,7 @@ class JwtAuth(Plugin):
 
     name: ClassVar[str] = "jwt-auth"
     priority: ClassVar[int] = 1450
+    refusal_flag = Flag.AUTH_FAILED
     config_model: ClassVar[type[PluginConfig]] = JwtAuthConfig
 
     def __init__(self, config: PluginConfig, env: PluginEnv) -> None:

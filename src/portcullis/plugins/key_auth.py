@@ -50,6 +50,7 @@ from urllib.parse import unquote_plus
 import structlog
 from pydantic import Field, field_validator
 
+from portcullis.analytics.record import Flag
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import CredentialCache, Rejection
 from portcullis.identity.key_records import KeyRecord, KeyStatus
@@ -131,6 +132,7 @@ class KeyAuth(Plugin):
 
     name: ClassVar[str] = "key-auth"
     priority: ClassVar[int] = 1250
+    refusal_flag = Flag.AUTH_FAILED
     config_model: ClassVar[type[PluginConfig]] = KeyAuthConfig
 
     def __init__(self, config: PluginConfig, env: PluginEnv) -> None:

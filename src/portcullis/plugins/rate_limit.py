@@ -57,6 +57,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from portcullis.analytics.record import Flag
 from portcullis.limits.backend import FailurePolicy, LimitBackend, LimitRequest
 from portcullis.limits.memory import default_memory_backend
 from portcullis.limits.spec import MAX_LIMIT, MICROS, Algorithm, Decision, LimitSpec, period_label
@@ -266,6 +267,7 @@ class RateLimit(Plugin):
 
     name: ClassVar[str] = "rate-limit"
     priority: ClassVar[int] = 910
+    refusal_flag = Flag.RATE_LIMITED
     config_model: ClassVar[type[PluginConfig]] = RateLimitConfig
 
     def __init__(self, config: PluginConfig, env: PluginEnv) -> None:

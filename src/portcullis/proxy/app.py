@@ -10,8 +10,9 @@ from typing import Protocol
 import structlog
 
 from portcullis import problems
-from portcullis.asgi import Receive, Scope, Send
-from portcullis.plugins.base import RequestContext
+from portcullis.analytics.record import Flag, RequestObserver, RequestRecord
+from portcullis.asgi import Message, Receive, Scope, Send
+from portcullis.plugins.base import BODY_BUFFER_LIMIT, RequestContext
 from portcullis.problems import ProblemKind
 from portcullis.proxy.balancer import Outcome, TargetState, UpstreamPool
 from portcullis.proxy.headers import (
@@ -33,7 +34,7 @@ from portcullis.proxy.upstream.transport import (
     WriteTimeout,
 )
 from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import IDEMPOTENT_METHODS, CompiledService
+from portcullis.runtime.snapshot import IDEMPOTENT_METHODS, CompiledRoute, CompiledService
 from portcullis.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -54,12 +55,13 @@ class _ClientGone(Exception):
 class _BodyGuard:
     """Counts a streamed request body against the limit; remembers why streaming stopped."""
 
-    __slots__ = ("consumed", "limit", "too_large")
+    __slots__ = ("consumed", "limit", "too_large", "total")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.consumed = False
         self.too_large = False
+        self.total = 0
 
     async def stream(self, receive: Receive) -> AsyncIterator[bytes]:
         total = 0
@@ -70,6 +72,7 @@ class _BodyGuard:
             chunk: bytes = message.get("body", b"")
             if chunk:
                 total += len(chunk)
+                self.total = total
                 if self.limit and total > self.limit:
                     self.too_large = True
                     raise _BodyTooLarge
@@ -77,6 +80,58 @@ class _BodyGuard:
                 yield chunk
             if not message.get("more_body", False):
                 return
+
+
+class _Exchange:
+    """What the request log needs to know about one request, filled in as it goes.
+
+    Only created when the worker has observers; `send` counts what goes out.
+    """
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "ctx",
+        "error_kind",
+        "flags",
+        "raw_send",
+        "route",
+        "started",
+        "status",
+        "upstream_ended",
+        "upstream_started",
+        "upstream_target",
+        "wall",
+    )
+
+    def __init__(self, send: Send) -> None:
+        self.raw_send = send
+        self.wall = time.time()
+        self.started = time.monotonic()
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.route: CompiledRoute | None = None
+        self.ctx: RequestContext | None = None
+        self.error_kind: str | None = None
+        self.flags = 0
+        self.upstream_started = 0.0
+        self.upstream_ended = 0.0
+        self.upstream_target: str | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        else:
+            self.bytes_out += len(message.get("body", b""))
+        await self.raw_send(message)
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
 
 
 def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
@@ -102,15 +157,124 @@ class ProxyApp:
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri = settings.max_uri_length
         self.websocket_proxy: WebSocketHandler | None = None
+        # Who sees every finished request (request log, metrics, tracing); set at startup.
+        self.observers: tuple[RequestObserver, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self.handle_http(scope, receive, send)
+            if self.observers:
+                await self._observed(scope, receive, send)
+            else:
+                await self.handle_http(scope, receive, send, None)
         elif kind == "websocket" and self.websocket_proxy is not None:
             await self.websocket_proxy(scope, receive, send)
 
-    async def handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = _Exchange(send)
+        aborted = False
+        try:
+            await self.handle_http(scope, receive, ex.send, ex)
+        except BaseException:
+            aborted = True
+            raise
+        finally:
+            record = self._record(scope, ex, aborted)
+            for observer in self.observers:
+                try:
+                    observer.observe(record)
+                except Exception:
+                    log.exception("request.observer_failed", observer=type(observer).__name__)
+
+    def _record(self, scope: Scope, ex: _Exchange, aborted: bool) -> RequestRecord:
+        now = time.monotonic()
+        ctx = ex.ctx
+        route = ex.route
+        flags = ex.flags | (ctx.flags if ctx is not None else 0)
+        if aborted or ex.status == 0:
+            flags |= Flag.CLIENT_ABORTED
+        upstream_ms: float | None = None
+        upstream_offset_ms: float | None = None
+        if ex.upstream_started:
+            upstream_ms = ((ex.upstream_ended or now) - ex.upstream_started) * 1000.0
+            upstream_offset_ms = (ex.upstream_started - ex.started) * 1000.0
+        latency_ms = (now - ex.started) * 1000.0
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        agent = _header(headers, b"user-agent")
+        trace_id: str | None = None
+        consumer: str | None = None
+        credential_id: str | None = None
+        client_ip: str
+        if ctx is not None:
+            parent = _header(ctx.upstream_headers, b"traceparent")
+            if parent is not None and len(parent) >= 35:
+                trace_id = parent[3:35].decode("latin-1")
+            if ctx.consumer is not None:
+                consumer = ctx.consumer.username
+            credential_id = ctx.credential_id
+            client_ip = ctx.client_ip
+            request_id = ctx.request_id
+            error_kind = ex.error_kind or ctx.error_kind
+            priority = ctx.priority
+        else:
+            client = scope.get("client")
+            client_ip = client[0] if client else "0.0.0.0"
+            rid = _header(headers, b"x-request-id")
+            request_id = rid.decode("latin-1") if rid is not None else ""
+            error_kind = ex.error_kind
+            priority = None
+        return RequestRecord(
+            request_id=request_id,
+            started_at=ex.wall,
+            method=scope["method"],
+            path=scope["path"],
+            path_template=route.path_template if route is not None else None,
+            route=route.name if route is not None else None,
+            service=route.service.name if route is not None else None,
+            upstream_target=ex.upstream_target,
+            consumer=consumer,
+            credential_id=credential_id,
+            status=ex.status or 499,
+            bytes_in=ex.bytes_in,
+            bytes_out=ex.bytes_out,
+            client_ip=client_ip,
+            user_agent=agent.decode("latin-1") if agent is not None else None,
+            latency_ms=latency_ms,
+            upstream_ms=upstream_ms,
+            gateway_ms=latency_ms - (upstream_ms or 0.0),
+            upstream_offset_ms=upstream_offset_ms,
+            flags=int(flags),
+            error_kind=error_kind,
+            trace_id=trace_id,
+            priority=priority,
+        )
+
+    async def _problem(
+        self,
+        send: Send,
+        ex: _Exchange | None,
+        kind: ProblemKind,
+        detail: str | None,
+        rid: bytes,
+        *,
+        head_only: bool = False,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        if ex is not None:
+            ex.error_kind = kind.slug
+        await send_problem(
+            send,
+            kind,
+            detail,
+            request_id=rid,
+            via=self.via,
+            extra_headers=extra_headers,
+            head_only=head_only,
+        )
+
+    async def handle_http(
+        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
+    ) -> None:
         snapshot = self.holder.current
         method: str = scope["method"]
         path: str = scope["path"]
@@ -118,17 +282,15 @@ class ProxyApp:
         head_only = method == "HEAD"
         raw_len = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         if raw_len > self.max_uri:
-            await send_problem(
-                send, problems.URI_TOO_LONG, None, request_id=new_request_id(), via=self.via
-            )
+            await self._problem(send, ex, problems.URI_TOO_LONG, None, new_request_id())
             return
         if sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes:
-            await send_problem(
+            await self._problem(
                 send,
+                ex,
                 problems.HEADERS_TOO_LARGE,
                 f"Request headers exceed {self.max_header_bytes} bytes.",
-                request_id=new_request_id(),
-                via=self.via,
+                new_request_id(),
             )
             return
         host = b""
@@ -145,16 +307,18 @@ class ProxyApp:
                 if name == b"x-request-id":
                     rid = value
                     break
-            await send_problem(
+            await self._problem(
                 send,
+                ex,
                 problems.ROUTE_NOT_FOUND,
                 f"No route matches {method} {path}",
-                request_id=rid,
-                via=self.via,
+                rid,
                 head_only=head_only,
             )
             return
         route = match.payload
+        if ex is not None:
+            ex.route = route
         service = route.service
         up_headers, info = rewrite_request_headers(
             headers,
@@ -168,21 +332,19 @@ class ProxyApp:
         )
         rid = info.request_id
         if info.invalid is not None:
-            await send_problem(
-                send, problems.BAD_REQUEST, info.invalid, request_id=rid, via=self.via
-            )
+            await self._problem(send, ex, problems.BAD_REQUEST, info.invalid, rid)
             return
         if (
             self.max_body
             and info.content_length is not None
             and info.content_length > self.max_body
         ):
-            await send_problem(
+            await self._problem(
                 send,
+                ex,
                 problems.PAYLOAD_TOO_LARGE,
                 f"The request body exceeds {self.max_body} bytes.",
-                request_id=rid,
-                via=self.via,
+                rid,
             )
             return
         if info.forwarded_for and self.trusted and self.trusted.trusts(client_ip):
@@ -191,14 +353,25 @@ class ProxyApp:
         ctx = RequestContext(
             scope, route, method, path, client_ip, rid.decode(), info.content_length, up_headers
         )
+        if ex is not None:
+            ex.ctx = ctx
+            ex.bytes_in = info.content_length or 0
         for plugin in route.chain.access:
             reply = await plugin.access(ctx)
             if reply is not None:
+                if ex is not None and reply.status >= 400:
+                    ex.flags |= plugin.refusal_flag
+                    ex.error_kind = ctx.error_kind or f"plugin:{plugin.name}"
                 await send_bytes(
                     send,
                     reply.status,
                     b"" if head_only else reply.body,
-                    [*reply.headers, (b"x-request-id", rid), (b"via", self.via)],
+                    [
+                        *reply.headers,
+                        *ctx.response_headers,
+                        (b"x-request-id", rid),
+                        (b"via", self.via),
+                    ],
                 )
                 return
 
@@ -213,13 +386,7 @@ class ProxyApp:
             except (_ClientGone, _BodyTooLarge):
                 return
             if len(body) != content_length:
-                await send_problem(
-                    send,
-                    problems.BAD_REQUEST,
-                    "Incomplete request body",
-                    request_id=rid,
-                    via=self.via,
-                )
+                await self._problem(send, ex, problems.BAD_REQUEST, "Incomplete request body", rid)
                 return
         else:
             body = b""
@@ -240,7 +407,11 @@ class ProxyApp:
                     break
         elif service.hash_on == "consumer":
             hash_key = ctx.consumer.username if ctx.consumer is not None else None
-        await self._proxy(send, ctx, service, request, guard, client_ip, hash_key, head_only, rid)
+        await self._proxy(
+            send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex
+        )
+        if ex is not None and guard.total:
+            ex.bytes_in = guard.total
 
     async def _proxy(
         self,
@@ -253,6 +424,7 @@ class ProxyApp:
         hash_key: str | None,
         head_only: bool,
         rid: bytes,
+        ex: _Exchange | None,
     ) -> None:
         pool = service.pool
         budget = service.retry_budget
@@ -275,12 +447,14 @@ class ProxyApp:
                     if reason == "circuit-open"
                     else problems.UPSTREAM_UNAVAILABLE
                 )
-                await send_problem(
+                if ex is not None and reason == "circuit-open":
+                    ex.flags |= Flag.CIRCUIT_OPEN
+                await self._problem(
                     send,
+                    ex,
                     kind,
                     f"Service {service.name!r}: {reason}",
-                    request_id=rid,
-                    via=self.via,
+                    rid,
                     extra_headers=[(b"retry-after", b"1")],
                     head_only=head_only,
                 )
@@ -290,6 +464,12 @@ class ProxyApp:
                 request.headers[host_index] = (b"host", origin.authority.encode())
             pool.begin(target)
             started = time.monotonic()
+            if ex is not None:
+                ex.upstream_target = origin.authority
+                if tried:
+                    ex.flags |= Flag.RETRIED
+                else:
+                    ex.upstream_started = started
             try:
                 if deadline is None:
                     response = await self.transport.send(origin, request, service.timeouts)
@@ -306,12 +486,12 @@ class ProxyApp:
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
                     pool.end(target, Outcome.SUCCESS, latency)
-                    await send_problem(
+                    await self._problem(
                         send,
+                        ex,
                         problems.PAYLOAD_TOO_LARGE,
                         f"The request body exceeds {self.max_body} bytes.",
-                        request_id=rid,
-                        via=self.via,
+                        rid,
                     )
                     return
                 if isinstance(exc, TimeoutError):
@@ -341,9 +521,9 @@ class ProxyApp:
                     error=exc.kind if isinstance(exc, UpstreamError) else "total-timeout",
                     request_id=ctx.request_id,
                 )
-                await send_problem(
-                    send, kind, detail, request_id=rid, via=self.via, head_only=head_only
-                )
+                if ex is not None:
+                    ex.upstream_ended = time.monotonic()
+                await self._problem(send, ex, kind, detail, rid, head_only=head_only)
                 return
             latency = time.monotonic() - started
             if (
@@ -358,7 +538,9 @@ class ProxyApp:
                 tried.append(target)
                 attempts_left -= 1
                 continue
-            await self._stream_response(send, ctx, response, head_only, rid, pool, target, latency)
+            await self._stream_response(
+                send, ctx, response, head_only, rid, pool, target, latency, ex
+            )
             return
 
     async def _stream_response(
@@ -371,6 +553,7 @@ class ProxyApp:
         pool: UpstreamPool,
         target: TargetState,
         latency: float,
+        ex: _Exchange | None,
     ) -> None:
         status = response.status
         headers = rewrite_response_headers(response.headers, via=self.via)
@@ -380,25 +563,96 @@ class ProxyApp:
         for plugin in ctx.route.chain.response:
             plugin.response(ctx, status, headers)
         outcome = Outcome.HTTP_FAILURE if pool.is_failure_status(status) else Outcome.SUCCESS
+        started = False
         try:
-            await send({"type": "http.response.start", "status": status, "headers": headers})
             if head_only or status in _NO_BODY_STATUSES:
+                started = True
+                await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
+            chunks = response.body.__aiter__()
             pending: bytes | None = None
-            async for chunk in response.body:
+            if ctx.route.chain.body:
+                buffered = await self._buffer_body(chunks, headers)
+                if isinstance(buffered, bytes):
+                    body = self._transform_body(ctx, status, headers, buffered)
+                    started = True
+                    await send(
+                        {"type": "http.response.start", "status": status, "headers": headers}
+                    )
+                    await send({"type": "http.response.body", "body": body, "more_body": False})
+                    return
+                started = True
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                for chunk in buffered:
+                    if pending is not None:
+                        await send(
+                            {"type": "http.response.body", "body": pending, "more_body": True}
+                        )
+                    pending = chunk
+            else:
+                started = True
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+            async for chunk in chunks:
                 if pending is not None:
                     await send({"type": "http.response.body", "body": pending, "more_body": True})
                 pending = chunk
             await send({"type": "http.response.body", "body": pending or b"", "more_body": False})
         except UpstreamError as exc:
-            # Headers are already out: the only honest signal left is an aborted connection.
             outcome = Outcome.TIMEOUT if isinstance(exc, ReadTimeout) else Outcome.HTTP_FAILURE
             log.info("upstream.body_failed", error=exc.kind, request_id=ctx.request_id)
+            if not started:
+                # Nothing went out yet (the body was being buffered): a clean 502 is possible.
+                kind, _ = _error_kind(exc)
+                await self._problem(
+                    send, ex, kind, "The upstream response body failed", rid, head_only=head_only
+                )
+                return
+            # Headers are already out: the only honest signal left is an aborted connection.
             raise
         finally:
             await response.aclose()
             pool.end(target, outcome, latency)
+            if ex is not None:
+                ex.upstream_ended = time.monotonic()
+
+    @staticmethod
+    async def _buffer_body(
+        chunks: AsyncIterator[bytes], headers: list[tuple[bytes, bytes]]
+    ) -> bytes | list[bytes]:
+        """The whole body if it fits `BODY_BUFFER_LIMIT`; else the chunks read so far.
+
+        A declared Content-Length over the limit is not read at all (empty list):
+        the caller streams it untouched and body plugins are skipped.
+        """
+        declared = _header(headers, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > BODY_BUFFER_LIMIT):
+            return []
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > BODY_BUFFER_LIMIT:
+                return parts
+        return b"".join(parts)
+
+    @staticmethod
+    def _transform_body(
+        ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> bytes:
+        original = body
+        for plugin in ctx.route.chain.body:
+            changed = plugin.response_body(ctx, status, headers, body)
+            if changed is not None:
+                body = changed
+        if body is not original:
+            length = str(len(body)).encode()
+            headers[:] = [
+                (n, v) for n, v in headers if n not in (b"content-length", b"transfer-encoding")
+            ]
+            headers.append((b"content-length", length))
+        return body
 
 
 class WebSocketHandler(Protocol):

@@ -49,6 +49,8 @@ class CompiledRoute:
     chain: PluginChain
     strip_path: bool
     preserve_host: bool
+    # The route's path pattern(s), for the request log (groups /users/1 and /users/2).
+    path_template: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ def build_snapshot(
                 chain=chains[r.name],
                 strip_path=r.strip_path,
                 preserve_host=r.preserve_host,
+                path_template="|".join(r.paths),
             ),
         )
         for r in config.routes

@@ -116,3 +116,5 @@ class DataPlaneNodeRow(Base):
     config_version: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # JSON: per-upstream target health and breaker states as this worker sees them.
+    health: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Request log, rollups, sketches, queries, exports, metrics and anomaly detection."""

@@ -1,0 +1,191 @@
+"""Tables of analytics and alerting: the request log, rollups, alert rules and states,
+anomalies, and the persisted internal event log.
+
+Times in the request log and rollups are integers (epoch milliseconds and epoch
+seconds): they index and compare the same way on SQLite and PostgreSQL, and the
+writer never converts datetimes on the hot side of the queue. Rollup dimensions
+use '' rather than NULL for "none" so that the unique key really is unique (NULLs
+never collide in a SQL unique constraint).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portcullis.store.tables import Base, UTCDateTime
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; BIGINT elsewhere.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RequestLogRow(Base):
+    """One proxied request (see `analytics.record.RequestRecord` for the fields)."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        Index("ix_request_log_ts", "ts_ms"),
+        Index("ix_request_log_consumer_ts", "consumer", "ts_ms"),
+        Index("ix_request_log_credential_ts", "credential_id", "ts_ms"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    ts_ms: Mapped[int] = mapped_column(BigInteger)
+    request_id: Mapped[str] = mapped_column(String(128))
+    node: Mapped[str] = mapped_column(String(160))
+    method: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(2048))
+    path_template: Mapped[str | None] = mapped_column(String(1024))
+    route: Mapped[str | None] = mapped_column(String(128))
+    service: Mapped[str | None] = mapped_column(String(128))
+    upstream_target: Mapped[str | None] = mapped_column(String(300))
+    consumer: Mapped[str | None] = mapped_column(String(128))
+    credential_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(SmallInteger)
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    client_ip: Mapped[str] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    upstream_ms: Mapped[float | None] = mapped_column(Float)
+    gateway_ms: Mapped[float] = mapped_column(Float)
+    flags: Mapped[int] = mapped_column(Integer)
+    error_kind: Mapped[str | None] = mapped_column(String(64))
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    priority: Mapped[str | None] = mapped_column(String(16))
+
+
+class RollupRow(Base):
+    """Traffic of one time bucket for one (route, service, consumer, status class).
+
+    `granularity` is minute | hour | day; `bucket_start` epoch seconds (UTC).
+    `sketch` is a serialized mergeable latency sketch (total latency, ms), so
+    coarser buckets and any range merge sketches instead of averaging percentiles.
+    `status_class` is 1..5 (1xx..5xx). `errors` counts 5xx plus gateway-refused
+    requests (`error_kind` set); 4xx client errors are visible per status class.
+    """
+
+    __tablename__ = "analytics_rollups"
+    __table_args__ = (
+        UniqueConstraint(
+            "granularity",
+            "bucket_start",
+            "route",
+            "service",
+            "consumer",
+            "status_class",
+            name="uq_analytics_rollups_bucket",
+        ),
+        Index("ix_analytics_rollups_bucket", "granularity", "bucket_start"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    granularity: Mapped[str] = mapped_column(String(8))
+    bucket_start: Mapped[int] = mapped_column(BigInteger)
+    route: Mapped[str] = mapped_column(String(128), default="")
+    service: Mapped[str] = mapped_column(String(128), default="")
+    consumer: Mapped[str] = mapped_column(String(128), default="")
+    status_class: Mapped[int] = mapped_column(SmallInteger)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_in: Mapped[int] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger)
+    latency_sum_ms: Mapped[float] = mapped_column(Float)
+    sketch: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AnalyticsCursorRow(Base):
+    """How far a background job (rollups, retention, alerts) has got: one row per job."""
+
+    __tablename__ = "analytics_cursors"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlertRuleRow(Base):
+    """An alert rule evaluated on the rollups (or on upstream health for `upstream_down`).
+
+    `kind`: error_rate | p95_latency | rate_429 | upstream_down. `threshold` is a
+    ratio (0..1) for rates and milliseconds for latency; `window_seconds` is the
+    range of rollups looked at. The optional scope narrows the traffic considered.
+    """
+
+    __tablename__ = "alert_rules"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    threshold: Mapped[float] = mapped_column(Float)
+    window_seconds: Mapped[int] = mapped_column(Integer)
+    min_requests: Mapped[int] = mapped_column(Integer, default=1)
+    route: Mapped[str | None] = mapped_column(String(128))
+    service: Mapped[str | None] = mapped_column(String(128))
+    consumer: Mapped[str | None] = mapped_column(String(128))
+    upstream: Mapped[str | None] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AlertStateRow(Base):
+    """The current state of one rule: ok or firing, since when, with the last value seen."""
+
+    __tablename__ = "alert_states"
+
+    rule: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    value: Mapped[float | None] = mapped_column(Float)
+    evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AnomalyRow(Base):
+    """A significant deviation of one credential's traffic from its rolling baseline.
+
+    `signal`: request_rate | error_rate | auth_failures | distinct_ips. `action` is
+    what the policy did: none | suspended.
+    """
+
+    __tablename__ = "anomalies"
+    __table_args__ = (Index("ix_anomalies_detected", "detected_at"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    credential_id: Mapped[str] = mapped_column(String(64), index=True)
+    consumer: Mapped[str | None] = mapped_column(String(128))
+    signal: Mapped[str] = mapped_column(String(32))
+    observed: Mapped[float] = mapped_column(Float)
+    baseline: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    action: Mapped[str] = mapped_column(String(16))
+    details: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class EventRow(Base):
+    """An internal event (alert fired/resolved, anomaly, key auto-suspended...), kept for
+    listing and for delivery to later consumers (webhooks). `data` is JSON text."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_id", "kind", "id"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    data: Mapped[str] = mapped_column(Text, default="{}")
