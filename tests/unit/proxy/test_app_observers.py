@@ -1,0 +1,280 @@
+"""ProxyApp: request records for observers, the response-body phase, plugin replies.
+
+A scripted in-memory transport stands in for the upstream so each exit path of
+the proxy can be driven precisely; the real transports are covered by the
+integration suites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import pytest
+
+from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.asgi import Message
+from portcullis.model.config import GatewayConfig
+from portcullis.plugins import registry
+from portcullis.plugins.base import (
+    BODY_BUFFER_LIMIT,
+    Headers,
+    Plugin,
+    PluginConfig,
+    PluginResponse,
+    RequestContext,
+)
+from portcullis.proxy.app import ProxyApp
+from portcullis.proxy.upstream.transport import (
+    ConnectError,
+    Origin,
+    TransportTimeouts,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+
+
+class _Scripted:
+    """A transport that answers from a script: a response factory or an exception."""
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+        self.sent: list[UpstreamRequest] = []
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        self.sent.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, headers, chunks = answer
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        return UpstreamResponse(status=status, headers=list(headers), body=body())
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def observe(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+class _Broken:
+    def observe(self, record: RequestRecord) -> None:
+        raise RuntimeError("observer bug")
+
+
+class _UpperConfig(PluginConfig):
+    refuse: bool = False
+
+
+class _Upper(Plugin):
+    """Upper-cases JSON bodies; optionally refuses with 401 after adding a header."""
+
+    name: ClassVar[str] = "test-upper"
+    priority: ClassVar[int] = 100
+    config_model: ClassVar[type[PluginConfig]] = _UpperConfig
+    refusal_flag: ClassVar[int] = Flag.AUTH_FAILED
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        ctx.response_headers.append((b"x-seen", b"1"))
+        assert isinstance(self.config, _UpperConfig)
+        if self.config.refuse:
+            return PluginResponse(401, b"no", [(b"content-type", b"text/plain")])
+        return None
+
+    def response_body(
+        self, ctx: RequestContext, status: int, headers: Headers, body: bytes
+    ) -> bytes | None:
+        return body.upper()
+
+
+@pytest.fixture
+def upper_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.PLUGINS, "test-upper", _Upper)
+
+
+def _app(
+    transport: _Scripted, *, plugin: dict[str, Any] | None = None
+) -> tuple[ProxyApp, _Collect]:
+    doc: dict[str, Any] = {
+        "services": [{"name": "svc", "url": "http://127.0.0.1:9", "retries": {"attempts": 0}}],
+        "routes": [{"name": "r", "service": "svc", "paths": ["/api"]}],
+    }
+    if plugin is not None:
+        doc["plugins"] = [{"name": "test-upper", "route": "r", "config": plugin}]
+    config = GatewayConfig.model_validate(doc)
+    snapshot = build_snapshot(config, 1)
+    app = ProxyApp(Settings(), SnapshotHolder(snapshot), transport)
+    collect = _Collect()
+    app.observers = (_Broken(), collect)
+    return app, collect
+
+
+def _scope(path: str, headers: Headers | None = None) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("10.1.2.3", 5555),
+        "headers": [(b"host", b"gw"), (b"user-agent", b"ua/1"), *(headers or [])],
+    }
+
+
+async def _call(app: ProxyApp, scope: dict[str, Any]) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def _headers(messages: list[Message]) -> dict[bytes, bytes]:
+    return dict(messages[0]["headers"])
+
+
+async def test_proxied_request_record_has_route_upstream_and_sizes() -> None:
+    transport = _Scripted()
+    transport.answers.append((200, [(b"content-length", b"5")], [b"he", b"llo"]))
+    app, collect = _app(transport)
+    messages = await _call(app, _scope("/api/x"))
+    assert messages[0]["status"] == 200
+    (record,) = collect.records
+    assert record.route == "r"
+    assert record.service == "svc"
+    assert record.path == "/api/x"
+    assert record.path_template == "/api"
+    assert record.upstream_target == "127.0.0.1:9"
+    assert record.status == 200
+    assert record.bytes_out == 5
+    assert record.user_agent == "ua/1"
+    assert record.client_ip == "10.1.2.3"
+    assert record.request_id == _headers(messages)[b"x-request-id"].decode()
+    assert record.trace_id is not None
+    assert len(record.trace_id) == 32
+    assert record.upstream_ms is not None
+    assert record.upstream_offset_ms is not None
+    assert record.gateway_ms + record.upstream_ms == pytest.approx(record.latency_ms)
+    assert record.flags == 0
+    assert record.error_kind is None
+
+
+async def test_route_not_found_is_recorded_with_its_problem_kind() -> None:
+    app, collect = _app(_Scripted())
+    messages = await _call(app, _scope("/nowhere"))
+    assert messages[0]["status"] == 404
+    (record,) = collect.records
+    assert record.route is None
+    assert record.error_kind == "route-not-found"
+    assert record.upstream_ms is None
+    assert record.bytes_out > 0
+
+
+async def test_upstream_failure_is_recorded_with_target_and_error_kind() -> None:
+    transport = _Scripted()
+    transport.answers.append(ConnectError("refused"))
+    app, collect = _app(transport)
+    messages = await _call(app, _scope("/api"))
+    assert messages[0]["status"] == 502
+    (record,) = collect.records
+    assert record.error_kind == "upstream-connect-failed"
+    assert record.upstream_target == "127.0.0.1:9"
+    assert record.upstream_ms is not None
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_plugin_refusal_sets_flag_and_carries_earlier_response_headers() -> None:
+    app, collect = _app(_Scripted(), plugin={"refuse": True})
+    messages = await _call(app, _scope("/api"))
+    assert messages[0]["status"] == 401
+    assert _headers(messages)[b"x-seen"] == b"1"
+    (record,) = collect.records
+    assert record.flags & Flag.AUTH_FAILED
+    assert record.error_kind == "plugin:test-upper"
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_body_phase_rewrites_body_and_content_length() -> None:
+    transport = _Scripted()
+    transport.answers.append(
+        (200, [(b"content-length", b"5"), (b"content-type", b"text/plain")], [b"he", b"llo"])
+    )
+    app, collect = _app(transport, plugin={})
+    messages = await _call(app, _scope("/api"))
+    assert messages[0]["status"] == 200
+    assert _headers(messages)[b"content-length"] == b"5"
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b"HELLO"
+    assert collect.records[0].bytes_out == 5
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_body_phase_is_skipped_for_bodies_over_the_buffer_limit() -> None:
+    chunk = b"a" * (1024 * 1024)
+    count = BODY_BUFFER_LIMIT // len(chunk) + 2
+    transport = _Scripted()
+    transport.answers.append((200, [], [chunk] * count))
+    app, _ = _app(transport, plugin={})
+    messages = await _call(app, _scope("/api"))
+    body = b"".join(m.get("body", b"") for m in messages[1:])
+    assert len(body) == len(chunk) * count
+    assert body == chunk * count  # untouched: not upper-cased
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_declared_oversized_body_streams_untouched() -> None:
+    transport = _Scripted()
+    declared = str(BODY_BUFFER_LIMIT + 1).encode()
+    transport.answers.append((200, [(b"content-length", declared)], [b"abc"]))
+    app, _ = _app(transport, plugin={})
+    messages = await _call(app, _scope("/api"))
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b"abc"
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_body_failure_while_buffering_becomes_a_clean_502() -> None:
+    transport = _Scripted()
+
+    class _Failing:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __aiter__(self) -> _Failing:
+            return self
+
+        async def __anext__(self) -> bytes:
+            self.calls += 1
+            if self.calls == 1:
+                return b"partial"
+            raise ConnectError("reset")
+
+    async def send(
+        origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        return UpstreamResponse(status=200, headers=[], body=_Failing())
+
+    transport.send = send  # type: ignore[method-assign]
+    app, collect = _app(transport, plugin={})
+    messages = await _call(app, _scope("/api"))
+    assert messages[0]["status"] == 502
+    assert collect.records[0].error_kind == "upstream-connect-failed"
