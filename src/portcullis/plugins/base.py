@@ -47,6 +47,7 @@ class RequestContext:
     """Per-request state shared by the proxy and the plugins of one request."""
 
     __slots__ = (
+        "body_limit",
         "claims",
         "client_ip",
         "consumer",
@@ -106,6 +107,8 @@ class RequestContext:
         self.error_kind: str | None = None
         # The priority class the request runs with (critical/high/normal/low), if any.
         self.priority: str | None = None
+        # A lower request-body limit for this request (bytes), enforced on streamed bodies too.
+        self.body_limit: int | None = None
 
 
 class Plugin:
@@ -133,6 +136,17 @@ class Plugin:
         """Runs when the upstream response head is known; may edit `headers` in place."""
         return
 
+    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | None:
+        """Sees the whole request body before it goes upstream; returns a new body or None.
+
+        Runs after every `access` handler, in priority order, only on routes that have
+        a plugin implementing it, and only for bodies up to `BODY_BUFFER_LIMIT` (a
+        larger body streams upstream untouched and this phase is skipped). The proxy
+        sends the result with a Content-Length; headers go through
+        `ctx.upstream_headers`.
+        """
+        return None
+
     def response_body(
         self, ctx: RequestContext, status: int, headers: Headers, body: bytes
     ) -> bytes | None:
@@ -159,6 +173,7 @@ class PluginChain:
     access: tuple[Plugin, ...] = ()
     response: tuple[Plugin, ...] = ()
     body: tuple[Plugin, ...] = ()
+    request_body: tuple[Plugin, ...] = ()
 
     @classmethod
     def from_plugins(cls, plugins: list[Plugin]) -> PluginChain:
@@ -167,6 +182,7 @@ class PluginChain:
             access=tuple(p for p in ordered if overrides(p, "access")),
             response=tuple(p for p in ordered if overrides(p, "response")),
             body=tuple(p for p in ordered if overrides(p, "response_body")),
+            request_body=tuple(p for p in ordered if overrides(p, "request_body")),
         )
 
 

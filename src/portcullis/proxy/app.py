@@ -82,6 +82,13 @@ class _BodyGuard:
                 return
 
 
+async def _prepend(parts: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+    async for chunk in rest:
+        yield chunk
+
+
 class _Exchange:
     """What the request log needs to know about one request, filled in as it goes.
 
@@ -375,10 +382,20 @@ class ProxyApp:
                 )
                 return
 
-        guard = _BodyGuard(self.max_body)
+        limit = self.max_body
+        if ctx.body_limit is not None:
+            limit = min(limit, ctx.body_limit) if limit else ctx.body_limit
+        guard = _BodyGuard(limit)
         body: bytes | AsyncIterator[bytes]
         content_length = info.content_length
-        if info.chunked or (content_length is not None and content_length > REPLAYABLE_BODY):
+        chunked = info.chunked
+        if route.chain.request_body and (chunked or content_length):
+            read = await self._read_request_body(send, ex, ctx, guard, receive, content_length)
+            if read is None:
+                return
+            body, content_length = read
+            chunked = content_length is None
+        elif chunked or (content_length is not None and content_length > REPLAYABLE_BODY):
             body = guard.stream(receive)
         elif content_length:
             try:
@@ -395,9 +412,7 @@ class ProxyApp:
             target=upstream_target(scope, route, match.matched_length, ctx.query_string),
             headers=ctx.upstream_headers,
             body=body,
-            content_length=content_length
-            if content_length is not None and not info.chunked
-            else None,
+            content_length=content_length if content_length is not None and not chunked else None,
         )
         hash_key: str | None = None
         if service.hash_on == "header" and service.hash_on_header is not None:
@@ -412,6 +427,56 @@ class ProxyApp:
         )
         if ex is not None and guard.total:
             ex.bytes_in = guard.total
+
+    async def _read_request_body(
+        self,
+        send: Send,
+        ex: _Exchange | None,
+        ctx: RequestContext,
+        guard: _BodyGuard,
+        receive: Receive,
+        content_length: int | None,
+    ) -> tuple[bytes | AsyncIterator[bytes], int | None] | None:
+        """Read the request body for `request_body` plugins; None when already answered.
+
+        Bodies up to `BODY_BUFFER_LIMIT` are read whole and passed through the
+        plugins (the result goes upstream with a Content-Length). A larger body is
+        streamed on untouched, with the chunks read so far in front, and the phase
+        is skipped for it, as for response bodies.
+        """
+        if content_length is not None and content_length > BODY_BUFFER_LIMIT:
+            return guard.stream(receive), content_length
+        chunks = guard.stream(receive)
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in chunks:
+                parts.append(chunk)
+                size += len(chunk)
+                if size > BODY_BUFFER_LIMIT:
+                    return _prepend(parts, chunks), content_length
+        except _ClientGone:
+            return None
+        except _BodyTooLarge:
+            await self._problem(
+                send,
+                ex,
+                problems.PAYLOAD_TOO_LARGE,
+                f"The request body exceeds {guard.limit} bytes.",
+                ctx.request_id.encode(),
+            )
+            return None
+        body = b"".join(parts)
+        if content_length is not None and len(body) != content_length:
+            await self._problem(
+                send, ex, problems.BAD_REQUEST, "Incomplete request body", ctx.request_id.encode()
+            )
+            return None
+        for plugin in ctx.route.chain.request_body:
+            changed = plugin.request_body(ctx, body)
+            if changed is not None:
+                body = changed
+        return body, len(body)
 
     async def _proxy(
         self,
@@ -490,7 +555,7 @@ class ProxyApp:
                         send,
                         ex,
                         problems.PAYLOAD_TOO_LARGE,
-                        f"The request body exceeds {self.max_body} bytes.",
+                        f"The request body exceeds {guard.limit} bytes.",
                         rid,
                     )
                     return

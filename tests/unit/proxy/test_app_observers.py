@@ -78,6 +78,7 @@ class _Broken:
 
 class _UpperConfig(PluginConfig):
     refuse: bool = False
+    body_limit: int | None = None
 
 
 class _Upper(Plugin):
@@ -91,6 +92,7 @@ class _Upper(Plugin):
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         ctx.response_headers.append((b"x-seen", b"1"))
         assert isinstance(self.config, _UpperConfig)
+        ctx.body_limit = self.config.body_limit
         if self.config.refuse:
             return PluginResponse(401, b"no", [(b"content-type", b"text/plain")])
         return None
@@ -99,6 +101,9 @@ class _Upper(Plugin):
         self, ctx: RequestContext, status: int, headers: Headers, body: bytes
     ) -> bytes | None:
         return body.upper()
+
+    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | None:
+        return b"<" + body + b">"
 
 
 @pytest.fixture
@@ -137,11 +142,15 @@ def _scope(path: str, headers: Headers | None = None) -> dict[str, Any]:
     }
 
 
-async def _call(app: ProxyApp, scope: dict[str, Any]) -> list[Message]:
+async def _call(
+    app: ProxyApp, scope: dict[str, Any], body: list[bytes] | None = None
+) -> list[Message]:
     sent: list[Message] = []
+    pending = list(body or [b""])
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
+        chunk = pending.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(pending)}
 
     async def send(message: Message) -> None:
         sent.append(message)
@@ -278,3 +287,53 @@ async def test_body_failure_while_buffering_becomes_a_clean_502() -> None:
     messages = await _call(app, _scope("/api"))
     assert messages[0]["status"] == 502
     assert collect.records[0].error_kind == "upstream-connect-failed"
+
+
+async def _drain(request: UpstreamRequest) -> bytes:
+    if isinstance(request.body, bytes):
+        return request.body
+    return b"".join([chunk async for chunk in request.body])
+
+
+class _Draining(_Scripted):
+    """Reads the request body as a real transport would, before answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        self.bodies.append(await _drain(request))
+        return await super().send(origin, request, timeouts)
+
+
+def _post(path: str, headers: Headers) -> dict[str, Any]:
+    scope = _scope(path, headers)
+    scope["method"] = "POST"
+    return scope
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_request_body_phase_rewrites_chunked_body_with_a_content_length() -> None:
+    transport = _Draining()
+    transport.answers.append((200, [(b"content-length", b"0")], []))
+    app, collect = _app(transport, plugin={})
+    scope = _post("/api", [(b"transfer-encoding", b"chunked")])
+    messages = await _call(app, scope, [b"ab", b"cd"])
+    assert messages[0]["status"] == 200
+    assert transport.bodies == [b"<abcd>"]
+    assert transport.sent[0].content_length == 6
+    assert collect.records[0].bytes_in == 4
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_plugin_body_limit_applies_to_chunked_bodies() -> None:
+    transport = _Draining()
+    app, collect = _app(transport, plugin={"body_limit": 3})
+    scope = _post("/api", [(b"transfer-encoding", b"chunked")])
+    messages = await _call(app, scope, [b"ab", b"cd"])
+    assert messages[0]["status"] == 413
+    assert transport.sent == []
+    assert collect.records[0].error_kind == "payload-too-large"
