@@ -1,4 +1,11 @@
-"""request-size-limit: reject bodies larger than a limit with 413 before they reach upstream."""
+"""request-size-limit: reject bodies larger than a limit with 413 before they reach upstream.
+
+A declared Content-Length over the limit is refused at once, before the body is
+read. A body without one (chunked) cannot be judged up front: the plugin lowers the
+request's body limit (`ctx.body_limit`) and the proxy counts the chunks as they
+stream in, answering 413 as soon as the limit is passed (the upstream request is
+abandoned, so a partial body is never completed upstream).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ class RequestSizeLimitConfig(PluginConfig):
 
 
 class RequestSizeLimit(Plugin):
-    """Checks Content-Length up front; streamed (chunked) bodies are counted by the proxy."""
+    """Checks Content-Length up front; chunked bodies are counted by the proxy against it."""
 
     name: ClassVar[str] = "request-size-limit"
     priority: ClassVar[int] = 951
@@ -35,4 +42,14 @@ class RequestSizeLimit(Plugin):
             return PluginResponse(
                 413, self._reject, [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
             )
+        if self.max_bytes == 0:
+            # The proxy reads a zero body limit as "unlimited": refuse any streamed body here.
+            if any(n == b"transfer-encoding" for n, _ in ctx.headers):
+                return PluginResponse(
+                    413, self._reject, [(b"content-type", PROBLEM_CONTENT_TYPE.encode())]
+                )
+            return None
+        limit = ctx.body_limit
+        if limit is None or limit > self.max_bytes:
+            ctx.body_limit = self.max_bytes
         return None

@@ -1,0 +1,292 @@
+"""Header, query-string and JSON-body edits shared by request- and response-transformer.
+
+Every kind of target takes the same four operations, applied in this order:
+
+1. `remove`: names (or dotted JSON paths) to delete;
+2. `rename`: `{old: new}`; every field called `old` is renamed `new` (values kept);
+3. `set`: `{name: value}`; replaces every existing value, or creates it;
+4. `add`: `{name: value}`; only when nothing by that name exists yet.
+
+Everything is validated and precompiled when the config is loaded: header names are
+lower-cased tokens, values are checked for control characters, JSON paths are split
+into keys. Applying an edit allocates only what it rewrites.
+
+JSON paths are dot-separated object keys (`user.address.city`); a path walks objects
+only (an array or a scalar on the way makes the operation a no-op), `set` and `add`
+create missing intermediate objects. Keys containing a dot cannot be addressed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote_plus, unquote_plus
+
+from pydantic import Field, JsonValue, field_validator
+
+from portcullis.plugins.base import Headers, PluginConfig
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Visible ASCII, space, tab and obs-text: no CR, LF, NUL or other controls (RFC 9110 §5.5).
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+_PATH_KEY = re.compile(r"^[^.]+$")
+
+
+def _header_name(name: str, forbidden: frozenset[str]) -> str:
+    lowered = name.strip().lower()
+    if not _TOKEN.match(lowered):
+        raise ValueError(f"invalid header name {name!r}")
+    if lowered in forbidden:
+        raise ValueError(f"header {name!r} is managed by the gateway and cannot be changed")
+    return lowered
+
+
+def _header_value(value: str) -> str:
+    if not _FIELD_VALUE.match(value):
+        raise ValueError(f"header value {value!r} must be Latin-1 text without control characters")
+    return value
+
+
+class HeaderOps(PluginConfig):
+    """Edits to a header list (names are case-insensitive)."""
+
+    remove: list[str] = Field(default_factory=list, description="headers to delete")
+    rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
+    set: dict[str, str] = Field(default_factory=dict, description="replace or create")
+    add: dict[str, str] = Field(default_factory=dict, description="create when absent")
+
+
+class QueryOps(PluginConfig):
+    """Edits to the query string's parameters (names compared after percent-decoding)."""
+
+    remove: list[str] = Field(default_factory=list, description="parameters to delete")
+    rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
+    set: dict[str, str] = Field(default_factory=dict, description="replace or create")
+    add: dict[str, str] = Field(default_factory=dict, description="create when absent")
+
+    @field_validator("remove")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        if any(not n for n in v):
+            raise ValueError("a parameter name cannot be empty")
+        return v
+
+    @field_validator("rename", "set", "add")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(not k for k in v):
+            raise ValueError("a parameter name cannot be empty")
+        return v
+
+
+def _path(path: str) -> str:
+    if not path or not all(_PATH_KEY.match(k) for k in path.split(".")):
+        raise ValueError(f"invalid JSON path {path!r} (dot-separated, non-empty keys)")
+    return path
+
+
+class JsonOps(PluginConfig):
+    """Edits to a JSON object body, addressed by dotted paths."""
+
+    remove: list[str] = Field(default_factory=list, description="paths to delete")
+    rename: dict[str, str] = Field(default_factory=dict, description="old path -> new path")
+    set: dict[str, JsonValue] = Field(default_factory=dict, description="replace or create")
+    add: dict[str, JsonValue] = Field(default_factory=dict, description="create when absent")
+
+    @field_validator("remove")
+    @classmethod
+    def _remove(cls, v: list[str]) -> list[str]:
+        return [_path(p) for p in v]
+
+    @field_validator("rename")
+    @classmethod
+    def _rename(cls, v: dict[str, str]) -> dict[str, str]:
+        return {_path(k): _path(p) for k, p in v.items()}
+
+    @field_validator("set", "add")
+    @classmethod
+    def _values(cls, v: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        return {_path(k): value for k, value in v.items()}
+
+    def __bool__(self) -> bool:
+        return bool(self.remove or self.rename or self.set or self.add)
+
+
+class HeaderEditor:
+    """Applies `HeaderOps` to a header list in place, in one pass plus the appends."""
+
+    __slots__ = ("_add", "_remove", "_rename", "_set", "_set_names", "active")
+
+    def __init__(self, ops: HeaderOps, forbidden: frozenset[str]) -> None:
+        def name(n: str) -> bytes:
+            return _header_name(n, forbidden).encode()
+
+        def value(v: str) -> bytes:
+            return _header_value(v).encode("latin-1")
+
+        self._remove = frozenset(name(n) for n in ops.remove)
+        self._rename = {name(old): name(new) for old, new in ops.rename.items()}
+        self._set = [(name(n), value(v)) for n, v in ops.set.items()]
+        self._set_names = frozenset(n for n, _ in self._set)
+        self._add = [(name(n), value(v)) for n, v in ops.add.items()]
+        self.active = bool(self._remove or self._rename or self._set or self._add)
+
+    def apply(self, headers: Headers) -> None:
+        if self._remove or self._rename or self._set_names:
+            remove, rename, replaced = self._remove, self._rename, self._set_names
+            out: Headers = []
+            for n, v in headers:
+                if n in remove:
+                    continue
+                new = rename.get(n)
+                if new is not None:
+                    n = new
+                if n in replaced:
+                    continue
+                out.append((n, v))
+            out.extend(self._set)
+            headers[:] = out
+        if self._add:
+            present = {n for n, _ in headers}
+            headers.extend(h for h in self._add if h[0] not in present)
+
+
+def validate_header_ops(ops: HeaderOps, forbidden: frozenset[str]) -> None:
+    """Raise ValueError for a name or value the editor would refuse (config-time check)."""
+    HeaderEditor(ops, forbidden)
+
+
+def _encode_param(name: str) -> bytes:
+    return quote_plus(name, safe="").encode("ascii")
+
+
+class QueryEditor:
+    """Applies `QueryOps` to a raw query string; untouched parameters keep their bytes."""
+
+    __slots__ = ("_add", "_remove", "_rename", "_set", "_set_names", "active")
+
+    def __init__(self, ops: QueryOps) -> None:
+        self._remove = frozenset(ops.remove)
+        self._rename = {old: (new, _encode_param(new)) for old, new in ops.rename.items()}
+        self._set = [(n, _encode_param(n) + b"=" + _encode_param(v)) for n, v in ops.set.items()]
+        self._set_names = frozenset(n for n, _ in self._set)
+        self._add = [(n, _encode_param(n) + b"=" + _encode_param(v)) for n, v in ops.add.items()]
+        self.active = bool(self._remove or self._rename or self._set or self._add)
+
+    def apply(self, query: bytes) -> bytes:
+        out: list[bytes] = []
+        names: set[str] = set()
+        for part in query.split(b"&"):
+            if not part:
+                continue
+            raw_name, eq, raw_value = part.partition(b"=")
+            name = unquote_plus(raw_name.decode("latin-1"))
+            if name in self._remove:
+                continue
+            renamed = self._rename.get(name)
+            if renamed is not None:
+                name, encoded = renamed
+                part = encoded + eq + raw_value
+            if name in self._set_names:
+                continue
+            names.add(name)
+            out.append(part)
+        out.extend(part for _, part in self._set)
+        out.extend(part for n, part in self._add if n not in names)
+        return b"&".join(out)
+
+
+_MISSING = object()
+
+
+def _walk(doc: dict[str, Any], keys: list[str], create: bool) -> dict[str, Any] | None:
+    """The object holding the last key of `keys`, or None when the path leaves objects."""
+    node: Any = doc
+    for key in keys[:-1]:
+        nxt = node.get(key, _MISSING)
+        if nxt is _MISSING:
+            if not create:
+                return None
+            nxt = {}
+            node[key] = nxt
+        if not isinstance(nxt, dict):
+            return None
+        node = nxt
+    return node if isinstance(node, dict) else None
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of a configured value that the document may own (containers are copied)."""
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
+class JsonEditor:
+    """Applies `JsonOps` to a parsed JSON object in place."""
+
+    __slots__ = ("_add", "_remove", "_rename", "_set")
+
+    def __init__(self, ops: JsonOps) -> None:
+        self._remove = [p.split(".") for p in ops.remove]
+        self._rename = [(old.split("."), new.split(".")) for old, new in ops.rename.items()]
+        self._set = [(p.split("."), v) for p, v in ops.set.items()]
+        self._add = [(p.split("."), v) for p, v in ops.add.items()]
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        for keys in self._remove:
+            parent = _walk(doc, keys, create=False)
+            if parent is not None:
+                parent.pop(keys[-1], None)
+        for old, new in self._rename:
+            parent = _walk(doc, old, create=False)
+            if parent is None or old[-1] not in parent:
+                continue
+            value = parent.pop(old[-1])
+            target = _walk(doc, new, create=True)
+            if target is not None:
+                target[new[-1]] = value
+        for keys, value in self._set:
+            target = _walk(doc, keys, create=True)
+            if target is not None:
+                target[keys[-1]] = _fresh(value)
+        for keys, value in self._add:
+            target = _walk(doc, keys, create=True)
+            if target is not None and keys[-1] not in target:
+                target[keys[-1]] = _fresh(value)
+
+    def transform(self, body: bytes) -> bytes | None:
+        """The edited body, or None when it is not a JSON object (left untouched)."""
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        self.apply(doc)
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def is_json(content_type: bytes | None) -> bool:
+    """True for `application/json` and any `+json` media type, parameters ignored."""
+    if content_type is None:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+def first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header `name` (lower-case), or None."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def identity_encoded(headers: Headers) -> bool:
+    """True when the body is not content-coded (gzip etc.): JSON edits are possible."""
+    coding = first(headers, b"content-encoding")
+    return coding is None or coding.strip().lower() in (b"", b"identity")
