@@ -1,0 +1,220 @@
+"""Shared response cache in Redis: every worker and node that uses the Redis sees it.
+
+Each entry is one Redis string, `<prefix><key>`, holding the entry's metadata and
+body (`CacheEntry.encode`), written with `SET ... PX <ttl>` so Redis expires it.
+Reads are one `GET` (two for a response with a `Vary` beyond the key: the marker,
+then the variant) under a deadline.
+
+Redis trouble never fails a request: a read that errors or times out is a miss,
+and it opens a circuit: for `retry_interval` seconds reads skip Redis entirely
+(a miss at once, no timeout paid per request) and writes are dropped; then one
+read probes again. Writes happen in background tasks (the `response_body` phase is
+synchronous), at most `max_pending` at a time; beyond that a write is dropped and
+counted. Errors are logged once per outage and counted in `snapshot()`.
+
+Purging deletes by `SCAN MATCH <pattern>` + `UNLINK` (non-blocking on the server)
+in batches. A generation counter in the keys would make purge-all O(1), but every
+lookup would then have to learn the current generation (one more round trip, or a
+locally cached value that is stale until an event arrives), purges by route or
+path would need one counter per route or path, and purged entries would keep
+occupying Redis memory until their TTL. Purges are rare admin actions; lookups
+are the hot path. So: SCAN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from portcullis.cache.backend import CacheUnavailable
+from portcullis.cache.entry import CacheEntry
+from portcullis.cache.purge import PurgeScope
+from portcullis.identity.events import IdentityEvent
+from portcullis.limits.redis_backend import redis_client
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PREFIX = "pc:cache:"
+SCAN_COUNT = 1000
+_FAILURES = (RedisError, OSError, TimeoutError, ValueError)
+
+
+class RedisCache:
+    """Entries in Redis (see the module doc)."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 0.2,
+        retry_interval: float = 1.0,
+        max_pending: int = 1000,
+        purge_timeout: float = 30.0,
+        owns_client: bool = True,
+    ) -> None:
+        if timeout <= 0 or retry_interval <= 0 or max_pending < 1:
+            raise ValueError("timeout, retry_interval and max_pending must be positive")
+        self._client = client
+        self._owns_client = owns_client
+        self.prefix = prefix
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self.max_pending = max_pending
+        self.purge_timeout = purge_timeout
+        self._pending: set[asyncio.Task[None]] = set()
+        # Circuit: 0.0 while closed, else the monotonic time of the next probe.
+        self._down_until = 0.0
+        self._probing = False
+        self.last_error = ""
+        # Metrics.
+        self.hits = 0
+        self.misses = 0
+        self.stores = 0
+        self.errors = 0
+        self.skipped = 0
+        self.dropped_writes = 0
+        self.purged = 0
+        self.outages = 0
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, timeout: float = 0.2, max_connections: int = 64, **kwargs: Any
+    ) -> RedisCache:
+        return cls(
+            redis_client(url, timeout=timeout, max_connections=max_connections),
+            timeout=timeout,
+            **kwargs,
+        )
+
+    @property
+    def healthy(self) -> bool:
+        return self._down_until == 0.0
+
+    async def get(self, key: str) -> CacheEntry | None:
+        if self._down_until:
+            if self._probing or time.monotonic() < self._down_until:
+                self.skipped += 1
+                self.misses += 1
+                return None
+            self._probing = True
+        try:
+            async with asyncio.timeout(self.timeout):
+                data = await self._client.get(self.prefix + key)
+            if isinstance(data, str):  # only with a decode_responses client
+                data = data.encode("latin-1")
+            entry = None if data is None else CacheEntry.decode(data)
+        except _FAILURES as exc:
+            self._failed(exc)
+            self.misses += 1
+            return None
+        finally:
+            self._probing = False
+        if self._down_until:
+            self._down_until = 0.0
+            log.warning("cache.redis_recovered")
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def put(self, entries: Sequence[tuple[str, CacheEntry]]) -> None:
+        if self._down_until or not entries:
+            self.dropped_writes += len(entries)
+            return
+        if len(self._pending) >= self.max_pending:
+            self.dropped_writes += len(entries)
+            return
+        now = time.time()
+        items = []
+        for key, entry in entries:
+            ttl_ms = int((entry.expires_at - now) * 1000)
+            if ttl_ms > 0:
+                items.append((self.prefix + key, entry.encode(), ttl_ms))
+        if not items:
+            return
+        task = asyncio.get_running_loop().create_task(self._write(items))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, items: list[tuple[str, bytes, int]]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if len(items) == 1:
+                    key, value, ttl_ms = items[0]
+                    await self._client.set(key, value, px=ttl_ms)
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for key, value, ttl_ms in items:
+                        pipe.set(key, value, px=ttl_ms)
+                    await pipe.execute()
+            self.stores += len(items)
+        except _FAILURES as exc:
+            self.dropped_writes += len(items)
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        if not self._down_until:
+            self.outages += 1
+            log.warning(
+                "cache.redis_unavailable", error=self.last_error, retry_in=self.retry_interval
+            )
+        self._down_until = time.monotonic() + self.retry_interval
+
+    async def purge(self, scope: PurgeScope) -> int:
+        pattern = scope.redis_pattern(self.prefix)
+        removed = 0
+        try:
+            async with asyncio.timeout(self.purge_timeout):
+                batch: list[bytes] = []
+                async for key in self._client.scan_iter(match=pattern, count=SCAN_COUNT):
+                    batch.append(key)
+                    if len(batch) >= SCAN_COUNT:
+                        removed += await self._client.unlink(*batch)
+                        batch.clear()
+                if batch:
+                    removed += await self._client.unlink(*batch)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise CacheUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
+        self.purged += removed
+        return removed
+
+    def on_events(self, events: list[IdentityEvent]) -> None:
+        """Nothing to do: shared entries are removed by the control plane's purge."""
+        return
+
+    async def flush(self) -> None:
+        """Wait for the writes in flight (each is bounded by `timeout`)."""
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=self.timeout * 2)
+
+    async def aclose(self) -> None:
+        await self.flush()
+        if self._owns_client:
+            await self._client.aclose()
+            await self._client.connection_pool.disconnect()
+
+    def snapshot(self) -> dict[str, float]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "stores": self.stores,
+            "backend_errors": self.errors,
+            "skipped_reads": self.skipped,
+            "dropped_writes": self.dropped_writes,
+            "purged": self.purged,
+            "outages": self.outages,
+            "fallback_active": 0 if self._down_until == 0.0 else 1,
+            "pending_writes": len(self._pending),
+        }
