@@ -8,7 +8,8 @@ nothing. `lua/*.lua` implements exactly the same arithmetic for Redis; both are
 checked against brute-force references in the unit tests.
 
 - fixed window: windows aligned to the epoch; at most `limit` units per window.
-  State `(window, count)`.
+  State `(window, count)`. A calendar window (`LimitSpec.calendar`, `ends_us` set)
+  is one explicit window named by its key: state `(count,)`, reset at `ends_us`.
 - sliding-window counter (Cloudflare's): the previous window's count, weighted by
   how much of it still overlaps the sliding period, plus the current window's.
   State `(window, current, previous)`; time counted in `spec.quantum_us` steps.
@@ -31,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from portcullis.limits.spec import Algorithm, Decision, LimitSpec
+from portcullis.limits.spec import CALENDAR_GRACE_US, Algorithm, Decision, LimitSpec
 
 State = tuple[int, ...]
 
@@ -47,6 +48,8 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def fixed_window(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:
+    if spec.ends_us:
+        return calendar_window(state, now, cost, spec)
     period, limit = spec.period_us, spec.limit
     window = now // period
     count = state[1] if state is not None and state[0] == window else 0
@@ -59,6 +62,29 @@ def fixed_window(state: State | None, now: int, cost: int, spec: LimitSpec) -> O
         decision = Decision(True, limit - count, reset, 0)
         return Outcome(decision, (window, count) if cost else None, end if cost else 0)
     return Outcome(Decision(False, max(0, limit - count), end, end), None, 0)
+
+
+def calendar_window(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:
+    """One explicit window ending at `spec.ends_us` (the key names the window).
+
+    A clock past the end (a node ahead of the one that chose the window) reads as
+    "resets now": the next request picks the next window's key. The state is kept
+    `CALENDAR_GRACE_US` past the end for nodes whose clock lags.
+    """
+    limit = spec.limit
+    count = state[0] if state is not None else 0
+    end = max(spec.ends_us - now, 0)
+    if cost > limit:
+        return Outcome(
+            Decision(False, max(0, limit - count), end if count else 0, spec.period_us), None, 0
+        )
+    if cost <= limit - count:
+        count += cost
+        decision = Decision(True, limit - count, end if count else 0, 0)
+        if not cost:
+            return Outcome(decision, None, 0)
+        return Outcome(decision, (count,), end + CALENDAR_GRACE_US)
+    return Outcome(Decision(False, max(0, limit - count), end, max(end, 1)), None, 0)
 
 
 def sliding_window(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:

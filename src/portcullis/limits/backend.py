@@ -16,7 +16,18 @@ from typing import Protocol
 
 from portcullis.limits.spec import Decision, LimitSpec
 
-__all__ = ["Decision", "FailurePolicy", "LimitBackend", "LimitRequest", "LimitSpec"]
+__all__ = [
+    "BackendUnavailable",
+    "Decision",
+    "FailurePolicy",
+    "LimitBackend",
+    "LimitRequest",
+    "LimitSpec",
+]
+
+
+class BackendUnavailable(RuntimeError):
+    """The shared counters cannot be read right now (peek only; decisions degrade)."""
 
 
 class FailurePolicy(StrEnum):
@@ -62,6 +73,15 @@ class LimitBackend(Protocol):
 
         `on_failure` overrides the backend's default failure policy for this call
         (backends that cannot fail ignore it).
+        """
+        ...
+
+    async def peek(self, requests: Sequence[LimitRequest]) -> list[Decision]:
+        """What `decide` would answer for a request of cost 0, changing nothing.
+
+        For reports (the usage API), not for admission: it is not counted in the
+        decision metrics and has no failure policy — a shared backend that cannot
+        reach its store raises `BackendUnavailable`. Costs in `requests` are ignored.
         """
         ...
 

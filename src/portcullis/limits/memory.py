@@ -127,6 +127,23 @@ class MemoryBackend:
             decisions.append(outcome.decision)
         return decisions
 
+    async def peek(self, requests: Sequence[LimitRequest]) -> list[Decision]:
+        return self.peek_now(requests)
+
+    def peek_now(self, requests: Sequence[LimitRequest], now: int | None = None) -> list[Decision]:
+        """Each limit's state at cost 0; nothing is stored or counted."""
+        if now is None:
+            now = self._clock()
+        entries = self._entries
+        decisions = []
+        for req in requests:
+            spec = req.spec
+            entry = entries.get(req.key + spec.key_suffix)
+            # An entry past its deadline is one the sweep has not reached yet: it is gone.
+            state = entry.state if entry is not None and entry.expires > now else None
+            decisions.append(EVALUATORS[spec.algorithm](state, now, 0, spec).decision)
+        return decisions
+
     def _store(self, key: str, entry: _Entry | None, state: State, expires: int) -> None:
         if entry is not None:
             entry.state = state

@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from portcullis.limits.backend import FailurePolicy, LimitRequest
+from portcullis.limits.backend import BackendUnavailable, FailurePolicy, LimitRequest
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import MICROS, Decision
 
@@ -48,6 +48,7 @@ LUA_FILES = (
     "sliding_window.lua",
     "token_bucket.lua",
     "gcra.lua",
+    "calendar.lua",
     "decide.lua",
 )
 DEFAULT_PREFIX = "pc:rl:"
@@ -184,6 +185,34 @@ class RedisBackend:
             self.allowed += 1
         else:
             self.denied += 1
+        return [
+            Decision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3])
+            for i in range(1, 4 * len(requests), 4)
+        ]
+
+    async def peek(self, requests: Sequence[LimitRequest]) -> list[Decision]:
+        """The decision script at cost 0: it reads every limit and writes nothing.
+
+        Ignores the circuit and the failure policy (a report must not show local
+        counters as if they were the shared ones): errors raise `BackendUnavailable`.
+        """
+        if not requests:
+            return []
+        keys = [self.key_for(r) for r in requests]
+        args: list[str | int] = []
+        for r in requests:
+            args.extend(r.spec.lua_args)
+            args.append(0)
+        try:
+            async with asyncio.timeout(self.timeout):
+                try:
+                    reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    self._sha = await self._client.script_load(self._script)
+                    self.script_loads += 1
+                    reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
         return [
             Decision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3])
             for i in range(1, 4 * len(requests), 4)

@@ -10,6 +10,12 @@ integers are exact only up to 2**53. Each spec therefore reduces its arithmetic
 (rates as reduced fractions, sliding windows at a coarser time quantum when
 needed) and refuses limits whose arithmetic would not stay exact, so the Python
 and Lua implementations agree to the microsecond.
+
+Calendar quotas (a day or a month in a time zone) are fixed windows whose bounds
+are not aligned to the epoch: `LimitSpec.calendar` builds a fixed-window spec for
+one explicit period [start, end). Its counter key must name the period (e.g.
+`...:2026-11:...`), so each period starts at zero; the window's end gives the
+reset time and the key's expiry.
 """
 
 from __future__ import annotations
@@ -24,6 +30,11 @@ MAX_EXACT = 2**53
 MAX_LIMIT = 10**9
 MIN_PERIOD_US = 1_000  # 1 ms
 MAX_PERIOD_US = 400 * 86_400 * MICROS  # a little over a year
+# A calendar window's counter is kept this long after the window ends, so a node whose
+# clock lags the shared one still finds (and respects) the count it should.
+CALENDAR_GRACE_US = 60 * MICROS
+# The Lua dispatch code of a calendar window (a fixed window with explicit bounds).
+CALENDAR_CODE = 5
 
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_US = {"ms": 1_000, "s": MICROS, "m": 60 * MICROS, "h": 3_600 * MICROS, "d": 86_400 * MICROS}
@@ -96,6 +107,8 @@ class LimitSpec:
     limit: int
     period_us: int
     burst: int | None = None
+    # Calendar windows only (see `calendar`): the end instant of the one window counted.
+    ends_us: int = 0
     # Precomputed by __post_init__ (see the module doc).
     capacity: int = field(init=False)
     rate_num: int = field(init=False)  # period / gcd: microseconds per `rate_den` units
@@ -110,6 +123,8 @@ class LimitSpec:
             raise ValueError(f"limit must be an integer from 1 to {MAX_LIMIT}")
         if not MIN_PERIOD_US <= period <= MAX_PERIOD_US:
             raise ValueError("period must be from 1ms to 400 days")
+        if self.ends_us and self.algorithm is not Algorithm.fixed_window:
+            raise ValueError("an explicit window end applies to fixed windows only")
         bucket = self.algorithm in (Algorithm.token_bucket, Algorithm.gcra)
         if self.burst is not None and not bucket:
             raise ValueError("burst applies to token_bucket and gcra only")
@@ -131,14 +146,16 @@ class LimitSpec:
         object.__setattr__(self, "rate_num", rate_num)
         object.__setattr__(self, "rate_den", rate_den)
         object.__setattr__(self, "quantum_us", quantum)
-        object.__setattr__(self, "key_suffix", f":{self.algorithm.code}")
+        # The 7th Lua argument is the one algorithm-specific value: the sliding window's
+        # time quantum, or a calendar window's end instant.
+        code, extra = self.algorithm.code, quantum
+        if self.ends_us:
+            code, extra = CALENDAR_CODE, self.ends_us
+        object.__setattr__(self, "key_suffix", f":{code}")
         object.__setattr__(
             self,
             "lua_args",
-            tuple(
-                str(v)
-                for v in (self.algorithm.code, limit, period, capacity, rate_num, rate_den, quantum)
-            ),
+            tuple(str(v) for v in (code, limit, period, capacity, rate_num, rate_den, extra)),
         )
 
     @classmethod
@@ -151,6 +168,17 @@ class LimitSpec:
     ) -> LimitSpec:
         """Build from config values; `period` as for `parse_period`."""
         return cls(Algorithm(algorithm), limit, parse_period(period), burst)
+
+    @classmethod
+    def calendar(cls, limit: int, starts_us: int, ends_us: int) -> LimitSpec:
+        """A fixed window over exactly [starts_us, ends_us) (a calendar day or month).
+
+        At most `limit` units are admitted in the window; the reset time is its end.
+        The caller names the window in the counter key (see the module doc).
+        """
+        if not 0 < starts_us < ends_us:
+            raise ValueError("a calendar window must start after the epoch and end after it starts")
+        return cls(Algorithm.fixed_window, limit, ends_us - starts_us, ends_us=ends_us)
 
     @property
     def period_s(self) -> float:

@@ -2,14 +2,14 @@
 --
 -- KEYS[i]: the state of limit i (all in one hash slot: they share a {tag}).
 -- ARGV, 8 per limit: algorithm code, limit, period_us, capacity, unit, rate,
--- quantum_us, cost (see LimitSpec.lua_args).
+-- quantum_us (a calendar window's end), cost (see LimitSpec.lua_args).
 -- The clock is the server's (TIME), the same for every node. If any limit refuses,
 -- nothing is written, and the limits that would have admitted the request report
 -- their state without it. Every written key gets a TTL after which its state no
 -- longer matters.
 -- Reply: {all_allowed, then per limit: allowed, remaining, reset_after_us, retry_after_us}.
 
-local ALGORITHMS = {fixed_window, sliding_window, token_bucket, gcra}
+local ALGORITHMS = {fixed_window, sliding_window, token_bucket, gcra, calendar_window}
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])

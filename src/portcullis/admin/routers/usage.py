@@ -1,0 +1,237 @@
+"""Quota usage of a consumer or an API key: used, remaining and when each quota resets.
+
+The numbers are read from the same counters the `plan-limits` plugin decides on,
+without changing them (`LimitBackend.peek`). With Redis (`PORTCULLIS_REDIS_URL`)
+every gateway node shares those counters and the control plane reads them exactly.
+Without Redis the counters live in each data-plane worker's memory, which this
+process cannot see: the response then says `counters: "unavailable"` and leaves
+`used` and `remaining` null (limits, periods and reset times are still given).
+
+The limit shown is the one in force now: an active override or boost changes it.
+The consumer's usage lists the plan's quotas counted per consumer (a quota counted
+per credential is per key: see the key's usage); a key's usage lists both kinds.
+Permission: `credentials:read`, as for the key metadata next to it (usage tells
+who calls how much, like a key's `last_used_at`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from portcullis.admin.dependencies import require
+from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses
+from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.scoping import scope_of
+from portcullis.admin.state import AdminState
+from portcullis.identity.consumers import ConsumerInfo
+from portcullis.identity.key_repository import KeyNotFound, KeyRepository
+from portcullis.limits.backend import BackendUnavailable, LimitBackend
+from portcullis.limits.calendar import CalendarPeriod, to_us
+from portcullis.limits.spec import MAX_LIMIT
+from portcullis.model.config import GatewayConfig
+from portcullis.model.traffic import PLAN_LIMITS_PLUGIN, TrafficRules
+from portcullis.plugins.plan_limits import (
+    Entry,
+    Item,
+    Periods,
+    PlanBook,
+    counter_request,
+    effective_limit,
+    slot_for,
+)
+from portcullis.problems import ProblemKind
+
+router = APIRouter(tags=["Usage"])
+
+USAGE_UNAVAILABLE = ProblemKind("usage-unavailable", "Usage counters cannot be read right now", 503)
+
+
+class QuotaUse(BaseModel):
+    """One quota of the plan in force, in its current period."""
+
+    name: str
+    route: str | None = Field(description="the route of a route override; null: plan-wide")
+    key: Literal["consumer", "credential"] = Field(description="what the quota counts per")
+    period: Literal["day", "month"]
+    timezone: str
+    period_id: str = Field(examples=["2026-11"])
+    limit: int = Field(description="the limit in force now (an override or boost changes it)")
+    plan_limit: int = Field(description="the limit the plan sets")
+    used: int | None = Field(description="null when the counters cannot be read")
+    remaining: int | None
+    period_start: datetime = Field(description="ISO 8601 with the time zone's offset")
+    resets_at: datetime = Field(description="when the next period starts (ISO 8601 with offset)")
+
+
+class QuotaUsageOut(BaseModel):
+    consumer: str
+    key_id: str | None
+    plan: str | None = Field(description="the plan in force; null: none applies")
+    plan_source: Literal["key", "consumer", "default"] | None
+    adjustment: str | None = Field(
+        description="`boost`, or `override:<name>`, when one changes the limits now"
+    )
+    counters: Literal["shared", "unavailable"] = Field(
+        description="`unavailable` without Redis: counters are in data-plane worker memory"
+    )
+    at: datetime
+    quotas: list[QuotaUse]
+
+
+def _state(request: Request) -> AdminState:
+    state: AdminState = request.app.state.admin
+    return state
+
+
+def _default_plan(config: GatewayConfig) -> str | None:
+    """The default plan of the global plan-limits instance, if any."""
+    for inst in config.plugins:
+        if inst.name == PLAN_LIMITS_PLUGIN and inst.enabled and inst.scope[0] == "global":
+            value = inst.config.get("default_plan")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _backend(state: AdminState) -> LimitBackend | None:
+    settings = state.settings
+    if not settings.redis_url:
+        return None
+    from portcullis.limits.redis_backend import RedisBackend
+
+    return RedisBackend.from_url(
+        settings.redis_url,
+        timeout=max(settings.limits_redis_timeout, 1.0),
+        max_connections=2,
+        prefix=settings.limits_key_prefix,
+    )
+
+
+async def _usage(
+    request: Request,
+    config: GatewayConfig,
+    consumer: ConsumerInfo,
+    key_id: str | None,
+    key_plan: str | None,
+) -> QuotaUsageOut:
+    book = PlanBook(TrafficRules.of(config))
+    plan, source = book.resolve(key_plan, consumer, _default_plan(config))
+    now_dt = datetime.now(UTC)
+    now = to_us(now_dt)
+    rows: list[tuple[Entry, Item, int, CalendarPeriod, str]] = []
+    sources: set[str] = set()
+    if plan is not None:
+        periods = Periods()
+        for entry in plan.entries():
+            adjustment = book.adjustment(now, consumer, key_id, entry.route or "")
+            if adjustment.source:
+                sources.add(adjustment.source)
+            current = periods.at(entry, now)
+            for item in entry.items:
+                if item.period is None or (item.quota_key == "credential" and key_id is None):
+                    continue
+                partition = (
+                    f"k={key_id}" if item.quota_key == "credential" else f"c={consumer.username}"
+                )
+                limit = effective_limit(item, adjustment)
+                rows.append((entry, item, limit, current[item.period, item.timezone], partition))
+    backend = _backend(_state(request))
+    used: list[int | None] = [None] * len(rows)
+    if backend is not None and rows:
+        slot = slot_for(consumer, "")
+        # Peeked against the largest limit, so `remaining` is never clamped at 0 and
+        # `used` comes out exact even when it exceeds the limit now in force.
+        probes = [
+            counter_request(item, MAX_LIMIT, period, partition, slot)
+            for _, item, _, period, partition in rows
+        ]
+        try:
+            peeked = await backend.peek(probes)
+        except BackendUnavailable as exc:
+            raise ApiProblem(
+                USAGE_UNAVAILABLE, f"the limit counters are unreachable: {exc}"
+            ) from None
+        finally:
+            await backend.aclose()
+        used = [MAX_LIMIT - d.remaining for d in peeked]
+    quotas = []
+    for (entry, item, limit, period, _), count in zip(rows, used, strict=True):
+        quotas.append(
+            QuotaUse(
+                name=item.name,
+                route=entry.route,
+                key="credential" if item.quota_key == "credential" else "consumer",
+                period=period.kind,
+                timezone=item.timezone,
+                period_id=period.id,
+                limit=limit,
+                plan_limit=item.limit,
+                used=count,
+                remaining=None if count is None else max(0, limit - count),
+                period_start=period.starts_at(),
+                resets_at=period.ends_at(),
+            )
+        )
+    return QuotaUsageOut(
+        consumer=consumer.username,
+        key_id=key_id,
+        plan=plan.name if plan is not None else None,
+        plan_source=source,
+        adjustment=", ".join(sorted(sources)) or None,
+        counters="shared" if backend is not None else "unavailable",
+        at=now_dt,
+        quotas=quotas,
+    )
+
+
+_ERRORS = problem_responses(401, 403, 404, 429, 503)
+
+
+@router.get(
+    "/consumers/{username}/usage",
+    summary="A consumer's quota usage: used, remaining and reset time per quota",
+    response_model=QuotaUsageOut,
+    responses=_ERRORS,
+    operation_id="get_consumer_quota_usage",
+)
+async def consumer_usage(
+    request: Request,
+    username: str,
+    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+) -> QuotaUsageOut:
+    config = (await _state(request).editor.state()).config
+    scope = await scope_of(request, caller)
+    for c in config.consumers:
+        if c.username == username and (scope.organization in (None, c.organization)):
+            return await _usage(request, config, ConsumerInfo.of(c), None, None)
+    raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist")
+
+
+@router.get(
+    "/keys/{key_id}/usage",
+    summary="An API key's quota usage (its own quotas and its consumer's)",
+    response_model=QuotaUsageOut,
+    responses=_ERRORS,
+    operation_id="get_api_key_quota_usage",
+)
+async def key_usage(
+    request: Request,
+    key_id: str,
+    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+) -> QuotaUsageOut:
+    state = _state(request)
+    scope = await scope_of(request, caller)
+    try:
+        info = await KeyRepository(state.engine, state.secret).get(key_id)
+    except KeyNotFound:
+        raise ApiProblem(NOT_FOUND, f"API key {key_id!r} does not exist") from None
+    if scope.organization is not None and info.organization != scope.organization:
+        raise ApiProblem(NOT_FOUND, f"API key {key_id!r} does not exist")
+    config = (await state.editor.state()).config
+    consumer = next((c for c in config.consumers if c.username == info.consumer), None)
+    if consumer is None:
+        raise ApiProblem(NOT_FOUND, f"the key's consumer {info.consumer!r} no longer exists")
+    return await _usage(request, config, ConsumerInfo.of(consumer), info.id, info.plan)
