@@ -1,0 +1,140 @@
+"""`GET /metrics` on the control plane: Prometheus exposition for the whole gateway.
+
+One scrape merges the multiprocess metric files of every data-plane worker and
+of this process (see `portcullis.analytics.metrics`) and adds series computed
+from the store at scrape time: the config head version and the upstream health
+the workers report in their heartbeats (per upstream and target, which worker
+gauges cannot carry since targets come and go with the config).
+
+Access: Prometheus scrapers rarely carry credentials, so `/metrics` is open on the
+admin port by default (the admin port is meant for operators' networks; it binds
+127.0.0.1 unless configured otherwise). Setting `metrics_token` makes it require
+`Authorization: Bearer <metrics_token>` (Prometheus `authorization` scrape option).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+
+from portcullis.admin.problems import UNAUTHORIZED, ApiProblem, problem_responses
+from portcullis.analytics.health import BREAKER_STATES, DEFAULT_FRESH_FOR, merge_upstream_health
+from portcullis.analytics.metrics import StaticCollector, multiprocess_dir, scrape_registry
+from portcullis.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def upstream_families(summary: dict[str, Any]) -> list[GaugeMetricFamily]:
+    """Gauges from a merged upstream health summary (`merge_upstream_health`)."""
+    reporting = GaugeMetricFamily(
+        "portcullis_upstream_health_reporting_workers",
+        "Live data-plane workers whose heartbeat reported upstream health",
+        value=summary["workers"],
+    )
+    upstream_available = GaugeMetricFamily(
+        "portcullis_upstream_available",
+        "1 while some worker can send traffic to some target of the upstream, 0 when it is down",
+        labels=["upstream"],
+    )
+    target_available = GaugeMetricFamily(
+        "portcullis_upstream_target_available",
+        "1 while some worker can send traffic to the target (healthy, breaker not open)",
+        labels=["upstream", "target"],
+    )
+    healthy = GaugeMetricFamily(
+        "portcullis_upstream_target_healthy_workers",
+        "Workers whose health checks consider the target healthy",
+        labels=["upstream", "target"],
+    )
+    breakers = GaugeMetricFamily(
+        "portcullis_upstream_target_breaker_workers",
+        "Workers whose circuit breaker for the target is in each state",
+        labels=["upstream", "target", "state"],
+    )
+    for upstream in summary["upstreams"]:
+        name = upstream["name"]
+        upstream_available.add_metric([name], 0.0 if upstream["status"] == "down" else 1.0)
+        for target in upstream["targets"]:
+            labels = [name, target["target"]]
+            target_available.add_metric(labels, 0.0 if target["status"] == "down" else 1.0)
+            healthy.add_metric(labels, target["workers"] - target["unhealthy_workers"])
+            for state in BREAKER_STATES:
+                breakers.add_metric([*labels, state], target["breakers"][state])
+    return [reporting, upstream_available, target_available, healthy, breakers]
+
+
+async def store_families(request: Request, settings: Settings) -> list[GaugeMetricFamily]:
+    """Series read from the store; none (logged) when it cannot be read."""
+    from portcullis.runtime.heartbeat import list_nodes
+
+    admin = getattr(request.app.state, "admin", None)
+    if admin is None:
+        return []
+    try:
+        head = await admin.editor.repository.head()
+        nodes = await list_nodes(admin.engine)
+    except Exception as exc:
+        log.warning("metrics.store_unavailable", error=str(exc), kind=type(exc).__name__)
+        return []
+    version = GaugeMetricFamily(
+        "portcullis_config_version", "Current config version in the store", value=head.version
+    )
+    fresh_for = max(DEFAULT_FRESH_FOR, 3 * settings.heartbeat_interval)
+    return [version, *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for))]
+
+
+def _authorized(request: Request, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credential.strip().encode(), token.encode()
+    )
+
+
+def install_metrics(app: FastAPI, settings: Settings) -> None:
+    """Add `GET /metrics` to the control-plane app."""
+
+    @app.get(
+        "/metrics",
+        tags=["Health"],
+        summary="Prometheus metrics of the gateway (all data-plane workers and this process)",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition (OpenMetrics when the Accept header "
+                "asks for it)",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/openmetrics-text": {"schema": {"type": "string"}},
+                },
+            },
+            **problem_responses(401),
+        },
+        operation_id="get_metrics",
+    )
+    async def metrics(request: Request) -> Response:
+        token = settings.metrics_token
+        if token and not _authorized(request, token):
+            raise ApiProblem(
+                UNAUTHORIZED,
+                "send 'Authorization: Bearer <metrics token>'",
+                headers={"www-authenticate": 'Bearer realm="portcullis-metrics"'},
+            )
+        families = await store_families(request, settings)
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        path = multiprocess_dir()
+
+        def render() -> bytes:
+            return encoder(scrape_registry(path, [StaticCollector(families)]))
+
+        # Reading every process's files is file I/O: keep it off the event loop.
+        body = await asyncio.to_thread(render)
+        return Response(content=body, media_type=content_type)
