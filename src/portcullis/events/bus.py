@@ -1,0 +1,396 @@
+"""The internal event bus: alerts, anomalies and other control-plane happenings, persisted
+first and then fanned out to subscribers.
+
+Every event is written to the `events` table before anyone hears of it, so the
+table is the complete, ordered history (ids ascend): the admin API lists it, and
+later consumers (webhooks) replay it from the last id they handled. The fan-out is
+a best-effort notification on top of that:
+
+- `InProcessBus` hands each event to the subscriptions of this process;
+- `RedisBus` does the same and also publishes it on Redis pub/sub (one channel per
+  kind, `<prefix><kind>`), so the subscriptions of every process that shares the
+  Redis server get it. Pub/sub is at-most-once: a process that is disconnected from
+  Redis misses what was published meanwhile (it can read the table from its last
+  id), and a publish that fails is logged and counted, never raised: the event is
+  already stored.
+
+A `Subscription` is a bounded queue per subscriber (an async iterator of `Event`);
+a subscriber that does not keep up loses the newest events (counted in `dropped`)
+rather than slowing publishers down.
+
+Events written inside another transaction (so they commit with the change they
+describe) use `record_event(conn, ...)` and, after the commit, `bus.deliver(events)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from portcullis.events.catalogue import EventType, event_type
+from portcullis.store.analytics_tables import EventRow
+from portcullis.store.engine import write_transaction
+
+if TYPE_CHECKING:
+    from portcullis.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_REDIS_PREFIX = "pc:events:"
+# Reconnection backoff of the Redis listener (seconds): doubles up to the maximum.
+_RECONNECT_MIN, _RECONNECT_MAX = 0.5, 5.0
+_REDIS_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stored event; `id` orders events (ascending) across every publisher."""
+
+    id: int
+    occurred_at: datetime
+    kind: str
+    subject: str
+    data: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "occurred_at": self.occurred_at.isoformat().replace("+00:00", "Z"),
+            "kind": self.kind,
+            "subject": self.subject,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Event:
+        """The inverse of `as_json` (`ValueError`/`KeyError`/`TypeError` on other input)."""
+        occurred = datetime.fromisoformat(str(value["occurred_at"]).replace("Z", "+00:00"))
+        data = value["data"]
+        if not isinstance(data, dict):
+            raise TypeError("event data must be an object")
+        return cls(
+            id=int(value["id"]),
+            occurred_at=occurred.astimezone(UTC),
+            kind=str(value["kind"]),
+            subject=str(value["subject"]),
+            data=data,
+        )
+
+
+def _dump(data: Mapping[str, Any]) -> str:
+    return json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+async def record_event(
+    conn: AsyncConnection,
+    kind: EventType | str,
+    subject: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
+) -> Event:
+    """Store one event in the caller's transaction (it commits or rolls back with it).
+
+    `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
+    Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
+    """
+    kind_value = event_type(kind).value
+    payload = dict(data or {})
+    text = _dump(payload)
+    occurred = now if now is not None else datetime.now(UTC)
+    result = await conn.execute(
+        insert(EventRow).values(occurred_at=occurred, kind=kind_value, subject=subject, data=text)
+    )
+    (event_id,) = result.inserted_primary_key or (None,)
+    if event_id is None:  # pragma: no cover - every supported driver reports the new id
+        raise RuntimeError("the store did not report the new event's id")
+    return Event(int(event_id), occurred, kind_value, subject, json.loads(text))
+
+
+async def read_events(
+    engine: AsyncEngine,
+    *,
+    after: int = 0,
+    kinds: Sequence[str] = (),
+    subject: str | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """Stored events with an id above `after`, oldest first (replay from a position)."""
+    query = select(EventRow).where(EventRow.id > after).order_by(EventRow.id).limit(limit)
+    if kinds:
+        query = query.where(EventRow.kind.in_(list(kinds)))
+    if subject is not None:
+        query = query.where(EventRow.subject == subject)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [Event(r.id, r.occurred_at, r.kind, r.subject, json.loads(r.data)) for r in rows]
+
+
+class SubscriptionClosed(Exception):
+    """`Subscription.get` on a closed subscription with nothing left to read."""
+
+
+class Subscription:
+    """One subscriber's bounded queue of events (see the module docstring).
+
+    Iterate it (`async for event in subscription`) or call `get`; `close` ends the
+    iteration once the queued events are read and detaches it from the bus.
+    """
+
+    def __init__(
+        self,
+        kinds: Iterable[str] | None,
+        maxsize: int,
+        detach: Callable[[Subscription], None],
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.kinds: frozenset[str] | None = (
+            None if kinds is None else frozenset(event_type(k).value for k in kinds)
+        )
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: deque[Event] = deque()
+        self._wakeup = asyncio.Event()
+        self._closed = False
+        self._detach = detach
+
+    def wants(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event without waiting; False (and counted) when full or closed."""
+        if self._closed:
+            return False
+        if len(self._items) >= self.maxsize:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("events.subscriber_behind", dropped=self.dropped)
+            return False
+        self._items.append(event)
+        self._wakeup.set()
+        return True
+
+    def pending(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Event:
+        """The next event, waiting for one; `SubscriptionClosed` once closed and drained."""
+        while not self._items:
+            if self._closed:
+                raise SubscriptionClosed
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wakeup.set()
+            self._detach(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.get()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
+
+
+class EventBus(Protocol):
+    """Persist-then-fan-out event bus (see the module docstring)."""
+
+    async def start(self) -> None:
+        """Connect what the bus needs (the Redis listener); publishing works before."""
+
+    async def close(self) -> None:
+        """Stop listening and release connections; subscriptions are closed."""
+
+    async def publish(
+        self, kind: EventType | str, subject: str, data: Mapping[str, Any] | None = None
+    ) -> Event:
+        """Store the event in its own transaction, then fan it out; returns it with its id."""
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        """Fan out events already committed with `record_event` (in id order)."""
+
+    def subscribe(
+        self, kinds: Iterable[str] | None = None, *, maxsize: int = DEFAULT_QUEUE_SIZE
+    ) -> Subscription:
+        """A new subscription to the given kinds (None: every kind)."""
+
+
+class _LocalFanout:
+    """Subscriptions of this process and the persisting `publish` shared by both buses."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._subscriptions: list[Subscription] = []
+
+    def subscribe(
+        self, kinds: Iterable[str] | None = None, *, maxsize: int = DEFAULT_QUEUE_SIZE
+    ) -> Subscription:
+        subscription = Subscription(kinds, maxsize, self._detach)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def _detach(self, subscription: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscriptions.remove(subscription)
+
+    def _fan_out(self, event: Event) -> None:
+        for subscription in tuple(self._subscriptions):
+            if subscription.wants(event.kind):
+                subscription.offer(event)
+
+    async def publish(
+        self, kind: EventType | str, subject: str, data: Mapping[str, Any] | None = None
+    ) -> Event:
+        async with write_transaction(self.engine) as conn:
+            event = await record_event(conn, kind, subject, data)
+        await self.deliver([event])
+        return event
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._fan_out(event)
+
+    def _close_subscriptions(self) -> None:
+        for subscription in tuple(self._subscriptions):
+            subscription.close()
+
+
+class InProcessBus(_LocalFanout):
+    """Fan-out to the subscriptions of this process only (the single-node default)."""
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._close_subscriptions()
+
+
+class RedisBus(_LocalFanout):
+    """Fan-out to this process's subscriptions and, over Redis pub/sub, to every other
+    process's (see the module docstring).
+
+    Local subscriptions get an event directly when it is published here (never
+    depending on Redis); messages this instance published come back from Redis and
+    are recognised by their `origin` and skipped.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        url: str,
+        *,
+        prefix: str = DEFAULT_REDIS_PREFIX,
+    ) -> None:
+        super().__init__(engine)
+        self.url = url
+        self.prefix = prefix
+        self.origin = uuid.uuid4().hex
+        self.publish_failures = 0
+        self.received = 0
+        self._publisher: Redis = Redis.from_url(
+            url, socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT
+        )
+        # The listener blocks on reads, so it has no socket timeout (only on connecting).
+        self._listener: Redis = Redis.from_url(url, socket_connect_timeout=_REDIS_TIMEOUT)
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    def channel(self, kind: str) -> str:
+        return f"{self.prefix}{kind}"
+
+    async def deliver(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self._fan_out(event)
+            message = json.dumps({**event.as_json(), "origin": self.origin}, separators=(",", ":"))
+            try:
+                await self._publisher.publish(self.channel(event.kind), message)
+            except (RedisError, OSError) as exc:
+                self.publish_failures += 1
+                log.warning("events.redis_publish_failed", kind=event.kind, error=repr(exc))
+
+    async def start(self) -> None:
+        """Subscribe, waiting (up to a few seconds) until Redis confirms it, so events
+        published anywhere after `start` returns reach this process; if Redis is
+        unreachable the listener keeps retrying in the background."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="portcullis-event-bus")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), timeout=2 * _REDIS_TIMEOUT)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._close_subscriptions()
+        await self._publisher.aclose()
+        await self._listener.aclose()
+
+    async def _listen(self) -> None:
+        delay = _RECONNECT_MIN
+        while True:
+            pubsub = self._listener.pubsub()
+            try:
+                await pubsub.psubscribe(self.prefix + "*")
+                # Wait for the confirmation: from then on, publishes reach this listener.
+                while True:
+                    message = await pubsub.get_message(timeout=_REDIS_TIMEOUT)
+                    if message is not None and message.get("type") == "psubscribe":
+                        break
+                self._subscribed.set()
+                delay = _RECONNECT_MIN
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "pmessage":
+                        self._receive(message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                log.warning("events.redis_listener_failed", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RECONNECT_MAX)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _receive(self, raw: Any) -> None:
+        try:
+            value = json.loads(raw)
+            if value.get("origin") == self.origin:
+                return
+            event = Event.from_json(value)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("events.bad_message", error=repr(exc))
+            return
+        self.received += 1
+        self._fan_out(event)
+
+
+def create_event_bus(engine: AsyncEngine, settings: Settings) -> InProcessBus | RedisBus:
+    """The bus for this process: over Redis when `redis_url` is set, else in-process."""
+    if settings.redis_url:
+        return RedisBus(engine, settings.redis_url)
+    return InProcessBus(engine)
