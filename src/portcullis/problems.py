@@ -96,3 +96,7 @@ QUOTA_EXCEEDED = RegisteredProblemKind("quota-exceeded", "Quota Exceeded", 429)
 TEMPORARY_REDUCED_CAPACITY = RegisteredProblemKind(
     "temporary-reduced-capacity", "Temporary Reduced Capacity", 503
 )
+
+
+# Load shedding (adaptive concurrency): the upstream's limit is full for the request's class.
+OVERLOADED = ProblemKind("overloaded", "The service is overloaded", 503)

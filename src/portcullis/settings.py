@@ -69,6 +69,82 @@ class Settings(BaseSettings):
     limits_key_prefix: str = "pc:rl:"
     limits_redis_max_connections: int = Field(default=64, ge=1, le=10_000)
     limits_memory_max_keys: int = Field(default=1_000_000, ge=1)
+    # Request log (analytics/log_queue.py): each data-plane worker queues one row per
+    # request (at most queue_size; beyond that rows are dropped and counted, a request
+    # never waits) and inserts them in batches of batch_size, or every flush_interval
+    # seconds, whichever comes first. Raw rows older than retention_days are deleted by
+    # a control-plane job (rollups are kept longer).
+    request_log_enabled: bool = True
+    request_log_queue_size: int = Field(default=100_000, ge=1)
+    request_log_batch_size: int = Field(default=1000, ge=1, le=50_000)
+    request_log_flush_interval: float = Field(default=1.0, gt=0, le=300)
+    request_log_retention_days: float = Field(default=7.0, gt=0)
+    # Rollups (analytics/rollups.py): a control-plane round every rollup_interval seconds
+    # rolls up each minute once it ended more than rollup_lateness + the request log's
+    # flush_interval seconds ago (rows arriving later stay out of the rollups). Minute,
+    # hour and day rollups are kept for their retention in days. The error breakdown by
+    # error kind reads raw rows, for ranges up to raw_query_max_seconds.
+    analytics_rollup_interval: float = Field(default=10.0, gt=0, le=3600)
+    analytics_rollup_lateness: float = Field(default=10.0, ge=0, le=3600)
+    analytics_minute_rollup_retention_days: int = Field(default=7, ge=1)
+    analytics_hour_rollup_retention_days: int = Field(default=90, ge=1)
+    analytics_day_rollup_retention_days: int = Field(default=730, ge=1)
+    analytics_raw_query_max_seconds: int = Field(default=86_400, ge=60)
+    # Prometheus metrics (analytics/metrics.py), served at GET /metrics on the admin port.
+    # `portcullis serve` gives every process one multiprocess directory (exported as
+    # PROMETHEUS_MULTIPROC_DIR): metrics_dir, emptied at start, or (unset) a fresh temp
+    # directory removed at exit. /metrics is open unless metrics_token is set (then it
+    # needs `Authorization: Bearer <token>`). Consumer names become a label only with
+    # metrics_consumer_labels; past metrics_max_series label sets per worker, new ones
+    # count under "(other)". Workers publish every metrics_interval seconds.
+    metrics_dir: Path | None = None
+    metrics_token: str | None = Field(default=None, repr=False)
+    metrics_consumer_labels: bool = False
+    metrics_max_series: int = Field(default=5000, ge=10)
+    metrics_interval: float = Field(default=1.0, gt=0, le=60)
+    # OpenTelemetry traces (analytics/tracing.py) over OTLP/HTTP, off unless otlp_endpoint
+    # is set (the full URL, e.g. http://collector:4318/v1/traces); otlp_headers are sent
+    # with every export (e.g. an API key); otlp_sample_ratio of traces are kept.
+    otlp_endpoint: str | None = None
+    otlp_headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    otlp_service_name: str = "portcullis"
+    otlp_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Response cache (cache/, plugin response-cache): `memory` keeps one LRU per worker,
+    # capped by entries and bytes (purges reach every worker through the store's event
+    # feed); `redis` shares entries through redis_url under cache_key_prefix, each read
+    # bounded by cache_redis_timeout (Redis trouble is a miss, never a failed request).
+    cache_backend: str = Field(default="memory", pattern="^(memory|redis)$")
+    cache_memory_max_entries: int = Field(default=10_000, ge=1)
+    cache_memory_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    cache_key_prefix: str = "pc:cache:"
+    cache_redis_timeout: float = Field(default=0.2, gt=0, le=10)
+    # Alerts (analytics/alerts.py) and anomaly detection (analytics/anomalies.py), both
+    # control-plane jobs. Alert rules are evaluated every alerts_interval seconds; a
+    # breach fires (and a recovery resolves) only once it held alerts_for_seconds (0: at
+    # once). Anomalies: every closed minute of the request log, each API key's and client
+    # IP's signals are compared with an EWMA baseline of the last anomaly_history_minutes;
+    # a signal is anomalous when its z-score reaches anomaly_z_threshold AND its value
+    # reaches the signal's absolute minimum per minute (anomaly_min_*), so a quiet key
+    # going from 1 to 3 requests is not reported. Request and error rates need
+    # anomaly_warmup_minutes of history first. One subject and signal is reported at most
+    # once per anomaly_cooldown_seconds. With anomaly_auto_suspend, an anomaly in one of
+    # anomaly_auto_suspend_signals suspends the key (audited as system:anomaly-detector).
+    alerts_interval: float = Field(default=15.0, gt=0, le=3600)
+    alerts_for_seconds: float = Field(default=0.0, ge=0, le=86_400)
+    anomaly_interval: float = Field(default=15.0, gt=0, le=3600)
+    anomaly_history_minutes: int = Field(default=60, ge=5, le=1440)
+    anomaly_warmup_minutes: int = Field(default=10, ge=0, le=1440)
+    anomaly_z_threshold: float = Field(default=4.0, gt=0)
+    anomaly_min_requests: int = Field(default=100, ge=1)
+    anomaly_min_error_rate: float = Field(default=0.2, gt=0, le=1)
+    anomaly_min_auth_failures: int = Field(default=10, ge=1)
+    anomaly_min_distinct_ips: int = Field(default=10, ge=1)
+    anomaly_ip_min_auth_failures: int = Field(default=20, ge=1)
+    anomaly_cooldown_seconds: float = Field(default=600.0, ge=0)
+    anomaly_auto_suspend: bool = False
+    anomaly_auto_suspend_signals: list[str] = Field(
+        default_factory=lambda: ["request_rate", "error_rate", "auth_failures", "distinct_ips"]
+    )
 
     @property
     def issuer(self) -> str:

@@ -62,6 +62,7 @@ def print_bootstrap_token(token: str) -> None:
 def build_api_router() -> APIRouter:
     from portcullis.admin.routers import audit as audit_routes
     from portcullis.admin.routers import auth as auth_routes
+    from portcullis.admin.routers import cache as cache_routes
     from portcullis.admin.routers import config as config_routes
     from portcullis.admin.routers import data_plane as data_plane_routes
     from portcullis.admin.routers import keys as key_routes
@@ -78,6 +79,16 @@ def build_api_router() -> APIRouter:
     api.include_router(data_plane_routes.router)
     api.include_router(key_routes.router)
     api.include_router(oauth_client_routes.router)
+    api.include_router(cache_routes.router)
+    from portcullis.admin.routers import analytics as analytics_routes
+
+    api.include_router(analytics_routes.router)
+    from portcullis.admin.routers import usage as usage_routes
+
+    api.include_router(usage_routes.router)
+    from portcullis.admin.routers import alerts as alert_routes
+
+    api.include_router(alert_routes.router)
     return api
 
 
@@ -144,6 +155,17 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         ),
         prefix=API_PREFIX,
     )
+    # Consumers' self-service endpoints (API-key authenticated) get the same limits.
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=AdminRateLimiter(
+            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
+            Policy(
+                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
+            ),
+        ),
+        prefix="/consumer/v1",
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     # CORS is off unless origins are configured (`Settings.admin_cors_origins`, read
     # defensively so the control plane also runs with settings that lack the field).
@@ -199,8 +221,9 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         body: dict[str, Any] = {"status": "ok", "config_version": head.version}
         if not settings.ready_requires_data_plane:
             return body
+        listed = await list_nodes(engine)
         statuses = classify(
-            await list_nodes(engine),
+            listed,
             head,
             now=datetime.now(UTC),
             heartbeat_interval=settings.heartbeat_interval,
@@ -210,13 +233,26 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         failure = data_plane_problem(statuses, head, FRESH_BEATS * settings.heartbeat_interval)
         if failure is not None:
             return _not_ready("data-plane", failure, config_version=head.version, nodes=nodes)
-        body["data_plane"] = {"nodes": nodes}
+        from portcullis.analytics.health import merge_upstream_health, upstream_statuses
+
+        upstreams = merge_upstream_health(
+            listed, fresh_for=FRESH_BEATS * settings.heartbeat_interval
+        )
+        # Upstream health is reported, never a readiness condition: the gateway is ready
+        # even while an upstream is down (it answers 503 problems for that service).
+        body["data_plane"] = {"nodes": nodes, "upstreams": upstream_statuses(upstreams)}
         return body
 
+    from portcullis.admin.metrics_endpoint import install_metrics
+
+    install_metrics(app, settings)
     app.include_router(build_api_router())
     from portcullis.admin.routers import oauth as oauth_routes
 
     app.include_router(oauth_routes.router)
+    from portcullis.admin.routers.analytics import consumer_router
+
+    app.include_router(consumer_router)
     install_openapi(app)
     install_docs(app)
     return app

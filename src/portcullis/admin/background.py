@@ -27,6 +27,15 @@ Job = Callable[[AdminState], Coroutine[Any, Any, None]]
 def control_jobs(state: AdminState) -> list[tuple[str, Job]]:
     """The jobs to run, by name (imported here so the admin app starts without them)."""
     jobs: list[tuple[str, Job]] = []
+    from portcullis.analytics.rollups import rollup_job
+
+    jobs.append(("rollups", rollup_job))
+    from portcullis.analytics.retention import request_log_retention_job
+
+    jobs.append(("request-log-retention", request_log_retention_job))
+    from portcullis.analytics.monitoring import monitoring_jobs
+
+    jobs += monitoring_jobs(state)
     return jobs
 
 

@@ -24,6 +24,7 @@ from portcullis.model.config import (
     Upstream,
 )
 from portcullis.model.diff import plugin_key
+from portcullis.model.traffic import Boost, Override, Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,33 @@ def _route_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
         Dependent("plugins", pid, "route")
         for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
         if p.route == name
+    ] + _traffic_route_dependents(config, name)
+
+
+def _traffic_route_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    deps = [
+        Dependent("plans", p.name, f"route_overrides.{name}")
+        for p in config.plans
+        if name in p.route_overrides
     ]
+    return deps + [
+        Dependent("boosts", b.name, "target.route") for b in config.boosts if b.target.route == name
+    ]
+
+
+def _consumer_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    deps = [
+        Dependent("boosts", b.name, "target.consumer")
+        for b in config.boosts
+        if b.target.consumer == name
+    ]
+    return deps + [
+        Dependent("overrides", o.name, "consumer") for o in config.overrides if o.consumer == name
+    ]
+
+
+def _plan_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    return [Dependent("consumers", c.username, "plan") for c in config.consumers if c.plan == name]
 
 
 def _no_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
@@ -156,7 +183,7 @@ CONSUMERS = Kind(
     ("username",),
     ("username", "custom_id", "organization"),
     ("custom_id", "organization"),
-    _no_dependents,
+    _consumer_dependents,
     {"username": "acme", "custom_id": "crm-42"},
 )
 PLUGINS = Kind(
@@ -183,7 +210,73 @@ TARGETS = Kind(
     {"target": "10.0.0.2:8080", "weight": 50},
     scoped=False,
 )
-KINDS: tuple[Kind, ...] = (SERVICES, UPSTREAMS, ROUTES, CONSUMERS, PLUGINS)
+PLANS = Kind(
+    "plans",
+    "plan",
+    "Plans",
+    Plan,
+    ("name",),
+    ("name", "organization"),
+    ("organization",),
+    _plan_dependents,
+    {
+        "name": "starter",
+        "description": "10 requests a second, 10,000 a month",
+        "limits": [{"limit": 10, "period": "1s", "algorithm": "gcra", "burst": 20}],
+        "quotas": [
+            {"name": "monthly", "limit": 10000, "period": "month", "timezone": "Europe/Berlin"}
+        ],
+    },
+)
+BOOSTS = Kind(
+    "boosts",
+    "boost",
+    "Boosts",
+    Boost,
+    ("name",),
+    ("name", "multiplier", "organization"),
+    ("applies_to", "organization"),
+    _no_dependents,
+    {
+        "name": "new-year-peak",
+        "multiplier": 3,
+        "local": {
+            "date": "2026-12-31",
+            "start": "10:00",
+            "end": "23:00",
+            "timezone": "Europe/London",
+        },
+        "target": {"tag": "peak"},
+    },
+)
+OVERRIDES = Kind(
+    "overrides",
+    "override",
+    "Overrides",
+    Override,
+    ("name",),
+    ("name", "consumer", "credential", "organization"),
+    ("consumer", "credential", "organization"),
+    _no_dependents,
+    {
+        "name": "acme-launch",
+        "consumer": "acme",
+        "multiplier": 5,
+        "expires_at": "2026-12-01T00:00:00Z",
+        "reason": "product launch, ticket OPS-42",
+    },
+    references=(("consumer", "consumers"),),
+)
+KINDS: tuple[Kind, ...] = (
+    SERVICES,
+    UPSTREAMS,
+    ROUTES,
+    CONSUMERS,
+    PLUGINS,
+    PLANS,
+    BOOSTS,
+    OVERRIDES,
+)
 KIND_BY_COLLECTION = {k.collection: k for k in KINDS}
 
 

@@ -33,7 +33,16 @@ from portcullis.model.config import GatewayConfig
 from portcullis.store.admin_tables import OrganizationRow
 
 # The config lists whose entries carry an `organization`.
-SCOPED_COLLECTIONS = ("services", "upstreams", "routes", "consumers", "plugins")
+SCOPED_COLLECTIONS = (
+    "services",
+    "upstreams",
+    "routes",
+    "consumers",
+    "plugins",
+    "plans",
+    "boosts",
+    "overrides",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,10 @@ def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> in
             "PORTCULLIS_ADMIN_PORT": str(settings.admin_port),
         }
     )
+    from portcullis.analytics.metrics import MULTIPROC_ENV, prepare_metrics_dir
+
+    # Every plane writes its Prometheus metrics here; the control plane serves them all.
+    env[MULTIPROC_ENV] = str(prepare_metrics_dir(settings.metrics_dir))
     for plane in planes:
         # A new process group so a terminal's Ctrl-C reaches only us; we forward it.
         plane.process = subprocess.Popen(plane.argv, env=env, start_new_session=True)

@@ -33,6 +33,7 @@ class EventKind(StrEnum):
     TOKEN = "token"  # noqa: S105 (an event kind, not a secret). subject: a revoked access token's jti
     SIGNING_KEY = "signing-key"  # subject: a kid that was added, retired or removed
     OAUTH_CLIENT = "oauth-client"  # subject: a client id whose record changed
+    CACHE_PURGE = "cache-purge"  # subject: a response-cache purge scope (cache/purge.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,73 @@ class Retries(StrictModel):
         return v
 
 
+PriorityClass = Literal["critical", "high", "normal", "low"]
+
+
+class ClassShares(StrictModel):
+    """The fraction of an upstream's concurrency limit each priority class may fill.
+
+    A request is admitted while the upstream's requests in flight (all classes
+    together) are below its class's share of the current limit. As load rises the
+    lower classes hit their share first and are shed; the headroom above their
+    share stays free for the classes above them.
+    """
+
+    critical: float = Field(default=1.0, gt=0, le=1)
+    high: float = Field(default=0.9, gt=0, le=1)
+    normal: float = Field(default=0.7, gt=0, le=1)
+    low: float = Field(default=0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.critical >= self.high >= self.normal >= self.low:
+            raise ValueError("shares must not grow from critical to high to normal to low")
+        return self
+
+
+class AdaptiveConcurrency(StrictModel):
+    """Adaptive concurrency limit of one upstream, learned from latency, with load shedding.
+
+    Opt-in (`enabled: false` by default), as in Envoy: a learned limit refuses
+    traffic that is served today when an upstream's latency is naturally uneven
+    (long polls, reports, large downloads), so it is turned on per upstream by
+    someone who knows its latency profile. Each data-plane worker learns its own
+    limit. `gradient` (default) calibrates itself: it compares the recent average
+    latency with the upstream's no-load latency and shrinks the limit when
+    queueing makes latency exceed `tolerance` times that. It measures the no-load
+    latency at start and then every `probe_interval` seconds by holding the limit
+    at `min_limit` for one `window` (as Envoy's gradient controller does), so pick
+    a `min_limit` the upstream serves without queueing. `aimd` adds one to the
+    limit per window of successful requests under `latency_target` and multiplies
+    it by `backoff` on a slower response, a 5xx or a timeout.
+    Requests over their class's share (see `ClassShares`) get a 503 problem with
+    `Retry-After: retry_after`; critical requests may wait up to `queue_timeout`
+    seconds for a slot in a queue of `queue_size` (0: no queue).
+    """
+
+    enabled: bool = False
+    algorithm: Literal["gradient", "aimd"] = "gradient"
+    initial_limit: int = Field(default=100, ge=1, le=100_000)
+    min_limit: int = Field(default=10, ge=1, le=100_000)
+    max_limit: int = Field(default=1000, ge=1, le=100_000)
+    latency_target: float = Field(default=1.0, gt=0, le=600, description="aimd: seconds")
+    backoff: float = Field(default=0.9, ge=0.5, lt=1)
+    tolerance: float = Field(default=1.5, ge=1, le=10, description="gradient: latency ratio")
+    smoothing: float = Field(default=0.2, gt=0, le=1, description="gradient: weight of a decrease")
+    window: float = Field(default=1.0, gt=0, le=60, description="gradient: seconds per sample")
+    probe_interval: float = Field(default=60.0, gt=0, le=86400, description="gradient: seconds")
+    shares: ClassShares = Field(default_factory=ClassShares)
+    queue_size: int = Field(default=0, ge=0, le=10_000)
+    queue_timeout: float = Field(default=0.5, gt=0, le=60)
+    retry_after: int = Field(default=1, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _limits(self) -> Self:
+        if not self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ValueError("limits must satisfy min_limit <= initial_limit <= max_limit")
+        return self
+
+
 class Service(StrictModel):
     """An upstream service: either a named upstream (load-balanced) or a single URL."""
 
@@ -78,6 +145,8 @@ class Service(StrictModel):
     protocol: Literal["http", "https"] = "http"
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
+    # For a `url` service (its implicit upstream); a named upstream carries its own.
+    adaptive_concurrency: AdaptiveConcurrency = Field(default_factory=AdaptiveConcurrency)
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
@@ -86,6 +155,8 @@ class Service(StrictModel):
     def _url_or_upstream(self) -> Self:
         if (self.url is None) == (self.upstream is None):
             raise ValueError("exactly one of 'url' or 'upstream' must be set")
+        if self.upstream is not None and self.adaptive_concurrency != AdaptiveConcurrency():
+            raise ValueError("set 'adaptive_concurrency' on the upstream, not on its service")
         if self.url is not None:
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -182,6 +253,7 @@ class Upstream(StrictModel):
     targets: list[Target] = Field(default_factory=list)
     healthchecks: HealthChecks = Field(default_factory=HealthChecks)
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    adaptive_concurrency: AdaptiveConcurrency = Field(default_factory=AdaptiveConcurrency)
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
@@ -252,6 +324,8 @@ class Route(StrictModel):
     paths: `/api` (prefix), `=/health` (exact), `~^/users/(?P<id>\\d+)$` (regex).
     hosts: `api.example.com` (exact), `*.example.com` (wildcard suffix), `api.*` (prefix).
     Within equal `priority`, more specific matches win (exact > longer prefix > regex).
+    `priority_class` is the load-shedding class of the route's requests (see
+    `Consumer.priority_class` for how the two combine).
     """
 
     name: Name
@@ -263,6 +337,7 @@ class Route(StrictModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     strip_path: bool = True
     preserve_host: bool = False
+    priority_class: PriorityClass | None = None
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
@@ -309,6 +384,14 @@ class Consumer(StrictModel):
     feed the acl plugin; `plan` names the traffic plan (limits and quotas) that
     applies to the consumer's requests. A suspended consumer is refused by every
     auth plugin, whatever credential it presents.
+
+    `priority_class` is the load-shedding class of the consumer's requests. A
+    request's class is the consumer's when only it is set, the route's when only
+    that is set, "normal" when neither is, and the less urgent of the two when both are:
+    a consumer may lower a route's class but never raise it. Routes are classified
+    by whoever owns the upstream, and consumers may be edited by another
+    organization's admins; letting a consumer lift its traffic over a route's
+    class would let it take the headroom kept for critical traffic.
     """
 
     username: Name
@@ -317,6 +400,7 @@ class Consumer(StrictModel):
     status: ConsumerStatus = ConsumerStatus.active
     groups: list[Name] = Field(default_factory=list)
     plan: Name | None = None
+    priority_class: PriorityClass | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
     tags: list[Tag] = Field(default_factory=list)
 
@@ -348,6 +432,15 @@ class PluginInstance(StrictModel):
         return ("global", None)
 
 
+# Imported here, not at the top: the traffic models build on StrictModel, Name and Tag.
+from portcullis.model.traffic import (  # noqa: E402
+    Boost,
+    Override,
+    Plan,
+    traffic_reference_errors,
+)
+
+
 class GatewayConfig(StrictModel):
     """The whole declarative configuration of a gateway."""
 
@@ -357,6 +450,10 @@ class GatewayConfig(StrictModel):
     routes: list[Route] = Field(default_factory=list)
     consumers: list[Consumer] = Field(default_factory=list)
     plugins: list[PluginInstance] = Field(default_factory=list)
+    # Traffic plans, boost windows and emergency overrides (model/traffic.py).
+    plans: list[Plan] = Field(default_factory=list)
+    boosts: list[Boost] = Field(default_factory=list)
+    overrides: list[Override] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -393,6 +490,7 @@ class GatewayConfig(StrictModel):
                 errors.append(f"plugins[{i}].service: unknown service {p.service!r}")
             if p.route is not None and p.route not in routes:
                 errors.append(f"plugins[{i}].route: unknown route {p.route!r}")
+        errors.extend(traffic_reference_errors(self))
         if errors:
             raise ValueError(ReferenceErrors(errors))
         return self

@@ -42,6 +42,7 @@ from portcullis.model.config import (
     Service,
     Upstream,
 )
+from portcullis.model.traffic import Boost, Override, Plan
 
 try:  # libyaml is several times faster; the pure-Python loader behaves the same.
     from yaml import CSafeLoader as _YamlLoader
@@ -59,6 +60,9 @@ _ENTITY_LISTS: dict[str, type[BaseModel]] = {
     "routes": Route,
     "consumers": Consumer,
     "plugins": PluginInstance,
+    "plans": Plan,
+    "boosts": Boost,
+    "overrides": Override,
 }
 
 
@@ -380,6 +384,9 @@ def _references_of_valid_entities(
         routes=lists["routes"],
         consumers=lists["consumers"],
         plugins=lists["plugins"],
+        plans=lists["plans"],
+        boosts=lists["boosts"],
+        overrides=lists["overrides"],
     )
     try:
         # The pydantic mypy plugin types a model validator as its decorator proxy;

@@ -48,6 +48,7 @@ class RequestContext:
 
     __slots__ = (
         "body_limit",
+        "cache_key",
         "claims",
         "client_ip",
         "consumer",
@@ -58,6 +59,7 @@ class RequestContext:
         "headers",
         "method",
         "path",
+        "plan",
         "priority",
         "query_string",
         "request_id",
@@ -92,6 +94,8 @@ class RequestContext:
         self.consumer: ConsumerInfo | None = None
         self.credential_id: str | None = None
         self.scopes: frozenset[str] = frozenset()
+        # The traffic plan the credential names (an API key's plan); beats the consumer's.
+        self.plan: str | None = None
         # The verified token payload when jwt-auth authenticated the request.
         self.claims: Mapping[str, Any] | None = None
         # The headers the upstream request will carry: plugins may add to and remove
@@ -109,6 +113,8 @@ class RequestContext:
         self.priority: str | None = None
         # A lower request-body limit for this request (bytes), enforced on streamed bodies too.
         self.body_limit: int | None = None
+        # Set by response-cache on a miss: where the response is to be stored.
+        self.cache_key: str | None = None
 
 
 class Plugin:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from portcullis.identity.consumers import EMPTY_CONSUMERS, ConsumerIndex
+from portcullis.model.traffic import EMPTY_TRAFFIC, TrafficRules
 
 if TYPE_CHECKING:
     from jwt import PyJWK
 
+    from portcullis.cache.backend import CacheBackend
     from portcullis.identity.credential_cache import CredentialCache
     from portcullis.identity.jwks import JwksRegistry
     from portcullis.limits.backend import LimitBackend
@@ -48,10 +50,14 @@ class PluginEnv:
     jwks: JwksRegistry | None = None
     issuer_keys: IssuerKeys | None = None
     limits: LimitBackend | None = None
+    # The worker's response cache (memory or Redis), shared by response-cache instances.
+    cache: CacheBackend | None = None
     # The id of the plugin instance being built (`name[instance]@scope`), for plugins
     # whose shared state must be kept apart per instance (rate-limit counters).
     instance: str = ""
     clock: Callable[[], float] = field(default=time.time)
+    # Plans, boosts and overrides of the config being compiled (like `consumers`).
+    traffic: TrafficRules = EMPTY_TRAFFIC
 
 
 DEFAULT_ENV = PluginEnv()

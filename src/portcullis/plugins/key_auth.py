@@ -25,11 +25,12 @@ revoked or suspended key (which the caller does hold) says which, without the
 operator's reason. A key used from a disallowed IP or origin gets 403. When the key
 store cannot be reached the answer is 503 (retry), not 401 (the key may be fine).
 
-On success the plugin sets `ctx.consumer`, `ctx.credential_id` (the key id) and
-`ctx.scopes`, and sends upstream `X-Consumer-Id`, `X-Consumer-Name` (plus custom id
-and groups when set), `X-Credential-Id` and `X-Consumer-Scopes` (space-separated,
-sorted). Whatever the client sent under `X-Consumer-*`, `X-Credential-*` or
-`X-Anonymous-Consumer` is removed first, so identity headers cannot be spoofed.
+On success the plugin sets `ctx.consumer`, `ctx.credential_id` (the key id),
+`ctx.scopes` and `ctx.plan` (the key's traffic plan, if any), and sends upstream
+`X-Consumer-Id`, `X-Consumer-Name` (plus custom id and groups when set),
+`X-Credential-Id` and `X-Consumer-Scopes` (space-separated, sorted). Whatever the
+client sent under `X-Consumer-*`, `X-Credential-*` or `X-Anonymous-Consumer` is
+removed first, so identity headers cannot be spoofed.
 With `hide_credentials` (the default) the key's header or query parameter is
 removed before proxying.
 
@@ -220,6 +221,9 @@ class KeyAuth(Plugin):
                 return self._unavailable.response()
             return self._failures[Failure.INVALID, bearer].response()
         record = outcome
+        # Known even when refused below: the request log (and anomaly detection per key)
+        # attributes refusals of a suspended, expired or IP-denied key to that key.
+        ctx.credential_id = record.id
         # Checks, cheapest and most common first.
         if record.status is not KeyStatus.active:
             failure = Failure.REVOKED if record.status is KeyStatus.revoked else Failure.SUSPENDED
@@ -248,6 +252,7 @@ class KeyAuth(Plugin):
         ctx.consumer = consumer
         ctx.credential_id = record.id
         ctx.scopes = record.scopes
+        ctx.plan = record.plan
         return None
 
     # -- where the key is -------------------------------------------------------------

@@ -8,15 +8,26 @@ from pydantic import ValidationError
 
 from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import Plugin
+from portcullis.plugins.cors import Cors
 from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.ip_restriction import IpRestriction
 from portcullis.plugins.jwt_auth import JwtAuth
 from portcullis.plugins.key_auth import KeyAuth
+from portcullis.plugins.plan_limits import PlanLimits
 from portcullis.plugins.rate_limit import RateLimit
 from portcullis.plugins.request_size_limit import RequestSizeLimit
+from portcullis.plugins.request_transformer import RequestTransformer
+from portcullis.plugins.response_cache import ResponseCache
+from portcullis.plugins.response_transformer import ResponseTransformer
 
 PLUGINS: dict[str, type[Plugin]] = {
     cls.name: cls for cls in (RequestSizeLimit, KeyAuth, Acl, JwtAuth, RateLimit)
 }
+PLUGINS[PlanLimits.name] = PlanLimits
+PLUGINS.update(
+    (cls.name, cls) for cls in (Cors, IpRestriction, RequestTransformer, ResponseTransformer)
+)
+PLUGINS[ResponseCache.name] = ResponseCache
 
 
 def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:

@@ -23,6 +23,7 @@ from portcullis.proxy.headers import (
 )
 from portcullis.proxy.paths import upstream_target
 from portcullis.proxy.responses import send_bytes, send_problem
+from portcullis.proxy.shedding import Permit, Shedding
 from portcullis.proxy.upstream.transport import (
     ConnectError,
     ConnectTimeout,
@@ -490,7 +491,24 @@ class ProxyApp:
         head_only: bool,
         rid: bytes,
         ex: _Exchange | None,
+        permit: Permit | None = None,
     ) -> None:
+        shedding = service.shedding
+        if shedding is not None and permit is None:
+            await self._proxy_admitted(
+                shedding,
+                send,
+                ctx,
+                service,
+                request,
+                guard,
+                client_ip,
+                hash_key,
+                head_only,
+                rid,
+                ex,
+            )
+            return
         pool = service.pool
         budget = service.retry_budget
         budget.record_request()
@@ -588,6 +606,8 @@ class ProxyApp:
                 )
                 if ex is not None:
                     ex.upstream_ended = time.monotonic()
+                if permit is not None:
+                    permit.failed()
                 await self._problem(send, ex, kind, detail, rid, head_only=head_only)
                 return
             latency = time.monotonic() - started
@@ -603,10 +623,57 @@ class ProxyApp:
                 tried.append(target)
                 attempts_left -= 1
                 continue
+            if permit is not None:
+                permit.responded()
             await self._stream_response(
-                send, ctx, response, head_only, rid, pool, target, latency, ex
+                send, ctx, response, head_only, rid, pool, target, latency, ex, permit
             )
             return
+
+    async def _proxy_admitted(
+        self,
+        shedding: Shedding,
+        send: Send,
+        ctx: RequestContext,
+        service: CompiledService,
+        request: UpstreamRequest,
+        guard: _BodyGuard,
+        client_ip: str,
+        hash_key: str | None,
+        head_only: bool,
+        rid: bytes,
+        ex: _Exchange | None,
+    ) -> None:
+        """`_proxy` under the upstream's concurrency limit: shed (503) or proxy with a permit.
+
+        The permit is released however the request ends (response streamed,
+        upstream failure, client gone, cancellation), so a slot never leaks.
+        """
+        limiter = shedding.limiter
+        cls = shedding.classify(ctx)
+        permit = limiter.try_acquire(cls)
+        if permit is None and limiter.can_queue(cls):
+            permit = await limiter.wait(cls)
+        if permit is None:
+            limiter.refuse(cls)
+            ctx.flags |= Flag.SHED
+            await self._problem(
+                send,
+                ex,
+                problems.OVERLOADED,
+                f"Service {service.name!r} is at its concurrency limit for "
+                f"{ctx.priority} requests; retry later.",
+                rid,
+                extra_headers=[(b"retry-after", shedding.retry_after), *ctx.response_headers],
+                head_only=head_only,
+            )
+            return
+        try:
+            await self._proxy(
+                send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex, permit
+            )
+        finally:
+            permit.release()
 
     async def _stream_response(
         self,
@@ -619,6 +686,7 @@ class ProxyApp:
         target: TargetState,
         latency: float,
         ex: _Exchange | None,
+        permit: Permit | None = None,
     ) -> None:
         status = response.status
         headers = rewrite_response_headers(response.headers, via=self.via)
@@ -678,6 +746,8 @@ class ProxyApp:
         finally:
             await response.aclose()
             pool.end(target, outcome, latency)
+            if permit is not None and outcome is not Outcome.SUCCESS:
+                permit.dropped = True
             if ex is not None:
                 ex.upstream_ended = time.monotonic()
 

@@ -6,7 +6,9 @@ holds its own snapshot and polls the store for changes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -23,6 +25,10 @@ from portcullis.runtime.watcher import ConfigWatcher
 from portcullis.settings import Settings
 
 if TYPE_CHECKING:
+    from portcullis.analytics.log_queue import RequestLogQueue
+    from portcullis.analytics.metrics import MetricsPublisher
+    from portcullis.analytics.tracing import TracingObserver
+    from portcullis.cache.backend import CacheBackend
     from portcullis.identity.credential_cache import CredentialCache
     from portcullis.identity.events import IdentityEventPoller
     from portcullis.identity.issuer_keys import IssuerKeyring
@@ -57,7 +63,11 @@ class DataPlane:
         self._events: IdentityEventPoller | None = None
         self._heartbeat: NodeHeartbeat | None = None
         self._limits: LimitBackend | None = None
+        self._cache: CacheBackend | None = None
         self._services: tuple[CredentialCache, IssuerKeyring, JwksRegistry] | None = None
+        self._metrics: MetricsPublisher | None = None
+        self._tracing: TracingObserver | None = None
+        self.request_log: RequestLogQueue | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,6 +76,8 @@ class DataPlane:
             await self.proxy(scope, receive, send)
 
     async def startup(self) -> None:
+        from portcullis.analytics.health import worker_health_json
+        from portcullis.cache.factory import create_cache_backend
         from portcullis.identity.credential_cache import CredentialCache
         from portcullis.identity.events import IdentityEventFeed, IdentityEventPoller
         from portcullis.identity.issuer_keys import IssuerKeyring
@@ -103,7 +115,12 @@ class DataPlane:
         self._events = events
         # Nothing connects here: the Redis backend connects on its first decision.
         self._limits = limits = create_limit_backend(settings)
-        env = PluginEnv(credentials=credentials, jwks=jwks, issuer_keys=issuer, limits=limits)
+        # The response cache; purges reach a memory cache through the event feed.
+        self._cache = cache = create_cache_backend(settings)
+        events.subscribe(cache.on_events)
+        env = PluginEnv(
+            credentials=credentials, jwks=jwks, issuer_keys=issuer, limits=limits, cache=cache
+        )
         self._watcher = ConfigWatcher(
             ConfigRepository(engine),
             self.holder,
@@ -120,35 +137,82 @@ class DataPlane:
             node_name=settings.node_name,
             version=lambda: self.holder.current.version,
             interval=settings.heartbeat_interval,
+            health=lambda: worker_health_json(self.holder.current),
         )
         await self._heartbeat.start()
         self.proxy.websocket_proxy = WebSocketProxy(self.holder, self.proxy.via, self._session)
+        if settings.request_log_enabled:
+            from portcullis.analytics.log_queue import RequestLogQueue
+
+            self.request_log = RequestLogQueue.from_settings(engine, settings)
+            self.request_log.start()
+            self.proxy.observers = (*self.proxy.observers, self.request_log)
+        from portcullis.analytics.metrics import start_worker_metrics
+
+        self._metrics = start_worker_metrics(self.proxy, self.holder, limits, settings)
+        if settings.otlp_endpoint:
+            from portcullis.analytics.tracing import create_tracing
+
+            self._tracing = create_tracing(settings, instance_id=self._heartbeat.id)
+            if self._tracing is not None:
+                self.proxy.observers = (*self.proxy.observers, self._tracing)
         log.info("data_plane.started", config_version=self.holder.current.version)
 
     async def shutdown(self) -> None:
-        if self._heartbeat is not None:
-            await self._heartbeat.stop()
-        if self._watcher is not None:
-            await self._watcher.stop()
-        if self._events is not None:
-            await self._events.stop()
-        if self._limits is not None:
-            await self._limits.aclose()
-        if self._services is not None:
-            credentials, issuer, jwks = self._services
-            # Flushes pending last-used stamps, so a graceful stop loses none.
-            await credentials.aclose()
-            await issuer.aclose()
-            await jwks.aclose()
-        for pool in self.holder.current.pools.values():
-            await pool.stop()
-        await self.transport.aclose()
-        if self._session is not None:
-            await self._session.close()
+        """Stop every service; one failing step never keeps the others from running.
+
+        The request log is flushed before the store closes, whatever failed before it.
+        """
         from sqlalchemy.ext.asyncio import AsyncEngine
 
-        if isinstance(self._engine, AsyncEngine):
-            await self._engine.dispose()
+        async def pools() -> None:
+            for pool in self.holder.current.pools.values():
+                await pool.stop()
+
+        async def tracing() -> None:
+            if self._tracing is not None:
+                await asyncio.to_thread(self._tracing.shutdown)
+
+        async def request_log() -> None:
+            if self.request_log is not None:
+                await self.request_log.aclose(timeout=max(1.0, self.settings.shutdown_grace / 2))
+
+        async def identity() -> None:
+            if self._services is not None:
+                credentials, issuer, jwks = self._services
+                # Flushes pending last-used stamps, so a graceful stop loses none.
+                await credentials.aclose()
+                await issuer.aclose()
+                await jwks.aclose()
+
+        steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
+            # Publishes the last counts and retires this worker's live gauges.
+            ("metrics", self._metrics.stop if self._metrics is not None else None),
+            # Exports the spans still queued (blocking, so off the event loop).
+            ("tracing", tracing),
+            ("heartbeat", self._heartbeat.stop if self._heartbeat is not None else None),
+            ("config-watcher", self._watcher.stop if self._watcher is not None else None),
+            ("identity-events", self._events.stop if self._events is not None else None),
+            ("limits", self._limits.aclose if self._limits is not None else None),
+            ("cache", self._cache.aclose if self._cache is not None else None),
+            ("identity", identity),
+            ("pools", pools),
+            ("transport", self.transport.aclose),
+            ("http-session", self._session.close if self._session is not None else None),
+            # Writes every queued request-log row while the store is still open.
+            ("request-log", request_log),
+            (
+                "store",
+                self._engine.dispose if isinstance(self._engine, AsyncEngine) else None,
+            ),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                await step()
+            except Exception:
+                log.exception("data_plane.shutdown_step_failed", step=name)
         log.info("data_plane.stopped")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

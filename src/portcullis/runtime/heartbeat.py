@@ -46,7 +46,9 @@ class NodeHeartbeat:
     """Keeps this worker's `dataplane_nodes` row up to date while it runs.
 
     `version` is read on every beat (it is the snapshot holder's current version),
-    so the row follows config swaps within one interval.
+    so the row follows config swaps within one interval. `health`, when given, is
+    called on every beat too: the worker's upstream health as JSON text
+    (`portcullis.analytics.health.worker_health_json`), stored in the row.
     """
 
     def __init__(
@@ -56,9 +58,11 @@ class NodeHeartbeat:
         node_name: str,
         version: Callable[[], int],
         interval: float,
+        health: Callable[[], str | None] | None = None,
     ) -> None:
         self._engine = engine
         self._version = version
+        self._health = health
         self.interval = interval
         self.node_name = node_name[:128]
         self.pid = os.getpid()
@@ -81,6 +85,7 @@ class NodeHeartbeat:
             "config_version": self._version(),
             "started_at": self.started_at,
             "heartbeat_at": now,
+            "health": self._read_health(),
         }
         # Both supported backends speak INSERT … ON CONFLICT DO UPDATE.
         insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
@@ -90,6 +95,7 @@ class NodeHeartbeat:
             set_={
                 "config_version": stmt.excluded.config_version,
                 "heartbeat_at": stmt.excluded.heartbeat_at,
+                "health": stmt.excluded.health,
             },
         )
         try:
@@ -99,6 +105,15 @@ class NodeHeartbeat:
             log.warning("heartbeat.failed", node=self.id, error=str(exc), kind=type(exc).__name__)
             return False
         return True
+
+    def _read_health(self) -> str | None:
+        if self._health is None:
+            return None
+        try:
+            return self._health()
+        except Exception as exc:
+            log.warning("heartbeat.health_failed", node=self.id, error=repr(exc))
+            return None
 
     async def start(self) -> None:
         """Purge long-dead rows, beat once, and keep beating every `interval` seconds."""
@@ -143,6 +158,8 @@ class DataPlaneNode:
     config_version: int
     started_at: datetime
     heartbeat_at: datetime
+    # The worker's upstream health JSON (see NodeHeartbeat), None if it sent none.
+    health: str | None = None
 
 
 async def list_nodes(engine: AsyncEngine) -> list[DataPlaneNode]:
@@ -154,6 +171,7 @@ async def list_nodes(engine: AsyncEngine) -> list[DataPlaneNode]:
         DataPlaneNodeRow.config_version,
         DataPlaneNodeRow.started_at,
         DataPlaneNodeRow.heartbeat_at,
+        DataPlaneNodeRow.health,
     ).order_by(DataPlaneNodeRow.heartbeat_at.desc(), DataPlaneNodeRow.id)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
@@ -165,6 +183,7 @@ async def list_nodes(engine: AsyncEngine) -> list[DataPlaneNode]:
             config_version=row.config_version,
             started_at=row.started_at,
             heartbeat_at=row.heartbeat_at,
+            health=row.health,
         )
         for row in rows
     ]

@@ -14,10 +14,12 @@ from urllib.parse import urlsplit
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
+from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
 from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
+from portcullis.proxy.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
 from portcullis.proxy.upstream.transport import TransportTimeouts
 from portcullis.runtime.router import Router, RouteSpec
 
@@ -39,6 +41,8 @@ class CompiledService:
     retry_budget: RetryBudget
     hash_on: str
     hash_on_header: bytes | None
+    # Load shedding on the service's upstream (None: adaptive concurrency is off).
+    shedding: Shedding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class Snapshot:
     env: PluginEnv = DEFAULT_ENV
     # The scheme active health checks use per pool (from the services that use it).
     schemes: dict[str, str] = field(default_factory=dict)
+    # Adaptive concurrency limiters by upstream name (state carried across snapshots).
+    limiters: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -76,7 +82,11 @@ def _implicit_upstream(service: Service) -> Upstream:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     # Built valid, then renamed: the implicit name deliberately fails the user-facing pattern.
-    upstream = Upstream(name="implicit", targets=[Target(target=f"{host}:{port}")])
+    upstream = Upstream(
+        name="implicit",
+        targets=[Target(target=f"{host}:{port}")],
+        adaptive_concurrency=service.adaptive_concurrency,
+    )
     return upstream.model_copy(update={"name": implicit_upstream_name(service)})
 
 
@@ -148,15 +158,25 @@ def build_snapshot(
     """Compile `config`; health and breaker state of unchanged targets carries over.
 
     `env` carries the worker's shared services (default: the previous snapshot's);
-    its consumer index is rebuilt from this config.
+    its consumer index and traffic rules are rebuilt from this config.
     """
     base_env = env if env is not None else (previous.env if previous else DEFAULT_ENV)
-    env = replace(base_env, consumers=ConsumerIndex(config.consumers))
+    env = replace(
+        base_env, consumers=ConsumerIndex(config.consumers), traffic=TrafficRules.of(config)
+    )
     upstreams = list(config.upstreams)
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
     pools = build_pools(upstreams, previous.pools if previous else None)
     by_name = {u.name: u for u in upstreams}
     services = {s.name: _compile_service(s, by_name, pools) for s in config.services}
+    limiters = build_limiters(upstreams, previous.limiters if previous else None)
+    if limiters:
+        rules = PriorityRules(config.routes, config.consumers)
+        shedding = {name: Shedding(limiter, rules) for name, limiter in limiters.items()}
+        services = {
+            name: replace(svc, shedding=shedding.get(svc.pool.name))
+            for name, svc in services.items()
+        }
     chains = _chains(config, env)
     specs = [
         RouteSpec(
@@ -181,6 +201,7 @@ def build_snapshot(
         pools=pools,
         env=env,
         schemes=schemes,
+        limiters=limiters,
     )
 
 

@@ -14,6 +14,9 @@ for base in (
     "/admin/v1/routes",
     "/admin/v1/consumers",
     "/admin/v1/plugins",
+    "/admin/v1/plans",
+    "/admin/v1/boosts",
+    "/admin/v1/overrides",
     "/admin/v1/upstreams/{upstream}/targets",
 ):
     ENDPOINTS += [
@@ -71,6 +74,27 @@ ENDPOINTS += [
     ("POST", "/admin/v1/keys/{key_id}/suspend", "credentials:write"),
     ("POST", "/admin/v1/keys/{key_id}/resume", "credentials:write"),
     ("GET", "/admin/v1/data-plane/nodes", READ),
+    ("GET", "/admin/v1/consumers/{username}/usage", "credentials:read"),
+    ("GET", "/admin/v1/keys/{key_id}/usage", "credentials:read"),
+    ("DELETE", "/admin/v1/cache", WRITE),
+    ("GET", "/admin/v1/analytics/usage", "analytics:read"),
+    ("GET", "/admin/v1/analytics/usage/export", "analytics:read"),
+    ("GET", "/admin/v1/analytics/top/endpoints", "analytics:read"),
+    ("GET", "/admin/v1/analytics/top/consumers", "analytics:read"),
+    ("GET", "/admin/v1/analytics/errors", "analytics:read"),
+    ("GET", "/admin/v1/analytics/latency", "analytics:read"),
+    ("GET", "/admin/v1/analytics/realtime", "analytics:read"),
+    ("GET", "/admin/v1/analytics/consumers/{consumer}/usage", "analytics:read"),
+    ("GET", "/admin/v1/data-plane/upstreams", READ),
+    ("GET", "/admin/v1/alert-rules", "alerts:read"),
+    ("POST", "/admin/v1/alert-rules", "alerts:write"),
+    ("GET", "/admin/v1/alert-rules/{name}", "alerts:read"),
+    ("PUT", "/admin/v1/alert-rules/{name}", "alerts:write"),
+    ("PATCH", "/admin/v1/alert-rules/{name}", "alerts:write"),
+    ("DELETE", "/admin/v1/alert-rules/{name}", "alerts:write"),
+    ("GET", "/admin/v1/alerts", "alerts:read"),
+    ("GET", "/admin/v1/anomalies", "alerts:read"),
+    ("GET", "/admin/v1/events", "alerts:read"),
 ]
 
 _EVERYTHING = {
@@ -85,6 +109,9 @@ _EVERYTHING = {
     "tokens:write",
     "orgs:read",
     "orgs:write",
+    "analytics:read",
+    "alerts:read",
+    "alerts:write",
 }
 ROLE_GRANTS: dict[Role, set[str]] = {
     Role.OWNER: _EVERYTHING,
@@ -98,8 +125,18 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "tokens:write",
         "credentials:read",
         "credentials:write",
+        "analytics:read",
+        "alerts:read",
+        "alerts:write",
     },
-    Role.VIEWER: {READ, "audit:read", "orgs:read", "credentials:read"},
+    Role.VIEWER: {
+        READ,
+        "audit:read",
+        "orgs:read",
+        "credentials:read",
+        "analytics:read",
+        "alerts:read",
+    },
 }
 
 
@@ -115,4 +152,6 @@ def concrete(path: str) -> str:
         .replace("{username}", "nope")
         .replace("{key_id}", "nope")
         .replace("{client_id}", "nope")
+        .replace("{consumer}", "nope")
+        .replace("{name}", "nope")
     )

@@ -88,6 +88,7 @@ async def _prepare_store(url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path) -> None:
     """Fuzz the live API from its own /openapi.json (every check but positive acceptance).
 
@@ -135,7 +136,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path
                 "--max-examples",
                 "10",
                 "--workers",
-                "1",
+                "2",
                 "--seed",
                 "20261123",
                 "--request-timeout",
@@ -144,7 +145,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path
             ],
             capture_output=True,
             text=True,
-            timeout=400,
+            timeout=840,
             cwd=tmp_path,
             check=False,
         )

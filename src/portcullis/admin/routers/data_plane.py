@@ -1,9 +1,12 @@
-"""The data-plane workers the control plane knows of, from their heartbeats (read only)."""
+"""The data-plane workers the control plane knows of, and the upstream health they report.
+
+Both come from the workers' heartbeats (read only).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -12,7 +15,7 @@ from portcullis.admin.dependencies import require, state_of
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.readiness import NodeState, classify
+from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify
 from portcullis.runtime.heartbeat import list_nodes
 
 router = APIRouter(prefix="/data-plane", tags=["Data plane"])
@@ -77,3 +80,46 @@ async def list_data_plane_nodes(
         and (node_name is None or s.node.node_name == node_name)
     ]
     return query.respond(request, items)
+
+
+class UpstreamTargetHealthOut(BaseModel):
+    target: str = Field(description="host:port of the target")
+    status: Literal["up", "degraded", "down"] = Field(
+        description="up: every worker sees it healthy with a closed breaker; down: no worker "
+        "can send it traffic (unhealthy, or breaker open); degraded: in between"
+    )
+    workers: int = Field(description="Live workers reporting this target")
+    unhealthy_workers: int = Field(description="Workers whose health checks mark it down")
+    breakers: dict[str, int] = Field(
+        description="Workers per circuit-breaker state (closed, open, half-open)"
+    )
+
+
+class UpstreamHealthOut(BaseModel):
+    name: str = Field(description="Upstream name (`<service>@url` for a service given by url)")
+    status: Literal["up", "degraded", "down"] = Field(
+        description="up: all targets up; down: all targets down; degraded: otherwise"
+    )
+    targets: list[UpstreamTargetHealthOut]
+
+
+class UpstreamHealthSummaryOut(BaseModel):
+    workers: int = Field(description="Live workers whose heartbeat reported upstream health")
+    upstreams: list[UpstreamHealthOut]
+
+
+@router.get(
+    "/upstreams",
+    summary="Upstream target health and circuit-breaker states, merged over live workers",
+    response_model=UpstreamHealthSummaryOut,
+    responses=problem_responses(401, 403, 429),
+    operation_id="get_upstream_health",
+)
+async def get_upstream_health(
+    request: Request, caller: Caller = Depends(require(Permission.CONFIG_READ))
+) -> dict[str, Any]:
+    from portcullis.analytics.health import DEFAULT_FRESH_FOR, merge_upstream_health
+
+    admin = state_of(request)
+    fresh_for = max(DEFAULT_FRESH_FOR, FRESH_BEATS * admin.settings.heartbeat_interval)
+    return merge_upstream_health(await list_nodes(admin.engine), fresh_for=fresh_for)

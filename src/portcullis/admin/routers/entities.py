@@ -297,7 +297,8 @@ class EntityRouter:
             target = new.get(field)
             if target is None or (old is not None and old.get(field) == target):
                 continue
-            if target not in scope.visible_names(document[collection], "name"):
+            field_name = KIND_BY_COLLECTION[collection].identity_fields[0]
+            if target not in scope.visible_names(document[collection], field_name):
                 wrong.append(
                     (
                         f"#/{field}",
