@@ -65,6 +65,10 @@ class RequestRecord:
     error_kind: str | None
     trace_id: str | None
     priority: str | None
+    # W3C parent-ids: the client's (when it sent a traceparent and tracing is on) and
+    # the one the upstream received (the gateway's upstream span when tracing is on).
+    parent_span_id: str | None = None
+    upstream_span_id: str | None = None
 
 
 class RequestObserver(Protocol):

@@ -33,9 +33,8 @@ trace the gateway started. Span ids depend on what the record knows:
   upstream's spans are then siblings of the gateway's server span, and the
   "upstream" span gets a fresh id.
 
-Both fields are read with `getattr`, so records without them (today's
-`RequestRecord`) still export complete gateway traces. Span ids the record does
-not fix are random.
+The proxy fills both when tracing is on (it then sends the upstream a parent-id
+of its own, see proxy/headers.py). Span ids the record does not fix are random.
 
 Sampling: `otlp_sample_ratio` keeps a trace when the low 64 bits of its trace id
 fall under the ratio (the `TraceIdRatioBased` rule), so every worker and node
@@ -111,7 +110,7 @@ class TracingObserver:
         resource, scope, emit = self.resource, self._scope, self.processor.on_end
         start = int(record.started_at * 1e9)
         end = start + int(record.latency_ms * 1e6)
-        parent_id = _hex_id(getattr(record, "parent_span_id", None), 16)
+        parent_id = _hex_id(record.parent_span_id, 16)
         parent = (
             SpanContext(trace_id, parent_id, is_remote=True, trace_flags=_SAMPLED)
             if parent_id is not None
@@ -174,7 +173,7 @@ class TracingObserver:
         self, record: RequestRecord, server: SpanContext, parent_id: int | None, start: int
     ) -> ReadableSpan:
         # The id the upstream saw as its parent, unless it is the client's own span.
-        sent_id = _hex_id(getattr(record, "upstream_span_id", None), 16)
+        sent_id = _hex_id(record.upstream_span_id, 16)
         span_id = sent_id if sent_id is not None and sent_id != parent_id else _new_id(64)
         attributes: dict[str, Any] = {"http.request.method": record.method}
         target = record.upstream_target

@@ -9,6 +9,10 @@ has moved). Memory is bounded by `max_keys`: beyond it the keys closest to expir
 are dropped first, and each drop is counted in `evictions` (a dropped key forgets
 its usage, so evictions are the one way this backend stops being exact).
 
+Calendar-window counters (quotas, `LimitSpec.calendar`) are also remembered in a
+set when they are created, so `calendar_counters()` can list them without walking
+every key: a worker publishes them for the usage API (`limits/quota_usage.py`).
+
 One process-wide instance (`default_memory_backend()`) serves plugins that run
 without a shared backend, so counters survive config reloads (each reload builds
 new plugin instances).
@@ -22,7 +26,10 @@ from collections.abc import Callable, Sequence
 
 from portcullis.limits.algorithms import EVALUATORS, State
 from portcullis.limits.backend import FailurePolicy, LimitRequest
-from portcullis.limits.spec import MICROS, Decision
+from portcullis.limits.spec import CALENDAR_CODE, CALENDAR_GRACE_US, MICROS, Decision
+
+# The suffix `LimitSpec.key_suffix` gives the counter key of a calendar window.
+_CALENDAR_SUFFIX = f":{CALENDAR_CODE}"
 
 
 def wall_clock_us() -> int:
@@ -55,6 +62,8 @@ class MemoryBackend:
         self._wheel: dict[int, list[str]] = {}
         self._slots: list[int] = []  # heap of the wheel's occupied seconds
         self._swept = 0  # the last second swept
+        # Keys of calendar windows, added at creation; dropped lazily (calendar_counters).
+        self._calendar: set[str] = set()
         self.allowed = 0
         self.denied = 0
         self.evictions = 0
@@ -152,6 +161,8 @@ class MemoryBackend:
         slot = expires // MICROS + 1
         self._entries[key] = _Entry(state, expires, slot)
         self._register(key, slot)
+        if key.endswith(_CALENDAR_SUFFIX):
+            self._calendar.add(key)
 
     def _register(self, key: str, slot: int) -> None:
         keys = self._wheel.get(slot)
@@ -194,9 +205,33 @@ class MemoryBackend:
                 del wheel[slot]
                 heapq.heappop(slots)
 
+    def calendar_counters(
+        self, prefix: str = "", now: int | None = None
+    ) -> list[tuple[str, int, int]]:
+        """`(key, count, window end µs)` of each live calendar-window counter under `prefix`.
+
+        `key` is the `LimitRequest.key` (without the algorithm suffix). Costs one step
+        per calendar counter, not per key of the backend; forgets swept and evicted ones.
+        """
+        if now is None:
+            now = self._clock()
+        entries = self._entries
+        out = []
+        gone = []
+        for key in self._calendar:
+            entry = entries.get(key)
+            if entry is None:
+                gone.append(key)
+            elif entry.expires > now and key.startswith(prefix):
+                # A calendar state is `(count,)`, stored until the window end + grace.
+                out.append((key[: -len(_CALENDAR_SUFFIX)], entry.state[0], entry.expires - CALENDAR_GRACE_US))
+        self._calendar.difference_update(gone)
+        return out
+
     def clear(self) -> None:
         """Forget every counter (tests, admin resets)."""
         self._entries.clear()
+        self._calendar.clear()
         self._wheel.clear()
         self._slots.clear()
 

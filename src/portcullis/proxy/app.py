@@ -99,10 +99,12 @@ class _Exchange:
     __slots__ = (
         "bytes_in",
         "bytes_out",
+        "client_parent",
         "ctx",
         "error_kind",
         "flags",
         "raw_send",
+        "request_id",
         "route",
         "started",
         "status",
@@ -126,6 +128,9 @@ class _Exchange:
         self.upstream_started = 0.0
         self.upstream_ended = 0.0
         self.upstream_target: str | None = None
+        # The id the response carries when no request context exists yet (404, 414...).
+        self.request_id = b""
+        self.client_parent = b""
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -165,6 +170,8 @@ class ProxyApp:
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri = settings.max_uri_length
         self.websocket_proxy: WebSocketHandler | None = None
+        # With tracing on the gateway is a Trace Context participant (see headers.py).
+        self.new_parent_id = bool(getattr(settings, "otlp_endpoint", None))
         # Who sees every finished request (request log, metrics, tracing); set at startup.
         self.observers: tuple[RequestObserver, ...] = ()
 
@@ -210,13 +217,15 @@ class ProxyApp:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         agent = _header(headers, b"user-agent")
         trace_id: str | None = None
+        upstream_span_id: str | None = None
         consumer: str | None = None
         credential_id: str | None = None
         client_ip: str
         if ctx is not None:
             parent = _header(ctx.upstream_headers, b"traceparent")
-            if parent is not None and len(parent) >= 35:
+            if parent is not None and len(parent) >= 52:
                 trace_id = parent[3:35].decode("latin-1")
+                upstream_span_id = parent[36:52].decode("latin-1")
             if ctx.consumer is not None:
                 consumer = ctx.consumer.username
             credential_id = ctx.credential_id
@@ -227,7 +236,7 @@ class ProxyApp:
         else:
             client = scope.get("client")
             client_ip = client[0] if client else "0.0.0.0"
-            rid = _header(headers, b"x-request-id")
+            rid = ex.request_id or _header(headers, b"x-request-id")
             request_id = rid.decode("latin-1") if rid is not None else ""
             error_kind = ex.error_kind
             priority = None
@@ -255,6 +264,8 @@ class ProxyApp:
             error_kind=error_kind,
             trace_id=trace_id,
             priority=priority,
+            parent_span_id=ex.client_parent.decode("latin-1") if ex.client_parent else None,
+            upstream_span_id=upstream_span_id,
         )
 
     async def _problem(
@@ -267,9 +278,14 @@ class ProxyApp:
         *,
         head_only: bool = False,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
+        ctx: RequestContext | None = None,
     ) -> None:
         if ex is not None:
             ex.error_kind = kind.slug
+            ex.request_id = rid
+        if ctx is not None and ctx.response_headers:
+            # Headers earlier plugins granted (CORS...) so a browser can read the error.
+            extra_headers = [*ctx.response_headers, *(extra_headers or ())]
         await send_problem(
             send,
             kind,
@@ -337,8 +353,11 @@ class ProxyApp:
             preserve_host=route.preserve_host,
             via=self.via,
             trusted=bool(self.trusted) and self.trusted.trusts(client_ip),
+            new_parent_id=self.new_parent_id,
         )
         rid = info.request_id
+        if ex is not None:
+            ex.client_parent = info.client_parent_id
         if info.invalid is not None:
             await self._problem(send, ex, problems.BAD_REQUEST, info.invalid, rid)
             return
@@ -380,6 +399,7 @@ class ProxyApp:
                         (b"x-request-id", rid),
                         (b"via", self.via),
                     ],
+                    length=len(reply.body),
                 )
                 return
 
@@ -465,12 +485,18 @@ class ProxyApp:
                 problems.PAYLOAD_TOO_LARGE,
                 f"The request body exceeds {guard.limit} bytes.",
                 ctx.request_id.encode(),
+                ctx=ctx,
             )
             return None
         body = b"".join(parts)
         if content_length is not None and len(body) != content_length:
             await self._problem(
-                send, ex, problems.BAD_REQUEST, "Incomplete request body", ctx.request_id.encode()
+                send,
+                ex,
+                problems.BAD_REQUEST,
+                "Incomplete request body",
+                ctx.request_id.encode(),
+                ctx=ctx,
             )
             return None
         for plugin in ctx.route.chain.request_body:
@@ -540,6 +566,7 @@ class ProxyApp:
                     rid,
                     extra_headers=[(b"retry-after", b"1")],
                     head_only=head_only,
+                    ctx=ctx,
                 )
                 return
             origin = target.origin(service.scheme)
@@ -575,6 +602,7 @@ class ProxyApp:
                         problems.PAYLOAD_TOO_LARGE,
                         f"The request body exceeds {guard.limit} bytes.",
                         rid,
+                        ctx=ctx,
                     )
                     return
                 if isinstance(exc, TimeoutError):
@@ -608,7 +636,7 @@ class ProxyApp:
                     ex.upstream_ended = time.monotonic()
                 if permit is not None:
                     permit.failed()
-                await self._problem(send, ex, kind, detail, rid, head_only=head_only)
+                await self._problem(send, ex, kind, detail, rid, head_only=head_only, ctx=ctx)
                 return
             latency = time.monotonic() - started
             if (
@@ -664,8 +692,9 @@ class ProxyApp:
                 f"Service {service.name!r} is at its concurrency limit for "
                 f"{ctx.priority} requests; retry later.",
                 rid,
-                extra_headers=[(b"retry-after", shedding.retry_after), *ctx.response_headers],
+                extra_headers=[(b"retry-after", shedding.retry_after)],
                 head_only=head_only,
+                ctx=ctx,
             )
             return
         try:
@@ -738,7 +767,13 @@ class ProxyApp:
                 # Nothing went out yet (the body was being buffered): a clean 502 is possible.
                 kind, _ = _error_kind(exc)
                 await self._problem(
-                    send, ex, kind, "The upstream response body failed", rid, head_only=head_only
+                    send,
+                    ex,
+                    kind,
+                    "The upstream response body failed",
+                    rid,
+                    head_only=head_only,
+                    ctx=ctx,
                 )
                 return
             # Headers are already out: the only honest signal left is an aborted connection.

@@ -119,6 +119,9 @@ class IncomingRequestInfo:
     invalid: str | None
     # The client's X-Forwarded-For values (only meaningful when the peer is trusted).
     forwarded_for: list[bytes]
+    # The client's traceparent parent-id when the gateway gave the upstream its own
+    # (`new_parent_id`); empty otherwise.
+    client_parent_id: bytes = b""
 
 
 def rewrite_request_headers(
@@ -132,8 +135,16 @@ def rewrite_request_headers(
     via: bytes,
     trusted: bool,
     websocket: bool = False,
+    new_parent_id: bool = False,
 ) -> tuple[Headers, IncomingRequestInfo]:
-    """Build the upstream request headers in one pass over the client's headers."""
+    """Build the upstream request headers in one pass over the client's headers.
+
+    `new_parent_id`: the gateway records spans (tracing is on), so as a W3C Trace
+    Context participant it sends the upstream its own parent-id, keeping the
+    client's trace id and flags; the client's parent-id is returned in the info.
+    Without tracing the client's traceparent is forwarded unchanged, so the
+    upstream's spans hang off a span that exists.
+    """
     out: Headers = []
     host = b""
     xff: list[bytes] = []
@@ -197,10 +208,14 @@ def rewrite_request_headers(
 
     if not request_id:
         request_id = new_request_id()
+    client_parent = b""
     if not traceparent or not valid_traceparent(traceparent):
         # Start a trace whose id is the request id, so logs and traces correlate.
         rid = request_id if len(request_id) == 32 and request_id.isalnum() else new_request_id()
         traceparent = b"00-" + rid.lower() + b"-" + os.urandom(8).hex().encode() + b"-00"
+    elif new_parent_id:
+        client_parent = traceparent[36:52]
+        traceparent = traceparent[:36] + os.urandom(8).hex().encode() + traceparent[52:]
 
     ip = client_ip.encode()
     out.append((b"host", host if preserve_host and host else upstream_host))
@@ -227,7 +242,9 @@ def rewrite_request_headers(
     out.append((b"traceparent", traceparent))
     if websocket:
         out.append((b"connection", b"upgrade"))
-    return out, IncomingRequestInfo(host, request_id, content_length, chunked, invalid, xff)
+    return out, IncomingRequestInfo(
+        host, request_id, content_length, chunked, invalid, xff, client_parent
+    )
 
 
 def rewrite_response_headers(headers: Iterable[tuple[bytes, bytes]], *, via: bytes) -> Headers:

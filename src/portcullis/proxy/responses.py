@@ -9,13 +9,20 @@ _PROBLEM_CT = PROBLEM_CONTENT_TYPE.encode()
 
 
 async def send_bytes(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    length: int | None = None,
 ) -> None:
+    """Send a whole response; `length` is the Content-Length of a HEAD reply's GET body."""
+    size = len(body) if length is None else length
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            "headers": [*headers, (b"content-length", str(size).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -189,3 +189,27 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(256))
     data: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class QuotaUsageRow(Base):
+    """One data-plane worker's count on one calendar-quota counter (memory limit backend).
+
+    Without Redis each worker counts quotas in its own memory; it publishes those
+    counts here (`limits/quota_usage.py`) so the control plane can report usage.
+    `counter_key` is the plan-limits counter key (`pq:<quota>:<period id>:<who>`),
+    `period_end_us` the end of its calendar window (epoch µs: rows past it are
+    deleted). The pseudo-worker `retired` holds the final counts of workers that
+    stopped (folded in, so rows stay one per live worker and counter).
+    """
+
+    __tablename__ = "quota_usage"
+    __table_args__ = (
+        Index("ix_quota_usage_counter", "counter_key"),
+        Index("ix_quota_usage_period_end", "period_end_us"),
+    )
+
+    worker_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    counter_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    period_end_us: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

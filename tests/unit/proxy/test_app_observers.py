@@ -112,7 +112,7 @@ def upper_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _app(
-    transport: _Scripted, *, plugin: dict[str, Any] | None = None
+    transport: _Scripted, *, plugin: dict[str, Any] | None = None, **settings: Any
 ) -> tuple[ProxyApp, _Collect]:
     doc: dict[str, Any] = {
         "services": [{"name": "svc", "url": "http://127.0.0.1:9", "retries": {"attempts": 0}}],
@@ -122,7 +122,7 @@ def _app(
         doc["plugins"] = [{"name": "test-upper", "route": "r", "config": plugin}]
     config = GatewayConfig.model_validate(doc)
     snapshot = build_snapshot(config, 1)
-    app = ProxyApp(Settings(), SnapshotHolder(snapshot), transport)
+    app = ProxyApp(Settings(**settings), SnapshotHolder(snapshot), transport)
     collect = _Collect()
     app.observers = (_Broken(), collect)
     return app, collect
@@ -337,3 +337,44 @@ async def test_plugin_body_limit_applies_to_chunked_bodies() -> None:
     assert messages[0]["status"] == 413
     assert transport.sent == []
     assert collect.records[0].error_kind == "payload-too-large"
+
+
+async def test_no_route_record_carries_the_request_id_the_client_got() -> None:
+    app, collect = _app(_Scripted())
+    messages = await _call(app, _scope("/nowhere"))
+    assert collect.records[0].request_id == _headers(messages)[b"x-request-id"].decode()
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_head_reply_from_a_plugin_keeps_the_get_content_length() -> None:
+    app, _ = _app(_Scripted(), plugin={"refuse": True})
+    scope = _scope("/api")
+    scope["method"] = "HEAD"
+    messages = await _call(app, scope)
+    assert _headers(messages)[b"content-length"] == b"2"
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b""
+
+
+@pytest.mark.usefixtures("upper_plugin")
+async def test_gateway_problems_carry_headers_plugins_granted() -> None:
+    transport = _Scripted()
+    transport.answers.append(ConnectError("refused"))
+    app, _ = _app(transport, plugin={})
+    app.observers = ()
+    messages = await _call(app, _scope("/api"))
+    assert messages[0]["status"] == 502
+    assert _headers(messages)[b"x-seen"] == b"1"
+
+
+async def test_tracing_records_client_parent_and_the_id_sent_upstream() -> None:
+    transport = _Scripted()
+    transport.answers.append((200, [(b"content-length", b"0")], []))
+    app, collect = _app(transport, otlp_endpoint="http://127.0.0.1:4318")
+    tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    await _call(app, _scope("/api", [(b"traceparent", tp)]))
+    record = collect.records[0]
+    sent = dict(transport.sent[0].headers)[b"traceparent"]
+    assert record.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert record.parent_span_id == "00f067aa0ba902b7"
+    assert record.upstream_span_id == sent[36:52].decode()
+    assert record.upstream_span_id != record.parent_span_id

@@ -170,3 +170,20 @@ def test_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() -> None:
     assert trusted.client_of("10.0.0.1", [b"10.0.0.3"]) == "10.0.0.3"
     assert trusted.client_of("10.0.0.1", [b"not-an-ip"]) == "10.0.0.1"
     assert trusted.client_of("8.8.8.8", [b"1.2.3.4"]) == "8.8.8.8"
+
+
+def test_tracing_gateway_sends_its_own_parent_id_keeping_trace_and_flags() -> None:
+    tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    d, _, info = rewrite([(b"traceparent", tp)], new_parent_id=True)
+    sent = d[b"traceparent"]
+    assert valid_traceparent(sent)
+    assert sent[:36] == tp[:36]
+    assert sent[52:] == tp[52:]
+    assert sent[36:52] != tp[36:52]
+    assert info.client_parent_id == b"00f067aa0ba902b7"
+
+
+def test_without_tracing_the_client_parent_id_is_forwarded() -> None:
+    tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    _, _, info = rewrite([(b"traceparent", tp)])
+    assert info.client_parent_id == b""

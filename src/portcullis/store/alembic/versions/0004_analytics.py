@@ -1,5 +1,6 @@
 """Analytics tables: request log, rollups, job cursors, alert rules and states, anomalies,
-events; per-worker upstream health on dataplane_nodes.
+events, per-worker quota usage (memory limit backend); per-worker upstream health on
+dataplane_nodes.
 
 Revision ID: 0004
 Revises: 0003
@@ -174,6 +175,19 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_request_log_ts", ["ts_ms"], unique=False)
 
+    op.create_table(
+        "quota_usage",
+        sa.Column("worker_id", sa.String(length=160), nullable=False),
+        sa.Column("counter_key", sa.String(length=512), nullable=False),
+        sa.Column("period_end_us", sa.BigInteger(), nullable=False),
+        sa.Column("used", sa.BigInteger(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("worker_id", "counter_key", name=op.f("pk_quota_usage")),
+    )
+    with op.batch_alter_table("quota_usage", schema=None) as batch_op:
+        batch_op.create_index("ix_quota_usage_counter", ["counter_key"], unique=False)
+        batch_op.create_index("ix_quota_usage_period_end", ["period_end_us"], unique=False)
+
     with op.batch_alter_table("dataplane_nodes", schema=None) as batch_op:
         batch_op.add_column(sa.Column("health", sa.Text(), nullable=True))
 
@@ -185,6 +199,11 @@ def downgrade() -> None:
     with op.batch_alter_table("dataplane_nodes", schema=None) as batch_op:
         batch_op.drop_column("health")
 
+    with op.batch_alter_table("quota_usage", schema=None) as batch_op:
+        batch_op.drop_index("ix_quota_usage_period_end")
+        batch_op.drop_index("ix_quota_usage_counter")
+
+    op.drop_table("quota_usage")
     with op.batch_alter_table("request_log", schema=None) as batch_op:
         batch_op.drop_index("ix_request_log_ts")
         batch_op.drop_index("ix_request_log_credential_ts")
