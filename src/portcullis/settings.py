@@ -119,9 +119,9 @@ class Settings(BaseSettings):
     cache_key_prefix: str = "pc:cache:"
     cache_redis_timeout: float = Field(default=0.2, gt=0, le=10)
     # Alerts (analytics/alerts.py) and anomaly detection (analytics/anomalies.py), both
-    # control-plane jobs. Alert rules are evaluated every alerts_interval seconds; a
-    # breach fires (and a recovery resolves) only once it held alerts_for_seconds (0: at
-    # once). Anomalies: every closed minute of the request log, each API key's and client
+    # control-plane jobs. Alert rules are evaluated every alerts_interval seconds (how
+    # long a breach must hold before firing is each rule's for_seconds). Anomalies:
+    # every closed minute of the request log, each API key's and client
     # IP's signals are compared with an EWMA baseline of the last anomaly_history_minutes;
     # a signal is anomalous when its z-score reaches anomaly_z_threshold AND its value
     # reaches the signal's absolute minimum per minute (anomaly_min_*), so a quiet key
@@ -130,7 +130,6 @@ class Settings(BaseSettings):
     # once per anomaly_cooldown_seconds. With anomaly_auto_suspend, an anomaly in one of
     # anomaly_auto_suspend_signals suspends the key (audited as system:anomaly-detector).
     alerts_interval: float = Field(default=15.0, gt=0, le=3600)
-    alerts_for_seconds: float = Field(default=0.0, ge=0, le=86_400)
     anomaly_interval: float = Field(default=15.0, gt=0, le=3600)
     anomaly_history_minutes: int = Field(default=60, ge=5, le=1440)
     anomaly_warmup_minutes: int = Field(default=10, ge=0, le=1440)

@@ -12,6 +12,13 @@ Services, upstreams, routes, consumers and plugin instances carry an optional
   another tenant's service, or a plugin on another tenant's route, would let them
   read or change that tenant's traffic); a reference elsewhere is a 422 "unknown".
   For the same reason their plugin instances can't be global (403);
+- traffic rules follow the same idea. A boost of theirs can't target everyone or a
+  consumer tag (403: tags are shared by every organization's consumers, so a tag
+  boost would raise other tenants' limits too); it may target their consumers and
+  routes. An override may name their consumers and their organization's API keys
+  (another organization's key is "unknown", 422). Their consumers may use a plan of
+  their organization or a shared plan (one with no organization, which the operator
+  offers to every tenant); another organization's plan is "unknown" (422);
 - whole-config operations (import, diff, version history, rollback) are for
   unlimited admins (403); the export shows only their organization's entities.
 
@@ -20,8 +27,8 @@ Unlimited admins see everything and may filter lists with `?organization=`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
@@ -47,9 +54,14 @@ SCOPED_COLLECTIONS = (
 
 @dataclass(frozen=True, slots=True)
 class OrgScope:
-    """What a caller may see: `organization` None means everything."""
+    """What a caller may see: `organization` None means everything.
+
+    `key_organizations`: the organization of each API key the entity being written
+    names (looked up before the config edit, whose checks can't wait on the store).
+    """
 
     organization: str | None = None
+    key_organizations: Mapping[str, str | None] = field(default_factory=dict, compare=False)
 
     @property
     def limited(self) -> bool:

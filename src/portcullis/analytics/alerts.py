@@ -19,13 +19,15 @@ traffic is not in the window yet. With fewer than
 `min_requests` requests in the window a rollup rule does not fire (a quiet route
 with one failed request is not a 100 % error rate worth waking anyone for).
 
-State machine, per rule (`alert_states`): `ok` → `firing` → `ok`, with a `for`
-duration against flapping: a breach first makes the rule `pending` and it fires
-only if the breach still holds `for` seconds later; a firing rule whose value drops
-back becomes `resolving` and resolves only if that still holds `for` seconds later
-(a breach meanwhile returns it to `firing` without a new event). With `for` = 0
-both steps are immediate. Firing and resolving publish `alert.firing` and
-`alert.resolved` on the event bus; disabling or deleting a firing rule resolves it.
+State machine, per rule (`alert_states`): `ok` → `firing` → `ok`, with the rule's
+`for_seconds` duration against flapping: a breach first makes the rule `pending`
+and it fires only if the breach still holds `for_seconds` later; a firing rule whose
+value drops back becomes `resolving` and resolves only if that still holds
+`for_seconds` later (a breach meanwhile returns it to `firing` without a new event).
+With `for_seconds` = 0 (the default) both steps are immediate. Each rule sets its
+own: a noisy p95 rule may want minutes while an upstream-down rule wants none.
+Firing and resolving publish `alert.firing` and `alert.resolved` on the event bus;
+disabling or deleting a firing rule resolves it.
 
 Several control planes may evaluate at once: every state change is a conditional
 UPDATE of the state row (from the state and `since` that were read), and only the
@@ -112,6 +114,13 @@ class AlertRuleSpec(BaseModel):
     min_requests: int = Field(
         1, ge=0, le=2**31 - 1, description="Rollup rules stay quiet below this many requests"
     )
+    for_seconds: int = Field(
+        0,
+        ge=0,
+        le=86_400,
+        description="A breach fires, and a recovery resolves, only once it has held this "
+        "long (seconds; 0: at the first evaluation that sees it)",
+    )
     route: Name | None = Field(None, description="Only this route's traffic")
     service: Name | None = Field(None, description="Only this service's traffic")
     consumer: Name | None = Field(None, description="Only this consumer's traffic")
@@ -147,6 +156,7 @@ class AlertRule:
     threshold: float
     window_seconds: int
     min_requests: int
+    for_seconds: int
     route: str | None
     service: str | None
     consumer: str | None
@@ -172,6 +182,7 @@ class AlertRule:
             "threshold": self.threshold,
             "window_seconds": self.window_seconds,
             "min_requests": self.min_requests,
+            "for_seconds": self.for_seconds,
             "route": self.route,
             "service": self.service,
             "consumer": self.consumer,
@@ -212,6 +223,7 @@ def _rule(row: Any) -> AlertRule:
         threshold=row.threshold,
         window_seconds=row.window_seconds,
         min_requests=row.min_requests,
+        for_seconds=row.for_seconds,
         route=row.route,
         service=row.service,
         consumer=row.consumer,
@@ -467,13 +479,11 @@ class AlertEvaluator:
         engine: AsyncEngine,
         bus: EventBus,
         *,
-        for_seconds: float = 0.0,
         health: HealthSource = default_health,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._engine = engine
         self._bus = bus
-        self._for = for_seconds
         self._health = health
         self._clock = clock or (lambda: datetime.now(UTC))
 
@@ -524,7 +534,7 @@ class AlertEvaluator:
         breached = value is not None and value > rule.threshold
         if status is None:
             status = await self._initial_state(rule.name, now)
-        for_seconds = self._for if rule.enabled else 0.0
+        for_seconds = rule.for_seconds if rule.enabled else 0
         step = next_state(status.state, status.since, breached, now, for_seconds)
         async with write_transaction(self._engine) as conn:
             if step.state is status.state and step.since == status.since:
@@ -580,7 +590,7 @@ class AlertEvaluator:
 async def alert_job(state: AdminState, bus: EventBus) -> None:
     """The background job: an evaluation round every `alerts_interval` seconds."""
     settings = state.settings
-    evaluator = AlertEvaluator(state.engine, bus, for_seconds=settings.alerts_for_seconds)
+    evaluator = AlertEvaluator(state.engine, bus)
     while True:
         try:
             await evaluator.run_once()

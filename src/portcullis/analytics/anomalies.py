@@ -40,8 +40,8 @@ suspended through `KeyRepository.suspend` (the same operation as the admin API's
 which appends the identity event that makes every worker refuse the key within a
 poll interval), audited as `system:anomaly-detector`, the anomaly's `action` set
 to `suspended`, and `key.auto_suspended` published. IP anomalies never suspend
-anything. Per-IP anomalies are stored with `credential_id` = `ip:<address>` (the
-table has no client-IP column); the admin API shows them as `client_ip`.
+anything. A key's anomaly is stored with its `credential_id`, an address's with its
+`client_ip` (the other column is null); event subjects are `key:<id>` and `ip:<address>`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ import asyncio
 import json
 import math
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -77,7 +77,6 @@ log = structlog.get_logger(__name__)
 
 ACTOR = "system:anomaly-detector"
 CURSOR_JOB = "anomalies"
-IP_PREFIX = "ip:"
 MINUTE = 60
 _AUTH_FAILED = int(Flag.AUTH_FAILED)
 ERROR_RATE_SD_FLOOR = 0.05
@@ -260,11 +259,6 @@ class Finding:
     @property
     def client_ip(self) -> str | None:
         return self.subject if self.is_ip else None
-
-    @property
-    def stored_id(self) -> str:
-        """What the `anomalies.credential_id` column holds for this subject."""
-        return IP_PREFIX + self.subject if self.is_ip else self.subject
 
     @property
     def event_subject(self) -> str:
@@ -495,15 +489,12 @@ class StoredAnomaly:
 
 
 def _details(finding: Finding) -> dict[str, Any]:
-    details: dict[str, Any] = {
+    return {
         "minute": datetime.fromtimestamp(finding.minute, UTC).isoformat().replace("+00:00", "Z"),
         "sd": round(finding.sd, 6),
         "history_minutes": finding.history,
         **finding.details,
     }
-    if finding.is_ip:
-        details["client_ip"] = finding.subject
-    return details
 
 
 class AnomalyDetector:
@@ -604,7 +595,8 @@ class AnomalyDetector:
         result = await conn.execute(
             insert(AnomalyRow).values(
                 detected_at=now,
-                credential_id=finding.stored_id,
+                credential_id=finding.credential_id,
+                client_ip=finding.client_ip,
                 consumer=finding.consumer,
                 signal=str(finding.signal),
                 observed=finding.observed,
@@ -723,11 +715,3 @@ async def anomaly_job(state: AdminState, bus: EventBus) -> None:
         except Exception as exc:
             log.warning("anomalies.failed", error=repr(exc))
         await asyncio.sleep(settings.anomaly_interval)
-
-
-def stored_subject(credential_id: str | None, client_ip: str | None) -> Iterable[str]:
-    """The `anomalies.credential_id` values matching API filters (for queries)."""
-    if credential_id is not None:
-        yield credential_id
-    if client_ip is not None:
-        yield IP_PREFIX + client_ip

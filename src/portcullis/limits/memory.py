@@ -224,7 +224,13 @@ class MemoryBackend:
                 gone.append(key)
             elif entry.expires > now and key.startswith(prefix):
                 # A calendar state is `(count,)`, stored until the window end + grace.
-                out.append((key[: -len(_CALENDAR_SUFFIX)], entry.state[0], entry.expires - CALENDAR_GRACE_US))
+                out.append(
+                    (
+                        key[: -len(_CALENDAR_SUFFIX)],
+                        entry.state[0],
+                        entry.expires - CALENDAR_GRACE_US,
+                    )
+                )
         self._calendar.difference_update(gone)
         return out
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from portcullis.identity.issuer_keys import IssuerKeyring
     from portcullis.identity.jwks import JwksRegistry
     from portcullis.limits.backend import LimitBackend
+    from portcullis.limits.quota_usage import QuotaUsagePublisher
     from portcullis.runtime.heartbeat import NodeHeartbeat
 
 log = structlog.get_logger(__name__)
@@ -63,6 +64,7 @@ class DataPlane:
         self._events: IdentityEventPoller | None = None
         self._heartbeat: NodeHeartbeat | None = None
         self._limits: LimitBackend | None = None
+        self._quota_usage: QuotaUsagePublisher | None = None
         self._cache: CacheBackend | None = None
         self._services: tuple[CredentialCache, IssuerKeyring, JwksRegistry] | None = None
         self._metrics: MetricsPublisher | None = None
@@ -140,6 +142,14 @@ class DataPlane:
             health=lambda: worker_health_json(self.holder.current),
         )
         await self._heartbeat.start()
+        from portcullis.limits.memory import MemoryBackend
+
+        if isinstance(limits, MemoryBackend):
+            # Quota counters in memory: published so the usage API can sum them.
+            from portcullis.limits.quota_usage import QuotaUsagePublisher
+
+            self._quota_usage = QuotaUsagePublisher(engine, limits, self._heartbeat.id)
+            self._quota_usage.start()
         self.proxy.websocket_proxy = WebSocketProxy(self.holder, self.proxy.via, self._session)
         if settings.request_log_enabled:
             from portcullis.analytics.log_queue import RequestLogQueue
@@ -190,6 +200,8 @@ class DataPlane:
             ("metrics", self._metrics.stop if self._metrics is not None else None),
             # Exports the spans still queued (blocking, so off the event loop).
             ("tracing", tracing),
+            # Publishes the final quota counts (before the limit counters are cleared).
+            ("quota-usage", self._quota_usage.stop if self._quota_usage is not None else None),
             ("heartbeat", self._heartbeat.stop if self._heartbeat is not None else None),
             ("config-watcher", self._watcher.stop if self._watcher is not None else None),
             ("identity-events", self._events.stop if self._events is not None else None),

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Float,
     Index,
     Integer,
@@ -133,6 +134,8 @@ class AlertRuleRow(Base):
     threshold: Mapped[float] = mapped_column(Float)
     window_seconds: Mapped[int] = mapped_column(Integer)
     min_requests: Mapped[int] = mapped_column(Integer, default=1)
+    # Seconds a breach (or a recovery) must hold before the rule fires (or resolves).
+    for_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     route: Mapped[str | None] = mapped_column(String(128))
     service: Mapped[str | None] = mapped_column(String(128))
     consumer: Mapped[str | None] = mapped_column(String(128))
@@ -156,18 +159,25 @@ class AlertStateRow(Base):
 
 
 class AnomalyRow(Base):
-    """A significant deviation of one credential's traffic from its rolling baseline.
+    """A significant deviation of one API key's or client address's traffic from its
+    rolling baseline.
 
-    `signal`: request_rate | error_rate | auth_failures | distinct_ips. `action` is
-    what the policy did: none | suspended.
+    Exactly one of `credential_id` (an API key's anomaly) and `client_ip` (a client
+    address's) is set. `signal`: request_rate | error_rate | auth_failures |
+    distinct_ips (keys), ip_auth_failures (addresses). `action` is what the policy
+    did: none | suspended.
     """
 
     __tablename__ = "anomalies"
-    __table_args__ = (Index("ix_anomalies_detected", "detected_at"),)
+    __table_args__ = (
+        Index("ix_anomalies_detected", "detected_at"),
+        CheckConstraint("(credential_id IS NULL) <> (client_ip IS NULL)", name="one_subject"),
+    )
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     detected_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    credential_id: Mapped[str] = mapped_column(String(64), index=True)
+    credential_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64), index=True)
     consumer: Mapped[str | None] = mapped_column(String(128))
     signal: Mapped[str] = mapped_column(String(32))
     observed: Mapped[float] = mapped_column(Float)

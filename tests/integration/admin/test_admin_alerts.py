@@ -44,6 +44,7 @@ async def test_rule_crud_with_etags_and_audit(owner: httpx.AsyncClient) -> None:
     assert body["status"] is None
     assert {k: body[k] for k in ERRORS} == ERRORS
     assert (body["enabled"], body["upstream"], body["description"]) == (True, None, None)
+    assert body["for_seconds"] == 0
     etag = created.headers["etag"]
 
     fetched = await owner.get(f"{RULES}/checkout-errors")
@@ -63,6 +64,15 @@ async def test_rule_crud_with_etags_and_audit(owner: httpx.AsyncClient) -> None:
     assert patched.status_code == 200, patched.text
     assert (patched.json()["threshold"], patched.json()["route"]) == (0.1, None)
     assert patched.headers["etag"] != etag
+    held = await owner.patch(
+        f"{RULES}/checkout-errors",
+        json={"for_seconds": 120},
+        headers={"If-Match": patched.headers["etag"]},
+    )
+    assert held.status_code == 200, held.text
+    assert held.json()["for_seconds"] == 120
+    assert held.headers["etag"] != patched.headers["etag"]
+    patched = held
 
     replaced = await owner.put(
         f"{RULES}/checkout-errors",
@@ -71,6 +81,7 @@ async def test_rule_crud_with_etags_and_audit(owner: httpx.AsyncClient) -> None:
     )
     assert replaced.status_code == 200, replaced.text
     assert (replaced.json()["kind"], replaced.json()["description"]) == ("p95_latency", None)
+    assert replaced.json()["for_seconds"] == 0  # PUT replaces every setting
     assert (
         await owner.put(f"{RULES}/nope", json={"kind": "rate_429", "threshold": 0})
     ).status_code == 404
@@ -82,7 +93,13 @@ async def test_rule_crud_with_etags_and_audit(owner: httpx.AsyncClient) -> None:
     assert (await owner.delete(f"{RULES}/checkout-errors")).status_code == 404
 
     audit = await owner.get("/admin/v1/audit-events", params={"resource_type": "alert_rule"})
-    assert [e["action"] for e in audit.json()["items"]] == ["delete", "update", "update", "create"]
+    assert [e["action"] for e in audit.json()["items"]] == [
+        "delete",
+        "update",
+        "update",
+        "update",
+        "create",
+    ]
 
 
 async def test_validation_problems_name_the_field(owner: httpx.AsyncClient) -> None:
@@ -94,6 +111,10 @@ async def test_validation_problems_name_the_field(owner: httpx.AsyncClient) -> N
         "#/upstream"
     ]
     assert pointers(await owner.post(RULES, json={**ERRORS, "kind": "cpu"})) == ["#/kind"]
+    for held in (-1, 86_401, 1.5, "60", True):
+        assert pointers(await owner.post(RULES, json={**ERRORS, "for_seconds": held})) == [
+            "#/for_seconds"
+        ], held
     assert pointers(await owner.post(RULES, json={**ERRORS, "name": "no spaces"})) == ["#/name"]
     missing = {k: v for k, v in ERRORS.items() if k != "threshold"}
     assert pointers(await owner.post(RULES, json=missing)) == ["#/threshold"]
@@ -163,16 +184,18 @@ async def add_anomalies(app: FastAPI) -> None:
     for n, (subject, signal, action) in enumerate(
         [
             ("k1", "request_rate", "none"),
-            ("ip:203.0.113.9", "ip_auth_failures", "none"),
+            ("203.0.113.9", "ip_auth_failures", "none"),
             ("k2", "distinct_ips", "suspended"),
             ("k1", "auth_failures", "none"),
         ]
     ):
+        is_ip = signal.startswith("ip_")
         rows.append(
             {
                 "detected_at": datetime(2030, 1, 1, 0, n, tzinfo=UTC),
-                "credential_id": subject,
-                "consumer": None if subject.startswith("ip:") else "acme",
+                "credential_id": None if is_ip else subject,
+                "client_ip": subject if is_ip else None,
+                "consumer": None if is_ip else "acme",
                 "signal": signal,
                 "observed": 100.0 + n,
                 "baseline": 1.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -224,3 +225,103 @@ async def test_an_organization_owning_entities_cannot_be_deleted(
         {"kind": "consumers", "count": 1},
     ]
     assert (await owner.delete(f"/admin/v1/organizations/{orgs['acme']}")).status_code == 204
+
+
+async def test_traffic_rules_stay_inside_the_organization(
+    owner: httpx.AsyncClient, scoped: ScopedFactory
+) -> None:
+    await _seed(owner)
+    quota = [{"name": "daily", "limit": 100, "period": "day", "timezone": "UTC"}]
+    plans: list[dict[str, Any]] = [
+        {"name": "shared-free", "quotas": quota},
+        {"name": "g-gold", "quotas": quota, "organization": "globex"},
+    ]
+    for plan in plans:
+        assert (await owner.post("/admin/v1/plans", json=plan)).status_code == 201
+    g_key = await owner.post("/admin/v1/consumers/g-app/keys", json={"name": "g"})
+    assert g_key.status_code == 201, g_key.text
+    acme = await scoped("acme", Role.OPERATOR)
+    entities: list[tuple[str, dict[str, Any]]] = [
+        ("/admin/v1/services", {"name": "a-svc", "url": "http://a"}),
+        ("/admin/v1/routes", {"name": "a-route", "service": "a-svc", "paths": ["/a"]}),
+        ("/admin/v1/plans", {"name": "a-plan", "quotas": quota}),
+        ("/admin/v1/consumers", {"username": "a-app", "plan": "a-plan"}),
+    ]
+    for path, entity in entities:
+        created = await acme.post(path, json=entity)
+        assert created.status_code == 201, (path, created.text)
+
+    # Plans: their own and shared ones (no organization), never another tenant's.
+    shared = await acme.patch("/admin/v1/consumers/a-app", json={"plan": "shared-free"})
+    assert shared.status_code == 200, shared.text
+    assert shared.json()["plan"] == "shared-free"
+    foreign_plan = await acme.post("/admin/v1/consumers", json={"username": "x", "plan": "g-gold"})
+    assert foreign_plan.status_code == 422
+    assert foreign_plan.json()["errors"] == [
+        {"pointer": "#/plan", "detail": "unknown plan 'g-gold' in organization 'acme' (nor shared)"}
+    ]
+    assert (
+        await acme.patch("/admin/v1/consumers/a-app", json={"plan": "g-gold"})
+    ).status_code == 422
+    # Shared plans stay the operator's: a limited admin can't change them.
+    assert (
+        await acme.patch("/admin/v1/plans/shared-free", json={"description": "mine"})
+    ).status_code == 404
+
+    # Boosts: never everyone or a tag (shared by every tenant's consumers).
+    window = {"starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T12:00:00Z"}
+    for target, pointer in (({"everyone": True}, "everyone"), ({"tag": "peak"}, "tag")):
+        boost = await acme.post(
+            "/admin/v1/boosts", json={"name": "b", "multiplier": 2, "target": target, **window}
+        )
+        assert boost.status_code == 403, boost.text
+        assert boost.json()["errors"][0]["pointer"] == f"#/target/{pointer}"
+    for target, pointer in (({"route": "g-route"}, "route"), ({"consumer": "g-app"}, "consumer")):
+        boost = await acme.post(
+            "/admin/v1/boosts", json={"name": "b", "multiplier": 2, "target": target, **window}
+        )
+        assert boost.status_code == 422, boost.text
+        assert boost.json()["errors"][0]["pointer"] == f"#/target/{pointer}"
+    own = await acme.post(
+        "/admin/v1/boosts",
+        json={"name": "b", "multiplier": 2, "target": {"route": "a-route"}, **window},
+    )
+    assert own.status_code == 201, own.text
+    assert own.json()["organization"] == "acme"
+    widened = await acme.patch(
+        "/admin/v1/boosts/b", json={"target": {"route": None, "everyone": True}}
+    )
+    assert widened.status_code == 403, widened.text
+    retargeted = await acme.patch(
+        "/admin/v1/boosts/b", json={"target": {"route": None, "consumer": "a-app"}}
+    )
+    assert retargeted.status_code == 200, retargeted.text
+    # An unlimited admin may still boost everyone, for any organization.
+    everyone = await owner.post(
+        "/admin/v1/boosts",
+        json={"name": "all", "multiplier": 2, "target": {"everyone": True}, **window},
+    )
+    assert everyone.status_code == 201, everyone.text
+
+    # Overrides: their consumers and their organization's keys only.
+    until = "2030-01-01T00:00:00Z"
+    override = {"multiplier": 2, "reason": "launch", "expires_at": until}
+    a_key = await acme.post("/admin/v1/consumers/a-app/keys", json={"name": "a"})
+    assert a_key.status_code == 201, a_key.text
+    for name, subject, pointer in (
+        ("o1", {"credential": g_key.json()["id"]}, "#/credential"),
+        ("o2", {"credential": "key_nonexistent"}, "#/credential"),
+        ("o3", {"consumer": "g-app"}, "#/consumer"),
+    ):
+        refused = await acme.post("/admin/v1/overrides", json={"name": name, **subject, **override})
+        assert refused.status_code == 422, refused.text
+        assert [e["pointer"] for e in refused.json()["errors"]] == [pointer]
+    mine = await acme.post(
+        "/admin/v1/overrides", json={"name": "o", "credential": a_key.json()["id"], **override}
+    )
+    assert mine.status_code == 201, mine.text
+    moved = await acme.patch("/admin/v1/overrides/o", json={"credential": g_key.json()["id"]})
+    assert moved.status_code == 422
+    # Unchanged fields are not re-checked: a patch of the reason keeps the key.
+    reason = await acme.patch("/admin/v1/overrides/o", json={"reason": "launch, day 2"})
+    assert reason.status_code == 200, reason.text

@@ -173,19 +173,32 @@ async def test_rate_429_counts_rate_limited_requests(engine: AsyncEngine) -> Non
     assert fired[0].data["value"] == pytest.approx(0.3)
 
 
-async def test_the_for_duration_delays_firing_and_resolving(engine: AsyncEngine) -> None:
-    await AlertRules(engine).create("errors", rule("error_rate", 0.1, window_seconds=60))
+async def test_each_rules_for_seconds_delays_its_firing_and_resolving(
+    engine: AsyncEngine,
+) -> None:
+    rules = AlertRules(engine)
+    await rules.create("errors", rule("error_rate", 0.1, window_seconds=60, for_seconds=45))
+    # Same breach, no `for`: fires and resolves at once, next to the delayed one.
+    await rules.create("instant", rule("error_rate", 0.1, window_seconds=60))
     await add_rollups(engine, rollup(-1, 100, errors=50))
-    evaluator = AlertEvaluator(engine, InProcessBus(engine), for_seconds=45)
-    assert await evaluator.run_once(at(0)) == []
+    evaluator = AlertEvaluator(engine, InProcessBus(engine))
+    assert [e.subject for e in await evaluator.run_once(at(0))] == ["instant"]
     assert (await state_of(engine, "errors")).state == "pending"
     assert await evaluator.run_once(at(30)) == []
     fired = await evaluator.run_once(at(45))
-    assert [e.kind for e in fired] == ["alert.firing"]
+    assert [(e.kind, e.subject) for e in fired] == [("alert.firing", "errors")]
     # The bad minute leaves the window at +60: resolving, then resolved 45 s later.
-    assert await evaluator.run_once(at(61)) == []
+    assert [(e.kind, e.subject) for e in await evaluator.run_once(at(61))] == [
+        ("alert.resolved", "instant")
+    ]
     assert (await state_of(engine, "errors")).state == "resolving"
     assert [e.kind for e in await evaluator.run_once(at(106))] == ["alert.resolved"]
+    # A rule's `for_seconds` is stored, read back and changed like its other settings.
+    stored, _ = await rules.get("errors")
+    assert stored.for_seconds == 45
+    assert stored.settings()["for_seconds"] == 45
+    replaced = await rules.replace("errors", rule("error_rate", 0.1, window_seconds=60))
+    assert replaced.for_seconds == 0
 
 
 async def test_two_evaluators_racing_record_each_transition_once(
@@ -250,14 +263,14 @@ async def test_the_real_health_summary_without_workers_is_no_data(engine: AsyncE
 async def test_disabling_or_deleting_a_firing_rule_resolves_it(engine: AsyncEngine) -> None:
     rules = AlertRules(engine)
     bus = InProcessBus(engine)
-    evaluator = AlertEvaluator(engine, bus, for_seconds=300)
+    evaluator = AlertEvaluator(engine, bus)
     for name in ("a", "b"):
-        await rules.create(name, rule("error_rate", 0.1, window_seconds=3600))
+        await rules.create(name, rule("error_rate", 0.1, window_seconds=3600, for_seconds=300))
     await add_rollups(engine, rollup(-1, 100, errors=50))
     await evaluator.run_once(at(0))
     fired = await evaluator.run_once(at(300))
     assert sorted(e.subject for e in fired) == ["a", "b"]
-    disabled = rule("error_rate", 0.1, window_seconds=3600, enabled=False)
+    disabled = rule("error_rate", 0.1, window_seconds=3600, for_seconds=300, enabled=False)
     await rules.replace("a", disabled)
     resolved: list[Event] = await evaluator.run_once(at(301))  # no `for` wait when disabled
     assert [(e.subject, e.data["reason"]) for e in resolved] == [("a", "disabled")]

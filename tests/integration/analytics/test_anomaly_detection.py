@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.admin.audit import AuditFilter, AuditLog
@@ -210,11 +211,13 @@ async def test_credential_stuffing_is_detected_per_address_and_per_key(
         ("key:k2", "auth_failures"),
         ("key:k2", "distinct_ips"),
     ]
-    stored = {(a.credential_id, a.signal): a for a in await anomalies(engine)}
-    address = stored["ip:203.0.113.9", "ip_auth_failures"]
+    stored = {(a.credential_id or a.client_ip, a.signal): a for a in await anomalies(engine)}
+    address = stored["203.0.113.9", "ip_auth_failures"]
+    assert (address.credential_id, address.client_ip) == (None, "203.0.113.9")
     assert address.observed == 300
     assert address.consumer is None
-    assert json.loads(address.details)["client_ip"] == "203.0.113.9"
+    assert "client_ip" not in json.loads(address.details)
+    assert stored["k2", "distinct_ips"].client_ip is None
     assert stored["k2", "distinct_ips"].observed == 60
     assert stored["k2", "auth_failures"].observed == 60
     kinds = [(e.kind, e.subject, e.data["client_ip"]) for e in await read_events(engine)]
@@ -306,3 +309,26 @@ def test_auto_suspend_needs_the_repository_and_the_audit_log() -> None:
             InProcessBus(None),  # type: ignore[arg-type]
             DetectorConfig(auto_suspend=True),
         )
+
+
+@pytest.mark.parametrize(
+    ("credential_id", "client_ip"), [(None, None), ("k1", "203.0.113.9")], ids=["none", "both"]
+)
+async def test_an_anomaly_names_exactly_one_subject(
+    engine: AsyncEngine, credential_id: str | None, client_ip: str | None
+) -> None:
+    with pytest.raises(IntegrityError):
+        async with write_transaction(engine) as conn:
+            await conn.execute(
+                insert(AnomalyRow).values(
+                    detected_at=datetime.now(UTC),
+                    credential_id=credential_id,
+                    client_ip=client_ip,
+                    signal="request_rate",
+                    observed=1.0,
+                    baseline=0.0,
+                    score=9.0,
+                    action="none",
+                    details="{}",
+                )
+            )

@@ -118,6 +118,9 @@ def test_spec_types_reject_bad_values() -> None:
         {"kind": "cpu"},
         {"route": "has space"},
         {"colour": "red"},
+        {"for_seconds": -1},
+        {"for_seconds": 86_401},
+        {"for_seconds": 2.5},
     ):
         with pytest.raises(ValidationError):
             spec(**bad)
@@ -130,6 +133,7 @@ def rule(upstream: str | None = None, threshold: float = 0) -> AlertRule:
         threshold=threshold,
         window_seconds=60,
         min_requests=1,
+        for_seconds=0,
         route=None,
         service=None,
         consumer=None,

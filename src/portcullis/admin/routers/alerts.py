@@ -56,7 +56,7 @@ from portcullis.analytics.alerts import (
     render_rule,
     rule_problems,
 )
-from portcullis.analytics.anomalies import IP_PREFIX, Signal
+from portcullis.analytics.anomalies import Signal
 from portcullis.events.bus import read_events
 from portcullis.events.catalogue import EventType
 from portcullis.model.config import Name
@@ -79,8 +79,8 @@ _WRITE_ERRORS = problem_responses(401, 403, 404, 412, 422, 429)
 
 class AlertStatusOut(BaseModel):
     state: AlertState = Field(
-        description="ok; pending (breached, waiting out the `for` duration); firing; "
-        "resolving (recovered, waiting out the `for` duration)"
+        description="ok; pending (breached, waiting out the rule's `for_seconds`); firing; "
+        "resolving (recovered, waiting out `for_seconds`)"
     )
     since: datetime
     value: float | None = Field(description="The value at the last evaluation (null: no data)")
@@ -306,6 +306,7 @@ async def create_rule(
                         "kind": "p95_latency",
                         "threshold": 800,
                         "window_seconds": 600,
+                        "for_seconds": 120,
                     },
                 },
                 "down": {
@@ -504,13 +505,11 @@ async def list_alerts(
 
 
 def _anomaly(row: Any) -> dict[str, Any]:
-    stored = row.credential_id
-    is_ip = stored.startswith(IP_PREFIX)
     return {
         "id": row.id,
         "detected_at": row.detected_at.isoformat().replace("+00:00", "Z"),
-        "credential_id": None if is_ip else stored,
-        "client_ip": stored[len(IP_PREFIX) :] if is_ip else None,
+        "credential_id": row.credential_id,
+        "client_ip": row.client_ip,
         "consumer": row.consumer,
         "signal": row.signal,
         "observed": row.observed,
@@ -541,7 +540,7 @@ async def list_anomalies(
     if query.credential_id is not None:
         statement = statement.where(t.credential_id == query.credential_id)
     if query.client_ip is not None:
-        statement = statement.where(t.credential_id == IP_PREFIX + query.client_ip)
+        statement = statement.where(t.client_ip == query.client_ip)
     if query.consumer is not None:
         statement = statement.where(t.consumer == query.consumer)
     if query.signal is not None:

@@ -28,7 +28,10 @@ from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
 from portcullis.admin.config_editor import ConfigState, Edit
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.entities import (
+    BOOSTS,
+    CONSUMERS,
     KIND_BY_COLLECTION,
+    OVERRIDES,
     PLUGINS,
     TARGETS,
     UPSTREAMS,
@@ -292,7 +295,7 @@ class EntityRouter:
                 f"your services or routes (organization {scope.organization!r})",
                 errors=[{"pointer": "#/route", "detail": "required for your organization"}],
             )
-        wrong = []
+        wrong = self._traffic_problems(scope, document, old, new)
         for field, collection in self.kind.references:
             target = new.get(field)
             if target is None or (old is not None and old.get(field) == target):
@@ -309,6 +312,64 @@ class EntityRouter:
         if wrong:
             raise validation_problem(wrong)
         return new
+
+    def _traffic_problems(
+        self,
+        scope: OrgScope,
+        document: dict[str, Any],
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+    ) -> list[tuple[str, str]]:
+        """An organization-limited caller's boosts, overrides and plan choices stay inside
+        their organization (see admin/scoping.py): 403 for a boost of everyone or of a
+        tag, (pointer, detail) problems for references to what they can't see."""
+        org = scope.organization
+        wrong: list[tuple[str, str]] = []
+        if self.kind is BOOSTS:
+            target = new.get("target") or {}
+            if target.get("everyone") or target.get("tag") is not None:
+                which = "everyone" if target.get("everyone") else "tag"
+                raise ApiProblem(
+                    FORBIDDEN,
+                    "a boost of everyone or of a consumer tag raises every organization's "
+                    f"limits (tags are shared); target one of your consumers or routes "
+                    f"(organization {org!r})",
+                    errors=[
+                        {"pointer": f"#/target/{which}", "detail": "not for your organization"}
+                    ],
+                )
+            before = (old or {}).get("target") or {}
+            for name, collection, field_name in (
+                ("consumer", "consumers", "username"),
+                ("route", "routes", "name"),
+            ):
+                value = target.get(name)
+                if value is None or before.get(name) == value:
+                    continue
+                if value not in scope.visible_names(document[collection], field_name):
+                    wrong.append(
+                        (f"#/target/{name}", f"unknown {name} {value!r} in organization {org!r}")
+                    )
+        elif self.kind is OVERRIDES:
+            key_id = new.get("credential")
+            changed = key_id is not None and (old is None or old.get("credential") != key_id)
+            if changed and scope.key_organizations.get(str(key_id)) != org:
+                wrong.append(
+                    ("#/credential", f"unknown API key {key_id!r} in organization {org!r}")
+                )
+        elif self.kind is CONSUMERS:
+            plan = new.get("plan")
+            if plan is not None and (old is None or old.get("plan") != plan):
+                offered = {
+                    str(p["name"])
+                    for p in document["plans"]
+                    if p.get("organization") in (None, org)
+                }
+                if plan not in offered:
+                    wrong.append(
+                        ("#/plan", f"unknown plan {plan!r} in organization {org!r} (nor shared)")
+                    )
+        return wrong
 
     def _check_dependents(
         self, config: GatewayConfig, document: dict[str, Any], entity_id: str, scope: OrgScope
@@ -346,6 +407,8 @@ class EntityRouter:
         state: AdminState = request.app.state.admin
         caller: Caller = kw["caller"]
         scope = await scope_of(request, caller)
+        if self.kind is OVERRIDES and scope.limited:
+            scope = await _with_key_owner(state, scope, kw)
 
         def plan(current: ConfigState) -> Edit[_Step]:
             document = current.config.canonical()
@@ -627,6 +690,22 @@ class EntityRouter:
         done = await self._change(kw, action, 200, step)
         assert done.after is not None
         return self._respond(done.after, entity_id)
+
+
+async def _with_key_owner(state: AdminState, scope: OrgScope, kw: dict[str, Any]) -> OrgScope:
+    """The scope, knowing the organization of the API key an override names (if any)."""
+    from portcullis.identity.key_repository import KeyNotFound, KeyRepository
+
+    body = kw.get("body")
+    given = body.model_dump() if isinstance(body, BaseModel) else kw.get("patch")
+    key_id = given.get("credential") if isinstance(given, dict) else None
+    if not isinstance(key_id, str):
+        return scope
+    try:
+        info = await KeyRepository(state.engine, state.secret).get(key_id)
+    except KeyNotFound:
+        return scope
+    return OrgScope(scope.organization, key_organizations={key_id: info.organization})
 
 
 def build_entity_router() -> APIRouter:

@@ -1,11 +1,21 @@
 """Quota usage of a consumer or an API key: used, remaining and when each quota resets.
 
-The numbers are read from the same counters the `plan-limits` plugin decides on,
-without changing them (`LimitBackend.peek`). With Redis (`PORTCULLIS_REDIS_URL`)
-every gateway node shares those counters and the control plane reads them exactly.
-Without Redis the counters live in each data-plane worker's memory, which this
-process cannot see: the response then says `counters: "unavailable"` and leaves
-`used` and `remaining` null (limits, periods and reset times are still given).
+With Redis (`PORTCULLIS_REDIS_URL`) the numbers are read from the same counters
+the `plan-limits` plugin decides on, without changing them (`LimitBackend.peek`):
+every gateway node shares them, the control plane reads them exactly, and the
+response says `counters: "shared"`.
+
+Without Redis each data-plane worker counts quotas in its own memory and enforces
+each quota on its own (a consumer can get up to the limit *per worker*). Workers
+publish their counts to the store every 2 s and when they stop
+(`limits/quota_usage.py`); the response then says `counters: "per_worker"`:
+`used` is the sum over workers (stopped ones included: their requests were served
+this period), up to about 2 s behind; `remaining` is `limit - used`, what is left
+of the plan's allowance (the gateway may still admit requests when it is 0, until
+the worker they reach has counted `limit` itself); `busiest_worker_used` is the
+highest count of one live worker (the one that will refuse first) and
+`live_workers` how many live workers count this quota. For exact quotas across
+workers and nodes, use Redis.
 
 The limit shown is the one in force now: an active override or boost changes it.
 The consumer's usage lists the plan's quotas counted per consumer (a quota counted
@@ -16,21 +26,24 @@ who calls how much, like a key's `last_used_at`).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from portcullis.admin.dependencies import require
 from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.readiness import FRESH_BEATS
 from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.key_repository import KeyNotFound, KeyRepository
 from portcullis.limits.backend import BackendUnavailable, LimitBackend
 from portcullis.limits.calendar import CalendarPeriod, to_us
+from portcullis.limits.quota_usage import CounterUsage, read_quota_usage
 from portcullis.limits.spec import MAX_LIMIT
 from portcullis.model.config import GatewayConfig
 from portcullis.model.traffic import PLAN_LIMITS_PLUGIN, TrafficRules
@@ -46,6 +59,8 @@ from portcullis.plugins.plan_limits import (
 from portcullis.problems import ProblemKind
 
 router = APIRouter(tags=["Usage"])
+# A quota no worker has counted in this period yet.
+NO_USAGE = CounterUsage(used=0, busiest=0, workers=0)
 
 USAGE_UNAVAILABLE = ProblemKind("usage-unavailable", "Usage counters cannot be read right now", 503)
 
@@ -61,8 +76,18 @@ class QuotaUse(BaseModel):
     period_id: str = Field(examples=["2026-11"])
     limit: int = Field(description="the limit in force now (an override or boost changes it)")
     plan_limit: int = Field(description="the limit the plan sets")
-    used: int | None = Field(description="null when the counters cannot be read")
-    remaining: int | None
+    used: int | None = Field(
+        description="requests counted in the period; per_worker counters: summed over workers"
+    )
+    remaining: int | None = Field(description="max(0, limit - used)")
+    busiest_worker_used: int | None = Field(
+        None,
+        description="per_worker counters only: the highest count of one live worker (each "
+        "worker refuses once its own count reaches the limit); null with shared counters",
+    )
+    live_workers: int | None = Field(
+        None, description="per_worker counters only: live workers that counted this quota"
+    )
     period_start: datetime = Field(description="ISO 8601 with the time zone's offset")
     resets_at: datetime = Field(description="when the next period starts (ISO 8601 with offset)")
 
@@ -75,8 +100,9 @@ class QuotaUsageOut(BaseModel):
     adjustment: str | None = Field(
         description="`boost`, or `override:<name>`, when one changes the limits now"
     )
-    counters: Literal["shared", "unavailable"] = Field(
-        description="`unavailable` without Redis: counters are in data-plane worker memory"
+    counters: Literal["shared", "per_worker"] = Field(
+        description="`shared`: Redis counters, exact across workers; `per_worker`: without "
+        "Redis each worker enforces quotas on its own and `used` sums what they published"
     )
     at: datetime
     quotas: list[QuotaUse]
@@ -138,10 +164,26 @@ async def _usage(
                 )
                 limit = effective_limit(item, adjustment)
                 rows.append((entry, item, limit, current[item.period, item.timezone], partition))
-    backend = _backend(_state(request))
+    state = _state(request)
+    backend = _backend(state)
     used: list[int | None] = [None] * len(rows)
+    per_worker: list[CounterUsage | None] = [None] * len(rows)
+    slot = slot_for(consumer, "")
+    if backend is None and rows:
+        keys = [
+            counter_request(item, MAX_LIMIT, period, partition, slot).key
+            for _, item, _, period, partition in rows
+        ]
+        fresh_for = timedelta(seconds=FRESH_BEATS * state.settings.heartbeat_interval)
+        try:
+            published = await read_quota_usage(state.engine, keys, fresh_for=fresh_for)
+        except SQLAlchemyError as exc:
+            raise ApiProblem(
+                USAGE_UNAVAILABLE, f"the published quota counters cannot be read: {exc}"
+            ) from None
+        per_worker = [published.get(key, NO_USAGE) for key in keys]
+        used = [p.used if p is not None else None for p in per_worker]
     if backend is not None and rows:
-        slot = slot_for(consumer, "")
         # Peeked against the largest limit, so `remaining` is never clamped at 0 and
         # `used` comes out exact even when it exceeds the limit now in force.
         probes = [
@@ -158,7 +200,7 @@ async def _usage(
             await backend.aclose()
         used = [MAX_LIMIT - d.remaining for d in peeked]
     quotas = []
-    for (entry, item, limit, period, _), count in zip(rows, used, strict=True):
+    for (entry, item, limit, period, _), count, spread in zip(rows, used, per_worker, strict=True):
         quotas.append(
             QuotaUse(
                 name=item.name,
@@ -171,6 +213,8 @@ async def _usage(
                 plan_limit=item.limit,
                 used=count,
                 remaining=None if count is None else max(0, limit - count),
+                busiest_worker_used=spread.busiest if spread is not None else None,
+                live_workers=spread.workers if spread is not None else None,
                 period_start=period.starts_at(),
                 resets_at=period.ends_at(),
             )
@@ -181,7 +225,7 @@ async def _usage(
         plan=plan.name if plan is not None else None,
         plan_source=source,
         adjustment=", ".join(sorted(sources)) or None,
-        counters="shared" if backend is not None else "unavailable",
+        counters="shared" if backend is not None else "per_worker",
         at=now_dt,
         quotas=quotas,
     )

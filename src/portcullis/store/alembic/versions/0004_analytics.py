@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Float(), nullable=False),
         sa.Column("window_seconds", sa.Integer(), nullable=False),
         sa.Column("min_requests", sa.Integer(), nullable=False),
+        sa.Column("for_seconds", sa.Integer(), server_default="0", nullable=False),
         sa.Column("route", sa.String(length=128), nullable=True),
         sa.Column("service", sa.String(length=128), nullable=True),
         sa.Column("consumer", sa.String(length=128), nullable=True),
@@ -101,7 +102,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("detected_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("credential_id", sa.String(length=64), nullable=False),
+        sa.Column("credential_id", sa.String(length=64), nullable=True),
+        sa.Column("client_ip", sa.String(length=64), nullable=True),
         sa.Column("consumer", sa.String(length=128), nullable=True),
         sa.Column("signal", sa.String(length=32), nullable=False),
         sa.Column("observed", sa.Float(), nullable=False),
@@ -109,9 +111,14 @@ def upgrade() -> None:
         sa.Column("score", sa.Float(), nullable=False),
         sa.Column("action", sa.String(length=16), nullable=False),
         sa.Column("details", sa.Text(), nullable=False),
+        sa.CheckConstraint(
+            "(credential_id IS NULL) <> (client_ip IS NULL)",
+            name=op.f("ck_anomalies_one_subject"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_anomalies")),
     )
     with op.batch_alter_table("anomalies", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_anomalies_client_ip"), ["client_ip"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_anomalies_credential_id"), ["credential_id"], unique=False
         )
@@ -218,6 +225,7 @@ def downgrade() -> None:
     with op.batch_alter_table("anomalies", schema=None) as batch_op:
         batch_op.drop_index("ix_anomalies_detected")
         batch_op.drop_index(batch_op.f("ix_anomalies_credential_id"))
+        batch_op.drop_index(batch_op.f("ix_anomalies_client_ip"))
 
     op.drop_table("anomalies")
     with op.batch_alter_table("analytics_rollups", schema=None) as batch_op:
