@@ -37,6 +37,7 @@ writer whose UPDATE matched records the event, in the same transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -241,11 +242,11 @@ def _status(row: Any) -> AlertStatus:
 
 
 class AlertRuleNotFound(LookupError):
-    pass
+    """No alert rule has that name."""
 
 
 class AlertRuleExists(ValueError):
-    pass
+    """An alert rule with that name exists already."""
 
 
 class AlertRules:
@@ -571,15 +572,14 @@ class AlertEvaluator:
 
     async def _initial_state(self, rule: str, now: datetime) -> AlertStatus:
         """The rule's state row, created `ok` if it has none yet."""
-        try:
+        # Another control plane may have created it first: that row is as good.
+        with contextlib.suppress(IntegrityError):
             async with write_transaction(self._engine) as conn:
                 await conn.execute(
                     insert(AlertStateRow).values(
                         rule=rule, state=str(AlertState.OK), since=now, value=None, evaluated_at=now
                     )
                 )
-        except IntegrityError:
-            pass  # another control plane created it
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(select(AlertStateRow).where(AlertStateRow.rule == rule))
