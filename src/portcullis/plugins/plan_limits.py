@@ -62,15 +62,14 @@ from portcullis.model.traffic import (
 )
 from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.limit_headers import CONTENT_TYPE, ratelimit_field, refusal
 from portcullis.plugins.rate_limit import NAME_PATTERN, Selector, _selector
 from portcullis.problems import (
-    PROBLEM_CONTENT_TYPE,
     QUOTA_EXCEEDED,
     TEMPORARY_REDUCED_CAPACITY,
     problem_body,
 )
 
-_CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
 _FOREVER = 2**62
 # Distinct (multiplier or override, period) variants kept per plan and route.
 _VARIANT_MEMO = 64
@@ -245,7 +244,16 @@ def _limit_spec(item: Item, limit: int) -> LimitSpec:
 class Variant:
     """An entry's specs under one adjustment, valid while its quota periods last."""
 
-    __slots__ = ("blocked", "items", "keys", "policy_header", "specs", "valid_from", "valid_until")
+    __slots__ = (
+        "blocked",
+        "items",
+        "keys",
+        "labels",
+        "policy_header",
+        "specs",
+        "valid_from",
+        "valid_until",
+    )
 
     def __init__(
         self, entry: Entry, adjustment: Adjustment, periods: dict[tuple[str, str], CalendarPeriod]
@@ -277,6 +285,8 @@ class Variant:
         self.keys: tuple[str, ...] = tuple(keys)
         self.specs: tuple[LimitSpec, ...] = tuple(specs)
         self.blocked: tuple[Item, ...] = tuple(blocked)
+        # Structured Field item names for the RateLimit fields.
+        self.labels: tuple[str, ...] = tuple(f'"{item.name}"' for item in items)
         self.policy_header = (b"ratelimit-policy", ", ".join(policy).encode())
         self.valid_from = valid_from
         self.valid_until = valid_until
@@ -558,30 +568,16 @@ class PlanLimits(Plugin):
                 return self._refuse(variant, decisions)
         if self._headers:
             ctx.response_headers.append(variant.policy_header)
-            items = [
-                f'"{item.name}";r={d.remaining};t={d.reset_after_s}'
-                for item, d in zip(variant.items, decisions, strict=True)
-                if d.counted
-            ]
-            if items:
-                ctx.response_headers.append((b"ratelimit", ", ".join(items).encode()))
+            field = ratelimit_field(variant.labels, decisions)
+            if field is not None:
+                ctx.response_headers.append((b"ratelimit", field))
         return None
 
     def _refuse(self, variant: Variant, decisions: list[Decision]) -> PluginResponse:
-        violated = [i for i, d in enumerate(decisions) if not d.allowed]
-        wait = max(1, max(decisions[i].retry_after_s for i in violated))
-        headers = [_CONTENT_TYPE, (b"retry-after", str(wait).encode())]
-        counted = all(decisions[i].counted for i in violated)
+        violated, counted, headers = refusal(
+            variant.labels, decisions, variant.policy_header if self._headers else None
+        )
         names = [variant.items[i].name for i in violated]
-        if self._headers:
-            headers.append(variant.policy_header)
-            if counted:
-                items = ", ".join(
-                    f'"{variant.items[i].name}";r={decisions[i].remaining};'
-                    f"t={max(1, decisions[i].retry_after_s)}"
-                    for i in violated
-                )
-                headers.append((b"ratelimit", items.encode()))
         if not counted:
             body = problem_body(
                 TEMPORARY_REDUCED_CAPACITY,
@@ -606,7 +602,7 @@ class PlanLimits(Plugin):
             f"Requests are suspended by an override until it expires ({', '.join(names)}).",
             **_violated(names),
         )
-        return PluginResponse(429, body, [_CONTENT_TYPE, (b"retry-after", str(wait).encode())])
+        return PluginResponse(429, body, [CONTENT_TYPE, (b"retry-after", str(wait).encode())])
 
 
 def _violated(names: list[str]) -> dict[str, Any]:

@@ -63,8 +63,8 @@ from portcullis.limits.memory import default_memory_backend
 from portcullis.limits.spec import MAX_LIMIT, MICROS, Algorithm, Decision, LimitSpec, period_label
 from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.limit_headers import ratelimit_field, refusal
 from portcullis.problems import (
-    PROBLEM_CONTENT_TYPE,
     QUOTA_EXCEEDED,
     TEMPORARY_REDUCED_CAPACITY,
     problem_body,
@@ -74,7 +74,6 @@ MAX_COST = 1_000_000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
 _SIMPLE_KEYS = ("global", "service", "route", "consumer", "credential", "ip")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
 
 
 def _check_key(selector: str) -> str:
@@ -308,6 +307,7 @@ class RateLimit(Plugin):
                 item += f";w={lim.spec.period_us // MICROS}"
             policy_items.append(item)
         self._policy_header = (b"ratelimit-policy", ", ".join(policy_items).encode())
+        self._labels = tuple(lim.item for lim in self._limits)
         self._bodies: dict[tuple[int, ...], bytes] = {}
 
     def _cost(self, ctx: RequestContext) -> int:
@@ -340,29 +340,15 @@ class RateLimit(Plugin):
                 return self._refuse(decisions)
         if self._headers:
             ctx.response_headers.append(self._policy_header)
-            items = [
-                f"{lim.item};r={d.remaining};t={d.reset_after_s}"
-                for lim, d in zip(limits, decisions, strict=True)
-                if d.counted
-            ]
-            if items:
-                ctx.response_headers.append((b"ratelimit", ", ".join(items).encode()))
+            field = ratelimit_field(self._labels, decisions)
+            if field is not None:
+                ctx.response_headers.append((b"ratelimit", field))
         return None
 
     def _refuse(self, decisions: list[Decision]) -> PluginResponse:
-        violated = tuple(i for i, d in enumerate(decisions) if not d.allowed)
-        wait = max(1, max(decisions[i].retry_after_s for i in violated))
-        headers = [_CONTENT_TYPE, (b"retry-after", str(wait).encode())]
-        counted = all(decisions[i].counted for i in violated)
-        if self._headers:
-            headers.append(self._policy_header)
-            if counted:
-                items = ", ".join(
-                    f"{self._limits[i].item};r={decisions[i].remaining};"
-                    f"t={max(1, decisions[i].retry_after_s)}"
-                    for i in violated
-                )
-                headers.append((b"ratelimit", items.encode()))
+        violated, counted, headers = refusal(
+            self._labels, decisions, self._policy_header if self._headers else None
+        )
         if not counted:
             return PluginResponse(503, self._body(violated, unavailable=True), headers)
         return PluginResponse(429, self._body(violated, unavailable=False), headers)
