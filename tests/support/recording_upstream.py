@@ -5,8 +5,8 @@ httpx, h2, the websockets sync client), so the upstream runs its asyncio loop in
 background thread and one instance can serve a whole module. It records every
 request exactly as it arrived (head bytes, headers in order, body, which
 connection, every raw byte per connection) and answers with `respond(request)`,
-which a test may replace. A WebSocket upgrade is accepted (RFC 6455 handshake) and
-its text and binary frames are echoed, so a proxied handshake can be completed.
+which a test may replace. By default a WebSocket upgrade is accepted (RFC 6455
+handshake); after any 101 the connection echoes text and binary frames.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def default_response(req: ReceivedRequest) -> bytes:
-    """200 with a small body naming what arrived (HEAD: the same head, no body)."""
+    """200 with a small body naming what arrived (HEAD: the same head, no body); a
+    WebSocket upgrade is accepted with 101."""
+    if _is_websocket(req):
+        return _ws_accept(req)
     body = b"seen " + req.method.encode() + b" " + req.target
     if req.method == "HEAD":
         return response(200, headers=[(b"content-length", b"%d" % len(body))], length=False)
@@ -150,11 +153,11 @@ class RecordingUpstream:
 
     async def _handle(self, conn: RawConnection) -> None:
         while (req := await conn.read_request()) is not None:
-            if _is_websocket(req):
-                await conn.send(_ws_accept(req))
+            reply = self.respond(req)
+            await conn.send(reply)
+            if reply.startswith(b"HTTP/1.1 101 "):
                 await self._echo_frames(conn)
                 return
-            await conn.send(self.respond(req))
             if (req.header(b"connection") or b"").lower() == b"close":
                 return
 

@@ -47,8 +47,9 @@ def gateway_config(upstream: int) -> dict[str, Any]:
         "routes": [
             # HTTP/1.1 and HTTP/2 suites.
             route("rec"),
-            route("public-host", paths=["/hosted"], hosts=["public.example"]),
-            route("admin-host", paths=["/hosted"], hosts=["admin.example"]),
+            # Host routing; the upstream sees the Host (as with virtual hosts behind).
+            route("public-host", paths=["/hosted"], hosts=["public.example"], preserve_host=True),
+            route("admin-host", paths=["/hosted"], hosts=["admin.example"], preserve_host=True),
             # Plugin matrix: one route per plugin, and an open one.
             route("open"),
             route("key-auth"),

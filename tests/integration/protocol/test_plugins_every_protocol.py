@@ -10,6 +10,7 @@ and named in PLUGINS (no body on a WebSocket handshake, no CORS preflight over o
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from websockets.sync.client import connect
 
 from support.h2_client import h2_request
 from support.raw_client import RawClient
-from support.raw_upstream import ReceivedRequest
-from support.recording_upstream import RecordingUpstream
+from support.raw_upstream import ReceivedRequest, response
+from support.recording_upstream import RecordingUpstream, default_response
 from support.servers import Gateway
 
 PROTOCOLS = ("http1", "http2", "websocket")
@@ -325,3 +326,71 @@ def test_websocket_handshake_reaches_the_upstream_cleanly(
     assert values(b"x-kept") == [b"yes"]
     assert len(values(b"via")) == 1
     assert up.ws_messages == [b"hello", b"\x00\x01"]
+
+
+def ws_handshake(path: bytes, host_lines: bytes = b"Host: gw.test\r\n") -> bytes:
+    return (
+        b"GET " + path + b" HTTP/1.1\r\n" + host_lines
+        + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("upstream_status", [200, 403, 426])
+def test_a_refused_upgrade_opens_no_tunnel(
+    gw: Gateway, up: RecordingUpstream, upstream_status: int
+) -> None:
+    # WebSocket smuggling: the upstream does not switch protocols. A proxy that opened a
+    # raw tunnel anyway would let the client talk to the upstream directly, past routing
+    # and plugins; what follows must still be HTTP to the gateway.
+    token = uuid.uuid4().hex.encode()
+    up.respond = lambda req: (
+        response(upstream_status, b"no websocket here")
+        if token in req.target
+        else default_response(req)
+    )
+    with RawClient(gw.proxy_port) as client:
+        client.send(ws_handshake(b"/open/" + token))
+        assert client.read_response().status >= 400
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            client.send(b"GET /no-route/" + token + b" HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        if not client.closed_by_peer(timeout=1.0):
+            assert client.read_response().status == 404
+    settle(gw, up)
+    assert [r.target for r in up.seen(token)] == [b"/open/" + token]
+
+
+# ----------------------------------------------------------------------------- host confusion
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+@pytest.mark.parametrize(
+    "hosts",
+    [(b"public.example", b"admin.example"), (b"admin.example", b"public.example")],
+    ids=["public-first", "admin-first"],
+)
+def test_a_second_host_cannot_walk_around_host_routing(
+    gw: Gateway, up: RecordingUpstream, proto: str, hosts: tuple[bytes, bytes]
+) -> None:
+    # Issue item 5, on every protocol: /hosted is open on public.example and behind
+    # key-auth on admin.example; with two Hosts the router and the upstream could each
+    # believe a different one. RFC 9112 §3.2: 400.
+    token = uuid.uuid4().hex.encode()
+    path = b"/hosted/" + token
+    if proto == "http2":
+        headers = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", path)]
+        result = h2_request(gw.proxy_port, headers + [(b"host", h) for h in hosts])
+        status = result.status
+    else:
+        host_lines = b"".join(b"Host: " + h + b"\r\n" for h in hosts)
+        raw = (
+            ws_handshake(path, host_lines)
+            if proto == "websocket"
+            else b"GET " + path + b" HTTP/1.1\r\n" + host_lines + b"\r\n"
+        )
+        with RawClient(gw.proxy_port) as client:
+            client.send(raw)
+            status = client.read_response().status
+    assert status == 400
+    settle(gw, up)
+    assert up.seen(token) == []
