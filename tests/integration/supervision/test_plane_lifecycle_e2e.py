@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from portcullis.supervision.ports import port_in_use
 from support.processes import control_plane, data_plane, listens_on, wait_for
@@ -63,6 +64,7 @@ def test_a_crash_looping_plane_stops_the_gateway_with_a_message(
     assert not port_in_use("127.0.0.1", gw.admin_port)
 
 
+@pytest.mark.slow
 def test_a_killed_supervisor_takes_its_planes_along_and_a_new_one_starts(
     tmp_path: Path, config_file: Path
 ) -> None:

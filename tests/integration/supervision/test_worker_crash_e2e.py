@@ -22,6 +22,7 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
+import pytest
 
 from portcullis.store.engine import sqlite_file
 from support.processes import control_plane, data_plane, listens_on, wait_for
@@ -73,6 +74,7 @@ def request_log_rows(database_url: str) -> int:
         return int(conn.execute("SELECT count(*) FROM request_log").fetchone()[0])
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_respawned_and_only_its_requests_fail(
     tmp_path: Path, config_file: Path
 ) -> None:
