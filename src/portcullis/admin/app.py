@@ -36,6 +36,7 @@ from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.runtime.heartbeat import list_nodes
 from portcullis.settings import Settings
+from portcullis.silent_connections import SilentConnectionReaper
 
 NOT_READY = ProblemKind("not-ready", "Control plane is not ready", 503)
 API_PREFIX = "/admin/v1"
@@ -126,7 +127,11 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             jobs.start(app.state.admin)
         else:
             logger.warning("the store is not migrated; the admin API answers 401 until it is")
+        silent = SilentConnectionReaper(settings.admin_port, settings.client_first_byte_timeout)
+        if settings.client_first_byte_timeout > 0:
+            silent.start()
         yield
+        silent.stop()
         await jobs.stop()
         await engine.dispose()
 
