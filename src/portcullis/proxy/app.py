@@ -833,25 +833,23 @@ class ProxyApp:
                 except StopAsyncIteration:
                     first = []
             # With a declared length the last chunk is known when it arrives, so it
-            # closes the body itself rather than an extra empty message.
+            # closes the body itself rather than an extra empty message. The chunks
+            # are still read to their end, which lets the transport finish cleanly.
             declared = _header(response.headers, b"content-length")
             left = int(declared) if declared is not None and declared.isdigit() else -1
+            more = True
             started = True
             await send({"type": "http.response.start", "status": status, "headers": headers})
-            if left == 0:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
             for chunk in first:
                 left -= len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": left != 0})
-                if left == 0:
-                    return
+                more = left != 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
             async for chunk in chunks:
                 left -= len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": left != 0})
-                if left == 0:
-                    return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                more = left != 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except UpstreamError as exc:
             outcome = Outcome.TIMEOUT if isinstance(exc, ReadTimeout) else Outcome.HTTP_FAILURE
             log.info("upstream.body_failed", error=exc.kind, request_id=ctx.request_id)
