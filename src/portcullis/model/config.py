@@ -61,7 +61,10 @@ class Retries(StrictModel):
     attempts: int = Field(default=1, ge=0, le=10)
     budget_ratio: float = Field(default=0.2, ge=0, le=1)
     min_per_second: float = Field(default=10.0, ge=0)
-    idempotency_key: bool = False
+    idempotency_key: bool = Field(
+        default=False,
+        description="also retry requests with an Idempotency-Key header, whatever the method",
+    )
     on_statuses: list[int] = Field(default_factory=lambda: [502, 503, 504])
 
     @field_validator("on_statuses")
