@@ -661,6 +661,25 @@ async def test_retry_gate_decides_the_keep_alive_retry(transport: Transport) -> 
     assert [r.target for r in up.requests] == [b"/", b"/gated"]
 
 
+async def test_resent_request_whose_connect_fails_is_reported_sent(transport: Transport) -> None:
+    # The request went out on the dead connection, so the connect error is not "never sent".
+    async def dies(conn: RawConnection) -> None:
+        await conn.read_request()
+        await conn.send(response(200, b"first"))
+        await conn.read_head()
+        server = conn.upstream._server
+        assert server is not None
+        server.close()
+        await conn.close()
+
+    async with serve(dies) as up:
+        await fetch(transport, up.origin, req())
+        with pytest.raises(ConnectError) as info:
+            await transport.send(up.origin, req("GET", b"/again"), TIMEOUTS)
+    assert info.value.request_sent
+    assert [r.target for r in up.requests] == [b"/", b"/again"]
+
+
 async def test_retry_happens_at_most_once(transport: Transport) -> None:
     async def hangs_up(conn: RawConnection) -> None:
         await conn.read_head()

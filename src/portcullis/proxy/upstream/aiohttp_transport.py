@@ -181,6 +181,12 @@ def _map_error(exc: BaseException, *, request_sent: bool) -> UpstreamError:
     )
 
 
+def _sent(exc: UpstreamError, resent: bool) -> UpstreamError:
+    """`exc`, marked sent when an earlier attempt of the request already went out."""
+    exc.request_sent = exc.request_sent or resent
+    return exc
+
+
 class AiohttpTransport:
     """`Transport` on an aiohttp `ClientSession` (created lazily on the running loop).
 
@@ -263,6 +269,7 @@ class AiohttpTransport:
         elif request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         client_timeout = self._client_timeout(timeouts)
+        resent = False
         while True:
             guard: _WriteDeadline | None = None
             data: bytes | AsyncIterator[bytes] | None
@@ -282,12 +289,14 @@ class AiohttpTransport:
                     and request.may_resend()
                 ):
                     retry = False
+                    resent = True
                     continue
-                raise _map_error(exc, request_sent=True) from exc
-            except UpstreamError:
+                raise _sent(_map_error(exc, request_sent=True), resent) from exc
+            except UpstreamError as exc:
+                _sent(exc, resent)
                 raise
             except Exception as exc:
-                raise _map_error(exc, request_sent=True) from exc
+                raise _sent(_map_error(exc, request_sent=True), resent) from exc
             reason = resp.reason.encode("latin-1") if resp.reason else b""
             return UpstreamResponse(
                 resp.status,

@@ -681,6 +681,7 @@ class Http1Transport:
     ) -> UpstreamResponse:
         """Send `request` to `origin`; the response body streams from the connection."""
         conn = self._pop_idle(origin)
+        resent = False
         if conn is not None:
             try:
                 await conn.exchange(request, timeouts)
@@ -692,10 +693,16 @@ class Http1Transport:
                         "may have reached the upstream and is not sent again",
                         request_sent=True,
                     ) from None
+                resent = stale.sent
             except BaseException:
                 conn.close()
                 raise
-        conn = await self._connect(origin, timeouts.connect)
+        try:
+            conn = await self._connect(origin, timeouts.connect)
+        except UpstreamError as exc:
+            # The request went out on the dead connection before this connect failed.
+            exc.request_sent = exc.request_sent or resent
+            raise
         try:
             await conn.exchange(request, timeouts)
         except _StaleConnection as stale:
