@@ -664,11 +664,11 @@ class ProxyApp:
                 if isinstance(exc, UpstreamError):
                     kind, outcome = _error_kind(exc)
                     detail = f"Service {service.name!r}: {exc.kind}"
-                    # The total timeout ends the exchange, retries included.
                     may_retry = idempotent or not exc.request_sent
                 else:
                     kind, outcome = problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
                     detail = f"Service {service.name!r} exceeded its total timeout"
+                    # The total timeout ends the exchange, retries included.
                     may_retry = False
                 pool.end(target, outcome, latency)
                 tried.append(target)
