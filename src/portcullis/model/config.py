@@ -55,7 +55,7 @@ class Retries(StrictModel):
     header (for upstreams that deduplicate by it). A retry goes to another
     target. `budget_ratio` caps retries to a fraction of the last 10 s of
     requests so a struggling upstream is not hammered, plus `min_per_second`
-    retries per second for quiet services (per data-plane worker).
+    retries per second for quiet services (shared by the data-plane workers).
     """
 
     attempts: int = Field(default=1, ge=0, le=10)

@@ -99,17 +99,20 @@ def _service_base_path(service: Service) -> tuple[str, str]:
     return service.protocol, service.path
 
 
-def _retry_budget(service: Service, previous: Snapshot | None) -> RetryBudget:
-    """The service's budget, carried over while its policy is unchanged.
+def _retry_budget(service: Service, previous: Snapshot | None, workers: int) -> RetryBudget:
+    """This worker's share of the service's budget, carried over while unchanged.
 
-    A fresh budget starts with a full reserve and no request history, so
+    The ratio applies to the requests each worker sees; the reserve of
+    `min_per_second` is the gateway's, so each of `workers` gets its part. A
+    fresh budget starts with a full reserve and no request history, so
     rebuilding it on every config change would let retries past the cap.
     """
     r = service.retries
+    reserve = r.min_per_second / max(1, workers)
     old = previous.budgets.get(service.name) if previous is not None else None
-    if old is not None and (old.ratio, old.min_per_second) == (r.budget_ratio, r.min_per_second):
+    if old is not None and (old.ratio, old.min_per_second) == (r.budget_ratio, reserve):
         return old
-    return RetryBudget(r.budget_ratio, r.min_per_second)
+    return RetryBudget(r.budget_ratio, reserve)
 
 
 def _compile_service(
@@ -117,6 +120,7 @@ def _compile_service(
     upstreams: dict[str, Upstream],
     pools: dict[str, UpstreamPool],
     previous: Snapshot | None,
+    workers: int,
 ) -> CompiledService:
     scheme, base_path = _service_base_path(service)
     pool_name = service.upstream if service.upstream else implicit_upstream_name(service)
@@ -133,7 +137,7 @@ def _compile_service(
         total_timeout=t.total,
         retry_attempts=r.attempts,
         retry_statuses=frozenset(r.on_statuses),
-        retry_budget=_retry_budget(service, previous),
+        retry_budget=_retry_budget(service, previous, workers),
         hash_on=upstream.hash_on,
         hash_on_header=header.lower().encode("latin-1") if header else None,
         retry_with_idempotency_key=r.idempotency_key,
@@ -187,7 +191,9 @@ def build_snapshot(
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
     pools = build_pools(upstreams, previous.pools if previous else None)
     by_name = {u.name: u for u in upstreams}
-    services = {s.name: _compile_service(s, by_name, pools, previous) for s in config.services}
+    services = {
+        s.name: _compile_service(s, by_name, pools, previous, env.workers) for s in config.services
+    }
     limiters = build_limiters(upstreams, previous.limiters if previous else None)
     if limiters:
         rules = PriorityRules(config.routes, config.consumers)

@@ -107,14 +107,16 @@ UPSTREAMS = {
 }
 
 
+NO_VERDICTS = {
+    "healthchecks": {"passive": {"enabled": False}},
+    "circuit_breaker": {"enabled": False},
+}
+
+
 def config(ports: dict[str, int], refused: int) -> dict[str, Any]:
     def url(name: str) -> str:
         return f"http://127.0.0.1:{ports[name]}"
 
-    no_verdicts = {
-        "healthchecks": {"passive": {"enabled": False}},
-        "circuit_breaker": {"enabled": False},
-    }
     services: list[dict[str, Any]] = [
         {"name": "echo", "url": url("echo")},
         {"name": "refused", "url": f"http://127.0.0.1:{refused}"},
@@ -123,11 +125,6 @@ def config(ports: dict[str, int], refused: int) -> dict[str, Any]:
         {"name": "short", "url": url("short")},
         {"name": "flaky", "url": url("flaky")},
         {"name": "pair", "upstream": "pair"},
-        {
-            "name": "failing",
-            "upstream": "failing",
-            "retries": {"budget_ratio": BUDGET_RATIO, "min_per_second": MIN_PER_SECOND},
-        },
     ]
     return {
         "upstreams": [
@@ -135,15 +132,7 @@ def config(ports: dict[str, int], refused: int) -> dict[str, Any]:
                 "name": "pair",
                 "algorithm": "round-robin",
                 "targets": [{"target": f"127.0.0.1:{ports[n]}"} for n in ("dying", "witness")],
-                **no_verdicts,
-            },
-            {
-                "name": "failing",
-                "algorithm": "round-robin",
-                "targets": [
-                    {"target": f"127.0.0.1:{ports[n]}"} for n in ("failing-a", "failing-b")
-                ],
-                **no_verdicts,
+                **NO_VERDICTS,
             },
         ],
         "services": services,
@@ -346,18 +335,43 @@ def test_post_whose_target_died_is_not_sent_to_another(
 
 
 def test_retries_of_failing_gets_stay_within_the_budget(
-    gw: Gateway, upstreams: dict[str, RawUpstream]
+    tmp_path: Path, upstreams: dict[str, RawUpstream]
 ) -> None:
+    # Two workers, so the reserve must be the gateway's, not each worker's.
     targets = (upstreams["failing-a"], upstreams["failing-b"])
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "upstreams": [
+                    {
+                        "name": "failing",
+                        "targets": [{"target": f"127.0.0.1:{up.port}"} for up in targets],
+                        **NO_VERDICTS,
+                    }
+                ],
+                "services": [
+                    {
+                        "name": "failing",
+                        "upstream": "failing",
+                        "retries": {
+                            "budget_ratio": BUDGET_RATIO,
+                            "min_per_second": MIN_PER_SECOND,
+                        },
+                    }
+                ],
+                "routes": [{"name": "failing", "service": "failing", "paths": ["/failing"]}],
+            }
+        )
+    )
     requests = 1000
-
-    def get(client: httpx.Client) -> int:
-        return client.get("/failing/x").status_code
-
-    with httpx.Client(base_url=gw.url, timeout=30, limits=httpx.Limits(max_connections=16)) as c:
+    with (
+        gateway(tmp_path, cfg, workers=2) as gw,
+        httpx.Client(base_url=gw.url, timeout=30, limits=httpx.Limits(max_connections=16)) as c,
+    ):
         started = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
-            statuses = list(pool.map(lambda _: get(c), range(requests)))
+            statuses = list(pool.map(lambda _: c.get("/failing/x").status_code, range(requests)))
         elapsed = time.monotonic() - started
     assert statuses == [503] * requests
     attempts = sum(len(up.requests) for up in targets)
