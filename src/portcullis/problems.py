@@ -33,6 +33,14 @@ URI_TOO_LONG = ProblemKind("uri-too-long", "Request URI too long", 414)
 HEADERS_TOO_LARGE = ProblemKind(
     "request-header-fields-too-large", "Request header fields too large", 431
 )
+# The server stopped the request body (bad chunk framing) or the client stopped sending it.
+INVALID_REQUEST_BODY = ProblemKind(
+    "invalid-request-body", "The request body is malformed or incomplete", 400
+)
+# RFC 9112 §6.1: a transfer coding the server does not understand is answered 501.
+TRANSFER_CODING_NOT_IMPLEMENTED = ProblemKind(
+    "transfer-coding-not-implemented", "Transfer coding not implemented", 501
+)
 UPSTREAM_UNAVAILABLE = ProblemKind(
     "upstream-unavailable", "No healthy upstream target is available", 503
 )

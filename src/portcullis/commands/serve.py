@@ -58,6 +58,8 @@ def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> in
             "PORTCULLIS_DATABASE_URL": settings.database_url,
             "PORTCULLIS_PROXY_PORT": str(settings.proxy_port),
             "PORTCULLIS_ADMIN_PORT": str(settings.admin_port),
+            # Workers split gateway-wide allowances (the retry budget's reserve).
+            "PORTCULLIS_WORKERS": str(settings.workers),
         }
     )
     from portcullis.analytics.metrics import MULTIPROC_ENV, prepare_metrics_dir

@@ -50,13 +50,21 @@ class Retries(StrictModel):
     """Retry policy.
 
     Retries are attempted only for idempotent methods, or for any method when the
-    failure happened before the request was sent. `budget_ratio` caps retries to a
-    fraction of recent requests so a struggling upstream is not hammered.
+    failure happened before any byte of the request was sent; with
+    `idempotency_key` also for a request that carries an `Idempotency-Key`
+    header (for upstreams that deduplicate by it). A retry goes to another
+    target. `budget_ratio` caps retries to a fraction of the last 10 s of
+    requests so a struggling upstream is not hammered, plus `min_per_second`
+    retries per second for quiet services (shared by the data-plane workers).
     """
 
     attempts: int = Field(default=1, ge=0, le=10)
     budget_ratio: float = Field(default=0.2, ge=0, le=1)
     min_per_second: float = Field(default=10.0, ge=0)
+    idempotency_key: bool = Field(
+        default=False,
+        description="also retry requests with an Idempotency-Key header, whatever the method",
+    )
     on_statuses: list[int] = Field(default_factory=lambda: [502, 503, 504])
 
     @field_validator("on_statuses")

@@ -58,6 +58,9 @@ class PluginEnv:
     clock: Callable[[], float] = field(default=time.time)
     # Plans, boosts and overrides of the config being compiled (like `consumers`).
     traffic: TrafficRules = EMPTY_TRAFFIC
+    # Data-plane worker processes, each with its own copy of per-process state: a
+    # gateway-wide allowance (the retry budget's reserve) is split between them.
+    workers: int = 1
 
 
 DEFAULT_ENV = PluginEnv()

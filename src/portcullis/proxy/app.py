@@ -14,7 +14,7 @@ from portcullis.analytics.record import Flag, RequestObserver, RequestRecord
 from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.plugins.base import BODY_BUFFER_LIMIT, RequestContext
 from portcullis.problems import ProblemKind
-from portcullis.proxy.balancer import Outcome, TargetState, UpstreamPool
+from portcullis.proxy.balancer import Outcome, RetryBudget, TargetState, UpstreamPool
 from portcullis.proxy.headers import (
     TrustedProxies,
     new_request_id,
@@ -25,6 +25,7 @@ from portcullis.proxy.paths import upstream_target
 from portcullis.proxy.responses import send_bytes, send_problem
 from portcullis.proxy.shedding import Permit, Shedding
 from portcullis.proxy.upstream.transport import (
+    IDEMPOTENT_METHODS,
     ConnectError,
     ConnectTimeout,
     ReadTimeout,
@@ -35,7 +36,7 @@ from portcullis.proxy.upstream.transport import (
     WriteTimeout,
 )
 from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import IDEMPOTENT_METHODS, CompiledRoute, CompiledService
+from portcullis.runtime.snapshot import CompiledRoute, CompiledService
 from portcullis.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,7 @@ log = structlog.get_logger(__name__)
 # Bodies up to this size are read before proxying, so a failed attempt can be retried.
 REPLAYABLE_BODY = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+_CLOSE = (b"connection", b"close")
 
 
 class _BodyTooLarge(Exception):
@@ -50,17 +52,23 @@ class _BodyTooLarge(Exception):
 
 
 class _ClientGone(Exception):
-    """The client disconnected while its body was being read; nothing is left to answer."""
+    """The request body stopped before its end (becomes a 400 that closes the connection).
+
+    granian reports a body it cannot parse (bad chunk size or extension) with the
+    same `http.disconnect` as a client that went away, so both end here: the
+    answer reaches a client that is still there and costs nothing if it is not.
+    """
 
 
 class _BodyGuard:
     """Counts a streamed request body against the limit; remembers why streaming stopped."""
 
-    __slots__ = ("consumed", "limit", "too_large", "total")
+    __slots__ = ("consumed", "gone", "limit", "too_large", "total")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.consumed = False
+        self.gone = False
         self.too_large = False
         self.total = 0
 
@@ -69,6 +77,8 @@ class _BodyGuard:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                # Remembered: a transport may wrap the exception raised into its body.
+                self.gone = True
                 raise _ClientGone
             chunk: bytes = message.get("body", b"")
             if chunk:
@@ -147,6 +157,14 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def _closing(scope: Scope) -> list[tuple[bytes, bytes]] | None:
+    """`Connection: close` for an answer after which the HTTP/1.x framing is in doubt.
+
+    HTTP/2 frames each stream on its own (and forbids the header).
+    """
+    return [_CLOSE] if scope.get("http_version") != "2" else None
+
+
 def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
     if isinstance(exc, ConnectTimeout):
         return problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
@@ -190,6 +208,9 @@ class ProxyApp:
         aborted = False
         try:
             await self.handle_http(scope, receive, ex.send, ex)
+        except UpstreamError:
+            # The upstream broke off a response already under way (see `error_kind`).
+            raise
         except BaseException:
             aborted = True
             raise
@@ -359,7 +380,22 @@ class ProxyApp:
         if ex is not None:
             ex.client_parent = info.client_parent_id
         if info.invalid is not None:
-            await self._problem(send, ex, problems.BAD_REQUEST, info.invalid, rid)
+            await self._problem(
+                send, ex, problems.BAD_REQUEST, info.invalid, rid, extra_headers=_closing(scope)
+            )
+            return
+        if info.unsupported_coding:
+            # Forwarding the codings would hand the upstream a framing decision only we
+            # made; dropping them would pass the body on as if it were not encoded.
+            await self._problem(
+                send,
+                ex,
+                problems.TRANSFER_CODING_NOT_IMPLEMENTED,
+                f"Transfer coding {info.unsupported_coding.decode('latin-1')!r} is not "
+                "supported; only chunked is accepted.",
+                rid,
+                extra_headers=_closing(scope),
+            )
             return
         if (
             self.max_body
@@ -421,7 +457,11 @@ class ProxyApp:
         elif content_length:
             try:
                 body = b"".join([c async for c in guard.stream(receive)])
-            except (_ClientGone, _BodyTooLarge):
+            except _ClientGone:
+                await self._body_stopped(send, ex, ctx)
+                return
+            except _BodyTooLarge:
+                await self._too_large(send, ex, ctx, guard)
                 return
             if len(body) != content_length:
                 await self._problem(send, ex, problems.BAD_REQUEST, "Incomplete request body", rid)
@@ -448,6 +488,29 @@ class ProxyApp:
         )
         if ex is not None and guard.total:
             ex.bytes_in = guard.total
+
+    async def _body_stopped(self, send: Send, ex: _Exchange | None, ctx: RequestContext) -> None:
+        await self._problem(
+            send,
+            ex,
+            problems.INVALID_REQUEST_BODY,
+            "The request body is malformed or ended before it was complete.",
+            ctx.request_id.encode(),
+            extra_headers=_closing(ctx.scope),
+            ctx=ctx,
+        )
+
+    async def _too_large(
+        self, send: Send, ex: _Exchange | None, ctx: RequestContext, guard: _BodyGuard
+    ) -> None:
+        await self._problem(
+            send,
+            ex,
+            problems.PAYLOAD_TOO_LARGE,
+            f"The request body exceeds {guard.limit} bytes.",
+            ctx.request_id.encode(),
+            ctx=ctx,
+        )
 
     async def _read_request_body(
         self,
@@ -477,16 +540,10 @@ class ProxyApp:
                 if size > BODY_BUFFER_LIMIT:
                     return _prepend(parts, chunks), content_length
         except _ClientGone:
+            await self._body_stopped(send, ex, ctx)
             return None
         except _BodyTooLarge:
-            await self._problem(
-                send,
-                ex,
-                problems.PAYLOAD_TOO_LARGE,
-                f"The request body exceeds {guard.limit} bytes.",
-                ctx.request_id.encode(),
-                ctx=ctx,
-            )
+            await self._too_large(send, ex, ctx, guard)
             return None
         body = b"".join(parts)
         if content_length is not None and len(body) != content_length:
@@ -539,7 +596,14 @@ class ProxyApp:
         budget = service.retry_budget
         budget.record_request()
         attempts_left = service.retry_attempts
-        idempotent = request.method in IDEMPOTENT_METHODS
+        # May the request be sent again once the upstream may have received it?
+        idempotent = request.method in IDEMPOTENT_METHODS or (
+            service.retry_with_idempotency_key
+            and _header(request.headers, b"idempotency-key") is not None
+        )
+        request.idempotent = idempotent
+        # A transport's own retry (the keep-alive race) is an upstream attempt too.
+        request.retry_gate = budget.try_retry
         replayable = isinstance(request.body, bytes)
         tried: list[TargetState] = []
         host_index = next(i for i, (n, _) in enumerate(request.headers) if n == b"host")
@@ -547,28 +611,26 @@ class ProxyApp:
         deadline = (
             time.monotonic() + service.total_timeout if service.total_timeout is not None else None
         )
+        target = pool.pick(client_ip=client_ip, hash_key=hash_key)
+        if target is None:
+            reason = pool.unavailable_reason()
+            kind = (
+                problems.CIRCUIT_OPEN if reason == "circuit-open" else problems.UPSTREAM_UNAVAILABLE
+            )
+            if ex is not None and reason == "circuit-open":
+                ex.flags |= Flag.CIRCUIT_OPEN
+            await self._problem(
+                send,
+                ex,
+                kind,
+                f"Service {service.name!r}: {reason}",
+                rid,
+                extra_headers=[(b"retry-after", b"1")],
+                head_only=head_only,
+                ctx=ctx,
+            )
+            return
         while True:
-            target = pool.pick(client_ip=client_ip, hash_key=hash_key, exclude=tried)
-            if target is None:
-                reason = pool.unavailable_reason()
-                kind = (
-                    problems.CIRCUIT_OPEN
-                    if reason == "circuit-open"
-                    else problems.UPSTREAM_UNAVAILABLE
-                )
-                if ex is not None and reason == "circuit-open":
-                    ex.flags |= Flag.CIRCUIT_OPEN
-                await self._problem(
-                    send,
-                    ex,
-                    kind,
-                    f"Service {service.name!r}: {reason}",
-                    rid,
-                    extra_headers=[(b"retry-after", b"1")],
-                    head_only=head_only,
-                    ctx=ctx,
-                )
-                return
             origin = target.origin(service.scheme)
             if not preserve:
                 request.headers[host_index] = (b"host", origin.authority.encode())
@@ -590,41 +652,33 @@ class ProxyApp:
                         response = await self.transport.send(origin, request, service.timeouts)
             except (UpstreamError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
                 latency = time.monotonic() - started
-                if isinstance(exc, _ClientGone):
-                    # No verdict on the target: the client left, not the upstream.
+                if guard.gone or isinstance(exc, _ClientGone):
+                    # No verdict on the target: the client's body failed, not the upstream.
                     pool.abandon(target)
+                    await self._body_stopped(send, ex, ctx)
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
                     pool.end(target, Outcome.SUCCESS, latency)
-                    await self._problem(
-                        send,
-                        ex,
-                        problems.PAYLOAD_TOO_LARGE,
-                        f"The request body exceeds {guard.limit} bytes.",
-                        rid,
-                        ctx=ctx,
-                    )
+                    await self._too_large(send, ex, ctx, guard)
                     return
-                if isinstance(exc, TimeoutError):
-                    kind, outcome = problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
-                    sent = True
-                    detail = f"Service {service.name!r} exceeded its total timeout"
-                else:
+                if isinstance(exc, UpstreamError):
                     kind, outcome = _error_kind(exc)
-                    sent = exc.request_sent
                     detail = f"Service {service.name!r}: {exc.kind}"
+                    may_retry = idempotent or not exc.request_sent
+                else:
+                    kind, outcome = problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
+                    detail = f"Service {service.name!r} exceeded its total timeout"
+                    # The total timeout ends the exchange, retries included.
+                    may_retry = False
                 pool.end(target, outcome, latency)
                 tried.append(target)
-                can_replay = replayable or not guard.consumed
-                if (
-                    attempts_left > 0
-                    and can_replay
-                    and (idempotent or not sent)
-                    and not isinstance(exc, TimeoutError)
-                    and budget.try_retry()
-                ):
-                    attempts_left -= 1
-                    continue
+                if may_retry and attempts_left > 0 and (replayable or not guard.consumed):
+                    retry = self._retry_target(pool, budget, client_ip, hash_key, tried)
+                    if retry is not None:
+                        attempts_left -= 1
+                        target = retry
+                        continue
+                # The failure itself is the answer, also when no other target was left.
                 log.info(
                     "upstream.failed",
                     service=service.name,
@@ -644,19 +698,40 @@ class ProxyApp:
                 and attempts_left > 0
                 and idempotent
                 and (replayable or not guard.consumed)
-                and budget.try_retry()
             ):
-                await response.aclose()
-                pool.end(target, Outcome.HTTP_FAILURE, latency)
-                tried.append(target)
-                attempts_left -= 1
-                continue
+                retry = self._retry_target(pool, budget, client_ip, hash_key, [*tried, target])
+                if retry is not None:
+                    await response.aclose()
+                    pool.end(target, Outcome.HTTP_FAILURE, latency)
+                    tried.append(target)
+                    attempts_left -= 1
+                    target = retry
+                    continue
             if permit is not None:
                 permit.responded()
             await self._stream_response(
                 send, ctx, response, head_only, rid, pool, target, latency, ex, permit
             )
             return
+
+    @staticmethod
+    def _retry_target(
+        pool: UpstreamPool,
+        budget: RetryBudget,
+        client_ip: str,
+        hash_key: str | None,
+        tried: list[TargetState],
+    ) -> TargetState | None:
+        """A target not tried yet for a retry, if one is available and the budget allows.
+
+        Picked before the budget is asked, so a retry that has nowhere to go costs
+        nothing and the client gets the real failure rather than "no target".
+        """
+        target = pool.pick(client_ip=client_ip, hash_key=hash_key, exclude=tried)
+        if target is not None and not budget.try_retry():
+            pool.release(target)
+            return None
+        return target
 
     async def _proxy_admitted(
         self,
@@ -717,6 +792,13 @@ class ProxyApp:
         ex: _Exchange | None,
         permit: Permit | None = None,
     ) -> None:
+        """Relay the response, each body chunk as soon as it arrives.
+
+        The head goes out together with the first body chunk (granian writes it
+        then anyway), so an upstream body that fails before its first byte still
+        becomes a clean 502/504; after that, the only honest signal left is an
+        aborted client connection.
+        """
         status = response.status
         headers = rewrite_response_headers(response.headers, via=self.via)
         headers.append((b"x-request-id", rid))
@@ -733,7 +815,7 @@ class ProxyApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             chunks = response.body.__aiter__()
-            pending: bytes | None = None
+            first: list[bytes]
             if ctx.route.chain.body:
                 buffered = await self._buffer_body(chunks, headers)
                 if isinstance(buffered, bytes):
@@ -744,28 +826,36 @@ class ProxyApp:
                     )
                     await send({"type": "http.response.body", "body": body, "more_body": False})
                     return
-                started = True
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                for chunk in buffered:
-                    if pending is not None:
-                        await send(
-                            {"type": "http.response.body", "body": pending, "more_body": True}
-                        )
-                    pending = chunk
+                first = buffered
             else:
-                started = True
-                await send({"type": "http.response.start", "status": status, "headers": headers})
+                try:
+                    first = [await anext(chunks)]
+                except StopAsyncIteration:
+                    first = []
+            # With a declared length the last chunk is known when it arrives, so it
+            # closes the body itself rather than an extra empty message. The chunks
+            # are still read to their end, which lets the transport finish cleanly.
+            declared = _header(response.headers, b"content-length")
+            left = int(declared) if declared is not None and declared.isdigit() else -1
+            more = True
+            started = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            for chunk in first:
+                left -= len(chunk)
+                more = left != 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
             async for chunk in chunks:
-                if pending is not None:
-                    await send({"type": "http.response.body", "body": pending, "more_body": True})
-                pending = chunk
-            await send({"type": "http.response.body", "body": pending or b"", "more_body": False})
+                left -= len(chunk)
+                more = left != 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except UpstreamError as exc:
             outcome = Outcome.TIMEOUT if isinstance(exc, ReadTimeout) else Outcome.HTTP_FAILURE
             log.info("upstream.body_failed", error=exc.kind, request_id=ctx.request_id)
+            kind, _ = _error_kind(exc)
             if not started:
-                # Nothing went out yet (the body was being buffered): a clean 502 is possible.
-                kind, _ = _error_kind(exc)
+                # Nothing went out yet: a clean 502/504 is possible.
                 await self._problem(
                     send,
                     ex,
@@ -776,6 +866,8 @@ class ProxyApp:
                     ctx=ctx,
                 )
                 return
+            if ex is not None:
+                ex.error_kind = kind.slug
             # Headers are already out: the only honest signal left is an aborted connection.
             raise
         finally:

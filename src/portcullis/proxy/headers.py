@@ -122,6 +122,9 @@ class IncomingRequestInfo:
     # The client's traceparent parent-id when the gateway gave the upstream its own
     # (`new_parent_id`); empty otherwise.
     client_parent_id: bytes = b""
+    # Transfer codings other than chunked the client applied (e.g. b"gzip"): the
+    # gateway does not decode them, and dropping them would corrupt the body (501).
+    unsupported_coding: bytes = b""
 
 
 def rewrite_request_headers(
@@ -156,6 +159,7 @@ def rewrite_request_headers(
     content_length: int | None = None
     chunked = False
     invalid: str | None = None
+    codings: list[bytes] | None = None
     conn_tokens: set[bytes] | None = None
     for name, value in headers:
         if name not in _DROP_REQUEST:
@@ -173,10 +177,8 @@ def rewrite_request_headers(
                 invalid = "conflicting or negative Content-Length"
             content_length = n
         elif name == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            if codings[-1] != b"chunked":
-                invalid = "Transfer-Encoding must end with chunked"
-            chunked = True
+            # Several field lines form one list (RFC 9110 §5.3).
+            codings = (codings or []) + [c.strip().lower() for c in value.split(b",")]
         elif name == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
             tokens -= {b"keep-alive", b"close", b"upgrade"}
@@ -201,6 +203,16 @@ def rewrite_request_headers(
             traceparent = value
         elif websocket and name == b"upgrade":
             out.append((name, value))
+    unsupported = b""
+    if codings is not None:
+        chunked = True
+        if codings[-1] != b"chunked":
+            invalid = "Transfer-Encoding must end with chunked"
+        elif len(codings) > 1:
+            if b"chunked" in codings[:-1]:
+                invalid = "chunked is applied more than once"
+            else:
+                unsupported = b", ".join(codings[:-1])
     if chunked and content_length is not None:
         invalid = "both Content-Length and Transfer-Encoding"
     if conn_tokens:
@@ -243,7 +255,7 @@ def rewrite_request_headers(
     if websocket:
         out.append((b"connection", b"upgrade"))
     return out, IncomingRequestInfo(
-        host, request_id, content_length, chunked, invalid, xff, client_parent
+        host, request_id, content_length, chunked, invalid, xff, client_parent, unsupported
     )
 
 

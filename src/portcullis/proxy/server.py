@@ -123,7 +123,12 @@ class DataPlane:
         self._cache = cache = create_cache_backend(settings)
         events.subscribe(cache.on_events)
         env = PluginEnv(
-            credentials=credentials, jwks=jwks, issuer_keys=issuer, limits=limits, cache=cache
+            credentials=credentials,
+            jwks=jwks,
+            issuer_keys=issuer,
+            limits=limits,
+            cache=cache,
+            workers=settings.workers,
         )
         self._watcher = ConfigWatcher(
             ConfigRepository(engine),

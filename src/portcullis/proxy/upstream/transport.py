@@ -7,11 +7,14 @@ interchangeable and share one conformance suite.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 Headers = list[tuple[bytes, bytes]]
+
+# Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,12 @@ class UpstreamRequest:
     forwarding headers added) and must include `host`. `body` is either bytes
     (sent with Content-Length) or an async iterator of chunks: with
     `content_length` set it is sent with that Content-Length, otherwise chunked.
+
+    A transport sends a request a second time only when it may have been lost
+    to the keep-alive race (a reused connection closed before any response
+    byte), and then only if `idempotent` (None: "if the method is") and
+    `retry_gate()` (None: always) allow it: once its bytes were written the
+    upstream may have acted on it. The proxy passes its retry budget as the gate.
     """
 
     method: str
@@ -54,6 +63,15 @@ class UpstreamRequest:
     headers: Headers
     body: bytes | AsyncIterator[bytes] = b""
     content_length: int | None = None
+    idempotent: bool | None = None
+    retry_gate: Callable[[], bool] | None = None
+
+    def may_resend(self) -> bool:
+        """Whether the request may go out again after its bytes were written."""
+        idempotent = self.idempotent
+        if idempotent is None:
+            idempotent = self.method in IDEMPOTENT_METHODS
+        return idempotent and (self.retry_gate is None or self.retry_gate())
 
 
 @dataclass(slots=True)
@@ -93,9 +111,10 @@ class Transport(Protocol):
 class UpstreamError(Exception):
     """Base of every transport failure.
 
-    `request_sent` tells the retry logic whether any byte of the request may have
-    reached the upstream: a failure with `request_sent=False` is always safe to
-    retry, whatever the method.
+    `request_sent` tells the retry logic whether any byte of the request was
+    written to the upstream (or may have been): a failure with
+    `request_sent=False` is always safe to retry, whatever the method; after one
+    with `request_sent=True` only an idempotent request may be sent again.
     """
 
     kind = "upstream-error"
