@@ -57,6 +57,10 @@ Cache-Control (RFC 9111), when `honour_cache_control` is on:
 - a request with `Authorization` that no gateway auth plugin resolved to a
   consumer is stored only if the response says `public`, `s-maxage` or
   `must-revalidate` (§3.5), unless `header:authorization` is part of the key.
+  The same holds for a request with `Cookie` (consumer or not), unless
+  `header:cookie` is part of the key or the response has `Vary: Cookie`: an
+  upstream that personalises a page by its session cookie and says nothing
+  would otherwise have that page served to everyone.
   With `honour_cache_control` off this rule still holds (then such responses are
   never stored), and the TTL is always `ttl`.
 
@@ -301,6 +305,7 @@ class ResponseCache(Plugin):
         self._key_headers = tuple(n.encode() for n in sorted(names))
         self._keyed_names = frozenset(names)
         self._by_authorization = "authorization" in self._keyed_names
+        self._by_cookie = "cookie" in self._keyed_names
         self._strip = UNKEYED_OVERRIDES - {n.encode() for n in names}
 
     # ------------------------------------------------------------------ key
@@ -435,6 +440,7 @@ class ResponseCache(Plugin):
         if self._exact_types is not None and not self._type_allowed(content_type):
             return None
         vary: tuple[str, ...] = ()
+        names: set[str] = set()
         if vary_values:
             names = {
                 item.strip().lower().decode("latin-1")
@@ -451,6 +457,10 @@ class ResponseCache(Plugin):
             and not self._by_authorization
             and any(n == b"authorization" for n, _ in ctx.headers)
         )
+        # A cookie (a session, a preference) is a credential the key does not see either,
+        # unless the route keys it or the response varies on it.
+        if not unresolved_credentials and not self._by_cookie and "cookie" not in names:
+            unresolved_credentials = any(n == b"cookie" for n, _ in ctx.headers)
         if unresolved_credentials and not (
             cc is not None and ("public" in cc or "s-maxage" in cc or "must-revalidate" in cc)
         ):

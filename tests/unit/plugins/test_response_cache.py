@@ -455,6 +455,26 @@ async def test_one_consumers_response_is_never_served_to_another() -> None:
     assert await never.stored_after()  # anonymous requests are still cached
 
 
+async def test_a_request_with_a_cookie_needs_an_explicit_public_or_a_keyed_cookie() -> None:
+    rig = Rig()
+    session = [(b"cookie", b"session=alice")]
+    await rig.fetch(rig.ctx(headers=session))
+    assert len(rig.cache) == 0  # perhaps alice's page: never served to anyone else
+    await rig.fetch(rig.ctx(headers=session, consumer=ALICE))
+    assert len(rig.cache) == 0
+    await rig.fetch(rig.ctx(headers=session), headers=[(b"cache-control", b"public, max-age=60")])
+    assert len(rig.cache) == 1
+    # A response that varies on the cookie is stored per cookie value.
+    rig.cache.purge_now(_ALL)
+    await rig.fetch(rig.ctx(headers=session), headers=[(b"vary", b"Cookie")])
+    assert len(rig.cache) == 2  # the marker and alice's variant
+    assert await rig.plugin.access(rig.ctx(headers=[(b"cookie", b"session=bob")])) is None
+    # Keyed by the cookie: each cookie has its own entry anyway.
+    keyed = Rig(key=["path", "header:cookie"])
+    await keyed.fetch(keyed.ctx(headers=session))
+    assert len(keyed.cache) == 1
+
+
 async def test_upstream_credentials_without_a_consumer_need_an_explicit_public() -> None:
     rig = Rig()
     auth = [(b"authorization", b"Bearer upstream-token")]
