@@ -353,6 +353,7 @@ class ProxyApp:
         ex: _Exchange | None,
         method: str,
         head_only: bool,
+        scheme: str,
     ) -> _Admitted | None:
         """What HTTP requests and WebSocket handshakes share before going upstream.
 
@@ -407,7 +408,7 @@ class ProxyApp:
         up_headers, info = rewrite_request_headers(
             headers,
             client_ip=client_ip,
-            scheme=scope.get("scheme", "http"),
+            scheme=scheme,
             server_port=scope["server"][1] if scope.get("server") else None,
             upstream_host=b"",
             preserve_host=route.preserve_host,
@@ -469,7 +470,9 @@ class ProxyApp:
     ) -> None:
         method: str = scope["method"]
         head_only = method == "HEAD"
-        admitted = await self._admit(scope, send, ex, method, head_only)
+        admitted = await self._admit(
+            scope, send, ex, method, head_only, scope.get("scheme", "http")
+        )
         if admitted is None:
             return
         ctx = admitted.ctx
@@ -531,7 +534,9 @@ class ProxyApp:
         if message["type"] != "websocket.connect":
             return None
         respond = handshake_responder(scope, send)
-        admitted = await self._admit(scope, respond, ex, "GET", False)
+        # The upstream hears of the client's transport, as for HTTP: ws is http, wss https.
+        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        admitted = await self._admit(scope, respond, ex, "GET", False, scheme)
         if admitted is None:
             return None
         ctx = admitted.ctx
@@ -583,7 +588,14 @@ class ProxyApp:
             if ex is not None:
                 ex.upstream_ended = time.monotonic()
             try:
-                await send({"type": "websocket.accept", "subprotocol": upstream.protocol})
+                await send(
+                    {
+                        "type": "websocket.accept",
+                        "subprotocol": upstream.protocol,
+                        # ASGI 2.1; granian 2.8.7 ignores them (its 101 has none of ours).
+                        "headers": [*ctx.response_headers, (b"x-request-id", rid)],
+                    }
+                )
             except BaseException:
                 await upstream.close()
                 pool.end(target, Outcome.SUCCESS, time.monotonic() - started)

@@ -146,10 +146,26 @@ async def test_the_client_behind_a_trusted_proxy_is_the_one_plugins_judge() -> N
     app, proxy, _ = _app()
     proxy.gate.set()
     sent = await _handshake(app, _scope("/ip", **{"x-forwarded-for": "198.51.100.7"}))
-    assert sent == [{"type": "websocket.accept", "subprotocol": "chat.v1"}]
+    (accept,) = sent
+    assert accept["type"] == "websocket.accept"
+    assert accept["subprotocol"] == "chat.v1"
     (ctx,) = proxy.connected
+    assert dict(accept["headers"])[b"x-request-id"] == ctx.request_id.encode()
     assert ctx.client_ip == "198.51.100.7"
-    assert dict(ctx.upstream_headers)[b"x-forwarded-for"] == b"198.51.100.7, 10.1.2.3"
+    upstream = dict(ctx.upstream_headers)
+    assert upstream[b"x-forwarded-for"] == b"198.51.100.7, 10.1.2.3"
+    assert upstream[b"x-forwarded-proto"] == b"http"  # ws is http to the upstream
+
+
+async def test_a_secure_websocket_is_https_to_the_upstream() -> None:
+    app, proxy, _ = _app()
+    proxy.gate.set()
+    scope = _scope("/open")
+    scope["scheme"] = "wss"
+    await _handshake(app, scope)
+    upstream = dict(proxy.connected[0].upstream_headers)
+    assert upstream[b"x-forwarded-proto"] == b"https"
+    assert b"proto=https" in upstream[b"forwarded"]
 
 
 async def test_the_handshake_is_recorded_when_accepted_not_when_the_session_ends() -> None:
