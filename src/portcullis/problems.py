@@ -51,6 +51,10 @@ UPSTREAM_CONNECT_FAILED = ProblemKind(
 UPSTREAM_PROTOCOL_ERROR = ProblemKind(
     "upstream-protocol-error", "The upstream sent an invalid response", 502
 )
+# A WebSocket handshake the upstream answered with something other than 101.
+UPSTREAM_UPGRADE_REFUSED = ProblemKind(
+    "upstream-upgrade-refused", "The upstream refused the WebSocket upgrade", 502
+)
 UPSTREAM_TIMEOUT = ProblemKind("upstream-timeout", "The upstream did not answer in time", 504)
 INTERNAL_ERROR = ProblemKind("internal-error", "Internal gateway error", 500)
 

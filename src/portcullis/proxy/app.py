@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 
@@ -35,11 +35,18 @@ from portcullis.proxy.upstream.transport import (
     UpstreamResponse,
     WriteTimeout,
 )
+from portcullis.proxy.websocket import WebSocketUpstreamError, handshake_responder
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import CompiledRoute, CompiledService
 from portcullis.settings import Settings
 
+if TYPE_CHECKING:
+    import aiohttp
+
+    from portcullis.proxy.upstream.transport import Origin
+
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 # Bodies up to this size are read before proxying, so a failed attempt can be retried.
 REPLAYABLE_BODY = 64 * 1024
@@ -143,8 +150,13 @@ class _Exchange:
         self.client_parent = b""
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.http.response.start":
             self.status = message["status"]
+        elif kind == "websocket.accept":
+            self.status = 101
+        elif kind == "websocket.close" and not self.status:
+            self.status = 403  # a close before accepting: the server refuses with 403
         else:
             self.bytes_out += len(message.get("body", b""))
         await self.raw_send(message)
@@ -175,6 +187,31 @@ def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
     return problems.UPSTREAM_PROTOCOL_ERROR, Outcome.HTTP_FAILURE
 
 
+def _hash_key(ctx: RequestContext) -> str | None:
+    """What a consistent-hashing service hashes on for this request (None: the client IP)."""
+    service = ctx.route.service
+    if service.hash_on == "header" and service.hash_on_header is not None:
+        for name, value in ctx.headers:
+            if name == service.hash_on_header:
+                return value.decode("latin-1")
+        return None
+    if service.hash_on == "consumer":
+        return ctx.consumer.username if ctx.consumer is not None else None
+    return None
+
+
+class _Admitted:
+    """A request the access chain let through, with what going upstream needs."""
+
+    __slots__ = ("chunked", "ctx", "matched_length", "rid")
+
+    def __init__(self, ctx: RequestContext, matched_length: int, rid: bytes, chunked: bool) -> None:
+        self.ctx = ctx
+        self.matched_length = matched_length
+        self.rid = rid
+        self.chunked = chunked
+
+
 class ProxyApp:
     """Pure ASGI app. Everything config-derived comes from the snapshot taken per request."""
 
@@ -197,17 +234,30 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http":
             if self.observers:
-                await self._observed(scope, receive, send)
+                await self._observed(self.handle_http, scope, receive, send)
             else:
                 await self.handle_http(scope, receive, send, None)
         elif kind == "websocket" and self.websocket_proxy is not None:
-            await self.websocket_proxy(scope, receive, send)
+            # The handshake is what observers see (status 101 or the refusal, its
+            # latency); the session that follows is not a request.
+            if self.observers:
+                session = await self._observed(self.handle_websocket, scope, receive, send)
+            else:
+                session = await self.handle_websocket(scope, receive, send, None)
+            if session is not None:
+                await session.run(receive, send)
 
-    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _observed(
+        self,
+        handler: Callable[[Scope, Receive, Send, _Exchange | None], Awaitable[_T]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> _T:
         ex = _Exchange(send)
         aborted = False
         try:
-            await self.handle_http(scope, receive, ex.send, ex)
+            return await handler(scope, receive, ex.send, ex)
         except UpstreamError:
             # The upstream broke off a response already under way (see `error_kind`).
             raise
@@ -264,7 +314,7 @@ class ProxyApp:
         return RequestRecord(
             request_id=request_id,
             started_at=ex.wall,
-            method=scope["method"],
+            method=scope.get("method", "GET"),
             path=scope["path"],
             path_template=route.path_template if route is not None else None,
             route=route.name if route is not None else None,
@@ -317,18 +367,29 @@ class ProxyApp:
             head_only=head_only,
         )
 
-    async def handle_http(
-        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
-    ) -> None:
+    async def _admit(
+        self,
+        scope: Scope,
+        send: Send,
+        ex: _Exchange | None,
+        method: str,
+        head_only: bool,
+        scheme: str,
+    ) -> _Admitted | None:
+        """What HTTP requests and WebSocket handshakes share before going upstream.
+
+        Limits on the request head, routing, the upstream headers (forwarding fields
+        believed only from trusted proxies), the client address plugins see, the
+        request context and the route's access plugins. None when the request was
+        answered here (a refusal); `send` carries that answer.
+        """
         snapshot = self.holder.current
-        method: str = scope["method"]
         path: str = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        head_only = method == "HEAD"
         raw_len = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         if raw_len > self.max_uri:
             await self._problem(send, ex, problems.URI_TOO_LONG, None, new_request_id())
-            return
+            return None
         if sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes:
             await self._problem(
                 send,
@@ -337,7 +398,7 @@ class ProxyApp:
                 f"Request headers exceed {self.max_header_bytes} bytes.",
                 new_request_id(),
             )
-            return
+            return None
         host = b""
         for name, value in headers:
             if name == b"host":
@@ -360,20 +421,20 @@ class ProxyApp:
                 rid,
                 head_only=head_only,
             )
-            return
+            return None
         route = match.payload
         if ex is not None:
             ex.route = route
-        service = route.service
+        trusted = bool(self.trusted) and self.trusted.trusts(client_ip)
         up_headers, info = rewrite_request_headers(
             headers,
             client_ip=client_ip,
-            scheme=scope.get("scheme", "http"),
+            scheme=scheme,
             server_port=scope["server"][1] if scope.get("server") else None,
             upstream_host=b"",
             preserve_host=route.preserve_host,
             via=self.via,
-            trusted=bool(self.trusted) and self.trusted.trusts(client_ip),
+            trusted=trusted,
             new_parent_id=self.new_parent_id,
         )
         rid = info.request_id
@@ -383,7 +444,7 @@ class ProxyApp:
             await self._problem(
                 send, ex, problems.BAD_REQUEST, info.invalid, rid, extra_headers=_closing(scope)
             )
-            return
+            return None
         if info.unsupported_coding:
             # Forwarding the codings would hand the upstream a framing decision only we
             # made; dropping them would pass the body on as if it were not encoded.
@@ -396,7 +457,7 @@ class ProxyApp:
                 rid,
                 extra_headers=_closing(scope),
             )
-            return
+            return None
         if (
             self.max_body
             and info.content_length is not None
@@ -409,8 +470,8 @@ class ProxyApp:
                 f"The request body exceeds {self.max_body} bytes.",
                 rid,
             )
-            return
-        if info.forwarded_for and self.trusted and self.trusted.trusts(client_ip):
+            return None
+        if info.forwarded_for and trusted:
             # Plugins (IP allowlists, per-IP limits) see the client behind our proxies.
             client_ip = self.trusted.client_of(client_ip, info.forwarded_for)
         ctx = RequestContext(
@@ -437,15 +498,31 @@ class ProxyApp:
                     ],
                     length=len(reply.body),
                 )
-                return
+                return None
+        return _Admitted(ctx, match.matched_length, rid, info.chunked)
 
+    async def handle_http(
+        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
+    ) -> None:
+        method: str = scope["method"]
+        head_only = method == "HEAD"
+        admitted = await self._admit(
+            scope, send, ex, method, head_only, scope.get("scheme", "http")
+        )
+        if admitted is None:
+            return
+        ctx = admitted.ctx
+        route = ctx.route
+        service = route.service
+        rid = admitted.rid
+        client_ip = ctx.client_ip
         limit = self.max_body
         if ctx.body_limit is not None:
             limit = min(limit, ctx.body_limit) if limit else ctx.body_limit
         guard = _BodyGuard(limit)
         body: bytes | AsyncIterator[bytes]
-        content_length = info.content_length
-        chunked = info.chunked
+        content_length = ctx.content_length
+        chunked = admitted.chunked
         if route.chain.request_body and (chunked or content_length):
             read = await self._read_request_body(send, ex, ctx, guard, receive, content_length)
             if read is None:
@@ -470,21 +547,13 @@ class ProxyApp:
             body = b""
         request = UpstreamRequest(
             method=method,
-            target=upstream_target(scope, route, match.matched_length, ctx.query_string),
+            target=upstream_target(scope, route, admitted.matched_length, ctx.query_string),
             headers=ctx.upstream_headers,
             body=body,
             content_length=content_length if content_length is not None and not chunked else None,
         )
-        hash_key: str | None = None
-        if service.hash_on == "header" and service.hash_on_header is not None:
-            for name, value in headers:
-                if name == service.hash_on_header:
-                    hash_key = value.decode("latin-1")
-                    break
-        elif service.hash_on == "consumer":
-            hash_key = ctx.consumer.username if ctx.consumer is not None else None
         await self._proxy(
-            send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex
+            send, ctx, service, request, guard, client_ip, _hash_key(ctx), head_only, rid, ex
         )
         if ex is not None and guard.total:
             ex.bytes_in = guard.total
@@ -511,6 +580,96 @@ class ProxyApp:
             ctx.request_id.encode(),
             ctx=ctx,
         )
+
+    async def handle_websocket(
+        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
+    ) -> _WebSocketSession | None:
+        """A WebSocket handshake: the HTTP path's checks and access chain, then the upstream's.
+
+        The client is accepted only once the upstream accepted; every refusal (a
+        plugin's, a shed request, no target, a failed upstream handshake) is an
+        HTTP response to the handshake (see `websocket.handshake_responder`).
+        Returns the open session to relay, or None when the handshake was refused.
+        """
+        proxy = self.websocket_proxy
+        assert proxy is not None
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return None
+        respond = handshake_responder(scope, send)
+        # The upstream hears of the client's transport, as for HTTP: ws is http, wss https.
+        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        admitted = await self._admit(scope, respond, ex, "GET", False, scheme)
+        if admitted is None:
+            return None
+        ctx = admitted.ctx
+        service = ctx.route.service
+        rid = admitted.rid
+        permit: Permit | None = None
+        if service.shedding is not None:
+            permit = await self._admission(service.shedding, respond, ctx, rid, False, ex)
+            if permit is None:
+                return None
+        try:
+            pool = service.pool
+            target = pool.pick(client_ip=ctx.client_ip, hash_key=_hash_key(ctx))
+            if target is None:
+                await self._no_target(respond, ex, service, rid, False, ctx)
+                return None
+            origin = target.origin(service.scheme)
+            pool.begin(target)
+            started = time.monotonic()
+            if ex is not None:
+                ex.upstream_target = origin.authority
+                ex.upstream_started = started
+            try:
+                upstream = await proxy.connect(ctx, origin, admitted.matched_length)
+            except WebSocketUpstreamError as exc:
+                pool.end(target, exc.outcome, time.monotonic() - started)
+                if permit is not None:
+                    if exc.outcome is Outcome.SUCCESS:
+                        permit.responded()
+                    else:
+                        permit.failed()
+                log.info(
+                    "upstream.failed",
+                    service=service.name,
+                    target=origin.authority,
+                    error=exc.kind.slug,
+                    websocket=True,
+                    request_id=ctx.request_id,
+                )
+                if ex is not None:
+                    ex.upstream_ended = time.monotonic()
+                await self._problem(respond, ex, exc.kind, exc.detail, rid, ctx=ctx)
+                return None
+            except BaseException:
+                pool.abandon(target)
+                raise
+            if permit is not None:
+                permit.responded()
+            if ex is not None:
+                ex.upstream_ended = time.monotonic()
+            try:
+                await send(
+                    {
+                        "type": "websocket.accept",
+                        "subprotocol": upstream.protocol,
+                        # ASGI 2.1; granian 2.8.7 ignores them (its 101 has none of ours).
+                        "headers": [*ctx.response_headers, (b"x-request-id", rid)],
+                    }
+                )
+            except BaseException:
+                await upstream.close()
+                pool.end(target, Outcome.SUCCESS, time.monotonic() - started)
+                raise
+            return _WebSocketSession(proxy, upstream, pool, target, started)
+        finally:
+            # The slot covers the handshake, not the session: an open WebSocket adds no
+            # latency to the upstream's requests, and hours-long sessions holding slots
+            # would shed everyone else.
+            if permit is not None:
+                permit.release()
 
     async def _read_request_body(
         self,
@@ -613,22 +772,7 @@ class ProxyApp:
         )
         target = pool.pick(client_ip=client_ip, hash_key=hash_key)
         if target is None:
-            reason = pool.unavailable_reason()
-            kind = (
-                problems.CIRCUIT_OPEN if reason == "circuit-open" else problems.UPSTREAM_UNAVAILABLE
-            )
-            if ex is not None and reason == "circuit-open":
-                ex.flags |= Flag.CIRCUIT_OPEN
-            await self._problem(
-                send,
-                ex,
-                kind,
-                f"Service {service.name!r}: {reason}",
-                rid,
-                extra_headers=[(b"retry-after", b"1")],
-                head_only=head_only,
-                ctx=ctx,
-            )
+            await self._no_target(send, ex, service, rid, head_only, ctx)
             return
         while True:
             origin = target.origin(service.scheme)
@@ -752,6 +896,26 @@ class ProxyApp:
         The permit is released however the request ends (response streamed,
         upstream failure, client gone, cancellation), so a slot never leaks.
         """
+        permit = await self._admission(shedding, send, ctx, rid, head_only, ex)
+        if permit is None:
+            return
+        try:
+            await self._proxy(
+                send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex, permit
+            )
+        finally:
+            permit.release()
+
+    async def _admission(
+        self,
+        shedding: Shedding,
+        send: Send,
+        ctx: RequestContext,
+        rid: bytes,
+        head_only: bool,
+        ex: _Exchange | None,
+    ) -> Permit | None:
+        """A slot under the upstream's concurrency limit; None once shed (503 sent)."""
         limiter = shedding.limiter
         cls = shedding.classify(ctx)
         permit = limiter.try_acquire(cls)
@@ -764,20 +928,39 @@ class ProxyApp:
                 send,
                 ex,
                 problems.OVERLOADED,
-                f"Service {service.name!r} is at its concurrency limit for "
+                f"Service {ctx.route.service.name!r} is at its concurrency limit for "
                 f"{ctx.priority} requests; retry later.",
                 rid,
                 extra_headers=[(b"retry-after", shedding.retry_after)],
                 head_only=head_only,
                 ctx=ctx,
             )
-            return
-        try:
-            await self._proxy(
-                send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex, permit
-            )
-        finally:
-            permit.release()
+        return permit
+
+    async def _no_target(
+        self,
+        send: Send,
+        ex: _Exchange | None,
+        service: CompiledService,
+        rid: bytes,
+        head_only: bool,
+        ctx: RequestContext,
+    ) -> None:
+        """Answer a request no target of `service` can take (503, circuit open or none healthy)."""
+        reason = service.pool.unavailable_reason()
+        kind = problems.CIRCUIT_OPEN if reason == "circuit-open" else problems.UPSTREAM_UNAVAILABLE
+        if ex is not None and reason == "circuit-open":
+            ex.flags |= Flag.CIRCUIT_OPEN
+        await self._problem(
+            send,
+            ex,
+            kind,
+            f"Service {service.name!r}: {reason}",
+            rid,
+            extra_headers=[(b"retry-after", b"1")],
+            head_only=head_only,
+            ctx=ctx,
+        )
 
     async def _stream_response(
         self,
@@ -918,6 +1101,38 @@ class ProxyApp:
 
 
 class WebSocketHandler(Protocol):
-    """The WebSocket proxy (see `portcullis.proxy.websocket`)."""
+    """The WebSocket proxy (see `portcullis.proxy.websocket.WebSocketProxy`)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+    async def connect(
+        self, ctx: RequestContext, origin: Origin, matched_length: int
+    ) -> aiohttp.ClientWebSocketResponse: ...
+
+    async def relay(
+        self, upstream: aiohttp.ClientWebSocketResponse, receive: Receive, send: Send
+    ) -> None: ...
+
+
+class _WebSocketSession:
+    """An accepted WebSocket: relayed until either side ends, then its target is released."""
+
+    __slots__ = ("pool", "proxy", "started", "target", "upstream")
+
+    def __init__(
+        self,
+        proxy: WebSocketHandler,
+        upstream: aiohttp.ClientWebSocketResponse,
+        pool: UpstreamPool,
+        target: TargetState,
+        started: float,
+    ) -> None:
+        self.proxy = proxy
+        self.upstream = upstream
+        self.pool = pool
+        self.target = target
+        self.started = started
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        try:
+            await self.proxy.relay(self.upstream, receive, send)
+        finally:
+            self.pool.end(self.target, Outcome.SUCCESS, time.monotonic() - self.started)

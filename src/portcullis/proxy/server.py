@@ -157,7 +157,7 @@ class DataPlane:
 
             self._quota_usage = QuotaUsagePublisher(engine, limits, self._heartbeat.id)
             self._quota_usage.start()
-        self.proxy.websocket_proxy = WebSocketProxy(self.holder, self.proxy.via, self._session)
+        self.proxy.websocket_proxy = WebSocketProxy(self._session)
         if settings.request_log_enabled:
             from portcullis.analytics.log_queue import RequestLogQueue
 
