@@ -100,6 +100,16 @@ class _BodyGuard:
                 return
 
 
+def _replaying(first: Message, receive: Receive) -> Receive:
+    """`receive` with `first`, already taken from it, given back first."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 async def _prepend(parts: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     for part in parts:
         yield part
@@ -523,6 +533,20 @@ class ProxyApp:
         body: bytes | AsyncIterator[bytes]
         content_length = ctx.content_length
         chunked = admitted.chunked
+        if not chunked and not content_length and scope.get("http_version") == "2":
+            # HTTP/2 ends a body with END_STREAM, a Content-Length is optional (RFC 9113
+            # §8.1.1): no length is not no body. One receive tells which it is.
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                await self._body_stopped(send, ex, ctx)
+                return
+            if first.get("body") or first.get("more_body", False):
+                if content_length == 0:
+                    await self._body_stopped(send, ex, ctx)
+                    return
+                chunked = True
+                content_length = None
+                receive = _replaying(first, receive)
         if route.chain.request_body and (chunked or content_length):
             read = await self._read_request_body(send, ex, ctx, guard, receive, content_length)
             if read is None:

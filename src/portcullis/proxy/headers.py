@@ -43,7 +43,9 @@ _FORWARDING = frozenset(
         b"content-length",
     }
 )
-_DROP_REQUEST = HOP_BY_HOP | _FORWARDING
+# Cookie is collected, not dropped: HTTP/2 clients split it into crumbs that must be
+# joined into one field line before it goes out over HTTP/1.1 (RFC 9113 §8.2.3).
+_DROP_REQUEST = HOP_BY_HOP | _FORWARDING | {b"cookie"}
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,200}$")
 _TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE = b"0" * 32
@@ -161,11 +163,14 @@ def rewrite_request_headers(
     invalid: str | None = None
     codings: list[bytes] | None = None
     conn_tokens: set[bytes] | None = None
+    cookies: list[bytes] = []
     for name, value in headers:
         if name not in _DROP_REQUEST:
             out.append((name, value))
             continue
-        if name == b"host":
+        if name == b"cookie":
+            cookies.append(value)
+        elif name == b"host":
             host = value
         elif name == b"content-length":
             try:
@@ -215,6 +220,8 @@ def rewrite_request_headers(
                 unsupported = b", ".join(codings[:-1])
     if chunked and content_length is not None:
         invalid = "both Content-Length and Transfer-Encoding"
+    if cookies:
+        out.append((b"cookie", cookies[0] if len(cookies) == 1 else b"; ".join(cookies)))
     if conn_tokens:
         out = [(n, v) for n, v in out if n not in conn_tokens]
 

@@ -187,3 +187,10 @@ def test_without_tracing_the_client_parent_id_is_forwarded() -> None:
     tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     _, _, info = rewrite([(b"traceparent", tp)])
     assert info.client_parent_id == b""
+
+
+def test_cookie_crumbs_are_joined_into_one_field_line() -> None:
+    _, out, _ = rewrite([(b"host", b"gw"), (b"cookie", b"a=1"), (b"cookie", b"b=2")])
+    assert [v for n, v in out if n == b"cookie"] == [b"a=1; b=2"]
+    _, out, _ = rewrite([(b"host", b"gw"), (b"cookie", b"a=1")])
+    assert [v for n, v in out if n == b"cookie"] == [b"a=1"]
