@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from portcullis.http_fields import HeaderText
+
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
 HTTP_METHODS = frozenset(
@@ -29,6 +31,11 @@ HTTP_METHODS = frozenset(
 _HOST_LABEL = re.compile(
     r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$"
 )
+# RFC 3986 path-abempty: what a service's base path may hold, as it goes on the wire.
+_BASE_PATH = re.compile(r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
+# A target host: a name or IPv4 address without spaces, controls or URI delimiters, or a
+# bracketed IPv6 literal.
+_TARGET_HOST = re.compile(r"[^\x00-\x20\x7f-\x9f/?#@\[\]:\\]+|\[[0-9A-Fa-f:.]+\]")
 
 
 class StrictModel(BaseModel):
@@ -165,8 +172,17 @@ class Service(StrictModel):
                 _ = parts.port
             except ValueError as exc:
                 raise ValueError(f"url has an invalid port: {exc}") from None
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            if not _TARGET_HOST.fullmatch(host):
+                raise ValueError(f"url has an invalid host {parts.hostname!r}")
         if not self.path.startswith("/"):
             raise ValueError("path must start with '/'")
+        base = urlsplit(self.url).path if self.url is not None else self.path
+        if not _BASE_PATH.fullmatch(base):
+            # It is copied into every upstream request-target.
+            raise ValueError(
+                f"path {base!r} may only hold URI path characters (percent-encode others)"
+            )
         return self
 
 
@@ -185,6 +201,9 @@ class Target(StrictModel):
             raise ValueError("target must be 'host:port' with a port from 1 to 65535")
         if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
             raise ValueError("IPv6 target hosts must be written in brackets, e.g. '[::1]:8080'")
+        if not _TARGET_HOST.fullmatch(host):
+            # It becomes the upstream's Host header.
+            raise ValueError(f"invalid target host {host!r}")
         return v
 
     @property
@@ -295,7 +314,7 @@ class PathMatcher(StrictModel):
 
 
 def _check_host(h: str) -> str:
-    if not _HOST_LABEL.match(h):
+    if not _HOST_LABEL.fullmatch(h):
         raise ValueError(f"invalid host {h!r}")
     return h.lower()
 
@@ -395,7 +414,8 @@ class Consumer(StrictModel):
     """
 
     username: Name
-    custom_id: str | None = Field(default=None, max_length=256)
+    # Sent upstream as X-Consumer-Custom-ID, so no control characters.
+    custom_id: HeaderText | None = Field(default=None, max_length=256)
     organization: Name | None = None
     status: ConsumerStatus = ConsumerStatus.active
     groups: list[Name] = Field(default_factory=list)
