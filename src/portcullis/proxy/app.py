@@ -27,6 +27,7 @@ from portcullis.proxy.shedding import Permit, Shedding
 from portcullis.proxy.upstream.transport import (
     ConnectError,
     ConnectTimeout,
+    InvalidRequest,
     ReadTimeout,
     Transport,
     UpstreamError,
@@ -593,6 +594,14 @@ class ProxyApp:
                 if isinstance(exc, _ClientGone):
                     # No verdict on the target: the client left, not the upstream.
                     pool.abandon(target)
+                    return
+                if isinstance(exc, InvalidRequest):
+                    # Nothing was sent and no target would accept it: not the upstream's fault.
+                    pool.abandon(target)
+                    log.error("upstream.invalid_request", error=str(exc), request_id=ctx.request_id)
+                    await self._problem(
+                        send, ex, problems.INVALID_UPSTREAM_REQUEST, None, rid, ctx=ctx
+                    )
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
                     pool.end(target, Outcome.SUCCESS, latency)
