@@ -356,6 +356,9 @@ class Route(StrictModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     strip_path: bool = True
     preserve_host: bool = False
+    # A path with %2F, %5C or a backslash (see proxy/target.py): refused with a 400, forwarded
+    # with them still encoded, or decoded to "/" and routed again.
+    encoded_slashes: Literal["reject", "decode", "keep"] = "reject"
     priority_class: PriorityClass | None = None
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None

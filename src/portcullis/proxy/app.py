@@ -20,10 +20,12 @@ from portcullis.proxy.headers import (
     new_request_id,
     rewrite_request_headers,
     rewrite_response_headers,
+    valid_request_id,
 )
 from portcullis.proxy.paths import upstream_target
 from portcullis.proxy.responses import send_bytes, send_problem
 from portcullis.proxy.shedding import Permit, Shedding
+from portcullis.proxy.target import Refusal, route_request
 from portcullis.proxy.upstream.transport import (
     ConnectError,
     ConnectTimeout,
@@ -302,7 +304,6 @@ class ProxyApp:
     ) -> None:
         snapshot = self.holder.current
         method: str = scope["method"]
-        path: str = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         head_only = method == "HEAD"
         raw_len = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
@@ -318,28 +319,21 @@ class ProxyApp:
                 new_request_id(),
             )
             return
-        host = b""
-        for name, value in headers:
-            if name == b"host":
-                host = value
-                break
-        match = snapshot.router.match(method, host.decode("latin-1"), path, headers)
+        match = route_request(snapshot.router, method, scope)
+        path: str = scope["path"]
         client = scope.get("client")
         client_ip: str = client[0] if client else "0.0.0.0"
-        if match is None:
+        if match is None or isinstance(match, Refusal):
             rid = new_request_id()
             for name, value in headers:
-                if name == b"x-request-id":
+                if name == b"x-request-id" and valid_request_id(value):
                     rid = value
                     break
-            await self._problem(
-                send,
-                ex,
-                problems.ROUTE_NOT_FOUND,
-                f"No route matches {method} {path}",
-                rid,
-                head_only=head_only,
-            )
+            if match is None:
+                kind, detail = problems.ROUTE_NOT_FOUND, f"No route matches {method} {path}"
+            else:
+                kind, detail = problems.BAD_REQUEST, f"Invalid request: {match.detail}."
+            await self._problem(send, ex, kind, detail, rid, head_only=head_only)
             return
         route = match.payload
         if ex is not None:

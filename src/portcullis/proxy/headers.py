@@ -167,6 +167,8 @@ def rewrite_request_headers(
             out.append((name, value))
             continue
         if name == b"host":
+            if host:
+                invalid = "more than one Host header"
             host = value
         elif name == b"content-length":
             try:

@@ -13,6 +13,7 @@ from portcullis.asgi import Receive, Scope, Send
 from portcullis.proxy.balancer import Outcome
 from portcullis.proxy.headers import rewrite_request_headers
 from portcullis.proxy.paths import upstream_target
+from portcullis.proxy.target import Refusal, route_request
 from portcullis.runtime.holder import SnapshotHolder
 
 log = structlog.get_logger(__name__)
@@ -48,9 +49,8 @@ class WebSocketProxy:
             return
         snapshot = self.holder.current
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        host = next((v for n, v in headers if n == b"host"), b"")
-        match = snapshot.router.match("GET", host.decode("latin-1"), scope["path"], headers)
-        if match is None:
+        match = route_request(snapshot.router, "GET", scope)
+        if match is None or isinstance(match, Refusal):
             await send({"type": "websocket.close", "code": 1008})
             return
         route = match.payload

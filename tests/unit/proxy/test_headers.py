@@ -187,3 +187,11 @@ def test_without_tracing_the_client_parent_id_is_forwarded() -> None:
     tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     _, _, info = rewrite([(b"traceparent", tp)])
     assert info.client_parent_id == b""
+
+
+def test_a_second_host_makes_the_request_invalid() -> None:
+    # proxy.target refuses it before routing; this pass must not pick one silently.
+    _, _, info = rewrite([(b"host", b"a.example"), (b"host", b"b.example")], preserve_host=True)
+    assert info.invalid == "more than one Host header"
+    _, _, info = rewrite([(b"host", b"a.example")], preserve_host=True)
+    assert info.invalid is None
