@@ -9,7 +9,7 @@ looks at the request, and it either refuses the request or rewrites the scope to
 the one canonical form everything after it uses:
 
 - Host: exactly one, syntactically an RFC 3986 authority (host and optional port,
-  no userinfo). A missing or empty Host is refused except on HTTP/1.0. granian
+  no userinfo, no percent-encoding). A missing or empty Host is refused except on HTTP/1.0. granian
   puts the authority of an absolute-form target or of HTTP/2's `:authority` into
   the Host field when the client sent none, and otherwise keeps the client's Host.
 - Path: percent-encoding normalized (escapes of unreserved characters decoded,
@@ -48,10 +48,11 @@ _UNRESERVED: Final = frozenset(
 _NEEDS_WORK: Final = re.compile(rb"[^A-Za-z0-9\-._~!$&'()*+,;=:@/]|//|/\.\.?(?:[/;]|$)")
 _DOT_OR_EMPTY_SEGMENT: Final = re.compile(rb"//|/\.\.?(?:/|$)")
 
-# RFC 3986 authority without userinfo: reg-name or IPv4, or an IP literal; optional port.
+# RFC 3986 authority without userinfo: reg-name or IPv4, or an IP literal; optional
+# port. Percent-encoded reg-names are refused: no DNS name needs one, and whether a
+# later hop decodes them is exactly the kind of disagreement this module removes.
 _HOST: Final = re.compile(
-    rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+(?::[0-9]{0,5})?"
-    rb"|\[[0-9A-Fa-f:.]{2,}\](?::[0-9]{0,5})?"
+    rb"[A-Za-z0-9\-._~!$&'()*+,;=]+(?::[0-9]{0,5})?|\[[0-9A-Fa-f:.]{2,}\](?::[0-9]{0,5})?"
 )
 # Hosts already found valid; bounded, since clients choose them.
 _valid_hosts: set[bytes] = set()

@@ -306,7 +306,17 @@ def test_valid_hosts(host: bytes) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    [b"a b", b"user@host", b"host/path", b"host:80:80", b"host:port", b"[::1", b"h\\x", b'h"'],
+    [
+        b"a b",
+        b"user@host",
+        b"host/path",
+        b"host:80:80",
+        b"host:port",
+        b"[::1",
+        b"h\\x",
+        b'h"',
+        b"secure%2Eexample",
+    ],
 )
 def test_invalid_hosts_are_refused(host: bytes) -> None:
     assert request_host(_scope([(b"host", host)])) == Refusal("invalid Host header")
