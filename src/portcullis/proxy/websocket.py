@@ -19,6 +19,8 @@ from portcullis.runtime.holder import SnapshotHolder
 log = structlog.get_logger(__name__)
 
 # The client library performs its own handshake; these must not be copied from the client.
+# Host is not among them: rewrite_request_headers sets the one routing used (preserve_host)
+# or the target's.
 _HANDSHAKE = frozenset(
     {
         b"sec-websocket-key",
@@ -27,7 +29,6 @@ _HANDSHAKE = frozenset(
         b"sec-websocket-protocol",
         b"connection",
         b"upgrade",
-        b"host",
         b"content-length",
     }
 )
