@@ -57,6 +57,11 @@ UPSTREAM_UPGRADE_REFUSED = ProblemKind(
 )
 UPSTREAM_TIMEOUT = ProblemKind("upstream-timeout", "The upstream did not answer in time", 504)
 INTERNAL_ERROR = ProblemKind("internal-error", "Internal gateway error", 500)
+# The gateway built an upstream request that is not valid HTTP (e.g. a header value
+# with CR LF from stored data) and refused to send it.
+INVALID_UPSTREAM_REQUEST = ProblemKind(
+    "invalid-upstream-request", "The gateway refused to send an invalid upstream request", 500
+)
 
 
 def problem_body(

@@ -42,7 +42,7 @@ def request_facts(request: Request) -> RequestFacts:
     if isinstance(cached, RequestFacts):
         return cached
     sent = request.headers.get("x-request-id", "")
-    request_id = sent if _REQUEST_ID.match(sent) else secrets.token_hex(16)
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else secrets.token_hex(16)
     facts = RequestFacts(request_id, request.client.host if request.client else None)
     request.state.facts = facts
     return facts

@@ -80,7 +80,7 @@ def generate_client_secret() -> str:
 
 
 def looks_like_client_id(value: str) -> bool:
-    return _CLIENT_ID.match(value) is not None
+    return _CLIENT_ID.fullmatch(value) is not None
 
 
 def _client(row: Any) -> OAuthClient:

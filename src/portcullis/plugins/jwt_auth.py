@@ -57,6 +57,7 @@ from jwt.exceptions import PyJWTError
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from portcullis.analytics.record import Flag
+from portcullis.http_fields import HeaderText, field_value_bytes, is_field_value
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.jwks import JwksPolicy, JwksSource, JwksUnavailableError
 from portcullis.plugins.base import (
@@ -123,7 +124,7 @@ _AUTHORIZATION = b"authorization"
 class StaticKeyConfig(PluginConfig):
     """One trusted key with its algorithm pinned."""
 
-    kid: str | None = Field(default=None, min_length=1, max_length=256)
+    kid: HeaderText | None = Field(default=None, min_length=1, max_length=256)
     algorithm: SigningAlgorithm
     secret: SecretStr | None = Field(
         default=None,
@@ -244,8 +245,8 @@ class JwtAuthConfig(PluginConfig):
     @field_validator("realm")
     @classmethod
     def _realm(cls, value: str) -> str:
-        if any(c in value for c in '"\\\r\n'):
-            raise ValueError("realm must not contain quotes, backslashes or newlines")
+        if any(c in value for c in '"\\') or not is_field_value(value):
+            raise ValueError("realm must not contain quotes, backslashes or control characters")
         return value
 
     @model_validator(mode="after")
@@ -711,6 +712,9 @@ class JwtAuth(Plugin):
         headers.append((_CREDENTIAL_HEADER, credential_id.encode("utf-8")))
         if scopes:
             headers.append((_SCOPES_HEADER, " ".join(sorted(scopes)).encode("utf-8")))
+        if not all(field_value_bytes(v) for _, v in headers):
+            # kid, iss and scp come from the token; they go upstream in headers.
+            raise _Reject("malformed token")
         exp = _number(payload, "exp")
         until = now + self._cache_ttl
         if exp is not None:

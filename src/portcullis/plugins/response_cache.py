@@ -124,7 +124,7 @@ X_CACHE_BYPASS = (b"x-cache", b"BYPASS")
 
 
 def _header_name(name: str) -> str:
-    if not _HEADER_NAME.match(name):
+    if not _HEADER_NAME.fullmatch(name):
         raise ValueError(f"invalid header name {name!r}")
     return name.lower()
 
@@ -169,7 +169,7 @@ class ResponseCacheConfig(PluginConfig):
         out = []
         for media in v:
             media = media.strip().lower()
-            if not _MEDIA_RANGE.match(media):
+            if not _MEDIA_RANGE.fullmatch(media):
                 raise ValueError(f"invalid media type {media!r} (type/subtype or type/*)")
             out.append(media)
         return out

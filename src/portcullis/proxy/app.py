@@ -20,14 +20,17 @@ from portcullis.proxy.headers import (
     new_request_id,
     rewrite_request_headers,
     rewrite_response_headers,
+    valid_request_id,
 )
 from portcullis.proxy.paths import upstream_target
 from portcullis.proxy.responses import send_bytes, send_problem
 from portcullis.proxy.shedding import Permit, Shedding
+from portcullis.proxy.target import Refusal, route_request
 from portcullis.proxy.upstream.transport import (
     IDEMPOTENT_METHODS,
     ConnectError,
     ConnectTimeout,
+    InvalidRequest,
     ReadTimeout,
     Transport,
     UpstreamError,
@@ -394,7 +397,6 @@ class ProxyApp:
         answered here (a refusal); `send` carries that answer.
         """
         snapshot = self.holder.current
-        path: str = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         raw_len = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         if raw_len > self.max_uri:
@@ -409,28 +411,21 @@ class ProxyApp:
                 new_request_id(),
             )
             return None
-        host = b""
-        for name, value in headers:
-            if name == b"host":
-                host = value
-                break
-        match = snapshot.router.match(method, host.decode("latin-1"), path, headers)
+        match = route_request(snapshot.router, method, scope)
+        path: str = scope["path"]
         client = scope.get("client")
         client_ip: str = client[0] if client else "0.0.0.0"
-        if match is None:
+        if match is None or isinstance(match, Refusal):
             rid = new_request_id()
             for name, value in headers:
-                if name == b"x-request-id":
+                if name == b"x-request-id" and valid_request_id(value):
                     rid = value
                     break
-            await self._problem(
-                send,
-                ex,
-                problems.ROUTE_NOT_FOUND,
-                f"No route matches {method} {path}",
-                rid,
-                head_only=head_only,
-            )
+            if match is None:
+                kind, detail = problems.ROUTE_NOT_FOUND, f"No route matches {method} {path}"
+            else:
+                kind, detail = problems.BAD_REQUEST, f"Invalid request: {match.detail}."
+            await self._problem(send, ex, kind, detail, rid, head_only=head_only)
             return None
         route = match.payload
         if ex is not None:
@@ -824,6 +819,14 @@ class ProxyApp:
                     # No verdict on the target: the client's body failed, not the upstream.
                     pool.abandon(target)
                     await self._body_stopped(send, ex, ctx)
+                    return
+                if isinstance(exc, InvalidRequest):
+                    # Nothing was sent and no target would accept it: not the upstream's fault.
+                    pool.abandon(target)
+                    log.error("upstream.invalid_request", error=str(exc), request_id=ctx.request_id)
+                    await self._problem(
+                        send, ex, problems.INVALID_UPSTREAM_REQUEST, None, rid, ctx=ctx
+                    )
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
                     pool.end(target, Outcome.SUCCESS, latency)

@@ -56,8 +56,13 @@ def new_request_id() -> bytes:
     return os.urandom(16).hex().encode()
 
 
+def valid_request_id(value: bytes) -> bool:
+    """Whether a client's X-Request-ID may be reused (it is echoed in responses and logs)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
 def valid_traceparent(value: bytes) -> bool:
-    m = _TRACEPARENT.match(value)
+    m = _TRACEPARENT.fullmatch(value)
     return bool(
         m and m.group(1) != b"ff" and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN
     )
@@ -171,6 +176,8 @@ def rewrite_request_headers(
         if name == b"cookie":
             cookies.append(value)
         elif name == b"host":
+            if host:
+                invalid = "more than one Host header"
             host = value
         elif name == b"content-length":
             try:
@@ -202,7 +209,7 @@ def rewrite_request_headers(
         elif name == b"via":
             prior_via.append(value)
         elif name == b"x-request-id":
-            if _REQUEST_ID.match(value):
+            if valid_request_id(value):
                 request_id = value
         elif name == b"traceparent":
             traceparent = value

@@ -55,6 +55,8 @@ class CompiledRoute:
     preserve_host: bool
     # The route's path pattern(s), for the request log (groups /users/1 and /users/2).
     path_template: str = ""
+    # What `proxy.target.route_request` does with %2F, %5C and backslashes in the path.
+    encoded_slashes: str = "reject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ def build_snapshot(
                 strip_path=r.strip_path,
                 preserve_host=r.preserve_host,
                 path_template="|".join(r.paths),
+                encoded_slashes=r.encoded_slashes,
             ),
         )
         for r in config.routes

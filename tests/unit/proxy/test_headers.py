@@ -194,3 +194,11 @@ def test_cookie_crumbs_are_joined_into_one_field_line() -> None:
     assert [v for n, v in out if n == b"cookie"] == [b"a=1; b=2"]
     _, out, _ = rewrite([(b"host", b"gw"), (b"cookie", b"a=1")])
     assert [v for n, v in out if n == b"cookie"] == [b"a=1"]
+
+
+def test_a_second_host_makes_the_request_invalid() -> None:
+    # proxy.target refuses it before routing; this pass must not pick one silently.
+    _, _, info = rewrite([(b"host", b"a.example"), (b"host", b"b.example")], preserve_host=True)
+    assert info.invalid == "more than one Host header"
+    _, _, info = rewrite([(b"host", b"a.example")], preserve_host=True)
+    assert info.invalid is None

@@ -50,6 +50,7 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
     WriteTimeout,
+    check_request_head,
 )
 
 __all__ = ["AiohttpTransport"]
@@ -251,6 +252,7 @@ class AiohttpTransport:
         """Send `request` to `origin` through aiohttp and stream the response."""
         if self._closed:
             raise ConnectError("the upstream transport is closed")
+        check_request_head(request.method, request.target, request.headers)
         session = self._session or self._make_session()
         base = self._bases.get(origin)
         if base is None:

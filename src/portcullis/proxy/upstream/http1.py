@@ -38,6 +38,7 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
     WriteTimeout,
+    check_request_head,
 )
 
 __all__ = ["Http1Transport", "body_ends_at_eof", "build_request_head", "head_keep_alive"]
@@ -66,8 +67,10 @@ def build_request_head(
 
     Framing headers in `headers` are dropped and replaced by `transfer-encoding:
     chunked` when `chunked`, else by `content-length` when `content_length` is not
-    None, else by nothing.
+    None, else by nothing. Raises `InvalidRequest` for a field that is not valid
+    on the wire (header injection), before anything is written.
     """
+    check_request_head(method, target, headers)
     prefix = _METHOD_PREFIX.get(method)
     if prefix is None:
         prefix = method.encode("ascii") + b" "

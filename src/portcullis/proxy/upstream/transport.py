@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from portcullis.http_fields import field_value_bytes, token_bytes
+
 Headers = list[tuple[bytes, bytes]]
 
 # Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
@@ -156,3 +158,57 @@ class ResponseTooLarge(UpstreamError):
     """The upstream's response head exceeded the configured maximum header size."""
 
     kind = "response-header-too-large"
+
+
+class InvalidRequest(UpstreamError):
+    """The gateway was about to send a request that is not valid HTTP; nothing was sent.
+
+    A header name that is not a token, or a value or request-target with CR, LF,
+    NUL or another control character, would let data the gateway copied into the
+    request (a consumer's custom id, a configured value) split it into two. It is
+    a fault on the gateway's side, not the upstream's.
+    """
+
+    kind = "invalid-request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, request_sent=False)
+
+
+# The request-target (origin-form) is visible ASCII and obs-text; never SP or controls.
+_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_checked_names: set[bytes] = set()
+# A bound on the memo of valid names (names come from clients too).
+_NAMES_MEMO = 4096
+
+
+def check_request_head(method: str, target: bytes, headers: Headers) -> None:
+    """Raise `InvalidRequest` unless every part of the request head is valid on the wire.
+
+    The transports call this before serialising a request, so no value can smuggle
+    a header or a second request into the upstream connection, whatever layer
+    above let it through. Valid names are memoised; values are checked with one
+    `bytes.translate` over all of them.
+    """
+    if (
+        not target
+        or target.translate(None, _TARGET_BYTES)
+        or (method not in _KNOWN_METHODS and not token_bytes(method.encode("latin-1")))
+    ):
+        raise InvalidRequest(f"invalid request line: {method!r} {target!r}")
+    memo = _checked_names
+    for name, _ in headers:
+        if name not in memo:
+            if not token_bytes(name):
+                raise InvalidRequest(f"invalid header name {name!r}")
+            if len(memo) < _NAMES_MEMO:
+                memo.add(name)
+    if not field_value_bytes(b"".join([v for _, v in headers])):
+        for name, value in headers:
+            if not field_value_bytes(value):
+                raise InvalidRequest(
+                    f"header {name.decode('latin-1')!r} has a control character in its value"
+                )
