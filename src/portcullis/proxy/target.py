@@ -224,6 +224,22 @@ def request_host(scope: Scope) -> bytes | Refusal:
     return host
 
 
+_OWS: Final = (0x20, 0x09)
+
+
+def _padded_field(headers: list[tuple[bytes, bytes]]) -> Refusal | None:
+    """An HTTP/2 field value with leading or trailing whitespace makes the request malformed.
+
+    RFC 9113 §8.2.1. HTTP/1.1 parsers strip that whitespace; HTTP/2 hands values
+    over verbatim, so an upstream behind us could read `" admin"` and `"admin"` alike
+    where a plugin compared them as different.
+    """
+    for name, value in headers:
+        if value and (value[0] in _OWS or value[-1] in _OWS):
+            return Refusal(f"whitespace around the value of {name.decode('latin-1')!r}")
+    return None
+
+
 def route_request(
     router: Router[CompiledRoute], method: str, scope: Scope
 ) -> RouteMatch[CompiledRoute] | Refusal | None:
@@ -232,6 +248,10 @@ def route_request(
     Afterwards the scope's `path` and `raw_path` are the normalized ones (left as
     they are when the path already was canonical).
     """
+    if scope.get("http_version") == "2":
+        padded = _padded_field(scope["headers"])
+        if padded is not None:
+            return padded
     host = request_host(scope)
     if isinstance(host, Refusal):
         return host

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # The client library performs its own handshake; these must not be copied from the client.
-# Host is not among them: rewrite_request_headers sets the one routing used (preserve_host)
-# or the target's.
+# Host goes upstream only with preserve_host (the one routing used); aiohttp otherwise
+# sends the target's.
 _HANDSHAKE = frozenset(
     {
         b"sec-websocket-key",
@@ -47,6 +47,7 @@ _HANDSHAKE = frozenset(
         b"sec-websocket-protocol",
         b"connection",
         b"upgrade",
+        b"host",
         b"content-length",
     }
 )

@@ -403,3 +403,17 @@ def test_decoding_can_reveal_a_dot_segment_with_parameters() -> None:
 def test_a_refused_host_is_not_routed() -> None:
     scope = _scope([(b"host", b"a"), (b"host", b"b")], b"/public")
     assert route_request(_router(), "GET", scope) == Refusal("more than one Host header")
+
+
+@pytest.mark.parametrize("value", [b" admin", b"admin ", b"\tadmin", b"admin\t"])
+def test_http2_field_value_with_surrounding_whitespace_is_refused(value: bytes) -> None:
+    scope = {
+        "type": "http",
+        "http_version": "2",
+        "path": "/",
+        "raw_path": b"/",
+        "headers": [(b"host", b"gw.example"), (b"x-role", value)],
+    }
+    assert isinstance(route_request(_router(), "GET", scope), Refusal)
+    scope["http_version"] = "1.1"
+    assert not isinstance(route_request(_router(), "GET", scope), Refusal)
