@@ -43,9 +43,13 @@ _FORWARDING = frozenset(
         b"content-length",
     }
 )
+# Method overrides: routes (and their plugins) decide on the request's method; an
+# upstream framework that honours one of these would serve another method, e.g. a
+# DELETE through a route that allows only GET. They never reach the upstream.
+METHOD_OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
 # Cookie is collected, not dropped: HTTP/2 clients split it into crumbs that must be
 # joined into one field line before it goes out over HTTP/1.1 (RFC 9113 §8.2.3).
-_DROP_REQUEST = HOP_BY_HOP | _FORWARDING | {b"cookie"}
+_DROP_REQUEST = HOP_BY_HOP | _FORWARDING | METHOD_OVERRIDES | {b"cookie"}
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,200}$")
 _TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE = b"0" * 32

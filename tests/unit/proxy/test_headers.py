@@ -202,3 +202,17 @@ def test_a_second_host_makes_the_request_invalid() -> None:
     assert info.invalid == "more than one Host header"
     _, _, info = rewrite([(b"host", b"a.example")], preserve_host=True)
     assert info.invalid is None
+
+
+def test_method_overrides_never_reach_the_upstream() -> None:
+    d, _, _ = rewrite(
+        [
+            (b"host", b"gw"),
+            (b"x-http-method-override", b"DELETE"),
+            (b"x-http-method", b"DELETE"),
+            (b"x-method-override", b"DELETE"),
+            (b"x-kept", b"1"),
+        ]
+    )
+    assert not {b"x-http-method-override", b"x-http-method", b"x-method-override"} & d.keys()
+    assert d[b"x-kept"] == b"1"
