@@ -21,10 +21,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.body_guard import MAX_BODY_EXTENSION
+from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.admin.problems import (
@@ -32,7 +33,6 @@ from portcullis.admin.problems import (
     NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
-    errors_from_pydantic,
     problem_responses,
     validation_problem,
 )
@@ -73,7 +73,6 @@ router = APIRouter(tags=["API keys"])
 KEY_STATE_CONFLICT = ProblemKind(
     "key-state-conflict", "The key's current state does not allow this change", 409
 )
-PAYLOAD_TOO_LARGE = ProblemKind("payload-too-large", "The request body is too large", 413)
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
 # An organization name no key can have: what an admin of a deleted organization sees.
@@ -497,10 +496,11 @@ async def export_keys(
         **problem_responses(400, 401, 403, 413, 415, 422, 429),
     },
     openapi_extra={
+        MAX_BODY_EXTENSION: MAX_IMPORT_BYTES,
         "requestBody": {
             "required": True,
             "content": {"text/csv": {"schema": {"type": "string"}, "example": _IMPORT_EXAMPLE}},
-        }
+        },
     },
     operation_id="import_api_keys",
 )
@@ -513,11 +513,7 @@ async def import_keys(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "text/csv":
         raise ApiProblem(UNSUPPORTED_MEDIA_TYPE, "send the keys as text/csv")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_IMPORT_BYTES:
-            raise ApiProblem(PAYLOAD_TOO_LARGE, f"at most {MAX_IMPORT_BYTES} bytes per import")
+    raw = await request.body()  # at most MAX_IMPORT_BYTES (admin/body_guard.py)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -605,10 +601,7 @@ async def update_key(
     info = await _visible_key(request, key_id, caller)
     before = _represent(info)
     check_if_match(if_match, _etag(before))
-    try:
-        settings = KeySettings.model_validate(merge_patch(info.settings(), patch))
-    except ValidationError as exc:
-        raise validation_problem(errors_from_pydantic(exc.errors())) from None
+    settings = apply_merge_patch(KeySettings, info.settings(), patch)
     try:
         after = _represent(await _keys(request).update(key_id, settings))
     except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
