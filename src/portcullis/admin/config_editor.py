@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from portcullis.admin.problems import ApiProblem, validation_problem
+from portcullis.admin.problems import ApiProblem, pointer_for, validation_problem
 from portcullis.model.config import GatewayConfig
 from portcullis.model.loader import ConfigError, Loc, load_config_data
 from portcullis.problems import ProblemKind
@@ -120,6 +121,7 @@ class ConfigEditor:
                 if edit.document is None:
                     return Applied(edit.result, current, None)
                 config = validate_document(edit.document, edit.locate)
+                _admit(current.config, config, edit.locate)
                 try:
                     stored = await self.repository.apply(
                         config,
@@ -173,6 +175,29 @@ def _too_busy() -> ApiProblem:
         "other writers changed the config on every attempt; retry the request",
         headers={"Retry-After": "1"},
     )
+
+
+def _admit(before: GatewayConfig, after: GatewayConfig, locate: Locator | None) -> None:
+    """Rules for what a change may introduce, beyond what a valid config is.
+
+    An override that is new, or whose `expires_at` changed, must not have expired
+    already: it would be stored and do nothing. One that lapsed since it was stored
+    is left alone (its other fields may still be edited).
+    """
+    now = datetime.now(UTC)
+    previous = {o.name: o.expires_at for o in before.overrides}
+    errors = []
+    for i, o in enumerate(after.overrides):
+        if o.expires_at <= now and previous.get(o.name) != o.expires_at:
+            loc: Loc = ("overrides", i, "expires_at")
+            pointer = locate(loc) if locate is not None else pointer_for(loc)
+            detail = (
+                f"must be in the future: {o.expires_at.isoformat()} has passed, so the override "
+                "would never apply"
+            )
+            errors.append((pointer or "#", detail))
+    if errors:
+        raise validation_problem(errors)
 
 
 def validate_document(document: Any, locate: Locator | None = None) -> GatewayConfig:

@@ -191,3 +191,73 @@ async def test_authorization_comes_before_body_validation(client_for: Any) -> No
         "/admin/v1/routes", json={"name": "r", "service": "s", "strip_path": "yes"}
     )
     problem(response, 403)
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def override(expires_at: datetime, name: str = "stop") -> dict[str, Any]:
+    return {
+        "name": name,
+        "consumer": "acme",
+        "limits": {"per-second": 0},
+        "expires_at": expires_at.isoformat(),
+        "reason": "incident 7",
+    }
+
+
+async def with_plan(owner: httpx.AsyncClient) -> None:
+    plan = await owner.post(
+        "/admin/v1/plans",
+        json={"name": "free", "limits": [{"name": "per-second", "limit": 5, "period": "1s"}]},
+    )
+    assert plan.status_code == 201, plan.text
+    consumer = await owner.post("/admin/v1/consumers", json={"username": "acme", "plan": "free"})
+    assert consumer.status_code == 201, consumer.text
+
+
+async def test_an_override_that_already_expired_is_refused(owner: httpx.AsyncClient) -> None:
+    await with_plan(owner)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    created = await owner.post("/admin/v1/overrides", json=override(past))
+    body = problem(created, 422)
+    assert pointers(body) == ["#/expires_at"]
+    assert "future" in body["errors"][0]["detail"]
+    assert (await owner.get("/admin/v1/overrides/stop")).status_code == 404
+
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert (await owner.post("/admin/v1/overrides", json=override(future))).status_code == 201
+    moved_back = await owner.patch(
+        "/admin/v1/overrides/stop",
+        content=json.dumps({"expires_at": past.isoformat()}),
+        headers={"content-type": MERGE_PATCH},
+    )
+    assert pointers(problem(moved_back, 422)) == ["#/expires_at"]
+
+    current = (await owner.get("/admin/v1/config")).json()
+    current["overrides"].append(override(past, "late"))
+    imported = await owner.put("/admin/v1/config", json=current)
+    assert pointers(problem(imported, 422)) == ["#/overrides/1/expires_at"]
+
+
+async def test_an_override_that_expired_since_does_not_block_other_edits(
+    owner: httpx.AsyncClient, app: Any
+) -> None:
+    # An override stored while it was current may lapse; editing anything else, or the
+    # override's other fields, must not start failing because of it.
+    await with_plan(owner)
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    current = (await owner.get("/admin/v1/config")).json()
+    current.setdefault("overrides", []).append(override(past))
+    state = app.state.admin
+    from portcullis.model.loader import load_config_data
+
+    await state.editor.repository.apply(load_config_data(current), author="t", comment="lapsed")
+    reason = await owner.patch(
+        "/admin/v1/overrides/stop",
+        content=json.dumps({"reason": "incident 7, closed"}),
+        headers={"content-type": MERGE_PATCH},
+    )
+    assert reason.status_code == 200, reason.text
+    other = await owner.post("/admin/v1/consumers", json={"username": "beta"})
+    assert other.status_code == 201, other.text
