@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 from portcullis.admin.problems import ApiProblem, pointer_for, validation_problem
 from portcullis.model.config import GatewayConfig
 from portcullis.model.loader import ConfigError, Loc, load_config_data
+from portcullis.model.traffic import expired_on_arrival
 from portcullis.problems import ProblemKind
 from portcullis.store.config_repository import (
     ConfigConflict,
@@ -184,18 +185,15 @@ def _admit(before: GatewayConfig, after: GatewayConfig, locate: Locator | None) 
     already: it would be stored and do nothing. One that lapsed since it was stored
     is left alone (its other fields may still be edited).
     """
-    now = datetime.now(UTC)
-    previous = {o.name: o.expires_at for o in before.overrides}
     errors = []
-    for i, o in enumerate(after.overrides):
-        if o.expires_at <= now and previous.get(o.name) != o.expires_at:
-            loc: Loc = ("overrides", i, "expires_at")
-            pointer = locate(loc) if locate is not None else pointer_for(loc)
-            detail = (
-                f"must be in the future: {o.expires_at.isoformat()} has passed, so the override "
-                "would never apply"
-            )
-            errors.append((pointer or "#", detail))
+    for i in expired_on_arrival(before.overrides, after.overrides, datetime.now(UTC)):
+        loc: Loc = ("overrides", i, "expires_at")
+        pointer = locate(loc) if locate is not None else pointer_for(loc)
+        detail = (
+            f"must be in the future: {after.overrides[i].expires_at.isoformat()} has passed, "
+            "so the override would never apply"
+        )
+        errors.append((pointer or "#", detail))
     if errors:
         raise validation_problem(errors)
 
