@@ -20,7 +20,7 @@ current version number, which costs one primary-key read per request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -130,11 +130,24 @@ class ConfigEditor:
                         comment=edit.comment,
                         expected_version=current.version,
                         on_write=edit.on_write,
+                        previous=current.config,
                     )
                 except ConfigConflict:
                     continue
                 self._remember(stored)
                 return Applied(edit.result, current, stored)
+        raise _too_busy()
+
+    async def pinned(self, work: Callable[[ConfigState], Awaitable[T]]) -> T:
+        """Run `work` on the current config, again on the fresh one when it raises
+        `ConfigConflict`: it pinned the version it read (a credential created for a
+        consumer found in it, see store/config_head.py) and the config moved on."""
+        for _ in range(self.max_attempts):
+            current = await self.state()
+            try:
+                return await work(current)
+            except ConfigConflict:
+                continue
         raise _too_busy()
 
     async def rollback(
@@ -162,6 +175,7 @@ class ConfigEditor:
                         author=author,
                         expected_version=current.version,
                         on_write=on_write(current) if on_write is not None else None,
+                        previous=current.config,
                     )
                 except ConfigConflict:
                     continue

@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
 from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
+from portcullis.admin.config_editor import ConfigState
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.admin.problems import (
@@ -42,6 +43,8 @@ from portcullis.identity.key_admin import (
     DEFAULT_GRACE_SECONDS,
     IMPORT_COLUMNS,
     MAX_GRACE_SECONDS,
+    CreatedKey,
+    ImportedKey,
     ImportRejected,
     KeyInfo,
     KeySettings,
@@ -65,6 +68,7 @@ from portcullis.identity.key_repository import (
     KeyRepository,
 )
 from portcullis.identity.keys import Environment
+from portcullis.model.config import GatewayConfig
 from portcullis.problems import ProblemKind
 from portcullis.store.admin_tables import OrganizationRow
 
@@ -287,10 +291,12 @@ async def _visible_key(request: Request, key_id: str, caller: Caller) -> KeyInfo
 async def _consumer_organization(request: Request, username: str, caller: Caller) -> str | None:
     """The consumer's organization; 404 when the consumer is unknown (or not visible)."""
     config = (await _state(request).editor.state()).config
+    return _organization_of(config, username, await _organization(request, caller))
+
+
+def _organization_of(config: GatewayConfig, username: str, visible: str | None) -> str | None:
     try:
-        consumer = resolve_consumer(
-            config, username, organization=await _organization(request, caller)
-        )
+        consumer = resolve_consumer(config, username, organization=visible)
     except UnknownConsumer:
         raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist") from None
     return consumer.organization
@@ -384,11 +390,20 @@ async def create_key(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    organization = await _consumer_organization(request, username, caller)
-    try:
-        created = await _keys(request).create(
-            username, body, created_by=caller.actor, organization=organization
+    visible = await _organization(request, caller)
+
+    async def create(state: ConfigState) -> CreatedKey:
+        # Pinned to the config the consumer was found in (admin/config_editor.py).
+        return await _keys(request).create(
+            username,
+            body,
+            created_by=caller.actor,
+            organization=_organization_of(state.config, username, visible),
+            config_version=state.version,
         )
+
+    try:
+        created = await _state(request).editor.pinned(create)
     except KeyInvalid as exc:
         raise _as_problem(exc) from None
     out = _represent(created.info)
@@ -519,13 +534,20 @@ async def import_keys(
     except UnicodeDecodeError:
         raise validation_problem([("#", "the CSV is not UTF-8")]) from None
     organization = await _organization(request, caller)
-    config = (await _state(request).editor.state()).config
+
+    async def store(state: ConfigState) -> list[ImportedKey]:
+        organizations = check_import_consumers(rows, state.config, organization=organization)
+        return await _keys(request).import_keys(
+            rows,
+            organizations,
+            created_by=caller.actor,
+            dry_run=dry_run,
+            config_version=state.version,
+        )
+
     try:
         rows = parse_import_csv(text)
-        organizations = check_import_consumers(rows, config, organization=organization)
-        imported = await _keys(request).import_keys(
-            rows, organizations, created_by=caller.actor, dry_run=dry_run
-        )
+        imported = await _state(request).editor.pinned(store)
     except ImportRejected as exc:
         raise _as_problem(exc) from None
     items = []
