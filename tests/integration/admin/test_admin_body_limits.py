@@ -8,9 +8,11 @@ real-server tests send 100 MB to the control plane under granian and watch its R
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -265,14 +267,22 @@ def admin_server(database_url: str, tmp_path: Path) -> Iterator[AdminServer]:
         "PORTCULLIS_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        argv, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        argv,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
-        wait_for_port(port, proc)
+        wait_for_port(port, proc, timeout=90)
         assert httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code == 200
         yield AdminServer(port, proc, token)
     finally:
         stop_process(proc)
+        # A worker whose main process was stopped while starting up outlives it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def send_big_body(

@@ -205,6 +205,7 @@ async def create_oauth_client(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     scope = await scope_of(request, caller)
+    await _consumer(request, username, caller)  # 404 before any complaint about the body
     _check_ttl(request, body.token_ttl)
 
     async def create(state: ConfigState) -> tuple[OAuthClient, str]:
