@@ -22,6 +22,7 @@ from portcullis import __version__
 from portcullis.admin.audit import AuditLog
 from portcullis.admin.auth import AuthService
 from portcullis.admin.background import BackgroundJobs
+from portcullis.admin.body_guard import BodyGuardMiddleware
 from portcullis.admin.config_editor import ConfigEditor
 from portcullis.admin.docs import install_docs
 from portcullis.admin.idempotency import IdempotencyMiddleware
@@ -150,6 +151,8 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
         secret=lambda: app.state.admin.secret,
     )
+    # Outside the Idempotency-Key middleware, which reads bodies itself.
+    app.add_middleware(BodyGuardMiddleware, routes=lambda: app.routes)
     app.add_middleware(
         RateLimitMiddleware,
         limiter=AdminRateLimiter(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
 
 from portcullis.admin.problems import PRECONDITION_FAILED, ApiProblem
+from portcullis.admin.strict_json import validate_strictly
+
+T = TypeVar("T")
 
 
 def etag_of(value: Any) -> str:
@@ -52,3 +55,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def apply_merge_patch(model: type[T], target: Any, patch: Any) -> T:
+    """`target` (a JSON document) with `patch` merged in, validated strictly as `model`
+    (admin/strict_json.py); a 422 problem when the result is not valid."""
+    return validate_strictly(model, merge_patch(target, patch))

@@ -42,6 +42,10 @@ class IssuerKeys(Protocol):
         """True when the token was revoked (RFC 7009) before its expiry."""
         ...
 
+    def client_revoked(self, client_id: str) -> bool:
+        """True when every token of the client was revoked (the client was deleted)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class PluginEnv:

@@ -353,6 +353,7 @@ class _Identity:
     until: float
     jti: str | None  # gateway tokens: checked against revocation on every use
     claims: Mapping[str, Any] | None = None  # the verified payload (rate-limit keys on claims)
+    client_id: str | None = None  # gateway tokens: the client, revoked as a whole on deletion
 
 
 class _Reply:
@@ -543,7 +544,7 @@ class JwtAuth(Plugin):
                     # Evict the oldest insertion; dicts keep insertion order.
                     del cache[next(iter(cache))]
                 cache[token] = identity
-        elif identity.jti is not None and self._revoked(identity.jti):
+        elif identity.jti is not None and self._revoked(identity.jti, identity.client_id):
             del self._cache[token]
             return self._failure(401, "token revoked").response()
         self._apply(ctx, identity)
@@ -556,9 +557,11 @@ class JwtAuth(Plugin):
         ctx.claims = identity.claims
         self._rewrite_upstream(ctx, identity)
 
-    def _revoked(self, jti: str) -> bool:
+    def _revoked(self, jti: str, client_id: str | None) -> bool:
         keys = self._issuer_keys
-        return keys is not None and keys.is_revoked(jti)
+        if keys is None:
+            return False
+        return keys.is_revoked(jti) or (client_id is not None and keys.client_revoked(client_id))
 
     def _extract(self, ctx: RequestContext) -> str | _Reply | None:
         """The presented token; a 400 response if the header is ambiguous; None if absent."""
@@ -691,11 +694,16 @@ class JwtAuth(Plugin):
             gateway = None
         self._check_claims(payload, now, issuer_ok)
         jti: str | None = None
+        client_id: str | None = None
         if gateway is not None:
             raw_jti = payload.get("jti")
             if not isinstance(raw_jti, str) or not raw_jti:
                 raise _Reject("missing claim: jti")
-            if gateway.is_revoked(raw_jti):
+            raw_client = payload.get("client_id")
+            client_id = raw_client if isinstance(raw_client, str) else None
+            if gateway.is_revoked(raw_jti) or (
+                client_id is not None and gateway.client_revoked(client_id)
+            ):
                 raise _Reject("token revoked")
             jti = raw_jti
         consumer = self._consumer(payload, gateway is not None)
@@ -719,7 +727,9 @@ class JwtAuth(Plugin):
         until = now + self._cache_ttl
         if exp is not None:
             until = min(until, exp + self._leeway)
-        return _Identity(consumer, credential_id, scopes, tuple(headers), until, jti, payload)
+        return _Identity(
+            consumer, credential_id, scopes, tuple(headers), until, jti, payload, client_id
+        )
 
     @staticmethod
     def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

@@ -20,10 +20,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
-from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
@@ -37,7 +37,6 @@ from portcullis.admin.problems import (
     ALREADY_EXISTS,
     NOT_FOUND,
     ApiProblem,
-    errors_from_pydantic,
     problem_responses,
     validation_problem,
 )
@@ -402,10 +401,7 @@ async def update_rule(
     await _deployment_wide(request, caller)
     rule, _ = await _existing(request, name)
     check_if_match(if_match, _etag(rule))
-    try:
-        spec = AlertRuleSpec.model_validate(merge_patch(rule.settings(), patch))
-    except ValidationError as exc:
-        raise validation_problem(errors_from_pydantic(exc.errors())) from None
+    spec = apply_merge_patch(AlertRuleSpec, rule.settings(), patch)
     return await _store(request, caller, facts, rule, _checked(spec))
 
 
