@@ -3,7 +3,8 @@
 granian times out a request's headers only from their first byte (and a keep-alive
 connection's idle time between requests): a connection that is opened and stays silent
 is held forever, and each holds one of the worker's `max_connections_per_worker`
-slots, so enough of them stop a worker from accepting anyone (docs/decisions/005-silent-connections.md).
+slots, so enough of them stop a worker from accepting anyone
+(docs/decisions/005-silent-connections.md).
 
 granian owns its sockets (in Rust); the ASGI app never sees a connection before a
 request on it. The worker's own file-descriptor table does show them: a thread looks,
