@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import select
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -50,3 +52,27 @@ def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 60) -> T
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout} s")
         time.sleep(0.05)
+
+
+def wait_for_output(gw: Gateway, text: str, timeout: float = 60) -> str:
+    """Read the gateway's output until `text` appears; what was read (the rest stays unread).
+
+    The supervisor's banner says it is past start-up: a plane that dies before that
+    counts as failing to start, not as a crash to restart.
+    """
+    stdout = gw.process.stdout
+    assert stdout is not None
+    fd = stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{text!r} not in the output within {timeout} s: {seen[-500:]!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError(f"the gateway exited before printing {text!r}: {seen[-500:]!r}")
+            seen += chunk
+    return seen.decode(errors="replace")

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from portcullis.supervision.ports import port_in_use
-from support.processes import control_plane, data_plane, listens_on, wait_for
+from support.processes import control_plane, data_plane, listens_on, wait_for, wait_for_output
 from support.servers import gateway, stop_process, wait_for_port
 
 
@@ -30,6 +30,7 @@ def test_a_killed_data_plane_is_restarted_and_the_control_plane_keeps_serving(
     tmp_path: Path, config_file: Path
 ) -> None:
     with gateway(tmp_path, config_file) as gw:
+        wait_for_output(gw, "Portcullis is running")
         old, admin = data_plane(gw), control_plane(gw)
         old_workers = old.children()
         old.send_signal(signal.SIGKILL)
@@ -51,6 +52,7 @@ def test_a_crash_looping_plane_stops_the_gateway_with_a_message(
 ) -> None:
     limits = {"PORTCULLIS_PLANE_RESTART_LIMIT": "1", "PORTCULLIS_PLANE_RESTART_WINDOW": "300"}
     with gateway(tmp_path, config_file, extra_env=limits) as gw:
+        wait_for_output(gw, "Portcullis is running")
         first = data_plane(gw)
         first.send_signal(signal.SIGKILL)
         second = wait_for(lambda: (p := data_plane(gw)).pid != first.pid and p, "a restart")
