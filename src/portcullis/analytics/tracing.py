@@ -37,8 +37,9 @@ The proxy fills both when tracing is on (it then sends the upstream a parent-id
 of its own, see proxy/headers.py). Span ids the record does not fix are random.
 
 Sampling: `otlp_sample_ratio` keeps a trace when the low 64 bits of its trace id
-fall under the ratio (the `TraceIdRatioBased` rule), so every worker and node
-keeps or drops the same traces.
+fall under the ratio (the `TraceIdRatioBased` rule, `proxy.headers.trace_sampled`),
+so every worker and node keeps or drops the same traces, and the `traceparent`
+the proxy sends upstream carries the same decision in its sampled flag.
 """
 
 from __future__ import annotations
@@ -60,13 +61,13 @@ from opentelemetry.trace.status import Status, StatusCode
 
 from portcullis import __version__
 from portcullis.analytics.record import RequestRecord
+from portcullis.proxy.headers import sample_threshold, trace_sampled
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-_MASK_64 = (1 << 64) - 1
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _ERROR = Status(StatusCode.ERROR)
 INSTRUMENTATION = "portcullis.gateway"
@@ -96,13 +97,13 @@ class TracingObserver:
         self.processor = processor
         self.resource = resource
         self._scope = InstrumentationScope(INSTRUMENTATION, __version__)
-        self._threshold = round(max(0.0, min(1.0, sample_ratio)) * (1 << 64))
+        self._threshold = sample_threshold(sample_ratio)
 
     def observe(self, record: RequestRecord) -> None:
         trace_id = _hex_id(record.trace_id, 32)
         # Without a trace id (no route matched) a random number takes the trace id's place.
-        draw = trace_id & _MASK_64 if trace_id is not None else random.getrandbits(64)
-        if draw >= self._threshold:
+        draw = trace_id if trace_id is not None else random.getrandbits(64)
+        if not trace_sampled(draw, self._threshold):
             return
         self._export(record, trace_id if trace_id is not None else _new_id(128))
 

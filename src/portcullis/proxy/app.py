@@ -20,6 +20,7 @@ from portcullis.proxy.headers import (
     new_request_id,
     rewrite_request_headers,
     rewrite_response_headers,
+    sample_threshold,
     valid_request_id,
 )
 from portcullis.proxy.paths import upstream_target
@@ -238,8 +239,13 @@ class ProxyApp:
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri = settings.max_uri_length
         self.websocket_proxy: WebSocketHandler | None = None
-        # With tracing on the gateway is a Trace Context participant (see headers.py).
-        self.new_parent_id = bool(getattr(settings, "otlp_endpoint", None))
+        # With tracing on the gateway is a Trace Context participant (see headers.py):
+        # the ratio's threshold decides the sampled flag it sends upstream.
+        self.sample_threshold: int | None = (
+            sample_threshold(getattr(settings, "otlp_sample_ratio", 1.0))
+            if getattr(settings, "otlp_endpoint", None)
+            else None
+        )
         # Who sees every finished request (request log, metrics, tracing); set at startup.
         self.observers: tuple[RequestObserver, ...] = ()
 
@@ -440,7 +446,7 @@ class ProxyApp:
             preserve_host=route.preserve_host,
             via=self.via,
             trusted=trusted,
-            new_parent_id=self.new_parent_id,
+            sample_threshold=self.sample_threshold,
         )
         rid = info.request_id
         if ex is not None:

@@ -65,6 +65,20 @@ def valid_request_id(value: bytes) -> bool:
     return _REQUEST_ID.fullmatch(value) is not None
 
 
+def sample_threshold(ratio: float) -> int:
+    """The `TraceIdRatioBased` threshold for a sample ratio (0..1)."""
+    return round(max(0.0, min(1.0, ratio)) * (1 << 64))
+
+
+def trace_sampled(trace_id: int, threshold: int) -> bool:
+    """Whether the gateway records (exports) a trace: its id's low 64 bits fall under the ratio.
+
+    One rule for the exporter (analytics/tracing.py) and for the sampled flag the
+    proxy sends upstream, so every worker and node agrees on it.
+    """
+    return (trace_id & 0xFFFFFFFFFFFFFFFF) < threshold
+
+
 def valid_traceparent(value: bytes) -> bool:
     m = _TRACEPARENT.fullmatch(value)
     return bool(
@@ -149,15 +163,18 @@ def rewrite_request_headers(
     via: bytes,
     trusted: bool,
     websocket: bool = False,
-    new_parent_id: bool = False,
+    sample_threshold: int | None = None,
 ) -> tuple[Headers, IncomingRequestInfo]:
     """Build the upstream request headers in one pass over the client's headers.
 
-    `new_parent_id`: the gateway records spans (tracing is on), so as a W3C Trace
-    Context participant it sends the upstream its own parent-id, keeping the
-    client's trace id and flags; the client's parent-id is returned in the info.
-    Without tracing the client's traceparent is forwarded unchanged, so the
-    upstream's spans hang off a span that exists.
+    `sample_threshold` (tracing is on; see `sample_threshold()`): the gateway
+    records spans, so as a W3C Trace Context participant it sends the upstream
+    its own parent-id, keeping the client's trace id, and sets the sampled flag
+    (trace-flags bit 0) to its own recording decision (Trace Context §3.2.2.5.1,
+    "update sampled flag"); other flag bits are kept. The client's parent-id is
+    returned in the info. Without tracing the client's traceparent is forwarded
+    unchanged, so the upstream's spans hang off a span that exists, and a trace
+    the gateway starts is sent unsampled (nothing recorded it).
     """
     out: Headers = []
     host = b""
@@ -243,9 +260,12 @@ def rewrite_request_headers(
         # Start a trace whose id is the request id, so logs and traces correlate.
         rid = request_id if len(request_id) == 32 and request_id.isalnum() else new_request_id()
         traceparent = b"00-" + rid.lower() + b"-" + os.urandom(8).hex().encode() + b"-00"
-    elif new_parent_id:
+    elif sample_threshold is not None:
         client_parent = traceparent[36:52]
-        traceparent = traceparent[:36] + os.urandom(8).hex().encode() + traceparent[52:]
+    if sample_threshold is not None:
+        sampled = trace_sampled(int(traceparent[3:35], 16), sample_threshold)
+        flags = (int(traceparent[53:55], 16) & 0xFE) | int(sampled)
+        traceparent = traceparent[:36] + os.urandom(8).hex().encode() + b"-" + b"%02x" % flags
 
     ip = client_ip.encode()
     out.append((b"host", host if preserve_host and host else upstream_host))

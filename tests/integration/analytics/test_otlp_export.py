@@ -188,16 +188,25 @@ async def test_gateway_exports_spans_in_the_clients_trace(
         traceparent = f"00-{TRACE}-{CLIENT_SPAN}-01"
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
             r = await client.get("/traced/x", headers={"traceparent": traceparent})
+            # A trace the gateway starts itself, exported too (ratio 1.0).
+            own = await client.get("/traced/own")
         assert r.status_code == 200
         forwarded = dict(r.json()["headers"])
         assert forwarded["traceparent"].split("-")[1] == TRACE
+        # The upstream learns the trace was recorded (W3C sampled flag), both for the
+        # client's trace and for the one the gateway started.
+        assert forwarded["traceparent"].endswith("-01")
+        own_traceparent = dict(own.json()["headers"])["traceparent"]
+        assert own_traceparent.endswith("-01"), own_traceparent
         deadline = time.monotonic() + 20
-        while len(received.spans) < 3 and time.monotonic() < deadline:
+        while len(received.spans) < 6 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
         await asyncio.to_thread(stack.__exit__, None, None, None)
+    own_trace = own_traceparent.split("-")[1]
+    assert {s.trace_id.hex() for s in received.spans} == {TRACE, own_trace}
+    received.spans = [s for s in received.spans if s.trace_id.hex() == TRACE]
     assert sorted(s.name for s in received.spans) == ["GET traced", "access", "upstream"]
-    assert {s.trace_id.hex() for s in received.spans} == {TRACE}
     server = received.named("GET traced")[0]
     upstream_span = received.named("upstream")[0]
     assert upstream_span.parent_span_id == server.span_id

@@ -4,6 +4,7 @@ from portcullis.proxy.headers import (
     TrustedProxies,
     rewrite_request_headers,
     rewrite_response_headers,
+    sample_threshold,
     valid_traceparent,
 )
 
@@ -174,13 +175,39 @@ def test_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() -> None:
 
 def test_tracing_gateway_sends_its_own_parent_id_keeping_trace_and_flags() -> None:
     tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    d, _, info = rewrite([(b"traceparent", tp)], new_parent_id=True)
+    d, _, info = rewrite([(b"traceparent", tp)], sample_threshold=sample_threshold(1.0))
     sent = d[b"traceparent"]
     assert valid_traceparent(sent)
     assert sent[:36] == tp[:36]
     assert sent[52:] == tp[52:]
     assert sent[36:52] != tp[36:52]
     assert info.client_parent_id == b"00f067aa0ba902b7"
+
+
+def test_a_trace_the_gateway_records_is_sent_upstream_sampled() -> None:
+    # W3C Trace Context §3.2.2.5.1: the sampled flag says the caller may have recorded
+    # the trace; an exported trace sent as `-00` loses the upstream's half of it.
+    everything, nothing = sample_threshold(1.0), sample_threshold(0.0)
+    d, _, _ = rewrite([], sample_threshold=everything)
+    assert valid_traceparent(d[b"traceparent"])
+    assert d[b"traceparent"].endswith(b"-01")
+    # The client's unsampled trace becomes sampled once the gateway records it ...
+    tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    d, _, _ = rewrite([(b"traceparent", tp)], sample_threshold=everything)
+    assert d[b"traceparent"].endswith(b"-01")
+    # ... and one the gateway drops says so, keeping the other flag bits.
+    tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03"
+    d, _, _ = rewrite([(b"traceparent", tp)], sample_threshold=nothing)
+    assert d[b"traceparent"].endswith(b"-02")
+    # The flag follows the exporter's own ratio rule, trace by trace.
+    half = sample_threshold(0.5)
+    low = b"00-" + b"f" * 16 + b"0" * 15 + b"1-00f067aa0ba902b7-00"
+    high = b"00-" + b"0" * 16 + b"f" * 16 + b"-00f067aa0ba902b7-00"
+    assert rewrite([(b"traceparent", low)], sample_threshold=half)[0][b"traceparent"][-2:] == b"01"
+    assert rewrite([(b"traceparent", high)], sample_threshold=half)[0][b"traceparent"][-2:] == b"00"
+    # Without tracing nothing is recorded and the client's header is passed through.
+    d, _, _ = rewrite([])
+    assert d[b"traceparent"].endswith(b"-00")
 
 
 def test_without_tracing_the_client_parent_id_is_forwarded() -> None:
