@@ -36,12 +36,14 @@ exactly one of them store and publish each minute's anomalies.
 
 Each anomaly is an `anomalies` row plus an `anomaly.detected` event. With the
 policy on (`auto_suspend`) and the signal in `auto_suspend_signals`, the key is
-suspended through `KeyRepository.suspend` (the same operation as the admin API's,
-which appends the identity event that makes every worker refuse the key within a
-poll interval), audited as `system:anomaly-detector`, the anomaly's `action` set
-to `suspended`, and `key.auto_suspended` published. IP anomalies never suspend
-anything. A key's anomaly is stored with its `credential_id`, an address's with its
-`client_ip` (the other column is null); event subjects are `key:<id>` and `ip:<address>`.
+suspended through `KeyRepository.suspend_in` (the admin API's operation, which
+appends the identity event that makes every worker refuse the key within a poll
+interval), audited as `system:anomaly-detector`, the anomaly's `action` set to
+`suspended`, and `key.auto_suspended` published — all in the transaction that
+stores the anomaly, so its `anomaly.detected` event carries the action taken.
+IP anomalies never suspend anything. A key's anomaly is stored with its
+`credential_id`, an address's with its `client_ip` (the other column is null);
+event subjects are `key:<id>` and `ip:<address>`.
 """
 
 from __future__ import annotations
@@ -561,23 +563,49 @@ class AnomalyDetector:
     async def _report(
         self, minute: int, position: int | None, findings: list[Finding], now: datetime
     ) -> list[StoredAnomaly]:
-        """Store one minute's anomalies with the cursor move, publish, apply the policy."""
+        """Store one minute's anomalies with the cursor move and what the policy did.
+
+        One transaction: the anomalies, the suspensions the policy makes (with their
+        audit entries) and the events. So `anomaly.detected` carries the action
+        actually taken, and a lost race on the cursor undoes all of it.
+        """
         stored: list[StoredAnomaly] = []
         events: list[Event] = []
+        done: set[str] = set()
         async with write_transaction(self._engine) as conn:
             await move_cursor(conn, position, minute + MINUTE)
             for finding in findings:
                 anomaly_id = await self._insert(conn, finding, now)
+                key_id = finding.credential_id
+                suspended: dict[str, Any] | None = None
+                if (
+                    key_id is not None
+                    and key_id not in done
+                    and self.config.suspends(finding.signal)
+                ):
+                    done.add(key_id)
+                    suspended = await self._suspend(conn, anomaly_id, finding, key_id, now)
+                action = "none" if suspended is None else "suspended"
                 events.append(
                     await record_event(
                         conn,
                         EventType.ANOMALY_DETECTED,
                         finding.event_subject,
-                        _event_data(anomaly_id, finding, "none"),
+                        _event_data(anomaly_id, finding, action),
                         now=now,
                     )
                 )
-                stored.append(StoredAnomaly(anomaly_id, finding, "none"))
+                if suspended is not None:
+                    events.append(
+                        await record_event(
+                            conn,
+                            EventType.KEY_AUTO_SUSPENDED,
+                            finding.event_subject,
+                            suspended,
+                            now=now,
+                        )
+                    )
+                stored.append(StoredAnomaly(anomaly_id, finding, action))
         if events:
             await self._bus.deliver(events)
             for item in stored:
@@ -588,8 +616,15 @@ class AnomalyDetector:
                     observed=item.finding.observed,
                     baseline=round(item.finding.baseline, 3),
                     score=round(item.finding.score, 2),
+                    action=item.action,
                 )
-        return await self._apply_policy(stored, now)
+                if item.action == "suspended":
+                    log.warning(
+                        "anomaly.key_suspended",
+                        credential_id=item.finding.credential_id,
+                        anomaly_id=item.id,
+                    )
+        return stored
 
     async def _insert(self, conn: AsyncConnection, finding: Finding, now: datetime) -> int:
         result = await conn.execute(
@@ -611,72 +646,47 @@ class AnomalyDetector:
             raise RuntimeError("the store did not report the new anomaly's id")
         return int(anomaly_id)
 
-    async def _apply_policy(
-        self, stored: list[StoredAnomaly], now: datetime
-    ) -> list[StoredAnomaly]:
-        """Suspend the keys whose anomalies the policy covers (once per key)."""
-        out: list[StoredAnomaly] = []
-        done: set[str] = set()
-        for item in stored:
-            finding = item.finding
-            key_id = finding.credential_id
-            if key_id is None or key_id in done or not self.config.suspends(finding.signal):
-                out.append(item)
-                continue
-            done.add(key_id)
-            suspended = await self._suspend(item, key_id, now)
-            out.append(StoredAnomaly(item.id, finding, "suspended") if suspended else item)
-        return out
-
-    async def _suspend(self, item: StoredAnomaly, key_id: str, now: datetime) -> bool:
+    async def _suspend(
+        self, conn: AsyncConnection, anomaly_id: int, finding: Finding, key_id: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """Suspend the key in `conn`'s transaction; its `key.auto_suspended` data, or None."""
         from portcullis.admin.dependencies import RequestFacts
         from portcullis.identity.key_repository import KeyConflict, KeyNotFound
 
         assert self._keys is not None  # checked in __init__
         assert self._audit is not None
-        finding = item.finding
         reason = (
-            f"automatically suspended: anomaly {item.id} ({finding.signal} {finding.observed:g}"
+            f"automatically suspended: anomaly {anomaly_id} ({finding.signal} {finding.observed:g}"
             f" vs baseline {finding.baseline:.1f}, z={finding.score:.1f})"
         )
         try:
-            before = await self._keys.get(key_id)
-            after = await self._keys.suspend(key_id, reason)
+            # Raises before writing anything, so the transaction goes on either way.
+            before, after = await self._keys.suspend_in(conn, key_id, reason)
         except (KeyNotFound, KeyConflict) as exc:
             # Not an API key (another kind of credential), or not active any more.
             log.info("anomaly.not_suspended", credential_id=key_id, reason=str(exc))
-            return False
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                update(AnomalyRow).where(AnomalyRow.id == item.id).values(action="suspended")
-            )
-            await self._audit.record(
-                caller=None,
-                actor=ACTOR,
-                facts=RequestFacts(secrets.token_hex(16), None),
-                action="suspend",
-                resource_type="api_key",
-                resource_id=key_id,
-                before=before.as_json(now),
-                after=after.as_json(now),
-                conn=conn,
-            )
-            event = await record_event(
-                conn,
-                EventType.KEY_AUTO_SUSPENDED,
-                finding.event_subject,
-                {
-                    "credential_id": key_id,
-                    "consumer": after.consumer,
-                    "anomaly_id": item.id,
-                    "signal": str(finding.signal),
-                    "reason": reason,
-                },
-                now=now,
-            )
-        await self._bus.deliver([event])
-        log.warning("anomaly.key_suspended", credential_id=key_id, anomaly_id=item.id)
-        return True
+            return None
+        await conn.execute(
+            update(AnomalyRow).where(AnomalyRow.id == anomaly_id).values(action="suspended")
+        )
+        await self._audit.record(
+            caller=None,
+            actor=ACTOR,
+            facts=RequestFacts(secrets.token_hex(16), None),
+            action="suspend",
+            resource_type="api_key",
+            resource_id=key_id,
+            before=before.as_json(now),
+            after=after.as_json(now),
+            conn=conn,
+        )
+        return {
+            "credential_id": key_id,
+            "consumer": after.consumer,
+            "anomaly_id": anomaly_id,
+            "signal": str(finding.signal),
+            "reason": reason,
+        }
 
 
 def _event_data(anomaly_id: int, finding: Finding, action: str) -> dict[str, Any]:

@@ -549,21 +549,35 @@ class KeyRepository:
 
     async def revoke(self, key_id: str, reason: str) -> KeyInfo:
         """Stop a key for good (revocation is final; the record stays for audit)."""
-        return await self._set_status(
+        _, after = await self._set_status(
             key_id, KeyStatus.revoked, reason, allowed_from=(KeyStatus.active, KeyStatus.suspended)
         )
+        return after
 
     async def suspend(self, key_id: str, reason: str) -> KeyInfo:
         """Stop an active key until it is resumed."""
-        return await self._set_status(
+        _, after = await self._set_status(
             key_id, KeyStatus.suspended, reason, allowed_from=(KeyStatus.active,)
+        )
+        return after
+
+    async def suspend_in(
+        self, conn: AsyncConnection, key_id: str, reason: str
+    ) -> tuple[KeyInfo, KeyInfo]:
+        """`suspend` inside the caller's write transaction; the key before and after.
+
+        The anomaly detector stores an anomaly, the suspension and their events together.
+        """
+        return await self._set_status(
+            key_id, KeyStatus.suspended, reason, allowed_from=(KeyStatus.active,), conn=conn
         )
 
     async def resume(self, key_id: str) -> KeyInfo:
         """Let a suspended key work again."""
-        return await self._set_status(
+        _, after = await self._set_status(
             key_id, KeyStatus.active, None, allowed_from=(KeyStatus.suspended,)
         )
+        return after
 
     async def import_keys(
         self,
@@ -681,21 +695,24 @@ class KeyRepository:
         reason: str | None,
         *,
         allowed_from: Iterable[KeyStatus],
-    ) -> KeyInfo:
-        now = self._clock()
-        async with write_transaction(self._engine) as conn:
-            current, key_hash = await self._lock(conn, key_id)
-            if current.status not in tuple(allowed_from):
-                raise KeyConflict(
-                    f"API key {key_id!r} is {current.status}; it can't be made {status}"
+        conn: AsyncConnection | None = None,
+    ) -> tuple[KeyInfo, KeyInfo]:
+        if conn is None:
+            async with write_transaction(self._engine) as own:
+                return await self._set_status(
+                    key_id, status, reason, allowed_from=allowed_from, conn=own
                 )
-            await conn.execute(
-                update(ApiKeyRow)
-                .where(ApiKeyRow.id == key_id)
-                .values(status=status.value, status_reason=reason, updated_at=now)
-            )
-            await append_events(conn, [(EventKind.KEY, key_hash)])
-            return await self._read(conn, key_id)
+        now = self._clock()
+        current, key_hash = await self._lock(conn, key_id)
+        if current.status not in tuple(allowed_from):
+            raise KeyConflict(f"API key {key_id!r} is {current.status}; it can't be made {status}")
+        await conn.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.id == key_id)
+            .values(status=status.value, status_reason=reason, updated_at=now)
+        )
+        await append_events(conn, [(EventKind.KEY, key_hash)])
+        return current, await self._read(conn, key_id)
 
     async def _check_not_stored(
         self,

@@ -267,6 +267,9 @@ async def test_auto_suspend_suspends_the_key_with_an_audit_entry(engine: AsyncEn
     ]
     assert events[1].data["anomaly_id"] == stored.id
     assert events[1].data["consumer"] == "acme"
+    # The anomaly's own event says what was done about it.
+    assert events[0].data["anomaly_id"] == stored.id
+    assert events[0].data["action"] == "suspended"
     delivered = [await asyncio.wait_for(subscription.get(), 1) for _ in range(2)]
     assert delivered == events
 
@@ -299,7 +302,9 @@ async def test_the_policy_leaves_other_signals_and_unknown_credentials_alone(
         ]
     )
     assert (await keys.get(key_id)).status is KeyStatus.active
-    assert [e.kind for e in await read_events(engine)].count("key.auto_suspended") == 0
+    events = await read_events(engine)
+    assert [e.kind for e in events].count("key.auto_suspended") == 0
+    assert {e.data["action"] for e in events if e.kind == "anomaly.detected"} == {"none"}
 
 
 def test_auto_suspend_needs_the_repository_and_the_audit_log() -> None:
