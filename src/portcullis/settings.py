@@ -162,5 +162,27 @@ class Settings(BaseSettings):
     )
 
     @property
+    def admin_url(self) -> str:
+        """The URL the control plane listens on, as a client on this host reaches it."""
+        return local_url(self.admin_host, self.admin_port)
+
+    @property
+    def proxy_url(self) -> str:
+        """The URL the data plane listens on, as a client on this host reaches it."""
+        return local_url(self.proxy_host, self.proxy_port)
+
+    @property
     def issuer(self) -> str:
         return self.oauth_issuer or f"http://{self.admin_host}:{self.admin_port}"
+
+
+def local_url(host: str, port: int) -> str:
+    """`http://host:port` for a listening address: a wildcard bind (0.0.0.0, ::) is
+    reached on loopback, and an IPv6 literal is bracketed (RFC 3986 §3.2.2)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

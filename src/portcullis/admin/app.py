@@ -44,14 +44,14 @@ API_PREFIX = "/admin/v1"
 logger = logging.getLogger("portcullis.admin")
 
 
-def print_bootstrap_token(token: str) -> None:
+def print_bootstrap_token(token: str, admin_url: str) -> None:
     """Show the one-time bootstrap token on stderr (the only place it ever appears)."""
     line = "=" * 72
     print(
         f"\n{line}\n"
         "Portcullis has no admin user yet. Create the first owner with this one-time token:\n\n"
         f"    {token}\n\n"
-        "  curl -X POST http://<admin-host>:<port>/admin/v1/admin-users \\\n"
+        f"  curl -X POST {admin_url}{API_PREFIX}/admin-users \\\n"
         f"    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n"
         '    -d \'{"email": "you@example.com", "password": "…", "role": "owner"}\'\n\n'
         "It stops working once an admin user exists, and a restart replaces it.\n"
@@ -124,7 +124,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         if migrated:
             bootstrap = await auth.start()
             if bootstrap is not None:
-                print_bootstrap_token(bootstrap)
+                print_bootstrap_token(bootstrap, settings.admin_url)
             jobs.start(app.state.admin)
         else:
             logger.warning("the store is not migrated; the admin API answers 401 until it is")

@@ -110,8 +110,8 @@ def register(app: typer.Typer) -> None:
         refuse_held_ports(planes)
         version = asyncio.run(prepare_store(settings, config))
         banner = (
-            f"proxy   http://{settings.proxy_host}:{settings.proxy_port}\n"
-            f"admin   http://{settings.admin_host}:{settings.admin_port}/health/ready\n"
+            f"proxy   {settings.proxy_url}\n"
+            f"admin   {settings.admin_url}/health/ready\n"
             f"config  version {version}  ({settings.database_url})"
         )
         raise typer.Exit(supervise(planes, settings, banner))
@@ -152,10 +152,10 @@ def register(app: typer.Typer) -> None:
         refuse_held_ports(planes)
         Path("var").mkdir(exist_ok=True)
         version = asyncio.run(prepare_store(settings, config))
-        proxy = f"http://{settings.proxy_host}:{settings.proxy_port}"
+        proxy = settings.proxy_url
         banner = (
             f"proxy      {proxy}\n"
-            f"admin      http://{settings.admin_host}:{settings.admin_port}/health/ready\n"
+            f"admin      {settings.admin_url}/health/ready\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"config     version {version} from {config}\n"
             f"store      {settings.database_url}\n\n"

@@ -68,6 +68,26 @@ async def test_no_default_credentials_and_bootstrap_creates_first_owner(
         assert "pcb_" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:18431"),
+        ("0.0.0.0", "http://127.0.0.1:18431"),
+        ("::", "http://[::1]:18431"),
+        ("admin.internal", "http://admin.internal:18431"),
+    ],
+)
+async def test_the_bootstrap_message_names_the_real_admin_url(
+    database_url: str, capsys: pytest.CaptureFixture[str], host: str, url: str
+) -> None:
+    settings = Settings(database_url=database_url, admin_host=host, admin_port=18431)
+    app = create_admin_app(settings)
+    async with app.router.lifespan_context(app):
+        err = capsys.readouterr().err
+    assert "<admin-host>" not in err
+    assert f"curl -X POST {url}/admin/v1/admin-users " in err
+
+
 async def test_access_token_is_a_short_lived_jwt(
     anonymous: httpx.AsyncClient, auth: AuthService
 ) -> None:
