@@ -85,8 +85,27 @@ _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-KeyId = Annotated[str, typer.Argument(help="The key's id (the part after pc_<env>_).")]
-ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded with the key).")]
+
+
+def _key_id_argument(value: str) -> str:
+    from portcullis.identity.keys import FullKeyGiven, key_id_of
+
+    try:
+        return key_id_of(value)
+    except FullKeyGiven as exc:
+        raise UserError(f"KEY_ID: {exc}") from None
+
+
+KeyId = Annotated[
+    str,
+    typer.Argument(
+        help="The key's id as `keys list` shows it (its prefix pc_<env>_<id> works too).",
+        parser=_key_id_argument,
+    ),
+]
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", help="Why (recorded with the key; optional).")
+]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -440,7 +459,7 @@ def list_keys(
         table.add_column(column)
     for info in page.items:
         table.add_row(
-            escape(info.prefix or info.id),
+            escape(info.id),
             escape(info.consumer),
             escape(info.name),
             str(info.environment),
@@ -556,14 +575,14 @@ def _transition(
 
 
 @app.command()
-def revoke(key_id: KeyId, reason: ReasonOption, database_url: DatabaseUrl = None) -> None:
+def revoke(key_id: KeyId, reason: ReasonOption = None, database_url: DatabaseUrl = None) -> None:
     """Revoke a key for good (every gateway worker refuses it within a second)."""
     _transition(key_id, "revoke", reason, _database_url(database_url))
     console.print(f"[bold green]✓[/] revoked {escape(key_id)}")
 
 
 @app.command()
-def suspend(key_id: KeyId, reason: ReasonOption, database_url: DatabaseUrl = None) -> None:
+def suspend(key_id: KeyId, reason: ReasonOption = None, database_url: DatabaseUrl = None) -> None:
     """Suspend a key until it is resumed."""
     _transition(key_id, "suspend", reason, _database_url(database_url))
     console.print(f"[bold green]✓[/] suspended {escape(key_id)}")

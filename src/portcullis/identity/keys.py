@@ -28,6 +28,7 @@ KEY_PATTERN = re.compile(
     rf"([0-9A-Za-z]{{{SECRET_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})$"
 )
 MAX_KEY_LENGTH = 3 + 5 + ID_LENGTH + 1 + SECRET_LENGTH + CHECKSUM_LENGTH
+_DISPLAY_PREFIX = re.compile(rf"^pc_(?:live|stg|dev)_([0-9A-Za-z]{{{ID_LENGTH}}})$")
 
 
 class Environment(StrEnum):
@@ -93,3 +94,23 @@ def parse_key(text: str) -> ParsedKey | None:
 def display_prefix(environment: Environment, key_id: str) -> str:
     """The non-secret part of a key, safe to show in lists and logs."""
     return f"pc_{_ENV_TAG[environment]}_{key_id}"
+
+
+class FullKeyGiven(ValueError):
+    """A whole secret key was given where only its id is wanted."""
+
+
+def key_id_of(reference: str) -> str:
+    """The key id a person names a key by: its id, or its display prefix `pc_<env>_<id>`
+    (what lists show). A whole key is refused (`FullKeyGiven`): a secret does not
+    belong in a command line or a URL, and its id is in the message."""
+    m = _DISPLAY_PREFIX.fullmatch(reference)
+    if m is not None:
+        return m.group(1)
+    parsed = parse_key(reference)
+    if parsed is not None:
+        raise FullKeyGiven(
+            f"that is a whole secret key; name it by its id {parsed.id!r} "
+            "(and revoke it if it was exposed)"
+        )
+    return reference

@@ -160,8 +160,19 @@ def test_lifecycle_from_the_command_line(cli: Cli) -> None:
     assert shown["created_by"] == f"cli:{getpass.getuser()}"
     assert key not in cli.ok("keys", "show", parsed.id).out
     listed = cli.ok("keys", "list").out
-    assert f"pc_stg_{parsed.id}" in listed
+    # The id column shows what the other commands take; they take the prefix too.
+    (row,) = listed.splitlines()[1:]
+    assert row.split()[0] == parsed.id
     assert key not in listed
+    by_prefix = json.loads(cli.ok("keys", "show", f"pc_stg_{parsed.id}", "--json").out)
+    assert by_prefix["id"] == parsed.id
+    # A whole key is refused (a secret does not belong in argv), naming the id to use.
+    cli.fails(
+        "keys",
+        "show",
+        key,
+        message=f"KEY_ID: that is a whole secret key; name it by its id '{parsed.id}'",
+    )
 
     rotated = cli.ok("keys", "rotate", parsed.id, "--grace", "2h")
     new_key = rotated.out.strip()
@@ -181,10 +192,16 @@ def test_lifecycle_from_the_command_line(cli: Cli) -> None:
     assert record.status == "suspended"
     cli.fails("keys", "suspend", new.id, "--reason", "again", message="is suspended")
     cli.ok("keys", "resume", new.id)
-    cli.ok("keys", "revoke", new.id, "--reason", "leaked")
+    cli.ok("keys", "suspend", f"pc_stg_{new.id}")
+    cli.ok("keys", "resume", f"pc_stg_{new.id}")
+    # The id exactly as `keys list` printed it, and no --reason needed.
+    listed_ids = [line.split()[0] for line in cli.ok("keys", "list").out.splitlines()[1:]]
+    assert new.id in listed_ids
+    revoked = cli.ok("keys", "revoke", new.id)
+    assert f"revoked {new.id}" in revoked.err
     record = cli.repo_lookup(new_key)
     assert record is not None
-    assert (record.status, record.status_reason) == ("revoked", "leaked")
+    assert (record.status, record.status_reason) == ("revoked", "revoked")
     cli.fails("keys", "resume", new.id, message="is revoked")
     cli.fails("keys", "revoke", "nope", "--reason", "x", message="KEY_ID: API key 'nope'")
 
@@ -193,6 +210,8 @@ def test_lifecycle_from_the_command_line(cli: Cli) -> None:
         ("create", parsed.id, actor),
         ("rotate", parsed.id, actor),
         ("create", new.id, actor),
+        ("suspend", new.id, actor),
+        ("resume", new.id, actor),
         ("suspend", new.id, actor),
         ("resume", new.id, actor),
         ("revoke", new.id, actor),
