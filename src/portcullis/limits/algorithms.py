@@ -102,13 +102,14 @@ def sliding_window(state: State | None, now: int, cost: int, spec: LimitSpec) ->
     budget = limit * steps
     used = prev * weight + cur * steps
     if cost > limit:
-        reset = _sliding_reset(start, period, now, cur, prev)
-        return Outcome(Decision(False, max(0, (budget - used) // steps), reset, period), None, 0)
+        left = max(0, (budget - used) // steps)
+        nxt = _sliding_next(start, spec, now, cur, prev, left)
+        return Outcome(Decision(False, left, nxt, period), None, 0)
     if used + cost * steps <= budget:
         cur += cost
         used += cost * steps
-        reset = _sliding_reset(start, period, now, cur, prev)
-        decision = Decision(True, (budget - used) // steps, reset, 0)
+        left = (budget - used) // steps
+        decision = Decision(True, left, _sliding_next(start, spec, now, cur, prev, left), 0)
         if not cost:
             return Outcome(decision, None, 0)
         return Outcome(decision, (window, cur, prev), start + 2 * period - now)
@@ -127,16 +128,29 @@ def sliding_window(state: State | None, now: int, cost: int, spec: LimitSpec) ->
             step = max(0, steps - ((limit - cost) * steps) // cur)
             if step < steps:
                 at = start + period + step * quantum
-    reset = _sliding_reset(start, period, now, cur, prev)
-    return Outcome(Decision(False, max(0, (budget - used) // steps), reset, at - now), None, 0)
+    left = max(0, (budget - used) // steps)
+    nxt = _sliding_next(start, spec, now, cur, prev, left)
+    return Outcome(Decision(False, left, nxt, at - now), None, 0)
 
 
-def _sliding_reset(start: int, period: int, now: int, cur: int, prev: int) -> int:
-    if cur:
-        return start + 2 * period - now
-    if prev:
-        return start + period - now
-    return 0
+def _sliding_next(
+    start: int, spec: LimitSpec, now: int, cur: int, prev: int, remaining: int
+) -> int:
+    """Microseconds until the sliding window allows one unit more than `remaining`
+    (0 when nothing is spent). The previous window's weight drops one step per
+    quantum; at the next window's start the current count becomes the previous one."""
+    period, quantum, limit = spec.period_us, spec.quantum_us, spec.limit
+    steps = period // quantum
+    if remaining >= limit or not (cur or prev):
+        return 0
+    # The next unit is free once the weighted use is at most `target`.
+    target = (limit - remaining - 1) * steps
+    if prev and target >= cur * steps:
+        step = max(steps - (target - cur * steps) // prev, (now - start) // quantum + 1)
+        if step < steps:
+            return start + step * quantum - now
+    step = 0 if cur == 0 else max(0, steps - target // cur)
+    return start + period + min(step, steps) * quantum - now
 
 
 def token_bucket(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:
@@ -151,17 +165,26 @@ def token_bucket(state: State | None, now: int, cost: int, spec: LimitSpec) -> O
             missing = full - tokens
             tokens = full if elapsed >= _ceil_div(missing, rate) else tokens + elapsed * rate
     if cost > capacity:
-        reset = _ceil_div(full - tokens, rate)
-        return Outcome(Decision(False, tokens // unit, reset, spec.period_us), None, 0)
+        nxt = _next_unit(tokens, unit, rate, full)
+        return Outcome(Decision(False, tokens // unit, nxt, spec.period_us), None, 0)
     need = cost * unit
     if tokens >= need:
         tokens -= need
-        reset = _ceil_div(full - tokens, rate)
-        decision = Decision(True, tokens // unit, reset, 0)
-        return Outcome(decision, (tokens, now) if cost else None, reset if cost else 0)
-    reset = _ceil_div(full - tokens, rate)
+        refill = _ceil_div(full - tokens, rate)
+        decision = Decision(True, tokens // unit, _next_unit(tokens, unit, rate, full), 0)
+        return Outcome(decision, (tokens, now) if cost else None, refill if cost else 0)
     retry = _ceil_div(need - tokens, rate)
-    return Outcome(Decision(False, tokens // unit, reset, retry), None, 0)
+    return Outcome(
+        Decision(False, tokens // unit, _next_unit(tokens, unit, rate, full), retry), None, 0
+    )
+
+
+def _next_unit(level: int, unit: int, rate: int, full: int) -> int:
+    """Microseconds until a meter at `level` (in 1/unit, refilled at `rate` per microsecond,
+    capped at `full`) holds one more whole unit than now; 0 when it is full."""
+    if level >= full:
+        return 0
+    return _ceil_div((max(level // unit, 0) + 1) * unit - level, rate)
 
 
 def gcra(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:
@@ -172,10 +195,11 @@ def gcra(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:
         tat, frac = state[0], state[1]
     # Capacity in the TAT's terms: the tolerance burst x period / limit.
     span = capacity * unit
+    # The meter's level in 1/unit: `span` when the TAT is not ahead of now.
+    level = (now - tat) * rate - frac + span
     if cost > capacity:
-        remaining = ((now - tat) * rate - frac + span) // unit
-        reset = tat - now + (1 if frac else 0)
-        return Outcome(Decision(False, max(0, remaining), reset, spec.period_us), None, 0)
+        nxt = _next_unit(level, unit, rate, span)
+        return Outcome(Decision(False, max(0, level // unit), nxt, spec.period_us), None, 0)
     total = frac + cost * unit
     new_tat, new_frac = tat + total // rate, total % rate
     # allow_at = new TAT - tolerance, as (microseconds, fraction).
@@ -184,14 +208,13 @@ def gcra(state: State | None, now: int, cost: int, spec: LimitSpec) -> Outcome:
     if at_frac < 0:
         at_us, at_frac = at_us - 1, at_frac + rate
     if at_us < now or (at_us == now and at_frac == 0):
-        remaining = ((now - new_tat) * rate - new_frac + span) // unit
-        reset = new_tat - now + (1 if new_frac else 0)
-        decision = Decision(True, remaining, reset, 0)
-        return Outcome(decision, (new_tat, new_frac) if cost else None, reset if cost else 0)
-    remaining = ((now - tat) * rate - frac + span) // unit
-    reset = tat - now + (1 if frac else 0)
+        level = (now - new_tat) * rate - new_frac + span
+        refill = new_tat - now + (1 if new_frac else 0)
+        decision = Decision(True, level // unit, _next_unit(level, unit, rate, span), 0)
+        return Outcome(decision, (new_tat, new_frac) if cost else None, refill if cost else 0)
     retry = at_us - now + (1 if at_frac else 0)
-    return Outcome(Decision(False, max(0, remaining), reset, retry), None, 0)
+    nxt = _next_unit(level, unit, rate, span)
+    return Outcome(Decision(False, max(0, level // unit), nxt, retry), None, 0)
 
 
 Evaluator = Callable[[State | None, int, int, LimitSpec], Outcome]

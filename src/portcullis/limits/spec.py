@@ -200,8 +200,10 @@ class Decision:
     """The answer for one limit.
 
     `remaining` is the units left after this request (before it, when the request
-    was refused). `reset_after` is microseconds until the limit would be fully
-    available again if nothing else were spent; `retry_after` is microseconds until
+    was refused). `reset_after` is microseconds until additional quota is made
+    available — `remaining` grows by at least one unit — if nothing else were spent
+    (the RateLimit field's `t`, draft-ietf-httpapi-ratelimit-headers §4.2.2; 0 when
+    nothing is spent): a window's end, or the next token; `retry_after` is microseconds until
     a request of the same cost could pass (0 when allowed; one period when the cost
     is larger than the limit or burst, which no wait can fix). `counted` is False when no
     counter was consulted (the shared backend was down and the failure policy

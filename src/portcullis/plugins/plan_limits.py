@@ -568,14 +568,17 @@ class PlanLimits(Plugin):
                 return self._refuse(variant, decisions)
         if self._headers:
             ctx.response_headers.append(variant.policy_header)
-            field = ratelimit_field(variant.labels, decisions)
+            field = ratelimit_field(variant.labels, variant.specs, decisions)
             if field is not None:
                 ctx.response_headers.append((b"ratelimit", field))
         return None
 
     def _refuse(self, variant: Variant, decisions: list[Decision]) -> PluginResponse:
         violated, counted, headers = refusal(
-            variant.labels, decisions, variant.policy_header if self._headers else None
+            variant.labels,
+            variant.specs,
+            decisions,
+            variant.policy_header if self._headers else None,
         )
         names = [variant.items[i].name for i in violated]
         if not counted:

@@ -308,6 +308,7 @@ class RateLimit(Plugin):
             policy_items.append(item)
         self._policy_header = (b"ratelimit-policy", ", ".join(policy_items).encode())
         self._labels = tuple(lim.item for lim in self._limits)
+        self._specs = tuple(lim.spec for lim in self._limits)
         self._bodies: dict[tuple[int, ...], bytes] = {}
 
     def _cost(self, ctx: RequestContext) -> int:
@@ -340,14 +341,17 @@ class RateLimit(Plugin):
                 return self._refuse(decisions)
         if self._headers:
             ctx.response_headers.append(self._policy_header)
-            field = ratelimit_field(self._labels, decisions)
+            field = ratelimit_field(self._labels, self._specs, decisions)
             if field is not None:
                 ctx.response_headers.append((b"ratelimit", field))
         return None
 
     def _refuse(self, decisions: list[Decision]) -> PluginResponse:
         violated, counted, headers = refusal(
-            self._labels, decisions, self._policy_header if self._headers else None
+            self._labels,
+            self._specs,
+            decisions,
+            self._policy_header if self._headers else None,
         )
         if not counted:
             return PluginResponse(503, self._body(violated, unavailable=True), headers)

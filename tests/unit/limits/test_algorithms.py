@@ -75,17 +75,24 @@ class Reference(ABC):
                 lo = mid + 1
         return lo
 
+    def more(self, t: int) -> int:
+        """Until additional quota is made available (RateLimit `t`): the first moment the
+        remaining quota grows; 0 when the whole budget is available."""
+        if self.full(t):
+            return 0
+        now = self.remaining(t)
+        return self.first(t, lambda u: self.full(u) or self.remaining(u) > now)
+
     def decide(self, t: int, cost: int) -> Decision:
         cap = self.spec.capacity if self.spec.algorithm in BUCKETS else self.spec.limit
         if cost > cap:
-            reset = self.first(t, self.full)
-            return Decision(False, self.remaining(t), reset, self.spec.period_us)
+            return Decision(False, self.remaining(t), self.more(t), self.spec.period_us)
         if self.admits(t, cost):
             if cost:
                 self.events.append((t, cost))
-            return Decision(True, self.remaining(t), self.first(t, self.full), 0)
+            return Decision(True, self.remaining(t), self.more(t), 0)
         retry = self.first(t, lambda u: self.admits(u, cost))
-        return Decision(False, self.remaining(t), self.first(t, self.full), retry)
+        return Decision(False, self.remaining(t), self.more(t), retry)
 
 
 BUCKETS = (Algorithm.token_bucket, Algorithm.gcra)
@@ -315,7 +322,8 @@ def test_gcra_with_a_fractional_emission_interval_waits_to_the_microsecond() -> 
 def test_costs_consume_several_units_and_oversized_costs_never_pass() -> None:
     spec = LimitSpec.of("gcra", 10, "1s")
     first = gcra(None, EPOCH, 7, spec)
-    assert first.decision == Decision(True, 3, 700_000, 0)
+    # One more unit in 0.1 s (the RateLimit `t`), not the full refill in 0.7 s.
+    assert first.decision == Decision(True, 3, 100_000, 0)
     assert first.state is not None
     second = gcra(first.state, EPOCH, 4, spec).decision
     assert not second.allowed
@@ -352,7 +360,8 @@ def test_token_bucket_refills_continuously_with_a_burst() -> None:
         state = outcome.state
     refused = token_bucket(state, EPOCH, 1, spec).decision
     assert refused.retry_after == 500_000
-    assert refused.reset_after == 2_500_000
+    # Additional quota (the next token) in 0.5 s, not the full refill in 2.5 s.
+    assert refused.reset_after == 500_000
     assert token_bucket(state, EPOCH + 500_000, 1, spec).decision.allowed
 
 

@@ -27,6 +27,16 @@ local function ceil_div(a, b)
   return -q
 end
 
+-- Microseconds until a meter at `level` (in 1/unit, refilled at `rate` per
+-- microsecond, capped at `full`) holds one more whole unit; 0 when full.
+-- Mirrors portcullis.limits.algorithms._next_unit.
+local function next_unit(level, unit, rate, full)
+  if level >= full then
+    return 0
+  end
+  return ceil_div((math.max(floor_div(level, unit), 0) + 1) * unit - level, rate)
+end
+
 -- A stored state: space-separated integers.
 local function parse_state(raw)
   local values = {}

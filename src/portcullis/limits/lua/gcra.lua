@@ -14,13 +14,10 @@ local function gcra(raw, now, cost, p)
     end
   end
   local span = capacity * unit
-  local frac_up = 0
-  if frac > 0 then
-    frac_up = 1
-  end
+  local level = (now - tat) * rate - frac + span
   if cost > capacity then
-    local remaining = floor_div((now - tat) * rate - frac + span, unit)
-    return 0, math.max(0, remaining), tat - now + frac_up, p.period, false, 0
+    local nxt = next_unit(level, unit, rate, span)
+    return 0, math.max(0, floor_div(level, unit)), nxt, p.period, false, 0
   end
   local carry, new_frac = divmod(frac + cost * unit, rate)
   local new_tat = tat + carry
@@ -30,20 +27,21 @@ local function gcra(raw, now, cost, p)
     at_us, at_frac = at_us - 1, at_frac + rate
   end
   if at_us < now or (at_us == now and at_frac == 0) then
-    local remaining = floor_div((now - new_tat) * rate - new_frac + span, unit)
-    local reset = new_tat - now
+    local new_level = (now - new_tat) * rate - new_frac + span
+    local nxt = next_unit(new_level, unit, rate, span)
+    local refill = new_tat - now
     if new_frac > 0 then
-      reset = reset + 1
+      refill = refill + 1
     end
     if cost > 0 then
-      return 1, remaining, reset, 0, format2(new_tat, new_frac), reset
+      return 1, floor_div(new_level, unit), nxt, 0, format2(new_tat, new_frac), refill
     end
-    return 1, remaining, reset, 0, false, 0
+    return 1, floor_div(new_level, unit), nxt, 0, false, 0
   end
-  local remaining = floor_div((now - tat) * rate - frac + span, unit)
   local retry = at_us - now
   if at_frac > 0 then
     retry = retry + 1
   end
-  return 0, math.max(0, remaining), tat - now + frac_up, retry, false, 0
+  local nxt = next_unit(level, unit, rate, span)
+  return 0, math.max(0, floor_div(level, unit)), nxt, retry, false, 0
 end

@@ -3,14 +3,27 @@
 -- steps. State "window current previous".
 -- Mirrors portcullis.limits.algorithms.sliding_window.
 
-local function sliding_reset(start, period, now, cur, prev)
+-- Microseconds until one unit more than `remaining` fits (0 when nothing is
+-- spent). Mirrors portcullis.limits.algorithms._sliding_next.
+local function sliding_next(start, p, now, cur, prev, remaining)
+  local period, quantum, limit = p.period, p.quantum, p.limit
+  local steps = floor_div(period, quantum)
+  if remaining >= limit or (cur == 0 and prev == 0) then
+    return 0
+  end
+  local target = (limit - remaining - 1) * steps
+  if prev > 0 and target >= cur * steps then
+    local step = math.max(steps - floor_div(target - cur * steps, prev),
+      floor_div(now - start, quantum) + 1)
+    if step < steps then
+      return start + step * quantum - now
+    end
+  end
+  local step = 0
   if cur > 0 then
-    return start + 2 * period - now
+    step = math.max(0, steps - floor_div(target, cur))
   end
-  if prev > 0 then
-    return start + period - now
-  end
-  return 0
+  return start + period + math.min(step, steps) * quantum - now
 end
 
 local function sliding_window(raw, now, cost, p)
@@ -31,18 +44,18 @@ local function sliding_window(raw, now, cost, p)
   local budget = limit * steps
   local used = prev * weight + cur * steps
   if cost > limit then
-    local reset = sliding_reset(start, period, now, cur, prev)
-    return 0, math.max(0, floor_div(budget - used, steps)), reset, period, false, 0
+    local left = math.max(0, floor_div(budget - used, steps))
+    return 0, left, sliding_next(start, p, now, cur, prev, left), period, false, 0
   end
   if used + cost * steps <= budget then
     cur = cur + cost
     used = used + cost * steps
-    local reset = sliding_reset(start, period, now, cur, prev)
     local remaining = floor_div(budget - used, steps)
+    local nxt = sliding_next(start, p, now, cur, prev, remaining)
     if cost > 0 then
-      return 1, remaining, reset, 0, format3(window, cur, prev), start + 2 * period - now
+      return 1, remaining, nxt, 0, format3(window, cur, prev), start + 2 * period - now
     end
-    return 1, remaining, reset, 0, false, 0
+    return 1, remaining, nxt, 0, false, 0
   end
   local at = start + 2 * period
   local slack = budget - (cur + cost) * steps
@@ -64,6 +77,6 @@ local function sliding_window(raw, now, cost, p)
       end
     end
   end
-  local reset = sliding_reset(start, period, now, cur, prev)
-  return 0, math.max(0, floor_div(budget - used, steps)), reset, at - now, false, 0
+  local left = math.max(0, floor_div(budget - used, steps))
+  return 0, left, sliding_next(start, p, now, cur, prev, left), at - now, false, 0
 end

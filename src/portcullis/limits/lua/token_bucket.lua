@@ -20,17 +20,17 @@ local function token_bucket(raw, now, cost, p)
     end
   end
   if cost > capacity then
-    return 0, floor_div(tokens, unit), ceil_div(full - tokens, rate), p.period, false, 0
+    return 0, floor_div(tokens, unit), next_unit(tokens, unit, rate, full), p.period, false, 0
   end
   local need = cost * unit
   if tokens >= need then
     tokens = tokens - need
-    local reset = ceil_div(full - tokens, rate)
+    local nxt = next_unit(tokens, unit, rate, full)
     if cost > 0 then
-      return 1, floor_div(tokens, unit), reset, 0, format2(tokens, now), reset
+      return 1, floor_div(tokens, unit), nxt, 0, format2(tokens, now), ceil_div(full - tokens, rate)
     end
-    return 1, floor_div(tokens, unit), reset, 0, false, 0
+    return 1, floor_div(tokens, unit), nxt, 0, false, 0
   end
-  local reset = ceil_div(full - tokens, rate)
-  return 0, floor_div(tokens, unit), reset, ceil_div(need - tokens, rate), false, 0
+  local nxt = next_unit(tokens, unit, rate, full)
+  return 0, floor_div(tokens, unit), nxt, ceil_div(need - tokens, rate), false, 0
 end
