@@ -67,6 +67,12 @@ from portcullis.plugins.base import (
     PluginResponse,
     RequestContext,
 )
+from portcullis.plugins.credential_sources import (
+    Source,
+    challenge_params,
+    expected_member,
+    required_detail,
+)
 from portcullis.plugins.env import IssuerKeys, PluginEnv
 from portcullis.plugins.key_auth import IDENTITY_HEADER_PREFIXES
 from portcullis.problems import (
@@ -506,11 +512,20 @@ class JwtAuth(Plugin):
         self._cache_size = cfg.verify_cache_size
         self._cache: dict[str, _Identity] = {}
 
-        realm = f'Bearer realm="{cfg.realm}"'
+        # Every refusal names where the token was expected (see credential_sources).
+        sources = [Source.header(cfg.header)]
+        if cfg.cookie is not None:
+            sources.append(Source("cookie", cfg.cookie))
+        if cfg.query_param is not None:
+            sources.append(Source("query", cfg.query_param))
+        self._expected = expected_member(sources)
+        realm = f'Bearer realm="{cfg.realm}"{challenge_params(sources)}'
         self._realm = realm
         self._challenge_missing = _Reply(
             401,
-            problem_body(UNAUTHORIZED, "A bearer token is required."),
+            problem_body(
+                UNAUTHORIZED, required_detail("A bearer token", "token", sources), **self._expected
+            ),
             [
                 (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
                 (b"www-authenticate", realm.encode()),
@@ -661,7 +676,9 @@ class JwtAuth(Plugin):
             if status == 400:
                 body = problem_body(BAD_REQUEST, f"Invalid request: {description}.")
             else:
-                body = problem_body(UNAUTHORIZED, f"Invalid bearer token: {description}.")
+                body = problem_body(
+                    UNAUTHORIZED, f"Invalid bearer token: {description}.", **self._expected
+                )
             challenge = f'{self._realm}, error="{error}", error_description="{description}"'
             headers.append((b"www-authenticate", challenge.encode()))
         response = _Reply(status, body, headers)

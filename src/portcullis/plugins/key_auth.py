@@ -56,6 +56,12 @@ from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import CredentialCache, Rejection
 from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.plugins.credential_sources import (
+    Source,
+    challenge_params,
+    expected_member,
+    required_detail,
+)
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import (
     CREDENTIALS_UNAVAILABLE,
@@ -173,24 +179,30 @@ class KeyAuth(Plugin):
         realm = config.realm
         bearer_ok = _AUTHORIZATION in self._names
         key_ok = bool(self._names - {_AUTHORIZATION}) or config.query_param is not None
+        # Every refusal names where the key was expected (see credential_sources).
+        sources = [Source.header(n) for n in config.header_names]
+        if config.query_param is not None:
+            sources.append(Source("query", config.query_param))
+        expected = expected_member(sources)
+        key_params = challenge_params(sources)
         challenges: Headers = []
         if bearer_ok:
             challenges.append((b"www-authenticate", f'Bearer realm="{realm}"'.encode()))
         if key_ok:
-            challenges.append((b"www-authenticate", f'Key realm="{realm}"'.encode()))
+            challenges.append((b"www-authenticate", f'Key realm="{realm}"{key_params}'.encode()))
         self._missing = _Reply(
             401,
-            problem_body(UNAUTHORIZED, "An API key is required."),
+            problem_body(UNAUTHORIZED, required_detail("An API key", "key", sources), **expected),
             [_CONTENT_TYPE, *challenges],
         )
         self._failures: dict[tuple[Failure, bool], _Reply] = {}
         for failure in Failure:
-            body = problem_body(UNAUTHORIZED, _sentence(failure.value))
+            body = problem_body(UNAUTHORIZED, _sentence(failure.value), **expected)
             for bearer in (True, False):
                 scheme = "Bearer" if bearer else "Key"
                 challenge = (
-                    f'{scheme} realm="{realm}", error="invalid_token", '
-                    f'error_description="{failure.value}"'
+                    f'{scheme} realm="{realm}"{"" if bearer else key_params}, '
+                    f'error="invalid_token", error_description="{failure.value}"'
                 )
                 self._failures[failure, bearer] = _Reply(
                     401, body, [_CONTENT_TYPE, (b"www-authenticate", challenge.encode())]

@@ -558,6 +558,23 @@ async def test_missing_token_challenge_has_no_error() -> None:
         body = json.loads(reply.body)
         assert body["type"] == "https://portcullis.dev/problems/unauthorized"
         assert body["status"] == 401
+        assert body["detail"] == (
+            "A bearer token is required: send it in `Authorization: Bearer <token>`."
+        )
+        assert body["expected_credentials"] == [
+            {"in": "header", "name": "Authorization", "scheme": "Bearer"}
+        ]
+    # A token read from elsewhere is named there, in the challenge's auth-params too.
+    elsewhere = build({"keys": [hs_key()], "header": "x-token", "cookie": "session"})
+    reply = await elsewhere.access(make_ctx([]))
+    assert reply is not None
+    assert dict(reply.headers)[b"www-authenticate"] == (
+        b'Bearer realm="portcullis", header="X-Token", cookie="session"'
+    )
+    detail = json.loads(reply.body)["detail"]
+    assert detail == (
+        "A bearer token is required: send it in the `X-Token` header or the `session` cookie."
+    )
 
 
 async def test_two_authorization_headers_are_a_bad_request() -> None:

@@ -217,10 +217,31 @@ async def test_missing_key_is_401_with_a_challenge_per_way_to_send_one() -> None
     body = problem(reply)
     reply = refused(reply, 401)
     assert body["type"] == "https://portcullis.dev/problems/unauthorized"
-    assert challenges(reply) == ['Bearer realm="portcullis"', 'Key realm="portcullis"']
+    # The refusal names where the key goes: in words, as data, and in the challenges.
+    assert body["detail"] == (
+        "An API key is required: send it in `Authorization: Bearer <key>` or the "
+        "`X-Api-Key` header."
+    )
+    assert body["expected_credentials"] == [
+        {"in": "header", "name": "Authorization", "scheme": "Bearer"},
+        {"in": "header", "name": "X-Api-Key"},
+    ]
+    assert challenges(reply) == [
+        'Bearer realm="portcullis"',
+        'Key realm="portcullis", header="X-Api-Key"',
+    ]
     only_bearer = Harness(header_names=["authorization"], realm="orders")
     reply, _ = await only_bearer.call([(b"x-api-key", only_bearer.key.encode())])
     assert challenges(refused(reply, 401)) == ['Bearer realm="orders"']
+    by_query = Harness(header_names=["x-key"], query_param="apikey")
+    reply, _ = await by_query.call([])
+    body = problem(reply)
+    assert body["detail"] == (
+        "An API key is required: send it in the `X-Key` header or the `apikey` query parameter."
+    )
+    assert challenges(refused(reply, 401)) == [
+        'Key realm="portcullis", header="X-Key", query="apikey"'
+    ]
 
 
 async def test_unknown_and_malformed_keys_get_the_same_answer() -> None:
@@ -238,7 +259,9 @@ async def test_unknown_and_malformed_keys_get_the_same_answer() -> None:
     ]
     # Sent as X-API-Key, the same refusal is issued under the Key scheme.
     reply, _ = await h.call([(b"x-api-key", unknown.encode())])
-    assert challenges(refused(reply, 401))[0].startswith('Key realm="portcullis", error=')
+    assert challenges(refused(reply, 401))[0].startswith(
+        'Key realm="portcullis", header="X-Api-Key", error='
+    )
 
 
 @pytest.mark.parametrize(
