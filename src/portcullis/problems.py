@@ -86,6 +86,30 @@ def problem_body(
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+MAX_INSTANCE = 2048  # longer request targets (a 414) are not echoed into `instance`
+
+
+def with_occurrence(body: bytes, request_id: str, instance: str | None) -> bytes:
+    """A serialised problem with this occurrence's members added: `request_id` (the
+    X-Request-ID the response carries) and RFC 9457 `instance` (the request path,
+    never the query, which may hold credentials).
+
+    The one place data-plane problems get them, whoever built the body (the proxy
+    or a plugin's prebuilt refusal); a body that is not a JSON object is returned
+    unchanged.
+    """
+    try:
+        problem = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(problem, dict):
+        return body
+    problem["request_id"] = request_id
+    if instance is not None and len(instance) <= MAX_INSTANCE:
+        problem["instance"] = instance
+    return json.dumps(problem, separators=(",", ":")).encode()
+
+
 # Identity (key-auth, jwt-auth, acl).
 UNAUTHORIZED = ProblemKind("unauthorized", "Authentication required", 401)
 FORBIDDEN = ProblemKind("forbidden", "Access denied", 403)

@@ -13,7 +13,7 @@ from portcullis import problems
 from portcullis.analytics.record import Flag, RequestObserver, RequestRecord
 from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.plugins.base import BODY_BUFFER_LIMIT, RequestContext
-from portcullis.problems import ProblemKind
+from portcullis.problems import ProblemKind, with_occurrence
 from portcullis.proxy.balancer import Outcome, RetryBudget, TargetState, UpstreamPool
 from portcullis.proxy.headers import (
     TrustedProxies,
@@ -24,7 +24,7 @@ from portcullis.proxy.headers import (
     valid_request_id,
 )
 from portcullis.proxy.paths import upstream_target
-from portcullis.proxy.responses import send_bytes, send_problem
+from portcullis.proxy.responses import is_problem, request_instance, send_bytes, send_problem
 from portcullis.proxy.shedding import Permit, Shedding
 from portcullis.proxy.target import Refusal, route_request
 from portcullis.proxy.upstream.transport import (
@@ -366,6 +366,7 @@ class ProxyApp:
         detail: str | None,
         rid: bytes,
         *,
+        scope: Scope,
         head_only: bool = False,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
         ctx: RequestContext | None = None,
@@ -381,6 +382,7 @@ class ProxyApp:
             kind,
             detail,
             request_id=rid,
+            instance=request_instance(scope),
             via=self.via,
             extra_headers=extra_headers,
             head_only=head_only,
@@ -406,7 +408,9 @@ class ProxyApp:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         raw_len = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         if raw_len > self.max_uri:
-            await self._problem(send, ex, problems.URI_TOO_LONG, None, new_request_id())
+            await self._problem(
+                send, ex, problems.URI_TOO_LONG, None, new_request_id(), scope=scope
+            )
             return None
         if sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes:
             await self._problem(
@@ -415,6 +419,7 @@ class ProxyApp:
                 problems.HEADERS_TOO_LARGE,
                 f"Request headers exceed {self.max_header_bytes} bytes.",
                 new_request_id(),
+                scope=scope,
             )
             return None
         match = route_request(snapshot.router, method, scope)
@@ -431,7 +436,7 @@ class ProxyApp:
                 kind, detail = problems.ROUTE_NOT_FOUND, f"No route matches {method} {path}"
             else:
                 kind, detail = problems.BAD_REQUEST, f"Invalid request: {match.detail}."
-            await self._problem(send, ex, kind, detail, rid, head_only=head_only)
+            await self._problem(send, ex, kind, detail, rid, head_only=head_only, scope=scope)
             return None
         route = match.payload
         if ex is not None:
@@ -453,7 +458,13 @@ class ProxyApp:
             ex.client_parent = info.client_parent_id
         if info.invalid is not None:
             await self._problem(
-                send, ex, problems.BAD_REQUEST, info.invalid, rid, extra_headers=_closing(scope)
+                send,
+                ex,
+                problems.BAD_REQUEST,
+                info.invalid,
+                rid,
+                extra_headers=_closing(scope),
+                scope=scope,
             )
             return None
         if info.unsupported_coding:
@@ -467,6 +478,7 @@ class ProxyApp:
                 "supported; only chunked is accepted.",
                 rid,
                 extra_headers=_closing(scope),
+                scope=scope,
             )
             return None
         if (
@@ -480,6 +492,7 @@ class ProxyApp:
                 problems.PAYLOAD_TOO_LARGE,
                 f"The request body exceeds {self.max_body} bytes.",
                 rid,
+                scope=scope,
             )
             return None
         if info.forwarded_for and trusted:
@@ -497,17 +510,20 @@ class ProxyApp:
                 if ex is not None and reply.status >= 400:
                     ex.flags |= plugin.refusal_flag
                     ex.error_kind = ctx.error_kind or f"plugin:{plugin.name}"
+                body = reply.body
+                if is_problem(reply.headers):
+                    body = with_occurrence(body, ctx.request_id, request_instance(scope))
                 await send_bytes(
                     send,
                     reply.status,
-                    b"" if head_only else reply.body,
+                    b"" if head_only else body,
                     [
                         *reply.headers,
                         *ctx.response_headers,
                         (b"x-request-id", rid),
                         (b"via", self.via),
                     ],
-                    length=len(reply.body),
+                    length=len(body),
                 )
                 return None
         return _Admitted(ctx, match.matched_length, rid, info.chunked)
@@ -566,7 +582,9 @@ class ProxyApp:
                 await self._too_large(send, ex, ctx, guard)
                 return
             if len(body) != content_length:
-                await self._problem(send, ex, problems.BAD_REQUEST, "Incomplete request body", rid)
+                await self._problem(
+                    send, ex, problems.BAD_REQUEST, "Incomplete request body", rid, scope=scope
+                )
                 return
         else:
             body = b""
@@ -592,6 +610,7 @@ class ProxyApp:
             ctx.request_id.encode(),
             extra_headers=_closing(ctx.scope),
             ctx=ctx,
+            scope=ctx.scope,
         )
 
     async def _too_large(
@@ -604,6 +623,7 @@ class ProxyApp:
             f"The request body exceeds {guard.limit} bytes.",
             ctx.request_id.encode(),
             ctx=ctx,
+            scope=ctx.scope,
         )
 
     async def handle_websocket(
@@ -666,7 +686,7 @@ class ProxyApp:
                 )
                 if ex is not None:
                     ex.upstream_ended = time.monotonic()
-                await self._problem(respond, ex, exc.kind, exc.detail, rid, ctx=ctx)
+                await self._problem(respond, ex, exc.kind, exc.detail, rid, ctx=ctx, scope=scope)
                 return None
             except BaseException:
                 pool.abandon(target)
@@ -738,6 +758,7 @@ class ProxyApp:
                 "Incomplete request body",
                 ctx.request_id.encode(),
                 ctx=ctx,
+                scope=ctx.scope,
             )
             return None
         for plugin in ctx.route.chain.request_body:
@@ -831,7 +852,13 @@ class ProxyApp:
                     pool.abandon(target)
                     log.error("upstream.invalid_request", error=str(exc), request_id=ctx.request_id)
                     await self._problem(
-                        send, ex, problems.INVALID_UPSTREAM_REQUEST, None, rid, ctx=ctx
+                        send,
+                        ex,
+                        problems.INVALID_UPSTREAM_REQUEST,
+                        None,
+                        rid,
+                        ctx=ctx,
+                        scope=ctx.scope,
                     )
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
@@ -867,7 +894,9 @@ class ProxyApp:
                     ex.upstream_ended = time.monotonic()
                 if permit is not None:
                     permit.failed()
-                await self._problem(send, ex, kind, detail, rid, head_only=head_only, ctx=ctx)
+                await self._problem(
+                    send, ex, kind, detail, rid, head_only=head_only, ctx=ctx, scope=ctx.scope
+                )
                 return
             latency = time.monotonic() - started
             if (
@@ -967,6 +996,7 @@ class ProxyApp:
                 extra_headers=[(b"retry-after", shedding.retry_after)],
                 head_only=head_only,
                 ctx=ctx,
+                scope=ctx.scope,
             )
         return permit
 
@@ -993,6 +1023,7 @@ class ProxyApp:
             extra_headers=[(b"retry-after", b"1")],
             head_only=head_only,
             ctx=ctx,
+            scope=ctx.scope,
         )
 
     async def _stream_response(
@@ -1080,6 +1111,7 @@ class ProxyApp:
                     rid,
                     head_only=head_only,
                     ctx=ctx,
+                    scope=ctx.scope,
                 )
                 return
             if ex is not None:

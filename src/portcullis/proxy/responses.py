@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from portcullis.asgi import Send
-from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
+from portcullis.asgi import Scope, Send
+from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body, with_occurrence
 
 _PROBLEM_CT = PROBLEM_CONTENT_TYPE.encode()
 
@@ -28,17 +28,28 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+def request_instance(scope: Scope) -> str:
+    """The problem `instance` of a request: its path as the client sent it (no query)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else str(scope.get("path", ""))
+
+
+def is_problem(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(n == b"content-type" and v == _PROBLEM_CT for n, v in headers)
+
+
 async def send_problem(
     send: Send,
     kind: ProblemKind,
     detail: str | None,
     *,
     request_id: bytes,
+    instance: str | None,
     via: bytes,
     extra_headers: list[tuple[bytes, bytes]] | None = None,
     head_only: bool = False,
 ) -> None:
-    body = problem_body(kind, detail, request_id=request_id.decode())
+    body = with_occurrence(problem_body(kind, detail), request_id.decode(), instance)
     headers = [
         (b"content-type", _PROBLEM_CT),
         (b"x-request-id", request_id),
