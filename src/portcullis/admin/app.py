@@ -91,6 +91,9 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import alerts as alert_routes
 
     api.include_router(alert_routes.router)
+    from portcullis.admin.routers import schemas as schema_routes
+
+    api.include_router(schema_routes.router)
     return api
 
 

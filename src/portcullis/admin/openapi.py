@@ -15,11 +15,40 @@ from fastapi.openapi.utils import get_openapi
 
 from portcullis.admin.body_guard import DEFAULT_MAX_BODY_BYTES, MAX_BODY_EXTENSION
 from portcullis.admin.idempotency import EXCLUDED_PATHS, HEADER, MAX_KEY_LENGTH, RETENTION
+from portcullis.admin.plugin_schemas import discriminate_plugin_instances
 from portcullis.admin.problems import ErrorItem, Problem
 from portcullis.admin.strict_json import is_json_media_type
 from portcullis.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+OAUTH_PREFIXES = ("/oauth/", "/.well-known/")
+OAUTH_SCHEMAS: dict[str, Any] = {
+    "OAuthError": {
+        "type": "object",
+        "description": "RFC 6749 §5.2 error response",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string"},
+            "error_description": {"type": "string"},
+        },
+    },
+    "OAuthToken": {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "token_type": {"type": "string", "const": "Bearer"},
+            "expires_in": {"type": "integer"},
+            "scope": {"type": "string"},
+        },
+    },
+    "OAuthIntrospection": {
+        "type": "object",
+        "required": ["active"],
+        "properties": {"active": {"type": "boolean"}},
+        "additionalProperties": True,
+    },
+}
 _DESCRIPTION = """\
 * **Errors** are RFC 9457 problem details (`application/problem+json`); validation
   errors (422) list `errors: [{pointer, detail}]` with JSON pointers into the body.
@@ -160,6 +189,8 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             {"name": "Organizations"},
             {"name": "Audit log"},
             {"name": "Data plane"},
+            {"name": "OAuth 2.0"},
+            {"name": "Plugin schemas"},
             {"name": "Health"},
         ],
     )
@@ -170,7 +201,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["ErrorItem"] = ErrorItem.model_json_schema()
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
+    components.update(OAUTH_SCHEMAS)
+    discriminate_plugin_instances(components)
     for path, path_item in schema.get("paths", {}).items():
+        if path.startswith(OAUTH_PREFIXES):
+            continue  # OAuth's own conventions (routers/oauth.py): no problem details
         for method, operation in path_item.items():
             if method == "post" and path.startswith("/admin/v1/"):
                 _document_idempotency(path, operation)

@@ -11,10 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from portcullis.admin.auth import AuthService
 from portcullis.admin.rbac import Role
+from portcullis.plugins.registry import PLUGINS
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
 from support.servers import granian_app
@@ -155,3 +157,76 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path
     print(f"schemathesis: {generated.group(0)} test cases")
     assert run.returncode == 0, output[-6000:]
     assert int(generated.group(1)) >= 1000
+
+
+def test_oauth_endpoints_are_described_with_their_own_errors(app: FastAPI) -> None:
+    spec = app.openapi()
+    paths = spec["paths"]
+    for path, method in (
+        ("/oauth/token", "post"),
+        ("/oauth/introspect", "post"),
+        ("/oauth/revoke", "post"),
+        ("/.well-known/jwks.json", "get"),
+        ("/.well-known/oauth-authorization-server", "get"),
+    ):
+        operation = paths[path][method]
+        assert operation["tags"] == ["OAuth 2.0"], path
+        for status, response in operation["responses"].items():
+            if int(status) >= 400:
+                # RFC 6749 §5.2 JSON errors, not the admin API's problem details.
+                assert list(response["content"]) == ["application/json"], path
+    token = paths["/oauth/token"]["post"]
+    form = token["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert form["required"] == ["grant_type"]
+    assert "401" in token["responses"]
+    assert spec["components"]["schemas"]["OAuthError"]["required"] == ["error"]
+
+
+def test_plugin_instance_config_is_a_union_discriminated_on_the_plugin_name(
+    app: FastAPI,
+) -> None:
+    spec = app.openapi()
+    components = spec["components"]["schemas"]
+    names = sorted(PLUGINS)
+    for base in ("PluginInstance", "PluginInstanceOut"):
+        union = components[base]
+        assert union["discriminator"]["propertyName"] == "name"
+        assert sorted(union["discriminator"]["mapping"]) == names
+        assert len(union["oneOf"]) == len(names)
+    # JSON Schema (2020-12, as OpenAPI 3.1 uses it) now checks each plugin's config.
+    validator = Draft202012Validator(
+        {"$ref": "#/components/schemas/PluginInstance", "components": spec["components"]}
+    )
+    good = {"name": "rate-limit", "config": {"limits": [{"limit": 5, "period": "1m"}]}}
+    assert list(validator.iter_errors(good)) == []
+    assert list(validator.iter_errors({"name": "key-auth", "config": {"query_param": "k"}})) == []
+    for bad in (
+        {"name": "rate-limit", "config": {"limits": "lots"}},
+        {"name": "key-auth", "config": {"header_names": 5}},
+        {"name": "no-such-plugin", "config": {}},
+    ):
+        assert list(validator.iter_errors(bad)), bad
+
+
+async def test_each_plugin_schema_is_served_and_validates_like_the_gateway(
+    owner: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    listed = await owner.get("/admin/v1/schemas/plugins")
+    assert listed.status_code == 200, listed.text
+    items = listed.json()["items"]
+    assert [i["name"] for i in items] == sorted(PLUGINS)
+    for item in items:
+        r = await owner.get(item["schema_url"])
+        assert r.status_code == 200, item
+        assert r.headers["content-type"] == "application/schema+json"
+        schema = r.json()
+        Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    rate = (await owner.get("/admin/v1/schemas/plugins/rate-limit")).json()
+    assert Draft202012Validator(rate).is_valid({"limits": [{"limit": 5, "period": "1m"}]})
+    assert not Draft202012Validator(rate).is_valid({"limits": [{"limit": "five"}]})
+    missing = await owner.get("/admin/v1/schemas/plugins/nope")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert "rate-limit" in missing.json()["detail"]
+    assert (await anonymous.get("/admin/v1/schemas/plugins")).status_code == 401

@@ -4,9 +4,9 @@
 `GET /.well-known/jwks.json` and `GET /.well-known/oauth-authorization-server`.
 They speak OAuth, not the admin API's conventions: form-encoded requests, RFC 6749
 §5.2 JSON errors (`error`, `error_description`), `Cache-Control: no-store` on every
-response that may carry a token. They are described by the RFC 8414 metadata
-document rather than the admin OpenAPI description (whose error responses are all
-problem details).
+response that may carry a token. They are in the OpenAPI description too
+(tag "OAuth 2.0"), with their own form bodies and OAuth error responses — not the
+admin API's problem details (admin/openapi.py leaves their responses alone).
 """
 
 from __future__ import annotations
@@ -34,8 +34,46 @@ from portcullis.identity.oauth_server import (
 from portcullis.identity.oauth_settings import OAuthServerSettings
 from portcullis.model.config import Consumer
 
-router = APIRouter(tags=["OAuth 2.0"], include_in_schema=False)
+router = APIRouter(tags=["OAuth 2.0"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+OAUTH_ERROR_REF = {"$ref": "#/components/schemas/OAuthError"}
+_CLIENT_AUTH = (
+    "Client authentication: HTTP Basic (`client_secret_basic`) or `client_id` and"
+    " `client_secret` in the form (`client_secret_post`)."
+)
+
+
+def _form_body(required: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+    """An operation's `application/x-www-form-urlencoded` body (read by hand, so FastAPI
+    cannot infer it)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "required": required, "properties": fields}
+                }
+            },
+        }
+    }
+
+
+def _oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """RFC 6749 §5.2 error responses (JSON, not problem details)."""
+    text = {
+        400: "invalid_request, invalid_grant, invalid_scope or unsupported_grant_type",
+        401: "invalid_client (with a WWW-Authenticate challenge)",
+    }
+    return {
+        s: {"description": text[s], "content": {"application/json": {"schema": OAUTH_ERROR_REF}}}
+        for s in statuses
+    }
+
+
+_CLIENT_FIELDS = {
+    "client_id": {"type": "string"},
+    "client_secret": {"type": "string", "format": "password"},
+}
 JWKS_MAX_AGE = 300
 METADATA_MAX_AGE = 3600
 
@@ -98,7 +136,28 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, headers=NO_STORE)
 
 
-@router.post(TOKEN_PATH)
+@router.post(
+    TOKEN_PATH,
+    summary="Client credentials grant",
+    description=_CLIENT_AUTH,
+    responses={
+        200: {
+            "description": "An RFC 9068 JWT access token",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/OAuthToken"}}
+            },
+        },
+        **_oauth_errors(400, 401),
+    },
+    openapi_extra=_form_body(
+        ["grant_type"],
+        {
+            "grant_type": {"type": "string", "const": "client_credentials"},
+            "scope": {"type": "string", "description": "space-separated scopes"},
+            **_CLIENT_FIELDS,
+        },
+    ),
+)
 async def token(request: Request) -> Response:
     """RFC 6749 §4.4 client credentials grant: an RFC 9068 JWT access token."""
     try:
@@ -109,7 +168,24 @@ async def token(request: Request) -> Response:
         return _error(exc)
 
 
-@router.post(INTROSPECTION_PATH)
+@router.post(
+    INTROSPECTION_PATH,
+    summary="Token introspection",
+    description=_CLIENT_AUTH,
+    responses={
+        200: {
+            "description": '`{"active": false}` for unknown, expired or others\' tokens',
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/OAuthIntrospection"}}
+            },
+        },
+        **_oauth_errors(400, 401),
+    },
+    openapi_extra=_form_body(
+        ["token"],
+        {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
+    ),
+)
 async def introspect(request: Request) -> Response:
     """RFC 7662 token introspection (client-authenticated; only the client's own tokens)."""
     try:
@@ -120,7 +196,19 @@ async def introspect(request: Request) -> Response:
         return _error(exc)
 
 
-@router.post(REVOCATION_PATH)
+@router.post(
+    REVOCATION_PATH,
+    summary="Token revocation",
+    description=_CLIENT_AUTH,
+    responses={
+        200: {"description": "Revoked, or the token was unknown"},
+        **_oauth_errors(400, 401),
+    },
+    openapi_extra=_form_body(
+        ["token"],
+        {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
+    ),
+)
 async def revoke(request: Request) -> Response:
     """RFC 7009 token revocation: 200 whether or not the token was known."""
     try:
@@ -132,7 +220,25 @@ async def revoke(request: Request) -> Response:
     return Response(status_code=200, headers=NO_STORE)
 
 
-@router.get(JWKS_PATH)
+@router.get(
+    JWKS_PATH,
+    summary="JSON Web Key Set",
+    responses={
+        200: {
+            "description": "Public keys only",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["keys"],
+                        "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+                    }
+                }
+            },
+        },
+        304: {"description": "Not modified (If-None-Match)"},
+    },
+)
 async def jwks(request: Request) -> Response:
     """RFC 7517 JWK Set: the public keys of the active and the still-published retired keys."""
     body = await oauth_server(request).keys.jwks()
@@ -143,7 +249,16 @@ async def jwks(request: Request) -> Response:
     return JSONResponse(body, headers=headers)
 
 
-@router.get(METADATA_PATH)
+@router.get(
+    METADATA_PATH,
+    summary="Authorization server metadata",
+    responses={
+        200: {
+            "description": "RFC 8414 metadata",
+            "content": {"application/json": {"schema": {"type": "object", "required": ["issuer"]}}},
+        }
+    },
+)
 async def metadata(request: Request) -> Response:
     """RFC 8414 authorization server metadata."""
     return JSONResponse(
