@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, case, false, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.record import Flag
 from portcullis.analytics.rollups import (
     GRANULARITIES,
     Counters,
     floor_to,
-    read_positions,
+    positions_in,
 )
 from portcullis.analytics.sketch import LatencySketch
 from portcullis.store.analytics_tables import RequestLogRow, RollupRow
+from portcullis.store.engine import is_sqlite
 
 K = TypeVar("K", bound=Hashable)
 LEVELS = ("day", "hour", "minute")
@@ -106,9 +108,30 @@ class Coverage:
         return value
 
 
-async def coverage(engine: AsyncEngine) -> Coverage:
-    positions = await read_positions(engine)
+async def coverage(conn: AsyncConnection) -> Coverage:
+    """How far the rollups go, as seen in `conn`'s snapshot."""
+    positions = await positions_in(conn)
     return Coverage(**{g: p or 0 for g, p in positions.items()})
+
+
+@asynccontextmanager
+async def read_snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One consistent view of the rollups and their cursors for a whole query.
+
+    The rollup job moves a cursor, replaces buckets and prunes finer rows in its
+    own transactions; a query that read the cursors, then the rows in other
+    transactions, could plan minute spans that were meanwhile rolled up and
+    pruned (an export once returned 3 rows where the usage API counted 255).
+    Every read of a query (the cursors, then every scan — an export's chunks
+    included) goes through this one transaction: REPEATABLE READ on PostgreSQL,
+    a deferred read transaction on SQLite (its WAL snapshot starts at the first
+    read and holds until the end).
+    """
+    async with engine.connect() as conn:
+        if not is_sqlite(engine):
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            yield conn
 
 
 def plan(start: int, end: int, cover: Coverage, coarsest: str = "day") -> list[Span]:
@@ -170,7 +193,7 @@ class RollupKey:
 
 
 async def scan(
-    engine: AsyncEngine,
+    conn: AsyncConnection,
     spans: Sequence[Span],
     scope: Scope,
     group: Callable[[RollupKey], K],
@@ -190,15 +213,14 @@ async def scan(
         )
     )
     query = select(*_ROLLUP_COLUMNS).where(where, *scope.rollup_conditions())
-    async with engine.connect() as conn:
-        result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
-        async for partition in result.partitions(_STREAM_BATCH):
-            for row in partition:
-                key = group(RollupKey(row[0], row[1], row[2], row[3], row[4]))
-                counters = out.get(key)
-                if counters is None:
-                    counters = out[key] = Counters()
-                counters.add_counts(row[5], row[6], row[7], row[8], row[9], row[10], row[11])
+    result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
+    async for partition in result.partitions(_STREAM_BATCH):
+        for row in partition:
+            key = group(RollupKey(row[0], row[1], row[2], row[3], row[4]))
+            counters = out.get(key)
+            if counters is None:
+                counters = out[key] = Counters()
+            counters.add_counts(row[5], row[6], row[7], row[8], row[9], row[10], row[11])
     return out
 
 
@@ -273,16 +295,24 @@ async def usage(
 ) -> Series:
     """Traffic per bucket (every bucket of the range, empty ones as zeros)."""
     size = GRANULARITIES[granularity]
-    first, stop = floor_to(start, size), ceil_to(end, size)
-    cover = await coverage(engine)
-    groups = await scan(
-        engine,
-        plan(first, stop, cover, coarsest=granularity),
-        scope,
-        lambda k: floor_to(k.bucket_start, size),
-    )
+    first, stop = bucket_range(start, end, granularity)
+    async with read_snapshot(engine) as conn:
+        cover = await coverage(conn)
+        groups = await scan(
+            conn,
+            plan(first, stop, cover, coarsest=granularity),
+            scope,
+            lambda k: floor_to(k.bucket_start, size),
+        )
     buckets = [(b, groups.get(b) or Counters()) for b in range(first, stop, size)]
     return Series(granularity, first, stop, buckets, total(groups), min(stop, cover.minute))
+
+
+def bucket_range(start: int, end: int, granularity: str) -> tuple[int, int]:
+    """[start, end) widened to whole buckets: the same boundaries for the usage series
+    and its export."""
+    size = GRANULARITIES[granularity]
+    return floor_to(start, size), ceil_to(end, size)
 
 
 def minute_range(start: int, end: int) -> tuple[int, int]:
@@ -299,8 +329,9 @@ async def totals_by(
 ) -> tuple[dict[K, Counters], Coverage]:
     """Traffic of [start, end) (widened to minutes) per `group`, from the coarsest rollups."""
     first, stop = minute_range(start, end)
-    cover = await coverage(engine)
-    return await scan(engine, plan(first, stop, cover), scope, group), cover
+    async with read_snapshot(engine) as conn:
+        cover = await coverage(conn)
+        return await scan(conn, plan(first, stop, cover), scope, group), cover
 
 
 SORT_KEYS: dict[str, Callable[[Counters], float]] = {
@@ -436,24 +467,27 @@ async def export_rows(
     """Traffic per bucket and (route, service, consumer, status class), in time order.
 
     The range is read a few buckets at a time, so an export of any length holds
-    one chunk in memory.
+    one chunk in memory, all in one snapshot (`read_snapshot`) and with the usage
+    series' bucket boundaries (`bucket_range`), so both count the same traffic.
     """
     size = GRANULARITIES[granularity]
-    first, stop = floor_to(start, size), ceil_to(end, size)
-    cover = await coverage(engine)
+    first, stop = bucket_range(start, end, granularity)
     step = size * chunk_buckets
-    for chunk in range(first, stop, step):
-        spans = plan(chunk, min(chunk + step, stop), cover, coarsest=granularity)
-        groups = await scan(
-            engine,
-            spans,
-            scope,
-            lambda k: RollupKey(
-                floor_to(k.bucket_start, size), k.route, k.service, k.consumer, k.status_class
-            ),
-        )
-        for key in sorted(
-            groups,
-            key=lambda k: (k.bucket_start, k.route, k.service, k.consumer, k.status_class),
-        ):
-            yield key, groups[key]
+    # One snapshot for the whole export, however long the client takes to read it.
+    async with read_snapshot(engine) as conn:
+        cover = await coverage(conn)
+        for chunk in range(first, stop, step):
+            spans = plan(chunk, min(chunk + step, stop), cover, coarsest=granularity)
+            groups = await scan(
+                conn,
+                spans,
+                scope,
+                lambda k: RollupKey(
+                    floor_to(k.bucket_start, size), k.route, k.service, k.consumer, k.status_class
+                ),
+            )
+            for key in sorted(
+                groups,
+                key=lambda k: (k.bucket_start, k.route, k.service, k.consumer, k.status_class),
+            ):
+                yield key, groups[key]

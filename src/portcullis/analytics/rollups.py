@@ -345,13 +345,18 @@ class Rollups:
 async def read_positions(engine: AsyncEngine) -> dict[str, int | None]:
     """The rollup cursors by granularity (None where a granularity never ran)."""
     async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(AnalyticsCursorRow.job, AnalyticsCursorRow.position).where(
-                    AnalyticsCursorRow.job.in_(CURSOR_JOBS.values())
-                )
+        return await positions_in(conn)
+
+
+async def positions_in(conn: AsyncConnection) -> dict[str, int | None]:
+    """`read_positions` on the caller's connection (and so in its snapshot)."""
+    rows = (
+        await conn.execute(
+            select(AnalyticsCursorRow.job, AnalyticsCursorRow.position).where(
+                AnalyticsCursorRow.job.in_(CURSOR_JOBS.values())
             )
-        ).all()
+        )
+    ).all()
     by_job = {job: int(position) for job, position in rows}
     return {g: by_job.get(job) for g, job in CURSOR_JOBS.items()}
 
