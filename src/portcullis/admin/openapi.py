@@ -111,8 +111,8 @@ RATE_LIMIT_HEADERS: dict[str, Any] = {
         "schema": {"type": "string"},
     },
     "RateLimit": {
-        "description": "Requests left now (`r`) per policy and seconds (`t`) until the bucket"
-        " is full again (on a 429: until the next request is allowed)",
+        "description": "Requests left now (`r`) per policy and seconds (`t`) until more"
+        " quota (the next token), on every status",
         "schema": {"type": "string"},
     },
 }

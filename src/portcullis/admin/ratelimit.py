@@ -98,6 +98,14 @@ class Verdict:
     violated: tuple[str, ...] = ()
 
 
+def _next_token(level: float, policy: Policy) -> int:
+    """RateLimit `t` (draft-ietf-httpapi-ratelimit-headers §4.2.2): whole seconds until
+    additional quota — the next whole token — whatever the status; 0 when full."""
+    if level >= policy.burst:
+        return 0
+    return max(1, math.ceil((math.floor(level) + 1 - level) / policy.rate))
+
+
 class AdminRateLimiter:
     """Decides per request; policies with `per_minute` 0 are switched off."""
 
@@ -133,7 +141,7 @@ class AdminRateLimiter:
             items = []
             for b, _, level in checks:
                 r = 0 if level < 1.0 else math.floor(level)
-                items.append(f'"{b.policy.id}";r={r};t={wait}')
+                items.append(f'"{b.policy.id}";r={r};t={_next_token(level, b.policy)}')
             return Verdict(
                 False,
                 self._headers(checks, ", ".join(items)),
@@ -144,8 +152,8 @@ class AdminRateLimiter:
         for buckets, key, level in checks:
             buckets.take(key, level, now)
             left = level - 1.0
-            full_in = math.ceil((buckets.policy.burst - left) / buckets.policy.rate)
-            items.append(f'"{buckets.policy.id}";r={math.floor(left)};t={full_in}')
+            t = _next_token(left, buckets.policy)
+            items.append(f'"{buckets.policy.id}";r={math.floor(left)};t={t}')
         return Verdict(True, self._headers(checks, ", ".join(items)))
 
     @staticmethod

@@ -34,7 +34,8 @@ def test_burst_then_refill_per_credential() -> None:
     verdicts = [limiter.check(b"Bearer a", "10.0.0.1") for _ in range(4)]
     assert [v.allowed for v in verdicts] == [True, True, True, False]
     assert state(verdicts[0].headers) == {"caller": (2, 1)}
-    assert state(verdicts[2].headers) == {"caller": (0, 3)}
+    # `t` is the wait for more quota (the next token), not for the full refill (3 s).
+    assert state(verdicts[2].headers) == {"caller": (0, 1)}
     refused = verdicts[3]
     assert (refused.retry_after, refused.violated) == (1, ("caller",))
     assert state(refused.headers) == {"caller": (0, 1)}
@@ -73,6 +74,8 @@ def test_retry_after_covers_the_slowest_violated_policy() -> None:
     refused = limiter.check(b"t", "ip")
     assert refused.violated == ("caller", "ip")
     assert refused.retry_after == 10  # 6 a minute: one token every 10 s
+    # Each policy's own `t` (the IP bucket refills in 2 s), never above its `w`.
+    assert state(refused.headers) == {"caller": (0, 10), "ip": (0, 2)}
     clock.now += 9.5
     assert not limiter.check(b"t", "ip").allowed
     clock.now += 0.5
