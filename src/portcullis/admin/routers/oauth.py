@@ -74,6 +74,11 @@ _CLIENT_FIELDS = {
     "client_id": {"type": "string"},
     "client_secret": {"type": "string", "format": "password"},
 }
+# The body of introspection and revocation requests.
+_TOKEN_FORM = _form_body(
+    ["token"],
+    {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
+)
 JWKS_MAX_AGE = 300
 METADATA_MAX_AGE = 3600
 
@@ -181,10 +186,7 @@ async def token(request: Request) -> Response:
         },
         **_oauth_errors(400, 401),
     },
-    openapi_extra=_form_body(
-        ["token"],
-        {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
-    ),
+    openapi_extra=_TOKEN_FORM,
 )
 async def introspect(request: Request) -> Response:
     """RFC 7662 token introspection (client-authenticated; only the client's own tokens)."""
@@ -204,10 +206,7 @@ async def introspect(request: Request) -> Response:
         200: {"description": "Revoked, or the token was unknown"},
         **_oauth_errors(400, 401),
     },
-    openapi_extra=_form_body(
-        ["token"],
-        {"token": {"type": "string"}, "token_type_hint": {"type": "string"}, **_CLIENT_FIELDS},
-    ),
+    openapi_extra=_TOKEN_FORM,
 )
 async def revoke(request: Request) -> Response:
     """RFC 7009 token revocation: 200 whether or not the token was known."""
