@@ -55,6 +55,7 @@ from portcullis.analytics.record import Flag
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import CredentialCache, Rejection
 from portcullis.identity.key_records import KeyRecord, KeyStatus
+from portcullis.model.tenancy import names
 from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import (
@@ -93,7 +94,10 @@ class KeyAuthConfig(PluginConfig):
         default=True, description="remove the key from the request before proxying"
     )
     anonymous: str | None = Field(
-        default=None, description="consumer username used when no key is presented"
+        default=None,
+        description="consumer username used when no key is presented (one of the route's "
+        "organization)",
+        json_schema_extra=names("consumers"),
     )
     realm: str = Field(default="portcullis", description="realm of the WWW-Authenticate challenge")
 
