@@ -1,26 +1,29 @@
 """The tenancy rule: which organization a name written in the config resolves in.
 
-Entities carry an optional `organization`. One without is the operator's. A name an
-entity writes (a route's service, a consumer's plan, a boost's target, a plugin's
-`anonymous` consumer or `default_plan`...) resolves only:
+Entities carry an optional `organization`. One without is the operator's. A name a
+traffic rule or a plugin config writes (a consumer's plan, a plan's route overrides,
+a boost's or an override's target, a plugin's `anonymous` consumer or
+`default_plan`...) resolves only:
 
-- to an entity of the *same* organization (the operator's entities: to the
+- to an entity of the *same* organization (the operator's entries: to the
   operator's), or
-- to an operator-owned entity of a *shared* kind: upstreams, services and plans are
-  what an operator offers to every tenant (a tenant's route may use the operator's
-  service, a tenant's consumer may subscribe to the operator's plan).
+- to an operator-owned entity of a *shared* kind: plans, which the operator offers
+  to every tenant (they only limit).
 
 Consumers and routes are never shared by name: a name that picks a consumer or a
 route changes that consumer's or route's traffic (a boost raises its limits, an
-`anonymous` setting lends its identity), which only its own organization may do. A
-plugin instance's own scope (`route`/`service`) is attached, not used: an instance
-with an organization sits only on that organization's routes and services.
+`anonymous` setting lends its identity), which only its own organization may do.
 
-A plugin instance without an `organization` belongs to the owner of its route or
-service (the operator's when global). Names that do not resolve are reported like
-names that do not exist, `unknown consumer 'x' in organization 'acme'`, so the
-answer never tells a tenant what another tenant has. See
-docs/decisions/006-tenant-isolation.md.
+A plugin instance without an `organization` acts for its route's or service's (the
+operator's when global). Names that do not resolve are reported like names that do
+not exist, `unknown consumer 'x' in organization 'acme'`, so the answer never tells
+a tenant what another tenant has.
+
+How entities are wired (a route's service, a service's upstream, a plugin's scope)
+need only exist, in any organization: the operator may wire one tenant's route to
+another's service (the admin API keeps organization-limited admins inside theirs,
+admin/scoping.py), and the data plane's boundary follows the route (see
+`ConsumerIndex.view`). See docs/decisions/006-tenant-isolation.md.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from portcullis.model.config import GatewayConfig
 
 # Kinds the operator shares with every tenant by leaving `organization` empty.
-SHARED_KINDS = frozenset({"upstreams", "services", "plans"})
+SHARED_KINDS = frozenset({"plans"})
 _SINGULAR = {
     "upstreams": "upstream",
     "services": "service",
@@ -56,11 +59,9 @@ def names(kind: str) -> dict[str, Any]:
     return {NAMES_KEYWORD: kind}
 
 
-def resolves(owner: str | None, target: str | None, kind: str, *, attached: bool = False) -> bool:
-    """The rule (see the module doc): may an entity of `owner` name an entity of `target`?"""
-    if target == owner:
-        return True
-    return target is None and kind in SHARED_KINDS and not attached
+def resolves(owner: str | None, target: str | None, kind: str) -> bool:
+    """The rule (see the module doc): may an entry of `owner` name a `kind` entity of `target`?"""
+    return target == owner or (target is None and kind in SHARED_KINDS)
 
 
 def organization_of(entity: object) -> str | None:
@@ -104,42 +105,38 @@ def _references(
     services: Mapping[str, str | None],
     plugin_references: PluginReferences,
 ) -> Iterator[tuple[str, str | None, str, str, bool]]:
-    """Every name the config writes: (location, owner, kind, name, attached)."""
+    """Every name the config writes: (location, owner, kind, name, scoped); `scoped`
+    False for the wiring of entities, which need only exist (see the module doc)."""
     for i, s in enumerate(config.services):
         if isinstance(up := getattr(s, "upstream", None), str):
-            yield f"services[{i}].upstream", organization_of(s), "upstreams", up, False
+            yield f"services[{i}].upstream", None, "upstreams", up, False
     for i, r in enumerate(config.routes):
         if isinstance(svc := getattr(r, "service", None), str):
-            yield f"routes[{i}].service", organization_of(r), "services", svc, False
+            yield f"routes[{i}].service", None, "services", svc, False
     for i, c in enumerate(config.consumers):
         if isinstance(plan := getattr(c, "plan", None), str):
-            yield f"consumers[{i}].plan", organization_of(c), "plans", plan, False
+            yield f"consumers[{i}].plan", organization_of(c), "plans", plan, True
     for i, plan in enumerate(config.plans):
         for route in getattr(plan, "route_overrides", None) or {}:
             where = f"plans[{i}].route_overrides{location_key(route)}"
-            yield where, organization_of(plan), "routes", route, False
+            yield where, organization_of(plan), "routes", route, True
     for i, b in enumerate(config.boosts):
         target = getattr(b, "target", None)
         for field, kind in (("consumer", "consumers"), ("route", "routes")):
             if isinstance(name := getattr(target, field, None), str):
-                yield f"boosts[{i}].target.{field}", organization_of(b), kind, name, False
+                yield f"boosts[{i}].target.{field}", organization_of(b), kind, name, True
     for i, o in enumerate(config.overrides):
         if isinstance(subject := getattr(o, "consumer", None), str):
-            yield f"overrides[{i}].consumer", organization_of(o), "consumers", subject, False
+            yield f"overrides[{i}].consumer", organization_of(o), "consumers", subject, True
     for i, p in enumerate(config.plugins):
-        own = organization_of(p)
         for field, kind in (("route", "routes"), ("service", "services")):
             if isinstance(name := getattr(p, field, None), str):
-                # An instance without an organization takes its scope's: always resolves.
-                owner = (
-                    own if own is not None else (routes if field == "route" else services).get(name)
-                )
-                yield f"plugins[{i}].{field}", owner, kind, name, True
+                yield f"plugins[{i}].{field}", None, kind, name, False
         name_, settings = getattr(p, "name", None), getattr(p, "config", None)
         if isinstance(name_, str) and isinstance(settings, Mapping):
             owner = plugin_owner(p, routes, services)
             for where, kind, ref in plugin_references(name_, settings):
-                yield f"plugins[{i}].config.{where}", owner, kind, ref, False
+                yield f"plugins[{i}].config.{where}", owner, kind, ref, True
 
 
 def reference_errors(config: GatewayConfig, plugin_references: PluginReferences) -> list[str]:
@@ -158,11 +155,11 @@ def reference_errors(config: GatewayConfig, plugin_references: PluginReferences)
         "plans": _owners(config.plans, "name"),
     }
     errors: list[str] = []
-    for where, owner, kind, name, attached in _references(
+    for where, owner, kind, name, scoped in _references(
         config, routes, services, plugin_references
     ):
         known = owners[kind]
-        if name in known and resolves(owner, known[name], kind, attached=attached):
+        if name in known and (not scoped or resolves(owner, known[name], kind)):
             continue
         singular = _SINGULAR[kind]
         if owner is not None:

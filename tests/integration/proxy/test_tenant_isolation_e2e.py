@@ -15,9 +15,7 @@ WebSocket on globex's route, and acme's `api` policy spent globex's `api` budget
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,10 +25,7 @@ import yaml
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from portcullis.identity.key_admin import KeySpec
-from portcullis.identity.key_repository import KeyRepository
-from portcullis.identity.secrets import load_server_secret
-from portcullis.store.engine import create_engine
+from support.keys import create_keys
 from support.servers import Gateway, gateway, granian_app
 from support.ws_upstream import WsUpstream, ws_upstream
 
@@ -43,28 +38,32 @@ CONSUMERS = {"alice": "acme", "bob": "globex", "carol": "globex", "ops": None}
 def config(demo: int, ws: int) -> dict[str, Any]:
     echo = f"http://127.0.0.1:{demo}/echo"
 
-    def route(name: str, service: str, org: str | None, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "service": service, "paths": [f"/{name}"], "organization": org}
+    def route(name: str, org: str | None) -> dict[str, Any]:
+        return {"name": name, "service": name, "paths": [f"/{name}"], "organization": org}
 
+    def service(name: str, org: str | None, url: str = echo) -> dict[str, Any]:
+        return {"name": name, "url": url, "organization": org}
+
+    keyed = ("acme", "globex", "globex-staff", "ops", "globex-ws")
     limit = {"limits": [{"limit": 2, "period": "1h", "key": "global"}], "policy_name": "api"}
+    routes = [
+        route("acme", "acme"),
+        route("globex", "globex"),
+        {**route("globex-staff", "globex"), "shared_consumers": True},
+        route("ops", None),
+        route("globex-jwt", "globex"),
+        {**route("globex-ws", "globex"), "strip_path": False},
+        route("acme-limited", "acme"),
+        route("globex-limited", "globex"),
+    ]
     return {
-        # The operator's services, shared by every organization's routes.
         "services": [
-            {"name": "keyed", "url": echo},
-            {"name": "jwt", "url": echo},
-            {"name": "open", "url": echo},
-            {"name": "ws", "url": f"http://127.0.0.1:{ws}"},
+            service(r["name"], r["organization"], f"http://127.0.0.1:{ws}")
+            if r["name"] == "globex-ws"
+            else service(r["name"], r["organization"])
+            for r in routes
         ],
-        "routes": [
-            route("acme", "keyed", "acme"),
-            route("globex", "keyed", "globex"),
-            {**route("globex-staff", "keyed", "globex"), "shared_consumers": True},
-            route("ops", "keyed", None),
-            route("globex-jwt", "jwt", "globex"),
-            {**route("globex-ws", "ws", "globex"), "strip_path": False},
-            route("acme-limited", "open", "acme"),
-            route("globex-limited", "open", "globex"),
-        ],
+        "routes": routes,
         "consumers": [
             {"username": "alice", "organization": "acme", "groups": ["staff"]},
             {"username": "bob", "organization": "globex", "groups": ["staff"]},
@@ -72,9 +71,8 @@ def config(demo: int, ws: int) -> dict[str, Any]:
             {"username": "ops", "groups": ["staff"]},
         ],
         "plugins": [
-            # One operator instance per service: compiled once per consumer view.
-            {"name": "key-auth", "service": "keyed", "config": {}},
-            {"name": "key-auth", "service": "ws", "config": {}},
+            # Operator-made instances (no organization): each acts for its route's.
+            *({"name": "key-auth", "route": name, "config": {}} for name in keyed),
             {"name": "acl", "route": "globex-staff", "config": {"allow": ["staff"]}},
             {
                 "name": "jwt-auth",
@@ -84,8 +82,19 @@ def config(demo: int, ws: int) -> dict[str, Any]:
                     "gateway_tokens": False,
                 },
             },
-            {"name": "rate-limit", "route": "acme-limited", "config": limit},
-            {"name": "rate-limit", "route": "globex-limited", "config": limit},
+            # acme's and globex's own instances, both naming their policy `api`.
+            {
+                "name": "rate-limit",
+                "route": "acme-limited",
+                "organization": "acme",
+                "config": limit,
+            },
+            {
+                "name": "rate-limit",
+                "route": "globex-limited",
+                "organization": "globex",
+                "config": limit,
+            },
         ],
     }
 
@@ -102,23 +111,6 @@ def ws() -> Iterator[tuple[WsUpstream, int]]:
         yield served
 
 
-async def create_keys(database_url: str) -> dict[str, str]:
-    engine = create_engine(database_url)
-    try:
-        repo = KeyRepository(
-            engine, load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], Path())
-        )
-        keys = {}
-        for consumer, org in CONSUMERS.items():
-            created = await repo.create(
-                consumer, KeySpec(name=f"tenancy-{consumer}"), created_by="test", organization=org
-            )
-            keys[consumer] = created.key
-        return keys
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def gw(
     tmp_path_factory: pytest.TempPathFactory, demo: int, ws: tuple[WsUpstream, int]
@@ -127,7 +119,7 @@ def gw(
     cfg = tmp / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(config(demo, ws[1])))
     with gateway(tmp, cfg) as g:
-        yield g, asyncio.run(create_keys(g.database_url))
+        yield g, asyncio.run(create_keys(g.database_url, CONSUMERS))
 
 
 @pytest.fixture(params=["http1", "http2"])

@@ -1,5 +1,5 @@
 """The tenancy rule (model/tenancy.py): every name an entry writes resolves within its
-organization, or to an operator-owned entity of a shared kind (upstreams, services, plans).
+organization, or to an operator-owned plan (the one shared kind).
 
 Each case names another organization's entity where the config accepted it before the
 rule: a name inside a plugin config, a traffic rule's target, a consumer's plan, a
@@ -20,7 +20,7 @@ from portcullis.model.tenancy import resolves
 
 def two_tenants(**extra: list[dict[str, Any]]) -> dict[str, Any]:
     """acme and globex, each with a service, a route, a consumer and a plan; plus the
-    operator's shared service and plan."""
+    operator's service, route, consumer and (shared) plan."""
     data: dict[str, list[dict[str, Any]]] = {
         "services": [
             {"name": "acme-svc", "url": "http://127.0.0.1:9", "organization": "acme"},
@@ -84,20 +84,23 @@ def test_an_auth_plugins_anonymous_consumer_resolves_in_its_organization(plugin:
 
 
 def test_an_instance_with_an_organization_names_in_it_whatever_route_it_is_on() -> None:
-    data = two_tenants(
-        plugins=[
-            {
-                "name": "key-auth",
-                "route": "globex-r",
-                "organization": "acme",
-                "config": {"anonymous": "alice"},
-            }
-        ]
-    )
-    # acme's instance may not sit on globex's route (it would rewrite globex's traffic).
-    assert errors_of(data) == {
-        ("plugins[0].route", "unknown route 'globex-r' in organization 'acme'")
+    def on_globex(anonymous: str) -> dict[str, Any]:
+        return two_tenants(
+            plugins=[
+                {
+                    "name": "key-auth",
+                    "route": "globex-r",
+                    "organization": "acme",
+                    "config": {"anonymous": anonymous},
+                }
+            ]
+        )
+
+    assert errors_of(on_globex("bob")) == {
+        ("plugins[0].config.anonymous", "unknown consumer 'bob' in organization 'acme'")
     }
+    # Wiring across organizations is the operator's to do (the names inside stay acme's).
+    GatewayConfig.model_validate(on_globex("alice"))
 
 
 def test_a_global_operator_instance_names_the_operators_consumers() -> None:
@@ -176,31 +179,22 @@ def test_traffic_rules_name_their_own_organizations_consumers_routes_and_plans()
     }
 
 
-def test_entity_references_follow_the_same_rule() -> None:
+def test_the_wiring_of_entities_needs_only_to_exist() -> None:
     data = two_tenants(
         routes=[
             {"name": "acme-on-globex", "service": "globex-svc", "organization": "acme"},
-            {"name": "acme-on-shared", "service": "shared-svc", "organization": "acme"},
             {"name": "ops-on-acme", "service": "acme-svc"},
+            {"name": "dangling", "service": "nowhere", "organization": "acme"},
         ]
     )
-    assert errors_of(data) == {
-        ("routes[3].service", "unknown service 'globex-svc' in organization 'acme'"),
-        (
-            "routes[5].service",
-            "service 'acme-svc' belongs to organization 'acme'; an entity without an "
-            "organization may only name the operator's",
-        ),
-    }
+    assert errors_of(data) == {("routes[5].service", "unknown service 'nowhere'")}
 
 
 def test_the_rule() -> None:
     assert resolves("acme", "acme", "consumers")
     assert not resolves("acme", "globex", "plans")
-    assert resolves("acme", None, "plans")  # shared kinds
-    assert resolves("acme", None, "services")
-    assert not resolves("acme", None, "consumers")  # never shared by name
+    assert resolves("acme", None, "plans")  # the shared kind
+    assert not resolves("acme", None, "consumers")
     assert not resolves("acme", None, "routes")
-    assert not resolves("acme", None, "services", attached=True)  # a plugin's scope
     assert not resolves(None, "acme", "plans")
     assert resolves(None, None, "routes")
