@@ -30,11 +30,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from admin_support import upstream_health_reporter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from portcullis.admin.rbac import Role
-from portcullis.analytics.health import HEALTH_FORMAT
 from portcullis.runtime.heartbeat import NodeHeartbeat
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
@@ -268,17 +268,7 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
         }
         plugins[o] = plugin["id"]
     await _ok(await owner.post("/admin/v1/alert-rules", json=RULE))
-    report = {
-        "v": HEALTH_FORMAT,
-        "upstreams": {f"{o}-up": {"10.0.0.1:80": [True, "closed"]} for o in ORGS},
-    }
-    beat = NodeHeartbeat(
-        app.state.admin.engine,
-        node_name="dp",
-        version=lambda: 1,
-        interval=5,
-        health=lambda: json.dumps(report),
-    )
+    beat = upstream_health_reporter(app.state.admin.engine, [f"{o}-up" for o in ORGS])
     assert await beat.beat()
     return World(org_ids, ids, plugins, beat)
 

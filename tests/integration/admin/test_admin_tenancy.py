@@ -8,29 +8,16 @@ models mark secret, whatever the key is called.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 
 import httpx
-import pytest
+from admin_support import upstream_health_reporter
 from fastapi import FastAPI
 
 from portcullis.admin.rbac import Role
-from portcullis.analytics.health import HEALTH_FORMAT
-from portcullis.runtime.heartbeat import NodeHeartbeat
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
 SECRET = "Bearer s3cr3t-upstream-credential"
-
-
-@pytest.fixture
-async def orgs(owner: httpx.AsyncClient) -> dict[str, str]:
-    ids = {}
-    for name in ("acme", "globex"):
-        created = await owner.post("/admin/v1/organizations", json={"name": name})
-        assert created.status_code == 201, created.text
-        ids[name] = created.json()["id"]
-    return ids
 
 
 async def _created(client: httpx.AsyncClient, path: str, body: dict[str, object]) -> dict:  # type: ignore[type-arg]
@@ -255,24 +242,12 @@ async def test_upstream_health_and_name_conflicts_do_not_leak_other_tenants(
             "/admin/v1/services",
             {"name": f"{prefix}-svc", "url": "http://10.0.0.2", "organization": org},
         )
-    report = {
-        "v": HEALTH_FORMAT,
-        "upstreams": {
-            name: {"10.0.0.1:80": [True, "closed"]}
-            for name in ("a-up", "g-up", "a-svc@url", "g-svc@url")
-        },
-    }
-    beat = NodeHeartbeat(
-        app.state.admin.engine,
-        node_name="dp-1",
-        version=lambda: 1,
-        interval=5,
-        health=lambda: json.dumps(report),
-    )
+    upstreams = ["a-svc@url", "a-up", "g-svc@url", "g-up"]
+    beat = upstream_health_reporter(app.state.admin.engine, upstreams)
     assert await beat.beat()
 
     everything = (await owner.get("/admin/v1/data-plane/upstreams")).json()
-    assert [u["name"] for u in everything["upstreams"]] == sorted(report["upstreams"])
+    assert [u["name"] for u in everything["upstreams"]] == upstreams
     acme = await client_for(Role.VIEWER, orgs["acme"])
     mine = await acme.get("/admin/v1/data-plane/upstreams")
     assert mine.status_code == 200, mine.text
