@@ -2,9 +2,22 @@
 
 Each event records who (actor), what (action on a resource type and id), the
 before/after state with the changed fields, the config version it produced, the
-request id, the client IP and the time. Values under secret-looking keys are
-replaced by `"[redacted]"` before anything is written, so neither passwords nor
-tokens nor plugin secrets can reach the log.
+request id, the client IP, the time, and the organization it concerns.
+
+Secrets are redacted before anything is written, by schema: a document recorded
+with its model (`schema=`: gateway entities, the whole config) has every value the
+model marks secret replaced by `"[redacted]"` (model/secrets.py: `SecretStr`,
+`Secret[...]`, plugin configs by their plugin's model), whatever its key is called.
+Documents recorded without a model (admin users, tokens, keys, clients: metadata
+that holds no secret by construction) get the older net of secret-looking key names.
+The list of changes is computed on the real values, so a changed secret still shows
+as a change, with both sides redacted.
+
+The organization an event concerns is the resource's (its `organization_id`, or
+its `organization` name looked up in the same transaction, or the organization
+itself), else the caller's; organization-limited admins read only their
+organization's events (admin/scoping.py). Deployment-wide events (whole-config
+imports, alerting, signing keys by unlimited admins) have none.
 """
 
 from __future__ import annotations
@@ -16,23 +29,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Select, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.rbac import Caller
+from portcullis.model import secrets
+from portcullis.model.secrets import REDACTED
 from portcullis.store.admin_tables import AuditEventRow
 from portcullis.store.config_repository import ConfigVersion, OnWrite
 from portcullis.store.engine import write_transaction
+from portcullis.store.organizations import organization_id_of
 
-REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
     r"(secret|passw|token|api[_-]?key|^key$|private|credential|signing)", re.IGNORECASE
 )
 
 
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with every value under a secret-looking key redacted."""
+def redact(value: Any, schema: type[BaseModel] | None = None) -> Any:
+    """A copy of a JSON value with its secrets redacted: those `schema` marks, or (no
+    schema) every value under a secret-looking key."""
+    if schema is not None:
+        return secrets.redact(value, schema)
     if isinstance(value, dict):
         return {
             k: (REDACTED if _SECRET_KEY.search(str(k)) and v is not None else redact(v))
@@ -41,6 +60,50 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value
+
+
+def _at(document: Any, pointer: str) -> Any:
+    """The value at a JSON pointer (`changes` paths); REDACTED inside a redacted value."""
+    if pointer == "/":  # how `changes` names the whole document
+        return document
+    for token in pointer.split("/")[1:]:
+        if document == REDACTED:
+            return REDACTED
+        key = token.replace("~1", "/").replace("~0", "~")
+        document = document.get(key) if isinstance(document, dict) else None
+    return document
+
+
+def redacted_changes(
+    before: Any, after: Any, safe_before: Any, safe_after: Any
+) -> list[dict[str, Any]]:
+    """`changes` of the real values, each side shown as in the redacted documents."""
+    return [
+        {"path": c["path"], "old": _at(safe_before, c["path"]), "new": _at(safe_after, c["path"])}
+        for c in changes(before, after)
+    ]
+
+
+async def _organization_of(
+    conn: AsyncConnection,
+    caller: Caller | None,
+    resource_type: str,
+    resource_id: str | None,
+    documents: tuple[Any, ...],
+) -> str | None:
+    """The organization an event concerns (see the module docstring)."""
+    if resource_type == "organization":
+        return resource_id
+    for document in documents:
+        if not isinstance(document, dict):
+            continue
+        if "organization_id" in document:
+            owner = document["organization_id"]
+            return None if owner is None else str(owner)
+        if "organization" in document:
+            name = document["organization"]
+            return await organization_id_of(conn, None if name is None else str(name))
+    return caller.organization_id if caller is not None else None
 
 
 def changes(before: Any, after: Any, path: str = "") -> Iterator[dict[str, Any]]:
@@ -68,6 +131,7 @@ class AuditEvent:
     request_id: str
     client_ip: str | None
     status: int
+    organization_id: str | None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +146,7 @@ class AuditEvent:
             "request_id": self.request_id,
             "client_ip": self.client_ip,
             "status": self.status,
+            "organization_id": self.organization_id,
         }
 
 
@@ -95,6 +160,8 @@ class AuditFilter:
     resource_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # An organization-limited reader's scope: only that organization's events.
+    organization_id: str | None = None
 
 
 class AuditLog:
@@ -117,36 +184,47 @@ class AuditLog:
         config_version: int | None = None,
         status: int = 200,
         conn: AsyncConnection | None = None,
+        schema: type[BaseModel] | None = None,
     ) -> None:
-        """Append one event; `before`/`after` are redacted and diffed here.
+        """Append one event; `before`/`after` are redacted (by `schema`, the model they
+        are documents of, when given) and diffed here.
 
         With `conn`, the event is written in that connection's transaction, so it
         commits (or rolls back) together with the change it records.
         """
-        safe_before, safe_after = redact(before), redact(after)
+        safe_before, safe_after = redact(before, schema), redact(after, schema)
         diff = {
             "before": safe_before,
             "after": safe_after,
-            "changes": list(changes(safe_before, safe_after)),
+            "changes": redacted_changes(before, after, safe_before, safe_after),
         }
         who = actor if actor is not None else (caller.actor if caller else "anonymous")
-        statement = insert(AuditEventRow).values(
-            occurred_at=datetime.now(UTC),
-            actor=who,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            diff=json.dumps(diff, separators=(",", ":"), ensure_ascii=False),
-            config_version=config_version,
-            request_id=facts.request_id,
-            client_ip=facts.client_ip,
-            status=status,
-        )
+
+        async def write(conn: AsyncConnection) -> None:
+            organization_id = await _organization_of(
+                conn, caller, resource_type, resource_id, (after, before)
+            )
+            await conn.execute(
+                insert(AuditEventRow).values(
+                    occurred_at=datetime.now(UTC),
+                    actor=who,
+                    action=action,
+                    resource_type=resource_type,
+                    resource_id=resource_id,
+                    diff=json.dumps(diff, separators=(",", ":"), ensure_ascii=False),
+                    config_version=config_version,
+                    request_id=facts.request_id,
+                    client_ip=facts.client_ip,
+                    status=status,
+                    organization_id=organization_id,
+                )
+            )
+
         if conn is not None:
-            await conn.execute(statement)
+            await write(conn)
             return
         async with write_transaction(self._engine) as own:
-            await own.execute(statement)
+            await write(own)
 
     def on_config_write(
         self,
@@ -160,6 +238,7 @@ class AuditLog:
         after: Any = None,
         status: int = 200,
         only_if_created: bool = False,
+        schema: type[BaseModel] | None = None,
     ) -> OnWrite:
         """A `ConfigRepository` write hook recording this event in the config change's
         own transaction, with the version it produced (a crash can't keep one without
@@ -180,6 +259,7 @@ class AuditLog:
                 config_version=stored.version,
                 status=status,
                 conn=conn,
+                schema=schema,
             )
 
         return write
@@ -199,6 +279,8 @@ class AuditLog:
             query = query.where(t.occurred_at >= where.since)
         if where.until is not None:
             query = query.where(t.occurred_at < where.until)
+        if where.organization_id is not None:
+            query = query.where(t.organization_id == where.organization_id)
         return query
 
     async def page(
@@ -244,4 +326,5 @@ def _event(r: Any) -> AuditEvent:
         request_id=r.request_id,
         client_ip=r.client_ip,
         status=r.status,
+        organization_id=r.organization_id,
     )

@@ -1,8 +1,23 @@
-"""Organization scoping of gateway entities for admins limited to one organization.
+"""Organization scoping: the one tenancy rule of the admin API.
+
+Every admin resource belongs to at most one organization, and an admin user
+limited to an organization (`Caller.organization_id`) sees and changes only what
+belongs to theirs; admins who are not limited (owners, typically) see everything.
+Two kinds of resources, one rule (`OrgScope`):
+
+- rows in the store (API keys, OAuth clients, admin users, their API tokens, audit
+  events) hold the organization's stable id: `OrgScope.owns(organization_id)`;
+- gateway entities in the declarative config hold the organization's name (the
+  config is a document users edit; a rename relabels them in the same transaction,
+  see routers/organizations.py): `OrgScope.sees(document)`.
+
+What a limited admin can't see answers 404 (as if it did not exist), never 403, so
+existence does not leak; resources that span every organization (alerting, signing
+keys, whole-config operations) are 403 for them (`require_unlimited`).
 
 Services, upstreams, routes, consumers and plugin instances carry an optional
 `organization` (an organization's name). An admin user limited to an organization
-(`Caller.organization_id`) works inside it:
+works inside it:
 
 - lists and gets show only entities of that organization; others answer 404, as if
   they did not exist;
@@ -34,7 +49,7 @@ from typing import Any
 from fastapi import Request
 from sqlalchemy import select
 
-from portcullis.admin.problems import FORBIDDEN, ApiProblem
+from portcullis.admin.problems import FORBIDDEN, NOT_FOUND, ApiProblem
 from portcullis.admin.rbac import Caller
 from portcullis.model.config import GatewayConfig
 from portcullis.store.admin_tables import OrganizationRow
@@ -54,22 +69,38 @@ SCOPED_COLLECTIONS = (
 
 @dataclass(frozen=True, slots=True)
 class OrgScope:
-    """What a caller may see: `organization` None means everything.
+    """What a caller may see: `organization_id` None means everything.
 
-    `key_organizations`: the organization of each API key the entity being written
-    names (looked up before the config edit, whose checks can't wait on the store).
+    `organization` is the current name of the caller's organization (config entities
+    carry names). `key_organizations`: the organization id of each API key the entity
+    being written names (looked up before the config edit, whose checks can't wait
+    on the store).
     """
 
     organization: str | None = None
+    organization_id: str | None = None
     key_organizations: Mapping[str, str | None] = field(default_factory=dict, compare=False)
 
     @property
     def limited(self) -> bool:
-        return self.organization is not None
+        return self.organization_id is not None
+
+    def owns(self, organization_id: str | None) -> bool:
+        """True when a store row of organization `organization_id` is visible to the caller."""
+        return self.organization_id is None or organization_id == self.organization_id
+
+    def require_owned(self, organization_id: str | None, not_found: str) -> None:
+        """404 (`not_found` as the detail) for a row outside the caller's organization."""
+        if not self.owns(organization_id):
+            raise ApiProblem(NOT_FOUND, not_found)
 
     def sees(self, document: dict[str, Any]) -> bool:
         """True when the entity (a config document entry) is visible to the caller."""
-        return self.organization is None or document.get("organization") == self.organization
+        return self.sees_named(document.get("organization"))
+
+    def sees_named(self, organization: str | None) -> bool:
+        """True when a config entity of organization `organization` (a name) is visible."""
+        return self.organization_id is None or organization == self.organization
 
     def filter_config(self, config: GatewayConfig) -> GatewayConfig:
         """The config with only the caller's entities (not re-validated: a visible route
@@ -114,7 +145,7 @@ async def scope_of(request: Request, caller: Caller) -> OrgScope:
     if name is None:
         # Organizations with users can't be deleted, so this is a race with a delete.
         raise ApiProblem(FORBIDDEN, "your organization no longer exists")
-    scope = OrgScope(str(name))
+    scope = OrgScope(str(name), caller.organization_id)
     request.state.org_scope = scope
     return scope
 

@@ -224,7 +224,9 @@ class KeyInfo:
 
     id: str
     consumer: str
+    # The organization's current name (a label) and its id (what scopes the key).
     organization: str | None
+    organization_id: str | None
     name: str
     environment: Environment
     scopes: tuple[str, ...]
@@ -271,6 +273,7 @@ class KeyInfo:
             "prefix": self.prefix,
             "consumer": self.consumer,
             "organization": self.organization,
+            "organization_id": self.organization_id,
             "environment": str(self.environment),
             **self.settings(),
             "status": str(self.status),

@@ -62,6 +62,12 @@ from portcullis.store.config_head import lock_config_head
 from portcullis.store.engine import single_read_engine, write_transaction
 from portcullis.store.errors import NotFound, StoreError
 from portcullis.store.identity_tables import ApiKeyRow
+from portcullis.store.organizations import (
+    in_organization_named,
+    organization_id_of,
+    organization_ids_of,
+    organization_name,
+)
 
 _RECORD_COLUMNS = (
     ApiKeyRow.id,
@@ -77,8 +83,11 @@ _RECORD_COLUMNS = (
     ApiKeyRow.ip_allowlist,
     ApiKeyRow.plan,
 )
-# Every column but the hash: what the control plane reads.
-_INFO_COLUMNS = tuple(c for c in ApiKeyRow.__table__.c if c.name != "key_hash")
+# Every column but the hash, and the organization's current name: what the control plane reads.
+_INFO_COLUMNS = (
+    *(c for c in ApiKeyRow.__table__.c if c.name != "key_hash"),
+    organization_name(ApiKeyRow.organization_id),
+)
 SORT_FIELDS = ("created_at", "name", "consumer", "expires_at", "last_used_at")
 _IMPORT_CHUNK = 1000
 _EXPORT_BATCH = 1000
@@ -136,7 +145,8 @@ def _info(row: Mapping[Any, Any]) -> KeyInfo:
     return KeyInfo(
         id=row["id"],
         consumer=row["consumer"],
-        organization=row["organization"],
+        organization=row.get("organization"),
+        organization_id=row["organization_id"],
         name=row["name"],
         environment=Environment(row["environment"]),
         scopes=tuple(json.loads(row["scopes"])),
@@ -184,7 +194,10 @@ class KeyFilter:
     """Conditions on listed/exported keys; None means any."""
 
     consumer: str | None = None
+    # The organization's current name (a filter) and its id (an organization-limited
+    # admin's scope); "" as the id matches no key.
     organization: str | None = None
+    organization_id: str | None = None
     environment: Environment | None = None
     state: KeyState | None = None
     name: str | None = None
@@ -218,7 +231,9 @@ def _filtered(query: Select[Any], where: KeyFilter, now: datetime) -> Select[Any
     if where.consumer is not None:
         query = query.where(t.consumer == where.consumer)
     if where.organization is not None:
-        query = query.where(t.organization == where.organization)
+        query = query.where(in_organization_named(t.organization_id, where.organization))
+    if where.organization_id is not None:
+        query = query.where(t.organization_id == where.organization_id)
     if where.environment is not None:
         query = query.where(t.environment == where.environment.value)
     if where.name is not None:
@@ -438,7 +453,8 @@ class KeyRepository:
     ) -> CreatedKey:
         """Generate and store a new key for `consumer` (the caller checked it exists).
 
-        `organization` is the consumer's organization (it scopes org-limited admins).
+        `organization` is the name of the consumer's organization: the key stores its id,
+        looked up in the same transaction (it scopes org-limited admins).
         `config_version` is the config version in which the caller found the consumer:
         `ConfigConflict` if the config changed since (see store/config_head.py).
         """
@@ -446,11 +462,17 @@ class KeyRepository:
         require_future(spec.expires_at, now)
         key_id, full_key = generate_key(spec.environment)
         key_hash = self._secret.hash_credential(full_key)
-        values = self._new_row(
-            key_id, key_hash, consumer, organization, spec, created_by=created_by, now=now
-        )
         async with write_transaction(self._engine) as conn:
             await lock_config_head(conn, config_version)
+            values = self._new_row(
+                key_id,
+                key_hash,
+                consumer,
+                await organization_id_of(conn, organization),
+                spec,
+                created_by=created_by,
+                now=now,
+            )
             await conn.execute(insert(ApiKeyRow).values(**values))
             await append_events(conn, [(EventKind.KEY, key_hash)])
             info = await self._read(conn, key_id)
@@ -526,7 +548,7 @@ class KeyRepository:
                 new_id,
                 new_hash,
                 old.consumer,
-                old.organization,
+                old.organization_id,
                 spec,
                 created_by=created_by,
                 now=now,
@@ -591,9 +613,9 @@ class KeyRepository:
     ) -> list[ImportedKey]:
         """Store every row in one transaction, or none (`ImportRejected` names the rows).
 
-        `organizations` maps each row's consumer to its organization (the caller
-        checked the consumers exist, see `check_import_consumers`). Supplied keys are
-        hashed; one already in the store rejects the import. `dry_run` checks
+        `organizations` maps each row's consumer to its organization's name (the caller
+        checked the consumers exist, see `check_import_consumers`); keys store the ids.
+        Supplied keys are hashed; one already in the store rejects the import. `dry_run` checks
         everything and stores nothing. `on_progress` gets the number of rows stored
         after each chunk. `config_version`: as for `create`.
         """
@@ -605,28 +627,33 @@ class KeyRepository:
         ]
         if errors:
             raise ImportRejected(errors)
-        prepared: list[tuple[ImportRow, dict[str, Any], str | None]] = []
-        for r in rows:
-            if r.key is None:
-                key_id, full_key = generate_key(r.spec.environment)
-                key_hash = self._secret.hash_credential(full_key)
-                supplied: str | None = full_key
-            else:
-                key_id = r.key_id or IMPORTED_ID_PREFIX + new_key_id()
-                key_hash, supplied = self._secret.hash_credential(r.key), None
-            values = self._new_row(
-                key_id,
-                key_hash,
-                r.consumer,
-                organizations.get(r.consumer),
-                r.spec,
-                created_by=created_by,
-                now=now,
-            )
-            prepared.append((r, values, supplied))
-        results = [ImportedKey(r.row, _info(v), full) for r, v, full in prepared]
         async with write_transaction(self._engine) as conn:
             await lock_config_head(conn, config_version)
+            ids = await organization_ids_of(conn, organizations.values())
+            prepared: list[tuple[ImportRow, dict[str, Any], str | None]] = []
+            for r in rows:
+                if r.key is None:
+                    key_id, full_key = generate_key(r.spec.environment)
+                    key_hash = self._secret.hash_credential(full_key)
+                    supplied: str | None = full_key
+                else:
+                    key_id = r.key_id or IMPORTED_ID_PREFIX + new_key_id()
+                    key_hash, supplied = self._secret.hash_credential(r.key), None
+                name = organizations.get(r.consumer)
+                values = self._new_row(
+                    key_id,
+                    key_hash,
+                    r.consumer,
+                    None if name is None else ids.get(name),
+                    r.spec,
+                    created_by=created_by,
+                    now=now,
+                )
+                prepared.append((r, values, supplied))
+            results = [
+                ImportedKey(r.row, _info({**v, "organization": organizations.get(r.consumer)}), f)
+                for r, v, f in prepared
+            ]
             await self._check_not_stored(conn, prepared)
             if dry_run:
                 return [ImportedKey(i.row, i.info) for i in results]
@@ -645,7 +672,7 @@ class KeyRepository:
         key_id: str,
         key_hash: str,
         consumer: str,
-        organization: str | None,
+        organization_id: str | None,
         spec: KeySpec,
         *,
         created_by: str,
@@ -656,7 +683,7 @@ class KeyRepository:
             "id": key_id,
             "key_hash": key_hash,
             "consumer": consumer,
-            "organization": organization,
+            "organization_id": organization_id,
             "environment": spec.environment.value,
             **_settings_columns(spec),
             "status": KeyStatus.active.value,

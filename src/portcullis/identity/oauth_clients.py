@@ -32,6 +32,7 @@ from portcullis.identity.secrets import ServerSecret
 from portcullis.store.config_head import lock_config_head
 from portcullis.store.engine import write_transaction
 from portcullis.store.identity_tables import OAuthClientRow, RevokedTokenRow
+from portcullis.store.organizations import organization_id_of, organization_name
 
 CLIENT_ID_PREFIX = "pcc_"
 CLIENT_SECRET_PREFIX = "pcs_"  # noqa: S105 (a prefix, not a secret)
@@ -107,7 +108,9 @@ class OAuthClient:
 
     client_id: str
     consumer: str
+    # The organization's current name (a label) and its id (what scopes the client).
     organization: str | None
+    organization_id: str | None
     name: str
     allowed_scopes: tuple[str, ...]
     token_ttl: int
@@ -121,6 +124,7 @@ class OAuthClient:
             "client_id": self.client_id,
             "consumer": self.consumer,
             "organization": self.organization,
+            "organization_id": self.organization_id,
             "name": self.name,
             "allowed_scopes": list(self.allowed_scopes),
             "token_ttl": self.token_ttl,
@@ -149,6 +153,7 @@ def _client(row: Any) -> OAuthClient:
         client_id=row.client_id,
         consumer=row.consumer,
         organization=row.organization,
+        organization_id=row.organization_id,
         name=row.name,
         allowed_scopes=tuple(json.loads(row.allowed_scopes)),
         token_ttl=row.token_ttl,
@@ -162,7 +167,8 @@ def _client(row: Any) -> OAuthClient:
 _COLUMNS = (
     OAuthClientRow.client_id,
     OAuthClientRow.consumer,
-    OAuthClientRow.organization,
+    OAuthClientRow.organization_id,
+    organization_name(OAuthClientRow.organization_id),
     OAuthClientRow.name,
     OAuthClientRow.allowed_scopes,
     OAuthClientRow.token_ttl,
@@ -193,6 +199,8 @@ class OAuthClientRepository:
     ) -> tuple[OAuthClient, str]:
         """A new active client and its secret (the only time the secret is available).
 
+        `organization` is the name of the consumer's organization; the client stores its id.
+
         `config_version` is the config version in which the caller found the consumer:
         `ConfigConflict` if the config changed since (the consumer may be gone), so a
         client is never created for a consumer whose credentials were just retired.
@@ -203,7 +211,6 @@ class OAuthClientRepository:
             "client_id": client_id,
             "secret_hash": self._secret.hash_credential(client_secret),
             "consumer": consumer,
-            "organization": organization,
             "name": name,
             "allowed_scopes": json.dumps(list(allowed_scopes)),
             "token_ttl": token_ttl,
@@ -214,6 +221,8 @@ class OAuthClientRepository:
         }
         async with write_transaction(self._engine) as conn:
             await lock_config_head(conn, config_version)
+            # Stored by id, looked up with the config head locked (store/organizations.py).
+            values["organization_id"] = await organization_id_of(conn, organization)
             await conn.execute(insert(OAuthClientRow).values(**values))
             await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
         created = await self.get(client_id)

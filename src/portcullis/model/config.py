@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from portcullis.http_fields import HeaderText
+from portcullis.model.secrets import SCHEMA_OF
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
@@ -454,7 +455,8 @@ class PluginInstance(StrictModel):
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None
     enabled: bool = True
-    config: dict[str, Any] = Field(default_factory=dict)
+    # Described by the plugin's own model (its secrets marked there, see model/secrets.py).
+    config: dict[str, Any] = Field(default_factory=dict, json_schema_extra={SCHEMA_OF: "plugin"})
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from portcullis.model.secrets import register_schema_of, schema_of
 from portcullis.model.tenancy import NAMES_KEYWORD
 from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import Plugin
@@ -30,6 +31,15 @@ PLUGINS.update(
     (cls.name, cls) for cls in (Cors, IpRestriction, RequestTransformer, ResponseTransformer)
 )
 PLUGINS[ResponseCache.name] = ResponseCache
+
+
+def _config_schema(instance: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema of a plugin instance's `config` (None: unknown plugin)."""
+    cls = PLUGINS.get(str(instance.get("name")))
+    return None if cls is None else schema_of(cls.config_model)
+
+
+register_schema_of("plugin", _config_schema)
 
 
 def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:

@@ -28,6 +28,7 @@ from urllib.parse import quote_plus, unquote_plus
 from pydantic import Field, JsonValue, field_validator
 
 from portcullis.http_fields import check_field_value, check_header_name
+from portcullis.model.secrets import Secret
 from portcullis.plugins.base import Headers, PluginConfig
 
 _PATH_KEY = re.compile(r"[^.]+")
@@ -49,8 +50,11 @@ class HeaderOps(PluginConfig):
 
     remove: list[str] = Field(default_factory=list, description="headers to delete")
     rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
-    set: dict[str, str] = Field(default_factory=dict, description="replace or create")
-    add: dict[str, str] = Field(default_factory=dict, description="create when absent")
+    # Values are secret (model/secrets.py): a transformer is how credentials for the
+    # upstream (Authorization, Cookie, X-Api-Key, a vendor's own token header...) get
+    # injected, and no list of header names covers every vendor's. Names stay visible.
+    set: dict[str, Secret[str]] = Field(default_factory=dict, description="replace or create")
+    add: dict[str, Secret[str]] = Field(default_factory=dict, description="create when absent")
 
     # Syntax is checked per field so an error names `headers.set` etc.; which names
     # the gateway keeps for itself depends on the plugin (`validate_header_ops`).
@@ -75,8 +79,9 @@ class QueryOps(PluginConfig):
 
     remove: list[str] = Field(default_factory=list, description="parameters to delete")
     rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
-    set: dict[str, str] = Field(default_factory=dict, description="replace or create")
-    add: dict[str, str] = Field(default_factory=dict, description="create when absent")
+    # Secret for the same reason as header values (`?api_key=...`).
+    set: dict[str, Secret[str]] = Field(default_factory=dict, description="replace or create")
+    add: dict[str, Secret[str]] = Field(default_factory=dict, description="create when absent")
 
     @field_validator("remove")
     @classmethod
@@ -104,8 +109,11 @@ class JsonOps(PluginConfig):
 
     remove: list[str] = Field(default_factory=list, description="paths to delete")
     rename: dict[str, str] = Field(default_factory=dict, description="old path -> new path")
-    set: dict[str, JsonValue] = Field(default_factory=dict, description="replace or create")
-    add: dict[str, JsonValue] = Field(default_factory=dict, description="create when absent")
+    # Secret for the same reason as header values (`{"client_secret": ...}`).
+    set: dict[str, Secret[JsonValue]] = Field(default_factory=dict, description="replace or create")
+    add: dict[str, Secret[JsonValue]] = Field(
+        default_factory=dict, description="create when absent"
+    )
 
     @field_validator("remove")
     @classmethod

@@ -132,6 +132,9 @@ class AuditEventRow(Base):
     request_id: Mapped[str] = mapped_column(String(128))
     client_ip: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[int] = mapped_column(Integer)
+    # The organization the event concerns (the resource's, else the caller's); NULL for
+    # deployment-wide events, which only admins not limited to an organization read.
+    organization_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class IdempotencyKeyRow(Base):

@@ -26,7 +26,10 @@ class ApiKeyRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     consumer: Mapped[str] = mapped_column(String(128), index=True)
-    organization: Mapped[str | None] = mapped_column(String(128), index=True)
+    # The consumer's organization when the row was created, by id (a rename keeps it;
+    # see store/organizations.py). No foreign key: ids are never reused, and a row
+    # outlives a deleted organization as one no organization-limited admin sees.
+    organization_id: Mapped[str | None] = mapped_column(String(36), index=True)
     name: Mapped[str] = mapped_column(String(128))
     environment: Mapped[str] = mapped_column(String(16))
     scopes: Mapped[str] = mapped_column(Text, default="[]")
@@ -56,7 +59,8 @@ class OAuthClientRow(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     consumer: Mapped[str] = mapped_column(String(128), index=True)
-    organization: Mapped[str | None] = mapped_column(String(128), index=True)
+    # By id, as for API keys.
+    organization_id: Mapped[str | None] = mapped_column(String(36), index=True)
     name: Mapped[str] = mapped_column(String(128))
     allowed_scopes: Mapped[str] = mapped_column(Text, default="[]")
     token_ttl: Mapped[int] = mapped_column(Integer, default=3600)

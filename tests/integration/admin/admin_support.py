@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from portcullis.admin.rbac import Role
+from portcullis.analytics.health import HEALTH_FORMAT
+from portcullis.runtime.heartbeat import NodeHeartbeat
 
 PASSWORD = "correct horse battery staple"
 READ, WRITE = "config:read", "config:write"
@@ -154,4 +160,15 @@ def concrete(path: str) -> str:
         .replace("{client_id}", "nope")
         .replace("{consumer}", "nope")
         .replace("{name}", "nope")
+    )
+
+
+def upstream_health_reporter(engine: AsyncEngine, upstreams: list[str]) -> NodeHeartbeat:
+    """A data-plane worker's heartbeat reporting every upstream healthy (call `beat()`)."""
+    report = {
+        "v": HEALTH_FORMAT,
+        "upstreams": {name: {"10.0.0.1:80": [True, "closed"]} for name in upstreams},
+    }
+    return NodeHeartbeat(
+        engine, node_name="dp", version=lambda: 1, interval=5, health=lambda: json.dumps(report)
     )

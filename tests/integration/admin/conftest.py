@@ -87,3 +87,14 @@ async def client_for(app: FastAPI, auth: AuthService) -> AsyncIterator[ClientFac
 @pytest.fixture
 async def owner(client_for: ClientFactory) -> httpx.AsyncClient:
     return await client_for(Role.OWNER)
+
+
+@pytest.fixture
+async def orgs(owner: httpx.AsyncClient) -> dict[str, str]:
+    """Organizations "acme" and "globex", by name: their ids."""
+    ids = {}
+    for name in ("acme", "globex"):
+        created = await owner.post("/admin/v1/organizations", json={"name": name})
+        assert created.status_code == 201, created.text
+        ids[name] = created.json()["id"]
+    return ids

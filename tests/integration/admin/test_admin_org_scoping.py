@@ -15,16 +15,6 @@ ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` 
 
 
 @pytest.fixture
-async def orgs(owner: httpx.AsyncClient) -> dict[str, str]:
-    ids = {}
-    for name in ("acme", "globex"):
-        created = await owner.post("/admin/v1/organizations", json={"name": name})
-        assert created.status_code == 201, created.text
-        ids[name] = created.json()["id"]
-    return ids
-
-
-@pytest.fixture
 def scoped(client_for: ClientFactory, orgs: dict[str, str]) -> ScopedFactory:
     """Makes a signed-in client of an admin user limited to the named organization."""
 

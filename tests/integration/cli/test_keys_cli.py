@@ -12,10 +12,11 @@ import stat
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from typer.testing import CliRunner
 
 from portcullis.admin.audit import AuditFilter, AuditLog
@@ -25,6 +26,7 @@ from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.keys import Environment, generate_key, parse_key
 from portcullis.identity.secrets import load_server_secret
 from portcullis.settings import Settings
+from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.engine import create_engine
 
 CONFIG = """\
@@ -108,6 +110,18 @@ class Cli:
         result: str = self.run(work)
         return result
 
+    def add_organization(self, org_id: str, name: str) -> None:
+        async def work(engine):  # type: ignore[no-untyped-def]
+            now = datetime.now(UTC)
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(OrganizationRow).values(
+                        id=org_id, name=name, created_at=now, updated_at=now
+                    )
+                )
+
+        self.run(work)
+
     def audit(self) -> list[tuple[str, str | None, str]]:
         async def work(engine):  # type: ignore[no-untyped-def]
             events = await AuditLog(engine).page(
@@ -137,6 +151,7 @@ def test_needs_a_migrated_store_and_a_config(cli: Cli) -> None:
 
 def test_lifecycle_from_the_command_line(cli: Cli) -> None:
     cli.ok("config", "apply", "config.yaml")
+    cli.add_organization("id-org-a", "org-a")  # keys store the id of the consumer's
     created = cli.ok(
         "keys", "create", "acme", "--name", "ci", "--scope", "orders:read", "--scope", "b",
         "--allow-ip", "10.0.0.0/8", "--allow-ip", "2001:db8::/32", "--origin",
@@ -155,7 +170,7 @@ def test_lifecycle_from_the_command_line(cli: Cli) -> None:
     assert len(record.ip_allowlist) == 2
 
     shown = json.loads(cli.ok("keys", "show", parsed.id, "--json").out)
-    assert shown["organization"] == "org-a"
+    assert (shown["organization"], shown["organization_id"]) == ("org-a", "id-org-a")
     assert shown["metadata"] == {"team": "pay", "n": 2}
     assert shown["created_by"] == f"cli:{getpass.getuser()}"
     assert key not in cli.ok("keys", "show", parsed.id).out

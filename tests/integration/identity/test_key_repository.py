@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.events import EventKind, IdentityEventFeed
@@ -33,7 +33,8 @@ from portcullis.identity.key_repository import (
 )
 from portcullis.identity.keys import Environment, generate_key, parse_key
 from portcullis.identity.secrets import ServerSecret
-from portcullis.store.engine import create_engine
+from portcullis.store.admin_tables import OrganizationRow
+from portcullis.store.engine import create_engine, write_transaction
 from portcullis.store.identity_tables import ApiKeyRow
 from portcullis.store.migrations import upgrade_to_head
 
@@ -49,10 +50,21 @@ class Clock:
         return self.now
 
 
+ORGANIZATIONS = ("org", "org-a", "org-b")
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await upgrade_to_head(database_url)
     eng = create_engine(database_url)
+    # Keys store their organization's id, looked up by name when they are created.
+    async with write_transaction(eng) as conn:
+        for name in ORGANIZATIONS:
+            await conn.execute(
+                insert(OrganizationRow).values(
+                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
+                )
+            )
     yield eng
     await eng.dispose()
 
@@ -130,7 +142,7 @@ async def test_create_stores_only_a_hash_and_the_data_plane_finds_the_record(
 
     got = await repo.get(info.id)
     assert got == info
-    assert info.organization == "org-a"
+    assert (info.organization, info.organization_id) == ("org-a", "id-org-a")
     assert info.created_by == "user:a@example.com"
     assert info.created_at == T0
     assert info.state(T0) is KeyState.active

@@ -1,4 +1,8 @@
-"""The audit log: read and export only (there is no API to change or delete events)."""
+"""The audit log: read and export only (there is no API to change or delete events).
+
+Admins limited to an organization read only the events about their organization
+(admin/scoping.py); the listing and the export apply the same filter.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from portcullis.admin.export import ExportFormat, streamed_export
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page, parse_int_cursor
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.scoping import OrgScope, scope_of
 from portcullis.admin.state import AdminState
 
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
@@ -32,6 +37,7 @@ CSV_COLUMNS = (
     "request_id",
     "client_ip",
     "status",
+    "organization_id",
     "diff",
 )
 
@@ -63,8 +69,9 @@ class AuditQuery(BaseModel):
                 raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
         return value
 
-    def as_filter(self) -> AuditFilter:
+    def as_filter(self, scope: OrgScope) -> AuditFilter:
         return AuditFilter(
+            organization_id=scope.organization_id,
             actor=self.actor,
             action=self.action,
             resource_type=self.resource_type,
@@ -102,7 +109,7 @@ async def list_events(
 ) -> Response:
     before = None if query.cursor is None else parse_int_cursor(query.cursor)
     events = await _state(request).audit.page(
-        query.as_filter(), limit=query.limit + 1, before_id=before
+        query.as_filter(await scope_of(request, caller)), limit=query.limit + 1, before_id=before
     )
     return keyset_page(
         request, events, query.limit, key=lambda e: e.id, render=lambda e: e.as_json()
@@ -130,7 +137,7 @@ async def export_events(
     query: Annotated[AuditExportQuery, Query()],
     caller: Caller = Depends(require(Permission.AUDIT_READ)),
 ) -> Response:
-    events = _state(request).audit.stream(query.as_filter())
+    events = _state(request).audit.stream(query.as_filter(await scope_of(request, caller)))
 
     async def records() -> AsyncIterator[dict[str, Any]]:
         async for event in events:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, Strict
 
 from portcullis.admin.auth import (
     AdminUser,
+    ApiToken,
     AuthService,
     EmailTaken,
     InvalidCredentials,
@@ -37,6 +39,7 @@ from portcullis.admin.problems import (
     validation_problem,
 )
 from portcullis.admin.rbac import ROLE_RANK, Caller, Permission, Role
+from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
 from portcullis.problems import ProblemKind
 
@@ -256,10 +259,10 @@ async def _check_organization(request: Request, organization_id: str | None) -> 
 async def _user_or_404(request: Request, user_id: str, caller: Caller) -> AdminUser:
     """The user, or 404 (also for users outside an organization-limited caller's own)."""
     user = await _auth(request).get_user(user_id)
-    if user is None or (
-        caller.organization_id is not None and user.organization_id != caller.organization_id
-    ):
-        raise ApiProblem(NOT_FOUND, f"admin user {user_id!r} does not exist")
+    missing = f"admin user {user_id!r} does not exist"
+    if user is None:
+        raise ApiProblem(NOT_FOUND, missing)
+    (await scope_of(request, caller)).require_owned(user.organization_id, missing)
     return user
 
 
@@ -284,8 +287,8 @@ async def list_admin_users(
     users = [u.as_json() for u in await _auth(request).list_users()]
     if role is not None:
         users = [u for u in users if u["role"] == role.value]
-    if caller.organization_id is not None:
-        users = [u for u in users if u["organization_id"] == caller.organization_id]
+    scope = await scope_of(request, caller)
+    users = [u for u in users if scope.owns(u["organization_id"])]
     return query.respond(request, users)
 
 
@@ -532,14 +535,27 @@ async def create_api_token(
     )
 
 
-def _sees_all_tokens(caller: Caller) -> bool:
+def _manages_tokens(caller: Caller) -> bool:
+    """Owners and admins manage other users' tokens (within their organization, if limited)."""
     return caller.role in (Role.OWNER, Role.ADMIN) and caller.can(Permission.ADMINS_READ)
+
+
+async def _token_visibility(request: Request, caller: Caller) -> Callable[[ApiToken], bool]:
+    """Which tokens the caller sees: their own, and (owners and admins) those of the users
+    they see, i.e. of their organization when they are limited to one (admin/scoping.py)."""
+    if not _manages_tokens(caller):
+        return lambda token: token.user_id == caller.user_id
+    scope = await scope_of(request, caller)
+    if not scope.limited:
+        return lambda token: True
+    members = {u.id for u in await _auth(request).list_users() if scope.owns(u.organization_id)}
+    return lambda token: token.user_id == caller.user_id or token.user_id in members
 
 
 @router.get(
     "/tokens",
     tags=["API tokens"],
-    summary="List API tokens (your own; owners and admins see all)",
+    summary="List API tokens (your own; owners and admins see those of the users they see)",
     response_model=ApiTokenPage,
     responses=problem_responses(400, 401, 403, 422, 429),
     operation_id="list_api_tokens",
@@ -549,8 +565,9 @@ async def list_api_tokens(
     query: ListQuery = Depends(list_query(TOKEN_SORT, "created_at")),
     caller: Caller = Depends(require(Permission.TOKENS_READ)),
 ) -> Response:
-    owner = None if _sees_all_tokens(caller) else caller.user_id or ""
-    tokens = [t.as_json() for t in await _auth(request).list_api_tokens(owner)]
+    owner = None if _manages_tokens(caller) else caller.user_id or ""
+    visible = await _token_visibility(request, caller)
+    tokens = [t.as_json() for t in await _auth(request).list_api_tokens(owner) if visible(t)]
     return query.respond(request, tokens)
 
 
@@ -571,7 +588,7 @@ async def revoke_api_token(
 ) -> Response:
     auth = _auth(request)
     token = await auth.get_api_token(token_id)
-    if token is None or (not _sees_all_tokens(caller) and token.user_id != caller.user_id):
+    if token is None or not (await _token_visibility(request, caller))(token):
         raise ApiProblem(NOT_FOUND, f"API token {token_id!r} does not exist")
     await auth.revoke_api_token(token_id)
     await _admin(request).audit.record(

@@ -34,6 +34,7 @@ from portcullis.admin.problems import (
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
+from portcullis.model.config import GatewayConfig
 from portcullis.model.diff import MISSING, ConfigDiff, diff_configs
 from portcullis.model.loader import ConfigError, config_document, dump_config
 from portcullis.store.config_repository import ConfigVersion, ConfigVersionSummary, OnWrite
@@ -273,6 +274,7 @@ async def apply_config(
                 before=current.config.canonical(),
                 after=after,
                 only_if_created=True,
+                schema=GatewayConfig,
             ),
         )
 
@@ -368,6 +370,7 @@ async def rollback(
             before=current.config.canonical(),
             after=lambda stored: stored.config.canonical(),
             only_if_created=True,
+            schema=GatewayConfig,
         )
 
     try:

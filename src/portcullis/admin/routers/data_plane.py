@@ -1,6 +1,9 @@
 """The data-plane workers the control plane knows of, and the upstream health they report.
 
-Both come from the workers' heartbeats (read only).
+Both come from the workers' heartbeats (read only). Workers serve every
+organization (their list names no tenant's entity); upstream health is per
+upstream, so an organization-limited admin sees only their organization's
+upstreams and those of their services given by URL (admin/scoping.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify
+from portcullis.admin.scoping import scope_of
 from portcullis.runtime.heartbeat import list_nodes
+from portcullis.runtime.snapshot import implicit_upstream_name
 
 router = APIRouter(prefix="/data-plane", tags=["Data plane"])
 NODE_SORT = ("node_name", "config_version", "heartbeat_at", "started_at", "state")
@@ -122,4 +127,12 @@ async def get_upstream_health(
 
     admin = state_of(request)
     fresh_for = max(DEFAULT_FRESH_FOR, FRESH_BEATS * admin.settings.heartbeat_interval)
-    return merge_upstream_health(await list_nodes(admin.engine), fresh_for=fresh_for)
+    summary = merge_upstream_health(await list_nodes(admin.engine), fresh_for=fresh_for)
+    scope = await scope_of(request, caller)
+    if scope.limited:
+        config = (await admin.editor.state()).config
+        visible = {u.name for u in config.upstreams if scope.sees_named(u.organization)} | {
+            implicit_upstream_name(s) for s in config.services if scope.sees_named(s.organization)
+        }
+        summary["upstreams"] = [u for u in summary["upstreams"] if u["name"] in visible]
+    return summary

@@ -253,6 +253,29 @@ class EntityRouter:
 
         return locate
 
+    def _name_taken(self, entity_id: str, scope: OrgScope) -> ApiProblem:
+        """409 for a create whose name is in use.
+
+        Entity names are one namespace for the whole gateway (routes, plugins, keys and
+        the data plane refer to entities by name), so a name another organization holds
+        can't be given twice. An organization-limited caller gets the same answer
+        whether the holder is theirs or not, naming no organization and saying nothing
+        of the holder, so the answer tells them only what any create would: the name is
+        not free.
+        """
+        field = self.kind.identity_fields[0]
+        what = self.kind.singular
+        if scope.limited:
+            detail = (
+                f"the {what} name {entity_id!r} is not available (names are unique across "
+                "the gateway, not per organization); choose another"
+            )
+        else:
+            detail = f"{what} {entity_id!r} already exists"
+        return ApiProblem(
+            ALREADY_EXISTS, detail, errors=[{"pointer": f"#/{field}", "detail": "already in use"}]
+        )
+
     def _check_identity(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         """PUT/PATCH may not change the fields that make up the id."""
         wrong = [
@@ -352,7 +375,7 @@ class EntityRouter:
         elif self.kind is OVERRIDES:
             key_id = new.get("credential")
             changed = key_id is not None and (old is None or old.get("credential") != key_id)
-            if changed and scope.key_organizations.get(str(key_id)) != org:
+            if changed and not scope.owns(scope.key_organizations.get(str(key_id))):
                 wrong.append(
                     ("#/credential", f"unknown API key {key_id!r} in organization {org!r}")
                 )
@@ -429,6 +452,7 @@ class EntityRouter:
                     before=done.before,
                     after=done.after,
                     status=status,
+                    schema=self.kind.model,
                 ),
             )
 
@@ -535,12 +559,7 @@ class EntityRouter:
                 new = self._claim(scope, document, None, given)
                 base_id = kind.base_id(new)
                 if base_id in located.ids:
-                    field = kind.identity_fields[0]
-                    raise ApiProblem(
-                        ALREADY_EXISTS,
-                        f"{what} {base_id!r} already exists",
-                        errors=[{"pointer": f"#/{field}", "detail": "already in use"}],
-                    )
+                    raise self._name_taken(base_id, scope)
                 located.documents.append(new)
                 return _Step(base_id, None, new, len(located.documents) - 1)
 
@@ -700,7 +719,11 @@ async def _with_key_owner(state: AdminState, scope: OrgScope, kw: dict[str, Any]
         info = await KeyRepository(state.engine, state.secret).get(key_id)
     except KeyNotFound:
         return scope
-    return OrgScope(scope.organization, key_organizations={key_id: info.organization})
+    return OrgScope(
+        scope.organization,
+        scope.organization_id,
+        key_organizations={key_id: info.organization_id},
+    )
 
 
 def build_entity_router() -> APIRouter:

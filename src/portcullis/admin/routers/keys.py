@@ -10,7 +10,8 @@ unknown); revocation is final.
 
 ETags cover the representation without `last_used_at`, so traffic on a key does
 not make an operator's `If-Match` fail. Organization-limited admins see and
-manage only keys whose organization (the consumer's, at creation) is theirs.
+manage only keys whose organization (the consumer's, at creation, kept by id across
+renames) is theirs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
 from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
@@ -38,6 +38,7 @@ from portcullis.admin.problems import (
     validation_problem,
 )
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.scoping import OrgScope, scope_of
 from portcullis.admin.state import AdminState
 from portcullis.identity.key_admin import (
     DEFAULT_GRACE_SECONDS,
@@ -70,7 +71,6 @@ from portcullis.identity.key_repository import (
 from portcullis.identity.keys import Environment
 from portcullis.model.config import GatewayConfig
 from portcullis.problems import ProblemKind
-from portcullis.store.admin_tables import OrganizationRow
 
 router = APIRouter(tags=["API keys"])
 
@@ -79,8 +79,6 @@ KEY_STATE_CONFLICT = ProblemKind(
 )
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
-# An organization name no key can have: what an admin of a deleted organization sees.
-_NO_ORGANIZATION = "\x00"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 IfMatch = Annotated[
@@ -112,7 +110,10 @@ class KeyOut(BaseModel):
         examples=["pc_live_4fJx0Qe8LmZp"],
     )
     consumer: str
-    organization: str | None
+    organization: str | None = Field(description="The organization's current name")
+    organization_id: str | None = Field(
+        description="The organization the key belongs to (kept when it is renamed)"
+    )
     environment: Environment
     name: str
     scopes: list[str]
@@ -197,14 +198,13 @@ class KeyQuery(BaseModel):
     status: KeyState | None = Field(None, description="The key's effective state")
     name: str | None = Field(None, description="Only keys with exactly this name")
 
-    def as_filter(self, organization: str | None, consumer: str | None = None) -> KeyFilter:
-        wanted = self.organization
-        if organization is not None:
-            # An organization-limited admin asking for another organization sees nothing.
-            wanted = organization if wanted in (None, organization) else _NO_ORGANIZATION
+    def as_filter(self, scope: OrgScope, consumer: str | None = None) -> KeyFilter:
+        # Both apply: an organization-limited admin asking for another organization
+        # sees nothing.
         return KeyFilter(
             consumer=consumer if consumer is not None else self.consumer,
-            organization=wanted,
+            organization=self.organization,
+            organization_id=scope.organization_id,
             environment=self.environment,
             state=self.status,
             name=self.name,
@@ -236,13 +236,7 @@ def _keys(request: Request) -> KeyRepository:
 
 async def _organization(request: Request, caller: Caller) -> str | None:
     """The organization name an org-limited caller is confined to (None: unlimited)."""
-    if caller.organization_id is None:
-        return None
-    async with _state(request).engine.connect() as conn:
-        name = await conn.scalar(
-            select(OrganizationRow.name).where(OrganizationRow.id == caller.organization_id)
-        )
-    return name if name is not None else _NO_ORGANIZATION
+    return (await scope_of(request, caller)).organization
 
 
 def _represent(info: KeyInfo) -> dict[str, Any]:
@@ -282,9 +276,8 @@ async def _visible_key(request: Request, key_id: str, caller: Caller) -> KeyInfo
         info = await _keys(request).get(key_id)
     except KeyNotFound as exc:
         raise _as_problem(exc) from None
-    organization = await _organization(request, caller)
-    if organization is not None and info.organization != organization:
-        raise ApiProblem(NOT_FOUND, f"API key {key_id!r} does not exist")
+    scope = await scope_of(request, caller)
+    scope.require_owned(info.organization_id, f"API key {key_id!r} does not exist")
     return info
 
 
@@ -312,7 +305,7 @@ def _next_link(request: Request, cursor: str | None) -> tuple[str | None, dict[s
 async def _page(
     request: Request, caller: Caller, query: KeyListQuery, consumer: str | None = None
 ) -> Response:
-    where = query.as_filter(await _organization(request, caller), consumer)
+    where = query.as_filter(await scope_of(request, caller), consumer)
     try:
         page = await _keys(request).list_keys(
             where, limit=query.limit, cursor=query.cursor, sort=query.sort
@@ -472,7 +465,7 @@ async def export_keys(
     query: Annotated[KeyExportQuery, Query()],
     caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    keys = _keys(request).stream_keys(query.as_filter(await _organization(request, caller)))
+    keys = _keys(request).stream_keys(query.as_filter(await scope_of(request, caller)))
     now = datetime.now(UTC)
 
     async def encoded(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:

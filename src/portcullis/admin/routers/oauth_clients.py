@@ -86,7 +86,10 @@ class OAuthClientPatch(BaseModel):
 class OAuthClientOut(BaseModel):
     client_id: str
     consumer: str
-    organization: str | None
+    organization: str | None = Field(description="The organization's current name")
+    organization_id: str | None = Field(
+        description="The organization the client belongs to (kept when it is renamed)"
+    )
     name: str
     allowed_scopes: list[str]
     token_ttl: int
@@ -128,10 +131,6 @@ def _state(request: Request) -> AdminState:
     return state
 
 
-def _sees(scope: OrgScope, organization: str | None) -> bool:
-    return scope.organization is None or organization == scope.organization
-
-
 async def _consumer(request: Request, username: str, caller: Caller) -> Consumer:
     state = await _state(request).editor.state()
     return _consumer_in(state.config, username, await scope_of(request, caller))
@@ -139,15 +138,17 @@ async def _consumer(request: Request, username: str, caller: Caller) -> Consumer
 
 def _consumer_in(config: GatewayConfig, username: str, scope: OrgScope) -> Consumer:
     for consumer in config.consumers:
-        if consumer.username == username and _sees(scope, consumer.organization):
+        if consumer.username == username and scope.sees_named(consumer.organization):
             return consumer
     raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist")
 
 
 async def _client(request: Request, client_id: str, caller: Caller) -> OAuthClient:
     client = await oauth_server(request).clients.get(client_id)
-    if client is None or not _sees(await scope_of(request, caller), client.organization):
-        raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
+    missing = f"OAuth client {client_id!r} does not exist"
+    if client is None:
+        raise ApiProblem(NOT_FOUND, missing)
+    (await scope_of(request, caller)).require_owned(client.organization_id, missing)
     return client
 
 
@@ -255,8 +256,10 @@ async def list_oauth_clients(
 ) -> Response:
     keys = parse_sort(sort, CLIENT_SORT, "created_at")
     consumer = await _consumer(request, username, caller)
+    scope = await scope_of(request, caller)
     clients = await oauth_server(request).clients.list_for(consumer.username)
-    items = [c.as_json() for c in clients]
+    # A client of an earlier consumer of that name in another organization stays hidden.
+    items = [c.as_json() for c in clients if scope.owns(c.organization_id)]
     page = paginate(items, lambda c: str(c["client_id"]), keys, limit=limit, cursor=cursor)
     return _page(request, page.items, page.next_cursor)
 

@@ -32,7 +32,7 @@ from portcullis.admin.problems import (
     problem_responses,
 )
 from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.scoping import SCOPED_COLLECTIONS
+from portcullis.admin.scoping import SCOPED_COLLECTIONS, scope_of
 from portcullis.admin.state import AdminState
 from portcullis.store.admin_tables import AdminUserRow, OrganizationRow
 from portcullis.store.config_repository import ConfigVersion
@@ -75,8 +75,9 @@ def _json(row: Any) -> dict[str, Any]:
 
 
 async def _get(request: Request, org_id: str, caller: Caller) -> dict[str, Any]:
-    if caller.organization_id is not None and caller.organization_id != org_id:
-        raise ApiProblem(NOT_FOUND, f"organization {org_id!r} does not exist")
+    (await scope_of(request, caller)).require_owned(
+        org_id, f"organization {org_id!r} does not exist"
+    )
     async with state_of(request).engine.connect() as conn:
         row = (
             await conn.execute(select(OrganizationRow).where(OrganizationRow.id == org_id))
@@ -115,8 +116,9 @@ async def list_organizations(
     caller: Caller = Depends(require(Permission.ORGS_READ)),
 ) -> Response:
     select_orgs = select(OrganizationRow)
-    if caller.organization_id is not None:
-        select_orgs = select_orgs.where(OrganizationRow.id == caller.organization_id)
+    scope = await scope_of(request, caller)
+    if scope.limited:
+        select_orgs = select_orgs.where(OrganizationRow.id == scope.organization_id)
     async with state_of(request).engine.connect() as conn:
         rows = [_json(r) for r in (await conn.execute(select_orgs)).all()]
     return query.respond(request, rows)

@@ -249,7 +249,7 @@ async def consumer_usage(
     config = (await _state(request).editor.state()).config
     scope = await scope_of(request, caller)
     for c in config.consumers:
-        if c.username == username and (scope.organization in (None, c.organization)):
+        if c.username == username and scope.sees_named(c.organization):
             return await _usage(request, config, ConsumerInfo.of(c), None, None)
     raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist")
 
@@ -268,12 +268,12 @@ async def key_usage(
 ) -> QuotaUsageOut:
     state = _state(request)
     scope = await scope_of(request, caller)
+    missing = f"API key {key_id!r} does not exist"
     try:
         info = await KeyRepository(state.engine, state.secret).get(key_id)
     except KeyNotFound:
-        raise ApiProblem(NOT_FOUND, f"API key {key_id!r} does not exist") from None
-    if scope.organization is not None and info.organization != scope.organization:
-        raise ApiProblem(NOT_FOUND, f"API key {key_id!r} does not exist")
+        raise ApiProblem(NOT_FOUND, missing) from None
+    scope.require_owned(info.organization_id, missing)
     config = (await state.editor.state()).config
     consumer = next((c for c in config.consumers if c.username == info.consumer), None)
     if consumer is None:
