@@ -287,6 +287,7 @@ def info(**overrides: object) -> KeyInfo:
         "id": "AAAAAAAAAAAA",
         "consumer": "acme",
         "organization": None,
+        "organization_id": None,
         "name": "=cmd",
         "environment": Environment.production,
         "scopes": ("a", "b"),

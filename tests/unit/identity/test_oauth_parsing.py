@@ -37,6 +37,7 @@ def client(*scopes: str) -> OAuthClient:
         client_id="pcc_" + "0" * 24,
         consumer="acme",
         organization=None,
+        organization_id=None,
         name="svc",
         allowed_scopes=scopes,
         token_ttl=3600,
