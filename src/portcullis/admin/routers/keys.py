@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 
-from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.conditional import Precondition, etag_of, merge_patch
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.admin.problems import (
@@ -602,19 +602,32 @@ async def update_key(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    info = await _visible_key(request, key_id, caller)
-    before = _represent(info)
-    check_if_match(if_match, _etag(before))
+    await _visible_key(request, key_id, caller)
+    precondition = _precondition(if_match)
+
+    def patched(current: KeyInfo) -> KeySettings:
+        try:
+            return KeySettings.model_validate(merge_patch(current.settings(), patch))
+        except ValidationError as exc:
+            raise validation_problem(errors_from_pydantic(exc.errors())) from None
+
     try:
-        settings = KeySettings.model_validate(merge_patch(info.settings(), patch))
-    except ValidationError as exc:
-        raise validation_problem(errors_from_pydantic(exc.errors())) from None
-    try:
-        after = _represent(await _keys(request).update(key_id, settings))
+        after = _represent(await _keys(request).update(key_id, patched, check=precondition))
     except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
         raise _as_problem(exc) from None
+    before = _before(precondition)
     await _audit(request, caller, facts, "update", key_id, before=before, after=after)
     return _respond(after)
+
+
+def _precondition(if_match: str | None) -> Precondition[KeyInfo]:
+    """If-Match on a key, checked by the repository on the key it locked for the write."""
+    return Precondition(if_match, lambda info: _etag(_represent(info)))
+
+
+def _before(precondition: Precondition[KeyInfo]) -> dict[str, Any]:
+    assert precondition.seen is not None  # the write found the key and checked it
+    return _represent(precondition.seen)
 
 
 async def _transition(
@@ -627,19 +640,19 @@ async def _transition(
     reason: str | None,
     status: int = 200,
 ) -> dict[str, Any]:
-    before = _represent(await _visible_key(request, key_id, caller))
-    check_if_match(if_match, _etag(before))
+    await _visible_key(request, key_id, caller)
+    precondition = _precondition(if_match)
     keys = _keys(request)
     try:
         if action == "revoke":
-            info = await keys.revoke(key_id, reason or "revoked")
+            info = await keys.revoke(key_id, reason or "revoked", check=precondition)
         elif action == "suspend":
-            info = await keys.suspend(key_id, reason or "suspended")
+            info = await keys.suspend(key_id, reason or "suspended", check=precondition)
         else:
-            info = await keys.resume(key_id)
+            info = await keys.resume(key_id, check=precondition)
     except (KeyNotFound, KeyConflict) as exc:
         raise _as_problem(exc) from None
-    after = _represent(info)
+    before, after = _before(precondition), _represent(info)
     await _audit(request, caller, facts, action, key_id, before=before, after=after, status=status)
     return after
 
@@ -695,17 +708,19 @@ async def rotate_key(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     options = body or RotateIn()
-    before = _represent(await _visible_key(request, key_id, caller))
-    check_if_match(if_match, _etag(before))
+    await _visible_key(request, key_id, caller)
+    precondition = _precondition(if_match)
     try:
         rotation = await _keys(request).rotate(
             key_id,
             grace_seconds=options.grace_seconds,
             created_by=caller.actor,
             expires_at=options.expires_at if "expires_at" in options.model_fields_set else "keep",
+            check=precondition,
         )
     except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
         raise _as_problem(exc) from None
+    before = _before(precondition)
     old, new = _represent(rotation.old), _represent(rotation.new)
     await _audit(request, caller, facts, "rotate", key_id, before=before, after=old)
     await _audit(request, caller, facts, "create", rotation.new.id, after=new, status=201)
