@@ -23,7 +23,7 @@ from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.rbac import Caller
 from portcullis.store.admin_tables import AuditEventRow
 from portcullis.store.config_repository import ConfigVersion, OnWrite
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import single_statement_engine
 
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
@@ -102,6 +102,7 @@ class AuditLog:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._single = single_statement_engine(engine)
 
     async def record(
         self,
@@ -145,7 +146,9 @@ class AuditLog:
         if conn is not None:
             await conn.execute(statement)
             return
-        async with write_transaction(self._engine) as own:
+        # One INSERT commits on its own; no transaction holding SQLite's write lock
+        # across event-loop turns (failed logins write one of these each).
+        async with self._single.begin() as own:
             await own.execute(statement)
 
     def on_config_write(

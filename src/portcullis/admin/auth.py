@@ -11,7 +11,9 @@
 - API tokens (`pca_…`) and the bootstrap token (`pcb_…`) are random values stored
   as sha256 digests; the plain value is returned once, at creation.
 - Repeated failed logins lock the account for a while; failures per client IP are
-  counted too, so one address can't try many accounts.
+  counted too, so one address can't try many accounts. Both counters live in the
+  store (shared by every control-plane process) and each attempt takes its number
+  atomically before its password is checked: parallel guesses can't outrun them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 import uuid
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,8 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,10 +40,12 @@ from portcullis.store.admin_tables import (
     AdminUserRow,
     ApiTokenRow,
     BootstrapTokenRow,
+    LoginFailureRow,
     OrganizationRow,
     RefreshTokenRow,
 )
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import single_statement_engine, write_transaction
+from portcullis.store.tables import UTCDateTime
 
 ISSUER = "portcullis-admin"
 SIGNING_KEY_NAME = "access-token-signing-key"
@@ -172,41 +175,6 @@ def _token(row: Any) -> ApiToken:
     )
 
 
-class _FailureWindow:
-    """Failed logins per client address over a sliding window, bounded in memory."""
-
-    def __init__(self, limit: int, window: float, max_clients: int = 10_000) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_clients = max_clients
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        stamps = self._failures.get(client)
-        if stamps is None:
-            return deque()
-        while stamps and stamps[0] <= now - self.window:
-            stamps.popleft()
-        return stamps
-
-    def retry_after(self, client: str) -> int:
-        """Seconds until this client may try again (0: it may now)."""
-        now = time.monotonic()
-        stamps = self._recent(client, now)
-        if len(stamps) < self.limit:
-            return 0
-        return max(1, int(stamps[0] + self.window - now) + 1)
-
-    def fail(self, client: str) -> None:
-        now = time.monotonic()
-        stamps = self._recent(client, now)
-        stamps.append(now)
-        self._failures[client] = stamps
-        self._failures.move_to_end(client)
-        while len(self._failures) > self.max_clients:
-            self._failures.popitem(last=False)
-
-
 class AuthService:
     """Admin users, sessions and tokens in the store; also the request authenticator."""
 
@@ -223,13 +191,16 @@ class AuthService:
         ip_window: int = 900,
     ) -> None:
         self._engine = engine
+        # Login counters are single-statement writes (see `_take_address_attempt`).
+        self._counter = single_statement_engine(engine)
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.max_failures = max_failures
         self.lockout = lockout
-        self._ip_failures = _FailureWindow(ip_max_failures, ip_window)
+        self.ip_max_failures = ip_max_failures
+        self.ip_window = ip_window
         self._signing_key: str | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -401,45 +372,97 @@ class AuthService:
         """Check a password; a token pair on success.
 
         Raises `LoginLocked` while the account or the client address is locked out
-        (even for the right password) and `InvalidCredentials` otherwise.
+        (even for the right password) and `InvalidCredentials` otherwise. Every
+        attempt first takes its number from the counters in the store (address,
+        then account), so concurrent attempts, in any number of processes, can't
+        get more passwords checked than the limits allow; a successful login gives
+        its number back.
         """
         client_key = client or "unknown"
-        wait = self._ip_failures.retry_after(client_key)
-        if wait:
-            raise LoginLocked("too many failed logins from this address", wait)
+        now = _now()
+        window_start = await self._take_address_attempt(client_key, now)
         query = select(AdminUserRow).where(AdminUserRow.email == email.strip().lower())
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        now = _now()
-        if row is not None and row.locked_until is not None and row.locked_until > now:
-            wait = max(1, int((row.locked_until - now).total_seconds()) + 1)
-            raise LoginLocked("the account is locked after repeated failed logins", wait)
-        if row is None and self._dummy_hash is None:
+        if row is not None:
+            await self._take_account_attempt(row.id, now)
+        elif self._dummy_hash is None:
             self._dummy_hash = await self.hash_password(secrets.token_urlsafe(16))
         ok = await self._verify(row.password_hash if row else self._dummy_hash or "", password)
         if row is None or not ok or row.disabled:
-            self._ip_failures.fail(client_key)
-            if row is not None and not ok:
-                await self._record_failure(row.id, row.failed_logins + 1, now)
             raise InvalidCredentials("invalid email or password")
-        if row.failed_logins:
-            async with write_transaction(self._engine) as conn:
-                await conn.execute(
-                    update(AdminUserRow)
-                    .where(AdminUserRow.id == row.id)
-                    .values(failed_logins=0, locked_until=None)
+        async with self._counter.begin() as conn:
+            await conn.execute(
+                update(AdminUserRow)
+                .where(AdminUserRow.id == row.id)
+                .values(failed_logins=0, locked_until=None)
+            )
+            await conn.execute(
+                update(LoginFailureRow)
+                .where(
+                    LoginFailureRow.client == client_key,
+                    LoginFailureRow.window_start == window_start,
+                    LoginFailureRow.failures > 0,
                 )
+                .values(failures=LoginFailureRow.failures - 1)
+            )
         return await self._issue(row.id, row.role, str(uuid.uuid4()))
 
-    async def _record_failure(self, user_id: str, failures: int, now: datetime) -> None:
-        values: dict[str, Any] = {"failed_logins": failures}
-        if failures >= self.max_failures:
-            values["failed_logins"] = 0
-            values["locked_until"] = now + timedelta(seconds=self.lockout)
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
+    async def _take_address_attempt(self, client: str, now: datetime) -> datetime:
+        """Count an attempt from `client` in its window (one upsert); the window's start.
+
+        A window opens with the first attempt after the previous one ended. Raises
+        `LoginLocked` once the window holds more than `ip_max_failures` attempts.
+        """
+        t = LoginFailureRow
+        window_floor = now - timedelta(seconds=self.ip_window)
+        insert_ = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        new = insert_(t).values(client=client, failures=1, window_start=now)
+        # In ON CONFLICT DO UPDATE, the table's columns are the stored row's values.
+        ended = t.window_start <= literal(window_floor, UTCDateTime())
+        upsert = new.on_conflict_do_update(
+            index_elements=[t.client],
+            set_={
+                "failures": case((ended, 1), else_=t.failures + 1),
+                "window_start": case((ended, new.excluded.window_start), else_=t.window_start),
+            },
+        ).returning(t.failures, t.window_start)
+        # Each statement commits on its own: the count is atomic without a transaction.
+        async with self._counter.begin() as conn:
+            failures, window_start = (await conn.execute(upsert)).one()
+            if failures == 1:
+                # A window opened: a good moment to forget the windows that ended.
+                await conn.execute(delete(t).where(t.window_start <= window_floor))
+        if failures > self.ip_max_failures:
+            left = window_start + timedelta(seconds=self.ip_window) - now
+            raise LoginLocked(
+                "too many failed logins from this address", max(1, int(left.total_seconds()) + 1)
             )
+        return window_start
+
+    async def _take_account_attempt(self, user_id: str, now: datetime) -> None:
+        """Number an attempt on the account before its password is checked (one UPDATE).
+
+        The attempt that reaches `max_failures` also locks the account, so the ones
+        after it (concurrent or later) are refused unchecked until the lock runs out
+        or a successful login lifts it; a lock that ran out starts a new streak.
+        """
+        t = AdminUserRow
+        streak = case((t.locked_until.is_(None), t.failed_logins), else_=0) + 1
+        lock_end = literal(now + timedelta(seconds=self.lockout), UTCDateTime())
+        taken = update(t).where(
+            t.id == user_id, or_(t.locked_until.is_(None), t.locked_until <= now)
+        )
+        taken = taken.values(
+            failed_logins=streak,
+            locked_until=case((streak >= self.max_failures, lock_end), else_=null()),
+        ).returning(t.failed_logins)
+        async with self._counter.begin() as conn:
+            if (await conn.execute(taken)).first() is not None:
+                return
+            locked_until = await conn.scalar(select(t.locked_until).where(t.id == user_id))
+        wait = 1 if locked_until is None else int((locked_until - now).total_seconds()) + 1
+        raise LoginLocked("the account is locked after repeated failed logins", max(1, wait))
 
     async def _issue(self, user_id: str, role: str, family_id: str) -> TokenPair:
         now = _now()

@@ -90,6 +90,17 @@ def single_read_engine(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def single_statement_engine(engine: AsyncEngine) -> AsyncEngine:
+    """A view of `engine` for writes that are one statement, atomic on their own (an
+    `UPDATE … RETURNING`, an upsert): each commits by itself.
+
+    On SQLite the write lock is then held only while the statement runs in the
+    driver's thread, not across the event-loop turns between BEGIN, the statement
+    and COMMIT, which a busy process can stretch past other writers' busy timeout.
+    """
+    return single_read_engine(engine)
+
+
 def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     """An `AsyncEngine` for `url`, configured for the backend; `kwargs` go to SQLAlchemy.
 
