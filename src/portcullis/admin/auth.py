@@ -89,6 +89,10 @@ class EmailTaken(AuthError):
     """Another admin user has this email."""
 
 
+class BootstrapTokenSpent(AuthError):
+    """The bootstrap token was used (or voided) by another request first."""
+
+
 @dataclass(frozen=True, slots=True)
 class AdminUser:
     id: str
@@ -281,8 +285,20 @@ class AuthService:
             return int(await conn.scalar(query) or 0)
 
     async def create_user(
-        self, email: str, password: str, role: Role, organization_id: str | None = None
+        self,
+        email: str,
+        password: str,
+        role: Role,
+        organization_id: str | None = None,
+        *,
+        bootstrap_token: int | None = None,
     ) -> AdminUser:
+        """Store a new user; any user voids the bootstrap token.
+
+        With `bootstrap_token` (a bootstrap caller's), the user exists only if this
+        transaction is the one that spends that token: `BootstrapTokenSpent`
+        otherwise, so parallel requests with one token create one user.
+        """
         now = _now()
         row = {
             "id": str(uuid.uuid4()),
@@ -298,6 +314,17 @@ class AuthService:
         }
         try:
             async with write_transaction(self._engine) as conn:
+                if bootstrap_token is not None:
+                    spent = await conn.execute(
+                        update(BootstrapTokenRow)
+                        .where(
+                            BootstrapTokenRow.id == bootstrap_token,
+                            BootstrapTokenRow.used_at.is_(None),
+                        )
+                        .values(used_at=now)
+                    )
+                    if spent.rowcount != 1:
+                        raise BootstrapTokenSpent("the bootstrap token was already used")
                 await conn.execute(insert(AdminUserRow).values(**row))
                 await conn.execute(
                     update(BootstrapTokenRow)
@@ -679,4 +706,9 @@ class AuthService:
             found = await conn.scalar(query)
         if found is None or await self.count_users():
             return None
-        return Caller(actor="bootstrap", role=Role.OWNER, permissions=BOOTSTRAP_PERMISSIONS)
+        return Caller(
+            actor="bootstrap",
+            role=Role.OWNER,
+            permissions=BOOTSTRAP_PERMISSIONS,
+            bootstrap_token=found,
+        )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, Strict
 from portcullis.admin.auth import (
     AdminUser,
     AuthService,
+    BootstrapTokenSpent,
     EmailTaken,
     InvalidCredentials,
     InvalidRefreshToken,
@@ -313,8 +314,18 @@ async def create_admin_user(
     await _check_organization(request, body.organization_id)
     try:
         user = await _auth(request).create_user(
-            body.email, body.password.get_secret_value(), body.role, body.organization_id
+            body.email,
+            body.password.get_secret_value(),
+            body.role,
+            body.organization_id,
+            bootstrap_token=caller.bootstrap_token,
         )
+    except BootstrapTokenSpent as exc:
+        raise ApiProblem(
+            UNAUTHORIZED,
+            str(exc),
+            headers={"www-authenticate": 'Bearer realm="portcullis-admin", error="invalid_token"'},
+        ) from None
     except EmailTaken as exc:
         raise ApiProblem(
             ALREADY_EXISTS, str(exc), errors=[{"pointer": "#/email", "detail": "already in use"}]
