@@ -32,7 +32,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import case, delete, func, insert, literal, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.admin.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
 from portcullis.store.admin_tables import (
@@ -44,7 +44,7 @@ from portcullis.store.admin_tables import (
     OrganizationRow,
     RefreshTokenRow,
 )
-from portcullis.store.engine import single_statement_engine, write_transaction
+from portcullis.store.engine import Check, single_statement_engine, write_transaction
 from portcullis.store.tables import UTCDateTime
 
 ISSUER = "portcullis-admin"
@@ -91,6 +91,10 @@ class EmailTaken(AuthError):
 
 class BootstrapTokenSpent(AuthError):
     """The bootstrap token was used (or voided) by another request first."""
+
+
+class LastOwner(AuthError):
+    """The change would leave no enabled owner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,11 +361,14 @@ class AuthService:
         organization_id: str | None = None,
         clear_organization: bool = False,
         keep_session: str | None = None,
+        check: Check[AdminUser] | None = None,
     ) -> AdminUser | None:
-        """Change a user; disabling them or setting a password ends their sessions.
+        """Change a user (None if there is none); disabling them or setting a password
+        ends their sessions.
 
         `keep_session` spares one session: the caller's own when they change their
-        own password.
+        own password. `check` runs on the user locked in the write transaction.
+        Raises `LastOwner` rather than demote or disable the last enabled owner.
         """
         values: dict[str, Any] = {"updated_at": _now()}
         if role is not None:
@@ -374,7 +381,13 @@ class AuthService:
             values["locked_until"] = None
         if organization_id is not None or clear_organization:
             values["organization_id"] = organization_id
+        demotes = (role is not None and role is not Role.OWNER) or bool(disabled)
         async with write_transaction(self._engine) as conn:
+            owners = await self._lock_owners(conn) if demotes else set()
+            if await self._lock_user(conn, user_id, check) is None:
+                return None
+            if owners == {user_id}:
+                raise LastOwner("promote another owner first")
             await conn.execute(
                 update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
             )
@@ -387,11 +400,47 @@ class AuthService:
                 await conn.execute(sessions.values(revoked_at=values["updated_at"]))
         return await self.get_user(user_id)
 
-    async def delete_user(self, user_id: str) -> None:
+    async def delete_user(self, user_id: str, *, check: Check[AdminUser] | None = None) -> bool:
+        """Delete a user with their sessions and tokens; False if there is none.
+
+        `check` runs on the user locked in the write transaction; `LastOwner` if the
+        user is the last enabled owner.
+        """
         async with write_transaction(self._engine) as conn:
+            owners = await self._lock_owners(conn)
+            if await self._lock_user(conn, user_id, check) is None:
+                return False
+            if owners == {user_id}:
+                raise LastOwner("promote another owner first")
             await conn.execute(delete(RefreshTokenRow).where(RefreshTokenRow.user_id == user_id))
             await conn.execute(delete(ApiTokenRow).where(ApiTokenRow.user_id == user_id))
             await conn.execute(delete(AdminUserRow).where(AdminUserRow.id == user_id))
+        return True
+
+    async def _lock_user(
+        self, conn: AsyncConnection, user_id: str, check: Check[AdminUser] | None
+    ) -> AdminUser | None:
+        """The user, locked for the rest of the write transaction, after `check` passed on it."""
+        query = select(AdminUserRow).where(AdminUserRow.id == user_id).with_for_update()
+        row = (await conn.execute(query)).first()
+        user = None if row is None else _user(row)
+        if check is not None:
+            check(user)
+        return user
+
+    async def _lock_owners(self, conn: AsyncConnection) -> set[str]:
+        """The enabled owners' ids, locked, so concurrent demotions see each other.
+
+        Taken before the user a change is about (and in id order) so that two such
+        writers queue up instead of deadlocking on PostgreSQL.
+        """
+        query = (
+            select(AdminUserRow.id)
+            .where(AdminUserRow.role == Role.OWNER.value, AdminUserRow.disabled.is_(False))
+            .order_by(AdminUserRow.id)
+            .with_for_update()
+        )
+        return set((await conn.scalars(query)).all())
 
     # ------------------------------------------------------------------ sessions
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -16,9 +17,10 @@ from portcullis.admin.auth import (
     EmailTaken,
     InvalidCredentials,
     InvalidRefreshToken,
+    LastOwner,
     LoginLocked,
 )
-from portcullis.admin.conditional import check_if_match, etag_of, etag_response
+from portcullis.admin.conditional import Precondition, etag_of, etag_response
 from portcullis.admin.dependencies import (
     RequestFacts,
     current_caller,
@@ -257,11 +259,38 @@ async def _check_organization(request: Request, organization_id: str | None) -> 
 async def _user_or_404(request: Request, user_id: str, caller: Caller) -> AdminUser:
     """The user, or 404 (also for users outside an organization-limited caller's own)."""
     user = await _auth(request).get_user(user_id)
-    if user is None or (
-        caller.organization_id is not None and user.organization_id != caller.organization_id
-    ):
+    if user is None or not _sees(caller, user):
         raise ApiProblem(NOT_FOUND, f"admin user {user_id!r} does not exist")
     return user
+
+
+def _sees(caller: Caller, user: AdminUser) -> bool:
+    return caller.organization_id is None or user.organization_id == caller.organization_id
+
+
+class _UserCheck(Precondition[AdminUser]):
+    """What a change to a user requires of the user as the store locked it for the write:
+    visible to the caller (else 404, or 412 under If-Match), If-Match, then `rules`."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        user_id: str,
+        if_match: str | None,
+        rules: Callable[[AdminUser], None],
+    ) -> None:
+        super().__init__(if_match, lambda user: etag_of(user.as_json()))
+        self.caller = caller
+        self.user_id = user_id
+        self.rules = rules
+
+    def __call__(self, current: AdminUser | None) -> None:
+        if current is not None and not _sees(self.caller, current):
+            current = None
+        super().__call__(current)
+        if current is None:
+            raise ApiProblem(NOT_FOUND, f"admin user {self.user_id!r} does not exist")
+        self.rules(current)
 
 
 def _user_response(user: AdminUser, status: int = 200, **headers: str) -> JSONResponse:
@@ -374,45 +403,46 @@ async def update_admin_user(
     caller: Caller = Depends(require(Permission.ADMINS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    user = await _user_or_404(request, user_id, caller)
-    check_if_match(if_match, etag_of(user.as_json()))
-    _may_manage(caller, user.role)
+    await _user_or_404(request, user_id, caller)
     if body.role is not None:
         _may_manage(caller, body.role)
-    changes_own_access = (
-        body.role not in (None, user.role)
-        or body.disabled
-        or (
-            "organization_id" in body.model_fields_set
-            and body.organization_id != user.organization_id
-        )
-    )
-    if user_id == caller.user_id and changes_own_access:
-        raise ApiProblem(
-            SELF_CHANGE, "ask another owner or admin to change your role, organization or status"
-        )
-    demoting = (
-        user.role is Role.OWNER
-        and not user.disabled
-        and ((body.role is not None and body.role is not Role.OWNER) or body.disabled)
-    )
     if "organization_id" in body.model_fields_set:
         if caller.organization_id is not None and body.organization_id != caller.organization_id:
             raise ApiProblem(FORBIDDEN, "you can only assign your own organization")
         await _check_organization(request, body.organization_id)
-    auth = _auth(request)
-    if demoting and await auth.count_owners() <= 1:
-        raise ApiProblem(LAST_OWNER, "promote another owner first")
-    updated = await auth.update_user(
-        user_id,
-        role=body.role,
-        disabled=body.disabled,
-        password=body.password.get_secret_value() if body.password else None,
-        organization_id=body.organization_id,
-        clear_organization="organization_id" in body.model_fields_set,
-        keep_session=caller.session_id if user_id == caller.user_id else None,
-    )
+
+    def rules(user: AdminUser) -> None:
+        _may_manage(caller, user.role)
+        changes_own_access = (
+            body.role not in (None, user.role)
+            or body.disabled
+            or (
+                "organization_id" in body.model_fields_set
+                and body.organization_id != user.organization_id
+            )
+        )
+        if user_id == caller.user_id and changes_own_access:
+            raise ApiProblem(
+                SELF_CHANGE,
+                "ask another owner or admin to change your role, organization or status",
+            )
+
+    check = _UserCheck(caller, user_id, if_match, rules)
+    try:
+        updated = await _auth(request).update_user(
+            user_id,
+            role=body.role,
+            disabled=body.disabled,
+            password=body.password.get_secret_value() if body.password else None,
+            organization_id=body.organization_id,
+            clear_organization="organization_id" in body.model_fields_set,
+            keep_session=caller.session_id if user_id == caller.user_id else None,
+            check=check,
+        )
+    except LastOwner as exc:
+        raise ApiProblem(LAST_OWNER, str(exc)) from None
     assert updated is not None
+    assert check.seen is not None  # the check passed on the user
     after = updated.as_json()
     if body.password is not None:
         after["password_changed"] = True
@@ -422,7 +452,7 @@ async def update_admin_user(
         action="update",
         resource_type="admin_user",
         resource_id=user_id,
-        before=user.as_json(),
+        before=check.seen.as_json(),
         after=after,
     )
     return _user_response(updated)
@@ -444,22 +474,26 @@ async def delete_admin_user(
     caller: Caller = Depends(require(Permission.ADMINS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    user = await _user_or_404(request, user_id, caller)
-    check_if_match(if_match, etag_of(user.as_json()))
-    _may_manage(caller, user.role)
-    if user_id == caller.user_id:
-        raise ApiProblem(SELF_CHANGE, "ask another owner or admin to delete your account")
-    auth = _auth(request)
-    if user.role is Role.OWNER and not user.disabled and await auth.count_owners() <= 1:
-        raise ApiProblem(LAST_OWNER, "promote another owner first")
-    await auth.delete_user(user_id)
+    await _user_or_404(request, user_id, caller)
+
+    def rules(user: AdminUser) -> None:
+        _may_manage(caller, user.role)
+        if user_id == caller.user_id:
+            raise ApiProblem(SELF_CHANGE, "ask another owner or admin to delete your account")
+
+    check = _UserCheck(caller, user_id, if_match, rules)
+    try:
+        await _auth(request).delete_user(user_id, check=check)
+    except LastOwner as exc:
+        raise ApiProblem(LAST_OWNER, str(exc)) from None
+    assert check.seen is not None  # the check passed on the user
     await _admin(request).audit.record(
         caller=caller,
         facts=facts,
         action="delete",
         resource_type="admin_user",
         resource_id=user_id,
-        before=user.as_json(),
+        before=check.seen.as_json(),
         status=204,
     )
     return Response(status_code=204)
