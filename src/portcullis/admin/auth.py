@@ -55,6 +55,9 @@ BOOTSTRAP_PREFIX = "pcb_"
 REFRESH_PREFIX = "pcr_"
 _PERMISSION_VALUES = frozenset(p.value for p in Permission)
 BOOTSTRAP_PERMISSIONS = frozenset({Permission.ADMINS_READ, Permission.ADMINS_WRITE})
+# Failed logins (by default) before an account locks, and per client address per window.
+MAX_FAILURES = 5
+IP_MAX_FAILURES = 30
 
 
 def digest(secret: str) -> str:
@@ -193,9 +196,9 @@ class AuthService:
         hasher: PasswordHasher | None = None,
         access_ttl: int = 900,
         refresh_ttl: int = 14 * 24 * 3600,
-        max_failures: int = 5,
+        max_failures: int = MAX_FAILURES,
         lockout: int = 900,
-        ip_max_failures: int = 30,
+        ip_max_failures: int = IP_MAX_FAILURES,
         ip_window: int = 900,
     ) -> None:
         self._engine = engine
