@@ -574,11 +574,13 @@ class AuthService:
         """Exchange a refresh token for a new pair; reuse of a rotated one revokes its family."""
         now = _now()
         async with write_transaction(self._engine) as conn:
+            # Locked: of concurrent exchanges of one token, the first marks it used
+            # and the others then see it used (reuse) instead of each getting a pair.
             row = (
                 await conn.execute(
-                    select(RefreshTokenRow).where(
-                        RefreshTokenRow.token_hash == digest(refresh_token)
-                    )
+                    select(RefreshTokenRow)
+                    .where(RefreshTokenRow.token_hash == digest(refresh_token))
+                    .with_for_update()
                 )
             ).first()
             if row is None:
