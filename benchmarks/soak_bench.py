@@ -88,7 +88,9 @@ def role(proc: psutil.Process) -> str:
     if "portcullis serve" in cmd:
         return "supervisor"
     plane = "data" if "proxy.server" in cmd else "control" if "admin.app" in cmd else "?"
-    if "granian" in cmd and "granian" not in parent_cmd:
+    # A plane's main process runs granian (through portcullis.supervision.plane_process).
+    launcher = ("granian", "plane_process")
+    if any(w in cmd for w in launcher) and not any(w in parent_cmd for w in launcher):
         return f"{plane}-plane main"
     # granian workers are spawned by multiprocessing: their cmdline names no target.
     parent_plane = (

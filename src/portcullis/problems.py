@@ -33,6 +33,14 @@ URI_TOO_LONG = ProblemKind("uri-too-long", "Request URI too long", 414)
 HEADERS_TOO_LARGE = ProblemKind(
     "request-header-fields-too-large", "Request header fields too large", 431
 )
+# The server stopped the request body (bad chunk framing) or the client stopped sending it.
+INVALID_REQUEST_BODY = ProblemKind(
+    "invalid-request-body", "The request body is malformed or incomplete", 400
+)
+# RFC 9112 §6.1: a transfer coding the server does not understand is answered 501.
+TRANSFER_CODING_NOT_IMPLEMENTED = ProblemKind(
+    "transfer-coding-not-implemented", "Transfer coding not implemented", 501
+)
 UPSTREAM_UNAVAILABLE = ProblemKind(
     "upstream-unavailable", "No healthy upstream target is available", 503
 )
@@ -43,8 +51,17 @@ UPSTREAM_CONNECT_FAILED = ProblemKind(
 UPSTREAM_PROTOCOL_ERROR = ProblemKind(
     "upstream-protocol-error", "The upstream sent an invalid response", 502
 )
+# A WebSocket handshake the upstream answered with something other than 101.
+UPSTREAM_UPGRADE_REFUSED = ProblemKind(
+    "upstream-upgrade-refused", "The upstream refused the WebSocket upgrade", 502
+)
 UPSTREAM_TIMEOUT = ProblemKind("upstream-timeout", "The upstream did not answer in time", 504)
 INTERNAL_ERROR = ProblemKind("internal-error", "Internal gateway error", 500)
+# The gateway built an upstream request that is not valid HTTP (e.g. a header value
+# with CR LF from stored data) and refused to send it.
+INVALID_UPSTREAM_REQUEST = ProblemKind(
+    "invalid-upstream-request", "The gateway refused to send an invalid upstream request", 500
+)
 
 
 def problem_body(

@@ -42,6 +42,22 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the admin API (CORS); empty = none.
     admin_cors_origins: list[str] = Field(default_factory=list)
     shutdown_grace: float = Field(default=30.0, ge=0)
+    # Client connections (both planes; granian options, see supervision/planes.py).
+    # A connection that has sent no byte for client_first_byte_timeout seconds is closed
+    # (proxy/silent_connections.py; 0 = never). A request's headers must arrive within
+    # client_header_timeout seconds of its first byte, and a keep-alive connection may
+    # idle that long between requests. Each worker holds at most
+    # max_connections_per_worker connections (granian's backpressure: past it, a worker
+    # stops accepting and new connections wait in the kernel's listen_backlog queue).
+    client_first_byte_timeout: float = Field(default=10.0, ge=0, le=3600)
+    client_header_timeout: float = Field(default=30.0, ge=0.001, le=60)
+    max_connections_per_worker: int = Field(default=8192, ge=1)
+    listen_backlog: int = Field(default=2048, ge=128)
+    # A plane (granian process) that dies is restarted after a backoff (0.5 s, doubling
+    # to 10 s); after plane_restart_limit restarts within plane_restart_window seconds,
+    # `portcullis serve` gives up and stops. Crashed workers are respawned by granian.
+    plane_restart_limit: int = Field(default=5, ge=0)
+    plane_restart_window: float = Field(default=60.0, gt=0)
     # Deployment secret (base64, >= 32 bytes) that peppers API-key hashes and encrypts
     # signing keys at rest. Unset: read or create `secret_key_file` (fine for one node;
     # every node of a cluster must share the same value).

@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import SupportsIndex
 
 from portcullis.proxy.upstream.transport import Origin
 
@@ -48,6 +49,10 @@ class ReceivedRequest:
     body: bytes = b""
     body_size: int = 0
     chunk_sizes: list[int] = field(default_factory=list)
+    # True once the body was read to its framed end (a cut-off body stays False).
+    complete: bool = False
+    # Which accepted connection (`RawConnection.index`) carried the request.
+    connection: int = 0
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of header `name` (lowercase), or None."""
@@ -95,6 +100,11 @@ class RawConnection:
         self.reader = reader
         self.writer = writer
 
+    @property
+    def received(self) -> bytes:
+        """Every byte the peer sent on this connection so far, parsed or not."""
+        return bytes(self.reader.received) if isinstance(self.reader, _TapReader) else b""
+
     async def read_head(self) -> ReceivedRequest | None:
         """Read one request head; None if the peer closed before sending a byte."""
         try:
@@ -113,7 +123,9 @@ class RawConnection:
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             headers.append((name.strip().lower(), value.strip()))
-        req = ReceivedRequest(method.decode("ascii"), target, version, headers, raw)
+        req = ReceivedRequest(
+            method.decode("ascii"), target, version, headers, raw, connection=self.index
+        )
         self.upstream.requests.append(req)
         return req
 
@@ -138,6 +150,7 @@ class RawConnection:
                 await self._read_exact(int(length), parts if keep else None, req)
         if keep:
             req.body = b"".join(parts)
+        req.complete = True
 
     async def _read_exact(self, size: int, parts: list[bytes] | None, req: ReceivedRequest) -> None:
         while size:
@@ -202,15 +215,33 @@ def keep_alive_handler(respond: Callable[[ReceivedRequest], bytes]) -> Handler:
     return handle
 
 
+class _TapReader(asyncio.StreamReader):
+    """A stream reader that also keeps every byte fed to it (what the peer sent)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.received = bytearray()
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.received.extend(data)
+        super().feed_data(data)
+
+
 class RawUpstream:
     """An HTTP/1.1 test server on 127.0.0.1 driven by a per-connection handler."""
 
-    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, handler: Handler, *, tls: ssl.SSLContext | None = None, record_bytes: bool = False
+    ) -> None:
         self._handler = handler
         self._tls = tls
+        # Keep every received byte per connection (`RawConnection.received`); off for
+        # tests that stream large bodies with bounded memory.
+        self._record_bytes = record_bytes
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
+        self.connections: list[RawConnection] = []
         self.accepts = 0
         self.requests: list[ReceivedRequest] = []
         self.errors: list[BaseException] = []
@@ -223,7 +254,16 @@ class RawUpstream:
         return Origin("https" if self._tls is not None else "http", "127.0.0.1", self.port)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0, ssl=self._tls)
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            # What asyncio.start_server does, with a reader that may record the raw bytes.
+            reader = (
+                _TapReader(2**16, loop) if self._record_bytes else asyncio.StreamReader(2**16, loop)
+            )
+            return asyncio.StreamReaderProtocol(reader, self._on_connect, loop=loop)
+
+        self._server = await loop.create_server(protocol, "127.0.0.1", 0, ssl=self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -245,6 +285,7 @@ class RawUpstream:
         self._tasks.add(task)
         self._writers.append(writer)
         conn = RawConnection(self, self.accepts, reader, writer)
+        self.connections.append(conn)
         self.accepts += 1
         try:
             await self._handler(conn)

@@ -22,6 +22,7 @@ from portcullis import __version__
 from portcullis.admin.audit import AuditLog
 from portcullis.admin.auth import AuthService
 from portcullis.admin.background import BackgroundJobs
+from portcullis.admin.body_guard import BodyGuardMiddleware
 from portcullis.admin.config_editor import ConfigEditor
 from portcullis.admin.docs import install_docs
 from portcullis.admin.idempotency import IdempotencyMiddleware
@@ -36,6 +37,7 @@ from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.runtime.heartbeat import list_nodes
 from portcullis.settings import Settings
+from portcullis.silent_connections import SilentConnectionReaper
 
 NOT_READY = ProblemKind("not-ready", "Control plane is not ready", 503)
 API_PREFIX = "/admin/v1"
@@ -126,7 +128,11 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             jobs.start(app.state.admin)
         else:
             logger.warning("the store is not migrated; the admin API answers 401 until it is")
+        silent = SilentConnectionReaper(settings.admin_port, settings.client_first_byte_timeout)
+        if settings.client_first_byte_timeout > 0:
+            silent.start()
         yield
+        silent.stop()
         await jobs.stop()
         await engine.dispose()
 
@@ -145,6 +151,8 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
         secret=lambda: app.state.admin.secret,
     )
+    # Outside the Idempotency-Key middleware, which reads bodies itself.
+    app.add_middleware(BodyGuardMiddleware, routes=lambda: app.routes)
     app.add_middleware(
         RateLimitMiddleware,
         limiter=AdminRateLimiter(

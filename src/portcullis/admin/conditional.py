@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from fastapi.responses import JSONResponse
 
 from portcullis.admin.problems import PRECONDITION_FAILED, ApiProblem
+from portcullis.admin.strict_json import validate_strictly
 
 T = TypeVar("T")
 
@@ -81,3 +82,9 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def apply_merge_patch(model: type[T], target: Any, patch: Any) -> T:
+    """`target` (a JSON document) with `patch` merged in, validated strictly as `model`
+    (admin/strict_json.py); a 422 problem when the result is not valid."""
+    return validate_strictly(model, merge_patch(target, patch))

@@ -20,13 +20,15 @@ current version number, which costs one primary-key read per request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from portcullis.admin.problems import ApiProblem, validation_problem
+from portcullis.admin.problems import ApiProblem, pointer_for, validation_problem
 from portcullis.model.config import GatewayConfig
 from portcullis.model.loader import ConfigError, Loc, load_config_data
+from portcullis.model.traffic import expired_on_arrival
 from portcullis.problems import ProblemKind
 from portcullis.store.config_repository import (
     ConfigConflict,
@@ -120,6 +122,7 @@ class ConfigEditor:
                 if edit.document is None:
                     return Applied(edit.result, current, None)
                 config = validate_document(edit.document, edit.locate)
+                _admit(current.config, config, edit.locate)
                 try:
                     stored = await self.repository.apply(
                         config,
@@ -127,11 +130,24 @@ class ConfigEditor:
                         comment=edit.comment,
                         expected_version=current.version,
                         on_write=edit.on_write,
+                        previous=current.config,
                     )
                 except ConfigConflict:
                     continue
                 self._remember(stored)
                 return Applied(edit.result, current, stored)
+        raise _too_busy()
+
+    async def pinned(self, work: Callable[[ConfigState], Awaitable[T]]) -> T:
+        """Run `work` on the current config, again on the fresh one when it raises
+        `ConfigConflict`: it pinned the version it read (a credential created for a
+        consumer found in it, see store/config_head.py) and the config moved on."""
+        for _ in range(self.max_attempts):
+            current = await self.state()
+            try:
+                return await work(current)
+            except ConfigConflict:
+                continue
         raise _too_busy()
 
     async def rollback(
@@ -159,6 +175,7 @@ class ConfigEditor:
                         author=author,
                         expected_version=current.version,
                         on_write=on_write(current) if on_write is not None else None,
+                        previous=current.config,
                     )
                 except ConfigConflict:
                     continue
@@ -173,6 +190,26 @@ def _too_busy() -> ApiProblem:
         "other writers changed the config on every attempt; retry the request",
         headers={"Retry-After": "1"},
     )
+
+
+def _admit(before: GatewayConfig, after: GatewayConfig, locate: Locator | None) -> None:
+    """Rules for what a change may introduce, beyond what a valid config is.
+
+    An override that is new, or whose `expires_at` changed, must not have expired
+    already: it would be stored and do nothing. One that lapsed since it was stored
+    is left alone (its other fields may still be edited).
+    """
+    errors = []
+    for i in expired_on_arrival(before.overrides, after.overrides, datetime.now(UTC)):
+        loc: Loc = ("overrides", i, "expires_at")
+        pointer = locate(loc) if locate is not None else pointer_for(loc)
+        detail = (
+            f"must be in the future: {after.overrides[i].expires_at.isoformat()} has passed, "
+            "so the override would never apply"
+        )
+        errors.append((pointer or "#", detail))
+    if errors:
+        raise validation_problem(errors)
 
 
 def validate_document(document: Any, locate: Locator | None = None) -> GatewayConfig:

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem
 from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.strict_json import check_body
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 bearer = HTTPBearer(
@@ -42,10 +43,19 @@ def request_facts(request: Request) -> RequestFacts:
     if isinstance(cached, RequestFacts):
         return cached
     sent = request.headers.get("x-request-id", "")
-    request_id = sent if _REQUEST_ID.match(sent) else secrets.token_hex(16)
+    request_id = sent if _REQUEST_ID.fullmatch(sent) else secrets.token_hex(16)
     facts = RequestFacts(request_id, request.client.host if request.client else None)
     request.state.facts = facts
     return facts
+
+
+def missing_credential() -> ApiProblem:
+    """The 401 for a request without a bearer credential (also sent by admin/body_guard.py)."""
+    return ApiProblem(
+        UNAUTHORIZED,
+        "send 'Authorization: Bearer <token>'",
+        headers={"www-authenticate": 'Bearer realm="portcullis-admin"'},
+    )
 
 
 async def current_caller(
@@ -53,9 +63,8 @@ async def current_caller(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> Caller:
     """The authenticated caller; 401 problem (with `WWW-Authenticate`) otherwise."""
-    challenge = {"www-authenticate": 'Bearer realm="portcullis-admin"'}
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ApiProblem(UNAUTHORIZED, "send 'Authorization: Bearer <token>'", headers=challenge)
+        raise missing_credential()
     authenticator: Authenticator = request.app.state.authenticator
     caller = await authenticator.authenticate(credentials.credentials)
     if caller is None:
@@ -69,15 +78,20 @@ async def current_caller(
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
-    """A dependency that returns the caller if they hold `permission`, else 403."""
+    """A dependency that returns the caller if they hold `permission`, else 403.
 
-    async def check(caller: Caller = Depends(current_caller)) -> Caller:
+    Once the caller may use the endpoint, its JSON body is checked strictly
+    (admin/strict_json.py): every authenticated endpoint goes through here.
+    """
+
+    async def check(request: Request, caller: Caller = Depends(current_caller)) -> Caller:
         if not caller.can(permission):
             raise ApiProblem(
                 FORBIDDEN,
                 f"this endpoint needs the {permission.value!r} permission",
                 required_permission=permission.value,
             )
+        await check_body(request)
         return caller
 
     check.__name__ = f"require_{permission.name.lower()}"

@@ -13,8 +13,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from portcullis.admin.body_guard import DEFAULT_MAX_BODY_BYTES, MAX_BODY_EXTENSION
 from portcullis.admin.idempotency import EXCLUDED_PATHS, HEADER, MAX_KEY_LENGTH, RETENTION
 from portcullis.admin.problems import ErrorItem, Problem
+from portcullis.admin.strict_json import is_json_media_type
 from portcullis.problems import PROBLEM_CONTENT_TYPE
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -29,6 +31,12 @@ _DESCRIPTION = """\
   writer changed the config meanwhile the change is recomputed (and re-checked) on the
   new config, and only if that keeps failing is the answer a 409 to retry.
 * **PATCH** bodies are JSON Merge Patch (RFC 7396).
+* **Bodies** are read only from authenticated callers (an anonymous request to an
+  endpoint that needs a token is 401 before its body is read), must be JSON where the
+  operation takes JSON (415 otherwise) and at most 1 MiB unless the operation says
+  otherwise (`x-max-body-bytes`; 413 otherwise). JSON that does not parse is a 400
+  naming the line and column; values must have their JSON type (`"true"` is not a
+  boolean, `"5"` not a number): 422 otherwise.
 * **Organizations**: services, upstreams, routes, consumers and plugin instances may
   belong to an organization (`organization`). Admins limited to an organization see
   only its entities (others are 404), create into it (another one is 403) and may only
@@ -51,6 +59,14 @@ def _fix_responses(operation: dict[str, Any]) -> None:
     if "requestBody" in operation:
         # A body that is not decodable at all (not UTF-8, not JSON) is a 400.
         responses.setdefault("400", {"description": "The body could not be parsed"})
+        # Enforced before the body is read (admin/body_guard.py).
+        limit = operation.get(MAX_BODY_EXTENSION, DEFAULT_MAX_BODY_BYTES)
+        responses.setdefault(
+            "413", {"description": f"The body is larger than this endpoint accepts ({limit} bytes)"}
+        )
+        media_types = list(operation["requestBody"].get("content", {}))
+        if media_types and all(is_json_media_type(m) for m in media_types):
+            responses.setdefault("415", {"description": "The body is not JSON"})
     for status, response in responses.items():
         if not status.isdigit() or int(status) < 400:
             continue

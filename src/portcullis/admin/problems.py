@@ -20,11 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
+from portcullis.problems import (
+    PAYLOAD_TOO_LARGE,
+    PROBLEM_CONTENT_TYPE,
+    ProblemKind,
+    problem_body,
+)
 
 logger = logging.getLogger("portcullis.admin")
 
 BAD_REQUEST = ProblemKind("bad-request", "Bad request", 400)
+MALFORMED_BODY = ProblemKind("malformed-body", "The request body could not be parsed", 400)
 INVALID_CURSOR = ProblemKind("invalid-cursor", "The pagination cursor is invalid", 400)
 UNAUTHORIZED = ProblemKind("unauthorized", "Authentication is required", 401)
 FORBIDDEN = ProblemKind("forbidden", "Not allowed", 403)
@@ -58,6 +64,7 @@ _BY_STATUS = {
         METHOD_NOT_ALLOWED,
         NOT_ACCEPTABLE,
         PRECONDITION_FAILED,
+        PAYLOAD_TOO_LARGE,
         UNSUPPORTED_MEDIA_TYPE,
         VALIDATION_FAILED,
         TOO_MANY_REQUESTS,
@@ -101,6 +108,43 @@ class ApiProblem(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
         self.extensions = extensions
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """A request body grew past its endpoint's cap while it was read (admin/body_guard.py).
+
+    An HTTPException, so FastAPI passes it through its body reading untouched.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413, detail=f"the request body is larger than this endpoint accepts ({limit} bytes)"
+        )
+        self.limit = limit
+
+    def response(self, instance: str) -> Response:
+        """The 413 problem, naming the limit; the rest of the body is left unread, so the
+        connection closes."""
+        return problem_response(
+            PAYLOAD_TOO_LARGE,
+            self.detail,
+            instance=instance,
+            headers={"connection": "close"},
+            max_body_bytes=self.limit,
+        )
+
+
+def malformed_body(what: str, message: str, line: int | None, column: int | None) -> ApiProblem:
+    """A 400 for a body that does not parse, with where it stopped (1-based)."""
+    where = f" (line {line}, column {column})" if line is not None else ""
+    return ApiProblem(MALFORMED_BODY, f"invalid {what}: {message}{where}", line=line, column=column)
+
+
+def json_error_position(document: str | bytes, pos: int) -> tuple[int, int]:
+    """1-based line and column of character offset `pos` in a JSON document."""
+    text = document.decode("utf-8", "replace") if isinstance(document, bytes) else document
+    line = text.count("\n", 0, pos) + 1
+    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
 
 
 def validation_problem(errors: Sequence[tuple[str, str]], detail: str | None = None) -> ApiProblem:
@@ -184,8 +228,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        errors = exc.errors()
+        syntax = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if syntax is not None:
+            # FastAPI reports where JSON decoding stopped as a character offset in `loc`.
+            offset = syntax.get("loc", ("body", 0))[-1]
+            line, column = json_error_position(exc.body or "", int(offset))
+            message = str(syntax.get("ctx", {}).get("error", "malformed"))
+            return await on_problem(request, malformed_body("JSON", message, line, column))
         items = []
-        for err in exc.errors():
+        for err in errors:
             loc = tuple(err.get("loc", ()))
             where, rest = (loc[0], loc[1:]) if loc else ("body", ())
             detail = _strip_value_error(str(err.get("msg", "invalid")))
@@ -204,6 +256,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if isinstance(exc, BodyTooLarge):
+            return exc.response(request.url.path)
         kind = _BY_STATUS.get(exc.status_code)
         if kind is None:
             kind = ProblemKind("http-error", "HTTP error", exc.status_code)
@@ -249,6 +303,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "Conflict (duplicate name, dependents, a request in flight, or a config that"
         " other writers kept changing)",
         412: "If-Match does not match the current ETag",
+        413: "The request body is larger than the endpoint accepts",
         415: "Unsupported media type",
         422: "Validation failed",
         429: "Too many requests",

@@ -14,6 +14,7 @@ import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
@@ -27,6 +28,7 @@ from portcullis.errors import UserError
 from portcullis.model import GatewayConfig
 from portcullis.model.diff import diff_configs
 from portcullis.model.loader import ConfigError, dump_config, load_config_file
+from portcullis.model.traffic import expired_on_arrival
 from portcullis.settings import Settings
 from portcullis.store.errors import NotFound, UnsupportedDatabase
 
@@ -245,7 +247,16 @@ def apply(
         await _require_schema(engine, migrate_if_empty=True)
         repo = ConfigRepository(engine)
         current = await repo.current()
-        changes = diff_configs(current.config if current else GatewayConfig(), config)
+        before = current.config if current else GatewayConfig()
+        changes = diff_configs(before, config)
+        now = datetime.now(UTC)
+        for i in expired_on_arrival(before.overrides, config.overrides, now):
+            # A file is declarative: warn (the admin API refuses such an override).
+            o = config.overrides[i]
+            console.print(
+                f"[bold yellow]warning:[/] override {escape(o.name)!r} expired at "
+                f"{o.expires_at.isoformat()}: it will never apply"
+            )
         result = await repo.apply(config, author=_author(author), comment=comment)
         if result.created and not changes.is_empty:
             console.print(changes.render(markup=True))

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -43,13 +43,21 @@ from portcullis.commands.config import (
 from portcullis.errors import UserError
 
 E = TypeVar("E", bound=StrEnum)
+T = TypeVar("T")
+_PIN_ATTEMPTS = 5
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from portcullis.identity.key_admin import ImportedKey, ImportRejected, KeyInfo, Rotation
+    from portcullis.identity.key_admin import (
+        CreatedKey,
+        ImportedKey,
+        ImportRejected,
+        KeyInfo,
+        Rotation,
+    )
     from portcullis.identity.key_repository import KeyPage, KeyRepository
-    from portcullis.model.config import GatewayConfig
+    from portcullis.store.config_repository import ConfigVersion
 
 app = typer.Typer(
     name="keys",
@@ -183,7 +191,7 @@ async def _ready(engine: AsyncEngine) -> None:
         raise UserError("the store is not initialised: run `portcullis migrate` first")
 
 
-async def _config(engine: AsyncEngine) -> GatewayConfig:
+async def _config(engine: AsyncEngine) -> ConfigVersion:
     from portcullis.store.config_repository import ConfigRepository
 
     current = await ConfigRepository(engine).current()
@@ -192,7 +200,20 @@ async def _config(engine: AsyncEngine) -> GatewayConfig:
             "the store has no config yet, so no consumers: "
             "apply one with `portcullis config apply FILE`"
         )
-    return current.config
+    return current
+
+
+async def _pinned(engine: AsyncEngine, work: Callable[[ConfigVersion], Awaitable[T]]) -> T:
+    """`work` on the current config, again on a fresh one if the config moved on while the
+    credential was created for a consumer found in it (store/config_head.py)."""
+    from portcullis.store.config_head import ConfigConflict
+
+    for _ in range(_PIN_ATTEMPTS):
+        try:
+            return await work(await _config(engine))
+        except ConfigConflict:
+            continue
+    raise UserError("the config kept changing while the keys were stored; run the command again")
 
 
 def _with_store(url: str, work: Callable[[AsyncEngine], Any]) -> Any:
@@ -320,13 +341,20 @@ def create(
         raise UserError(option_errors(exc)) from None
 
     async def work(engine: AsyncEngine) -> tuple[KeyInfo, str]:
-        try:
-            found = resolve_consumer(await _config(engine), consumer)
-        except UnknownConsumer as exc:
-            raise UserError(f"CONSUMER: {exc} (not in the store's current config)") from None
-        created = await _repository(engine).create(
-            consumer, spec, created_by=cli_actor(), organization=found.organization
-        )
+        async def create(current: ConfigVersion) -> CreatedKey:
+            try:
+                found = resolve_consumer(current.config, consumer)
+            except UnknownConsumer as exc:
+                raise UserError(f"CONSUMER: {exc} (not in the store's current config)") from None
+            return await _repository(engine).create(
+                consumer,
+                spec,
+                created_by=cli_actor(),
+                organization=found.organization,
+                config_version=current.version,
+            )
+
+        created = await _pinned(engine, create)
         await _audit(engine, "create", created.info.id, after=created.info.as_json(_now()))
         return created.info, created.key
 
@@ -585,7 +613,6 @@ def import_keys(
 
     async def work(engine: AsyncEngine) -> list[ImportedKey]:
         rows = parse_import_csv(text, max_rows=100 * DEFAULT_MAX_IMPORT_ROWS)
-        organizations = check_import_consumers(rows, await _config(engine))
         with Progress(
             TextColumn("[bold]importing[/]"),
             BarColumn(),
@@ -594,13 +621,18 @@ def import_keys(
             transient=True,
         ) as progress:
             task = progress.add_task("", total=len(rows))
-            imported = await _repository(engine).import_keys(
-                rows,
-                organizations,
-                created_by=cli_actor(),
-                dry_run=dry_run,
-                on_progress=lambda n: progress.update(task, completed=n),
-            )
+
+            async def store(current: ConfigVersion) -> list[ImportedKey]:
+                return await _repository(engine).import_keys(
+                    rows,
+                    check_import_consumers(rows, current.config),
+                    created_by=cli_actor(),
+                    dry_run=dry_run,
+                    on_progress=lambda n: progress.update(task, completed=n),
+                    config_version=current.version,
+                )
+
+            imported = await _pinned(engine, store)
         if not dry_run:
             ids = [i.info.id for i in imported]
             await _audit(engine, "import", None, after={"count": len(ids), "ids": ids})

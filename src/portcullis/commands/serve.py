@@ -1,75 +1,30 @@
 """`portcullis serve` and `portcullis demo`: run the data plane and control plane processes.
 
 Each plane is its own granian server process (the data plane with `--workers N`).
-This process supervises them: it forwards SIGINT/SIGTERM so granian drains
-in-flight requests, and stops everything if one plane dies.
+This process supervises them (`portcullis.supervision`): it refuses ports that are
+already held, restarts a plane that dies, and forwards SIGINT/SIGTERM so granian
+drains in-flight requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.panel import Panel
 
 from portcullis.errors import UserError
 from portcullis.settings import Settings
+from portcullis.supervision.planes import Plane, gateway_planes, granian_argv
+from portcullis.supervision.ports import refuse_held_ports
+from portcullis.supervision.supervisor import Supervisor
 
 console = Console(stderr=True)
 REPO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
 DEMO_UPSTREAM_PORT = 9000
-
-
-@dataclass
-class Plane:
-    name: str
-    argv: list[str]
-    host: str
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-
-def granian_argv(target: str, host: str, port: int, workers: int, grace: float) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--factory",
-        target,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--workers-kill-timeout",
-        str(max(1, int(grace))),
-    ]
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 async def prepare_store(settings: Settings, config_file: Path | None) -> int:
@@ -96,63 +51,22 @@ async def prepare_store(settings: Settings, config_file: Path | None) -> int:
 
 
 def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> int:
-    stop = {"signal": 0}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["signal"] = signum
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    """Run `planes` until SIGINT/SIGTERM (or a crash loop); returns the exit code."""
     env = os.environ.copy()
     env.update(
         {
             "PORTCULLIS_DATABASE_URL": settings.database_url,
             "PORTCULLIS_PROXY_PORT": str(settings.proxy_port),
             "PORTCULLIS_ADMIN_PORT": str(settings.admin_port),
+            # Workers split gateway-wide allowances (the retry budget's reserve).
+            "PORTCULLIS_WORKERS": str(settings.workers),
         }
     )
     from portcullis.analytics.metrics import MULTIPROC_ENV, prepare_metrics_dir
 
     # Every plane writes its Prometheus metrics here; the control plane serves them all.
     env[MULTIPROC_ENV] = str(prepare_metrics_dir(settings.metrics_dir))
-    for plane in planes:
-        # A new process group so a terminal's Ctrl-C reaches only us; we forward it.
-        plane.process = subprocess.Popen(plane.argv, env=env, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while not all(_port_open(p.host, p.port) for p in planes):
-        if stop["signal"] or any(p.process and p.process.poll() is not None for p in planes):
-            break
-        if time.monotonic() > deadline:
-            console.print("[red]timed out waiting for the servers to listen[/]")
-            stop["signal"] = signal.SIGTERM
-            break
-        time.sleep(0.05)
-    else:
-        if banner:
-            console.print(Panel.fit(banner, title="Portcullis is running", border_style="green"))
-    exit_code = 0
-    while not stop["signal"]:
-        dead = [p for p in planes if p.process and p.process.poll() is not None]
-        if dead:
-            for p in dead:
-                code = p.process.returncode if p.process else "?"
-                console.print(f"[red]{p.name} exited with status {code}[/]")
-            exit_code = 1
-            break
-        time.sleep(0.2)
-    for p in planes:
-        if p.process and p.process.poll() is None:
-            p.process.send_signal(signal.SIGTERM)
-    grace_deadline = time.monotonic() + settings.shutdown_grace + 5
-    for p in planes:
-        if p.process is None:
-            continue
-        try:
-            p.process.wait(timeout=max(0.1, grace_deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.process.kill()
-            p.process.wait()
-    return exit_code
+    return Supervisor(planes, settings, env).run(banner)
 
 
 def _settings(
@@ -169,35 +83,6 @@ def _settings(
     if workers is not None:
         overrides["workers"] = workers
     return Settings(**overrides)  # type: ignore[arg-type]
-
-
-def _planes(settings: Settings) -> list[Plane]:
-    return [
-        Plane(
-            "data plane",
-            granian_argv(
-                "portcullis.proxy.server:create_app",
-                settings.proxy_host,
-                settings.proxy_port,
-                settings.workers,
-                settings.shutdown_grace,
-            ),
-            settings.proxy_host,
-            settings.proxy_port,
-        ),
-        Plane(
-            "control plane",
-            granian_argv(
-                "portcullis.admin.app:create_app",
-                settings.admin_host,
-                settings.admin_port,
-                1,
-                settings.shutdown_grace,
-            ),
-            settings.admin_host,
-            settings.admin_port,
-        ),
-    ]
 
 
 ProxyPort = Annotated[int | None, typer.Option("--proxy-port", help="Data-plane port [8000].")]
@@ -220,13 +105,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the gateway: data plane and control plane."""
         settings = _settings(proxy_port, admin_port, host, workers)
+        planes = gateway_planes(settings)
+        # Before the store is touched: a held port means another gateway may be using it.
+        refuse_held_ports(planes)
         version = asyncio.run(prepare_store(settings, config))
         banner = (
             f"proxy   http://{settings.proxy_host}:{settings.proxy_port}\n"
             f"admin   http://{settings.admin_host}:{settings.admin_port}/health/ready\n"
             f"config  version {version}  ({settings.database_url})"
         )
-        raise typer.Exit(supervise(_planes(settings), settings, banner))
+        raise typer.Exit(supervise(planes, settings, banner))
 
     @app.command()
     def demo(
@@ -244,6 +132,24 @@ def register(app: typer.Typer) -> None:
         if not config.is_file():
             raise UserError(f"--config: file not found: {config}")
         settings = _settings(proxy_port, admin_port, None, workers)
+        planes = [
+            Plane(
+                "demo upstream",
+                granian_argv(
+                    "portcullis.demo.upstream:create_demo_app",
+                    "127.0.0.1",
+                    upstream_port,
+                    1,
+                    settings,
+                    grace=1,
+                ),
+                "127.0.0.1",
+                upstream_port,
+            ),
+            *gateway_planes(settings),
+        ]
+        # Before the store is touched: a held port means another gateway may be using it.
+        refuse_held_ports(planes)
         Path("var").mkdir(exist_ok=True)
         version = asyncio.run(prepare_store(settings, config))
         proxy = f"http://{settings.proxy_host}:{settings.proxy_port}"
@@ -259,15 +165,4 @@ def register(app: typer.Typer) -> None:
             f"      curl -i {proxy}/nope   (404 problem+json)\n\n"
             "Ctrl-C stops everything."
         )
-        planes = [
-            Plane(
-                "demo upstream",
-                granian_argv(
-                    "portcullis.demo.upstream:create_demo_app", "127.0.0.1", upstream_port, 1, 1
-                ),
-                "127.0.0.1",
-                upstream_port,
-            ),
-            *_planes(settings),
-        ]
         raise typer.Exit(supervise(planes, settings, banner))

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.events import EventKind, IdentityEvent
+from portcullis.identity.oauth_clients import client_revocation_id
 from portcullis.store.identity_tables import RevokedTokenRow, SigningKeyRow
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,10 @@ class IssuerKeyring:
 
     def is_revoked(self, jti: str) -> bool:
         return jti in self._revoked
+
+    def client_revoked(self, client_id: str) -> bool:
+        # Client-wide revocations travel as revoked tokens with a reserved id.
+        return client_revocation_id(client_id) in self._revoked
 
     @property
     def kids(self) -> frozenset[str]:

@@ -66,7 +66,7 @@ _PRINTABLE_TOKEN = re.compile(r"^[\x21-\x7E]+$")
 
 
 def normalize_scope(text: str) -> str:
-    if not _SCOPE.match(text):
+    if not _SCOPE.fullmatch(text):
         raise ValueError(
             f"{text!r} is not a scope: 1-128 printable characters, no spaces, quotes or backslashes"
         )
@@ -78,7 +78,7 @@ def normalize_origin(text: str) -> str:
 
     Raises `ValueError` for anything else (paths, wildcards, other schemes).
     """
-    m = _ORIGIN.match(text.strip())
+    m = _ORIGIN.fullmatch(text.strip())
     if m is None:
         raise ValueError(
             f"{text!r} is not an origin: expected scheme://host[:port] "
@@ -439,7 +439,7 @@ def _supplied_key(row: int, text: str, environment: str) -> tuple[str | None, li
                 f" (has {len(text)})",
             )
         ]
-    if not _PRINTABLE_TOKEN.match(text):
+    if not _PRINTABLE_TOKEN.fullmatch(text):
         return None, [RowError(row, "key", "must be printable ASCII without spaces")]
     return None, []
 

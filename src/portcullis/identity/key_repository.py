@@ -58,6 +58,7 @@ from portcullis.identity.key_admin import (
 from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.identity.keys import Environment, generate_key, new_key_id
 from portcullis.identity.secrets import ServerSecret
+from portcullis.store.config_head import lock_config_head
 from portcullis.store.engine import Check, single_read_engine, write_transaction
 from portcullis.store.errors import NotFound, StoreError
 from portcullis.store.identity_tables import ApiKeyRow
@@ -81,6 +82,7 @@ _INFO_COLUMNS = tuple(c for c in ApiKeyRow.__table__.c if c.name != "key_hash")
 SORT_FIELDS = ("created_at", "name", "consumer", "expires_at", "last_used_at")
 _IMPORT_CHUNK = 1000
 _EXPORT_BATCH = 1000
+_CONSUMER_CHUNK = 500
 
 
 class KeyNotFound(NotFound):
@@ -224,6 +226,34 @@ def _filtered(query: Select[Any], where: KeyFilter, now: datetime) -> Select[Any
     if where.state is not None:
         query = query.where(_state_condition(where.state, now))
     return query
+
+
+async def revoke_keys_of(
+    conn: AsyncConnection, consumers: Sequence[str], reason: str, now: datetime
+) -> list[str]:
+    """Revoke every key of the consumers that is not revoked yet, in the caller's
+    transaction, with a KEY event each; the revoked key ids."""
+    revoked: list[str] = []
+    live = ApiKeyRow.status != KeyStatus.revoked.value
+    for start in range(0, len(consumers), _CONSUMER_CHUNK):
+        chunk = list(consumers[start : start + _CONSUMER_CHUNK])
+        rows = (
+            await conn.execute(
+                select(ApiKeyRow.id, ApiKeyRow.key_hash)
+                .where(ApiKeyRow.consumer.in_(chunk), live)
+                .with_for_update()
+            )
+        ).all()
+        if not rows:
+            continue
+        await conn.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.consumer.in_(chunk), live)
+            .values(status=KeyStatus.revoked.value, status_reason=reason, updated_at=now)
+        )
+        await append_events(conn, [(EventKind.KEY, key_hash) for _, key_hash in rows])
+        revoked += [key_id for key_id, _ in rows]
+    return revoked
 
 
 # ---------------------------------------------------------------------------- cursors
@@ -404,10 +434,13 @@ class KeyRepository:
         *,
         created_by: str,
         organization: str | None,
+        config_version: int | None = None,
     ) -> CreatedKey:
         """Generate and store a new key for `consumer` (the caller checked it exists).
 
         `organization` is the consumer's organization (it scopes org-limited admins).
+        `config_version` is the config version in which the caller found the consumer:
+        `ConfigConflict` if the config changed since (see store/config_head.py).
         """
         now = self._clock()
         require_future(spec.expires_at, now)
@@ -417,6 +450,7 @@ class KeyRepository:
             key_id, key_hash, consumer, organization, spec, created_by=created_by, now=now
         )
         async with write_transaction(self._engine) as conn:
+            await lock_config_head(conn, config_version)
             await conn.execute(insert(ApiKeyRow).values(**values))
             await append_events(conn, [(EventKind.KEY, key_hash)])
             info = await self._read(conn, key_id)
@@ -472,6 +506,8 @@ class KeyRepository:
             raise KeyInvalid("grace_seconds", f"must be between 0 and {MAX_GRACE_SECONDS}")
         now = self._clock()
         async with write_transaction(self._engine) as conn:
+            # The successor is a new credential of the consumer: ordered with its removal.
+            await lock_config_head(conn)
             old, old_hash = await self._lock(conn, key_id, check)
             if old.status is not KeyStatus.active:
                 raise KeyConflict(f"API key {key_id!r} is {old.status} and can't be rotated")
@@ -559,6 +595,7 @@ class KeyRepository:
         created_by: str,
         dry_run: bool = False,
         on_progress: Callable[[int], None] | None = None,
+        config_version: int | None = None,
     ) -> list[ImportedKey]:
         """Store every row in one transaction, or none (`ImportRejected` names the rows).
 
@@ -566,7 +603,7 @@ class KeyRepository:
         checked the consumers exist, see `check_import_consumers`). Supplied keys are
         hashed; one already in the store rejects the import. `dry_run` checks
         everything and stores nothing. `on_progress` gets the number of rows stored
-        after each chunk.
+        after each chunk. `config_version`: as for `create`.
         """
         now = self._clock()
         errors = [
@@ -597,6 +634,7 @@ class KeyRepository:
             prepared.append((r, values, supplied))
         results = [ImportedKey(r.row, _info(v), full) for r, v, full in prepared]
         async with write_transaction(self._engine) as conn:
+            await lock_config_head(conn, config_version)
             await self._check_not_stored(conn, prepared)
             if dry_run:
                 return [ImportedKey(i.row, i.info) for i in results]

@@ -81,7 +81,7 @@ def parse_key(text: str) -> ParsedKey | None:
     """The key's environment and id if `text` has the format and a valid checksum."""
     if len(text) > MAX_KEY_LENGTH:
         return None
-    m = KEY_PATTERN.match(text)
+    m = KEY_PATTERN.fullmatch(text)
     if m is None:
         return None
     body = text[:-CHECKSUM_LENGTH]

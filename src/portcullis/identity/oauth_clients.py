@@ -4,6 +4,11 @@ A client has a public id (`pcc_…`) and a secret (`pcs_…`, 256 random bits) t
 shown once, when it is created or rotated; the store keeps only its keyed hash
 (`ServerSecret.hash_credential`), like API keys. Rotating a secret replaces it at
 once. Changes append an OAUTH_CLIENT event in the same transaction.
+
+Deleting a client also revokes every access token it was issued: the tokens are
+not stored, so one client-wide revocation (`client_revocation_id`, kept like a
+token's until the longest token could have expired) stands for all of them, and
+jwt-auth refuses a gateway token whose client is revoked.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -22,9 +27,11 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.identity.events import EventKind, append_events
+from portcullis.identity.oauth_settings import DAY
 from portcullis.identity.secrets import ServerSecret
+from portcullis.store.config_head import lock_config_head
 from portcullis.store.engine import Check, write_transaction
-from portcullis.store.identity_tables import OAuthClientRow
+from portcullis.store.identity_tables import OAuthClientRow, RevokedTokenRow
 
 CLIENT_ID_PREFIX = "pcc_"
 CLIENT_SECRET_PREFIX = "pcs_"  # noqa: S105 (a prefix, not a secret)
@@ -33,6 +40,60 @@ SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$"
 _CLIENT_ID = re.compile(r"^pcc_[0-9a-f]{24}$")
 # Hash compared when the client id is unknown, so both cases cost the same.
 _DUMMY_HASH = "0" * 64
+# No access token lives longer than this (the upper bound of a client's `token_ttl`).
+MAX_TOKEN_TTL = 30 * DAY
+_CLIENT_REVOCATION = "client:"
+_CHUNK = 500
+
+
+def client_revocation_id(client_id: str) -> str:
+    """The revoked-token id that stands for every token of `client_id` (never a real jti:
+    those are URL-safe base64, without a colon)."""
+    return _CLIENT_REVOCATION + client_id
+
+
+async def revoke_client_tokens(
+    conn: AsyncConnection, client_ids: Sequence[str], now: datetime
+) -> None:
+    """Revoke every token the clients were issued, inside the caller's transaction."""
+    if not client_ids:
+        return
+    subjects = [client_revocation_id(c) for c in client_ids]
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start : start + _CHUNK]
+        await conn.execute(delete(RevokedTokenRow).where(RevokedTokenRow.jti.in_(chunk)))
+    await conn.execute(
+        insert(RevokedTokenRow),
+        [
+            {
+                "jti": client_revocation_id(c),
+                "client_id": c,
+                "revoked_at": now,
+                "expires_at": now + timedelta(seconds=MAX_TOKEN_TTL),
+            }
+            for c in client_ids
+        ],
+    )
+    await append_events(conn, [(EventKind.TOKEN, s) for s in subjects])
+
+
+async def delete_clients_of(conn: AsyncConnection, consumers: Sequence[str]) -> list[str]:
+    """Delete the consumers' clients and revoke their tokens (caller's transaction);
+    the deleted client ids."""
+    client_ids: list[str] = []
+    for start in range(0, len(consumers), _CHUNK):
+        chunk = list(consumers[start : start + _CHUNK])
+        client_ids += (
+            await conn.scalars(
+                select(OAuthClientRow.client_id).where(OAuthClientRow.consumer.in_(chunk))
+            )
+        ).all()
+    for start in range(0, len(client_ids), _CHUNK):
+        chunk = client_ids[start : start + _CHUNK]
+        await conn.execute(delete(OAuthClientRow).where(OAuthClientRow.client_id.in_(chunk)))
+    await revoke_client_tokens(conn, client_ids, datetime.now(UTC))
+    await append_events(conn, [(EventKind.OAUTH_CLIENT, c) for c in client_ids])
+    return client_ids
 
 
 class ClientStatus(StrEnum):
@@ -80,7 +141,7 @@ def generate_client_secret() -> str:
 
 
 def looks_like_client_id(value: str) -> bool:
-    return _CLIENT_ID.match(value) is not None
+    return _CLIENT_ID.fullmatch(value) is not None
 
 
 def _client(row: Any) -> OAuthClient:
@@ -128,8 +189,14 @@ class OAuthClientRepository:
         allowed_scopes: Sequence[str],
         token_ttl: int,
         created_by: str,
+        config_version: int | None = None,
     ) -> tuple[OAuthClient, str]:
-        """A new active client and its secret (the only time the secret is available)."""
+        """A new active client and its secret (the only time the secret is available).
+
+        `config_version` is the config version in which the caller found the consumer:
+        `ConfigConflict` if the config changed since (the consumer may be gone), so a
+        client is never created for a consumer whose credentials were just retired.
+        """
         client_id, client_secret = generate_client_id(), generate_client_secret()
         now = datetime.now(UTC)
         values = {
@@ -146,6 +213,7 @@ class OAuthClientRepository:
             "updated_at": now,
         }
         async with write_transaction(self._engine) as conn:
+            await lock_config_head(conn, config_version)
             await conn.execute(insert(OAuthClientRow).values(**values))
             await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
         created = await self.get(client_id)
@@ -235,11 +303,13 @@ class OAuthClientRepository:
         return client, client_secret
 
     async def delete(self, client_id: str, *, check: Check[OAuthClient] | None = None) -> bool:
-        """Delete the client; False when there is none. `check` runs on it, locked."""
+        """Delete the client and revoke every token it was issued; False when there is
+        none. `check` runs on it, locked."""
         async with write_transaction(self._engine) as conn:
             if not await self._lock(conn, client_id, check):
                 return False
             await conn.execute(delete(OAuthClientRow).where(OAuthClientRow.client_id == client_id))
+            await revoke_client_tokens(conn, [client_id], datetime.now(UTC))
             await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
         return True
 

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from portcullis.http_fields import HeaderText
+
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
 HTTP_METHODS = frozenset(
@@ -29,6 +31,11 @@ HTTP_METHODS = frozenset(
 _HOST_LABEL = re.compile(
     r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$"
 )
+# RFC 3986 path-abempty: what a service's base path may hold, as it goes on the wire.
+_BASE_PATH = re.compile(r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
+# A target host: a name or IPv4 address without spaces, controls or URI delimiters, or a
+# bracketed IPv6 literal.
+_TARGET_HOST = re.compile(r"[^\x00-\x20\x7f-\x9f/?#@\[\]:\\]+|\[[0-9A-Fa-f:.]+\]")
 
 
 class StrictModel(BaseModel):
@@ -50,13 +57,21 @@ class Retries(StrictModel):
     """Retry policy.
 
     Retries are attempted only for idempotent methods, or for any method when the
-    failure happened before the request was sent. `budget_ratio` caps retries to a
-    fraction of recent requests so a struggling upstream is not hammered.
+    failure happened before any byte of the request was sent; with
+    `idempotency_key` also for a request that carries an `Idempotency-Key`
+    header (for upstreams that deduplicate by it). A retry goes to another
+    target. `budget_ratio` caps retries to a fraction of the last 10 s of
+    requests so a struggling upstream is not hammered, plus `min_per_second`
+    retries per second for quiet services (shared by the data-plane workers).
     """
 
     attempts: int = Field(default=1, ge=0, le=10)
     budget_ratio: float = Field(default=0.2, ge=0, le=1)
     min_per_second: float = Field(default=10.0, ge=0)
+    idempotency_key: bool = Field(
+        default=False,
+        description="also retry requests with an Idempotency-Key header, whatever the method",
+    )
     on_statuses: list[int] = Field(default_factory=lambda: [502, 503, 504])
 
     @field_validator("on_statuses")
@@ -165,8 +180,17 @@ class Service(StrictModel):
                 _ = parts.port
             except ValueError as exc:
                 raise ValueError(f"url has an invalid port: {exc}") from None
+            host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+            if not _TARGET_HOST.fullmatch(host):
+                raise ValueError(f"url has an invalid host {parts.hostname!r}")
         if not self.path.startswith("/"):
             raise ValueError("path must start with '/'")
+        base = urlsplit(self.url).path if self.url is not None else self.path
+        if not _BASE_PATH.fullmatch(base):
+            # It is copied into every upstream request-target.
+            raise ValueError(
+                f"path {base!r} may only hold URI path characters (percent-encode others)"
+            )
         return self
 
 
@@ -185,6 +209,9 @@ class Target(StrictModel):
             raise ValueError("target must be 'host:port' with a port from 1 to 65535")
         if host.startswith("[") != host.endswith("]") or (":" in host and host[0] != "["):
             raise ValueError("IPv6 target hosts must be written in brackets, e.g. '[::1]:8080'")
+        if not _TARGET_HOST.fullmatch(host):
+            # It becomes the upstream's Host header.
+            raise ValueError(f"invalid target host {host!r}")
         return v
 
     @property
@@ -295,7 +322,7 @@ class PathMatcher(StrictModel):
 
 
 def _check_host(h: str) -> str:
-    if not _HOST_LABEL.match(h):
+    if not _HOST_LABEL.fullmatch(h):
         raise ValueError(f"invalid host {h!r}")
     return h.lower()
 
@@ -337,6 +364,9 @@ class Route(StrictModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     strip_path: bool = True
     preserve_host: bool = False
+    # A path with %2F, %5C or a backslash (see proxy/target.py): refused with a 400, forwarded
+    # with them still encoded, or decoded to "/" and routed again.
+    encoded_slashes: Literal["reject", "decode", "keep"] = "reject"
     priority_class: PriorityClass | None = None
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None
@@ -395,7 +425,8 @@ class Consumer(StrictModel):
     """
 
     username: Name
-    custom_id: str | None = Field(default=None, max_length=256)
+    # Sent upstream as X-Consumer-Custom-ID, so no control characters.
+    custom_id: HeaderText | None = Field(default=None, max_length=256)
     organization: Name | None = None
     status: ConsumerStatus = ConsumerStatus.active
     groups: list[Name] = Field(default_factory=list)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, field_validator, model_validator
@@ -332,6 +333,20 @@ class Override(StrictModel):
     @property
     def expires_us(self) -> int:
         return to_us(self.expires_at)
+
+
+def expired_on_arrival(
+    before: Sequence[Override], after: Sequence[Override], now: datetime
+) -> list[int]:
+    """Indexes of the overrides of `after` that are new, or had `expires_at` moved, and
+    expire at or before `now`: stored like that they would never apply. One that
+    lapsed after it was stored is not among them."""
+    previous = {o.name: o.expires_at for o in before}
+    return [
+        i
+        for i, o in enumerate(after)
+        if o.expires_at <= now and previous.get(o.name) != o.expires_at
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,7 @@ def _normalise_origin(raw: str) -> str:
         )
     scheme, sep, rest = value.partition("://")
     scheme = scheme.lower()
-    if not sep or not _SCHEME.match(scheme):
+    if not sep or not _SCHEME.fullmatch(scheme):
         raise ValueError(f"{raw!r} is not an origin (scheme://host[:port])")
     rest = rest.removesuffix("/").lower()
     if any(c in rest for c in "/?#@\\") or not rest:
@@ -124,7 +124,7 @@ def _normalise_origin(raw: str) -> str:
                     f"{raw!r}: a wildcard needs a suffix of two labels or more (*.example.com)"
                 )
         for label in labels:
-            if not _LABEL.match(label):
+            if not _LABEL.fullmatch(label):
                 raise ValueError(
                     f"{raw!r}: invalid host label {label!r} ('*' is only allowed as the first "
                     "label or as the port)"
@@ -156,7 +156,7 @@ def _pattern(origin: str) -> str:
 def _check_header_names(names: list[str], what: str) -> list[str]:
     out: list[str] = []
     for name in names:
-        if name != "*" and not _TOKEN.match(name):
+        if name != "*" and not _TOKEN.fullmatch(name):
             raise ValueError(f"invalid {what} name {name!r}")
         if name.lower() not in out:
             out.append(name.lower())
@@ -328,7 +328,7 @@ class Cors(Plugin):
         if asked is not None and asked.strip():
             names = [n.strip().lower() for n in asked.decode("latin-1").split(",") if n.strip()]
             if self._any_header:
-                bad = [n for n in names if not _TOKEN.match(n)]
+                bad = [n for n in names if not _TOKEN.fullmatch(n)]
                 allow_headers = (_ACAH, ", ".join(names).encode())
             else:
                 bad = [n for n in names if n not in self._header_names]

@@ -42,6 +42,10 @@ class IssuerKeys(Protocol):
         """True when the token was revoked (RFC 7009) before its expiry."""
         ...
 
+    def client_revoked(self, client_id: str) -> bool:
+        """True when every token of the client was revoked (the client was deleted)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class PluginEnv:
@@ -58,6 +62,9 @@ class PluginEnv:
     clock: Callable[[], float] = field(default=time.time)
     # Plans, boosts and overrides of the config being compiled (like `consumers`).
     traffic: TrafficRules = EMPTY_TRAFFIC
+    # Data-plane worker processes, each with its own copy of per-process state: a
+    # gateway-wide allowance (the retry budget's reserve) is split between them.
+    workers: int = 1
 
 
 DEFAULT_ENV = PluginEnv()

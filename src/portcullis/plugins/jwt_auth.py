@@ -57,6 +57,7 @@ from jwt.exceptions import PyJWTError
 from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from portcullis.analytics.record import Flag
+from portcullis.http_fields import HeaderText, field_value_bytes, is_field_value
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.jwks import JwksPolicy, JwksSource, JwksUnavailableError
 from portcullis.plugins.base import (
@@ -123,7 +124,7 @@ _AUTHORIZATION = b"authorization"
 class StaticKeyConfig(PluginConfig):
     """One trusted key with its algorithm pinned."""
 
-    kid: str | None = Field(default=None, min_length=1, max_length=256)
+    kid: HeaderText | None = Field(default=None, min_length=1, max_length=256)
     algorithm: SigningAlgorithm
     secret: SecretStr | None = Field(
         default=None,
@@ -244,8 +245,8 @@ class JwtAuthConfig(PluginConfig):
     @field_validator("realm")
     @classmethod
     def _realm(cls, value: str) -> str:
-        if any(c in value for c in '"\\\r\n'):
-            raise ValueError("realm must not contain quotes, backslashes or newlines")
+        if any(c in value for c in '"\\') or not is_field_value(value):
+            raise ValueError("realm must not contain quotes, backslashes or control characters")
         return value
 
     @model_validator(mode="after")
@@ -352,6 +353,7 @@ class _Identity:
     until: float
     jti: str | None  # gateway tokens: checked against revocation on every use
     claims: Mapping[str, Any] | None = None  # the verified payload (rate-limit keys on claims)
+    client_id: str | None = None  # gateway tokens: the client, revoked as a whole on deletion
 
 
 class _Reply:
@@ -542,7 +544,7 @@ class JwtAuth(Plugin):
                     # Evict the oldest insertion; dicts keep insertion order.
                     del cache[next(iter(cache))]
                 cache[token] = identity
-        elif identity.jti is not None and self._revoked(identity.jti):
+        elif identity.jti is not None and self._revoked(identity.jti, identity.client_id):
             del self._cache[token]
             return self._failure(401, "token revoked").response()
         self._apply(ctx, identity)
@@ -555,9 +557,11 @@ class JwtAuth(Plugin):
         ctx.claims = identity.claims
         self._rewrite_upstream(ctx, identity)
 
-    def _revoked(self, jti: str) -> bool:
+    def _revoked(self, jti: str, client_id: str | None) -> bool:
         keys = self._issuer_keys
-        return keys is not None and keys.is_revoked(jti)
+        if keys is None:
+            return False
+        return keys.is_revoked(jti) or (client_id is not None and keys.client_revoked(client_id))
 
     def _extract(self, ctx: RequestContext) -> str | _Reply | None:
         """The presented token; a 400 response if the header is ambiguous; None if absent."""
@@ -690,11 +694,16 @@ class JwtAuth(Plugin):
             gateway = None
         self._check_claims(payload, now, issuer_ok)
         jti: str | None = None
+        client_id: str | None = None
         if gateway is not None:
             raw_jti = payload.get("jti")
             if not isinstance(raw_jti, str) or not raw_jti:
                 raise _Reject("missing claim: jti")
-            if gateway.is_revoked(raw_jti):
+            raw_client = payload.get("client_id")
+            client_id = raw_client if isinstance(raw_client, str) else None
+            if gateway.is_revoked(raw_jti) or (
+                client_id is not None and gateway.client_revoked(client_id)
+            ):
                 raise _Reject("token revoked")
             jti = raw_jti
         consumer = self._consumer(payload, gateway is not None)
@@ -711,11 +720,16 @@ class JwtAuth(Plugin):
         headers.append((_CREDENTIAL_HEADER, credential_id.encode("utf-8")))
         if scopes:
             headers.append((_SCOPES_HEADER, " ".join(sorted(scopes)).encode("utf-8")))
+        if not all(field_value_bytes(v) for _, v in headers):
+            # kid, iss and scp come from the token; they go upstream in headers.
+            raise _Reject("malformed token")
         exp = _number(payload, "exp")
         until = now + self._cache_ttl
         if exp is not None:
             until = min(until, exp + self._leeway)
-        return _Identity(consumer, credential_id, scopes, tuple(headers), until, jti, payload)
+        return _Identity(
+            consumer, credential_id, scopes, tuple(headers), until, jti, payload, client_id
+        )
 
     @staticmethod
     def _parse(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:

@@ -103,7 +103,7 @@ class KeyAuthConfig(PluginConfig):
         out: list[str] = []
         for name in names:
             lowered = name.strip().lower()
-            if not _TOKEN.match(lowered):
+            if not _TOKEN.fullmatch(lowered):
                 raise ValueError(f"{name!r} is not a valid header name")
             if lowered not in out:
                 out.append(lowered)
@@ -112,7 +112,7 @@ class KeyAuthConfig(PluginConfig):
     @field_validator("realm")
     @classmethod
     def _realm(cls, realm: str) -> str:
-        if not _REALM.match(realm):
+        if not _REALM.fullmatch(realm):
             raise ValueError("must be 1-128 characters without quotes, backslashes or controls")
         return realm
 

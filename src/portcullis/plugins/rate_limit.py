@@ -86,7 +86,7 @@ def _check_key(selector: str) -> str:
             )
         return selector
     if kind == "header":
-        if not _HEADER_NAME.match(arg):
+        if not _HEADER_NAME.fullmatch(arg):
             raise ValueError(f"invalid header name in key {selector!r}")
         return f"header:{arg.lower()}"
     if kind == "claim":
@@ -158,7 +158,7 @@ class RateLimitConfig(PluginConfig):
     def _methods(cls, v: dict[str, int]) -> dict[str, int]:
         out = {}
         for method, cost in v.items():
-            if not _HEADER_NAME.match(method):
+            if not _HEADER_NAME.fullmatch(method):
                 raise ValueError(f"invalid method {method!r}")
             if not 0 <= cost <= MAX_COST:
                 raise ValueError(f"cost for {method} must be from 0 to {MAX_COST}")
@@ -168,7 +168,7 @@ class RateLimitConfig(PluginConfig):
     @field_validator("cost_header")
     @classmethod
     def _cost_header(cls, v: str | None) -> str | None:
-        if v is not None and not _HEADER_NAME.match(v):
+        if v is not None and not _HEADER_NAME.fullmatch(v):
             raise ValueError("invalid header name")
         return v.lower() if v is not None else None
 

@@ -24,15 +24,28 @@ hit answers with the stored status, headers and body plus `X-Cache: HIT` and
 proxy does not buffer (over 8 MiB) skip that phase and are never stored. HEAD is
 answered from a GET's entry (without the body) but never stored itself.
 
-The key: `<route>|<path>|<digest>` (cache/entry.py), the digest over what `key`
-selects: `method` (HEAD counts as GET), `path`, `query` (parameters sorted by name,
-keeping the order of repeated ones; the query as forwarded, so a key-auth
-`query_param` is not part of it), `header:<name>` and `vary_headers` values,
-`consumer`. With `cache_authenticated: per-consumer` (default) the consumer's name
-is in the key whenever an auth plugin identified one, whatever `key` says, so one
-consumer's response is never served to another; `shared` keys authenticated
-requests by `key` alone (for data that is the same for everyone); `never` does
-not cache requests that carry a consumer (`X-Cache: BYPASS`).
+The key: `<route>|<path>|<digest>` (cache/entry.py). The digest always covers the
+origin the response was made for: the scheme and the Host, lower-cased and without
+the scheme's default port (a route may match several hosts, or any: one host's
+response is never served to another), and the forwarding fields the upstream gets
+when they name another host, scheme or port than those (`X-Forwarded-Host`,
+`-Proto`, `-Port` and `Forwarded` host/proto, which only a trusted proxy can set).
+Then what `key` selects: `method` (HEAD counts as GET), `path`, `query` (parameters
+sorted by name, keeping the order of repeated ones; the query as forwarded, so a
+key-auth `query_param` is not part of it), `header:<name>` and `vary_headers`
+values, `consumer`. With `cache_authenticated: per-consumer` (default) the
+consumer's name is in the key whenever an auth plugin identified one, whatever
+`key` says, so one consumer's response is never served to another; `shared` keys
+authenticated requests by `key` alone (for data that is the same for everyone);
+`never` does not cache requests that carry a consumer (`X-Cache: BYPASS`).
+
+Request fields that upstreams commonly honour to answer for another path, method,
+host or scheme than the request says (`UNKEYED_OVERRIDES`: X-Original-URL,
+X-Rewrite-URL, X-HTTP-Method-Override, X-Forwarded-Scheme, X-Host...) are not in
+the key, so they are removed from requests of the cached methods before they go
+upstream: otherwise one request could store a response for a page other clients
+ask for (cache poisoning through an unkeyed input). A route that needs one of them
+forwarded keys it (`header:<name>` or `vary_headers`), and then it is kept.
 
 Cache-Control (RFC 9111), when `honour_cache_control` is on:
 - request `no-store` → neither served nor stored (`X-Cache: BYPASS`); `no-cache`
@@ -44,6 +57,10 @@ Cache-Control (RFC 9111), when `honour_cache_control` is on:
 - a request with `Authorization` that no gateway auth plugin resolved to a
   consumer is stored only if the response says `public`, `s-maxage` or
   `must-revalidate` (§3.5), unless `header:authorization` is part of the key.
+  The same holds for a request with `Cookie` (consumer or not), unless
+  `header:cookie` is part of the key or the response has `Vary: Cookie`: an
+  upstream that personalises a page by its session cookie and says nothing
+  would otherwise have that page served to everyone.
   With `honour_cache_control` off this rule still holds (then such responses are
   never stored), and the TTL is always `ttl`.
 
@@ -90,13 +107,24 @@ _NOT_STORED = frozenset(
     {b"content-length", b"transfer-encoding", b"connection", b"via", b"x-request-id", b"age",
      b"x-cache"}
 )  # fmt: skip
+# Request fields upstreams commonly honour to serve another path (IIS, Symfony, Laravel),
+# method (method overrides), host or scheme (Rack/Rails, Spring, IIS variants of the
+# forwarding fields) than the request line, Host and the gateway's X-Forwarded-* say.
+UNKEYED_OVERRIDES = frozenset(
+    {b"x-original-url", b"x-rewrite-url", b"x-http-method-override", b"x-http-method",
+     b"x-method-override", b"x-host", b"x-original-host", b"x-forwarded-server",
+     b"x-forwarded-scheme", b"x-forwarded-ssl", b"x-url-scheme", b"front-end-https",
+     b"x-forwarded-prefix"}
+)  # fmt: skip
+_DEFAULT_PORT = {b"http": b":80", b"https": b":443"}
+_FORWARDED_PARAM = re.compile(rb'(?i)(?:^|[;,\s])(host|proto)=("[^"]*"|[^;,\s]*)')
 X_CACHE_HIT = (b"x-cache", b"HIT")
 X_CACHE_MISS = (b"x-cache", b"MISS")
 X_CACHE_BYPASS = (b"x-cache", b"BYPASS")
 
 
 def _header_name(name: str) -> str:
-    if not _HEADER_NAME.match(name):
+    if not _HEADER_NAME.fullmatch(name):
         raise ValueError(f"invalid header name {name!r}")
     return name.lower()
 
@@ -141,7 +169,7 @@ class ResponseCacheConfig(PluginConfig):
         out = []
         for media in v:
             media = media.strip().lower()
-            if not _MEDIA_RANGE.match(media):
+            if not _MEDIA_RANGE.fullmatch(media):
                 raise ValueError(f"invalid media type {media!r} (type/subtype or type/*)")
             out.append(media)
         return out
@@ -182,6 +210,45 @@ def _join_values(headers: Headers, name: bytes) -> bytes | None:
     if not values:
         return None
     return values[0] if len(values) == 1 else b",".join(values)
+
+
+def normalise_host(host: bytes, scheme: bytes) -> bytes:
+    """A Host as the key sees it: lower case, without the scheme's default port."""
+    host = host.lower()
+    port = _DEFAULT_PORT.get(scheme)
+    if port is not None and host.endswith(port):
+        host = host[: -len(port)]
+    return host
+
+
+def origin_key(ctx: RequestContext) -> bytes:
+    """The origin a response is made for (see the module doc): scheme, host, forwarding."""
+    scheme: bytes = ctx.scope.get("scheme", "http").encode()
+    host = b""
+    for name, value in ctx.headers:
+        if name == b"host":
+            host = value
+            break
+    origin = normalise_host(host, scheme)
+    parts = [scheme, b"://", origin]
+    for name, value in ctx.upstream_headers:
+        # The gateway sets these from the Host and scheme unless a trusted proxy sent its own.
+        if name == b"x-forwarded-host":
+            if value != host:
+                forwarded_host = normalise_host(value, scheme)
+                if forwarded_host != origin:
+                    parts += (b"\x00h=", forwarded_host)
+        elif name == b"x-forwarded-proto":
+            if value != scheme:
+                parts += (b"\x00p=", value.lower())
+        elif name == b"x-forwarded-port":
+            parts += (b"\x00o=", value)
+        elif name == b"forwarded" and b"," in value:
+            # Elements before the gateway's own came from a trusted proxy; their `for`
+            # names the client, so only host and proto are keyed.
+            for param, param_value in _FORWARDED_PARAM.findall(value.rpartition(b",")[0]):
+                parts += (b"\x00f", param.lower(), b"=", param_value.strip(b'"').lower())
+    return b"".join(parts)
 
 
 def normalise_query(query: bytes) -> bytes:
@@ -238,12 +305,16 @@ class ResponseCache(Plugin):
         self._key_headers = tuple(n.encode() for n in sorted(names))
         self._keyed_names = frozenset(names)
         self._by_authorization = "authorization" in self._keyed_names
+        self._by_cookie = "cookie" in self._keyed_names
+        self._strip = UNKEYED_OVERRIDES - {n.encode() for n in names}
 
     # ------------------------------------------------------------------ key
 
     def key_for(self, ctx: RequestContext) -> str:
         """The cache key of a request (see the module doc)."""
         h = hashlib.blake2b(digest_size=16)
+        h.update(origin_key(ctx))
+        h.update(b"\x00")
         if self._by_method:
             h.update(b"GET" if ctx.method in ("GET", "HEAD") else ctx.method.encode())
         h.update(b"\x00")
@@ -267,6 +338,12 @@ class ResponseCache(Plugin):
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         if ctx.method not in self._methods:
             return None
+        upstream = ctx.upstream_headers
+        strip = self._strip
+        for name, _ in upstream:
+            if name in strip:
+                upstream[:] = [h for h in upstream if h[0] not in strip]
+                break
         refresh = False
         max_age: int | None = None
         min_fresh = 0
@@ -363,6 +440,7 @@ class ResponseCache(Plugin):
         if self._exact_types is not None and not self._type_allowed(content_type):
             return None
         vary: tuple[str, ...] = ()
+        names: set[str] = set()
         if vary_values:
             names = {
                 item.strip().lower().decode("latin-1")
@@ -379,6 +457,10 @@ class ResponseCache(Plugin):
             and not self._by_authorization
             and any(n == b"authorization" for n, _ in ctx.headers)
         )
+        # A cookie (a session, a preference) is a credential the key does not see either,
+        # unless the route keys it or the response varies on it.
+        if not unresolved_credentials and not self._by_cookie and "cookie" not in names:
+            unresolved_credentials = any(n == b"cookie" for n, _ in ctx.headers)
         if unresolved_credentials and not (
             cc is not None and ("public" in cc or "s-maxage" in cc or "must-revalidate" in cc)
         ):

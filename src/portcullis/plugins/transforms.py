@@ -27,27 +27,21 @@ from urllib.parse import quote_plus, unquote_plus
 
 from pydantic import Field, JsonValue, field_validator
 
+from portcullis.http_fields import check_field_value, check_header_name
 from portcullis.plugins.base import Headers, PluginConfig
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# Visible ASCII, space, tab and obs-text: no CR, LF, NUL or other controls (RFC 9110 §5.5).
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-_PATH_KEY = re.compile(r"^[^.]+$")
+_PATH_KEY = re.compile(r"[^.]+")
 
 
 def _header_name(name: str, forbidden: frozenset[str]) -> str:
-    lowered = name.strip().lower()
-    if not _TOKEN.match(lowered):
-        raise ValueError(f"invalid header name {name!r}")
+    lowered = check_header_name(name).lower()
     if lowered in forbidden:
         raise ValueError(f"header {name!r} is managed by the gateway and cannot be changed")
     return lowered
 
 
 def _header_value(value: str) -> str:
-    if not _FIELD_VALUE.match(value):
-        raise ValueError(f"header value {value!r} must be Latin-1 text without control characters")
-    return value
+    return check_field_value(value)
 
 
 class HeaderOps(PluginConfig):
@@ -57,6 +51,23 @@ class HeaderOps(PluginConfig):
     rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
     set: dict[str, str] = Field(default_factory=dict, description="replace or create")
     add: dict[str, str] = Field(default_factory=dict, description="create when absent")
+
+    # Syntax is checked per field so an error names `headers.set` etc.; which names
+    # the gateway keeps for itself depends on the plugin (`validate_header_ops`).
+    @field_validator("remove")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return [check_header_name(n) for n in v]
+
+    @field_validator("rename")
+    @classmethod
+    def _renames(cls, v: dict[str, str]) -> dict[str, str]:
+        return {check_header_name(old): check_header_name(new) for old, new in v.items()}
+
+    @field_validator("set", "add")
+    @classmethod
+    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
+        return {check_header_name(n): check_field_value(value) for n, value in v.items()}
 
 
 class QueryOps(PluginConfig):
@@ -83,7 +94,7 @@ class QueryOps(PluginConfig):
 
 
 def _path(path: str) -> str:
-    if not path or not all(_PATH_KEY.match(k) for k in path.split(".")):
+    if not path or not all(_PATH_KEY.fullmatch(k) for k in path.split(".")):
         raise ValueError(f"invalid JSON path {path!r} (dot-separated, non-empty keys)")
     return path
 

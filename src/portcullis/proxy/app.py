@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
 
@@ -14,19 +14,23 @@ from portcullis.analytics.record import Flag, RequestObserver, RequestRecord
 from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.plugins.base import BODY_BUFFER_LIMIT, RequestContext
 from portcullis.problems import ProblemKind
-from portcullis.proxy.balancer import Outcome, TargetState, UpstreamPool
+from portcullis.proxy.balancer import Outcome, RetryBudget, TargetState, UpstreamPool
 from portcullis.proxy.headers import (
     TrustedProxies,
     new_request_id,
     rewrite_request_headers,
     rewrite_response_headers,
+    valid_request_id,
 )
 from portcullis.proxy.paths import upstream_target
 from portcullis.proxy.responses import send_bytes, send_problem
 from portcullis.proxy.shedding import Permit, Shedding
+from portcullis.proxy.target import Refusal, route_request
 from portcullis.proxy.upstream.transport import (
+    IDEMPOTENT_METHODS,
     ConnectError,
     ConnectTimeout,
+    InvalidRequest,
     ReadTimeout,
     Transport,
     UpstreamError,
@@ -34,15 +38,23 @@ from portcullis.proxy.upstream.transport import (
     UpstreamResponse,
     WriteTimeout,
 )
+from portcullis.proxy.websocket import WebSocketUpstreamError, handshake_responder
 from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import IDEMPOTENT_METHODS, CompiledRoute, CompiledService
+from portcullis.runtime.snapshot import CompiledRoute, CompiledService
 from portcullis.settings import Settings
 
+if TYPE_CHECKING:
+    import aiohttp
+
+    from portcullis.proxy.upstream.transport import Origin
+
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 # Bodies up to this size are read before proxying, so a failed attempt can be retried.
 REPLAYABLE_BODY = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+_CLOSE = (b"connection", b"close")
 
 
 class _BodyTooLarge(Exception):
@@ -50,17 +62,23 @@ class _BodyTooLarge(Exception):
 
 
 class _ClientGone(Exception):
-    """The client disconnected while its body was being read; nothing is left to answer."""
+    """The request body stopped before its end (becomes a 400 that closes the connection).
+
+    granian reports a body it cannot parse (bad chunk size or extension) with the
+    same `http.disconnect` as a client that went away, so both end here: the
+    answer reaches a client that is still there and costs nothing if it is not.
+    """
 
 
 class _BodyGuard:
     """Counts a streamed request body against the limit; remembers why streaming stopped."""
 
-    __slots__ = ("consumed", "limit", "too_large", "total")
+    __slots__ = ("consumed", "gone", "limit", "too_large", "total")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.consumed = False
+        self.gone = False
         self.too_large = False
         self.total = 0
 
@@ -69,6 +87,8 @@ class _BodyGuard:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                # Remembered: a transport may wrap the exception raised into its body.
+                self.gone = True
                 raise _ClientGone
             chunk: bytes = message.get("body", b"")
             if chunk:
@@ -81,6 +101,16 @@ class _BodyGuard:
                 yield chunk
             if not message.get("more_body", False):
                 return
+
+
+def _replaying(first: Message, receive: Receive) -> Receive:
+    """`receive` with `first`, already taken from it, given back first."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 async def _prepend(parts: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -133,8 +163,13 @@ class _Exchange:
         self.client_parent = b""
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.http.response.start":
             self.status = message["status"]
+        elif kind == "websocket.accept":
+            self.status = 101
+        elif kind == "websocket.close" and not self.status:
+            self.status = 403  # a close before accepting: the server refuses with 403
         else:
             self.bytes_out += len(message.get("body", b""))
         await self.raw_send(message)
@@ -147,6 +182,14 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def _closing(scope: Scope) -> list[tuple[bytes, bytes]] | None:
+    """`Connection: close` for an answer after which the HTTP/1.x framing is in doubt.
+
+    HTTP/2 frames each stream on its own (and forbids the header).
+    """
+    return [_CLOSE] if scope.get("http_version") != "2" else None
+
+
 def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
     if isinstance(exc, ConnectTimeout):
         return problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
@@ -155,6 +198,31 @@ def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
     if isinstance(exc, ConnectError):
         return problems.UPSTREAM_CONNECT_FAILED, Outcome.CONNECT_FAILURE
     return problems.UPSTREAM_PROTOCOL_ERROR, Outcome.HTTP_FAILURE
+
+
+def _hash_key(ctx: RequestContext) -> str | None:
+    """What a consistent-hashing service hashes on for this request (None: the client IP)."""
+    service = ctx.route.service
+    if service.hash_on == "header" and service.hash_on_header is not None:
+        for name, value in ctx.headers:
+            if name == service.hash_on_header:
+                return value.decode("latin-1")
+        return None
+    if service.hash_on == "consumer":
+        return ctx.consumer.username if ctx.consumer is not None else None
+    return None
+
+
+class _Admitted:
+    """A request the access chain let through, with what going upstream needs."""
+
+    __slots__ = ("chunked", "ctx", "matched_length", "rid")
+
+    def __init__(self, ctx: RequestContext, matched_length: int, rid: bytes, chunked: bool) -> None:
+        self.ctx = ctx
+        self.matched_length = matched_length
+        self.rid = rid
+        self.chunked = chunked
 
 
 class ProxyApp:
@@ -179,17 +247,33 @@ class ProxyApp:
         kind = scope["type"]
         if kind == "http":
             if self.observers:
-                await self._observed(scope, receive, send)
+                await self._observed(self.handle_http, scope, receive, send)
             else:
                 await self.handle_http(scope, receive, send, None)
         elif kind == "websocket" and self.websocket_proxy is not None:
-            await self.websocket_proxy(scope, receive, send)
+            # The handshake is what observers see (status 101 or the refusal, its
+            # latency); the session that follows is not a request.
+            if self.observers:
+                session = await self._observed(self.handle_websocket, scope, receive, send)
+            else:
+                session = await self.handle_websocket(scope, receive, send, None)
+            if session is not None:
+                await session.run(receive, send)
 
-    async def _observed(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _observed(
+        self,
+        handler: Callable[[Scope, Receive, Send, _Exchange | None], Awaitable[_T]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> _T:
         ex = _Exchange(send)
         aborted = False
         try:
-            await self.handle_http(scope, receive, ex.send, ex)
+            return await handler(scope, receive, ex.send, ex)
+        except UpstreamError:
+            # The upstream broke off a response already under way (see `error_kind`).
+            raise
         except BaseException:
             aborted = True
             raise
@@ -243,7 +327,7 @@ class ProxyApp:
         return RequestRecord(
             request_id=request_id,
             started_at=ex.wall,
-            method=scope["method"],
+            method=scope.get("method", "GET"),
             path=scope["path"],
             path_template=route.path_template if route is not None else None,
             route=route.name if route is not None else None,
@@ -296,18 +380,28 @@ class ProxyApp:
             head_only=head_only,
         )
 
-    async def handle_http(
-        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
-    ) -> None:
+    async def _admit(
+        self,
+        scope: Scope,
+        send: Send,
+        ex: _Exchange | None,
+        method: str,
+        head_only: bool,
+        scheme: str,
+    ) -> _Admitted | None:
+        """What HTTP requests and WebSocket handshakes share before going upstream.
+
+        Limits on the request head, routing, the upstream headers (forwarding fields
+        believed only from trusted proxies), the client address plugins see, the
+        request context and the route's access plugins. None when the request was
+        answered here (a refusal); `send` carries that answer.
+        """
         snapshot = self.holder.current
-        method: str = scope["method"]
-        path: str = scope["path"]
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        head_only = method == "HEAD"
         raw_len = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         if raw_len > self.max_uri:
             await self._problem(send, ex, problems.URI_TOO_LONG, None, new_request_id())
-            return
+            return None
         if sum(len(n) + len(v) + 4 for n, v in headers) > self.max_header_bytes:
             await self._problem(
                 send,
@@ -316,51 +410,59 @@ class ProxyApp:
                 f"Request headers exceed {self.max_header_bytes} bytes.",
                 new_request_id(),
             )
-            return
-        host = b""
-        for name, value in headers:
-            if name == b"host":
-                host = value
-                break
-        match = snapshot.router.match(method, host.decode("latin-1"), path, headers)
+            return None
+        match = route_request(snapshot.router, method, scope)
+        path: str = scope["path"]
         client = scope.get("client")
         client_ip: str = client[0] if client else "0.0.0.0"
-        if match is None:
+        if match is None or isinstance(match, Refusal):
             rid = new_request_id()
             for name, value in headers:
-                if name == b"x-request-id":
+                if name == b"x-request-id" and valid_request_id(value):
                     rid = value
                     break
-            await self._problem(
-                send,
-                ex,
-                problems.ROUTE_NOT_FOUND,
-                f"No route matches {method} {path}",
-                rid,
-                head_only=head_only,
-            )
-            return
+            if match is None:
+                kind, detail = problems.ROUTE_NOT_FOUND, f"No route matches {method} {path}"
+            else:
+                kind, detail = problems.BAD_REQUEST, f"Invalid request: {match.detail}."
+            await self._problem(send, ex, kind, detail, rid, head_only=head_only)
+            return None
         route = match.payload
         if ex is not None:
             ex.route = route
-        service = route.service
+        trusted = bool(self.trusted) and self.trusted.trusts(client_ip)
         up_headers, info = rewrite_request_headers(
             headers,
             client_ip=client_ip,
-            scheme=scope.get("scheme", "http"),
+            scheme=scheme,
             server_port=scope["server"][1] if scope.get("server") else None,
             upstream_host=b"",
             preserve_host=route.preserve_host,
             via=self.via,
-            trusted=bool(self.trusted) and self.trusted.trusts(client_ip),
+            trusted=trusted,
             new_parent_id=self.new_parent_id,
         )
         rid = info.request_id
         if ex is not None:
             ex.client_parent = info.client_parent_id
         if info.invalid is not None:
-            await self._problem(send, ex, problems.BAD_REQUEST, info.invalid, rid)
-            return
+            await self._problem(
+                send, ex, problems.BAD_REQUEST, info.invalid, rid, extra_headers=_closing(scope)
+            )
+            return None
+        if info.unsupported_coding:
+            # Forwarding the codings would hand the upstream a framing decision only we
+            # made; dropping them would pass the body on as if it were not encoded.
+            await self._problem(
+                send,
+                ex,
+                problems.TRANSFER_CODING_NOT_IMPLEMENTED,
+                f"Transfer coding {info.unsupported_coding.decode('latin-1')!r} is not "
+                "supported; only chunked is accepted.",
+                rid,
+                extra_headers=_closing(scope),
+            )
+            return None
         if (
             self.max_body
             and info.content_length is not None
@@ -373,8 +475,8 @@ class ProxyApp:
                 f"The request body exceeds {self.max_body} bytes.",
                 rid,
             )
-            return
-        if info.forwarded_for and self.trusted and self.trusted.trusts(client_ip):
+            return None
+        if info.forwarded_for and trusted:
             # Plugins (IP allowlists, per-IP limits) see the client behind our proxies.
             client_ip = self.trusted.client_of(client_ip, info.forwarded_for)
         ctx = RequestContext(
@@ -401,15 +503,45 @@ class ProxyApp:
                     ],
                     length=len(reply.body),
                 )
-                return
+                return None
+        return _Admitted(ctx, match.matched_length, rid, info.chunked)
 
+    async def handle_http(
+        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
+    ) -> None:
+        method: str = scope["method"]
+        head_only = method == "HEAD"
+        admitted = await self._admit(
+            scope, send, ex, method, head_only, scope.get("scheme", "http")
+        )
+        if admitted is None:
+            return
+        ctx = admitted.ctx
+        route = ctx.route
+        service = route.service
+        rid = admitted.rid
+        client_ip = ctx.client_ip
         limit = self.max_body
         if ctx.body_limit is not None:
             limit = min(limit, ctx.body_limit) if limit else ctx.body_limit
         guard = _BodyGuard(limit)
         body: bytes | AsyncIterator[bytes]
-        content_length = info.content_length
-        chunked = info.chunked
+        content_length = ctx.content_length
+        chunked = admitted.chunked
+        if not chunked and not content_length and scope.get("http_version") == "2":
+            # HTTP/2 ends a body with END_STREAM, a Content-Length is optional (RFC 9113
+            # §8.1.1): no length is not no body. One receive tells which it is.
+            first = await receive()
+            if first["type"] == "http.disconnect":
+                await self._body_stopped(send, ex, ctx)
+                return
+            if first.get("body") or first.get("more_body", False):
+                if content_length == 0:
+                    await self._body_stopped(send, ex, ctx)
+                    return
+                chunked = True
+                content_length = None
+                receive = _replaying(first, receive)
         if route.chain.request_body and (chunked or content_length):
             read = await self._read_request_body(send, ex, ctx, guard, receive, content_length)
             if read is None:
@@ -421,7 +553,11 @@ class ProxyApp:
         elif content_length:
             try:
                 body = b"".join([c async for c in guard.stream(receive)])
-            except (_ClientGone, _BodyTooLarge):
+            except _ClientGone:
+                await self._body_stopped(send, ex, ctx)
+                return
+            except _BodyTooLarge:
+                await self._too_large(send, ex, ctx, guard)
                 return
             if len(body) != content_length:
                 await self._problem(send, ex, problems.BAD_REQUEST, "Incomplete request body", rid)
@@ -430,24 +566,129 @@ class ProxyApp:
             body = b""
         request = UpstreamRequest(
             method=method,
-            target=upstream_target(scope, route, match.matched_length, ctx.query_string),
+            target=upstream_target(scope, route, admitted.matched_length, ctx.query_string),
             headers=ctx.upstream_headers,
             body=body,
             content_length=content_length if content_length is not None and not chunked else None,
         )
-        hash_key: str | None = None
-        if service.hash_on == "header" and service.hash_on_header is not None:
-            for name, value in headers:
-                if name == service.hash_on_header:
-                    hash_key = value.decode("latin-1")
-                    break
-        elif service.hash_on == "consumer":
-            hash_key = ctx.consumer.username if ctx.consumer is not None else None
         await self._proxy(
-            send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex
+            send, ctx, service, request, guard, client_ip, _hash_key(ctx), head_only, rid, ex
         )
         if ex is not None and guard.total:
             ex.bytes_in = guard.total
+
+    async def _body_stopped(self, send: Send, ex: _Exchange | None, ctx: RequestContext) -> None:
+        await self._problem(
+            send,
+            ex,
+            problems.INVALID_REQUEST_BODY,
+            "The request body is malformed or ended before it was complete.",
+            ctx.request_id.encode(),
+            extra_headers=_closing(ctx.scope),
+            ctx=ctx,
+        )
+
+    async def _too_large(
+        self, send: Send, ex: _Exchange | None, ctx: RequestContext, guard: _BodyGuard
+    ) -> None:
+        await self._problem(
+            send,
+            ex,
+            problems.PAYLOAD_TOO_LARGE,
+            f"The request body exceeds {guard.limit} bytes.",
+            ctx.request_id.encode(),
+            ctx=ctx,
+        )
+
+    async def handle_websocket(
+        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
+    ) -> _WebSocketSession | None:
+        """A WebSocket handshake: the HTTP path's checks and access chain, then the upstream's.
+
+        The client is accepted only once the upstream accepted; every refusal (a
+        plugin's, a shed request, no target, a failed upstream handshake) is an
+        HTTP response to the handshake (see `websocket.handshake_responder`).
+        Returns the open session to relay, or None when the handshake was refused.
+        """
+        proxy = self.websocket_proxy
+        assert proxy is not None
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return None
+        respond = handshake_responder(scope, send)
+        # The upstream hears of the client's transport, as for HTTP: ws is http, wss https.
+        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        admitted = await self._admit(scope, respond, ex, "GET", False, scheme)
+        if admitted is None:
+            return None
+        ctx = admitted.ctx
+        service = ctx.route.service
+        rid = admitted.rid
+        permit: Permit | None = None
+        if service.shedding is not None:
+            permit = await self._admission(service.shedding, respond, ctx, rid, False, ex)
+            if permit is None:
+                return None
+        try:
+            pool = service.pool
+            target = pool.pick(client_ip=ctx.client_ip, hash_key=_hash_key(ctx))
+            if target is None:
+                await self._no_target(respond, ex, service, rid, False, ctx)
+                return None
+            origin = target.origin(service.scheme)
+            pool.begin(target)
+            started = time.monotonic()
+            if ex is not None:
+                ex.upstream_target = origin.authority
+                ex.upstream_started = started
+            try:
+                upstream = await proxy.connect(ctx, origin, admitted.matched_length)
+            except WebSocketUpstreamError as exc:
+                pool.end(target, exc.outcome, time.monotonic() - started)
+                if permit is not None:
+                    if exc.outcome is Outcome.SUCCESS:
+                        permit.responded()
+                    else:
+                        permit.failed()
+                log.info(
+                    "upstream.failed",
+                    service=service.name,
+                    target=origin.authority,
+                    error=exc.kind.slug,
+                    websocket=True,
+                    request_id=ctx.request_id,
+                )
+                if ex is not None:
+                    ex.upstream_ended = time.monotonic()
+                await self._problem(respond, ex, exc.kind, exc.detail, rid, ctx=ctx)
+                return None
+            except BaseException:
+                pool.abandon(target)
+                raise
+            if permit is not None:
+                permit.responded()
+            if ex is not None:
+                ex.upstream_ended = time.monotonic()
+            try:
+                await send(
+                    {
+                        "type": "websocket.accept",
+                        "subprotocol": upstream.protocol,
+                        # ASGI 2.1; granian 2.8.7 ignores them (its 101 has none of ours).
+                        "headers": [*ctx.response_headers, (b"x-request-id", rid)],
+                    }
+                )
+            except BaseException:
+                await upstream.close()
+                pool.end(target, Outcome.SUCCESS, time.monotonic() - started)
+                raise
+            return _WebSocketSession(proxy, upstream, pool, target, started)
+        finally:
+            # The slot covers the handshake, not the session: an open WebSocket adds no
+            # latency to the upstream's requests, and hours-long sessions holding slots
+            # would shed everyone else.
+            if permit is not None:
+                permit.release()
 
     async def _read_request_body(
         self,
@@ -477,16 +718,10 @@ class ProxyApp:
                 if size > BODY_BUFFER_LIMIT:
                     return _prepend(parts, chunks), content_length
         except _ClientGone:
+            await self._body_stopped(send, ex, ctx)
             return None
         except _BodyTooLarge:
-            await self._problem(
-                send,
-                ex,
-                problems.PAYLOAD_TOO_LARGE,
-                f"The request body exceeds {guard.limit} bytes.",
-                ctx.request_id.encode(),
-                ctx=ctx,
-            )
+            await self._too_large(send, ex, ctx, guard)
             return None
         body = b"".join(parts)
         if content_length is not None and len(body) != content_length:
@@ -539,7 +774,14 @@ class ProxyApp:
         budget = service.retry_budget
         budget.record_request()
         attempts_left = service.retry_attempts
-        idempotent = request.method in IDEMPOTENT_METHODS
+        # May the request be sent again once the upstream may have received it?
+        idempotent = request.method in IDEMPOTENT_METHODS or (
+            service.retry_with_idempotency_key
+            and _header(request.headers, b"idempotency-key") is not None
+        )
+        request.idempotent = idempotent
+        # A transport's own retry (the keep-alive race) is an upstream attempt too.
+        request.retry_gate = budget.try_retry
         replayable = isinstance(request.body, bytes)
         tried: list[TargetState] = []
         host_index = next(i for i, (n, _) in enumerate(request.headers) if n == b"host")
@@ -547,28 +789,11 @@ class ProxyApp:
         deadline = (
             time.monotonic() + service.total_timeout if service.total_timeout is not None else None
         )
+        target = pool.pick(client_ip=client_ip, hash_key=hash_key)
+        if target is None:
+            await self._no_target(send, ex, service, rid, head_only, ctx)
+            return
         while True:
-            target = pool.pick(client_ip=client_ip, hash_key=hash_key, exclude=tried)
-            if target is None:
-                reason = pool.unavailable_reason()
-                kind = (
-                    problems.CIRCUIT_OPEN
-                    if reason == "circuit-open"
-                    else problems.UPSTREAM_UNAVAILABLE
-                )
-                if ex is not None and reason == "circuit-open":
-                    ex.flags |= Flag.CIRCUIT_OPEN
-                await self._problem(
-                    send,
-                    ex,
-                    kind,
-                    f"Service {service.name!r}: {reason}",
-                    rid,
-                    extra_headers=[(b"retry-after", b"1")],
-                    head_only=head_only,
-                    ctx=ctx,
-                )
-                return
             origin = target.origin(service.scheme)
             if not preserve:
                 request.headers[host_index] = (b"host", origin.authority.encode())
@@ -590,41 +815,41 @@ class ProxyApp:
                         response = await self.transport.send(origin, request, service.timeouts)
             except (UpstreamError, TimeoutError, _BodyTooLarge, _ClientGone) as exc:
                 latency = time.monotonic() - started
-                if isinstance(exc, _ClientGone):
-                    # No verdict on the target: the client left, not the upstream.
+                if guard.gone or isinstance(exc, _ClientGone):
+                    # No verdict on the target: the client's body failed, not the upstream.
                     pool.abandon(target)
+                    await self._body_stopped(send, ex, ctx)
+                    return
+                if isinstance(exc, InvalidRequest):
+                    # Nothing was sent and no target would accept it: not the upstream's fault.
+                    pool.abandon(target)
+                    log.error("upstream.invalid_request", error=str(exc), request_id=ctx.request_id)
+                    await self._problem(
+                        send, ex, problems.INVALID_UPSTREAM_REQUEST, None, rid, ctx=ctx
+                    )
                     return
                 if guard.too_large or isinstance(exc, _BodyTooLarge):
                     pool.end(target, Outcome.SUCCESS, latency)
-                    await self._problem(
-                        send,
-                        ex,
-                        problems.PAYLOAD_TOO_LARGE,
-                        f"The request body exceeds {guard.limit} bytes.",
-                        rid,
-                        ctx=ctx,
-                    )
+                    await self._too_large(send, ex, ctx, guard)
                     return
-                if isinstance(exc, TimeoutError):
-                    kind, outcome = problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
-                    sent = True
-                    detail = f"Service {service.name!r} exceeded its total timeout"
-                else:
+                if isinstance(exc, UpstreamError):
                     kind, outcome = _error_kind(exc)
-                    sent = exc.request_sent
                     detail = f"Service {service.name!r}: {exc.kind}"
+                    may_retry = idempotent or not exc.request_sent
+                else:
+                    kind, outcome = problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
+                    detail = f"Service {service.name!r} exceeded its total timeout"
+                    # The total timeout ends the exchange, retries included.
+                    may_retry = False
                 pool.end(target, outcome, latency)
                 tried.append(target)
-                can_replay = replayable or not guard.consumed
-                if (
-                    attempts_left > 0
-                    and can_replay
-                    and (idempotent or not sent)
-                    and not isinstance(exc, TimeoutError)
-                    and budget.try_retry()
-                ):
-                    attempts_left -= 1
-                    continue
+                if may_retry and attempts_left > 0 and (replayable or not guard.consumed):
+                    retry = self._retry_target(pool, budget, client_ip, hash_key, tried)
+                    if retry is not None:
+                        attempts_left -= 1
+                        target = retry
+                        continue
+                # The failure itself is the answer, also when no other target was left.
                 log.info(
                     "upstream.failed",
                     service=service.name,
@@ -644,19 +869,40 @@ class ProxyApp:
                 and attempts_left > 0
                 and idempotent
                 and (replayable or not guard.consumed)
-                and budget.try_retry()
             ):
-                await response.aclose()
-                pool.end(target, Outcome.HTTP_FAILURE, latency)
-                tried.append(target)
-                attempts_left -= 1
-                continue
+                retry = self._retry_target(pool, budget, client_ip, hash_key, [*tried, target])
+                if retry is not None:
+                    await response.aclose()
+                    pool.end(target, Outcome.HTTP_FAILURE, latency)
+                    tried.append(target)
+                    attempts_left -= 1
+                    target = retry
+                    continue
             if permit is not None:
                 permit.responded()
             await self._stream_response(
                 send, ctx, response, head_only, rid, pool, target, latency, ex, permit
             )
             return
+
+    @staticmethod
+    def _retry_target(
+        pool: UpstreamPool,
+        budget: RetryBudget,
+        client_ip: str,
+        hash_key: str | None,
+        tried: list[TargetState],
+    ) -> TargetState | None:
+        """A target not tried yet for a retry, if one is available and the budget allows.
+
+        Picked before the budget is asked, so a retry that has nowhere to go costs
+        nothing and the client gets the real failure rather than "no target".
+        """
+        target = pool.pick(client_ip=client_ip, hash_key=hash_key, exclude=tried)
+        if target is not None and not budget.try_retry():
+            pool.release(target)
+            return None
+        return target
 
     async def _proxy_admitted(
         self,
@@ -677,6 +923,26 @@ class ProxyApp:
         The permit is released however the request ends (response streamed,
         upstream failure, client gone, cancellation), so a slot never leaks.
         """
+        permit = await self._admission(shedding, send, ctx, rid, head_only, ex)
+        if permit is None:
+            return
+        try:
+            await self._proxy(
+                send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex, permit
+            )
+        finally:
+            permit.release()
+
+    async def _admission(
+        self,
+        shedding: Shedding,
+        send: Send,
+        ctx: RequestContext,
+        rid: bytes,
+        head_only: bool,
+        ex: _Exchange | None,
+    ) -> Permit | None:
+        """A slot under the upstream's concurrency limit; None once shed (503 sent)."""
         limiter = shedding.limiter
         cls = shedding.classify(ctx)
         permit = limiter.try_acquire(cls)
@@ -689,20 +955,39 @@ class ProxyApp:
                 send,
                 ex,
                 problems.OVERLOADED,
-                f"Service {service.name!r} is at its concurrency limit for "
+                f"Service {ctx.route.service.name!r} is at its concurrency limit for "
                 f"{ctx.priority} requests; retry later.",
                 rid,
                 extra_headers=[(b"retry-after", shedding.retry_after)],
                 head_only=head_only,
                 ctx=ctx,
             )
-            return
-        try:
-            await self._proxy(
-                send, ctx, service, request, guard, client_ip, hash_key, head_only, rid, ex, permit
-            )
-        finally:
-            permit.release()
+        return permit
+
+    async def _no_target(
+        self,
+        send: Send,
+        ex: _Exchange | None,
+        service: CompiledService,
+        rid: bytes,
+        head_only: bool,
+        ctx: RequestContext,
+    ) -> None:
+        """Answer a request no target of `service` can take (503, circuit open or none healthy)."""
+        reason = service.pool.unavailable_reason()
+        kind = problems.CIRCUIT_OPEN if reason == "circuit-open" else problems.UPSTREAM_UNAVAILABLE
+        if ex is not None and reason == "circuit-open":
+            ex.flags |= Flag.CIRCUIT_OPEN
+        await self._problem(
+            send,
+            ex,
+            kind,
+            f"Service {service.name!r}: {reason}",
+            rid,
+            extra_headers=[(b"retry-after", b"1")],
+            head_only=head_only,
+            ctx=ctx,
+        )
 
     async def _stream_response(
         self,
@@ -717,6 +1002,13 @@ class ProxyApp:
         ex: _Exchange | None,
         permit: Permit | None = None,
     ) -> None:
+        """Relay the response, each body chunk as soon as it arrives.
+
+        The head goes out together with the first body chunk (granian writes it
+        then anyway), so an upstream body that fails before its first byte still
+        becomes a clean 502/504; after that, the only honest signal left is an
+        aborted client connection.
+        """
         status = response.status
         headers = rewrite_response_headers(response.headers, via=self.via)
         headers.append((b"x-request-id", rid))
@@ -733,7 +1025,7 @@ class ProxyApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             chunks = response.body.__aiter__()
-            pending: bytes | None = None
+            first: list[bytes]
             if ctx.route.chain.body:
                 buffered = await self._buffer_body(chunks, headers)
                 if isinstance(buffered, bytes):
@@ -744,28 +1036,36 @@ class ProxyApp:
                     )
                     await send({"type": "http.response.body", "body": body, "more_body": False})
                     return
-                started = True
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                for chunk in buffered:
-                    if pending is not None:
-                        await send(
-                            {"type": "http.response.body", "body": pending, "more_body": True}
-                        )
-                    pending = chunk
+                first = buffered
             else:
-                started = True
-                await send({"type": "http.response.start", "status": status, "headers": headers})
+                try:
+                    first = [await anext(chunks)]
+                except StopAsyncIteration:
+                    first = []
+            # With a declared length the last chunk is known when it arrives, so it
+            # closes the body itself rather than an extra empty message. The chunks
+            # are still read to their end, which lets the transport finish cleanly.
+            declared = _header(response.headers, b"content-length")
+            left = int(declared) if declared is not None and declared.isdigit() else -1
+            more = True
+            started = True
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            for chunk in first:
+                left -= len(chunk)
+                more = left != 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
             async for chunk in chunks:
-                if pending is not None:
-                    await send({"type": "http.response.body", "body": pending, "more_body": True})
-                pending = chunk
-            await send({"type": "http.response.body", "body": pending or b"", "more_body": False})
+                left -= len(chunk)
+                more = left != 0
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if more:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except UpstreamError as exc:
             outcome = Outcome.TIMEOUT if isinstance(exc, ReadTimeout) else Outcome.HTTP_FAILURE
             log.info("upstream.body_failed", error=exc.kind, request_id=ctx.request_id)
+            kind, _ = _error_kind(exc)
             if not started:
-                # Nothing went out yet (the body was being buffered): a clean 502 is possible.
-                kind, _ = _error_kind(exc)
+                # Nothing went out yet: a clean 502/504 is possible.
                 await self._problem(
                     send,
                     ex,
@@ -776,6 +1076,8 @@ class ProxyApp:
                     ctx=ctx,
                 )
                 return
+            if ex is not None:
+                ex.error_kind = kind.slug
             # Headers are already out: the only honest signal left is an aborted connection.
             raise
         finally:
@@ -826,6 +1128,38 @@ class ProxyApp:
 
 
 class WebSocketHandler(Protocol):
-    """The WebSocket proxy (see `portcullis.proxy.websocket`)."""
+    """The WebSocket proxy (see `portcullis.proxy.websocket.WebSocketProxy`)."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+    async def connect(
+        self, ctx: RequestContext, origin: Origin, matched_length: int
+    ) -> aiohttp.ClientWebSocketResponse: ...
+
+    async def relay(
+        self, upstream: aiohttp.ClientWebSocketResponse, receive: Receive, send: Send
+    ) -> None: ...
+
+
+class _WebSocketSession:
+    """An accepted WebSocket: relayed until either side ends, then its target is released."""
+
+    __slots__ = ("pool", "proxy", "started", "target", "upstream")
+
+    def __init__(
+        self,
+        proxy: WebSocketHandler,
+        upstream: aiohttp.ClientWebSocketResponse,
+        pool: UpstreamPool,
+        target: TargetState,
+        started: float,
+    ) -> None:
+        self.proxy = proxy
+        self.upstream = upstream
+        self.pool = pool
+        self.target = target
+        self.started = started
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        try:
+            await self.proxy.relay(self.upstream, receive, send)
+        finally:
+            self.pool.end(self.target, Outcome.SUCCESS, time.monotonic() - self.started)

@@ -440,6 +440,10 @@ class UpstreamPool:
         if outcome is not Outcome.CONNECT_FAILURE:
             target.observe_latency(latency, self._clock())
 
+    def release(self, target: TargetState) -> None:
+        """Give back a target `pick()` returned that is not used after all."""
+        target.breaker.release_probe()
+
     def abandon(self, target: TargetState) -> None:
         """A request to `target` ended without an outcome (e.g. the client went away)."""
         if target.active > 0:
@@ -541,17 +545,30 @@ def _build_ring(
 
 
 class RetryBudget:
-    """Caps retries to a share of recent traffic, like Finagle's / Linkerd's retry budget.
+    """Caps retries to a share of recent traffic plus a small steady reserve.
 
-    Over the last `window` seconds, retries may number at most
-    `ratio * requests + min_per_second * window`. The reserve lets a quiet
-    service still retry a few requests; the ratio keeps a failing upstream
-    from receiving (1 + attempts) times its normal load. Call
-    `record_request()` for each original request and `try_retry()` before
-    each retry; a retry itself is not counted as a request.
+    Retries may number `ratio` times the original requests of the last
+    `window` seconds (Finagle's / Linkerd's budget), and beyond that
+    `min_per_second` more per second, so a quiet service can still retry a
+    few requests. The reserve is a token bucket that holds at most one
+    second's worth (at least one retry): it cannot be saved up into a burst,
+    so over any T seconds retries stay within
+    `ratio * requests + min_per_second * T + max(1, min_per_second)`.
+    Call `record_request()` for each original request and `try_retry()` before
+    each retry, whoever makes it (the proxy, or a transport's own keep-alive
+    retry); a retry itself is not counted as a request.
     """
 
-    __slots__ = ("_clock", "_counts", "_ratio", "_reserve")
+    __slots__ = (
+        "_cap",
+        "_clock",
+        "_counts",
+        "_stamp",
+        "_tokens",
+        "min_per_second",
+        "ratio",
+        "window",
+    )
 
     def __init__(
         self,
@@ -562,10 +579,14 @@ class RetryBudget:
     ) -> None:
         if ratio < 0 or min_per_second < 0:
             raise ValueError("ratio and min_per_second must not be negative")
-        self._ratio = ratio
-        self._reserve = min_per_second * window
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self.window = window
+        self._cap = max(1.0, min_per_second) if min_per_second > 0 else 0.0
+        self._tokens = self._cap
         self._clock = clock
-        # first = requests, second = retries
+        self._stamp = clock()
+        # first = requests, second = retries paid for by the ratio
         self._counts = SlidingWindowCounter(window)
 
     @classmethod
@@ -583,14 +604,27 @@ class RetryBudget:
         now = self._clock()
         counts = self._counts
         counts.advance(now)
-        if self._ratio * counts.first + self._reserve - counts.second < 1.0 - 1e-9:
+        if self.ratio * counts.first - counts.second >= 1.0 - 1e-9:
+            counts.add(now, 0, 1)
+            return True
+        tokens = self._refill(now)
+        if tokens < 1.0 - 1e-9:
             return False
-        counts.add(now, 0, 1)
+        self._tokens = tokens - 1.0
         return True
+
+    def _refill(self, now: float) -> float:
+        tokens = self._tokens
+        if tokens < self._cap:
+            tokens = min(self._cap, tokens + max(0.0, now - self._stamp) * self.min_per_second)
+            self._tokens = tokens
+        self._stamp = now
+        return tokens
 
     @property
     def available(self) -> float:
         """Retries the budget would allow right now (may be fractional)."""
+        now = self._clock()
         counts = self._counts
-        counts.advance(self._clock())
-        return max(0.0, self._ratio * counts.first + self._reserve - counts.second)
+        counts.advance(now)
+        return max(0.0, self.ratio * counts.first - counts.second) + self._refill(now)

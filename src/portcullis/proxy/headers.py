@@ -43,7 +43,13 @@ _FORWARDING = frozenset(
         b"content-length",
     }
 )
-_DROP_REQUEST = HOP_BY_HOP | _FORWARDING
+# Method overrides: routes (and their plugins) decide on the request's method; an
+# upstream framework that honours one of these would serve another method, e.g. a
+# DELETE through a route that allows only GET. They never reach the upstream.
+METHOD_OVERRIDES = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
+# Cookie is collected, not dropped: HTTP/2 clients split it into crumbs that must be
+# joined into one field line before it goes out over HTTP/1.1 (RFC 9113 §8.2.3).
+_DROP_REQUEST = HOP_BY_HOP | _FORWARDING | METHOD_OVERRIDES | {b"cookie"}
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,200}$")
 _TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE = b"0" * 32
@@ -54,8 +60,13 @@ def new_request_id() -> bytes:
     return os.urandom(16).hex().encode()
 
 
+def valid_request_id(value: bytes) -> bool:
+    """Whether a client's X-Request-ID may be reused (it is echoed in responses and logs)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
 def valid_traceparent(value: bytes) -> bool:
-    m = _TRACEPARENT.match(value)
+    m = _TRACEPARENT.fullmatch(value)
     return bool(
         m and m.group(1) != b"ff" and m.group(2) != _ZERO_TRACE and m.group(3) != _ZERO_SPAN
     )
@@ -122,6 +133,9 @@ class IncomingRequestInfo:
     # The client's traceparent parent-id when the gateway gave the upstream its own
     # (`new_parent_id`); empty otherwise.
     client_parent_id: bytes = b""
+    # Transfer codings other than chunked the client applied (e.g. b"gzip"): the
+    # gateway does not decode them, and dropping them would corrupt the body (501).
+    unsupported_coding: bytes = b""
 
 
 def rewrite_request_headers(
@@ -156,12 +170,18 @@ def rewrite_request_headers(
     content_length: int | None = None
     chunked = False
     invalid: str | None = None
+    codings: list[bytes] | None = None
     conn_tokens: set[bytes] | None = None
+    cookies: list[bytes] = []
     for name, value in headers:
         if name not in _DROP_REQUEST:
             out.append((name, value))
             continue
-        if name == b"host":
+        if name == b"cookie":
+            cookies.append(value)
+        elif name == b"host":
+            if host:
+                invalid = "more than one Host header"
             host = value
         elif name == b"content-length":
             try:
@@ -173,10 +193,8 @@ def rewrite_request_headers(
                 invalid = "conflicting or negative Content-Length"
             content_length = n
         elif name == b"transfer-encoding":
-            codings = [c.strip().lower() for c in value.split(b",")]
-            if codings[-1] != b"chunked":
-                invalid = "Transfer-Encoding must end with chunked"
-            chunked = True
+            # Several field lines form one list (RFC 9110 §5.3).
+            codings = (codings or []) + [c.strip().lower() for c in value.split(b",")]
         elif name == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
             tokens -= {b"keep-alive", b"close", b"upgrade"}
@@ -195,14 +213,26 @@ def rewrite_request_headers(
         elif name == b"via":
             prior_via.append(value)
         elif name == b"x-request-id":
-            if _REQUEST_ID.match(value):
+            if valid_request_id(value):
                 request_id = value
         elif name == b"traceparent":
             traceparent = value
         elif websocket and name == b"upgrade":
             out.append((name, value))
+    unsupported = b""
+    if codings is not None:
+        chunked = True
+        if codings[-1] != b"chunked":
+            invalid = "Transfer-Encoding must end with chunked"
+        elif len(codings) > 1:
+            if b"chunked" in codings[:-1]:
+                invalid = "chunked is applied more than once"
+            else:
+                unsupported = b", ".join(codings[:-1])
     if chunked and content_length is not None:
         invalid = "both Content-Length and Transfer-Encoding"
+    if cookies:
+        out.append((b"cookie", cookies[0] if len(cookies) == 1 else b"; ".join(cookies)))
     if conn_tokens:
         out = [(n, v) for n, v in out if n not in conn_tokens]
 
@@ -243,7 +273,7 @@ def rewrite_request_headers(
     if websocket:
         out.append((b"connection", b"upgrade"))
     return out, IncomingRequestInfo(
-        host, request_id, content_length, chunked, invalid, xff, client_parent
+        host, request_id, content_length, chunked, invalid, xff, client_parent, unsupported
     )
 
 

@@ -1,10 +1,14 @@
-"""The request-target sent upstream: service base path + (stripped) client path + query."""
+"""The request-target sent upstream: service base path + (stripped) client path + query.
+
+The client path is the normalized one `proxy.target.route_request` left in the scope.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
 from portcullis.asgi import Scope
+from portcullis.proxy.target import remove_dot_segments
 from portcullis.runtime.snapshot import CompiledRoute
 
 _SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
@@ -25,6 +29,10 @@ def upstream_target(
             raw_rest = raw[cut:] if cut is not None else quote(rest, safe=_SAFE_PATH_CHARS).encode()
         if raw_rest and not raw_rest.startswith(b"/"):
             raw_rest = b"/" + raw_rest
+            if raw_rest.startswith(b"/."):
+                # A cut inside a segment (a regex route) can leave a new dot-segment in
+                # front ("/a../x" less "/a"): it must not climb above the base path.
+                raw_rest = remove_dot_segments(raw_rest.decode("latin-1")).encode("latin-1")
         target = route.service.base_path.encode() + raw_rest
     else:
         target = route.service.base_path.encode() + raw

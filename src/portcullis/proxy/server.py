@@ -23,6 +23,7 @@ from portcullis.proxy.websocket import WebSocketProxy
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.watcher import ConfigWatcher
 from portcullis.settings import Settings
+from portcullis.silent_connections import SilentConnectionReaper
 
 if TYPE_CHECKING:
     from portcullis.analytics.log_queue import RequestLogQueue
@@ -70,6 +71,7 @@ class DataPlane:
         self._metrics: MetricsPublisher | None = None
         self._tracing: TracingObserver | None = None
         self.request_log: RequestLogQueue | None = None
+        self._silent: SilentConnectionReaper | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -121,7 +123,12 @@ class DataPlane:
         self._cache = cache = create_cache_backend(settings)
         events.subscribe(cache.on_events)
         env = PluginEnv(
-            credentials=credentials, jwks=jwks, issuer_keys=issuer, limits=limits, cache=cache
+            credentials=credentials,
+            jwks=jwks,
+            issuer_keys=issuer,
+            limits=limits,
+            cache=cache,
+            workers=settings.workers,
         )
         self._watcher = ConfigWatcher(
             ConfigRepository(engine),
@@ -150,7 +157,7 @@ class DataPlane:
 
             self._quota_usage = QuotaUsagePublisher(engine, limits, self._heartbeat.id)
             self._quota_usage.start()
-        self.proxy.websocket_proxy = WebSocketProxy(self.holder, self.proxy.via, self._session)
+        self.proxy.websocket_proxy = WebSocketProxy(self._session)
         if settings.request_log_enabled:
             from portcullis.analytics.log_queue import RequestLogQueue
 
@@ -166,6 +173,11 @@ class DataPlane:
             self._tracing = create_tracing(settings, instance_id=self._heartbeat.id)
             if self._tracing is not None:
                 self.proxy.observers = (*self.proxy.observers, self._tracing)
+        if settings.client_first_byte_timeout > 0:
+            self._silent = SilentConnectionReaper(
+                settings.proxy_port, settings.client_first_byte_timeout
+            )
+            self._silent.start()
         log.info("data_plane.started", config_version=self.holder.current.version)
 
     async def shutdown(self) -> None:
@@ -195,6 +207,8 @@ class DataPlane:
                 await issuer.aclose()
                 await jwks.aclose()
 
+        if self._silent is not None:
+            self._silent.stop()
         steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
             # Publishes the last counts and retires this worker's live gauges.
             ("metrics", self._metrics.stop if self._metrics is not None else None),

@@ -23,8 +23,6 @@ from portcullis.proxy.shedding import ConcurrencyLimiter, PriorityRules, Sheddin
 from portcullis.proxy.upstream.transport import TransportTimeouts
 from portcullis.runtime.router import Router, RouteSpec
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
 
 @dataclass(frozen=True, slots=True)
 class CompiledService:
@@ -41,6 +39,8 @@ class CompiledService:
     retry_budget: RetryBudget
     hash_on: str
     hash_on_header: bytes | None
+    # POST/PATCH carrying an Idempotency-Key may be retried like idempotent methods.
+    retry_with_idempotency_key: bool = False
     # Load shedding on the service's upstream (None: adaptive concurrency is off).
     shedding: Shedding | None = None
 
@@ -55,6 +55,8 @@ class CompiledRoute:
     preserve_host: bool
     # The route's path pattern(s), for the request log (groups /users/1 and /users/2).
     path_template: str = ""
+    # What `proxy.target.route_request` does with %2F, %5C and backslashes in the path.
+    encoded_slashes: str = "reject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class Snapshot:
     schemes: dict[str, str] = field(default_factory=dict)
     # Adaptive concurrency limiters by upstream name (state carried across snapshots).
     limiters: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
+    # Retry budgets by service name (state carried across snapshots).
+    budgets: dict[str, RetryBudget] = field(default_factory=dict)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -97,8 +101,28 @@ def _service_base_path(service: Service) -> tuple[str, str]:
     return service.protocol, service.path
 
 
+def _retry_budget(service: Service, previous: Snapshot | None, workers: int) -> RetryBudget:
+    """This worker's share of the service's budget, carried over while unchanged.
+
+    The ratio applies to the requests each worker sees; the reserve of
+    `min_per_second` is the gateway's, so each of `workers` gets its part. A
+    fresh budget starts with a full reserve and no request history, so
+    rebuilding it on every config change would let retries past the cap.
+    """
+    r = service.retries
+    reserve = r.min_per_second / max(1, workers)
+    old = previous.budgets.get(service.name) if previous is not None else None
+    if old is not None and (old.ratio, old.min_per_second) == (r.budget_ratio, reserve):
+        return old
+    return RetryBudget(r.budget_ratio, reserve)
+
+
 def _compile_service(
-    service: Service, upstreams: dict[str, Upstream], pools: dict[str, UpstreamPool]
+    service: Service,
+    upstreams: dict[str, Upstream],
+    pools: dict[str, UpstreamPool],
+    previous: Snapshot | None,
+    workers: int,
 ) -> CompiledService:
     scheme, base_path = _service_base_path(service)
     pool_name = service.upstream if service.upstream else implicit_upstream_name(service)
@@ -115,9 +139,10 @@ def _compile_service(
         total_timeout=t.total,
         retry_attempts=r.attempts,
         retry_statuses=frozenset(r.on_statuses),
-        retry_budget=RetryBudget(r.budget_ratio, r.min_per_second),
+        retry_budget=_retry_budget(service, previous, workers),
         hash_on=upstream.hash_on,
         hash_on_header=header.lower().encode("latin-1") if header else None,
+        retry_with_idempotency_key=r.idempotency_key,
     )
 
 
@@ -168,7 +193,9 @@ def build_snapshot(
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
     pools = build_pools(upstreams, previous.pools if previous else None)
     by_name = {u.name: u for u in upstreams}
-    services = {s.name: _compile_service(s, by_name, pools) for s in config.services}
+    services = {
+        s.name: _compile_service(s, by_name, pools, previous, env.workers) for s in config.services
+    }
     limiters = build_limiters(upstreams, previous.limiters if previous else None)
     if limiters:
         rules = PriorityRules(config.routes, config.consumers)
@@ -189,6 +216,7 @@ def build_snapshot(
                 strip_path=r.strip_path,
                 preserve_host=r.preserve_host,
                 path_template="|".join(r.paths),
+                encoded_slashes=r.encoded_slashes,
             ),
         )
         for r in config.routes
@@ -202,6 +230,7 @@ def build_snapshot(
         env=env,
         schemes=schemes,
         limiters=limiters,
+        budgets={name: svc.retry_budget for name, svc in services.items()},
     )
 
 

@@ -16,6 +16,11 @@ Read-modify-write callers (the admin API) pass the version they read as
 overwriting that change, and the caller redoes its change on the fresh config.
 An `on_write` hook runs further statements (the audit record) in the same
 transaction, so the change and its record commit or roll back together.
+
+A version that drops consumers retires their credentials in the same transaction
+(identity/consumer_credentials.py), whichever path wrote it. Which consumers were
+dropped is known from the config the writer started from (`previous`, pinned by
+`expected_version`), or else read from the head's stored document.
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
+from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
-from portcullis.store.errors import NotFound, StoreError
+from portcullis.store.errors import NotFound
 from portcullis.store.tables import HEAD_ROW_ID, ConfigHeadRow, ConfigVersionRow
 
 _WRITE_ATTEMPTS = 5
@@ -78,17 +85,6 @@ class ConfigVersion:
     config: GatewayConfig
     source_version: int | None = None
     created: bool = True
-
-
-class ConfigConflict(StoreError):
-    """The head moved away from the version a read-modify-write started from."""
-
-    def __init__(self, expected: int, actual: int) -> None:
-        super().__init__(
-            f"config version {actual} is current, not {expected}: it changed meanwhile"
-        )
-        self.expected = expected
-        self.actual = actual
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +172,14 @@ class ConfigRepository:
         comment: str | None,
         expected_version: int | None = None,
         on_write: OnWrite | None = None,
+        previous: GatewayConfig | None = None,
     ) -> ConfigVersion:
         """Store `config` as the new current version, atomically.
 
         When it is identical to the current config nothing is stored and the current
         version is returned with `created=False`. With `expected_version`, raises
-        `ConfigConflict` unless the head is still at that version (0: empty store).
+        `ConfigConflict` unless the head is still at that version (0: empty store);
+        `previous` may then give that version's config (it saves reading it back).
         `on_write` runs in the same transaction, also when nothing was stored.
         """
         return await self._store(
@@ -191,6 +189,7 @@ class ConfigRepository:
             source_version=None,
             expected_version=expected_version,
             on_write=on_write,
+            previous=previous,
         )
 
     async def rollback(
@@ -201,13 +200,14 @@ class ConfigRepository:
         comment: str | None = None,
         expected_version: int | None = None,
         on_write: OnWrite | None = None,
+        previous: GatewayConfig | None = None,
     ) -> ConfigVersion:
         """Make the config of `to_version` current again, as a new version.
 
         The old document is validated against today's schema first, so a rollback
         can't install a config this release can't serve. Raises `NotFound` for an
         unknown version and `ConfigError` for a document that no longer validates;
-        `expected_version` and `on_write` work as for `apply`.
+        `expected_version`, `on_write` and `previous` work as for `apply`.
         """
         target = await self.get(to_version)
         return await self._store(
@@ -217,6 +217,7 @@ class ConfigRepository:
             source_version=to_version,
             expected_version=expected_version,
             on_write=on_write,
+            previous=previous,
         )
 
     async def _store(
@@ -228,6 +229,7 @@ class ConfigRepository:
         source_version: int | None,
         expected_version: int | None,
         on_write: OnWrite | None,
+        previous: GatewayConfig | None = None,
     ) -> ConfigVersion:
         document = canonical_json(config)
         checksum = checksum_of(document)
@@ -246,6 +248,7 @@ class ConfigRepository:
                         comment,
                         source_version,
                         expected_version,
+                        previous if expected_version is not None else None,
                     )
                     if on_write is not None:
                         in_hook = True
@@ -267,6 +270,7 @@ class ConfigRepository:
         comment: str | None,
         source_version: int | None,
         expected_version: int | None,
+        previous: GatewayConfig | None,
     ) -> ConfigVersion:
         head_query = (
             select(ConfigHeadRow.version, ConfigHeadRow.checksum)
@@ -302,7 +306,22 @@ class ConfigRepository:
             await conn.execute(
                 update(ConfigHeadRow).where(ConfigHeadRow.id == HEAD_ROW_ID).values(**values)
             )
+        if head is not None and head.version is not None:
+            before = (
+                {c.username for c in previous.consumers}
+                if previous is not None
+                else await _usernames_at(conn, head.version)
+            )
+            kept = {c.username for c in config.consumers}
+            await retire_credentials(conn, sorted(before - kept), version=version)
         return ConfigVersion(version, now, author, comment, checksum, config, source_version)
+
+
+async def _usernames_at(conn: AsyncConnection, version: int) -> set[str]:
+    """The consumer usernames of a stored version (its document is parsed, not validated)."""
+    query = select(ConfigVersionRow.document).where(ConfigVersionRow.version == version)
+    document = json.loads(await conn.scalar(query) or "{}")
+    return {str(c["username"]) for c in document.get("consumers", [])}
 
 
 def _to_version(

@@ -73,6 +73,14 @@ class Upstream:
                     payload["lang"] = self.headers.get("Accept-Language")
                 elif path.endswith("/me"):
                     payload["consumer"] = self.headers.get("X-Consumer-Name")
+                elif path.endswith("/site"):
+                    # What an app builds absolute links from, and what would rewrite its path.
+                    payload["host"] = self.headers.get("X-Forwarded-Host")
+                    payload["overrides"] = sorted(
+                        name.lower()
+                        for name in self.headers
+                        if name.lower() in {"x-original-url", "x-rewrite-url", "x-host"}
+                    )
                 body = json.dumps(payload).encode()
                 self.send_response(200)
                 for name, value in headers.items():
@@ -109,6 +117,13 @@ def gateway_config(port: int) -> dict[str, Any]:
             {"name": "open", "service": "origin", "paths": ["/open"], "strip_path": False},
             {"name": "other", "service": "origin", "paths": ["/other"], "strip_path": False},
             {"name": "keyed", "service": "origin", "paths": ["/keyed"], "strip_path": False},
+            {
+                "name": "sites",
+                "service": "origin",
+                "hosts": ["a.test", "b.test", "*.multi.test"],
+                "paths": ["/sites"],
+                "strip_path": False,
+            },
         ],
         "consumers": [{"username": "alice"}, {"username": "bob"}],
         "plugins": [
@@ -116,6 +131,7 @@ def gateway_config(port: int) -> dict[str, Any]:
             {"name": "response-cache", "route": "other", "config": {"ttl": 300}},
             {"name": "key-auth", "route": "keyed", "config": {}},
             {"name": "response-cache", "route": "keyed", "config": {"ttl": 300}},
+            {"name": "response-cache", "route": "sites", "config": {"ttl": 300}},
         ],
     }
 
@@ -257,6 +273,52 @@ def test_one_consumers_response_is_never_served_to_another(
     assert bob1.json()["consumer"] == bob2.json()["consumer"] == "bob"
     assert anonymous.status_code == 401  # key-auth runs before the cache: no key, no entry
     assert upstream.count(path) == 2
+
+
+@pytest.mark.parametrize("prefix", ["/sites", "/open"])
+def test_a_response_cached_for_one_host_is_never_served_to_another(
+    setup: Setup, upstream: Upstream, prefix: str
+) -> None:
+    """On a route with several hosts, and on one that matches any host."""
+    path = unique(prefix) + "/site"
+    with httpx.Client(base_url=setup.gw.url, timeout=5) as client:
+
+        def get(host: str) -> httpx.Response:
+            response = client.get(path, headers={"host": host})
+            assert response.status_code == 200, response.text
+            return response
+
+        if prefix == "/sites":
+            hosts = ["a.test", "b.test", "x.multi.test"]
+        else:
+            hosts = ["evil.example", "good.example"]
+        first = {host: get(host) for host in hosts}
+        again = {host: get(host) for host in hosts}
+        # The same origin spelled otherwise shares the entry (case, default port).
+        spelled = get(hosts[-1].upper() + ":80")
+    for host in hosts:
+        assert first[host].headers["x-cache"] == "MISS", host
+        assert first[host].json()["host"] == host
+        assert again[host].headers["x-cache"] == "HIT", host
+        assert again[host].json() == first[host].json()
+    assert spelled.headers["x-cache"] == "HIT"
+    assert spelled.json()["host"] == hosts[-1]
+    assert upstream.count(path) == len(hosts)
+
+
+def test_unkeyed_override_headers_are_not_forwarded_on_a_cached_route(
+    setup: Setup, upstream: Upstream
+) -> None:
+    path = unique("/open") + "/site"
+    overrides = {"x-original-url": "/admin", "x-rewrite-url": "/admin", "x-host": "evil.example"}
+    with httpx.Client(base_url=setup.gw.url, timeout=5) as client:
+        poisoned = client.get(path, headers=overrides)
+        plain = client.get(path)
+    assert poisoned.headers["x-cache"] == "MISS"
+    assert poisoned.json()["overrides"] == []  # the upstream never saw them
+    assert plain.headers["x-cache"] == "HIT"
+    assert plain.json() == poisoned.json()
+    assert upstream.count(path) == 1
 
 
 def purge(setup: Setup, **params: str) -> dict[str, Any]:

@@ -302,3 +302,25 @@ def test_migrate_command(tmp_path: Path) -> None:
     second = runner.invoke(root, ["migrate", "--database-url", url])
     assert second.exit_code == 0
     assert "nothing to do" in second.output
+
+
+def test_apply_warns_about_an_override_that_has_already_expired(cli: Cli, tmp_path: Path) -> None:
+    override = textwrap.dedent(
+        """\
+        overrides:
+          - name: stop
+            consumer: acme
+            multiplier: 0.5
+            expires_at: "{when}"
+            reason: incident 7
+        """
+    )
+    past = write(tmp_path / "past.yaml", GOOD + override.format(when="2020-01-01T00:00:00Z"))
+    r = cli("config", "apply", str(past))
+    assert r.code == 0, r.err
+    assert "warning: override 'stop' expired at 2020-01-01T00:00:00+00:00" in r.out
+    # Applying the same file again changes nothing about that override: no warning.
+    tagged = write(tmp_path / "tagged.yaml", past.read_text().replace("read: 5", "read: 6"))
+    r = cli("config", "apply", str(tagged))
+    assert r.code == 0, r.err
+    assert "warning" not in r.out

@@ -59,8 +59,14 @@ def test_exact_and_regex_routes(client: httpx.Client) -> None:
 
 
 def test_percent_encoding_is_preserved(client: httpx.Client) -> None:
-    body = client.get("/demo/echo/a%2Fb%20c").json()
-    assert body["raw_path"] == "/echo/a%2Fb%20c"
+    # Reserved and other characters stay encoded; escapes of unreserved ones are
+    # decoded and hex is upper-cased (RFC 3986 §6.2.2); see proxy/target.py.
+    body = client.get("/demo/echo/a%3Bb%20c%3f%7E%c3%a9").json()
+    assert body["raw_path"] == "/echo/a%3Bb%20c%3F~%C3%A9"
+
+
+def test_encoded_slashes_are_refused_by_default(client: httpx.Client) -> None:
+    assert client.get("/demo/echo/a%2Fb").status_code == 400
 
 
 def test_forwarding_headers(client: httpx.Client, gw: Gateway) -> None:

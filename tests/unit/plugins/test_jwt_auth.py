@@ -146,6 +146,9 @@ class FakeIssuer:
     def is_revoked(self, jti: str) -> bool:
         return jti in self.revoked
 
+    def client_revoked(self, client_id: str) -> bool:
+        return "client:" + client_id in self.revoked
+
 
 def make_ctx(
     headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b""
@@ -707,6 +710,20 @@ async def test_revoked_gateway_token(pairs: dict[str, KeyPair], issuer: FakeIssu
     assert await reject_reason(plugin, token) == "token revoked"
     fresh = build({}, issuer=issuer)
     assert await reject_reason(fresh, token) == "token revoked"
+
+
+async def test_gateway_tokens_of_a_revoked_client(
+    pairs: dict[str, KeyPair], issuer: FakeIssuer
+) -> None:
+    # A deleted OAuth client (or its consumer) revokes every token it was issued.
+    plugin = build({}, issuer=issuer)
+    token = gateway_token(pairs)
+    other = gateway_token(pairs, client_id="other-app", jti="j-2")
+    assert await run(plugin, make_ctx(bearer(token))) is None
+    issuer.revoked.add("client:alice-app")
+    assert await reject_reason(plugin, token) == "token revoked"  # was cached
+    assert await reject_reason(build({}, issuer=issuer), token) == "token revoked"
+    assert await run(plugin, make_ctx(bearer(other))) is None
 
 
 async def test_gateway_trust_can_be_switched_off(

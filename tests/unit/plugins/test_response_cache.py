@@ -15,7 +15,7 @@ from portcullis.model.config import Consumer
 from portcullis.plugins.base import Headers, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
-from portcullis.plugins.response_cache import ResponseCache, normalise_query
+from portcullis.plugins.response_cache import UNKEYED_OVERRIDES, ResponseCache, normalise_query
 
 ALICE = ConsumerInfo.of(Consumer(username="alice"))
 BOB = ConsumerInfo.of(Consumer(username="bob"))
@@ -51,14 +51,20 @@ class Rig:
         headers: Sequence[tuple[bytes, bytes]] = (),
         consumer: ConsumerInfo | None = None,
         route: str = "items",
+        host: bytes = b"api.test",
+        scheme: str = "http",
+        upstream: Sequence[tuple[bytes, bytes]] = (),
     ) -> RequestContext:
         scope = {
             "type": "http",
-            "headers": [(b"host", b"api.test"), *headers],
+            "scheme": scheme,
+            "headers": [(b"host", host), *headers],
             "query_string": query,
         }
         compiled = SimpleNamespace(name=route)
-        ctx = RequestContext(scope, cast(Any, compiled), method, path, "203.0.113.7", "rid", None)
+        ctx = RequestContext(
+            scope, cast(Any, compiled), method, path, "203.0.113.7", "rid", None, list(upstream)
+        )
         ctx.consumer = consumer
         return ctx
 
@@ -158,6 +164,77 @@ def test_key_layout_and_what_changes_it() -> None:
     ctx = rig.ctx(query=b"apikey=secret&a=1&b=2")
     ctx.query_string = b"a=1&b=2"
     assert key(ctx) == base
+
+
+def test_the_key_covers_the_normalised_host_and_the_scheme() -> None:
+    rig = Rig()
+    key = rig.plugin.key_for
+    base = key(rig.ctx(host=b"api.test"))
+    assert key(rig.ctx(host=b"evil.example")) != base
+    assert key(rig.ctx(host=b"api.test:8080")) != base
+    assert key(rig.ctx(host=b"api.test", scheme="https")) != base
+    # The same origin spelled otherwise: case and the scheme's default port don't matter.
+    assert key(rig.ctx(host=b"API.Test")) == base
+    assert key(rig.ctx(host=b"api.test:80")) == base
+    assert key(rig.ctx(host=b"api.test:443", scheme="https")) == key(
+        rig.ctx(host=b"api.test", scheme="https")
+    )
+    assert key(rig.ctx(host=b"api.test:443")) != base  # not the default port of http
+
+
+def test_the_key_covers_forwarding_fields_that_name_another_origin() -> None:
+    rig = Rig()
+    key = rig.plugin.key_for
+
+    def forwarded(host: bytes = b"api.test", **fields: bytes) -> str:
+        # As the proxy builds them: its own values unless a trusted proxy sent others.
+        upstream = [
+            (b"x-forwarded-host", fields.get("xfh", host)),
+            (b"x-forwarded-proto", fields.get("xfp", b"http")),
+            (b"x-forwarded-port", fields.get("port", b"8000")),
+            (b"forwarded", fields.get("fwd", b'for=203.0.113.7;proto=http;host="' + host + b'"')),
+        ]
+        return key(rig.ctx(host=host, upstream=upstream))
+
+    base = forwarded()
+    assert forwarded(b"API.test") == base  # its mirror in X-Forwarded-Host is the Host
+    assert forwarded(xfh=b"evil.example") != base
+    assert forwarded(xfh=b"API.TEST:80") == base
+    assert forwarded(xfp=b"https") != base
+    assert forwarded(port=b"443") != base
+    ours = b'for=203.0.113.7;proto=http;host="api.test"'
+    assert forwarded(fwd=b"for=198.51.100.1;host=evil.example, " + ours) != base
+    assert forwarded(fwd=b"for=198.51.100.1;proto=https, " + ours) != base
+    # Who the client was (`for`) is not part of the key: it would key every client apart.
+    assert forwarded(fwd=b"for=198.51.100.1;host=a.test, " + ours) == forwarded(
+        fwd=b"for=198.51.100.2;host=a.test, " + ours
+    )
+
+
+async def test_unkeyed_override_headers_never_reach_the_upstream_of_a_cached_request() -> None:
+    overrides = [
+        (b"x-original-url", b"/admin"),
+        (b"x-rewrite-url", b"/admin"),
+        (b"x-http-method-override", b"DELETE"),
+        (b"x-forwarded-scheme", b"http"),
+        (b"x-host", b"evil.example"),
+    ]
+    rig = Rig()
+    kept = [(b"accept", b"*/*"), (b"x-forwarded-for", b"203.0.113.7")]
+    ctx = rig.ctx(upstream=[*kept, *overrides])
+    assert await rig.plugin.access(ctx) is None
+    assert ctx.upstream_headers == kept
+    assert ctx.cache_key is not None
+    # Methods the route does not cache are left alone (nothing of theirs is stored).
+    post = rig.ctx(method="POST", upstream=[*kept, *overrides])
+    assert await rig.plugin.access(post) is None
+    assert post.upstream_headers == [*kept, *overrides]
+    # A route that keys an override may forward it: responses are stored per value.
+    keyed = Rig(key=["method", "path", "header:x-original-url"])
+    ctx = keyed.ctx(upstream=[*kept, *overrides])
+    assert await keyed.plugin.access(ctx) is None
+    assert ctx.upstream_headers == [*kept, (b"x-original-url", b"/admin")]
+    assert {name for name, _ in overrides} <= UNKEYED_OVERRIDES
 
 
 def test_consumers_are_keyed_apart_unless_shared() -> None:
@@ -376,6 +453,26 @@ async def test_one_consumers_response_is_never_served_to_another() -> None:
     assert header(ctx.response_headers, b"x-cache") == b"BYPASS"
     assert len(never.cache) == 0
     assert await never.stored_after()  # anonymous requests are still cached
+
+
+async def test_a_request_with_a_cookie_needs_an_explicit_public_or_a_keyed_cookie() -> None:
+    rig = Rig()
+    session = [(b"cookie", b"session=alice")]
+    await rig.fetch(rig.ctx(headers=session))
+    assert len(rig.cache) == 0  # perhaps alice's page: never served to anyone else
+    await rig.fetch(rig.ctx(headers=session, consumer=ALICE))
+    assert len(rig.cache) == 0
+    await rig.fetch(rig.ctx(headers=session), headers=[(b"cache-control", b"public, max-age=60")])
+    assert len(rig.cache) == 1
+    # A response that varies on the cookie is stored per cookie value.
+    rig.cache.purge_now(_ALL)
+    await rig.fetch(rig.ctx(headers=session), headers=[(b"vary", b"Cookie")])
+    assert len(rig.cache) == 2  # the marker and alice's variant
+    assert await rig.plugin.access(rig.ctx(headers=[(b"cookie", b"session=bob")])) is None
+    # Keyed by the cookie: each cookie has its own entry anyway.
+    keyed = Rig(key=["path", "header:cookie"])
+    await keyed.fetch(keyed.ctx(headers=session))
+    assert len(keyed.cache) == 1
 
 
 async def test_upstream_credentials_without_a_consumer_need_an_explicit_public() -> None:

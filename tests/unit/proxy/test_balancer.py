@@ -590,10 +590,30 @@ async def test_pool_starts_checks_only_when_enabled() -> None:
 # -- retry budget -----------------------------------------------------------------------
 
 
-def test_retry_budget_reserve_allows_min_per_second_times_window() -> None:
+def test_retry_budget_reserve_is_a_rate_not_a_burst() -> None:
     clock = FakeClock()
-    budget = RetryBudget(0.2, 1.0, window=10.0, clock=clock)
-    assert sum(budget.try_retry() for _ in range(20)) == 10
+    budget = RetryBudget(0.0, 5.0, window=10.0, clock=clock)
+    # One second's worth at once (not min_per_second x window)...
+    assert sum(budget.try_retry() for _ in range(20)) == 5
+    # ...then min_per_second per second...
+    clock.advance(0.4)
+    assert sum(budget.try_retry() for _ in range(20)) == 2
+    # ...and a quiet minute is not saved up into a burst.
+    clock.advance(60.0)
+    assert sum(budget.try_retry() for _ in range(20)) == 5
+
+
+def test_retry_budget_caps_a_burst_of_failing_requests() -> None:
+    # 1,000 failing requests in 2 s, each wanting a retry: the ratio's 200
+    # plus the reserve's 10 per second (and one second's worth up front).
+    clock = FakeClock()
+    budget = RetryBudget(0.2, 10.0, window=10.0, clock=clock)
+    retries = 0
+    for _ in range(1000):
+        clock.advance(0.002)
+        budget.record_request()
+        retries += budget.try_retry()
+    assert 200 <= retries <= 200 + 10 * 2 + 10
 
 
 def test_retry_budget_ratio_of_recent_requests() -> None:
@@ -632,7 +652,7 @@ def test_retry_budget_from_config() -> None:
     budget = RetryBudget.from_config(
         model.Retries(budget_ratio=0.0, min_per_second=0.3), clock=FakeClock()
     )
-    assert sum(budget.try_retry() for _ in range(10)) == 3
+    assert sum(budget.try_retry() for _ in range(10)) == 1
 
 
 def test_retry_budget_rejects_negative_settings() -> None:

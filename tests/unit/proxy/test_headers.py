@@ -187,3 +187,32 @@ def test_without_tracing_the_client_parent_id_is_forwarded() -> None:
     tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     _, _, info = rewrite([(b"traceparent", tp)])
     assert info.client_parent_id == b""
+
+
+def test_cookie_crumbs_are_joined_into_one_field_line() -> None:
+    _, out, _ = rewrite([(b"host", b"gw"), (b"cookie", b"a=1"), (b"cookie", b"b=2")])
+    assert [v for n, v in out if n == b"cookie"] == [b"a=1; b=2"]
+    _, out, _ = rewrite([(b"host", b"gw"), (b"cookie", b"a=1")])
+    assert [v for n, v in out if n == b"cookie"] == [b"a=1"]
+
+
+def test_a_second_host_makes_the_request_invalid() -> None:
+    # proxy.target refuses it before routing; this pass must not pick one silently.
+    _, _, info = rewrite([(b"host", b"a.example"), (b"host", b"b.example")], preserve_host=True)
+    assert info.invalid == "more than one Host header"
+    _, _, info = rewrite([(b"host", b"a.example")], preserve_host=True)
+    assert info.invalid is None
+
+
+def test_method_overrides_never_reach_the_upstream() -> None:
+    d, _, _ = rewrite(
+        [
+            (b"host", b"gw"),
+            (b"x-http-method-override", b"DELETE"),
+            (b"x-http-method", b"DELETE"),
+            (b"x-method-override", b"DELETE"),
+            (b"x-kept", b"1"),
+        ]
+    )
+    assert not {b"x-http-method-override", b"x-http-method", b"x-method-override"} & d.keys()
+    assert d[b"x-kept"] == b"1"

@@ -56,3 +56,10 @@ def test_encoded_prefix_is_stripped_by_its_decoded_form() -> None:
 
 def test_regex_strip_uses_matched_length() -> None:
     assert _target("/users/42/posts", paths=["~^/users/(?P<id>[0-9]+)"]) == b"/posts"
+
+
+def test_a_cut_inside_a_segment_cannot_climb_above_the_base_path() -> None:
+    # "/a../x" has no dot-segment, but stripping what "~^/a" matched leaves "../x".
+    assert _target("/a../x", paths=["~^/a"], base="/v2") == b"/v2/x"
+    assert _target("/a./x", paths=["~^/a"], base="/v2") == b"/v2/x"
+    assert _target("/a..", paths=["~^/a"], base="/v2") == b"/v2/"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from portcullis.model import GatewayConfig
+from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.request_size_limit import RequestSizeLimit
 from portcullis.runtime.snapshot import build_snapshot, implicit_upstream_name
 
@@ -75,3 +76,30 @@ def test_target_state_survives_a_rebuild() -> None:
     state = first.pools["u"].targets[0]
     second = build_snapshot(_config(), 2, first)
     assert second.pools["u"].targets[0] is state
+
+
+def test_retry_budget_survives_a_rebuild_while_its_policy_is_unchanged() -> None:
+    first = build_snapshot(_config(), 1)
+    budget = first.budgets["by-upstream"]
+    budget.record_request()
+    again = build_snapshot(_config(), 2, first)
+    assert again.budgets["by-upstream"] is budget
+    changed = _config(
+        services=[
+            {"name": "by-upstream", "upstream": "u", "retries": {"budget_ratio": 0.5}},
+            {"name": "by-url", "url": "https://api.example.com/v1"},
+        ]
+    )
+    rebuilt = build_snapshot(changed, 3, again)
+    assert rebuilt.budgets["by-upstream"] is not budget
+    assert rebuilt.budgets["by-upstream"].ratio == 0.5
+    assert rebuilt.budgets["by-url"] is again.budgets["by-url"]
+
+
+def test_retry_reserve_is_split_between_workers() -> None:
+    snap = build_snapshot(_config(), 1, env=PluginEnv(workers=4))
+    budget = snap.budgets["by-upstream"]
+    assert (budget.ratio, budget.min_per_second) == (0.2, 2.5)
+    route = snap.router.match("GET", "", "/a/x", [])
+    assert route is not None
+    assert route.payload.service.retry_budget is budget

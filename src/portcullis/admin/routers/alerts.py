@@ -21,10 +21,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
-from portcullis.admin.conditional import Precondition, etag_of, merge_patch
+from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
@@ -38,7 +38,6 @@ from portcullis.admin.problems import (
     ALREADY_EXISTS,
     NOT_FOUND,
     ApiProblem,
-    errors_from_pydantic,
     problem_responses,
     validation_problem,
 )
@@ -404,11 +403,7 @@ async def update_rule(
     await _existing(request, name)
 
     def patched(current: AlertRule) -> AlertRuleSpec:
-        try:
-            spec = AlertRuleSpec.model_validate(merge_patch(current.settings(), patch))
-        except ValidationError as exc:
-            raise validation_problem(errors_from_pydantic(exc.errors())) from None
-        return _checked(spec)
+        return _checked(apply_merge_patch(AlertRuleSpec, current.settings(), patch))
 
     return await _store(request, caller, facts, name, if_match, patched)
 

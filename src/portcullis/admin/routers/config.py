@@ -17,15 +17,17 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from portcullis.admin.body_guard import MAX_BODY_EXTENSION
 from portcullis.admin.conditional import check_if_match, etag_of
 from portcullis.admin.config_editor import ConfigState, Edit, validate_document
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import keyset_page, parse_int_cursor
 from portcullis.admin.problems import (
-    BAD_REQUEST,
+    MALFORMED_BODY,
     NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
+    malformed_body,
     problem_responses,
     validation_problem,
 )
@@ -44,6 +46,7 @@ VERSION_HEADER = "Portcullis-Config-Version"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 MAX_VERSION = 2**62
 _DOCUMENT_BODY: dict[str, Any] = {
+    MAX_BODY_EXTENSION: MAX_DOCUMENT_BYTES,
     "requestBody": {
         "required": True,
         "description": "A complete gateway config document (the format of `config export`).",
@@ -51,7 +54,7 @@ _DOCUMENT_BODY: dict[str, Any] = {
             "application/json": {"schema": {"type": "object"}},
             "application/yaml": {"schema": {"type": "object"}},
         },
-    }
+    },
 }
 _CONFIG_HEADERS = {
     "ETag": {"description": "Entity tag of the current config", "schema": {"type": "string"}},
@@ -165,25 +168,25 @@ def diff_json(diff: ConfigDiff) -> dict[str, Any]:
 async def read_document(request: Request) -> Any:
     """The request body as data: JSON (default) or YAML by `Content-Type`."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    raw = await request.body()
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise ApiProblem(BAD_REQUEST, f"the document is larger than {MAX_DOCUMENT_BYTES} bytes")
+    raw = await request.body()  # at most MAX_DOCUMENT_BYTES (admin/body_guard.py)
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise validation_problem([("#", "the body is not UTF-8 text")]) from None
+    except UnicodeDecodeError as exc:
+        raise ApiProblem(MALFORMED_BODY, f"the body is not UTF-8 text (byte {exc.start})") from None
     if media in ("application/yaml", "application/x-yaml", "text/yaml"):
         try:
             return yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
+            raise malformed_body("YAML", str(exc.problem or exc.context), line, column) from None
         except yaml.YAMLError as exc:
-            raise validation_problem([("#", f"invalid YAML: {exc}")]) from None
+            raise malformed_body("YAML", str(exc), None, None) from None
     if media == "application/json" or media.endswith("+json"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise validation_problem(
-                [("#", f"invalid JSON: {exc.msg} (line {exc.lineno})")]
-            ) from None
+            raise malformed_body("JSON", exc.msg, exc.lineno, exc.colno) from None
     raise ApiProblem(
         UNSUPPORTED_MEDIA_TYPE, f"send application/json or application/yaml, not {media!r}"
     )

@@ -22,9 +22,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from fastapi.openapi.models import Example
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
 from portcullis.admin.config_editor import ConfigState, Edit
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.entities import (
@@ -54,7 +54,6 @@ from portcullis.admin.problems import (
     HAS_DEPENDENTS,
     NOT_FOUND,
     ApiProblem,
-    errors_from_pydantic,
     pointer_for,
     problem_responses,
     validation_problem,
@@ -558,11 +557,7 @@ class EntityRouter:
             patch: dict[str, Any] = kw["patch"]
 
             def patched(old: dict[str, Any]) -> dict[str, Any]:
-                merged = merge_patch(old, patch)
-                try:
-                    return kind.model.model_validate(merged).model_dump(mode="json")
-                except ValidationError as exc:
-                    raise validation_problem(errors_from_pydantic(exc.errors())) from None
+                return apply_merge_patch(kind.model, old, patch).model_dump(mode="json")
 
             return await self._update(kw, patched, "update")
 

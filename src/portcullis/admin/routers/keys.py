@@ -21,10 +21,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from portcullis.admin.conditional import Precondition, etag_of, merge_patch
+from portcullis.admin.body_guard import MAX_BODY_EXTENSION
+from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
+from portcullis.admin.config_editor import ConfigState
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.admin.problems import (
@@ -32,7 +34,6 @@ from portcullis.admin.problems import (
     NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
-    errors_from_pydantic,
     problem_responses,
     validation_problem,
 )
@@ -42,6 +43,8 @@ from portcullis.identity.key_admin import (
     DEFAULT_GRACE_SECONDS,
     IMPORT_COLUMNS,
     MAX_GRACE_SECONDS,
+    CreatedKey,
+    ImportedKey,
     ImportRejected,
     KeyInfo,
     KeySettings,
@@ -65,6 +68,7 @@ from portcullis.identity.key_repository import (
     KeyRepository,
 )
 from portcullis.identity.keys import Environment
+from portcullis.model.config import GatewayConfig
 from portcullis.problems import ProblemKind
 from portcullis.store.admin_tables import OrganizationRow
 
@@ -73,7 +77,6 @@ router = APIRouter(tags=["API keys"])
 KEY_STATE_CONFLICT = ProblemKind(
     "key-state-conflict", "The key's current state does not allow this change", 409
 )
-PAYLOAD_TOO_LARGE = ProblemKind("payload-too-large", "The request body is too large", 413)
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
 # An organization name no key can have: what an admin of a deleted organization sees.
@@ -288,10 +291,12 @@ async def _visible_key(request: Request, key_id: str, caller: Caller) -> KeyInfo
 async def _consumer_organization(request: Request, username: str, caller: Caller) -> str | None:
     """The consumer's organization; 404 when the consumer is unknown (or not visible)."""
     config = (await _state(request).editor.state()).config
+    return _organization_of(config, username, await _organization(request, caller))
+
+
+def _organization_of(config: GatewayConfig, username: str, visible: str | None) -> str | None:
     try:
-        consumer = resolve_consumer(
-            config, username, organization=await _organization(request, caller)
-        )
+        consumer = resolve_consumer(config, username, organization=visible)
     except UnknownConsumer:
         raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist") from None
     return consumer.organization
@@ -385,11 +390,20 @@ async def create_key(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    organization = await _consumer_organization(request, username, caller)
-    try:
-        created = await _keys(request).create(
-            username, body, created_by=caller.actor, organization=organization
+    visible = await _organization(request, caller)
+
+    async def create(state: ConfigState) -> CreatedKey:
+        # Pinned to the config the consumer was found in (admin/config_editor.py).
+        return await _keys(request).create(
+            username,
+            body,
+            created_by=caller.actor,
+            organization=_organization_of(state.config, username, visible),
+            config_version=state.version,
         )
+
+    try:
+        created = await _state(request).editor.pinned(create)
     except KeyInvalid as exc:
         raise _as_problem(exc) from None
     out = _represent(created.info)
@@ -497,10 +511,11 @@ async def export_keys(
         **problem_responses(400, 401, 403, 413, 415, 422, 429),
     },
     openapi_extra={
+        MAX_BODY_EXTENSION: MAX_IMPORT_BYTES,
         "requestBody": {
             "required": True,
             "content": {"text/csv": {"schema": {"type": "string"}, "example": _IMPORT_EXAMPLE}},
-        }
+        },
     },
     operation_id="import_api_keys",
 )
@@ -513,23 +528,26 @@ async def import_keys(
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "text/csv":
         raise ApiProblem(UNSUPPORTED_MEDIA_TYPE, "send the keys as text/csv")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_IMPORT_BYTES:
-            raise ApiProblem(PAYLOAD_TOO_LARGE, f"at most {MAX_IMPORT_BYTES} bytes per import")
+    raw = await request.body()  # at most MAX_IMPORT_BYTES (admin/body_guard.py)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise validation_problem([("#", "the CSV is not UTF-8")]) from None
     organization = await _organization(request, caller)
-    config = (await _state(request).editor.state()).config
+
+    async def store(state: ConfigState) -> list[ImportedKey]:
+        organizations = check_import_consumers(rows, state.config, organization=organization)
+        return await _keys(request).import_keys(
+            rows,
+            organizations,
+            created_by=caller.actor,
+            dry_run=dry_run,
+            config_version=state.version,
+        )
+
     try:
         rows = parse_import_csv(text)
-        organizations = check_import_consumers(rows, config, organization=organization)
-        imported = await _keys(request).import_keys(
-            rows, organizations, created_by=caller.actor, dry_run=dry_run
-        )
+        imported = await _state(request).editor.pinned(store)
     except ImportRejected as exc:
         raise _as_problem(exc) from None
     items = []
@@ -606,10 +624,7 @@ async def update_key(
     precondition = _precondition(if_match)
 
     def patched(current: KeyInfo) -> KeySettings:
-        try:
-            return KeySettings.model_validate(merge_patch(current.settings(), patch))
-        except ValidationError as exc:
-            raise validation_problem(errors_from_pydantic(exc.errors())) from None
+        return apply_merge_patch(KeySettings, current.settings(), patch)
 
     try:
         after = _represent(await _keys(request).update(key_id, patched, check=precondition))

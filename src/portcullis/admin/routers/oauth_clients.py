@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from portcullis.admin.conditional import Precondition, etag_of
+from portcullis.admin.config_editor import ConfigState
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
@@ -35,10 +36,14 @@ from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.routers.oauth import oauth_server
 from portcullis.admin.scoping import OrgScope, scope_of
 from portcullis.admin.state import AdminState
-from portcullis.identity.oauth_clients import SCOPE_PATTERN, ClientStatus, OAuthClient
-from portcullis.identity.oauth_settings import DAY
+from portcullis.identity.oauth_clients import (
+    MAX_TOKEN_TTL,
+    SCOPE_PATTERN,
+    ClientStatus,
+    OAuthClient,
+)
 from portcullis.identity.signing import KeyStatus, SigningKeyInfo
-from portcullis.model.config import Consumer
+from portcullis.model.config import Consumer, GatewayConfig
 
 router = APIRouter()
 CLIENT_SORT = ("name", "created_at")
@@ -52,7 +57,7 @@ Scope = Annotated[str, Field(pattern=SCOPE_PATTERN, description="An RFC 6749 sco
 Scopes = Annotated[list[Scope], Field(max_length=100)]
 TokenTtl = Annotated[
     StrictInt,
-    Field(ge=60, le=30 * DAY, description="Lifetime of the client's access tokens, seconds"),
+    Field(ge=60, le=MAX_TOKEN_TTL, description="Lifetime of the client's access tokens, seconds"),
 ]
 
 
@@ -129,8 +134,11 @@ def _sees(scope: OrgScope, organization: str | None) -> bool:
 
 async def _consumer(request: Request, username: str, caller: Caller) -> Consumer:
     state = await _state(request).editor.state()
-    scope = await scope_of(request, caller)
-    for consumer in state.config.consumers:
+    return _consumer_in(state.config, username, await scope_of(request, caller))
+
+
+def _consumer_in(config: GatewayConfig, username: str, scope: OrgScope) -> Consumer:
+    for consumer in config.consumers:
         if consumer.username == username and _sees(scope, consumer.organization):
             return consumer
     raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist")
@@ -201,16 +209,24 @@ async def create_oauth_client(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    consumer = await _consumer(request, username, caller)
+    scope = await scope_of(request, caller)
+    await _consumer(request, username, caller)  # 404 before any complaint about the body
     _check_ttl(request, body.token_ttl)
-    client, secret = await oauth_server(request).clients.create(
-        consumer=consumer.username,
-        organization=consumer.organization,
-        name=body.name,
-        allowed_scopes=list(dict.fromkeys(body.allowed_scopes)),
-        token_ttl=body.token_ttl,
-        created_by=caller.actor,
-    )
+
+    async def create(state: ConfigState) -> tuple[OAuthClient, str]:
+        # Pinned to the config the consumer was found in (admin/config_editor.py).
+        consumer = _consumer_in(state.config, username, scope)
+        return await oauth_server(request).clients.create(
+            consumer=consumer.username,
+            organization=consumer.organization,
+            name=body.name,
+            allowed_scopes=list(dict.fromkeys(body.allowed_scopes)),
+            token_ttl=body.token_ttl,
+            created_by=caller.actor,
+            config_version=state.version,
+        )
+
+    client, secret = await _state(request).editor.pinned(create)
     await _state(request).audit.record(
         caller=caller,
         facts=facts,

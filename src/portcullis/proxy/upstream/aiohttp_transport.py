@@ -9,24 +9,32 @@ Where aiohttp's behaviour differs from the protocol it is adapted here:
 
 - aiohttp has no write timeout, so the request body is fed through a generator
   that moves a deadline forward around each chunk aiohttp writes.
-- aiohttp itself retries idempotent methods once when a pooled connection
-  dies before the response; for other methods this transport adds the one retry
-  when the body is replayable bytes. aiohttp does not say whether the dead
+- aiohttp's own retry of idempotent methods on a dead pooled connection is
+  switched off (as aiohttp's test utilities do) and replaced by this
+  transport's one retry, under the same rule as `Http1Transport`: only a
+  request that may be sent again (`UpstreamRequest.may_resend`, which asks the
+  caller's retry gate) with a bytes body. aiohttp does not say whether the dead
   connection was reused, so (unlike `Http1Transport`) that retry also happens
   after a fresh connection died without a response.
 - aiohttp limits each header line (`max_field_size`), not the head as a whole:
   `max_header_bytes` bounds each line here.
+- aiohttp parses bytes that arrive on an idle pooled connection and hands them
+  to the next request as its response; here such bytes close the connection
+  instead (`_IdleGuard`). Bytes that follow a HEAD/204/304 response in the same
+  read make aiohttp fail that response too (`Http1Transport` keeps it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Any, Final, cast
 
 import aiohttp
 from aiohttp import http_exceptions
+from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -42,6 +50,7 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
     WriteTimeout,
+    check_request_head,
 )
 
 __all__ = ["AiohttpTransport"]
@@ -51,8 +60,6 @@ __all__ = ["AiohttpTransport"]
 _PLAIN_BODY_LIMIT: Final = 64 * 1024
 _FRAMING_NAMES: Final = frozenset({"content-length", "transfer-encoding"})
 _NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
-# aiohttp retries these itself (client.IDEMPOTENT_METHODS); the others get our one retry.
-_AIOHTTP_RETRIES: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _SKIP_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type", "Host")
 
 
@@ -102,6 +109,37 @@ async def _stream(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         raise _map_error(exc, request_sent=True) from exc
 
 
+class _IdleGuard(ResponseHandler):
+    """aiohttp's connection protocol, closed by any byte that arrives while it is idle.
+
+    Idle means not acquired by a request (the connector's private `_acquired`
+    set): the upstream sent more than its responses, so nothing it sends on
+    this connection can be trusted to be the answer to the next request.
+    """
+
+    def __init__(self, connector: _Connector, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._owner = connector
+
+    def data_received(self, data: bytes) -> None:
+        if data and self not in self._owner._acquired:
+            transport = self.transport
+            if transport is not None:
+                transport.abort()
+            return
+        super().data_received(data)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A `TCPConnector` whose connections are `_IdleGuard`s."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._factory = cast(
+            "functools.partial[ResponseHandler]", functools.partial(_IdleGuard, self, self._loop)
+        )
+
+
 class _Closer:
     """Returns a fully received response's connection to aiohttp's pool, else closes it."""
 
@@ -144,6 +182,12 @@ def _map_error(exc: BaseException, *, request_sent: bool) -> UpstreamError:
     )
 
 
+def _sent(exc: UpstreamError, resent: bool) -> UpstreamError:
+    """`exc`, marked sent when an earlier attempt of the request already went out."""
+    exc.request_sent = exc.request_sent or resent
+    return exc
+
+
 class AiohttpTransport:
     """`Transport` on an aiohttp `ClientSession` (created lazily on the running loop).
 
@@ -170,7 +214,7 @@ class AiohttpTransport:
         self._closed = False
 
     def _make_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=0,
             limit_per_host=0,
             keepalive_timeout=self.idle_timeout,
@@ -188,6 +232,8 @@ class AiohttpTransport:
             trust_env=False,
             requote_redirect_url=False,
         )
+        # Private, but aiohttp's own test utilities set it: the retry is ours (see above).
+        self._session._retry_connection = False
         return self._session
 
     def _client_timeout(self, timeouts: TransportTimeouts) -> aiohttp.ClientTimeout:
@@ -206,6 +252,7 @@ class AiohttpTransport:
         """Send `request` to `origin` through aiohttp and stream the response."""
         if self._closed:
             raise ConnectError("the upstream transport is closed")
+        check_request_head(request.method, request.target, request.headers)
         session = self._session or self._make_session()
         base = self._bases.get(origin)
         if base is None:
@@ -217,13 +264,14 @@ class AiohttpTransport:
             if n.lower().decode("latin-1") not in _FRAMING_NAMES
         )
         body = request.body
-        retry = request.method not in _AIOHTTP_RETRIES and isinstance(body, bytes)
+        retry = isinstance(body, bytes)
         if isinstance(body, bytes):
             if body or request.method not in _NO_BODY_METHODS:
                 headers["Content-Length"] = str(len(body))
         elif request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         client_timeout = self._client_timeout(timeouts)
+        resent = False
         while True:
             guard: _WriteDeadline | None = None
             data: bytes | AsyncIterator[bytes] | None
@@ -237,14 +285,20 @@ class AiohttpTransport:
                     session, request.method, url, headers, data, client_timeout, guard
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if retry and not isinstance(exc, aiohttp.ClientConnectorError):
+                if (
+                    retry
+                    and not isinstance(exc, aiohttp.ClientConnectorError)
+                    and request.may_resend()
+                ):
                     retry = False
+                    resent = True
                     continue
-                raise _map_error(exc, request_sent=True) from exc
-            except UpstreamError:
+                raise _sent(_map_error(exc, request_sent=True), resent) from exc
+            except UpstreamError as exc:
+                _sent(exc, resent)
                 raise
             except Exception as exc:
-                raise _map_error(exc, request_sent=True) from exc
+                raise _sent(_map_error(exc, request_sent=True), resent) from exc
             reason = resp.reason.encode("latin-1") if resp.reason else b""
             return UpstreamResponse(
                 resp.status,

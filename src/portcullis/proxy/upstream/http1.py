@@ -7,7 +7,9 @@ bounded buffer that pauses the socket when it fills, so a response of any size
 streams with flat memory. `Http1Transport` keeps idle connections in a LIFO stack
 per origin, expires them before the upstream's own keep-alive timeout would, and
 retries exactly once when a reused connection turns out to have been closed by
-the upstream before any byte of the response arrived (the keep-alive race).
+the upstream before any byte of the response arrived (the keep-alive race) —
+for a request whose bytes were written only if it may be sent again
+(`UpstreamRequest.may_resend`): the upstream may have received it.
 
 Response header names are lowercased; values, order and duplicates are kept.
 Request framing (`content-length` / `transfer-encoding`) is always decided here
@@ -36,6 +38,7 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
     WriteTimeout,
+    check_request_head,
 )
 
 __all__ = ["Http1Transport", "body_ends_at_eof", "build_request_head", "head_keep_alive"]
@@ -64,8 +67,10 @@ def build_request_head(
 
     Framing headers in `headers` are dropped and replaced by `transfer-encoding:
     chunked` when `chunked`, else by `content-length` when `content_length` is not
-    None, else by nothing.
+    None, else by nothing. Raises `InvalidRequest` for a field that is not valid
+    on the wire (header injection), before anything is written.
     """
+    check_request_head(method, target, headers)
     prefix = _METHOD_PREFIX.get(method)
     if prefix is None:
         prefix = method.encode("ascii") + b" "
@@ -114,7 +119,15 @@ def head_keep_alive(http_version: str, headers: Headers) -> bool:
 
 
 class _StaleConnection(Exception):
-    """A connection closed before any response byte: a retry candidate, never raised out."""
+    """A connection closed before any response byte: a retry candidate, never raised out.
+
+    `sent`: whether request bytes were written to it (then the upstream may have
+    received the request, and only a request that may be resent is retried).
+    """
+
+    def __init__(self, *, sent: bool) -> None:
+        super().__init__()
+        self.sent = sent
 
 
 def _wake(fut: asyncio.Future[bool] | None) -> None:
@@ -233,7 +246,8 @@ class _Connection(asyncio.Protocol):
                         request_sent=True,
                     )
                 else:
-                    self._error = _StaleConnection()
+                    # `exchange` writes before it first yields, so the request went out.
+                    self._error = _StaleConnection(sent=True)
             elif not self._complete:
                 if exc is None and body_ends_at_eof(self._headers):
                     self._complete = True
@@ -462,7 +476,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         if self.closed:
-            raise _StaleConnection()
+            raise _StaleConnection(sent=False)
         body = request.body
         if isinstance(body, bytes):
             size = len(body)
@@ -670,26 +684,34 @@ class Http1Transport:
     ) -> UpstreamResponse:
         """Send `request` to `origin`; the response body streams from the connection."""
         conn = self._pop_idle(origin)
+        resent = False
         if conn is not None:
             try:
                 await conn.exchange(request, timeouts)
                 return conn.response()
-            except _StaleConnection:
-                if not conn.replayable(request):
+            except _StaleConnection as stale:
+                if stale.sent and not (conn.replayable(request) and request.may_resend()):
                     raise RemoteProtocolError(
-                        "reused upstream connection closed before the response, and the "
-                        "streamed request body cannot be replayed",
+                        "reused upstream connection closed before the response; the request "
+                        "may have reached the upstream and is not sent again",
                         request_sent=True,
                     ) from None
+                resent = stale.sent
             except BaseException:
                 conn.close()
                 raise
-        conn = await self._connect(origin, timeouts.connect)
+        try:
+            conn = await self._connect(origin, timeouts.connect)
+        except UpstreamError as exc:
+            # The request went out on the dead connection before this connect failed.
+            exc.request_sent = exc.request_sent or resent
+            raise
         try:
             await conn.exchange(request, timeouts)
-        except _StaleConnection:
+        except _StaleConnection as stale:
             raise RemoteProtocolError(
-                "upstream closed the connection without sending a response", request_sent=True
+                "upstream closed the connection without sending a response",
+                request_sent=stale.sent,
             ) from None
         except BaseException:
             conn.close()

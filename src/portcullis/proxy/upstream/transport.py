@@ -7,11 +7,16 @@ interchangeable and share one conformance suite.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
+
+from portcullis.http_fields import field_value_bytes, token_bytes
 
 Headers = list[tuple[bytes, bytes]]
+
+# Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,12 @@ class UpstreamRequest:
     forwarding headers added) and must include `host`. `body` is either bytes
     (sent with Content-Length) or an async iterator of chunks: with
     `content_length` set it is sent with that Content-Length, otherwise chunked.
+
+    A transport sends a request a second time only when it may have been lost
+    to the keep-alive race (a reused connection closed before any response
+    byte), and then only if `idempotent` (None: "if the method is") and
+    `retry_gate()` (None: always) allow it: once its bytes were written the
+    upstream may have acted on it. The proxy passes its retry budget as the gate.
     """
 
     method: str
@@ -54,6 +65,15 @@ class UpstreamRequest:
     headers: Headers
     body: bytes | AsyncIterator[bytes] = b""
     content_length: int | None = None
+    idempotent: bool | None = None
+    retry_gate: Callable[[], bool] | None = None
+
+    def may_resend(self) -> bool:
+        """Whether the request may go out again after its bytes were written."""
+        idempotent = self.idempotent
+        if idempotent is None:
+            idempotent = self.method in IDEMPOTENT_METHODS
+        return idempotent and (self.retry_gate is None or self.retry_gate())
 
 
 @dataclass(slots=True)
@@ -93,9 +113,10 @@ class Transport(Protocol):
 class UpstreamError(Exception):
     """Base of every transport failure.
 
-    `request_sent` tells the retry logic whether any byte of the request may have
-    reached the upstream: a failure with `request_sent=False` is always safe to
-    retry, whatever the method.
+    `request_sent` tells the retry logic whether any byte of the request was
+    written to the upstream (or may have been): a failure with
+    `request_sent=False` is always safe to retry, whatever the method; after one
+    with `request_sent=True` only an idempotent request may be sent again.
     """
 
     kind = "upstream-error"
@@ -137,3 +158,57 @@ class ResponseTooLarge(UpstreamError):
     """The upstream's response head exceeded the configured maximum header size."""
 
     kind = "response-header-too-large"
+
+
+class InvalidRequest(UpstreamError):
+    """The gateway was about to send a request that is not valid HTTP; nothing was sent.
+
+    A header name that is not a token, or a value or request-target with CR, LF,
+    NUL or another control character, would let data the gateway copied into the
+    request (a consumer's custom id, a configured value) split it into two. It is
+    a fault on the gateway's side, not the upstream's.
+    """
+
+    kind = "invalid-request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, request_sent=False)
+
+
+# The request-target (origin-form) is visible ASCII and obs-text; never SP or controls.
+_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
+_KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_checked_names: set[bytes] = set()
+# A bound on the memo of valid names (names come from clients too).
+_NAMES_MEMO = 4096
+
+
+def check_request_head(method: str, target: bytes, headers: Headers) -> None:
+    """Raise `InvalidRequest` unless every part of the request head is valid on the wire.
+
+    The transports call this before serialising a request, so no value can smuggle
+    a header or a second request into the upstream connection, whatever layer
+    above let it through. Valid names are memoised; values are checked with one
+    `bytes.translate` over all of them.
+    """
+    if (
+        not target
+        or target.translate(None, _TARGET_BYTES)
+        or (method not in _KNOWN_METHODS and not token_bytes(method.encode("latin-1")))
+    ):
+        raise InvalidRequest(f"invalid request line: {method!r} {target!r}")
+    memo = _checked_names
+    for name, _ in headers:
+        if name not in memo:
+            if not token_bytes(name):
+                raise InvalidRequest(f"invalid header name {name!r}")
+            if len(memo) < _NAMES_MEMO:
+                memo.add(name)
+    if not field_value_bytes(b"".join([v for _, v in headers])):
+        for name, value in headers:
+            if not field_value_bytes(value):
+                raise InvalidRequest(
+                    f"header {name.decode('latin-1')!r} has a control character in its value"
+                )

@@ -1,0 +1,46 @@
+"""Pure parts of the supervisor: restart backoff, exit descriptions, granian's options."""
+
+from __future__ import annotations
+
+import signal
+
+from portcullis.settings import Settings
+from portcullis.supervision.planes import DATA_PLANE_TARGET, gateway_planes, granian_argv
+from portcullis.supervision.supervisor import describe_exit, restart_delay
+
+
+def test_restart_delay_doubles_up_to_ten_seconds() -> None:
+    assert [restart_delay(n) for n in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def test_exit_descriptions() -> None:
+    assert describe_exit(1) == "exited with status 1"
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+
+
+def option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_granian_gets_the_connection_settings() -> None:
+    settings = Settings(
+        client_header_timeout=1.5,
+        max_connections_per_worker=3000,
+        listen_backlog=512,
+        shutdown_grace=7,
+    )
+    argv = granian_argv(DATA_PLANE_TARGET, "127.0.0.1", 8000, 2, settings)
+    assert argv[1:3] == ["-m", "portcullis.supervision.plane_process"]
+    assert "--respawn-failed-workers" in argv
+    assert option(argv, "--http1-header-read-timeout") == "1500"
+    assert option(argv, "--backpressure") == "3000"
+    assert option(argv, "--backlog") == "512"
+    assert option(argv, "--workers-kill-timeout") == "7"
+    assert option(argv, "--workers") == "2"
+    assert option(argv, "--factory") == DATA_PLANE_TARGET
+
+
+def test_the_gateway_has_a_data_plane_with_its_workers_and_one_control_plane() -> None:
+    data, control = gateway_planes(Settings(workers=3, proxy_port=9100, admin_port=9101))
+    assert (data.port, option(data.argv, "--workers")) == (9100, "3")
+    assert (control.port, option(control.argv, "--workers")) == (9101, "1")
