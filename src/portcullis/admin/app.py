@@ -106,14 +106,15 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
 
         engine = create_engine(settings.database_url)
         state["engine"] = engine
-        auth = AuthService(engine)
+        secret = load_server_secret(settings.secret_key, settings.secret_key_file)
+        auth = AuthService(engine, secret=secret)
         app.state.authenticator = auth
         app.state.admin = AdminState(
             settings=settings,
             engine=engine,
             editor=ConfigEditor(ConfigRepository(engine)),
             audit=AuditLog(engine),
-            secret=load_server_secret(settings.secret_key, settings.secret_key_file),
+            secret=secret,
         )
         try:
             migrated = await is_at_head(engine)

@@ -4,12 +4,19 @@
   login never stalls the event loop. Unknown emails are checked against a dummy
   hash so response time does not reveal which accounts exist.
 - A login returns a short-lived JWT access token (HS256, `typ: at+jwt`, signed with
-  a key the control plane generates once and keeps in the store) and an opaque
-  refresh token. Each refresh rotates the refresh token; presenting a rotated one
-  again is treated as theft and revokes the whole family (the login session),
-  which also invalidates the access tokens issued in it.
+  a key the control plane generates once and keeps in the store, sealed with the
+  deployment secret like every other key: AES-GCM, `identity/secrets.py`; a key an
+  older version stored in clear is sealed in place at start, unchanged, so
+  sessions survive the upgrade) and an opaque refresh token. Each refresh rotates
+  the refresh token; presenting a rotated one again is treated as theft and
+  revokes the whole family (the login session), which also invalidates the access
+  tokens issued in it.
 - API tokens (`pca_…`) and the bootstrap token (`pcb_…`) are random values stored
   as sha256 digests; the plain value is returned once, at creation.
+- Setting a user's password (an admin's reset, or the user's own change, which
+  needs the current one) revokes their API tokens and ends their sessions (all of
+  them; a user's own change keeps the session it was made in), in the transaction
+  that stores the new hash.
 - Repeated failed logins lock the account for a while; failures per client IP are
   counted too, so one address can't try many accounts. Both counters live in the
   store (shared by every control-plane process) and each attempt takes its number
@@ -19,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import secrets
 import uuid
@@ -29,12 +37,15 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import case, delete, func, insert, literal, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.admin.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
+from portcullis.errors import UserError
+from portcullis.identity.secrets import ServerSecret
 from portcullis.store.admin_tables import (
     AdminSecretRow,
     AdminUserRow,
@@ -49,6 +60,9 @@ from portcullis.store.tables import UTCDateTime
 
 ISSUER = "portcullis-admin"
 SIGNING_KEY_NAME = "access-token-signing-key"
+# A stored secret sealed with the deployment secret (clear values, all URL-safe
+# base64, never contain a colon).
+SEALED_PREFIX = "aesgcm:"
 # Prefixes that tell token kinds apart (and let secret scanners recognise them).
 API_TOKEN_PREFIX = "pca_"  # noqa: S105
 BOOTSTRAP_PREFIX = "pcb_"
@@ -98,6 +112,10 @@ class BootstrapTokenSpent(AuthError):
 
 class LastOwner(AuthError):
     """The change would leave no enabled owner."""
+
+
+class PasswordChanged(AuthError):
+    """The password was changed by another request between its check and this change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +174,50 @@ class TokenPair:
     refresh_expires_in: int
 
 
+@dataclass(frozen=True, slots=True)
+class PasswordChange:
+    """What a password change ended: the user's API tokens and login sessions."""
+
+    api_tokens_revoked: int
+    sessions_ended: int
+
+
+async def _revoke_access(
+    conn: AsyncConnection,
+    user_id: str,
+    now: datetime,
+    *,
+    api_tokens: bool,
+    keep_session: str | None = None,
+) -> PasswordChange:
+    """End the user's sessions (all but `keep_session`) and, with `api_tokens`, revoke
+    their API tokens, in the caller's transaction."""
+    live = [RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None)]
+    if keep_session is not None:
+        live.append(RefreshTokenRow.family_id != keep_session)
+    # A session is a family of refresh tokens: count the families that could still refresh.
+    ended = await conn.scalar(
+        select(func.count(func.distinct(RefreshTokenRow.family_id))).where(
+            *live, RefreshTokenRow.used_at.is_(None), RefreshTokenRow.expires_at > now
+        )
+    )
+    await conn.execute(update(RefreshTokenRow).where(*live).values(revoked_at=now))
+    revoked = 0
+    if api_tokens:
+        result = await conn.execute(
+            update(ApiTokenRow)
+            .where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        revoked = result.rowcount
+    return PasswordChange(revoked, int(ended or 0))
+
+
+def _secret_context(name: str) -> bytes:
+    """What a sealed admin secret is bound to (its row), so sealed values can't be swapped."""
+    return f"admin-secret:{name}".encode()
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
@@ -193,6 +255,7 @@ class AuthService:
         self,
         engine: AsyncEngine,
         *,
+        secret: ServerSecret | None = None,
         hasher: PasswordHasher | None = None,
         access_ttl: int = 900,
         refresh_ttl: int = 14 * 24 * 3600,
@@ -202,6 +265,8 @@ class AuthService:
         ip_window: int = 900,
     ) -> None:
         self._engine = engine
+        # Seals the signing key at rest; needed only to issue and check access tokens.
+        self._secret = secret
         # Login counters are single-statement writes (see `_take_address_attempt`).
         self._counter = single_statement_engine(engine)
         self._hasher = hasher or PasswordHasher()
@@ -217,12 +282,14 @@ class AuthService:
     # ------------------------------------------------------------------ start-up
 
     async def start(self) -> str | None:
-        """Load (or create) the signing key; on an empty store, return a new bootstrap token.
+        """Load (or create) the signing key (when this service has the server secret: one
+        without it only manages users); on an empty store, return a new bootstrap token.
 
         Each start without any admin user issues a fresh bootstrap token and
         invalidates earlier ones, so only the token printed last works.
         """
-        self._signing_key = await self._load_signing_key()
+        if self._secret is not None:
+            self._signing_key = await self._load_signing_key()
         if await self.count_users():
             return None
         token = BOOTSTRAP_PREFIX + secrets.token_urlsafe(32)
@@ -234,25 +301,55 @@ class AuthService:
         return token
 
     async def _load_signing_key(self) -> str:
+        """The access-token signing key from the store: created (sealed) on first use;
+        a key stored in clear by an earlier version is sealed in place, unchanged."""
         query = select(AdminSecretRow.value).where(AdminSecretRow.name == SIGNING_KEY_NAME)
         async with self._engine.connect() as conn:
-            existing = await conn.scalar(query)
-        if existing is not None:
-            return existing
-        key = secrets.token_urlsafe(48)
-        try:
-            async with write_transaction(self._engine) as conn:
-                await conn.execute(
-                    insert(AdminSecretRow).values(
-                        name=SIGNING_KEY_NAME, value=key, created_at=_now()
+            stored = await conn.scalar(query)
+        if stored is None:
+            key = secrets.token_urlsafe(48)
+            try:
+                async with write_transaction(self._engine) as conn:
+                    await conn.execute(
+                        insert(AdminSecretRow).values(
+                            name=SIGNING_KEY_NAME, value=self._seal(key), created_at=_now()
+                        )
                     )
-                )
-        except IntegrityError:  # another process created it first
-            async with self._engine.connect() as conn:
-                stored = await conn.scalar(query)
+                return key
+            except IntegrityError:  # another process created it first
+                async with self._engine.connect() as conn:
+                    stored = await conn.scalar(query)
             assert stored is not None
-            return stored
-        return key
+        if stored.startswith(SEALED_PREFIX):
+            return self._unseal(stored)
+        # Compare-and-set: of processes starting together, one seals it (the same key).
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(AdminSecretRow)
+                .where(AdminSecretRow.name == SIGNING_KEY_NAME, AdminSecretRow.value == stored)
+                .values(value=self._seal(stored))
+            )
+        return stored
+
+    def _sealer(self) -> ServerSecret:
+        if self._secret is None:
+            raise RuntimeError("access tokens need the server secret (AuthService(secret=…))")
+        return self._secret
+
+    def _seal(self, key: str) -> str:
+        blob = self._sealer().encrypt(key.encode(), context=_secret_context(SIGNING_KEY_NAME))
+        return SEALED_PREFIX + base64.b64encode(blob).decode()
+
+    def _unseal(self, stored: str) -> str:
+        blob = base64.b64decode(stored.removeprefix(SEALED_PREFIX))
+        try:
+            plain = self._sealer().decrypt(blob, context=_secret_context(SIGNING_KEY_NAME))
+        except InvalidTag:
+            raise UserError(
+                "the access-token signing key in the store was sealed with another secret_key: "
+                "start with the deployment's PORTCULLIS_SECRET_KEY (or secret_key_file)"
+            ) from None
+        return plain.decode()
 
     async def _key(self) -> str:
         """The signing key, loaded on first use when `start` could not run (unmigrated store)."""
@@ -363,15 +460,13 @@ class AuthService:
         password: str | None = None,
         organization_id: str | None = None,
         clear_organization: bool = False,
-        keep_session: str | None = None,
         check: Check[AdminUser] | None = None,
     ) -> AdminUser | None:
-        """Change a user (None if there is none); disabling them or setting a password
-        ends their sessions.
+        """Change a user (None if there is none); disabling them ends their sessions,
+        setting a password also revokes their API tokens (`_revoke_access`).
 
-        `keep_session` spares one session: the caller's own when they change their
-        own password. `check` runs on the user locked in the write transaction.
-        Raises `LastOwner` rather than demote or disable the last enabled owner.
+        `check` runs on the user locked in the write transaction. Raises
+        `LastOwner` rather than demote or disable the last enabled owner.
         """
         values: dict[str, Any] = {"updated_at": _now()}
         if role is not None:
@@ -395,13 +490,46 @@ class AuthService:
                 update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
             )
             if disabled or password is not None:
-                sessions = update(RefreshTokenRow).where(
-                    RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None)
+                await _revoke_access(
+                    conn, user_id, values["updated_at"], api_tokens=password is not None
                 )
-                if keep_session is not None:
-                    sessions = sessions.where(RefreshTokenRow.family_id != keep_session)
-                await conn.execute(sessions.values(revoked_at=values["updated_at"]))
         return await self.get_user(user_id)
+
+    async def change_own_password(
+        self, user_id: str, current: str, new: str, *, keep_session: str | None
+    ) -> PasswordChange:
+        """A user's change of their own password, which needs the current one.
+
+        A wrong current password counts as a failed login of the account (so a
+        stolen session can't guess it; `LoginLocked` once locked) and raises
+        `InvalidCredentials`. The new hash is stored only over the hash that was
+        checked (compare-and-set: of two concurrent changes, the second raises
+        `PasswordChanged`), and in that transaction the user's API tokens are
+        revoked and their sessions ended, except `keep_session` (the caller's).
+        """
+        now = _now()
+        query = select(AdminUserRow.password_hash, AdminUserRow.disabled).where(
+            AdminUserRow.id == user_id
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.disabled:
+            raise InvalidCredentials("the user no longer exists or is disabled")
+        await self._take_account_attempt(user_id, now)
+        if not await self._verify(row.password_hash, current):
+            raise InvalidCredentials("the current password is wrong")
+        new_hash = await self.hash_password(new)
+        async with write_transaction(self._engine) as conn:
+            changed = await conn.execute(
+                update(AdminUserRow)
+                .where(AdminUserRow.id == user_id, AdminUserRow.password_hash == row.password_hash)
+                .values(password_hash=new_hash, failed_logins=0, locked_until=None, updated_at=now)
+            )
+            if changed.rowcount != 1:
+                raise PasswordChanged("the password was changed meanwhile; sign in again")
+            return await _revoke_access(
+                conn, user_id, now, api_tokens=True, keep_session=keep_session
+            )
 
     async def delete_user(self, user_id: str, *, check: Check[AdminUser] | None = None) -> bool:
         """Delete a user with their sessions and tokens; False if there is none.

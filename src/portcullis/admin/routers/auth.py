@@ -19,6 +19,7 @@ from portcullis.admin.auth import (
     InvalidRefreshToken,
     LastOwner,
     LoginLocked,
+    PasswordChanged,
 )
 from portcullis.admin.conditional import Precondition, etag_of, etag_response
 from portcullis.admin.dependencies import (
@@ -41,10 +42,14 @@ from portcullis.admin.problems import (
 )
 from portcullis.admin.rbac import ROLE_RANK, Caller, Permission, Role
 from portcullis.admin.state import AdminState
+from portcullis.admin.strict_json import check_body
 from portcullis.problems import ProblemKind
 
 SELF_CHANGE = ProblemKind(
     "self-change", "You can't change your own access, disable or delete yourself", 409
+)
+PASSWORD_CHANGED = ProblemKind(
+    "password-changed", "The password was changed by another request meanwhile", 409
 )
 LAST_OWNER = ProblemKind("last-owner", "The last owner can't be removed or demoted", 409)
 MAX_TOKEN_LIFETIME = timedelta(days=366)
@@ -145,16 +150,20 @@ async def login(
         )
     except LoginLocked as exc:
         await audit("login_failed", 429)
-        raise ApiProblem(
-            TOO_MANY_REQUESTS,
-            f"{exc}; try again in {exc.retry_after} s",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from None
+        raise _locked(exc) from None
     except InvalidCredentials as exc:
         await audit("login_failed", 401)
         raise ApiProblem(UNAUTHORIZED, str(exc)) from None
     await audit("login", 200)
     return _tokens(pair)
+
+
+def _locked(exc: LoginLocked) -> ApiProblem:
+    return ApiProblem(
+        TOO_MANY_REQUESTS,
+        f"{exc}; try again in {exc.retry_after} s",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 @router.post(
@@ -185,6 +194,87 @@ async def refresh(request: Request, body: RefreshRequest) -> Response:
 async def logout(request: Request, body: RefreshRequest) -> Response:
     await _auth(request).logout(body.refresh_token)
     return Response(status_code=204)
+
+
+class PasswordChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class PasswordChangeResult(BaseModel):
+    api_tokens_revoked: int = Field(description="Your API tokens the change revoked")
+    sessions_ended: int = Field(description="Your other login sessions the change ended")
+
+
+async def signed_in_user(request: Request, caller: Caller = Depends(current_caller)) -> Caller:
+    """The caller when they are a user in a login session (not an API token, not the
+    bootstrap token), whatever their role; 403 otherwise. Then the body is checked
+    strictly, as `require` does for the endpoints that need a permission."""
+    if caller.user_id is None or caller.session_id is None:
+        raise ApiProblem(FORBIDDEN, "sign in with your email and password to do this")
+    await check_body(request)
+    return caller
+
+
+@router.post(
+    "/auth/password",
+    tags=["Auth"],
+    summary="Change your own password (needs the current one; revokes your API tokens "
+    "and ends your other sessions)",
+    response_model=PasswordChangeResult,
+    responses={
+        **problem_responses(401, 403, 409, 422),
+        429: {
+            **problem_responses(429)[429],
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    },
+    operation_id="change_own_password",
+)
+async def change_own_password(
+    request: Request,
+    body: PasswordChangeRequest,
+    caller: Caller = Depends(signed_in_user),
+    facts: RequestFacts = Depends(request_facts),
+) -> Response:
+    assert caller.user_id is not None  # signed_in_user
+    user_id = caller.user_id
+
+    async def audit(action: str, status: int, after: Any = None) -> None:
+        await _admin(request).audit.record(
+            caller=caller,
+            facts=facts,
+            action=action,
+            resource_type="admin_user",
+            resource_id=user_id,
+            after=after,
+            status=status,
+        )
+
+    try:
+        change = await _auth(request).change_own_password(
+            user_id,
+            body.current_password.get_secret_value(),
+            body.new_password.get_secret_value(),
+            keep_session=caller.session_id,
+        )
+    except LoginLocked as exc:
+        await audit("password_change_failed", 429)
+        raise _locked(exc) from None
+    except InvalidCredentials:
+        await audit("password_change_failed", 422)
+        raise validation_problem([("#/current_password", "is not your current password")]) from None
+    except PasswordChanged as exc:
+        await audit("password_change_failed", 409)
+        raise ApiProblem(PASSWORD_CHANGED, str(exc)) from None
+    result = {
+        "api_tokens_revoked": change.api_tokens_revoked,
+        "sessions_ended": change.sessions_ended,
+    }
+    await audit("change_password", 200, {"password_changed": True, **result})
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
 class Me(BaseModel):
@@ -390,7 +480,8 @@ async def get_admin_user(
 @router.patch(
     "/admin-users/{user_id}",
     tags=["Admin users"],
-    summary="Change an admin user's role, password, organization or disabled flag",
+    summary="Change an admin user's role, password (revoking their API tokens and sessions), "
+    "organization or disabled flag",
     response_model=AdminUser,
     responses=problem_responses(401, 403, 404, 409, 412, 422, 429),
     operation_id="update_admin_user",
@@ -410,6 +501,12 @@ async def update_admin_user(
         if caller.organization_id is not None and body.organization_id != caller.organization_id:
             raise ApiProblem(FORBIDDEN, "you can only assign your own organization")
         await _check_organization(request, body.organization_id)
+
+    if user_id == caller.user_id and body.password is not None:
+        raise ApiProblem(
+            SELF_CHANGE,
+            "change your own password with POST /admin/v1/auth/password (it needs the current one)",
+        )
 
     def rules(user: AdminUser) -> None:
         _may_manage(caller, user.role)
@@ -436,7 +533,6 @@ async def update_admin_user(
             password=body.password.get_secret_value() if body.password else None,
             organization_id=body.organization_id,
             clear_organization="organization_id" in body.model_fields_set,
-            keep_session=caller.session_id if user_id == caller.user_id else None,
             check=check,
         )
     except LastOwner as exc:
