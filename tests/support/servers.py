@@ -129,7 +129,11 @@ def gateway(
     extra_env: dict[str, str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> Iterator[Gateway]:
-    """`portcullis serve` on free ports with its own SQLite store in `tmp`."""
+    """`portcullis serve` on free ports with its own SQLite store in `tmp`.
+
+    Its readiness details are public, so tests can wait on the config version and
+    workers it reports (`Gateway.wait_for_version`) without an admin credential.
+    """
     proxy_port, admin_port = free_port(), free_port()
     db = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
     env = {
@@ -137,6 +141,7 @@ def gateway(
         "PORTCULLIS_DATABASE_URL": db,
         "PORTCULLIS_LOG_LEVEL": "warning",
         "PORTCULLIS_SHUTDOWN_GRACE": "5",
+        "PORTCULLIS_READINESS_DETAILS": "public",
         **(extra_env or {}),
     }
     argv = [
