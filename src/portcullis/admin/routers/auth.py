@@ -114,18 +114,23 @@ def _tokens(pair: Any) -> JSONResponse:
     )
 
 
+def _lockable_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The problems of an endpoint that checks a password: also 429 (locked) with Retry-After."""
+    return {
+        **problem_responses(*statuses),
+        429: {
+            **problem_responses(429)[429],
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    }
+
+
 @router.post(
     "/auth/login",
     tags=["Auth"],
     summary="Sign in with email and password",
     response_model=TokenResponse,
-    responses={
-        **problem_responses(401, 422),
-        429: {
-            **problem_responses(429)[429],
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-        },
-    },
+    responses=_lockable_responses(401, 422),
     operation_id="login",
 )
 async def login(
@@ -224,13 +229,7 @@ async def signed_in_user(request: Request, caller: Caller = Depends(current_call
     summary="Change your own password (needs the current one; revokes your API tokens "
     "and ends your other sessions)",
     response_model=PasswordChangeResult,
-    responses={
-        **problem_responses(401, 403, 409, 422),
-        429: {
-            **problem_responses(429)[429],
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-        },
-    },
+    responses=_lockable_responses(401, 403, 409, 422),
     operation_id="change_own_password",
 )
 async def change_own_password(
