@@ -95,12 +95,12 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
 
 
 def _has_token(request: Request, token: str | None) -> bool:
+    if not token:  # unset, or empty: no token opens the metrics
+        return False
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
-    return (
-        token is not None
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(credential.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credential.strip().encode(), token.encode()
     )
 
 
