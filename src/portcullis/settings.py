@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     key_usage_flush_interval: float = Field(default=10.0, gt=0, le=3600)
     # /health/ready fails unless a data-plane worker heartbeat is this fresh (seconds).
     ready_requires_data_plane: bool = True
+    # Anonymous /health/ready callers get only the status; the details (config version,
+    # data-plane workers with their PIDs, upstream health) need a deployment-wide admin
+    # credential with config:read, unless readiness_details is "public".
+    readiness_details: Literal["admin", "public"] = "admin"
     heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
     # Admin API rate limits (token buckets per process): requests a minute and burst, per
     # credential (Authorization header) and per client IP; a per_minute of 0 switches one off.
@@ -109,12 +114,14 @@ class Settings(BaseSettings):
     # Prometheus metrics (analytics/metrics.py), served at GET /metrics on the admin port.
     # `portcullis serve` gives every process one multiprocess directory (exported as
     # PROMETHEUS_MULTIPROC_DIR): metrics_dir, emptied at start, or (unset) a fresh temp
-    # directory removed at exit. /metrics is open unless metrics_token is set (then it
-    # needs `Authorization: Bearer <token>`). Consumer names become a label only with
+    # directory removed at exit. /metrics needs `Authorization: Bearer <metrics_token>`
+    # (or a deployment-wide admin credential with analytics:read) unless metrics_public
+    # is set. Consumer names become a label only with
     # metrics_consumer_labels; past metrics_max_series label sets per worker, new ones
     # count under "(other)". Workers publish every metrics_interval seconds.
     metrics_dir: Path | None = None
     metrics_token: str | None = Field(default=None, repr=False)
+    metrics_public: bool = False
     metrics_consumer_labels: bool = False
     metrics_max_series: int = Field(default=5000, ge=10)
     metrics_interval: float = Field(default=1.0, gt=0, le=60)

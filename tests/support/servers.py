@@ -57,7 +57,7 @@ def _own_group(proc: subprocess.Popen[bytes]) -> bool:
 
 @contextmanager
 def granian_app(
-    target: str, *, env: dict[str, str] | None = None, workers: int = 1
+    target: str, *, env: dict[str, str] | None = None, workers: int = 1, timeout: float = 30.0
 ) -> Iterator[int]:
     """Serve an ASGI app factory with granian on a free port; yields the port."""
     port = free_port()
@@ -74,7 +74,7 @@ def granian_app(
         start_new_session=True,
     )
     try:
-        wait_for_port(port, proc)
+        wait_for_port(port, proc, timeout)
         yield port
     finally:
         stop_process(proc)
@@ -129,7 +129,11 @@ def gateway(
     extra_env: dict[str, str] | None = None,
     extra_args: Sequence[str] = (),
 ) -> Iterator[Gateway]:
-    """`portcullis serve` on free ports with its own SQLite store in `tmp`."""
+    """`portcullis serve` on free ports with its own SQLite store in `tmp`.
+
+    Its readiness details are public, so tests can wait on the config version and
+    workers it reports (`Gateway.wait_for_version`) without an admin credential.
+    """
     proxy_port, admin_port = free_port(), free_port()
     db = f"sqlite+aiosqlite:///{tmp / 'gateway.db'}"
     env = {
@@ -137,6 +141,7 @@ def gateway(
         "PORTCULLIS_DATABASE_URL": db,
         "PORTCULLIS_LOG_LEVEL": "warning",
         "PORTCULLIS_SHUTDOWN_GRACE": "5",
+        "PORTCULLIS_READINESS_DETAILS": "public",
         **(extra_env or {}),
     }
     argv = [
@@ -155,3 +160,40 @@ def gateway(
         yield Gateway(proxy_port, admin_port, db, proc, env)
     finally:
         stop_process(proc, timeout=30)
+
+
+START_TIMEOUT = 120.0
+
+
+@dataclass
+class ControlPlane:
+    port: int
+    database_url: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def control_plane(database_url: str, *, workers: int = 1) -> Iterator[ControlPlane]:
+    """The control plane alone (`portcullis.admin.app:create_app` under granian) on a store.
+
+    The store must be migrated. Yields once `/health/live` answers, i.e. after the
+    lifespan (signing key, bootstrap token) of a worker ran. Starting takes a while
+    on a busy machine (each worker imports the whole admin app), hence the long deadline.
+    """
+    env = {"PORTCULLIS_DATABASE_URL": database_url, "PORTCULLIS_LOG_LEVEL": "warning"}
+    target = "portcullis.admin.app:create_app"
+    with granian_app(target, env=env, workers=workers, timeout=START_TIMEOUT) as port:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the control plane never answered /health/live")
+            time.sleep(0.05)
+        yield ControlPlane(port, database_url)

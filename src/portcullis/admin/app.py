@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,12 +24,14 @@ from portcullis.admin.auth import AuthService
 from portcullis.admin.background import BackgroundJobs
 from portcullis.admin.body_guard import BodyGuardMiddleware
 from portcullis.admin.config_editor import ConfigEditor
+from portcullis.admin.dependencies import deployment_wide_reader
 from portcullis.admin.docs import install_docs
 from portcullis.admin.idempotency import IdempotencyMiddleware
 from portcullis.admin.middleware import SecurityHeadersMiddleware
 from portcullis.admin.openapi import install_openapi
 from portcullis.admin.problems import install_problem_handlers
 from portcullis.admin.ratelimit import AdminRateLimiter, Policy, RateLimitMiddleware
+from portcullis.admin.rbac import Permission
 from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.admin.state import AdminState
 from portcullis.identity.secrets import load_server_secret
@@ -109,14 +111,15 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
 
         engine = create_engine(settings.database_url)
         state["engine"] = engine
-        auth = AuthService(engine)
+        secret = load_server_secret(settings.secret_key, settings.secret_key_file)
+        auth = AuthService(engine, secret=secret)
         app.state.authenticator = auth
         app.state.admin = AdminState(
             settings=settings,
             engine=engine,
             editor=ConfigEditor(ConfigRepository(engine)),
             audit=AuditLog(engine),
-            secret=load_server_secret(settings.secret_key, settings.secret_key_file),
+            secret=secret,
         )
         try:
             migrated = await is_at_head(engine)
@@ -206,32 +209,47 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/health/ready",
         tags=["Health"],
+        description='200 `{"status": "ok"}` when ready, else a 503 problem. The details '
+        "(config version, the data-plane workers with their PIDs, upstream health, and what "
+        "failed) are shown to a deployment-wide admin credential with `config:read`, or to "
+        "anyone when `readiness_details` is `public`.",
         responses={
             503: {
-                "description": "Not ready; the problem's `component` names what failed: "
-                "`store` (unreachable), `migrations` (schema not current) or `data-plane` (no "
-                "worker heartbeat within three intervals, or a worker still serving an older "
-                "config version after the propagation window; `nodes` lists the live workers)",
+                "description": "Not ready; with the details, the problem's `component` names "
+                "what failed: `store` (unreachable), `migrations` (schema not current) or "
+                "`data-plane` (no worker heartbeat within three intervals, or a worker still "
+                "serving an older config version after the propagation window; `nodes` lists "
+                "the live workers)",
                 "content": {
                     PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
                 },
             }
         },
     )
-    async def ready() -> Any:
+    async def ready(request: Request) -> Any:
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.migrations import is_at_head
+
+        async def detailed() -> bool:
+            if settings.readiness_details == "public":
+                return True
+            try:
+                return bool(await deployment_wide_reader(request, Permission.CONFIG_READ))
+            except Exception:  # no caller can be checked on a store that is down
+                return False
 
         engine: AsyncEngine = state["engine"]
         try:
             head = await ConfigRepository(engine).head()
         except Exception as exc:
-            return _not_ready("store", f"store unreachable: {type(exc).__name__}")
+            return _not_ready(await detailed(), "store", f"store unreachable: {type(exc).__name__}")
         if not await is_at_head(engine):
-            return _not_ready("migrations", "database schema is not at the latest migration")
+            return _not_ready(
+                await detailed(), "migrations", "database schema is not at the latest migration"
+            )
         body: dict[str, Any] = {"status": "ok", "config_version": head.version}
         if not settings.ready_requires_data_plane:
-            return body
+            return body if await detailed() else {"status": "ok"}
         listed = await list_nodes(engine)
         statuses = classify(
             listed,
@@ -243,7 +261,15 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         nodes = [s.as_json() for s in statuses if s.state is not NodeState.STALE]
         failure = data_plane_problem(statuses, head, FRESH_BEATS * settings.heartbeat_interval)
         if failure is not None:
-            return _not_ready("data-plane", failure, config_version=head.version, nodes=nodes)
+            return _not_ready(
+                await detailed(),
+                "data-plane",
+                failure,
+                config_version=head.version,
+                nodes=nodes,
+            )
+        if not await detailed():
+            return {"status": "ok"}
         from portcullis.analytics.health import merge_upstream_health, upstream_statuses
 
         upstreams = merge_upstream_health(
@@ -269,9 +295,15 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _not_ready(component: str, detail: str, **extensions: Any) -> Response:
+def _not_ready(detailed: bool, component: str, detail: str, **extensions: Any) -> Response:
+    """The 503 problem; without `detailed`, it says only that the gateway is not ready."""
+    content = (
+        problem_body(NOT_READY, detail, component=component, **extensions)
+        if detailed
+        else problem_body(NOT_READY, "not ready")
+    )
     return Response(
-        content=problem_body(NOT_READY, detail, component=component, **extensions),
+        content=content,
         status_code=503,
         media_type=PROBLEM_CONTENT_TYPE,
         headers={"retry-after": "5"},

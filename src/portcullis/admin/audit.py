@@ -39,7 +39,7 @@ from portcullis.model import secrets
 from portcullis.model.secrets import REDACTED
 from portcullis.store.admin_tables import AuditEventRow
 from portcullis.store.config_repository import ConfigVersion, OnWrite
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import single_statement_engine
 from portcullis.store.organizations import organization_id_of
 
 _SECRET_KEY = re.compile(
@@ -169,6 +169,7 @@ class AuditLog:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._single = single_statement_engine(engine)
 
     async def record(
         self,
@@ -200,10 +201,7 @@ class AuditLog:
         }
         who = actor if actor is not None else (caller.actor if caller else "anonymous")
 
-        async def write(conn: AsyncConnection) -> None:
-            organization_id = await _organization_of(
-                conn, caller, resource_type, resource_id, (after, before)
-            )
+        async def write(conn: AsyncConnection, organization_id: str | None) -> None:
             await conn.execute(
                 insert(AuditEventRow).values(
                     occurred_at=datetime.now(UTC),
@@ -220,11 +218,20 @@ class AuditLog:
                 )
             )
 
+        documents = (after, before)
         if conn is not None:
-            await write(conn)
+            await write(
+                conn, await _organization_of(conn, caller, resource_type, resource_id, documents)
+            )
             return
-        async with write_transaction(self._engine) as own:
-            await write(own)
+        # Read first, then one INSERT that commits on its own: no transaction holds
+        # SQLite's write lock across event-loop turns (each failed login writes one).
+        async with self._single.connect() as reader:
+            organization_id = await _organization_of(
+                reader, caller, resource_type, resource_id, documents
+            )
+        async with self._single.begin() as own:
+            await write(own, organization_id)
 
     def on_config_write(
         self,

@@ -4,24 +4,32 @@
   login never stalls the event loop. Unknown emails are checked against a dummy
   hash so response time does not reveal which accounts exist.
 - A login returns a short-lived JWT access token (HS256, `typ: at+jwt`, signed with
-  a key the control plane generates once and keeps in the store) and an opaque
-  refresh token. Each refresh rotates the refresh token; presenting a rotated one
-  again is treated as theft and revokes the whole family (the login session),
-  which also invalidates the access tokens issued in it.
+  a key the control plane generates once and keeps in the store, sealed with the
+  deployment secret like every other key: AES-GCM, `identity/secrets.py`; a key an
+  older version stored in clear is sealed in place at start, unchanged, so
+  sessions survive the upgrade) and an opaque refresh token. Each refresh rotates
+  the refresh token; presenting a rotated one again is treated as theft and
+  revokes the whole family (the login session), which also invalidates the access
+  tokens issued in it.
 - API tokens (`pca_…`) and the bootstrap token (`pcb_…`) are random values stored
   as sha256 digests; the plain value is returned once, at creation.
+- Setting a user's password (an admin's reset, or the user's own change, which
+  needs the current one) revokes their API tokens and ends their sessions (all of
+  them; a user's own change keeps the session it was made in), in the transaction
+  that stores the new hash.
 - Repeated failed logins lock the account for a while; failures per client IP are
-  counted too, so one address can't try many accounts.
+  counted too, so one address can't try many accounts. Both counters live in the
+  store (shared by every control-plane process) and each attempt takes its number
+  atomically before its password is checked: parallel guesses can't outrun them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import secrets
-import time
 import uuid
-from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,29 +37,41 @@ from typing import Any
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, insert, select, update
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import case, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.admin.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
+from portcullis.errors import UserError
+from portcullis.identity.secrets import ServerSecret
 from portcullis.store.admin_tables import (
     AdminSecretRow,
     AdminUserRow,
     ApiTokenRow,
     BootstrapTokenRow,
+    LoginFailureRow,
     OrganizationRow,
     RefreshTokenRow,
 )
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import Check, single_statement_engine, write_transaction
+from portcullis.store.tables import UTCDateTime
 
 ISSUER = "portcullis-admin"
 SIGNING_KEY_NAME = "access-token-signing-key"
+# A stored secret sealed with the deployment secret (clear values, all URL-safe
+# base64, never contain a colon).
+SEALED_PREFIX = "aesgcm:"
 # Prefixes that tell token kinds apart (and let secret scanners recognise them).
 API_TOKEN_PREFIX = "pca_"  # noqa: S105
 BOOTSTRAP_PREFIX = "pcb_"
 REFRESH_PREFIX = "pcr_"
 _PERMISSION_VALUES = frozenset(p.value for p in Permission)
 BOOTSTRAP_PERMISSIONS = frozenset({Permission.ADMINS_READ, Permission.ADMINS_WRITE})
+# Failed logins (by default) before an account locks, and per client address per window.
+MAX_FAILURES = 5
+IP_MAX_FAILURES = 30
 
 
 def digest(secret: str) -> str:
@@ -84,6 +104,18 @@ class InvalidRefreshToken(AuthError):
 
 class EmailTaken(AuthError):
     """Another admin user has this email."""
+
+
+class BootstrapTokenSpent(AuthError):
+    """The bootstrap token was used (or voided) by another request first."""
+
+
+class LastOwner(AuthError):
+    """The change would leave no enabled owner."""
+
+
+class PasswordChanged(AuthError):
+    """The password was changed by another request between its check and this change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +174,50 @@ class TokenPair:
     refresh_expires_in: int
 
 
+@dataclass(frozen=True, slots=True)
+class PasswordChange:
+    """What a password change ended: the user's API tokens and login sessions."""
+
+    api_tokens_revoked: int
+    sessions_ended: int
+
+
+async def _revoke_access(
+    conn: AsyncConnection,
+    user_id: str,
+    now: datetime,
+    *,
+    api_tokens: bool,
+    keep_session: str | None = None,
+) -> PasswordChange:
+    """End the user's sessions (all but `keep_session`) and, with `api_tokens`, revoke
+    their API tokens, in the caller's transaction."""
+    live = [RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None)]
+    if keep_session is not None:
+        live.append(RefreshTokenRow.family_id != keep_session)
+    # A session is a family of refresh tokens: count the families that could still refresh.
+    ended = await conn.scalar(
+        select(func.count(func.distinct(RefreshTokenRow.family_id))).where(
+            *live, RefreshTokenRow.used_at.is_(None), RefreshTokenRow.expires_at > now
+        )
+    )
+    await conn.execute(update(RefreshTokenRow).where(*live).values(revoked_at=now))
+    revoked = 0
+    if api_tokens:
+        result = await conn.execute(
+            update(ApiTokenRow)
+            .where(ApiTokenRow.user_id == user_id, ApiTokenRow.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        revoked = result.rowcount
+    return PasswordChange(revoked, int(ended or 0))
+
+
+def _secret_context(name: str) -> bytes:
+    """What a sealed admin secret is bound to (its row), so sealed values can't be swapped."""
+    return f"admin-secret:{name}".encode()
+
+
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
@@ -172,41 +248,6 @@ def _token(row: Any) -> ApiToken:
     )
 
 
-class _FailureWindow:
-    """Failed logins per client address over a sliding window, bounded in memory."""
-
-    def __init__(self, limit: int, window: float, max_clients: int = 10_000) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_clients = max_clients
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, client: str, now: float) -> deque[float]:
-        stamps = self._failures.get(client)
-        if stamps is None:
-            return deque()
-        while stamps and stamps[0] <= now - self.window:
-            stamps.popleft()
-        return stamps
-
-    def retry_after(self, client: str) -> int:
-        """Seconds until this client may try again (0: it may now)."""
-        now = time.monotonic()
-        stamps = self._recent(client, now)
-        if len(stamps) < self.limit:
-            return 0
-        return max(1, int(stamps[0] + self.window - now) + 1)
-
-    def fail(self, client: str) -> None:
-        now = time.monotonic()
-        stamps = self._recent(client, now)
-        stamps.append(now)
-        self._failures[client] = stamps
-        self._failures.move_to_end(client)
-        while len(self._failures) > self.max_clients:
-            self._failures.popitem(last=False)
-
-
 class AuthService:
     """Admin users, sessions and tokens in the store; also the request authenticator."""
 
@@ -214,33 +255,41 @@ class AuthService:
         self,
         engine: AsyncEngine,
         *,
+        secret: ServerSecret | None = None,
         hasher: PasswordHasher | None = None,
         access_ttl: int = 900,
         refresh_ttl: int = 14 * 24 * 3600,
-        max_failures: int = 5,
+        max_failures: int = MAX_FAILURES,
         lockout: int = 900,
-        ip_max_failures: int = 30,
+        ip_max_failures: int = IP_MAX_FAILURES,
         ip_window: int = 900,
     ) -> None:
         self._engine = engine
+        # Seals the signing key at rest; needed only to issue and check access tokens.
+        self._secret = secret
+        # Login counters are single-statement writes (see `_take_address_attempt`).
+        self._counter = single_statement_engine(engine)
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.max_failures = max_failures
         self.lockout = lockout
-        self._ip_failures = _FailureWindow(ip_max_failures, ip_window)
+        self.ip_max_failures = ip_max_failures
+        self.ip_window = ip_window
         self._signing_key: str | None = None
 
     # ------------------------------------------------------------------ start-up
 
     async def start(self) -> str | None:
-        """Load (or create) the signing key; on an empty store, return a new bootstrap token.
+        """Load (or create) the signing key (when this service has the server secret: one
+        without it only manages users); on an empty store, return a new bootstrap token.
 
         Each start without any admin user issues a fresh bootstrap token and
         invalidates earlier ones, so only the token printed last works.
         """
-        self._signing_key = await self._load_signing_key()
+        if self._secret is not None:
+            self._signing_key = await self._load_signing_key()
         if await self.count_users():
             return None
         token = BOOTSTRAP_PREFIX + secrets.token_urlsafe(32)
@@ -252,25 +301,55 @@ class AuthService:
         return token
 
     async def _load_signing_key(self) -> str:
+        """The access-token signing key from the store: created (sealed) on first use;
+        a key stored in clear by an earlier version is sealed in place, unchanged."""
         query = select(AdminSecretRow.value).where(AdminSecretRow.name == SIGNING_KEY_NAME)
         async with self._engine.connect() as conn:
-            existing = await conn.scalar(query)
-        if existing is not None:
-            return existing
-        key = secrets.token_urlsafe(48)
-        try:
-            async with write_transaction(self._engine) as conn:
-                await conn.execute(
-                    insert(AdminSecretRow).values(
-                        name=SIGNING_KEY_NAME, value=key, created_at=_now()
+            stored = await conn.scalar(query)
+        if stored is None:
+            key = secrets.token_urlsafe(48)
+            try:
+                async with write_transaction(self._engine) as conn:
+                    await conn.execute(
+                        insert(AdminSecretRow).values(
+                            name=SIGNING_KEY_NAME, value=self._seal(key), created_at=_now()
+                        )
                     )
-                )
-        except IntegrityError:  # another process created it first
-            async with self._engine.connect() as conn:
-                stored = await conn.scalar(query)
+                return key
+            except IntegrityError:  # another process created it first
+                async with self._engine.connect() as conn:
+                    stored = await conn.scalar(query)
             assert stored is not None
-            return stored
-        return key
+        if stored.startswith(SEALED_PREFIX):
+            return self._unseal(stored)
+        # Compare-and-set: of processes starting together, one seals it (the same key).
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(
+                update(AdminSecretRow)
+                .where(AdminSecretRow.name == SIGNING_KEY_NAME, AdminSecretRow.value == stored)
+                .values(value=self._seal(stored))
+            )
+        return stored
+
+    def _sealer(self) -> ServerSecret:
+        if self._secret is None:
+            raise RuntimeError("access tokens need the server secret (AuthService(secret=…))")
+        return self._secret
+
+    def _seal(self, key: str) -> str:
+        blob = self._sealer().encrypt(key.encode(), context=_secret_context(SIGNING_KEY_NAME))
+        return SEALED_PREFIX + base64.b64encode(blob).decode()
+
+    def _unseal(self, stored: str) -> str:
+        blob = base64.b64decode(stored.removeprefix(SEALED_PREFIX))
+        try:
+            plain = self._sealer().decrypt(blob, context=_secret_context(SIGNING_KEY_NAME))
+        except InvalidTag:
+            raise UserError(
+                "the access-token signing key in the store was sealed with another secret_key: "
+                "start with the deployment's PORTCULLIS_SECRET_KEY (or secret_key_file)"
+            ) from None
+        return plain.decode()
 
     async def _key(self) -> str:
         """The signing key, loaded on first use when `start` could not run (unmigrated store)."""
@@ -310,8 +389,20 @@ class AuthService:
             return int(await conn.scalar(query) or 0)
 
     async def create_user(
-        self, email: str, password: str, role: Role, organization_id: str | None = None
+        self,
+        email: str,
+        password: str,
+        role: Role,
+        organization_id: str | None = None,
+        *,
+        bootstrap_token: int | None = None,
     ) -> AdminUser:
+        """Store a new user; any user voids the bootstrap token.
+
+        With `bootstrap_token` (a bootstrap caller's), the user exists only if this
+        transaction is the one that spends that token: `BootstrapTokenSpent`
+        otherwise, so parallel requests with one token create one user.
+        """
         now = _now()
         row = {
             "id": str(uuid.uuid4()),
@@ -327,6 +418,17 @@ class AuthService:
         }
         try:
             async with write_transaction(self._engine) as conn:
+                if bootstrap_token is not None:
+                    spent = await conn.execute(
+                        update(BootstrapTokenRow)
+                        .where(
+                            BootstrapTokenRow.id == bootstrap_token,
+                            BootstrapTokenRow.used_at.is_(None),
+                        )
+                        .values(used_at=now)
+                    )
+                    if spent.rowcount != 1:
+                        raise BootstrapTokenSpent("the bootstrap token was already used")
                 await conn.execute(insert(AdminUserRow).values(**row))
                 await conn.execute(
                     update(BootstrapTokenRow)
@@ -358,12 +460,13 @@ class AuthService:
         password: str | None = None,
         organization_id: str | None = None,
         clear_organization: bool = False,
-        keep_session: str | None = None,
+        check: Check[AdminUser] | None = None,
     ) -> AdminUser | None:
-        """Change a user; disabling them or setting a password ends their sessions.
+        """Change a user (None if there is none); disabling them ends their sessions,
+        setting a password also revokes their API tokens (`_revoke_access`).
 
-        `keep_session` spares one session: the caller's own when they change their
-        own password.
+        `check` runs on the user locked in the write transaction. Raises
+        `LastOwner` rather than demote or disable the last enabled owner.
         """
         values: dict[str, Any] = {"updated_at": _now()}
         if role is not None:
@@ -376,24 +479,99 @@ class AuthService:
             values["locked_until"] = None
         if organization_id is not None or clear_organization:
             values["organization_id"] = organization_id
+        demotes = (role is not None and role is not Role.OWNER) or bool(disabled)
         async with write_transaction(self._engine) as conn:
+            owners = await self._lock_owners(conn) if demotes else set()
+            if await self._lock_user(conn, user_id, check) is None:
+                return None
+            if owners == {user_id}:
+                raise LastOwner("promote another owner first")
             await conn.execute(
                 update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
             )
             if disabled or password is not None:
-                sessions = update(RefreshTokenRow).where(
-                    RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None)
+                await _revoke_access(
+                    conn, user_id, values["updated_at"], api_tokens=password is not None
                 )
-                if keep_session is not None:
-                    sessions = sessions.where(RefreshTokenRow.family_id != keep_session)
-                await conn.execute(sessions.values(revoked_at=values["updated_at"]))
         return await self.get_user(user_id)
 
-    async def delete_user(self, user_id: str) -> None:
+    async def change_own_password(
+        self, user_id: str, current: str, new: str, *, keep_session: str | None
+    ) -> PasswordChange:
+        """A user's change of their own password, which needs the current one.
+
+        A wrong current password counts as a failed login of the account (so a
+        stolen session can't guess it; `LoginLocked` once locked) and raises
+        `InvalidCredentials`. The new hash is stored only over the hash that was
+        checked (compare-and-set: of two concurrent changes, the second raises
+        `PasswordChanged`), and in that transaction the user's API tokens are
+        revoked and their sessions ended, except `keep_session` (the caller's).
+        """
+        now = _now()
+        query = select(AdminUserRow.password_hash, AdminUserRow.disabled).where(
+            AdminUserRow.id == user_id
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.disabled:
+            raise InvalidCredentials("the user no longer exists or is disabled")
+        await self._take_account_attempt(user_id, now)
+        if not await self._verify(row.password_hash, current):
+            raise InvalidCredentials("the current password is wrong")
+        new_hash = await self.hash_password(new)
         async with write_transaction(self._engine) as conn:
+            changed = await conn.execute(
+                update(AdminUserRow)
+                .where(AdminUserRow.id == user_id, AdminUserRow.password_hash == row.password_hash)
+                .values(password_hash=new_hash, failed_logins=0, locked_until=None, updated_at=now)
+            )
+            if changed.rowcount != 1:
+                raise PasswordChanged("the password was changed meanwhile; sign in again")
+            return await _revoke_access(
+                conn, user_id, now, api_tokens=True, keep_session=keep_session
+            )
+
+    async def delete_user(self, user_id: str, *, check: Check[AdminUser] | None = None) -> bool:
+        """Delete a user with their sessions and tokens; False if there is none.
+
+        `check` runs on the user locked in the write transaction; `LastOwner` if the
+        user is the last enabled owner.
+        """
+        async with write_transaction(self._engine) as conn:
+            owners = await self._lock_owners(conn)
+            if await self._lock_user(conn, user_id, check) is None:
+                return False
+            if owners == {user_id}:
+                raise LastOwner("promote another owner first")
             await conn.execute(delete(RefreshTokenRow).where(RefreshTokenRow.user_id == user_id))
             await conn.execute(delete(ApiTokenRow).where(ApiTokenRow.user_id == user_id))
             await conn.execute(delete(AdminUserRow).where(AdminUserRow.id == user_id))
+        return True
+
+    async def _lock_user(
+        self, conn: AsyncConnection, user_id: str, check: Check[AdminUser] | None
+    ) -> AdminUser | None:
+        """The user, locked for the rest of the write transaction, after `check` passed on it."""
+        query = select(AdminUserRow).where(AdminUserRow.id == user_id).with_for_update()
+        row = (await conn.execute(query)).first()
+        user = None if row is None else _user(row)
+        if check is not None:
+            check(user)
+        return user
+
+    async def _lock_owners(self, conn: AsyncConnection) -> set[str]:
+        """The enabled owners' ids, locked, so concurrent demotions see each other.
+
+        Taken before the user a change is about (and in id order) so that two such
+        writers queue up instead of deadlocking on PostgreSQL.
+        """
+        query = (
+            select(AdminUserRow.id)
+            .where(AdminUserRow.role == Role.OWNER.value, AdminUserRow.disabled.is_(False))
+            .order_by(AdminUserRow.id)
+            .with_for_update()
+        )
+        return set((await conn.scalars(query)).all())
 
     # ------------------------------------------------------------------ sessions
 
@@ -401,45 +579,97 @@ class AuthService:
         """Check a password; a token pair on success.
 
         Raises `LoginLocked` while the account or the client address is locked out
-        (even for the right password) and `InvalidCredentials` otherwise.
+        (even for the right password) and `InvalidCredentials` otherwise. Every
+        attempt first takes its number from the counters in the store (address,
+        then account), so concurrent attempts, in any number of processes, can't
+        get more passwords checked than the limits allow; a successful login gives
+        its number back.
         """
         client_key = client or "unknown"
-        wait = self._ip_failures.retry_after(client_key)
-        if wait:
-            raise LoginLocked("too many failed logins from this address", wait)
+        now = _now()
+        window_start = await self._take_address_attempt(client_key, now)
         query = select(AdminUserRow).where(AdminUserRow.email == email.strip().lower())
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        now = _now()
-        if row is not None and row.locked_until is not None and row.locked_until > now:
-            wait = max(1, int((row.locked_until - now).total_seconds()) + 1)
-            raise LoginLocked("the account is locked after repeated failed logins", wait)
-        if row is None and self._dummy_hash is None:
+        if row is not None:
+            await self._take_account_attempt(row.id, now)
+        elif self._dummy_hash is None:
             self._dummy_hash = await self.hash_password(secrets.token_urlsafe(16))
         ok = await self._verify(row.password_hash if row else self._dummy_hash or "", password)
         if row is None or not ok or row.disabled:
-            self._ip_failures.fail(client_key)
-            if row is not None and not ok:
-                await self._record_failure(row.id, row.failed_logins + 1, now)
             raise InvalidCredentials("invalid email or password")
-        if row.failed_logins:
-            async with write_transaction(self._engine) as conn:
-                await conn.execute(
-                    update(AdminUserRow)
-                    .where(AdminUserRow.id == row.id)
-                    .values(failed_logins=0, locked_until=None)
+        async with self._counter.begin() as conn:
+            await conn.execute(
+                update(AdminUserRow)
+                .where(AdminUserRow.id == row.id)
+                .values(failed_logins=0, locked_until=None)
+            )
+            await conn.execute(
+                update(LoginFailureRow)
+                .where(
+                    LoginFailureRow.client == client_key,
+                    LoginFailureRow.window_start == window_start,
+                    LoginFailureRow.failures > 0,
                 )
+                .values(failures=LoginFailureRow.failures - 1)
+            )
         return await self._issue(row.id, row.role, str(uuid.uuid4()))
 
-    async def _record_failure(self, user_id: str, failures: int, now: datetime) -> None:
-        values: dict[str, Any] = {"failed_logins": failures}
-        if failures >= self.max_failures:
-            values["failed_logins"] = 0
-            values["locked_until"] = now + timedelta(seconds=self.lockout)
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                update(AdminUserRow).where(AdminUserRow.id == user_id).values(**values)
+    async def _take_address_attempt(self, client: str, now: datetime) -> datetime:
+        """Count an attempt from `client` in its window (one upsert); the window's start.
+
+        A window opens with the first attempt after the previous one ended. Raises
+        `LoginLocked` once the window holds more than `ip_max_failures` attempts.
+        """
+        t = LoginFailureRow
+        window_floor = now - timedelta(seconds=self.ip_window)
+        insert_ = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        new = insert_(t).values(client=client, failures=1, window_start=now)
+        # In ON CONFLICT DO UPDATE, the table's columns are the stored row's values.
+        ended = t.window_start <= literal(window_floor, UTCDateTime())
+        upsert = new.on_conflict_do_update(
+            index_elements=[t.client],
+            set_={
+                "failures": case((ended, 1), else_=t.failures + 1),
+                "window_start": case((ended, new.excluded.window_start), else_=t.window_start),
+            },
+        ).returning(t.failures, t.window_start)
+        # Each statement commits on its own: the count is atomic without a transaction.
+        async with self._counter.begin() as conn:
+            failures, window_start = (await conn.execute(upsert)).one()
+            if failures == 1:
+                # A window opened: a good moment to forget the windows that ended.
+                await conn.execute(delete(t).where(t.window_start <= window_floor))
+        if failures > self.ip_max_failures:
+            left = window_start + timedelta(seconds=self.ip_window) - now
+            raise LoginLocked(
+                "too many failed logins from this address", max(1, int(left.total_seconds()) + 1)
             )
+        return window_start
+
+    async def _take_account_attempt(self, user_id: str, now: datetime) -> None:
+        """Number an attempt on the account before its password is checked (one UPDATE).
+
+        The attempt that reaches `max_failures` also locks the account, so the ones
+        after it (concurrent or later) are refused unchecked until the lock runs out
+        or a successful login lifts it; a lock that ran out starts a new streak.
+        """
+        t = AdminUserRow
+        streak = case((t.locked_until.is_(None), t.failed_logins), else_=0) + 1
+        lock_end = literal(now + timedelta(seconds=self.lockout), UTCDateTime())
+        taken = update(t).where(
+            t.id == user_id, or_(t.locked_until.is_(None), t.locked_until <= now)
+        )
+        taken = taken.values(
+            failed_logins=streak,
+            locked_until=case((streak >= self.max_failures, lock_end), else_=null()),
+        ).returning(t.failed_logins)
+        async with self._counter.begin() as conn:
+            if (await conn.execute(taken)).first() is not None:
+                return
+            locked_until = await conn.scalar(select(t.locked_until).where(t.id == user_id))
+        wait = 1 if locked_until is None else int((locked_until - now).total_seconds()) + 1
+        raise LoginLocked("the account is locked after repeated failed logins", max(1, wait))
 
     async def _issue(self, user_id: str, role: str, family_id: str) -> TokenPair:
         now = _now()
@@ -472,11 +702,13 @@ class AuthService:
         """Exchange a refresh token for a new pair; reuse of a rotated one revokes its family."""
         now = _now()
         async with write_transaction(self._engine) as conn:
+            # Locked: of concurrent exchanges of one token, the first marks it used
+            # and the others then see it used (reuse) instead of each getting a pair.
             row = (
                 await conn.execute(
-                    select(RefreshTokenRow).where(
-                        RefreshTokenRow.token_hash == digest(refresh_token)
-                    )
+                    select(RefreshTokenRow)
+                    .where(RefreshTokenRow.token_hash == digest(refresh_token))
+                    .with_for_update()
                 )
             ).first()
             if row is None:
@@ -656,4 +888,9 @@ class AuthService:
             found = await conn.scalar(query)
         if found is None or await self.count_users():
             return None
-        return Caller(actor="bootstrap", role=Role.OWNER, permissions=BOOTSTRAP_PERMISSIONS)
+        return Caller(
+            actor="bootstrap",
+            role=Role.OWNER,
+            permissions=BOOTSTRAP_PERMISSIONS,
+            bootstrap_token=found,
+        )

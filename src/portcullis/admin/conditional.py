@@ -1,10 +1,19 @@
-"""ETags, If-Match preconditions and JSON Merge Patch (RFC 9110 §13, RFC 7396)."""
+"""ETags, If-Match preconditions and JSON Merge Patch (RFC 9110 §13, RFC 7396).
+
+If-Match is a compare-and-set: a handler reads the resource (for 404 and its own
+checks), but the ETag is compared by the store, inside the transaction that
+writes, against the state it locked there (`Precondition` is the `Check` the store
+runs; see `portcullis.store.engine`). Config entities get the same from
+`ConfigEditor`, which re-runs the plan (and its If-Match) against the version it
+writes over.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from fastapi.responses import JSONResponse
 
@@ -42,6 +51,24 @@ def check_if_match(if_match: str | None, current_etag: str | None) -> None:
         if current_etag is None
         else f"If-Match {if_match} does not match the current ETag {current_etag}",
     )
+
+
+class Precondition(Generic[T]):
+    """`If-Match` as a `Check` for a store write (`check_if_match` on the locked state).
+
+    `etag` gives the ETag of a state as the resource's representation has it. The
+    state last checked is kept in `seen` (None: gone, or not yet checked): what
+    the write changed, for the audit record's `before`.
+    """
+
+    def __init__(self, if_match: str | None, etag: Callable[[T], str]) -> None:
+        self.if_match = if_match
+        self.etag = etag
+        self.seen: T | None = None
+
+    def __call__(self, current: T | None) -> None:
+        self.seen = current
+        check_if_match(self.if_match, None if current is None else self.etag(current))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

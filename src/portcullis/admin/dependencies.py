@@ -77,6 +77,21 @@ async def current_caller(
     return caller
 
 
+async def deployment_wide_reader(request: Request, permission: Permission) -> bool | None:
+    """For endpoints open to anyone that show more to operators (`/health/ready`,
+    `/metrics`): True when the request's bearer credential is a caller of the whole
+    deployment (no organization) holding `permission`; False for any other valid
+    caller, None without a valid credential."""
+    scheme, _, credential = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    authenticator: Authenticator = request.app.state.authenticator
+    caller = await authenticator.authenticate(credential.strip())
+    if caller is None:
+        return None
+    return caller.organization_id is None and caller.can(permission)
+
+
 def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
     """A dependency that returns the caller if they hold `permission`, else 403.
 

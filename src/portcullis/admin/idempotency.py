@@ -47,8 +47,16 @@ RETENTION = timedelta(hours=24)
 ABANDONED_AFTER = timedelta(minutes=2)
 MAX_KEY_LENGTH = 255
 PURGE_EVERY = 600.0  # seconds between sweeps of expired keys
+# Sessions and credentials: a replay would be wrong, and the fingerprint of a body
+# holding passwords (login, password change) must not be kept.
 EXCLUDED_PATHS = frozenset(
-    {"/admin/v1/auth/login", "/admin/v1/auth/refresh", "/admin/v1/auth/logout", "/admin/v1/tokens"}
+    {
+        "/admin/v1/auth/login",
+        "/admin/v1/auth/refresh",
+        "/admin/v1/auth/logout",
+        "/admin/v1/auth/password",
+        "/admin/v1/tokens",
+    }
 )
 _SKIPPED_RESPONSE_HEADERS = frozenset({b"date", b"server", b"content-length"})
 

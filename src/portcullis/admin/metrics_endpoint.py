@@ -6,10 +6,11 @@ from the store at scrape time: the config head version and the upstream health
 the workers report in their heartbeats (per upstream and target, which worker
 gauges cannot carry since targets come and go with the config).
 
-Access: Prometheus scrapers rarely carry credentials, so `/metrics` is open on the
-admin port by default (the admin port is meant for operators' networks; it binds
-127.0.0.1 unless configured otherwise). Setting `metrics_token` makes it require
-`Authorization: Bearer <metrics_token>` (Prometheus `authorization` scrape option).
+Access: the series name every tenant's upstreams and routes, so `/metrics` needs a
+bearer credential, as Prometheus sends with its `authorization` scrape option:
+`metrics_token` (a scrape secret of its own), or an admin credential (an API token)
+of a deployment-wide caller with `analytics:read`. `metrics_public` opens it to
+anyone who can reach the admin port.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from fastapi.responses import Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from portcullis.admin.problems import UNAUTHORIZED, ApiProblem, problem_responses
+from portcullis.admin.dependencies import deployment_wide_reader
+from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem, problem_responses
+from portcullis.admin.rbac import Permission
 from portcullis.analytics.health import BREAKER_STATES, DEFAULT_FRESH_FOR, merge_upstream_health
 from portcullis.analytics.metrics import StaticCollector, multiprocess_dir, scrape_registry
 from portcullis.settings import Settings
@@ -91,11 +94,32 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
     return [version, *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for))]
 
 
-def _authorized(request: Request, token: str) -> bool:
+def _has_token(request: Request, token: str | None) -> bool:
+    if not token:  # unset, or empty: no token opens the metrics
+        return False
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(
         credential.strip().encode(), token.encode()
+    )
+
+
+async def check_scrape_access(request: Request, settings: Settings) -> None:
+    """401/403 problem unless the scraper may read the metrics (see the module doc)."""
+    if settings.metrics_public or _has_token(request, settings.metrics_token):
+        return
+    allowed = await deployment_wide_reader(request, Permission.ANALYTICS_READ)
+    if allowed:
+        return
+    if allowed is False:
+        raise ApiProblem(
+            FORBIDDEN,
+            "the metrics of the whole gateway need a deployment-wide caller with 'analytics:read'",
+        )
+    raise ApiProblem(
+        UNAUTHORIZED,
+        "send 'Authorization: Bearer <metrics token or admin API token>'",
+        headers={"www-authenticate": 'Bearer realm="portcullis-metrics"'},
     )
 
 
@@ -116,18 +140,12 @@ def install_metrics(app: FastAPI, settings: Settings) -> None:
                     "application/openmetrics-text": {"schema": {"type": "string"}},
                 },
             },
-            **problem_responses(401),
+            **problem_responses(401, 403),
         },
         operation_id="get_metrics",
     )
     async def metrics(request: Request) -> Response:
-        token = settings.metrics_token
-        if token and not _authorized(request, token):
-            raise ApiProblem(
-                UNAUTHORIZED,
-                "send 'Authorization: Bearer <metrics token>'",
-                headers={"www-authenticate": 'Bearer realm="portcullis-metrics"'},
-            )
+        await check_scrape_access(request, settings)
         families = await store_families(request, settings)
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         path = multiprocess_dir()

@@ -91,6 +91,9 @@ class Caller:
     organization_id: str | None = None
     # The login session (refresh-token family) an access token belongs to.
     session_id: str | None = None
+    # The bootstrap token (its row id) a bootstrap caller presented; spent by the
+    # first user it creates.
+    bootstrap_token: int | None = None
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions

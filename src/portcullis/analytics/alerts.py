@@ -55,7 +55,7 @@ from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
 from portcullis.model.config import Name
 from portcullis.store.analytics_tables import AlertRuleRow, AlertStateRow, RollupRow
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import Check, write_transaction
 
 if TYPE_CHECKING:
     from portcullis.admin.state import AdminState
@@ -288,27 +288,48 @@ class AlertRules:
             raise AlertRuleExists(f"alert rule {name!r} already exists") from None
         return (await self.get(name))[0]
 
-    async def replace(self, name: str, spec: AlertRuleSpec) -> AlertRule:
-        values = {**spec.model_dump(), "kind": str(spec.kind)}
+    async def replace(
+        self,
+        name: str,
+        spec: AlertRuleSpec | Callable[[AlertRule], AlertRuleSpec],
+        *,
+        check: Check[AlertRule] | None = None,
+    ) -> AlertRule:
+        """Replace a rule's settings; `spec` may be a function of the rule as stored (a
+        merge patch). It and `check` run on the rule locked in the write transaction."""
         async with write_transaction(self._engine) as conn:
-            result = await conn.execute(
+            current = await self._lock(conn, name, check)
+            if callable(spec):
+                spec = spec(current)
+            values = {**spec.model_dump(), "kind": str(spec.kind)}
+            await conn.execute(
                 update(AlertRuleRow)
                 .where(AlertRuleRow.name == name)
                 .values(updated_at=self._clock(), **values)
             )
-            if result.rowcount != 1:
-                raise AlertRuleNotFound(f"alert rule {name!r} does not exist")
         return (await self.get(name))[0]
 
-    async def delete(self, name: str) -> list[Event]:
+    async def _lock(
+        self, conn: AsyncConnection, name: str, check: Check[AlertRule] | None
+    ) -> AlertRule:
+        """The rule, locked for the rest of the write transaction, after `check` passed on it."""
+        row = (
+            await conn.execute(
+                select(AlertRuleRow).where(AlertRuleRow.name == name).with_for_update()
+            )
+        ).first()
+        rule = None if row is None else _rule(row)
+        if check is not None:
+            check(rule)
+        if rule is None:
+            raise AlertRuleNotFound(f"alert rule {name!r} does not exist")
+        return rule
+
+    async def delete(self, name: str, *, check: Check[AlertRule] | None = None) -> list[Event]:
         """Delete a rule and its state; a firing rule is resolved (the event is returned,
-        stored but not yet fanned out)."""
+        stored but not yet fanned out). `check` runs on the rule locked for the delete."""
         async with write_transaction(self._engine) as conn:
-            row = (
-                await conn.execute(select(AlertRuleRow).where(AlertRuleRow.name == name))
-            ).first()
-            if row is None:
-                raise AlertRuleNotFound(f"alert rule {name!r} does not exist")
+            rule = await self._lock(conn, name, check)
             state = (
                 await conn.execute(select(AlertStateRow).where(AlertStateRow.rule == name))
             ).first()
@@ -319,7 +340,7 @@ class AlertRules:
                         conn,
                         EventType.ALERT_RESOLVED,
                         name,
-                        _event_data(_rule(row), state.value, reason="deleted"),
+                        _event_data(rule, state.value, reason="deleted"),
                     )
                 )
             await conn.execute(delete(AlertStateRow).where(AlertStateRow.rule == name))

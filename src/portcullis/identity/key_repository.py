@@ -59,7 +59,7 @@ from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.identity.keys import Environment, generate_key, new_key_id
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.config_head import lock_config_head
-from portcullis.store.engine import single_read_engine, write_transaction
+from portcullis.store.engine import Check, single_read_engine, write_transaction
 from portcullis.store.errors import NotFound, StoreError
 from portcullis.store.identity_tables import ApiKeyRow
 from portcullis.store.organizations import (
@@ -478,13 +478,26 @@ class KeyRepository:
             info = await self._read(conn, key_id)
         return CreatedKey(info, full_key)
 
-    async def update(self, key_id: str, settings: KeySettings) -> KeyInfo:
-        """Replace a key's editable settings; revoked keys can't be changed."""
+    async def update(
+        self,
+        key_id: str,
+        settings: KeySettings | Callable[[KeyInfo], KeySettings],
+        *,
+        check: Check[KeyInfo] | None = None,
+    ) -> KeyInfo:
+        """Replace a key's editable settings; revoked keys can't be changed.
+
+        `settings` may be a function of the key as stored (a merge patch), so that
+        concurrent partial updates each apply to the other's result; it and `check`
+        run on the key locked in the write transaction.
+        """
         now = self._clock()
         async with write_transaction(self._engine) as conn:
-            current, key_hash = await self._lock(conn, key_id)
+            current, key_hash = await self._lock(conn, key_id, check)
             if current.status is KeyStatus.revoked:
                 raise KeyConflict(f"API key {key_id!r} is revoked and can't be changed")
+            if callable(settings):
+                settings = settings(current)
             if settings.expires_at != current.expires_at:
                 require_future(settings.expires_at, now)
             await conn.execute(
@@ -502,6 +515,7 @@ class KeyRepository:
         grace_seconds: int,
         created_by: str,
         expires_at: datetime | Literal["keep"] | None = "keep",
+        check: Check[KeyInfo] | None = None,
     ) -> Rotation:
         """Issue a successor key with the same consumer and settings.
 
@@ -516,7 +530,7 @@ class KeyRepository:
         async with write_transaction(self._engine) as conn:
             # The successor is a new credential of the consumer: ordered with its removal.
             await lock_config_head(conn)
-            old, old_hash = await self._lock(conn, key_id)
+            old, old_hash = await self._lock(conn, key_id, check)
             if old.status is not KeyStatus.active:
                 raise KeyConflict(f"API key {key_id!r} is {old.status} and can't be rotated")
             if old.replaced_by is not None:
@@ -569,17 +583,25 @@ class KeyRepository:
                 await self._read(conn, key_id), await self._read(conn, new_id), full_key
             )
 
-    async def revoke(self, key_id: str, reason: str) -> KeyInfo:
+    async def revoke(
+        self, key_id: str, reason: str, *, check: Check[KeyInfo] | None = None
+    ) -> KeyInfo:
         """Stop a key for good (revocation is final; the record stays for audit)."""
         _, after = await self._set_status(
-            key_id, KeyStatus.revoked, reason, allowed_from=(KeyStatus.active, KeyStatus.suspended)
+            key_id,
+            KeyStatus.revoked,
+            reason,
+            allowed_from=(KeyStatus.active, KeyStatus.suspended),
+            check=check,
         )
         return after
 
-    async def suspend(self, key_id: str, reason: str) -> KeyInfo:
+    async def suspend(
+        self, key_id: str, reason: str, *, check: Check[KeyInfo] | None = None
+    ) -> KeyInfo:
         """Stop an active key until it is resumed."""
         _, after = await self._set_status(
-            key_id, KeyStatus.suspended, reason, allowed_from=(KeyStatus.active,)
+            key_id, KeyStatus.suspended, reason, allowed_from=(KeyStatus.active,), check=check
         )
         return after
 
@@ -594,10 +616,10 @@ class KeyRepository:
             key_id, KeyStatus.suspended, reason, allowed_from=(KeyStatus.active,), conn=conn
         )
 
-    async def resume(self, key_id: str) -> KeyInfo:
+    async def resume(self, key_id: str, *, check: Check[KeyInfo] | None = None) -> KeyInfo:
         """Let a suspended key work again."""
         _, after = await self._set_status(
-            key_id, KeyStatus.active, None, allowed_from=(KeyStatus.suspended,)
+            key_id, KeyStatus.active, None, allowed_from=(KeyStatus.suspended,), check=check
         )
         return after
 
@@ -701,9 +723,11 @@ class KeyRepository:
         row = (await conn.execute(select(*_INFO_COLUMNS).where(ApiKeyRow.id == key_id))).one()
         return _info(row._mapping)
 
-    async def _lock(self, conn: AsyncConnection, key_id: str) -> tuple[KeyInfo, str]:
+    async def _lock(
+        self, conn: AsyncConnection, key_id: str, check: Check[KeyInfo] | None = None
+    ) -> tuple[KeyInfo, str]:
         """The key and its hash, locked for the rest of the transaction (FOR UPDATE on PostgreSQL;
-        SQLite's write transaction already excludes other writers)."""
+        SQLite's write transaction already excludes other writers), after `check` passed on it."""
         row = (
             await conn.execute(
                 select(*_INFO_COLUMNS, ApiKeyRow.key_hash)
@@ -711,9 +735,12 @@ class KeyRepository:
                 .with_for_update()
             )
         ).first()
-        if row is None:
+        info = None if row is None else _info(row._mapping)
+        if check is not None:
+            check(info)
+        if row is None or info is None:
             raise KeyNotFound(f"API key {key_id!r} does not exist")
-        return _info(row._mapping), row.key_hash
+        return info, row.key_hash
 
     async def _set_status(
         self,
@@ -723,14 +750,15 @@ class KeyRepository:
         *,
         allowed_from: Iterable[KeyStatus],
         conn: AsyncConnection | None = None,
+        check: Check[KeyInfo] | None = None,
     ) -> tuple[KeyInfo, KeyInfo]:
         if conn is None:
             async with write_transaction(self._engine) as own:
                 return await self._set_status(
-                    key_id, status, reason, allowed_from=allowed_from, conn=own
+                    key_id, status, reason, allowed_from=allowed_from, conn=own, check=check
                 )
         now = self._clock()
-        current, key_hash = await self._lock(conn, key_id)
+        current, key_hash = await self._lock(conn, key_id, check)
         if current.status not in tuple(allowed_from):
             raise KeyConflict(f"API key {key_id!r} is {current.status}; it can't be made {status}")
         await conn.execute(

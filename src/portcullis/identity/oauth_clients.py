@@ -30,7 +30,7 @@ from portcullis.identity.events import EventKind, append_events
 from portcullis.identity.oauth_settings import DAY
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.config_head import lock_config_head
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import Check, write_transaction
 from portcullis.store.identity_tables import OAuthClientRow, RevokedTokenRow
 from portcullis.store.organizations import organization_id_of, organization_name
 
@@ -252,8 +252,11 @@ class OAuthClientRepository:
         allowed_scopes: Sequence[str] | None = None,
         token_ttl: int | None = None,
         status: ClientStatus | None = None,
+        check: Check[OAuthClient] | None = None,
     ) -> OAuthClient | None:
-        """Change the given fields; None when the client does not exist."""
+        """Change the given fields; None when the client does not exist.
+
+        `check` runs on the client locked in the write transaction (None if gone)."""
         values: dict[str, Any] = {"updated_at": datetime.now(UTC)}
         if name is not None:
             values["name"] = name
@@ -264,19 +267,37 @@ class OAuthClientRepository:
         if status is not None:
             values["status"] = status.value
         async with write_transaction(self._engine) as conn:
-            result = await conn.execute(
+            if not await self._lock(conn, client_id, check):
+                return None
+            await conn.execute(
                 update(OAuthClientRow).where(OAuthClientRow.client_id == client_id).values(**values)
             )
-            if result.rowcount == 0:
-                return None
             await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
         return await self.get(client_id)
 
-    async def rotate_secret(self, client_id: str) -> tuple[OAuthClient, str] | None:
+    async def _lock(
+        self, conn: AsyncConnection, client_id: str, check: Check[OAuthClient] | None
+    ) -> bool:
+        """Lock the client for the rest of the write transaction and run `check` on it;
+        False when there is no such client."""
+        row = (
+            await conn.execute(
+                select(*_COLUMNS).where(OAuthClientRow.client_id == client_id).with_for_update()
+            )
+        ).first()
+        if check is not None:
+            check(None if row is None else _client(row))
+        return row is not None
+
+    async def rotate_secret(
+        self, client_id: str, *, check: Check[OAuthClient] | None = None
+    ) -> tuple[OAuthClient, str] | None:
         """Replace the secret (the old one stops working now); None when unknown."""
         client_secret = generate_client_secret()
         async with write_transaction(self._engine) as conn:
-            result = await conn.execute(
+            if not await self._lock(conn, client_id, check):
+                return None
+            await conn.execute(
                 update(OAuthClientRow)
                 .where(OAuthClientRow.client_id == client_id)
                 .values(
@@ -284,22 +305,19 @@ class OAuthClientRepository:
                     updated_at=datetime.now(UTC),
                 )
             )
-            if result.rowcount == 0:
-                return None
             await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
         client = await self.get(client_id)
         if client is None:
             return None
         return client, client_secret
 
-    async def delete(self, client_id: str) -> bool:
-        """Delete the client and revoke every token it was issued; False when unknown."""
+    async def delete(self, client_id: str, *, check: Check[OAuthClient] | None = None) -> bool:
+        """Delete the client and revoke every token it was issued; False when there is
+        none. `check` runs on it, locked."""
         async with write_transaction(self._engine) as conn:
-            result = await conn.execute(
-                delete(OAuthClientRow).where(OAuthClientRow.client_id == client_id)
-            )
-            if result.rowcount == 0:
+            if not await self._lock(conn, client_id, check):
                 return False
+            await conn.execute(delete(OAuthClientRow).where(OAuthClientRow.client_id == client_id))
             await revoke_client_tokens(conn, [client_id], datetime.now(UTC))
             await append_events(conn, [(EventKind.OAUTH_CLIENT, client_id)])
         return True

@@ -1,5 +1,5 @@
 """Tables of the control plane: admin users, their sessions and API tokens, organisations,
-the audit log and stored idempotent responses.
+failed logins per client address, the audit log and stored idempotent responses.
 
 They share `Base.metadata` with the config tables, so one Alembic history creates
 everything (migration 0002). Secrets are never stored: passwords as argon2 hashes,
@@ -53,6 +53,21 @@ class AdminUserRow(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LoginFailureRow(Base):
+    """Failed logins of one client address in its current window (the per-address lockout).
+
+    In the store, so every control-plane process counts against one number: each
+    attempt takes its number here atomically before its password is checked.
+    """
+
+    __tablename__ = "admin_login_failures"
+
+    # An IP address (or "unknown" when the server does not know the peer).
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 class RefreshTokenRow(Base):

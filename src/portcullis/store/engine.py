@@ -6,14 +6,21 @@ transaction handling is switched off and `BEGIN` is emitted by an event hook, so
 that a write transaction can ask for `BEGIN IMMEDIATE` (take the write lock up
 front instead of failing to upgrade a read lock later). Use `write_transaction`
 for any transaction that writes.
+
+A write with a condition (If-Match, "this caller may change it", "not the last
+owner") takes the condition as a `Check` and runs it on the current state of what
+it changes, read *inside* its write transaction and locked there (`SELECT … FOR
+UPDATE` on PostgreSQL; on SQLite `BEGIN IMMEDIATE` already holds the write lock).
+A check on a read made before the transaction is a race: two requests read the
+same state, both pass, both write, and one update is lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -28,6 +35,12 @@ WRITE_OPTION = "portcullis_write"
 # in SQLite's own autocommit mode (consistent on its own), saving two round trips.
 SINGLE_READ_OPTION = "portcullis_single_read"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+T = TypeVar("T")
+# A condition on the current state of what a write changes (None: it is gone), run
+# under the write lock in the write's own transaction; it raises to refuse, and the
+# write then rolls back.
+Check: TypeAlias = Callable[[T | None], None]
 
 
 def normalize_database_url(url: str | URL) -> URL:
@@ -75,6 +88,17 @@ def single_read_engine(engine: AsyncEngine) -> AsyncEngine:
     if engine.dialect.name == "sqlite":
         return engine.execution_options(**{SINGLE_READ_OPTION: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def single_statement_engine(engine: AsyncEngine) -> AsyncEngine:
+    """A view of `engine` for writes that are one statement, atomic on their own (an
+    `UPDATE … RETURNING`, an upsert): each commits by itself.
+
+    On SQLite the write lock is then held only while the statement runs in the
+    driver's thread, not across the event-loop turns between BEGIN, the statement
+    and COMMIT, which a busy process can stretch past other writers' busy timeout.
+    """
+    return single_read_engine(engine)
 
 
 def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:

@@ -44,6 +44,7 @@ ENDPOINTS += [
     ("POST", "/admin/v1/auth/refresh", "public"),
     ("POST", "/admin/v1/auth/logout", "public"),
     ("GET", "/admin/v1/auth/me", "authenticated"),
+    ("POST", "/admin/v1/auth/password", "authenticated"),
     ("GET", "/admin/v1/admin-users", "admins:read"),
     ("POST", "/admin/v1/admin-users", "admins:write"),
     ("GET", "/admin/v1/admin-users/{user_id}", "admins:read"),

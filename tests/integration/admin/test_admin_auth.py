@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -15,11 +17,12 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from portcullis.admin.app import create_admin_app
-from portcullis.admin.auth import AuthService
+from portcullis.admin.auth import SIGNING_KEY_NAME, AuthService
 from portcullis.admin.rbac import Role
 from portcullis.admin.state import AdminState
 from portcullis.settings import Settings
-from portcullis.store.admin_tables import ApiTokenRow
+from portcullis.store.admin_tables import AdminSecretRow, ApiTokenRow
+from portcullis.store.engine import create_engine, write_transaction
 
 
 def bootstrap_token(stderr: str) -> str:
@@ -170,7 +173,7 @@ async def test_account_lockout_after_repeated_failures(
 
 
 async def test_per_ip_limit_spans_accounts(app: FastAPI, auth: AuthService) -> None:
-    limited = AuthService(auth._engine, ip_max_failures=3)
+    limited = AuthService(auth._engine, secret=app.state.admin.secret, ip_max_failures=3)
     await limited.start()
     app.state.authenticator = limited
     transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 1234))
@@ -237,12 +240,12 @@ async def test_nobody_changes_their_own_access(owner: httpx.AsyncClient) -> None
         response = await owner.patch(f"/admin/v1/admin-users/{me['user_id']}", json=change)
         assert response.status_code == 409, change
         assert response.json()["type"].endswith("/self-change")
+    # Your own password changes only with the current one (POST /auth/password).
     password = await owner.patch(
         f"/admin/v1/admin-users/{me['user_id']}", json={"password": "a brand new password"}
     )
-    assert password.status_code == 200
-    # Changing your own password ends your other sessions, not this one.
-    assert (await owner.get("/admin/v1/auth/me")).status_code == 200
+    assert password.status_code == 409
+    assert "/admin/v1/auth/password" in password.json()["detail"]
 
 
 async def test_disabling_a_user_ends_their_access(
@@ -293,3 +296,156 @@ async def _users(database_url: str) -> list[tuple[str, str]]:
     finally:
         await engine.dispose()
     return [(u.email, u.role.value) for u in users]
+
+
+async def _stored_signing_key(app: FastAPI) -> str:
+    state: AdminState = app.state.admin
+    query = select(AdminSecretRow.value).where(AdminSecretRow.name == SIGNING_KEY_NAME)
+    async with state.engine.connect() as conn:
+        value = await conn.scalar(query)
+    assert value is not None
+    return str(value)
+
+
+def _verifies(access_token: str, key: str) -> bool:
+    try:
+        jwt.decode(access_token, key, algorithms=["HS256"], audience="portcullis-admin")
+    except jwt.InvalidSignatureError:
+        return False
+    return True
+
+
+async def test_the_signing_key_is_sealed_with_the_deployment_secret(
+    app: FastAPI, owner: httpx.AsyncClient
+) -> None:
+    access_token = owner.headers["authorization"].removeprefix("Bearer ")
+    stored = await _stored_signing_key(app)
+    # A copy of the store alone does not let anyone mint access tokens.
+    assert not _verifies(access_token, stored)
+    state: AdminState = app.state.admin
+    sealed = base64.b64decode(stored.removeprefix("aesgcm:"))
+    key = state.secret.decrypt(sealed, context=f"admin-secret:{SIGNING_KEY_NAME}".encode())
+    assert _verifies(access_token, key.decode())
+
+
+async def test_a_signing_key_stored_in_clear_is_sealed_at_start_and_sessions_survive(
+    database_url: str,
+) -> None:
+    clear = "an-old-clear-signing-key-" + "x" * 40
+    engine = create_engine(database_url)
+    try:
+        user = await AuthService(engine).create_user("old@example.com", PASSWORD, Role.OWNER)
+        async with write_transaction(engine) as conn:
+            await conn.execute(
+                AdminSecretRow.__table__.insert().values(
+                    name=SIGNING_KEY_NAME, value=clear, created_at=datetime.now(UTC)
+                )
+            )
+    finally:
+        await engine.dispose()
+    now = int(datetime.now(UTC).timestamp())
+    # An access token an earlier version issued with the clear key.
+    claims = {"iss": "portcullis-admin", "aud": "portcullis-admin", "sub": user.id}
+    claims |= {"role": "owner", "sid": str(uuid.uuid4()), "iat": now, "exp": now + 600}
+    earlier = jwt.encode(claims, clear, algorithm="HS256", headers={"typ": "at+jwt"})
+    app = create_admin_app(Settings(database_url=database_url))
+    async with app.router.lifespan_context(app):
+        assert await _stored_signing_key(app) != clear
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            me = await client.get(
+                "/admin/v1/auth/me", headers={"authorization": f"Bearer {earlier}"}
+            )
+            assert me.status_code == 200, me.text
+            assert me.json()["user_id"] == user.id
+
+
+async def _api_token(client: httpx.AsyncClient) -> str:
+    created = await client.post(
+        "/admin/v1/tokens", json={"name": "ci", "scopes": ["config:read"], "expires_in": 3600}
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["token"])
+
+
+async def test_a_password_reset_revokes_the_users_api_tokens_and_sessions(
+    app: FastAPI, owner: httpx.AsyncClient, client_for
+) -> None:  # type: ignore[no-untyped-def]
+    operator: httpx.AsyncClient = await client_for(Role.OPERATOR)
+    me = (await operator.get("/admin/v1/auth/me")).json()
+    token = {"authorization": f"Bearer {await _api_token(operator)}"}
+    assert (await operator.get("/admin/v1/services", headers=token)).status_code == 200
+    reset = await owner.patch(
+        f"/admin/v1/admin-users/{me['user_id']}", json={"password": "a reset password!"}
+    )
+    assert reset.status_code == 200, reset.text
+    assert (await operator.get("/admin/v1/services", headers=token)).status_code == 401
+    assert (await operator.get("/admin/v1/auth/me")).status_code == 401
+    [listed] = (await owner.get("/admin/v1/tokens")).json()["items"]
+    assert listed["revoked_at"] is not None
+    # The owner's own session and tokens are untouched.
+    assert (await owner.get("/admin/v1/auth/me")).status_code == 200
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.OPERATOR, Role.ADMIN, Role.OWNER])
+async def test_every_user_changes_their_own_password_with_the_current_one(
+    anonymous: httpx.AsyncClient, auth: AuthService, client_for, role: Role
+) -> None:  # type: ignore[no-untyped-def]
+    user: httpx.AsyncClient = await client_for(role)
+    email = (await user.get("/admin/v1/auth/me")).json()["actor"].removeprefix("user:")
+    other = (await login(anonymous, email)).json()  # a second session of the same user
+    tokens = [] if role is Role.VIEWER else [await _api_token(user)]
+    wrong = await user.post(
+        "/admin/v1/auth/password",
+        json={"current_password": "not the password", "new_password": "a brand new password"},
+    )
+    assert wrong.status_code == 422, wrong.text
+    assert [e["pointer"] for e in wrong.json()["errors"]] == ["#/current_password"]
+    changed = await user.post(
+        "/admin/v1/auth/password",
+        json={"current_password": PASSWORD, "new_password": "a brand new password"},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {"api_tokens_revoked": len(tokens), "sessions_ended": 1}
+    # This session goes on; the other one and the API tokens are over.
+    assert (await user.get("/admin/v1/auth/me")).status_code == 200
+    ended = {"authorization": f"Bearer {other['access_token']}"}
+    assert (await anonymous.get("/admin/v1/auth/me", headers=ended)).status_code == 401
+    for token in tokens:
+        revoked = {"authorization": f"Bearer {token}"}
+        assert (await anonymous.get("/admin/v1/services", headers=revoked)).status_code == 401
+    assert (await login(anonymous, email)).status_code == 401
+    assert (await login(anonymous, email, "a brand new password")).status_code == 200
+
+
+async def test_own_password_change_needs_a_login_session(
+    owner: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    token = {"authorization": f"Bearer {await _api_token(owner)}"}
+    body = {"current_password": PASSWORD, "new_password": "a brand new password"}
+    by_token = await anonymous.post("/admin/v1/auth/password", json=body, headers=token)
+    assert by_token.status_code == 403
+
+
+async def test_concurrent_changes_of_one_password_let_one_win(
+    anonymous: httpx.AsyncClient, client_for
+) -> None:  # type: ignore[no-untyped-def]
+    user: httpx.AsyncClient = await client_for(Role.VIEWER)
+    email = (await user.get("/admin/v1/auth/me")).json()["actor"].removeprefix("user:")
+    new = [f"new password number {i}" for i in range(4)]
+    answers = await asyncio.gather(
+        *(
+            user.post(
+                "/admin/v1/auth/password",
+                json={"current_password": PASSWORD, "new_password": password},
+            )
+            for password in new
+        )
+    )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) == 1, [a.text for a in answers]
+    assert set(statuses[1:]) <= {409, 422}, [a.text for a in answers]
+    [winner] = [p for p, a in zip(new, answers, strict=True) if a.status_code == 200]
+    for password in new:
+        expected = 200 if password == winner else 401
+        assert (await login(anonymous, email, password)).status_code == expected

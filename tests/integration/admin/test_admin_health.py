@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import insert, update
 
 from portcullis.admin.app import create_admin_app
+from portcullis.admin.rbac import Role
 from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.settings import Settings
 from portcullis.store.engine import write_transaction
@@ -40,21 +41,19 @@ async def _head_moved_at(app: FastAPI, moment: datetime) -> None:
         await conn.execute(update(ConfigHeadRow).values(updated_at=moment))
 
 
-async def test_ready_needs_a_live_data_plane_worker(
-    app: FastAPI, anonymous: httpx.AsyncClient
-) -> None:
-    assert (await anonymous.get("/health/live")).json() == {"status": "ok"}
-    missing = await anonymous.get("/health/ready")
+async def test_ready_needs_a_live_data_plane_worker(app: FastAPI, owner: httpx.AsyncClient) -> None:
+    assert (await owner.get("/health/live")).json() == {"status": "ok"}
+    missing = await owner.get("/health/ready")
     assert missing.status_code == 503
     assert missing.headers["content-type"] == "application/problem+json"
     assert missing.json()["component"] == "data-plane"
     assert "no data-plane worker" in missing.json()["detail"]
     # A worker that stopped beating three intervals ago does not count.
     await _node(app, "gone:h:1", 0, datetime.now(UTC) - timedelta(seconds=30))
-    assert (await anonymous.get("/health/ready")).status_code == 503
+    assert (await owner.get("/health/ready")).status_code == 503
     hb = NodeHeartbeat(app.state.admin.engine, node_name="edge", version=lambda: 0, interval=60)
     assert await hb.beat()
-    ready = await anonymous.get("/health/ready")
+    ready = await owner.get("/health/ready")
     assert ready.status_code == 200, ready.text
     body = ready.json()
     assert (body["status"], body["config_version"]) == ("ok", 0)
@@ -70,12 +69,17 @@ async def test_a_worker_behind_the_current_version_fails_readiness_after_the_win
     applied = await owner.post("/admin/v1/services", json={"name": "a", "url": "http://a"})
     assert applied.status_code == 201
     # Just changed, and the worker has not beaten since: it is still propagating.
-    ready = await anonymous.get("/health/ready")
+    ready = await owner.get("/health/ready")
     assert ready.status_code == 200, ready.text
     assert ready.json()["data_plane"]["nodes"][0]["state"] == "propagating"
     # The worker beat well after the change and still serves version 0: lagging.
     await _head_moved_at(app, datetime.now(UTC) - timedelta(seconds=10))
-    lagging = await anonymous.get("/health/ready")
+    # Anonymous probes learn only that the gateway is not ready.
+    hidden = await anonymous.get("/health/ready")
+    assert hidden.status_code == 503
+    assert set(hidden.json()) == {"type", "title", "status", "detail"}
+    assert hidden.json()["detail"] == "not ready"
+    lagging = await owner.get("/health/ready")
     assert lagging.status_code == 503
     problem = lagging.json()
     assert problem["component"] == "data-plane"
@@ -96,7 +100,7 @@ async def test_control_plane_only_deployments_skip_the_data_plane_check(
         async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
             ready = await client.get("/health/ready")
             assert ready.status_code == 200, ready.text
-            assert ready.json() == {"status": "ok", "config_version": 0}
+            assert ready.json() == {"status": "ok"}
 
 
 async def test_node_listing_pages_sorts_and_filters(app: FastAPI, owner: httpx.AsyncClient) -> None:
@@ -117,6 +121,84 @@ async def test_node_listing_pages_sorts_and_filters(app: FastAPI, owner: httpx.A
     assert [n["pid"] for n in named.json()["items"]] == [1]
 
 
+async def test_readiness_details_are_for_deployment_wide_admins(
+    app: FastAPI,
+    anonymous: httpx.AsyncClient,
+    owner: httpx.AsyncClient,
+    client_for,  # type: ignore[no-untyped-def]
+) -> None:
+    hb = NodeHeartbeat(app.state.admin.engine, node_name="edge", version=lambda: 0, interval=60)
+    assert await hb.beat()
+    # No PIDs, node names or upstream names for anonymous callers: the status only.
+    anonymous_view = await anonymous.get("/health/ready")
+    assert anonymous_view.status_code == 200
+    assert anonymous_view.json() == {"status": "ok"}
+    org = (await owner.post("/admin/v1/organizations", json={"name": "tenant"})).json()["id"]
+    tenant_admin: httpx.AsyncClient = await client_for(Role.ADMIN, org)
+    assert (await tenant_admin.get("/health/ready")).json() == {"status": "ok"}
+    token = await owner.post(
+        "/admin/v1/tokens", json={"name": "probe", "scopes": ["config:read"], "expires_in": 600}
+    )
+    probe = {"authorization": f"Bearer {token.json()['token']}"}
+    detailed = (await anonymous.get("/health/ready", headers=probe)).json()
+    assert [n["id"] for n in detailed["data_plane"]["nodes"]] == [hb.id]
+
+
+async def test_readiness_details_can_be_public(database_url: str) -> None:
+    app = create_admin_app(Settings(database_url=database_url, readiness_details="public"))
+    async with app.router.lifespan_context(app):
+        hb = NodeHeartbeat(app.state.admin.engine, node_name="e", version=lambda: 0, interval=60)
+        assert await hb.beat()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            ready = (await client.get("/health/ready")).json()
+            assert ready["config_version"] == 0
+            assert [n["id"] for n in ready["data_plane"]["nodes"]] == [hb.id]
+
+
+async def test_metrics_need_a_bearer_credential(
+    anonymous: httpx.AsyncClient,
+    owner: httpx.AsyncClient,
+    client_for,  # type: ignore[no-untyped-def]
+) -> None:
+    refused = await anonymous.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    # Prometheus scrapes with an admin API token (`authorization: credentials_file`).
+    token = await owner.post(
+        "/admin/v1/tokens", json={"name": "prom", "scopes": ["analytics:read"], "expires_in": 600}
+    )
+    scraper = {"authorization": f"Bearer {token.json()['token']}"}
+    scraped = await anonymous.get("/metrics", headers=scraper)
+    assert scraped.status_code == 200, scraped.text
+    assert "portcullis_config_version" in scraped.text
+    narrow = await owner.post(
+        "/admin/v1/tokens", json={"name": "cfg", "scopes": ["config:read"], "expires_in": 600}
+    )
+    narrow_scraper = {"authorization": f"Bearer {narrow.json()['token']}"}
+    assert (await anonymous.get("/metrics", headers=narrow_scraper)).status_code == 403
+    # The series cover every tenant: an organization's admin can't read them.
+    org = (await owner.post("/admin/v1/organizations", json={"name": "tenant"})).json()["id"]
+    tenant_admin: httpx.AsyncClient = await client_for(Role.ADMIN, org)
+    assert (await tenant_admin.get("/metrics")).status_code == 403
+
+
+async def test_metrics_can_be_public_or_take_a_scrape_token(database_url: str) -> None:
+    for settings, headers in (
+        (Settings(database_url=database_url, metrics_public=True), {}),
+        (
+            Settings(database_url=database_url, metrics_token="a-scrape-token"),
+            {"authorization": "Bearer a-scrape-token"},
+        ),
+    ):
+        app = create_admin_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+                scraped = await client.get("/metrics", headers=headers)
+                assert scraped.status_code == 200, scraped.text
+
+
 def test_ready_with_the_real_gateway(tmp_path: Path) -> None:
     """`portcullis serve`: the data plane's heartbeat makes the control plane ready."""
     with gateway(tmp_path, None, extra_env={"PORTCULLIS_HEARTBEAT_INTERVAL": "0.2"}) as gw:
@@ -134,7 +216,9 @@ def test_ready_with_the_real_gateway(tmp_path: Path) -> None:
 
 
 async def test_unmigrated_store_is_not_ready_and_api_answers_503(tmp_path: Path) -> None:
-    app = create_admin_app(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"))
+    url = f"sqlite+aiosqlite:///{tmp_path / 'new.db'}"
+    # No admin credential can be checked on an unmigrated store: details only when public.
+    app = create_admin_app(Settings(database_url=url, readiness_details="public"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:

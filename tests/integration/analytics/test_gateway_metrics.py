@@ -77,8 +77,14 @@ def gateway_config(upstream: int, dead: int) -> dict[str, Any]:
     }
 
 
-def scrape(gw: Gateway, **headers: str) -> dict[str, Any]:
-    r = httpx.get(f"{gw.admin_url}/metrics", headers=headers, timeout=10)
+SCRAPE_TOKEN = "a-scrape-token-for-prometheus"
+
+
+def scrape(gw: Gateway, token: str = SCRAPE_TOKEN) -> dict[str, Any]:
+    """What Prometheus sees, scraping with `authorization: {credentials: token}`."""
+    r = httpx.get(
+        f"{gw.admin_url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=10
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
     return {f.name: f for f in text_string_to_metric_families(r.text)}
@@ -150,6 +156,7 @@ def test_metrics_sum_over_workers_and_survive_a_worker_restart(
     cfg.write_text(yaml.safe_dump(gateway_config(upstream, dead)))
     metrics_dir = tmp_path / "metrics"
     env = {
+        "PORTCULLIS_METRICS_TOKEN": SCRAPE_TOKEN,
         "PORTCULLIS_METRICS_DIR": str(metrics_dir),
         "PORTCULLIS_METRICS_INTERVAL": "0.2",
         "PORTCULLIS_HEARTBEAT_INTERVAL": "0.5",
@@ -276,5 +283,5 @@ def test_metrics_token(tmp_path: Path, upstream: int) -> None:
             f"{gw.admin_url}/metrics", headers={"authorization": "Bearer nope"}, timeout=10
         )
         assert wrong.status_code == 401
-        families = scrape(gw, authorization="Bearer s3cret-scrape-token")
+        families = scrape(gw, "s3cret-scrape-token")
         assert "portcullis_config_version" in families

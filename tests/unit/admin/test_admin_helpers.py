@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from portcullis.admin.audit import REDACTED, changes, redact
-from portcullis.admin.conditional import check_if_match, etag_of, merge_patch
+from portcullis.admin.conditional import Precondition, check_if_match, etag_of, merge_patch
 from portcullis.admin.export import csv_cell
 from portcullis.admin.pagination import paginate, parse_sort
 from portcullis.admin.problems import ApiProblem
@@ -49,6 +49,21 @@ def test_if_match() -> None:
         with pytest.raises(ApiProblem) as caught:
             check_if_match(bad, current)
         assert caught.value.kind.status == 412
+
+
+def test_precondition_checks_the_state_the_store_hands_it_and_remembers_it() -> None:
+    precondition = Precondition(etag_of({"v": 1}), lambda state: etag_of(state))
+    precondition({"v": 1})
+    assert precondition.seen == {"v": 1}
+    for changed in ({"v": 2}, None):  # changed meanwhile, or gone
+        with pytest.raises(ApiProblem) as caught:
+            precondition(changed)
+        assert caught.value.kind.status == 412
+        assert precondition.seen == changed
+    unconditional = Precondition[dict[str, int]](None, etag_of)
+    unconditional(None)  # no If-Match: a missing resource is the write's own 404
+    unconditional({"v": 3})
+    assert unconditional.seen == {"v": 3}
 
 
 def test_redact_hides_secret_looking_keys_at_any_depth() -> None:

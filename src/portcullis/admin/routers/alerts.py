@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -23,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 
-from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
+from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
@@ -367,9 +368,9 @@ async def replace_rule(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     await _deployment_wide(request, caller)
-    rule, _ = await _existing(request, name)
-    check_if_match(if_match, _etag(rule))
-    return await _store(request, caller, facts, rule, _checked(body))
+    await _existing(request, name)
+    spec = _checked(body)
+    return await _store(request, caller, facts, name, if_match, lambda _: spec)
 
 
 @router.patch(
@@ -399,23 +400,32 @@ async def update_rule(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     await _deployment_wide(request, caller)
-    rule, _ = await _existing(request, name)
-    check_if_match(if_match, _etag(rule))
-    spec = apply_merge_patch(AlertRuleSpec, rule.settings(), patch)
-    return await _store(request, caller, facts, rule, _checked(spec))
+    await _existing(request, name)
+
+    def patched(current: AlertRule) -> AlertRuleSpec:
+        return _checked(apply_merge_patch(AlertRuleSpec, current.settings(), patch))
+
+    return await _store(request, caller, facts, name, if_match, patched)
 
 
 async def _store(
-    request: Request, caller: Caller, facts: RequestFacts, rule: AlertRule, spec: AlertRuleSpec
+    request: Request,
+    caller: Caller,
+    facts: RequestFacts,
+    name: str,
+    if_match: str | None,
+    spec: Callable[[AlertRule], AlertRuleSpec],
 ) -> Response:
-    before = render_rule(rule, None)
+    """Replace the rule with `spec` of its stored state, If-Match checked on that state."""
+    precondition = Precondition(if_match, _etag)
     try:
-        stored = await _rules(request).replace(rule.name, spec)
-        _, status = await _rules(request).get(rule.name)
+        stored = await _rules(request).replace(name, spec, check=precondition)
+        _, status = await _rules(request).get(name)
     except AlertRuleNotFound as exc:
         raise ApiProblem(NOT_FOUND, str(exc)) from None
-    after = render_rule(stored, None)
-    await _audit(request, caller, facts, "update", rule.name, before=before, after=after)
+    assert precondition.seen is not None  # the rule was there to be replaced
+    before, after = render_rule(precondition.seen, None), render_rule(stored, None)
+    await _audit(request, caller, facts, "update", name, before=before, after=after)
     return _respond(stored, status)
 
 
@@ -435,13 +445,15 @@ async def delete_rule(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     await _deployment_wide(request, caller)
-    rule, _ = await _existing(request, name)
-    check_if_match(if_match, _etag(rule))
+    await _existing(request, name)
+    precondition = Precondition(if_match, _etag)
     try:
-        await _rules(request).delete(name)
+        await _rules(request).delete(name, check=precondition)
     except AlertRuleNotFound as exc:
         raise ApiProblem(NOT_FOUND, str(exc)) from None
-    await _audit(request, caller, facts, "delete", name, before=render_rule(rule, None), status=204)
+    assert precondition.seen is not None  # the rule was there to be deleted
+    before = render_rule(precondition.seen, None)
+    await _audit(request, caller, facts, "delete", name, before=before, status=204)
     return Response(status_code=204)
 
 

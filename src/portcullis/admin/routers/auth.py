@@ -14,12 +14,15 @@ from portcullis.admin.auth import (
     AdminUser,
     ApiToken,
     AuthService,
+    BootstrapTokenSpent,
     EmailTaken,
     InvalidCredentials,
     InvalidRefreshToken,
+    LastOwner,
     LoginLocked,
+    PasswordChanged,
 )
-from portcullis.admin.conditional import check_if_match, etag_of, etag_response
+from portcullis.admin.conditional import Precondition, etag_of, etag_response
 from portcullis.admin.dependencies import (
     RequestFacts,
     current_caller,
@@ -41,10 +44,14 @@ from portcullis.admin.problems import (
 from portcullis.admin.rbac import ROLE_RANK, Caller, Permission, Role
 from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
+from portcullis.admin.strict_json import check_body
 from portcullis.problems import ProblemKind
 
 SELF_CHANGE = ProblemKind(
     "self-change", "You can't change your own access, disable or delete yourself", 409
+)
+PASSWORD_CHANGED = ProblemKind(
+    "password-changed", "The password was changed by another request meanwhile", 409
 )
 LAST_OWNER = ProblemKind("last-owner", "The last owner can't be removed or demoted", 409)
 MAX_TOKEN_LIFETIME = timedelta(days=366)
@@ -109,18 +116,23 @@ def _tokens(pair: Any) -> JSONResponse:
     )
 
 
+def _lockable_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The problems of an endpoint that checks a password: also 429 (locked) with Retry-After."""
+    return {
+        **problem_responses(*statuses),
+        429: {
+            **problem_responses(429)[429],
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    }
+
+
 @router.post(
     "/auth/login",
     tags=["Auth"],
     summary="Sign in with email and password",
     response_model=TokenResponse,
-    responses={
-        **problem_responses(401, 422),
-        429: {
-            **problem_responses(429)[429],
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-        },
-    },
+    responses=_lockable_responses(401, 422),
     operation_id="login",
 )
 async def login(
@@ -145,16 +157,20 @@ async def login(
         )
     except LoginLocked as exc:
         await audit("login_failed", 429)
-        raise ApiProblem(
-            TOO_MANY_REQUESTS,
-            f"{exc}; try again in {exc.retry_after} s",
-            headers={"Retry-After": str(exc.retry_after)},
-        ) from None
+        raise _locked(exc) from None
     except InvalidCredentials as exc:
         await audit("login_failed", 401)
         raise ApiProblem(UNAUTHORIZED, str(exc)) from None
     await audit("login", 200)
     return _tokens(pair)
+
+
+def _locked(exc: LoginLocked) -> ApiProblem:
+    return ApiProblem(
+        TOO_MANY_REQUESTS,
+        f"{exc}; try again in {exc.retry_after} s",
+        headers={"Retry-After": str(exc.retry_after)},
+    )
 
 
 @router.post(
@@ -185,6 +201,81 @@ async def refresh(request: Request, body: RefreshRequest) -> Response:
 async def logout(request: Request, body: RefreshRequest) -> Response:
     await _auth(request).logout(body.refresh_token)
     return Response(status_code=204)
+
+
+class PasswordChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class PasswordChangeResult(BaseModel):
+    api_tokens_revoked: int = Field(description="Your API tokens the change revoked")
+    sessions_ended: int = Field(description="Your other login sessions the change ended")
+
+
+async def signed_in_user(request: Request, caller: Caller = Depends(current_caller)) -> Caller:
+    """The caller when they are a user in a login session (not an API token, not the
+    bootstrap token), whatever their role; 403 otherwise. Then the body is checked
+    strictly, as `require` does for the endpoints that need a permission."""
+    if caller.user_id is None or caller.session_id is None:
+        raise ApiProblem(FORBIDDEN, "sign in with your email and password to do this")
+    await check_body(request)
+    return caller
+
+
+@router.post(
+    "/auth/password",
+    tags=["Auth"],
+    summary="Change your own password (needs the current one; revokes your API tokens "
+    "and ends your other sessions)",
+    response_model=PasswordChangeResult,
+    responses=_lockable_responses(401, 403, 409, 422),
+    operation_id="change_own_password",
+)
+async def change_own_password(
+    request: Request,
+    body: PasswordChangeRequest,
+    caller: Caller = Depends(signed_in_user),
+    facts: RequestFacts = Depends(request_facts),
+) -> Response:
+    assert caller.user_id is not None  # signed_in_user
+    user_id = caller.user_id
+
+    async def audit(action: str, status: int, after: Any = None) -> None:
+        await _admin(request).audit.record(
+            caller=caller,
+            facts=facts,
+            action=action,
+            resource_type="admin_user",
+            resource_id=user_id,
+            after=after,
+            status=status,
+        )
+
+    try:
+        change = await _auth(request).change_own_password(
+            user_id,
+            body.current_password.get_secret_value(),
+            body.new_password.get_secret_value(),
+            keep_session=caller.session_id,
+        )
+    except LoginLocked as exc:
+        await audit("password_change_failed", 429)
+        raise _locked(exc) from None
+    except InvalidCredentials:
+        await audit("password_change_failed", 422)
+        raise validation_problem([("#/current_password", "is not your current password")]) from None
+    except PasswordChanged as exc:
+        await audit("password_change_failed", 409)
+        raise ApiProblem(PASSWORD_CHANGED, str(exc)) from None
+    result = {
+        "api_tokens_revoked": change.api_tokens_revoked,
+        "sessions_ended": change.sessions_ended,
+    }
+    await audit("change_password", 200, {"password_changed": True, **result})
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
 class Me(BaseModel):
@@ -266,6 +357,35 @@ async def _user_or_404(request: Request, user_id: str, caller: Caller) -> AdminU
     return user
 
 
+def _sees(caller: Caller, user: AdminUser) -> bool:
+    return caller.organization_id is None or user.organization_id == caller.organization_id
+
+
+class _UserCheck(Precondition[AdminUser]):
+    """What a change to a user requires of the user as the store locked it for the write:
+    visible to the caller (else 404, or 412 under If-Match), If-Match, then `rules`."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        user_id: str,
+        if_match: str | None,
+        rules: Callable[[AdminUser], None],
+    ) -> None:
+        super().__init__(if_match, lambda user: etag_of(user.as_json()))
+        self.caller = caller
+        self.user_id = user_id
+        self.rules = rules
+
+    def __call__(self, current: AdminUser | None) -> None:
+        if current is not None and not _sees(self.caller, current):
+            current = None
+        super().__call__(current)
+        if current is None:
+            raise ApiProblem(NOT_FOUND, f"admin user {self.user_id!r} does not exist")
+        self.rules(current)
+
+
 def _user_response(user: AdminUser, status: int = 200, **headers: str) -> JSONResponse:
     return etag_response(user.as_json(), status, **headers)
 
@@ -316,8 +436,18 @@ async def create_admin_user(
     await _check_organization(request, body.organization_id)
     try:
         user = await _auth(request).create_user(
-            body.email, body.password.get_secret_value(), body.role, body.organization_id
+            body.email,
+            body.password.get_secret_value(),
+            body.role,
+            body.organization_id,
+            bootstrap_token=caller.bootstrap_token,
         )
+    except BootstrapTokenSpent as exc:
+        raise ApiProblem(
+            UNAUTHORIZED,
+            str(exc),
+            headers={"www-authenticate": 'Bearer realm="portcullis-admin", error="invalid_token"'},
+        ) from None
     except EmailTaken as exc:
         raise ApiProblem(
             ALREADY_EXISTS, str(exc), errors=[{"pointer": "#/email", "detail": "already in use"}]
@@ -353,7 +483,8 @@ async def get_admin_user(
 @router.patch(
     "/admin-users/{user_id}",
     tags=["Admin users"],
-    summary="Change an admin user's role, password, organization or disabled flag",
+    summary="Change an admin user's role, password (revoking their API tokens and sessions), "
+    "organization or disabled flag",
     response_model=AdminUser,
     responses=problem_responses(401, 403, 404, 409, 412, 422, 429),
     operation_id="update_admin_user",
@@ -366,45 +497,51 @@ async def update_admin_user(
     caller: Caller = Depends(require(Permission.ADMINS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    user = await _user_or_404(request, user_id, caller)
-    check_if_match(if_match, etag_of(user.as_json()))
-    _may_manage(caller, user.role)
+    await _user_or_404(request, user_id, caller)
     if body.role is not None:
         _may_manage(caller, body.role)
-    changes_own_access = (
-        body.role not in (None, user.role)
-        or body.disabled
-        or (
-            "organization_id" in body.model_fields_set
-            and body.organization_id != user.organization_id
-        )
-    )
-    if user_id == caller.user_id and changes_own_access:
-        raise ApiProblem(
-            SELF_CHANGE, "ask another owner or admin to change your role, organization or status"
-        )
-    demoting = (
-        user.role is Role.OWNER
-        and not user.disabled
-        and ((body.role is not None and body.role is not Role.OWNER) or body.disabled)
-    )
     if "organization_id" in body.model_fields_set:
         if caller.organization_id is not None and body.organization_id != caller.organization_id:
             raise ApiProblem(FORBIDDEN, "you can only assign your own organization")
         await _check_organization(request, body.organization_id)
-    auth = _auth(request)
-    if demoting and await auth.count_owners() <= 1:
-        raise ApiProblem(LAST_OWNER, "promote another owner first")
-    updated = await auth.update_user(
-        user_id,
-        role=body.role,
-        disabled=body.disabled,
-        password=body.password.get_secret_value() if body.password else None,
-        organization_id=body.organization_id,
-        clear_organization="organization_id" in body.model_fields_set,
-        keep_session=caller.session_id if user_id == caller.user_id else None,
-    )
+
+    if user_id == caller.user_id and body.password is not None:
+        raise ApiProblem(
+            SELF_CHANGE,
+            "change your own password with POST /admin/v1/auth/password (it needs the current one)",
+        )
+
+    def rules(user: AdminUser) -> None:
+        _may_manage(caller, user.role)
+        changes_own_access = (
+            body.role not in (None, user.role)
+            or body.disabled
+            or (
+                "organization_id" in body.model_fields_set
+                and body.organization_id != user.organization_id
+            )
+        )
+        if user_id == caller.user_id and changes_own_access:
+            raise ApiProblem(
+                SELF_CHANGE,
+                "ask another owner or admin to change your role, organization or status",
+            )
+
+    check = _UserCheck(caller, user_id, if_match, rules)
+    try:
+        updated = await _auth(request).update_user(
+            user_id,
+            role=body.role,
+            disabled=body.disabled,
+            password=body.password.get_secret_value() if body.password else None,
+            organization_id=body.organization_id,
+            clear_organization="organization_id" in body.model_fields_set,
+            check=check,
+        )
+    except LastOwner as exc:
+        raise ApiProblem(LAST_OWNER, str(exc)) from None
     assert updated is not None
+    assert check.seen is not None  # the check passed on the user
     after = updated.as_json()
     if body.password is not None:
         after["password_changed"] = True
@@ -414,7 +551,7 @@ async def update_admin_user(
         action="update",
         resource_type="admin_user",
         resource_id=user_id,
-        before=user.as_json(),
+        before=check.seen.as_json(),
         after=after,
     )
     return _user_response(updated)
@@ -436,22 +573,26 @@ async def delete_admin_user(
     caller: Caller = Depends(require(Permission.ADMINS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    user = await _user_or_404(request, user_id, caller)
-    check_if_match(if_match, etag_of(user.as_json()))
-    _may_manage(caller, user.role)
-    if user_id == caller.user_id:
-        raise ApiProblem(SELF_CHANGE, "ask another owner or admin to delete your account")
-    auth = _auth(request)
-    if user.role is Role.OWNER and not user.disabled and await auth.count_owners() <= 1:
-        raise ApiProblem(LAST_OWNER, "promote another owner first")
-    await auth.delete_user(user_id)
+    await _user_or_404(request, user_id, caller)
+
+    def rules(user: AdminUser) -> None:
+        _may_manage(caller, user.role)
+        if user_id == caller.user_id:
+            raise ApiProblem(SELF_CHANGE, "ask another owner or admin to delete your account")
+
+    check = _UserCheck(caller, user_id, if_match, rules)
+    try:
+        await _auth(request).delete_user(user_id, check=check)
+    except LastOwner as exc:
+        raise ApiProblem(LAST_OWNER, str(exc)) from None
+    assert check.seen is not None  # the check passed on the user
     await _admin(request).audit.record(
         caller=caller,
         facts=facts,
         action="delete",
         resource_type="admin_user",
         resource_id=user_id,
-        before=user.as_json(),
+        before=check.seen.as_json(),
         status=204,
     )
     return Response(status_code=204)

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
-from portcullis.admin.conditional import apply_merge_patch, check_if_match, etag_of
+from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
 from portcullis.admin.config_editor import ConfigState
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -613,16 +613,29 @@ async def update_key(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    info = await _visible_key(request, key_id, caller)
-    before = _represent(info)
-    check_if_match(if_match, _etag(before))
-    settings = apply_merge_patch(KeySettings, info.settings(), patch)
+    await _visible_key(request, key_id, caller)
+    precondition = _precondition(if_match)
+
+    def patched(current: KeyInfo) -> KeySettings:
+        return apply_merge_patch(KeySettings, current.settings(), patch)
+
     try:
-        after = _represent(await _keys(request).update(key_id, settings))
+        after = _represent(await _keys(request).update(key_id, patched, check=precondition))
     except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
         raise _as_problem(exc) from None
+    before = _before(precondition)
     await _audit(request, caller, facts, "update", key_id, before=before, after=after)
     return _respond(after)
+
+
+def _precondition(if_match: str | None) -> Precondition[KeyInfo]:
+    """If-Match on a key, checked by the repository on the key it locked for the write."""
+    return Precondition(if_match, lambda info: _etag(_represent(info)))
+
+
+def _before(precondition: Precondition[KeyInfo]) -> dict[str, Any]:
+    assert precondition.seen is not None  # the write found the key and checked it
+    return _represent(precondition.seen)
 
 
 async def _transition(
@@ -635,19 +648,19 @@ async def _transition(
     reason: str | None,
     status: int = 200,
 ) -> dict[str, Any]:
-    before = _represent(await _visible_key(request, key_id, caller))
-    check_if_match(if_match, _etag(before))
+    await _visible_key(request, key_id, caller)
+    precondition = _precondition(if_match)
     keys = _keys(request)
     try:
         if action == "revoke":
-            info = await keys.revoke(key_id, reason or "revoked")
+            info = await keys.revoke(key_id, reason or "revoked", check=precondition)
         elif action == "suspend":
-            info = await keys.suspend(key_id, reason or "suspended")
+            info = await keys.suspend(key_id, reason or "suspended", check=precondition)
         else:
-            info = await keys.resume(key_id)
+            info = await keys.resume(key_id, check=precondition)
     except (KeyNotFound, KeyConflict) as exc:
         raise _as_problem(exc) from None
-    after = _represent(info)
+    before, after = _before(precondition), _represent(info)
     await _audit(request, caller, facts, action, key_id, before=before, after=after, status=status)
     return after
 
@@ -703,17 +716,19 @@ async def rotate_key(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     options = body or RotateIn()
-    before = _represent(await _visible_key(request, key_id, caller))
-    check_if_match(if_match, _etag(before))
+    await _visible_key(request, key_id, caller)
+    precondition = _precondition(if_match)
     try:
         rotation = await _keys(request).rotate(
             key_id,
             grace_seconds=options.grace_seconds,
             created_by=caller.actor,
             expires_at=options.expires_at if "expires_at" in options.model_fields_set else "keep",
+            check=precondition,
         )
     except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
         raise _as_problem(exc) from None
+    before = _before(precondition)
     old, new = _represent(rotation.old), _represent(rotation.new)
     await _audit(request, caller, facts, "rotate", key_id, before=before, after=old)
     await _audit(request, caller, facts, "create", rotation.new.id, after=new, status=201)

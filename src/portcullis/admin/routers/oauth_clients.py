@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from portcullis.admin.conditional import check_if_match, etag_of
+from portcullis.admin.conditional import Precondition, etag_of
 from portcullis.admin.config_editor import ConfigState
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.pagination import (
@@ -150,6 +150,11 @@ async def _client(request: Request, client_id: str, caller: Caller) -> OAuthClie
         raise ApiProblem(NOT_FOUND, missing)
     (await scope_of(request, caller)).require_owned(client.organization_id, missing)
     return client
+
+
+def _precondition(if_match: str | None) -> Precondition[OAuthClient]:
+    """If-Match on a client, checked by the repository on the client it locked for the write."""
+    return Precondition(if_match, lambda client: etag_of(client.as_json()))
 
 
 def _check_ttl(request: Request, ttl: int | None) -> None:
@@ -301,9 +306,9 @@ async def update_oauth_client(
     nulls = [f for f in body.model_fields_set if getattr(body, f) is None]
     if nulls:
         raise validation_problem([(f"#/{f}", "must not be null") for f in sorted(nulls)])
-    before = await _client(request, client_id, caller)
-    check_if_match(if_match, etag_of(before.as_json()))
+    await _client(request, client_id, caller)
     _check_ttl(request, body.token_ttl)
+    precondition = _precondition(if_match)
     after = await oauth_server(request).clients.update(
         client_id,
         name=body.name,
@@ -312,9 +317,11 @@ async def update_oauth_client(
         else None,
         token_ttl=body.token_ttl,
         status=body.status,
+        check=precondition,
     )
-    if after is None:
+    if after is None or precondition.seen is None:
         raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
+    before = precondition.seen
     await _state(request).audit.record(
         caller=caller,
         facts=facts,
@@ -343,9 +350,11 @@ async def delete_oauth_client(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    before = await _client(request, client_id, caller)
-    check_if_match(if_match, etag_of(before.as_json()))
-    if not await oauth_server(request).clients.delete(client_id):
+    await _client(request, client_id, caller)
+    precondition = _precondition(if_match)
+    deleted = await oauth_server(request).clients.delete(client_id, check=precondition)
+    before = precondition.seen
+    if not deleted or before is None:
         raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
     await _state(request).audit.record(
         caller=caller,
@@ -374,10 +383,11 @@ async def rotate_oauth_client_secret(
     caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    before = await _client(request, client_id, caller)
-    check_if_match(if_match, etag_of(before.as_json()))
-    rotated = await oauth_server(request).clients.rotate_secret(client_id)
-    if rotated is None:
+    await _client(request, client_id, caller)
+    precondition = _precondition(if_match)
+    rotated = await oauth_server(request).clients.rotate_secret(client_id, check=precondition)
+    before = precondition.seen
+    if rotated is None or before is None:
         raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
     client, secret = rotated
     await _state(request).audit.record(

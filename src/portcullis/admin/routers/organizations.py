@@ -18,8 +18,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portcullis.admin.conditional import check_if_match, etag_of, etag_response
-from portcullis.admin.config_editor import ConfigState, Edit
+from portcullis.admin.conditional import Precondition, check_if_match, etag_of, etag_response
+from portcullis.admin.config_editor import CONCURRENT_CHANGE, ConfigState, Edit
 from portcullis.admin.dependencies import RequestFacts, request_facts, require, state_of
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import (
@@ -85,6 +85,21 @@ async def _get(request: Request, org_id: str, caller: Caller) -> dict[str, Any]:
     if row is None:
         raise ApiProblem(NOT_FOUND, f"organization {org_id!r} does not exist")
     return _json(row)
+
+
+async def _locked(conn: AsyncConnection, org_id: str) -> dict[str, Any] | None:
+    """The organization as JSON, locked for the rest of the write transaction (None: gone)."""
+    query = select(OrganizationRow).where(OrganizationRow.id == org_id).with_for_update()
+    row = (await conn.execute(query)).first()
+    return None if row is None else _json(row)
+
+
+def _renamed_meanwhile(org_id: str) -> ApiProblem:
+    return ApiProblem(
+        CONCURRENT_CHANGE,
+        f"organization {org_id!r} was renamed meanwhile; retry the request",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _name_taken(name: str) -> ApiProblem:
@@ -192,7 +207,7 @@ async def update_organization(
 ) -> Response:
     state: AdminState = state_of(request)
     before = await _get(request, org_id, caller)
-    check_if_match(if_match, etag_of(before))
+    precondition = Precondition(if_match, etag_of)
     old_name, new_name = before["name"], body.name
     renamed_at = datetime.now(UTC)
     after = _json(
@@ -205,6 +220,13 @@ async def update_organization(
     )
 
     async def rename(conn: AsyncConnection, stored: ConfigVersion | None) -> None:
+        current = await _locked(conn, org_id)
+        precondition(current)
+        if current is None:
+            raise ApiProblem(NOT_FOUND, f"organization {org_id!r} does not exist")
+        if current["name"] != old_name:
+            # Renamed since it was read: the entities relabelled were the old name's.
+            raise _renamed_meanwhile(org_id)
         await conn.execute(
             update(OrganizationRow)
             .where(OrganizationRow.id == org_id)
@@ -216,7 +238,7 @@ async def update_organization(
             action="update",
             resource_type="organization",
             resource_id=org_id,
-            before=before,
+            before=current,
             after=after,
             config_version=None if stored is None else stored.version,
             conn=conn,
@@ -261,7 +283,7 @@ async def delete_organization(
 ) -> Response:
     state: AdminState = state_of(request)
     before = await _get(request, org_id, caller)
-    check_if_match(if_match, etag_of(before))
+    check_if_match(if_match, etag_of(before))  # early answer; the check that counts is below
     owned = _owned_entities((await state.editor.state()).config.canonical(), before["name"])
     if any(owned.values()):
         counts = {kind: len(docs) for kind, docs in owned.items() if docs}
@@ -273,6 +295,13 @@ async def delete_organization(
             dependents=[{"kind": kind, "count": n} for kind, n in counts.items()],
         )
     async with write_transaction(state.engine) as conn:
+        current = await _locked(conn, org_id)
+        Precondition(if_match, etag_of)(current)
+        if current is None:
+            raise ApiProblem(NOT_FOUND, f"organization {org_id!r} does not exist")
+        if current["name"] != before["name"]:
+            # Renamed since it was read: the entities counted above were the old name's.
+            raise _renamed_meanwhile(org_id)
         users = await conn.scalar(
             select(func.count())
             .select_from(AdminUserRow)
@@ -291,7 +320,7 @@ async def delete_organization(
             action="delete",
             resource_type="organization",
             resource_id=org_id,
-            before=before,
+            before=current,
             status=204,
             conn=conn,
         )
