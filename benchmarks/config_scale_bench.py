@@ -161,7 +161,9 @@ def timed_cli(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise BenchError(f"{' '.join(argv[2:])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        raise BenchError(
+            f"{' '.join(argv[2:])} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
     return elapsed
 
 
@@ -292,10 +294,10 @@ def history_size(database_url: str) -> dict[str, Any]:
             extra = 0
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "config_entities" in tables:
-                extra = db.execute("SELECT coalesce(sum(length(document)), 0) FROM config_entities").fetchone()[0]
-        size = sum(
-            os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p)
-        )
+                extra = db.execute(
+                    "SELECT coalesce(sum(length(document)), 0) FROM config_entities"
+                ).fetchone()[0]
+        size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
         return {
             "versions": versions,
             "history_bytes": int(stored or 0) + int(extra),
@@ -303,7 +305,9 @@ def history_size(database_url: str) -> dict[str, Any]:
         }
     from sqlalchemy import create_engine, text
 
-    sync_url = database_url.replace("+asyncpg", "+psycopg") if "+asyncpg" in database_url else database_url
+    sync_url = (
+        database_url.replace("+asyncpg", "+psycopg") if "+asyncpg" in database_url else database_url
+    )
     engine = create_engine(sync_url)
     try:
         with engine.connect() as conn:
@@ -347,13 +351,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers,
         "load_at_start": load_note(),
     }
-    with tempfile.TemporaryDirectory(prefix="portcullis-scale-") as name, database(
-        args, Path(name)
-    ) as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="portcullis-scale-") as name,
+        database(args, Path(name)) as database_url,
+    ):
         tmp = Path(name)
         origin_port = free_port()
         origin = nginx_process(
-            "nginx origin", tmp / "origin", nginx_origin_conf(tmp / "origin", origin_port, ORIGIN_BODY)
+            "nginx origin",
+            tmp / "origin",
+            nginx_origin_conf(tmp / "origin", origin_port, ORIGIN_BODY),
         )
         document = generate_config(args.scale, origin_port)
         config_file = tmp / "gateway.yaml"
@@ -368,14 +375,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cli = [sys.executable, "-m", "portcullis"]
         console.print(f"config: {result['sizes']} ({result['file_bytes'] / 2**20:.1f} MiB YAML)")
         result["cli_startup_s"] = round(timed_cli([*cli, "config", "--help"], env, tmp), 2)
-        result["validate_s"] = round(timed_cli([*cli, "config", "validate", str(config_file)], env, tmp), 2)
+        result["validate_s"] = round(
+            timed_cli([*cli, "config", "validate", str(config_file)], env, tmp), 2
+        )
         result["validate_load"] = load_note()
         console.print(f"validate {result['validate_s']} s ({result['validate_load']})")
-        result["apply_s"] = round(timed_cli([*cli, "config", "apply", str(config_file)], env, tmp), 2)
+        result["apply_s"] = round(
+            timed_cli([*cli, "config", "apply", str(config_file)], env, tmp), 2
+        )
         result["apply_load"] = load_note()
         console.print(f"apply {result['apply_s']} s ({result['apply_load']})")
         created = subprocess.run(
-            [*cli, "admin", "create", "--email", "bench@example.com", "--role", "owner", "--password-stdin"],
+            [
+                *cli,
+                "admin",
+                "create",
+                "--email",
+                "bench@example.com",
+                "--role",
+                "owner",
+                "--password-stdin",
+            ],
             input=PASSWORD + "\n",
             env=env,
             cwd=tmp,
@@ -510,7 +530,9 @@ def measure_rollback(admin: Admin, edits: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> None:
-    table = Table(title=f"config at scale ({result['store']}, scale {result['scale']}: {result['sizes']})")
+    table = Table(
+        title=f"config at scale ({result['store']}, scale {result['scale']}: {result['sizes']})"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("CLI start-up (config --help)", f"{result['cli_startup_s']} s")
@@ -520,7 +542,7 @@ def render(result: dict[str, Any]) -> None:
         table.add_row(f"GET: {label}", f"median {s['median_ms']} ms, max {s['max_ms']} ms")
     edits = result["edits"]
     table.add_row(
-        f"PATCH one consumer ×{edits['edit']['n']}",
+        f"PATCH one consumer x{edits['edit']['n']}",
         f"median {edits['edit']['median_ms']} ms, max {edits['edit']['max_ms']} ms",
     )
     for key in ("data_plane_quiet", "data_plane_during_edits"):
@@ -540,7 +562,9 @@ def render(result: dict[str, Any]) -> None:
         )
     rb = result.get("rollback") or {}
     if rb:
-        table.add_row(f"rollback to v{rb['to_version']}", f"{rb['seconds']} s, restored={rb['restored']}")
+        table.add_row(
+            f"rollback to v{rb['to_version']}", f"{rb['seconds']} s, restored={rb['restored']}"
+        )
     for key in ("rss_after_start_mib", "rss_at_end_mib"):
         table.add_row(
             key.replace("_", " "),
@@ -551,14 +575,22 @@ def render(result: dict[str, Any]) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", type=float, default=1.0, help="1.0 = 5k routes, 50k consumers, 500 plugins")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="1.0 = 5k routes, 50k consumers, 500 plugins"
+    )
     p.add_argument("--edits", type=int, default=50, help="single-entity PATCHes")
     p.add_argument("--reads", type=int, default=10, help="repetitions of each admin GET")
     p.add_argument("--workers", type=int, default=1, help="data-plane workers")
     p.add_argument("--load-threads", type=int, default=2, help="data-plane client threads")
-    p.add_argument("--quiet", type=float, default=5.0, help="seconds of load measured before the edits")
-    p.add_argument("--settle", type=float, default=3.0, help="seconds of load measured after the edits")
+    p.add_argument(
+        "--quiet", type=float, default=5.0, help="seconds of load measured before the edits"
+    )
+    p.add_argument(
+        "--settle", type=float, default=3.0, help="seconds of load measured after the edits"
+    )
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--postgres", action="store_true", help="a throw-away PostgreSQL store")
     p.add_argument("--no-save", action="store_true", help="don't write the JSON file")
