@@ -54,7 +54,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOCATION_TOKEN = re.compile(r'\.([^.\[\]]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
 _VALUE_ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
 # Top-level entity lists and the model of one entry, used by the second reference pass.
-_ENTITY_LISTS: dict[str, type[BaseModel]] = {
+ENTITY_LISTS: dict[str, type[BaseModel]] = {
     "services": Service,
     "upstreams": Upstream,
     "routes": Route,
@@ -361,13 +361,13 @@ def _references_of_valid_entities(
     failed_locs = {err["loc"] for err in errors}
     invalid: set[Loc] = set()
     for loc in failed_locs:
-        if len(loc) >= 2 and loc[0] in _ENTITY_LISTS and isinstance(loc[1], int):
+        if len(loc) >= 2 and loc[0] in ENTITY_LISTS and isinstance(loc[1], int):
             invalid.add(loc[:2])
-        elif loc and loc[0] in _ENTITY_LISTS:
+        elif loc and loc[0] in ENTITY_LISTS:
             invalid.add(loc[:1])  # the list itself is malformed: skip the whole kind
     lists: dict[str, list[Any]] = {}
     placeholders: dict[Loc, BaseModel] = {}
-    for kind, model in _ENTITY_LISTS.items():
+    for kind, model in ENTITY_LISTS.items():
         raw = data.get(kind, [])
         entries: list[Any] = []
         if (kind,) not in invalid and isinstance(raw, list):

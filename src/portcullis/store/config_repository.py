@@ -7,7 +7,7 @@ version whose document equals an old one, so the history reads as what actually
 happened.
 
 Rows hold either the whole document (a keyframe) or a delta against the version
-before it (store/config_delta.py: which slice of which entity list changed). A
+before it (model/delta.py: which slice of which entity list changed). A
 one-field edit of a 50,000-consumer config therefore stores one consumer, not the
 document. A version is rebuilt from its keyframe by applying the deltas after it;
 a new keyframe is written when the deltas since the last one add up to more than
@@ -55,8 +55,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
+from portcullis.model.delta import Document, apply_delta, compute_delta
 from portcullis.model.loader import load_config_data
-from portcullis.store.config_delta import Document, apply_delta, compute_delta
 from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
 from portcullis.store.errors import NotFound
@@ -65,6 +65,8 @@ from portcullis.store.tables import HEAD_ROW_ID, ConfigHeadRow, ConfigVersionRow
 _WRITE_ATTEMPTS = 5
 # At most this many deltas follow a keyframe (bounds the work of rebuilding a version).
 MAX_CHAIN = 1000
+# A keyframe also stores its delta when that is at most 1/16 of the document.
+_KEYFRAME_DELTA_SHARE = 16
 # Versions kept by default (the newest); 0 keeps every version.
 DEFAULT_KEEP_VERSIONS = 100
 _META_COLUMNS = (
@@ -280,39 +282,53 @@ class ConfigRepository:
         return _to_version(row, config=config, document=document)
 
     async def _document_at(self, conn: AsyncConnection, version: int) -> Document:
-        """Rebuild `version`'s document from its keyframe (or from the one known here)."""
+        """Rebuild `version`'s document: from the one known here by the deltas after it when
+        every version in between has one, else from its keyframe."""
         known = self._known
         if known is not None and known[0] == version:
             return known[1]
+        if known is not None and known[0] < version:
+            rows = (
+                await conn.execute(
+                    select(ConfigVersionRow.version, ConfigVersionRow.delta)
+                    .where(ConfigVersionRow.version.between(known[0] + 1, version))
+                    .order_by(ConfigVersionRow.version)
+                )
+            ).all()
+            numbers = [r.version for r in rows]
+            if numbers == list(range(known[0] + 1, version + 1)) and all(
+                r.delta is not None for r in rows
+            ):
+                document = known[1]
+                for r in rows:
+                    document = apply_delta(document, json.loads(r.delta))
+                self._known = (version, document)
+                return document
         keyframe = await conn.scalar(
             select(ConfigVersionRow.keyframe).where(ConfigVersionRow.version == version)
         )
         if keyframe is None:
             raise NotFound(f"config version {version} does not exist")
-        start = keyframe
-        document: Document | None = None
-        if known is not None and keyframe <= known[0] < version:
-            start, document = known[0] + 1, known[1]
-        rows = await conn.execute(
-            select(ConfigVersionRow.version, ConfigVersionRow.document, ConfigVersionRow.delta)
-            .where(ConfigVersionRow.version.between(start, version))
-            .order_by(ConfigVersionRow.version)
-        )
-        expected = start
-        for number, text, delta in rows:
-            if number != expected:
-                raise NotFound(f"config version {version} can't be rebuilt: {expected} is missing")
-            expected += 1
-            if text is not None:
-                document = json.loads(text)
-            elif document is None or delta is None:
-                raise NotFound(f"config version {version} can't be rebuilt from {start}")
-            else:
-                document = apply_delta(document, json.loads(delta))
-        if document is None or expected != version + 1:
-            raise NotFound(f"config version {version} does not exist")
-        self._known = (version, document)
-        return document
+        chain = (
+            await conn.execute(
+                select(ConfigVersionRow.version, ConfigVersionRow.document, ConfigVersionRow.delta)
+                .where(ConfigVersionRow.version.between(keyframe, version))
+                .order_by(ConfigVersionRow.version)
+            )
+        ).all()
+        if [r.version for r in chain] != list(range(keyframe, version + 1)):
+            raise NotFound(f"config version {version} can't be rebuilt: a version is missing")
+        rebuilt: Document | None = None
+        for link in chain:
+            if link.version == keyframe:
+                if link.document is None:
+                    raise NotFound(f"config version {version} can't be rebuilt: no keyframe")
+                rebuilt = json.loads(link.document)
+            elif rebuilt is not None and link.delta is not None:
+                rebuilt = apply_delta(rebuilt, json.loads(link.delta))
+        assert rebuilt is not None
+        self._known = (version, rebuilt)
+        return rebuilt
 
     # ------------------------------------------------------------------ writing
 
@@ -453,7 +469,10 @@ class ConfigRepository:
             )
         ).one()
         if chain + 1 > MAX_CHAIN or chain_bytes + len(delta_text) > len(new.text):
-            return keyframe_values
+            # A keyframe; a small delta is kept beside it, so that readers who hold the
+            # version before (every data-plane worker) need not parse the document.
+            small = len(delta_text) * _KEYFRAME_DELTA_SHARE <= len(new.text)
+            return {**keyframe_values, "delta": delta_text if small else None}
         return {"document": None, "delta": delta_text, "keyframe": keyframe}
 
     async def _prune(self, conn: AsyncConnection, version: int) -> None:

@@ -70,7 +70,7 @@ class ConfigVersionRow(Base):
     checksum: Mapped[str] = mapped_column(String(64))
     # The whole canonical JSON document on a keyframe, NULL on a delta row.
     document: Mapped[str | None] = mapped_column(Text)
-    # On a delta row: JSON of what changed against version - 1 (store/config_delta.py).
+    # On a delta row: JSON of what changed against version - 1 (model/delta.py).
     delta: Mapped[str | None] = mapped_column(Text)
     # The keyframe this version is rebuilt from (its own number on a keyframe).
     keyframe: Mapped[int] = mapped_column(Integer)
