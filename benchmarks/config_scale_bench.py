@@ -67,7 +67,6 @@ from benchmarks._procs import (
     free_port,
     nginx_origin_conf,
     nginx_process,
-    port_open,
     wait_until_ready,
 )
 from benchmarks.soak_bench import role
@@ -414,15 +413,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_until_ready(origin, origin_port, timeout=30, expect_body=ORIGIN_BODY.encode())
             gateway.start()
             _wait_route(gateway, proxy_port, "/r0/", timeout=args.startup_timeout)
-            deadline = time.monotonic() + args.startup_timeout
-            while not port_open(admin_port) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            admin = Admin(admin_port)
+            login = _sign_in(admin, gateway, timeout=args.startup_timeout)
             gateway.remember_tree()
             result["rss_after_start_mib"] = rss_by_role(gateway)
-            admin = Admin(admin_port)
-            login, _ = admin.ok(
-                "POST", "/admin/v1/auth/login", {"email": "bench@example.com", "password": PASSWORD}
-            )
             admin.token = login["access_token"]
             result["reads"] = measure_reads(admin, args)
             result["reads_load"] = load_note()
@@ -438,6 +432,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             origin.stop()
     result["load_at_end"] = load_note()
     return result
+
+
+def _sign_in(admin: Admin, gateway: ManagedProcess, *, timeout: float) -> Any:
+    """Log in as the benchmark's owner once the control plane answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not gateway.alive():
+            raise StartupError(f"gateway exited\n{gateway.log_tail()}")
+        try:
+            login, _ = admin.ok(
+                "POST", "/admin/v1/auth/login", {"email": "bench@example.com", "password": PASSWORD}
+            )
+            return login
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def _wait_route(gateway: ManagedProcess, port: int, path: str, *, timeout: float) -> None:
