@@ -45,7 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -69,6 +68,7 @@ from benchmarks._procs import (
     nginx_process,
     wait_until_ready,
 )
+from benchmarks.request_log_bench import database
 from benchmarks.soak_bench import role
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -325,18 +325,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "median_ms": round(statistics.median(ms), 1),
         "max_ms": round(max(ms), 1),
     }
-
-
-@contextlib.contextmanager
-def database(args: argparse.Namespace, tmp: Path) -> Iterator[str]:
-    if not args.postgres:
-        yield f"sqlite+aiosqlite:///{tmp / 'scale.db'}"
-        return
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from support.postgres import running_postgres
-
-    with running_postgres() as server:
-        yield server.create_database()
 
 
 # --------------------------------------------------------------------------- the run
