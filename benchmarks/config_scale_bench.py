@@ -340,7 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with (
         tempfile.TemporaryDirectory(prefix="portcullis-scale-") as name,
-        database(args, Path(name)) as database_url,
+        database(args, Path(name), "scale") as database_url,
     ):
         tmp = Path(name)
         origin_port = free_port()
