@@ -33,6 +33,7 @@ Run from the repository root (a `--scale 0.2` run takes about a minute):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import http.client
 import json
@@ -302,19 +303,27 @@ def history_size(database_url: str) -> dict[str, Any]:
             "history_bytes": int(stored or 0) + int(extra),
             "db_file_bytes": size,
         }
-    from sqlalchemy import create_engine, text
+    return asyncio.run(_postgres_history_size(database_url))
 
-    sync_url = (
-        database_url.replace("+asyncpg", "+psycopg") if "+asyncpg" in database_url else database_url
-    )
-    engine = create_engine(sync_url)
+
+async def _postgres_history_size(database_url: str) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    from portcullis.store.engine import create_engine
+
+    engine = create_engine(database_url)
     try:
-        with engine.connect() as conn:
-            versions = conn.scalar(text("SELECT count(*) FROM config_versions"))
-            stored = conn.scalar(text("SELECT pg_total_relation_size('config_versions')"))
-            db_size = conn.scalar(text("SELECT pg_database_size(current_database())"))
+        async with engine.connect() as conn:
+            versions = await conn.scalar(text("SELECT count(*) FROM config_versions"))
+            stored = await conn.scalar(
+                text(
+                    "SELECT coalesce(sum(coalesce(length(document), 0)"
+                    " + coalesce(length(delta), 0)), 0) FROM config_versions"
+                )
+            )
+            db_size = await conn.scalar(text("SELECT pg_database_size(current_database())"))
     finally:
-        engine.dispose()
+        await engine.dispose()
     return {"versions": versions, "history_bytes": stored, "db_file_bytes": db_size}
 
 
