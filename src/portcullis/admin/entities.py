@@ -25,6 +25,7 @@ from portcullis.model.config import (
 )
 from portcullis.model.diff import plugin_key
 from portcullis.model.traffic import Boost, Override, Plan
+from portcullis.plugins.registry import plugin_references
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,19 +122,31 @@ def _traffic_route_dependents(config: GatewayConfig, name: str) -> list[Dependen
     ]
 
 
+def _plugin_config_dependents(config: GatewayConfig, kind: str, name: str) -> list[Dependent]:
+    """Plugin instances whose config names the entity (key-auth `anonymous`, ...)."""
+    return [
+        Dependent("plugins", pid, f"config.{field}")
+        for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
+        for field, named_kind, value in plugin_references(p.name, p.config)
+        if named_kind == kind and value == name
+    ]
+
+
 def _consumer_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
     deps = [
         Dependent("boosts", b.name, "target.consumer")
         for b in config.boosts
         if b.target.consumer == name
     ]
-    return deps + [
+    deps += [
         Dependent("overrides", o.name, "consumer") for o in config.overrides if o.consumer == name
     ]
+    return deps + _plugin_config_dependents(config, "consumers", name)
 
 
 def _plan_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
-    return [Dependent("consumers", c.username, "plan") for c in config.consumers if c.plan == name]
+    deps = [Dependent("consumers", c.username, "plan") for c in config.consumers if c.plan == name]
+    return deps + _plugin_config_dependents(config, "plans", name)
 
 
 def _no_dependents(config: GatewayConfig, name: str) -> list[Dependent]:

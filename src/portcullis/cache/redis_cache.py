@@ -25,24 +25,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from portcullis.cache.backend import CacheUnavailable
 from portcullis.cache.entry import CacheEntry
 from portcullis.cache.purge import PurgeScope
 from portcullis.identity.events import IdentityEvent
-from portcullis.limits.redis_backend import redis_client
-
-log = structlog.get_logger(__name__)
+from portcullis.outage import OutageCircuit
+from portcullis.redis_client import REDIS_FAILURES, redis_client
 
 DEFAULT_PREFIX = "pc:cache:"
 SCAN_COUNT = 1000
-_FAILURES = (RedisError, OSError, TimeoutError, ValueError)
+# A value that does not decode (ValueError) is treated like Redis trouble: a miss.
+_FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, ValueError)
 
 
 class RedisCache:
@@ -60,30 +58,25 @@ class RedisCache:
         max_pending: int = 1000,
         purge_timeout: float = 30.0,
         owns_client: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if timeout <= 0 or retry_interval <= 0 or max_pending < 1:
-            raise ValueError("timeout, retry_interval and max_pending must be positive")
+        if timeout <= 0 or max_pending < 1:
+            raise ValueError("timeout and max_pending must be positive")
         self._client = client
         self._owns_client = owns_client
         self.prefix = prefix
         self.timeout = timeout
-        self.retry_interval = retry_interval
         self.max_pending = max_pending
         self.purge_timeout = purge_timeout
         self._pending: set[asyncio.Task[None]] = set()
-        # Circuit: 0.0 while closed, else the monotonic time of the next probe.
-        self._down_until = 0.0
-        self._probing = False
-        self.last_error = ""
+        self.circuit = OutageCircuit("cache", retry_interval, clock=clock)
         # Metrics.
         self.hits = 0
         self.misses = 0
         self.stores = 0
-        self.errors = 0
         self.skipped = 0
         self.dropped_writes = 0
         self.purged = 0
-        self.outages = 0
 
     @classmethod
     def from_url(
@@ -96,16 +89,19 @@ class RedisCache:
         )
 
     @property
+    def retry_interval(self) -> float:
+        return self.circuit.retry_interval
+
+    @property
     def healthy(self) -> bool:
-        return self._down_until == 0.0
+        return not self.circuit.is_open
 
     async def get(self, key: str) -> CacheEntry | None:
-        if self._down_until:
-            if self._probing or time.monotonic() < self._down_until:
-                self.skipped += 1
-                self.misses += 1
-                return None
-            self._probing = True
+        circuit = self.circuit
+        if circuit.blocked():
+            self.skipped += 1
+            self.misses += 1
+            return None
         try:
             async with asyncio.timeout(self.timeout):
                 data = await self._client.get(self.prefix + key)
@@ -113,14 +109,13 @@ class RedisCache:
                 data = data.encode("latin-1")
             entry = None if data is None else CacheEntry.decode(data)
         except _FAILURES as exc:
-            self._failed(exc)
+            circuit.failed(exc)
             self.misses += 1
             return None
-        finally:
-            self._probing = False
-        if self._down_until:
-            self._down_until = 0.0
-            log.warning("cache.redis_recovered")
+        except BaseException:
+            circuit.abandoned()
+            raise
+        circuit.succeeded()
         if entry is None:
             self.misses += 1
         else:
@@ -128,7 +123,7 @@ class RedisCache:
         return entry
 
     def put(self, entries: Sequence[tuple[str, CacheEntry]]) -> None:
-        if self._down_until or not entries:
+        if self.circuit.is_open or not entries:
             self.dropped_writes += len(entries)
             return
         if len(self._pending) >= self.max_pending:
@@ -160,17 +155,7 @@ class RedisCache:
             self.stores += len(items)
         except _FAILURES as exc:
             self.dropped_writes += len(items)
-            self._failed(exc)
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
-        if not self._down_until:
-            self.outages += 1
-            log.warning(
-                "cache.redis_unavailable", error=self.last_error, retry_in=self.retry_interval
-            )
-        self._down_until = time.monotonic() + self.retry_interval
+            self.circuit.failed(exc)
 
     async def purge(self, scope: PurgeScope) -> int:
         pattern = scope.redis_pattern(self.prefix)
@@ -185,7 +170,7 @@ class RedisCache:
                         batch.clear()
                 if batch:
                     removed += await self._client.unlink(*batch)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             raise CacheUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
         self.purged += removed
         return removed
@@ -210,11 +195,11 @@ class RedisCache:
             "hits": self.hits,
             "misses": self.misses,
             "stores": self.stores,
-            "backend_errors": self.errors,
+            "backend_errors": self.circuit.errors,
             "skipped_reads": self.skipped,
             "dropped_writes": self.dropped_writes,
             "purged": self.purged,
-            "outages": self.outages,
-            "fallback_active": 0 if self._down_until == 0.0 else 1,
+            "outages": self.circuit.opened,
+            "fallback_active": 1 if self.circuit.is_open else 0,
             "pending_writes": len(self._pending),
         }

@@ -8,7 +8,7 @@ traffic control) and the header values sent upstream, precomputed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portcullis.model.config import Consumer, ConsumerStatus
 
@@ -26,6 +26,13 @@ class ConsumerInfo:
     tags: frozenset[str]
     # Upstream identity headers, encoded once.
     upstream_headers: tuple[tuple[bytes, bytes], ...]
+
+    def without_groups(self) -> ConsumerInfo:
+        """This consumer as a route of another organization sees it: in none of its groups."""
+        if not self.groups:
+            return self
+        headers = tuple(h for h in self.upstream_headers if h[0] != b"x-consumer-groups")
+        return replace(self, groups=frozenset(), upstream_headers=headers)
 
     @classmethod
     def of(cls, consumer: Consumer) -> ConsumerInfo:
@@ -50,21 +57,56 @@ class ConsumerInfo:
 
 
 class ConsumerIndex:
-    """Consumers by username and by custom id (for JWT claim mapping)."""
+    """Consumers by username and by custom id (for JWT claim mapping).
 
-    __slots__ = ("by_custom_id", "by_username")
+    The index of a whole config holds every consumer; what a route's auth plugins
+    look credentials up in is its `view` (see there), built when the snapshot is
+    compiled.
+    """
+
+    __slots__ = ("_by_organization", "_views", "by_custom_id", "by_username")
 
     def __init__(self, consumers: Iterable[Consumer] = ()) -> None:
         self.by_username: dict[str, ConsumerInfo] = {}
         self.by_custom_id: dict[str, ConsumerInfo] = {}
-        for c in consumers:
-            info = ConsumerInfo.of(c)
-            self.by_username[c.username] = info
-            if c.custom_id:
-                self.by_custom_id[c.custom_id] = info
+        self._by_organization: dict[str | None, list[ConsumerInfo]] = {}
+        self._views: dict[tuple[str | None, bool], ConsumerIndex] = {}
+        self._add(ConsumerInfo.of(c) for c in consumers)
+
+    def _add(self, infos: Iterable[ConsumerInfo], *, shared: bool = False) -> None:
+        for info in infos:
+            self.by_username[info.username] = info
+            # A custom id is the owner's to choose: a shared consumer's never hides an own one.
+            if info.custom_id and not (shared and info.custom_id in self.by_custom_id):
+                self.by_custom_id[info.custom_id] = info
+            self._by_organization.setdefault(info.organization, []).append(info)
 
     def get(self, username: str) -> ConsumerInfo | None:
         return self.by_username.get(username)
+
+    def view(self, organization: str | None, shared: bool = False) -> ConsumerIndex:
+        """The consumers a route of `organization` accepts credentials of.
+
+        Its own organization's (the operator's routes: consumers without one). With
+        `shared` (the route's `shared_consumers`) also those its owner trusts without
+        owning them: on a tenant's route the operator's consumers, on the operator's
+        routes every organization's. Group names belong to their organization, so a
+        consumer accepted through sharing is in none of the route's groups: it shows
+        no groups there (to acl, and upstream in X-Consumer-Groups). Memoised: one
+        view per (organization, shared) per snapshot.
+        """
+        key = (organization, shared)
+        found = self._views.get(key)
+        if found is not None:
+            return found
+        view = ConsumerIndex()
+        view._add(self._by_organization.get(organization, ()))
+        if shared:
+            for org, infos in self._by_organization.items():
+                if org != organization and (organization is None or org is None):
+                    view._add((info.without_groups() for info in infos), shared=True)
+        self._views[key] = view
+        return view
 
     def __len__(self) -> int:
         return len(self.by_username)

@@ -26,19 +26,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from portcullis.limits.backend import BackendUnavailable, FailurePolicy, LimitRequest
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import MICROS, Decision
+from portcullis.outage import OutageCircuit
+from portcullis.redis_client import REDIS_FAILURES, redis_client
 
 log = structlog.get_logger(__name__)
 
@@ -60,19 +60,6 @@ def load_script() -> str:
     return "\n".join(lua.joinpath(name).read_text(encoding="utf-8") for name in LUA_FILES)
 
 
-def redis_client(url: str, *, timeout: float, max_connections: int = 64) -> Redis:
-    """A client for limit decisions: bounded pool, per-socket timeouts, no retries."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=None,  # waiting for a connection is bounded by the decision deadline
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-    return Redis(connection_pool=pool)
-
-
 class RedisBackend:
     """Shared counters in Redis, with a failure policy and a circuit (see the module doc)."""
 
@@ -88,32 +75,25 @@ class RedisBackend:
         on_failure: FailurePolicy = FailurePolicy.local,
         fallback: MemoryBackend | None = None,
         owns_client: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if timeout <= 0 or retry_interval <= 0:
-            raise ValueError("timeout and retry_interval must be positive")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
         self._client = client
         self._owns_client = owns_client
         self.prefix = prefix
         self.timeout = timeout
-        self.retry_interval = retry_interval
         self.on_failure = on_failure
         self.fallback = fallback if fallback is not None else MemoryBackend()
         self._script = load_script()
         self._sha = hashlib.sha1(self._script.encode(), usedforsecurity=False).hexdigest()
-        # Circuit: 0.0 while closed; else the monotonic time of the next probe.
-        self._down_until = 0.0
-        self._probing = False
-        self.last_error = ""
+        self.circuit = OutageCircuit("limits", retry_interval, clock=clock)
         # Metrics.
         self.allowed = 0
         self.denied = 0
-        self.errors = 0
-        self.timeouts = 0
         self.fallback_decisions = 0
         self.open_decisions = 0
         self.closed_decisions = 0
-        self.circuit_opened = 0
-        self.recoveries = 0
         self.script_loads = 0
 
     @classmethod
@@ -132,12 +112,16 @@ class RedisBackend:
         )
 
     @property
+    def retry_interval(self) -> float:
+        return self.circuit.retry_interval
+
+    @property
     def healthy(self) -> bool:
-        return self._down_until == 0.0
+        return not self.circuit.is_open
 
     @property
     def circuit_open(self) -> bool:
-        return self._down_until != 0.0
+        return self.circuit.is_open
 
     def key_for(self, request: LimitRequest) -> str:
         """The Redis key of a request's counter."""
@@ -147,26 +131,19 @@ class RedisBackend:
     async def decide(
         self, requests: Sequence[LimitRequest], on_failure: FailurePolicy | None = None
     ) -> list[Decision]:
-        if self._down_until:
-            if self._probing or time.monotonic() < self._down_until:
-                return self._degraded(requests, on_failure or self.on_failure)
-            self._probing = True
-            try:
-                decisions = await self._call(requests)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._failed(exc)
-                return self._degraded(requests, on_failure or self.on_failure)
-            finally:
-                self._probing = False
-            self._down_until = 0.0
-            self.recoveries += 1
-            log.warning("limits.redis_recovered")
-            return decisions
-        try:
-            return await self._call(requests)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._failed(exc)
+        circuit = self.circuit
+        if circuit.blocked():
             return self._degraded(requests, on_failure or self.on_failure)
+        try:
+            decisions = await self._call(requests)
+        except REDIS_FAILURES as exc:
+            circuit.failed(exc)
+            return self._degraded(requests, on_failure or self.on_failure)
+        except BaseException:
+            circuit.abandoned()
+            raise
+        circuit.succeeded()
+        return decisions
 
     async def _call(self, requests: Sequence[LimitRequest]) -> list[Decision]:
         keys = [self.key_for(r) for r in requests]
@@ -211,27 +188,12 @@ class RedisBackend:
                     self._sha = await self._client.script_load(self._script)
                     self.script_loads += 1
                     reply = await self._client.evalsha(self._sha, len(keys), *keys, *args)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILURES as exc:
             raise BackendUnavailable(f"{type(exc).__name__}: {exc}"[:200]) from exc
         return [
             Decision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3])
             for i in range(1, 4 * len(requests), 4)
         ]
-
-    def _failed(self, exc: BaseException) -> None:
-        self.errors += 1
-        if isinstance(exc, TimeoutError):
-            self.timeouts += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
-        if not self._down_until:
-            self.circuit_opened += 1
-            log.warning(
-                "limits.redis_unavailable",
-                error=self.last_error,
-                policy=self.on_failure.value,
-                retry_in=self.retry_interval,
-            )
-        self._down_until = time.monotonic() + self.retry_interval
 
     def _degraded(self, requests: Sequence[LimitRequest], policy: FailurePolicy) -> list[Decision]:
         if policy is FailurePolicy.local:
@@ -253,14 +215,14 @@ class RedisBackend:
         return {
             "decisions_allowed": self.allowed,
             "decisions_denied": self.denied,
-            "backend_errors": self.errors,
-            "backend_timeouts": self.timeouts,
-            "fallback_active": 0 if self._down_until == 0.0 else 1,
+            "backend_errors": self.circuit.errors,
+            "backend_timeouts": self.circuit.timeouts,
+            "fallback_active": 1 if self.circuit.is_open else 0,
             "fallback_decisions": self.fallback_decisions,
             "failopen_decisions": self.open_decisions,
             "failclosed_decisions": self.closed_decisions,
-            "circuit_opened": self.circuit_opened,
-            "recoveries": self.recoveries,
+            "circuit_opened": self.circuit.opened,
+            "recoveries": self.circuit.recoveries,
             "script_loads": self.script_loads,
             "local_keys": len(self.fallback),
         }

@@ -369,7 +369,15 @@ class Route(StrictModel):
     encoded_slashes: Literal["reject", "decode", "keep"] = "reject"
     priority_class: PriorityClass | None = None
     # The tenant that owns this entity; admins limited to an organization see only its entities.
+    # Its auth plugins accept credentials of this organization's consumers only (the
+    # operator's routes: of consumers without one), see `ConsumerIndex.view`.
     organization: Name | None = None
+    shared_consumers: bool = Field(
+        default=False,
+        description="also accept consumers the route's owner does not own: on an "
+        "organization's route the operator's (no organization), on the operator's routes "
+        "every organization's; they are in none of the route's acl groups",
+    )
     tags: list[Tag] = Field(default_factory=list)
 
     @field_validator("paths")
@@ -464,6 +472,7 @@ class PluginInstance(StrictModel):
 
 
 # Imported here, not at the top: the traffic models build on StrictModel, Name and Tag.
+from portcullis.model.tenancy import reference_errors  # noqa: E402
 from portcullis.model.traffic import (  # noqa: E402
     Boost,
     Override,
@@ -499,29 +508,21 @@ class GatewayConfig(StrictModel):
                 seen.add(n)
             return seen
 
-        upstreams = unique("upstreams", [u.name for u in self.upstreams])
-        services = unique("services", [s.name for s in self.services])
-        routes = unique("routes", [r.name for r in self.routes])
+        unique("upstreams", [u.name for u in self.upstreams])
+        unique("services", [s.name for s in self.services])
+        unique("routes", [r.name for r in self.routes])
         seen_users: set[str] = set()
         for i, c in enumerate(self.consumers):
             if c.username in seen_users:
                 errors.append(f"consumers[{i}].username: duplicate username {c.username!r}")
             seen_users.add(c.username)
-        for i, s in enumerate(self.services):
-            if s.upstream is not None and s.upstream not in upstreams:
-                errors.append(f"services[{i}].upstream: unknown upstream {s.upstream!r}")
-        for i, r in enumerate(self.routes):
-            if r.service not in services:
-                errors.append(f"routes[{i}].service: unknown service {r.service!r}")
-        from portcullis.plugins.registry import validate_plugin
+        from portcullis.plugins.registry import plugin_references, validate_plugin
 
         for i, p in enumerate(self.plugins):
             errors.extend(f"plugins[{i}].{e}" for e in validate_plugin(p.name, p.config))
-            if p.service is not None and p.service not in services:
-                errors.append(f"plugins[{i}].service: unknown service {p.service!r}")
-            if p.route is not None and p.route not in routes:
-                errors.append(f"plugins[{i}].route: unknown route {p.route!r}")
         errors.extend(traffic_reference_errors(self))
+        # Every name an entry writes resolves, and within its organization (model/tenancy.py).
+        errors.extend(reference_errors(self, plugin_references))
         if errors:
             raise ValueError(ReferenceErrors(errors))
         return self

@@ -17,8 +17,6 @@ when they start or stop (the `plan-limits` plugin enforces all of this).
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -29,6 +27,7 @@ from pydantic import AwareDatetime, Field, field_validator, model_validator
 from portcullis.limits.calendar import local_instant, to_us, zone
 from portcullis.limits.spec import MAX_LIMIT, Algorithm, LimitSpec, period_label
 from portcullis.model.config import Name, StrictModel, Tag
+from portcullis.model.tenancy import location_key
 
 if TYPE_CHECKING:
     from portcullis.model.config import GatewayConfig
@@ -366,12 +365,6 @@ class TrafficRules:
 
 EMPTY_TRAFFIC = TrafficRules()
 PLAN_LIMITS_PLUGIN = "plan-limits"
-_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def _key(name: str) -> str:
-    """A mapping key in a location (`.search`, or `["a.b"]` when it needs quoting)."""
-    return f".{name}" if _PLAIN_KEY.match(name) else f"[{json.dumps(name)}]"
 
 
 def traffic_reference_errors(config: GatewayConfig) -> list[str]:
@@ -397,31 +390,14 @@ def traffic_reference_errors(config: GatewayConfig) -> list[str]:
     plans = unique("plans", config.plans)
     unique("boosts", config.boosts)
     unique("overrides", config.overrides)
-    routes = {r.name for r in config.routes}
+    # Whether each name resolves (plans, routes, consumers, a plugin's `default_plan`) is
+    # the tenancy rule's to say (model/tenancy.py); here: the items an override names.
     consumers = {c.username: c for c in config.consumers}
-    for i, c in enumerate(config.consumers):
-        if c.plan is not None and c.plan not in plans:
-            errors.append(f"consumers[{i}].plan: unknown plan {c.plan!r}")
-    for i, plan in enumerate(config.plans):
-        for route in getattr(plan, "route_overrides", {}):
-            if route not in routes:
-                errors.append(f"plans[{i}].route_overrides{_key(route)}: unknown route {route!r}")
-    for i, boost in enumerate(config.boosts):
-        target = getattr(boost, "target", None)
-        if not isinstance(target, BoostTarget):
-            continue
-        if target.consumer is not None and target.consumer not in consumers:
-            errors.append(f"boosts[{i}].target.consumer: unknown consumer {target.consumer!r}")
-        if target.route is not None and target.route not in routes:
-            errors.append(f"boosts[{i}].target.route: unknown route {target.route!r}")
     every_item = set().union(*(p.item_names() for p in plans.values() if isinstance(p, Plan)))
     for i, override in enumerate(config.overrides):
         subject = getattr(override, "consumer", None)
         values = getattr(override, "limits", None)
-        if subject is not None and subject not in consumers:
-            errors.append(f"overrides[{i}].consumer: unknown consumer {subject!r}")
-            continue
-        if not isinstance(values, dict):
+        if (subject is not None and subject not in consumers) or not isinstance(values, dict):
             continue
         # A consumer's override names items of the consumer's plan; a key's plan lives
         # in the store, so a key's override may name any plan's items.
@@ -431,11 +407,6 @@ def traffic_reference_errors(config: GatewayConfig) -> list[str]:
         where = f"plan {plan_name!r}" if isinstance(found, Plan) else "any plan"
         for name in values:
             if name not in known:
-                errors.append(
-                    f"overrides[{i}].limits{_key(name)}: no limit or quota {name!r} in {where}"
-                )
-    for i, inst in enumerate(config.plugins):
-        default = inst.config.get("default_plan") if inst.name == PLAN_LIMITS_PLUGIN else None
-        if isinstance(default, str) and default not in plans:
-            errors.append(f"plugins[{i}].config.default_plan: unknown plan {default!r}")
+                where_name = f"overrides[{i}].limits{location_key(name)}"
+                errors.append(f"{where_name}: no limit or quota {name!r} in {where}")
     return errors

@@ -3,8 +3,9 @@
 A `PluginEnv` is handed to every plugin when a snapshot is compiled. Services that
 outlive snapshots (the credential cache, JWKS caches, the gateway's own token
 keys) are created once per worker and shared; `consumers` is rebuilt from each
-config. Fields are None when the worker runs without that service (unit tests,
-tools), and plugins that need one refuse to build without it.
+config and narrowed to the view of the route being compiled. Fields are None when
+the worker runs without that service (unit tests, tools), and plugins that need one
+refuse to build without it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class IssuerKeys(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PluginEnv:
+    # The consumers whose credentials the route being compiled accepts (its organization's
+    # view, `ConsumerIndex.view`): auth plugins find consumers only here.
     consumers: ConsumerIndex = EMPTY_CONSUMERS
     credentials: CredentialCache | None = None
     jwks: JwksRegistry | None = None
@@ -59,6 +62,9 @@ class PluginEnv:
     # The id of the plugin instance being built (`name[instance]@scope`), for plugins
     # whose shared state must be kept apart per instance (rate-limit counters).
     instance: str = ""
+    # The organization the plugin instance acts for (its own, else its route's or
+    # service's; None: the operator's). Its counters live in this organization's namespace.
+    organization: str | None = None
     clock: Callable[[], float] = field(default=time.time)
     # Plans, boosts and overrides of the config being compiled (like `consumers`).
     traffic: TrafficRules = EMPTY_TRAFFIC

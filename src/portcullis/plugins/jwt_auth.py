@@ -21,7 +21,10 @@ own issuer are always checked against it), `audiences`, `required_claims`,
 `max_lifetime`. The consumer comes from `consumer_claim` (default `sub`) matched
 against consumer usernames or custom ids; gateway tokens always carry the
 consumer's username in `sub` (that is what the built-in server issues). Scopes come from
-`scope` (space-separated) or `scp` (list).
+`scope` (space-separated) or `scp` (list). Consumers are looked up in the route's view
+(`ConsumerIndex.view`): a token of another organization's consumer is an unknown
+consumer here, and a gateway token naming no consumer the route accepts is refused even
+with `allow_unmapped` (which is for other issuers' subjects).
 
 Upstream: the token is removed (`hide_credentials`), client-sent identity headers
 are always removed, and the gateway adds `X-Consumer-*` (from `ConsumerInfo`),
@@ -60,6 +63,7 @@ from portcullis.analytics.record import Flag
 from portcullis.http_fields import HeaderText, field_value_bytes, is_field_value
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.jwks import JwksPolicy, JwksSource, JwksUnavailableError
+from portcullis.model.tenancy import names
 from portcullis.plugins.base import (
     Headers,
     Plugin,
@@ -228,7 +232,10 @@ class JwtAuthConfig(PluginConfig):
         default=False, description="accept valid tokens that name no known consumer"
     )
     anonymous: str | None = Field(
-        default=None, description="consumer username used when no token is presented"
+        default=None,
+        description="consumer username used when no token is presented (one of the route's "
+        "organization)",
+        json_schema_extra=names("consumers"),
     )
     hide_credentials: bool = True
     realm: str = Field(default="portcullis", min_length=1, max_length=128)
@@ -864,7 +871,9 @@ class JwtAuth(Plugin):
             value = payload.get(self._consumer_claim)
             consumer = self._consumer_map.get(value) if isinstance(value, str) else None
         if consumer is None:
-            if self._allow_unmapped:
+            # The gateway's own tokens always name a consumer: one this route does not
+            # accept (another organization's) is refused, never let through unmapped.
+            if self._allow_unmapped and not gateway:
                 return None
             raise _Reject("unknown consumer")
         if consumer.suspended:

@@ -10,8 +10,10 @@ then `query_param`):
 
 The key is resolved through the worker's `CredentialCache` (no store access on a
 cache hit), then checked: key status, expiry, end of a rotation grace period, the
-consumer (it must exist in the config and not be suspended), the key's IP allowlist
-and allowed origins.
+consumer (it must be one the route accepts and not be suspended), the key's IP
+allowlist and allowed origins. The consumers a route accepts are compiled into the
+plugin (`env.consumers`, the route organization's view, `ConsumerIndex.view`): a key
+of another organization's consumer gets the same 401 as an unknown key.
 
 Failures are RFC 9457 problems. 401s carry an RFC 6750-style challenge: a key sent
 as a Bearer token is answered with `WWW-Authenticate: Bearer realm=..., error=
@@ -35,7 +37,8 @@ With `hide_credentials` (the default) the key's header or query parameter is
 removed before proxying.
 
 `anonymous` names a consumer used when the request carries no key at all (public
-routes that still want a consumer identity, e.g. for acl or limits). A key that is
+routes that still want a consumer identity, e.g. for acl or limits); one of the
+instance's organization (model/tenancy.py). A key that is
 presented and fails is still refused: a wrong key never silently downgrades to
 anonymous.
 """
@@ -55,6 +58,7 @@ from portcullis.analytics.record import Flag
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import CredentialCache, Rejection
 from portcullis.identity.key_records import KeyRecord, KeyStatus
+from portcullis.model.tenancy import names
 from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import (
@@ -93,7 +97,10 @@ class KeyAuthConfig(PluginConfig):
         default=True, description="remove the key from the request before proxying"
     )
     anonymous: str | None = Field(
-        default=None, description="consumer username used when no key is presented"
+        default=None,
+        description="consumer username used when no key is presented (one of the route's "
+        "organization)",
+        json_schema_extra=names("consumers"),
     )
     realm: str = Field(default="portcullis", description="realm of the WWW-Authenticate challenge")
 

@@ -28,7 +28,9 @@ a (plan, route, multiplier or override, period) combination are built once and
 memoised.
 
 Counters are named by item and subscriber, not by plan: `pl:<limit>:<who>` and
-`pq:<quota>:<period>:<who>` (route-override items: `pl@<route>:...`). A consumer who
+`pq:<quota>:<period>:<who>` (route-override items: `pl@<route>:...`); the items of an
+organization's plan carry it (`pq:acme/<quota>:...`), so two organizations' items of
+the same name never share a counter. A consumer who
 changes plan mid-month keeps the month's usage of a quota with the same name. A boost
 or override changes the limit, not the counter, so usage carries over too.
 
@@ -52,6 +54,7 @@ from portcullis.limits.backend import FailurePolicy, LimitBackend, LimitRequest
 from portcullis.limits.calendar import CalendarPeriod, PeriodKind, period_of
 from portcullis.limits.memory import default_memory_backend
 from portcullis.limits.spec import MAX_LIMIT, MICROS, Decision, LimitSpec, period_label
+from portcullis.model.tenancy import names, resolves
 from portcullis.model.traffic import (
     MAX_COST,
     PLAN_LIMITS_PLUGIN,
@@ -63,7 +66,7 @@ from portcullis.model.traffic import (
 from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.limit_headers import CONTENT_TYPE, ratelimit_field, refusal
-from portcullis.plugins.rate_limit import NAME_PATTERN, Selector, _selector
+from portcullis.plugins.rate_limit import NAME_PATTERN, Selector, _selector, counter_namespace
 from portcullis.problems import (
     QUOTA_EXCEEDED,
     TEMPORARY_REDUCED_CAPACITY,
@@ -77,7 +80,11 @@ _VARIANT_MEMO = 64
 
 class PlanLimitsConfig(PluginConfig):
     default_plan: str | None = Field(
-        default=None, max_length=128, pattern=NAME_PATTERN, description="plan when none is named"
+        default=None,
+        max_length=128,
+        pattern=NAME_PATTERN,
+        description="plan when none is named",
+        json_schema_extra=names("plans"),
     )
     on_backend_failure: FailurePolicy = FailurePolicy.local
     default_cost: int = Field(default=1, ge=0, le=MAX_COST)
@@ -123,9 +130,16 @@ class Entry:
 
     __slots__ = ("items", "route", "selectors", "variants")
 
-    def __init__(self, plan: str, route: str | None, limits: list[PlanLimit], quotas: list[Quota]):
+    def __init__(
+        self,
+        plan: Plan,
+        route: str | None,
+        limits: list[PlanLimit],
+        quotas: list[Quota],
+    ):
         self.route = route
         tag = f"@{route}" if route is not None else ""
+        org = plan.organization
         shapes: list[tuple[str, ...]] = []
 
         def shape(keys: tuple[str, ...]) -> int:
@@ -135,9 +149,9 @@ class Entry:
 
         items = [
             Item(
-                name=(name := lim.item_name(plan)),
+                name=(name := lim.item_name(plan.name)),
                 limit=lim.limit,
-                prefix=f"pl{tag}:{name}:",
+                prefix=f"pl{tag}:{counter_namespace(org, name)}:",
                 shape=shape(lim.selectors()),
                 cost=lim.cost,
                 spec=lim.spec(),
@@ -151,7 +165,7 @@ class Entry:
             Item(
                 name=q.name,
                 limit=q.limit,
-                prefix=f"pq{tag}:{q.name}:",
+                prefix=f"pq{tag}:{counter_namespace(org, q.name)}:",
                 shape=shape((q.key,)),
                 cost=q.cost,
                 spec=None,
@@ -170,14 +184,15 @@ class Entry:
 
 
 class CompiledPlan:
-    __slots__ = ("base", "name", "routes")
+    __slots__ = ("base", "name", "organization", "routes")
 
     def __init__(self, plan: Plan) -> None:
         self.name = plan.name
-        self.base = Entry(plan.name, None, plan.limits, plan.quotas)
+        self.organization = plan.organization
+        self.base = Entry(plan, None, plan.limits, plan.quotas)
         self.routes: dict[str, Entry] = {
             route: Entry(
-                plan.name,
+                plan,
                 route,
                 plan.limits if o.limits is None else o.limits,
                 plan.quotas if o.quotas is None else o.quotas,
@@ -298,6 +313,7 @@ class Variant:
 @dataclass(frozen=True, slots=True)
 class _Boost:
     name: str
+    organization: str | None
     starts_us: int
     ends_us: int
     limits: float
@@ -310,6 +326,7 @@ class _Boost:
 @dataclass(frozen=True, slots=True)
 class _Override:
     adjustment: Adjustment
+    organization: str | None
     consumer: str | None
     credential: str | None
 
@@ -332,6 +349,7 @@ class PlanBook:
             self._boosts.append(
                 _Boost(
                     b.name,
+                    b.organization,
                     starts,
                     ends,
                     b.multiplier if b.applies_to != "quotas" else 1.0,
@@ -352,6 +370,7 @@ class PlanBook:
                         until_us=o.expires_us,
                         source=f"override:{o.name}",
                     ),
+                    o.organization,
                     o.consumer,
                     o.credential,
                 ),
@@ -361,12 +380,17 @@ class PlanBook:
         # The active set, valid for [valid_from, valid_until).
         self.valid_from = 0
         self.valid_until = -1
-        self.everyone: tuple[float, float] | None = None
+        # Boosts of everyone and of a tag by organization: an organization's reach only
+        # its own consumers (tags are each organization's words), the operator's (None)
+        # every consumer.
+        self.everyone: dict[str | None, tuple[float, float]] = {}
         self.by_consumer: dict[str, tuple[float, float]] = {}
-        self.by_tag: dict[str, tuple[float, float]] = {}
+        self.by_tag: dict[tuple[str | None, str], tuple[float, float]] = {}
         self.by_route: dict[str, tuple[float, float]] = {}
         self.override_by_consumer: dict[str, Adjustment] = {}
-        self.override_by_credential: dict[str, Adjustment] = {}
+        # A key's override with the organization that set it: it applies only to that
+        # organization's consumers (key ids are not checked against the config).
+        self.override_by_credential: dict[str, tuple[str | None, Adjustment]] = {}
         self.any_active = False
         self._boost_adjustments: dict[tuple[float, float], Adjustment] = {}
 
@@ -376,7 +400,7 @@ class PlanBook:
         changes += [expires for expires, _ in self._overrides]
         self.valid_from = max((c for c in changes if c <= now), default=0)
         self.valid_until = min((c for c in changes if c > now), default=_FOREVER)
-        self.everyone = None
+        self.everyone = {}
         self.by_consumer, self.by_tag, self.by_route = {}, {}, {}
         for b in self._boosts:
             if not b.starts_us <= now < b.ends_us:
@@ -385,17 +409,19 @@ class PlanBook:
             if b.consumer is not None:
                 self.by_consumer[b.consumer] = _combine(self.by_consumer.get(b.consumer), factors)
             elif b.tag is not None:
-                self.by_tag[b.tag] = _combine(self.by_tag.get(b.tag), factors)
+                tag = (b.organization, b.tag)
+                self.by_tag[tag] = _combine(self.by_tag.get(tag), factors)
             elif b.route is not None:
                 self.by_route[b.route] = _combine(self.by_route.get(b.route), factors)
             else:
-                self.everyone = _combine(self.everyone, factors)
+                org = b.organization
+                self.everyone[org] = _combine(self.everyone.get(org), factors)
         self.override_by_consumer, self.override_by_credential = {}, {}
         # Later entries win when several overrides of one subject are active.
         for expires, o in self._overrides:
             if now < expires:
                 if o.credential is not None:
-                    self.override_by_credential[o.credential] = o.adjustment
+                    self.override_by_credential[o.credential] = (o.organization, o.adjustment)
                 elif o.consumer is not None:
                     self.override_by_consumer[o.consumer] = o.adjustment
         self.any_active = bool(
@@ -415,15 +441,20 @@ class PlanBook:
             self.refresh(now)
         if not self.any_active:
             return NO_ADJUSTMENT
+        org = consumer.organization if consumer is not None else None
         if credential is not None:
-            found = self.override_by_credential.get(credential)
-            if found is not None:
-                return found
+            keyed = self.override_by_credential.get(credential)
+            if keyed is not None and keyed[0] in (None, org):
+                return keyed[1]
         if consumer is not None:
             found = self.override_by_consumer.get(consumer.username)
             if found is not None:
                 return found
-        best = self.everyone
+        best = self.everyone.get(None)
+        if consumer is not None and org is not None:
+            mine = self.everyone.get(org)
+            if mine is not None:
+                best = _combine(best, mine)
         routed = self.by_route.get(route)
         if routed is not None:
             best = _combine(best, routed)
@@ -433,9 +464,10 @@ class PlanBook:
                 best = _combine(best, own)
             if self.by_tag:
                 for tag in consumer.tags:
-                    tagged = self.by_tag.get(tag)
-                    if tagged is not None:
-                        best = _combine(best, tagged)
+                    for owner in (None, org) if org is not None else (None,):
+                        tagged = self.by_tag.get((owner, tag))
+                        if tagged is not None:
+                            best = _combine(best, tagged)
         if best is None:
             return NO_ADJUSTMENT
         found = self._boost_adjustments.get(best)
@@ -447,10 +479,16 @@ class PlanBook:
     def resolve(
         self, key_plan: str | None, consumer: ConsumerInfo | None, default: str | None
     ) -> tuple[CompiledPlan | None, PlanSource | None]:
-        """The plan that applies and where it came from (`key`, `consumer` or `default`)."""
+        """The plan that applies and where it came from (`key`, `consumer` or `default`).
+
+        An API key's plan is written in the store, not in the config: like every name
+        (model/tenancy.py) it resolves only to a plan of the key's consumer's
+        organization or to a shared one.
+        """
         if key_plan is not None:
             found = self.plans.get(key_plan)
-            if found is not None:
+            org = consumer.organization if consumer is not None else None
+            if found is not None and resolves(org, found.organization, "plans"):
                 return found, "key"
         if consumer is not None and consumer.plan is not None:
             found = self.plans.get(consumer.plan)

@@ -13,10 +13,12 @@ Config (one plugin instance, one named policy):
 Keys: `global`, `service`, `route`, `consumer`, `credential`, `ip`,
 `header:<name>`, `claim:<name>`, or a list of them (one counter per combination).
 A request without the identity a key asks for (no consumer, no such header) is
-counted under its client IP instead, like Kong. Counters are named by policy,
-limit name and key. Instances that set the same `policy_name` share their
-counters (that is how one budget spans several routes); an instance without a
-`policy_name` counts on its own (a limit on route A never consumes route B's).
+counted under its client IP instead, like Kong. Counters are named by the
+instance's organization, policy, limit name and key. Instances of one organization
+that set the same `policy_name` share their counters (that is how one budget spans
+several routes); another organization's `policy_name` is another budget, so no
+tenant can spend another's. An instance without a `policy_name` counts on its own
+(a limit on route A never consumes route B's).
 Header and claim values are
 hashed into the key (bounded size, nothing sensitive in Redis).
 
@@ -193,6 +195,11 @@ def item_name(policy: str, limit: LimitConfig, count: int) -> str:
     return f"{policy}-{period_label(limit.spec().period_us)}"
 
 
+def counter_namespace(organization: str | None, name: str) -> str:
+    """A counter name inside its organization's namespace (the operator's: unprefixed)."""
+    return f"{organization}/{name}" if organization is not None else name
+
+
 def _digest(value: bytes) -> str:
     return hashlib.blake2b(value, digest_size=12).hexdigest()
 
@@ -279,11 +286,14 @@ class RateLimit(Plugin):
         self.policy = config.policy_name
         # A named policy is a budget shared by every instance that names it; an unnamed
         # one counts per plugin instance (a route-scoped limit counts that route only).
-        self.namespace = (
+        namespace = (
             self.policy
             if "policy_name" in config.model_fields_set or not env.instance
             else f"{self.policy}@{env.instance}"
         )
+        # Policy names are each organization's own: A's `api` is not B's `api`
+        # (organization names hold no "/", so no namespace reads as another's).
+        self.namespace = counter_namespace(env.organization, namespace)
         self.on_failure = config.on_backend_failure
         self._limits = tuple(
             _Limit(self.policy, c, len(config.limits), self.namespace) for c in config.limits

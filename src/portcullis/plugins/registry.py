@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from portcullis.model.tenancy import NAMES_KEYWORD
 from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import Plugin
 from portcullis.plugins.cors import Cors
@@ -51,3 +53,23 @@ def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:
 def build_plugin(name: str, config: dict[str, Any], env: PluginEnv) -> Plugin:
     cls = PLUGINS[name]
     return cls(cls.config_model.model_validate(config), env)
+
+
+def plugin_references(name: str, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The entity names a plugin instance's config holds: (field, kind, name).
+
+    Fields are marked with `model.tenancy.names(kind)`; the tenancy rule checks them
+    like every other name in the config (unusable values are the config model's to
+    report).
+    """
+    cls = PLUGINS.get(name)
+    if cls is None:
+        return []
+    found = []
+    for field, info in cls.config_model.model_fields.items():
+        extra = info.json_schema_extra
+        kind = extra.get(NAMES_KEYWORD) if isinstance(extra, dict) else None
+        value = config.get(field)
+        if isinstance(kind, str) and isinstance(value, str):
+            found.append((field, kind, value))
+    return found

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
+from portcullis.model.tenancy import plugin_owner
 from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
@@ -147,19 +148,36 @@ def _compile_service(
 
 
 def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
-    """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one."""
+    """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one.
+
+    The tenant boundary is compiled in here: an instance is built once per consumer
+    view of the routes it serves (`ConsumerIndex.view` of the route's organization),
+    so an auth plugin on a route of organization X can only ever find X's consumers
+    (and the shared ones the route accepts); nothing about tenancy is left to decide
+    per request. Its `organization` (`model.tenancy.plugin_owner`) names its counters.
+    """
     by_scope: dict[tuple[str, str | None], dict[str, PluginInstance]] = {}
     for inst in config.plugins:
         if inst.enabled:
             by_scope.setdefault(inst.scope, {})[inst.name] = inst
-    built: dict[int, Plugin] = {}
+    routes = {r.name: r.organization for r in config.routes}
+    services = {s.name: s.organization for s in config.services}
+    built: dict[tuple[int, str | None, bool], Plugin] = {}
 
-    def plugin(inst: PluginInstance) -> Plugin:
-        if id(inst) not in built:
-            built[id(inst)] = build_plugin(
-                inst.name, inst.config, replace(env, instance=plugin_key(inst))
+    def plugin(inst: PluginInstance, route: Route) -> Plugin:
+        key = (id(inst), route.organization, route.shared_consumers)
+        if key not in built:
+            built[key] = build_plugin(
+                inst.name,
+                inst.config,
+                replace(
+                    env,
+                    instance=plugin_key(inst),
+                    organization=plugin_owner(inst, routes, services),
+                    consumers=env.consumers.view(route.organization, route.shared_consumers),
+                ),
             )
-        return built[id(inst)]
+        return built[key]
 
     chains: dict[str, PluginChain] = {}
     for route in config.routes:
@@ -167,7 +185,7 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
         for scope in (("global", None), ("service", route.service), ("route", route.name)):
             merged.update(by_scope.get(scope, {}))
         chains[route.name] = (
-            PluginChain.from_plugins([plugin(i) for i in merged.values()])
+            PluginChain.from_plugins([plugin(i, route) for i in merged.values()])
             if merged
             else EMPTY_CHAIN
         )

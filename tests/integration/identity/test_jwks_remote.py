@@ -24,6 +24,7 @@ from portcullis.model.config import Consumer
 from portcullis.plugins.base import RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.jwt_auth import JwtAuth, JwtAuthConfig
+from support.clock import ManualClock
 from support.servers import free_port
 
 
@@ -93,14 +94,6 @@ async def server() -> AsyncIterator[JwksServer]:
         await runner.cleanup()
 
 
-@dataclass
-class Clock:
-    now: float = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     # Like the data plane's session: no automatic decompression.
@@ -118,7 +111,7 @@ async def test_fetch_cache_and_max_age(server: JwksServer, session: aiohttp.Clie
     a = Signer("a")
     server.keys = [a.jwk()]
     server.cache_control = "public, max-age=120"
-    clock = Clock()
+    clock = ManualClock()
     registry = JwksRegistry(session, clock=clock)
     source = registry.source(server.url)
     keys = await source.get("a")
@@ -135,7 +128,7 @@ async def test_kid_rotation_is_picked_up(
 ) -> None:
     a, b = Signer("a"), Signer("b")
     server.keys = [a.jwk()]
-    clock = Clock()
+    clock = ManualClock()
     registry = JwksRegistry(session, clock=clock)
     source = registry.source(server.url, JwksPolicy(refetch_interval=5))
     assert await source.get("a")
@@ -152,7 +145,7 @@ async def test_unknown_kid_refetch_is_rate_limited(
     server: JwksServer, session: aiohttp.ClientSession
 ) -> None:
     server.keys = [Signer("a").jwk()]
-    clock = Clock()
+    clock = ManualClock()
     registry = JwksRegistry(session, clock=clock)
     source = registry.source(server.url, JwksPolicy(refetch_interval=10))
     assert await source.get("a")
@@ -201,7 +194,7 @@ async def test_outage_keeps_serving_the_last_good_set(
 ) -> None:
     server.keys = [Signer("a").jwk()]
     server.cache_control = "max-age=60"
-    clock = Clock()
+    clock = ManualClock()
     registry = JwksRegistry(session, clock=clock)
     source = registry.source(server.url, JwksPolicy(min_ttl=60, refetch_interval=5))
     assert await source.get("a")
@@ -232,7 +225,7 @@ async def test_stale_set_is_refreshed_in_the_background(
 ) -> None:
     a = Signer("a")
     server.keys = [a.jwk()]
-    clock = Clock()
+    clock = ManualClock()
     registry = JwksRegistry(session, clock=clock)
     source = registry.source(server.url, JwksPolicy(min_ttl=1, default_ttl=1))
     assert await source.get("a")

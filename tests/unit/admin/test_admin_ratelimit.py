@@ -5,16 +5,9 @@ from __future__ import annotations
 import re
 
 from portcullis.admin.ratelimit import AdminRateLimiter, Policy, TokenBuckets
+from support.clock import ManualClock
 
 ITEM = re.compile(r'^"(?P<id>[a-z]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def state(headers: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, int]]:
@@ -28,7 +21,7 @@ def state(headers: list[tuple[bytes, bytes]]) -> dict[str, tuple[int, int]]:
 
 
 def test_burst_then_refill_per_credential() -> None:
-    clock = Clock()
+    clock = ManualClock()
     # 60 a minute = 1 a second, burst 3; the IP policy is off.
     limiter = AdminRateLimiter(Policy("caller", 60, 3), Policy("ip", 0, 1), clock=clock)
     verdicts = [limiter.check(b"Bearer a", "10.0.0.1") for _ in range(4)]
@@ -51,7 +44,7 @@ def test_burst_then_refill_per_credential() -> None:
 
 
 def test_the_ip_limit_spans_credentials_and_a_refusal_takes_nothing() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = AdminRateLimiter(Policy("caller", 600, 5), Policy("ip", 60, 2), clock=clock)
     assert limiter.check(b"Bearer guess-1", "203.0.113.9").allowed
     assert limiter.check(b"Bearer guess-2", "203.0.113.9").allowed
@@ -67,7 +60,7 @@ def test_the_ip_limit_spans_credentials_and_a_refusal_takes_nothing() -> None:
 
 
 def test_retry_after_covers_the_slowest_violated_policy() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = AdminRateLimiter(Policy("caller", 6, 1), Policy("ip", 30, 1), clock=clock)
     assert limiter.check(b"t", "ip").allowed
     refused = limiter.check(b"t", "ip")

@@ -9,14 +9,7 @@ import pytest
 from portcullis.cache import CacheEntry, MemoryCache, PurgeScope, cache_key, key_path
 from portcullis.cache.entry import ENTRY_OVERHEAD
 from portcullis.identity.events import EventKind, IdentityEvent
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from support.clock import ManualClock
 
 
 def entry(body: bytes = b"x", *, expires_at: float = 2000.0) -> CacheEntry:
@@ -24,7 +17,7 @@ def entry(body: bytes = b"x", *, expires_at: float = 2000.0) -> CacheEntry:
 
 
 def test_lru_evicts_the_least_recently_used_entry_beyond_max_entries() -> None:
-    cache = MemoryCache(max_entries=2, clock=Clock())
+    cache = MemoryCache(max_entries=2, clock=ManualClock())
     cache.put([("a", entry()), ("b", entry())])
     assert cache.get_now("a") is not None  # a is now the most recent
     cache.put([("c", entry())])
@@ -39,7 +32,7 @@ def test_byte_cap_evicts_oldest_and_tracks_bytes_exactly() -> None:
     body = b"y" * 1000
     size = entry(body).size("k0")
     assert size == 2 + 1000 + len(b"content-type") + len(b"text/plain") + ENTRY_OVERHEAD
-    cache = MemoryCache(max_entries=100, max_bytes=3 * size, clock=Clock())
+    cache = MemoryCache(max_entries=100, max_bytes=3 * size, clock=ManualClock())
     for i in range(3):
         cache.put([(f"k{i}", entry(body))])
     assert cache.bytes == 3 * size
@@ -54,7 +47,7 @@ def test_byte_cap_evicts_oldest_and_tracks_bytes_exactly() -> None:
 
 
 def test_an_entry_larger_than_the_byte_cap_is_not_stored() -> None:
-    cache = MemoryCache(max_bytes=1024, clock=Clock())
+    cache = MemoryCache(max_bytes=1024, clock=ManualClock())
     cache.put([("small", entry())])
     cache.put([("huge", entry(b"z" * 2048))])
     assert "huge" not in cache
@@ -63,7 +56,7 @@ def test_an_entry_larger_than_the_byte_cap_is_not_stored() -> None:
 
 
 def test_ttl_expiry_follows_the_injected_clock() -> None:
-    clock = Clock(1000.0)
+    clock = ManualClock(1000.0)
     cache = MemoryCache(clock=clock)
     cache.put([("k", entry(expires_at=1010.0))])
     clock.now = 1009.999
@@ -78,7 +71,7 @@ def test_ttl_expiry_follows_the_injected_clock() -> None:
 
 
 async def test_get_is_the_async_face_of_get_now() -> None:
-    cache = MemoryCache(clock=Clock())
+    cache = MemoryCache(clock=ManualClock())
     stored = entry(b"body")
     cache.put([("k", stored)])
     assert await cache.get("k") == stored
@@ -106,7 +99,7 @@ def keys_of(route: str, path: str, n: int = 2) -> list[str]:
     ],
 )
 async def test_purge_scopes(scope: PurgeScope, left: set[str]) -> None:
-    cache = MemoryCache(clock=Clock())
+    cache = MemoryCache(clock=ManualClock())
     stored = {
         "orders:/orders/1": keys_of("orders", "/orders/1"),
         "orders:/orders/10": keys_of("orders", "/orders/10"),
@@ -124,7 +117,7 @@ async def test_purge_scopes(scope: PurgeScope, left: set[str]) -> None:
 
 
 def test_purge_events_apply_and_other_events_are_ignored() -> None:
-    cache = MemoryCache(clock=Clock())
+    cache = MemoryCache(clock=ManualClock())
     cache.put([(k, entry()) for k in keys_of("orders", "/a") + keys_of("users", "/b")])
     now = datetime.now(UTC)
     cache.on_events([IdentityEvent(1, EventKind.KEY, "r|orders", now)])

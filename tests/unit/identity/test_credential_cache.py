@@ -22,6 +22,7 @@ from portcullis.identity.events import EventKind, IdentityEvent
 from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.identity.keys import Environment, generate_key
 from portcullis.identity.secrets import ServerSecret
+from support.clock import ManualClock
 
 SECRET = ServerSecret.from_secret(b"unit-test-secret-0123456789abcdef!")
 
@@ -74,14 +75,6 @@ class FakeStore:
         self.touches.append(dict(stamps))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def key_event(key_hash: str, kind: EventKind = EventKind.KEY) -> IdentityEvent:
     return IdentityEvent(1, kind, key_hash, datetime.now(UTC))
 
@@ -122,7 +115,7 @@ async def test_concurrent_misses_for_one_key_share_one_lookup() -> None:
 
 async def test_unknown_key_is_negatively_cached_until_the_ttl() -> None:
     store = FakeStore()
-    clock = Clock()
+    clock = ManualClock()
     cache = CredentialCache(store, SECRET, negative_ttl=30, clock=clock)
     _, unknown = generate_key(Environment.production)
     assert await cache.resolve(unknown) is Rejection.UNKNOWN

@@ -24,19 +24,9 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from support.clock import ManualClock
 
 ALGORITHMS = [a.value for a in model.Algorithm]
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def addr(i: int) -> str:
@@ -62,8 +52,10 @@ def upstream(
     return model.Upstream.model_validate(data)
 
 
-def pool_of(config: model.Upstream, clock: FakeClock | None = None, seed: int = 7) -> UpstreamPool:
-    return build_pools([config], clock=clock or FakeClock(), rng=random.Random(seed))[config.name]
+def pool_of(
+    config: model.Upstream, clock: ManualClock | None = None, seed: int = 7
+) -> UpstreamPool:
+    return build_pools([config], clock=clock or ManualClock(), rng=random.Random(seed))[config.name]
 
 
 def take(pool: UpstreamPool, n: int, client_ip: str = "192.0.2.1") -> list[str]:
@@ -296,7 +288,7 @@ def test_hashing_ring_size_is_bounded_for_huge_weights() -> None:
 # -- latency EWMA -----------------------------------------------------------------------
 
 
-def feed(pool: UpstreamPool, target: TargetState, latency: float, clock: FakeClock) -> None:
+def feed(pool: UpstreamPool, target: TargetState, latency: float, clock: ManualClock) -> None:
     clock.advance(0.1)
     pool.begin(target)
     pool.end(target, Outcome.SUCCESS, latency)
@@ -304,7 +296,7 @@ def feed(pool: UpstreamPool, target: TargetState, latency: float, clock: FakeClo
 
 @pytest.mark.parametrize("n_targets", [2, 3, 6])
 def test_ewma_prefers_faster_targets(n_targets: int) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("latency-ewma", [100] * n_targets), clock)
     ranked = [t.key for t in pool.targets]  # fastest first
     latency = {key: 0.010 * (i + 1) ** 2 for i, key in enumerate(ranked)}
@@ -329,7 +321,7 @@ def test_ewma_prefers_faster_targets(n_targets: int) -> None:
 
 
 def test_ewma_weighs_in_flight_load() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("latency-ewma", [100, 100]), clock)
     fast, slow = pool.targets
     feed(pool, fast, 0.010, clock)
@@ -341,7 +333,7 @@ def test_ewma_weighs_in_flight_load() -> None:
 
 
 def test_ewma_cold_target_gets_one_request_at_a_time() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("latency-ewma", [100, 100]), clock)
     warm, cold = pool.targets
     feed(pool, warm, 0.050, clock)
@@ -351,7 +343,7 @@ def test_ewma_cold_target_gets_one_request_at_a_time() -> None:
 
 
 def test_ewma_peak_counts_at_once_and_decays_back() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("latency-ewma", [100, 100]), clock)
     a, b = pool.targets
     feed(pool, a, 0.010, clock)
@@ -366,7 +358,7 @@ def test_ewma_peak_counts_at_once_and_decays_back() -> None:
 
 
 def test_connect_failures_do_not_make_a_target_look_fast() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("latency-ewma", [100, 100]), clock)
     dead = pool.targets[0]
     feed(pool, dead, 0.200, clock)
@@ -394,7 +386,7 @@ def test_every_algorithm_skips_unavailable_targets(algorithm: str) -> None:
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_half_open_probe_is_reserved_only_on_the_chosen_target(algorithm: str) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream(algorithm, [100] * 5), clock)
     for t in pool.targets:
         trip(t)
@@ -413,7 +405,7 @@ def test_half_open_probe_is_reserved_only_on_the_chosen_target(algorithm: str) -
 
 
 def test_probe_outcome_closes_the_breaker_through_end() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("round-robin", [100]), clock)
     target = pool.targets[0]
     trip(target)
@@ -425,7 +417,7 @@ def test_probe_outcome_closes_the_breaker_through_end() -> None:
 
 
 def test_abandon_releases_probe_and_in_flight_count() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     pool = pool_of(upstream("round-robin", [100]), clock)
     target = pool.targets[0]
     trip(target)
@@ -499,7 +491,7 @@ def test_origin_is_cached_per_scheme() -> None:
 
 
 def test_build_pools_carries_state_over_for_unchanged_targets() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     old = build_pools(
         [upstream(targets=["api-a.internal:80", "api-b.internal:80"], weights=[100, 100])],
         clock=clock,
@@ -591,7 +583,7 @@ async def test_pool_starts_checks_only_when_enabled() -> None:
 
 
 def test_retry_budget_reserve_is_a_rate_not_a_burst() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     budget = RetryBudget(0.0, 5.0, window=10.0, clock=clock)
     # One second's worth at once (not min_per_second x window)...
     assert sum(budget.try_retry() for _ in range(20)) == 5
@@ -606,7 +598,7 @@ def test_retry_budget_reserve_is_a_rate_not_a_burst() -> None:
 def test_retry_budget_caps_a_burst_of_failing_requests() -> None:
     # 1,000 failing requests in 2 s, each wanting a retry: the ratio's 200
     # plus the reserve's 10 per second (and one second's worth up front).
-    clock = FakeClock()
+    clock = ManualClock()
     budget = RetryBudget(0.2, 10.0, window=10.0, clock=clock)
     retries = 0
     for _ in range(1000):
@@ -617,7 +609,7 @@ def test_retry_budget_caps_a_burst_of_failing_requests() -> None:
 
 
 def test_retry_budget_ratio_of_recent_requests() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     budget = RetryBudget(0.2, 0.0, window=10.0, clock=clock)
     assert not budget.try_retry()
     for _ in range(100):
@@ -631,7 +623,7 @@ def test_retry_budget_ratio_of_recent_requests() -> None:
 
 
 def test_retry_budget_refills_as_the_window_slides() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     budget = RetryBudget(0.5, 0.0, window=10.0, clock=clock)
     for _ in range(10):
         budget.record_request()
@@ -650,7 +642,7 @@ def test_retry_budget_refills_as_the_window_slides() -> None:
 
 def test_retry_budget_from_config() -> None:
     budget = RetryBudget.from_config(
-        model.Retries(budget_ratio=0.0, min_per_second=0.3), clock=FakeClock()
+        model.Retries(budget_ratio=0.0, min_per_second=0.3), clock=ManualClock()
     )
     assert sum(budget.try_retry() for _ in range(10)) == 1
 

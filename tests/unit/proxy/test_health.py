@@ -18,17 +18,7 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from support.clock import ManualClock
 
 
 def is_up(health: TargetHealth) -> bool:
@@ -40,7 +30,7 @@ def checks(**sections: dict[str, object]) -> model.HealthChecks:
     return model.HealthChecks.model_validate(sections)
 
 
-def passive_health(clock: FakeClock, **passive: object) -> TargetHealth:
+def passive_health(clock: ManualClock, **passive: object) -> TargetHealth:
     settings: dict[str, object] = {
         "unhealthy_failures": 3,
         "unhealthy_timeouts": 2,
@@ -50,7 +40,7 @@ def passive_health(clock: FakeClock, **passive: object) -> TargetHealth:
     return TargetHealth("api", "10.0.0.1:80", checks(passive=settings), clock=clock)
 
 
-def active_health(clock: FakeClock, **active: object) -> TargetHealth:
+def active_health(clock: ManualClock, **active: object) -> TargetHealth:
     settings: dict[str, object] = {
         "enabled": True,
         "healthy_threshold": 2,
@@ -65,7 +55,7 @@ def active_health(clock: FakeClock, **active: object) -> TargetHealth:
 
 
 def test_consecutive_failures_mark_unhealthy() -> None:
-    health = passive_health(FakeClock())
+    health = passive_health(ManualClock())
     health.record_failure()
     health.record_failure()
     assert is_up(health)
@@ -74,7 +64,7 @@ def test_consecutive_failures_mark_unhealthy() -> None:
 
 
 def test_a_success_resets_the_failure_count() -> None:
-    health = passive_health(FakeClock())
+    health = passive_health(ManualClock())
     health.record_failure()
     health.record_failure()
     health.record_success()
@@ -84,7 +74,7 @@ def test_a_success_resets_the_failure_count() -> None:
 
 
 def test_consecutive_timeouts_have_their_own_threshold() -> None:
-    health = passive_health(FakeClock())
+    health = passive_health(ManualClock())
     health.record_timeout()
     health.record_failure()
     assert is_up(health)
@@ -93,7 +83,7 @@ def test_consecutive_timeouts_have_their_own_threshold() -> None:
 
 
 def test_passive_disabled_ignores_failures() -> None:
-    health = passive_health(FakeClock(), enabled=False)
+    health = passive_health(ManualClock(), enabled=False)
     for _ in range(10):
         health.record_failure()
         health.record_timeout()
@@ -101,7 +91,7 @@ def test_passive_disabled_ignores_failures() -> None:
 
 
 def test_without_active_checks_a_failed_target_is_retried_after_recovery_after() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = passive_health(clock)
     for _ in range(3):
         health.record_failure()
@@ -113,7 +103,7 @@ def test_without_active_checks_a_failed_target_is_retried_after_recovery_after()
 
 
 def test_probation_failure_marks_down_again_at_once() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = passive_health(clock)
     for _ in range(3):
         health.record_failure()
@@ -126,7 +116,7 @@ def test_probation_failure_marks_down_again_at_once() -> None:
 
 
 def test_probation_success_restores_normal_thresholds() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = passive_health(clock)
     for _ in range(2):
         health.record_timeout()
@@ -139,7 +129,7 @@ def test_probation_success_restores_normal_thresholds() -> None:
 
 
 def test_with_active_checks_only_probes_revive_a_passively_failed_target() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = active_health(clock)
     health.record_failure()
     health.record_failure()
@@ -156,7 +146,7 @@ def test_with_active_checks_only_probes_revive_a_passively_failed_target() -> No
 
 
 def test_active_thresholds_count_consecutive_results() -> None:
-    health = active_health(FakeClock())
+    health = active_health(ManualClock())
     health.record_probe(False)
     health.record_probe(False)
     health.record_probe(True)  # resets the failure streak
@@ -174,7 +164,7 @@ def test_active_thresholds_count_consecutive_results() -> None:
 
 
 def test_turning_active_checks_off_starts_the_recovery_timer() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = active_health(clock)
     for _ in range(3):
         health.record_probe(False)
@@ -185,7 +175,7 @@ def test_turning_active_checks_off_starts_the_recovery_timer() -> None:
 
 
 def test_turning_active_checks_on_stops_the_recovery_timer() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = passive_health(clock)
     for _ in range(3):
         health.record_failure()
@@ -197,7 +187,7 @@ def test_turning_active_checks_on_stops_the_recovery_timer() -> None:
 
 
 def test_health_changes_are_logged() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     health = passive_health(clock)
     with capture_logs() as logs:
         for _ in range(3):

@@ -23,14 +23,7 @@ from portcullis.proxy.shedding import (
     build_limiters,
 )
 from portcullis.runtime.snapshot import build_snapshot, implicit_upstream_name
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from support.clock import ManualClock
 
 
 def _config(**overrides: Any) -> AdaptiveConcurrency:
@@ -87,7 +80,7 @@ def test_aimd_stays_within_min_and_max() -> None:
 
 def _feed_window(
     g: GradientLimit,
-    clock: FakeClock,
+    clock: ManualClock,
     rtt: float,
     inflight: int,
     *,
@@ -118,7 +111,7 @@ def _probing(g: GradientLimit) -> bool:
     return g.probing
 
 
-def _probed(initial: int, clock: FakeClock, base: float = 0.1) -> GradientLimit:
+def _probed(initial: int, clock: ManualClock, base: float = 0.1) -> GradientLimit:
     """A gradient limit past its start-up probe, with `base` as no-load latency."""
     g = _gradient(initial)
     _feed_window(g, clock, base, 1, pressured=True)
@@ -127,7 +120,7 @@ def _probed(initial: int, clock: FakeClock, base: float = 0.1) -> GradientLimit:
 
 
 def test_gradient_measures_the_no_load_latency_at_start() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     g = _gradient(50, min_limit=4)
     assert _probing(g)
     assert g.limit == 4  # held at min_limit until the baseline is known
@@ -138,7 +131,7 @@ def test_gradient_measures_the_no_load_latency_at_start() -> None:
 
 
 def test_gradient_probes_again_and_ignores_requests_admitted_before_the_probe() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     g = _gradient(50, min_limit=4, probe_interval=30.0)
     _feed_window(g, clock, 0.1, 4, pressured=True)
     # The upstream got slower for good: 0.3 s even unloaded. Until the next probe the
@@ -174,7 +167,7 @@ def test_gradient_converges_where_queueing_reaches_the_tolerance(initial: int) -
     too-high start (shrinking) and from a too-low one (growing).
     """
     capacity, base = 10, 0.1
-    clock = FakeClock()
+    clock = ManualClock()
     g = _probed(initial, clock, base)
     # Light load: the limit is left alone.
     for _ in range(5):
@@ -188,7 +181,7 @@ def test_gradient_converges_where_queueing_reaches_the_tolerance(initial: int) -
 
 
 def test_gradient_leaves_the_limit_alone_when_it_holds_nothing_back() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     g = _probed(50, clock)
     for _ in range(20):
         _feed_window(g, clock, 0.5, 3, pressured=False)  # slow, but barely used
@@ -196,14 +189,14 @@ def test_gradient_leaves_the_limit_alone_when_it_holds_nothing_back() -> None:
 
 
 def test_gradient_backs_off_on_a_window_with_drops() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     g = _probed(50, clock)
     _feed_window(g, clock, 0.1, 50, pressured=False, dropped_at=3)
     assert g.limit == pytest.approx(45.0)
 
 
 def test_gradient_window_needs_time_and_samples() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     g = _probed(10, clock)
     for _ in range(9):  # nine samples over 5 s: not a window yet
         clock.now += 0.6
@@ -218,7 +211,7 @@ def test_gradient_window_needs_time_and_samples() -> None:
 
 
 def test_class_shares_of_the_limit() -> None:
-    limiter = ConcurrencyLimiter("u", _config(), clock=FakeClock())
+    limiter = ConcurrencyLimiter("u", _config(), clock=ManualClock())
     permits: list[Permit] = []
 
     def fill(cls: int) -> int:
@@ -246,7 +239,7 @@ def test_class_shares_of_the_limit() -> None:
 
 
 def test_an_idle_upstream_admits_every_class() -> None:
-    limiter = ConcurrencyLimiter("u", _config(initial_limit=1, min_limit=1), clock=FakeClock())
+    limiter = ConcurrencyLimiter("u", _config(initial_limit=1, min_limit=1), clock=ManualClock())
     permit = limiter.try_acquire(LOW)
     assert permit is not None
     assert limiter.try_acquire(CRITICAL) is None
@@ -255,7 +248,7 @@ def test_an_idle_upstream_admits_every_class() -> None:
 
 
 def test_release_feeds_the_algorithm_with_the_permits_latency() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = ConcurrencyLimiter("u", _config(latency_target=0.5), clock=clock)
     slow = limiter.try_acquire(NORMAL)
     assert slow is not None
@@ -283,7 +276,7 @@ def test_release_feeds_the_algorithm_with_the_permits_latency() -> None:
 def test_shedding_marks_pressure_so_a_capped_class_can_grow_the_limit() -> None:
     """Only 5 low requests fit a limit of 10, never "half in use" by AIMD's test on its
     own; a shed request during their lifetime tells the algorithm the limit binds."""
-    clock = FakeClock()
+    clock = ManualClock()
     limiter = ConcurrencyLimiter("u", _config(), clock=clock)
     permits = [limiter.try_acquire(LOW) for _ in range(4)]
     assert all(p is not None for p in permits)
@@ -504,7 +497,7 @@ def test_disabling_drops_the_limiter() -> None:
 
 
 def test_build_limiters_uses_the_injected_clock() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     (limiter,) = build_limiters(_gateway().upstreams, clock=clock).values()
     permit = limiter.try_acquire(CRITICAL)
     assert permit is not None
