@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     # How often each data-plane worker checks the store for a newer config version.
     config_poll_interval: float = Field(default=0.25, gt=0, le=60)
+    # Config versions kept in the store (the newest; at most twice as many); 0 keeps all.
+    config_history_keep: int = Field(default=100, ge=0)
     # Requests from these networks may set X-Forwarded-* / Forwarded; others are overwritten.
     trusted_proxies: list[str] = Field(default_factory=list)
     transport: str = Field(default="http1", pattern="^(http1|aiohttp)$")

@@ -117,7 +117,9 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         app.state.admin = AdminState(
             settings=settings,
             engine=engine,
-            editor=ConfigEditor(ConfigRepository(engine)),
+            editor=ConfigEditor(
+                ConfigRepository(engine, keep_versions=settings.config_history_keep)
+            ),
             audit=AuditLog(engine),
             secret=secret,
         )

@@ -15,6 +15,13 @@ so its checks (404, If-Match, duplicates) see the other change and nothing is
 ever overwritten. Within one process a lock serialises mutations, so retries
 only happen across processes. Reads are served from a cache keyed by the
 current version number, which costs one primary-key read per request.
+
+The cached state carries the config's canonical document, shared by every reader:
+nobody mutates it. A plan copies the mapping and the one list it changes, so an
+edit costs O(change) up to validation: `validate_edit` validates only the entries
+that differ from the current document (its models are reused for the rest) and
+then runs the cross-reference check over the whole config. When anything is
+wrong, the whole document is validated the usual way, so errors read the same.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Generic, TypeVar
 
 from portcullis.admin.problems import ApiProblem, pointer_for, validation_problem
 from portcullis.model.config import GatewayConfig
+from portcullis.model.delta import Document, revalidate
 from portcullis.model.loader import ConfigError, Loc, load_config_data
 from portcullis.model.traffic import expired_on_arrival
 from portcullis.problems import ProblemKind
@@ -49,14 +57,18 @@ CONCURRENT_CHANGE = ProblemKind(
 
 @dataclass(frozen=True, slots=True)
 class ConfigState:
-    """The current config and the version it came from (version 0: nothing applied yet)."""
+    """The current config and the version it came from (version 0: nothing applied yet).
+
+    `document` is the config's canonical document, shared: never mutate it.
+    """
 
     version: int
     checksum: str | None
     config: GatewayConfig
+    document: Document
 
 
-EMPTY_STATE = ConfigState(0, None, GatewayConfig())
+EMPTY_STATE = ConfigState(0, None, GatewayConfig(), GatewayConfig().canonical())
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +115,8 @@ class ConfigEditor:
         return self._remember(current)
 
     def _remember(self, version: ConfigVersion) -> ConfigState:
-        state = ConfigState(version.version, version.checksum, version.config)
+        document = version.document if version.document is not None else version.config.canonical()
+        state = ConfigState(version.version, version.checksum, version.config, document)
         if state.version >= self._cached.version:
             self._cached = state
         return state
@@ -121,7 +134,7 @@ class ConfigEditor:
                 edit = plan(current)
                 if edit.document is None:
                     return Applied(edit.result, current, None)
-                config = validate_document(edit.document, edit.locate)
+                config, document = validate_edit(current, edit.document, edit.locate)
                 _admit(current.config, config, edit.locate)
                 try:
                     stored = await self.repository.apply(
@@ -131,6 +144,8 @@ class ConfigEditor:
                         expected_version=current.version,
                         on_write=edit.on_write,
                         previous=current.config,
+                        document=document,
+                        previous_document=current.document,
                     )
                 except ConfigConflict:
                     continue
@@ -176,6 +191,7 @@ class ConfigEditor:
                         expected_version=current.version,
                         on_write=on_write(current) if on_write is not None else None,
                         previous=current.config,
+                        previous_document=current.document,
                     )
                 except ConfigConflict:
                     continue
@@ -210,6 +226,22 @@ def _admit(before: GatewayConfig, after: GatewayConfig, locate: Locator | None) 
         errors.append((pointer or "#", detail))
     if errors:
         raise validation_problem(errors)
+
+
+def validate_edit(
+    current: ConfigState, document: Document, locate: Locator | None = None
+) -> tuple[GatewayConfig, Document]:
+    """The config of an edited copy of `current.document`, and its canonical document.
+
+    Only the entries that changed are validated (`model.delta.revalidate`); when that
+    path can't vouch for the result, the whole document is validated by
+    `validate_document`, whose 422 names every problem.
+    """
+    done = revalidate(current.config, current.document, document)
+    if done is not None:
+        return done
+    config = validate_document(document, locate)
+    return config, config.canonical()
 
 
 def validate_document(document: Any, locate: Locator | None = None) -> GatewayConfig:

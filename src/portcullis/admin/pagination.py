@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import inspect
 import json
 import re
@@ -156,6 +157,59 @@ def paginate(
         last = page[-1]
         next_cursor = encode_cursor(values(last), identity_of(last), keys)
     return Page(page, next_cursor)
+
+
+class SortedIndex:
+    """Items sorted once by `keys` (then identity), for pages cut by keyset cursors.
+
+    A page is found by bisecting to the cursor and scanning forward while items pass
+    the filter, so it costs O(log n + what the filter skips), not a sort of every item.
+    The items are shared: callers must not mutate them.
+    """
+
+    __slots__ = ("_items", "_keys", "_tuples")
+
+    def __init__(
+        self,
+        items: Sequence[dict[str, Any]],
+        identity_of: Callable[[dict[str, Any]], str],
+        keys: Sequence[SortKey],
+    ) -> None:
+        self._keys = tuple(keys)
+        decorated = sorted(
+            (
+                (_sort_tuple([item.get(k.field) for k in keys], identity_of(item), keys), i)
+                for i, item in enumerate(items)
+            ),
+            key=lambda pair: pair[0],
+        )
+        self._tuples = [t for t, _ in decorated]
+        self._items = [items[i] for _, i in decorated]
+
+    def page(
+        self, matches: Callable[[dict[str, Any]], bool], *, limit: int, cursor: str | None
+    ) -> Page:
+        """The first `limit` matching items after `cursor`, and the next cursor if any."""
+        start = 0
+        if cursor:
+            after_values, after_id = _decode_cursor(cursor, self._keys)
+            start = bisect.bisect_right(
+                self._tuples, _sort_tuple(after_values, after_id, self._keys)
+            )
+        page: list[dict[str, Any]] = []
+        last = -1
+        for i in range(start, len(self._items)):
+            item = self._items[i]
+            if not matches(item):
+                continue
+            if len(page) == limit:
+                previous = self._items[last]
+                values = [previous.get(k.field) for k in self._keys]
+                identity = str(self._tuples[last][-1])
+                return Page(page, encode_cursor(values, identity, self._keys))
+            page.append(item)
+            last = i
+        return Page(page, None)
 
 
 def parse_int_cursor(cursor: str) -> int:

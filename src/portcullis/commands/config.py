@@ -245,7 +245,7 @@ def apply(
         from portcullis.store.config_repository import ConfigRepository
 
         await _require_schema(engine, migrate_if_empty=True)
-        repo = ConfigRepository(engine)
+        repo = ConfigRepository(engine, keep_versions=Settings().config_history_keep)
         current = await repo.current()
         before = current.config if current else GatewayConfig()
         changes = diff_configs(before, config)
@@ -389,9 +389,8 @@ def rollback(
 
         if not await _require_schema(engine, migrate_if_empty=False):
             raise UserError("the store has no config versions yet")
-        return await ConfigRepository(engine).rollback(
-            version, author=_author(author), comment=comment
-        )
+        repo = ConfigRepository(engine, keep_versions=Settings().config_history_keep)
+        return await repo.rollback(version, author=_author(author), comment=comment)
 
     if not _store_exists(url):
         raise UserError("the store has no config versions yet")

@@ -37,7 +37,7 @@ async def prepare_store(settings: Settings, config_file: Path | None) -> int:
     await upgrade_to_head(settings.database_url)
     engine = create_engine(settings.database_url)
     try:
-        repo = ConfigRepository(engine)
+        repo = ConfigRepository(engine, keep_versions=settings.config_history_keep)
         if config_file is not None:
             try:
                 config = load_config_file(config_file)

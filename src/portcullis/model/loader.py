@@ -54,7 +54,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z0-9_-]+$")
 _LOCATION_TOKEN = re.compile(r'\.([^.\[\]]+)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]')
 _VALUE_ERROR_PREFIXES = ("Value error, ", "Assertion failed, ")
 # Top-level entity lists and the model of one entry, used by the second reference pass.
-_ENTITY_LISTS: dict[str, type[BaseModel]] = {
+ENTITY_LISTS: dict[str, type[BaseModel]] = {
     "services": Service,
     "upstreams": Upstream,
     "routes": Route,
@@ -142,6 +142,8 @@ def parse_location(location: str) -> Loc:
 
 # --------------------------------------------------------------------------- loading
 
+_EMPTY = ConfigIssue("", "the document is empty; write '{}' for an empty configuration")
+
 
 def load_config_file(path: str | PathLike[str]) -> GatewayConfig:
     """Load a config file: JSON when the name ends in `.json`, YAML otherwise.
@@ -174,14 +176,21 @@ def load_config_text(
         except json.JSONDecodeError as exc:
             issue = ConfigIssue("", f"invalid JSON: {exc.msg}", exc.lineno, exc.colno)
             raise ConfigError([issue], source=source) from None
-        node = _compose_quietly(text)
         issues: list[ConfigIssue] = []
-    else:
-        data, node, issues = _parse_yaml(text, source)
+        if data is None:
+            issues.append(_EMPTY)
+            raise ConfigError(issues, source=source)
+        try:
+            return _validate(data, None, source)
+        except ConfigError as exc:
+            # Line numbers come from a YAML node tree of the text: composing one costs
+            # far more than parsing the JSON, so only a document with errors pays for it.
+            node = _compose_quietly(text)
+            positioned = [_with_position(i, node) for i in exc.errors]
+            raise ConfigError(_in_document_order(positioned), source=source) from None
+    data, node, issues = _parse_yaml(text, source)
     if data is None:
-        issues.append(
-            ConfigIssue("", "the document is empty; write '{}' for an empty configuration")
-        )
+        issues.append(_EMPTY)
     if issues:
         raise ConfigError(issues, source=source)
     return _validate(data, node, source)
@@ -277,8 +286,11 @@ def _validate(data: Any, node: yaml.Node | None, source: str) -> GatewayConfig:
     if not references_checked and isinstance(data, dict):
         issues.extend(_references_of_valid_entities(data, errors))
     issues = _dedupe([_with_position(i, node) for i in issues])
-    issues.sort(key=lambda i: (i.line is None, i.line or 0, i.column or 0))
-    raise ConfigError(issues, source=source)
+    raise ConfigError(_in_document_order(issues), source=source)
+
+
+def _in_document_order(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    return sorted(issues, key=lambda i: (i.line is None, i.line or 0, i.column or 0))
 
 
 def _reference_errors(err: ErrorDetails) -> ReferenceErrors | None:
@@ -361,13 +373,13 @@ def _references_of_valid_entities(
     failed_locs = {err["loc"] for err in errors}
     invalid: set[Loc] = set()
     for loc in failed_locs:
-        if len(loc) >= 2 and loc[0] in _ENTITY_LISTS and isinstance(loc[1], int):
+        if len(loc) >= 2 and loc[0] in ENTITY_LISTS and isinstance(loc[1], int):
             invalid.add(loc[:2])
-        elif loc and loc[0] in _ENTITY_LISTS:
+        elif loc and loc[0] in ENTITY_LISTS:
             invalid.add(loc[:1])  # the list itself is malformed: skip the whole kind
     lists: dict[str, list[Any]] = {}
     placeholders: dict[Loc, BaseModel] = {}
-    for kind, model in _ENTITY_LISTS.items():
+    for kind, model in ENTITY_LISTS.items():
         raw = data.get(kind, [])
         entries: list[Any] = []
         if (kind,) not in invalid and isinstance(raw, list):

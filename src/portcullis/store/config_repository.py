@@ -1,9 +1,26 @@
 """Versioned storage of the gateway config.
 
-Every apply stores the whole config as a canonical JSON document (sorted keys, no
-whitespace) with its sha256 checksum, in a new row of an append-only history;
-`config_head` points at the current row. A rollback is a new version whose
-document equals an old one, so the history reads as what actually happened.
+Every apply stores a new row of an append-only history; `config_head` points at the
+current row. A version's document is the config's canonical JSON (sorted keys, no
+whitespace) and its sha256 `checksum` identifies the content. A rollback is a new
+version whose document equals an old one, so the history reads as what actually
+happened.
+
+Rows hold either the whole document (a keyframe) or a delta against the version
+before it (model/delta.py: which slice of which entity list changed). A
+one-field edit of a 50,000-consumer config therefore stores one consumer, not the
+document. A version is rebuilt from its keyframe by applying the deltas after it;
+a new keyframe is written when the deltas since the last one add up to more than
+a whole document, or there are `MAX_CHAIN` of them, so rebuilding reads at most
+about twice a document. The last document this repository wrote or rebuilt is
+kept in memory, so the next write computes its delta without reading anything.
+
+Retention: with `keep_versions` = N, the newest N versions are always kept, and at
+most 2N - 1. Each write deletes the versions before the keyframe the oldest kept
+version is rebuilt from; once N versions have piled up between that keyframe and
+the oldest kept version, the latter is rewritten as a keyframe and everything
+before it is deleted (one document write per N versions). A rollback to a pruned
+version is `NotFound`.
 
 Writers serialise on the head row (`SELECT … FOR UPDATE` on PostgreSQL,
 `BEGIN IMMEDIATE` on SQLite), which gives concurrent applies distinct,
@@ -19,8 +36,8 @@ transaction, so the change and its record commit or roll back together.
 
 A version that drops consumers retires their credentials in the same transaction
 (identity/consumer_credentials.py), whichever path wrote it. Which consumers were
-dropped is known from the config the writer started from (`previous`, pinned by
-`expected_version`), or else read from the head's stored document.
+dropped is known from the document the writer started from (`previous`, pinned by
+`expected_version`), or else from the head's stored document.
 """
 
 from __future__ import annotations
@@ -32,12 +49,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
+from portcullis.model.delta import Document, apply_delta, compute_delta
 from portcullis.model.loader import load_config_data
 from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
@@ -45,8 +63,13 @@ from portcullis.store.errors import NotFound
 from portcullis.store.tables import HEAD_ROW_ID, ConfigHeadRow, ConfigVersionRow
 
 _WRITE_ATTEMPTS = 5
-_VERSION_COLUMNS = select(*ConfigVersionRow.__table__.c)
-_SUMMARY_COLUMNS = (
+# At most this many deltas follow a keyframe (bounds the work of rebuilding a version).
+MAX_CHAIN = 1000
+# A keyframe also stores its delta when that is at most 1/16 of the document.
+_KEYFRAME_DELTA_SHARE = 16
+# Versions kept by default (the newest); 0 keeps every version.
+DEFAULT_KEEP_VERSIONS = 100
+_META_COLUMNS = (
     ConfigVersionRow.version,
     ConfigVersionRow.created_at,
     ConfigVersionRow.author,
@@ -54,6 +77,7 @@ _SUMMARY_COLUMNS = (
     ConfigVersionRow.checksum,
     ConfigVersionRow.source_version,
 )
+_SUMMARY_COLUMNS = _META_COLUMNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +98,8 @@ class ConfigVersion:
 
     `source_version` is set on versions made by a rollback (the version restored).
     `created` is False only on a result of `apply`/`rollback` that found the config
-    identical to the current one and therefore stored nothing.
+    identical to the current one and therefore stored nothing. `document` is the
+    config's canonical document (shared: never mutate it).
     """
 
     version: int
@@ -85,6 +110,7 @@ class ConfigVersion:
     config: GatewayConfig
     source_version: int | None = None
     created: bool = True
+    document: Document | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +126,14 @@ class ConfigHead:
 OnWrite = Callable[[AsyncConnection, "ConfigVersion"], Awaitable[None]]
 
 
+def canonical_text(document: Document) -> str:
+    """The stored form of a canonical document: equal documents give equal strings."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(config: GatewayConfig) -> str:
     """The stored form of a config: equal configs give equal strings (and checksums)."""
-    return json.dumps(config.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_text(config.canonical())
 
 
 def checksum_of(document: str) -> str:
@@ -110,13 +141,19 @@ def checksum_of(document: str) -> str:
 
 
 class ConfigRepository:
-    """Config versions in the store behind `engine` (the schema must be migrated)."""
+    """Config versions in the store behind `engine` (the schema must be migrated).
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    `keep_versions` is the retention policy (see the module docstring; 0: keep all).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, keep_versions: int = DEFAULT_KEEP_VERSIONS) -> None:
         self._engine = engine
+        self.keep_versions = keep_versions
         # Every read below is one statement, consistent on its own: no transaction needed.
         self._reader = single_read_engine(engine)
         self._version_query = select(ConfigHeadRow.version).where(ConfigHeadRow.id == HEAD_ROW_ID)
+        # The last document written or rebuilt here, by version (versions never change).
+        self._known: tuple[int, Document] | None = None
 
     async def current_version(self) -> int:
         """The current version number, 0 when nothing was ever applied (one primary-key read)."""
@@ -137,21 +174,21 @@ class ConfigRepository:
 
     async def current(self) -> ConfigVersion | None:
         """The current version with its config, or None when the store is empty."""
-        query = _VERSION_COLUMNS.join_from(
-            ConfigVersionRow, ConfigHeadRow, ConfigHeadRow.version == ConfigVersionRow.version
-        )
-        async with self._reader.connect() as conn:
-            row = (await conn.execute(query.where(ConfigHeadRow.id == HEAD_ROW_ID))).first()
-        return None if row is None else _to_version(row)
+        async with self._engine.connect() as conn:
+            version = await conn.scalar(self._version_query)
+            if version is None:
+                return None
+            return await self._version(conn, version)
 
     async def get(self, version: int) -> ConfigVersion:
-        """One version; raises `NotFound` if there is no such version."""
-        query = _VERSION_COLUMNS.where(ConfigVersionRow.version == version)
-        async with self._reader.connect() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None:
-            raise NotFound(f"config version {version} does not exist")
-        return _to_version(row)
+        """One version; raises `NotFound` if there is no such version (or it was pruned)."""
+        async with self._engine.connect() as conn:
+            return await self._version(conn, version)
+
+    async def document(self, version: int) -> Document:
+        """One version's canonical document, not validated; `NotFound` if there is none."""
+        async with self._engine.connect() as conn:
+            return await self._document_at(conn, version)
 
     async def list_versions(
         self, limit: int = 50, before: int | None = None
@@ -173,23 +210,30 @@ class ConfigRepository:
         expected_version: int | None = None,
         on_write: OnWrite | None = None,
         previous: GatewayConfig | None = None,
+        document: Document | None = None,
+        previous_document: Document | None = None,
     ) -> ConfigVersion:
         """Store `config` as the new current version, atomically.
 
         When it is identical to the current config nothing is stored and the current
         version is returned with `created=False`. With `expected_version`, raises
         `ConfigConflict` unless the head is still at that version (0: empty store);
-        `previous` may then give that version's config (it saves reading it back).
-        `on_write` runs in the same transaction, also when nothing was stored.
+        `previous` (and `previous_document`, its canonical document) may then give
+        that version's config, which saves reading it back. `document` is `config`'s
+        canonical document when the caller has it. `on_write` runs in the same
+        transaction, also when nothing was stored.
         """
         return await self._store(
             config,
+            document if document is not None else config.canonical(),
             author=author,
             comment=comment,
             source_version=None,
             expected_version=expected_version,
             on_write=on_write,
-            previous=previous,
+            previous=_Previous(previous, previous_document)
+            if expected_version is not None
+            else None,
         )
 
     async def rollback(
@@ -201,38 +245,107 @@ class ConfigRepository:
         expected_version: int | None = None,
         on_write: OnWrite | None = None,
         previous: GatewayConfig | None = None,
+        previous_document: Document | None = None,
     ) -> ConfigVersion:
         """Make the config of `to_version` current again, as a new version.
 
         The old document is validated against today's schema first, so a rollback
         can't install a config this release can't serve. Raises `NotFound` for an
-        unknown version and `ConfigError` for a document that no longer validates;
-        `expected_version`, `on_write` and `previous` work as for `apply`.
+        unknown (or pruned) version and `ConfigError` for a document that no longer
+        validates; `expected_version`, `on_write` and `previous` work as for `apply`.
         """
         target = await self.get(to_version)
+        assert target.document is not None
         return await self._store(
             target.config,
+            target.document,
             author=author,
             comment=comment if comment is not None else f"rollback to version {to_version}",
             source_version=to_version,
             expected_version=expected_version,
             on_write=on_write,
-            previous=previous,
+            previous=_Previous(previous, previous_document)
+            if expected_version is not None
+            else None,
         )
+
+    # ------------------------------------------------------------------ reading
+
+    async def _version(self, conn: AsyncConnection, version: int) -> ConfigVersion:
+        row = (
+            await conn.execute(select(*_META_COLUMNS).where(ConfigVersionRow.version == version))
+        ).first()
+        if row is None:
+            raise NotFound(f"config version {version} does not exist")
+        document = await self._document_at(conn, version)
+        config = load_config_data(document, source=f"config version {version}")
+        return _to_version(row, config=config, document=document)
+
+    async def _document_at(self, conn: AsyncConnection, version: int) -> Document:
+        """Rebuild `version`'s document: from the one known here by the deltas after it when
+        every version in between has one, else from its keyframe."""
+        known = self._known
+        if known is not None and known[0] == version:
+            return known[1]
+        if known is not None and known[0] < version:
+            rows = (
+                await conn.execute(
+                    select(ConfigVersionRow.version, ConfigVersionRow.delta)
+                    .where(ConfigVersionRow.version.between(known[0] + 1, version))
+                    .order_by(ConfigVersionRow.version)
+                )
+            ).all()
+            numbers = [r.version for r in rows]
+            if numbers == list(range(known[0] + 1, version + 1)) and all(
+                r.delta is not None for r in rows
+            ):
+                document = known[1]
+                for r in rows:
+                    document = apply_delta(document, json.loads(r.delta))
+                self._known = (version, document)
+                return document
+        keyframe = await conn.scalar(
+            select(ConfigVersionRow.keyframe).where(ConfigVersionRow.version == version)
+        )
+        if keyframe is None:
+            raise NotFound(f"config version {version} does not exist")
+        chain = (
+            await conn.execute(
+                select(ConfigVersionRow.version, ConfigVersionRow.document, ConfigVersionRow.delta)
+                .where(ConfigVersionRow.version.between(keyframe, version))
+                .order_by(ConfigVersionRow.version)
+            )
+        ).all()
+        if [r.version for r in chain] != list(range(keyframe, version + 1)):
+            raise NotFound(f"config version {version} can't be rebuilt: a version is missing")
+        rebuilt: Document | None = None
+        for link in chain:
+            if link.version == keyframe:
+                if link.document is None:
+                    raise NotFound(f"config version {version} can't be rebuilt: no keyframe")
+                rebuilt = json.loads(link.document)
+            elif rebuilt is not None and link.delta is not None:
+                rebuilt = apply_delta(rebuilt, json.loads(link.delta))
+        assert rebuilt is not None
+        self._known = (version, rebuilt)
+        return rebuilt
+
+    # ------------------------------------------------------------------ writing
 
     async def _store(
         self,
         config: GatewayConfig,
+        document: Document,
         *,
         author: str | None,
         comment: str | None,
         source_version: int | None,
         expected_version: int | None,
         on_write: OnWrite | None,
-        previous: GatewayConfig | None = None,
+        previous: _Previous | None,
     ) -> ConfigVersion:
-        document = canonical_json(config)
-        checksum = checksum_of(document)
+        text = canonical_text(document)
+        checksum = checksum_of(text)
         attempt = 0
         while True:
             attempt += 1
@@ -241,19 +354,19 @@ class ConfigRepository:
                 async with write_transaction(self._engine) as conn:
                     stored = await self._store_locked(
                         conn,
-                        config,
-                        document,
-                        checksum,
+                        _New(config, document, text, checksum),
                         author,
                         comment,
                         source_version,
                         expected_version,
-                        previous if expected_version is not None else None,
+                        previous,
                     )
                     if on_write is not None:
                         in_hook = True
                         await on_write(conn, stored)
-                    return stored
+                if stored.created:
+                    self._known = (stored.version, document)
+                return stored
             except IntegrityError:
                 # Lost a race on the version key or on creating the head row: go again.
                 # The hook's own integrity errors are its caller's to handle.
@@ -263,14 +376,12 @@ class ConfigRepository:
     async def _store_locked(
         self,
         conn: AsyncConnection,
-        config: GatewayConfig,
-        document: str,
-        checksum: str,
+        new: _New,
         author: str | None,
         comment: str | None,
         source_version: int | None,
         expected_version: int | None,
-        previous: GatewayConfig | None,
+        previous: _Previous | None,
     ) -> ConfigVersion:
         head_query = (
             select(ConfigHeadRow.version, ConfigHeadRow.checksum)
@@ -278,15 +389,23 @@ class ConfigRepository:
             .with_for_update()
         )
         head = (await conn.execute(head_query)).first()
-        if expected_version is not None:
-            current = head.version if head is not None and head.version is not None else 0
-            if current != expected_version:
-                raise ConfigConflict(expected_version, current)
-        if head is not None and head.version is not None and head.checksum == checksum:
-            query = _VERSION_COLUMNS.where(ConfigVersionRow.version == head.version)
-            return _to_version((await conn.execute(query)).one(), config=config, created=False)
+        head_version = head.version if head is not None and head.version is not None else 0
+        if expected_version is not None and head_version != expected_version:
+            raise ConfigConflict(expected_version, head_version)
+        if head is not None and head_version and head.checksum == new.checksum:
+            query = select(*_META_COLUMNS).where(ConfigVersionRow.version == head_version)
+            row = (await conn.execute(query)).one()
+            return _to_version(row, config=new.config, created=False, document=new.document)
         latest = await conn.scalar(select(func.max(ConfigVersionRow.version)))
         version = (latest or 0) + 1
+        before: Document | None = None
+        if head_version:
+            before = (
+                previous.document
+                if previous is not None and previous.document is not None
+                else await self._document_at(conn, head_version)
+            )
+        values = await self._row_values(conn, new, before, head_version, version)
         now = datetime.now(UTC)
         await conn.execute(
             insert(ConfigVersionRow).values(
@@ -294,41 +413,129 @@ class ConfigRepository:
                 created_at=now,
                 author=author,
                 comment=comment,
-                checksum=checksum,
-                document=document,
+                checksum=new.checksum,
                 source_version=source_version,
+                **values,
             )
         )
-        values = {"version": version, "checksum": checksum, "updated_at": now}
+        head_values = {"version": version, "checksum": new.checksum, "updated_at": now}
         if head is None:
-            await conn.execute(insert(ConfigHeadRow).values(id=HEAD_ROW_ID, **values))
+            await conn.execute(insert(ConfigHeadRow).values(id=HEAD_ROW_ID, **head_values))
         else:
             await conn.execute(
-                update(ConfigHeadRow).where(ConfigHeadRow.id == HEAD_ROW_ID).values(**values)
+                update(ConfigHeadRow).where(ConfigHeadRow.id == HEAD_ROW_ID).values(**head_values)
             )
-        if head is not None and head.version is not None:
-            before = (
-                {c.username for c in previous.consumers}
-                if previous is not None
-                else await _usernames_at(conn, head.version)
+        await self._prune(conn, version)
+        if before is not None:
+            dropped = _usernames(before) - {c.username for c in new.config.consumers}
+            await retire_credentials(conn, sorted(dropped), version=version)
+        return ConfigVersion(
+            version,
+            now,
+            author,
+            comment,
+            new.checksum,
+            new.config,
+            source_version,
+            document=new.document,
+        )
+
+    async def _row_values(
+        self,
+        conn: AsyncConnection,
+        new: _New,
+        before: Document | None,
+        head_version: int,
+        version: int,
+    ) -> dict[str, Any]:
+        """The storage columns of a new version: a delta when one is worth it, else a keyframe."""
+        keyframe_values: dict[str, Any] = {"document": new.text, "delta": None, "keyframe": version}
+        if before is None or head_version != version - 1:
+            return keyframe_values
+        delta = compute_delta(before, new.document)
+        if delta is None:
+            return keyframe_values
+        delta_text = canonical_text(delta)
+        keyframe = await conn.scalar(
+            select(ConfigVersionRow.keyframe).where(ConfigVersionRow.version == head_version)
+        )
+        if keyframe is None:
+            return keyframe_values
+        chain, chain_bytes = (
+            await conn.execute(
+                select(
+                    func.count(), func.coalesce(func.sum(func.length(ConfigVersionRow.delta)), 0)
+                ).where(ConfigVersionRow.version > keyframe)
             )
-            kept = {c.username for c in config.consumers}
-            await retire_credentials(conn, sorted(before - kept), version=version)
-        return ConfigVersion(version, now, author, comment, checksum, config, source_version)
+        ).one()
+        if chain + 1 > MAX_CHAIN or chain_bytes + len(delta_text) > len(new.text):
+            # A keyframe; a small delta is kept beside it, so that readers who hold the
+            # version before (every data-plane worker) need not parse the document.
+            small = len(delta_text) * _KEYFRAME_DELTA_SHARE <= len(new.text)
+            return {**keyframe_values, "delta": delta_text if small else None}
+        return {"document": None, "delta": delta_text, "keyframe": keyframe}
+
+    async def _prune(self, conn: AsyncConnection, version: int) -> None:
+        """Delete versions the retention policy no longer needs (see the module docstring)."""
+        if self.keep_versions <= 0:
+            return
+        oldest_kept = version - self.keep_versions + 1
+        if oldest_kept <= 1:
+            return
+        keyframe = await conn.scalar(
+            select(ConfigVersionRow.keyframe).where(ConfigVersionRow.version == oldest_kept)
+        )
+        if keyframe is None:
+            return
+        if oldest_kept - keyframe >= self.keep_versions:
+            # The chain behind the oldest kept version has grown as long as the history
+            # kept: make that version a keyframe (once per `keep_versions` writes).
+            document = await self._document_at(conn, oldest_kept)
+            await conn.execute(
+                update(ConfigVersionRow)
+                .where(ConfigVersionRow.version == oldest_kept)
+                .values(document=canonical_text(document), delta=None, keyframe=oldest_kept)
+            )
+            await conn.execute(
+                update(ConfigVersionRow)
+                .where(
+                    ConfigVersionRow.version > oldest_kept, ConfigVersionRow.keyframe == keyframe
+                )
+                .values(keyframe=oldest_kept)
+            )
+            keyframe = oldest_kept
+        await conn.execute(delete(ConfigVersionRow).where(ConfigVersionRow.version < keyframe))
 
 
-async def _usernames_at(conn: AsyncConnection, version: int) -> set[str]:
-    """The consumer usernames of a stored version (its document is parsed, not validated)."""
-    query = select(ConfigVersionRow.document).where(ConfigVersionRow.version == version)
-    document = json.loads(await conn.scalar(query) or "{}")
+@dataclass(frozen=True, slots=True)
+class _New:
+    """A version about to be stored: its config, canonical document, stored text, checksum."""
+
+    config: GatewayConfig
+    document: Document
+    text: str
+    checksum: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Previous:
+    """What the writer knows of the version it expects to replace."""
+
+    config: GatewayConfig | None
+    document: Document | None
+
+
+def _usernames(document: Document) -> set[str]:
     return {str(c["username"]) for c in document.get("consumers", [])}
 
 
 def _to_version(
-    r: Row[Any], *, config: GatewayConfig | None = None, created: bool = True
+    r: Row[Any] | Any,
+    *,
+    config: GatewayConfig,
+    created: bool = True,
+    document: Document | None = None,
 ) -> ConfigVersion:
-    if config is None:
-        config = load_config_data(json.loads(r.document), source=f"config version {r.version}")
     return ConfigVersion(
         version=r.version,
         created_at=r.created_at,
@@ -338,4 +545,5 @@ def _to_version(
         config=config,
         source_version=r.source_version,
         created=created,
+        document=document,
     )

@@ -1,7 +1,9 @@
 """Declarative table models. Alembic migrations (store/alembic/versions) create them.
 
-`config_versions` is an append-only history: every apply or rollback adds a row,
-nothing is updated or deleted, so history stays linear and auditable.
+`config_versions` is an append-only history: every apply or rollback adds a row and
+nothing is updated, so history stays linear and auditable. A row holds either the
+whole document (a keyframe) or a delta against the version before it; the oldest
+rows are pruned by the retention policy (store/config_repository.py).
 `config_head` is a single row (id = 1) pointing at the current version. It makes
 the data plane's poll a primary-key lookup and gives writers one row to lock
 (`SELECT … FOR UPDATE` on PostgreSQL) so concurrent applies get distinct,
@@ -56,7 +58,7 @@ class Base(DeclarativeBase):
 
 
 class ConfigVersionRow(Base):
-    """One stored config version: the canonical JSON document and who/when/why."""
+    """One stored config version: its document (whole or as a delta) and who/when/why."""
 
     __tablename__ = "config_versions"
 
@@ -64,9 +66,14 @@ class ConfigVersionRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     author: Mapped[str | None] = mapped_column(String(256))
     comment: Mapped[str | None] = mapped_column(Text)
-    # sha256 hex of `document`; equal checksums mean equal configs.
+    # sha256 hex of the version's canonical JSON document; equal checksums mean equal configs.
     checksum: Mapped[str] = mapped_column(String(64))
-    document: Mapped[str] = mapped_column(Text)
+    # The whole canonical JSON document on a keyframe, NULL on a delta row.
+    document: Mapped[str | None] = mapped_column(Text)
+    # On a delta row: JSON of what changed against version - 1 (model/delta.py).
+    delta: Mapped[str | None] = mapped_column(Text)
+    # The keyframe this version is rebuilt from (its own number on a keyframe).
+    keyframe: Mapped[int] = mapped_column(Integer)
     # Set on a rollback: the version whose document this one restores.
     source_version: Mapped[int | None] = mapped_column(Integer)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -343,3 +344,28 @@ def test_dump_quotes_strings_yaml_would_retype() -> None:
     assert again.services[0].tags == ["yes", "1.0", "null", "~"]
     assert again.consumers[0].custom_id == "0x10"
     assert again.consumers[0].username == "on"
+
+
+def test_valid_json_is_not_composed_as_yaml_but_errors_still_get_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Composing a YAML node tree of a JSON text (for line numbers) costs many times the
+    JSON parse at scale, so only a document with errors pays for it."""
+    from portcullis.model import loader
+
+    composed: list[str] = []
+    real = loader._compose_quietly
+
+    def recording(text: str) -> Any:
+        composed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(loader, "_compose_quietly", recording)
+    good = '{"services": [{"name": "s", "url": "http://127.0.0.1:9"}]}'
+    assert load_config_text(good, source="good.json", format="json").services[0].name == "s"
+    assert composed == []
+    bad = '{\n  "services": [\n    {"name": "s", "url": "nope"}\n  ]\n}'
+    with pytest.raises(ConfigError) as info:
+        load_config_text(bad, source="bad.json", format="json")
+    assert composed == [bad]
+    assert [(e.location, e.line) for e in info.value.errors] == [("services[0]", 3)]

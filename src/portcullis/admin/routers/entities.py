@@ -41,9 +41,10 @@ from portcullis.admin.entities import (
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    SortedIndex,
+    SortKey,
     has_tags,
     page_response,
-    paginate,
     parse_sort,
     sort_pattern,
     split_csv,
@@ -65,6 +66,8 @@ from portcullis.model.config import GatewayConfig
 from portcullis.model.loader import Loc
 
 MERGE_PATCH = "application/merge-patch+json"
+# Sorted views kept per router (one per sort order and upstream in use).
+_MAX_INDEXES = 16
 ETAG_HEADER = {
     "ETag": {"description": "Entity tag of the representation", "schema": {"type": "string"}}
 }
@@ -116,6 +119,35 @@ class _Located:
     documents: list[dict[str, Any]]
     ids: list[str]
     loc: Loc
+    # Index of each id in `ids` (the first, should one repeat).
+    positions: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _IdCache:
+    """Ids (and their positions) of one kind's collection, cached on a router per version."""
+
+    kind: Kind
+
+    def get(
+        self, router: EntityRouter, version: int, upstream: str, docs: list[dict[str, Any]]
+    ) -> tuple[list[str], dict[str, int]]:
+        cache = router._id_cache
+        if router._id_cache_version != version:
+            cache.clear()
+            router._id_cache_version = version
+        key = f"{self.kind.collection}:{upstream}"
+        found = cache.get(key)
+        if found is None:
+            ids = self.kind.ids_of(docs)
+            positions: dict[str, int] = {}
+            for i, entity_id in enumerate(ids):
+                positions.setdefault(entity_id, i)
+            found = cache[key] = (ids, positions)
+        return found
+
+
+UPSTREAM_IDS = _IdCache(UPSTREAMS)
 
 
 class EntityRouter:
@@ -128,6 +160,12 @@ class EntityRouter:
             f"/upstreams/{{upstream}}/{kind.collection}" if nested else f"/{kind.collection}"
         )
         self.tag = kind.title
+        # Sorted views of the current version's collection, by (upstream, sort keys).
+        self._indexes: dict[tuple[str | None, tuple[SortKey, ...]], SortedIndex] = {}
+        self._indexes_version = -1
+        # Ids of the current version's collections (by upstream for targets).
+        self._id_cache: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self._id_cache_version = -1
         out_fields: dict[str, Any] = {}
         if kind is PLUGINS:
             out_fields["id"] = (str, Field(description="Plugin instance id: name[instance]@scope"))
@@ -190,19 +228,66 @@ class EntityRouter:
             ],
         )
 
-    def _locate(self, document: dict[str, Any], upstream: str | None, scope: OrgScope) -> _Located:
-        """The collection this router serves inside `document` (404 for an unknown upstream,
-        or one outside the caller's organization)."""
+    def _locate(
+        self,
+        document: dict[str, Any],
+        upstream: str | None,
+        scope: OrgScope,
+        *,
+        version: int,
+        writable: bool = False,
+    ) -> _Located:
+        """The collection this router serves inside `document`, the canonical document of
+        config `version` (404 for an unknown upstream, or one outside the caller's
+        organization). Ids are computed once per version.
+
+        With `writable`, `document` is a shallow copy of a shared canonical document:
+        the lists (and, for targets, the upstream entry) on the way to the collection
+        are copied into it first, so changing the collection changes nothing shared.
+        """
         if not self.nested:
             docs: list[dict[str, Any]] = document[self.kind.collection]
-            return _Located(docs, self.kind.ids_of(docs), (self.kind.collection,))
+            if writable:
+                docs = document[self.kind.collection] = list(docs)
+            ids, positions = self._ids(version, None, docs)
+            return _Located(docs, ids, (self.kind.collection,), positions)
         ups = document["upstreams"]
-        names = UPSTREAMS.ids_of(ups)
-        if upstream not in names or not scope.sees(ups[names.index(upstream)]):
+        _, upstream_positions = UPSTREAM_IDS.get(self, version, "", ups)
+        i = upstream_positions.get(upstream) if upstream is not None else None
+        if i is None or not scope.sees(ups[i]):
             raise ApiProblem(NOT_FOUND, f"upstream {upstream!r} does not exist")
-        i = names.index(upstream)
+        if writable:
+            ups = document["upstreams"] = list(ups)
+            ups[i] = {**ups[i], "targets": list(ups[i]["targets"])}
         docs = ups[i]["targets"]
-        return _Located(docs, TARGETS.ids_of(docs), ("upstreams", i, "targets"))
+        ids, positions = self._ids(version, upstream, docs)
+        return _Located(docs, ids, ("upstreams", i, "targets"), positions)
+
+    def _ids(
+        self, version: int, upstream: str | None, docs: list[dict[str, Any]]
+    ) -> tuple[list[str], dict[str, int]]:
+        return _IdCache(self.kind).get(self, version, upstream or "", docs)
+
+    def _sorted(
+        self, current: ConfigState, upstream: str | None, scope: OrgScope, keys: tuple[SortKey, ...]
+    ) -> SortedIndex:
+        """The collection in `keys` order, built once per config version (and upstream)."""
+        located = self._locate(current.document, upstream, scope, version=current.version)
+        cache_key = (upstream, keys)
+        if self._indexes_version != current.version:
+            self._indexes.clear()
+            self._indexes_version = current.version
+        index = self._indexes.get(cache_key)
+        if index is None:
+            items = [
+                self._represent(doc, entity_id)
+                for doc, entity_id in zip(located.documents, located.ids, strict=True)
+            ]
+            index = SortedIndex(items, self._identity, keys)
+            if len(self._indexes) >= _MAX_INDEXES:
+                self._indexes.pop(next(iter(self._indexes)))
+            self._indexes[cache_key] = index
+        return index
 
     def _url(self, upstream: str | None, entity_id: str) -> str:
         base = "/admin/v1" + (
@@ -228,10 +313,9 @@ class EntityRouter:
 
     def _find(self, located: _Located, entity_id: str, scope: OrgScope) -> int:
         """The entity's index; 404 when missing or outside the caller's organization."""
-        if entity_id in located.ids:
-            index = located.ids.index(entity_id)
-            if self.nested or scope.sees(located.documents[index]):
-                return index
+        index = located.positions.get(entity_id)
+        if index is not None and (self.nested or scope.sees(located.documents[index])):
+            return index
         raise ApiProblem(NOT_FOUND, f"{self.kind.singular} {entity_id!r} does not exist")
 
     def _existing(
@@ -433,8 +517,10 @@ class EntityRouter:
             scope = await _with_key_owner(state, scope, kw)
 
         def plan(current: ConfigState) -> Edit[_Step]:
-            document = current.config.canonical()
-            located = self._locate(document, kw.get("upstream"), scope)
+            document = dict(current.document)
+            located = self._locate(
+                document, kw.get("upstream"), scope, version=current.version, writable=True
+            )
             done = step(current, document, located, scope)
             if done.after == done.before:
                 return Edit(None, done)
@@ -523,21 +609,19 @@ class EntityRouter:
             q = kw["query"]
             keys = parse_sort(q.sort, kind.sort_fields, kind.sort_fields[0])
             current = await state.editor.state()
-            located = self._locate(current.config.canonical(), kw.get("upstream"), scope)
+            upstream = kw.get("upstream")
+            index = self._sorted(current, upstream, scope, keys)
             wanted_tags = split_csv(q.tags)
-            items = []
-            for doc, entity_id in zip(located.documents, located.ids, strict=True):
+            wanted = [(f, getattr(q, f)) for f in kind.filter_fields if getattr(q, f) is not None]
+
+            def matches(doc: dict[str, Any]) -> bool:
                 if not self.nested and not scope.sees(doc):
-                    continue
+                    return False
                 if wanted_tags and not has_tags(doc, wanted_tags):
-                    continue
-                if any(
-                    getattr(q, f) is not None and _text(doc.get(f)) != getattr(q, f)
-                    for f in kind.filter_fields
-                ):
-                    continue
-                items.append(self._represent(doc, entity_id))
-            page = paginate(items, self._identity, keys, limit=q.limit, cursor=q.cursor)
+                    return False
+                return all(_text(doc.get(f)) == value for f, value in wanted)
+
+            page = index.page(matches, limit=q.limit, cursor=q.cursor)
             return page_response(request, page.items, page.next_cursor)
 
         async def get_entity(**kw: Any) -> Response:
@@ -545,7 +629,9 @@ class EntityRouter:
             state: AdminState = request.app.state.admin
             scope = await scope_of(request, kw["caller"])
             current = await state.editor.state()
-            located = self._locate(current.config.canonical(), kw.get("upstream"), scope)
+            located = self._locate(
+                current.document, kw.get("upstream"), scope, version=current.version
+            )
             index = self._find(located, kw["entity_id"], scope)
             return self._respond(located.documents[index], kw["entity_id"])
 
@@ -558,7 +644,7 @@ class EntityRouter:
             ) -> _Step:
                 new = self._claim(scope, document, None, given)
                 base_id = kind.base_id(new)
-                if base_id in located.ids:
+                if base_id in located.positions:
                     raise self._name_taken(base_id, scope)
                 located.documents.append(new)
                 return _Step(base_id, None, new, len(located.documents) - 1)
