@@ -6,11 +6,12 @@ so what is verified is what the store holds, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.model import GatewayConfig
@@ -20,6 +21,7 @@ from portcullis.store.engine import create_engine
 from portcullis.store.errors import NotFound
 from portcullis.store.migrations import upgrade_to_head
 from portcullis.store.tables import ConfigVersionRow
+from support.migrations import migrate
 
 CONSUMERS = 2000
 
@@ -165,3 +167,28 @@ async def test_keep_zero_keeps_every_version(engine: AsyncEngine) -> None:
     for n in range(1, 8):
         await writer.apply(config(n), author="a", comment=f"edit {n}")
     assert [r[0] for r in await stored_rows(engine)] == list(range(1, 9))
+
+
+async def test_a_downgrade_gives_every_kept_version_its_whole_document_back(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    writer = ConfigRepository(engine)
+    await writer.apply(config(), author="a", comment="all")
+    for n in range(1, 6):
+        await writer.apply(config(n), author="a", comment=f"edit {n}")
+    await engine.dispose()
+
+    await migrate(database_url, "0006", down=True)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(text("SELECT version, document FROM config_versions ORDER BY 1"))
+        ).all()
+    assert [(v, json.loads(d)) for v, d in rows] == [
+        (n + 1, json.loads(canonical_json(config(n or None)))) for n in range(6)
+    ]
+
+    await upgrade_to_head(database_url)
+    reader = ConfigRepository(engine)
+    assert (await reader.get(4)).config == config(3)
+    await reader.apply(config(9), author="a", comment="after the round trip")
+    assert (await ConfigRepository(engine).get(7)).config == config(9)

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alembic import command
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
 from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import alembic_config, upgrade_to_head
-
-
-async def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    cfg = alembic_config()
-
-    def run(connection: Connection) -> None:
-        cfg.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(cfg, revision)
-
-    engine = create_engine(url)
-    try:
-        async with write_transaction(engine) as conn:
-            await conn.run_sync(run)
-    finally:
-        await engine.dispose()
+from portcullis.store.migrations import upgrade_to_head
+from support.migrations import migrate
 
 
 async def test_names_become_ids_and_back(database_url: str) -> None:
-    await _migrate(database_url, "0004")
+    await migrate(database_url, "0004")
     now = datetime.now(UTC)
     engine = create_engine(database_url)
     try:
@@ -69,7 +53,7 @@ async def test_names_become_ids_and_back(database_url: str) -> None:
         assert keys == {"k1": "id-acme", "k2": "id-globex", "k3": None, "k4": None}
         assert client == "id-globex"
 
-        await _migrate(database_url, "0004", down=True)
+        await migrate(database_url, "0004", down=True)
         async with engine.connect() as conn:
             keys = dict((await conn.execute(text("SELECT id, organization FROM api_keys"))).all())
         assert keys == {"k1": "acme", "k2": "globex", "k3": None, "k4": None}
