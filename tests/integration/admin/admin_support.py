@@ -40,6 +40,8 @@ ENDPOINTS += [
     ("GET", "/admin/v1/config/versions", READ),
     ("GET", "/admin/v1/config/versions/{version}", READ),
     ("POST", "/admin/v1/config/rollback", WRITE),
+    ("GET", "/admin/v1/schemas/plugins", READ),
+    ("GET", "/admin/v1/schemas/plugins/{name}", READ),
     ("POST", "/admin/v1/auth/login", "public"),
     ("POST", "/admin/v1/auth/refresh", "public"),
     ("POST", "/admin/v1/auth/logout", "public"),
