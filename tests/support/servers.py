@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from support.threaded_upstream import wait_until
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -186,14 +188,12 @@ def control_plane(database_url: str, *, workers: int = 1) -> Iterator[ControlPla
     env = {"PORTCULLIS_DATABASE_URL": database_url, "PORTCULLIS_LOG_LEVEL": "warning"}
     target = "portcullis.admin.app:create_app"
     with granian_app(target, env=env, workers=workers, timeout=START_TIMEOUT) as port:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+
+        def live() -> bool:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).is_success
             except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the control plane never answered /health/live")
-            time.sleep(0.05)
+                return False
+
+        wait_until(live, timeout=START_TIMEOUT)
         yield ControlPlane(port, database_url)

@@ -195,10 +195,9 @@ async def test_a_websocket_handshake_with_another_organizations_key_is_refused(
     address = f"ws://127.0.0.1:{gw[0].proxy_port}/globex-ws"
     before = ws[0].count
     with pytest.raises(InvalidStatus) as info:
-        async with connect(
+        await connect(
             address, additional_headers={"x-api-key": gw[1]["alice"]}, open_timeout=PROMPT
-        ):
-            pass
+        )
     assert info.value.response.status_code == 401
     assert ws[0].count == before
     async with connect(
