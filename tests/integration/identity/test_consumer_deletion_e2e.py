@@ -8,10 +8,8 @@ the data plane from the deletion on, and stay refused for the new consumer.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +17,11 @@ import httpx
 import pytest
 import yaml
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
-from portcullis.store.engine import create_engine
+from support.admin_session import signed_in_owner
 from support.servers import Gateway, gateway, granian_app
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
 AUDIENCE = "orders-api"
-PASSWORD = "correct horse battery staple"
 # Consecutive answers over fresh connections, so both workers answered.
 STREAK = 12
 
@@ -67,24 +62,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: int) -> Iterator[Gate
         yield g
 
 
-async def _create_owner(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        await AuthService(engine).create_user("owner@example.com", PASSWORD, Role.OWNER)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def admin(gw: Gateway) -> Iterator[httpx.Client]:
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _create_owner(gw.database_url)).result()
-    with httpx.Client(base_url=gw.admin_url, timeout=10) as client:
-        login = client.post(
-            "/admin/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}
-        )
-        assert login.status_code == 200, login.text
-        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+    with signed_in_owner(gw, "owner@example.com") as client:
         yield client
 
 

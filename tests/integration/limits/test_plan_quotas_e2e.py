@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,11 @@ import httpx
 import pytest
 import yaml
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
-from portcullis.store.engine import create_engine
+from support.admin_session import signed_in_owner
 from support.redis import RedisServer
 from support.servers import Gateway, gateway, granian_app
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
-PASSWORD = "correct horse battery staple"
 QUOTA = 20
 
 
@@ -75,14 +71,6 @@ def config(upstream: int) -> dict[str, Any]:
     }
 
 
-async def _create_owner(database_url: str) -> None:
-    engine = create_engine(database_url)
-    try:
-        await AuthService(engine).create_user("plans@example.com", PASSWORD, Role.OWNER)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[int]:
     with granian_app(DEMO, workers=1) as port:
@@ -108,14 +96,7 @@ def gw(
 
 @pytest.fixture(scope="module")
 def admin(gw: Gateway) -> Iterator[httpx.Client]:
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _create_owner(gw.database_url)).result()
-    with httpx.Client(base_url=gw.admin_url, timeout=10) as client:
-        login = client.post(
-            "/admin/v1/auth/login", json={"email": "plans@example.com", "password": PASSWORD}
-        )
-        assert login.status_code == 200, login.text
-        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+    with signed_in_owner(gw, "plans@example.com") as client:
         yield client
 
 
