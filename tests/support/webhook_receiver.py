@@ -54,6 +54,15 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def verifies(self, delivery: Delivery) -> bool:
+        """Whether this receiver's secret verifies `delivery` (e.g. after a rotation)."""
+        assert self.secret is not None
+        try:
+            Webhook(self.secret).verify(delivery.body, dict(delivery.headers), json_parse=False)
+        except WebhookVerificationError:
+            return False
+        return True
+
     def answer(self, *answers: Answer | Hold) -> None:
         self.script.extend(answers)
 

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.events.catalogue import EventType, event_type
 from portcullis.store.analytics_tables import EventRow
 from portcullis.store.engine import write_transaction
+from portcullis.webhooks import outbox
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
@@ -65,6 +66,8 @@ class Event:
     kind: str
     subject: str
     data: dict[str, Any]
+    # None: a gateway-wide event (operators see it); else the organization it belongs to.
+    organization_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ class Event:
             "kind": self.kind,
             "subject": self.subject,
             "data": self.data,
+            "organization_id": self.organization_id,
         }
 
     @classmethod
@@ -88,6 +92,7 @@ class Event:
             kind=str(value["kind"]),
             subject=str(value["subject"]),
             data=data,
+            organization_id=value.get("organization_id"),
         )
 
 
@@ -102,8 +107,10 @@ async def record_event(
     data: Mapping[str, Any] | None = None,
     *,
     now: datetime | None = None,
+    organization_id: str | None = None,
 ) -> Event:
-    """Store one event in the caller's transaction (it commits or rolls back with it).
+    """Store one event in the caller's transaction (it commits or rolls back with it),
+    with the webhook messages it causes (the transactional outbox).
 
     `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
     Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
@@ -113,12 +120,28 @@ async def record_event(
     text = _dump(payload)
     occurred = now if now is not None else datetime.now(UTC)
     result = await conn.execute(
-        insert(EventRow).values(occurred_at=occurred, kind=kind_value, subject=subject, data=text)
+        insert(EventRow).values(
+            occurred_at=occurred,
+            kind=kind_value,
+            subject=subject,
+            data=text,
+            organization_id=organization_id,
+        )
     )
     (event_id,) = result.inserted_primary_key or (None,)
     if event_id is None:  # pragma: no cover - every supported driver reports the new id
         raise RuntimeError("the store did not report the new event's id")
-    return Event(int(event_id), occurred, kind_value, subject, json.loads(text))
+    event = Event(int(event_id), occurred, kind_value, subject, json.loads(text), organization_id)
+    await outbox.enqueue(
+        conn,
+        event_id=event.id,
+        kind=kind_value,
+        subject=subject,
+        data=event.data,
+        occurred_at=occurred,
+        organization_id=organization_id,
+    )
+    return event
 
 
 async def read_events(
@@ -137,7 +160,10 @@ async def read_events(
         query = query.where(EventRow.subject == subject)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [Event(r.id, r.occurred_at, r.kind, r.subject, json.loads(r.data)) for r in rows]
+    return [
+        Event(r.id, r.occurred_at, r.kind, r.subject, json.loads(r.data), r.organization_id)
+        for r in rows
+    ]
 
 
 class SubscriptionClosed(Exception):

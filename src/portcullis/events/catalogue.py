@@ -21,6 +21,7 @@ class EventType(StrEnum):
     ALERT_RESOLVED = "alert.resolved"
     ANOMALY_DETECTED = "anomaly.detected"
     KEY_AUTO_SUSPENDED = "key.auto_suspended"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,14 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "The anomaly policy suspended an API key automatically",
                 "`key:<credential id>`",
                 ("credential_id", "consumer", "anomaly_id", "signal", "reason"),
+            ),
+            EventSpec(
+                EventType.WEBHOOK_ENDPOINT_DISABLED,
+                "A webhook endpoint stopped receiving: its receiver answered 410 Gone "
+                "(`reason: gone`) or every attempt failed for the configured number of days "
+                "(`reason: failing`)",
+                "the endpoint's id",
+                ("endpoint_id", "reason"),
             ),
         )
     }
