@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.events.catalogue import EventType, event_type
+from portcullis.events.catalogue import EventType, check_data, event_type
 from portcullis.store.analytics_tables import EventRow
 from portcullis.store.engine import write_transaction
 from portcullis.webhooks import outbox
@@ -115,8 +115,10 @@ async def record_event(
     `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
     Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
     """
-    kind_value = event_type(kind).value
+    kind_type = event_type(kind)
+    kind_value = kind_type.value
     payload = dict(data or {})
+    check_data(kind_type, payload)
     text = _dump(payload)
     occurred = now if now is not None else datetime.now(UTC)
     result = await conn.execute(

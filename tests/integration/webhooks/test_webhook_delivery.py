@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.events.bus import record_event
@@ -34,6 +34,7 @@ from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint, rotate_s
 from portcullis.webhooks.sender import Sender
 from portcullis.webhooks.worker import BREAKER_FAILURES, Dispatcher
 from support.clock import ManualClock
+from support.events import sample
 from support.webhook_receiver import Answer, WebhookReceiver, webhook_receiver
 
 SERVER = ServerSecret.from_secret(b"webhook-delivery-test-secret-0123456789")
@@ -79,7 +80,7 @@ async def _endpoint(
 async def _event(
     engine: AsyncEngine,
     clock: ManualClock,
-    kind: EventType = EventType.KEY_AUTO_SUSPENDED,
+    kind: EventType = EventType.KEY_REVOKED,
     organization_id: str | None = None,
     **data: object,
 ) -> int:
@@ -88,7 +89,7 @@ async def _event(
             conn,
             kind,
             "key:k1",
-            {"credential_id": "k1", "consumer": "alice", **data},
+            sample(kind, **data),
             now=datetime.fromtimestamp(clock(), UTC),
             organization_id=organization_id,
         )
@@ -118,7 +119,7 @@ async def test_an_event_and_its_messages_commit_or_roll_back_together(engine: As
 
     async def change_that_fails() -> None:
         async with write_transaction(engine) as conn:
-            await record_event(conn, EventType.KEY_AUTO_SUSPENDED, "key:k1", {"consumer": "a"})
+            await record_event(conn, EventType.KEY_REVOKED, "key:k1", sample("key.revoked"))
             raise RuntimeError("the change failed")
 
     with pytest.raises(RuntimeError, match="the change failed"):
@@ -141,9 +142,9 @@ async def test_a_delivery_is_signed_verified_and_recorded(
     assert delivery.verified is True
     assert delivery.headers["x-team"] == "blue"
     body = json.loads(delivery.body)
-    assert body["type"] == "key.auto_suspended"
+    assert body["type"] == "key.revoked"
     assert body["event_id"] == event_id
-    assert body["data"]["credential_id"] == "k1"
+    assert body["data"]["key_id"] == "k1"
     [message] = await _messages(engine)
     assert (message.status, message.attempts, message.id) == (
         "delivered",
@@ -281,9 +282,7 @@ async def test_organization_consumer_and_payload_filters_pick_the_endpoints(
     operator, _ = await _endpoint(engine, clock, "http://127.0.0.1:9/op")
     org_a, _ = await _endpoint(engine, clock, "http://127.0.0.1:9/a", organization_id="org-a")
     alice, _ = await _endpoint(engine, clock, "http://127.0.0.1:9/al", consumer="alice")
-    only_k2, _ = await _endpoint(
-        engine, clock, "http://127.0.0.1:9/k2", filters={"credential_id": "k2"}
-    )
+    only_k2, _ = await _endpoint(engine, clock, "http://127.0.0.1:9/k2", filters={"key_id": "k2"})
     alerts, _ = await _endpoint(engine, clock, "http://127.0.0.1:9/al", event_types=["alert.*"])
     await _event(engine, clock, organization_id="org-b")
     await _event(engine, clock, organization_id="org-a", consumer="bob")
@@ -364,3 +363,47 @@ async def test_a_rotated_secret_signs_beside_the_old_one_until_the_grace_ends(
         assert after.verified is False
         assert WebhookReceiver(new).verifies(after)
     assert new_side.deliveries == []
+
+
+async def test_key_lifecycle_changes_reach_subscribed_endpoints_in_their_organization(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    from portcullis.identity.key_admin import KeySpec
+    from portcullis.identity.key_repository import KeyRepository
+    from portcullis.store.admin_tables import OrganizationRow
+
+    clock = ManualClock(T0)
+    org = "id-acme"
+    created_at = datetime.fromtimestamp(T0, UTC)
+    async with write_transaction(engine) as conn:
+        await conn.execute(
+            insert(OrganizationRow).values(
+                id=org, name="acme", created_at=created_at, updated_at=created_at
+            )
+        )
+    keys = KeyRepository(engine, SERVER, clock=lambda: datetime.fromtimestamp(clock(), UTC))
+    async with webhook_receiver() as mine, webhook_receiver() as other:
+        _, mine.secret = await _endpoint(engine, clock, mine.url, organization_id=org)
+        await _endpoint(engine, clock, other.url, organization_id="another-org")
+        created = await keys.create(
+            "alice", KeySpec(name="ci"), created_by="t", organization="acme"
+        )
+        rotation = await keys.rotate(created.info.id, grace_seconds=60, created_by="t")
+        await keys.suspend(rotation.new.id, "investigating")
+        await keys.resume(rotation.new.id)
+        await keys.revoke(rotation.new.id, "leaked")
+        dispatcher = _dispatcher(engine, sender, clock)
+        while await _round(dispatcher):
+            pass
+    received = [json.loads(d.body) for d in mine.deliveries]
+    assert [(b["type"], b["data"]["key_id"]) for b in received] == [
+        ("key.created", created.info.id),
+        ("key.rotated", created.info.id),
+        ("key.suspended", rotation.new.id),
+        ("key.resumed", rotation.new.id),
+        ("key.revoked", rotation.new.id),
+    ]
+    assert received[1]["data"]["successor_key_id"] == rotation.new.id
+    assert received[4]["data"]["reason"] == "leaked"
+    assert all(d.verified for d in mine.deliveries)
+    assert other.deliveries == []
