@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.identity.secrets import ServerSecret
 from portcullis.webhooks import queue
 from portcullis.webhooks.endpoints import signing_keys, unseal_headers
+from portcullis.webhooks.metrics import WebhookMetrics
 from portcullis.webhooks.retry import AttemptResult, Next, decide
 from portcullis.webhooks.sender import Sender
 
@@ -73,6 +74,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         disable_after: timedelta = timedelta(days=5),
         uniform: Callable[[float, float], float] = random.uniform,
+        metrics: WebhookMetrics | None = None,
     ) -> None:
         self.engine = engine
         self.server = server
@@ -89,6 +91,7 @@ class Dispatcher:
         # always finishes inside its lease.
         self.lease = timedelta(seconds=2 * sender.timeout + 30)
         self.stats = DeliveryStats()
+        self.metrics = metrics
         self._endpoints: dict[str, _Endpoint] = {}
         self._limits: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -155,6 +158,8 @@ class Dispatcher:
         finally:
             state.in_flight -= 1
         self._count(state, finished)
+        if self.metrics is not None:
+            self.metrics.observe(decision.next, result.latency)
 
     async def _send(self, message: queue.Claimed) -> AttemptResult:
         now = self._now()

@@ -407,3 +407,41 @@ async def test_key_lifecycle_changes_reach_subscribed_endpoints_in_their_organiz
     assert received[4]["data"]["reason"] == "leaked"
     assert all(d.verified for d in mine.deliveries)
     assert other.deliveries == []
+
+
+async def test_metrics_count_attempts_and_read_the_queue_from_the_store(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from portcullis.webhooks.metrics import WebhookMetrics, queue_families
+
+    registry = CollectorRegistry()
+    clock = ManualClock(T0)
+    async with webhook_receiver() as ok, webhook_receiver() as gone:
+        gone.answer(Answer(410))
+        await _endpoint(engine, clock, ok.url)
+        await _endpoint(engine, clock, gone.url)
+        async with webhook_receiver() as closed:
+            await _endpoint(engine, clock, closed.url)
+        await _event(engine, clock)
+        dispatcher = _dispatcher(engine, sender, clock, metrics=WebhookMetrics(registry))
+        await _round(dispatcher)
+    clock.advance(30)
+    families = {
+        f.name: f for f in await queue_families(engine, datetime.fromtimestamp(clock(), UTC))
+    }
+
+    def sample_value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample_value("portcullis_webhook_attempts_total", outcome="delivered") == 1
+    assert sample_value("portcullis_webhook_attempts_total", outcome="gone") == 1
+    assert sample_value("portcullis_webhook_attempts_total", outcome="retry") == 1
+    assert sample_value("portcullis_webhook_attempt_seconds_count") == 3
+    assert families["portcullis_webhook_queue_depth"].samples[0].value == 1
+    assert families["portcullis_webhook_oldest_pending_seconds"].samples[0].value == 30
+    # The message the 410 answered is dead-lettered (replayable once the endpoint is back).
+    assert families["portcullis_webhook_dead_letters"].samples[0].value == 1
+    states = {s.labels["state"]: s.value for s in families["portcullis_webhook_endpoints"].samples}
+    assert states == {"enabled": 2, "disabled": 1}
