@@ -17,6 +17,7 @@ from portcullis.webhooks.endpoints import Subscription
 from portcullis.webhooks.signing import message_id
 
 PENDING = "pending"
+TEST_KIND = "webhook.test"
 
 
 def payload(
@@ -48,7 +49,11 @@ async def enqueue(
     occurred_at: datetime,
     organization_id: str | None,
 ) -> int:
-    """Queue the event for every enabled endpoint that wants it; returns how many."""
+    """Queue the event for every enabled endpoint that wants it; returns how many.
+
+    A test event is queued only for the endpoint it was sent to (`enqueue_test`)."""
+    if kind == TEST_KIND:
+        return 0
     query = select(
         WebhookEndpointRow.id,
         WebhookEndpointRow.organization_id,

@@ -25,8 +25,10 @@ from portcullis.store.webhook_tables import (
     WebhookEndpointRow,
     WebhookMessageRow,
 )
+from portcullis.webhooks import outbox
 from portcullis.webhooks.outbox import PENDING
 from portcullis.webhooks.retry import AttemptResult, Decision, Next
+from portcullis.webhooks.signing import message_id
 
 DELIVERED = "delivered"
 FAILED = "failed"
@@ -234,3 +236,62 @@ async def _endpoint_health(
         )
         return reason
     return None
+
+
+def _replayed(now: datetime) -> dict[str, object]:
+    # A replay starts the schedule over: a fresh run of attempts from now.
+    return {
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "finished_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+async def replay(conn: AsyncConnection, message_id: str, now: datetime) -> bool:
+    """Queue a finished message (delivered or dead-lettered) again; False when it is
+    still pending (nothing to do) or does not exist."""
+    changed = await conn.execute(
+        update(M).where(M.id == message_id, M.status != PENDING).values(**_replayed(now))
+    )
+    return changed.rowcount == 1
+
+
+async def replay_failed(
+    conn: AsyncConnection,
+    endpoint_id: str,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """Queue again every dead-lettered message of an endpoint created in [since, until)."""
+    query = update(M).where(M.endpoint_id == endpoint_id, M.status == FAILED)
+    if since is not None:
+        query = query.where(M.created_at >= since)
+    if until is not None:
+        query = query.where(M.created_at < until)
+    return (await conn.execute(query.values(**_replayed(now)))).rowcount
+
+
+async def enqueue_test(conn: AsyncConnection, endpoint_id: str, now: datetime) -> str:
+    """Record a `webhook.test` event and queue it for `endpoint_id` alone; its message id."""
+    data = {"endpoint_id": endpoint_id, "message": "a test event sent on request"}
+    event = await record_event(conn, outbox.TEST_KIND, endpoint_id, data, now=now)
+    ident = message_id()
+    await conn.execute(
+        insert(WebhookMessageRow).values(
+            id=ident,
+            endpoint_id=endpoint_id,
+            event_id=event.id,
+            event_type=outbox.TEST_KIND,
+            payload=outbox.payload(event.id, outbox.TEST_KIND, endpoint_id, data, now),
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )
+    return ident

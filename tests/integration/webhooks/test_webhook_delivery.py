@@ -445,3 +445,54 @@ async def test_metrics_count_attempts_and_read_the_queue_from_the_store(
     assert families["portcullis_webhook_dead_letters"].samples[0].value == 1
     states = {s.labels["state"]: s.value for s in families["portcullis_webhook_endpoints"].samples}
     assert states == {"enabled": 2, "disabled": 1}
+
+
+async def test_dead_letters_are_replayed_one_by_one_or_by_time_range(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as receiver:
+        endpoint, receiver.secret = await _endpoint(engine, clock, receiver.url)
+        receiver.answer(*[Answer(500)] * 24)
+        for n in range(3):
+            await _event(engine, clock, n=n)
+            clock.advance(60)
+        dispatcher = _dispatcher(engine, sender, clock)
+        for _ in range(8):
+            await _round(dispatcher)
+            clock.advance(36000)
+            dispatcher = _dispatcher(engine, sender, clock)  # no breaker carried over
+        assert [m.status for m in await _messages(engine)] == ["failed"] * 3
+        first, second, third = await _messages(engine)
+        now = datetime.fromtimestamp(clock(), UTC)
+        async with write_transaction(engine) as conn:
+            assert await queue.replay(conn, first.id, now) is True
+            replayed = await queue.replay_failed(
+                conn, endpoint, now, since=second.created_at, until=third.created_at
+            )
+        assert replayed == 1
+        assert await _round(dispatcher) == 2
+    assert [m.status for m in await _messages(engine)] == ["delivered", "delivered", "failed"]
+    replays = receiver.deliveries[-2:]
+    assert {d.headers["webhook-id"] for d in replays} == {first.id, second.id}
+    assert all(d.verified for d in replays)
+    async with write_transaction(engine) as conn:
+        # A pending or unknown message is not replayed.
+        assert await queue.replay(conn, "msg_unknown", now) is False
+
+
+async def test_a_test_event_goes_only_to_the_endpoint_it_was_sent_to(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as target, webhook_receiver() as everything:
+        endpoint, target.secret = await _endpoint(engine, clock, target.url)
+        await _endpoint(engine, clock, everything.url, event_types=["*"])
+        async with write_transaction(engine) as conn:
+            sent = await queue.enqueue_test(conn, endpoint, datetime.fromtimestamp(clock(), UTC))
+        await _round(_dispatcher(engine, sender, clock))
+    [delivery] = target.deliveries
+    assert delivery.verified is True
+    assert delivery.headers["webhook-id"] == sent
+    assert json.loads(delivery.body)["type"] == "webhook.test"
+    assert everything.deliveries == []
