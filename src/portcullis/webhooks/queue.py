@@ -142,87 +142,152 @@ class Finished:
     disabled: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt to record: the message, what came back, and what follows."""
+
+    message: Claimed
+    result: AttemptResult
+    decision: Decision
+    now: datetime
+    trigger: str = "scheduled"
+
+
 async def finish(
     engine: AsyncEngine,
-    message: Claimed,
     owner: str,
-    result: AttemptResult,
-    decision: Decision,
-    now: datetime,
+    outcomes: Sequence[Outcome],
     *,
     disable_after: timedelta,
-    trigger: str = "scheduled",
-) -> Finished:
-    """Record the attempt and move the message on, in one transaction."""
-    attempt = message.attempts + 1
+) -> list[Finished]:
+    """Record attempts and move their messages on, all in one transaction (the worker
+    commits the attempts that ended together as a group: one commit, not one each).
+
+    A message moves on only while `owner` still holds its lease; every attempt is kept.
+    """
+    if not outcomes:
+        return []
     async with write_transaction(engine) as conn:
-        await conn.execute(
-            insert(WebhookAttemptRow).values(
-                message_id=message.id,
-                endpoint_id=message.endpoint_id,
-                attempt=attempt,
-                trigger=trigger,
-                attempted_at=now,
-                status_code=result.status,
-                error=result.error.value if result.error else None,
-                latency_ms=result.latency * 1000.0,
-                response_excerpt=result.excerpt,
-                detail=result.detail,
+        await conn.execute(insert(WebhookAttemptRow), [_attempt_row(o) for o in outcomes])
+        held = await _move_messages(conn, owner, outcomes)
+        disabled = await _track_endpoints(conn, outcomes, disable_after)
+    return [
+        Finished(o.decision, o.message.id in held, disabled.get(i)) for i, o in enumerate(outcomes)
+    ]
+
+
+def _attempt_row(outcome: Outcome) -> dict[str, object]:
+    result = outcome.result
+    return {
+        "message_id": outcome.message.id,
+        "endpoint_id": outcome.message.endpoint_id,
+        "attempt": outcome.message.attempts + 1,
+        "trigger": outcome.trigger,
+        "attempted_at": outcome.now,
+        "status_code": result.status,
+        "error": result.error.value if result.error else None,
+        "latency_ms": result.latency * 1000.0,
+        "response_excerpt": result.excerpt,
+        "detail": result.detail,
+    }
+
+
+async def _move_messages(
+    conn: AsyncConnection, owner: str, outcomes: Sequence[Outcome]
+) -> set[str]:
+    """Apply each decision to its message; the ids whose lease `owner` still held."""
+    held: set[str] = set()
+    # Finished messages with the same answer move in one statement.
+    finished: dict[tuple[str, int | None, str | None, datetime], list[str]] = {}
+    for o in outcomes:
+        error = o.result.error.value if o.result.error else None
+        if o.decision.next is Next.RETRY:
+            moved = await conn.execute(
+                update(M)
+                .where(M.id == o.message.id, M.lease_owner == owner, M.status == PENDING)
+                .values(
+                    attempts=M.attempts + 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_status=o.result.status,
+                    last_error=error,
+                    next_attempt_at=o.now + timedelta(seconds=o.decision.delay),
+                )
             )
-        )
-        values: dict[str, object] = {
-            "attempts": attempt,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "last_status": result.status,
-            "last_error": result.error.value if result.error else None,
-        }
-        if decision.next is Next.DELIVERED:
-            values.update(status=DELIVERED, finished_at=now, next_attempt_at=None)
-        elif decision.next is Next.RETRY:
-            values.update(next_attempt_at=now + timedelta(seconds=decision.delay))
-        else:
-            values.update(status=FAILED, finished_at=now, next_attempt_at=None)
-        held = (
+            if moved.rowcount == 1:
+                held.add(o.message.id)
+            continue
+        status = DELIVERED if o.decision.next is Next.DELIVERED else FAILED
+        finished.setdefault((status, o.result.status, error, o.now), []).append(o.message.id)
+    for (status, code, error, now), ids in finished.items():
+        moved_ids = (
             await conn.execute(
                 update(M)
-                .where(M.id == message.id, M.lease_owner == owner, M.status == PENDING)
-                .values(**values)
+                .where(M.id.in_(ids), M.lease_owner == owner, M.status == PENDING)
+                .values(
+                    attempts=M.attempts + 1,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    last_status=code,
+                    last_error=error,
+                    status=status,
+                    finished_at=now,
+                    next_attempt_at=None,
+                )
+                .returning(M.id)
             )
-        ).rowcount == 1
-        disabled = await _endpoint_health(conn, message, decision, now, disable_after)
-    return Finished(decision, held, disabled)
+        ).scalars()
+        held.update(moved_ids)
+    return held
 
 
-async def _endpoint_health(
-    conn: AsyncConnection,
-    message: Claimed,
-    decision: Decision,
-    now: datetime,
-    disable_after: timedelta,
-) -> str | None:
-    """Track the endpoint's run of failures; disable it on 410 or after `disable_after`."""
-    if decision.next is Next.DELIVERED:
-        await conn.execute(update(E).where(E.id == message.endpoint_id).values(failing_since=None))
-        return None
-    reason: str | None = "gone" if decision.next is Next.GONE else None
-    if reason is None:
+async def _track_endpoints(
+    conn: AsyncConnection, outcomes: Sequence[Outcome], disable_after: timedelta
+) -> dict[int, str]:
+    """Each endpoint's run of failures, once per group: a 410 disables it, and so does
+    failing for `disable_after`; a success ends the run. Returns {outcome index: reason}
+    for the outcomes that disabled an endpoint."""
+    by_endpoint: dict[str, list[int]] = {}
+    for i, o in enumerate(outcomes):
+        by_endpoint.setdefault(o.message.endpoint_id, []).append(i)
+    disabled: dict[int, str] = {}
+    for endpoint, indexes in by_endpoint.items():
+        gone = [i for i in indexes if outcomes[i].decision.next is Next.GONE]
+        if gone:
+            if await _disable(conn, outcomes[gone[0]], "gone"):
+                disabled[gone[0]] = "gone"
+            continue
+        last = outcomes[indexes[-1]]
+        if last.decision.next is Next.DELIVERED:
+            await conn.execute(
+                update(E)
+                .where(E.id == endpoint, E.failing_since.is_not(None))
+                .values(failing_since=None)
+            )
+            continue
         since = (
-            await conn.execute(select(E.failing_since).where(E.id == message.endpoint_id))
+            await conn.execute(select(E.failing_since).where(E.id == endpoint))
         ).scalar_one_or_none()
         if since is None:
-            await conn.execute(
-                update(E).where(E.id == message.endpoint_id).values(failing_since=now)
-            )
-            return None
-        if now - since < disable_after:
-            return None
-        reason = "failing"
+            # The run starts at the first failure after the group's last success.
+            successes = [i for i in indexes if outcomes[i].decision.next is Next.DELIVERED]
+            first = outcomes[next(i for i in indexes if not successes or i > successes[-1])]
+            await conn.execute(update(E).where(E.id == endpoint).values(failing_since=first.now))
+        elif last.now - since >= disable_after and await _disable(conn, last, "failing"):
+            disabled[indexes[-1]] = "failing"
+    return disabled
+
+
+async def _disable(conn: AsyncConnection, outcome: Outcome, reason: str) -> bool:
+    """Disable the outcome's endpoint (once) with a `webhook.endpoint_disabled` event."""
+    message = outcome.message
     changed = (
         await conn.execute(
             update(E)
             .where(and_(E.id == message.endpoint_id, E.enabled.is_(True)))
-            .values(enabled=False, disabled_reason=reason, version=E.version + 1, updated_at=now)
+            .values(
+                enabled=False, disabled_reason=reason, version=E.version + 1, updated_at=outcome.now
+            )
         )
     ).rowcount
     if changed:
@@ -231,11 +296,10 @@ async def _endpoint_health(
             EventType.WEBHOOK_ENDPOINT_DISABLED,
             message.endpoint_id,
             {"endpoint_id": message.endpoint_id, "reason": reason},
-            now=now,
+            now=outcome.now,
             organization_id=message.organization_id,
         )
-        return reason
-    return None
+    return bool(changed)
 
 
 def _replayed(now: datetime) -> dict[str, object]:

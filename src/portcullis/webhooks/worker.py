@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -60,6 +60,42 @@ class DeliveryStats:
     disabled: list[str] = field(default_factory=list)
 
 
+class GroupCommit:
+    """Attempts that end while a commit is running are recorded together by the next
+    one: one transaction (one fsync on SQLite) per group instead of one per attempt."""
+
+    def __init__(
+        self, write: Callable[[list[queue.Outcome]], Awaitable[list[queue.Finished]]]
+    ) -> None:
+        self._write = write
+        self._pending: list[tuple[queue.Outcome, asyncio.Future[queue.Finished]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, outcome: queue.Outcome) -> queue.Finished:
+        future: asyncio.Future[queue.Finished] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    finished = await self._write([outcome for outcome, _ in group])
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(group, finished, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._writer = None
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -96,6 +132,7 @@ class Dispatcher:
         self._limits: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._kick = asyncio.Event()
+        self._commits = GroupCommit(self._record)
         self._stopping = False
 
     def wake(self) -> None:
@@ -146,20 +183,19 @@ class Dispatcher:
         try:
             result = await self._send(message)
             decision = decide(message.attempts + 1, result, self.uniform)
-            finished = await queue.finish(
-                self.engine,
-                message,
-                self.owner,
-                result,
-                decision,
-                self._now(),
-                disable_after=self.disable_after,
+            finished = await self._commits.submit(
+                queue.Outcome(message, result, decision, self._now())
             )
         finally:
             state.in_flight -= 1
         self._count(state, finished)
         if self.metrics is not None:
             self.metrics.observe(decision.next, result.latency)
+
+    async def _record(self, outcomes: list[queue.Outcome]) -> list[queue.Finished]:
+        return await queue.finish(
+            self.engine, self.owner, outcomes, disable_after=self.disable_after
+        )
 
     async def _send(self, message: queue.Claimed) -> AttemptResult:
         now = self._now()

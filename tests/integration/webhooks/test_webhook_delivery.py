@@ -31,6 +31,7 @@ from portcullis.store.webhook_tables import (
 from portcullis.webhooks import queue
 from portcullis.webhooks.destinations import DestinationPolicy, parse_allowed_networks
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint, rotate_secret
+from portcullis.webhooks.retry import AttemptResult, Decision, Next
 from portcullis.webhooks.sender import Sender
 from portcullis.webhooks.worker import BREAKER_FAILURES, Dispatcher
 from support.clock import ManualClock
@@ -255,8 +256,13 @@ async def test_an_expired_lease_is_taken_over_and_the_late_finisher_is_told(
         assert await _round(live) == 1
     [delivery] = receiver.deliveries
     assert delivery.headers["webhook-id"] == held.id
+    # The dead worker wakes up and reports its attempt: kept, but the message is not its.
+    late = queue.Outcome(held, AttemptResult(500), Decision(Next.RETRY, 5), now)
+    [finished] = await queue.finish(engine, "dead-worker", [late], disable_after=timedelta(days=5))
+    assert finished.held is False
     [message] = await _messages(engine)
-    assert message.status == "delivered"
+    assert (message.status, message.attempts) == ("delivered", 1)
+    assert await _count(engine, WebhookAttemptRow) == 2
 
 
 async def test_concurrent_claimers_never_hold_the_same_message(
