@@ -30,9 +30,7 @@ workers' heartbeats instead (see `portcullis.analytics.health`).
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import glob
 import os
 import shutil
@@ -48,6 +46,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.periodic import Periodic
 
 if TYPE_CHECKING:
     from portcullis.proxy.app import ProxyApp
@@ -526,7 +525,7 @@ class MetricsPublisher:
         self.gauges = gauges
         self._refresh = refresh
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("metrics", self._tick_async, interval=interval)
 
     def tick(self) -> None:
         """Publish and refresh once (errors are logged, never raised)."""
@@ -539,22 +538,16 @@ class MetricsPublisher:
         except Exception:
             log.exception("metrics.refresh_failed")
 
+    async def _tick_async(self) -> None:
+        self.tick()
+
     def start(self) -> None:
         self.tick()
-        self._task = asyncio.create_task(self._run(), name="portcullis-metrics")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.tick()
+        self._loop.start()
 
     async def stop(self) -> None:
         """Publish what is left and retire this worker's live gauges."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         self.tick()
         self.gauges.retire()
 

@@ -10,8 +10,6 @@ and PostgreSQL, across workers and nodes, with no extra infrastructure; at the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ import structlog
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.periodic import Periodic
 from portcullis.store.identity_tables import IdentityEventRow
 
 log = structlog.get_logger(__name__)
@@ -101,7 +100,13 @@ class IdentityEventPoller:
         self.interval = interval
         self.position = 0
         self._listeners: list[EventListener] = []
-        self._task: asyncio.Task[None] | None = None
+        # A feed outage keeps the caches it has and tries again next tick.
+        self._loop = Periodic(
+            "identity-events",
+            self.poll,
+            interval=interval,
+            failure_event="identity_events.poll_failed",
+        )
 
     def subscribe(self, listener: EventListener) -> None:
         self._listeners.append(listener)
@@ -124,22 +129,8 @@ class IdentityEventPoller:
             for listener in self._listeners:
                 listener(events)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("identity_events.poll_failed", error=str(exc), kind=type(exc).__name__)
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="portcullis-identity-events")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
