@@ -16,6 +16,7 @@ from portcullis.admin.state import AdminState
 from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.periodic import Periodic
+from portcullis.redis_client import SharedRedis
 
 
 def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
@@ -47,9 +48,12 @@ class BackgroundJobs:
         self._jobs: list[Periodic] = []
         self._bus: EventBus | None = None
         self._bus_start: asyncio.Task[None] | None = None
+        self._redis: SharedRedis | None = None
 
     def start(self, state: AdminState) -> None:
-        bus = self._bus = create_event_bus(state.engine, state.settings)
+        # The control plane's one Redis (when configured): the event bus publishes on it.
+        self._redis = SharedRedis.from_settings(state.settings)
+        bus = self._bus = create_event_bus(state.engine, state.settings, self._redis)
         # A Redis bus waits (briefly) for its subscription: not in the lifespan's way.
         self._bus_start = asyncio.create_task(bus.start(), name="portcullis-job-event-bus")
         self._jobs = control_jobs(state, bus)
@@ -68,3 +72,6 @@ class BackgroundJobs:
         if self._bus is not None:
             await self._bus.close()
             self._bus = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
