@@ -31,12 +31,13 @@ if TYPE_CHECKING:
     from portcullis.analytics.tracing import TracingObserver
     from portcullis.cache.backend import CacheBackend
     from portcullis.identity.credential_cache import CredentialCache
-    from portcullis.identity.events import IdentityEventPoller
     from portcullis.identity.issuer_keys import IssuerKeyring
     from portcullis.identity.jwks import JwksRegistry
     from portcullis.limits.backend import LimitBackend
     from portcullis.limits.quota_usage import QuotaUsagePublisher
+    from portcullis.redis_client import SharedRedis
     from portcullis.runtime.heartbeat import NodeHeartbeat
+    from portcullis.store.invalidations import InvalidationPoller
 
 log = structlog.get_logger(__name__)
 
@@ -62,11 +63,12 @@ class DataPlane:
         self._watcher: ConfigWatcher | None = None
         self._session: aiohttp.ClientSession | None = None
         self._engine: object | None = None
-        self._events: IdentityEventPoller | None = None
+        self._events: InvalidationPoller | None = None
         self._heartbeat: NodeHeartbeat | None = None
         self._limits: LimitBackend | None = None
         self._quota_usage: QuotaUsagePublisher | None = None
         self._cache: CacheBackend | None = None
+        self._redis: SharedRedis | None = None
         self._services: tuple[CredentialCache, IssuerKeyring, JwksRegistry] | None = None
         self._metrics: MetricsPublisher | None = None
         self._tracing: TracingObserver | None = None
@@ -83,15 +85,20 @@ class DataPlane:
         from portcullis.analytics.health import worker_health_json
         from portcullis.cache.factory import create_cache_backend
         from portcullis.identity.credential_cache import CredentialCache
-        from portcullis.identity.events import IdentityEventFeed, IdentityEventPoller
         from portcullis.identity.issuer_keys import IssuerKeyring
         from portcullis.identity.jwks import JwksRegistry
         from portcullis.identity.key_repository import KeyRepository
         from portcullis.identity.secrets import load_server_secret
         from portcullis.limits.factory import create_limit_backend
+        from portcullis.redis_client import SharedRedis
         from portcullis.runtime.heartbeat import NodeHeartbeat
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
+        from portcullis.store.invalidations import (
+            InvalidationFeed,
+            InvalidationKind,
+            InvalidationPoller,
+        )
 
         settings = self.settings
         engine = create_engine(settings.database_url)
@@ -100,9 +107,9 @@ class DataPlane:
         self._session = aiohttp.ClientSession(
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
-        # Identity services outlive snapshots; the event poller keeps their caches honest.
-        events = IdentityEventPoller(
-            IdentityEventFeed(engine), interval=settings.config_poll_interval
+        # Identity services outlive snapshots; the invalidation feed keeps their caches honest.
+        events = InvalidationPoller(
+            InvalidationFeed(engine), interval=settings.config_poll_interval
         )
         await events.prime()
         credentials = CredentialCache(
@@ -112,16 +119,18 @@ class DataPlane:
         )
         issuer = IssuerKeyring(engine, issuer=settings.issuer)
         await issuer.refresh()
-        events.subscribe(credentials.on_events)
-        events.subscribe(issuer.on_events)
+        events.subscribe(credentials.on_events, [InvalidationKind.KEY])
+        events.subscribe(issuer.on_events, [InvalidationKind.TOKEN, InvalidationKind.SIGNING_KEY])
         jwks = JwksRegistry(self._session)
         self._services = (credentials, issuer, jwks)
         self._events = events
-        # Nothing connects here: the Redis backend connects on its first decision.
-        self._limits = limits = create_limit_backend(settings)
+        # One Redis (pool + outage circuit) for this worker, shared by the limits and the
+        # cache. Nothing connects here: the first decision or lookup connects.
+        self._redis = redis = SharedRedis.from_settings(settings)
+        self._limits = limits = create_limit_backend(settings, redis)
         # The response cache; purges reach a memory cache through the event feed.
-        self._cache = cache = create_cache_backend(settings)
-        events.subscribe(cache.on_events)
+        self._cache = cache = create_cache_backend(settings, redis)
+        events.subscribe(cache.on_events, [InvalidationKind.CACHE_PURGE])
         env = PluginEnv(
             credentials=credentials,
             jwks=jwks,
@@ -221,6 +230,7 @@ class DataPlane:
             ("identity-events", self._events.stop if self._events is not None else None),
             ("limits", self._limits.aclose if self._limits is not None else None),
             ("cache", self._cache.aclose if self._cache is not None else None),
+            ("redis", self._redis.aclose if self._redis is not None else None),
             ("identity", identity),
             ("pools", pools),
             ("transport", self.transport.aclose),
