@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,6 @@ from portcullis.analytics.record import Flag, RequestRecord
 from portcullis.periodic import Periodic
 
 if TYPE_CHECKING:
-    from portcullis.proxy.app import ProxyApp
     from portcullis.runtime.holder import SnapshotHolder
     from portcullis.settings import Settings
 
@@ -553,9 +552,15 @@ class MetricsPublisher:
 
 
 def start_worker_metrics(
-    proxy: ProxyApp, holder: SnapshotHolder, limits: object | None, settings: Settings
+    holder: SnapshotHolder,
+    limits: object | None,
+    settings: Settings,
+    *,
+    log_queues: Sequence[object] = (),
 ) -> MetricsPublisher | None:
-    """Install request metrics on `proxy` and start publishing; None without a metrics dir.
+    """Start publishing this worker's metrics; None without a metrics dir.
+
+    The publisher's `observer` is the one to give the proxy, so it counts requests.
 
     Without `PROMETHEUS_MULTIPROC_DIR` nothing could read this worker's metrics
     (only the control plane serves `/metrics`), so nothing is counted.
@@ -567,14 +572,12 @@ def start_worker_metrics(
         RequestMetrics(consumer_labels=settings.metrics_consumer_labels),
         max_series=settings.metrics_max_series,
     )
-    proxy.observers = (*proxy.observers, observer)
 
     def refresh(gauges: WorkerGauges) -> None:
         gauges.refresh(
             config_version=holder.current.version,
             limits=limits,
-            # The request-log queue is an observer too; found by what it exposes.
-            log_queues=[o for o in proxy.observers if hasattr(o, "queue_depth")],
+            log_queues=list(log_queues),
             # Adaptive concurrency limiters by upstream (proxy/shedding.py), when configured.
             limiters=getattr(holder.current, "limiters", None),
         )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
+from portcullis.analytics.record import RequestObserver
 from portcullis.asgi import Receive, Scope, Send
 from portcullis.logging import configure_logging
 from portcullis.plugins.env import PluginEnv
@@ -59,7 +60,8 @@ class DataPlane:
         self.settings = settings
         self.holder = SnapshotHolder()
         self.transport = make_transport(settings)
-        self.proxy = ProxyApp(settings, self.holder, self.transport)
+        # Built by `startup` once its services exist, complete (observers, WebSocket relay).
+        self.proxy: ProxyApp | None = None
         self._watcher: ConfigWatcher | None = None
         self._session: aiohttp.ClientSession | None = None
         self._engine: object | None = None
@@ -78,8 +80,10 @@ class DataPlane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        else:
+        elif self.proxy is not None:
             await self.proxy(scope, receive, send)
+        else:
+            raise RuntimeError("the data plane serves requests only after its startup")
 
     async def startup(self) -> None:
         from portcullis.analytics.health import worker_health_json
@@ -166,22 +170,36 @@ class DataPlane:
 
             self._quota_usage = QuotaUsagePublisher(engine, limits, self._heartbeat.id)
             self._quota_usage.start()
-        self.proxy.websocket_proxy = WebSocketProxy(self._session)
+        observers: list[RequestObserver] = []
         if settings.request_log_enabled:
             from portcullis.analytics.log_queue import RequestLogQueue
 
             self.request_log = RequestLogQueue.from_settings(engine, settings)
             self.request_log.start()
-            self.proxy.observers = (*self.proxy.observers, self.request_log)
+            observers.append(self.request_log)
         from portcullis.analytics.metrics import start_worker_metrics
 
-        self._metrics = start_worker_metrics(self.proxy, self.holder, limits, settings)
+        self._metrics = start_worker_metrics(
+            self.holder,
+            limits,
+            settings,
+            log_queues=[self.request_log] if self.request_log is not None else [],
+        )
+        if self._metrics is not None:
+            observers.append(self._metrics.observer)
         if settings.otlp_endpoint:
             from portcullis.analytics.tracing import create_tracing
 
             self._tracing = create_tracing(settings, instance_id=self._heartbeat.id)
             if self._tracing is not None:
-                self.proxy.observers = (*self.proxy.observers, self._tracing)
+                observers.append(self._tracing)
+        self.proxy = ProxyApp(
+            settings,
+            self.holder,
+            self.transport,
+            websocket=WebSocketProxy(self._session),
+            observers=observers,
+        )
         if settings.client_first_byte_timeout > 0:
             self._silent = SilentConnectionReaper(
                 settings.proxy_port, settings.client_first_byte_timeout
