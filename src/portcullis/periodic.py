@@ -90,15 +90,8 @@ class Periodic:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.failures += 1
             self.consecutive_failures += 1
-            log.warning(
-                self.failure_event,
-                task=self.name,
-                error=str(exc),
-                kind=type(exc).__name__,
-                consecutive=self.consecutive_failures,
-            )
+            self._failed(exc, consecutive=self.consecutive_failures)
             return False
         self.runs += 1
         self.consecutive_failures = 0
@@ -131,14 +124,13 @@ class Periodic:
             try:
                 await self._final()
             except Exception as exc:
-                self.failures += 1
-                log.warning(
-                    self.failure_event,
-                    task=self.name,
-                    error=str(exc),
-                    kind=type(exc).__name__,
-                    final=True,
-                )
+                self._failed(exc, final=True)
+
+    def _failed(self, exc: Exception, **context: object) -> None:
+        self.failures += 1
+        log.warning(
+            self.failure_event, task=self.name, error=str(exc), kind=type(exc).__name__, **context
+        )
 
     def _report(self, task: asyncio.Task[None]) -> None:
         # Only a BaseException the policy does not catch can end the loop; say so loudly.
