@@ -138,8 +138,8 @@ def with_occurrence(body: bytes, request_id: str, instance: str | None) -> bytes
 
 
 # Identity (key-auth, jwt-auth, acl).
-UNAUTHORIZED = ProblemKind("unauthorized", "Authentication required", 401)
-FORBIDDEN = ProblemKind("forbidden", "Access denied", 403)
+UNAUTHORIZED = ProblemKind("unauthorized", "Authentication is required", 401)
+FORBIDDEN = ProblemKind("forbidden", "Not allowed", 403)
 INSUFFICIENT_SCOPE = ProblemKind("insufficient-scope", "Insufficient scope", 403)
 CREDENTIALS_UNAVAILABLE = ProblemKind(
     "credentials-unavailable", "Credentials cannot be verified right now", 503

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets as secrets_module
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,31 +170,6 @@ class AuditLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._single = single_statement_engine(engine)
-
-    async def record_system(
-        self,
-        conn: AsyncConnection,
-        *,
-        actor: str,
-        action: str,
-        resource_type: str,
-        resource_id: str,
-        before: Any,
-        after: Any,
-    ) -> None:
-        """Record a change made by the system itself (no caller, no request), in `conn`'s
-        transaction; it gets a fresh request id of its own."""
-        await self.record(
-            caller=None,
-            actor=actor,
-            facts=RequestFacts(secrets_module.token_hex(16), None),
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            before=before,
-            after=after,
-            conn=conn,
-        )
 
     async def record(
         self,

@@ -11,12 +11,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from portcullis.admin.audit import AuditLog
+from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.state import AdminState
 from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
+
+
+class SystemAuditTrail:
+    """The audit log as a job writes to it (`analytics.anomalies.SystemAudit`): a change
+    made by the system itself, no caller and no request, in the change's transaction."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    async def record_system(
+        self,
+        conn: AsyncConnection,
+        *,
+        actor: str,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        before: Any,
+        after: Any,
+    ) -> None:
+        await self._audit.record(
+            caller=None,
+            actor=actor,
+            facts=RequestFacts(secrets.token_hex(16), None),  # its own request id
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+            conn=conn,
+        )
 
 
 def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
@@ -36,7 +73,7 @@ def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
             settings,
             bus,
             keys=KeyRepository(engine, state.secret),
-            audit=state.audit,
+            audit=SystemAuditTrail(state.audit),
         ),
     ]
 
