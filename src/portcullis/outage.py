@@ -1,4 +1,4 @@
-"""The outage circuit every shared backend (Redis limits, Redis cache) uses.
+"""The outage circuit of the process's shared Redis (limits, response cache, event bus).
 
 While the backend answers, the circuit is closed and every call goes through. A
 failure opens it: for `retry_interval` seconds callers skip the backend (their own
