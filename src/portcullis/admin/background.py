@@ -10,10 +10,10 @@ bus, which lives exactly as long as the jobs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portcullis.admin.audit import AuditLog
@@ -23,6 +23,8 @@ from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
+
+log = structlog.get_logger(__name__)
 
 
 class SystemAuditTrail:
@@ -103,8 +105,12 @@ class BackgroundJobs:
         self._jobs.clear()
         if self._bus_start is not None:
             self._bus_start.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._bus_start
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # its failure must not keep the jobs from stopping
+                log.error("event_bus.start_failed", error=repr(exc))
             self._bus_start = None
         if self._bus is not None:
             await self._bus.close()
