@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # 1. latency at a steady rate, beside direct posts after the same commit
     bus = InProcessBus(engine)
     delivery = WebhookDelivery(engine, settings, SERVER, bus)
-    await delivery.start()
+    delivery.start()
     committed: dict[int, float] = {}
     direct: list[float] = []
     direct_sender = Sender(destination_policy(settings))
@@ -183,7 +183,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ids.append((await record_event(conn, EventType.KEY_REVOKED, "key:k1", DATA)).id)
     delivery = WebhookDelivery(engine, settings, SERVER)
     before = time.monotonic()
-    await delivery.start()
+    delivery.start()
     done = await _wait_for(lambda: all(i in receiver.arrivals for i in ids), before + 600)
     queued_seconds = time.monotonic() - before
     await delivery.stop()

@@ -1,4 +1,5 @@
-"""Background jobs of the control plane (rollups, retention, alerts, anomaly detection).
+"""Background jobs of the control plane (rollups, retention, alerts, anomaly detection)
+and webhook delivery.
 
 Each job is a `Periodic` built from the store engine, the settings and the
 collaborators it needs (never the admin state), started by the admin app's lifespan
@@ -23,6 +24,8 @@ from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
+from portcullis.webhooks.metrics import process_metrics
+from portcullis.webhooks.runner import WebhookDelivery
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +91,7 @@ class BackgroundJobs:
         self._bus: EventBus | None = None
         self._bus_start: asyncio.Task[None] | None = None
         self._redis: SharedRedis | None = None
+        self._webhooks: WebhookDelivery | None = None
 
     def start(self, state: AdminState) -> None:
         # The control plane's one Redis (when configured): the event bus publishes on it.
@@ -98,8 +102,16 @@ class BackgroundJobs:
         self._jobs = control_jobs(state, bus)
         for job in self._jobs:
             job.start()
+        if state.settings.webhook_delivery:
+            self._webhooks = WebhookDelivery(
+                state.engine, state.settings, state.secret, bus, process_metrics()
+            )
+            self._webhooks.start()
 
     async def stop(self) -> None:
+        if self._webhooks is not None:
+            await self._webhooks.stop()
+            self._webhooks = None
         for job in self._jobs:
             await job.stop()
         self._jobs.clear()

@@ -7,6 +7,7 @@ scrape time, since every delivering process shares one queue.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -42,6 +43,12 @@ class WebhookMetrics:
     def observe(self, outcome: Next, latency: float) -> None:
         self.attempts.labels(outcome.value).inc()
         self.latency.observe(latency)
+
+
+@functools.cache
+def process_metrics() -> WebhookMetrics:
+    """This process's webhook counters (in the default registry, registered once)."""
+    return WebhookMetrics()
 
 
 async def queue_families(engine: AsyncEngine, now: datetime) -> list[GaugeMetricFamily]:

@@ -86,6 +86,16 @@ async def claim(
     conditions = _due(now)
     if exclude:
         conditions.append(M.endpoint_id.notin_(list(exclude)))
+    # A read first: an idle queue costs no write transaction (on SQLite, no write lock
+    # taken from the writers that have work).
+    async with engine.connect() as conn:
+        due = (
+            await conn.execute(
+                select(M.id).join(E, E.id == M.endpoint_id).where(*conditions).limit(1)
+            )
+        ).first()
+    if due is None:
+        return []
     candidates = (
         select(M.id)
         .join(E, E.id == M.endpoint_id)

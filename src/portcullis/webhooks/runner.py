@@ -51,7 +51,7 @@ class WebhookDelivery:
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
+    def start(self) -> None:
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhooks"))
         if self._bus is not None:
             self._subscription = self._bus.subscribe()

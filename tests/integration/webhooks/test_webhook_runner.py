@@ -37,7 +37,7 @@ async def test_a_published_event_wakes_the_worker_long_before_its_poll(database_
                 _, receiver.secret = await create_endpoint(
                     conn, SERVER, NewEndpoint(receiver.url, ["alert.*"]), datetime.now(UTC)
                 )
-            await delivery.start()
+            delivery.start()
             event = await bus.publish(EventType.ALERT_FIRING, "errors", sample("alert.firing"))
             await asyncio.wait_for(receiver.arrived.wait(), 20)
         [received] = receiver.deliveries
