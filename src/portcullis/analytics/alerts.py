@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
-from portcullis.model.config import Name
+from portcullis.model.types import Name
 from portcullis.store.analytics_tables import AlertRuleRow, AlertStateRow, RollupRow
 from portcullis.store.engine import Check, write_transaction
 

@@ -14,8 +14,6 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
@@ -23,12 +21,17 @@ from pydantic import (
 
 from portcullis.http_fields import HeaderText
 from portcullis.model.secrets import SCHEMA_OF
-
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
-Tag = Annotated[str, Field(min_length=1, max_length=64)]
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+from portcullis.model.tenancy import reference_errors
+from portcullis.model.traffic import Boost, Override, Plan, traffic_reference_errors
+from portcullis.model.types import (
+    MetadataValue,
+    Method,
+    Name,
+    PriorityClass,
+    StrictModel,
+    Tag,
 )
+
 _HOST_LABEL = re.compile(
     r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$"
 )
@@ -37,12 +40,6 @@ _BASE_PATH = re.compile(r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
 # A target host: a name or IPv4 address without spaces, controls or URI delimiters, or a
 # bracketed IPv6 literal.
 _TARGET_HOST = re.compile(r"[^\x00-\x20\x7f-\x9f/?#@\[\]:\\]+|\[[0-9A-Fa-f:.]+\]")
-
-
-class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class Timeouts(StrictModel):
@@ -82,9 +79,6 @@ class Retries(StrictModel):
             if not 500 <= s <= 599:
                 raise ValueError(f"retry status {s} is not a 5xx status")
         return v
-
-
-PriorityClass = Literal["critical", "high", "normal", "low"]
 
 
 class ClassShares(StrictModel):
@@ -333,17 +327,9 @@ def _check_path(p: str) -> str:
     return p
 
 
-def _check_method(m: str) -> str:
-    up = m.upper()
-    if up not in HTTP_METHODS:
-        raise ValueError(f"unknown HTTP method {m!r}")
-    return up
-
-
 # Validated per item so that errors point at the entry, e.g. routes[3].paths[0].
 HostPattern = Annotated[str, AfterValidator(_check_host)]
 RoutePath = Annotated[str, AfterValidator(_check_path)]
-Method = Annotated[str, AfterValidator(_check_method)]
 
 
 class Route(StrictModel):
@@ -412,9 +398,6 @@ class ConsumerStatus(StrEnum):
     suspended = "suspended"
 
 
-MetadataValue = str | int | float | bool | None
-
-
 class Consumer(StrictModel):
     """An API consumer (application) of one organization.
 
@@ -471,16 +454,6 @@ class PluginInstance(StrictModel):
         if self.service is not None:
             return ("service", self.service)
         return ("global", None)
-
-
-# Imported here, not at the top: the traffic models build on StrictModel, Name and Tag.
-from portcullis.model.tenancy import reference_errors  # noqa: E402
-from portcullis.model.traffic import (  # noqa: E402
-    Boost,
-    Override,
-    Plan,
-    traffic_reference_errors,
-)
 
 
 class GatewayConfig(StrictModel):

@@ -26,8 +26,8 @@ from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from portcullis.limits.calendar import local_instant, to_us, zone
 from portcullis.limits.spec import MAX_LIMIT, Algorithm, LimitSpec, period_label
-from portcullis.model.config import Name, StrictModel, Tag
 from portcullis.model.tenancy import location_key
+from portcullis.model.types import Name, StrictModel, Tag
 
 if TYPE_CHECKING:
     from portcullis.model.config import GatewayConfig

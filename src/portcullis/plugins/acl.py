@@ -31,7 +31,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, model_validator
 
 from portcullis.analytics.record import Flag
-from portcullis.model.config import Name
+from portcullis.model.types import Name
 from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import (

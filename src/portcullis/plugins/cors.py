@@ -56,7 +56,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from portcullis.model.config import HTTP_METHODS
+from portcullis.model.types import HTTP_METHODS
 from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import FORBIDDEN, PROBLEM_CONTENT_TYPE, problem_body
