@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from portcullis.http_fields import HeaderText
+from portcullis.model.plugins.registry import references_of, validate_plugin
 from portcullis.model.secrets import SCHEMA_OF
 from portcullis.model.tenancy import reference_errors
 from portcullis.model.traffic import Boost, Override, Plan, traffic_reference_errors
@@ -491,13 +492,11 @@ class GatewayConfig(StrictModel):
             if c.username in seen_users:
                 errors.append(f"consumers[{i}].username: duplicate username {c.username!r}")
             seen_users.add(c.username)
-        from portcullis.plugins.registry import plugin_references, validate_plugin
-
         for i, p in enumerate(self.plugins):
             errors.extend(f"plugins[{i}].{e}" for e in validate_plugin(p.name, p.config))
         errors.extend(traffic_reference_errors(self))
         # Every name an entry writes resolves, and within its organization (model/tenancy.py).
-        errors.extend(reference_errors(self, plugin_references))
+        errors.extend(reference_errors(self, references_of(self)))
         if errors:
             raise ValueError(ReferenceErrors(errors))
         return self

@@ -364,7 +364,6 @@ class TrafficRules:
 
 
 EMPTY_TRAFFIC = TrafficRules()
-PLAN_LIMITS_PLUGIN = "plan-limits"
 
 
 def traffic_reference_errors(config: GatewayConfig) -> list[str]:

@@ -6,6 +6,7 @@ build on these, so a plugin schema never needs the gateway model to describe its
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -37,3 +38,16 @@ def check_method(m: str) -> str:
 
 # Validated per item so that errors point at the entry, e.g. routes[3].methods[0].
 Method = Annotated[str, AfterValidator(check_method)]
+
+
+class FailurePolicy(StrEnum):
+    """What a shared backend answers while it cannot reach its store.
+
+    open: allow (and count nothing); closed: refuse; local: decide with this
+    process's own in-memory counters (each worker then enforces the full limit on
+    its own).
+    """
+
+    open = "open"
+    closed = "closed"
+    local = "local"
