@@ -27,12 +27,11 @@ from pydantic import AwareDatetime, Field, field_validator, model_validator
 from portcullis.limits.calendar import local_instant, to_us, zone
 from portcullis.limits.spec import MAX_LIMIT, Algorithm, LimitSpec, period_label
 from portcullis.model.tenancy import location_key
-from portcullis.model.types import Name, StrictModel, Tag
+from portcullis.model.types import MAX_COST, Name, StrictModel, Tag
 
 if TYPE_CHECKING:
     from portcullis.model.config import GatewayConfig
 
-MAX_COST = 1_000_000
 _Date = date  # `LocalWindow.date` shadows the type inside that class
 MAX_MULTIPLIER = 100.0
 # Keys a plan limit may count by; every limit names `consumer` or `credential` too,

@@ -18,6 +18,8 @@ Tag = Annotated[str, Field(min_length=1, max_length=64)]
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
+# The largest cost one request may count for (rate limits, plans).
+MAX_COST = 1_000_000
 PriorityClass = Literal["critical", "high", "normal", "low"]
 MetadataValue = str | int | float | bool | None
 

@@ -6,10 +6,7 @@ from pydantic import Field, field_validator
 
 from portcullis.model.plugins.base import PluginConfig
 from portcullis.model.tenancy import names
-from portcullis.model.traffic import (
-    MAX_COST,
-)
-from portcullis.model.types import NAME_PATTERN, FailurePolicy
+from portcullis.model.types import MAX_COST, NAME_PATTERN, FailurePolicy
 
 PLAN_LIMITS_PLUGIN = "plan-limits"
 
