@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
-# The same rule as `Name`, for fields that spell out their own `Field(...)`.
+# What an entity name may hold; also for fields that spell out their own `Field(...)`.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 Tag = Annotated[str, Field(min_length=1, max_length=64)]
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}

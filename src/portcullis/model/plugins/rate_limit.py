@@ -9,9 +9,8 @@ from pydantic import Field, field_validator, model_validator
 
 from portcullis.limits.spec import MAX_LIMIT, Algorithm, LimitSpec, period_label
 from portcullis.model.plugins.base import PluginConfig
-from portcullis.model.types import MAX_COST, FailurePolicy
+from portcullis.model.types import MAX_COST, NAME_PATTERN, FailurePolicy
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
 _SIMPLE_KEYS = ("global", "service", "route", "consumer", "credential", "ip")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
