@@ -7,6 +7,8 @@ from typing import ClassVar
 
 import pytest
 
+from portcullis.cache.memory import MemoryCache, default_memory_cache
+from portcullis.limits.memory import MemoryBackend, default_memory_backend
 from portcullis.model.plugins.base import PluginConfig
 from portcullis.model.plugins.registry import SCHEMAS
 from portcullis.plugins.base import Headers, Phase, Plugin, PluginChain, RequestContext
@@ -78,3 +80,14 @@ def test_a_handler_registered_with_another_schema_is_reported(
         "acl: handler config_model is not the registered schema",
         "quiet: no schema",
     ]
+
+
+def test_the_env_hands_out_the_workers_backends_else_the_process_defaults() -> None:
+    limits, cache = MemoryBackend(), MemoryCache()
+    env = PluginEnv(limits=limits, cache=cache)
+    assert env.limit_backend() is limits
+    assert env.cache_backend() is cache
+    bare = PluginEnv()
+    assert bare.limit_backend() is default_memory_backend()
+    assert bare.cache_backend() is default_memory_cache()
+    assert bare.limit_backend() is not limits
