@@ -59,6 +59,8 @@ WRONG_WAY = [
     ("model/plugins/acl.py", "import portcullis.plugins.acl", "portcullis.plugins.acl"),
     # A schema importing the gateway model it is part of.
     ("model/plugins/cors.py", "import portcullis.model.config", "portcullis.model.config"),
+    # The traffic rules reaching back up to the gateway model (the old mid-file cycle).
+    ("model/traffic.py", "import portcullis.model.config", "portcullis.model.config"),
     # Config validation pulling in the database layer.
     ("model/traffic.py", "import sqlalchemy", "sqlalchemy"),
     # A leaf growing a dependency.
