@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.analytics.jobs import control_job
 from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
-from portcullis.model.config import Name
+from portcullis.model.types import Name
 from portcullis.periodic import Periodic
 from portcullis.settings import Settings
 from portcullis.store.analytics_tables import AlertRuleRow, AlertStateRow, RollupRow
