@@ -20,13 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.webhook_tables import WebhookEndpointRow
-from portcullis.webhooks.signing import SigningKeys, generate_secret
-
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+from portcullis.webhooks.signing import SigningKeys, crockford32, generate_secret
 
 
 def endpoint_id() -> str:
-    return "ep_" + "".join(random_tokens.choice(_CROCKFORD) for _ in range(26))
+    return "ep_" + crockford32(random_tokens.randbits(130))
 
 
 def _context(endpoint: str, what: str) -> bytes:
