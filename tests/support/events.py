@@ -48,6 +48,25 @@ SAMPLES: dict[EventType, dict[str, Any]] = {
     },
     EventType.KEY_SUSPENDED: {**_KEY, "status": "suspended"},
     EventType.KEY_RESUMED: dict(_KEY),
+    EventType.UPSTREAM_HEALTH_CHANGED: {
+        "upstream": "pool",
+        "target": None,
+        "status": "down",
+        "previous": "up",
+        "workers": 2,
+    },
+    EventType.CIRCUIT_OPENED: {
+        "upstream": "pool",
+        "target": "10.0.0.1:80",
+        "open_workers": 1,
+        "workers": 2,
+    },
+    EventType.CIRCUIT_CLOSED: {
+        "upstream": "pool",
+        "target": "10.0.0.1:80",
+        "open_workers": 0,
+        "workers": 2,
+    },
     EventType.WEBHOOK_ENDPOINT_DISABLED: {"endpoint_id": "ep_1", "reason": "gone"},
     EventType.WEBHOOK_TEST: {"endpoint_id": "ep_1", "message": "hello"},
 }

@@ -65,6 +65,7 @@ def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
     """The jobs to run (imported here so the admin app starts without them)."""
     from portcullis.analytics.alerts import alert_job
     from portcullis.analytics.anomalies import anomaly_job
+    from portcullis.analytics.health_events import health_events_job
     from portcullis.analytics.retention import request_log_retention_job
     from portcullis.analytics.rollups import rollup_job
 
@@ -73,6 +74,7 @@ def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
         alert_job(engine, settings, bus),
+        health_events_job(engine, settings, bus),
         anomaly_job(
             engine,
             settings,

@@ -33,6 +33,9 @@ class EventType(StrEnum):
     KEY_ROTATED = "key.rotated"
     KEY_SUSPENDED = "key.suspended"
     KEY_RESUMED = "key.resumed"
+    UPSTREAM_HEALTH_CHANGED = "upstream.health_changed"
+    CIRCUIT_OPENED = "circuit.opened"
+    CIRCUIT_CLOSED = "circuit.closed"
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
     WEBHOOK_TEST = "webhook.test"
 
@@ -96,6 +99,24 @@ class KeyStatusData(KeyData):
 class KeyRotatedData(KeyData):
     successor_key_id: str
     grace_until: str = Field(description="the old key works until then (RFC 3339)")
+
+
+HealthStatus = Literal["up", "degraded", "down"]
+
+
+class UpstreamHealthData(EventData):
+    upstream: str
+    target: str | None = Field(description="the target (host:port); None: the upstream as a whole")
+    status: HealthStatus
+    previous: HealthStatus
+    workers: int = Field(description="data-plane workers whose reports were merged")
+
+
+class CircuitData(EventData):
+    upstream: str
+    target: str
+    open_workers: int = Field(description="workers whose breaker for the target is open")
+    workers: int
 
 
 class EndpointDisabledData(EventData):
@@ -184,6 +205,26 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "A suspended API key works again",
                 _KEY_SUBJECT,
                 KeyStatusData,
+            ),
+            EventSpec(
+                EventType.UPSTREAM_HEALTH_CHANGED,
+                "An upstream's (or one target's) health, merged over every data-plane worker, "
+                "changed between up, degraded and down",
+                "`upstream:<name>` or `upstream:<name>/<target>`",
+                UpstreamHealthData,
+            ),
+            EventSpec(
+                EventType.CIRCUIT_OPENED,
+                "A circuit breaker opened for a target on some data-plane worker (none had it "
+                "open before)",
+                "`upstream:<name>/<target>`",
+                CircuitData,
+            ),
+            EventSpec(
+                EventType.CIRCUIT_CLOSED,
+                "No data-plane worker has the target's circuit breaker open any more",
+                "`upstream:<name>/<target>`",
+                CircuitData,
             ),
             EventSpec(
                 EventType.WEBHOOK_ENDPOINT_DISABLED,

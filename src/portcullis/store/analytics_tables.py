@@ -225,3 +225,16 @@ class QuotaUsageRow(Base):
     period_end_us: Mapped[int] = mapped_column(BigInteger)
     used: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UpstreamHealthStateRow(Base):
+    """The last upstream (target '') or target health the control plane announced, so a
+    change is announced once across control planes and restarts (analytics/health_events)."""
+
+    __tablename__ = "upstream_health_states"
+
+    upstream: Mapped[str] = mapped_column(String(256), primary_key=True)
+    target: Mapped[str] = mapped_column(String(256), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    circuit_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
