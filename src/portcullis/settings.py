@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(default=15.0, gt=0, le=30)
     webhook_poll_interval: float = Field(default=0.25, gt=0, le=60)
     webhook_disable_after_days: float = Field(default=5.0, gt=0)
+    # A `key.expiring` event goes out this many days before an active key expires (0: none).
+    key_expiry_notice_days: float = Field(default=7.0, ge=0)
 
     @field_validator("webhook_allowed_networks")
     @classmethod

@@ -48,6 +48,7 @@ SAMPLES: dict[EventType, dict[str, Any]] = {
     },
     EventType.KEY_SUSPENDED: {**_KEY, "status": "suspended"},
     EventType.KEY_RESUMED: dict(_KEY),
+    EventType.KEY_EXPIRING: {**_KEY, "expires_at": "2026-12-14T07:00:00Z", "days_left": 7.0},
     EventType.UPSTREAM_HEALTH_CHANGED: {
         "upstream": "pool",
         "target": None,

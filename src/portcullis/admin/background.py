@@ -68,9 +68,12 @@ def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
     from portcullis.analytics.health_events import health_events_job
     from portcullis.analytics.retention import request_log_retention_job
     from portcullis.analytics.rollups import rollup_job
+    from portcullis.identity.key_expiry import key_expiry_job
 
     engine, settings = state.engine, state.settings
+    expiry = key_expiry_job(engine, settings, bus)
     return [
+        *([expiry] if expiry is not None else []),
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
         alert_job(engine, settings, bus),

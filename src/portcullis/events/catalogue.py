@@ -33,6 +33,7 @@ class EventType(StrEnum):
     KEY_ROTATED = "key.rotated"
     KEY_SUSPENDED = "key.suspended"
     KEY_RESUMED = "key.resumed"
+    KEY_EXPIRING = "key.expiring"
     UPSTREAM_HEALTH_CHANGED = "upstream.health_changed"
     CIRCUIT_OPENED = "circuit.opened"
     CIRCUIT_CLOSED = "circuit.closed"
@@ -117,6 +118,11 @@ class CircuitData(EventData):
     target: str
     open_workers: int = Field(description="workers whose breaker for the target is open")
     workers: int
+
+
+class KeyExpiringData(KeyData):
+    expires_at: str = Field(description="when the key stops working (RFC 3339)")
+    days_left: float
 
 
 class EndpointDisabledData(EventData):
@@ -205,6 +211,13 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "A suspended API key works again",
                 _KEY_SUBJECT,
                 KeyStatusData,
+            ),
+            EventSpec(
+                EventType.KEY_EXPIRING,
+                "An active API key expires within `key_expiry_notice_days` (sent once per "
+                "expiry: a changed expiry is announced again)",
+                _KEY_SUBJECT,
+                KeyExpiringData,
             ),
             EventSpec(
                 EventType.UPSTREAM_HEALTH_CHANGED,

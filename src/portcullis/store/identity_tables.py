@@ -41,6 +41,8 @@ class ApiKeyRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     status_reason: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The expiry a `key.expiring` event was sent for (a changed expiry is announced anew).
+    expiry_announced: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Rotation: the new key names the old one; the old key keeps working until grace_until.
     rotated_from: Mapped[str | None] = mapped_column(String(32))
     replaced_by: Mapped[str | None] = mapped_column(String(32))
