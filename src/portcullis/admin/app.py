@@ -93,9 +93,11 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import alerts as alert_routes
 
     api.include_router(alert_routes.router)
+    from portcullis.admin.routers import event_types as event_type_routes
     from portcullis.admin.routers import schemas as schema_routes
 
     api.include_router(schema_routes.router)
+    api.include_router(event_type_routes.router)
     return api
 
 
@@ -292,6 +294,9 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     from portcullis.admin.routers.analytics import consumer_router
 
     app.include_router(consumer_router)
+    from portcullis.admin.routers.event_types import install_webhook_docs
+
+    install_webhook_docs(app)
     install_openapi(app)
     install_docs(app)
     return app

@@ -168,6 +168,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         summary=app.summary,
         description=_DESCRIPTION,
         routes=app.routes,
+        webhooks=app.webhooks.routes,
         tags=[
             {"name": "Services"},
             {"name": "Upstreams"},

@@ -42,6 +42,7 @@ ENDPOINTS += [
     ("POST", "/admin/v1/config/rollback", WRITE),
     ("GET", "/admin/v1/schemas/plugins", READ),
     ("GET", "/admin/v1/schemas/plugins/{name}", READ),
+    ("GET", "/admin/v1/event-types", READ),
     ("POST", "/admin/v1/auth/login", "public"),
     ("POST", "/admin/v1/auth/refresh", "public"),
     ("POST", "/admin/v1/auth/logout", "public"),

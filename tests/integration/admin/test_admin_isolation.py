@@ -109,6 +109,7 @@ TABLE |= {
     ("POST", "/admin/v1/auth/password"): OWN,
     ("GET", "/admin/v1/schemas/plugins"): GLOBAL,
     ("GET", "/admin/v1/schemas/plugins/{name}"): GLOBAL,
+    ("GET", "/admin/v1/event-types"): GLOBAL,
     ("GET", "/admin/v1/admin-users"): LIST(),
     ("POST", "/admin/v1/admin-users"): CREATE,
     ("GET", "/admin/v1/admin-users/{user_id}"): ITEM_READ,
