@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from portcullis.limits import Algorithm
+from support.clock import clear_of_window_edges
 from support.redis import RedisServer, running_redis
 from support.servers import Gateway, gateway, granian_app
 from support.structured_fields import parse_list
@@ -35,13 +36,6 @@ LIMIT = 40
 BURST = 150
 QUOTA_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 REDUCED_TYPE = "https://iana.org/assignments/http-problem-types#temporary-reduced-capacity"
-
-
-def clear_of_window_edges(period_s: int, margin: float = 20.0) -> None:
-    """Fixed and sliding windows are epoch-aligned: don't let a burst straddle an edge."""
-    to_edge = period_s - time.time() % period_s
-    if to_edge < margin:
-        time.sleep(to_edge + 0.5)
 
 
 def rate_limit(
