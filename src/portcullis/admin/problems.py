@@ -1,4 +1,4 @@
-"""RFC 9457 problem details for the admin API: error kinds, the exception, its handlers.
+"""RFC 9457 problem details for the admin API: the exception and its FastAPI handlers.
 
 Every error the control plane answers with is `application/problem+json` with a
 stable `type` URI per kind. Handlers turn FastAPI's own errors (request validation,
@@ -21,38 +21,71 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portcullis.problems import (
+    ALREADY_EXISTS,
+    BAD_REQUEST,
+    FORBIDDEN,
+    HAS_DEPENDENTS,
+    IDEMPOTENCY_IN_FLIGHT,
+    IDEMPOTENCY_KEY_REUSED,
+    INTERNAL_ERROR,
+    INVALID_CURSOR,
+    MALFORMED_BODY,
+    METHOD_NOT_ALLOWED,
+    NOT_ACCEPTABLE,
+    NOT_FOUND,
     PAYLOAD_TOO_LARGE,
+    PRECONDITION_FAILED,
     PROBLEM_CONTENT_TYPE,
+    STORE_UNAVAILABLE,
+    TOO_MANY_REQUESTS,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION_FAILED,
     ProblemKind,
+    http_error,
     problem_body,
 )
 
-logger = logging.getLogger("portcullis.admin")
+# The kinds live in the one registry, portcullis.problems; the admin modules may name
+# them here, next to ApiProblem.
+__all__ = [
+    "ALREADY_EXISTS",
+    "BAD_REQUEST",
+    "FORBIDDEN",
+    "HAS_DEPENDENTS",
+    "IDEMPOTENCY_IN_FLIGHT",
+    "IDEMPOTENCY_KEY_REUSED",
+    "INTERNAL_ERROR",
+    "INVALID_CURSOR",
+    "MALFORMED_BODY",
+    "METHOD_NOT_ALLOWED",
+    "NOT_ACCEPTABLE",
+    "NOT_FOUND",
+    "PAYLOAD_TOO_LARGE",
+    "PRECONDITION_FAILED",
+    "STORE_UNAVAILABLE",
+    "TOO_MANY_REQUESTS",
+    "UNAUTHORIZED",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "VALIDATION_FAILED",
+    "ApiProblem",
+    "BodyTooLarge",
+    "ErrorItem",
+    "Problem",
+    "ProblemKind",
+    "allowed_methods",
+    "created_responses",
+    "errors_from_pydantic",
+    "install_problem_handlers",
+    "json_error_position",
+    "malformed_body",
+    "pointer_for",
+    "problem_response",
+    "problem_responses",
+    "validation_problem",
+]
 
-BAD_REQUEST = ProblemKind("bad-request", "Bad request", 400)
-MALFORMED_BODY = ProblemKind("malformed-body", "The request body could not be parsed", 400)
-INVALID_CURSOR = ProblemKind("invalid-cursor", "The pagination cursor is invalid", 400)
-UNAUTHORIZED = ProblemKind("unauthorized", "Authentication is required", 401)
-FORBIDDEN = ProblemKind("forbidden", "Not allowed", 403)
-NOT_FOUND = ProblemKind("not-found", "Resource not found", 404)
-METHOD_NOT_ALLOWED = ProblemKind("method-not-allowed", "Method not allowed", 405)
-NOT_ACCEPTABLE = ProblemKind("not-acceptable", "Not acceptable", 406)
-ALREADY_EXISTS = ProblemKind("already-exists", "A resource with this name already exists", 409)
-HAS_DEPENDENTS = ProblemKind("has-dependents", "Other resources depend on this resource", 409)
-IDEMPOTENCY_IN_FLIGHT = ProblemKind(
-    "idempotency-key-in-flight", "A request with this Idempotency-Key is still being processed", 409
-)
-PRECONDITION_FAILED = ProblemKind(
-    "precondition-failed", "The resource has changed (If-Match does not match its ETag)", 412
-)
-UNSUPPORTED_MEDIA_TYPE = ProblemKind("unsupported-media-type", "Unsupported media type", 415)
-VALIDATION_FAILED = ProblemKind("validation-failed", "The request is not valid", 422)
-IDEMPOTENCY_KEY_REUSED = ProblemKind(
-    "idempotency-key-reused", "This Idempotency-Key was used with a different request", 422
-)
-TOO_MANY_REQUESTS = ProblemKind("too-many-requests", "Too many requests", 429)
-INTERNAL_ERROR = ProblemKind("internal-error", "Internal error", 500)
-STORE_UNAVAILABLE = ProblemKind("store-unavailable", "The store is unavailable", 503)
+logger = logging.getLogger("portcullis.admin")
 
 _BY_STATUS = {
     k.status: k
@@ -258,9 +291,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if isinstance(exc, BodyTooLarge):
             return exc.response(request.url.path)
-        kind = _BY_STATUS.get(exc.status_code)
-        if kind is None:
-            kind = ProblemKind("http-error", "HTTP error", exc.status_code)
+        kind = _BY_STATUS.get(exc.status_code) or http_error(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else None
         headers = dict(exc.headers or {})
         if exc.status_code == 405:

@@ -17,15 +17,9 @@ import pytest
 from portcullis.analytics.record import Flag, RequestRecord
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
+from portcullis.model.plugins.base import BODY_BUFFER_LIMIT, PluginConfig
 from portcullis.plugins import registry
-from portcullis.plugins.base import (
-    BODY_BUFFER_LIMIT,
-    Headers,
-    Plugin,
-    PluginConfig,
-    PluginResponse,
-    RequestContext,
-)
+from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
 from portcullis.proxy import app as proxy_app
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.upstream.transport import (
@@ -85,17 +79,17 @@ class _UpperConfig(PluginConfig):
     body_limit: int | None = None
 
 
-class _Upper(Plugin):
+class _Upper(Plugin[_UpperConfig]):
     """Upper-cases JSON bodies; optionally refuses with 401 after adding a header."""
 
     name: ClassVar[str] = "test-upper"
     priority: ClassVar[int] = 100
-    config_model: ClassVar[type[PluginConfig]] = _UpperConfig
+    config_model = _UpperConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access", "request_body", "response_body"})
     refusal_flag: ClassVar[int] = Flag.AUTH_FAILED
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         ctx.response_headers.append((b"x-seen", b"1"))
-        assert isinstance(self.config, _UpperConfig)
         ctx.body_limit = self.config.body_limit
         if self.config.refuse:
             return PluginResponse(401, b"no", [(b"content-type", b"text/plain")])
@@ -113,6 +107,7 @@ class _Upper(Plugin):
 @pytest.fixture
 def upper_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry.PLUGINS, "test-upper", _Upper)
+    monkeypatch.setitem(registry.SCHEMAS, "test-upper", _UpperConfig)
 
 
 def _app(
@@ -200,12 +195,13 @@ class _TimedConfig(PluginConfig):
     pass
 
 
-class _Timed(Plugin):
+class _Timed(Plugin[_TimedConfig]):
     """Spends 30 ms of the test clock in the access phase (gateway time before upstream)."""
 
     name: ClassVar[str] = "test-timed"
     priority: ClassVar[int] = 100
-    config_model: ClassVar[type[PluginConfig]] = _TimedConfig
+    config_model = _TimedConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
     clock: ClassVar[ManualClock] = ManualClock()
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
@@ -244,6 +240,7 @@ async def test_latency_split_is_the_time_spent_on_each_side(
     monkeypatch.setattr(proxy_app, "time", SimpleNamespace(monotonic=clock, time=time.time))
     monkeypatch.setattr(_Timed, "clock", clock)
     monkeypatch.setitem(registry.PLUGINS, "test-timed", _Timed)
+    monkeypatch.setitem(registry.SCHEMAS, "test-timed", _TimedConfig)
     app, collect = _app(_TimedTransport(clock), plugin={}, plugin_name="test-timed")
     messages = await _call(app, _scope("/api/x"))
     assert messages[0]["status"] == 200

@@ -59,7 +59,7 @@ from portcullis.analytics.alerts import (
 from portcullis.analytics.anomalies import Signal
 from portcullis.events.bus import read_events
 from portcullis.events.catalogue import EventType
-from portcullis.model.config import Name
+from portcullis.model.types import Name
 from portcullis.store.analytics_tables import AnomalyRow
 
 router = APIRouter(tags=["Alerts and events"])
