@@ -99,7 +99,9 @@ async def test_redis_carries_events_between_bus_instances(
         # A later event from the receiver reaches the publisher over Redis after any echo
         # of its own two would have (Redis pushes to a subscriber in publish order): the
         # next event its subscribers see must be that one.
-        sentinel = await receiver.publish(EventType.ALERT_RESOLVED, "sentinel", {})
+        sentinel = await receiver.publish(
+            EventType.ALERT_RESOLVED, "sentinel", sample("alert.resolved", reason="y")
+        )
         assert await asyncio.wait_for(local.get(), 5) == sentinel
         assert local.pending() == 0
         assert remote.pending() == 0
