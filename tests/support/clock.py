@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 
 class ManualClock:
@@ -45,3 +46,15 @@ class DrivenSleep:
         assert self._current is not None, "nothing is asleep"
         self._current.set_result(None)
         self._current = None
+
+
+def clear_of_window_edges(period_s: int, margin: float = 20.0) -> None:
+    """Fixed and sliding windows are epoch-aligned: don't let a burst straddle an edge.
+
+    For code that reads a clock the test cannot drive (Redis scripts read the server's
+    `TIME`; a gateway subprocess its own clock): waits out the edge only when one is less
+    than `margin` seconds away (20 s of a 1 h window: about 1 run in 180).
+    """
+    to_edge = period_s - time.time() % period_s
+    if to_edge < margin:
+        time.sleep(to_edge + 0.5)  # the only way past a clock the test does not own

@@ -1,10 +1,11 @@
 """One load process for the cross-process exactness test: `python -m support.limits_burst JSON`.
 
 Runs `tasks` asyncio tasks against one Redis through its own `RedisBackend`; each
-task makes `attempts` decisions back to back. All processes wait for the same
-wall-clock instant (`start_at`) so their bursts overlap. Prints one JSON line:
-admitted and refused counts, decisions the backend could not make, and the
-backend's metrics.
+task makes `attempts` decisions back to back. Each process prints `ready` once its
+backend is connected and its script loaded, then waits for a `go` line on stdin: the
+parent sends it when every process is ready, so the bursts overlap. Then prints one
+JSON line: admitted and refused counts, decisions the backend could not make, and
+the backend's metrics.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from typing import Any
 
 from portcullis.limits import FailurePolicy, LimitRequest, LimitSpec
@@ -45,7 +45,9 @@ async def burst(job: dict[str, Any]) -> dict[str, Any]:
 
     # Connect and load the script before the start line, so the burst is all decisions.
     await backend.decide([LimitRequest("warmup", requests[0].spec, 0, "warmup")])
-    await asyncio.sleep(max(0.0, job["start_at"] - time.time()))
+    print("ready", flush=True)
+    if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
+        raise SystemExit("no go from the parent")
     await asyncio.gather(*(task() for _ in range(job["tasks"])))
     stats = backend.snapshot()
     await backend.aclose()

@@ -91,9 +91,14 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str | None = None) -> str:
-        """Create a fresh database (a unique name unless given); returns its URL."""
+    def create_database(self, name: str | None = None, *, template: str | None = None) -> str:
+        """Create a fresh database (a unique name unless given); returns its URL.
+
+        With `template`, the new database is a copy of that one (which must have no open
+        connections): a migrated template makes a migrated store in a fraction of the time.
+        """
         name = name or f"test_{os.getpid()}_{next(self._names)}"
+        copy = ["-T", template] if template is not None else []
         self._run(
             [
                 str(self.bin_dir / "createdb"),
@@ -103,6 +108,7 @@ class PostgresServer:
                 str(self.port),
                 "-U",
                 SUPERUSER,
+                *copy,
                 name,
             ],
             as_owner=False,

@@ -121,6 +121,17 @@ class Gateway:
             time.sleep(0.02)
         raise TimeoutError(f"store never reached config version {version}")
 
+    def worker_versions(self) -> list[int]:
+        """The config version each data-plane worker last reported in its heartbeat."""
+        body = httpx.get(f"{self.admin_url}/health/ready", timeout=2).json()
+        nodes = body["data_plane"]["nodes"] if "data_plane" in body else body.get("nodes", [])
+        return [int(node["config_version"]) for node in nodes]
+
+    def wait_for_workers_at(self, version: int, workers: int, timeout: float = 15.0) -> None:
+        """Wait until `workers` heartbeats report config `version` (start the gateway with a
+        short PORTCULLIS_HEARTBEAT_INTERVAL so this does not wait for the 2 s default)."""
+        wait_until(lambda: self.worker_versions().count(version) >= workers, timeout)
+
 
 @contextmanager
 def gateway(

@@ -45,6 +45,15 @@ def threaded_upstream(handler: Handler) -> Iterator[RawUpstream]:
     assert upstream.errors == []
 
 
+async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """`wait_until` for async tests: poll `condition` without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll `condition` until it holds; TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout

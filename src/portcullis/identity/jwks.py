@@ -345,6 +345,14 @@ class JwksRegistry:
     def __len__(self) -> int:
         return len(self._sources)
 
+    async def settled(self) -> None:
+        """Wait until no fetch is in flight (background refreshes included).
+
+        For callers that must observe a refresh's outcome, such as tests, instead of
+        guessing how long it takes."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def aclose(self) -> None:
         """Cancel background refreshes; the session belongs to the caller."""
         self._closed = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,9 +18,23 @@ from portcullis.admin.auth import AuthService
 from portcullis.admin.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.migrations import upgrade_to_head
+from support.postgres import PostgresServer
 
 # Makes a signed-in client for a new user of a role (optionally limited to an organization id).
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_stores` run on a PostgreSQL store as well as on SQLite."""
+    if "store" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_stores"):
+        postgres = pytest.param("postgresql", marks=pytest.mark.postgres)
+        metafunc.parametrize("store", ["sqlite", postgres], indirect=True)
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest) -> str:
+    """The store backend of this test: SQLite unless the test is marked `both_stores`."""
+    return str(getattr(request, "param", "sqlite"))
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +45,22 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def migrated_postgres_template(postgres_server: PostgresServer) -> str:
+    """A PostgreSQL database migrated once per session, for `createdb -T` copies."""
+    name = f"admin_template_{os.getpid()}"
+    asyncio.run(upgrade_to_head(postgres_server.create_database(name)))
+    return name
+
+
 @pytest.fixture
-def database_url(tmp_path: Path, migrated_template: Path) -> str:
+def database_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated store of its own for each test: a copy of the session's template."""
+    if store == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        template: str = request.getfixturevalue("migrated_postgres_template")
+        return server.create_database(template=template)
+    migrated_template: Path = request.getfixturevalue("migrated_template")
     path = tmp_path / "admin.db"
     shutil.copyfile(migrated_template, path)
     for suffix in ("-wal", "-shm"):

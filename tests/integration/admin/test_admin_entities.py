@@ -1,4 +1,5 @@
-"""CRUD conventions of the gateway entity endpoints, against a real (temp SQLite) store."""
+"""CRUD conventions of the gateway entity endpoints, against a real store (temp SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from portcullis.admin.state import AdminState
+
+pytestmark = pytest.mark.both_stores
 
 PROBLEM = "application/problem+json"
 

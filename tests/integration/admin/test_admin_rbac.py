@@ -41,6 +41,7 @@ async def test_unauthenticated_is_401(
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+@pytest.mark.both_stores
 @pytest.mark.parametrize("role", ALL_ROLES)
 async def test_role_matrix(client_for, role: Role) -> None:  # type: ignore[no-untyped-def]
     client: httpx.AsyncClient = await client_for(role)
@@ -58,6 +59,7 @@ async def test_role_matrix(client_for, role: Role) -> None:  # type: ignore[no-u
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.both_stores
 async def test_api_token_scopes_narrow_the_owner(owner: httpx.AsyncClient, app: FastAPI) -> None:
     created = await owner.post(
         "/admin/v1/tokens", json={"name": "ci", "scopes": ["config:read"], "expires_in": 3600}
@@ -72,6 +74,7 @@ async def test_api_token_scopes_narrow_the_owner(owner: httpx.AsyncClient, app: 
         assert denied.json()["required_permission"] == "config:write"
 
 
+@pytest.mark.both_stores
 async def test_operator_cannot_mint_wider_tokens(client_for) -> None:  # type: ignore[no-untyped-def]
     operator: httpx.AsyncClient = await client_for(Role.OPERATOR)
     response = await operator.post(
@@ -81,6 +84,7 @@ async def test_operator_cannot_mint_wider_tokens(client_for) -> None:  # type: i
     assert "admins:write" in response.json()["detail"]
 
 
+@pytest.mark.both_stores
 async def test_admin_cannot_create_or_manage_owners(client_for) -> None:  # type: ignore[no-untyped-def]
     admin: httpx.AsyncClient = await client_for(Role.ADMIN)
     response = await admin.post(

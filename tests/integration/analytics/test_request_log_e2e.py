@@ -159,7 +159,9 @@ async def test_every_kind_of_request_is_one_row_with_its_facts(
     assert ok["bytes_out"] == len(sent["ok"].content)
     assert ok["node"].startswith("portcullis:")
     assert 0 < ok["upstream_ms"] < ok["latency_ms"]
-    assert ok["gateway_ms"] == pytest.approx(ok["latency_ms"] - ok["upstream_ms"])
+    # The gateway's latency lies within the client's own measurement of the exchange (the
+    # exact split is checked against a scripted clock in tests/unit/proxy/test_app_observers).
+    assert ok["latency_ms"] <= sent["ok"].elapsed.total_seconds() * 1000.0
     assert row["post"]["bytes_in"] == 100
     assert row["post"]["method"] == "POST"
 
@@ -169,7 +171,7 @@ async def test_every_kind_of_request_is_one_row_with_its_facts(
     assert nope["error_kind"] == "route-not-found"
     assert nope["upstream_ms"] is None
     assert nope["upstream_target"] is None
-    assert nope["gateway_ms"] == pytest.approx(nope["latency_ms"])
+    assert nope["gateway_ms"] == pytest.approx(nope["latency_ms"])  # nothing went upstream
 
     refused = row["no-key"]
     assert refused["status"] == 401

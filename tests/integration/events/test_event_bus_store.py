@@ -96,10 +96,16 @@ async def test_redis_carries_events_between_bus_instances(
         assert await asyncio.wait_for(remote.get(), 5) == fired
         # The publisher's own subscribers got both directly, and not again from Redis.
         assert [await local.get(), await local.get()] == [resolved, fired]
-        await asyncio.sleep(0.2)
+        # A later event from the receiver reaches the publisher over Redis after any echo
+        # of its own two would have (Redis pushes to a subscriber in publish order): the
+        # next event its subscribers see must be that one.
+        sentinel = await receiver.publish(
+            EventType.ALERT_RESOLVED, "sentinel", sample("alert.resolved", reason="y")
+        )
+        assert await asyncio.wait_for(local.get(), 5) == sentinel
         assert local.pending() == 0
         assert remote.pending() == 0
-        assert receiver.received == 2
+        assert (receiver.received, sender.received) == (2, 1)
         assert sender.publish_failures == 0
     finally:
         await sender.close()

@@ -27,6 +27,7 @@ from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.jwt_auth import JwtAuth
 from support.clock import ManualClock
 from support.servers import free_port
+from support.threaded_upstream import eventually
 
 
 @dataclass
@@ -102,12 +103,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-async def settle() -> None:
-    """Let background refresh tasks run to completion."""
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-
-
 async def test_fetch_cache_and_max_age(server: JwksServer, session: aiohttp.ClientSession) -> None:
     a = Signer("a")
     server.keys = [a.jwk()]
@@ -181,9 +176,9 @@ async def test_a_cancelled_waiter_does_not_cancel_the_fetch(
     registry = JwksRegistry(session)
     source = registry.source(server.url)
     first = asyncio.create_task(source.get("a"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: server.hits)  # the fetch reached the server (held 0.2 s there)
     second = asyncio.create_task(source.get("a"))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one turn of the loop: the second waiter joins the fetch
     first.cancel()
     assert len(await second) == 1
     assert server.hits == 1
@@ -202,7 +197,7 @@ async def test_outage_keeps_serving_the_last_good_set(
     server.status = 503
     clock.now += 61  # stale: the lookup answers from cache and refreshes in the background
     assert await source.get("a")
-    await settle()
+    await registry.settled()
     assert server.hits == 2
     assert source.last_error == "HTTP 503"
     assert await source.get("a")  # still the last good key
@@ -210,7 +205,7 @@ async def test_outage_keeps_serving_the_last_good_set(
     clock.now += 5
     assert await source.get("zzz") == ()
     assert await source.get("zzz") == ()
-    await settle()
+    await registry.settled()
     assert server.hits == 3
     # Recovery: the next refresh replaces the set and clears the error.
     server.status = 200
@@ -233,7 +228,7 @@ async def test_stale_set_is_refreshed_in_the_background(
     server.keys = [a.jwk(), Signer("b").jwk()]
     clock.now += 15
     assert await source.get("a")  # answered at once from the stale set
-    await settle()
+    await registry.settled()
     assert server.hits == 2
     assert set(source.keyset.by_kid if source.keyset else ()) == {"a", "b"}
     await registry.aclose()
@@ -290,7 +285,7 @@ async def test_aclose_cancels_background_refresh(
     registry.source(server.url)
     server.delay = 30
     registry.prefetch(server.url)
-    await asyncio.sleep(0.1)
+    await eventually(lambda: server.hits)  # the prefetch reached the server (held 30 s)
     assert server.hits == 1
     started = time.monotonic()
     await registry.aclose()
@@ -325,7 +320,7 @@ async def test_plugin_follows_rotation_and_survives_outage(
     server.keys = [a.jwk()]
     registry = JwksRegistry(session)
     plugin = plugin_for(registry, server.url, refetch_interval=0)
-    await settle()  # the plugin prefetched the set when it was built
+    await registry.settled()  # the plugin prefetched the set when it was built
     assert server.hits == 1
     assert await plugin.access(ctx_for(a.token())) is None
     server.keys = [b.jwk()]

@@ -248,16 +248,16 @@ async def test_anonymous_consumer_on_a_public_route(gw: Gateway) -> None:
 
 
 def seconds_until_everywhere(
-    gw: Gateway, key: str, since: float, status: int
+    gw: Gateway, key: str, since: float, status: int, within: float = 5.0
 ) -> tuple[float, float]:
     """Seconds from `since` to the start and to the end of the first run of STREAK answers
     with `status` over fresh connections (a worker still answering the old way would have
-    broken the run)."""
+    broken the run); fails after `within` seconds."""
     other = 200 if status == 401 else 401
     streak_started = 0.0
     streak = 0
     while streak < STREAK:
-        assert time.monotonic() - since < 5, "change never reached every worker"
+        assert time.monotonic() - since < within, "change never reached every worker"
         now = time.monotonic()
         got = fresh_get(gw, "/keyed", headers={"X-API-Key": key}).status_code
         if got == status:
@@ -311,13 +311,16 @@ async def test_revocation_and_suspension_reach_every_worker_within_a_second(
 async def test_rotation_keeps_the_old_key_for_its_grace_period_only(gw: Gateway) -> None:
     key_id, old_key = await new_key(gw)
     accepted_everywhere(gw, old_key)
+    before_rotation = time.monotonic()
     async with key_store(gw) as repo:
         rotation = await repo.rotate(key_id, grace_seconds=2, created_by="e2e-test")
-    rotated_at = time.monotonic()
     new_up = echoed(fresh_get(gw, "/keyed", headers={"X-API-Key": rotation.key}))
     assert new_up["x-credential-id"] == rotation.new.id
     assert fresh_get(gw, "/keyed", headers={"X-API-Key": old_key}).status_code == 200
-    time.sleep(max(0.0, 2.2 - (time.monotonic() - rotated_at)))
+    # The grace period is the behaviour: poll until the old key is refused everywhere, then
+    # check that this did not happen before the two seconds were up.
+    first_refusal, _ = seconds_until_everywhere(gw, old_key, before_rotation, 401, within=2 + 5)
+    assert first_refusal >= 1.9  # timed before its request left: a little slack
     r = fresh_get(gw, "/keyed", headers={"X-API-Key": old_key})
     assert r.status_code == 401
     assert "was rotated and has expired" in r.headers["www-authenticate"]
@@ -342,46 +345,51 @@ def touches(gw: Gateway, key_ids: set[str]) -> int:
     return sum(1 for (key_id,) in rows if key_id in key_ids)
 
 
-async def test_last_used_is_written_in_batches_not_per_request(gw: Gateway) -> None:
-    install_touch_counter(gw)
-    keys = [await new_key(gw) for _ in range(2)]
-    ids = {key_id for key_id, _ in keys}
+def use_keys(gw: Gateway, keys: list[tuple[str, str]]) -> int:
+    """Requests with each key, over one connection and over fresh ones (so both workers
+    see uses); returns how many were made."""
     requests = 0
-    started = time.monotonic()
     with httpx.Client(base_url=gw.url, timeout=5) as client:
         for _ in range(40):
             for _, key in keys:
                 assert client.get("/keyed", headers={"X-API-Key": key}).status_code == 200
                 requests += 1
-    for _ in range(10):  # fresh connections: both workers see uses
+    for _ in range(10):
         for _, key in keys:
             assert fresh_get(gw, "/keyed", headers={"X-API-Key": key}).status_code == 200
             requests += 1
-    burst = time.monotonic() - started
-    # Flush interval 2 s: wait for the next flush of each worker.
+    return requests
+
+
+async def test_last_used_is_written_by_the_periodic_flush(gw: Gateway) -> None:
+    """With a 2 s flush interval the stamps land while the gateway runs."""
+    install_touch_counter(gw)
+    keys = [await new_key(gw) for _ in range(2)]
+    started = time.monotonic()
+    use_keys(gw, keys)
+    ids = {key_id for key_id, _ in keys}
     deadline = time.monotonic() + 6
     while not all(last_used(gw, key_id) for key_id in ids):
         assert time.monotonic() < deadline, "last_used_at never written"
         time.sleep(0.1)
-    time.sleep(2.5)  # let any flush still pending land before counting
-    writes = touches(gw, ids)
+    # At most one row update per key, worker and 2 s flush window so far.
     flush_windows = int((time.monotonic() - started) / 2.0) + 1
-    print(
-        f"\n{requests} requests in {burst:.2f}s on 2 keys -> {writes} last_used_at row "
-        f"updates (2 workers, flush interval 2 s)"
-    )
-    assert 1 <= writes <= len(ids) * 2 * flush_windows
-    assert writes < requests / 5
+    assert 1 <= touches(gw, ids) <= len(ids) * 2 * flush_windows
 
 
-async def test_pending_last_used_stamps_are_flushed_on_graceful_shutdown(
+async def test_last_used_is_batched_and_flushed_on_graceful_shutdown(
     tmp_path: Path, upstream: int
 ) -> None:
+    """With a flush interval far beyond the test, every stamp is written by the flush at
+    SIGTERM: at most one row update per key and worker, however many requests there were
+    (the count is final once the gateway stopped: no waiting for a flush in flight)."""
     with start(tmp_path, upstream, flush_interval=3600) as g:
-        key_id, key = await new_key(g)
-        for _ in range(6):
-            assert fresh_get(g, "/keyed", headers={"X-API-Key": key}).status_code == 200
-        time.sleep(0.5)
-        assert last_used(g, key_id) is None  # nothing is written per request
+        install_touch_counter(g)
+        keys = [await new_key(g) for _ in range(2)]
+        requests = use_keys(g, keys)
     # The gateway stopped (SIGTERM): each worker flushed what it had.
-    assert last_used(g, key_id) is not None
+    ids = {key_id for key_id, _ in keys}
+    assert all(last_used(g, key_id) is not None for key_id in ids)
+    writes = touches(g, ids)
+    print(f"\n{requests} requests on 2 keys -> {writes} last_used_at row updates (2 workers)")
+    assert len(ids) <= writes <= len(ids) * 2

@@ -25,6 +25,7 @@ from portcullis.identity.signing import VERIFY_LEEWAY, KeyStatus, SigningKeyStor
 from portcullis.store.engine import create_engine
 from portcullis.store.identity_tables import RevokedTokenRow, SigningKeyRow
 from portcullis.store.migrations import upgrade_to_head
+from support.threaded_upstream import eventually
 
 SECRET = ServerSecret.from_secret(b"s" * 32)
 ISSUER = "https://auth.example.test"
@@ -168,14 +169,6 @@ def token_event(jti: str) -> IdentityEvent:
     return IdentityEvent(0, EventKind.TOKEN, jti, datetime.now(UTC))
 
 
-async def wait_for(condition: object, timeout: float = 5.0) -> None:
-    assert callable(condition)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
-        await asyncio.sleep(0.01)
-
-
 async def test_keyring_follows_signing_key_events(
     engines: tuple[AsyncEngine, AsyncEngine], clock: Clock
 ) -> None:
@@ -192,7 +185,7 @@ async def test_keyring_follows_signing_key_events(
         assert ring.key_for(new.kid) is None
         feed = IdentityEventFeed(engine)
         ring.on_events(await feed.since(0))
-        await wait_for(lambda: ring.key_for(new.kid) is not None)
+        await eventually(lambda: ring.key_for(new.kid) is not None)
         key = ring.key_for(new.kid)
         assert key is not None
         assert key.algorithm_name == "ES256"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,13 @@ from redis import Redis
 
 from portcullis.limits import Algorithm, LimitRequest, LimitSpec
 from portcullis.limits.redis_backend import RedisBackend
+from support.clock import clear_of_window_edges
 from support.redis import RedisServer
 
 # Run as `-m support.limits_burst` from tests/: as a script, tests/support/redis.py
 # would shadow the redis package.
 TESTS_DIR = Path(__file__).resolve().parents[2]
 PROCESSES, TASKS, ATTEMPTS = 3, 2, 60
-
-
-def clear_of_window_edges(period_s: int, margin: float = 20.0) -> None:
-    """Fixed and sliding windows are epoch-aligned: don't let a burst straddle an edge."""
-    to_edge = period_s - time.time() % period_s
-    if to_edge < margin:
-        time.sleep(to_edge + 0.5)
 
 
 def run_burst(redis_url: str, prefix: str, limits: list[list[Any]]) -> list[dict[str, Any]]:
@@ -43,12 +36,12 @@ def run_burst(redis_url: str, prefix: str, limits: list[list[Any]]) -> list[dict
         "limits": limits,
         "tasks": TASKS,
         "attempts": ATTEMPTS,
-        "start_at": time.time() + 3.0,
     }
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "support.limits_burst", json.dumps(job)],
             cwd=TESTS_DIR,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -57,6 +50,14 @@ def run_burst(redis_url: str, prefix: str, limits: list[list[Any]]) -> list[dict
     ]
     results = []
     try:
+        # A start line: every process has connected and loaded the script before any burst.
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", "a burst process did not start"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         for proc in procs:
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err

@@ -14,6 +14,7 @@ from portcullis.model.loader import load_config_text
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine
 from support.servers import gateway
+from support.threaded_upstream import wait_until
 
 
 def _config(upstream: int, extra_routes: int) -> dict[str, object]:
@@ -49,9 +50,13 @@ def test_apply_reaches_data_plane_within_a_second(tmp_path: Path, upstream_a: in
 
 
 def test_fifty_changes_under_load_fail_nothing(tmp_path: Path, upstream_a: int) -> None:
+    """Fifty applies, each one overlapped by traffic (the next apply waits until requests
+    completed after it); the load ends only once both workers' heartbeats report the last
+    version and requests went on after that."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(_config(upstream_a, 0)))
-    with gateway(tmp_path, cfg, workers=2) as gw:
+    fast_beats = {"PORTCULLIS_HEARTBEAT_INTERVAL": "0.1"}
+    with gateway(tmp_path, cfg, workers=2, extra_env=fast_beats) as gw:
         stop = threading.Event()
         results: list[int] = []
         errors: list[str] = []
@@ -64,23 +69,30 @@ def test_fifty_changes_under_load_fail_nothing(tmp_path: Path, upstream_a: int) 
                     except httpx.HTTPError as exc:
                         errors.append(repr(exc))
 
+        def more_requests(count: int) -> None:
+            target = len(results) + count
+            wait_until(lambda: len(results) >= target or bool(errors))
+
         threads = [threading.Thread(target=load) for _ in range(4)]
         for t in threads:
             t.start()
         try:
 
-            async def apply_all() -> None:
+            async def apply_all() -> int:
                 engine = create_engine(gw.database_url)
                 repo = ConfigRepository(engine)
+                version = 0
                 for i in range(1, 51):
                     text = yaml.safe_dump(_config(upstream_a, i % 7 + 1))
                     config = load_config_text(text, source="test")
-                    await repo.apply(config, author="t", comment=str(i))
-                    await asyncio.sleep(0.05)
+                    version = (await repo.apply(config, author="t", comment=str(i))).version
+                    await asyncio.to_thread(more_requests, 4)
                 await engine.dispose()
+                return version
 
-            asyncio.run(apply_all())
-            time.sleep(0.5)
+            last = asyncio.run(apply_all())
+            gw.wait_for_workers_at(last, workers=2)
+            more_requests(20)
         finally:
             stop.set()
             for t in threads:

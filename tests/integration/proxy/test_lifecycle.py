@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
+import sqlite3
 import threading
-import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import yaml
 
+from support.raw_upstream import RawConnection, response
 from support.servers import gateway
+from support.threaded_upstream import threaded_upstream, wait_until
 
 
 def _cfg(tmp: Path, upstream: int) -> Path:
@@ -26,13 +31,28 @@ def _cfg(tmp: Path, upstream: int) -> Path:
     return cfg
 
 
-def test_sigterm_drains_in_flight_requests(tmp_path: Path, upstream_a: int) -> None:
-    with gateway(tmp_path, _cfg(tmp_path, upstream_a)) as gw:
+def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    """A request the upstream is still answering when SIGTERM arrives gets its response.
+
+    The upstream holds the answer until the test releases it, and the test releases it only
+    once the request has arrived upstream and the data plane has stopped listening (it is
+    draining), so no timing decides the outcome."""
+    released = threading.Event()
+
+    async def held(conn: RawConnection) -> None:
+        while await conn.read_request() is not None:
+            await asyncio.to_thread(released.wait, 20)
+            await conn.send(response(200, b'{"held": true}'))
+
+    with (
+        threaded_upstream(held) as upstream,
+        gateway(tmp_path, _cfg(tmp_path, upstream.port)) as gw,
+    ):
         result: dict[str, object] = {}
 
         def slow_call() -> None:
             try:
-                r = httpx.get(f"{gw.url}/demo/delay/1.5", timeout=10)
+                r = httpx.get(f"{gw.url}/demo/held", timeout=20)
                 result["status"] = r.status_code
                 result["body"] = r.json()
             except httpx.HTTPError as exc:
@@ -40,11 +60,23 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path, upstream_a: int) -> N
 
         t = threading.Thread(target=slow_call)
         t.start()
-        time.sleep(0.5)
-        gw.process.send_signal(signal.SIGTERM)
-        t.join(timeout=15)
-        assert result == {"status": 200, "body": {"delayed": 1.5}}
+        try:
+            wait_until(lambda: len(upstream.requests) == 1)
+            gw.process.send_signal(signal.SIGTERM)
+            wait_until(lambda: not _listening(gw.proxy_port))
+        finally:
+            released.set()
+            t.join(timeout=15)
+        assert result == {"status": 200, "body": {"held": True}}
         assert gw.process.wait(timeout=20) == 0
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def test_empty_store_serves_404_problems(tmp_path: Path) -> None:
@@ -57,8 +89,30 @@ def test_empty_store_serves_404_problems(tmp_path: Path) -> None:
         assert ready.json()["config_version"] == 0
 
 
+def _served_by(database: Path) -> set[int]:
+    """Pids of the workers that logged a request (the `node` column ends in the pid)."""
+    with closing(sqlite3.connect(database)) as db:
+        nodes = db.execute("SELECT DISTINCT node FROM request_log").fetchall()
+    return {int(node.rsplit(":", 1)[1]) for (node,) in nodes}
+
+
 def test_several_workers_serve(tmp_path: Path, upstream_a: int) -> None:
-    with gateway(tmp_path, _cfg(tmp_path, upstream_a), workers=2) as gw:
-        for _ in range(20):
-            with httpx.Client(base_url=gw.url) as c:
-                assert c.get("/demo/health").status_code == 200
+    """Requests on fresh connections are answered by at least two distinct worker processes,
+    each one a worker the gateway reports as running."""
+    with gateway(
+        tmp_path,
+        _cfg(tmp_path, upstream_a),
+        workers=2,
+        extra_env={"PORTCULLIS_REQUEST_LOG_FLUSH_INTERVAL": "0.05"},
+    ) as gw:
+
+        def two_workers_served() -> bool:
+            for _ in range(10):
+                with httpx.Client(base_url=gw.url) as c:  # a new connection each time
+                    assert c.get("/demo/health").status_code == 200
+            return len(_served_by(tmp_path / "gateway.db")) >= 2
+
+        wait_until(two_workers_served, timeout=30)
+        ready = httpx.get(f"{gw.admin_url}/health/ready").json()
+        running = {node["pid"] for node in ready["data_plane"]["nodes"]}
+        assert _served_by(tmp_path / "gateway.db") <= running

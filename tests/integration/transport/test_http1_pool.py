@@ -25,6 +25,7 @@ from support.raw_upstream import (
     keep_alive_handler,
     response,
 )
+from support.threaded_upstream import eventually
 
 TIMEOUTS = TransportTimeouts(connect=2.0, read=5.0, write=5.0)
 HOST = (b"host", b"upstream.test")
@@ -68,7 +69,7 @@ async def test_idle_connection_expires_before_reuse() -> None:
         async with RawUpstream(index_handler()) as up:
             assert await fetch(pool, up, req()) == b"0"
             assert pool.idle_count(up.origin) == 1
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(0.4)  # idle for twice the idle timeout: the behaviour under test
             assert pool.idle_count(up.origin) == 0
             assert sorted(up.peer_closed) == [0]
             assert await fetch(pool, up, req()) == b"1"
@@ -83,7 +84,7 @@ async def test_idle_expiry_is_checked_when_popping() -> None:
         async with RawUpstream(index_handler()) as up:
             assert await fetch(pool, up, req()) == b"0"
             pool.idle_timeout = 0.05
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # idle past the (shrunk) timeout: the behaviour under test
             assert await fetch(pool, up, req()) == b"1"
             assert up.accepts == 2
     finally:
@@ -109,7 +110,7 @@ async def test_max_idle_per_origin_closes_the_oldest() -> None:
         async with RawUpstream(index_handler({0: 0.0, 1: 0.2})) as up:
             await asyncio.gather(fetch(pool, up, req()), fetch(pool, up, req()))
             assert pool.idle_count(up.origin) == 1
-            await asyncio.sleep(0.05)
+            await eventually(lambda: up.peer_closed)  # the pool's close reached the upstream
             assert sorted(up.peer_closed) == [0]
             assert await fetch(pool, up, req()) == b"1"
     finally:

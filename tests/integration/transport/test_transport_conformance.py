@@ -103,6 +103,7 @@ async def fetch(
 
 
 async def chunks(*parts: bytes, delay: float = 0.0) -> AsyncIterator[bytes]:
+    """Yield `parts`; `delay` makes a slow client (the pause is the behaviour under test)."""
     for part in parts:
         if delay:
             await asyncio.sleep(delay)
@@ -159,7 +160,7 @@ async def test_http10_body_until_close(transport: Transport) -> None:
     async def handler(conn: RawConnection) -> None:
         await conn.read_request()
         await conn.send(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nfirst ")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # a pause upstream: the body arrives in two reads
         await conn.send(b"second")
         await conn.close()
 
@@ -170,14 +171,19 @@ async def test_http10_body_until_close(transport: Transport) -> None:
 
 
 async def test_idle_connection_closed_by_upstream_is_replaced(transport: Transport) -> None:
+    closed = asyncio.Event()
+
     async def handler(conn: RawConnection) -> None:
         await conn.read_request()
         await conn.send(response(200, b"once"))
         await conn.close()
+        closed.set()
 
     async with serve(handler) as up:
         _, b1 = await fetch(transport, up.origin, req())
-        await asyncio.sleep(0.1)
+        # The upstream has closed the idle connection (its FIN may or may not have been
+        # read yet: either way the pool must not fail the next request).
+        await asyncio.wait_for(closed.wait(), 5.0)
         _, b2 = await fetch(transport, up.origin, req())
     assert b1 == b2 == b"once"
     assert up.accepts == 2
@@ -185,8 +191,9 @@ async def test_idle_connection_closed_by_upstream_is_replaced(transport: Transpo
 
 async def test_unread_but_complete_body_keeps_connection(transport: Transport) -> None:
     async with serve(keep_alive_handler(lambda r: response(200, b"small"))) as up:
+        # Head and body leave the upstream in one write: the whole body has arrived with the
+        # head, unread, when the response is closed.
         resp = await transport.send(up.origin, req(), TIMEOUTS)
-        await asyncio.sleep(0.05)
         await resp.aclose()
         _, body = await fetch(transport, up.origin, req())
     assert body == b"small"
@@ -258,7 +265,7 @@ async def test_body_until_close_http11(transport: Transport) -> None:
         await conn.send(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
         for part in (b"a" * 1000, b"b" * 1000, b"c"):
             await conn.send(part)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a pause upstream: the body arrives in several reads
         await conn.close()
 
     async with serve(handler) as up:
@@ -441,6 +448,7 @@ async def test_request_bytes_body_with_content_length(transport: Transport) -> N
 
 async def test_request_stream_body_with_content_length(transport: Transport) -> None:
     async with serve(keep_alive_handler(echo)) as up:
+        # A slow client: the body's parts reach the transport one by one.
         request = req("PUT", body=chunks(b"abc", b"", b"defg", delay=0.01), content_length=7)
         _, body = await fetch(transport, up.origin, request)
     (seen,) = up.requests
@@ -499,7 +507,7 @@ async def test_connect_timeout(transport: Transport) -> None:
 async def test_read_timeout_waiting_for_response(transport: Transport) -> None:
     async def silent(conn: RawConnection) -> None:
         await conn.read_request()
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # a silent upstream (cancelled when the server stops)
 
     timeouts = TransportTimeouts(connect=2.0, read=0.3, write=5.0)
     async with serve(silent) as up:
@@ -515,7 +523,7 @@ async def test_read_timeout_in_the_body(transport: Transport) -> None:
     async def stalls(conn: RawConnection) -> None:
         await conn.read_request()
         await conn.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # the body stalls (cancelled when the server stops)
 
     timeouts = TransportTimeouts(connect=2.0, read=0.3, write=5.0)
     async with serve(stalls) as up:
@@ -694,16 +702,25 @@ async def test_retry_happens_at_most_once(transport: Transport) -> None:
 
 
 async def test_streamed_body_is_not_retried_once_sent(transport: Transport) -> None:
+    closed = asyncio.Event()
+
     async def handler(conn: RawConnection) -> None:
         await conn.read_request()
         await conn.send(response(200, b"first"))
         await conn.read_head()
         await conn.reader.read(100)
         await conn.close()
+        closed.set()
+
+    async def body_cut_off_midway() -> AsyncIterator[bytes]:
+        yield b"s" * 1024
+        await asyncio.wait_for(closed.wait(), 5.0)  # the upstream hung up mid-body
+        for _ in range(19):
+            yield b"s" * 1024
 
     async with serve(handler) as up:
         await fetch(transport, up.origin, req())
-        body = chunks(*[b"s" * 1024] * 20, delay=0.01)
+        body = body_cut_off_midway()
         with pytest.raises(RemoteProtocolError) as info:
             await transport.send(up.origin, req("POST", b"/upload", body), TIMEOUTS)
     assert info.value.request_sent

@@ -23,6 +23,7 @@ from portcullis.analytics.log_queue import (
     record_row,
 )
 from portcullis.analytics.record import Flag, RequestRecord
+from support.threaded_upstream import eventually
 
 
 def make_record(n: int = 0, **overrides: object) -> RequestRecord:
@@ -85,14 +86,6 @@ def rejected() -> IntegrityError:
     return IntegrityError("INSERT", {}, sqlite3.IntegrityError("NOT NULL constraint failed"))
 
 
-async def until(predicate: object, timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
-
-
 async def test_full_queue_drops_and_counts_without_blocking() -> None:
     writer = Recorder()
     writer.gate.clear()  # the store hangs: nothing is ever written
@@ -139,7 +132,7 @@ async def test_a_full_batch_is_written_at_once_the_rest_on_close() -> None:
     queue.start()
     for n in range(7):
         queue.observe(make_record(n))
-    await until(lambda: len(writer.batches) == 2)
+    await eventually(lambda: len(writer.batches) == 2)
     assert [len(b) for b in writer.batches] == [3, 3]
     await asyncio.sleep(0.05)
     assert queue.queue_depth == 1  # below a batch: waits for the interval (an hour)
@@ -157,7 +150,7 @@ async def test_a_partial_batch_is_written_after_the_flush_interval() -> None:
     started = time.monotonic()
     queue.observe(make_record(1))
     queue.observe(make_record(2))
-    await until(lambda: writer.batches)
+    await eventually(lambda: writer.batches)
     waited = time.monotonic() - started
     assert writer.rows == ["req-1", "req-2"]
     assert 0.05 <= waited < 1.0
@@ -174,7 +167,7 @@ async def test_transient_failures_are_retried_with_backoff_until_written() -> No
     for n in range(5):
         queue.observe(make_record(n))
     with capture_logs() as logs:
-        await until(lambda: queue.written == 5)
+        await eventually(lambda: queue.written == 5)
     # Backoff 0.02 + 0.04 + 0.08 between the four attempts.
     assert time.monotonic() - started >= 0.14
     assert writer.attempts == 4
@@ -192,7 +185,7 @@ async def test_rows_the_store_rejects_are_counted_lost_and_the_writer_goes_on() 
     with capture_logs() as logs:
         for n in range(4):
             queue.observe(make_record(n))
-        await until(lambda: queue.written == 2)
+        await eventually(lambda: queue.written == 2)
     assert queue.lost == 2
     assert writer.rows == ["req-2", "req-3"]
     lost = [e for e in logs if e["event"] == "request_log.batch_lost"]
@@ -209,11 +202,11 @@ async def test_a_failing_batch_is_given_up_once_the_queue_is_full() -> None:
     queue.start()
     queue.observe(make_record(0))
     queue.observe(make_record(1))
-    await until(lambda: writer.attempts == 1)  # batch [0, 1] failed once, kept for a retry
+    await eventually(lambda: writer.attempts == 1)  # batch [0, 1] failed once, kept for a retry
     for n in range(2, 6):
         queue.observe(make_record(n))  # the queue is now full (4)
-    await until(lambda: queue.lost == 2)  # the next failure gives the old batch up
-    await until(lambda: queue.written == 4)
+    await eventually(lambda: queue.lost == 2)  # the next failure gives the old batch up
+    await eventually(lambda: queue.written == 4)
     assert writer.rows == ["req-2", "req-3", "req-4", "req-5"]
     assert queue.dropped == 0
     await queue.aclose()

@@ -7,7 +7,9 @@ integration suites.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -18,6 +20,7 @@ from portcullis.model.config import GatewayConfig
 from portcullis.model.plugins.base import BODY_BUFFER_LIMIT, PluginConfig
 from portcullis.plugins import registry
 from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
+from portcullis.proxy import app as proxy_app
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.upstream.transport import (
     ConnectError,
@@ -29,6 +32,7 @@ from portcullis.proxy.upstream.transport import (
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
+from support.clock import ManualClock
 
 
 class _Scripted:
@@ -107,14 +111,18 @@ def upper_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _app(
-    transport: _Scripted, *, plugin: dict[str, Any] | None = None, **settings: Any
+    transport: _Scripted,
+    *,
+    plugin: dict[str, Any] | None = None,
+    plugin_name: str = "test-upper",
+    **settings: Any,
 ) -> tuple[ProxyApp, _Collect]:
     doc: dict[str, Any] = {
         "services": [{"name": "svc", "url": "http://127.0.0.1:9", "retries": {"attempts": 0}}],
         "routes": [{"name": "r", "service": "svc", "paths": ["/api"]}],
     }
     if plugin is not None:
-        doc["plugins"] = [{"name": "test-upper", "route": "r", "config": plugin}]
+        doc["plugins"] = [{"name": plugin_name, "route": "r", "config": plugin}]
     config = GatewayConfig.model_validate(doc)
     snapshot = build_snapshot(config, 1)
     app = ProxyApp(Settings(**settings), SnapshotHolder(snapshot), transport)
@@ -179,9 +187,68 @@ async def test_proxied_request_record_has_route_upstream_and_sizes() -> None:
     assert len(record.trace_id) == 32
     assert record.upstream_ms is not None
     assert record.upstream_offset_ms is not None
-    assert record.gateway_ms + record.upstream_ms == pytest.approx(record.latency_ms)
     assert record.flags == 0
     assert record.error_kind is None
+
+
+class _TimedConfig(PluginConfig):
+    pass
+
+
+class _Timed(Plugin[_TimedConfig]):
+    """Spends 30 ms of the test clock in the access phase (gateway time before upstream)."""
+
+    name: ClassVar[str] = "test-timed"
+    priority: ClassVar[int] = 100
+    config_model = _TimedConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
+    clock: ClassVar[ManualClock] = ManualClock()
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        self.clock.advance(0.030)
+        return None
+
+
+class _TimedTransport(_Scripted):
+    """Takes 40 ms of the test clock to answer and 10 ms per body chunk."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        self.clock.advance(0.040)
+        clock = self.clock
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in (b"he", b"llo"):
+                clock.advance(0.010)
+                yield chunk
+
+        return UpstreamResponse(status=200, headers=[(b"content-length", b"5")], body=body())
+
+
+async def test_latency_split_is_the_time_spent_on_each_side(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """30 ms in a plugin, then 40 ms to the response head and 20 ms of body upstream: the
+    record splits the 90 ms exactly so (each figure checked against the script, not against
+    the other figures)."""
+    clock = ManualClock()
+    monkeypatch.setattr(proxy_app, "time", SimpleNamespace(monotonic=clock, time=time.time))
+    monkeypatch.setattr(_Timed, "clock", clock)
+    monkeypatch.setitem(registry.PLUGINS, "test-timed", _Timed)
+    monkeypatch.setitem(registry.SCHEMAS, "test-timed", _TimedConfig)
+    app, collect = _app(_TimedTransport(clock), plugin={}, plugin_name="test-timed")
+    messages = await _call(app, _scope("/api/x"))
+    assert messages[0]["status"] == 200
+    (record,) = collect.records
+    assert record.upstream_offset_ms == pytest.approx(30.0)
+    assert record.upstream_ms == pytest.approx(60.0)
+    assert record.gateway_ms == pytest.approx(30.0)
+    assert record.latency_ms == pytest.approx(90.0)
 
 
 async def test_route_not_found_is_recorded_with_its_problem_kind() -> None:

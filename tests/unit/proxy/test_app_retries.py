@@ -8,8 +8,11 @@ tests/integration/proxy/test_upstream_failures.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ import pytest
 from portcullis.analytics.record import Flag, RequestRecord
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
+from portcullis.proxy import app as proxy_app
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.upstream.transport import (
     ConnectError,
@@ -30,6 +34,7 @@ from portcullis.proxy.upstream.transport import (
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
+from support.clock import ManualClock
 
 Answer = Exception | tuple[int, list[bytes]]
 
@@ -73,7 +78,9 @@ class _Collect:
         self.records.append(record)
 
 
-def _app(transport: _Targets, targets: int = 2, **retries: Any) -> tuple[ProxyApp, _Collect]:
+def _app(
+    transport: _Targets, targets: int = 2, timeouts: dict[str, float] | None = None, **retries: Any
+) -> tuple[ProxyApp, _Collect]:
     doc = {
         "upstreams": [
             {
@@ -84,7 +91,9 @@ def _app(transport: _Targets, targets: int = 2, **retries: Any) -> tuple[ProxyAp
                 "circuit_breaker": {"enabled": False},
             }
         ],
-        "services": [{"name": "svc", "upstream": "up", "retries": retries}],
+        "services": [
+            {"name": "svc", "upstream": "up", "retries": retries, "timeouts": timeouts or {}}
+        ],
         "routes": [{"name": "r", "service": "svc", "paths": ["/api"]}],
     }
     snapshot = build_snapshot(GatewayConfig.model_validate(doc), 1)
@@ -127,6 +136,7 @@ async def _call(
 
 
 def _problem(messages: list[Message]) -> tuple[int, str, dict[bytes, bytes]]:
+    assert messages[0]["status"] >= 400, f"a {messages[0]['status']}, not a problem"
     body = json.loads(b"".join(m.get("body", b"") for m in messages[1:]))
     slug = body["type"].rsplit("/", 1)[1]
     assert body["status"] == messages[0]["status"]
@@ -187,11 +197,20 @@ async def test_idempotent_request_is_retried_on_another_target() -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "PATCH"])
-async def test_sent_non_idempotent_request_is_not_retried(method: str) -> None:
-    transport = _Targets(p1=[RemoteProtocolError("closed", request_sent=True)], p2=[(200, [])])
-    app, _ = _app(transport)
-    status, slug, _ = _problem(await _call(app, method, b"payload"))
-    assert (status, slug) == (502, "upstream-protocol-error")
+@pytest.mark.parametrize(
+    ("error", "status", "slug"),
+    [
+        (RemoteProtocolError("closed", request_sent=True), 502, "upstream-protocol-error"),
+        (ReadTimeout("slow", request_sent=True), 504, "upstream-timeout"),
+    ],
+    ids=["protocol-error", "read-timeout"],
+)
+async def test_sent_non_idempotent_request_is_not_retried(
+    method: str, error: Exception, status: int, slug: str
+) -> None:
+    transport = _Targets(p1=[error], p2=[(200, [])], p3=[(200, [])])
+    app, _ = _app(transport, targets=3, attempts=2)
+    assert _problem(await _call(app, method, b"payload"))[:2] == (status, slug)
     assert transport.ports == [1]
     assert transport.sent[0][1].idempotent is False
 
@@ -259,3 +278,62 @@ async def test_retry_with_nowhere_to_go_spends_no_budget() -> None:
     app, _ = _app(transport, targets=1, budget_ratio=0.0, min_per_second=1)
     await _call(app)
     assert app.holder.current.budgets["svc"].available == pytest.approx(1.0)
+
+
+# -- the attempts and the total deadline cap every retry ---------------------------------
+
+
+@pytest.mark.parametrize("attempts", [0, 1, 2])
+async def test_attempts_cap_the_retries_of_one_request(attempts: int) -> None:
+    refused = [ConnectError("refused")]
+    transport = _Targets(p1=refused, p2=refused, p3=refused, p4=refused)
+    app, _ = _app(transport, targets=4, attempts=attempts, min_per_second=1000)
+    status, slug, _ = _problem(await _call(app))
+    assert (status, slug) == (502, "upstream-connect-failed")
+    assert transport.ports == [1, 2, 3, 4][: attempts + 1]
+
+
+class _Hangs(_Targets):
+    """Port 1 never answers (until cancelled); the other ports answer from their scripts."""
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        if origin.port == 1:
+            self.sent.append((origin.port, request))
+            await asyncio.Event().wait()
+        return await super().send(origin, request, timeouts)
+
+
+async def test_total_timeout_ends_the_exchange_without_a_retry() -> None:
+    """A target that hangs past `timeouts.total` is the answer (504), although another
+    target would answer at once and a retry is allowed: the total bounds retries too."""
+    transport = _Hangs(p2=[(200, [])])
+    app, collect = _app(transport, timeouts={"total": 0.05}, attempts=2, min_per_second=1000)
+    status, slug, _ = _problem(await asyncio.wait_for(_call(app), 5))
+    assert (status, slug) == (504, "upstream-timeout")
+    assert transport.ports == [1]
+    assert collect.records[0].error_kind == "upstream-timeout"
+
+
+async def test_a_retry_after_the_deadline_gets_no_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first target spends the whole total (on the gateway's clock) before failing in a
+    retryable way: the retry may start, but it gets no time and the answer is the timeout."""
+    clock = ManualClock()
+    monkeypatch.setattr(proxy_app, "time", SimpleNamespace(monotonic=clock, time=time.time))
+
+    class _SlowFailure(_Targets):
+        async def send(
+            self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+        ) -> UpstreamResponse:
+            if origin.port == 1:
+                self.sent.append((origin.port, request))
+                clock.advance(0.5)
+                raise ConnectError("refused")
+            await asyncio.sleep(0)  # a real transport awaits its socket
+            return await super().send(origin, request, timeouts)
+
+    transport = _SlowFailure(p2=[(200, [])])
+    app, _ = _app(transport, timeouts={"total": 0.3}, attempts=2, min_per_second=1000)
+    status, slug, _ = _problem(await asyncio.wait_for(_call(app), 5))
+    assert (status, slug) == (504, "upstream-timeout")

@@ -42,12 +42,18 @@ def test_services_compile_with_pools_and_timeouts() -> None:
 
 
 def test_plugin_scopes_route_beats_service_beats_global() -> None:
+    """Route "a" has only the global plugin, "c" its service's, "b" its own over both."""
     cfg = _config(
+        routes=[
+            {"name": "a", "service": "by-upstream", "paths": ["/a"]},
+            {"name": "b", "service": "by-url", "paths": ["/b"]},
+            {"name": "c", "service": "by-url", "paths": ["/c"]},
+        ],
         plugins=[
             {"name": "request-size-limit", "config": {"max_bytes": 1}},
             {"name": "request-size-limit", "service": "by-url", "config": {"max_bytes": 2}},
             {"name": "request-size-limit", "route": "b", "config": {"max_bytes": 3}},
-        ]
+        ],
     )
     snap = build_snapshot(cfg, 1)
 
@@ -59,6 +65,7 @@ def test_plugin_scopes_route_beats_service_beats_global() -> None:
         return plugin.max_bytes
 
     assert limit("/a") == 1
+    assert limit("/c") == 2
     assert limit("/b") == 3
 
 

@@ -1,0 +1,15 @@
+"""Schemathesis on the admin API, second half: every operation the first half leaves out
+(/admin/v1/l… onwards, OAuth, health, metrics; see fuzz_support)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fuzz_support import FIRST_HALF, fuzz_admin_api
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path) -> None:
+    assert fuzz_admin_api(tmp_path, ["--exclude-path-regex", FIRST_HALF]) >= 500
