@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -103,8 +103,3 @@ def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
 
     check.__name__ = f"require_{permission.name.lower()}"
     return check
-
-
-def state_of(request: Request) -> Any:
-    """The admin application's shared services (`AdminState`)."""
-    return request.app.state.admin

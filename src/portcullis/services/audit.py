@@ -236,7 +236,8 @@ class AuditLog:
     def on_config_write(
         self,
         *,
-        caller: Caller,
+        caller: Caller | None,
+        actor: str | None = None,
         facts: RequestFacts,
         action: str,
         resource_type: str,
@@ -257,6 +258,7 @@ class AuditLog:
                 return
             await self.record(
                 caller=caller,
+                actor=actor,
                 facts=facts,
                 action=action,
                 resource_type=resource_type,

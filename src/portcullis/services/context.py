@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portcullis.services.rbac import Caller
 from portcullis.services.scoping import UNLIMITED, OrgScope
+from portcullis.store.config_repository import ConfigVersion, OnWrite
 
 Clock = Callable[[], datetime]
 
@@ -57,6 +58,22 @@ class AuditSink(Protocol):
         conn: AsyncConnection | None = None,
         schema: type[BaseModel] | None = None,
     ) -> None: ...
+
+    def on_config_write(
+        self,
+        *,
+        caller: Caller | None,
+        actor: str | None = None,
+        facts: RequestFacts,
+        action: str,
+        resource_type: str,
+        resource_id: str | Callable[[ConfigVersion], str] | None,
+        before: Any = None,
+        after: Any = None,
+        status: int = 200,
+        only_if_created: bool = False,
+        schema: type[BaseModel] | None = None,
+    ) -> OnWrite: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +134,32 @@ class Operation:
             before=before,
             after=after,
             status=status,
+        )
+
+    def on_config_write(
+        self,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        *,
+        before: Any = None,
+        after: Any = None,
+        status: int = 200,
+        schema: type[BaseModel] | None = None,
+    ) -> OnWrite:
+        """A config write hook recording this operation's audit event in the config
+        change's own transaction, with the version it produced."""
+        return self.audit.on_config_write(
+            caller=self.caller,
+            actor=self.actor,
+            facts=self.facts,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+            status=status,
+            schema=schema,
         )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -43,7 +44,6 @@ from portcullis.admin.problems import (
 )
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
 from portcullis.analytics.alerts import (
     AlertKind,
     AlertRule,
@@ -189,13 +189,8 @@ class EventQuery(BaseModel):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 def _rules(request: Request) -> AlertRules:
-    return AlertRules(_state(request).engine)
+    return AlertRules(admin_state(request).engine)
 
 
 async def _deployment_wide(request: Request, caller: Caller) -> None:
@@ -239,7 +234,7 @@ async def _audit(
     after: Any = None,
     status: int = 200,
 ) -> None:
-    await _state(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action=action,
@@ -559,7 +554,7 @@ async def list_anomalies(
         statement = statement.where(t.detected_at >= query.since)
     if query.until is not None:
         statement = statement.where(t.detected_at < query.until)
-    async with _state(request).engine.connect() as conn:
+    async with admin_state(request).engine.connect() as conn:
         rows = list((await conn.execute(statement)).all())
     return keyset_page(request, rows, query.limit, key=lambda r: r.id, render=_anomaly)
 
@@ -581,7 +576,7 @@ async def list_events(
 ) -> Response:
     await _deployment_wide(request, caller)
     events = await read_events(
-        _state(request).engine,
+        admin_state(request).engine,
         after=query.after,
         kinds=[k.value for k in query.kind],
         subject=query.subject,

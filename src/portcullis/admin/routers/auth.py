@@ -22,13 +22,14 @@ from portcullis.admin.auth import (
     LoginLocked,
     PasswordChanged,
 )
-from portcullis.admin.conditional import Precondition, etag_of, etag_response
+from portcullis.admin.conditional import Precondition, etag_of
 from portcullis.admin.dependencies import (
     RequestFacts,
     current_caller,
     request_facts,
     require,
 )
+from portcullis.admin.operations import respond
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import (
     ALREADY_EXISTS,
@@ -387,7 +388,7 @@ class _UserCheck(Precondition[AdminUser]):
 
 
 def _user_response(user: AdminUser, status: int = 200, **headers: str) -> JSONResponse:
-    return etag_response(user.as_json(), status, **headers)
+    return respond(user.as_json(), status, **headers)
 
 
 @router.get(

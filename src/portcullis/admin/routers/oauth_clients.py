@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from portcullis.admin.conditional import Precondition, etag_of
 from portcullis.admin.config_editor import ConfigState
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state, respond
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -35,7 +36,6 @@ from portcullis.admin.problems import (
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.routers.oauth import oauth_server
 from portcullis.admin.scoping import OrgScope, scope_of
-from portcullis.admin.state import AdminState
 from portcullis.identity.oauth_clients import (
     MAX_TOKEN_TTL,
     SCOPE_PATTERN,
@@ -126,13 +126,8 @@ class SigningKeyPage(BaseModel):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 async def _consumer(request: Request, username: str, caller: Caller) -> Consumer:
-    state = await _state(request).editor.state()
+    state = await admin_state(request).editor.state()
     return _consumer_in(state.config, username, await scope_of(request, caller))
 
 
@@ -163,10 +158,6 @@ def _check_ttl(request: Request, ttl: int | None) -> None:
         raise validation_problem(
             [("#/token_ttl", f"at most {limit} seconds (PORTCULLIS_OAUTH_MAX_TOKEN_TTL)")]
         )
-
-
-def _respond(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
 
 
 def _page(request: Request, items: list[dict[str, Any]], cursor: str | None) -> JSONResponse:
@@ -227,8 +218,8 @@ async def create_oauth_client(
             config_version=state.version,
         )
 
-    client, secret = await _state(request).editor.pinned(create)
-    await _state(request).audit.record(
+    client, secret = await admin_state(request).editor.pinned(create)
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="create",
@@ -282,7 +273,7 @@ async def get_oauth_client(
     client_id: str,
     caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    return _respond((await _client(request, client_id, caller)).as_json())
+    return respond((await _client(request, client_id, caller)).as_json())
 
 
 @router.patch(
@@ -322,7 +313,7 @@ async def update_oauth_client(
     if after is None or precondition.seen is None:
         raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
     before = precondition.seen
-    await _state(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="update",
@@ -331,7 +322,7 @@ async def update_oauth_client(
         before=before.as_json(),
         after=after.as_json(),
     )
-    return _respond(after.as_json())
+    return respond(after.as_json())
 
 
 @router.delete(
@@ -356,7 +347,7 @@ async def delete_oauth_client(
     before = precondition.seen
     if not deleted or before is None:
         raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
-    await _state(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="delete",
@@ -390,7 +381,7 @@ async def rotate_oauth_client_secret(
     if rotated is None or before is None:
         raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
     client, secret = rotated
-    await _state(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="rotate-secret",
@@ -451,7 +442,7 @@ async def rotate_signing_key(
     (await scope_of(request, caller)).require_unlimited("the token-signing key")
     key = await oauth_server(request).keys.rotate()
     out = _key_json(key)
-    await _state(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="rotate",
@@ -459,4 +450,4 @@ async def rotate_signing_key(
         resource_id=key.kid,
         after={k: v for k, v in out.items() if k != "public_jwk"},
     )
-    return _respond(out)
+    return respond(out)

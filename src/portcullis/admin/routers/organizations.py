@@ -18,9 +18,10 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portcullis.admin.conditional import Precondition, check_if_match, etag_of, etag_response
+from portcullis.admin.conditional import Precondition, check_if_match, etag_of
 from portcullis.admin.config_editor import CONCURRENT_CHANGE, ConfigState, Edit
-from portcullis.admin.dependencies import RequestFacts, request_facts, require, state_of
+from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state, respond
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import (
     ALREADY_EXISTS,
@@ -78,7 +79,7 @@ async def _get(request: Request, org_id: str, caller: Caller) -> dict[str, Any]:
     (await scope_of(request, caller)).require_owned(
         org_id, f"organization {org_id!r} does not exist"
     )
-    async with state_of(request).engine.connect() as conn:
+    async with admin_state(request).engine.connect() as conn:
         row = (
             await conn.execute(select(OrganizationRow).where(OrganizationRow.id == org_id))
         ).first()
@@ -134,7 +135,7 @@ async def list_organizations(
     scope = await scope_of(request, caller)
     if scope.limited:
         select_orgs = select_orgs.where(OrganizationRow.id == scope.organization_id)
-    async with state_of(request).engine.connect() as conn:
+    async with admin_state(request).engine.connect() as conn:
         rows = [_json(r) for r in (await conn.execute(select_orgs)).all()]
     return query.respond(request, rows)
 
@@ -155,7 +156,7 @@ async def create_organization(
 ) -> Response:
     if caller.organization_id is not None:
         raise ApiProblem(FORBIDDEN, "organization-limited users can't create organizations")
-    state: AdminState = state_of(request)
+    state: AdminState = admin_state(request)
     now = datetime.now(UTC)
     row = {"id": str(uuid.uuid4()), "name": body.name, "created_at": now, "updated_at": now}
     out = _json(OrganizationRow(**row))
@@ -174,7 +175,7 @@ async def create_organization(
             )
     except IntegrityError:
         raise _name_taken(body.name) from None
-    return etag_response(out, 201, Location=f"/admin/v1/organizations/{out['id']}")
+    return respond(out, 201, Location=f"/admin/v1/organizations/{out['id']}")
 
 
 @router.get(
@@ -187,7 +188,7 @@ async def create_organization(
 async def get_organization(
     request: Request, org_id: str, caller: Caller = Depends(require(Permission.ORGS_READ))
 ) -> Response:
-    return etag_response(await _get(request, org_id, caller))
+    return respond(await _get(request, org_id, caller))
 
 
 @router.patch(
@@ -205,7 +206,7 @@ async def update_organization(
     caller: Caller = Depends(require(Permission.ORGS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    state: AdminState = state_of(request)
+    state: AdminState = admin_state(request)
     before = await _get(request, org_id, caller)
     precondition = Precondition(if_match, etag_of)
     old_name, new_name = before["name"], body.name
@@ -263,7 +264,7 @@ async def update_organization(
                 await rename(conn, None)
     except IntegrityError:
         raise _name_taken(new_name) from None
-    return etag_response(after)
+    return respond(after)
 
 
 @router.delete(
@@ -281,7 +282,7 @@ async def delete_organization(
     caller: Caller = Depends(require(Permission.ORGS_WRITE)),
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
-    state: AdminState = state_of(request)
+    state: AdminState = admin_state(request)
     before = await _get(request, org_id, caller)
     check_if_match(if_match, etag_of(before))  # early answer; the check that counts is below
     owned = _owned_entities((await state.editor.state()).config.canonical(), before["name"])
