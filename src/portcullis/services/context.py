@@ -122,8 +122,11 @@ class Operation:
         before: Any = None,
         after: Any = None,
         status: int = 200,
+        config_version: int | None = None,
+        conn: AsyncConnection | None = None,
     ) -> None:
-        """Append one audit event for this operation (redacted and diffed by the log)."""
+        """Append one audit event for this operation (redacted and diffed by the log);
+        with `conn`, in that connection's transaction (it commits with the change)."""
         await self.audit.record(
             caller=self.caller,
             actor=self.actor,
@@ -134,6 +137,8 @@ class Operation:
             before=before,
             after=after,
             status=status,
+            config_version=config_version,
+            conn=conn,
         )
 
     def on_config_write(
