@@ -46,6 +46,7 @@ LINK_HEADER = {
     }
 }
 M = TypeVar("M", bound=BaseModel)
+Responses = dict[int | str, dict[str, Any]]
 Q = TypeVar("Q", bound=BaseModel)
 
 IfMatch = Annotated[
@@ -265,75 +266,37 @@ class EntityRoutes:
         item = self.base + "/{id}"
         errors_read = problem_responses(400, 401, 403, 404, 422, 429)
         one_etag: dict[int | str, dict[str, Any]] = {200: {"headers": ETAG_HEADER}}
-        common: dict[str, Any] = {"tags": [kind.title]}
-        router.add_api_route(
-            self.base,
-            list_entities,
-            methods=["GET"],
-            summary=f"List {plural}",
-            operation_id=f"list_{kind.collection}",
-            responses={200: {"headers": LINK_HEADER}, **errors_read},
-            response_model=self.page_model,
-            **common,
-        )
-        router.add_api_route(
-            self.base,
-            create_entity,
-            methods=["POST"],
-            status_code=201,
-            summary=f"Create a {what}",
-            operation_id=f"create_{kind.singular}",
-            responses={
-                201: {"headers": {**LOCATION_HEADER, **ETAG_HEADER}},
-                **problem_responses(400, 401, 403, 404, 409, 422, 429),
-            },
-            response_model=self.out_model,
-            **common,
-        )
-        router.add_api_route(
-            item,
-            get_entity,
-            methods=["GET"],
-            summary=f"Get a {what}",
-            operation_id=f"get_{kind.singular}",
-            responses={**one_etag, **errors_read},
-            response_model=self.out_model,
-            **common,
-        )
-        router.add_api_route(
-            item,
-            replace_entity,
-            methods=["PUT"],
-            summary=f"Replace a {what}",
-            operation_id=f"replace_{kind.singular}",
-            responses={**one_etag, **problem_responses(400, 401, 403, 404, 409, 412, 422, 429)},
-            response_model=self.out_model,
-            **common,
-        )
-        router.add_api_route(
-            item,
-            patch_entity,
-            methods=["PATCH"],
-            summary=f"Update a {what} (JSON Merge Patch)",
-            operation_id=f"update_{kind.singular}",
-            responses={
-                **one_etag,
-                **problem_responses(400, 401, 403, 404, 409, 412, 415, 422, 429),
-            },
-            response_model=self.out_model,
-            **common,
-        )
-        router.add_api_route(
-            item,
-            delete_entity,
-            methods=["DELETE"],
-            status_code=204,
-            summary=f"Delete a {what}",
-            operation_id=f"delete_{kind.singular}",
-            responses=problem_responses(400, 401, 403, 404, 409, 412, 422, 429),
-            response_class=Response,
-            **common,
-        )
+        write_errors = problem_responses(400, 401, 403, 404, 409, 412, 422, 429)
+        one = {"response_model": self.out_model}
+        routes: list[tuple[str, Callable[..., Any], str, int, str, str, Responses, dict[str, Any]]]
+        routes = [
+            (self.base, list_entities, "GET", 200, f"List {plural}", f"list_{kind.collection}",
+             {200: {"headers": LINK_HEADER}, **errors_read}, {"response_model": self.page_model}),
+            (self.base, create_entity, "POST", 201, f"Create a {what}", f"create_{what}",
+             {201: {"headers": {**LOCATION_HEADER, **ETAG_HEADER}},
+              **problem_responses(400, 401, 403, 404, 409, 422, 429)}, one),
+            (item, get_entity, "GET", 200, f"Get a {what}", f"get_{what}",
+             {**one_etag, **errors_read}, one),
+            (item, replace_entity, "PUT", 200, f"Replace a {what}", f"replace_{what}",
+             {**one_etag, **write_errors}, one),
+            (item, patch_entity, "PATCH", 200, f"Update a {what} (JSON Merge Patch)",
+             f"update_{what}",
+             {**one_etag, **problem_responses(400, 401, 403, 404, 409, 412, 415, 422, 429)}, one),
+            (item, delete_entity, "DELETE", 204, f"Delete a {what}", f"delete_{what}",
+             write_errors, {"response_class": Response}),
+        ]  # fmt: skip
+        for path, endpoint, method, status, summary, operation_id, responses, extra in routes:
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                status_code=status,
+                summary=summary,
+                operation_id=operation_id,
+                responses=responses,
+                tags=[kind.title],
+                **extra,
+            )
 
 
 def _respond(entity: Entity, status: int = 200, **headers: str) -> JSONResponse:
