@@ -21,9 +21,10 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from portcullis.cache import CacheBackend, MemoryCache, PurgeScope
+from portcullis.model.plugins.response_cache import ResponseCacheConfig
 from portcullis.plugins.base import RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.response_cache import ResponseCache, ResponseCacheConfig
+from portcullis.plugins.response_cache import ResponseCache
 
 BODY = b'{"items": [' + b",".join(b'{"id": %d, "name": "item"}' % i for i in range(40)) + b"]}"
 REQUEST_HEADERS = [

@@ -37,9 +37,10 @@ from jwt.algorithms import get_default_algorithms
 
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model.config import Consumer
+from portcullis.model.plugins.jwt_auth import JwtAuthConfig
 from portcullis.plugins.base import RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.jwt_auth import JwtAuth, JwtAuthConfig
+from portcullis.plugins.jwt_auth import JwtAuth
 
 ALGORITHMS = [
     "HS256",

@@ -49,9 +49,10 @@ from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.keys import Environment, generate_key
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import Consumer
+from portcullis.model.plugins.key_auth import KeyAuthConfig
 from portcullis.plugins.base import RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.key_auth import KeyAuth, KeyAuthConfig
+from portcullis.plugins.key_auth import KeyAuth
 from portcullis.store.engine import create_engine
 from portcullis.store.identity_tables import ApiKeyRow
 from portcullis.store.migrations import upgrade_to_head

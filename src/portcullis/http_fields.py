@@ -78,3 +78,18 @@ def check_header_text(value: str) -> str:
 
 HeaderText = Annotated[str, AfterValidator(check_header_text)]
 """A config string the gateway copies into a header (e.g. a consumer's custom_id)."""
+
+
+# RFC 9110 §7.6.1 plus the legacy and proxy-only fields a gateway must not forward.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    }
+)

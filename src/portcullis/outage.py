@@ -1,4 +1,4 @@
-"""The outage circuit every shared backend (Redis limits, Redis cache) uses.
+"""The outage circuit of the process's shared Redis (limits, response cache, event bus).
 
 While the backend answers, the circuit is closed and every call goes through. A
 failure opens it: for `retry_interval` seconds callers skip the backend (their own
@@ -89,7 +89,7 @@ class OutageCircuit:
             self._down_until = 0.0
             self._probing = False
             self.recoveries += 1
-            log.warning(f"{self.name}.redis_recovered")
+            log.warning(f"{self.name}.recovered")
 
     def failed(self, exc: BaseException) -> None:
         self._probing = False
@@ -100,7 +100,7 @@ class OutageCircuit:
         if not self._down_until:
             self.opened += 1
             log.warning(
-                f"{self.name}.redis_unavailable",
+                f"{self.name}.unavailable",
                 error=self.last_error,
                 retry_in=self.retry_interval,
             )

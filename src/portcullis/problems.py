@@ -16,13 +16,40 @@ TYPE_BASE = "https://portcullis.dev/problems/"
 
 @dataclass(frozen=True, slots=True)
 class ProblemKind:
+    """One error kind: a stable `type` URI, its one title, and its usual status.
+
+    Every kind registers itself when it is defined; a second definition of the same
+    `type` with another title is refused at import time, so a client never sees two
+    titles for one type, whichever plane answers.
+    """
+
     slug: str
     title: str
     status: int
 
+    def __post_init__(self) -> None:
+        _register(self)
+
     @property
     def type_uri(self) -> str:
         return TYPE_BASE + self.slug
+
+
+_KINDS: dict[str, ProblemKind] = {}
+
+
+def _register(kind: ProblemKind) -> None:
+    known = _KINDS.setdefault(kind.type_uri, kind)
+    if known.title != kind.title:
+        raise ValueError(
+            f"problem type {kind.type_uri} already has the title {known.title!r},"
+            f" not {kind.title!r}"
+        )
+
+
+def problem_kinds() -> dict[str, ProblemKind]:
+    """Every kind defined so far, by `type` URI (the first definition of each)."""
+    return dict(_KINDS)
 
 
 ROUTE_NOT_FOUND = ProblemKind("route-not-found", "No route matches the request", 404)
@@ -56,7 +83,7 @@ UPSTREAM_UPGRADE_REFUSED = ProblemKind(
     "upstream-upgrade-refused", "The upstream refused the WebSocket upgrade", 502
 )
 UPSTREAM_TIMEOUT = ProblemKind("upstream-timeout", "The upstream did not answer in time", 504)
-INTERNAL_ERROR = ProblemKind("internal-error", "Internal gateway error", 500)
+INTERNAL_ERROR = ProblemKind("internal-error", "Internal error", 500)
 # The gateway built an upstream request that is not valid HTTP (e.g. a header value
 # with CR LF from stored data) and refused to send it.
 INVALID_UPSTREAM_REQUEST = ProblemKind(
@@ -111,8 +138,8 @@ def with_occurrence(body: bytes, request_id: str, instance: str | None) -> bytes
 
 
 # Identity (key-auth, jwt-auth, acl).
-UNAUTHORIZED = ProblemKind("unauthorized", "Authentication required", 401)
-FORBIDDEN = ProblemKind("forbidden", "Access denied", 403)
+UNAUTHORIZED = ProblemKind("unauthorized", "Authentication is required", 401)
+FORBIDDEN = ProblemKind("forbidden", "Not allowed", 403)
 INSUFFICIENT_SCOPE = ProblemKind("insufficient-scope", "Insufficient scope", 403)
 CREDENTIALS_UNAVAILABLE = ProblemKind(
     "credentials-unavailable", "Credentials cannot be verified right now", 503
@@ -141,3 +168,30 @@ TEMPORARY_REDUCED_CAPACITY = RegisteredProblemKind(
 
 # Load shedding (adaptive concurrency): the upstream's limit is full for the request's class.
 OVERLOADED = ProblemKind("overloaded", "The service is overloaded", 503)
+
+
+# The control plane's kinds (the admin API answers with these and the ones above).
+MALFORMED_BODY = ProblemKind("malformed-body", "The request body could not be parsed", 400)
+INVALID_CURSOR = ProblemKind("invalid-cursor", "The pagination cursor is invalid", 400)
+NOT_FOUND = ProblemKind("not-found", "Resource not found", 404)
+NOT_ACCEPTABLE = ProblemKind("not-acceptable", "Not acceptable", 406)
+ALREADY_EXISTS = ProblemKind("already-exists", "A resource with this name already exists", 409)
+HAS_DEPENDENTS = ProblemKind("has-dependents", "Other resources depend on this resource", 409)
+IDEMPOTENCY_IN_FLIGHT = ProblemKind(
+    "idempotency-key-in-flight", "A request with this Idempotency-Key is still being processed", 409
+)
+PRECONDITION_FAILED = ProblemKind(
+    "precondition-failed", "The resource has changed (If-Match does not match its ETag)", 412
+)
+UNSUPPORTED_MEDIA_TYPE = ProblemKind("unsupported-media-type", "Unsupported media type", 415)
+VALIDATION_FAILED = ProblemKind("validation-failed", "The request is not valid", 422)
+IDEMPOTENCY_KEY_REUSED = ProblemKind(
+    "idempotency-key-reused", "This Idempotency-Key was used with a different request", 422
+)
+TOO_MANY_REQUESTS = ProblemKind("too-many-requests", "Too many requests", 429)
+STORE_UNAVAILABLE = ProblemKind("store-unavailable", "The store is unavailable", 503)
+
+
+def http_error(status: int) -> ProblemKind:
+    """The kind of an HTTP error no other kind describes (one type, the status varies)."""
+    return ProblemKind("http-error", "HTTP error", status)

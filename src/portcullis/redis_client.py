@@ -1,11 +1,17 @@
-"""The Redis client the data plane's shared backends (limits, response cache) use."""
+"""The one Redis connection (and outage circuit) of a process: limits, cache, event bus."""
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+import time
+from collections.abc import Callable
+
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from portcullis.outage import OutageCircuit
+from portcullis.settings import Settings
 
 # What a call to Redis raises when Redis is away, slow or answering nonsense.
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -27,3 +33,64 @@ def redis_client(url: str, *, timeout: float, max_connections: int = 64) -> Redi
         retry=Retry(NoBackoff(), 0),
     )
     return Redis(connection_pool=pool)
+
+
+class SharedRedis:
+    """One process's Redis: one bounded connection pool and one outage circuit.
+
+    Created once at start-up (`from_settings`) by whoever owns the process's services
+    (the data-plane server, the control plane's background jobs) and handed to every
+    Redis user there: rate limits, the response cache, the event bus. So an outage is
+    seen once, logged once, and every user skips Redis while the circuit is open
+    instead of each paying its own timeout to find out. Users never close it; the
+    owner does (`aclose`).
+    """
+
+    def __init__(self, client: Redis, circuit: OutageCircuit) -> None:
+        self.client = client
+        self.circuit = circuit
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        timeout: float,
+        max_connections: int = 64,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> SharedRedis:
+        """A pool for `url` (nothing connects until the first call) and a closed circuit."""
+        return cls(
+            redis_client(url, timeout=timeout, max_connections=max_connections),
+            OutageCircuit("redis", retry_interval, clock=clock),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SharedRedis | None:
+        """The process's Redis when `redis_url` is set, else None.
+
+        Each user bounds its own calls (`limits_redis_timeout`, `cache_redis_timeout`);
+        the sockets allow the longer of the two.
+        """
+        if not settings.redis_url:
+            return None
+        return cls.connect(
+            settings.redis_url,
+            timeout=max(settings.limits_redis_timeout, settings.cache_redis_timeout),
+            max_connections=settings.limits_redis_max_connections,
+            retry_interval=settings.limits_redis_retry_interval,
+        )
+
+    def dedicated(self) -> Redis:
+        """A client of its own on the same server, with no read timeout: for a pub/sub
+        subscription, which holds its connection and blocks on reads."""
+        pool = self.client.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        return Redis(
+            connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs)
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.client.connection_pool.disconnect()

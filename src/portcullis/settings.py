@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,6 +62,27 @@ class Settings(BaseSettings):
     # `portcullis serve` gives up and stops. Crashed workers are respawned by granian.
     plane_restart_limit: int = Field(default=5, ge=0)
     plane_restart_window: float = Field(default=60.0, gt=0)
+    # Outgoing webhooks. Destinations must be public addresses unless they are in one of
+    # webhook_allowed_networks (CIDRs, e.g. ["10.0.0.0/8"]; JSON in the environment).
+    # webhook_delivery: this control-plane process delivers (several may share the work
+    # on PostgreSQL). An endpoint whose every attempt failed for webhook_disable_after_days
+    # is disabled.
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    webhook_delivery: bool = True
+    webhook_timeout: float = Field(default=15.0, gt=0, le=30)
+    webhook_poll_interval: float = Field(default=0.25, gt=0, le=60)
+    webhook_disable_after_days: float = Field(default=5.0, gt=0)
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a network (e.g. 10.0.0.0/8)") from None
+        return value
+
     # Deployment secret (base64, >= 32 bytes) that peppers API-key hashes and encrypts
     # signing keys at rest. Unset: read or create `secret_key_file` (fine for one node;
     # every node of a cluster must share the same value).

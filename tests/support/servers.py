@@ -178,14 +178,20 @@ class ControlPlane:
 
 
 @contextmanager
-def control_plane(database_url: str, *, workers: int = 1) -> Iterator[ControlPlane]:
+def control_plane(
+    database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[ControlPlane]:
     """The control plane alone (`portcullis.admin.app:create_app` under granian) on a store.
 
     The store must be migrated. Yields once `/health/live` answers, i.e. after the
     lifespan (signing key, bootstrap token) of a worker ran. Starting takes a while
     on a busy machine (each worker imports the whole admin app), hence the long deadline.
     """
-    env = {"PORTCULLIS_DATABASE_URL": database_url, "PORTCULLIS_LOG_LEVEL": "warning"}
+    env = {
+        "PORTCULLIS_DATABASE_URL": database_url,
+        "PORTCULLIS_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
     target = "portcullis.admin.app:create_app"
     with granian_app(target, env=env, workers=workers, timeout=START_TIMEOUT) as port:
 

@@ -1,65 +1,132 @@
-"""Background jobs of the control plane (rollups, retention, alerts, anomaly detection).
+"""Background jobs of the control plane (rollups, retention, alerts, anomaly detection)
+and webhook delivery.
 
-Each job is a long-running coroutine started by the admin app's lifespan once the
-store is migrated and cancelled when it shuts down. A job owns its loop and its
-errors: it logs a failed round and tries again on its next tick, it never lets an
-exception end the task. Several control-plane processes may run the same job
-against one store, so a job must be safe to run concurrently (cursor rows updated
-with an expected value, idempotent upserts).
+Each job is a `Periodic` built from the store engine, the settings and the
+collaborators it needs (never the admin state), started by the admin app's lifespan
+once the store is migrated and stopped when it shuts down. The jobs' error policy
+is `analytics.jobs.control_job`'s. Alerts and anomaly detection publish on one event
+bus, which lives exactly as long as the jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Coroutine
+import secrets
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from portcullis.admin.audit import AuditLog
+from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.state import AdminState
+from portcullis.events.bus import EventBus, create_event_bus
+from portcullis.identity.key_repository import KeyRepository
+from portcullis.periodic import Periodic
+from portcullis.redis_client import SharedRedis
+from portcullis.webhooks.metrics import process_metrics
+from portcullis.webhooks.runner import WebhookDelivery
 
 log = structlog.get_logger(__name__)
 
-Job = Callable[[AdminState], Coroutine[Any, Any, None]]
+
+class SystemAuditTrail:
+    """The audit log as a job writes to it (`analytics.anomalies.SystemAudit`): a change
+    made by the system itself, no caller and no request, in the change's transaction."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    async def record_system(
+        self,
+        conn: AsyncConnection,
+        *,
+        actor: str,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        before: Any,
+        after: Any,
+    ) -> None:
+        await self._audit.record(
+            caller=None,
+            actor=actor,
+            facts=RequestFacts(secrets.token_hex(16), None),  # its own request id
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            before=before,
+            after=after,
+            conn=conn,
+        )
 
 
-def control_jobs(state: AdminState) -> list[tuple[str, Job]]:
-    """The jobs to run, by name (imported here so the admin app starts without them)."""
-    jobs: list[tuple[str, Job]] = []
+def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
+    """The jobs to run (imported here so the admin app starts without them)."""
+    from portcullis.analytics.alerts import alert_job
+    from portcullis.analytics.anomalies import anomaly_job
+    from portcullis.analytics.retention import request_log_retention_job
     from portcullis.analytics.rollups import rollup_job
 
-    jobs.append(("rollups", rollup_job))
-    from portcullis.analytics.retention import request_log_retention_job
-
-    jobs.append(("request-log-retention", request_log_retention_job))
-    from portcullis.analytics.monitoring import monitoring_jobs
-
-    jobs += monitoring_jobs(state)
-    return jobs
+    engine, settings = state.engine, state.settings
+    return [
+        rollup_job(engine, settings),
+        request_log_retention_job(engine, settings),
+        alert_job(engine, settings, bus),
+        anomaly_job(
+            engine,
+            settings,
+            bus,
+            keys=KeyRepository(engine, state.secret),
+            audit=SystemAuditTrail(state.audit),
+        ),
+    ]
 
 
 class BackgroundJobs:
-    """Starts every job as a task and cancels them together."""
+    """Starts the event bus and every job, and stops them together."""
 
     def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: list[Periodic] = []
+        self._bus: EventBus | None = None
+        self._bus_start: asyncio.Task[None] | None = None
+        self._redis: SharedRedis | None = None
+        self._webhooks: WebhookDelivery | None = None
 
     def start(self, state: AdminState) -> None:
-        for name, job in control_jobs(state):
-            task = asyncio.create_task(job(state), name=f"portcullis-job-{name}")
-            task.add_done_callback(_report)
-            self._tasks.append(task)
+        # The control plane's one Redis (when configured): the event bus publishes on it.
+        self._redis = SharedRedis.from_settings(state.settings)
+        bus = self._bus = create_event_bus(state.engine, state.settings, self._redis)
+        # A Redis bus waits (briefly) for its subscription: not in the lifespan's way.
+        self._bus_start = asyncio.create_task(bus.start(), name="portcullis-job-event-bus")
+        self._jobs = control_jobs(state, bus)
+        for job in self._jobs:
+            job.start()
+        if state.settings.webhook_delivery:
+            self._webhooks = WebhookDelivery(
+                state.engine, state.settings, state.secret, bus, process_metrics()
+            )
+            self._webhooks.start()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-
-
-def _report(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("job.crashed", job=task.get_name(), error=repr(task.exception()))
+        if self._webhooks is not None:
+            await self._webhooks.stop()
+            self._webhooks = None
+        for job in self._jobs:
+            await job.stop()
+        self._jobs.clear()
+        if self._bus_start is not None:
+            self._bus_start.cancel()
+            try:
+                await self._bus_start
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # its failure must not keep the jobs from stopping
+                log.error("event_bus.start_failed", error=repr(exc))
+            self._bus_start = None
+        if self._bus is not None:
+            await self._bus.close()
+            self._bus = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

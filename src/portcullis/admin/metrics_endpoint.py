@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -31,6 +32,7 @@ from portcullis.admin.rbac import Permission
 from portcullis.analytics.health import BREAKER_STATES, DEFAULT_FRESH_FOR, merge_upstream_health
 from portcullis.analytics.metrics import StaticCollector, multiprocess_dir, scrape_registry
 from portcullis.settings import Settings
+from portcullis.webhooks.metrics import queue_families
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +86,7 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
     try:
         head = await admin.editor.repository.head()
         nodes = await list_nodes(admin.engine)
+        webhooks = await queue_families(admin.engine, datetime.now(UTC))
     except Exception as exc:
         log.warning("metrics.store_unavailable", error=str(exc), kind=type(exc).__name__)
         return []
@@ -91,7 +94,11 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
         "portcullis_config_version", "Current config version in the store", value=head.version
     )
     fresh_for = max(DEFAULT_FRESH_FOR, 3 * settings.heartbeat_interval)
-    return [version, *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for))]
+    return [
+        version,
+        *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for)),
+        *webhooks,
+    ]
 
 
 def _has_token(request: Request, token: str | None) -> bool:

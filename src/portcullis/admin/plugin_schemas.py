@@ -14,7 +14,7 @@ import copy
 from functools import cache
 from typing import Any
 
-from portcullis.plugins.registry import PLUGINS
+from portcullis.model.plugins.registry import SCHEMAS
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 COMPONENT = "PluginConfig.{name}"
@@ -22,13 +22,13 @@ INSTANCE_SCHEMAS = ("PluginInstance", "PluginInstanceOut")
 
 
 def plugin_names() -> list[str]:
-    return sorted(PLUGINS)
+    return sorted(SCHEMAS)
 
 
 @cache
 def plugin_schema(name: str) -> dict[str, Any]:
     """A standalone JSON Schema document for one plugin's config (KeyError: unknown)."""
-    model = PLUGINS[name].config_model
+    model = SCHEMAS[name]
     schema = model.model_json_schema(mode="validation")
     schema.setdefault("title", f"{name} config")
     return {"$schema": JSON_SCHEMA_DIALECT, **schema}
@@ -37,7 +37,7 @@ def plugin_schema(name: str) -> dict[str, Any]:
 def _component_schemas(name: str) -> dict[str, Any]:
     """The plugin's schema as OpenAPI components: its own and its nested models'."""
     prefix = COMPONENT.format(name=name)
-    schema = PLUGINS[name].config_model.model_json_schema(
+    schema = SCHEMAS[name].model_json_schema(
         mode="validation", ref_template=f"#/components/schemas/{prefix}.{{model}}"
     )
     out = {f"{prefix}.{model}": sub for model, sub in schema.pop("$defs", {}).items()}

@@ -1,4 +1,4 @@
-"""RFC 9457 problem details for the admin API: error kinds, the exception, its handlers.
+"""RFC 9457 problem details for the admin API: the exception and its FastAPI handlers.
 
 Every error the control plane answers with is `application/problem+json` with a
 stable `type` URI per kind. Handlers turn FastAPI's own errors (request validation,
@@ -21,42 +21,74 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from portcullis.problems import (
+    ALREADY_EXISTS,
+    BAD_REQUEST,
+    FORBIDDEN,
+    HAS_DEPENDENTS,
+    IDEMPOTENCY_IN_FLIGHT,
+    IDEMPOTENCY_KEY_REUSED,
+    INTERNAL_ERROR,
+    INVALID_CURSOR,
+    MALFORMED_BODY,
+    METHOD_NOT_ALLOWED,
+    NOT_ACCEPTABLE,
+    NOT_FOUND,
     PAYLOAD_TOO_LARGE,
+    PRECONDITION_FAILED,
     PROBLEM_CONTENT_TYPE,
+    STORE_UNAVAILABLE,
+    TOO_MANY_REQUESTS,
+    UNAUTHORIZED,
+    UNSUPPORTED_MEDIA_TYPE,
+    VALIDATION_FAILED,
     ProblemKind,
+    http_error,
     problem_body,
 )
-
-# The control plane's generic kinds and pointer helpers live with the operations
-# (services/errors.py); re-exported for the HTTP layer.
-from portcullis.services.errors import ALREADY_EXISTS as ALREADY_EXISTS
-from portcullis.services.errors import FORBIDDEN as FORBIDDEN
-from portcullis.services.errors import HAS_DEPENDENTS as HAS_DEPENDENTS
-from portcullis.services.errors import INVALID_CURSOR as INVALID_CURSOR
-from portcullis.services.errors import NOT_FOUND as NOT_FOUND
-from portcullis.services.errors import PRECONDITION_FAILED as PRECONDITION_FAILED
-from portcullis.services.errors import UNSUPPORTED_MEDIA_TYPE as UNSUPPORTED_MEDIA_TYPE
-from portcullis.services.errors import VALIDATION_FAILED as VALIDATION_FAILED
 from portcullis.services.errors import ServiceError, invalid, strip_value_error
 from portcullis.services.errors import errors_from_pydantic as errors_from_pydantic
 from portcullis.services.errors import pointer_for as pointer_for
 
-logger = logging.getLogger("portcullis.admin")
+# The kinds live in the one registry, portcullis.problems; the admin modules may name
+# them here, next to ApiProblem.
+__all__ = [
+    "ALREADY_EXISTS",
+    "BAD_REQUEST",
+    "FORBIDDEN",
+    "HAS_DEPENDENTS",
+    "IDEMPOTENCY_IN_FLIGHT",
+    "IDEMPOTENCY_KEY_REUSED",
+    "INTERNAL_ERROR",
+    "INVALID_CURSOR",
+    "MALFORMED_BODY",
+    "METHOD_NOT_ALLOWED",
+    "NOT_ACCEPTABLE",
+    "NOT_FOUND",
+    "PAYLOAD_TOO_LARGE",
+    "PRECONDITION_FAILED",
+    "STORE_UNAVAILABLE",
+    "TOO_MANY_REQUESTS",
+    "UNAUTHORIZED",
+    "UNSUPPORTED_MEDIA_TYPE",
+    "VALIDATION_FAILED",
+    "ApiProblem",
+    "BodyTooLarge",
+    "ErrorItem",
+    "Problem",
+    "ProblemKind",
+    "allowed_methods",
+    "created_responses",
+    "errors_from_pydantic",
+    "install_problem_handlers",
+    "json_error_position",
+    "malformed_body",
+    "pointer_for",
+    "problem_response",
+    "problem_responses",
+    "validation_problem",
+]
 
-BAD_REQUEST = ProblemKind("bad-request", "Bad request", 400)
-MALFORMED_BODY = ProblemKind("malformed-body", "The request body could not be parsed", 400)
-UNAUTHORIZED = ProblemKind("unauthorized", "Authentication is required", 401)
-METHOD_NOT_ALLOWED = ProblemKind("method-not-allowed", "Method not allowed", 405)
-NOT_ACCEPTABLE = ProblemKind("not-acceptable", "Not acceptable", 406)
-IDEMPOTENCY_IN_FLIGHT = ProblemKind(
-    "idempotency-key-in-flight", "A request with this Idempotency-Key is still being processed", 409
-)
-IDEMPOTENCY_KEY_REUSED = ProblemKind(
-    "idempotency-key-reused", "This Idempotency-Key was used with a different request", 422
-)
-TOO_MANY_REQUESTS = ProblemKind("too-many-requests", "Too many requests", 429)
-INTERNAL_ERROR = ProblemKind("internal-error", "Internal error", 500)
-STORE_UNAVAILABLE = ProblemKind("store-unavailable", "The store is unavailable", 503)
+logger = logging.getLogger("portcullis.admin")
 
 _BY_STATUS = {
     k.status: k
@@ -100,7 +132,7 @@ class ApiProblem(ServiceError):
     """Raised in the admin API's HTTP layer to answer with a problem response.
 
     The HTTP-only refusals (authentication, media types, body parsing); operations
-    raise their `ServiceError`, which the same handler renders.
+    raise their `ServiceError` (portcullis.services), which the same handler renders.
     """
 
 
@@ -227,9 +259,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if isinstance(exc, BodyTooLarge):
             return exc.response(request.url.path)
-        kind = _BY_STATUS.get(exc.status_code)
-        if kind is None:
-            kind = ProblemKind("http-error", "HTTP error", exc.status_code)
+        kind = _BY_STATUS.get(exc.status_code) or http_error(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else None
         headers = dict(exc.headers or {})
         if exc.status_code == 405:

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,14 +51,14 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.analytics.jobs import control_job
 from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
-from portcullis.model.config import Name
+from portcullis.model.types import Name
+from portcullis.periodic import Periodic
+from portcullis.settings import Settings
 from portcullis.store.analytics_tables import AlertRuleRow, AlertStateRow, RollupRow
 from portcullis.store.engine import Check, write_transaction
-
-if TYPE_CHECKING:
-    from portcullis.admin.state import AdminState
 
 log = structlog.get_logger(__name__)
 
@@ -608,18 +608,9 @@ class AlertEvaluator:
         return _status(row)
 
 
-async def alert_job(state: AdminState, bus: EventBus) -> None:
+def alert_job(engine: AsyncEngine, settings: Settings, bus: EventBus) -> Periodic:
     """The background job: an evaluation round every `alerts_interval` seconds."""
-    settings = state.settings
-    evaluator = AlertEvaluator(state.engine, bus)
-    while True:
-        try:
-            await evaluator.run_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("alerts.failed", error=repr(exc))
-        await asyncio.sleep(settings.alerts_interval)
+    return control_job("alerts", AlertEvaluator(engine, bus).run_once, settings.alerts_interval)
 
 
 def render_rule(rule: AlertRule, status: AlertStatus | None) -> dict[str, Any]:

@@ -48,30 +48,28 @@ event subjects are `key:<id>` and `ip:<address>`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from sqlalchemy import and_, case, func, insert, not_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.analytics.jobs import control_job
 from portcullis.analytics.record import Flag
 from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
+from portcullis.periodic import Periodic
 from portcullis.store.analytics_tables import AnalyticsCursorRow, AnomalyRow, RequestLogRow
 from portcullis.store.engine import write_transaction
 
 if TYPE_CHECKING:
-    from portcullis.admin.audit import AuditLog
-    from portcullis.admin.state import AdminState
     from portcullis.identity.key_repository import KeyRepository
     from portcullis.settings import Settings
 
@@ -499,6 +497,23 @@ def _details(finding: Finding) -> dict[str, Any]:
     }
 
 
+class SystemAudit(Protocol):
+    """The audit log as the detector needs it: one entry written by the system (no
+    caller, no request) in the transaction of the change it records."""
+
+    async def record_system(
+        self,
+        conn: AsyncConnection,
+        *,
+        actor: str,
+        action: str,
+        resource_type: str,
+        resource_id: str,
+        before: Any,
+        after: Any,
+    ) -> None: ...
+
+
 class AnomalyDetector:
     """Follows the request log minute by minute (see the module docstring)."""
 
@@ -509,7 +524,7 @@ class AnomalyDetector:
         config: DetectorConfig,
         *,
         keys: KeyRepository | None = None,
-        audit: AuditLog | None = None,
+        audit: SystemAudit | None = None,
         lateness: float = 11.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
@@ -650,7 +665,6 @@ class AnomalyDetector:
         self, conn: AsyncConnection, anomaly_id: int, finding: Finding, key_id: str, now: datetime
     ) -> dict[str, Any] | None:
         """Suspend the key in `conn`'s transaction; its `key.auto_suspended` data, or None."""
-        from portcullis.admin.dependencies import RequestFacts
         from portcullis.identity.key_repository import KeyConflict, KeyNotFound
 
         assert self._keys is not None  # checked in __init__
@@ -669,16 +683,14 @@ class AnomalyDetector:
         await conn.execute(
             update(AnomalyRow).where(AnomalyRow.id == anomaly_id).values(action="suspended")
         )
-        await self._audit.record(
-            caller=None,
+        await self._audit.record_system(
+            conn,
             actor=ACTOR,
-            facts=RequestFacts(secrets.token_hex(16), None),
             action="suspend",
             resource_type="api_key",
             resource_id=key_id,
             before=before.as_json(now),
             after=after.as_json(now),
-            conn=conn,
         )
         return {
             "credential_id": key_id,
@@ -704,24 +716,21 @@ def _event_data(anomaly_id: int, finding: Finding, action: str) -> dict[str, Any
     }
 
 
-async def anomaly_job(state: AdminState, bus: EventBus) -> None:
+def anomaly_job(
+    engine: AsyncEngine,
+    settings: Settings,
+    bus: EventBus,
+    *,
+    keys: KeyRepository,
+    audit: SystemAudit,
+) -> Periodic:
     """The background job: follow the request log every `anomaly_interval` seconds."""
-    from portcullis.identity.key_repository import KeyRepository
-
-    settings = state.settings
     detector = AnomalyDetector(
-        state.engine,
+        engine,
         bus,
         DetectorConfig.from_settings(settings),
-        keys=KeyRepository(state.engine, state.secret),
-        audit=state.audit,
+        keys=keys,
+        audit=audit,
         lateness=settings.analytics_rollup_lateness + settings.request_log_flush_interval,
     )
-    while True:
-        try:
-            await detector.run_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("anomalies.failed", error=repr(exc))
-        await asyncio.sleep(settings.anomaly_interval)
+    return control_job("anomalies", detector.run_once, settings.anomaly_interval)

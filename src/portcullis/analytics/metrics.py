@@ -30,15 +30,13 @@ workers' heartbeats instead (see `portcullis.analytics.health`).
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import contextlib
 import glob
 import os
 import shutil
 import tempfile
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +46,9 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.periodic import Periodic
 
 if TYPE_CHECKING:
-    from portcullis.proxy.app import ProxyApp
     from portcullis.runtime.holder import SnapshotHolder
     from portcullis.settings import Settings
 
@@ -526,7 +524,7 @@ class MetricsPublisher:
         self.gauges = gauges
         self._refresh = refresh
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("metrics", self._tick_async, interval=interval)
 
     def tick(self) -> None:
         """Publish and refresh once (errors are logged, never raised)."""
@@ -539,30 +537,30 @@ class MetricsPublisher:
         except Exception:
             log.exception("metrics.refresh_failed")
 
+    async def _tick_async(self) -> None:
+        self.tick()
+
     def start(self) -> None:
         self.tick()
-        self._task = asyncio.create_task(self._run(), name="portcullis-metrics")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.tick()
+        self._loop.start()
 
     async def stop(self) -> None:
         """Publish what is left and retire this worker's live gauges."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         self.tick()
         self.gauges.retire()
 
 
 def start_worker_metrics(
-    proxy: ProxyApp, holder: SnapshotHolder, limits: object | None, settings: Settings
+    holder: SnapshotHolder,
+    limits: object | None,
+    settings: Settings,
+    *,
+    log_queues: Sequence[object] = (),
 ) -> MetricsPublisher | None:
-    """Install request metrics on `proxy` and start publishing; None without a metrics dir.
+    """Start publishing this worker's metrics; None without a metrics dir.
+
+    The publisher's `observer` is the one to give the proxy, so it counts requests.
 
     Without `PROMETHEUS_MULTIPROC_DIR` nothing could read this worker's metrics
     (only the control plane serves `/metrics`), so nothing is counted.
@@ -574,14 +572,12 @@ def start_worker_metrics(
         RequestMetrics(consumer_labels=settings.metrics_consumer_labels),
         max_series=settings.metrics_max_series,
     )
-    proxy.observers = (*proxy.observers, observer)
 
     def refresh(gauges: WorkerGauges) -> None:
         gauges.refresh(
             config_version=holder.current.version,
             limits=limits,
-            # The request-log queue is an observer too; found by what it exposes.
-            log_queues=[o for o in proxy.observers if hasattr(o, "queue_depth")],
+            log_queues=list(log_queues),
             # Adaptive concurrency limiters by upstream (proxy/shedding.py), when configured.
             limiters=getattr(holder.current, "limiters", None),
         )

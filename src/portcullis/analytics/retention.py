@@ -21,7 +21,9 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.admin.state import AdminState
+from portcullis.analytics.jobs import control_job
+from portcullis.periodic import Periodic
+from portcullis.settings import Settings
 from portcullis.store.analytics_tables import RequestLogRow
 from portcullis.store.engine import write_transaction
 
@@ -65,15 +67,15 @@ def retention_cutoff_ms(retention_days: float, now: float | None = None) -> int:
     return int(((time.time() if now is None else now) - retention_days * 86_400) * 1000)
 
 
-async def request_log_retention_job(state: AdminState) -> None:
+def request_log_retention_job(engine: AsyncEngine, settings: Settings) -> Periodic:
     """Every `INTERVAL` seconds, delete raw request-log rows past `request_log_retention_days`."""
-    while True:
-        cutoff = retention_cutoff_ms(state.settings.request_log_retention_days)
-        try:
-            deleted = await purge_request_log(state.engine, older_than_ms=cutoff)
-        except Exception as exc:
-            log.warning("request_log.retention_failed", error=str(exc), kind=type(exc).__name__)
-        else:
-            if deleted:
-                log.info("request_log.retention", deleted=deleted, before_ms=cutoff)
-        await asyncio.sleep(INTERVAL)
+
+    async def round() -> None:
+        cutoff = retention_cutoff_ms(settings.request_log_retention_days)
+        deleted = await purge_request_log(engine, older_than_ms=cutoff)
+        if deleted:
+            log.info("request_log.retention", deleted=deleted, before_ms=cutoff)
+
+    job = control_job("request-log-retention", round, INTERVAL)
+    job.failure_event = "request_log.retention_failed"
+    return job

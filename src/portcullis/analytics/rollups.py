@@ -24,7 +24,6 @@ never rows a coarser granularity has not consumed yet.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,13 +35,14 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.analytics.jobs import control_job
 from portcullis.analytics.record import Flag
 from portcullis.analytics.sketch import LatencySketch
+from portcullis.periodic import Periodic
 from portcullis.store.analytics_tables import AnalyticsCursorRow, RequestLogRow, RollupRow
 from portcullis.store.engine import write_transaction
 
 if TYPE_CHECKING:
-    from portcullis.admin.state import AdminState
     from portcullis.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -452,17 +452,13 @@ def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, An
         yield rows[i : i + size]
 
 
-async def rollup_job(state: AdminState) -> None:
+def rollup_job(engine: AsyncEngine, settings: Settings) -> Periodic:
     """The background job: a rollup round every `analytics_rollup_interval` seconds."""
-    rollups = Rollups.from_settings(state.engine, state.settings)
-    interval = state.settings.analytics_rollup_interval
-    while True:
-        try:
-            written = await rollups.run_once()
-            if any(written.values()):
-                log.debug("rollups.round", **written)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("rollups.failed", error=repr(exc))
-        await asyncio.sleep(interval)
+    rollups = Rollups.from_settings(engine, settings)
+
+    async def round() -> None:
+        written = await rollups.run_once()
+        if any(written.values()):
+            log.debug("rollups.round", **written)
+
+    return control_job("rollups", round, settings.analytics_rollup_interval)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from portcullis.cache.entry import CacheEntry
 from portcullis.cache.purge import PurgeScope
-from portcullis.identity.events import IdentityEvent
+from portcullis.store.invalidations import Invalidation
 
 
 class CacheUnavailable(Exception):
@@ -38,7 +38,7 @@ class CacheBackend(Protocol):
         """Remove the entries in scope; how many. Raises CacheUnavailable on failure."""
         ...
 
-    def on_events(self, events: list[IdentityEvent]) -> None:
+    def on_events(self, events: list[Invalidation]) -> None:
         """Apply `cache-purge` events from the store's event feed to this worker's entries."""
         ...
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from portcullis.cache.entry import CacheEntry
 from portcullis.cache.purge import PurgeScope
-from portcullis.identity.events import EventKind, IdentityEvent
+from portcullis.store.invalidations import Invalidation, InvalidationKind
 
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -111,9 +111,9 @@ class MemoryCache:
     async def purge(self, scope: PurgeScope) -> int:
         return self.purge_now(scope)
 
-    def on_events(self, events: list[IdentityEvent]) -> None:
+    def on_events(self, events: list[Invalidation]) -> None:
         for event in events:
-            if event.kind is EventKind.CACHE_PURGE:
+            if event.kind is InvalidationKind.CACHE_PURGE:
                 self.purge_now(PurgeScope.from_subject(event.subject))
 
     async def aclose(self) -> None:

@@ -28,14 +28,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-
 from portcullis.cache.backend import CacheUnavailable
 from portcullis.cache.entry import CacheEntry
 from portcullis.cache.purge import PurgeScope
-from portcullis.identity.events import IdentityEvent
-from portcullis.outage import OutageCircuit
-from portcullis.redis_client import REDIS_FAILURES, redis_client
+from portcullis.redis_client import REDIS_FAILURES, SharedRedis
+from portcullis.store.invalidations import Invalidation
 
 DEFAULT_PREFIX = "pc:cache:"
 SCAN_COUNT = 1000
@@ -50,26 +47,26 @@ class RedisCache:
 
     def __init__(
         self,
-        client: Redis,
+        redis: SharedRedis,
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 0.2,
-        retry_interval: float = 1.0,
         max_pending: int = 1000,
         purge_timeout: float = 30.0,
-        owns_client: bool = True,
-        clock: Callable[[], float] = time.monotonic,
+        owns_redis: bool = False,
     ) -> None:
         if timeout <= 0 or max_pending < 1:
             raise ValueError("timeout and max_pending must be positive")
-        self._client = client
-        self._owns_client = owns_client
+        # The process's Redis and its outage circuit, shared with the other Redis users.
+        self.redis = redis
+        self._client = redis.client
+        self._owns_redis = owns_redis
         self.prefix = prefix
         self.timeout = timeout
         self.max_pending = max_pending
         self.purge_timeout = purge_timeout
         self._pending: set[asyncio.Task[None]] = set()
-        self.circuit = OutageCircuit("cache", retry_interval, clock=clock)
+        self.circuit = redis.circuit
         # Metrics.
         self.hits = 0
         self.misses = 0
@@ -80,13 +77,24 @@ class RedisCache:
 
     @classmethod
     def from_url(
-        cls, url: str, *, timeout: float = 0.2, max_connections: int = 64, **kwargs: Any
+        cls,
+        url: str,
+        *,
+        timeout: float = 0.2,
+        max_connections: int = 64,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
     ) -> RedisCache:
-        return cls(
-            redis_client(url, timeout=timeout, max_connections=max_connections),
+        """A backend with a Redis of its own (closed with it): tests and one-off tools."""
+        redis = SharedRedis.connect(
+            url,
             timeout=timeout,
-            **kwargs,
+            max_connections=max_connections,
+            retry_interval=retry_interval,
+            clock=clock,
         )
+        return cls(redis, timeout=timeout, owns_redis=True, **kwargs)
 
     @property
     def retry_interval(self) -> float:
@@ -175,7 +183,7 @@ class RedisCache:
         self.purged += removed
         return removed
 
-    def on_events(self, events: list[IdentityEvent]) -> None:
+    def on_events(self, events: list[Invalidation]) -> None:
         """Nothing to do: shared entries are removed by the control plane's purge."""
         return
 
@@ -186,9 +194,8 @@ class RedisCache:
 
     async def aclose(self) -> None:
         await self.flush()
-        if self._owns_client:
-            await self._client.aclose()
-            await self._client.connection_pool.disconnect()
+        if self._owns_redis:
+            await self.redis.aclose()
 
     def snapshot(self) -> dict[str, float]:
         return {

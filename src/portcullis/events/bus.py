@@ -40,9 +40,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.events.catalogue import EventType, event_type
+from portcullis.events.catalogue import EventType, check_data, event_type
+from portcullis.redis_client import REDIS_FAILURES, SharedRedis
 from portcullis.store.analytics_tables import EventRow
 from portcullis.store.engine import write_transaction
+from portcullis.webhooks import outbox
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
@@ -65,6 +67,8 @@ class Event:
     kind: str
     subject: str
     data: dict[str, Any]
+    # None: a gateway-wide event (operators see it); else the organization it belongs to.
+    organization_id: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,7 @@ class Event:
             "kind": self.kind,
             "subject": self.subject,
             "data": self.data,
+            "organization_id": self.organization_id,
         }
 
     @classmethod
@@ -88,6 +93,7 @@ class Event:
             kind=str(value["kind"]),
             subject=str(value["subject"]),
             data=data,
+            organization_id=value.get("organization_id"),
         )
 
 
@@ -102,23 +108,43 @@ async def record_event(
     data: Mapping[str, Any] | None = None,
     *,
     now: datetime | None = None,
+    organization_id: str | None = None,
 ) -> Event:
-    """Store one event in the caller's transaction (it commits or rolls back with it).
+    """Store one event in the caller's transaction (it commits or rolls back with it),
+    with the webhook messages it causes (the transactional outbox).
 
     `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
     Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
     """
-    kind_value = event_type(kind).value
+    kind_type = event_type(kind)
+    kind_value = kind_type.value
     payload = dict(data or {})
+    check_data(kind_type, payload)
     text = _dump(payload)
     occurred = now if now is not None else datetime.now(UTC)
     result = await conn.execute(
-        insert(EventRow).values(occurred_at=occurred, kind=kind_value, subject=subject, data=text)
+        insert(EventRow).values(
+            occurred_at=occurred,
+            kind=kind_value,
+            subject=subject,
+            data=text,
+            organization_id=organization_id,
+        )
     )
     (event_id,) = result.inserted_primary_key or (None,)
     if event_id is None:  # pragma: no cover - every supported driver reports the new id
         raise RuntimeError("the store did not report the new event's id")
-    return Event(int(event_id), occurred, kind_value, subject, json.loads(text))
+    event = Event(int(event_id), occurred, kind_value, subject, json.loads(text), organization_id)
+    await outbox.enqueue(
+        conn,
+        event_id=event.id,
+        kind=kind_value,
+        subject=subject,
+        data=event.data,
+        occurred_at=occurred,
+        organization_id=organization_id,
+    )
+    return event
 
 
 async def read_events(
@@ -137,7 +163,10 @@ async def read_events(
         query = query.where(EventRow.subject == subject)
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [Event(r.id, r.occurred_at, r.kind, r.subject, json.loads(r.data)) for r in rows]
+    return [
+        Event(r.id, r.occurred_at, r.kind, r.subject, json.loads(r.data), r.organization_id)
+        for r in rows
+    ]
 
 
 class SubscriptionClosed(Exception):
@@ -298,21 +327,24 @@ class RedisBus(_LocalFanout):
     def __init__(
         self,
         engine: AsyncEngine,
-        url: str,
+        redis: SharedRedis | str,
         *,
         prefix: str = DEFAULT_REDIS_PREFIX,
     ) -> None:
         super().__init__(engine)
-        self.url = url
+        # The process's shared Redis (publishes go through its outage circuit); given a
+        # URL, the bus has a Redis of its own and closes it with itself.
+        self._owns_redis = isinstance(redis, str)
+        if isinstance(redis, str):
+            redis = SharedRedis.connect(redis, timeout=_REDIS_TIMEOUT)
+        self.redis = redis
         self.prefix = prefix
         self.origin = uuid.uuid4().hex
         self.publish_failures = 0
         self.received = 0
-        self._publisher: Redis = Redis.from_url(
-            url, socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT
-        )
-        # The listener blocks on reads, so it has no socket timeout (only on connecting).
-        self._listener: Redis = Redis.from_url(url, socket_connect_timeout=_REDIS_TIMEOUT)
+        self._publisher: Redis = redis.client
+        # The listener holds its connection and blocks on reads: a client of its own.
+        self._listener: Redis = redis.dedicated()
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -323,11 +355,22 @@ class RedisBus(_LocalFanout):
         for event in events:
             self._fan_out(event)
             message = json.dumps({**event.as_json(), "origin": self.origin}, separators=(",", ":"))
+            circuit = self.redis.circuit
+            if circuit.blocked():
+                # Redis is known to be down (the circuit logged it once): skip, don't wait.
+                self.publish_failures += 1
+                continue
             try:
                 await self._publisher.publish(self.channel(event.kind), message)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
+                circuit.failed(exc)
                 self.publish_failures += 1
                 log.warning("events.redis_publish_failed", kind=event.kind, error=repr(exc))
+            except BaseException:
+                circuit.abandoned()
+                raise
+            else:
+                circuit.succeeded()
 
     async def start(self) -> None:
         """Subscribe, waiting (up to a few seconds) until Redis confirms it, so events
@@ -345,8 +388,10 @@ class RedisBus(_LocalFanout):
                 await self._task
             self._task = None
         self._close_subscriptions()
-        await self._publisher.aclose()
         await self._listener.aclose()
+        await self._listener.connection_pool.disconnect()
+        if self._owns_redis:
+            await self.redis.aclose()
 
     async def _listen(self) -> None:
         delay = _RECONNECT_MIN
@@ -389,8 +434,13 @@ class RedisBus(_LocalFanout):
         self._fan_out(event)
 
 
-def create_event_bus(engine: AsyncEngine, settings: Settings) -> InProcessBus | RedisBus:
-    """The bus for this process: over Redis when `redis_url` is set, else in-process."""
+def create_event_bus(
+    engine: AsyncEngine, settings: Settings, redis: SharedRedis | None = None
+) -> InProcessBus | RedisBus:
+    """The bus for this process: over Redis when `redis_url` is set, else in-process.
+
+    `redis` is the process's shared Redis (used, not closed by the bus).
+    """
     if settings.redis_url:
-        return RedisBus(engine, settings.redis_url)
+        return RedisBus(engine, redis if redis is not None else settings.redis_url)
     return InProcessBus(engine)

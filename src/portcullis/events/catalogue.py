@@ -1,10 +1,14 @@
-"""The catalogue of internal events: every kind the bus carries, what its subject names
-and what its data holds.
+"""The catalogue of platform events: every kind the platform emits, its version, what its
+subject names and the JSON Schema of its data.
 
 Kinds are dotted lower-case names, `<area>.<what happened>`; they are the contract
-between publishers and consumers (the admin API's event listing, and later webhook
-subscriptions), so a kind is only ever added here, never renamed. Adding one is a
-new `EventType` member plus its `EventSpec`.
+between publishers and consumers (the admin API's event listing, webhook subscriptions,
+live streams), so a kind is only ever added here, never renamed. A change to a kind's
+data that could break a consumer bumps its version. Adding one is a new `EventType`
+member, a data model, and its `EventSpec`.
+
+Data models describe what `record_event` stores; `record_event` checks the data against
+the model, so a publisher cannot drift from the published schema unnoticed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EventType(StrEnum):
@@ -21,18 +28,106 @@ class EventType(StrEnum):
     ALERT_RESOLVED = "alert.resolved"
     ANOMALY_DETECTED = "anomaly.detected"
     KEY_AUTO_SUSPENDED = "key.auto_suspended"
+    KEY_CREATED = "key.created"
+    KEY_REVOKED = "key.revoked"
+    KEY_ROTATED = "key.rotated"
+    KEY_SUSPENDED = "key.suspended"
+    KEY_RESUMED = "key.resumed"
+    WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
+    WEBHOOK_TEST = "webhook.test"
+
+
+class EventData(BaseModel):
+    # Publishers may add a field before the schema names it; consumers must ignore
+    # fields they don't know (the usual webhook contract).
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class AlertData(EventData):
+    rule: str = Field(description="the alert rule's name")
+    kind: str = Field(description="what the rule measures (error_rate, latency_p95, ...)")
+    value: float | None = Field(description="the measured value (None: no traffic)")
+    threshold: float
+    window_seconds: int
+    scope: dict[str, str] = Field(description="route/service/consumer/upstream it watches")
+
+
+class AlertFiringData(AlertData):
+    since: str = Field(description="when the condition started holding (RFC 3339)")
+
+
+class AlertResolvedData(AlertData):
+    reason: str | None = Field(default=None, description="`deleted`, `disabled` or absent")
+
+
+class AnomalyData(EventData):
+    anomaly_id: int
+    credential_id: str | None
+    client_ip: str | None
+    consumer: str | None
+    signal: str
+    observed: float
+    baseline: float
+    score: float
+    minute: str = Field(description="the minute the deviation was seen (RFC 3339)")
+    action: Literal["none", "suspended"]
+
+
+class KeyAutoSuspendedData(EventData):
+    credential_id: str
+    consumer: str | None
+    anomaly_id: int
+    signal: str
+    reason: str
+
+
+class KeyData(EventData):
+    key_id: str
+    consumer: str
+    name: str | None = None
+    environment: str
+    status: str = Field(description="the key's status after the change")
+
+
+class KeyStatusData(KeyData):
+    reason: str | None = Field(default=None, description="the reason given, if any")
+
+
+class KeyRotatedData(KeyData):
+    successor_key_id: str
+    grace_until: str = Field(description="the old key works until then (RFC 3339)")
+
+
+class EndpointDisabledData(EventData):
+    endpoint_id: str
+    reason: Literal["gone", "failing"]
+
+
+class WebhookTestData(EventData):
+    endpoint_id: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
-    """What one kind means: `subject` says what the event's subject names, `data` lists
-    the keys its data carries."""
+    """What one kind means: `subject` says what the event's subject names, `model` what
+    its data holds."""
 
     kind: EventType
     summary: str
     subject: str
-    data: tuple[str, ...]
+    model: type[EventData]
+    version: int = 1
 
+    @property
+    def data(self) -> tuple[str, ...]:
+        return tuple(self.model.model_fields)
+
+    def schema(self) -> dict[str, Any]:
+        return self.model.model_json_schema()
+
+
+_KEY_SUBJECT = "`key:<key id>`"
 
 CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
     {
@@ -42,46 +137,67 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 EventType.ALERT_FIRING,
                 "An alert rule's condition held (for its `for` duration): the alert fires",
                 "the alert rule's name",
-                (
-                    "rule",
-                    "kind",
-                    "value",
-                    "threshold",
-                    "window_seconds",
-                    "scope",
-                    "since",
-                ),
+                AlertFiringData,
             ),
             EventSpec(
                 EventType.ALERT_RESOLVED,
                 "A firing alert's condition stopped holding (or its rule was disabled or "
                 "deleted): the alert is resolved",
                 "the alert rule's name",
-                ("rule", "kind", "value", "threshold", "window_seconds", "scope", "reason"),
+                AlertResolvedData,
             ),
             EventSpec(
                 EventType.ANOMALY_DETECTED,
                 "A credential's (or a client IP's) traffic deviated significantly from its "
                 "rolling baseline",
                 "`key:<credential id>` or `ip:<client address>`",
-                (
-                    "anomaly_id",
-                    "credential_id",
-                    "client_ip",
-                    "consumer",
-                    "signal",
-                    "observed",
-                    "baseline",
-                    "score",
-                    "minute",
-                    "action",
-                ),
+                AnomalyData,
             ),
             EventSpec(
                 EventType.KEY_AUTO_SUSPENDED,
                 "The anomaly policy suspended an API key automatically",
                 "`key:<credential id>`",
-                ("credential_id", "consumer", "anomaly_id", "signal", "reason"),
+                KeyAutoSuspendedData,
+            ),
+            EventSpec(EventType.KEY_CREATED, "An API key was issued", _KEY_SUBJECT, KeyData),
+            EventSpec(
+                EventType.KEY_REVOKED,
+                "An API key was revoked (final)",
+                _KEY_SUBJECT,
+                KeyStatusData,
+            ),
+            EventSpec(
+                EventType.KEY_ROTATED,
+                "An API key was rotated: a successor was issued and the old key works "
+                "until the grace period ends",
+                _KEY_SUBJECT,
+                KeyRotatedData,
+            ),
+            EventSpec(
+                EventType.KEY_SUSPENDED,
+                "An API key was suspended (by an admin or the anomaly policy)",
+                _KEY_SUBJECT,
+                KeyStatusData,
+            ),
+            EventSpec(
+                EventType.KEY_RESUMED,
+                "A suspended API key works again",
+                _KEY_SUBJECT,
+                KeyStatusData,
+            ),
+            EventSpec(
+                EventType.WEBHOOK_ENDPOINT_DISABLED,
+                "A webhook endpoint stopped receiving: its receiver answered 410 Gone "
+                "(`reason: gone`) or every attempt failed for the configured number of days "
+                "(`reason: failing`)",
+                "the endpoint's id",
+                EndpointDisabledData,
+            ),
+            EventSpec(
+                EventType.WEBHOOK_TEST,
+                "A test event sent on request to one endpoint",
+                "the endpoint's id",
+                WebhookTestData,
             ),
         )
     }
@@ -95,3 +211,15 @@ def event_type(kind: str) -> EventType:
     except ValueError:
         known = ", ".join(k.value for k in EventType)
         raise ValueError(f"unknown event kind {kind!r} (known: {known})") from None
+
+
+def check_data(kind: EventType, data: dict[str, Any]) -> None:
+    """`ValueError` naming the field when `data` does not match `kind`'s schema."""
+    from pydantic import ValidationError
+
+    try:
+        CATALOGUE[kind].model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "data"
+        raise ValueError(f"{kind} event data: {where}: {first['msg']}") from None

@@ -30,7 +30,6 @@ per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -45,6 +44,7 @@ from portcullis.identity.events import EventKind, IdentityEvent
 from portcullis.identity.key_records import KeyRecord
 from portcullis.identity.keys import parse_key
 from portcullis.identity.secrets import ServerSecret
+from portcullis.periodic import Periodic, Sleep
 
 log = structlog.get_logger(__name__)
 
@@ -103,12 +103,12 @@ class CredentialCache:
         negative_ttl: float = 30.0,
         negative_capacity: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._lookup = lookup
         self._hash = secret.hash_credential
-        self.usage_flush_interval = usage_flush_interval
         self.capacity = capacity
         self.negative_ttl = negative_ttl
         self.negative_capacity = (
@@ -125,7 +125,9 @@ class CredentialCache:
         self._stale_inflight: set[str] = set()
         # key id -> wall-clock seconds of the latest use not yet written.
         self._pending: dict[str, float] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Periodic(
+            "key-usage-flush", self.flush, interval=usage_flush_interval, sleep=sleep
+        )
         self._last_outage_log = -_OUTAGE_LOG_INTERVAL
         self.lookups = 0  # store lookups made (for tests and metrics)
         self.failures = 0  # store lookups that raised
@@ -241,15 +243,7 @@ class CredentialCache:
 
     def start(self) -> None:
         """Start the background flush of last-used stamps (needs a running loop)."""
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(
-                self._flush_loop(), name="portcullis-key-usage-flush"
-            )
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.usage_flush_interval)
-            await self.flush()
+        self._flusher.start()
 
     async def flush(self) -> int:
         """Write pending stamps with one `touch_used` call; returns how many keys it named.
@@ -284,11 +278,7 @@ class CredentialCache:
 
     async def aclose(self) -> None:
         """Stop the flusher and write the remaining stamps."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        await self._flusher.stop()
         for task in list(self._inflight.values()):
             task.cancel()
         await self.flush()

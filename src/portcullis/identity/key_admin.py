@@ -38,7 +38,8 @@ from pydantic import (
 
 from portcullis.identity.key_records import KeyStatus
 from portcullis.identity.keys import Environment, display_prefix, parse_key
-from portcullis.model.config import Consumer, GatewayConfig, MetadataValue, Name
+from portcullis.model.config import Consumer, GatewayConfig
+from portcullis.model.types import MetadataValue, Name
 
 MAX_SCOPES = 64
 MAX_ORIGINS = 32

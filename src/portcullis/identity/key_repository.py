@@ -39,6 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.events.bus import record_event
+from portcullis.events.catalogue import EventType
 from portcullis.identity.events import EventKind, append_events
 from portcullis.identity.key_admin import (
     IMPORTED_ID_PREFIX,
@@ -476,6 +478,7 @@ class KeyRepository:
             await conn.execute(insert(ApiKeyRow).values(**values))
             await append_events(conn, [(EventKind.KEY, key_hash)])
             info = await self._read(conn, key_id)
+            await _key_event(conn, EventType.KEY_CREATED, info, now)
         return CreatedKey(info, full_key)
 
     async def update(
@@ -579,9 +582,18 @@ class KeyRepository:
                 )
             )
             await append_events(conn, [(EventKind.KEY, old_hash), (EventKind.KEY, new_hash)])
-            return Rotation(
+            rotated = Rotation(
                 await self._read(conn, key_id), await self._read(conn, new_id), full_key
             )
+            await _key_event(
+                conn,
+                EventType.KEY_ROTATED,
+                rotated.old,
+                now,
+                successor_key_id=new_id,
+                grace_until=_rfc3339(now + timedelta(seconds=grace_seconds)),
+            )
+            return rotated
 
     async def revoke(
         self, key_id: str, reason: str, *, check: Check[KeyInfo] | None = None
@@ -767,7 +779,9 @@ class KeyRepository:
             .values(status=status.value, status_reason=reason, updated_at=now)
         )
         await append_events(conn, [(EventKind.KEY, key_hash)])
-        return current, await self._read(conn, key_id)
+        after = await self._read(conn, key_id)
+        await _key_event(conn, _STATUS_EVENTS[status], after, now, reason=reason)
+        return current, after
 
     async def _check_not_stored(
         self,
@@ -797,3 +811,32 @@ class KeyRepository:
                     errors.append(RowError(row.row, "key", "this key is already stored"))
         if errors:
             raise ImportRejected(sorted(errors, key=lambda e: e.row))
+
+
+_STATUS_EVENTS = {
+    KeyStatus.revoked: EventType.KEY_REVOKED,
+    KeyStatus.suspended: EventType.KEY_SUSPENDED,
+    KeyStatus.active: EventType.KEY_RESUMED,
+}
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def _key_event(
+    conn: AsyncConnection, kind: EventType, info: KeyInfo, now: datetime, **extra: Any
+) -> None:
+    """The key's platform event, in the transaction that changed the key (so its webhook
+    messages commit with the change)."""
+    data = {
+        "key_id": info.id,
+        "consumer": info.consumer,
+        "name": info.name,
+        "environment": str(info.environment),
+        "status": str(info.status),
+        **extra,
+    }
+    await record_event(
+        conn, kind, f"key:{info.id}", data, now=now, organization_id=info.organization_id
+    )

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol
 
 from portcullis.limits.spec import Decision, LimitSpec
+from portcullis.model.types import FailurePolicy as FailurePolicy
 
 __all__ = [
     "BackendUnavailable",
@@ -28,19 +28,6 @@ __all__ = [
 
 class BackendUnavailable(RuntimeError):
     """The shared counters cannot be read right now (peek only; decisions degrade)."""
-
-
-class FailurePolicy(StrEnum):
-    """What a shared backend answers while it cannot reach its store.
-
-    open: allow (and count nothing); closed: refuse; local: decide with this
-    process's own in-memory counters (each worker then enforces the full limit on
-    its own).
-    """
-
-    open = "open"
-    closed = "closed"
-    local = "local"
 
 
 @dataclass(frozen=True, slots=True)

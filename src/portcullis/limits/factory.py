@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from portcullis.limits.backend import FailurePolicy, LimitBackend
 from portcullis.limits.memory import MemoryBackend
 from portcullis.settings import Settings
 
+if TYPE_CHECKING:
+    from portcullis.redis_client import SharedRedis
 
-def create_limit_backend(settings: Settings) -> LimitBackend:
-    """Redis when `redis_url` is set (exact across workers and nodes), else this process's memory.
 
-    With Redis, a local `MemoryBackend` stands by for the `local` failure policy.
-    No connection is made here: the first decision connects (and loads the script).
+def create_limit_backend(settings: Settings, redis: SharedRedis | None) -> LimitBackend:
+    """Redis when the process has one (exact across workers and nodes), else its memory.
+
+    `redis` is the process's shared Redis (`SharedRedis.from_settings`), which the
+    backend uses but does not close. With Redis, a local `MemoryBackend` stands by for
+    the `local` failure policy. No connection is made here: the first decision
+    connects (and loads the script).
     """
     memory = MemoryBackend(max_keys=settings.limits_memory_max_keys)
-    if not settings.redis_url:
+    if redis is None:
         return memory
     from portcullis.limits.redis_backend import RedisBackend
 
-    return RedisBackend.from_url(
-        settings.redis_url,
+    return RedisBackend(
+        redis,
         timeout=settings.limits_redis_timeout,
-        max_connections=settings.limits_redis_max_connections,
         prefix=settings.limits_key_prefix,
-        retry_interval=settings.limits_redis_retry_interval,
         on_failure=FailurePolicy.local,
         fallback=memory,
     )

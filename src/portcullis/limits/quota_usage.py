@@ -27,8 +27,6 @@ is logged and retried on the next tick, never a reason to stop serving.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import CALENDAR_GRACE_US
+from portcullis.periodic import Periodic
 from portcullis.store.analytics_tables import QuotaUsageRow
 from portcullis.store.engine import write_transaction
 from portcullis.store.identity_tables import DataPlaneNodeRow
@@ -149,7 +148,13 @@ class QuotaUsagePublisher:
         # What the store holds for this worker: counter key -> count.
         self._published: dict[str, int] = {}
         self._cleaned_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic(
+            "quota-usage",
+            self._tick,
+            interval=interval,
+            final=self._retire,
+            failure_event="quota_usage.publish_failed",
+        )
 
     async def publish(self) -> int:
         """Write the counters that changed and drop the rows of those gone; rows written."""
@@ -210,37 +215,24 @@ class QuotaUsagePublisher:
             log.info("quota_usage.folded_dead_workers", rows=folded)
 
     async def _tick(self) -> None:
-        try:
-            await self.publish()
-            if time.monotonic() - self._cleaned_at >= self.cleanup_interval:
-                self._cleaned_at = time.monotonic()
-                await self.cleanup()
-        except Exception as exc:
-            log.warning("quota_usage.publish_failed", error=str(exc), kind=type(exc).__name__)
+        await self.publish()
+        if time.monotonic() - self._cleaned_at >= self.cleanup_interval:
+            self._cleaned_at = time.monotonic()
+            await self.cleanup()
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self._tick()
+    async def _retire(self) -> None:
+        await self.publish()
+        async with write_transaction(self._engine) as conn:
+            await fold_workers(conn, [self.worker_id])
+        self._published = {}
 
     def start(self) -> None:
         """Publish every `interval` seconds (the first cleanup runs on the first tick)."""
-        self._task = asyncio.create_task(self._run(), name="portcullis-quota-usage")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop publishing, publish the final counts and fold them into `retired`."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        try:
-            await self.publish()
-            async with write_transaction(self._engine) as conn:
-                await fold_workers(conn, [self.worker_id])
-            self._published = {}
-        except Exception as exc:
-            log.warning("quota_usage.final_publish_failed", error=str(exc), kind=type(exc).__name__)
+        await self._loop.stop()
 
 
 async def read_quota_usage(

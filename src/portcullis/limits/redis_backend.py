@@ -31,14 +31,12 @@ from importlib import resources
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from portcullis.limits.backend import BackendUnavailable, FailurePolicy, LimitRequest
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import MICROS, Decision
-from portcullis.outage import OutageCircuit
-from portcullis.redis_client import REDIS_FAILURES, redis_client
+from portcullis.redis_client import REDIS_FAILURES, SharedRedis
 
 log = structlog.get_logger(__name__)
 
@@ -67,27 +65,27 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: Redis,
+        redis: SharedRedis,
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 0.2,
-        retry_interval: float = 1.0,
         on_failure: FailurePolicy = FailurePolicy.local,
         fallback: MemoryBackend | None = None,
-        owns_client: bool = True,
-        clock: Callable[[], float] = time.monotonic,
+        owns_redis: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._client = client
-        self._owns_client = owns_client
+        # The process's Redis and its outage circuit, shared with the other Redis users.
+        self.redis = redis
+        self._client = redis.client
+        self._owns_redis = owns_redis
         self.prefix = prefix
         self.timeout = timeout
         self.on_failure = on_failure
         self.fallback = fallback if fallback is not None else MemoryBackend()
         self._script = load_script()
         self._sha = hashlib.sha1(self._script.encode(), usedforsecurity=False).hexdigest()
-        self.circuit = OutageCircuit("limits", retry_interval, clock=clock)
+        self.circuit = redis.circuit
         # Metrics.
         self.allowed = 0
         self.denied = 0
@@ -103,13 +101,19 @@ class RedisBackend:
         *,
         timeout: float = 0.2,
         max_connections: int = 64,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
         **kwargs: Any,
     ) -> RedisBackend:
-        return cls(
-            redis_client(url, timeout=timeout, max_connections=max_connections),
+        """A backend with a Redis of its own (closed with it): tests and one-off tools."""
+        redis = SharedRedis.connect(
+            url,
             timeout=timeout,
-            **kwargs,
+            max_connections=max_connections,
+            retry_interval=retry_interval,
+            clock=clock,
         )
+        return cls(redis, timeout=timeout, owns_redis=True, **kwargs)
 
     @property
     def retry_interval(self) -> float:
@@ -207,9 +211,8 @@ class RedisBackend:
         return [Decision(False, 0, 0, retry, counted=False) for _ in requests]
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
-            await self._client.connection_pool.disconnect()
+        if self._owns_redis:
+            await self.redis.aclose()
 
     def snapshot(self) -> dict[str, float]:
         return {

@@ -14,21 +14,25 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
 from portcullis.http_fields import HeaderText
+from portcullis.model.plugins.registry import references_of, validate_plugin
 from portcullis.model.secrets import SCHEMA_OF
-
-Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")]
-Tag = Annotated[str, Field(min_length=1, max_length=64)]
-HTTP_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+from portcullis.model.tenancy import reference_errors
+from portcullis.model.traffic import Boost, Override, Plan, traffic_reference_errors
+from portcullis.model.types import (
+    MetadataValue,
+    Method,
+    Name,
+    PriorityClass,
+    StrictModel,
+    Tag,
 )
+
 _HOST_LABEL = re.compile(
     r"^(\*\.)?([A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(:\d{1,5})?$|^[A-Za-z0-9.-]+\.\*$"
 )
@@ -37,12 +41,6 @@ _BASE_PATH = re.compile(r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
 # A target host: a name or IPv4 address without spaces, controls or URI delimiters, or a
 # bracketed IPv6 literal.
 _TARGET_HOST = re.compile(r"[^\x00-\x20\x7f-\x9f/?#@\[\]:\\]+|\[[0-9A-Fa-f:.]+\]")
-
-
-class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class Timeouts(StrictModel):
@@ -82,9 +80,6 @@ class Retries(StrictModel):
             if not 500 <= s <= 599:
                 raise ValueError(f"retry status {s} is not a 5xx status")
         return v
-
-
-PriorityClass = Literal["critical", "high", "normal", "low"]
 
 
 class ClassShares(StrictModel):
@@ -333,17 +328,9 @@ def _check_path(p: str) -> str:
     return p
 
 
-def _check_method(m: str) -> str:
-    up = m.upper()
-    if up not in HTTP_METHODS:
-        raise ValueError(f"unknown HTTP method {m!r}")
-    return up
-
-
 # Validated per item so that errors point at the entry, e.g. routes[3].paths[0].
 HostPattern = Annotated[str, AfterValidator(_check_host)]
 RoutePath = Annotated[str, AfterValidator(_check_path)]
-Method = Annotated[str, AfterValidator(_check_method)]
 
 
 class Route(StrictModel):
@@ -412,9 +399,6 @@ class ConsumerStatus(StrEnum):
     suspended = "suspended"
 
 
-MetadataValue = str | int | float | bool | None
-
-
 class Consumer(StrictModel):
     """An API consumer (application) of one organization.
 
@@ -473,16 +457,6 @@ class PluginInstance(StrictModel):
         return ("global", None)
 
 
-# Imported here, not at the top: the traffic models build on StrictModel, Name and Tag.
-from portcullis.model.tenancy import reference_errors  # noqa: E402
-from portcullis.model.traffic import (  # noqa: E402
-    Boost,
-    Override,
-    Plan,
-    traffic_reference_errors,
-)
-
-
 class GatewayConfig(StrictModel):
     """The whole declarative configuration of a gateway."""
 
@@ -518,13 +492,11 @@ class GatewayConfig(StrictModel):
             if c.username in seen_users:
                 errors.append(f"consumers[{i}].username: duplicate username {c.username!r}")
             seen_users.add(c.username)
-        from portcullis.plugins.registry import plugin_references, validate_plugin
-
         for i, p in enumerate(self.plugins):
             errors.extend(f"plugins[{i}].{e}" for e in validate_plugin(p.name, p.config))
         errors.extend(traffic_reference_errors(self))
         # Every name an entry writes resolves, and within its organization (model/tenancy.py).
-        errors.extend(reference_errors(self, plugin_references))
+        errors.extend(reference_errors(self, references_of(self)))
         if errors:
             raise ValueError(ReferenceErrors(errors))
         return self

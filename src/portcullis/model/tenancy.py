@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from portcullis.model.config import GatewayConfig
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 # Kinds the operator shares with every tenant by leaving `organization` empty.
 SHARED_KINDS = frozenset({"plans"})
@@ -51,6 +48,28 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 PluginReferences = Callable[[str, Mapping[str, Any]], list[tuple[str, str, str]]]
 # The JSON Schema keyword marking a plugin config field that names an entity.
 NAMES_KEYWORD = "x-names"
+
+
+class Entries(Protocol):
+    """What the rule reads of a config: its entity lists (a `GatewayConfig`, or the loader's
+    placeholders of entries that failed validation, hence `object` and `getattr`)."""
+
+    @property
+    def upstreams(self) -> Sequence[object]: ...
+    @property
+    def services(self) -> Sequence[object]: ...
+    @property
+    def routes(self) -> Sequence[object]: ...
+    @property
+    def consumers(self) -> Sequence[object]: ...
+    @property
+    def plugins(self) -> Sequence[object]: ...
+    @property
+    def plans(self) -> Sequence[object]: ...
+    @property
+    def boosts(self) -> Sequence[object]: ...
+    @property
+    def overrides(self) -> Sequence[object]: ...
 
 
 def names(kind: str) -> dict[str, Any]:
@@ -100,7 +119,7 @@ def _owners(entries: Iterable[object], field: str) -> dict[str, str | None]:
 
 
 def _references(
-    config: GatewayConfig,
+    config: Entries,
     routes: Mapping[str, str | None],
     services: Mapping[str, str | None],
     plugin_references: PluginReferences,
@@ -139,7 +158,7 @@ def _references(
                 yield f"plugins[{i}].config.{where}", owner, kind, ref, True
 
 
-def reference_errors(config: GatewayConfig, plugin_references: PluginReferences) -> list[str]:
+def reference_errors(config: Entries, plugin_references: PluginReferences) -> list[str]:
     """Every name that does not resolve under the rule, located like `routes[3].service`.
 
     Read defensively (`getattr`): the config loader runs this on placeholders of

@@ -20,19 +20,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from portcullis.limits.calendar import local_instant, to_us, zone
 from portcullis.limits.spec import MAX_LIMIT, Algorithm, LimitSpec, period_label
-from portcullis.model.config import Name, StrictModel, Tag
 from portcullis.model.tenancy import location_key
+from portcullis.model.types import MAX_COST, Name, StrictModel, Tag
 
-if TYPE_CHECKING:
-    from portcullis.model.config import GatewayConfig
-
-MAX_COST = 1_000_000
 _Date = date  # `LocalWindow.date` shadows the type inside that class
 MAX_MULTIPLIER = 100.0
 # Keys a plan limit may count by; every limit names `consumer` or `credential` too,
@@ -348,6 +344,28 @@ def expired_on_arrival(
     ]
 
 
+class Subscriber(Protocol):
+    """What the traffic rules read of a consumer (`model.config.Consumer`)."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def plan(self) -> str | None: ...
+
+
+class TrafficConfig(Protocol):
+    """What the traffic rules read of a gateway config (`model.config.GatewayConfig`)."""
+
+    @property
+    def plans(self) -> Sequence[Plan]: ...
+    @property
+    def boosts(self) -> Sequence[Boost]: ...
+    @property
+    def overrides(self) -> Sequence[Override]: ...
+    @property
+    def consumers(self) -> Sequence[Subscriber]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TrafficRules:
     """The plans, boosts and overrides of one config, as the data plane receives them."""
@@ -357,17 +375,16 @@ class TrafficRules:
     overrides: tuple[Override, ...] = ()
 
     @classmethod
-    def of(cls, config: GatewayConfig) -> TrafficRules:
+    def of(cls, config: TrafficConfig) -> TrafficRules:
         if not (config.plans or config.boosts or config.overrides):
             return EMPTY_TRAFFIC
         return cls(tuple(config.plans), tuple(config.boosts), tuple(config.overrides))
 
 
 EMPTY_TRAFFIC = TrafficRules()
-PLAN_LIMITS_PLUGIN = "plan-limits"
 
 
-def traffic_reference_errors(config: GatewayConfig) -> list[str]:
+def traffic_reference_errors(config: TrafficConfig) -> list[str]:
     """Cross-reference errors of plans, boosts and overrides, located like `consumers[2].plan`.
 
     Read defensively (`getattr`): the config loader runs this on placeholders of
@@ -375,7 +392,7 @@ def traffic_reference_errors(config: GatewayConfig) -> list[str]:
     """
     errors: list[str] = []
 
-    def unique(kind: str, entries: list[Any]) -> dict[str, Any]:
+    def unique(kind: str, entries: Sequence[object]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for i, entry in enumerate(entries):
             name = getattr(entry, "name", None)

@@ -26,13 +26,19 @@ limits or told about body sizes.
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
-
-from pydantic import Field, model_validator
+from typing import ClassVar
 
 from portcullis.analytics.record import Flag
-from portcullis.model.config import Name
-from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.model.plugins.acl import (
+    AclConfig,
+)
+from portcullis.plugins.base import (
+    Headers,
+    Phase,
+    Plugin,
+    PluginResponse,
+    RequestContext,
+)
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import (
     FORBIDDEN,
@@ -42,50 +48,23 @@ from portcullis.problems import (
     problem_body,
 )
 
-# RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`.
-ScopeToken = Annotated[str, Field(pattern=r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")]
 _CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
 _GROUPS_HEADER = b"x-consumer-groups"
 # Distinct "missing scopes" answers remembered (one per subset seen; a plain bound).
 _MISSING_MEMO = 256
 
 
-class AclConfig(PluginConfig):
-    allow: list[Name] | None = Field(default=None, description="consumer groups allowed")
-    deny: list[Name] | None = Field(default=None, description="consumer groups refused")
-    required_scopes: list[ScopeToken] = Field(
-        default_factory=list,
-        description="scopes the credential must all carry",
-    )
-    hide_groups_header: bool = Field(
-        default=False, description="do not send X-Consumer-Groups upstream"
-    )
-    realm: str = Field(
-        default="portcullis",
-        pattern=r'^[^"\\\x00-\x1f\x7f]{1,128}$',
-        description="realm of the WWW-Authenticate challenges",
-    )
-
-    @model_validator(mode="after")
-    def _one_list(self) -> AclConfig:
-        if self.allow is not None and self.deny is not None:
-            raise ValueError("set allow or deny, not both")
-        if self.allow is None and self.deny is None and not self.required_scopes:
-            raise ValueError("set allow, deny or required_scopes")
-        return self
-
-
-class Acl(Plugin):
+class Acl(Plugin[AclConfig]):
     """Group and scope checks on the authenticated consumer (see the module doc)."""
 
     name: ClassVar[str] = "acl"
     priority: ClassVar[int] = 955
     refusal_flag = Flag.AUTH_FAILED
-    config_model: ClassVar[type[PluginConfig]] = AclConfig
+    config_model = AclConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: AclConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, AclConfig)
         self._allow = frozenset(config.allow) if config.allow is not None else None
         self._deny = frozenset(config.deny or ())
         self._required = frozenset(config.required_scopes)

@@ -2,19 +2,19 @@
 
 A plugin is built once per config snapshot from its validated config; it keeps no
 per-request state on `self`. Per-request data lives on `RequestContext`, a small
-`__slots__` object. Phases a plugin does not implement cost nothing: the chain only
-calls the handlers that exist.
+`__slots__` object. Phases a plugin does not declare cost nothing: the chain only
+calls the handlers of the phases each plugin declares.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from portcullis.asgi import Scope
+from portcullis.model.plugins.base import BODY_BUFFER_LIMIT as BODY_BUFFER_LIMIT
+from portcullis.model.plugins.base import PluginConfig as PluginConfig
 
 if TYPE_CHECKING:
     from portcullis.identity.consumers import ConsumerInfo
@@ -22,16 +22,6 @@ if TYPE_CHECKING:
     from portcullis.runtime.snapshot import CompiledRoute
 
 Headers = list[tuple[bytes, bytes]]
-
-
-# Largest upstream response body the proxy buffers for `response_body` plugins.
-BODY_BUFFER_LIMIT = 8 * 1024 * 1024
-
-
-class PluginConfig(BaseModel):
-    """Base for plugin config models: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(slots=True)
@@ -117,20 +107,39 @@ class RequestContext:
         self.cache_key: str | None = None
 
 
-class Plugin:
-    """Base class: subclasses set `name`, `priority`, `config_model` and phase methods.
+Phase = Literal["access", "response", "request_body", "response_body"]
+PHASES: tuple[Phase, ...] = ("access", "response", "request_body", "response_body")
+ConfigT = TypeVar("ConfigT", bound=PluginConfig)
 
-    Higher `priority` runs first in the access phase (Kong's convention).
+
+class Plugin(Generic[ConfigT]):
+    """Base class of a handler: `Plugin[ItsConfig]`, with `name`, `priority`, `config_model`,
+    the `phases` it runs in, and a method per phase.
+
+    Higher `priority` runs first in the access phase (Kong's convention). `phases` is
+    explicit: a class that implements a phase method it does not declare, or declares
+    a phase it does not implement, is refused when it is defined. `self.config` is the
+    validated `ConfigT` and `self.env` the worker's runtime services (plugins/env.py).
     """
 
     name: ClassVar[str]
     priority: ClassVar[int]
-    config_model: ClassVar[type[PluginConfig]]
+    config_model: type[ConfigT]
+    phases: ClassVar[frozenset[Phase]] = frozenset()
     # `analytics.record.Flag` bits the request log gets when this plugin refuses a request
     # (auth plugins: AUTH_FAILED, limits: RATE_LIMITED).
     refusal_flag: ClassVar[int] = 0
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        implemented = {p for p in PHASES if getattr(cls, p) is not getattr(Plugin, p)}
+        if implemented != cls.phases:
+            raise TypeError(
+                f"{cls.__qualname__}: phases {sorted(cls.phases)} must name exactly the phase "
+                f"methods it implements {sorted(implemented)}"
+            )
+
+    def __init__(self, config: ConfigT, env: PluginEnv) -> None:
         self.config = config
         self.env = env
 
@@ -167,28 +176,27 @@ class Plugin:
         return None
 
 
-def overrides(plugin: Plugin, phase: str) -> bool:
-    """True if the plugin's class implements `phase` itself (so the chain must call it)."""
-    return getattr(type(plugin), phase) is not getattr(Plugin, phase)
+# A built plugin of any config type, as chains and registries hold them.
+AnyPlugin = Plugin[Any]
 
 
 @dataclass(frozen=True, slots=True)
 class PluginChain:
     """The plugins of one route, split by phase and ordered by priority at compile time."""
 
-    access: tuple[Plugin, ...] = ()
-    response: tuple[Plugin, ...] = ()
-    body: tuple[Plugin, ...] = ()
-    request_body: tuple[Plugin, ...] = ()
+    access: tuple[AnyPlugin, ...] = ()
+    response: tuple[AnyPlugin, ...] = ()
+    body: tuple[AnyPlugin, ...] = ()
+    request_body: tuple[AnyPlugin, ...] = ()
 
     @classmethod
-    def from_plugins(cls, plugins: list[Plugin]) -> PluginChain:
+    def from_plugins(cls, plugins: list[AnyPlugin]) -> PluginChain:
         ordered = sorted(plugins, key=lambda p: -p.priority)
         return cls(
-            access=tuple(p for p in ordered if overrides(p, "access")),
-            response=tuple(p for p in ordered if overrides(p, "response")),
-            body=tuple(p for p in ordered if overrides(p, "response_body")),
-            request_body=tuple(p for p in ordered if overrides(p, "request_body")),
+            access=tuple(p for p in ordered if "access" in p.phases),
+            response=tuple(p for p in ordered if "response" in p.phases),
+            body=tuple(p for p in ordered if "response_body" in p.phases),
+            request_body=tuple(p for p in ordered if "request_body" in p.phases),
         )
 
 

@@ -1,5 +1,9 @@
 """What plugins may use besides their own config: the runtime services of a worker.
 
+The one door from a handler to the runtime: a plugin reaches limits, caches,
+credentials, keys, consumers, traffic rules and the clock through its `PluginEnv`,
+never by importing a backend or a process-wide default itself.
+
 A `PluginEnv` is handed to every plugin when a snapshot is compiled. Services that
 outlive snapshots (the credential cache, JWKS caches, the gateway's own token
 keys) are created once per worker and shared; `consumers` is rebuilt from each
@@ -15,16 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from portcullis.cache.backend import CacheBackend
+from portcullis.cache.memory import default_memory_cache
 from portcullis.identity.consumers import EMPTY_CONSUMERS, ConsumerIndex
+from portcullis.limits.backend import LimitBackend
+from portcullis.limits.memory import default_memory_backend
 from portcullis.model.traffic import EMPTY_TRAFFIC, TrafficRules
 
 if TYPE_CHECKING:
     from jwt import PyJWK
 
-    from portcullis.cache.backend import CacheBackend
     from portcullis.identity.credential_cache import CredentialCache
     from portcullis.identity.jwks import JwksRegistry
-    from portcullis.limits.backend import LimitBackend
 
 
 class IssuerKeys(Protocol):
@@ -71,6 +77,15 @@ class PluginEnv:
     # Data-plane worker processes, each with its own copy of per-process state: a
     # gateway-wide allowance (the retry budget's reserve) is split between them.
     workers: int = 1
+
+    def limit_backend(self) -> LimitBackend:
+        """The worker's limit backend; without one, the process-wide memory backend (so
+        counters survive snapshot swaps in tools and tests)."""
+        return self.limits if self.limits is not None else default_memory_backend()
+
+    def cache_backend(self) -> CacheBackend:
+        """The worker's response cache; without one, the process-wide memory cache."""
+        return self.cache if self.cache is not None else default_memory_cache()
 
 
 DEFAULT_ENV = PluginEnv()

@@ -37,9 +37,10 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from typing import ClassVar
 
-from pydantic import Field, field_validator, model_validator
-
-from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.model.plugins.ip_restriction import (
+    IpRestrictionConfig,
+)
+from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import FORBIDDEN, PROBLEM_CONTENT_TYPE, problem_body
 
@@ -47,44 +48,6 @@ _CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
 # Distinct client addresses whose decision is remembered before the map is reset.
 DECISION_MEMO = 4096
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _normalise(entries: list[str]) -> list[str]:
-    """Each entry as its canonical network text; errors name the offending entry."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for entry in entries:
-        try:
-            net = ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IPv4/IPv6 address or CIDR network") from None
-        text = str(net)
-        if text not in seen:
-            seen.add(text)
-            out.append(text)
-    return out
-
-
-class IpRestrictionConfig(PluginConfig):
-    allow: list[str] = Field(
-        default_factory=list,
-        description="addresses or CIDR networks allowed (empty: everyone not denied)",
-    )
-    deny: list[str] = Field(
-        default_factory=list,
-        description="addresses or CIDR networks refused (wins over allow)",
-    )
-
-    @field_validator("allow", "deny")
-    @classmethod
-    def _networks(cls, v: list[str]) -> list[str]:
-        return _normalise(v)
-
-    @model_validator(mode="after")
-    def _some_list(self) -> IpRestrictionConfig:
-        if not self.allow and not self.deny:
-            raise ValueError("set allow, deny or both")
-        return self
 
 
 class RangeSet:
@@ -150,16 +113,16 @@ def parse_client(ip: str) -> tuple[bool, int] | None:
     return True, int.from_bytes(packed)
 
 
-class IpRestriction(Plugin):
+class IpRestriction(Plugin[IpRestrictionConfig]):
     """Allow/deny by client address ranges (see the module doc)."""
 
     name: ClassVar[str] = "ip-restriction"
     priority: ClassVar[int] = 1900
-    config_model: ClassVar[type[PluginConfig]] = IpRestrictionConfig
+    config_model = IpRestrictionConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: IpRestrictionConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, IpRestrictionConfig)
         self._allow = RangeSet(ipaddress.ip_network(n) for n in config.allow)
         self._deny = RangeSet(ipaddress.ip_network(n) for n in config.deny)
         self._decisions: dict[str, bool] = {}

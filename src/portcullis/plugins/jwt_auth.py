@@ -42,32 +42,30 @@ the token's `exp`); gateway tokens are checked against revocation on every use.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import unquote_plus
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from jwt import PyJWK
-from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import PyJWTError
-from pydantic import Field, HttpUrl, SecretStr, field_validator, model_validator
 
 from portcullis.analytics.record import Flag
-from portcullis.http_fields import HeaderText, field_value_bytes, is_field_value
+from portcullis.http_fields import field_value_bytes
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.jwks import JwksPolicy, JwksSource, JwksUnavailableError
-from portcullis.model.tenancy import names
+from portcullis.model.plugins.jwt_auth import JwksConfig, JwtAuthConfig
+from portcullis.model.plugins.jwt_keys import (
+    ALGORITHMS,
+    load_static_key,
+    usable,
+)
 from portcullis.plugins.base import (
     Headers,
+    Phase,
     Plugin,
-    PluginConfig,
     PluginResponse,
     RequestContext,
 )
@@ -89,35 +87,6 @@ from portcullis.problems import (
 
 log = structlog.get_logger(__name__)
 
-HmacAlgorithm = Literal["HS256", "HS384", "HS512"]
-AsymmetricAlgorithm = Literal[
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
-]
-SigningAlgorithm = Literal[
-    "HS256",
-    "HS384",
-    "HS512",
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-]
-_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}  # RFC 7518 §3.2
-_MIN_RSA_BITS = 2048
-_EC_CURVES: dict[str, type[ec.EllipticCurve]] = {
-    "ES256": ec.SECP256R1,
-    "ES384": ec.SECP384R1,
-    "ES512": ec.SECP521R1,
-}
-_ALGORITHMS: dict[str, Algorithm] = {
-    name: alg for name, alg in get_default_algorithms().items() if name != "none"
-}
 # Longer "tokens" are refused before any decoding (real access tokens are < 4 kB).
 MAX_TOKEN_LENGTH = 8192
 # At most this many keys are tried for one token without a `kid`.
@@ -131,212 +100,18 @@ _AUTHORIZATION = b"authorization"
 # -- config --------------------------------------------------------------------------
 
 
-class StaticKeyConfig(PluginConfig):
-    """One trusted key with its algorithm pinned."""
-
-    kid: HeaderText | None = Field(default=None, min_length=1, max_length=256)
-    algorithm: SigningAlgorithm
-    secret: SecretStr | None = Field(
-        default=None,
-        description="HMAC secret (HS256/384/512), at least the hash size; it is stored "
-        "with the config, so prefer `secret_env`",
-    )
-    secret_env: str | None = Field(
-        default=None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="name of an environment variable of the data plane holding the secret",
-    )
-    secret_base64: bool = Field(
-        default=False, description="the secret is base64 (or base64url) encoded bytes"
-    )
-    public_key: str | None = Field(default=None, description="PEM public key (RS/PS/ES/EdDSA)")
-    jwk: dict[str, Any] | None = Field(default=None, description="public JWK (RS/PS/ES/EdDSA)")
-
-    @model_validator(mode="after")
-    def _material(self) -> StaticKeyConfig:
-        has_secret = self.secret is not None or self.secret_env is not None
-        if self.algorithm.startswith("HS"):
-            if (
-                (self.secret is None) == (self.secret_env is None)
-                or self.public_key is not None
-                or self.jwk is not None
-            ):
-                raise ValueError(
-                    f"{self.algorithm} keys take one of `secret` or `secret_env` (and nothing else)"
-                )
-        elif has_secret or (self.public_key is None) == (self.jwk is None):
-            raise ValueError(f"{self.algorithm} keys take exactly one of `public_key` or `jwk`")
-        if self.secret_env is None:
-            # Building the key validates it (format, type, size, curve) at config time;
-            # a secret from the environment is checked when the data plane builds it.
-            _load_static_key(self)
-        return self
-
-
-class JwksConfig(PluginConfig):
-    """A remote JWK Set and the algorithms its keys may sign with."""
-
-    url: HttpUrl
-    algorithms: list[AsymmetricAlgorithm] = Field(min_length=1)
-    min_ttl: float = Field(default=60.0, ge=0, le=86_400)
-    max_ttl: float = Field(default=86_400.0, gt=0, le=7 * 86_400)
-    default_ttl: float = Field(default=300.0, gt=0, le=7 * 86_400)
-    refetch_interval: float = Field(
-        default=10.0, ge=0, le=3600, description="least gap between fetches on an unknown kid"
-    )
-    timeout: float = Field(default=5.0, gt=0, le=60)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> JwksConfig:
-        if self.min_ttl > self.max_ttl:
-            raise ValueError("min_ttl must not exceed max_ttl")
-        return self
-
-    def policy(self) -> JwksPolicy:
-        return JwksPolicy(
-            min_ttl=self.min_ttl,
-            max_ttl=self.max_ttl,
-            default_ttl=self.default_ttl,
-            refetch_interval=self.refetch_interval,
-            timeout=self.timeout,
-        )
-
-
-def _header_name(value: str) -> str:
-    name = value.strip().lower()
-    if not name or any(c in name for c in " \t:\r\n"):
-        raise ValueError("not a valid header name")
-    return name
-
-
-class JwtAuthConfig(PluginConfig):
-    header: str = Field(
-        default="authorization",
-        description="header carrying the token; `authorization` expects the Bearer scheme",
-    )
-    cookie: str | None = Field(default=None, min_length=1, description="cookie carrying the token")
-    query_param: str | None = Field(
-        default=None, min_length=1, description="query parameter carrying the token (opt-in)"
-    )
-    keys: list[StaticKeyConfig] = Field(default_factory=list)
-    jwks: list[JwksConfig] = Field(default_factory=list)
-    gateway_tokens: bool = Field(
-        default=True, description="accept access tokens of the gateway's own OAuth2 server"
-    )
-    issuers: list[str] = Field(default_factory=list, description="allowed `iss` (empty: any)")
-    audiences: list[str] = Field(
-        default_factory=list, description="accepted `aud` values (empty: not checked)"
-    )
-    leeway: float = Field(default=0.0, ge=0, le=300, description="clock skew allowed, seconds")
-    required_claims: list[str] = Field(default_factory=lambda: ["exp"])
-    max_lifetime: float | None = Field(
-        default=None, gt=0, description="longest accepted exp - iat (or exp - now), seconds"
-    )
-    consumer_claim: str = Field(default="sub", min_length=1)
-    consumer_by: Literal["username", "custom_id"] = "username"
-    allow_unmapped: bool = Field(
-        default=False, description="accept valid tokens that name no known consumer"
-    )
-    anonymous: str | None = Field(
-        default=None,
-        description="consumer username used when no token is presented (one of the route's "
-        "organization)",
-        json_schema_extra=names("consumers"),
-    )
-    hide_credentials: bool = True
-    realm: str = Field(default="portcullis", min_length=1, max_length=128)
-    verify_cache_ttl: float = Field(
-        default=30.0, ge=0, le=3600, description="reuse of a verified token, seconds (0: off)"
-    )
-    verify_cache_size: int = Field(default=10_000, ge=1, le=1_000_000)
-
-    @field_validator("header")
-    @classmethod
-    def _header(cls, value: str) -> str:
-        return _header_name(value)
-
-    @field_validator("realm")
-    @classmethod
-    def _realm(cls, value: str) -> str:
-        if any(c in value for c in '"\\') or not is_field_value(value):
-            raise ValueError("realm must not contain quotes, backslashes or control characters")
-        return value
-
-    @model_validator(mode="after")
-    def _sources(self) -> JwtAuthConfig:
-        if not self.keys and not self.jwks and not self.gateway_tokens:
-            raise ValueError("configure at least one of keys, jwks or gateway_tokens")
-        kids = [k.kid for k in self.keys if k.kid is not None]
-        if len(kids) != len(set(kids)):
-            raise ValueError("static key kids must be unique")
-        return self
-
-
 # -- keys ----------------------------------------------------------------------------
 
 
-def _usable(algorithm: str, key: object) -> bool:
-    """True if `key` is a public key of the family, size and curve `algorithm` needs."""
-    if algorithm[0] == "H":
-        return isinstance(key, bytes)
-    if algorithm[0] in "RP":
-        return isinstance(key, rsa.RSAPublicKey) and key.key_size >= _MIN_RSA_BITS
-    if algorithm[0] == "E" and algorithm != "EdDSA":
-        return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(
-            key.curve, _EC_CURVES[algorithm]
-        )
-    return isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
-
-
-def _load_static_key(cfg: StaticKeyConfig) -> object:
-    """The verification key of a static key config (raises ValueError if unusable)."""
-    algorithm = cfg.algorithm
-    if cfg.secret is not None or cfg.secret_env is not None:
-        if cfg.secret is not None:
-            raw = cfg.secret.get_secret_value()
-        else:
-            assert cfg.secret_env is not None
-            env_value = os.environ.get(cfg.secret_env)
-            if not env_value:
-                raise ValueError(f"environment variable {cfg.secret_env} is not set")
-            raw = env_value
-        if cfg.secret_base64:
-            try:
-                secret = base64.urlsafe_b64decode(
-                    raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4)
-                )
-            except (binascii.Error, ValueError) as exc:
-                raise ValueError("secret is not valid base64") from exc
-        else:
-            secret = raw.encode()
-        if len(secret) < _HMAC_MIN_BYTES[algorithm]:
-            raise ValueError(
-                f"{algorithm} secrets must be at least {_HMAC_MIN_BYTES[algorithm]} bytes"
-            )
-        try:
-            key: object = _ALGORITHMS[algorithm].prepare_key(secret)
-        except PyJWTError as exc:
-            raise ValueError(str(exc)) from exc
-        return key
-    try:
-        if cfg.jwk is not None:
-            if "d" in cfg.jwk:
-                raise ValueError("jwk must be a public key (it has a private member 'd')")
-            jwk_alg = cfg.jwk.get("alg")
-            if jwk_alg is not None and jwk_alg != algorithm:
-                raise ValueError(f"jwk alg {jwk_alg!r} differs from algorithm {algorithm}")
-            key = PyJWK(cfg.jwk, algorithm).key
-        else:
-            assert cfg.public_key is not None
-            key = _ALGORITHMS[algorithm].prepare_key(cfg.public_key.encode())
-    except (PyJWTError, TypeError) as exc:
-        raise ValueError(f"unusable {algorithm} key: {exc}") from exc
-    if not _usable(algorithm, key):
-        raise ValueError(
-            f"not a {algorithm} public key"
-            + (f" (RSA keys need >= {_MIN_RSA_BITS} bits)" if algorithm[0] in "RP" else "")
-        )
-    return key
+def _policy(config: JwksConfig) -> JwksPolicy:
+    """The JWKS cache policy of one configured JWK Set."""
+    return JwksPolicy(
+        min_ttl=config.min_ttl,
+        max_ttl=config.max_ttl,
+        default_ttl=config.default_ttl,
+        refetch_interval=config.refetch_interval,
+        timeout=config.timeout,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,17 +220,17 @@ def _strip_query(query: bytes, name: str) -> bytes | None:
 # -- plugin --------------------------------------------------------------------------
 
 
-class JwtAuth(Plugin):
+class JwtAuth(Plugin[JwtAuthConfig]):
     """Verifies a bearer JWT, maps it to a consumer, and forwards the identity upstream."""
 
     name: ClassVar[str] = "jwt-auth"
     priority: ClassVar[int] = 1450
     refusal_flag = Flag.AUTH_FAILED
-    config_model: ClassVar[type[PluginConfig]] = JwtAuthConfig
+    config_model = JwtAuthConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: JwtAuthConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, JwtAuthConfig)
         cfg = config
         self._clock: Callable[[], float] = env.clock
         self._header = cfg.header.encode("latin-1")
@@ -468,7 +243,7 @@ class JwtAuth(Plugin):
         self._static_by_kid: dict[str, _StaticKey] = {}
         self._static_by_alg: dict[str, list[_StaticKey]] = {}
         for k in cfg.keys:
-            key = _StaticKey(k.kid, k.algorithm, _load_static_key(k))
+            key = _StaticKey(k.kid, k.algorithm, load_static_key(k))
             if k.kid is not None:
                 self._static_by_kid[k.kid] = key
             self._static_by_alg.setdefault(k.algorithm, []).append(key)
@@ -478,7 +253,7 @@ class JwtAuth(Plugin):
             if env.jwks is None:
                 raise ValueError("jwt-auth with `jwks` needs the worker's JWKS registry")
             self._jwks = tuple(
-                _Jwks(env.jwks.source(str(j.url), j.policy()), frozenset(j.algorithms))
+                _Jwks(env.jwks.source(str(j.url), _policy(j)), frozenset(j.algorithms))
                 for j in cfg.jwks
             )
             for j in cfg.jwks:
@@ -699,7 +474,7 @@ class JwtAuth(Plugin):
         """Check signature and claims; raises `_Reject` with the reason."""
         header, payload, signing_input, signature = self._parse(token)
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in _ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
             raise _Reject("unsupported algorithm")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -787,9 +562,9 @@ class JwtAuth(Plugin):
         jwk = gateway.key_for(kid)
         if jwk is None:
             raise _Reject("unknown kid")
-        if jwk.algorithm_name != alg or not _usable(alg, jwk.key):
+        if jwk.algorithm_name != alg or not usable(alg, jwk.key):
             raise _Reject("algorithm not allowed for this key")
-        if not _ALGORITHMS[alg].verify(signing_input, jwk.key, signature):
+        if not ALGORITHMS[alg].verify(signing_input, jwk.key, signature):
             raise _Reject("bad signature")
 
     async def _verify_signature(
@@ -801,7 +576,7 @@ class JwtAuth(Plugin):
         tried first, then the JWKS keys (at most `_MAX_CANDIDATES` each), so a
         kid-less token costs a bounded number of signature checks.
         """
-        verifier = _ALGORITHMS[alg]
+        verifier = ALGORITHMS[alg]
         tried = False
         if kid is not None:
             static = self._static_by_kid.get(kid)
@@ -839,7 +614,7 @@ class JwtAuth(Plugin):
                 unavailable = True
                 continue
             for remote in keys:
-                if (remote.alg is None or remote.alg == alg) and _usable(alg, remote.jwk.key):
+                if (remote.alg is None or remote.alg == alg) and usable(alg, remote.jwk.key):
                     found.append(remote.jwk.key)
         if not found and unavailable:
             raise _Reject("key set unavailable", status=503)

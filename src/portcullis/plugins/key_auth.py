@@ -45,21 +45,27 @@ anonymous.
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from ipaddress import IPv6Address, ip_address
 from typing import ClassVar
 from urllib.parse import unquote_plus
 
 import structlog
-from pydantic import Field, field_validator
 
 from portcullis.analytics.record import Flag
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import CredentialCache, Rejection
 from portcullis.identity.key_records import KeyRecord, KeyStatus
-from portcullis.model.tenancy import names
-from portcullis.plugins.base import Headers, Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.model.plugins.key_auth import (
+    KeyAuthConfig,
+)
+from portcullis.plugins.base import (
+    Headers,
+    Phase,
+    Plugin,
+    PluginResponse,
+    RequestContext,
+)
 from portcullis.plugins.credential_sources import (
     Source,
     challenge_params,
@@ -81,53 +87,9 @@ _AUTHORIZATION = b"authorization"
 _BEARER = b"bearer "
 # Identity headers only the gateway may set; client-sent copies are dropped.
 IDENTITY_HEADER_PREFIXES = (b"x-consumer-", b"x-credential-", b"x-anonymous-consumer")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
-_REALM = re.compile(r'^[^"\\\x00-\x1f\x7f]{1,128}$')
 _CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
 # Distinct scope sets whose X-Consumer-Scopes header is remembered (a plain bound).
 _SCOPE_HEADER_MEMO = 1024
-
-
-class KeyAuthConfig(PluginConfig):
-    header_names: list[str] = Field(
-        default_factory=lambda: ["authorization", "x-api-key"],
-        description=(
-            "headers that may carry the key, in order of precedence; `authorization` "
-            "expects the Bearer scheme, any other header holds the bare key"
-        ),
-    )
-    query_param: str | None = Field(
-        default=None, min_length=1, max_length=64, description="opt-in query parameter"
-    )
-    hide_credentials: bool = Field(
-        default=True, description="remove the key from the request before proxying"
-    )
-    anonymous: str | None = Field(
-        default=None,
-        description="consumer username used when no key is presented (one of the route's "
-        "organization)",
-        json_schema_extra=names("consumers"),
-    )
-    realm: str = Field(default="portcullis", description="realm of the WWW-Authenticate challenge")
-
-    @field_validator("header_names")
-    @classmethod
-    def _header_names(cls, names: list[str]) -> list[str]:
-        out: list[str] = []
-        for name in names:
-            lowered = name.strip().lower()
-            if not _TOKEN.fullmatch(lowered):
-                raise ValueError(f"{name!r} is not a valid header name")
-            if lowered not in out:
-                out.append(lowered)
-        return out
-
-    @field_validator("realm")
-    @classmethod
-    def _realm(cls, realm: str) -> str:
-        if not _REALM.fullmatch(realm):
-            raise ValueError("must be 1-128 characters without quotes, backslashes or controls")
-        return realm
 
 
 class Failure(Enum):
@@ -141,17 +103,17 @@ class Failure(Enum):
     CONSUMER_SUSPENDED = "the consumer of this API key is suspended"
 
 
-class KeyAuth(Plugin):
+class KeyAuth(Plugin[KeyAuthConfig]):
     """Resolves the presented API key to a consumer (see the module doc)."""
 
     name: ClassVar[str] = "key-auth"
     priority: ClassVar[int] = 1250
     refusal_flag = Flag.AUTH_FAILED
-    config_model: ClassVar[type[PluginConfig]] = KeyAuthConfig
+    config_model = KeyAuthConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: KeyAuthConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, KeyAuthConfig)
         if env.credentials is None:
             raise ValueError("key-auth needs the worker's credential cache (env.credentials)")
         self.credentials: CredentialCache = env.credentials

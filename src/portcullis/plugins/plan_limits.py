@@ -46,27 +46,26 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
-
 from portcullis.analytics.record import Flag
 from portcullis.identity.consumers import ConsumerInfo
-from portcullis.limits.backend import FailurePolicy, LimitBackend, LimitRequest
+from portcullis.limits.backend import LimitBackend, LimitRequest
 from portcullis.limits.calendar import CalendarPeriod, PeriodKind, period_of
-from portcullis.limits.memory import default_memory_backend
 from portcullis.limits.spec import MAX_LIMIT, MICROS, Decision, LimitSpec, period_label
-from portcullis.model.tenancy import names, resolves
-from portcullis.model.traffic import (
-    MAX_COST,
+from portcullis.model.plugins.plan_limits import (
     PLAN_LIMITS_PLUGIN,
+    PlanLimitsConfig,
+)
+from portcullis.model.tenancy import resolves
+from portcullis.model.traffic import (
     Plan,
     PlanLimit,
     Quota,
     TrafficRules,
 )
-from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.limit_headers import CONTENT_TYPE, ratelimit_field, refusal
-from portcullis.plugins.rate_limit import NAME_PATTERN, Selector, _selector, counter_namespace
+from portcullis.plugins.rate_limit import Selector, _selector, counter_namespace
 from portcullis.problems import (
     QUOTA_EXCEEDED,
     TEMPORARY_REDUCED_CAPACITY,
@@ -76,28 +75,6 @@ from portcullis.problems import (
 _FOREVER = 2**62
 # Distinct (multiplier or override, period) variants kept per plan and route.
 _VARIANT_MEMO = 64
-
-
-class PlanLimitsConfig(PluginConfig):
-    default_plan: str | None = Field(
-        default=None,
-        max_length=128,
-        pattern=NAME_PATTERN,
-        description="plan when none is named",
-        json_schema_extra=names("plans"),
-    )
-    on_backend_failure: FailurePolicy = FailurePolicy.local
-    default_cost: int = Field(default=1, ge=0, le=MAX_COST)
-    cost_header: str | None = Field(default=None, description="request header carrying the cost")
-    max_cost: int = Field(default=1000, ge=1, le=MAX_COST)
-    headers: bool = Field(default=True, description="send RateLimit-Policy and RateLimit")
-
-    @field_validator("cost_header")
-    @classmethod
-    def _cost_header(cls, v: str | None) -> str | None:
-        if v is not None and not v.replace("-", "").isalnum():
-            raise ValueError("invalid header name")
-        return v.lower() if v is not None else None
 
 
 # ------------------------------------------------------------------ compiled config
@@ -541,20 +518,18 @@ def slot_for(consumer: ConsumerInfo | None, client_ip: str) -> str:
 # ------------------------------------------------------------------ the plugin
 
 
-class PlanLimits(Plugin):
+class PlanLimits(Plugin[PlanLimitsConfig]):
     """Enforces plans, quotas, boosts and overrides (see the module doc)."""
 
     name: ClassVar[str] = PLAN_LIMITS_PLUGIN
     priority: ClassVar[int] = 900
     refusal_flag = Flag.RATE_LIMITED
-    config_model: ClassVar[type[PluginConfig]] = PlanLimitsConfig
+    config_model = PlanLimitsConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: PlanLimitsConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, PlanLimitsConfig)
-        self.backend: LimitBackend = (
-            env.limits if env.limits is not None else default_memory_backend()
-        )
+        self.backend: LimitBackend = env.limit_backend()
         self.book = PlanBook(env.traffic)
         self.periods = Periods()
         self._default = config.default_plan

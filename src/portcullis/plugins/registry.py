@@ -1,16 +1,18 @@
-"""Known plugins by name, and validation of plugin instance configs."""
+"""Known plugin handlers by name, and building a plugin from its instance config.
+
+Validation and the names a config holds are the schemas' (model/plugins/registry.py);
+this module is imported by the data plane when it compiles a snapshot.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
-from portcullis.model.secrets import register_schema_of, schema_of
-from portcullis.model.tenancy import NAMES_KEYWORD
+from portcullis.model.plugins.registry import SCHEMAS
+from portcullis.model.plugins.registry import plugin_references as plugin_references
+from portcullis.model.plugins.registry import validate_plugin as validate_plugin
 from portcullis.plugins.acl import Acl
-from portcullis.plugins.base import Plugin
+from portcullis.plugins.base import AnyPlugin
 from portcullis.plugins.cors import Cors
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.ip_restriction import IpRestriction
@@ -19,67 +21,42 @@ from portcullis.plugins.key_auth import KeyAuth
 from portcullis.plugins.plan_limits import PlanLimits
 from portcullis.plugins.rate_limit import RateLimit
 from portcullis.plugins.request_size_limit import RequestSizeLimit
+from portcullis.plugins.request_termination import RequestTermination
 from portcullis.plugins.request_transformer import RequestTransformer
 from portcullis.plugins.response_cache import ResponseCache
 from portcullis.plugins.response_transformer import ResponseTransformer
 
-PLUGINS: dict[str, type[Plugin]] = {
-    cls.name: cls for cls in (RequestSizeLimit, KeyAuth, Acl, JwtAuth, RateLimit)
+PLUGINS: dict[str, type[AnyPlugin]] = {
+    cls.name: cls
+    for cls in (
+        Acl,
+        Cors,
+        IpRestriction,
+        JwtAuth,
+        KeyAuth,
+        PlanLimits,
+        RateLimit,
+        RequestSizeLimit,
+        RequestTermination,
+        RequestTransformer,
+        ResponseCache,
+        ResponseTransformer,
+    )
 }
-PLUGINS[PlanLimits.name] = PlanLimits
-PLUGINS.update(
-    (cls.name, cls) for cls in (Cors, IpRestriction, RequestTransformer, ResponseTransformer)
-)
-PLUGINS[ResponseCache.name] = ResponseCache
 
 
-def _config_schema(instance: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON Schema of a plugin instance's `config` (None: unknown plugin)."""
-    cls = PLUGINS.get(str(instance.get("name")))
-    return None if cls is None else schema_of(cls.config_model)
+def mismatches() -> list[str]:
+    """Handlers and schemas that do not pair up (each handler's `config_model` is its schema)."""
+    problems = [f"{n}: no handler" for n in SCHEMAS.keys() - PLUGINS.keys()]
+    problems += [f"{n}: no schema" for n in PLUGINS.keys() - SCHEMAS.keys()]
+    problems += [
+        f"{n}: handler config_model is not the registered schema"
+        for n in PLUGINS.keys() & SCHEMAS.keys()
+        if PLUGINS[n].config_model is not SCHEMAS[n]
+    ]
+    return sorted(problems)
 
 
-register_schema_of("plugin", _config_schema)
-
-
-def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:
-    """Errors for one plugin instance as `field: message` strings (empty when valid)."""
-    cls = PLUGINS.get(name)
-    if cls is None:
-        known = ", ".join(sorted(PLUGINS))
-        return [f"name: unknown plugin {name!r} (known: {known})"]
-    try:
-        cls.config_model.model_validate(config)
-    except ValidationError as exc:
-        return [
-            "config"
-            + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
-            + f": {e['msg']}"
-            for e in exc.errors()
-        ]
-    return []
-
-
-def build_plugin(name: str, config: dict[str, Any], env: PluginEnv) -> Plugin:
+def build_plugin(name: str, config: dict[str, Any], env: PluginEnv) -> AnyPlugin:
     cls = PLUGINS[name]
     return cls(cls.config_model.model_validate(config), env)
-
-
-def plugin_references(name: str, config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """The entity names a plugin instance's config holds: (field, kind, name).
-
-    Fields are marked with `model.tenancy.names(kind)`; the tenancy rule checks them
-    like every other name in the config (unusable values are the config model's to
-    report).
-    """
-    cls = PLUGINS.get(name)
-    if cls is None:
-        return []
-    found = []
-    for field, info in cls.config_model.model_fields.items():
-        extra = info.json_schema_extra
-        kind = extra.get(NAMES_KEYWORD) if isinstance(extra, dict) else None
-        value = config.get(field)
-        if isinstance(kind, str) and isinstance(value, str):
-            found.append((field, kind, value))
-    return found

@@ -11,27 +11,24 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
-
-from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.model.plugins.request_size_limit import (
+    RequestSizeLimitConfig,
+)
+from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import PAYLOAD_TOO_LARGE, PROBLEM_CONTENT_TYPE, problem_body
 
 
-class RequestSizeLimitConfig(PluginConfig):
-    max_bytes: int = Field(ge=0, description="largest accepted request body in bytes")
-
-
-class RequestSizeLimit(Plugin):
+class RequestSizeLimit(Plugin[RequestSizeLimitConfig]):
     """Checks Content-Length up front; chunked bodies are counted by the proxy against it."""
 
     name: ClassVar[str] = "request-size-limit"
     priority: ClassVar[int] = 951
-    config_model: ClassVar[type[PluginConfig]] = RequestSizeLimitConfig
+    config_model = RequestSizeLimitConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: RequestSizeLimitConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, RequestSizeLimitConfig)
         self.max_bytes = config.max_bytes
         self._reject = problem_body(
             PAYLOAD_TOO_LARGE, f"The request body exceeds {self.max_bytes} bytes."

@@ -29,55 +29,37 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
-
-from portcullis.plugins.base import Plugin, PluginConfig, PluginResponse, RequestContext
+from portcullis.model.plugins.request_transformer import (
+    FORBIDDEN_REQUEST_HEADERS,
+    RequestTransformerConfig,
+)
+from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.transforms import (
     HeaderEditor,
-    HeaderOps,
     JsonEditor,
-    JsonOps,
     QueryEditor,
-    QueryOps,
     first,
     identity_encoded,
     is_json,
-    validate_header_ops,
 )
-from portcullis.proxy.headers import HOP_BY_HOP
-
-# Fields the proxy sets or frames itself; editing them would break the request.
-FORBIDDEN_REQUEST_HEADERS = frozenset({n.decode() for n in HOP_BY_HOP} | {"host", "content-length"})
 
 
-class RequestTransformerConfig(PluginConfig):
-    headers: HeaderOps = Field(default_factory=HeaderOps, description="request header edits")
-    query: QueryOps = Field(default_factory=QueryOps, description="query parameter edits")
-    body: JsonOps = Field(default_factory=JsonOps, description="JSON body field edits")
-
-    @model_validator(mode="after")
-    def _valid(self) -> RequestTransformerConfig:
-        validate_header_ops(self.headers, FORBIDDEN_REQUEST_HEADERS)
-        return self
-
-
-class RequestTransformer(Plugin):
+class RequestTransformer(Plugin[RequestTransformerConfig]):
     """Header and query edits (see the module doc); body edits in `_BodyTransformer`."""
 
     name: ClassVar[str] = "request-transformer"
     priority: ClassVar[int] = 700
-    config_model: ClassVar[type[PluginConfig]] = RequestTransformerConfig
+    config_model = RequestTransformerConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
-    def __new__(cls, config: PluginConfig, env: PluginEnv) -> RequestTransformer:
+    def __new__(cls, config: RequestTransformerConfig, env: PluginEnv) -> RequestTransformer:
         # Only a config with body edits gets the `request_body` phase (and its buffering).
-        assert isinstance(config, RequestTransformerConfig)
         target = _BodyTransformer if config.body and cls is RequestTransformer else cls
         return super().__new__(target)
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: RequestTransformerConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, RequestTransformerConfig)
         self._headers = HeaderEditor(config.headers, FORBIDDEN_REQUEST_HEADERS)
         self._query = QueryEditor(config.query)
         self._body = JsonEditor(config.body)
@@ -95,6 +77,8 @@ class RequestTransformer(Plugin):
 
 class _BodyTransformer(RequestTransformer):
     """A request-transformer with JSON body edits: it also runs in `request_body`."""
+
+    phases: ClassVar[frozenset[Phase]] = RequestTransformer.phases | {"request_body"}
 
     def request_body(self, ctx: RequestContext, body: bytes) -> bytes | None:
         headers = ctx.upstream_headers

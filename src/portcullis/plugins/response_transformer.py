@@ -28,52 +28,36 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
-
-from portcullis.plugins.base import Headers, Plugin, PluginConfig, RequestContext
+from portcullis.model.plugins.response_transformer import (
+    FORBIDDEN_RESPONSE_HEADERS,
+    ResponseTransformerConfig,
+)
+from portcullis.plugins.base import Headers, Phase, Plugin, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.transforms import (
     HeaderEditor,
-    HeaderOps,
     JsonEditor,
-    JsonOps,
     first,
     identity_encoded,
     is_json,
-    validate_header_ops,
 )
-from portcullis.proxy.headers import HOP_BY_HOP
-
-# Framing fields the proxy computes; editing them would corrupt the response.
-FORBIDDEN_RESPONSE_HEADERS = frozenset({n.decode() for n in HOP_BY_HOP} | {"content-length"})
 
 
-class ResponseTransformerConfig(PluginConfig):
-    headers: HeaderOps = Field(default_factory=HeaderOps, description="response header edits")
-    body: JsonOps = Field(default_factory=JsonOps, description="JSON body field edits")
-
-    @model_validator(mode="after")
-    def _valid(self) -> ResponseTransformerConfig:
-        validate_header_ops(self.headers, FORBIDDEN_RESPONSE_HEADERS)
-        return self
-
-
-class ResponseTransformer(Plugin):
+class ResponseTransformer(Plugin[ResponseTransformerConfig]):
     """Header edits (see the module doc); body edits in `_BodyTransformer`."""
 
     name: ClassVar[str] = "response-transformer"
     priority: ClassVar[int] = 750
-    config_model: ClassVar[type[PluginConfig]] = ResponseTransformerConfig
+    config_model = ResponseTransformerConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"response"})
 
-    def __new__(cls, config: PluginConfig, env: PluginEnv) -> ResponseTransformer:
+    def __new__(cls, config: ResponseTransformerConfig, env: PluginEnv) -> ResponseTransformer:
         # Only a config with body edits gets the `response_body` phase (and its buffering).
-        assert isinstance(config, ResponseTransformerConfig)
         target = _BodyTransformer if config.body and cls is ResponseTransformer else cls
         return super().__new__(target)
 
-    def __init__(self, config: PluginConfig, env: PluginEnv) -> None:
+    def __init__(self, config: ResponseTransformerConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        assert isinstance(config, ResponseTransformerConfig)
         self._headers = HeaderEditor(config.headers, FORBIDDEN_RESPONSE_HEADERS)
         self._body = JsonEditor(config.body)
 
@@ -84,6 +68,8 @@ class ResponseTransformer(Plugin):
 
 class _BodyTransformer(ResponseTransformer):
     """A response-transformer with JSON body edits: it also runs in `response_body`."""
+
+    phases: ClassVar[frozenset[Phase]] = ResponseTransformer.phases | {"response_body"}
 
     def response_body(
         self, ctx: RequestContext, status: int, headers: Headers, body: bytes

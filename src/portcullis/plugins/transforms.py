@@ -20,118 +20,18 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-from pydantic import Field, JsonValue, field_validator
-
-from portcullis.http_fields import check_field_value, check_header_name
-from portcullis.model.secrets import Secret
-from portcullis.plugins.base import Headers, PluginConfig
-
-_PATH_KEY = re.compile(r"[^.]+")
-
-
-def _header_name(name: str, forbidden: frozenset[str]) -> str:
-    lowered = check_header_name(name).lower()
-    if lowered in forbidden:
-        raise ValueError(f"header {name!r} is managed by the gateway and cannot be changed")
-    return lowered
-
-
-def _header_value(value: str) -> str:
-    return check_field_value(value)
-
-
-class HeaderOps(PluginConfig):
-    """Edits to a header list (names are case-insensitive)."""
-
-    remove: list[str] = Field(default_factory=list, description="headers to delete")
-    rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
-    # Values are secret (model/secrets.py): a transformer is how credentials for the
-    # upstream (Authorization, Cookie, X-Api-Key, a vendor's own token header...) get
-    # injected, and no list of header names covers every vendor's. Names stay visible.
-    set: dict[str, Secret[str]] = Field(default_factory=dict, description="replace or create")
-    add: dict[str, Secret[str]] = Field(default_factory=dict, description="create when absent")
-
-    # Syntax is checked per field so an error names `headers.set` etc.; which names
-    # the gateway keeps for itself depends on the plugin (`validate_header_ops`).
-    @field_validator("remove")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        return [check_header_name(n) for n in v]
-
-    @field_validator("rename")
-    @classmethod
-    def _renames(cls, v: dict[str, str]) -> dict[str, str]:
-        return {check_header_name(old): check_header_name(new) for old, new in v.items()}
-
-    @field_validator("set", "add")
-    @classmethod
-    def _fields(cls, v: dict[str, str]) -> dict[str, str]:
-        return {check_header_name(n): check_field_value(value) for n, value in v.items()}
-
-
-class QueryOps(PluginConfig):
-    """Edits to the query string's parameters (names compared after percent-decoding)."""
-
-    remove: list[str] = Field(default_factory=list, description="parameters to delete")
-    rename: dict[str, str] = Field(default_factory=dict, description="old name -> new name")
-    # Secret for the same reason as header values (`?api_key=...`).
-    set: dict[str, Secret[str]] = Field(default_factory=dict, description="replace or create")
-    add: dict[str, Secret[str]] = Field(default_factory=dict, description="create when absent")
-
-    @field_validator("remove")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        if any(not n for n in v):
-            raise ValueError("a parameter name cannot be empty")
-        return v
-
-    @field_validator("rename", "set", "add")
-    @classmethod
-    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
-        if any(not k for k in v):
-            raise ValueError("a parameter name cannot be empty")
-        return v
-
-
-def _path(path: str) -> str:
-    if not path or not all(_PATH_KEY.fullmatch(k) for k in path.split(".")):
-        raise ValueError(f"invalid JSON path {path!r} (dot-separated, non-empty keys)")
-    return path
-
-
-class JsonOps(PluginConfig):
-    """Edits to a JSON object body, addressed by dotted paths."""
-
-    remove: list[str] = Field(default_factory=list, description="paths to delete")
-    rename: dict[str, str] = Field(default_factory=dict, description="old path -> new path")
-    # Secret for the same reason as header values (`{"client_secret": ...}`).
-    set: dict[str, Secret[JsonValue]] = Field(default_factory=dict, description="replace or create")
-    add: dict[str, Secret[JsonValue]] = Field(
-        default_factory=dict, description="create when absent"
-    )
-
-    @field_validator("remove")
-    @classmethod
-    def _remove(cls, v: list[str]) -> list[str]:
-        return [_path(p) for p in v]
-
-    @field_validator("rename")
-    @classmethod
-    def _rename(cls, v: dict[str, str]) -> dict[str, str]:
-        return {_path(k): _path(p) for k, p in v.items()}
-
-    @field_validator("set", "add")
-    @classmethod
-    def _values(cls, v: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        return {_path(k): value for k, value in v.items()}
-
-    def __bool__(self) -> bool:
-        return bool(self.remove or self.rename or self.set or self.add)
+from portcullis.model.plugins.transforms import (
+    HeaderOps,
+    JsonOps,
+    QueryOps,
+    header_name,
+    header_value,
+)
+from portcullis.plugins.base import Headers
 
 
 class HeaderEditor:
@@ -141,10 +41,10 @@ class HeaderEditor:
 
     def __init__(self, ops: HeaderOps, forbidden: frozenset[str]) -> None:
         def name(n: str) -> bytes:
-            return _header_name(n, forbidden).encode()
+            return header_name(n, forbidden).encode()
 
         def value(v: str) -> bytes:
-            return _header_value(v).encode("latin-1")
+            return header_value(v).encode("latin-1")
 
         self._remove = frozenset(name(n) for n in ops.remove)
         self._rename = {name(old): name(new) for old, new in ops.rename.items()}
@@ -171,11 +71,6 @@ class HeaderEditor:
         if self._add:
             present = {n for n, _ in headers}
             headers.extend(h for h in self._add if h[0] not in present)
-
-
-def validate_header_ops(ops: HeaderOps, forbidden: frozenset[str]) -> None:
-    """Raise ValueError for a name or value the editor would refuse (config-time check)."""
-    HeaderEditor(ops, forbidden)
 
 
 def _encode_param(name: str) -> bytes:

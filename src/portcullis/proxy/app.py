@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import structlog
@@ -229,7 +229,20 @@ class _Admitted:
 class ProxyApp:
     """Pure ASGI app. Everything config-derived comes from the snapshot taken per request."""
 
-    def __init__(self, settings: Settings, holder: SnapshotHolder, transport: Transport) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        holder: SnapshotHolder,
+        transport: Transport,
+        *,
+        websocket: WebSocketHandler | None = None,
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        """Everything the app needs is given here: it is complete once constructed.
+
+        `websocket` relays upgraded connections (None: WebSocket requests are refused);
+        `observers` see every finished request (request log, metrics, tracing).
+        """
         self.settings = settings
         self.holder = holder
         self.transport = transport
@@ -238,7 +251,7 @@ class ProxyApp:
         self.max_body = settings.max_request_body
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri = settings.max_uri_length
-        self.websocket_proxy: WebSocketHandler | None = None
+        self.websocket_proxy = websocket
         # With tracing on the gateway is a Trace Context participant (see headers.py):
         # the ratio's threshold decides the sampled flag it sends upstream.
         self.sample_threshold: int | None = (
@@ -246,8 +259,7 @@ class ProxyApp:
             if getattr(settings, "otlp_endpoint", None)
             else None
         )
-        # Who sees every finished request (request log, metrics, tracing); set at startup.
-        self.observers: tuple[RequestObserver, ...] = ()
+        self.observers: tuple[RequestObserver, ...] = tuple(observers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

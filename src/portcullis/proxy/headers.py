@@ -14,21 +14,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from portcullis.http_fields import HOP_BY_HOP as HOP_BY_HOP
+
 Headers = list[tuple[bytes, bytes]]
 
-# RFC 9110 §7.6.1 plus the legacy and proxy-only fields a gateway must not forward.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authorization",
-        b"proxy-authenticate",
-    }
-)
 _FORWARDING = frozenset(
     {
         b"host",

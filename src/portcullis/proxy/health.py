@@ -25,6 +25,7 @@ from urllib.parse import quote
 import structlog
 
 from portcullis.model import config as model
+from portcullis.periodic import Periodic
 from portcullis.proxy.upstream.transport import (
     Transport,
     TransportTimeouts,
@@ -224,48 +225,33 @@ class ActiveHealthChecker:
         self._timeouts = TransportTimeouts(
             connect=config.timeout, read=config.timeout, write=config.timeout
         )
-        self._task: asyncio.Task[None] | None = None
         self._probes: dict[TargetState, asyncio.Task[None]] = {}
+        # A round only launches the probes (each target's own task), so it takes no time
+        # and the rounds keep the configured cadence.
+        self._rounds = Periodic(
+            f"health:{pool.name}", self._launch_round, interval=config.interval, immediate=True
+        )
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._rounds.running
 
     def start(self) -> None:
         """Start probing (first round at once); a second call does nothing."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"portcullis-health:{self._pool.name}"
-            )
+        self._rounds.start()
 
     async def stop(self) -> None:
-        """Cancel the round task and any probe in flight, and wait for them to end."""
+        """Stop the rounds, cancel any probe in flight, and wait for them to end."""
+        await self._rounds.stop()
         tasks = list(self._probes.values())
         self._probes.clear()
-        if self._task is not None:
-            tasks.append(self._task)
-            self._task = None
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _run(self) -> None:
+    async def _launch_round(self) -> None:
         loop = asyncio.get_running_loop()
-        interval = self._config.interval
-        next_round = loop.time()
-        while True:
-            self._launch_round(loop)
-            next_round += interval
-            delay = next_round - loop.time()
-            if delay < 0:
-                # The loop was too busy to keep the cadence: start again from
-                # now instead of firing the missed rounds in a burst.
-                next_round = loop.time()
-                delay = 0.0
-            await asyncio.sleep(delay)
-
-    def _launch_round(self, loop: asyncio.AbstractEventLoop) -> None:
         probes = self._probes
         for target in self._pool.targets:
             previous = probes.get(target)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import structlog
 
+from portcullis.analytics.record import RequestObserver
 from portcullis.asgi import Receive, Scope, Send
 from portcullis.logging import configure_logging
 from portcullis.plugins.env import PluginEnv
@@ -31,12 +32,13 @@ if TYPE_CHECKING:
     from portcullis.analytics.tracing import TracingObserver
     from portcullis.cache.backend import CacheBackend
     from portcullis.identity.credential_cache import CredentialCache
-    from portcullis.identity.events import IdentityEventPoller
     from portcullis.identity.issuer_keys import IssuerKeyring
     from portcullis.identity.jwks import JwksRegistry
     from portcullis.limits.backend import LimitBackend
     from portcullis.limits.quota_usage import QuotaUsagePublisher
+    from portcullis.redis_client import SharedRedis
     from portcullis.runtime.heartbeat import NodeHeartbeat
+    from portcullis.store.invalidations import InvalidationPoller
 
 log = structlog.get_logger(__name__)
 
@@ -58,15 +60,17 @@ class DataPlane:
         self.settings = settings
         self.holder = SnapshotHolder()
         self.transport = make_transport(settings)
-        self.proxy = ProxyApp(settings, self.holder, self.transport)
+        # Built by `startup` once its services exist, complete (observers, WebSocket relay).
+        self.proxy: ProxyApp | None = None
         self._watcher: ConfigWatcher | None = None
         self._session: aiohttp.ClientSession | None = None
         self._engine: object | None = None
-        self._events: IdentityEventPoller | None = None
+        self._events: InvalidationPoller | None = None
         self._heartbeat: NodeHeartbeat | None = None
         self._limits: LimitBackend | None = None
         self._quota_usage: QuotaUsagePublisher | None = None
         self._cache: CacheBackend | None = None
+        self._redis: SharedRedis | None = None
         self._services: tuple[CredentialCache, IssuerKeyring, JwksRegistry] | None = None
         self._metrics: MetricsPublisher | None = None
         self._tracing: TracingObserver | None = None
@@ -76,22 +80,29 @@ class DataPlane:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        else:
+        elif self.proxy is not None:
             await self.proxy(scope, receive, send)
+        else:
+            raise RuntimeError("the data plane serves requests only after its startup")
 
     async def startup(self) -> None:
         from portcullis.analytics.health import worker_health_json
         from portcullis.cache.factory import create_cache_backend
         from portcullis.identity.credential_cache import CredentialCache
-        from portcullis.identity.events import IdentityEventFeed, IdentityEventPoller
         from portcullis.identity.issuer_keys import IssuerKeyring
         from portcullis.identity.jwks import JwksRegistry
         from portcullis.identity.key_repository import KeyRepository
         from portcullis.identity.secrets import load_server_secret
         from portcullis.limits.factory import create_limit_backend
+        from portcullis.redis_client import SharedRedis
         from portcullis.runtime.heartbeat import NodeHeartbeat
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
+        from portcullis.store.invalidations import (
+            InvalidationFeed,
+            InvalidationKind,
+            InvalidationPoller,
+        )
 
         settings = self.settings
         engine = create_engine(settings.database_url)
@@ -100,9 +111,9 @@ class DataPlane:
         self._session = aiohttp.ClientSession(
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
-        # Identity services outlive snapshots; the event poller keeps their caches honest.
-        events = IdentityEventPoller(
-            IdentityEventFeed(engine), interval=settings.config_poll_interval
+        # Identity services outlive snapshots; the invalidation feed keeps their caches honest.
+        events = InvalidationPoller(
+            InvalidationFeed(engine), interval=settings.config_poll_interval
         )
         await events.prime()
         credentials = CredentialCache(
@@ -112,16 +123,18 @@ class DataPlane:
         )
         issuer = IssuerKeyring(engine, issuer=settings.issuer)
         await issuer.refresh()
-        events.subscribe(credentials.on_events)
-        events.subscribe(issuer.on_events)
+        events.subscribe(credentials.on_events, [InvalidationKind.KEY])
+        events.subscribe(issuer.on_events, [InvalidationKind.TOKEN, InvalidationKind.SIGNING_KEY])
         jwks = JwksRegistry(self._session)
         self._services = (credentials, issuer, jwks)
         self._events = events
-        # Nothing connects here: the Redis backend connects on its first decision.
-        self._limits = limits = create_limit_backend(settings)
+        # One Redis (pool + outage circuit) for this worker, shared by the limits and the
+        # cache. Nothing connects here: the first decision or lookup connects.
+        self._redis = redis = SharedRedis.from_settings(settings)
+        self._limits = limits = create_limit_backend(settings, redis)
         # The response cache; purges reach a memory cache through the event feed.
-        self._cache = cache = create_cache_backend(settings)
-        events.subscribe(cache.on_events)
+        self._cache = cache = create_cache_backend(settings, redis)
+        events.subscribe(cache.on_events, [InvalidationKind.CACHE_PURGE])
         env = PluginEnv(
             credentials=credentials,
             jwks=jwks,
@@ -157,22 +170,36 @@ class DataPlane:
 
             self._quota_usage = QuotaUsagePublisher(engine, limits, self._heartbeat.id)
             self._quota_usage.start()
-        self.proxy.websocket_proxy = WebSocketProxy(self._session)
+        observers: list[RequestObserver] = []
         if settings.request_log_enabled:
             from portcullis.analytics.log_queue import RequestLogQueue
 
             self.request_log = RequestLogQueue.from_settings(engine, settings)
             self.request_log.start()
-            self.proxy.observers = (*self.proxy.observers, self.request_log)
+            observers.append(self.request_log)
         from portcullis.analytics.metrics import start_worker_metrics
 
-        self._metrics = start_worker_metrics(self.proxy, self.holder, limits, settings)
+        self._metrics = start_worker_metrics(
+            self.holder,
+            limits,
+            settings,
+            log_queues=[self.request_log] if self.request_log is not None else [],
+        )
+        if self._metrics is not None:
+            observers.append(self._metrics.observer)
         if settings.otlp_endpoint:
             from portcullis.analytics.tracing import create_tracing
 
             self._tracing = create_tracing(settings, instance_id=self._heartbeat.id)
             if self._tracing is not None:
-                self.proxy.observers = (*self.proxy.observers, self._tracing)
+                observers.append(self._tracing)
+        self.proxy = ProxyApp(
+            settings,
+            self.holder,
+            self.transport,
+            websocket=WebSocketProxy(self._session),
+            observers=observers,
+        )
         if settings.client_first_byte_timeout > 0:
             self._silent = SilentConnectionReaper(
                 settings.proxy_port, settings.client_first_byte_timeout
@@ -221,6 +248,7 @@ class DataPlane:
             ("identity-events", self._events.stop if self._events is not None else None),
             ("limits", self._limits.aclose if self._limits is not None else None),
             ("cache", self._cache.aclose if self._cache is not None else None),
+            ("redis", self._redis.aclose if self._redis is not None else None),
             ("identity", identity),
             ("pools", pools),
             ("transport", self.transport.aclose),

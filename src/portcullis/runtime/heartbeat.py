@@ -13,8 +13,6 @@ error is logged and retried on the next tick.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from portcullis.periodic import Periodic
 from portcullis.store.engine import write_transaction
 from portcullis.store.identity_tables import DataPlaneNodeRow
 
@@ -68,12 +67,13 @@ class NodeHeartbeat:
         self.pid = os.getpid()
         self.id = node_id(node_name, socket.gethostname(), self.pid)
         self.started_at = datetime.now(UTC)
-        self._task: asyncio.Task[None] | None = None
+        # `beat` logs its own store errors (a missed beat is not fatal), so no round raises.
+        self._loop = Periodic("heartbeat", self.beat, interval=interval)
 
     @property
     def running(self) -> bool:
         """True between `start` and `stop` while the beat loop is alive."""
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def beat(self) -> bool:
         """Upsert this worker's row now; True on success, False (logged) on a store error."""
@@ -127,20 +127,11 @@ class NodeHeartbeat:
         except Exception as exc:
             log.warning("heartbeat.purge_failed", error=str(exc), kind=type(exc).__name__)
         await self.beat()
-        self._task = asyncio.create_task(self._run(), name="portcullis-heartbeat")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.beat()
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop beating and delete this worker's row (so readiness no longer counts it)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         try:
             async with write_transaction(self._engine) as conn:
                 await conn.execute(delete(DataPlaneNodeRow).where(DataPlaneNodeRow.id == self.id))

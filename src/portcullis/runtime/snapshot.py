@@ -16,7 +16,7 @@ from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Targ
 from portcullis.model.diff import plugin_key
 from portcullis.model.tenancy import plugin_owner
 from portcullis.model.traffic import TrafficRules
-from portcullis.plugins.base import EMPTY_CHAIN, Plugin, PluginChain
+from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
 from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
@@ -162,9 +162,9 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
             by_scope.setdefault(inst.scope, {})[inst.name] = inst
     routes = {r.name: r.organization for r in config.routes}
     services = {s.name: s.organization for s in config.services}
-    built: dict[tuple[int, str | None, bool], Plugin] = {}
+    built: dict[tuple[int, str | None, bool], AnyPlugin] = {}
 
-    def plugin(inst: PluginInstance, route: Route) -> Plugin:
+    def plugin(inst: PluginInstance, route: Route) -> AnyPlugin:
         key = (id(inst), route.organization, route.shared_consumers)
         if key not in built:
             built[key] = build_plugin(

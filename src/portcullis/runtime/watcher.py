@@ -21,13 +21,13 @@ A new version must not pause the requests this worker is serving, so:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any, Protocol
 
 import structlog
 
 from portcullis.model.delta import revalidate
 from portcullis.model.loader import load_config_data
+from portcullis.periodic import Periodic
 from portcullis.plugins.env import PluginEnv
 from portcullis.proxy.upstream.transport import Transport
 from portcullis.runtime.holder import SnapshotHolder
@@ -58,7 +58,11 @@ class ConfigWatcher:
         self.holder = holder
         self.transport = transport
         self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+        # A store outage must not take the data plane down: a failed refresh is logged and
+        # the last good snapshot keeps serving until the next tick.
+        self._loop = Periodic(
+            "config-watcher", self.refresh, interval=interval, failure_event="config.refresh_failed"
+        )
         # The canonical document of the snapshot being served (None before the first load).
         self._document: dict[str, Any] | None = None
 
@@ -92,24 +96,8 @@ class ConfigWatcher:
         config, canonical = done
         return build_snapshot(config, version, previous, self.env), canonical
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # A store outage must not take the data plane down: keep serving the
-                # last good snapshot and try again next tick.
-                log.warning("config.refresh_failed", error=str(exc), kind=type(exc).__name__)
-
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="portcullis-config-watcher")
+        self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()

@@ -24,8 +24,8 @@ from portcullis.model.config import (
     Upstream,
 )
 from portcullis.model.diff import plugin_key
+from portcullis.model.plugins.registry import plugin_references
 from portcullis.model.traffic import Boost, Override, Plan
-from portcullis.plugins.registry import plugin_references
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ status a web face answers with), a detail, the input fields it concerns
 name its option). The REST face renders every one as an RFC 9457 problem in one
 exception handler (admin/problems.py); the CLI turns it into a `UserError`.
 
-The kinds here are the control plane's generic ones; a resource family defines
-its own next to its operations (e.g. `services.keys.KEY_STATE_CONFLICT`).
+The kinds come from the one registry, `portcullis.problems` (re-exported here for
+the operations); a resource family defines its own next to its operations (e.g.
+`services.keys.KEY_STATE_CONFLICT`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# The control plane's generic kinds, from the one registry (portcullis.problems).
+from portcullis.problems import ALREADY_EXISTS as ALREADY_EXISTS
+from portcullis.problems import FORBIDDEN as FORBIDDEN
+from portcullis.problems import HAS_DEPENDENTS as HAS_DEPENDENTS
+from portcullis.problems import INVALID_CURSOR as INVALID_CURSOR
+from portcullis.problems import NOT_FOUND as NOT_FOUND
+from portcullis.problems import PRECONDITION_FAILED as PRECONDITION_FAILED
+from portcullis.problems import UNSUPPORTED_MEDIA_TYPE as UNSUPPORTED_MEDIA_TYPE
+from portcullis.problems import VALIDATION_FAILED as VALIDATION_FAILED
 from portcullis.problems import ProblemKind
-
-INVALID_CURSOR = ProblemKind("invalid-cursor", "The pagination cursor is invalid", 400)
-FORBIDDEN = ProblemKind("forbidden", "Not allowed", 403)
-NOT_FOUND = ProblemKind("not-found", "Resource not found", 404)
-ALREADY_EXISTS = ProblemKind("already-exists", "A resource with this name already exists", 409)
-HAS_DEPENDENTS = ProblemKind("has-dependents", "Other resources depend on this resource", 409)
-PRECONDITION_FAILED = ProblemKind(
-    "precondition-failed", "The resource has changed (If-Match does not match its ETag)", 412
-)
-UNSUPPORTED_MEDIA_TYPE = ProblemKind("unsupported-media-type", "Unsupported media type", 415)
-VALIDATION_FAILED = ProblemKind("validation-failed", "The request is not valid", 422)
 
 
 @dataclass(frozen=True, slots=True)

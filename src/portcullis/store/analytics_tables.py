@@ -199,6 +199,8 @@ class EventRow(Base):
     kind: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str] = mapped_column(String(256))
     data: Mapped[str] = mapped_column(Text, default="{}")
+    # The organization the event belongs to (None: gateway-wide, seen by operators only).
+    organization_id: Mapped[str | None] = mapped_column(String(36), index=True)
 
 
 class QuotaUsageRow(Base):

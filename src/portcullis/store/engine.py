@@ -17,6 +17,8 @@ same state, both pass, both write, and one update is lost.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -156,7 +158,38 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     On SQLite it starts with `BEGIN IMMEDIATE`, which serialises writers (waiting up
     to the busy timeout) and rules out lock-upgrade failures.
     """
-    async with engine.connect() as conn:
+    lock = _sqlite_writer_lock(engine)
+    if lock is None:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{WRITE_OPTION: True})
+            async with conn.begin():
+                yield conn
+        return
+    async with lock, engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
         async with conn.begin():
             yield conn
+
+
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sqlite_writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
+    """One writer at a time per SQLite engine and event loop.
+
+    SQLite lets one connection write; the others wait in its busy handler, which
+    sleeps in growing steps (up to 100 ms) between tries. Writers of one process queue
+    on this lock instead and start the moment the previous one commits.
+    """
+    if engine.dialect.name != "sqlite":
+        return None
+    per_loop = _WRITER_LOCKS.setdefault(engine.sync_engine, {})
+    loop = asyncio.get_running_loop()
+    lock = per_loop.get(loop)
+    if lock is None:
+        for gone in [other for other in per_loop if other.is_closed()]:
+            del per_loop[gone]
+        lock = per_loop[loop] = asyncio.Lock()
+    return lock

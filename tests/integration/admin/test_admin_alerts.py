@@ -18,6 +18,7 @@ from portcullis.events.bus import InProcessBus
 from portcullis.events.catalogue import EventType
 from portcullis.store.analytics_tables import AnomalyRow, RollupRow
 from portcullis.store.engine import write_transaction
+from support.events import sample
 
 RULES = "/admin/v1/alert-rules"
 ERRORS = {
@@ -248,7 +249,7 @@ async def test_anomalies_newest_first_with_filters_and_pages(app: FastAPI, clien
 async def test_events_replay_from_a_position(app: FastAPI, owner: httpx.AsyncClient) -> None:
     bus = InProcessBus(app.state.admin.engine)
     published = [
-        await bus.publish(kind, f"s{n}", {"n": n})
+        await bus.publish(kind, f"s{n}", sample(kind, n=n))
         for n, kind in enumerate(
             [
                 EventType.ALERT_FIRING,

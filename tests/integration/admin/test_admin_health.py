@@ -172,6 +172,7 @@ async def test_metrics_need_a_bearer_credential(
     scraped = await anonymous.get("/metrics", headers=scraper)
     assert scraped.status_code == 200, scraped.text
     assert "portcullis_config_version" in scraped.text
+    assert "portcullis_webhook_queue_depth 0.0" in scraped.text
     narrow = await owner.post(
         "/admin/v1/tokens", json={"name": "cfg", "scopes": ["config:read"], "expires_in": 600}
     )

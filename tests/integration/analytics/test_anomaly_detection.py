@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.admin.audit import AuditFilter, AuditLog
+from portcullis.admin.background import SystemAuditTrail
 from portcullis.analytics.anomalies import AnomalyDetector, DetectorConfig, Signal
 from portcullis.analytics.record import Flag
 from portcullis.events.bus import InProcessBus, read_events
@@ -242,7 +243,7 @@ async def test_auto_suspend_suspends_the_key_with_an_audit_entry(engine: AsyncEn
         auto_suspend_signals=frozenset({Signal.REQUEST_RATE}),
     )
     found = await AnomalyDetector(
-        engine, bus, config, keys=keys, audit=audit, lateness=LATENESS
+        engine, bus, config, keys=keys, audit=SystemAuditTrail(audit), lateness=LATENESS
     ).run_once(now_after(0))
     assert [(a.finding.signal, a.action) for a in found] == [(Signal.REQUEST_RATE, "suspended")]
 
@@ -290,7 +291,12 @@ async def test_the_policy_leaves_other_signals_and_unknown_credentials_alone(
         auto_suspend_signals=frozenset({Signal.REQUEST_RATE}),
     )
     found = await AnomalyDetector(
-        engine, InProcessBus(engine), config, keys=keys, audit=AuditLog(engine), lateness=LATENESS
+        engine,
+        InProcessBus(engine),
+        config,
+        keys=keys,
+        audit=SystemAuditTrail(AuditLog(engine)),
+        lateness=LATENESS,
     ).run_once(now_after(0))
     # The key's anomalies are distinct IPs and auth failures (not covered by the policy);
     # the request-rate anomaly is on a credential that is not an API key (nothing to suspend).

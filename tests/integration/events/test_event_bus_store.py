@@ -21,6 +21,7 @@ from portcullis.events.catalogue import EventType
 from portcullis.settings import Settings
 from portcullis.store.engine import create_engine, write_transaction
 from portcullis.store.migrations import upgrade_to_head
+from support.events import sample
 from support.redis import RedisServer, free_port
 
 
@@ -35,8 +36,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def test_publish_stores_then_fans_out(engine: AsyncEngine) -> None:
     bus = InProcessBus(engine)
     subscription = bus.subscribe([EventType.ANOMALY_DETECTED])
-    first = await bus.publish(EventType.ALERT_FIRING, "errors", {"value": 0.5})
-    second = await bus.publish("anomaly.detected", "key:k1", {"signal": "request_rate"})
+    first = await bus.publish(EventType.ALERT_FIRING, "errors", sample("alert.firing"))
+    second = await bus.publish("anomaly.detected", "key:k1", sample("anomaly.detected"))
     assert second.id > first.id
     assert await asyncio.wait_for(subscription.get(), 1) == second
     assert subscription.pending() == 0
@@ -47,6 +48,9 @@ async def test_publish_stores_then_fans_out(engine: AsyncEngine) -> None:
     assert await read_events(engine, limit=1) == [first]
     with pytest.raises(ValueError, match="unknown event kind"):
         await bus.publish("alert.exploded", "x")
+    incomplete = {k: v for k, v in sample("alert.firing").items() if k != "threshold"}
+    with pytest.raises(ValueError, match=r"alert\.firing event data: threshold: Field required"):
+        await bus.publish("alert.firing", "x", incomplete)
     assert len(await read_events(engine)) == 2
     await bus.close()
 
@@ -56,7 +60,7 @@ async def test_events_recorded_in_a_rolled_back_transaction_never_existed(
 ) -> None:
     async def write_then_fail() -> None:
         async with write_transaction(engine) as conn:
-            await record_event(conn, EventType.ALERT_FIRING, "errors")
+            await record_event(conn, EventType.ALERT_FIRING, "errors", sample("alert.firing"))
             raise RuntimeError("rolled back")
 
     with pytest.raises(RuntimeError, match="rolled back"):
@@ -83,8 +87,12 @@ async def test_redis_carries_events_between_bus_instances(
         await receiver.start()
         local = sender.subscribe()
         remote = receiver.subscribe([EventType.ALERT_FIRING])
-        resolved = await sender.publish(EventType.ALERT_RESOLVED, "errors", {"reason": "x"})
-        fired = await sender.publish(EventType.ALERT_FIRING, "errors", {"value": 0.25})
+        resolved = await sender.publish(
+            EventType.ALERT_RESOLVED, "errors", sample("alert.resolved", reason="x")
+        )
+        fired = await sender.publish(
+            EventType.ALERT_FIRING, "errors", sample("alert.firing", value=0.25)
+        )
         assert await asyncio.wait_for(remote.get(), 5) == fired
         # The publisher's own subscribers got both directly, and not again from Redis.
         assert [await local.get(), await local.get()] == [resolved, fired]
@@ -113,13 +121,15 @@ async def test_a_redis_outage_loses_no_stored_event_and_the_listener_recovers(
             remote = receiver.subscribe()
             local = sender.subscribe()
             server.stop()
-            during = await sender.publish(EventType.ALERT_FIRING, "errors")
+            during = await sender.publish(EventType.ALERT_FIRING, "errors", sample("alert.firing"))
             assert sender.publish_failures == 1
             assert await local.get() == during  # local delivery never needs Redis
             server.start()
             after = None
             for _ in range(100):  # the listener reconnects with backoff (<= 5 s)
-                after = await sender.publish(EventType.ALERT_RESOLVED, "errors")
+                after = await sender.publish(
+                    EventType.ALERT_RESOLVED, "errors", sample("alert.resolved")
+                )
                 try:
                     received = await asyncio.wait_for(remote.get(), 0.2)
                 except TimeoutError:
@@ -138,7 +148,7 @@ async def test_start_returns_when_redis_is_unreachable(engine: AsyncEngine) -> N
     bus = RedisBus(engine, f"redis://127.0.0.1:{free_port()}/0")
     try:
         await asyncio.wait_for(bus.start(), 10)
-        event = await bus.publish(EventType.ALERT_FIRING, "errors")
+        event = await bus.publish(EventType.ALERT_FIRING, "errors", sample("alert.firing"))
         assert bus.publish_failures == 1
         assert await read_events(engine) == [event]
     finally:

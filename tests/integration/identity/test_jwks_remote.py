@@ -21,9 +21,10 @@ from jwt.algorithms import get_default_algorithms
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.identity.jwks import JwksPolicy, JwksRegistry, JwksUnavailableError
 from portcullis.model.config import Consumer
+from portcullis.model.plugins.jwt_auth import JwtAuthConfig
 from portcullis.plugins.base import RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.jwt_auth import JwtAuth, JwtAuthConfig
+from portcullis.plugins.jwt_auth import JwtAuth
 from support.clock import ManualClock
 from support.servers import free_port
 

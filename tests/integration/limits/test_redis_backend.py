@@ -15,6 +15,7 @@ from portcullis.limits import Algorithm, FailurePolicy, LimitRequest, LimitSpec
 from portcullis.limits.factory import create_limit_backend
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.redis_backend import RedisBackend
+from portcullis.redis_client import SharedRedis
 from portcullis.settings import Settings
 from support.clock import ManualClock
 from support.redis import RedisServer, running_redis
@@ -213,18 +214,25 @@ async def test_the_policy_can_be_chosen_per_call() -> None:
 
 
 async def test_factory_picks_the_backend_from_settings(redis_server: RedisServer) -> None:
-    memory = create_limit_backend(Settings(redis_url=None, limits_memory_max_keys=5))
+    memory = create_limit_backend(Settings(redis_url=None, limits_memory_max_keys=5), None)
     assert isinstance(memory, MemoryBackend)
     assert memory.max_keys == 5
-    shared = create_limit_backend(
-        Settings(redis_url=redis_server.url, limits_redis_timeout=0.7, limits_key_prefix="x:")
+    settings = Settings(
+        redis_url=redis_server.url, limits_redis_timeout=0.7, limits_key_prefix="x:"
     )
+    redis = SharedRedis.from_settings(settings)
+    assert redis is not None
+    shared = create_limit_backend(settings, redis)
     try:
         assert isinstance(shared, RedisBackend)
         assert shared.timeout == 0.7
         assert shared.prefix == "x:"
         assert shared.on_failure is FailurePolicy.local
+        assert shared.circuit is redis.circuit
         decisions = await shared.decide([LimitRequest("f", HOUR, 1, "f")])
         assert decisions[0].counted
     finally:
         await shared.aclose()
+        # The backend does not own the process's Redis: it still answers until its owner closes it.
+        assert await redis.client.ping()
+        await redis.aclose()

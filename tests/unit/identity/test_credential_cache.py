@@ -22,7 +22,7 @@ from portcullis.identity.events import EventKind, IdentityEvent
 from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.identity.keys import Environment, generate_key
 from portcullis.identity.secrets import ServerSecret
-from support.clock import ManualClock
+from support.clock import DrivenSleep, ManualClock
 
 SECRET = ServerSecret.from_secret(b"unit-test-secret-0123456789abcdef!")
 
@@ -265,21 +265,19 @@ async def test_uses_are_written_in_one_batch_per_flush() -> None:
 
 
 async def test_background_flush_runs_every_interval_and_aclose_writes_the_rest() -> None:
-    store = FakeStore()
-    cache = CredentialCache(store, SECRET, usage_flush_interval=0.05)
+    store, sleep = FakeStore(), DrivenSleep()
+    cache = CredentialCache(store, SECRET, usage_flush_interval=7.0, sleep=sleep)
     cache.start()
+    assert await sleep.waiting() == 7.0
     cache.record_use("k1")
-    for _ in range(100):
-        if store.touches:
-            break
-        await asyncio.sleep(0.01)
+    sleep.release()
+    await sleep.waiting()  # one round flushed and the loop waits again
     assert store.touches == [{"k1": store.touches[0]["k1"]}]
     cache.record_use("k2")
-    cache.usage_flush_interval = 3600  # the next periodic flush is far away now
-    await asyncio.sleep(0.06)
     cache.record_use("k3")
     await cache.aclose()
-    assert set().union(*store.touches) == {"k1", "k2", "k3"}
+    assert len(store.touches) == 2
+    assert set(store.touches[1]) == {"k2", "k3"}
     assert cache.pending_uses == 0
 
 

@@ -11,10 +11,11 @@ import pytest
 
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.model.config import Consumer
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 
 STAFF = ConsumerInfo.of(Consumer(username="alice", groups=["staff", "beta"]))
 PARTNER = ConsumerInfo.of(Consumer(username="bob", groups=["partners"]))

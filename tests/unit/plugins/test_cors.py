@@ -10,10 +10,12 @@ from typing import Any, cast
 
 import pytest
 
+from portcullis.model.plugins.cors import CorsConfig
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.base import Headers, PluginResponse, RequestContext
-from portcullis.plugins.cors import Cors, CorsConfig
+from portcullis.plugins.cors import Cors
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 
 APP = "https://app.example.com"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_jwt_auth import NOW, SECRETS, bearer, build, hs256_raw, make_ctx
 
-from portcullis.plugins.registry import validate_plugin
+from portcullis.model.plugins.registry import validate_plugin
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
     ("request-transformer", {"headers": {"set": {"x-a": "v\n"}}}, "headers.set"),

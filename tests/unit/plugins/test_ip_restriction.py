@@ -10,15 +10,12 @@ from typing import Any, cast
 
 import pytest
 
+from portcullis.model.plugins.ip_restriction import IpRestrictionConfig
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.base import RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.ip_restriction import (
-    DECISION_MEMO,
-    IpRestriction,
-    IpRestrictionConfig,
-    RangeSet,
-)
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.ip_restriction import DECISION_MEMO, IpRestriction, RangeSet
+from portcullis.plugins.registry import PLUGINS, build_plugin
 
 
 def restriction(**config: Any) -> IpRestriction:

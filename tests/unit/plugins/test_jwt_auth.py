@@ -23,10 +23,12 @@ from pydantic import ValidationError
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.identity.jwks import JwksRegistry, KeySet
 from portcullis.model.config import Consumer, ConsumerStatus
+from portcullis.model.plugins.jwt_auth import JwtAuthConfig
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.base import PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.jwt_auth import JwtAuth, JwtAuthConfig
-from portcullis.plugins.registry import PLUGINS, validate_plugin
+from portcullis.plugins.jwt_auth import JwtAuth
+from portcullis.plugins.registry import PLUGINS
 
 NOW = 1_750_000_000.0
 SECRETS = {"HS256": "a" * 32, "HS384": "b" * 48, "HS512": "c" * 64}

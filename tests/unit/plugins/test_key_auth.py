@@ -18,10 +18,11 @@ from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.identity.keys import Environment, generate_key
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import Consumer, ConsumerStatus
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.base import PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.key_auth import KeyAuth
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 
 SECRET = ServerSecret.from_secret(b"unit-test-secret-0123456789abcdef!")
 NOW = 1_750_000_000.0

@@ -12,11 +12,12 @@ from portcullis.identity.consumers import ConsumerInfo
 from portcullis.limits.calendar import to_us
 from portcullis.limits.memory import MemoryBackend
 from portcullis.model.config import Consumer, GatewayConfig
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.plan_limits import PlanLimits
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 from support.structured_fields import parse_list
 
 QUOTA_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"

@@ -13,10 +13,11 @@ from portcullis.identity.consumers import ConsumerInfo
 from portcullis.limits import Decision, FailurePolicy, LimitRequest, LimitSpec
 from portcullis.limits.memory import MemoryBackend, default_memory_backend
 from portcullis.model.config import Consumer
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.base import PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.rate_limit import RateLimit
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 from support.structured_fields import parse_list
 
 ALICE = ConsumerInfo.of(Consumer(username="alice"))

@@ -12,9 +12,10 @@ from portcullis.analytics.record import Flag
 from portcullis.cache import MemoryCache, PurgeScope
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.model.config import Consumer
+from portcullis.model.plugins.registry import validate_plugin
 from portcullis.plugins.base import Headers, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 from portcullis.plugins.response_cache import UNKEYED_OVERRIDES, ResponseCache, normalise_query
 
 ALICE = ConsumerInfo.of(Consumer(username="alice"))

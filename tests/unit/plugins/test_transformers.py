@@ -9,12 +9,14 @@ from typing import Any, cast
 
 import pytest
 
+from portcullis.model.plugins.registry import validate_plugin
+from portcullis.model.plugins.transforms import JsonOps, QueryOps
 from portcullis.plugins.base import Headers, PluginChain, RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.registry import PLUGINS, build_plugin, validate_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 from portcullis.plugins.request_transformer import RequestTransformer
 from portcullis.plugins.response_transformer import ResponseTransformer
-from portcullis.plugins.transforms import JsonEditor, JsonOps, QueryEditor, QueryOps, is_json
+from portcullis.plugins.transforms import JsonEditor, QueryEditor, is_json
 
 JSON = (b"content-type", b"application/json")
 

@@ -15,15 +15,9 @@ import pytest
 from portcullis.analytics.record import Flag, RequestRecord
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
+from portcullis.model.plugins.base import BODY_BUFFER_LIMIT, PluginConfig
 from portcullis.plugins import registry
-from portcullis.plugins.base import (
-    BODY_BUFFER_LIMIT,
-    Headers,
-    Plugin,
-    PluginConfig,
-    PluginResponse,
-    RequestContext,
-)
+from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.upstream.transport import (
     ConnectError,
@@ -81,17 +75,17 @@ class _UpperConfig(PluginConfig):
     body_limit: int | None = None
 
 
-class _Upper(Plugin):
+class _Upper(Plugin[_UpperConfig]):
     """Upper-cases JSON bodies; optionally refuses with 401 after adding a header."""
 
     name: ClassVar[str] = "test-upper"
     priority: ClassVar[int] = 100
-    config_model: ClassVar[type[PluginConfig]] = _UpperConfig
+    config_model = _UpperConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access", "request_body", "response_body"})
     refusal_flag: ClassVar[int] = Flag.AUTH_FAILED
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         ctx.response_headers.append((b"x-seen", b"1"))
-        assert isinstance(self.config, _UpperConfig)
         ctx.body_limit = self.config.body_limit
         if self.config.refuse:
             return PluginResponse(401, b"no", [(b"content-type", b"text/plain")])
@@ -109,6 +103,7 @@ class _Upper(Plugin):
 @pytest.fixture
 def upper_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry.PLUGINS, "test-upper", _Upper)
+    monkeypatch.setitem(registry.SCHEMAS, "test-upper", _UpperConfig)
 
 
 def _app(

@@ -43,7 +43,7 @@ from portcullis.analytics.alerts import (
 )
 from portcullis.analytics.anomalies import Signal
 from portcullis.events.catalogue import EventType
-from portcullis.model.config import Name
+from portcullis.model.types import Name
 from portcullis.services.alerts import AlertService, AnomalyFilter, anomaly_json, etag_of_rule
 from portcullis.services.context import Operation
 

@@ -36,9 +36,9 @@ from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
 from portcullis.cache.backend import CacheUnavailable
 from portcullis.cache.purge import PurgeScope
-from portcullis.identity.events import EventKind, append_events
 from portcullis.problems import ProblemKind
 from portcullis.store.engine import write_transaction
+from portcullis.store.invalidations import InvalidationKind, append_invalidations
 
 router = APIRouter(tags=["Response cache"])
 
@@ -110,7 +110,7 @@ async def purge_cache(
         route=route, path=path, path_prefix=path_prefix, backend=backend, deleted=deleted
     )
     async with write_transaction(state.engine) as conn:
-        await append_events(conn, [(EventKind.CACHE_PURGE, scope.subject())])
+        await append_invalidations(conn, [(InvalidationKind.CACHE_PURGE, scope.subject())])
         await state.audit.record(
             caller=caller,
             facts=facts,

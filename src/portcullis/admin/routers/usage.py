@@ -47,7 +47,8 @@ from portcullis.limits.calendar import CalendarPeriod, to_us
 from portcullis.limits.quota_usage import CounterUsage, read_quota_usage
 from portcullis.limits.spec import MAX_LIMIT
 from portcullis.model.config import GatewayConfig
-from portcullis.model.traffic import PLAN_LIMITS_PLUGIN, TrafficRules
+from portcullis.model.plugins.plan_limits import PLAN_LIMITS_PLUGIN
+from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.plan_limits import (
     Entry,
     Item,

@@ -1,0 +1,253 @@
+"""The delivery worker of one control-plane process.
+
+It keeps up to `capacity` attempts in flight, each its own task, and claims more as
+they finish, so one slow receiver holds only its own slots. It never claims for an
+endpoint that already has `max_concurrency` attempts in flight, nor for one whose
+breaker is open (after `BREAKER_FAILURES` failures in a row, the endpoint rests for
+`BREAKER_REST` seconds in this process; its messages stay queued, nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.identity.secrets import ServerSecret
+from portcullis.webhooks import queue
+from portcullis.webhooks.endpoints import signing_keys, unseal_headers
+from portcullis.webhooks.metrics import WebhookMetrics
+from portcullis.webhooks.retry import AttemptResult, Next, decide
+from portcullis.webhooks.sender import Sender
+
+log = logging.getLogger(__name__)
+
+BREAKER_FAILURES = 5
+BREAKER_REST = 30.0
+# Headers an endpoint's custom headers may not replace.
+_RESERVED = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature", "content-type"})
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+@dataclass
+class _Endpoint:
+    in_flight: int = 0
+    failures: int = 0
+    rest_until: float = 0.0
+
+
+@dataclass
+class DeliveryStats:
+    """Counts since start, for metrics and tests."""
+
+    attempts: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    lost_leases: int = 0
+    disabled: list[str] = field(default_factory=list)
+
+
+class GroupCommit:
+    """Attempts that end while a commit is running are recorded together by the next
+    one: one transaction (one fsync on SQLite) per group instead of one per attempt."""
+
+    def __init__(
+        self, write: Callable[[list[queue.Outcome]], Awaitable[list[queue.Finished]]]
+    ) -> None:
+        self._write = write
+        self._pending: list[tuple[queue.Outcome, asyncio.Future[queue.Finished]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, outcome: queue.Outcome) -> queue.Finished:
+        future: asyncio.Future[queue.Finished] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    finished = await self._write([outcome for outcome, _ in group])
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(group, finished, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._writer = None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        server: ServerSecret,
+        sender: Sender,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        signature_clock: Callable[[], float] = time.time,
+        capacity: int = 64,
+        poll_interval: float = 1.0,
+        disable_after: timedelta = timedelta(days=5),
+        uniform: Callable[[float, float], float] = random.uniform,
+        metrics: WebhookMetrics | None = None,
+    ) -> None:
+        self.engine = engine
+        self.server = server
+        self.sender = sender
+        self.owner = owner or worker_name()
+        self.clock = clock
+        # `webhook-timestamp` is the attempt's real time: receivers compare it with theirs.
+        self.signature_clock = signature_clock
+        self.capacity = capacity
+        self.poll_interval = poll_interval
+        self.disable_after = disable_after
+        self.uniform = uniform
+        # Long enough that a live worker's attempt (bounded by the sender's timeout)
+        # always finishes inside its lease.
+        self.lease = timedelta(seconds=2 * sender.timeout + 30)
+        self.stats = DeliveryStats()
+        self.metrics = metrics
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._limits: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._kick = asyncio.Event()
+        self._commits = GroupCommit(self._record)
+        self._stopping = False
+
+    def wake(self) -> None:
+        """Look for due messages now (an event was just recorded)."""
+        self._kick.set()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def _unavailable(self) -> list[str]:
+        now = self.clock()
+        return [
+            ident
+            for ident, state in self._endpoints.items()
+            if state.rest_until > now or state.in_flight >= self._limits.get(ident, 1)
+        ]
+
+    async def claim_and_start(self) -> int:
+        """Claim what fits in the free slots and start attempting it; returns how many."""
+        free = self.capacity - len(self._tasks)
+        if free <= 0:
+            return 0
+        claimed = await queue.claim(
+            self.engine,
+            self.owner,
+            self._now(),
+            limit=free,
+            lease=self.lease,
+            exclude=self._unavailable(),
+        )
+        for message in claimed:
+            state = self._endpoints.setdefault(message.endpoint_id, _Endpoint())
+            state.in_flight += 1
+            self._limits[message.endpoint_id] = message.max_concurrency
+            task = asyncio.create_task(self._attempt(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        return len(claimed)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook attempt crashed", exc_info=task.exception())
+        self._kick.set()
+
+    async def _attempt(self, message: queue.Claimed) -> None:
+        state = self._endpoints[message.endpoint_id]
+        try:
+            result = await self._send(message)
+            decision = decide(message.attempts + 1, result, self.uniform)
+            finished = await self._commits.submit(
+                queue.Outcome(message, result, decision, self._now())
+            )
+        finally:
+            state.in_flight -= 1
+        self._count(state, finished)
+        if self.metrics is not None:
+            self.metrics.observe(decision.next, result.latency)
+
+    async def _record(self, outcomes: list[queue.Outcome]) -> list[queue.Finished]:
+        return await queue.finish(
+            self.engine, self.owner, outcomes, disable_after=self.disable_after
+        )
+
+    async def _send(self, message: queue.Claimed) -> AttemptResult:
+        now = self._now()
+        body = message.payload.encode()
+        headers = {
+            name: value
+            for name, value in unseal_headers(
+                self.server, message.endpoint_id, message.headers_sealed
+            ).items()
+            if name.lower() not in _RESERVED
+        }
+        keys = signing_keys(self.server, message.endpoint_id, message.secrets_sealed, now)
+        headers.update(keys.headers(message.id, int(self.signature_clock()), body))
+        return await self.sender.send(message.url, headers, body)
+
+    def _count(self, state: _Endpoint, finished: queue.Finished) -> None:
+        self.stats.attempts += 1
+        if not finished.held:
+            self.stats.lost_leases += 1
+        if finished.disabled is not None:
+            self.stats.disabled.append(finished.disabled)
+        outcome = finished.decision.next
+        if outcome is Next.DELIVERED:
+            self.stats.delivered += 1
+            state.failures = 0
+            return
+        self.stats.failed += 1
+        if outcome is Next.EXHAUSTED:
+            self.stats.dead_lettered += 1
+        state.failures += 1
+        if state.failures >= BREAKER_FAILURES:
+            state.failures = 0
+            state.rest_until = self.clock() + BREAKER_REST
+
+    async def drain(self) -> None:
+        """Wait for the attempts in flight to finish."""
+        while self._tasks:
+            await asyncio.gather(*tuple(self._tasks), return_exceptions=True)
+
+    async def run(self) -> None:
+        """Deliver until cancelled; in-flight attempts are awaited on the way out."""
+        try:
+            while True:
+                self._kick.clear()
+                try:
+                    started = await self.claim_and_start()
+                except Exception:
+                    log.exception("claiming webhook messages failed; retrying")
+                    started = 0
+                if started and len(self._tasks) < self.capacity:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self.poll_interval)
+        finally:
+            await self.drain()
