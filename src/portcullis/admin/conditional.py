@@ -1,90 +1,10 @@
-"""ETags, If-Match preconditions and JSON Merge Patch (RFC 9110 §13, RFC 7396).
-
-If-Match is a compare-and-set: a handler reads the resource (for 404 and its own
-checks), but the ETag is compared by the store, inside the transaction that
-writes, against the state it locked there (`Precondition` is the `Check` the store
-runs; see `portcullis.store.engine`). Config entities get the same from
-`ConfigEditor`, which re-runs the plan (and its If-Match) against the version it
-writes over.
-"""
+"""ETags and If-Match: the rules live with the operations (services/preconditions.py) and
+are re-exported here for the HTTP layer; `operations.respond` sends an ETagged response."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
-
-from fastapi.responses import JSONResponse
-
-from portcullis.admin.problems import PRECONDITION_FAILED, ApiProblem
-from portcullis.admin.strict_json import validate_strictly
-
-T = TypeVar("T")
-
-
-def etag_of(value: Any) -> str:
-    """A strong ETag for a JSON value: equal documents give equal tags, on every process."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
-
-
-def etag_response(body: Any, status: int = 200, **headers: str) -> JSONResponse:
-    """A JSON response carrying the body's ETag (and any other headers given)."""
-    return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
-
-
-def check_if_match(if_match: str | None, current_etag: str | None) -> None:
-    """Raise 412 unless `If-Match` (when sent) matches the current representation.
-
-    `*` matches any existing representation. Weak tags (`W/"…"`) never match, as
-    RFC 9110 requires strong comparison for If-Match.
-    """
-    if if_match is None:
-        return
-    tags = [t.strip() for t in if_match.split(",") if t.strip()]
-    if current_etag is not None and ("*" in tags or current_etag in tags):
-        return
-    raise ApiProblem(
-        PRECONDITION_FAILED,
-        "the resource does not exist"
-        if current_etag is None
-        else f"If-Match {if_match} does not match the current ETag {current_etag}",
-    )
-
-
-class Precondition(Generic[T]):
-    """`If-Match` as a `Check` for a store write (`check_if_match` on the locked state).
-
-    `etag` gives the ETag of a state as the resource's representation has it. The
-    state last checked is kept in `seen` (None: gone, or not yet checked): what
-    the write changed, for the audit record's `before`.
-    """
-
-    def __init__(self, if_match: str | None, etag: Callable[[T], str]) -> None:
-        self.if_match = if_match
-        self.etag = etag
-        self.seen: T | None = None
-
-    def __call__(self, current: T | None) -> None:
-        self.seen = current
-        check_if_match(self.if_match, None if current is None else self.etag(current))
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """Apply an RFC 7396 JSON Merge Patch: objects merge, `null` removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def apply_merge_patch(model: type[T], target: Any, patch: Any) -> T:
-    """`target` (a JSON document) with `patch` merged in, validated strictly as `model`
-    (admin/strict_json.py); a 422 problem when the result is not valid."""
-    return validate_strictly(model, merge_patch(target, patch))
+from portcullis.services.preconditions import Precondition as Precondition
+from portcullis.services.preconditions import apply_merge_patch as apply_merge_patch
+from portcullis.services.preconditions import check_if_match as check_if_match
+from portcullis.services.preconditions import etag_of as etag_of
+from portcullis.services.preconditions import merge_patch as merge_patch

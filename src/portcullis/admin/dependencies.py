@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.strict_json import check_body
+from portcullis.services.context import RequestFacts as RequestFacts
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 bearer = HTTPBearer(
@@ -27,14 +27,6 @@ class Authenticator(Protocol):
     """Turns a bearer credential into a caller (None when it is not valid)."""
 
     async def authenticate(self, credential: str) -> Caller | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """Facts about the request that the audit log records."""
-
-    request_id: str
-    client_ip: str | None
 
 
 def request_facts(request: Request) -> RequestFacts:
@@ -111,8 +103,3 @@ def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
 
     check.__name__ = f"require_{permission.name.lower()}"
     return check
-
-
-def state_of(request: Request) -> Any:
-    """The admin application's shared services (`AdminState`)."""
-    return request.app.state.admin

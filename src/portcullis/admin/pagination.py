@@ -1,232 +1,30 @@
-"""Sorting, tag filtering and keyset (cursor) pagination over in-memory entity lists.
+"""Pagination for the admin API: the `next` link, list responses, `limit`/`cursor`/`sort`
+query parameters. Sorting and cursors themselves are services/pagination.py.
 
-Gateway entities live in one config document, so a page is cut from a sorted
-list rather than by SQL. The cursor is keyset-based, not an offset: it carries
-the sort key of the last item returned, so inserts and deletes between two page
-requests never make a client skip or repeat an item that was there all along.
-The entity's identity is the final sort key, which makes the order total.
+Annotations are not postponed here (no `from __future__ import annotations`): the
+query parameters `list_query` declares carry values known only when it is called.
 """
 
-from __future__ import annotations
-
-import base64
-import binascii
-import bisect
-import inspect
-import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import total_ordering
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
-from portcullis.admin.problems import INVALID_CURSOR, ApiProblem, validation_problem
+from portcullis.services.pagination import DEFAULT_LIMIT as DEFAULT_LIMIT
+from portcullis.services.pagination import MAX_LIMIT as MAX_LIMIT
+from portcullis.services.pagination import Page as Page
+from portcullis.services.pagination import SortedIndex as SortedIndex
+from portcullis.services.pagination import SortKey as SortKey
+from portcullis.services.pagination import has_tags as has_tags
+from portcullis.services.pagination import paginate as paginate
+from portcullis.services.pagination import parse_int_cursor as parse_int_cursor
+from portcullis.services.pagination import parse_sort as parse_sort
+from portcullis.services.pagination import sort_pattern as sort_pattern
+from portcullis.services.pagination import split_csv as split_csv
 
-DEFAULT_LIMIT = 50
 T = TypeVar("T")
-MAX_LIMIT = 500
-
-
-@dataclass(frozen=True, slots=True)
-class SortKey:
-    field: str
-    descending: bool
-
-
-def sort_pattern(allowed: Sequence[str]) -> str:
-    """The regular expression (for the OpenAPI description) of a valid `sort` value."""
-    field = "-?(?:" + "|".join(re.escape(a) for a in allowed) + ")"
-    return f"^{field}(?:,{field})*$"
-
-
-def parse_sort(raw: str | None, allowed: Sequence[str], default: str) -> tuple[SortKey, ...]:
-    """`-priority,name` → keys; unknown fields are a 422 naming the allowed ones.
-
-    A field named again is ignored (its first mention decides its direction).
-    """
-    text = raw if raw else default
-    keys: list[SortKey] = []
-    seen: set[str] = set()
-    for part in (p.strip() for p in text.split(",")):
-        descending = part.startswith("-")
-        name = part[1:] if descending else part
-        if name not in allowed:
-            raise validation_problem(
-                [("#", f"sort: unknown field {name!r} (allowed: {', '.join(allowed)})")]
-            )
-        if name not in seen:
-            seen.add(name)
-            keys.append(SortKey(name, descending))
-    return tuple(keys)
-
-
-def sort_text(keys: Sequence[SortKey]) -> str:
-    return ",".join(("-" if k.descending else "") + k.field for k in keys)
-
-
-@total_ordering
-class _Descending:
-    """Inverts the order of the wrapped (comparable) value."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Descending) and self.value == other.value
-
-    def __lt__(self, other: _Descending) -> bool:
-        return bool(other.value < self.value)
-
-    def __hash__(self) -> int:
-        return hash(self.value)
-
-
-def _component(value: Any, descending: bool) -> Any:
-    # None sorts after every value (ascending) and before them (descending); bools and
-    # numbers compare as numbers, everything else as its JSON text, so mixed types never raise.
-    if value is None:
-        part: tuple[Any, ...] = (1, 0, "")
-    elif isinstance(value, bool | int | float):
-        part = (0, 0, float(value))
-    else:
-        part = (0, 1, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
-    return _Descending(part) if descending else part
-
-
-def _sort_tuple(values: Sequence[Any], identity: str, keys: Sequence[SortKey]) -> tuple[Any, ...]:
-    return (*(_component(v, k.descending) for v, k in zip(values, keys, strict=True)), identity)
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[dict[str, Any]]
-    next_cursor: str | None
-
-
-def encode_cursor(values: Sequence[Any], identity: str, keys: Sequence[SortKey]) -> str:
-    raw = json.dumps({"s": sort_text(keys), "v": list(values), "id": identity}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, keys: Sequence[SortKey]) -> tuple[list[Any], str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiProblem(INVALID_CURSOR, "the cursor is not one this API issued") from exc
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("v"), list)
-        or not isinstance(data.get("id"), str)
-        or len(data["v"]) != len(keys)
-    ):
-        raise ApiProblem(INVALID_CURSOR, "the cursor is not one this API issued")
-    if data.get("s") != sort_text(keys):
-        raise ApiProblem(
-            INVALID_CURSOR, "the cursor belongs to another sort order; repeat the same 'sort'"
-        )
-    return data["v"], data["id"]
-
-
-def paginate(
-    items: Sequence[dict[str, Any]],
-    identity_of: Callable[[dict[str, Any]], str],
-    keys: Sequence[SortKey],
-    *,
-    limit: int,
-    cursor: str | None,
-) -> Page:
-    """Sort `items` by `keys` (then identity) and cut the page after `cursor`."""
-
-    def values(item: dict[str, Any]) -> list[Any]:
-        return [item.get(k.field) for k in keys]
-
-    ordered = sorted(items, key=lambda i: _sort_tuple(values(i), identity_of(i), keys))
-    if cursor:
-        after_values, after_id = _decode_cursor(cursor, keys)
-        after = _sort_tuple(after_values, after_id, keys)
-        ordered = [i for i in ordered if _sort_tuple(values(i), identity_of(i), keys) > after]
-    page = ordered[:limit]
-    next_cursor = None
-    if len(ordered) > limit:
-        last = page[-1]
-        next_cursor = encode_cursor(values(last), identity_of(last), keys)
-    return Page(page, next_cursor)
-
-
-class SortedIndex:
-    """Items sorted once by `keys` (then identity), for pages cut by keyset cursors.
-
-    A page is found by bisecting to the cursor and scanning forward while items pass
-    the filter, so it costs O(log n + what the filter skips), not a sort of every item.
-    The items are shared: callers must not mutate them.
-    """
-
-    __slots__ = ("_items", "_keys", "_tuples")
-
-    def __init__(
-        self,
-        items: Sequence[dict[str, Any]],
-        identity_of: Callable[[dict[str, Any]], str],
-        keys: Sequence[SortKey],
-    ) -> None:
-        self._keys = tuple(keys)
-        decorated = sorted(
-            (
-                (_sort_tuple([item.get(k.field) for k in keys], identity_of(item), keys), i)
-                for i, item in enumerate(items)
-            ),
-            key=lambda pair: pair[0],
-        )
-        self._tuples = [t for t, _ in decorated]
-        self._items = [items[i] for _, i in decorated]
-
-    def page(
-        self, matches: Callable[[dict[str, Any]], bool], *, limit: int, cursor: str | None
-    ) -> Page:
-        """The first `limit` matching items after `cursor`, and the next cursor if any."""
-        start = 0
-        if cursor:
-            after_values, after_id = _decode_cursor(cursor, self._keys)
-            start = bisect.bisect_right(
-                self._tuples, _sort_tuple(after_values, after_id, self._keys)
-            )
-        page: list[dict[str, Any]] = []
-        last = -1
-        for i in range(start, len(self._items)):
-            item = self._items[i]
-            if not matches(item):
-                continue
-            if len(page) == limit:
-                previous = self._items[last]
-                values = [previous.get(k.field) for k in self._keys]
-                identity = str(self._tuples[last][-1])
-                return Page(page, encode_cursor(values, identity, self._keys))
-            page.append(item)
-            last = i
-        return Page(page, None)
-
-
-def parse_int_cursor(cursor: str) -> int:
-    """A numeric cursor (an id or version to continue below); 400 when it is not one."""
-    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18:
-        raise ApiProblem(INVALID_CURSOR, "the cursor is not one this API issued")
-    return int(cursor)
-
-
-def has_tags(item: dict[str, Any], wanted: Sequence[str]) -> bool:
-    """True when the item carries every wanted tag."""
-    tags = item.get("tags") or []
-    return all(t in tags for t in wanted)
-
-
-def split_csv(raw: str | None) -> list[str]:
-    return [p.strip() for p in raw.split(",") if p.strip()] if raw else []
 
 
 def next_link(request: Request, cursor: str | None) -> tuple[str | None, dict[str, str]]:
@@ -281,38 +79,18 @@ class ListQuery:
 def list_query(allowed: Sequence[str], default: str) -> Callable[..., ListQuery]:
     """A dependency reading `limit`, `cursor` and `sort` (one of `allowed`, else 422)."""
     description = "Comma-separated fields, `-` for descending. Allowed: " + ", ".join(allowed)
+    pattern = sort_pattern(allowed)
 
-    def read(limit: int, cursor: str | None, sort: str | None) -> ListQuery:
+    # The annotations' metadata carries per-endpoint values (the allowed sort fields);
+    # this module does not postpone annotations, so FastAPI reads them as written.
+    def read(
+        *,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")] = DEFAULT_LIMIT,
+        cursor: Annotated[
+            str | None, Query(description="`next` cursor of the previous page")
+        ] = None,
+        sort: Annotated[str | None, Query(description=description, pattern=pattern)] = None,
+    ) -> ListQuery:
         return ListQuery(limit, cursor, parse_sort(sort, allowed, default))
 
-    # The annotations carry per-endpoint values (the allowed sort fields), so the
-    # signature FastAPI reads is built here rather than written as annotations.
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    read.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            inspect.Parameter(
-                "limit",
-                keyword,
-                default=DEFAULT_LIMIT,
-                annotation=Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size")],
-            ),
-            inspect.Parameter(
-                "cursor",
-                keyword,
-                default=None,
-                annotation=Annotated[
-                    str | None, Query(description="`next` cursor of the previous page")
-                ],
-            ),
-            inspect.Parameter(
-                "sort",
-                keyword,
-                default=None,
-                annotation=Annotated[
-                    str | None, Query(description=description, pattern=sort_pattern(allowed))
-                ],
-            ),
-        ],
-        return_annotation=ListQuery,
-    )
     return read

@@ -45,6 +45,9 @@ from portcullis.problems import (
     http_error,
     problem_body,
 )
+from portcullis.services.errors import ServiceError, invalid, strip_value_error
+from portcullis.services.errors import errors_from_pydantic as errors_from_pydantic
+from portcullis.services.errors import pointer_for as pointer_for
 
 # The kinds live in the one registry, portcullis.problems; the admin modules may name
 # them here, next to ApiProblem.
@@ -125,22 +128,12 @@ class Problem(BaseModel):
     errors: list[ErrorItem] | None = None
 
 
-class ApiProblem(Exception):
-    """Raised anywhere in the admin API to answer with a problem response."""
+class ApiProblem(ServiceError):
+    """Raised in the admin API's HTTP layer to answer with a problem response.
 
-    def __init__(
-        self,
-        kind: ProblemKind,
-        detail: str | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        super().__init__(detail or kind.title)
-        self.kind = kind
-        self.detail = detail
-        self.headers = dict(headers or {})
-        self.extensions = extensions
+    The HTTP-only refusals (authentication, media types, body parsing); operations
+    raise their `ServiceError` (portcullis.services), which the same handler renders.
+    """
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -182,12 +175,8 @@ def json_error_position(document: str | bytes, pos: int) -> tuple[int, int]:
 
 def validation_problem(errors: Sequence[tuple[str, str]], detail: str | None = None) -> ApiProblem:
     """A 422 problem from `(pointer, detail)` pairs."""
-    items = [{"pointer": p, "detail": d} for p, d in errors]
-    return ApiProblem(
-        VALIDATION_FAILED,
-        detail or f"{len(items)} validation error{'s' if len(items) != 1 else ''}",
-        errors=items,
-    )
+    refused = invalid(errors, detail)
+    return ApiProblem(refused.kind, refused.detail, errors=refused.errors)
 
 
 def problem_response(
@@ -204,29 +193,6 @@ def problem_response(
         media_type=PROBLEM_CONTENT_TYPE,
         headers=dict(headers or {}),
     )
-
-
-def pointer_for(loc: Sequence[str | int]) -> str:
-    """An RFC 6901 pointer fragment (`#/timeouts/read`) for a pydantic location."""
-    if not loc:
-        return "#"
-    return "#/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in loc)
-
-
-def _strip_value_error(msg: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return msg[len(prefix) :]
-    return msg
-
-
-def errors_from_pydantic(errors: Sequence[Any], *, skip: int = 0) -> list[tuple[str, str]]:
-    """`(pointer, detail)` pairs from pydantic error dicts, dropping `skip` leading loc parts."""
-    out = []
-    for err in errors:
-        loc = tuple(err.get("loc", ()))[skip:]
-        out.append((pointer_for(loc), _strip_value_error(str(err.get("msg", "invalid")))))
-    return out
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -250,13 +216,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error, expected or not, with problem+json."""
 
     async def on_problem(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiProblem)
+        # The one place an operation's refusal (`ServiceError`, `ApiProblem` among them)
+        # becomes an HTTP answer.
+        assert isinstance(exc, ServiceError)
         return problem_response(
             exc.kind,
             exc.detail,
             instance=request.url.path,
             headers=exc.headers,
-            **exc.extensions,
+            **exc.members,
         )
 
     async def on_validation(request: Request, exc: Exception) -> Response:
@@ -273,7 +241,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         for err in errors:
             loc = tuple(err.get("loc", ()))
             where, rest = (loc[0], loc[1:]) if loc else ("body", ())
-            detail = _strip_value_error(str(err.get("msg", "invalid")))
+            detail = strip_value_error(str(err.get("msg", "invalid")))
             if where == "body":
                 items.append({"pointer": pointer_for(rest), "detail": detail})
             else:
@@ -317,7 +285,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             INTERNAL_ERROR, "an unexpected error occurred", instance=request.url.path
         )
 
-    app.add_exception_handler(ApiProblem, on_problem)
+    app.add_exception_handler(ServiceError, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(OperationalError, on_store_error)

@@ -9,26 +9,17 @@ integers to floats) and refuses the rest, as a 422 with a pointer per value.
 `check_body` applies this to the body parameter of the matched route; it runs in
 `dependencies.require`, after the caller was authenticated and authorized, so
 nobody learns anything about a body they may not send. Merge-patched documents go
-through `validate_strictly` (see `conditional.apply_merge_patch`).
+through `validate_strictly` (services/preconditions.py).
 """
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from typing import Any, TypeVar, cast
-
 from fastapi import Request
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from portcullis.admin.problems import errors_from_pydantic, validation_problem
-
-T = TypeVar("T")
-
-
-@lru_cache(maxsize=512)
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(annotation)
+from portcullis.services.preconditions import json_adapter
+from portcullis.services.preconditions import validate_strictly as validate_strictly
 
 
 def is_json_media_type(content_type: str | None) -> bool:
@@ -48,15 +39,6 @@ async def check_body(request: Request) -> None:
     if not raw:
         return
     try:
-        _adapter(body_field.field_info.annotation).validate_json(raw, strict=True)
+        json_adapter(body_field.field_info.annotation).validate_json(raw, strict=True)
     except ValidationError as exc:
         raise validation_problem(errors_from_pydantic(exc.errors())) from None
-
-
-def validate_strictly(model: type[T], document: Any) -> T:
-    """`document` (JSON data) as `model`, validated in strict JSON mode; 422 problem otherwise."""
-    try:
-        value: T = _adapter(cast(Any, model)).validate_json(json.dumps(document), strict=True)
-    except ValidationError as exc:
-        raise validation_problem(errors_from_pydantic(exc.errors())) from None
-    return value

@@ -14,14 +14,12 @@ Listings print a table, or JSON with `--json`. Problems the user can fix are a
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
 import os
 import re
-import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -43,21 +41,16 @@ from portcullis.commands.config import (
 from portcullis.errors import UserError
 
 E = TypeVar("E", bound=StrEnum)
-T = TypeVar("T")
 _PIN_ATTEMPTS = 5
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from portcullis.identity.key_admin import (
-        CreatedKey,
-        ImportedKey,
-        ImportRejected,
-        KeyInfo,
-        Rotation,
-    )
-    from portcullis.identity.key_repository import KeyPage, KeyRepository
-    from portcullis.store.config_repository import ConfigVersion
+    from portcullis.identity.key_admin import ImportedKey, KeyInfo, Rotation
+    from portcullis.identity.key_repository import KeyPage
+    from portcullis.services.context import Operation
+    from portcullis.services.errors import ServiceError
+    from portcullis.services.keys import KeyService
 
 app = typer.Typer(
     name="keys",
@@ -165,44 +158,26 @@ def option_errors(exc: Any) -> str:
 
 def cli_actor() -> str:
     """`cli:<os user>`: who made a change from the command line, for the audit log."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no login name in a bare container
-        user = os.environ.get("USER") or "unknown"
-    return f"cli:{user}"
+    from portcullis.services.context import cli_actor
+
+    return cli_actor()
 
 
-async def _audit(
-    engine: AsyncEngine,
-    action: str,
-    resource_id: str | None,
-    *,
-    before: Any = None,
-    after: Any = None,
-) -> None:
-    from portcullis.admin.audit import AuditLog
-    from portcullis.admin.dependencies import RequestFacts
-
-    await AuditLog(engine).record(
-        caller=None,
-        actor=cli_actor(),
-        facts=RequestFacts(request_id=f"cli-{secrets.token_hex(8)}", client_ip=None),
-        action=action,
-        resource_type="api_key",
-        resource_id=resource_id,
-        before=before,
-        after=after,
-        status=201 if action in ("create", "import") else 200,
-    )
-
-
-def _repository(engine: AsyncEngine) -> KeyRepository:
-    from portcullis.identity.key_repository import KeyRepository
+def _service(engine: AsyncEngine) -> tuple[KeyService, Operation]:
+    """The key operations on this store, and the operation of this command (recorded in
+    the audit log as `cli:<os user>`)."""
     from portcullis.identity.secrets import load_server_secret
+    from portcullis.services.audit import AuditLog
+    from portcullis.services.config_editor import ConfigEditor
+    from portcullis.services.context import Operation
+    from portcullis.services.keys import KeyService
     from portcullis.settings import Settings
+    from portcullis.store.config_repository import ConfigRepository
 
     settings = Settings()
-    return KeyRepository(engine, load_server_secret(settings.secret_key, settings.secret_key_file))
+    secret = load_server_secret(settings.secret_key, settings.secret_key_file)
+    editor = ConfigEditor(ConfigRepository(engine), max_attempts=_PIN_ATTEMPTS)
+    return KeyService(engine, secret, editor), Operation.for_cli(AuditLog(engine), clock=_now)
 
 
 async def _ready(engine: AsyncEngine) -> None:
@@ -210,40 +185,19 @@ async def _ready(engine: AsyncEngine) -> None:
         raise UserError("the store is not initialised: run `portcullis migrate` first")
 
 
-async def _config(engine: AsyncEngine) -> ConfigVersion:
+async def _require_config(engine: AsyncEngine) -> None:
     from portcullis.store.config_repository import ConfigRepository
 
-    current = await ConfigRepository(engine).current()
-    if current is None:
+    if await ConfigRepository(engine).current_version() == 0:
         raise UserError(
             "the store has no config yet, so no consumers: "
             "apply one with `portcullis config apply FILE`"
         )
-    return current
-
-
-async def _pinned(engine: AsyncEngine, work: Callable[[ConfigVersion], Awaitable[T]]) -> T:
-    """`work` on the current config, again on a fresh one if the config moved on while the
-    credential was created for a consumer found in it (store/config_head.py)."""
-    from portcullis.store.config_head import ConfigConflict
-
-    for _ in range(_PIN_ATTEMPTS):
-        try:
-            return await work(await _config(engine))
-        except ConfigConflict:
-            continue
-    raise UserError("the config kept changing while the keys were stored; run the command again")
 
 
 def _with_store(url: str, work: Callable[[AsyncEngine], Any]) -> Any:
-    """Run `work` on a migrated store, mapping key errors to messages naming the input."""
-    from portcullis.identity.key_admin import ImportRejected
-    from portcullis.identity.key_repository import (
-        InvalidCursor,
-        KeyConflict,
-        KeyInvalid,
-        KeyNotFound,
-    )
+    """Run `work` on a migrated store, turning refusals into messages naming the input."""
+    from portcullis.services.errors import ServiceError
 
     if not _store_exists(url):
         raise UserError("the store is not initialised: run `portcullis migrate` first")
@@ -254,22 +208,24 @@ def _with_store(url: str, work: Callable[[AsyncEngine], Any]) -> Any:
 
     try:
         return _run(url, guarded)
-    except KeyNotFound as exc:
-        raise UserError(f"KEY_ID: {exc}") from None
-    except KeyConflict as exc:
-        raise UserError(str(exc)) from None
-    except KeyInvalid as exc:
-        raise UserError(f"{OPTION_OF.get(exc.field, exc.field)}: {exc.message}") from None
-    except InvalidCursor as exc:
-        raise UserError(f"--cursor: {exc}") from None
-    except ImportRejected as exc:
-        _print_rejected(exc)
-        raise UserError(f"nothing was imported: {len(exc.errors)} problem(s) in the CSV") from None
+    except ServiceError as exc:
+        raise _user_error(exc) from None
 
 
-def _print_rejected(exc: ImportRejected) -> None:
-    for error in exc.errors:
-        console.print(f"[bold red]✗[/] {escape(error.detail)}")
+def _user_error(exc: ServiceError) -> UserError:
+    """A refusal of the key service as the CLI says it: naming the argument or option."""
+    from portcullis.services.keys import ImportRefused
+
+    if isinstance(exc, ImportRefused):
+        for error in exc.errors:
+            console.print(f"[bold red]✗[/] {escape(error.detail)}")
+        return UserError(str(exc))
+    if exc.errors:
+        return UserError(
+            "; ".join(f"{OPTION_OF.get(e.field or '', e.field)}: {e.detail}" for e in exc.errors)
+        )
+    argument = {"key_id": "KEY_ID: ", "cursor": "--cursor: "}.get(exc.target or "", "")
+    return UserError(f"{argument}{exc}")
 
 
 def _time(value: datetime | None) -> str:
@@ -341,7 +297,7 @@ def create(
     """Create an API key for CONSUMER and print it (once) on stdout."""
     from pydantic import ValidationError
 
-    from portcullis.identity.key_admin import KeySpec, UnknownConsumer, resolve_consumer
+    from portcullis.identity.key_admin import KeySpec
 
     try:
         spec = KeySpec.model_validate(
@@ -360,21 +316,18 @@ def create(
         raise UserError(option_errors(exc)) from None
 
     async def work(engine: AsyncEngine) -> tuple[KeyInfo, str]:
-        async def create(current: ConfigVersion) -> CreatedKey:
-            try:
-                found = resolve_consumer(current.config, consumer)
-            except UnknownConsumer as exc:
-                raise UserError(f"CONSUMER: {exc} (not in the store's current config)") from None
-            return await _repository(engine).create(
-                consumer,
-                spec,
-                created_by=cli_actor(),
-                organization=found.organization,
-                config_version=current.version,
-            )
+        from portcullis.services.errors import ServiceError
 
-        created = await _pinned(engine, create)
-        await _audit(engine, "create", created.info.id, after=created.info.as_json(_now()))
+        await _require_config(engine)
+        service, op = _service(engine)
+        try:
+            created = await service.create(op, consumer, spec)
+        except ServiceError as exc:
+            if exc.target != "consumer":
+                raise
+            raise UserError(
+                f"CONSUMER: unknown consumer {consumer!r} (not in the store's current config)"
+            ) from None
         return created.info, created.key
 
     info, full_key = _with_store(_database_url(database_url), work)
@@ -442,7 +395,8 @@ def list_keys(
     )
 
     async def work(engine: AsyncEngine) -> KeyPage:
-        return await _repository(engine).list_keys(where, limit=limit, cursor=cursor, sort=sort)
+        service, op = _service(engine)
+        return await service.list_keys(op, where, limit=limit, cursor=cursor, sort=sort)
 
     page: KeyPage = _with_store(_database_url(database_url), work)
     now = _now()
@@ -478,7 +432,8 @@ def show(key_id: KeyId, as_json: JsonFlag = False, database_url: DatabaseUrl = N
     """Show one API key's metadata (never the key itself)."""
 
     async def work(engine: AsyncEngine) -> KeyInfo:
-        return await _repository(engine).get(key_id)
+        service, op = _service(engine)
+        return await service.get(op, key_id)
 
     info: KeyInfo = _with_store(_database_url(database_url), work)
     if as_json:
@@ -516,14 +471,8 @@ def rotate(
         new_expiry = parse_expiry(expires_at, expires_in, _now())
 
     async def work(engine: AsyncEngine) -> Rotation:
-        repo = _repository(engine)
-        before = (await repo.get(key_id)).as_json(_now())
-        rotation = await repo.rotate(
-            key_id, grace_seconds=grace_seconds, created_by=cli_actor(), expires_at=new_expiry
-        )
-        await _audit(engine, "rotate", key_id, before=before, after=rotation.old.as_json(_now()))
-        await _audit(engine, "create", rotation.new.id, after=rotation.new.as_json(_now()))
-        return rotation
+        service, op = _service(engine)
+        return await service.rotate(op, key_id, grace_seconds=grace_seconds, expires_at=new_expiry)
 
     rotation: Rotation = _with_store(_database_url(database_url), work)
     if as_json:
@@ -559,16 +508,8 @@ def _transition(
             ) from None
 
     async def work(engine: AsyncEngine) -> KeyInfo:
-        repo = _repository(engine)
-        before = (await repo.get(key_id)).as_json(_now())
-        if action == "revoke":
-            info = await repo.revoke(key_id, reason or "revoked")
-        elif action == "suspend":
-            info = await repo.suspend(key_id, reason or "suspended")
-        else:
-            info = await repo.resume(key_id)
-        await _audit(engine, action, key_id, before=before, after=info.as_json(_now()))
-        return info
+        service, op = _service(engine)
+        return await service.transition(op, key_id, action, reason=reason)
 
     info: KeyInfo = _with_store(url, work)
     return info
@@ -615,11 +556,7 @@ def import_keys(
     characters, only its hash is stored), otherwise one is generated. Generated
     keys are written once, as CSV (row,id,consumer,name,key), to stdout or --output.
     """
-    from portcullis.identity.key_admin import (
-        DEFAULT_MAX_IMPORT_ROWS,
-        check_import_consumers,
-        parse_import_csv,
-    )
+    from portcullis.identity.key_admin import DEFAULT_MAX_IMPORT_ROWS
 
     try:
         text = file.read_text(encoding="utf-8-sig")
@@ -631,7 +568,8 @@ def import_keys(
         raise UserError(f"{file}: cannot read: {exc.strerror or exc}") from None
 
     async def work(engine: AsyncEngine) -> list[ImportedKey]:
-        rows = parse_import_csv(text, max_rows=100 * DEFAULT_MAX_IMPORT_ROWS)
+        await _require_config(engine)
+        service, op = _service(engine)
         with Progress(
             TextColumn("[bold]importing[/]"),
             BarColumn(),
@@ -639,23 +577,14 @@ def import_keys(
             console=console,
             transient=True,
         ) as progress:
-            task = progress.add_task("", total=len(rows))
-
-            async def store(current: ConfigVersion) -> list[ImportedKey]:
-                return await _repository(engine).import_keys(
-                    rows,
-                    check_import_consumers(rows, current.config),
-                    created_by=cli_actor(),
-                    dry_run=dry_run,
-                    on_progress=lambda n: progress.update(task, completed=n),
-                    config_version=current.version,
-                )
-
-            imported = await _pinned(engine, store)
-        if not dry_run:
-            ids = [i.info.id for i in imported]
-            await _audit(engine, "import", None, after={"count": len(ids), "ids": ids})
-        return imported
+            task = progress.add_task("", total=None)
+            return await service.import_csv(
+                op,
+                text,
+                dry_run=dry_run,
+                max_rows=100 * DEFAULT_MAX_IMPORT_ROWS,
+                on_progress=lambda n, total: progress.update(task, completed=n, total=total),
+            )
 
     imported: list[ImportedKey] = _with_store(_database_url(database_url), work)
     if dry_run:
@@ -700,13 +629,11 @@ def export(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Export key metadata (never keys or hashes) as CSV or JSON lines."""
-    from portcullis.identity.key_admin import export_csv, export_jsonl
     from portcullis.identity.key_repository import KeyFilter
 
     if fmt not in ("csv", "jsonl"):
         raise UserError(f"--format must be 'csv' or 'jsonl', not {fmt!r}")
     where = KeyFilter(consumer=consumer, organization=organization)
-    render = export_csv if fmt == "csv" else export_jsonl
     target: TextIO = sys.stdout
     if output is not None:
         try:
@@ -715,8 +642,9 @@ def export(
             raise UserError(f"--output {output}: cannot write: {exc.strerror or exc}") from None
 
     async def work(engine: AsyncEngine) -> int:
+        service, op = _service(engine)
         count = 0
-        async for chunk in render(_repository(engine).stream_keys(where), _now()):
+        async for chunk in service.export(op, where, "csv" if fmt == "csv" else "jsonl"):
             target.write(chunk)
             count += 1
         return count - 1 if fmt == "csv" else count  # the CSV header is not a key

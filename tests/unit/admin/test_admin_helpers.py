@@ -10,7 +10,7 @@ from portcullis.admin.audit import REDACTED, changes, redact
 from portcullis.admin.conditional import Precondition, check_if_match, etag_of, merge_patch
 from portcullis.admin.export import csv_cell
 from portcullis.admin.pagination import paginate, parse_sort
-from portcullis.admin.problems import ApiProblem
+from portcullis.services.errors import ServiceError
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_if_match() -> None:
     check_if_match(f'"x", {tag}', tag)
     check_if_match("*", tag)
     for bad, current in (('"x"', tag), ("W/" + tag, tag), ("*", None)):
-        with pytest.raises(ApiProblem) as caught:
+        with pytest.raises(ServiceError) as caught:
             check_if_match(bad, current)
         assert caught.value.kind.status == 412
 
@@ -56,7 +56,7 @@ def test_precondition_checks_the_state_the_store_hands_it_and_remembers_it() -> 
     precondition({"v": 1})
     assert precondition.seen == {"v": 1}
     for changed in ({"v": 2}, None):  # changed meanwhile, or gone
-        with pytest.raises(ApiProblem) as caught:
+        with pytest.raises(ServiceError) as caught:
             precondition(changed)
         assert caught.value.kind.status == 412
         assert precondition.seen == changed
@@ -112,7 +112,7 @@ def test_sort_and_cursor_with_mixed_values() -> None:
     assert pages == ["c", "a", "b", "d"]
     assert parse_sort("-name,name", ("name",), "name") == parse_sort("-name", ("name",), "x")
     for bad in ("colour", "+name", "--name", ""):
-        with pytest.raises(ApiProblem):
+        with pytest.raises(ServiceError):
             parse_sort(bad or ",", ("name",), "name")
 
 

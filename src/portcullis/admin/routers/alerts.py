@@ -13,54 +13,39 @@ Anomalies are listed newest first.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import select
 
-from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
-from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     ListQuery,
     keyset_page,
     list_query,
-    parse_int_cursor,
 )
 from portcullis.admin.problems import (
-    ALREADY_EXISTS,
-    NOT_FOUND,
-    ApiProblem,
     problem_responses,
-    validation_problem,
 )
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
+from portcullis.admin.rbac import Permission
 from portcullis.analytics.alerts import (
     AlertKind,
     AlertRule,
-    AlertRuleExists,
-    AlertRuleNotFound,
-    AlertRules,
     AlertRuleSpec,
     AlertState,
     AlertStatus,
     render_rule,
-    rule_problems,
 )
 from portcullis.analytics.anomalies import Signal
-from portcullis.events.bus import read_events
 from portcullis.events.catalogue import EventType
 from portcullis.model.types import Name
-from portcullis.store.analytics_tables import AnomalyRow
+from portcullis.services.alerts import AlertService, AnomalyFilter, anomaly_json, etag_of_rule
+from portcullis.services.context import Operation
 
 router = APIRouter(tags=["Alerts and events"])
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
@@ -189,66 +174,14 @@ class EventQuery(BaseModel):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
-def _rules(request: Request) -> AlertRules:
-    return AlertRules(_state(request).engine)
-
-
-async def _deployment_wide(request: Request, caller: Caller) -> None:
-    (await scope_of(request, caller)).require_unlimited("alerting")
-
-
-def _etag(rule: AlertRule) -> str:
-    return etag_of({"name": rule.name, **rule.settings()})
+def _service(request: Request) -> AlertService:
+    return AlertService(admin_state(request).engine)
 
 
 def _respond(
     rule: AlertRule, status: AlertStatus | None, code: int = 200, **headers: str
 ) -> Response:
-    return JSONResponse(
-        render_rule(rule, status), status_code=code, headers={"ETag": _etag(rule), **headers}
-    )
-
-
-async def _existing(request: Request, name: str) -> tuple[AlertRule, AlertStatus | None]:
-    try:
-        return await _rules(request).get(name)
-    except AlertRuleNotFound as exc:
-        raise ApiProblem(NOT_FOUND, str(exc)) from None
-
-
-def _checked(spec: AlertRuleSpec) -> AlertRuleSpec:
-    problems = rule_problems(spec)
-    if problems:
-        raise validation_problem(problems)
-    return spec
-
-
-async def _audit(
-    request: Request,
-    caller: Caller,
-    facts: RequestFacts,
-    action: str,
-    name: str,
-    *,
-    before: Any = None,
-    after: Any = None,
-    status: int = 200,
-) -> None:
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action=action,
-        resource_type="alert_rule",
-        resource_id=name,
-        before=before,
-        after=after,
-        status=status,
-    )
+    return respond(render_rule(rule, status), code, etag=etag_of_rule(rule), **headers)
 
 
 # ---------------------------------------------------------------------------- rules
@@ -264,10 +197,9 @@ async def _audit(
 async def list_rules(
     request: Request,
     query: ListQuery = Depends(list_query(("name", "kind", "created_at"), "name")),
-    caller: Caller = Depends(require(Permission.ALERTS_READ)),
+    op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    items = [render_rule(r, s) for r, s in await _rules(request).list_rules()]
+    items = await _service(request).list_rules(op)
     return query.respond(request, items, identity_of=lambda item: str(item["name"]))
 
 
@@ -321,17 +253,10 @@ async def create_rule(
             }
         ),
     ],
-    caller: Caller = Depends(require(Permission.ALERTS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.ALERTS_WRITE)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    spec = _checked(AlertRuleSpec.model_validate(body.model_dump(exclude={"name"})))
-    try:
-        rule = await _rules(request).create(body.name, spec)
-    except AlertRuleExists as exc:
-        raise ApiProblem(ALREADY_EXISTS, str(exc)) from None
-    out = render_rule(rule, None)
-    await _audit(request, caller, facts, "create", rule.name, after=out, status=201)
+    spec = AlertRuleSpec.model_validate(body.model_dump(exclude={"name"}))
+    rule = await _service(request).create(op, body.name, spec)
     return _respond(rule, None, 201, Location=f"/admin/v1/alert-rules/{rule.name}")
 
 
@@ -345,11 +270,9 @@ async def create_rule(
 async def get_rule(
     request: Request,
     name: str,
-    caller: Caller = Depends(require(Permission.ALERTS_READ)),
+    op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    rule, status = await _existing(request, name)
-    return _respond(rule, status)
+    return _respond(*await _service(request).get(op, name))
 
 
 @router.put(
@@ -364,13 +287,9 @@ async def replace_rule(
     name: str,
     body: AlertRuleSpec,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.ALERTS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.ALERTS_WRITE)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    await _existing(request, name)
-    spec = _checked(body)
-    return await _store(request, caller, facts, name, if_match, lambda _: spec)
+    return _respond(*await _service(request).replace(op, name, body, if_match=if_match))
 
 
 @router.patch(
@@ -396,37 +315,9 @@ async def update_rule(
         ),
     ],
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.ALERTS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.ALERTS_WRITE)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    await _existing(request, name)
-
-    def patched(current: AlertRule) -> AlertRuleSpec:
-        return _checked(apply_merge_patch(AlertRuleSpec, current.settings(), patch))
-
-    return await _store(request, caller, facts, name, if_match, patched)
-
-
-async def _store(
-    request: Request,
-    caller: Caller,
-    facts: RequestFacts,
-    name: str,
-    if_match: str | None,
-    spec: Callable[[AlertRule], AlertRuleSpec],
-) -> Response:
-    """Replace the rule with `spec` of its stored state, If-Match checked on that state."""
-    precondition = Precondition(if_match, _etag)
-    try:
-        stored = await _rules(request).replace(name, spec, check=precondition)
-        _, status = await _rules(request).get(name)
-    except AlertRuleNotFound as exc:
-        raise ApiProblem(NOT_FOUND, str(exc)) from None
-    assert precondition.seen is not None  # the rule was there to be replaced
-    before, after = render_rule(precondition.seen, None), render_rule(stored, None)
-    await _audit(request, caller, facts, "update", name, before=before, after=after)
-    return _respond(stored, status)
+    return _respond(*await _service(request).patch(op, name, patch, if_match=if_match))
 
 
 @router.delete(
@@ -441,19 +332,9 @@ async def delete_rule(
     request: Request,
     name: str,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.ALERTS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.ALERTS_WRITE)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    await _existing(request, name)
-    precondition = Precondition(if_match, _etag)
-    try:
-        await _rules(request).delete(name, check=precondition)
-    except AlertRuleNotFound as exc:
-        raise ApiProblem(NOT_FOUND, str(exc)) from None
-    assert precondition.seen is not None  # the rule was there to be deleted
-    before = render_rule(precondition.seen, None)
-    await _audit(request, caller, facts, "delete", name, before=before, status=204)
+    await _service(request).delete(op, name, if_match=if_match)
     return Response(status_code=204)
 
 
@@ -472,60 +353,13 @@ async def list_alerts(
     state: Annotated[
         list[AlertState] | None, Query(description="Only rules in these states")
     ] = None,
-    caller: Caller = Depends(require(Permission.ALERTS_READ)),
+    op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    rank = {
-        AlertState.FIRING: 0,
-        AlertState.RESOLVING: 1,
-        AlertState.PENDING: 2,
-        AlertState.OK: 3,
-    }
-    items = []
-    counts = {str(s): 0 for s in AlertState}
-    for rule, status in await _rules(request).list_rules():
-        current = status.state if status else AlertState.OK
-        counts[str(current)] += 1
-        if state and current not in state:
-            continue
-        items.append(
-            (
-                rank[current],
-                rule.name,
-                {
-                    "rule": rule.name,
-                    "kind": str(rule.kind),
-                    "state": str(current),
-                    "since": None if status is None else status.as_json()["since"],
-                    "value": None if status is None else status.value,
-                    "threshold": rule.threshold,
-                    "evaluated_at": None if status is None else status.as_json()["evaluated_at"],
-                    "scope": rule.scope(),
-                    "enabled": rule.enabled,
-                },
-            )
-        )
-    items.sort(key=lambda item: (item[0], item[1]))
-    return JSONResponse({"items": [i[2] for i in items], "counts": counts})
+    items, counts = await _service(request).alerts(op, state or ())
+    return JSONResponse({"items": items, "counts": counts})
 
 
 # ---------------------------------------------------------------------------- anomalies
-
-
-def _anomaly(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "detected_at": row.detected_at.isoformat().replace("+00:00", "Z"),
-        "credential_id": row.credential_id,
-        "client_ip": row.client_ip,
-        "consumer": row.consumer,
-        "signal": row.signal,
-        "observed": row.observed,
-        "baseline": row.baseline,
-        "score": row.score,
-        "action": row.action,
-        "details": json.loads(row.details or "{}"),
-    }
 
 
 @router.get(
@@ -538,30 +372,19 @@ def _anomaly(row: Any) -> dict[str, Any]:
 async def list_anomalies(
     request: Request,
     query: Annotated[AnomalyQuery, Query()],
-    caller: Caller = Depends(require(Permission.ALERTS_READ)),
+    op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    t = AnomalyRow
-    statement = select(t).order_by(t.id.desc()).limit(query.limit + 1)
-    if query.cursor is not None:
-        statement = statement.where(t.id < parse_int_cursor(query.cursor))
-    if query.credential_id is not None:
-        statement = statement.where(t.credential_id == query.credential_id)
-    if query.client_ip is not None:
-        statement = statement.where(t.client_ip == query.client_ip)
-    if query.consumer is not None:
-        statement = statement.where(t.consumer == query.consumer)
-    if query.signal is not None:
-        statement = statement.where(t.signal == str(query.signal))
-    if query.action is not None:
-        statement = statement.where(t.action == query.action)
-    if query.since is not None:
-        statement = statement.where(t.detected_at >= query.since)
-    if query.until is not None:
-        statement = statement.where(t.detected_at < query.until)
-    async with _state(request).engine.connect() as conn:
-        rows = list((await conn.execute(statement)).all())
-    return keyset_page(request, rows, query.limit, key=lambda r: r.id, render=_anomaly)
+    where = AnomalyFilter(
+        credential_id=query.credential_id,
+        client_ip=query.client_ip,
+        consumer=query.consumer,
+        signal=None if query.signal is None else str(query.signal),
+        action=query.action,
+        since=query.since,
+        until=query.until,
+    )
+    rows = await _service(request).anomalies(op, where, limit=query.limit, cursor=query.cursor)
+    return keyset_page(request, rows, query.limit, key=lambda r: r.id, render=anomaly_json)
 
 
 # ---------------------------------------------------------------------------- events
@@ -577,15 +400,14 @@ async def list_anomalies(
 async def list_events(
     request: Request,
     query: Annotated[EventQuery, Query()],
-    caller: Caller = Depends(require(Permission.ALERTS_READ)),
+    op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
-    await _deployment_wide(request, caller)
-    events = await read_events(
-        _state(request).engine,
+    events = await _service(request).events(
+        op,
         after=query.after,
         kinds=[k.value for k in query.kind],
         subject=query.subject,
-        limit=query.limit + 1,
+        limit=query.limit,
     )
     page = events[: query.limit]
     following = None

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from portcullis.admin.dependencies import require
 from portcullis.admin.export import ExportFormat, streamed_export
+from portcullis.admin.operations import admin_state
 from portcullis.admin.problems import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -40,7 +41,6 @@ from portcullis.admin.problems import (
 )
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
 from portcullis.analytics import queries
 from portcullis.analytics.queries import Scope
 from portcullis.analytics.rollups import Counters
@@ -315,17 +315,12 @@ class RealtimeQuery(BaseModel):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 def _at(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
 async def _config(request: Request) -> GatewayConfig:
-    return (await _state(request).editor.state()).config
+    return (await admin_state(request).editor.state()).config
 
 
 async def _scope(
@@ -393,7 +388,7 @@ async def _consumer_report(
     request: Request, consumer: str, query: SeriesQuery, scope: Scope
 ) -> dict[str, Any]:
     start, end = query.checked_range(MAX_SERIES_BUCKETS)
-    engine = _state(request).engine
+    engine = admin_state(request).engine
     series = await queries.usage(engine, start, end, query.granularity, scope)
     groups, _ = await queries.totals_by(
         engine, series.start, series.end, scope, lambda k: (k.route, k.service)
@@ -426,7 +421,7 @@ async def get_usage(
         request, caller, route=query.route, service=query.service, consumer=query.consumer
     )
     return _series(
-        await queries.usage(_state(request).engine, start, end, query.granularity, scope)
+        await queries.usage(admin_state(request).engine, start, end, query.granularity, scope)
     )
 
 
@@ -457,7 +452,7 @@ async def export_usage(
     scope = await _scope(
         request, caller, route=query.route, service=query.service, consumer=query.consumer
     )
-    engine = _state(request).engine
+    engine = admin_state(request).engine
     granularity = query.granularity
 
     async def records() -> AsyncIterator[dict[str, Any]]:
@@ -490,7 +485,7 @@ async def top_endpoints(
     start, end = query.epoch_range()
     scope = await _scope(request, caller, service=query.service, consumer=query.consumer)
     groups, cover = await queries.totals_by(
-        _state(request).engine, start, end, scope, lambda k: (k.route, k.service)
+        admin_state(request).engine, start, end, scope, lambda k: (k.route, k.service)
     )
     ranked = queries.top(groups, query.sort, query.limit)
     return {
@@ -514,7 +509,7 @@ async def top_consumers(
     start, end = query.epoch_range()
     scope = await _scope(request, caller, route=query.route, service=query.service)
     groups, cover = await queries.totals_by(
-        _state(request).engine, start, end, scope, lambda k: k.consumer
+        admin_state(request).engine, start, end, scope, lambda k: k.consumer
     )
     groups.pop("", None)  # anonymous traffic has no consumer to rank
     ranked = queries.top(groups, query.sort, query.limit)
@@ -540,7 +535,7 @@ async def error_breakdown(
     scope = await _scope(
         request, caller, route=query.route, service=query.service, consumer=query.consumer
     )
-    state = _state(request)
+    state = admin_state(request)
     groups, cover = await queries.totals_by(
         state.engine, start, end, scope, lambda k: k.status_class
     )
@@ -580,7 +575,9 @@ async def latency(
     scope = await _scope(
         request, caller, route=query.route, service=query.service, consumer=query.consumer
     )
-    groups, cover = await queries.totals_by(_state(request).engine, start, end, scope, lambda k: 0)
+    groups, cover = await queries.totals_by(
+        admin_state(request).engine, start, end, scope, lambda k: 0
+    )
     merged = queries.total(groups)
     return {
         **_range(start, end, cover),
@@ -604,7 +601,7 @@ async def realtime(
     scope = await _scope(
         request, caller, route=query.route, service=query.service, consumer=query.consumer
     )
-    view = await queries.realtime(_state(request).engine, time.time(), query.window, scope)
+    view = await queries.realtime(admin_state(request).engine, time.time(), query.window, scope)
     p50, p95, p99 = view.sketch.quantiles([0.5, 0.95, 0.99])
     requests = view.requests
     return {
@@ -679,7 +676,7 @@ async def key_consumer(
     )
     if not presented or len(presented) > MAX_CREDENTIAL_LENGTH:
         raise invalid
-    state = _state(request)
+    state = admin_state(request)
     record = await KeyRepository(state.engine, state.secret).find_by_hash(
         state.secret.hash_credential(presented)
     )

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from portcullis.admin.audit import AuditEvent, AuditFilter
 from portcullis.admin.dependencies import require
 from portcullis.admin.export import ExportFormat, streamed_export
+from portcullis.admin.operations import admin_state
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page, parse_int_cursor
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import OrgScope, scope_of
-from portcullis.admin.state import AdminState
 
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 router = APIRouter(prefix="/audit-events", tags=["Audit log"])
@@ -90,11 +90,6 @@ class AuditExportQuery(AuditQuery):
     format: ExportFormat = Field("jsonl", description="Output format")
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 @router.get(
     "",
     summary="List audit events, newest first",
@@ -108,7 +103,7 @@ async def list_events(
     caller: Caller = Depends(require(Permission.AUDIT_READ)),
 ) -> Response:
     before = None if query.cursor is None else parse_int_cursor(query.cursor)
-    events = await _state(request).audit.page(
+    events = await admin_state(request).audit.page(
         query.as_filter(await scope_of(request, caller)), limit=query.limit + 1, before_id=before
     )
     return keyset_page(
@@ -137,7 +132,7 @@ async def export_events(
     query: Annotated[AuditExportQuery, Query()],
     caller: Caller = Depends(require(Permission.AUDIT_READ)),
 ) -> Response:
-    events = _state(request).audit.stream(query.as_filter(await scope_of(request, caller)))
+    events = admin_state(request).audit.stream(query.as_filter(await scope_of(request, caller)))
 
     async def records() -> AsyncIterator[dict[str, Any]]:
         async for event in events:

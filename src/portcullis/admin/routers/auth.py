@@ -22,13 +22,14 @@ from portcullis.admin.auth import (
     LoginLocked,
     PasswordChanged,
 )
-from portcullis.admin.conditional import Precondition, etag_of, etag_response
+from portcullis.admin.conditional import Precondition, etag_of
 from portcullis.admin.dependencies import (
     RequestFacts,
     current_caller,
     request_facts,
     require,
 )
+from portcullis.admin.operations import admin_state, respond
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import (
     ALREADY_EXISTS,
@@ -43,7 +44,6 @@ from portcullis.admin.problems import (
 )
 from portcullis.admin.rbac import ROLE_RANK, Caller, Permission, Role
 from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
 from portcullis.admin.strict_json import check_body
 from portcullis.problems import ProblemKind
 
@@ -67,11 +67,6 @@ Password = Annotated[SecretStr, Field(min_length=12, max_length=1024)]
 router = APIRouter()
 USER_SORT = ("email", "role", "created_at")
 TOKEN_SORT = ("name", "created_at", "expires_at")
-
-
-def _admin(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
 
 
 def _auth(request: Request) -> AuthService:
@@ -141,7 +136,7 @@ async def login(
     actor = f"user:{body.email.strip().lower()}"
 
     async def audit(action: str, status: int) -> None:
-        await _admin(request).audit.record(
+        await admin_state(request).audit.record(
             caller=None,
             actor=actor,
             facts=facts,
@@ -244,7 +239,7 @@ async def change_own_password(
     user_id = caller.user_id
 
     async def audit(action: str, status: int, after: Any = None) -> None:
-        await _admin(request).audit.record(
+        await admin_state(request).audit.record(
             caller=caller,
             facts=facts,
             action=action,
@@ -387,7 +382,7 @@ class _UserCheck(Precondition[AdminUser]):
 
 
 def _user_response(user: AdminUser, status: int = 200, **headers: str) -> JSONResponse:
-    return etag_response(user.as_json(), status, **headers)
+    return respond(user.as_json(), status, **headers)
 
 
 @router.get(
@@ -452,7 +447,7 @@ async def create_admin_user(
         raise ApiProblem(
             ALREADY_EXISTS, str(exc), errors=[{"pointer": "#/email", "detail": "already in use"}]
         ) from None
-    await _admin(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="create",
@@ -545,7 +540,7 @@ async def update_admin_user(
     after = updated.as_json()
     if body.password is not None:
         after["password_changed"] = True
-    await _admin(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="update",
@@ -586,7 +581,7 @@ async def delete_admin_user(
     except LastOwner as exc:
         raise ApiProblem(LAST_OWNER, str(exc)) from None
     assert check.seen is not None  # the check passed on the user
-    await _admin(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="delete",
@@ -660,7 +655,7 @@ async def create_api_token(
     token, secret = await _auth(request).create_api_token(
         caller.user_id, body.name, frozenset(body.scopes), expires_at
     )
-    await _admin(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="create",
@@ -732,7 +727,7 @@ async def revoke_api_token(
     if token is None or not (await _token_visibility(request, caller))(token):
         raise ApiProblem(NOT_FOUND, f"API token {token_id!r} does not exist")
     await auth.revoke_api_token(token_id)
-    await _admin(request).audit.record(
+    await admin_state(request).audit.record(
         caller=caller,
         facts=facts,
         action="revoke",

@@ -28,7 +28,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from portcullis.admin.dependencies import RequestFacts, request_facts, require, state_of
+from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state
 from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses, validation_problem
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
@@ -90,7 +91,7 @@ async def purge_cache(
             [("#/path_prefix", "give path or path_prefix, not both")],
             "give path or path_prefix, not both",
         )
-    state: AdminState = state_of(request)
+    state = admin_state(request)
     org = await scope_of(request, caller)
     if org.limited:
         if route is None:

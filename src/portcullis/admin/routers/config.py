@@ -21,6 +21,7 @@ from portcullis.admin.body_guard import MAX_BODY_EXTENSION
 from portcullis.admin.conditional import check_if_match, etag_of
 from portcullis.admin.config_editor import ConfigState, Edit, validate_document
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state
 from portcullis.admin.pagination import keyset_page, parse_int_cursor
 from portcullis.admin.problems import (
     MALFORMED_BODY,
@@ -33,7 +34,6 @@ from portcullis.admin.problems import (
 )
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
 from portcullis.model.config import GatewayConfig
 from portcullis.model.diff import MISSING, ConfigDiff, diff_configs
 from portcullis.model.loader import ConfigError, config_document, dump_config
@@ -193,11 +193,6 @@ async def read_document(request: Request) -> Any:
     )
 
 
-def _admin(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 @router.get(
     "",
     summary="Export the current config",
@@ -220,7 +215,7 @@ async def export_config(
     caller: Caller = read,
 ) -> Response:
     scope = await scope_of(request, caller)
-    current = await _admin(request).editor.state()
+    current = await admin_state(request).editor.state()
     config = scope.filter_config(current.config)
     etag = etag_of(config.canonical()) if scope.limited else config_etag(current)
     headers = {"ETag": etag, VERSION_HEADER: str(current.version)}
@@ -255,7 +250,7 @@ async def apply_config(
 ) -> Response:
     (await scope_of(request, caller)).require_unlimited("importing a config")
     data = await read_document(request)
-    state = _admin(request)
+    state = admin_state(request)
     config = validate_document(data)
     after = config.canonical()
 
@@ -294,7 +289,7 @@ async def apply_config(
 async def diff_config(request: Request, caller: Caller = read) -> Response:
     (await scope_of(request, caller)).require_unlimited("a whole-config diff")
     config = validate_document(await read_document(request))
-    current = await _admin(request).editor.state()
+    current = await admin_state(request).editor.state()
     return JSONResponse(diff_json(diff_configs(current.config, config)))
 
 
@@ -313,7 +308,7 @@ async def list_versions(
 ) -> Response:
     (await scope_of(request, caller)).require_unlimited("the config version history")
     before = None if cursor is None else parse_int_cursor(cursor)
-    rows = await _admin(request).editor.repository.list_versions(limit + 1, before)
+    rows = await admin_state(request).editor.repository.list_versions(limit + 1, before)
     return keyset_page(request, rows, limit, key=lambda v: v.version, render=_info)
 
 
@@ -331,7 +326,7 @@ async def get_version(
 ) -> Response:
     (await scope_of(request, caller)).require_unlimited("a stored config version")
     try:
-        stored = await _admin(request).editor.repository.get(version)
+        stored = await admin_state(request).editor.repository.get(version)
     except NotFound:
         raise ApiProblem(NOT_FOUND, f"config version {version} does not exist") from None
     body = {**_info(stored), "config": config_document(stored.config)}
@@ -358,7 +353,7 @@ async def rollback(
     facts: RequestFacts = Depends(request_facts),
 ) -> Response:
     (await scope_of(request, caller)).require_unlimited("a rollback")
-    state = _admin(request)
+    state = admin_state(request)
 
     def audit(current: ConfigState) -> OnWrite:
         return state.audit.on_config_write(

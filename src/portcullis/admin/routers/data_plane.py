@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from portcullis.admin.dependencies import require, state_of
+from portcullis.admin.dependencies import require
+from portcullis.admin.operations import admin_state
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.rbac import Caller, Permission
@@ -70,7 +71,7 @@ async def list_data_plane_nodes(
     node_name: Annotated[str | None, Query(description="Only workers of this node")] = None,
     caller: Caller = Depends(require(Permission.CONFIG_READ)),
 ) -> Response:
-    admin = state_of(request)
+    admin = admin_state(request)
     statuses = classify(
         await list_nodes(admin.engine),
         await admin.editor.repository.head(),
@@ -125,7 +126,7 @@ async def get_upstream_health(
 ) -> dict[str, Any]:
     from portcullis.analytics.health import DEFAULT_FRESH_FOR, merge_upstream_health
 
-    admin = state_of(request)
+    admin = admin_state(request)
     fresh_for = max(DEFAULT_FRESH_FOR, FRESH_BEATS * admin.settings.heartbeat_interval)
     summary = merge_upstream_health(await list_nodes(admin.engine), fresh_for=fresh_for)
     scope = await scope_of(request, caller)

@@ -17,7 +17,7 @@ renames) is theirs.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
@@ -25,58 +25,33 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
-from portcullis.admin.conditional import Precondition, apply_merge_patch, etag_of
-from portcullis.admin.config_editor import ConfigState
-from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.admin.problems import (
-    INVALID_CURSOR,
-    NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
     problem_responses,
     validation_problem,
 )
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.scoping import OrgScope, scope_of
-from portcullis.admin.state import AdminState
 from portcullis.identity.key_admin import (
     DEFAULT_GRACE_SECONDS,
     IMPORT_COLUMNS,
     MAX_GRACE_SECONDS,
-    CreatedKey,
-    ImportedKey,
-    ImportRejected,
     KeyInfo,
-    KeySettings,
     KeySpec,
     KeyState,
     Reason,
-    UnknownConsumer,
-    check_import_consumers,
-    export_csv,
-    export_jsonl,
-    parse_import_csv,
-    resolve_consumer,
 )
-from portcullis.identity.key_repository import (
-    SORT_FIELDS,
-    InvalidCursor,
-    KeyConflict,
-    KeyFilter,
-    KeyInvalid,
-    KeyNotFound,
-    KeyRepository,
-)
+from portcullis.identity.key_repository import SORT_FIELDS, KeyFilter
+from portcullis.identity.key_repository import KeyPage as StoredPage
 from portcullis.identity.keys import Environment
-from portcullis.model.config import GatewayConfig
-from portcullis.problems import ProblemKind
+from portcullis.services.context import Operation
+from portcullis.services.errors import ServiceError
+from portcullis.services.keys import KeyService, etag_of_key, represent
+from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["API keys"])
 
-KEY_STATE_CONFLICT = ProblemKind(
-    "key-state-conflict", "The key's current state does not allow this change", 409
-)
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -198,13 +173,10 @@ class KeyQuery(BaseModel):
     status: KeyState | None = Field(None, description="The key's effective state")
     name: str | None = Field(None, description="Only keys with exactly this name")
 
-    def as_filter(self, scope: OrgScope, consumer: str | None = None) -> KeyFilter:
-        # Both apply: an organization-limited admin asking for another organization
-        # sees nothing.
+    def as_filter(self) -> KeyFilter:
         return KeyFilter(
-            consumer=consumer if consumer is not None else self.consumer,
+            consumer=self.consumer,
             organization=self.organization,
-            organization_id=scope.organization_id,
             environment=self.environment,
             state=self.status,
             name=self.name,
@@ -224,75 +196,25 @@ class KeyExportQuery(KeyQuery):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
+def _keys(request: Request) -> KeyService:
+    state = admin_state(request)
+    return KeyService(state.engine, state.secret, state.editor)
 
 
-def _keys(request: Request) -> KeyRepository:
-    state = _state(request)
-    return KeyRepository(state.engine, state.secret)
+def _respond(info: KeyInfo, op: Operation, status: int = 200, **headers: str) -> JSONResponse:
+    body = represent(info, op.now())
+    return respond(body, status, etag=etag_of_key(body), **headers)
 
 
-async def _organization(request: Request, caller: Caller) -> str | None:
-    """The organization name an org-limited caller is confined to (None: unlimited)."""
-    return (await scope_of(request, caller)).organization
-
-
-def _represent(info: KeyInfo) -> dict[str, Any]:
-    return info.as_json(datetime.now(UTC))
-
-
-def _etag(body: dict[str, Any]) -> str:
-    return etag_of({k: v for k, v in body.items() if k not in ("last_used_at", "key")})
-
-
-def _respond(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"ETag": _etag(body), **headers})
-
-
-def _as_problem(exc: Exception) -> ApiProblem:
-    if isinstance(exc, KeyNotFound):
-        return ApiProblem(NOT_FOUND, str(exc))
-    if isinstance(exc, KeyConflict):
-        return ApiProblem(KEY_STATE_CONFLICT, str(exc))
-    if isinstance(exc, KeyInvalid):
-        if exc.field == "sort":
-            return validation_problem([("#", f"query parameter 'sort': {exc.message}")])
-        return validation_problem([(f"#/{exc.field}", exc.message)])
-    if isinstance(exc, InvalidCursor):
-        return ApiProblem(INVALID_CURSOR, str(exc))
-    if isinstance(exc, ImportRejected):
-        return validation_problem(
-            [(e.pointer, e.detail) for e in exc.errors],
-            f"nothing was imported: {len(exc.errors)} problem(s) in the CSV",
-        )
-    raise exc
-
-
-async def _visible_key(request: Request, key_id: str, caller: Caller) -> KeyInfo:
-    """The key, or 404 (also for keys outside an organization-limited caller's own)."""
-    try:
-        info = await _keys(request).get(key_id)
-    except KeyNotFound as exc:
-        raise _as_problem(exc) from None
-    scope = await scope_of(request, caller)
-    scope.require_owned(info.organization_id, f"API key {key_id!r} does not exist")
-    return info
-
-
-async def _consumer_organization(request: Request, username: str, caller: Caller) -> str | None:
-    """The consumer's organization; 404 when the consumer is unknown (or not visible)."""
-    config = (await _state(request).editor.state()).config
-    return _organization_of(config, username, await _organization(request, caller))
-
-
-def _organization_of(config: GatewayConfig, username: str, visible: str | None) -> str | None:
-    try:
-        consumer = resolve_consumer(config, username, organization=visible)
-    except UnknownConsumer:
-        raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist") from None
-    return consumer.organization
+def _created(body: dict[str, Any], key_id: str) -> JSONResponse:
+    """A 201 carrying a full key: never stored by caches."""
+    return respond(
+        body,
+        201,
+        etag=etag_of_key(body),
+        Location=f"/admin/v1/keys/{key_id}",
+        **_NO_STORE,
+    )
 
 
 def _next_link(request: Request, cursor: str | None) -> tuple[str | None, dict[str, str]]:
@@ -302,42 +224,11 @@ def _next_link(request: Request, cursor: str | None) -> tuple[str | None, dict[s
     return url, {"Link": f'<{url}>; rel="next"'}
 
 
-async def _page(
-    request: Request, caller: Caller, query: KeyListQuery, consumer: str | None = None
-) -> Response:
-    where = query.as_filter(await scope_of(request, caller), consumer)
-    try:
-        page = await _keys(request).list_keys(
-            where, limit=query.limit, cursor=query.cursor, sort=query.sort
-        )
-    except (KeyInvalid, InvalidCursor) as exc:
-        raise _as_problem(exc) from None
+def _page(request: Request, op: Operation, page: StoredPage) -> Response:
     url, headers = _next_link(request, page.next_cursor)
+    now = op.now()
     return JSONResponse(
-        {"items": [_represent(i) for i in page.items], "next": url}, headers=headers
-    )
-
-
-async def _audit(
-    request: Request,
-    caller: Caller,
-    facts: RequestFacts,
-    action: str,
-    resource_id: str | None,
-    *,
-    before: Any = None,
-    after: Any = None,
-    status: int = 200,
-) -> None:
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action=action,
-        resource_type="api_key",
-        resource_id=resource_id,
-        before=before,
-        after=after,
-        status=status,
+        {"items": [represent(i, now) for i in page.items], "next": url}, headers=headers
     )
 
 
@@ -380,33 +271,11 @@ async def create_key(
             }
         ),
     ],
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    visible = await _organization(request, caller)
-
-    async def create(state: ConfigState) -> CreatedKey:
-        # Pinned to the config the consumer was found in (admin/config_editor.py).
-        return await _keys(request).create(
-            username,
-            body,
-            created_by=caller.actor,
-            organization=_organization_of(state.config, username, visible),
-            config_version=state.version,
-        )
-
-    try:
-        created = await _state(request).editor.pinned(create)
-    except KeyInvalid as exc:
-        raise _as_problem(exc) from None
-    out = _represent(created.info)
-    await _audit(request, caller, facts, "create", created.info.id, after=out, status=201)
-    return _respond(
-        {**out, "key": created.key},
-        201,
-        Location=f"/admin/v1/keys/{created.info.id}",
-        **_NO_STORE,
-    )
+    created = await _keys(request).create(op, username, body)
+    out = represent(created.info, op.now())
+    return _created({**out, "key": created.key}, created.info.id)
 
 
 @router.get(
@@ -420,10 +289,15 @@ async def list_consumer_keys(
     request: Request,
     username: str,
     query: Annotated[KeyListQuery, Query()],
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    await _consumer_organization(request, username, caller)
-    return await _page(request, caller, query, consumer=username)
+    try:
+        page = await _keys(request).list_consumer_keys(
+            op, username, query.as_filter(), limit=query.limit, cursor=query.cursor, sort=query.sort
+        )
+    except ServiceError as exc:
+        raise as_query_errors(exc, ("sort",)) from None
+    return _page(request, op, page)
 
 
 # ---------------------------------------------------------------------------- all keys
@@ -439,9 +313,15 @@ async def list_consumer_keys(
 async def list_keys(
     request: Request,
     query: Annotated[KeyListQuery, Query()],
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    return await _page(request, caller, query)
+    try:
+        page = await _keys(request).list_keys(
+            op, query.as_filter(), limit=query.limit, cursor=query.cursor, sort=query.sort
+        )
+    except ServiceError as exc:
+        raise as_query_errors(exc, ("sort",)) from None
+    return _page(request, op, page)
 
 
 @router.get(
@@ -463,23 +343,22 @@ async def list_keys(
 async def export_keys(
     request: Request,
     query: Annotated[KeyExportQuery, Query()],
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    keys = _keys(request).stream_keys(query.as_filter(await scope_of(request, caller)))
-    now = datetime.now(UTC)
+    chunks = _keys(request).export(op, query.as_filter(), query.format)
 
-    async def encoded(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
+    async def encoded() -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk.encode("utf-8")
 
     if query.format == "csv":
         return StreamingResponse(
-            encoded(export_csv(keys, now)),
+            encoded(),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="api-keys.csv"'},
         )
     return StreamingResponse(
-        encoded(export_jsonl(keys, now)),
+        encoded(),
         media_type="application/jsonl",
         headers={"Content-Disposition": 'attachment; filename="api-keys.jsonl"'},
     )
@@ -515,8 +394,7 @@ async def export_keys(
 async def import_keys(
     request: Request,
     dry_run: Annotated[bool, Query(description="Check everything, store nothing")] = False,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "text/csv":
@@ -526,23 +404,7 @@ async def import_keys(
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise validation_problem([("#", "the CSV is not UTF-8")]) from None
-    organization = await _organization(request, caller)
-
-    async def store(state: ConfigState) -> list[ImportedKey]:
-        organizations = check_import_consumers(rows, state.config, organization=organization)
-        return await _keys(request).import_keys(
-            rows,
-            organizations,
-            created_by=caller.actor,
-            dry_run=dry_run,
-            config_version=state.version,
-        )
-
-    try:
-        rows = parse_import_csv(text)
-        imported = await _state(request).editor.pinned(store)
-    except ImportRejected as exc:
-        raise _as_problem(exc) from None
+    imported = await _keys(request).import_csv(op, text, dry_run=dry_run)
     items = []
     for item in imported:
         out: dict[str, Any] = {
@@ -555,16 +417,6 @@ async def import_keys(
         if item.key is not None:
             out["key"] = item.key
         items.append(out)
-    if not dry_run:
-        await _audit(
-            request,
-            caller,
-            facts,
-            "import",
-            None,
-            after={"count": len(imported), "ids": [i.info.id for i in imported]},
-            status=201,
-        )
     return JSONResponse(
         {"created": 0 if dry_run else len(items), "dry_run": dry_run, "items": items},
         status_code=200 if dry_run else 201,
@@ -582,9 +434,9 @@ async def import_keys(
 async def get_key(
     request: Request,
     key_id: str,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    return _respond(_represent(await _visible_key(request, key_id, caller)))
+    return _respond(await _keys(request).get(op, key_id), op)
 
 
 @router.patch(
@@ -610,59 +462,9 @@ async def update_key(
         ),
     ],
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    await _visible_key(request, key_id, caller)
-    precondition = _precondition(if_match)
-
-    def patched(current: KeyInfo) -> KeySettings:
-        return apply_merge_patch(KeySettings, current.settings(), patch)
-
-    try:
-        after = _represent(await _keys(request).update(key_id, patched, check=precondition))
-    except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
-        raise _as_problem(exc) from None
-    before = _before(precondition)
-    await _audit(request, caller, facts, "update", key_id, before=before, after=after)
-    return _respond(after)
-
-
-def _precondition(if_match: str | None) -> Precondition[KeyInfo]:
-    """If-Match on a key, checked by the repository on the key it locked for the write."""
-    return Precondition(if_match, lambda info: _etag(_represent(info)))
-
-
-def _before(precondition: Precondition[KeyInfo]) -> dict[str, Any]:
-    assert precondition.seen is not None  # the write found the key and checked it
-    return _represent(precondition.seen)
-
-
-async def _transition(
-    request: Request,
-    key_id: str,
-    caller: Caller,
-    facts: RequestFacts,
-    if_match: str | None,
-    action: Literal["revoke", "suspend", "resume"],
-    reason: str | None,
-    status: int = 200,
-) -> dict[str, Any]:
-    await _visible_key(request, key_id, caller)
-    precondition = _precondition(if_match)
-    keys = _keys(request)
-    try:
-        if action == "revoke":
-            info = await keys.revoke(key_id, reason or "revoked", check=precondition)
-        elif action == "suspend":
-            info = await keys.suspend(key_id, reason or "suspended", check=precondition)
-        else:
-            info = await keys.resume(key_id, check=precondition)
-    except (KeyNotFound, KeyConflict) as exc:
-        raise _as_problem(exc) from None
-    before, after = _before(precondition), _represent(info)
-    await _audit(request, caller, facts, action, key_id, before=before, after=after, status=status)
-    return after
+    return _respond(await _keys(request).update(op, key_id, patch, if_match=if_match), op)
 
 
 @router.delete(
@@ -680,10 +482,11 @@ async def delete_key(
         str, Query(min_length=1, max_length=500, description="Why (recorded with the key)")
     ] = "revoked via DELETE",
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    await _transition(request, key_id, caller, facts, if_match, "revoke", reason, status=204)
+    await _keys(request).transition(
+        op, key_id, "revoke", reason=reason, if_match=if_match, status=204
+    )
     return Response(status_code=204)
 
 
@@ -712,31 +515,20 @@ async def rotate_key(
         ),
     ] = None,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
     options = body or RotateIn()
-    await _visible_key(request, key_id, caller)
-    precondition = _precondition(if_match)
-    try:
-        rotation = await _keys(request).rotate(
-            key_id,
-            grace_seconds=options.grace_seconds,
-            created_by=caller.actor,
-            expires_at=options.expires_at if "expires_at" in options.model_fields_set else "keep",
-            check=precondition,
-        )
-    except (KeyNotFound, KeyConflict, KeyInvalid) as exc:
-        raise _as_problem(exc) from None
-    before = _before(precondition)
-    old, new = _represent(rotation.old), _represent(rotation.new)
-    await _audit(request, caller, facts, "rotate", key_id, before=before, after=old)
-    await _audit(request, caller, facts, "create", rotation.new.id, after=new, status=201)
-    return _respond(
-        {**new, "key": rotation.key, "previous": old},
-        201,
-        Location=f"/admin/v1/keys/{rotation.new.id}",
-        **_NO_STORE,
+    rotation = await _keys(request).rotate(
+        op,
+        key_id,
+        grace_seconds=options.grace_seconds,
+        expires_at=options.expires_at if "expires_at" in options.model_fields_set else "keep",
+        if_match=if_match,
+    )
+    now = op.now()
+    new = represent(rotation.new, now)
+    return _created(
+        {**new, "key": rotation.key, "previous": represent(rotation.old, now)}, rotation.new.id
     )
 
 
@@ -752,12 +544,12 @@ async def revoke_key(
     key_id: str,
     body: ReasonIn,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    return _respond(
-        await _transition(request, key_id, caller, facts, if_match, "revoke", body.reason)
+    info = await _keys(request).transition(
+        op, key_id, "revoke", reason=body.reason, if_match=if_match
     )
+    return _respond(info, op)
 
 
 @router.post(
@@ -772,12 +564,12 @@ async def suspend_key(
     key_id: str,
     body: ReasonIn,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    return _respond(
-        await _transition(request, key_id, caller, facts, if_match, "suspend", body.reason)
+    info = await _keys(request).transition(
+        op, key_id, "suspend", reason=body.reason, if_match=if_match
     )
+    return _respond(info, op)
 
 
 @router.post(
@@ -791,7 +583,7 @@ async def resume_key(
     request: Request,
     key_id: str,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    return _respond(await _transition(request, key_id, caller, facts, if_match, "resume", None))
+    info = await _keys(request).transition(op, key_id, "resume", reason=None, if_match=if_match)
+    return _respond(info, op)

@@ -16,38 +16,33 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from portcullis.admin.conditional import Precondition, etag_of
-from portcullis.admin.config_editor import ConfigState
-from portcullis.admin.dependencies import RequestFacts, request_facts, require
+from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
-    paginate,
-    parse_sort,
+    page_response,
     sort_pattern,
 )
-from portcullis.admin.problems import (
-    NOT_FOUND,
-    ApiProblem,
-    problem_responses,
-    validation_problem,
-)
-from portcullis.admin.rbac import Caller, Permission
+from portcullis.admin.problems import problem_responses, validation_problem
 from portcullis.admin.routers.oauth import oauth_server
-from portcullis.admin.scoping import OrgScope, scope_of
-from portcullis.admin.state import AdminState
 from portcullis.identity.oauth_clients import (
     MAX_TOKEN_TTL,
     SCOPE_PATTERN,
     ClientStatus,
     OAuthClient,
 )
-from portcullis.identity.signing import KeyStatus, SigningKeyInfo
-from portcullis.model.config import Consumer, GatewayConfig
+from portcullis.identity.signing import KeyStatus
+from portcullis.services.context import Operation
+from portcullis.services.oauth_clients import (
+    CLIENT_SORT,
+    KEY_SORT,
+    ClientChanges,
+    OAuthClientService,
+    etag_of_client,
+)
+from portcullis.services.rbac import Permission
 
 router = APIRouter()
-CLIENT_SORT = ("name", "created_at")
-KEY_SORT = ("created_at",)
 NO_STORE = {"Cache-Control": "no-store"}
 IfMatch = Annotated[
     str | None, Header(description="ETag from a previous read; 412 when it no longer matches")
@@ -126,65 +121,18 @@ class SigningKeyPage(BaseModel):
 # ---------------------------------------------------------------------------- helpers
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
-async def _consumer(request: Request, username: str, caller: Caller) -> Consumer:
-    state = await _state(request).editor.state()
-    return _consumer_in(state.config, username, await scope_of(request, caller))
-
-
-def _consumer_in(config: GatewayConfig, username: str, scope: OrgScope) -> Consumer:
-    for consumer in config.consumers:
-        if consumer.username == username and scope.sees_named(consumer.organization):
-            return consumer
-    raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist")
-
-
-async def _client(request: Request, client_id: str, caller: Caller) -> OAuthClient:
-    client = await oauth_server(request).clients.get(client_id)
-    missing = f"OAuth client {client_id!r} does not exist"
-    if client is None:
-        raise ApiProblem(NOT_FOUND, missing)
-    (await scope_of(request, caller)).require_owned(client.organization_id, missing)
-    return client
-
-
-def _precondition(if_match: str | None) -> Precondition[OAuthClient]:
-    """If-Match on a client, checked by the repository on the client it locked for the write."""
-    return Precondition(if_match, lambda client: etag_of(client.as_json()))
-
-
-def _check_ttl(request: Request, ttl: int | None) -> None:
-    limit = oauth_server(request).settings.max_token_ttl
-    if ttl is not None and ttl > limit:
-        raise validation_problem(
-            [("#/token_ttl", f"at most {limit} seconds (PORTCULLIS_OAUTH_MAX_TOKEN_TTL)")]
-        )
-
-
-def _respond(body: dict[str, Any], status: int = 200, **headers: str) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"ETag": etag_of(body), **headers})
-
-
-def _page(request: Request, items: list[dict[str, Any]], cursor: str | None) -> JSONResponse:
-    url = None
-    headers = {}
-    if cursor is not None:
-        url = request.url.path + "?" + str(request.url.include_query_params(cursor=cursor).query)
-        headers["Link"] = f'<{url}>; rel="next"'
-    return JSONResponse({"items": items, "next": url}, headers=headers)
+def _service(request: Request) -> OAuthClientService:
+    return OAuthClientService(oauth_server(request), admin_state(request).editor)
 
 
 def _with_secret(client: OAuthClient, secret: str, status: int, **headers: str) -> JSONResponse:
     """The one response that carries a client secret: never cached, ETag of the client alone."""
-    body = client.as_json()
-    return JSONResponse(
-        {**body, "client_secret": secret},
-        status_code=status,
-        headers={"ETag": etag_of(body), **NO_STORE, **headers},
+    return respond(
+        {**client.as_json(), "client_secret": secret},
+        status,
+        etag=etag_of_client(client),
+        **NO_STORE,
+        **headers,
     )
 
 
@@ -207,35 +155,14 @@ async def create_oauth_client(
     request: Request,
     username: str,
     body: OAuthClientCreate,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    scope = await scope_of(request, caller)
-    await _consumer(request, username, caller)  # 404 before any complaint about the body
-    _check_ttl(request, body.token_ttl)
-
-    async def create(state: ConfigState) -> tuple[OAuthClient, str]:
-        # Pinned to the config the consumer was found in (admin/config_editor.py).
-        consumer = _consumer_in(state.config, username, scope)
-        return await oauth_server(request).clients.create(
-            consumer=consumer.username,
-            organization=consumer.organization,
-            name=body.name,
-            allowed_scopes=list(dict.fromkeys(body.allowed_scopes)),
-            token_ttl=body.token_ttl,
-            created_by=caller.actor,
-            config_version=state.version,
-        )
-
-    client, secret = await _state(request).editor.pinned(create)
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="create",
-        resource_type="oauth_client",
-        resource_id=client.client_id,
-        after=client.as_json(),
-        status=201,
+    client, secret = await _service(request).create(
+        op,
+        username,
+        name=body.name,
+        allowed_scopes=body.allowed_scopes,
+        token_ttl=body.token_ttl,
     )
     return _with_secret(client, secret, 201, Location=f"/admin/v1/oauth-clients/{client.client_id}")
 
@@ -257,16 +184,12 @@ async def list_oauth_clients(
         str | None,
         Query(description="name, created_at; `-` descending", pattern=sort_pattern(CLIENT_SORT)),
     ] = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    keys = parse_sort(sort, CLIENT_SORT, "created_at")
-    consumer = await _consumer(request, username, caller)
-    scope = await scope_of(request, caller)
-    clients = await oauth_server(request).clients.list_for(consumer.username)
-    # A client of an earlier consumer of that name in another organization stays hidden.
-    items = [c.as_json() for c in clients if scope.owns(c.organization_id)]
-    page = paginate(items, lambda c: str(c["client_id"]), keys, limit=limit, cursor=cursor)
-    return _page(request, page.items, page.next_cursor)
+    page = await _service(request).list_for_consumer(
+        op, username, limit=limit, cursor=cursor, sort=sort
+    )
+    return page_response(request, page.items, page.next_cursor)
 
 
 @router.get(
@@ -280,9 +203,9 @@ async def list_oauth_clients(
 async def get_oauth_client(
     request: Request,
     client_id: str,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    return _respond((await _client(request, client_id, caller)).as_json())
+    return respond((await _service(request).get(op, client_id)).as_json())
 
 
 @router.patch(
@@ -300,38 +223,14 @@ async def update_oauth_client(
     client_id: str,
     body: OAuthClientPatch,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
     nulls = [f for f in body.model_fields_set if getattr(body, f) is None]
     if nulls:
         raise validation_problem([(f"#/{f}", "must not be null") for f in sorted(nulls)])
-    await _client(request, client_id, caller)
-    _check_ttl(request, body.token_ttl)
-    precondition = _precondition(if_match)
-    after = await oauth_server(request).clients.update(
-        client_id,
-        name=body.name,
-        allowed_scopes=list(dict.fromkeys(body.allowed_scopes))
-        if body.allowed_scopes is not None
-        else None,
-        token_ttl=body.token_ttl,
-        status=body.status,
-        check=precondition,
-    )
-    if after is None or precondition.seen is None:
-        raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
-    before = precondition.seen
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="update",
-        resource_type="oauth_client",
-        resource_id=client_id,
-        before=before.as_json(),
-        after=after.as_json(),
-    )
-    return _respond(after.as_json())
+    changes = ClientChanges(body.name, body.allowed_scopes, body.token_ttl, body.status)
+    after = await _service(request).update(op, client_id, changes, if_match=if_match)
+    return respond(after.as_json())
 
 
 @router.delete(
@@ -347,24 +246,9 @@ async def delete_oauth_client(
     request: Request,
     client_id: str,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    await _client(request, client_id, caller)
-    precondition = _precondition(if_match)
-    deleted = await oauth_server(request).clients.delete(client_id, check=precondition)
-    before = precondition.seen
-    if not deleted or before is None:
-        raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="delete",
-        resource_type="oauth_client",
-        resource_id=client_id,
-        before=before.as_json(),
-        status=204,
-    )
+    await _service(request).delete(op, client_id, if_match=if_match)
     return Response(status_code=204)
 
 
@@ -380,33 +264,13 @@ async def rotate_oauth_client_secret(
     request: Request,
     client_id: str,
     if_match: IfMatch = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    await _client(request, client_id, caller)
-    precondition = _precondition(if_match)
-    rotated = await oauth_server(request).clients.rotate_secret(client_id, check=precondition)
-    before = precondition.seen
-    if rotated is None or before is None:
-        raise ApiProblem(NOT_FOUND, f"OAuth client {client_id!r} does not exist")
-    client, secret = rotated
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="rotate-secret",
-        resource_type="oauth_client",
-        resource_id=client_id,
-        before=before.as_json(),
-        after=client.as_json(),
-    )
+    client, secret = await _service(request).rotate_secret(op, client_id, if_match=if_match)
     return _with_secret(client, secret, 200)
 
 
 # ---------------------------------------------------------------------------- signing keys
-
-
-def _key_json(key: SigningKeyInfo) -> dict[str, Any]:
-    return key.as_json()
 
 
 @router.get(
@@ -425,12 +289,10 @@ async def list_signing_keys(
         str | None,
         Query(description="created_at; `-` descending", pattern=sort_pattern(KEY_SORT)),
     ] = None,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> Response:
-    keys = parse_sort(sort, KEY_SORT, "-created_at")
-    items = [_key_json(k) for k in await oauth_server(request).keys.keys()]
-    page = paginate(items, lambda k: str(k["kid"]), keys, limit=limit, cursor=cursor)
-    return _page(request, page.items, page.next_cursor)
+    page = await _service(request).list_signing_keys(op, limit=limit, cursor=cursor, sort=sort)
+    return page_response(request, page.items, page.next_cursor)
 
 
 @router.post(
@@ -445,18 +307,6 @@ async def list_signing_keys(
 )
 async def rotate_signing_key(
     request: Request,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_WRITE)),
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    (await scope_of(request, caller)).require_unlimited("the token-signing key")
-    key = await oauth_server(request).keys.rotate()
-    out = _key_json(key)
-    await _state(request).audit.record(
-        caller=caller,
-        facts=facts,
-        action="rotate",
-        resource_type="signing_key",
-        resource_id=key.kid,
-        after={k: v for k, v in out.items() if k != "public_jwk"},
-    )
-    return _respond(out)
+    return respond((await _service(request).rotate_signing_key(op)).as_json())

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from portcullis.admin.dependencies import require
+from portcullis.admin.operations import admin_state
 from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses
 from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.readiness import FRESH_BEATS
@@ -109,11 +110,6 @@ class QuotaUsageOut(BaseModel):
     quotas: list[QuotaUse]
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = request.app.state.admin
-    return state
-
-
 def _default_plan(config: GatewayConfig) -> str | None:
     """The default plan of the global plan-limits instance, if any."""
     for inst in config.plugins:
@@ -165,7 +161,7 @@ async def _usage(
                 )
                 limit = effective_limit(item, adjustment)
                 rows.append((entry, item, limit, current[item.period, item.timezone], partition))
-    state = _state(request)
+    state = admin_state(request)
     backend = _backend(state)
     used: list[int | None] = [None] * len(rows)
     per_worker: list[CounterUsage | None] = [None] * len(rows)
@@ -247,7 +243,7 @@ async def consumer_usage(
     username: str,
     caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
 ) -> QuotaUsageOut:
-    config = (await _state(request).editor.state()).config
+    config = (await admin_state(request).editor.state()).config
     scope = await scope_of(request, caller)
     for c in config.consumers:
         if c.username == username and scope.sees_named(c.organization):
@@ -267,7 +263,7 @@ async def key_usage(
     key_id: str,
     caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
 ) -> QuotaUsageOut:
-    state = _state(request)
+    state = admin_state(request)
     scope = await scope_of(request, caller)
     missing = f"API key {key_id!r} does not exist"
     try:

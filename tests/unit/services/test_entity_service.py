@@ -1,0 +1,198 @@
+"""Gateway entity operations without HTTP: scoping, validation, audit, If-Match, dependents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.identity.secrets import ServerSecret
+from portcullis.services.audit import AuditEvent, AuditFilter, AuditLog
+from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.context import Operation, RequestFacts
+from portcullis.services.entities import EntityCollection, EntityQuery, EntityService
+from portcullis.services.entity_kinds import ROUTES, SERVICES, TARGETS, UPSTREAMS, Kind
+from portcullis.services.errors import (
+    ALREADY_EXISTS,
+    FORBIDDEN,
+    HAS_DEPENDENTS,
+    NOT_FOUND,
+    PRECONDITION_FAILED,
+    VALIDATION_FAILED,
+    ServiceError,
+)
+from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
+from portcullis.services.scoping import OrgScope
+from portcullis.store.admin_tables import OrganizationRow
+from portcullis.store.config_repository import ConfigRepository
+from portcullis.store.engine import create_engine, write_transaction
+from portcullis.store.migrations import upgrade_to_head
+
+SECRET = ServerSecret.from_secret(b"s" * 32)
+T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    await upgrade_to_head(url)
+    eng = create_engine(url)
+    async with write_transaction(eng) as conn:
+        for name in ("org-a", "org-b"):
+            await conn.execute(
+                insert(OrganizationRow).values(
+                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
+                )
+            )
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def editor(engine: AsyncEngine) -> ConfigEditor:
+    return ConfigEditor(ConfigRepository(engine))
+
+
+def service(
+    kind: Kind, editor: ConfigEditor, engine: AsyncEngine, *, nested: bool = False
+) -> EntityService:
+    return EntityService(EntityCollection(kind, nested=nested), editor, engine, SECRET)
+
+
+def operation(engine: AsyncEngine, organization: str | None = None) -> Operation:
+    caller = Caller(
+        actor="user:test@example.com",
+        role=Role.OPERATOR,
+        permissions=ROLE_PERMISSIONS[Role.OPERATOR],
+        organization_id=None if organization is None else f"id-{organization}",
+    )
+    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
+    return Operation.for_caller(caller, RequestFacts("req-7", None), AuditLog(engine), scope)
+
+
+async def audit_events(engine: AsyncEngine) -> list[AuditEvent]:
+    return list(reversed(await AuditLog(engine).page(AuditFilter(), limit=100, before_id=None)))
+
+
+async def test_create_validates_the_whole_config_and_audits_with_the_version(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    services = service(SERVICES, editor, engine)
+    routes = service(ROUTES, editor, engine)
+    op = operation(engine)
+
+    created = await services.create(op, {"name": "orders", "url": "http://orders:8080"})
+    assert (created.id, created.representation["url"]) == ("orders", "http://orders:8080")
+
+    with pytest.raises(ServiceError) as dangling:
+        await routes.create(op, {"name": "r", "service": "nope", "paths": ["/r"]})
+    assert dangling.value.kind is VALIDATION_FAILED
+    assert [e.pointer for e in dangling.value.errors] == ["#/service"]
+
+    with pytest.raises(ServiceError) as taken:
+        await services.create(op, {"name": "orders", "url": "http://other:8080"})
+    assert taken.value.kind is ALREADY_EXISTS
+    assert [e.pointer for e in taken.value.errors] == ["#/name"]
+
+    [event] = await audit_events(engine)
+    assert (event.action, event.resource_type, event.resource_id, event.status) == (
+        "create",
+        "service",
+        "orders",
+        201,
+    )
+    assert event.config_version == (await editor.state()).version
+    assert event.request_id == "req-7"
+
+
+async def test_a_limited_caller_works_inside_its_organization(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    services = service(SERVICES, editor, engine)
+    everyone, mine = operation(engine), operation(engine, "org-a")
+    await services.create(
+        everyone, {"name": "theirs", "url": "http://t:80", "organization": "org-b"}
+    )
+
+    created = await services.create(mine, {"name": "ours", "url": "http://o:80"})
+    assert created.representation["organization"] == "org-a"  # filled in
+    page = await services.list(mine, EntityQuery(limit=10))
+    assert [i["name"] for i in page.items] == ["ours"]
+    for attempt in (
+        services.get(mine, "theirs"),
+        services.patch(mine, "theirs", {"tags": ["x"]}),
+        services.delete(mine, "theirs"),
+    ):
+        with pytest.raises(ServiceError) as hidden:
+            await attempt
+        assert hidden.value.kind is NOT_FOUND
+    with pytest.raises(ServiceError) as elsewhere:
+        await services.create(mine, {"name": "x", "url": "http://x:80", "organization": "org-b"})
+    assert elsewhere.value.kind is FORBIDDEN
+    assert [e.field for e in elsewhere.value.errors] == ["organization"]
+    # A name another organization holds is "not available", without saying whose.
+    with pytest.raises(ServiceError) as taken:
+        await services.create(mine, {"name": "theirs", "url": "http://x:80"})
+    assert taken.value.kind is ALREADY_EXISTS
+    assert "org-b" not in str(taken.value)
+    assert [i["name"] for i in (await services.list(everyone, EntityQuery(limit=10))).items] == [
+        "ours",
+        "theirs",
+    ]
+
+
+async def test_if_match_and_dependents_guard_changes(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    services = service(SERVICES, editor, engine)
+    routes = service(ROUTES, editor, engine)
+    op = operation(engine)
+    await services.create(op, {"name": "orders", "url": "http://orders:8080"})
+    await routes.create(op, {"name": "r", "service": "orders", "paths": ["/r"]})
+    first = await services.get(op, "orders")
+
+    changed = await services.patch(op, "orders", {"tags": ["a"]}, if_match=first.etag)
+    with pytest.raises(ServiceError) as stale:
+        await services.patch(op, "orders", {"tags": ["b"]}, if_match=first.etag)
+    assert stale.value.kind is PRECONDITION_FAILED
+    assert (await services.get(op, "orders")).representation["tags"] == ["a"]
+
+    with pytest.raises(ServiceError) as used:
+        await services.delete(op, "orders", if_match=changed.etag)
+    assert used.value.kind is HAS_DEPENDENTS
+    assert used.value.extensions["dependents"] == [
+        {"kind": "routes", "id": "r", "field": "service"}
+    ]
+    with pytest.raises(ServiceError) as renamed:
+        await services.replace(op, "orders", {"name": "other", "url": "http://o:1"})
+    assert [e.pointer for e in renamed.value.errors] == ["#/name"]
+
+    await routes.delete(op, "r")
+    await services.delete(op, "orders", if_match=changed.etag)
+    actions = [(e.action, e.resource_type) for e in await audit_events(engine)]
+    assert actions == [
+        ("create", "service"),
+        ("create", "route"),
+        ("update", "service"),
+        ("delete", "route"),
+        ("delete", "service"),
+    ]
+
+
+async def test_targets_live_under_a_visible_upstream(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    targets = service(TARGETS, editor, engine, nested=True)
+    await service(UPSTREAMS, editor, engine).create(
+        operation(engine), {"name": "pool", "organization": "org-b", "targets": []}
+    )
+    await targets.create(operation(engine), {"target": "10.0.0.1:80"}, upstream="pool")
+    with pytest.raises(ServiceError) as hidden:
+        await targets.list(operation(engine, "org-a"), EntityQuery(limit=5), upstream="pool")
+    assert hidden.value.kind is NOT_FOUND
+    page = await targets.list(operation(engine), EntityQuery(limit=5), upstream="pool")
+    assert [t["target"] for t in page.items] == ["10.0.0.1:80"]
