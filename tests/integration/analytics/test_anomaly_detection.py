@@ -261,7 +261,11 @@ async def test_auto_suspend_suspends_the_key_with_an_audit_entry(engine: AsyncEn
     assert entry.diff["after"]["status"] == "suspended"
     (stored,) = await anomalies(engine)
     assert stored.action == "suspended"
-    events = await read_events(engine)
+    stored_events = await read_events(engine)
+    # The key's own lifecycle events (key.created, key.suspended) are stored beside them.
+    lifecycle = [e for e in stored_events if e.kind in {"key.created", "key.suspended"}]
+    assert [(e.kind, e.data["status"]) for e in lifecycle][-1:] == [("key.suspended", "suspended")]
+    events = [e for e in stored_events if e.kind in {"anomaly.detected", "key.auto_suspended"}]
     assert [(e.kind, e.subject) for e in events] == [
         ("anomaly.detected", f"key:{key_id}"),
         ("key.auto_suspended", f"key:{key_id}"),

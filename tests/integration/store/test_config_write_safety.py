@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.admin.conditional import check_if_match, etag_of
 from portcullis.admin.config_editor import ConfigEditor, ConfigState, Edit
-from portcullis.admin.problems import ApiProblem
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
+from portcullis.services.errors import ServiceError
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import (
     ConfigConflict,
@@ -153,7 +153,7 @@ async def test_if_match_is_checked_again_on_the_fresh_config(
         return plan
 
     slow_repo.before_apply.append(lambda: fast.mutate(retag("fast"), author="fast"))
-    with pytest.raises(ApiProblem) as problem:
+    with pytest.raises(ServiceError) as problem:
         await slow.mutate(retag("slow"), author="slow")
     assert problem.value.kind.status == 412
     assert (await slow.state()).config.services[0].tags == ["fast"]
@@ -188,7 +188,7 @@ async def test_an_editor_that_always_loses_gives_up_with_a_409(
         slow_repo.before_apply.append(
             lambda i=i: fast.mutate(add_service(f"f{i}"), author="fast")  # type: ignore[misc]
         )
-    with pytest.raises(ApiProblem) as problem:
+    with pytest.raises(ServiceError) as problem:
         await slow.mutate(add_service("never"), author="slow")
     assert problem.value.kind.status == 409
     assert problem.value.headers == {"Retry-After": "1"}
