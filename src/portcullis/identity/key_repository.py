@@ -249,14 +249,22 @@ async def revoke_keys_of(
     conn: AsyncConnection, consumers: Sequence[str], reason: str, now: datetime
 ) -> list[str]:
     """Revoke every key of the consumers that is not revoked yet, in the caller's
-    transaction, with a KEY event each; the revoked key ids."""
+    transaction, with a KEY event (cache invalidation) and a `key.revoked` platform
+    event each; the revoked key ids."""
     revoked: list[str] = []
     live = ApiKeyRow.status != KeyStatus.revoked.value
     for start in range(0, len(consumers), _CONSUMER_CHUNK):
         chunk = list(consumers[start : start + _CONSUMER_CHUNK])
         rows = (
             await conn.execute(
-                select(ApiKeyRow.id, ApiKeyRow.key_hash)
+                select(
+                    ApiKeyRow.id,
+                    ApiKeyRow.key_hash,
+                    ApiKeyRow.consumer,
+                    ApiKeyRow.name,
+                    ApiKeyRow.environment,
+                    ApiKeyRow.organization_id,
+                )
                 .where(ApiKeyRow.consumer.in_(chunk), live)
                 .with_for_update()
             )
@@ -268,8 +276,25 @@ async def revoke_keys_of(
             .where(ApiKeyRow.consumer.in_(chunk), live)
             .values(status=KeyStatus.revoked.value, status_reason=reason, updated_at=now)
         )
-        await append_events(conn, [(EventKind.KEY, key_hash) for _, key_hash in rows])
-        revoked += [key_id for key_id, _ in rows]
+        await append_events(conn, [(EventKind.KEY, row.key_hash) for row in rows])
+        for row in rows:
+            data = {
+                "key_id": row.id,
+                "consumer": row.consumer,
+                "name": row.name,
+                "environment": str(row.environment),
+                "status": KeyStatus.revoked.value,
+                "reason": reason,
+            }
+            await record_event(
+                conn,
+                EventType.KEY_REVOKED,
+                f"key:{row.id}",
+                data,
+                now=now,
+                organization_id=row.organization_id,
+            )
+        revoked += [row.id for row in rows]
     return revoked
 
 

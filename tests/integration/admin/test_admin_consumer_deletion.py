@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from portcullis.admin.state import AdminState
+from portcullis.events.bus import read_events
 from portcullis.identity.events import EventKind
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
@@ -63,6 +64,12 @@ async def assert_retired(
     new = (await events(app))[since:]
     assert (str(EventKind.TOKEN), client_revocation_id(made["client_id"])) in new
     assert [kind for kind, _ in new].count(str(EventKind.KEY)) == 1
+    # Subscribers (webhooks) hear of it like any revocation.
+    state: AdminState = app.state.admin
+    revoked = await read_events(
+        state.engine, kinds=["key.revoked"], subject=f"key:{made['key_id']}"
+    )
+    assert [e.data["reason"] for e in revoked] == [key["status_reason"]]
 
 
 async def test_admin_delete_revokes_keys_and_clients_and_a_namesake_inherits_nothing(
