@@ -178,6 +178,13 @@ class DataPlane:
         )
         await self._heartbeat.start()
         from portcullis.limits.memory import MemoryBackend
+        from portcullis.limits.redis_backend import RedisBackend
+
+        if isinstance(limits, RedisBackend):
+            # Connections and the script before traffic: a cold first burst would
+            # otherwise miss Redis's deadline and be decided by the failure policy.
+            ready = await limits.warm(min(settings.limits_redis_max_connections, 16))
+            log.info("limits.redis_warm", connections=ready)
 
         if isinstance(limits, MemoryBackend):
             # Quota counters in memory: published so the usage API can sum them.
