@@ -350,10 +350,15 @@ async def replay_failed(
     return (await conn.execute(query.values(**_replayed(now)))).rowcount
 
 
-async def enqueue_test(conn: AsyncConnection, endpoint_id: str, now: datetime) -> str:
-    """Record a `webhook.test` event and queue it for `endpoint_id` alone; its message id."""
+async def enqueue_test(
+    conn: AsyncConnection, endpoint_id: str, now: datetime, *, organization_id: str | None = None
+) -> str:
+    """Record a `webhook.test` event (of the endpoint's organization) and queue it for
+    `endpoint_id` alone; its message id."""
     data = {"endpoint_id": endpoint_id, "message": "a test event sent on request"}
-    event = await record_event(conn, outbox.TEST_KIND, endpoint_id, data, now=now)
+    event = await record_event(
+        conn, outbox.TEST_KIND, endpoint_id, data, now=now, organization_id=organization_id
+    )
     ident = message_id()
     await conn.execute(
         insert(WebhookMessageRow).values(
