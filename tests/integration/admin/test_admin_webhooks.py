@@ -5,6 +5,7 @@ once and never audited, organization scoping), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from portcullis.admin.rbac import Role
 
 HOOK = {"url": "https://93.184.216.34/hooks/in", "event_types": ["key.*"]}
+ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 
 
@@ -42,13 +44,15 @@ async def test_create_shows_the_secret_once_and_crud_follows_etags(
     assert created.headers["location"] == f"/admin/v1/webhooks/{body['id']}"
     assert created.headers["cache-control"] == "no-store"
     assert body["header_names"] == ["X-Api-Token"]
-    assert body["signature"] == "v1" and body["public_key"] is None
+    assert body["signature"] == "v1"
+    assert body["public_key"] is None
     ident, secret = body["id"], body["secret"]
 
     shown = await owner.get(f"/admin/v1/webhooks/{ident}")
     assert shown.status_code == 200
     assert "secret" not in shown.json()
-    assert secret not in shown.text and "hunter2" not in shown.text
+    assert secret not in shown.text
+    assert "hunter2" not in shown.text
     assert shown.headers["etag"] == created.headers["etag"]
     etag = shown.headers["etag"]
 
@@ -81,11 +85,13 @@ async def test_create_shows_the_secret_once_and_crud_follows_etags(
     assert disabled.json()["enabled"] is False
     assert disabled.json()["disabled_reason"] == "manual"
     enabled = await owner.post(f"/admin/v1/webhooks/{ident}/enable")
-    assert enabled.json()["enabled"] is True and enabled.json()["disabled_reason"] is None
+    assert enabled.json()["enabled"] is True
+    assert enabled.json()["disabled_reason"] is None
 
     rotated = await owner.post(f"/admin/v1/webhooks/{ident}/rotate-secret", json={})
     assert rotated.status_code == 200, rotated.text
-    assert rotated.json()["secret"].startswith("whsec_") and rotated.json()["secret"] != secret
+    assert rotated.json()["secret"].startswith("whsec_")
+    assert rotated.json()["secret"] != secret
     assert rotated.json()["signing_secrets"] == 2
 
     listed = await owner.get("/admin/v1/webhooks", params={"event_type": "alert.firing"})
@@ -155,7 +161,8 @@ async def test_v1a_endpoints_show_the_public_key_never_the_signing_key(
     created = await _create(owner, signature="v1a")
     assert created.status_code == 201, created.text
     body = created.json()
-    assert body["secret"].startswith("whpk_") and body["public_key"] == body["secret"]
+    assert body["secret"].startswith("whpk_")
+    assert body["public_key"] == body["secret"]
     shown = await owner.get(f"/admin/v1/webhooks/{body['id']}")
     assert shown.json()["public_key"] == body["public_key"]
     rotated = await owner.post(f"/admin/v1/webhooks/{body['id']}/rotate-secret")
@@ -188,8 +195,8 @@ async def test_list_pages_with_a_cursor(owner: httpx.AsyncClient) -> None:
 
 @pytest.mark.both_stores
 async def test_organizations_see_only_their_endpoints_and_consumers(
-    owner: httpx.AsyncClient, client_for, orgs: dict[str, str]
-) -> None:  # type: ignore[no-untyped-def]
+    owner: httpx.AsyncClient, client_for: ClientFactory, orgs: dict[str, str]
+) -> None:
     for name in orgs:
         made = await owner.post(
             "/admin/v1/consumers", json={"username": f"{name}-app", "organization": name}
@@ -223,7 +230,7 @@ async def test_organizations_see_only_their_endpoints_and_consumers(
     assert [i["id"] for i in everything.json()["items"]] == [ident]
 
 
-async def test_viewers_read_but_do_not_write(client_for) -> None:  # type: ignore[no-untyped-def]
+async def test_viewers_read_but_do_not_write(client_for: ClientFactory) -> None:
     viewer = await client_for(Role.VIEWER)
     assert (await viewer.get("/admin/v1/webhooks")).status_code == 200
     refused = await _create(viewer)
