@@ -234,11 +234,12 @@ def excerpt_json(raw: bytes | None) -> tuple[str, Literal["text", "base64"]]:
     """A response excerpt as text when it is UTF-8 (an excerpt cut inside a character at
     the 4 KiB cap still is), else base64; with which one it is."""
     data = raw or b""
-    for cut in range(4):
-        try:
-            return data[: len(data) - cut].decode("utf-8"), "text"
-        except UnicodeDecodeError:
-            continue
+    try:
+        return data.decode("utf-8"), "text"
+    except UnicodeDecodeError as exc:
+        # Only a character cut short at the very end is forgiven (the excerpt's cap).
+        if exc.reason == "unexpected end of data" and exc.end == len(data):
+            return data[: exc.start].decode("utf-8"), "text"
     return base64.b64encode(data).decode("ascii"), "base64"
 
 
