@@ -170,7 +170,11 @@ def _filter_key(key: str) -> str:
     return key
 
 
-EventPattern = Annotated[str, Field(max_length=128), AfterValidator(_event_pattern)]
+EventPattern = Annotated[
+    str,
+    Field(max_length=128, pattern=r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"),
+    AfterValidator(_event_pattern),
+]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 FilterKey = Annotated[str, AfterValidator(_filter_key)]

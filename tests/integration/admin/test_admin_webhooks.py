@@ -129,6 +129,10 @@ async def test_bad_input_is_a_problem_naming_the_field(owner: httpx.AsyncClient)
     ]
     for extra, pointer in cases:
         assert pointer in _pointers(await _create(owner, **extra)), extra
+    # Times are RFC 3339, never a number read as a Unix time.
+    for query in ("until=0.5", "since=1700000000", "since=2026-01-01T00:00:00"):
+        listed = await owner.get(f"/admin/v1/webhooks/deliveries?{query}")
+        assert listed.status_code == 422, (query, listed.text)
 
 
 async def test_private_destinations_are_refused_unless_allowlisted(

@@ -17,12 +17,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from portcullis.admin.export import streamed_export
 from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
 from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, page_response, sort_pattern
 from portcullis.admin.problems import problem_responses
+from portcullis.admin.timestamps import Rfc3339
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
 from portcullis.services.rbac import Permission
@@ -156,8 +157,8 @@ class RotateIn(BaseModel):
 class ReplayFailedIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: AwareDatetime | None = Field(None, description="Events queued at or after")
-    until: AwareDatetime | None = Field(None, description="Events queued before")
+    since: Rfc3339 | None = Field(None, description="Events queued at or after")
+    until: Rfc3339 | None = Field(None, description="Events queued before")
 
 
 class ReplayedOut(BaseModel):
@@ -173,8 +174,8 @@ class DeliveryQuery(BaseModel):
 
     status: Literal["pending", "delivered", "failed"] | None = None
     event_type: str | None = Field(None, max_length=128)
-    since: AwareDatetime | None = Field(None, description="Events queued at or after (RFC 3339)")
-    until: AwareDatetime | None = Field(None, description="Events queued before (RFC 3339)")
+    since: Rfc3339 | None = Field(None, description="Events queued at or after (RFC 3339)")
+    until: Rfc3339 | None = Field(None, description="Events queued before (RFC 3339)")
 
     def where(self, endpoint_id: str | None = None, event_id: int | None = None) -> DeliveryFilter:
         return DeliveryFilter(
