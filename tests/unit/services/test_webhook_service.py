@@ -5,16 +5,13 @@ compare-and-set, rotation, enable/disable, replays, excerpts, audit without secr
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.secrets import ServerSecret
-from portcullis.model.loader import load_config_data
 from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation, RequestFacts
@@ -35,44 +32,14 @@ from portcullis.services.webhooks import (
     etag_of_endpoint,
     excerpt_json,
 )
-from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import WebhookEndpointRow, WebhookMessageRow
 from portcullis.webhooks.destinations import DestinationPolicy
 from portcullis.webhooks.endpoints import unseal_secrets
 
 SECRET = ServerSecret.from_secret(b"w" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
-    async with write_transaction(eng) as conn:
-        for name in ("org-a", "org-b"):
-            await conn.execute(
-                insert(OrganizationRow).values(
-                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
-                )
-            )
-    await ConfigRepository(eng).apply(
-        load_config_data(
-            {
-                "consumers": [
-                    {"username": "alice", "organization": "org-a"},
-                    {"username": "bob", "organization": "org-b"},
-                ]
-            }
-        ),
-        author="test",
-        comment=None,
-    )
-    yield eng
-    await eng.dispose()
 
 
 class Resolver:
