@@ -178,7 +178,16 @@ async def finish(
     if not outcomes:
         return []
     async with write_transaction(engine) as conn:
-        await conn.execute(insert(WebhookAttemptRow), [_attempt_row(o) for o in outcomes])
+        # A message whose endpoint was deleted during its attempt is gone (with its
+        # history): its attempt is not recorded, and the others still commit. The rows
+        # are locked so a delete can't slip in before the insert.
+        ids = list({o.message.id for o in outcomes})
+        present = set(
+            (await conn.execute(select(M.id).where(M.id.in_(ids)).with_for_update())).scalars()
+        )
+        recorded = [_attempt_row(o) for o in outcomes if o.message.id in present]
+        if recorded:
+            await conn.execute(insert(WebhookAttemptRow), recorded)
         held = await _move_messages(conn, owner, outcomes)
         disabled = await _track_endpoints(conn, outcomes, disable_after)
     return [

@@ -35,8 +35,10 @@ from portcullis.services.webhooks import (
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import WebhookEndpointRow, WebhookMessageRow
+from portcullis.webhooks import queue
 from portcullis.webhooks.destinations import DestinationPolicy
 from portcullis.webhooks.endpoints import unseal_secrets
+from portcullis.webhooks.retry import AttemptResult, Decision, Next
 
 SECRET = ServerSecret.from_secret(b"w" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
@@ -290,3 +292,24 @@ def test_excerpts_are_text_when_utf8_else_base64() -> None:
     assert excerpt_json(cut[:-1]) == ("éé", "text")  # cut inside the last character
     assert excerpt_json(b"\xff\xfe\x00") == ("//4A", "base64")
     assert excerpt_json(None) == ("", "text")
+
+
+async def test_an_endpoint_deleted_mid_attempt_does_not_break_the_group_commit(
+    hooks: WebhookService, engine: AsyncEngine
+) -> None:
+    op = operation(engine)
+    gone, _ = await hooks.create(op, spec())
+    kept, _ = await hooks.create(op, spec())
+    for ident in (gone["id"], kept["id"]):
+        await hooks.send_test(op, ident)
+    claimed = await queue.claim(engine, "w1", T0, limit=10, lease=timedelta(minutes=1))
+    assert len(claimed) == 2
+    await hooks.delete(op, gone["id"])  # while its attempt is in flight
+    ok = AttemptResult(204, latency=0.01)
+    outcomes = [queue.Outcome(c, ok, Decision(Next.DELIVERED), T0) for c in claimed]
+    finished = await queue.finish(engine, "w1", outcomes, disable_after=timedelta(days=5))
+    held = {o.message.endpoint_id: f.held for o, f in zip(outcomes, finished, strict=True)}
+    assert held == {gone["id"]: False, kept["id"]: True}
+    [delivery] = (await hooks.deliveries(op, DeliveryFilter(endpoint_id=kept["id"]))).items
+    assert delivery["status"] == "delivered"
+    assert [a["status_code"] for a in delivery["attempts"]] == [204]
