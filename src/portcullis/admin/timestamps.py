@@ -1,7 +1,10 @@
-"""Times in admin API input: RFC 3339 with an offset, never a bare number.
+"""Times in admin API query parameters: RFC 3339 with an offset, never a bare number.
 
-pydantic reads a number (`until=0.5`) as a Unix time; the API documents RFC 3339, so a
-number is refused (422 naming the field) like any other malformed time.
+pydantic's lax mode reads a number (`?until=0.5`) as a Unix time; the API documents RFC
+3339, so a number is refused (422 naming the parameter) like any other malformed time.
+Request bodies need no such type: they are validated as strict JSON
+(admin/strict_json.py), where a number is not a time, and a before-validator there would
+hand the strict datetime check a Python string, which it refuses.
 """
 
 from __future__ import annotations

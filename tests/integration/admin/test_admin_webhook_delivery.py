@@ -9,6 +9,7 @@ would with `PORTCULLIS_WEBHOOK_ALLOWED_NETWORKS`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
@@ -186,3 +188,26 @@ async def test_dead_letters_are_replayed_one_or_all_of_a_time_range(
         replay = (await hooks.wait_for(5))[4]
         assert replay.headers["webhook-id"] == second
         assert replay.verified is True
+
+
+async def test_v1a_deliveries_verify_with_the_public_key_the_api_returned(
+    owner: httpx.AsyncClient,
+) -> None:
+    async with webhook_receiver() as hooks:
+        created = await _ok(
+            await owner.post(
+                "/admin/v1/webhooks",
+                json={"url": hooks.url, "event_types": ["*"], "signature": "v1a"},
+            )
+        )
+        public = Ed25519PublicKey.from_public_bytes(
+            base64.b64decode(created["public_key"].removeprefix("whpk_"))
+        )
+        await _ok(await owner.post(f"/admin/v1/webhooks/{created['id']}/test"))
+        [delivery] = await hooks.wait_for(1)
+    headers = delivery.headers
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + delivery.body
+    [signature] = headers["webhook-signature"].split()
+    scheme, _, value = signature.partition(",")
+    assert scheme == "v1a"
+    public.verify(base64.b64decode(value), signed)  # raises InvalidSignature otherwise

@@ -240,3 +240,15 @@ async def test_viewers_read_but_do_not_write(client_for: ClientFactory) -> None:
     refused = await _create(viewer)
     assert refused.status_code == 403
     assert refused.json()["required_permission"] == "webhooks:write"
+
+
+async def test_replay_failed_takes_rfc3339_times_in_its_body(owner: httpx.AsyncClient) -> None:
+    ident = (await _create(owner)).json()["id"]
+    path = f"/admin/v1/webhooks/{ident}/replay-failed"
+    ok = await owner.post(path, json={"since": "2026-01-01T00:00:00+00:00"})
+    assert ok.status_code == 202, ok.text
+    assert ok.json() == {"replayed": 0}
+    for bad in ({"since": 1700000000}, {"until": "yesterday"}, {"since": "2026-01-01T00:00:00"}):
+        assert _pointers(await owner.post(path, json=bad)) == [f"#/{next(iter(bad))}"], bad
+    backwards = {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}
+    assert _pointers(await owner.post(path, json=backwards)) == ["#/until"]

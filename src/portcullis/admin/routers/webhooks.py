@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from portcullis.admin.export import streamed_export
 from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
@@ -157,8 +157,9 @@ class RotateIn(BaseModel):
 class ReplayFailedIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    since: Rfc3339 | None = Field(None, description="Events queued at or after")
-    until: Rfc3339 | None = Field(None, description="Events queued before")
+    # A body is validated as strict JSON (admin/strict_json.py): a number is no time there.
+    since: AwareDatetime | None = Field(None, description="Events queued at or after")
+    until: AwareDatetime | None = Field(None, description="Events queued before")
 
 
 class ReplayedOut(BaseModel):
