@@ -438,7 +438,7 @@ class WebhookService:
         async def change(row: Any, before: dict[str, Any]) -> dict[str, Any]:
             current = self._settings_document(row)
             settings = apply_merge_patch(WebhookSettings, current, patch)
-            await self._check(op, settings, before["organization"])
+            await self._check(op, settings, before["organization"], current)
             values: dict[str, Any] = {
                 "url": settings.url,
                 "event_types": json.dumps(settings.event_types),
@@ -599,10 +599,19 @@ class WebhookService:
                 return ident, name
         raise invalid([("#/organization", f"unknown organization {name!r}")])
 
-    async def _check(self, op: Operation, settings: WebhookSettings, org_name: str | None) -> None:
+    async def _check(
+        self,
+        op: Operation,
+        settings: WebhookSettings,
+        org_name: str | None,
+        current: Mapping[str, Any] | None = None,
+    ) -> None:
         """What the model can't check alone: the consumer exists in the endpoint's
-        organization, and the destination is one deliveries may reach."""
-        if settings.consumer is not None:
+        organization, and the destination is one deliveries may reach. On an update
+        (`current`: the stored settings) only what changes is checked, so a host that
+        resolves elsewhere by now does not block editing the description."""
+        current = current or {}
+        if settings.consumer is not None and settings.consumer != current.get("consumer"):
             config = (await self._editor.state()).config
             if not any(
                 c.username == settings.consumer
@@ -612,6 +621,8 @@ class WebhookService:
             ):
                 where = f" in organization {org_name!r}" if org_name else ""
                 raise invalid([("#/consumer", f"unknown consumer {settings.consumer!r}{where}")])
+        if settings.url == current.get("url"):
+            return
         reason = await self._refusal(settings.url)
         if reason is not None:
             raise invalid([("#/url", reason)])

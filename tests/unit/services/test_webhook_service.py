@@ -313,3 +313,18 @@ async def test_an_endpoint_deleted_mid_attempt_does_not_break_the_group_commit(
     [delivery] = (await hooks.deliveries(op, DeliveryFilter(endpoint_id=kept["id"]))).items
     assert delivery["status"] == "delivered"
     assert [a["status_code"] for a in delivery["attempts"]] == [204]
+
+
+async def test_an_update_checks_only_what_it_changes(
+    hooks: WebhookService, engine: AsyncEngine, resolver: Resolver
+) -> None:
+    op = operation(engine)
+    resolver.answers["hooks.example"] = ["93.184.216.34"]
+    created, _ = await hooks.create(op, spec(url="https://hooks.example/in"))
+    resolver.answers["hooks.example"] = ["10.0.0.7"]  # moved inside since
+    calls = resolver.calls
+    edited = await hooks.update(op, created["id"], {"description": "still editable"})
+    assert edited["description"] == "still editable"
+    assert resolver.calls == calls  # the unchanged URL was not resolved again
+    moved = await refused(hooks.update(op, created["id"], {"url": "https://hooks.example/2"}))
+    assert [e.pointer for e in moved.errors] == ["#/url"]
