@@ -63,6 +63,16 @@ class WebhookReceiver:
             return False
         return True
 
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Delivery]:
+        """Wait (on arrivals, not by polling) until `count` deliveries have come in."""
+        async with asyncio.timeout(timeout):
+            while len(self.deliveries) < count:
+                self.arrived.clear()
+                if len(self.deliveries) >= count:
+                    break
+                await self.arrived.wait()
+        return self.deliveries
+
     def answer(self, *answers: Answer | Hold) -> None:
         self.script.extend(answers)
 

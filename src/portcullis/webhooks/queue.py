@@ -178,7 +178,16 @@ async def finish(
     if not outcomes:
         return []
     async with write_transaction(engine) as conn:
-        await conn.execute(insert(WebhookAttemptRow), [_attempt_row(o) for o in outcomes])
+        # A message whose endpoint was deleted during its attempt is gone (with its
+        # history): its attempt is not recorded, and the others still commit. The rows
+        # are locked so a delete can't slip in before the insert.
+        ids = list({o.message.id for o in outcomes})
+        present = set(
+            (await conn.execute(select(M.id).where(M.id.in_(ids)).with_for_update())).scalars()
+        )
+        recorded = [_attempt_row(o) for o in outcomes if o.message.id in present]
+        if recorded:
+            await conn.execute(insert(WebhookAttemptRow), recorded)
         held = await _move_messages(conn, owner, outcomes)
         disabled = await _track_endpoints(conn, outcomes, disable_after)
     return [
@@ -350,10 +359,15 @@ async def replay_failed(
     return (await conn.execute(query.values(**_replayed(now)))).rowcount
 
 
-async def enqueue_test(conn: AsyncConnection, endpoint_id: str, now: datetime) -> str:
-    """Record a `webhook.test` event and queue it for `endpoint_id` alone; its message id."""
+async def enqueue_test(
+    conn: AsyncConnection, endpoint_id: str, now: datetime, *, organization_id: str | None = None
+) -> str:
+    """Record a `webhook.test` event (of the endpoint's organization) and queue it for
+    `endpoint_id` alone; its message id."""
     data = {"endpoint_id": endpoint_id, "message": "a test event sent on request"}
-    event = await record_event(conn, outbox.TEST_KIND, endpoint_id, data, now=now)
+    event = await record_event(
+        conn, outbox.TEST_KIND, endpoint_id, data, now=now, organization_id=organization_id
+    )
     ident = message_id()
     await conn.execute(
         insert(WebhookMessageRow).values(
