@@ -548,6 +548,19 @@ def send_test(endpoint_id: EndpointId, database_url: DatabaseUrl = None) -> None
     console.print("[bold green]✓[/] test event queued (see `portcullis webhooks deliveries`)")
 
 
+async def ensure_endpoint(engine: AsyncEngine, url: str, description: str) -> bool:
+    """An endpoint for every event at `url` unless one exists (the demo's receiver);
+    whether it was created. Its secret is not kept: rotate it to see one."""
+    service, op = _service(engine)
+    page = await service.list_endpoints(op, limit=1000)
+    if any(item["url"] == url for item in page.items):
+        return False
+    from portcullis.services.webhooks import WebhookCreate
+
+    await service.create(op, WebhookCreate(url=url, event_types=["*"], description=description))
+    return True
+
+
 def register_webhooks(root: typer.Typer) -> None:
     """Mount the `webhooks` command group on the root CLI."""
     root.add_typer(app, name="webhooks", help="Manage outgoing webhook endpoints.")
