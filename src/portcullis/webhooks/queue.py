@@ -51,6 +51,8 @@ class Claimed:
     secrets_sealed: bytes
     headers_sealed: bytes | None
     max_concurrency: int
+    # Deliveries per second this endpoint accepts (None: no limit).
+    rate_limit: int | None
 
 
 def _due(now: datetime) -> list[ColumnElement[bool]]:
@@ -133,6 +135,7 @@ async def claim(
                     E.secrets_sealed,
                     E.headers_sealed,
                     E.max_concurrency,
+                    E.rate_limit,
                 )
                 .join(E, E.id == M.endpoint_id)
                 .where(M.id.in_(list(leased)))
@@ -140,6 +143,21 @@ async def claim(
             )
         ).all()
     return [Claimed(**row._asdict()) for row in rows]
+
+
+async def release(engine: AsyncEngine, owner: str, ids: Sequence[str]) -> int:
+    """Give back leases `owner` took but will not use now (the endpoint is at its
+    concurrency or rate limit): the messages stay due, untouched (no attempt is counted),
+    and the next claim takes them in their turn. Returns how many were released."""
+    if not ids:
+        return 0
+    async with write_transaction(engine) as conn:
+        released = await conn.execute(
+            update(M)
+            .where(M.id.in_(list(ids)), M.lease_owner == owner, M.status == PENDING)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+    return released.rowcount
 
 
 @dataclass(frozen=True, slots=True)
