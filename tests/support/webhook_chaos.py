@@ -79,6 +79,8 @@ class ChaosPlan:
     lease: float = 3.0
     schedule: tuple[float, ...] = (0, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5)
     deadline: float = 300.0
+    # Each endpoint's max_concurrency (a hanging receiver holds a slot for the timeout).
+    concurrency: int = 8
     # "control-plane" (granian + the admin app) or "delivery" (python -m portcullis.webhooks)
     entry: str = "control-plane"
 
@@ -412,7 +414,12 @@ class ChaosRun:
             async with write_transaction(engine) as conn:
                 for n in range(plan.endpoints):
                     _, secret = await create_endpoint(
-                        conn, server, NewEndpoint(self.receivers.url(n), ["key.revoked"]), now
+                        conn,
+                        server,
+                        NewEndpoint(
+                            self.receivers.url(n), ["key.revoked"], max_concurrency=plan.concurrency
+                        ),
+                        now,
                     )
                     self.receivers.secrets[n] = secret
             starting = [
