@@ -65,7 +65,9 @@ class _Endpoint:
     def follow(self, message: queue.Claimed, now: float) -> None:
         """Take the endpoint's current limits from a message just claimed."""
         self.max_concurrency = message.max_concurrency
-        if message.rate_limit is None:
+        if message.rate_limit is None or message.rate_limit <= 0:
+            # The admin API takes positive limits only; a row written otherwise must not
+            # stop this worker from claiming (it would fail every claim): no limit.
             self.bucket = None
         elif self.bucket is None:
             self.bucket = TokenBucket(message.rate_limit, now)

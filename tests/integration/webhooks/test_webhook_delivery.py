@@ -573,3 +573,14 @@ async def test_an_endpoint_never_has_more_attempts_in_flight_than_its_concurrenc
         assert await _round(dispatcher) == 2
         assert await _round(dispatcher) == 1
     assert len(receiver.deliveries) == 5
+
+
+async def test_a_non_positive_rate_limit_in_the_store_does_not_stop_delivery(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as receiver:
+        await _endpoint(engine, clock, receiver.url, rate_limit=0)
+        await _event(engine, clock)
+        assert await _round(_dispatcher(engine, sender, clock)) == 1
+    assert len(receiver.deliveries) == 1
