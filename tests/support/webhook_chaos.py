@@ -284,6 +284,10 @@ class ChaosResult:
     # Orphans (leased by a killed process) attempted again at or after their lease expiry.
     orphans_retried_after_expiry: int = 0
     starts: list[float] = field(default_factory=list)
+    # Lines the delivering processes logged at level error (a crashed attempt, a failed
+    # claim): each is a promise broken quietly, e.g. a deadlock that left attempts
+    # unrecorded until their leases expired.
+    errors: list[str] = field(default_factory=list)
     # Orphans with no attempt after their lease expiry: id -> (expiry, attempt times).
     orphans_not_retried: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
@@ -315,6 +319,7 @@ class ChaosResult:
             "leases_orphaned_by_kills": [len(k.orphaned) for k in self.kills],
             "orphans_retried_after_lease_expiry": self.orphans_retried_after_expiry,
             "plane_start_seconds": [round(s, 2) for s in self.starts],
+            "errors_logged": len(self.errors),
             "seconds": round(self.seconds, 2),
         }
 
@@ -330,6 +335,10 @@ class ChaosResult:
             problems.append(f"{s['bad_signatures']} requests failed standardwebhooks verification")
         if self.messages != self.pairs or self.statuses != {"delivered": self.pairs}:
             problems.append(f"{self.messages} messages for {self.pairs} pairs: {self.statuses}")
+        if self.errors:
+            problems.append(
+                f"the delivering processes logged {len(self.errors)} errors: {self.errors[0]}"
+            )
         if len(self.kills) != self.plan.kills:
             problems.append(f"{len(self.kills)} kills, not {self.plan.kills}")
         # A message can be orphaned twice (taken over, then its new holder killed too).
@@ -444,6 +453,12 @@ class ChaosRun:
                     await asyncio.to_thread(plane.stop)
             self.receivers.stop()
         await self._read_store(engine, result)
+        for log in sorted(self.workdir.glob("plane-*.log")):
+            result.errors += [
+                line[:300]
+                for line in log.read_text(errors="replace").splitlines()
+                if '"level": "error"' in line or "Traceback" in line
+            ]
         await engine.dispose()
         result.arrivals = list(self.receivers.arrivals)
         result.delivered_pairs = len(self.receivers.delivered)

@@ -195,6 +195,11 @@ async def finish(
     """
     if not outcomes:
         return []
+    # Every worker updates the endpoints of a group in id order: two workers recording
+    # attempts for the same endpoints then never wait on each other in a cycle
+    # (PostgreSQL would abort one with "deadlock detected", and its whole group of
+    # attempts would go unrecorded until their leases expired). Messages are each
+    # leased to one worker; they are updated in id order too.
     async with write_transaction(engine) as conn:
         await conn.execute(insert(WebhookAttemptRow), [_attempt_row(o) for o in outcomes])
         held = await _move_messages(conn, owner, outcomes)
@@ -227,7 +232,7 @@ async def _move_messages(
     held: set[str] = set()
     # Finished messages with the same answer move in one statement.
     finished: dict[tuple[str, int | None, str | None, datetime], list[str]] = {}
-    for o in outcomes:
+    for o in sorted(outcomes, key=lambda o: o.message.id):
         error = o.result.error.value if o.result.error else None
         if o.decision.next is Next.RETRY:
             moved = await conn.execute(
@@ -279,7 +284,7 @@ async def _track_endpoints(
     for i, o in enumerate(outcomes):
         by_endpoint.setdefault(o.message.endpoint_id, []).append(i)
     disabled: dict[int, str] = {}
-    for endpoint, indexes in by_endpoint.items():
+    for endpoint, indexes in sorted(by_endpoint.items()):
         gone = [i for i in indexes if outcomes[i].decision.next is Next.GONE]
         if gone:
             if await _disable(conn, outcomes[gone[0]], "gone"):

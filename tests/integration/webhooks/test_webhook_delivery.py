@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.events.bus import record_event
@@ -584,3 +584,36 @@ async def test_a_non_positive_rate_limit_in_the_store_does_not_stop_delivery(
         await _event(engine, clock)
         assert await _round(_dispatcher(engine, sender, clock)) == 1
     assert len(receiver.deliveries) == 1
+
+
+async def test_workers_recording_failures_for_the_same_endpoints_in_any_order_never_deadlock(
+    engine: AsyncEngine,
+) -> None:
+    # Two workers each record a group of failed attempts touching endpoints a and b,
+    # listed in opposite orders. Each group updates its endpoints' failure runs; on
+    # PostgreSQL, updating them in the order given made the two transactions wait on
+    # each other ("deadlock detected": one group went unrecorded until its leases expired).
+    clock = ManualClock(T0)
+    for url in ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b"):
+        await _endpoint(engine, clock, url)
+    for _ in range(2):
+        await _event(engine, clock)
+    now = datetime.fromtimestamp(clock(), UTC)
+    claimed = await queue.claim(engine, "w", now, limit=10, lease=timedelta(seconds=60))
+    by_endpoint: dict[str, list[queue.Claimed]] = {}
+    for message in claimed:
+        by_endpoint.setdefault(message.endpoint_id, []).append(message)
+    (a1, a2), (b1, b2) = by_endpoint.values()
+
+    def failed(message: queue.Claimed) -> queue.Outcome:
+        return queue.Outcome(message, AttemptResult(500), Decision(Next.RETRY, 5), now)
+
+    for _ in range(3):  # the interleaving that deadlocks is likely, not certain
+        recorded = await asyncio.gather(
+            queue.finish(engine, "w", [failed(a1), failed(b1)], disable_after=timedelta(days=5)),
+            queue.finish(engine, "w", [failed(b2), failed(a2)], disable_after=timedelta(days=5)),
+        )
+        assert [len(group) for group in recorded] == [2, 2]
+        async with write_transaction(engine) as conn:  # a fresh failure run each round
+            await conn.execute(update(WebhookEndpointRow).values(failing_since=None))
+    assert await _count(engine, WebhookAttemptRow) == 12
