@@ -10,6 +10,7 @@ answers, for timeout tests).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ class Delivery:
     body: bytes
     # None when the receiver holds no secret, else whether the signature verified.
     verified: bool | None
+    # time.monotonic() when the request arrived.
+    received_at: float = 0.0
 
 
 class WebhookReceiver:
@@ -86,7 +89,7 @@ class WebhookReceiver:
                 verified = True
             except WebhookVerificationError:
                 verified = False
-        self.deliveries.append(Delivery(request.path, headers, body, verified))
+        self.deliveries.append(Delivery(request.path, headers, body, verified, time.monotonic()))
         self.arrived.set()
         scripted = self.script.popleft() if self.script else Answer()
         if isinstance(scripted, Hold):
