@@ -54,7 +54,13 @@ WRONG_WAY = [
     # The model validating plugins through their handlers (the old 16-module cycle).
     ("model/config.py", "import portcullis.plugins.registry", "portcullis.plugins.registry"),
     # The data plane reaching into the control plane.
-    ("proxy/balancer.py", "from portcullis.admin import state", "portcullis.admin.state"),
+    ("upstream/balancer.py", "from portcullis.admin import state", "portcullis.admin.state"),
+    # The snapshot compiler reaching up into the proxy (the old runtime <-> proxy cycle).
+    ("runtime/snapshot.py", "import portcullis.proxy.app", "portcullis.proxy.app"),
+    # The upstream pieces the snapshot holds reaching up into the runtime.
+    ("upstream/shedding.py", "import portcullis.runtime.snapshot", "portcullis.runtime.snapshot"),
+    # A plugin naming the runtime's compiled route instead of its RouteView.
+    ("plugins/base.py", "import portcullis.runtime.snapshot", "portcullis.runtime.snapshot"),
     # A plugin schema importing its handler.
     ("model/plugins/acl.py", "import portcullis.plugins.acl", "portcullis.plugins.acl"),
     # A schema importing the gateway model it is part of.
