@@ -23,7 +23,7 @@ async def create_admin_user(
 ) -> str:
     """Migrate the store if needed, create the user; returns the new user's id."""
     from portcullis.admin.auth import AuthService, EmailTaken
-    from portcullis.admin.rbac import Role
+    from portcullis.services.rbac import Role
     from portcullis.store.engine import create_engine
     from portcullis.store.migrations import upgrade_to_head
 

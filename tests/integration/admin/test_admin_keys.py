@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.events import EventKind, IdentityEventFeed
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.keys import Environment, generate_key, parse_key
+from portcullis.services.rbac import Role
 
 PROBLEM = "application/problem+json"
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)

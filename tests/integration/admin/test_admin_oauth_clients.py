@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from sqlalchemy import select, text
 
 from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.events import EventKind, IdentityEventFeed
+from portcullis.services.rbac import Role
 from portcullis.store.identity_tables import SigningKeyRow
 
 PROBLEM = "application/problem+json"

@@ -6,7 +6,7 @@ import httpx
 from admin_support import PASSWORD
 
 from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 
 
 async def test_organization_crud(owner: httpx.AsyncClient) -> None:

@@ -39,7 +39,6 @@ from portcullis.admin.problems import (
     problem_responses,
     validation_problem,
 )
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
 from portcullis.analytics import queries
 from portcullis.analytics.queries import Scope
@@ -49,6 +48,7 @@ from portcullis.identity.credential_cache import MAX_CREDENTIAL_LENGTH
 from portcullis.identity.key_records import KeyStatus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.model.config import ConsumerStatus, GatewayConfig
+from portcullis.services.rbac import Caller, Permission
 
 router = APIRouter(prefix="/analytics", tags=["Analytics"])
 consumer_router = APIRouter(prefix="/consumer/v1", tags=["Consumer self-service"])

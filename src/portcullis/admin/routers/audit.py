@@ -15,14 +15,16 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from portcullis.admin.audit import AuditEvent, AuditFilter
 from portcullis.admin.dependencies import require
 from portcullis.admin.export import ExportFormat, streamed_export
 from portcullis.admin.operations import admin_state
-from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page, parse_int_cursor
+from portcullis.admin.pagination import keyset_page
 from portcullis.admin.problems import problem_responses
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.scoping import OrgScope, scope_of
+from portcullis.admin.scoping import scope_of
+from portcullis.services.audit import AuditEvent, AuditFilter
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, parse_int_cursor
+from portcullis.services.rbac import Caller, Permission
+from portcullis.services.scoping import OrgScope
 
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 router = APIRouter(prefix="/audit-events", tags=["Audit log"])

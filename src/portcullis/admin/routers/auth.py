@@ -22,7 +22,6 @@ from portcullis.admin.auth import (
     LoginLocked,
     PasswordChanged,
 )
-from portcullis.admin.conditional import Precondition, etag_of
 from portcullis.admin.dependencies import (
     RequestFacts,
     current_caller,
@@ -42,10 +41,11 @@ from portcullis.admin.problems import (
     problem_responses,
     validation_problem,
 )
-from portcullis.admin.rbac import ROLE_RANK, Caller, Permission, Role
 from portcullis.admin.scoping import scope_of
 from portcullis.admin.strict_json import check_body
 from portcullis.problems import ProblemKind
+from portcullis.services.preconditions import Precondition, etag_of
+from portcullis.services.rbac import ROLE_RANK, Caller, Permission, Role
 
 SELF_CHANGE = ProblemKind(
     "self-change", "You can't change your own access, disable or delete yourself", 409

@@ -31,12 +31,12 @@ from pydantic import BaseModel, Field
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.operations import admin_state
 from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses, validation_problem
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
 from portcullis.cache.backend import CacheUnavailable
 from portcullis.cache.purge import PurgeScope
 from portcullis.problems import ProblemKind
+from portcullis.services.rbac import Caller, Permission
 from portcullis.store.engine import write_transaction
 from portcullis.store.invalidations import InvalidationKind, append_invalidations
 

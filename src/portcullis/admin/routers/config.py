@@ -18,11 +18,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
-from portcullis.admin.conditional import check_if_match, etag_of
-from portcullis.admin.config_editor import ConfigState, Edit, validate_document
 from portcullis.admin.dependencies import RequestFacts, request_facts, require
 from portcullis.admin.operations import admin_state
-from portcullis.admin.pagination import keyset_page, parse_int_cursor
+from portcullis.admin.pagination import keyset_page
 from portcullis.admin.problems import (
     MALFORMED_BODY,
     NOT_FOUND,
@@ -32,11 +30,14 @@ from portcullis.admin.problems import (
     problem_responses,
     validation_problem,
 )
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.scoping import scope_of
 from portcullis.model.config import GatewayConfig
 from portcullis.model.diff import MISSING, ConfigDiff, diff_configs
 from portcullis.model.loader import ConfigError, config_document, dump_config
+from portcullis.services.config_editor import ConfigState, Edit, validate_document
+from portcullis.services.pagination import parse_int_cursor
+from portcullis.services.preconditions import check_if_match, etag_of
+from portcullis.services.rbac import Caller, Permission
 from portcullis.store.config_repository import ConfigVersion, ConfigVersionSummary, OnWrite
 from portcullis.store.errors import NotFound
 

@@ -18,11 +18,11 @@ from portcullis.admin.dependencies import require
 from portcullis.admin.operations import admin_state
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import problem_responses
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify
 from portcullis.admin.scoping import scope_of
 from portcullis.runtime.heartbeat import list_nodes
 from portcullis.runtime.snapshot import implicit_upstream_name
+from portcullis.services.rbac import Caller, Permission
 
 router = APIRouter(prefix="/data-plane", tags=["Data plane"])
 NODE_SORT = ("node_name", "config_version", "heartbeat_at", "started_at", "state")

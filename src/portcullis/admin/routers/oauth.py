@@ -16,8 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from portcullis.admin.conditional import etag_of
-from portcullis.admin.config_editor import ConfigEditor
 from portcullis.admin.state import AdminState
 from portcullis.identity.oauth_server import (
     INTROSPECTION_PATH,
@@ -33,6 +31,8 @@ from portcullis.identity.oauth_server import (
 )
 from portcullis.identity.oauth_settings import OAuthServerSettings
 from portcullis.model.config import Consumer
+from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.preconditions import etag_of
 
 router = APIRouter(tags=["OAuth 2.0"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

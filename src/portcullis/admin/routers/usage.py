@@ -36,7 +36,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from portcullis.admin.dependencies import require
 from portcullis.admin.operations import admin_state
 from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.readiness import FRESH_BEATS
 from portcullis.admin.scoping import scope_of
 from portcullis.admin.state import AdminState
@@ -59,6 +58,7 @@ from portcullis.plugins.plan_limits import (
     slot_for,
 )
 from portcullis.problems import ProblemKind
+from portcullis.services.rbac import Caller, Permission
 
 router = APIRouter(tags=["Usage"])
 # A quota no worker has counted in this period yet.
