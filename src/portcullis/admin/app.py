@@ -29,7 +29,6 @@ from portcullis.admin.middleware import SecurityHeadersMiddleware
 from portcullis.admin.openapi import install_openapi
 from portcullis.admin.problems import install_problem_handlers
 from portcullis.admin.ratelimit import AdminRateLimiter, Policy, RateLimitMiddleware
-from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.admin.state import AdminState
 from portcullis.identity.secrets import load_server_secret
 from portcullis.logging import configure_logging
@@ -37,6 +36,7 @@ from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.runtime.heartbeat import list_nodes
 from portcullis.services.audit import AuditLog
 from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.data_plane import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.services.rbac import Permission
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from portcullis.admin.readiness import NodeState, classify, data_plane_problem
+from portcullis.services.data_plane import NodeState, classify, data_plane_problem
 from portcullis.runtime.heartbeat import DataPlaneNode
 from portcullis.store.config_repository import ConfigHead
 
