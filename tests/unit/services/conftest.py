@@ -1,0 +1,26 @@
+"""Fixtures of the service-layer tests: a fresh store with two organizations and its
+config editor (helpers in tests/support/services.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support.services import migrated_store
+
+from portcullis.services.config_editor import ConfigEditor
+from portcullis.store.config_repository import ConfigRepository
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    eng = await migrated_store(tmp_path)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def editor(engine: AsyncEngine) -> ConfigEditor:
+    return ConfigEditor(ConfigRepository(engine))
