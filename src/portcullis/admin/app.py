@@ -19,7 +19,6 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis import __version__
-from portcullis.admin.auth import AuthService
 from portcullis.admin.background import BackgroundJobs
 from portcullis.admin.body_guard import BodyGuardMiddleware
 from portcullis.admin.dependencies import deployment_wide_reader
@@ -34,6 +33,7 @@ from portcullis.identity.secrets import load_server_secret
 from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.runtime.heartbeat import list_nodes
+from portcullis.services.admin_auth import AuthService
 from portcullis.services.audit import AuditLog
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.data_plane import FRESH_BEATS, NodeState, classify, data_plane_problem

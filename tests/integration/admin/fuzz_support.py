@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from portcullis.admin.auth import AuthService
+from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from admin_support import PASSWORD
 
-from portcullis.admin.auth import AuthService
+from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 
 

@@ -24,7 +24,7 @@ import pytest
 from admin_support import PASSWORD
 from sqlalchemy import func, select
 
-from portcullis.admin.auth import IP_MAX_FAILURES, MAX_FAILURES, AuthService
+from portcullis.services.admin_auth import IP_MAX_FAILURES, MAX_FAILURES, AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.admin_tables import AdminUserRow
 from portcullis.store.engine import create_engine

@@ -12,7 +12,7 @@ from admin_support import PASSWORD
 from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
-from portcullis.admin.auth import AuthService
+from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import migrated_store
 
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.store.config_repository import ConfigRepository
+from support.services import migrated_store
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import apply_config, audit_events, operation
 
 from portcullis.services.cache import CacheService
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.errors import FORBIDDEN, NOT_FOUND, VALIDATION_FAILED, ServiceError
 from portcullis.settings import Settings
 from portcullis.store.invalidations import InvalidationFeed, InvalidationKind
+from support.services import apply_config, audit_events, operation
 
 CONFIG = {
     "services": [

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import apply_config, audit_events, operation
 
 from portcullis.services.config import ConfigService, config_etag
 from portcullis.services.config_editor import ConfigEditor
@@ -18,6 +17,7 @@ from portcullis.services.errors import (
     PRECONDITION_FAILED,
     ServiceError,
 )
+from support.services import apply_config, audit_events, operation
 
 CONFIG: dict[str, Any] = {
     "consumers": [

@@ -9,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import apply_config, operation
 
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.data_plane import DataPlaneService, NodeState
 from portcullis.store.engine import write_transaction
 from portcullis.store.identity_tables import DataPlaneNodeRow
+from support.services import apply_config, operation
 
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 HEALTH = {

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import apply_config, operation
 
 from portcullis.identity.secrets import ServerSecret
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.errors import NOT_FOUND, ServiceError
 from portcullis.services.usage import USAGE_UNAVAILABLE, UsageService
 from portcullis.settings import Settings
+from support.services import apply_config, operation
 
 SECRET = ServerSecret.from_secret(b"u" * 32)
 NOW = datetime(2030, 5, 17, 22, 30, tzinfo=UTC)
