@@ -56,6 +56,7 @@ def operation(
     *,
     role: Role = Role.ADMIN,
     actor: str = "user:test@example.com",
+    user_id: str | None = None,
     request_id: str = "req-1",
     client_ip: str | None = None,
     clock: Clock = utc_now,
@@ -69,6 +70,7 @@ def operation(
         role=role,
         permissions=ROLE_PERMISSIONS[role],
         organization_id=None if organization is None else organization[1],
+        user_id=user_id,
     )
     scope = OrgScope() if organization is None else OrgScope(*organization)
     facts = RequestFacts(request_id, client_ip)
