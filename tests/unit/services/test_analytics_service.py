@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import apply_config, operation
 
 from portcullis.identity.secrets import ServerSecret
 from portcullis.services.analytics import AnalyticsService, SeriesQuery, UsageQuery
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.errors import NOT_FOUND, VALIDATION_FAILED, ServiceError
 from portcullis.settings import Settings
+from support.services import apply_config, operation
 
 NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 CONFIG = {

@@ -1,0 +1,23 @@
+"""Reading the audit log without HTTP: a limited caller reads only its organization's
+events; a page fetches one more event than asked for to tell there is a next one."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from support.services import operation
+
+from portcullis.services.audit import AuditLog
+from portcullis.services.audit_events import AuditEventService, AuditListQuery
+
+
+async def test_a_limited_caller_reads_only_its_organizations_audit_events(
+    engine: AsyncEngine,
+) -> None:
+    await operation(engine, "org-a").record("touch", "thing", "a")
+    await operation(engine, "org-b").record("touch", "thing", "b")
+    events = AuditEventService(AuditLog(engine))
+    mine = await events.page(operation(engine, "org-a"), AuditListQuery())
+    assert [e.resource_id for e in mine] == ["a"]
+    every = [e.resource_id async for e in events.stream(operation(engine), AuditListQuery())]
+    assert every == ["a", "b"]
+    assert len(await events.page(operation(engine), AuditListQuery(limit=1))) == 2
