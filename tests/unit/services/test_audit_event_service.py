@@ -4,10 +4,10 @@ events; a page fetches one more event than asked for to tell there is a next one
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from support.services import operation
 
 from portcullis.services.audit import AuditLog
 from portcullis.services.audit_events import AuditEventService, AuditListQuery
+from support.services import operation
 
 
 async def test_a_limited_caller_reads_only_its_organizations_audit_events(
