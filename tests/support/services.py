@@ -25,6 +25,13 @@ from portcullis.store.migrations import upgrade_to_head
 # Organization `<name>` gets the id `id-<name>`.
 ORGANIZATIONS = ("org-a", "org-b")
 CREATED = datetime(2030, 1, 1, tzinfo=UTC)
+# Two consumers, one per organization.
+CONSUMERS: dict[str, Any] = {
+    "consumers": [
+        {"username": "alice", "organization": "org-a"},
+        {"username": "bob", "organization": "org-b"},
+    ]
+}
 
 
 async def migrated_store(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.store.config_repository import ConfigRepository
-from support.services import migrated_store
+from support.services import CONSUMERS, apply_config, migrated_store
 
 
 @pytest.fixture
@@ -24,3 +24,9 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def editor(engine: AsyncEngine) -> ConfigEditor:
     return ConfigEditor(ConfigRepository(engine))
+
+
+@pytest.fixture
+async def with_consumers(engine: AsyncEngine) -> None:
+    """The config holds alice (org-a) and bob (org-b)."""
+    await apply_config(engine, CONSUMERS)

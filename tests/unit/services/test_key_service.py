@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyFilter
 from portcullis.identity.secrets import ServerSecret
-from portcullis.model.loader import load_config_data
-from portcullis.services.audit import AuditEvent, AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
+from portcullis.services.context import Operation
 from portcullis.services.errors import (
     INVALID_CURSOR,
     NOT_FOUND,
@@ -31,13 +26,12 @@ from portcullis.services.keys import (
     etag_of_key,
     represent,
 )
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
-from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from support.services import audit_events
+from support.services import operation as support_operation
 
+# alice (org-a) and bob (org-b) exist.
+pytestmark = pytest.mark.usefixtures("with_consumers")
 SECRET = ServerSecret.from_secret(b"s" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -51,34 +45,6 @@ class Clock:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
-    async with write_transaction(eng) as conn:
-        for name in ("org-a", "org-b"):
-            await conn.execute(
-                insert(OrganizationRow).values(
-                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
-                )
-            )
-    await ConfigRepository(eng).apply(
-        load_config_data(
-            {
-                "consumers": [
-                    {"username": "alice", "organization": "org-a"},
-                    {"username": "bob", "organization": "org-b"},
-                ]
-            }
-        ),
-        author="test",
-        comment=None,
-    )
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
@@ -89,20 +55,7 @@ def service(engine: AsyncEngine) -> KeyService:
 
 
 def operation(engine: AsyncEngine, clock: Clock, organization: str | None = None) -> Operation:
-    caller = Caller(
-        actor="user:test@example.com",
-        role=Role.ADMIN,
-        permissions=ROLE_PERMISSIONS[Role.ADMIN],
-        organization_id=None if organization is None else f"id-{organization}",
-    )
-    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
-    return Operation.for_caller(
-        caller, RequestFacts("req-1", "192.0.2.1"), AuditLog(engine), scope, clock
-    )
-
-
-async def audit_events(engine: AsyncEngine) -> list[AuditEvent]:
-    return list(reversed(await AuditLog(engine).page(AuditFilter(), limit=100, before_id=None)))
+    return support_operation(engine, organization, client_ip="192.0.2.1", clock=clock)
 
 
 def spec(**fields: object) -> KeySpec:

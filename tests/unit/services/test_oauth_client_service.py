@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.oauth_server import OAuthServer
 from portcullis.identity.oauth_settings import OAuthServerSettings
 from portcullis.identity.secrets import ServerSecret
-from portcullis.model.loader import load_config_data
 from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.errors import (
     FORBIDDEN,
     NOT_FOUND,
@@ -25,43 +21,17 @@ from portcullis.services.errors import (
     ServiceError,
 )
 from portcullis.services.oauth_clients import ClientChanges, OAuthClientService, etag_of_client
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
-from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from support.services import operation as support_operation
 
+# alice (org-a) and bob (org-b) exist.
+pytestmark = pytest.mark.usefixtures("with_consumers")
 SECRET = ServerSecret.from_secret(b"o" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
-    async with write_transaction(eng) as conn:
-        for name in ("org-a", "org-b"):
-            await conn.execute(
-                insert(OrganizationRow).values(
-                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
-                )
-            )
-    await ConfigRepository(eng).apply(
-        load_config_data(
-            {
-                "consumers": [
-                    {"username": "alice", "organization": "org-a"},
-                    {"username": "bob", "organization": "org-b"},
-                ]
-            }
-        ),
-        author="test",
-        comment=None,
-    )
-    yield eng
-    await eng.dispose()
+# The operations of an admin (limited to an organization or not), request req-3.
+operation = functools.partial(support_operation, actor="user:ops@example.com", request_id="req-3")
 
 
 @pytest.fixture
@@ -79,17 +49,6 @@ def clients(engine: AsyncEngine) -> OAuthClientService:
         consumer_lookup=no_consumer,
     )
     return OAuthClientService(server, editor)
-
-
-def operation(engine: AsyncEngine, organization: str | None = None) -> Operation:
-    caller = Caller(
-        actor="user:ops@example.com",
-        role=Role.ADMIN,
-        permissions=ROLE_PERMISSIONS[Role.ADMIN],
-        organization_id=None if organization is None else f"id-{organization}",
-    )
-    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
-    return Operation.for_caller(caller, RequestFacts("req-3", None), AuditLog(engine), scope)
 
 
 async def test_clients_are_scoped_capped_and_audited_without_secrets(
