@@ -17,7 +17,6 @@ deleted consumers, are refused.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -37,6 +36,7 @@ from portcullis.model.config import ConsumerStatus, GatewayConfig
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation
 from portcullis.services.errors import invalid, not_found
+from portcullis.services.query import rfc3339_only
 from portcullis.settings import Settings
 
 Granularity = Literal["minute", "hour", "day"]
@@ -46,7 +46,6 @@ MAX_SERIES_BUCKETS = 2000
 # Most buckets one export may span (a month of minutes).
 MAX_EXPORT_BUCKETS = 50_000
 MAX_TOP = 100
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$"
 EXPORT_COLUMNS = (
     "bucket_start",
@@ -188,17 +187,6 @@ class ConsumerUsageOut(UsageOut):
 # ---------------------------------------------------------------------------- queries
 
 
-def _rfc3339(value: Any) -> Any:
-    # pydantic would read a bare number as a Unix time; the API documents RFC 3339.
-    if (
-        isinstance(value, str | int | float)
-        and not isinstance(value, bool)
-        and not _DATE_TIME.match(str(value))
-    ):
-        raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
-    return value
-
-
 class RangeQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -209,7 +197,7 @@ class RangeQuery(BaseModel):
         None, description="End, exclusive (RFC 3339 with offset); default: now"
     )
 
-    _check_times = field_validator("start", "end", mode="before")(_rfc3339)
+    _check_times = field_validator("start", "end", mode="before")(rfc3339_only)
 
     @field_validator("start", "end")
     @classmethod

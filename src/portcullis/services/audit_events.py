@@ -5,19 +5,16 @@ to an organization read only the events about their organization.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from portcullis.services.audit import AuditEvent, AuditFilter, AuditLog
 from portcullis.services.context import Operation
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, parse_int_cursor
+from portcullis.services.query import rfc3339_only
 from portcullis.services.scoping import OrgScope
-
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
 
 class AuditQuery(BaseModel):
@@ -32,15 +29,7 @@ class AuditQuery(BaseModel):
     since: datetime | None = None
     until: datetime | None = None
 
-    @field_validator("since", "until", mode="before")
-    @classmethod
-    def _rfc3339(cls, value: Any) -> Any:
-        # pydantic would read a bare number as a Unix time; the API documents RFC 3339.
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            text = str(value)
-            if not _DATE_TIME.match(text):
-                raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
-        return value
+    _check_times = field_validator("since", "until", mode="before")(rfc3339_only)
 
     def as_filter(self, scope: OrgScope) -> AuditFilter:
         return AuditFilter(

@@ -1,25 +1,6 @@
-"""Purge the response cache: everything, one route, or one path (exact or by prefix).
-
-`DELETE /admin/v1/cache` with optional query parameters:
-
-- none: every entry;
-- `route=<name>`: every entry stored by that route's response-cache;
-- `path=/a/b`: entries for exactly that request path (any method, query, consumer
-  or variant), in every route or, with `route`, in that route only;
-- `path_prefix=/a/`: entries for every path starting with it (same rules).
-
-Paths are request paths as clients send them (before `strip_path`); entries of a
-route whose cache key leaves `path` out are reached by route only.
-
-With the Redis backend (`PORTCULLIS_CACHE_BACKEND=redis`) the control plane
-deletes the shared entries itself before answering (SCAN + UNLINK; 503 when Redis
-can't be reached). Memory caches live in the data-plane workers: the purge is
-recorded as a `cache-purge` event in the store, in the same transaction as its
-audit entry, and every worker applies it on its next event poll (0.25 s by
-default), so it is 202 Accepted. Admins limited to an organization may purge only
-routes of their organization (`route` required). The operation is
-`services.cache.CacheService.purge`.
-"""
+"""`DELETE /admin/v1/cache`: purge the response cache (everything, one route, or one
+path, exact or by prefix). The operation and its rules are `services.cache`; the
+purge is 202 Accepted because memory caches apply it on their next event poll."""
 
 from __future__ import annotations
 
