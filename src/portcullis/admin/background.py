@@ -17,13 +17,13 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portcullis.admin.audit import AuditLog
 from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.state import AdminState
 from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
+from portcullis.services.audit import AuditLog
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 
