@@ -19,7 +19,9 @@ a subscriber that does not keep up loses the newest events (counted in `dropped`
 rather than slowing publishers down.
 
 Events written inside another transaction (so they commit with the change they
-describe) use `record_event(conn, ...)` and, after the commit, `bus.deliver(events)`.
+describe) use `record_event(conn, ...)` and, after the commit, `bus.deliver(events)`
+(`collecting(conn)` gathers every event a transaction recorded, including those of the
+code it called).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import contextlib
 import json
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,11 +42,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.events import outbox
 from portcullis.events.catalogue import EventType, check_data, event_type
 from portcullis.redis_client import REDIS_FAILURES, SharedRedis
 from portcullis.store.analytics_tables import EventRow
 from portcullis.store.engine import write_transaction
-from portcullis.webhooks import outbox
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
@@ -109,9 +111,13 @@ async def record_event(
     *,
     now: datetime | None = None,
     organization_id: str | None = None,
+    notify: Collection[str] = (),
 ) -> Event:
     """Store one event in the caller's transaction (it commits or rolls back with it),
     with the webhook messages it causes (the transactional outbox).
+
+    `notify`: webhook endpoint ids that get this event whatever their filters say (an
+    alert rule's `notify` option; see `events.outbox.enqueue`).
 
     `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
     Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
@@ -143,8 +149,37 @@ async def record_event(
         data=event.data,
         occurred_at=occurred,
         organization_id=organization_id,
+        notify=notify,
     )
+    _collected(conn, event)
     return event
+
+
+_COLLECTORS = "portcullis.events.collectors"
+
+
+@contextlib.contextmanager
+def collecting(conn: AsyncConnection) -> Iterator[list[Event]]:
+    """Every event `record_event` stores through `conn` while the block runs, in id order.
+
+    A job that records events in one transaction hands the list to `EventBus.deliver`
+    after the commit, so the events recorded by what it calls (the key store's own
+    `key.suspended` when the anomaly policy suspends a key) are published too, not
+    only those it recorded itself.
+    """
+    recorded: list[Event] = []
+    collectors: list[list[Event]] = conn.info.setdefault(_COLLECTORS, [])
+    collectors.append(recorded)
+    try:
+        yield recorded
+    finally:
+        # By identity: a nested block's list may be equal to this one.
+        collectors[:] = [c for c in collectors if c is not recorded]
+
+
+def _collected(conn: AsyncConnection, event: Event) -> None:
+    for collector in conn.info.get(_COLLECTORS, ()):
+        collector.append(event)
 
 
 async def read_events(
