@@ -103,6 +103,17 @@ def _dump(data: Mapping[str, Any]) -> str:
     return json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to record (see `record_event` for the fields)."""
+
+    kind: EventType | str
+    subject: str
+    data: Mapping[str, Any] | None = None
+    organization_id: str | None = None
+    notify: Collection[str] = ()
+
+
 async def record_event(
     conn: AsyncConnection,
     kind: EventType | str,
@@ -116,43 +127,58 @@ async def record_event(
     """Store one event in the caller's transaction (it commits or rolls back with it),
     with the webhook messages it causes (the transactional outbox).
 
+    `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
     `notify`: webhook endpoint ids that get this event whatever their filters say (an
     alert rule's `notify` option; see `events.outbox.enqueue`).
-
-    `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
     Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
     """
-    kind_type = event_type(kind)
-    kind_value = kind_type.value
-    payload = dict(data or {})
-    check_data(kind_type, payload)
-    text = _dump(payload)
-    occurred = now if now is not None else datetime.now(UTC)
-    result = await conn.execute(
-        insert(EventRow).values(
-            occurred_at=occurred,
-            kind=kind_value,
-            subject=subject,
-            data=text,
-            organization_id=organization_id,
-        )
-    )
-    (event_id,) = result.inserted_primary_key or (None,)
-    if event_id is None:  # pragma: no cover - every supported driver reports the new id
-        raise RuntimeError("the store did not report the new event's id")
-    event = Event(int(event_id), occurred, kind_value, subject, json.loads(text), organization_id)
-    await outbox.enqueue(
-        conn,
-        event_id=event.id,
-        kind=kind_value,
-        subject=subject,
-        data=event.data,
-        occurred_at=occurred,
-        organization_id=organization_id,
-        notify=notify,
-    )
-    _collected(conn, event)
+    new = NewEvent(kind, subject, data, organization_id, notify)
+    (event,) = await record_events(conn, [new], now=now)
     return event
+
+
+async def record_events(
+    conn: AsyncConnection, new: Sequence[NewEvent], *, now: datetime | None = None
+) -> list[Event]:
+    """`record_event` for several events: one insert and one read of the webhook endpoints
+    (a config apply that creates thousands of consumers records as many events)."""
+    if not new:
+        return []
+    occurred = now if now is not None else datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for item in new:
+        kind_type = event_type(item.kind)
+        payload = dict(item.data or {})
+        check_data(kind_type, payload)
+        rows.append(
+            {
+                "occurred_at": occurred,
+                "kind": kind_type.value,
+                "subject": item.subject,
+                "data": _dump(payload),
+                "organization_id": item.organization_id,
+            }
+        )
+    result = await conn.execute(
+        insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True), rows
+    )
+    ids = [int(event_id) for (event_id,) in result.all()]
+    events = [
+        Event(i, occurred, r["kind"], r["subject"], json.loads(r["data"]), r["organization_id"])
+        for i, r in zip(ids, rows, strict=True)
+    ]
+    await outbox.enqueue_many(
+        conn,
+        [
+            outbox.Outgoing(
+                e.id, e.kind, e.subject, e.data, occurred, e.organization_id, item.notify
+            )
+            for e, item in zip(events, new, strict=True)
+        ],
+    )
+    for event in events:
+        _collected(conn, event)
+    return events
 
 
 _COLLECTORS = "portcullis.events.collectors"
