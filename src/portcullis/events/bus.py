@@ -215,9 +215,16 @@ async def read_events(
     kinds: Sequence[str] = (),
     subject: str | None = None,
     limit: int = 100,
+    organization_id: str | None = None,
 ) -> list[Event]:
-    """Stored events with an id above `after`, oldest first (replay from a position)."""
+    """Stored events with an id above `after`, oldest first (replay from a position).
+
+    `organization_id`: only that organization's events (gateway-wide events, which
+    have none, are left out); None: every event.
+    """
     query = select(EventRow).where(EventRow.id > after).order_by(EventRow.id).limit(limit)
+    if organization_id is not None:
+        query = query.where(EventRow.organization_id == organization_id)
     if kinds:
         query = query.where(EventRow.kind.in_(list(kinds)))
     if subject is not None:
