@@ -169,3 +169,22 @@ async def enqueue_many(conn: AsyncConnection, events: Sequence[Outgoing]) -> int
     if rows:
         await conn.execute(insert(WebhookMessageRow), rows)
     return len(rows)
+
+
+async def unknown_endpoints(
+    conn: AsyncConnection, ids: Sequence[str], organization_id: str | None
+) -> list[str]:
+    """Those of `ids` that name no webhook endpoint able to hear events of
+    `organization_id` (an endpoint of that organization, or the operator's): what an
+    alert rule's `notify` list may not name."""
+    if not ids:
+        return []
+    rows = (
+        await conn.execute(
+            select(WebhookEndpointRow.id, WebhookEndpointRow.organization_id).where(
+                WebhookEndpointRow.id.in_(sorted(set(ids)))
+            )
+        )
+    ).all()
+    audible = {row.id for row in rows if row.organization_id in (None, organization_id)}
+    return [i for i in ids if i not in audible]

@@ -5,7 +5,8 @@ Alerting spans every organization's traffic, so every operation here but the eve
 is for callers who are not limited to an organization (403 otherwise); the event log
 shows a limited caller its organization's events. Rule changes are checked
 against the rule's rules (`analytics.alerts.rule_problems`, a 422 naming the
-field), If-Match is compared on the rule the store locked, and every change is
+field; `notify.webhooks` must name existing operator endpoints, checked in the write
+transaction), If-Match is compared on the rule the store locked, and every change is
 audited as `alert_rule`.
 """
 
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.analytics.alerts import (
     AlertRule,
     AlertRuleExists,
+    AlertRuleInvalid,
     AlertRuleNotFound,
     AlertRules,
     AlertRuleSpec,
@@ -113,6 +115,8 @@ class AlertService:
             rule = await self._rules.create(name, _checked(spec))
         except AlertRuleExists as exc:
             raise ServiceError(ALREADY_EXISTS, str(exc)) from None
+        except AlertRuleInvalid as exc:
+            raise invalid(exc.problems) from None
         await op.record(
             "create", RESOURCE_TYPE, rule.name, after=render_rule(rule, None), status=201
         )
@@ -151,6 +155,8 @@ class AlertService:
             _, status = await self._rules.get(name)
         except AlertRuleNotFound as exc:
             raise _missing(exc) from None
+        except AlertRuleInvalid as exc:
+            raise invalid(exc.problems) from None
         assert precondition.seen is not None  # the rule was there to be replaced
         before, after = render_rule(precondition.seen, None), render_rule(stored, None)
         await op.record("update", RESOURCE_TYPE, name, before=before, after=after)

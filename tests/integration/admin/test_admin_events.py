@@ -1,14 +1,19 @@
 """The platform event log through the admin API: events of every path that changes the
-config, scoped per organization for organization-limited admins."""
+config, scoped per organization for organization-limited admins; alert rules' `notify`."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from portcullis.admin.rbac import Role
+from portcullis.store.engine import write_transaction
+from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
 
@@ -66,3 +71,44 @@ async def test_an_organization_admin_reads_its_own_events_only(
         assert await _events(member, "&kind=config.applied") == []
         # Gateway-wide events stay with unlimited admins.
         assert "globex" not in str(mine)
+
+
+async def test_alert_rule_notify_is_validated_and_shown(
+    app: FastAPI, owner: httpx.AsyncClient
+) -> None:
+    engine = app.state.admin.engine
+    async with write_transaction(engine) as conn:
+        endpoint, _ = await create_endpoint(
+            conn,
+            app.state.admin.secret,
+            NewEndpoint("https://hooks.example.com/alerts", ["key.*"]),
+            datetime.now(UTC),
+        )
+    rule = {"name": "errors", "kind": "error_rate", "threshold": 0.5}
+    refused = await owner.post(
+        "/admin/v1/alert-rules", json={**rule, "notify": {"webhooks": [endpoint, "ep_nope"]}}
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["#/notify/webhooks/1"]
+    assert "ep_nope" in refused.json()["errors"][0]["detail"]
+
+    created = await owner.post(
+        "/admin/v1/alert-rules", json={**rule, "notify": {"webhooks": [endpoint]}}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["notify"] == {"webhooks": [endpoint]}
+    patched = await owner.patch(
+        "/admin/v1/alert-rules/errors",
+        content=json.dumps({"notify": {"webhooks": ["ep_gone"]}}),
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 422, patched.text
+    assert [e["pointer"] for e in patched.json()["errors"]] == ["#/notify/webhooks/0"]
+    cleared = await owner.patch(
+        "/admin/v1/alert-rules/errors",
+        content=json.dumps({"notify": None}),
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["notify"] is None
