@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,22 +22,13 @@ from portcullis.limits.quota_usage import _upsert
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
 from portcullis.store.admin_tables import OrganizationRow
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import WebhookMessageRow
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 
 SERVER = ServerSecret.from_secret(b"quota-events-test-secret-0123456789abcdef")
 MONTH = period_of("month", "UTC", to_us(datetime.now(UTC)))
 DAY = period_of("day", "UTC", to_us(datetime.now(UTC)))
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_to_head(database_url)
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
 
 
 def gateway_config(**extra: Any) -> GatewayConfig:

@@ -5,7 +5,6 @@ apply, admin API, CLI, rollback) emits them once, with their webhook messages.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,21 +17,12 @@ from portcullis.identity.secrets import ServerSecret
 from portcullis.model.loader import load_config_data
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import WebhookMessageRow
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 
 SERVER = ServerSecret.from_secret(b"k" * 32)
 KINDS = ["config.applied", "consumer.created"]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_to_head(database_url)
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
 
 
 def config(consumers: list[dict[str, Any]], *, routes: int = 1) -> Any:

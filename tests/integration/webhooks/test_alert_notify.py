@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -27,22 +26,13 @@ from portcullis.identity.secrets import ServerSecret
 from portcullis.settings import Settings
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.analytics_tables import RollupRow
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import WebhookMessageRow
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 from portcullis.webhooks.runner import WebhookDelivery
 from support.webhook_receiver import WebhookReceiver, webhook_receiver
 
 SERVER = ServerSecret.from_secret(b"alert-notify-test-secret-0123456789abcdef")
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade_to_head(database_url)
-    eng = create_engine(database_url)
-    yield eng
-    await eng.dispose()
 
 
 async def _endpoint(
