@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from portcullis.identity.keys import redact_keys
 from portcullis.problems import (
     ALREADY_EXISTS,
     BAD_REQUEST,
@@ -187,6 +188,9 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> Response:
+    if instance is not None:
+        # A whole API key pasted into a URL must not come back in the answer.
+        instance = redact_keys(instance)
     return Response(
         content=problem_body(kind, detail, instance=instance, **extensions),
         status_code=kind.status,

@@ -28,6 +28,11 @@ KEY_PATTERN = re.compile(
     rf"([0-9A-Za-z]{{{SECRET_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})$"
 )
 MAX_KEY_LENGTH = 3 + 5 + ID_LENGTH + 1 + SECRET_LENGTH + CHECKSUM_LENGTH
+# A whole key anywhere in a text (a URL path, a log line): what `redact_keys` hides.
+_KEY_IN_TEXT = re.compile(
+    rf"(pc_(?:live|stg|dev)_[0-9A-Za-z]{{{ID_LENGTH}}})_"
+    rf"[0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH}}}(?![0-9A-Za-z])"
+)
 _DISPLAY_PREFIX = re.compile(rf"^pc_(?:live|stg|dev)_([0-9A-Za-z]{{{ID_LENGTH}}})$")
 
 
@@ -94,6 +99,14 @@ def parse_key(text: str) -> ParsedKey | None:
 def display_prefix(environment: Environment, key_id: str) -> str:
     """The non-secret part of a key, safe to show in lists and logs."""
     return f"pc_{_ENV_TAG[environment]}_{key_id}"
+
+
+def redact_keys(text: str) -> str:
+    """`text` with the secret part of every whole key in it replaced: a key pasted into
+    a URL must not come back in a problem's `instance` or go into a log."""
+    if "pc_" not in text:
+        return text
+    return _KEY_IN_TEXT.sub(r"\1_[redacted]", text)
 
 
 class FullKeyGiven(ValueError):

@@ -172,6 +172,13 @@ class Service(StrictModel):
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("url must be an absolute http(s) URL with a host")
+            if parts.username is not None or parts.password is not None:
+                # The proxy never sends them, and a URL is exported and audited in clear:
+                # refused rather than kept as a secret that does nothing.
+                raise ValueError(
+                    "url must not carry credentials (user:password@); send upstream "
+                    "credentials with the request-transformer plugin, whose values are redacted"
+                )
             try:
                 _ = parts.port
             except ValueError as exc:

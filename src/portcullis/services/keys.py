@@ -52,9 +52,10 @@ from portcullis.identity.key_repository import (
     KeyPage,
     KeyRepository,
 )
+from portcullis.identity.keys import FullKeyGiven, key_id_of
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import GatewayConfig
-from portcullis.problems import ProblemKind
+from portcullis.problems import BAD_REQUEST, ProblemKind
 from portcullis.services.config_editor import ConfigEditor, ConfigState
 from portcullis.services.context import Operation
 from portcullis.services.errors import (
@@ -126,8 +127,19 @@ class KeyService:
 
     # ------------------------------------------------------------------ reads
 
+    @staticmethod
+    def key_id(reference: str) -> str:
+        """The key id in what a caller names a key by: its id or the display prefix
+        `pc_<env>_<id>` that lists show. A whole secret key is refused with a 400 that
+        names the id and never echoes the key."""
+        try:
+            return key_id_of(reference)
+        except FullKeyGiven as exc:
+            raise ServiceError(BAD_REQUEST, str(exc), target="key_id") from None
+
     async def get(self, op: Operation, key_id: str) -> KeyInfo:
         """One key; not found also for a key outside the caller's organization."""
+        key_id = self.key_id(key_id)
         try:
             info = await self._keys(op).get(key_id)
         except KeyNotFound as exc:
@@ -225,6 +237,7 @@ class KeyService:
     ) -> KeyInfo:
         """Apply a JSON Merge Patch of the key's settings (name, scopes, expiry, origins,
         IP allowlist, plan, metadata) to the key as stored when it is written."""
+        key_id = self.key_id(key_id)
         await self.get(op, key_id)
         precondition = self._precondition(op, if_match)
 
@@ -249,6 +262,7 @@ class KeyService:
     ) -> Rotation:
         """Issue a successor key (the full key is in the result only); the old one works
         for `grace_seconds` more. `expires_at`: the new key's expiry ("keep": the old's)."""
+        key_id = self.key_id(key_id)
         await self.get(op, key_id)
         precondition = self._precondition(op, if_match)
         try:
@@ -277,6 +291,7 @@ class KeyService:
     ) -> KeyInfo:
         """Revoke (final), suspend or resume a key. `status` is what the audit event
         records as the outcome (the REST `DELETE` answers 204)."""
+        key_id = self.key_id(key_id)
         await self.get(op, key_id)
         precondition = self._precondition(op, if_match)
         keys = self._keys(op)

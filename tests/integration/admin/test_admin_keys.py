@@ -103,6 +103,22 @@ async def test_create_show_and_list(owner: httpx.AsyncClient, app: FastAPI) -> N
     assert missing.status_code == 404
     assert missing.headers["content-type"] == PROBLEM
 
+    # The display prefix lists show names the key as the CLI accepts it; a whole key in
+    # a URL is refused without being echoed.
+    by_prefix = await owner.get(f"/admin/v1/keys/{created['prefix']}")
+    assert by_prefix.status_code == 200, by_prefix.text
+    assert by_prefix.json() == created
+    suspended = await owner.post(
+        f"/admin/v1/keys/{created['prefix']}/suspend", json={"reason": "by prefix"}
+    )
+    assert suspended.status_code == 200, suspended.text
+    assert suspended.json()["state"] == "suspended"
+    whole = await owner.get(f"/admin/v1/keys/{key}")
+    assert whole.status_code == 400
+    assert whole.headers["content-type"] == PROBLEM
+    assert created["id"] in whole.json()["detail"]
+    assert key not in whole.text
+
 
 async def test_pagination_filters_and_sort(owner: httpx.AsyncClient) -> None:
     await consumer(owner, "acme")

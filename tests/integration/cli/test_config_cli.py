@@ -1,11 +1,9 @@
-"""`portcullis config …` run as a real subprocess against a temp SQLite store."""
+"""`portcullis config …` each run as a real process against a temp SQLite store."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from portcullis.commands.config import register_migrate
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import is_at_head
+from support.cli_process import CliProcesses
 
 GOOD = textwrap.dedent(
     """\
@@ -82,6 +81,7 @@ class Cli:
 
     cwd: Path
     db: Path
+    processes: CliProcesses
 
     @property
     def url(self) -> str:
@@ -95,15 +95,8 @@ class Cli:
             "COLUMNS": "200",
             "NO_COLOR": "1",
         }
-        proc = subprocess.run(
-            [sys.executable, "-m", "portcullis", *args],
-            cwd=self.cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        done = self.processes.run(args, cwd=self.cwd, env=env)
+        return Result(done.code, done.out, done.err)
 
     def stored(self) -> list[tuple[int, str]]:
         """(version, checksum) of every stored version, newest first, read in-process."""
@@ -121,8 +114,9 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    return Cli(cwd=tmp_path, db=tmp_path / "state" / "portcullis.db")
+def cli(tmp_path: Path, portcullis_processes: CliProcesses) -> Cli:
+    db = tmp_path / "state" / "portcullis.db"
+    return Cli(cwd=tmp_path, db=db, processes=portcullis_processes)
 
 
 def write(path: Path, text: str) -> Path:
@@ -222,7 +216,7 @@ def test_export_apply_export_is_byte_identical(cli: Cli, tmp_path: Path) -> None
     assert first.read_text().startswith("format_version: '1'\nservices:\n  - name: orders\n")
 
     # Into a brand-new store: the exported file must recreate the same config.
-    other = Cli(cwd=tmp_path, db=tmp_path / "other.db")
+    other = Cli(cwd=tmp_path, db=tmp_path / "other.db", processes=cli.processes)
     assert other("config", "apply", str(first)).code == 0
     assert other("config", "export").out == first.read_text()
     assert other.stored()[0][1] == cli.stored()[0][1]  # same checksum

@@ -1,4 +1,4 @@
-"""`portcullis keys …` run as a real subprocess against a temp SQLite store."""
+"""`portcullis keys …` each run as a real process against a temp SQLite store."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import io
 import json
 import os
 import stat
-import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from portcullis.identity.secrets import load_server_secret
 from portcullis.settings import Settings
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.engine import create_engine
+from support.cli_process import CliProcesses
 
 CONFIG = """\
 services: [{name: orders, url: "http://127.0.0.1:9"}]
@@ -48,6 +47,7 @@ class Result:
 class Cli:
     cwd: Path
     db: Path
+    processes: CliProcesses
 
     @property
     def url(self) -> str:
@@ -55,15 +55,8 @@ class Cli:
 
     def __call__(self, *args: str) -> Result:
         env = {**os.environ, "PORTCULLIS_DATABASE_URL": self.url, "COLUMNS": "200", "NO_COLOR": "1"}
-        proc = subprocess.run(
-            [sys.executable, "-m", "portcullis", *args],
-            cwd=self.cwd,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
+        done = self.processes.run(args, cwd=self.cwd, env=env)
+        return Result(done.code, done.out, done.err)
 
     def ok(self, *args: str) -> Result:
         result = self(*args)
@@ -134,8 +127,10 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Cli:
-    tool = Cli(cwd=tmp_path, db=tmp_path / "state" / "portcullis.db")
+def cli(tmp_path: Path, portcullis_processes: CliProcesses) -> Cli:
+    tool = Cli(
+        cwd=tmp_path, db=tmp_path / "state" / "portcullis.db", processes=portcullis_processes
+    )
     (tmp_path / "config.yaml").write_text(CONFIG)
     return tool
 

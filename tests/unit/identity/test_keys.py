@@ -5,6 +5,7 @@ from portcullis.identity.keys import (
     display_prefix,
     generate_key,
     parse_key,
+    redact_keys,
 )
 
 
@@ -43,3 +44,16 @@ def test_checksum_is_six_base62_characters() -> None:
 def test_secrets_differ_between_keys() -> None:
     keys = {generate_key(Environment.development, "SAMEIDSAMEID")[1] for _ in range(50)}
     assert len(keys) == 50
+
+
+def test_redact_keys_hides_the_secret_of_every_whole_key_and_keeps_the_prefix() -> None:
+    _, key = generate_key(Environment.production)
+    _, other = generate_key(Environment.staging)
+    prefix = key[: len("pc_live_") + 12]
+    text = f"/admin/v1/keys/{key}/suspend?and={other}"
+    redacted = redact_keys(text)
+    assert key not in redacted
+    assert other not in redacted
+    assert redacted.startswith(f"/admin/v1/keys/{prefix}_[redacted]/suspend?and=pc_stg_")
+    # A display prefix or an id is not a secret and stays as it is.
+    assert redact_keys(f"/admin/v1/keys/{prefix}") == f"/admin/v1/keys/{prefix}"

@@ -26,6 +26,14 @@ def test_service_needs_exactly_one_of_url_and_upstream() -> None:
     assert Service(name="s", url="http://a:81/x").url == "http://a:81/x"
 
 
+def test_service_url_with_credentials_is_refused() -> None:
+    # The proxy never sends user-info, and URLs are exported and audited in clear.
+    for url in ("http://user:pw@10.0.0.1:8080", "https://token@api.example.com/v1"):
+        with pytest.raises(ValidationError, match="must not carry credentials"):
+            Service(name="s", url=url)
+    assert Service(name="s", url="http://10.0.0.1:8080/v1").url == "http://10.0.0.1:8080/v1"
+
+
 def test_target_format() -> None:
     assert Target(target="[::1]:80").host == "::1"
     assert Target(target="h:8080").port == 8080

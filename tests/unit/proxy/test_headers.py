@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
+import re
+
 from portcullis.proxy.headers import (
+    RandomHex,
     TrustedProxies,
     rewrite_request_headers,
     rewrite_response_headers,
@@ -243,3 +247,27 @@ def test_method_overrides_never_reach_the_upstream() -> None:
     )
     assert not {b"x-http-method-override", b"x-http-method", b"x-method-override"} & d.keys()
     assert d[b"x-kept"] == b"1"
+
+
+def test_random_hex_draws_fresh_lowercase_hex_and_refills() -> None:
+    source = RandomHex(chunk=16)  # 32 digits per draw from the OS: refills often
+    taken = [source.take(16) for _ in range(50)]
+    assert all(len(t) == 16 and re.fullmatch(rb"[0-9a-f]{16}", t) for t in taken)
+    assert len(set(taken)) == 50
+    assert len(source.take(40)) == 40  # more than one chunk at once
+
+
+def test_random_hex_of_a_forked_child_differs_from_its_parent() -> None:
+    source = RandomHex()
+    source.take(2)  # the parent has a buffer the child must not reuse
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, source.take(32))
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 32
+    assert child != source.take(32)

@@ -1,0 +1,184 @@
+"""The gateway's own CPU per request, without sockets: ProxyApp driven in-process.
+
+wrk against a running gateway measures everything at once (granian, the kernel's
+loopback, the upstream) and, on a shared 2-core machine, mostly the neighbours. This
+drives `ProxyApp` directly from one event loop with an in-memory upstream that
+answers at once, with the observers a default worker has (the request log queue,
+whose rows are built as its writer builds them, and the metrics observer), and
+reports the CPU time (`time.process_time`) per request: what Portcullis's own Python
+costs on the hot path, stable enough to compare changes on a busy machine.
+
+Configurations (`--configs`): `none` (one service, one catch-all route, no plugins).
+Plugin configurations need a `PluginEnv` (credentials, limits) and are not here yet.
+
+`--profile` prints cProfile's top functions (cumulative) for the first configuration.
+
+Run from the repository root:
+    .venv/bin/python benchmarks/hot_path_bench.py [-n 20000] [--rounds 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import uvloop
+
+from portcullis.analytics.log_queue import RequestLogQueue, record_row
+from portcullis.analytics.metrics import MetricsObserver, RequestMetrics
+from portcullis.analytics.record import RequestRecord
+from portcullis.asgi import Message
+from portcullis.model.config import GatewayConfig
+from portcullis.proxy.app import ProxyApp
+from portcullis.proxy.upstream.transport import (
+    Origin,
+    TransportTimeouts,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+
+BODY = b'{"ok":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+
+
+class InstantUpstream:
+    """A transport whose upstream answers every request at once with the same body."""
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        return UpstreamResponse(status=200, headers=list(HEADERS), body=_body())
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _body() -> AsyncIterator[bytes]:
+    yield BODY
+
+
+def _discard_rows(node: str) -> Any:
+    async def write(records: Sequence[RequestRecord]) -> None:
+        # The writer's CPU work without the store: the rows it would insert.
+        [record_row(r, node) for r in records]
+
+    return write
+
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "none": {
+        "services": [{"name": "origin", "url": "http://127.0.0.1:9"}],
+        "routes": [{"name": "all", "service": "origin", "paths": ["/"]}],
+    },
+}
+
+
+def _app(config: dict[str, Any]) -> tuple[ProxyApp, RequestLogQueue]:
+    settings = Settings()
+    snapshot = build_snapshot(GatewayConfig.model_validate(config), 1)
+    log = RequestLogQueue(
+        _discard_rows("bench"), capacity=1_000_000, batch_size=1000, flush_interval=1.0
+    )
+    metrics = MetricsObserver(RequestMetrics(registry=None))
+    app = ProxyApp(settings, SnapshotHolder(snapshot), InstantUpstream(), observers=[log, metrics])
+    return app, log
+
+
+def _scope() -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "scheme": "http",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"wrk"),
+            (b"accept", b"*/*"),
+        ],
+    }
+
+
+async def _run(app: ProxyApp, log: RequestLogQueue, n: int) -> float:
+    """CPU seconds for `n` sequential requests (the log queue drained as it fills)."""
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        return None
+
+    log.start()
+    try:
+        started = time.process_time()
+        for _ in range(n):
+            await app(_scope(), receive, send)
+        # Let the queue write what is left (its row building is part of the cost).
+        await log.aclose(timeout=5.0)
+        return time.process_time() - started
+    finally:
+        await log.aclose(timeout=5.0)
+
+
+def measure(name: str, n: int, rounds: int) -> list[float]:
+    results = []
+    for _ in range(rounds):
+        app, log = _app(CONFIGS[name])
+        seconds = uvloop.run(_run(app, log, n))
+        results.append(seconds * 1e6 / n)
+    return results
+
+
+def profile(name: str, n: int) -> None:
+    app, log = _app(CONFIGS[name])
+    profiler = cProfile.Profile()
+    profiler.enable()
+    uvloop.run(_run(app, log, n))
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("-n", type=int, default=20_000, help="requests per round [20000]")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per configuration [3]")
+    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    p.add_argument("--profile", action="store_true", help="cProfile the first configuration")
+    args = p.parse_args(argv)
+    names = [c for c in args.configs.split(",") if c]
+    unknown = set(names) - set(CONFIGS)
+    if unknown:
+        p.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
+    if args.profile:
+        profile(names[0], args.n)
+        return 0
+    for name in names:
+        per = measure(name, args.n, args.rounds)
+        print(
+            f"{name:24} best {min(per):6.1f} us/req  median {statistics.median(per):6.1f}"
+            f"  (CPU per request, {args.rounds} x {args.n})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
