@@ -159,10 +159,11 @@ async def record_events(
                 "organization_id": item.organization_id,
             }
         )
-    result = await conn.execute(
-        insert(EventRow).returning(EventRow.id, sort_by_parameter_order=True), rows
-    )
-    ids = [int(event_id) for (event_id,) in result.all()]
+    # Batched multi-row INSERT … RETURNING (`sort_by_parameter_order` would make SQLite
+    # insert row by row). Ids ascend in row order across the batches (SQLite's rowids,
+    # PostgreSQL's per-row nextval), so the sorted ids pair up with the rows.
+    result = await conn.execute(insert(EventRow).returning(EventRow.id), rows)
+    ids = sorted(int(event_id) for (event_id,) in result.all())
     events = [
         Event(i, occurred, r["kind"], r["subject"], json.loads(r["data"]), r["organization_id"])
         for i, r in zip(ids, rows, strict=True)

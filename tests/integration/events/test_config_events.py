@@ -4,6 +4,7 @@ apply, admin API, CLI, rollback) emits them once, with their webhook messages.""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -180,8 +181,25 @@ async def test_the_events_and_their_webhook_messages_commit_with_the_version(
 
 
 async def test_a_large_import_records_its_consumers_in_one_batch(engine: AsyncEngine) -> None:
+    async with write_transaction(engine) as conn:
+        await create_endpoint(
+            conn,
+            SERVER,
+            NewEndpoint(url="http://127.0.0.1:9/hook", event_types=["consumer.*"]),
+            datetime.now(UTC),
+        )
     consumers = [{"username": f"c{i:05d}"} for i in range(3000)]
     repo = ConfigRepository(engine)
     await repo.apply(config(consumers), author="import", comment=None)
     events = await read_events(engine, kinds=["consumer.created"], limit=5000)
     assert [e.data["consumer"] for e in events] == [c["username"] for c in consumers]
+    # Each queued message carries its own event (ids paired with rows in the batch).
+    async with engine.connect() as conn:
+        messages = (
+            await conn.execute(select(WebhookMessageRow.event_id, WebhookMessageRow.payload))
+        ).all()
+    subjects = {e.id: e.subject for e in events}
+    assert len(messages) == len(events)
+    for event_id, body in messages:
+        sent = json.loads(body)
+        assert (sent["event_id"], sent["subject"]) == (event_id, subjects[event_id])
