@@ -16,6 +16,7 @@ The receiver is an aiohttp server in its own thread (its own event loop), answer
 
     .venv/bin/python benchmarks/webhook_bench.py
     .venv/bin/python benchmarks/webhook_bench.py --rate 100 --seconds 20 --burst 5000
+    .venv/bin/python benchmarks/webhook_bench.py --store postgresql   # a throw-away server
 
 Results: printed, and saved to benchmarks/results/webhooks-<UTC timestamp>.json.
 """
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -221,8 +223,22 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=2000)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: start a throw-away server (tests/support/postgres.py)",
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    if args.store == "postgresql" and args.database_url is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from support.postgres import running_postgres
+
+        with running_postgres() as server:
+            args.database_url = server.create_database("webhook_bench")
+            results = asyncio.run(run(args))
+    else:
+        results = asyncio.run(run(args))
     results["when"] = datetime.now(UTC).isoformat()
     print(json.dumps(results, indent=2))
     out = Path(__file__).parent / "results"

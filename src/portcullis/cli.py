@@ -1,4 +1,4 @@
-"""`portcullis` command line: serve · demo · migrate · config · admin · keys."""
+"""`portcullis` command line: serve · demo · migrate · config · admin · keys · webhooks."""
 
 from __future__ import annotations
 
@@ -36,11 +36,13 @@ def _mount() -> None:
     from portcullis.commands import config as config_cmd
     from portcullis.commands import keys as keys_cmd
     from portcullis.commands import serve as serve_cmd
+    from portcullis.commands import webhooks as webhooks_cmd
 
     serve_cmd.register(app)
     config_cmd.register_migrate(app)
     admin_cmd.register_admin(app)
     keys_cmd.register_keys(app)
+    webhooks_cmd.register_webhooks(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -81,6 +82,29 @@ class SharedRedis:
             max_connections=settings.limits_redis_max_connections,
             retry_interval=settings.limits_redis_retry_interval,
         )
+
+    async def warm(self, connections: int, *, timeout: float) -> int:
+        """Open up to `connections` pooled connections now (one PING each, concurrently);
+        how many answered.
+
+        A worker's first burst otherwise pays a TCP connect per concurrent request, and
+        a call that misses its deadline falls back to the failure policy: on a cold
+        start two gateways admitted twice a limit that way (issue 14). Failures are not
+        counted against the circuit: Redis may come up after the gateway.
+        """
+
+        async def ping() -> bool:
+            try:
+                return bool(await self.client.ping())
+            except REDIS_FAILURES:
+                return False
+
+        try:
+            async with asyncio.timeout(timeout):
+                answers = await asyncio.gather(*(ping() for _ in range(max(0, connections))))
+        except TimeoutError:
+            return 0
+        return sum(answers)
 
     def dedicated(self) -> Redis:
         """A client of its own on the same server, with no read timeout: for a pub/sub

@@ -6,8 +6,10 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from portcullis.webhooks.retry import SCHEDULE as RETRY_SCHEDULE
 
 
 def default_secret_key_file() -> Path:
@@ -67,13 +69,42 @@ class Settings(BaseSettings):
     # webhook_delivery: this control-plane process delivers (several may share the work
     # on PostgreSQL). An endpoint whose every attempt failed for webhook_disable_after_days
     # is disabled.
+    # webhook_retry_schedule: seconds before each attempt (JSON list; its length is the
+    # number of attempts before a delivery is dead-lettered; the default is the Standard
+    # Webhooks example: now, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h). A receiver's
+    # Retry-After stretches a delay up to the longest entry.
+    # webhook_lease: seconds a claimed message stays with its delivering process before
+    # another may take it over (the process died); default 2 x webhook_timeout + 30. It
+    # must exceed webhook_timeout, or live attempts would be taken over.
+    # webhook_breaker_rest: seconds an endpoint rests in a process after 5 failures in a row.
     webhook_allowed_networks: list[str] = Field(default_factory=list)
     webhook_delivery: bool = True
     webhook_timeout: float = Field(default=15.0, gt=0, le=30)
     webhook_poll_interval: float = Field(default=0.25, gt=0, le=60)
     webhook_disable_after_days: float = Field(default=5.0, gt=0)
+    webhook_retry_schedule: list[float] = Field(
+        default_factory=lambda: list(RETRY_SCHEDULE), min_length=1, max_length=50
+    )
+    webhook_lease: float | None = Field(default=None, gt=0, le=3600)
+    webhook_breaker_rest: float = Field(default=30.0, ge=0, le=3600)
     # A `key.expiring` event goes out this many days before an active key expires (0: none).
     key_expiry_notice_days: float = Field(default=7.0, ge=0)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= delay <= 7 * 86400 for delay in value):
+            raise ValueError("each delay is between 0 and 604800 seconds (7 days)")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> Settings:
+        if self.webhook_lease is not None and self.webhook_lease <= self.webhook_timeout:
+            raise ValueError(
+                f"webhook_lease ({self.webhook_lease} s) must exceed webhook_timeout "
+                f"({self.webhook_timeout} s), or live attempts are taken over"
+            )
+        return self
 
     @field_validator("webhook_allowed_networks")
     @classmethod

@@ -10,6 +10,7 @@ answers, for timeout tests).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -38,6 +39,8 @@ class Delivery:
     body: bytes
     # None when the receiver holds no secret, else whether the signature verified.
     verified: bool | None
+    # time.monotonic() when the request arrived.
+    received_at: float = 0.0
 
 
 class WebhookReceiver:
@@ -63,6 +66,16 @@ class WebhookReceiver:
             return False
         return True
 
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[Delivery]:
+        """Wait (on arrivals, not by polling) until `count` deliveries have come in."""
+        async with asyncio.timeout(timeout):
+            while len(self.deliveries) < count:
+                self.arrived.clear()
+                if len(self.deliveries) >= count:
+                    break
+                await self.arrived.wait()
+        return self.deliveries
+
     def answer(self, *answers: Answer | Hold) -> None:
         self.script.extend(answers)
 
@@ -76,7 +89,7 @@ class WebhookReceiver:
                 verified = True
             except WebhookVerificationError:
                 verified = False
-        self.deliveries.append(Delivery(request.path, headers, body, verified))
+        self.deliveries.append(Delivery(request.path, headers, body, verified, time.monotonic()))
         self.arrived.set()
         scripted = self.script.popleft() if self.script else Answer()
         if isinstance(scripted, Hold):

@@ -195,8 +195,13 @@ async def _require_config(engine: AsyncEngine) -> None:
         )
 
 
-def _with_store(url: str, work: Callable[[AsyncEngine], Any]) -> Any:
-    """Run `work` on a migrated store, turning refusals into messages naming the input."""
+def _with_store(
+    url: str,
+    work: Callable[[AsyncEngine], Any],
+    refusal: Callable[[ServiceError], UserError] | None = None,
+) -> Any:
+    """Run `work` on a migrated store, turning refusals into messages naming the input
+    (`refusal`: how a command group names its options; the key commands' by default)."""
     from portcullis.services.errors import ServiceError
 
     if not _store_exists(url):
@@ -209,7 +214,7 @@ def _with_store(url: str, work: Callable[[AsyncEngine], Any]) -> Any:
     try:
         return _run(url, guarded)
     except ServiceError as exc:
-        raise _user_error(exc) from None
+        raise (refusal or _user_error)(exc) from None
 
 
 def _user_error(exc: ServiceError) -> UserError:

@@ -27,8 +27,13 @@ REPO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
 DEMO_UPSTREAM_PORT = 9000
 
 
-async def prepare_store(settings: Settings, config_file: Path | None) -> int:
-    """Migrate the store, apply `config_file` if given; return the current config version."""
+async def prepare_store(
+    settings: Settings, config_file: Path | None, *, demo_inbox: str | None = None
+) -> int:
+    """Migrate the store, apply `config_file` if given; return the current config version.
+
+    `demo_inbox`: a webhook endpoint for every event is made there first (once), so the
+    demo's receiver hears of the config being applied and of everything after."""
     from portcullis.model.loader import ConfigError, load_config_file
     from portcullis.store.config_repository import ConfigRepository
     from portcullis.store.engine import create_engine
@@ -38,6 +43,10 @@ async def prepare_store(settings: Settings, config_file: Path | None) -> int:
     engine = create_engine(settings.database_url)
     try:
         repo = ConfigRepository(engine, keep_versions=settings.config_history_keep)
+        if demo_inbox is not None:
+            from portcullis.commands.webhooks import ensure_endpoint
+
+            await ensure_endpoint(engine, demo_inbox, "the demo upstream's inbox")
         if config_file is not None:
             try:
                 config = load_config_file(config_file)
@@ -131,6 +140,8 @@ def register(app: typer.Typer) -> None:
         """Run the gateway on the embedded default with a demo upstream and routes."""
         if not config.is_file():
             raise UserError(f"--config: file not found: {config}")
+        # The demo's webhook receiver is on loopback: allowed unless the user said otherwise.
+        os.environ.setdefault("PORTCULLIS_WEBHOOK_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
         settings = _settings(proxy_port, admin_port, None, workers)
         planes = [
             Plane(
@@ -151,7 +162,8 @@ def register(app: typer.Typer) -> None:
         # Before the store is touched: a held port means another gateway may be using it.
         refuse_held_ports(planes)
         Path("var").mkdir(exist_ok=True)
-        version = asyncio.run(prepare_store(settings, config))
+        inbox = f"http://127.0.0.1:{upstream_port}/webhooks/inbox"
+        version = asyncio.run(prepare_store(settings, config, demo_inbox=inbox))
         proxy = settings.proxy_url
         banner = (
             f"proxy      {proxy}\n"
@@ -162,7 +174,8 @@ def register(app: typer.Typer) -> None:
             f"try:  curl -i {proxy}/demo/items\n"
             f"      curl -i -X POST {proxy}/demo/items -H 'content-type: application/json' "
             '-d \'{"name": "moat", "price": 300}\'\n'
-            f"      curl -i {proxy}/nope   (404 problem+json)\n\n"
+            f"      curl -i {proxy}/nope   (404 problem+json)\n"
+            f"      curl -s {inbox}   (signed webhooks the gateway sent: every event)\n\n"
             "Ctrl-C stops everything."
         )
         raise typer.Exit(supervise(planes, settings, banner))

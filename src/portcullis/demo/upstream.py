@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -114,6 +116,31 @@ def create_demo_app() -> FastAPI:
         async for chunk in request.stream():
             total += len(chunk)
         return {"received": total}
+
+    # The demo's webhook receiver: what the gateway's control plane delivered, newest
+    # first, as it arrived (the signature is shown, not checked: see docs/webhooks.md).
+    inbox: deque[dict[str, Any]] = deque(maxlen=50)
+
+    @app.post("/webhooks/inbox", status_code=204)
+    async def receive_webhook(request: Request) -> Response:
+        body = await request.body()
+        try:
+            payload: Any = json.loads(body)
+        except ValueError:
+            payload = body.decode("utf-8", "replace")
+        inbox.appendleft(
+            {
+                "webhook_id": request.headers.get("webhook-id"),
+                "webhook_timestamp": request.headers.get("webhook-timestamp"),
+                "webhook_signature": request.headers.get("webhook-signature"),
+                "payload": payload,
+            }
+        )
+        return Response(status_code=204)
+
+    @app.get("/webhooks/inbox")
+    async def webhook_inbox() -> list[dict[str, Any]]:
+        return list(inbox)
 
     @app.websocket("/ws/echo")
     async def ws_echo(ws: WebSocket) -> None:

@@ -24,6 +24,7 @@ Counters for metrics are plain attributes, gathered by `snapshot()`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -170,6 +171,18 @@ class RedisBackend:
             Decision(bool(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3])
             for i in range(1, 4 * len(requests), 4)
         ]
+
+    async def warm(self, connections: int, *, timeout: float = 2.0) -> int:
+        """Before traffic: open `connections` to Redis and load the decision script, so
+        the first burst is decided by Redis, not by the failure policy. Returns the
+        connections that answered (0 when Redis is away: traffic then finds out)."""
+        ready = await self.redis.warm(connections, timeout=timeout)
+        if ready:
+            with contextlib.suppress(*REDIS_FAILURES):
+                async with asyncio.timeout(timeout):
+                    self._sha = await self._client.script_load(self._script)
+                    self.script_loads += 1
+        return ready
 
     async def peek(self, requests: Sequence[LimitRequest]) -> list[Decision]:
         """The decision script at cost 0: it reads every limit and writes nothing.

@@ -36,6 +36,9 @@ class Permission(StrEnum):
     ANALYTICS_READ = "analytics:read"
     ALERTS_READ = "alerts:read"
     ALERTS_WRITE = "alerts:write"
+    # Outgoing webhook endpoints, their deliveries, replays and test events.
+    WEBHOOKS_READ = "webhooks:read"
+    WEBHOOKS_WRITE = "webhooks:write"
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -57,9 +60,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ANALYTICS_READ,
             Permission.ALERTS_READ,
             Permission.ALERTS_WRITE,
+            Permission.WEBHOOKS_READ,
+            Permission.WEBHOOKS_WRITE,
         }
     ),
-    # Viewers read the gateway config, the audit log, organisations, analytics and alerts.
+    # Viewers read the gateway config, the audit log, organisations, analytics, alerts and
+    # webhook endpoints.
     Role.VIEWER: frozenset(
         {
             Permission.CONFIG_READ,
@@ -68,6 +74,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.CREDENTIALS_READ,
             Permission.ANALYTICS_READ,
             Permission.ALERTS_READ,
+            Permission.WEBHOOKS_READ,
         }
     ),
 }

@@ -19,7 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from portcullis.events.outbox import Subscription as Subscription  # re-exported
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.webhook_tables import WebhookEndpointRow
-from portcullis.webhooks.signing import SigningKeys, crockford32, generate_secret
+from portcullis.webhooks.signing import (
+    SIGNING_KEY_PREFIX,
+    SigningKeys,
+    crockford32,
+    generate_secret,
+    generate_signing_key,
+    parse_signing_key,
+    public_key_text,
+)
+
+# `v1`: HMAC-SHA256 with a `whsec_` secret; `v1a`: ed25519 with a `whsk_` signing key
+# (its `whpk_` public key is what receivers hold).
+SIGNATURE_SCHEMES = ("v1", "v1a")
 
 
 def endpoint_id() -> str:
@@ -72,12 +84,7 @@ def unseal_headers(server: ServerSecret, endpoint: str, blob: bytes | None) -> d
 
 def signing_keys(server: ServerSecret, endpoint: str, blob: bytes, now: datetime) -> SigningKeys:
     """The keys an attempt signs with now: the current secret and unexpired old ones."""
-    live = [
-        s.secret
-        for s in unseal_secrets(server, endpoint, blob)
-        if s.expires_at is None or s.expires_at > now
-    ]
-    return SigningKeys.parse(live)
+    return SigningKeys.parse(live_secrets(server, endpoint, blob, now))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,32 @@ class NewEndpoint:
     rate_limit: int | None = None
     max_concurrency: int = 4
     ordered: bool = False
+    signature: str = "v1"
+
+
+def new_signing_secret(signature: str) -> str:
+    """A new secret of the scheme `signature` in its stored form (`whsec_…`/`whsk_…`)."""
+    return generate_signing_key()[0] if signature == "v1a" else generate_secret()
+
+
+def scheme_of(secret: str) -> str:
+    return "v1a" if secret.startswith(SIGNING_KEY_PREFIX) else "v1"
+
+
+def public_key_of(secret: str) -> str | None:
+    """The `whpk_` public key of a `v1a` signing key (None for a `v1` secret)."""
+    if scheme_of(secret) != "v1a":
+        return None
+    return public_key_text(parse_signing_key(secret))
+
+
+def live_secrets(server: ServerSecret, endpoint: str, blob: bytes, now: datetime) -> list[str]:
+    """The secrets that sign now, newest first (the current one and unexpired old ones)."""
+    return [
+        s.secret
+        for s in unseal_secrets(server, endpoint, blob)
+        if s.expires_at is None or s.expires_at > now
+    ]
 
 
 async def create_endpoint(
@@ -100,7 +133,7 @@ async def create_endpoint(
 ) -> tuple[str, str]:
     """Store a new endpoint in the caller's transaction: (its id, its secret, shown once)."""
     ident = endpoint_id()
-    secret = generate_secret()
+    secret = new_signing_secret(new.signature)
     await conn.execute(
         insert(WebhookEndpointRow).values(
             id=ident,
@@ -137,12 +170,14 @@ async def rotate_secret(
             select(WebhookEndpointRow.secrets_sealed).where(WebhookEndpointRow.id == endpoint)
         )
     ).one()
+    stored = unseal_secrets(server, endpoint, row.secrets_sealed)
     kept = [
         SealedSecret(s.secret, s.expires_at or now + grace)
-        for s in unseal_secrets(server, endpoint, row.secrets_sealed)
+        for s in stored
         if s.expires_at is None or s.expires_at > now
     ]
-    secret = generate_secret()
+    # Newest first: the new secret keeps the endpoint's scheme (v1 or v1a).
+    secret = new_signing_secret(scheme_of(stored[0].secret) if stored else "v1")
     await conn.execute(
         update(WebhookEndpointRow)
         .where(WebhookEndpointRow.id == endpoint)

@@ -51,6 +51,8 @@ class Claimed:
     secrets_sealed: bytes
     headers_sealed: bytes | None
     max_concurrency: int
+    # Deliveries per second this endpoint accepts (None: no limit).
+    rate_limit: int | None
 
 
 def _due(now: datetime) -> list[ColumnElement[bool]]:
@@ -133,6 +135,7 @@ async def claim(
                     E.secrets_sealed,
                     E.headers_sealed,
                     E.max_concurrency,
+                    E.rate_limit,
                 )
                 .join(E, E.id == M.endpoint_id)
                 .where(M.id.in_(list(leased)))
@@ -140,6 +143,21 @@ async def claim(
             )
         ).all()
     return [Claimed(**row._asdict()) for row in rows]
+
+
+async def release(engine: AsyncEngine, owner: str, ids: Sequence[str]) -> int:
+    """Give back leases `owner` took but will not use now (the endpoint is at its
+    concurrency or rate limit): the messages stay due, untouched (no attempt is counted),
+    and the next claim takes them in their turn. Returns how many were released."""
+    if not ids:
+        return 0
+    async with write_transaction(engine) as conn:
+        released = await conn.execute(
+            update(M)
+            .where(M.id.in_(list(ids)), M.lease_owner == owner, M.status == PENDING)
+            .values(lease_owner=None, lease_expires_at=None)
+        )
+    return released.rowcount
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +195,22 @@ async def finish(
     """
     if not outcomes:
         return []
+    # Every worker updates the endpoints of a group in id order: two workers recording
+    # attempts for the same endpoints then never wait on each other in a cycle
+    # (PostgreSQL would abort one with "deadlock detected", and its whole group of
+    # attempts would go unrecorded until their leases expired). Messages are each
+    # leased to one worker; they are updated in id order too.
     async with write_transaction(engine) as conn:
-        await conn.execute(insert(WebhookAttemptRow), [_attempt_row(o) for o in outcomes])
+        # A message whose endpoint was deleted during its attempt is gone (with its
+        # history): its attempt is not recorded, and the others still commit. The rows
+        # are locked so a delete can't slip in before the insert.
+        ids = list({o.message.id for o in outcomes})
+        present = set(
+            (await conn.execute(select(M.id).where(M.id.in_(ids)).with_for_update())).scalars()
+        )
+        recorded = [_attempt_row(o) for o in outcomes if o.message.id in present]
+        if recorded:
+            await conn.execute(insert(WebhookAttemptRow), recorded)
         held = await _move_messages(conn, owner, outcomes)
         disabled = await _track_endpoints(conn, outcomes, disable_after)
     return [
@@ -209,7 +241,7 @@ async def _move_messages(
     held: set[str] = set()
     # Finished messages with the same answer move in one statement.
     finished: dict[tuple[str, int | None, str | None, datetime], list[str]] = {}
-    for o in outcomes:
+    for o in sorted(outcomes, key=lambda o: o.message.id):
         error = o.result.error.value if o.result.error else None
         if o.decision.next is Next.RETRY:
             moved = await conn.execute(
@@ -261,7 +293,7 @@ async def _track_endpoints(
     for i, o in enumerate(outcomes):
         by_endpoint.setdefault(o.message.endpoint_id, []).append(i)
     disabled: dict[int, str] = {}
-    for endpoint, indexes in by_endpoint.items():
+    for endpoint, indexes in sorted(by_endpoint.items()):
         gone = [i for i in indexes if outcomes[i].decision.next is Next.GONE]
         if gone:
             if await _disable(conn, outcomes[gone[0]], "gone"):
@@ -350,10 +382,15 @@ async def replay_failed(
     return (await conn.execute(query.values(**_replayed(now)))).rowcount
 
 
-async def enqueue_test(conn: AsyncConnection, endpoint_id: str, now: datetime) -> str:
-    """Record a `webhook.test` event and queue it for `endpoint_id` alone; its message id."""
+async def enqueue_test(
+    conn: AsyncConnection, endpoint_id: str, now: datetime, *, organization_id: str | None = None
+) -> str:
+    """Record a `webhook.test` event (of the endpoint's organization) and queue it for
+    `endpoint_id` alone; its message id."""
     data = {"endpoint_id": endpoint_id, "message": "a test event sent on request"}
-    event = await record_event(conn, outbox.TEST_KIND, endpoint_id, data, now=now)
+    event = await record_event(
+        conn, outbox.TEST_KIND, endpoint_id, data, now=now, organization_id=organization_id
+    )
     ident = message_id()
     await conn.execute(
         insert(WebhookMessageRow).values(

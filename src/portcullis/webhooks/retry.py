@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -78,17 +78,21 @@ def decide(
     attempts_made: int,
     result: AttemptResult,
     uniform: Callable[[float, float], float] = random.uniform,
+    schedule: Sequence[float] = SCHEDULE,
 ) -> Decision:
-    """The step after the `attempts_made`-th attempt (1-based) ended with `result`."""
+    """The step after the `attempts_made`-th attempt (1-based) ended with `result`, on
+    `schedule` (the delays before each attempt; an operator may set their own with
+    `webhook_retry_schedule`). A `Retry-After` stretches a delay up to the schedule's
+    longest one."""
     if result.succeeded:
         return Decision(Next.DELIVERED)
     if result.status == 410:
         return Decision(Next.GONE)
-    if attempts_made >= len(SCHEDULE):
+    if attempts_made >= len(schedule):
         return Decision(Next.EXHAUSTED)
-    delay = SCHEDULE[attempts_made] * uniform(1 - JITTER, 1 + JITTER)
+    delay = schedule[attempts_made] * uniform(1 - JITTER, 1 + JITTER)
     if result.retry_after is not None and result.status in (429, 503):
-        delay = max(delay, min(result.retry_after, MAX_RETRY_AFTER))
+        delay = max(delay, min(result.retry_after, max(schedule)))
     return Decision(Next.RETRY, delay)
 
 

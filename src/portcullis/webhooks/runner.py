@@ -46,6 +46,11 @@ class WebhookDelivery:
             poll_interval=settings.webhook_poll_interval,
             disable_after=timedelta(days=settings.webhook_disable_after_days),
             metrics=metrics,
+            schedule=settings.webhook_retry_schedule,
+            lease=None
+            if settings.webhook_lease is None
+            else timedelta(seconds=settings.webhook_lease),
+            breaker_rest=settings.webhook_breaker_rest,
         )
         self._bus = bus
         self._subscription: Subscription | None = None

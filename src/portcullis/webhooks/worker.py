@@ -4,7 +4,13 @@ It keeps up to `capacity` attempts in flight, each its own task, and claims more
 they finish, so one slow receiver holds only its own slots. It never claims for an
 endpoint that already has `max_concurrency` attempts in flight, nor for one whose
 breaker is open (after `BREAKER_FAILURES` failures in a row, the endpoint rests for
-`BREAKER_REST` seconds in this process; its messages stay queued, nothing is lost).
+`breaker_rest` seconds in this process; its messages stay queued, nothing is lost), nor
+for one whose rate limit has no token left (`pacing.TokenBucket`). A claim can still
+return more of one endpoint's messages than its free slots or tokens: those leases are
+given back at once, untouched, and the messages wait their turn in the queue.
+
+Limits are kept per process: with several delivering processes on PostgreSQL, each
+paces an endpoint to its `rate_limit` (and `max_concurrency`) on its own.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +32,8 @@ from portcullis.identity.secrets import ServerSecret
 from portcullis.webhooks import queue
 from portcullis.webhooks.endpoints import signing_keys, unseal_headers
 from portcullis.webhooks.metrics import WebhookMetrics
-from portcullis.webhooks.retry import AttemptResult, Next, decide
+from portcullis.webhooks.pacing import TokenBucket
+from portcullis.webhooks.retry import SCHEDULE, AttemptResult, Next, decide
 from portcullis.webhooks.sender import Sender
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,12 @@ BREAKER_FAILURES = 5
 BREAKER_REST = 30.0
 # Headers an endpoint's custom headers may not replace.
 _RESERVED = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature", "content-type"})
+
+
+def default_lease(timeout: float) -> float:
+    """Seconds a claim is held when `webhook_lease` is not set: two attempts' worth of
+    the send timeout and a margin for a slow store."""
+    return 2 * timeout + 30
 
 
 def worker_name() -> str:
@@ -46,6 +59,26 @@ class _Endpoint:
     in_flight: int = 0
     failures: int = 0
     rest_until: float = 0.0
+    max_concurrency: int = 1
+    bucket: TokenBucket | None = None
+
+    def follow(self, message: queue.Claimed, now: float) -> None:
+        """Take the endpoint's current limits from a message just claimed."""
+        self.max_concurrency = message.max_concurrency
+        if message.rate_limit is None or message.rate_limit <= 0:
+            # The admin API takes positive limits only; a row written otherwise must not
+            # stop this worker from claiming (it would fail every claim): no limit.
+            self.bucket = None
+        elif self.bucket is None:
+            self.bucket = TokenBucket(message.rate_limit, now)
+        elif self.bucket.rate != message.rate_limit:
+            self.bucket.retune(message.rate_limit, now)
+
+    def admits(self, now: float) -> bool:
+        """Whether an attempt may start now (and if so, its token is spent)."""
+        if self.in_flight >= self.max_concurrency:
+            return False
+        return self.bucket is None or self.bucket.take(now)
 
 
 @dataclass
@@ -57,6 +90,8 @@ class DeliveryStats:
     failed: int = 0
     dead_lettered: int = 0
     lost_leases: int = 0
+    # Claimed messages given back untried: their endpoint was at a limit.
+    deferred: int = 0
     disabled: list[str] = field(default_factory=list)
 
 
@@ -111,6 +146,9 @@ class Dispatcher:
         disable_after: timedelta = timedelta(days=5),
         uniform: Callable[[float, float], float] = random.uniform,
         metrics: WebhookMetrics | None = None,
+        schedule: Sequence[float] = SCHEDULE,
+        lease: timedelta | None = None,
+        breaker_rest: float = BREAKER_REST,
     ) -> None:
         self.engine = engine
         self.server = server
@@ -123,13 +161,14 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.disable_after = disable_after
         self.uniform = uniform
+        self.schedule = tuple(schedule)
+        self.breaker_rest = breaker_rest
         # Long enough that a live worker's attempt (bounded by the sender's timeout)
         # always finishes inside its lease.
-        self.lease = timedelta(seconds=2 * sender.timeout + 30)
+        self.lease = lease or timedelta(seconds=default_lease(sender.timeout))
         self.stats = DeliveryStats()
         self.metrics = metrics
         self._endpoints: dict[str, _Endpoint] = {}
-        self._limits: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._kick = asyncio.Event()
         self._commits = GroupCommit(self._record)
@@ -147,11 +186,25 @@ class Dispatcher:
         return [
             ident
             for ident, state in self._endpoints.items()
-            if state.rest_until > now or state.in_flight >= self._limits.get(ident, 1)
+            if state.rest_until > now
+            or state.in_flight >= state.max_concurrency
+            or (state.bucket is not None and state.bucket.wait(now) > 0)
         ]
 
+    def next_token_in(self) -> float | None:
+        """Seconds until the soonest rate-limited endpoint may be sent to again (None:
+        no endpoint is waiting for a token)."""
+        now = self.clock()
+        waits = [
+            wait
+            for state in self._endpoints.values()
+            if state.bucket is not None and (wait := state.bucket.wait(now)) > 0
+        ]
+        return min(waits, default=None)
+
     async def claim_and_start(self) -> int:
-        """Claim what fits in the free slots and start attempting it; returns how many."""
+        """Claim what fits in the free slots and start attempting it; returns how many
+        started (claimed messages whose endpoint is at a limit are given back)."""
         free = self.capacity - len(self._tasks)
         if free <= 0:
             return 0
@@ -163,14 +216,22 @@ class Dispatcher:
             lease=self.lease,
             exclude=self._unavailable(),
         )
+        now = self.clock()
+        deferred: list[str] = []
         for message in claimed:
             state = self._endpoints.setdefault(message.endpoint_id, _Endpoint())
+            state.follow(message, now)
+            if not state.admits(now):
+                deferred.append(message.id)
+                continue
             state.in_flight += 1
-            self._limits[message.endpoint_id] = message.max_concurrency
             task = asyncio.create_task(self._attempt(message))
             self._tasks.add(task)
             task.add_done_callback(self._done)
-        return len(claimed)
+        if deferred:
+            self.stats.deferred += len(deferred)
+            await queue.release(self.engine, self.owner, deferred)
+        return len(claimed) - len(deferred)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -182,7 +243,7 @@ class Dispatcher:
         state = self._endpoints[message.endpoint_id]
         try:
             result = await self._send(message)
-            decision = decide(message.attempts + 1, result, self.uniform)
+            decision = decide(message.attempts + 1, result, self.uniform, self.schedule)
             finished = await self._commits.submit(
                 queue.Outcome(message, result, decision, self._now())
             )
@@ -228,7 +289,7 @@ class Dispatcher:
         state.failures += 1
         if state.failures >= BREAKER_FAILURES:
             state.failures = 0
-            state.rest_until = self.clock() + BREAKER_REST
+            state.rest_until = self.clock() + self.breaker_rest
 
     async def drain(self) -> None:
         """Wait for the attempts in flight to finish."""
@@ -247,7 +308,10 @@ class Dispatcher:
                     started = 0
                 if started and len(self._tasks) < self.capacity:
                     continue
+                # A rate-limited endpoint is looked at again when its next token is due.
+                token = self.next_token_in()
+                wait = self.poll_interval if token is None else min(token, self.poll_interval)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), self.poll_interval)
+                    await asyncio.wait_for(self._kick.wait(), wait)
         finally:
             await self.drain()

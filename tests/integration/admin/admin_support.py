@@ -105,6 +105,20 @@ ENDPOINTS += [
     ("GET", "/admin/v1/alerts", "alerts:read"),
     ("GET", "/admin/v1/anomalies", "alerts:read"),
     ("GET", "/admin/v1/events", "alerts:read"),
+    ("POST", "/admin/v1/webhooks", "webhooks:write"),
+    ("GET", "/admin/v1/webhooks", "webhooks:read"),
+    ("GET", "/admin/v1/webhooks/deliveries", "webhooks:read"),
+    ("GET", "/admin/v1/webhooks/{endpoint_id}", "webhooks:read"),
+    ("PATCH", "/admin/v1/webhooks/{endpoint_id}", "webhooks:write"),
+    ("DELETE", "/admin/v1/webhooks/{endpoint_id}", "webhooks:write"),
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/enable", "webhooks:write"),
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/disable", "webhooks:write"),
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/rotate-secret", "webhooks:write"),
+    ("GET", "/admin/v1/webhooks/{endpoint_id}/deliveries", "webhooks:read"),
+    ("GET", "/admin/v1/webhooks/{endpoint_id}/deliveries/export", "webhooks:read"),
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/deliveries/{message_id}/replay", "webhooks:write"),
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/replay-failed", "webhooks:write"),
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/test", "webhooks:write"),
 ]
 
 _EVERYTHING = {
@@ -122,6 +136,8 @@ _EVERYTHING = {
     "analytics:read",
     "alerts:read",
     "alerts:write",
+    "webhooks:read",
+    "webhooks:write",
 }
 ROLE_GRANTS: dict[Role, set[str]] = {
     Role.OWNER: _EVERYTHING,
@@ -138,6 +154,8 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "analytics:read",
         "alerts:read",
         "alerts:write",
+        "webhooks:read",
+        "webhooks:write",
     },
     Role.VIEWER: {
         READ,
@@ -146,6 +164,7 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "credentials:read",
         "analytics:read",
         "alerts:read",
+        "webhooks:read",
     },
 }
 
@@ -164,6 +183,8 @@ def concrete(path: str) -> str:
         .replace("{client_id}", "nope")
         .replace("{consumer}", "nope")
         .replace("{name}", "nope")
+        .replace("{endpoint_id}", "nope")
+        .replace("{message_id}", "nope")
     )
 
 

@@ -84,7 +84,7 @@ def fuzz_admin_api(tmp_path: Path, selection: list[str]) -> int:
                 "--max-examples",
                 "10",
                 "--workers",
-                "2",
+                "1",
                 "--seed",
                 "20261123",
                 "--request-timeout",

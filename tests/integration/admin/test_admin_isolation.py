@@ -173,6 +173,21 @@ TABLE |= {
     ("GET", "/admin/v1/events"): LIST(
         "?limit=200", "?subject=consumer:{o}-app&limit=200", "?kind=consumer.created&limit=200"
     ),
+    ("POST", "/admin/v1/webhooks"): CREATE,
+    ("GET", "/admin/v1/webhooks"): LIST("?organization={o}", "?event_type=key.revoked"),
+    # Deliveries name endpoints, not organizations: test_admin_webhooks checks them by id.
+    ("GET", "/admin/v1/webhooks/deliveries"): LIST("?event_type=webhook.test", control=False),
+    ("GET", "/admin/v1/webhooks/{endpoint_id}"): ITEM_READ,
+    ("PATCH", "/admin/v1/webhooks/{endpoint_id}"): ITEM,
+    ("DELETE", "/admin/v1/webhooks/{endpoint_id}"): ITEM,
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/enable"): ITEM,
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/disable"): ITEM,
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/rotate-secret"): ITEM,
+    ("GET", "/admin/v1/webhooks/{endpoint_id}/deliveries"): ITEM_READ,
+    ("GET", "/admin/v1/webhooks/{endpoint_id}/deliveries/export"): ITEM_READ,
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/deliveries/{message_id}/replay"): ITEM,
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/replay-failed"): ITEM,
+    ("POST", "/admin/v1/webhooks/{endpoint_id}/test"): ITEM,
 }
 
 
@@ -243,6 +258,19 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
             )
         )
         key = await _ok(await owner.post(f"/admin/v1/consumers/{o}-app/keys", json={"name": o}))
+        hook = await _ok(
+            await owner.post(
+                "/admin/v1/webhooks",
+                json={
+                    "url": f"https://{o}.hooks.invalid/in",
+                    "event_types": ["key.*"],
+                    "description": f"{o} hook",
+                    "organization": o,
+                    "consumer": f"{o}-app",
+                },
+            )
+        )
+        test = await _ok(await owner.post(f"/admin/v1/webhooks/{hook['id']}/test"))
         client = await _ok(
             await owner.post(f"/admin/v1/consumers/{o}-app/oauth-clients", json={"name": o})
         )
@@ -272,6 +300,8 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
             "{user_id}": user["id"],
             "{token_id}": token["id"],
             "{org_id}": org_ids[o],
+            "{endpoint_id}": hook["id"],
+            "{message_id}": test["message_id"],
         }
         plugins[o] = plugin["id"]
     await _ok(await owner.post("/admin/v1/alert-rules", json=RULE))
@@ -351,6 +381,7 @@ async def _request(
         "admin-users": {"email": "x@example.com", "password": "correct horse battery staple",
                         "role": "viewer", "organization_id": world.org_ids[o]},
         "upstreams/targets": {"target": "10.0.0.9:80"},
+        "webhooks": {"url": "https://x.hooks.invalid/", "event_types": ["*"], "organization": o},
     }  # fmt: skip
     if template.endswith("/targets"):
         return await client.post(path, json=creates["upstreams/targets"])
@@ -387,6 +418,11 @@ async def _tenant_state(owner: httpx.AsyncClient, world: World, o: str) -> dict[
         "users": [u for u in users if u["id"] in members],
         "tokens": [t for t in tokens if t["user_id"] in members],
         "organization": (await owner.get(f"/admin/v1/organizations/{world.org_ids[o]}")).json(),
+        # Without the run of failures, which the delivery worker moves on its own.
+        "webhooks": [
+            {k: v for k, v in hook.items() if k != "failing_since"}
+            for hook in (await owner.get(f"/admin/v1/webhooks?organization={o}")).json()["items"]
+        ],
     }
 
 

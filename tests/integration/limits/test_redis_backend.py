@@ -236,3 +236,32 @@ async def test_factory_picks_the_backend_from_settings(redis_server: RedisServer
         # The backend does not own the process's Redis: it still answers until its owner closes it.
         assert await redis.client.ping()
         await redis.aclose()
+
+
+async def test_warm_opens_connections_and_loads_the_script_before_traffic(
+    redis_server: RedisServer, sync_client: Redis, prefix: str
+) -> None:
+    sync_client.script_flush()
+    name = f"warm-{uuid.uuid4().hex[:8]}"
+    b = RedisBackend.from_url(redis_server.url, prefix=prefix, timeout=2.0)
+    b.redis.client.connection_pool.connection_kwargs["client_name"] = name
+    try:
+        assert await b.warm(6) == 6
+        clients = [c for c in sync_client.client_list() if c.get("name") == name]
+        assert len(clients) == 6
+        assert b.script_loads == 1
+        # The first decision finds the script loaded: no NOSCRIPT round trip.
+        assert all(d.allowed for d in await b.decide(requests("warm")))
+        assert b.script_loads == 1
+        assert b.fallback_decisions == 0
+    finally:
+        await b.aclose()
+
+
+async def test_warm_against_an_absent_redis_returns_zero_and_leaves_the_circuit_closed() -> None:
+    b = RedisBackend.from_url("redis://127.0.0.1:1", timeout=0.5)
+    try:
+        assert await b.warm(4, timeout=1.0) == 0
+        assert b.healthy
+    finally:
+        await b.aclose()

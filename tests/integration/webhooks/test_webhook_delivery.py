@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.events.bus import record_event
@@ -502,3 +502,118 @@ async def test_a_test_event_goes_only_to_the_endpoint_it_was_sent_to(
     assert delivery.headers["webhook-id"] == sent
     assert json.loads(delivery.body)["type"] == "webhook.test"
     assert everything.deliveries == []
+
+
+async def test_a_rate_limited_endpoint_is_paced_and_its_waiting_messages_are_untouched(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as receiver:
+        _, receiver.secret = await _endpoint(engine, clock, receiver.url, rate_limit=2)
+        for _ in range(6):
+            await _event(engine, clock)
+        dispatcher = _dispatcher(engine, sender, clock)
+        # A second's worth (2) goes now; the other 4 go back to the queue as they were.
+        assert await _round(dispatcher) == 2
+        waiting = [m for m in await _messages(engine) if m.status == "pending"]
+        assert [(m.attempts, m.lease_owner) for m in waiting] == [(0, None)] * 4
+        assert await _count(engine, WebhookAttemptRow) == 2
+        assert await _round(dispatcher) == 0
+        assert dispatcher.next_token_in() == pytest.approx(0.5)
+        clock.advance(0.5)
+        assert await _round(dispatcher) == 1
+        clock.advance(0.4)
+        assert await _round(dispatcher) == 0
+        clock.advance(0.6)
+        assert await _round(dispatcher) == 2
+        clock.advance(0.5)
+        assert await _round(dispatcher) == 1
+    assert len(receiver.deliveries) == 6
+    assert all(d.verified for d in receiver.deliveries)
+    # In event order, each attempted once: waiting cost no attempt and failed nothing.
+    assert [json.loads(d.body)["event_id"] for d in receiver.deliveries] == sorted(
+        json.loads(d.body)["event_id"] for d in receiver.deliveries
+    )
+    assert [(m.status, m.attempts) for m in await _messages(engine)] == [("delivered", 1)] * 6
+    assert (dispatcher.stats.attempts, dispatcher.stats.failed) == (6, 0)
+
+
+async def test_a_rate_limited_backlog_does_not_delay_other_endpoints(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as limited, webhook_receiver() as other:
+        await _endpoint(engine, clock, limited.url, rate_limit=1)
+        for _ in range(10):
+            await _event(engine, clock)  # the limited endpoint's backlog comes first
+        await _endpoint(engine, clock, other.url)
+        for _ in range(3):
+            await _event(engine, clock)  # these reach both endpoints
+        dispatcher = _dispatcher(engine, sender, clock, capacity=4)
+        # Without moving the clock: the limited endpoint gets its one token's worth, and
+        # the other endpoint everything, though its messages are younger.
+        while await _round(dispatcher):
+            pass
+    assert (len(limited.deliveries), len(other.deliveries)) == (1, 3)
+
+
+async def test_an_endpoint_never_has_more_attempts_in_flight_than_its_concurrency(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as receiver:
+        await _endpoint(engine, clock, receiver.url, max_concurrency=2)
+        for _ in range(5):
+            await _event(engine, clock)
+        dispatcher = _dispatcher(engine, sender, clock)
+        # One claim returns all five; only two may be in flight, three go back.
+        assert await dispatcher.claim_and_start() == 2
+        assert dispatcher.stats.deferred == 3
+        await dispatcher.drain()
+        assert await _round(dispatcher) == 2
+        assert await _round(dispatcher) == 1
+    assert len(receiver.deliveries) == 5
+
+
+async def test_a_non_positive_rate_limit_in_the_store_does_not_stop_delivery(
+    engine: AsyncEngine, sender: Sender
+) -> None:
+    clock = ManualClock(T0)
+    async with webhook_receiver() as receiver:
+        await _endpoint(engine, clock, receiver.url, rate_limit=0)
+        await _event(engine, clock)
+        assert await _round(_dispatcher(engine, sender, clock)) == 1
+    assert len(receiver.deliveries) == 1
+
+
+async def test_workers_recording_failures_for_the_same_endpoints_in_any_order_never_deadlock(
+    engine: AsyncEngine,
+) -> None:
+    # Two workers each record a group of failed attempts touching endpoints a and b,
+    # listed in opposite orders. Each group updates its endpoints' failure runs; on
+    # PostgreSQL, updating them in the order given made the two transactions wait on
+    # each other ("deadlock detected": one group went unrecorded until its leases expired).
+    clock = ManualClock(T0)
+    for url in ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b"):
+        await _endpoint(engine, clock, url)
+    for _ in range(2):
+        await _event(engine, clock)
+    now = datetime.fromtimestamp(clock(), UTC)
+    claimed = await queue.claim(engine, "w", now, limit=10, lease=timedelta(seconds=60))
+    by_endpoint: dict[str, list[queue.Claimed]] = {}
+    for message in claimed:
+        by_endpoint.setdefault(message.endpoint_id, []).append(message)
+    (a1, a2), (b1, b2) = by_endpoint.values()
+
+    def failed(message: queue.Claimed) -> queue.Outcome:
+        return queue.Outcome(message, AttemptResult(500), Decision(Next.RETRY, 5), now)
+
+    for _ in range(3):  # the interleaving that deadlocks is likely, not certain
+        recorded = await asyncio.gather(
+            queue.finish(engine, "w", [failed(a1), failed(b1)], disable_after=timedelta(days=5)),
+            queue.finish(engine, "w", [failed(b2), failed(a2)], disable_after=timedelta(days=5)),
+        )
+        assert [len(group) for group in recorded] == [2, 2]
+        async with write_transaction(engine) as conn:  # a fresh failure run each round
+            await conn.execute(update(WebhookEndpointRow).values(failing_since=None))
+    assert await _count(engine, WebhookAttemptRow) == 12

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyFilter
 from portcullis.identity.secrets import ServerSecret
-from portcullis.model.loader import load_config_data
 from portcullis.services.audit import AuditEvent, AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation, RequestFacts
@@ -33,10 +29,7 @@ from portcullis.services.keys import (
 )
 from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
 from portcullis.services.scoping import OrgScope
-from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
 
 SECRET = ServerSecret.from_secret(b"s" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
@@ -48,34 +41,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
-    async with write_transaction(eng) as conn:
-        for name in ("org-a", "org-b"):
-            await conn.execute(
-                insert(OrganizationRow).values(
-                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
-                )
-            )
-    await ConfigRepository(eng).apply(
-        load_config_data(
-            {
-                "consumers": [
-                    {"username": "alice", "organization": "org-a"},
-                    {"username": "bob", "organization": "org-b"},
-                ]
-            }
-        ),
-        author="test",
-        comment=None,
-    )
-    yield eng
-    await eng.dispose()
 
 
 @pytest.fixture

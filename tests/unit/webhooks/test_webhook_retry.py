@@ -83,3 +83,12 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert parse_retry_after(None, now) is None
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after("-5", now) is None
+
+
+def test_an_operators_schedule_replaces_the_standard_one_and_caps_retry_after() -> None:
+    fast = (0, 0.2, 0.5)
+    assert decide(1, AttemptResult(500), _exact, fast) == Decision(Next.RETRY, 0.2)
+    assert decide(2, AttemptResult(500), _exact, fast) == Decision(Next.RETRY, 0.5)
+    assert decide(3, AttemptResult(500), _exact, fast) == Decision(Next.EXHAUSTED)
+    # Retry-After stretches a delay up to the schedule's longest entry, not past it.
+    assert decide(1, AttemptResult(429, retry_after=60), _exact, fast).delay == 0.5
