@@ -234,11 +234,21 @@ def count_changes(
         before, after = old.get(kind, []), new.get(kind, [])
         if before is after or not isinstance(before, list) or not isinstance(after, list):
             continue
+        # Entries equal at both ends are unchanged (an edit touches a few in the middle);
+        # with unique identities, what changed lies in the middle slices.
+        start, limit = 0, min(len(before), len(after))
+        while start < limit and (before[start] is after[start] or before[start] == after[start]):
+            start += 1
+        tail = 0
+        while tail < limit - start and (
+            before[-1 - tail] is after[-1 - tail] or before[-1 - tail] == after[-1 - tail]
+        ):
+            tail += 1
         keyed_before: dict[str, Any] = {}
-        for entry in before:
+        for entry in before[start : len(before) - tail]:
             keyed_before.setdefault(_identity(kind, entry), entry)
         keyed_after: dict[str, Any] = {}
-        for entry in after:
+        for entry in after[start : len(after) - tail]:
             keyed_after.setdefault(_identity(kind, entry), entry)
         added = sum(1 for k in keyed_after if k not in keyed_before)
         removed = sum(1 for k in keyed_before if k not in keyed_after)
