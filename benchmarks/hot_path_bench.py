@@ -40,15 +40,15 @@ from portcullis.analytics.record import RequestRecord
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.upstream.transport import (
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+from portcullis.upstream.transport import (
     Origin,
     TransportTimeouts,
     UpstreamRequest,
     UpstreamResponse,
 )
-from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import build_snapshot
-from portcullis.settings import Settings
 
 BODY = b'{"ok":true}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"11")]

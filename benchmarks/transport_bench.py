@@ -41,9 +41,9 @@ from benchmarks._procs import (
     free_port,
     wait_until_ready,
 )
-from portcullis.proxy.upstream.aiohttp_transport import AiohttpTransport
-from portcullis.proxy.upstream.http1 import Http1Transport
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.aiohttp_transport import AiohttpTransport
+from portcullis.upstream.http1 import Http1Transport
+from portcullis.upstream.transport import (
     Origin,
     Transport,
     TransportTimeouts,

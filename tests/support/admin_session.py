@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import httpx
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from support.servers import Gateway
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import SupportsIndex
 
-from portcullis.proxy.upstream.transport import Origin
+from portcullis.upstream.transport import Origin
 
 __all__ = [
     "Handler",

@@ -54,7 +54,13 @@ WRONG_WAY = [
     # The model validating plugins through their handlers (the old 16-module cycle).
     ("model/config.py", "import portcullis.plugins.registry", "portcullis.plugins.registry"),
     # The data plane reaching into the control plane.
-    ("proxy/balancer.py", "from portcullis.admin import state", "portcullis.admin.state"),
+    ("upstream/balancer.py", "from portcullis.admin import state", "portcullis.admin.state"),
+    # The snapshot compiler reaching up into the proxy (the old runtime <-> proxy cycle).
+    ("runtime/snapshot.py", "import portcullis.proxy.app", "portcullis.proxy.app"),
+    # The upstream pieces the snapshot holds reaching up into the runtime.
+    ("upstream/shedding.py", "import portcullis.runtime.snapshot", "portcullis.runtime.snapshot"),
+    # A plugin naming the runtime's compiled route instead of its RouteView.
+    ("plugins/base.py", "import portcullis.runtime.snapshot", "portcullis.runtime.snapshot"),
     # A plugin schema importing its handler.
     ("model/plugins/acl.py", "import portcullis.plugins.acl", "portcullis.plugins.acl"),
     # A schema importing the gateway model it is part of.
@@ -65,6 +71,8 @@ WRONG_WAY = [
     ("model/traffic.py", "import sqlalchemy", "sqlalchemy"),
     # A leaf growing a dependency.
     ("model/types.py", "import portcullis.http_fields", "portcullis.http_fields"),
+    # SQL in an admin router instead of the service layer.
+    ("admin/routers/usage.py", "import sqlalchemy.exc", "sqlalchemy"),
     # A new analytics -> admin import (only the listed old ones are ignored).
     ("analytics/queries.py", "import portcullis.admin.state", "portcullis.admin.state"),
 ]

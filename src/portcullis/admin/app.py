@@ -19,11 +19,8 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis import __version__
-from portcullis.admin.audit import AuditLog
-from portcullis.admin.auth import AuthService
 from portcullis.admin.background import BackgroundJobs
 from portcullis.admin.body_guard import BodyGuardMiddleware
-from portcullis.admin.config_editor import ConfigEditor
 from portcullis.admin.dependencies import deployment_wide_reader
 from portcullis.admin.docs import install_docs
 from portcullis.admin.idempotency import IdempotencyMiddleware
@@ -31,13 +28,16 @@ from portcullis.admin.middleware import SecurityHeadersMiddleware
 from portcullis.admin.openapi import install_openapi
 from portcullis.admin.problems import install_problem_handlers
 from portcullis.admin.ratelimit import AdminRateLimiter, Policy, RateLimitMiddleware
-from portcullis.admin.rbac import Permission
-from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.admin.state import AdminState
 from portcullis.identity.secrets import load_server_secret
 from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
 from portcullis.runtime.heartbeat import list_nodes
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.audit import AuditLog
+from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.data_plane import FRESH_BEATS, NodeState, classify, data_plane_problem
+from portcullis.services.rbac import Permission
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
 

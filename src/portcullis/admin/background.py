@@ -17,7 +17,6 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from portcullis.admin.audit import AuditLog
 from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.state import AdminState
 from portcullis.events.bus import EventBus, create_event_bus
@@ -25,6 +24,7 @@ from portcullis.identity.key_repository import KeyRepository
 from portcullis.model.config import GatewayConfig
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
+from portcullis.services.audit import AuditLog
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 

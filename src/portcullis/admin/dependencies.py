@@ -11,9 +11,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.admin.strict_json import check_body
 from portcullis.services.context import RequestFacts as RequestFacts
+from portcullis.services.rbac import Caller, Permission
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 bearer = HTTPBearer(

@@ -37,8 +37,8 @@ from portcullis.admin.problems import (
     IDEMPOTENCY_KEY_REUSED,
     problem_response,
 )
-from portcullis.admin.rbac import Caller
 from portcullis.identity.secrets import ServerSecret
+from portcullis.services.rbac import Caller
 from portcullis.store.admin_tables import IdempotencyKeyRow
 from portcullis.store.engine import write_transaction
 

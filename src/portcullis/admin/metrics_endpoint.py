@@ -28,9 +28,9 @@ from prometheus_client.exposition import choose_encoder
 
 from portcullis.admin.dependencies import deployment_wide_reader
 from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem, problem_responses
-from portcullis.admin.rbac import Permission
 from portcullis.analytics.health import BREAKER_STATES, DEFAULT_FRESH_FOR, merge_upstream_health
 from portcullis.analytics.metrics import StaticCollector, multiprocess_dir, scrape_registry
+from portcullis.services.rbac import Permission
 from portcullis.settings import Settings
 from portcullis.webhooks.metrics import queue_families
 

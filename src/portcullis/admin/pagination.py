@@ -12,17 +12,14 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
 
-from portcullis.services.pagination import DEFAULT_LIMIT as DEFAULT_LIMIT
-from portcullis.services.pagination import MAX_LIMIT as MAX_LIMIT
-from portcullis.services.pagination import Page as Page
-from portcullis.services.pagination import SortedIndex as SortedIndex
-from portcullis.services.pagination import SortKey as SortKey
-from portcullis.services.pagination import has_tags as has_tags
-from portcullis.services.pagination import paginate as paginate
-from portcullis.services.pagination import parse_int_cursor as parse_int_cursor
-from portcullis.services.pagination import parse_sort as parse_sort
-from portcullis.services.pagination import sort_pattern as sort_pattern
-from portcullis.services.pagination import split_csv as split_csv
+from portcullis.services.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    SortKey,
+    paginate,
+    parse_sort,
+    sort_pattern,
+)
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The caller's organization scope for an admin request (cached on the request).
 
-The tenancy rule itself is `services.scoping.OrgScope`; re-exported here.
+The tenancy rule itself is `services.scoping.OrgScope`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,7 @@ from fastapi import Request
 
 from portcullis.services import scoping
 from portcullis.services.rbac import Caller
-from portcullis.services.scoping import SCOPED_COLLECTIONS as SCOPED_COLLECTIONS
-from portcullis.services.scoping import UNLIMITED as UNLIMITED
-from portcullis.services.scoping import OrgScope as OrgScope
-from portcullis.services.scoping import resolve_scope
+from portcullis.services.scoping import UNLIMITED, OrgScope, resolve_scope
 
 
 async def scope_of(request: Request, caller: Caller) -> OrgScope:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.admin.audit import AuditLog
-from portcullis.admin.config_editor import ConfigEditor
 from portcullis.identity.secrets import ServerSecret
+from portcullis.services.audit import AuditLog
+from portcullis.services.config_editor import ConfigEditor
 from portcullis.settings import Settings
 
 

@@ -578,7 +578,7 @@ def start_worker_metrics(
             config_version=holder.current.version,
             limits=limits,
             log_queues=list(log_queues),
-            # Adaptive concurrency limiters by upstream (proxy/shedding.py), when configured.
+            # Adaptive concurrency limiters by upstream (upstream/shedding.py), when configured.
             limiters=getattr(holder.current, "limiters", None),
         )
 

@@ -22,8 +22,8 @@ async def create_admin_user(
     database_url: str, email: str, password: str, role: str, organization_id: str | None
 ) -> str:
     """Migrate the store if needed, create the user; returns the new user's id."""
-    from portcullis.admin.auth import AuthService, EmailTaken
-    from portcullis.admin.rbac import Role
+    from portcullis.services.admin_auth import AuthService, EmailTaken
+    from portcullis.services.rbac import Role
     from portcullis.store.engine import create_engine
     from portcullis.store.migrations import upgrade_to_head
 

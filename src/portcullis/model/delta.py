@@ -16,7 +16,7 @@ documents are treated as immutable once stored or cached).
 `revalidate` is the other half: given a validated config, its canonical document
 and a changed copy of that document, it validates only the entries that changed
 and reuses the models of the rest, then runs the cross-reference check over the
-whole config. Admin edits (admin/config_editor.py) and data-plane reloads
+whole config. Admin edits (services/config_editor.py) and data-plane reloads
 (runtime/watcher.py) both use it, so an edit costs O(change) plus one pass of
 reference checks instead of validating 50,000 consumers again.
 """

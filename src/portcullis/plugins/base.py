@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from portcullis.asgi import Scope
 from portcullis.model.plugins.base import BODY_BUFFER_LIMIT as BODY_BUFFER_LIMIT
@@ -18,8 +18,8 @@ from portcullis.model.plugins.base import PluginConfig as PluginConfig
 
 if TYPE_CHECKING:
     from portcullis.identity.consumers import ConsumerInfo
+    from portcullis.model.config import Route
     from portcullis.plugins.env import PluginEnv
-    from portcullis.runtime.snapshot import CompiledRoute
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -31,6 +31,27 @@ class PluginResponse:
     status: int
     body: bytes = b""
     headers: Headers = field(default_factory=list)
+
+
+class ServiceView(Protocol):
+    """What a plugin may read of the matched route's compiled service."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class RouteView(Protocol):
+    """What a plugin may read of the matched route: the runtime's compiled route
+    (`runtime.snapshot.CompiledRoute`) satisfies it, so the plugin layer needs no
+    import of the runtime above it. The proxy's own context subclass
+    (`proxy.app.ProxyContext`) narrows `route` to the compiled route."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def route(self) -> Route: ...
+    @property
+    def service(self) -> ServiceView: ...
 
 
 class RequestContext:
@@ -63,7 +84,7 @@ class RequestContext:
     def __init__(
         self,
         scope: Scope,
-        route: CompiledRoute,
+        route: RouteView,
         method: str,
         path: str,
         client_ip: str,

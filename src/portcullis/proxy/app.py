@@ -12,9 +12,9 @@ import structlog
 from portcullis import problems
 from portcullis.analytics.record import Flag, RequestObserver, RequestRecord
 from portcullis.asgi import Message, Receive, Scope, Send
-from portcullis.plugins.base import BODY_BUFFER_LIMIT, RequestContext
+from portcullis.plugins.base import BODY_BUFFER_LIMIT
 from portcullis.problems import ProblemKind, with_occurrence
-from portcullis.proxy.balancer import Outcome, RetryBudget, TargetState, UpstreamPool
+from portcullis.proxy.context import ProxyContext
 from portcullis.proxy.headers import (
     TrustedProxies,
     new_request_id,
@@ -25,9 +25,14 @@ from portcullis.proxy.headers import (
 )
 from portcullis.proxy.paths import upstream_target
 from portcullis.proxy.responses import is_problem, request_instance, send_bytes, send_problem
-from portcullis.proxy.shedding import Permit, Shedding
 from portcullis.proxy.target import Refusal, route_request
-from portcullis.proxy.upstream.transport import (
+from portcullis.proxy.websocket import WebSocketUpstreamError, handshake_responder
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import CompiledRoute, CompiledService
+from portcullis.settings import Settings
+from portcullis.upstream.balancer import Outcome, RetryBudget, TargetState, UpstreamPool
+from portcullis.upstream.shedding import Permit, Shedding
+from portcullis.upstream.transport import (
     IDEMPOTENT_METHODS,
     ConnectError,
     ConnectTimeout,
@@ -39,15 +44,11 @@ from portcullis.proxy.upstream.transport import (
     UpstreamResponse,
     WriteTimeout,
 )
-from portcullis.proxy.websocket import WebSocketUpstreamError, handshake_responder
-from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import CompiledRoute, CompiledService
-from portcullis.settings import Settings
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from portcullis.proxy.upstream.transport import Origin
+    from portcullis.upstream.transport import Origin
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -153,7 +154,7 @@ class _Exchange:
         self.bytes_in = 0
         self.bytes_out = 0
         self.route: CompiledRoute | None = None
-        self.ctx: RequestContext | None = None
+        self.ctx: ProxyContext | None = None
         self.error_kind: str | None = None
         self.flags = 0
         self.upstream_started = 0.0
@@ -201,7 +202,7 @@ def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
     return problems.UPSTREAM_PROTOCOL_ERROR, Outcome.HTTP_FAILURE
 
 
-def _hash_key(ctx: RequestContext) -> str | None:
+def _hash_key(ctx: ProxyContext) -> str | None:
     """What a consistent-hashing service hashes on for this request (None: the client IP)."""
     service = ctx.route.service
     if service.hash_on == "header" and service.hash_on_header is not None:
@@ -219,7 +220,7 @@ class _Admitted:
 
     __slots__ = ("chunked", "ctx", "matched_length", "rid")
 
-    def __init__(self, ctx: RequestContext, matched_length: int, rid: bytes, chunked: bool) -> None:
+    def __init__(self, ctx: ProxyContext, matched_length: int, rid: bytes, chunked: bool) -> None:
         self.ctx = ctx
         self.matched_length = matched_length
         self.rid = rid
@@ -381,7 +382,7 @@ class ProxyApp:
         scope: Scope,
         head_only: bool = False,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
-        ctx: RequestContext | None = None,
+        ctx: ProxyContext | None = None,
     ) -> None:
         if ex is not None:
             ex.error_kind = kind.slug
@@ -510,7 +511,7 @@ class ProxyApp:
         if info.forwarded_for and trusted:
             # Plugins (IP allowlists, per-IP limits) see the client behind our proxies.
             client_ip = self.trusted.client_of(client_ip, info.forwarded_for)
-        ctx = RequestContext(
+        ctx = ProxyContext(
             scope, route, method, path, client_ip, rid.decode(), info.content_length, up_headers
         )
         if ex is not None:
@@ -613,7 +614,7 @@ class ProxyApp:
         if ex is not None and guard.total:
             ex.bytes_in = guard.total
 
-    async def _body_stopped(self, send: Send, ex: _Exchange | None, ctx: RequestContext) -> None:
+    async def _body_stopped(self, send: Send, ex: _Exchange | None, ctx: ProxyContext) -> None:
         await self._problem(
             send,
             ex,
@@ -626,7 +627,7 @@ class ProxyApp:
         )
 
     async def _too_large(
-        self, send: Send, ex: _Exchange | None, ctx: RequestContext, guard: _BodyGuard
+        self, send: Send, ex: _Exchange | None, ctx: ProxyContext, guard: _BodyGuard
     ) -> None:
         await self._problem(
             send,
@@ -732,7 +733,7 @@ class ProxyApp:
         self,
         send: Send,
         ex: _Exchange | None,
-        ctx: RequestContext,
+        ctx: ProxyContext,
         guard: _BodyGuard,
         receive: Receive,
         content_length: int | None,
@@ -782,7 +783,7 @@ class ProxyApp:
     async def _proxy(
         self,
         send: Send,
-        ctx: RequestContext,
+        ctx: ProxyContext,
         service: CompiledService,
         request: UpstreamRequest,
         guard: _BodyGuard,
@@ -955,7 +956,7 @@ class ProxyApp:
         self,
         shedding: Shedding,
         send: Send,
-        ctx: RequestContext,
+        ctx: ProxyContext,
         service: CompiledService,
         request: UpstreamRequest,
         guard: _BodyGuard,
@@ -984,7 +985,7 @@ class ProxyApp:
         self,
         shedding: Shedding,
         send: Send,
-        ctx: RequestContext,
+        ctx: ProxyContext,
         rid: bytes,
         head_only: bool,
         ex: _Exchange | None,
@@ -1019,7 +1020,7 @@ class ProxyApp:
         service: CompiledService,
         rid: bytes,
         head_only: bool,
-        ctx: RequestContext,
+        ctx: ProxyContext,
     ) -> None:
         """Answer a request no target of `service` can take (503, circuit open or none healthy)."""
         reason = service.pool.unavailable_reason()
@@ -1041,7 +1042,7 @@ class ProxyApp:
     async def _stream_response(
         self,
         send: Send,
-        ctx: RequestContext,
+        ctx: ProxyContext,
         response: UpstreamResponse,
         head_only: bool,
         rid: bytes,
@@ -1161,7 +1162,7 @@ class ProxyApp:
 
     @staticmethod
     def _transform_body(
-        ctx: RequestContext, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+        ctx: ProxyContext, status: int, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> bytes:
         original = body
         for plugin in ctx.route.chain.body:
@@ -1181,7 +1182,7 @@ class WebSocketHandler(Protocol):
     """The WebSocket proxy (see `portcullis.proxy.websocket.WebSocketProxy`)."""
 
     async def connect(
-        self, ctx: RequestContext, origin: Origin, matched_length: int
+        self, ctx: ProxyContext, origin: Origin, matched_length: int
     ) -> aiohttp.ClientWebSocketResponse: ...
 
     async def relay(

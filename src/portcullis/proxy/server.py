@@ -20,12 +20,12 @@ from portcullis.asgi import Receive, Scope, Send
 from portcullis.logging import configure_logging
 from portcullis.plugins.env import PluginEnv
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.upstream.transport import Transport
 from portcullis.proxy.websocket import WebSocketProxy
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.watcher import ConfigWatcher
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
+from portcullis.upstream.transport import Transport
 
 if TYPE_CHECKING:
     from portcullis.analytics.log_queue import RequestLogQueue
@@ -46,10 +46,10 @@ log = structlog.get_logger(__name__)
 
 def make_transport(settings: Settings) -> Transport:
     if settings.transport == "aiohttp":
-        from portcullis.proxy.upstream.aiohttp_transport import AiohttpTransport
+        from portcullis.upstream.aiohttp_transport import AiohttpTransport
 
         return AiohttpTransport()
-    from portcullis.proxy.upstream.http1 import Http1Transport
+    from portcullis.upstream.http1 import Http1Transport
 
     return Http1Transport()
 

@@ -27,12 +27,12 @@ from multidict import CIMultiDict
 from portcullis import problems
 from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.problems import ProblemKind
-from portcullis.proxy.balancer import Outcome
 from portcullis.proxy.paths import upstream_target
+from portcullis.upstream.balancer import Outcome
 
 if TYPE_CHECKING:
-    from portcullis.plugins.base import RequestContext
-    from portcullis.proxy.upstream.transport import Origin
+    from portcullis.proxy.context import ProxyContext
+    from portcullis.upstream.transport import Origin
 
 log = structlog.get_logger(__name__)
 
@@ -138,7 +138,7 @@ class WebSocketProxy:
         self.session = session
 
     async def connect(
-        self, ctx: RequestContext, origin: Origin, matched_length: int
+        self, ctx: ProxyContext, origin: Origin, matched_length: int
     ) -> aiohttp.ClientWebSocketResponse:
         """The upstream's accepted WebSocket; `WebSocketUpstreamError` when it can't be had."""
         route = ctx.route

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import structlog
 
-from portcullis.proxy.upstream.transport import Transport
 from portcullis.runtime.snapshot import Snapshot, empty_snapshot
+from portcullis.upstream.transport import Transport
 
 log = structlog.get_logger(__name__)
 

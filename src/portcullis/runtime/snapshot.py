@@ -19,10 +19,10 @@ from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
-from portcullis.proxy.balancer import RetryBudget, UpstreamPool, build_pools
-from portcullis.proxy.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
-from portcullis.proxy.upstream.transport import TransportTimeouts
 from portcullis.runtime.router import Router, RouteSpec
+from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
+from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
+from portcullis.upstream.transport import TransportTimeouts
 
 
 @dataclass(frozen=True, slots=True)

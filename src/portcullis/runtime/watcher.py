@@ -29,9 +29,9 @@ from portcullis.model.delta import revalidate
 from portcullis.model.loader import load_config_data
 from portcullis.periodic import Periodic
 from portcullis.plugins.env import PluginEnv
-from portcullis.proxy.upstream.transport import Transport
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import Snapshot, build_snapshot
+from portcullis.upstream.transport import Transport
 
 log = structlog.get_logger(__name__)
 

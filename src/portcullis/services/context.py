@@ -145,15 +145,17 @@ class Operation:
         self,
         action: str,
         resource_type: str,
-        resource_id: str | None,
+        resource_id: str | Callable[[ConfigVersion], str] | None,
         *,
         before: Any = None,
         after: Any = None,
         status: int = 200,
+        only_if_created: bool = False,
         schema: type[BaseModel] | None = None,
     ) -> OnWrite:
         """A config write hook recording this operation's audit event in the config
-        change's own transaction, with the version it produced."""
+        change's own transaction, with the version it produced (`resource_id` and
+        `after` may be functions of it; `only_if_created`: none when nothing changed)."""
         return self.audit.on_config_write(
             caller=self.caller,
             actor=self.actor,
@@ -164,6 +166,7 @@ class Operation:
             before=before,
             after=after,
             status=status,
+            only_if_created=only_if_created,
             schema=schema,
         )
 

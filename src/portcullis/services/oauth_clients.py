@@ -216,3 +216,19 @@ class OAuthClientService:
     @staticmethod
     def _missing(client_id: str) -> Exception:
         return not_found(f"OAuth client {client_id!r} does not exist", target="client_id")
+
+
+class ConsumerDirectory:
+    """Consumers of the current config by username, rebuilt when the version changes."""
+
+    def __init__(self, editor: ConfigEditor) -> None:
+        self._editor = editor
+        self._version = -1
+        self._by_name: dict[str, Consumer] = {}
+
+    async def get(self, username: str) -> Consumer | None:
+        state = await self._editor.state()
+        if state.version != self._version:
+            self._by_name = {c.username: c for c in state.config.consumers}
+            self._version = state.version
+        return self._by_name.get(username)

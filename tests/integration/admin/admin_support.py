@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.admin.rbac import Role
 from portcullis.analytics.health import HEALTH_FORMAT
 from portcullis.runtime.heartbeat import NodeHeartbeat
+from portcullis.services.rbac import Role
 
 PASSWORD = "correct horse battery staple"
 READ, WRITE = "config:read", "config:write"

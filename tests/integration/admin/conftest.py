@@ -14,8 +14,8 @@ from admin_support import PASSWORD
 from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.migrations import upgrade_to_head
 from support.postgres import PostgresServer

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
 from support.servers import granian_app

@@ -11,11 +11,11 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import insert
 
-from portcullis.admin.rbac import Role
 from portcullis.analytics.alerts import AlertEvaluator
 from portcullis.analytics.sketch import LatencySketch
 from portcullis.events.bus import InProcessBus
 from portcullis.events.catalogue import EventType
+from portcullis.services.rbac import Role
 from portcullis.store.analytics_tables import AnomalyRow, RollupRow
 from portcullis.store.engine import write_transaction
 from support.events import sample

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 
 PROBLEM = "application/problem+json"
 MERGE_PATCH = "application/merge-patch+json"

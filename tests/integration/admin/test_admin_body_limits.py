@@ -27,10 +27,10 @@ import psutil
 import pytest
 from fastapi import FastAPI
 
-from portcullis.admin.auth import AuthService
 from portcullis.admin.body_guard import DEFAULT_MAX_BODY_BYTES
-from portcullis.admin.rbac import Permission, Role
 from portcullis.admin.routers.config import MAX_DOCUMENT_BYTES
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Permission, Role
 from portcullis.store.engine import create_engine
 from support.servers import free_port, stop_process, wait_for_port
 

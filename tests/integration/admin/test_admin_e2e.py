@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from support.servers import gateway, granian_app
 

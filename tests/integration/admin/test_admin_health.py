@@ -11,8 +11,8 @@ from fastapi import FastAPI
 from sqlalchemy import insert, update
 
 from portcullis.admin.app import create_admin_app
-from portcullis.admin.rbac import Role
 from portcullis.runtime.heartbeat import NodeHeartbeat
+from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.engine import write_transaction
 from portcullis.store.identity_tables import DataPlaneNodeRow

@@ -34,8 +34,8 @@ from admin_support import upstream_health_reporter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from portcullis.admin.rbac import Role
 from portcullis.runtime.heartbeat import NodeHeartbeat
+from portcullis.services.rbac import Role
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
 ORGS = ("alpha", "bravo")

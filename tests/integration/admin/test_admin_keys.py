@@ -14,11 +14,11 @@ from admin_support import PASSWORD
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.events import EventKind, IdentityEventFeed
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.keys import Environment, generate_key, parse_key
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 
 PROBLEM = "application/problem+json"
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)

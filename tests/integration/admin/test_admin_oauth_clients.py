@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 from fastapi import FastAPI
 from sqlalchemy import select, text
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.events import EventKind, IdentityEventFeed
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.identity_tables import SigningKeyRow
 
 PROBLEM = "application/problem+json"

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 
 ScopedFactory = Callable[[str, Role], Awaitable[httpx.AsyncClient]]
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from admin_support import PASSWORD
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 
 
 async def test_organization_crud(owner: httpx.AsyncClient) -> None:

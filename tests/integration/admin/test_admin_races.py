@@ -24,8 +24,8 @@ import pytest
 from admin_support import PASSWORD
 from sqlalchemy import func, select
 
-from portcullis.admin.auth import IP_MAX_FAILURES, MAX_FAILURES, AuthService
-from portcullis.admin.rbac import Role
+from portcullis.services.admin_auth import IP_MAX_FAILURES, MAX_FAILURES, AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.admin_tables import AdminUserRow
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head

@@ -1,7 +1,7 @@
 """The role-by-endpoint matrix: 401 without credentials, 403 without the permission, else allowed.
 
 The expected permissions of each role are written out here, independently of
-`portcullis.admin.rbac`, and the endpoint table must list every route the app
+`portcullis.services.rbac`, and the endpoint table must list every route the app
 has, so a new endpoint without an entry fails this test.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from admin_support import ENDPOINTS, ROLE_GRANTS, concrete
 from fastapi import FastAPI
 
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 
 ALL_ROLES = (Role.OWNER, Role.ADMIN, Role.OPERATOR, Role.VIEWER)
 

@@ -14,7 +14,7 @@ import httpx
 from admin_support import upstream_health_reporter
 from fastapi import FastAPI
 
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
 SECRET = "Bearer s3cr3t-upstream-credential"

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 
 HOOK = {"url": "https://93.184.216.34/hooks/in", "event_types": ["key.*"]}
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture

@@ -22,11 +22,11 @@ from fastapi import FastAPI
 from rollup_support import insert_rows, raw_row
 
 from portcullis.admin.app import create_admin_app
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
-from portcullis.admin.routers.analytics import EXPORT_COLUMNS
 from portcullis.analytics.record import Flag
 from portcullis.analytics.rollups import Rollups
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.analytics import EXPORT_COLUMNS
+from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head

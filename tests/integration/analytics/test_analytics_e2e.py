@@ -16,11 +16,11 @@ import httpx
 import pytest
 import yaml
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.analytics import queries
 from portcullis.analytics.queries import Scope
 from portcullis.analytics.rollups import Rollups
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, sqlite_file
 from support.servers import gateway, granian_app
 

@@ -16,7 +16,6 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.admin.audit import AuditFilter, AuditLog
 from portcullis.admin.background import SystemAuditTrail
 from portcullis.analytics.anomalies import AnomalyDetector, DetectorConfig, Signal
 from portcullis.analytics.record import Flag
@@ -26,6 +25,7 @@ from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_records import KeyStatus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import ServerSecret
+from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.store.analytics_tables import AnalyticsCursorRow, AnomalyRow, RequestLogRow
 from portcullis.store.engine import create_engine, write_transaction
 from portcullis.store.migrations import upgrade_to_head

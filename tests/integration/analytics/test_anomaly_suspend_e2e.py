@@ -15,13 +15,13 @@ import pytest
 import yaml
 from sqlalchemy import func, insert, select
 
-from portcullis.admin.audit import AuditFilter, AuditLog
 from portcullis.admin.background import SystemAuditTrail
 from portcullis.analytics.anomalies import AnomalyDetector, DetectorConfig, Signal
 from portcullis.events.bus import InProcessBus, read_events
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import load_server_secret
+from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.store.analytics_tables import RequestLogRow
 from portcullis.store.engine import create_engine, write_transaction
 from support.servers import Gateway, gateway, granian_app

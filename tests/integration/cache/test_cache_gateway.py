@@ -28,11 +28,11 @@ import httpx
 import pytest
 import yaml
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import load_server_secret
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from support.redis import RedisServer
 from support.servers import Gateway, gateway

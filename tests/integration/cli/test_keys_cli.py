@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import insert, text
 from typer.testing import CliRunner
 
-from portcullis.admin.audit import AuditFilter, AuditLog
 from portcullis.commands.keys import app as keys_app
 from portcullis.errors import UserError
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.keys import Environment, generate_key, parse_key
 from portcullis.identity.secrets import load_server_secret
+from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.settings import Settings
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.engine import create_engine

@@ -25,9 +25,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.secrets import load_server_secret
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, sqlite_file
 from support.servers import Gateway, gateway, granian_app
 

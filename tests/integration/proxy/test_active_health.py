@@ -13,8 +13,8 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from portcullis.model import config as model
-from portcullis.proxy.balancer import TargetState, UpstreamPool, build_pools
-from portcullis.proxy.upstream.http1 import Http1Transport
+from portcullis.upstream.balancer import TargetState, UpstreamPool, build_pools
+from portcullis.upstream.http1 import Http1Transport
 
 INTERVAL = 0.05
 UNHEALTHY_THRESHOLD = 2

@@ -18,12 +18,12 @@ from portcullis.asgi import Message
 from portcullis.model.config import Consumer, GatewayConfig
 from portcullis.plugins.env import PluginEnv
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.upstream.aiohttp_transport import AiohttpTransport
-from portcullis.proxy.upstream.http1 import Http1Transport
-from portcullis.proxy.upstream.transport import Transport
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
+from portcullis.upstream.aiohttp_transport import AiohttpTransport
+from portcullis.upstream.http1 import Http1Transport
+from portcullis.upstream.transport import Transport
 from support.raw_upstream import RawUpstream, keep_alive_handler, response
 
 # Ends the real request early and starts a second one that takes the rest of the head.

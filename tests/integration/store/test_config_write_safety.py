@@ -12,11 +12,11 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.admin.conditional import check_if_match, etag_of
-from portcullis.admin.config_editor import ConfigEditor, ConfigState, Edit
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
+from portcullis.services.config_editor import ConfigEditor, ConfigState, Edit
 from portcullis.services.errors import ServiceError
+from portcullis.services.preconditions import check_if_match, etag_of
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.config_repository import (
     ConfigConflict,

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from portcullis.proxy.upstream.http1 import Http1Transport
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.http1 import Http1Transport
+from portcullis.upstream.transport import (
     ConnectError,
     RemoteProtocolError,
     ResponseTooLarge,

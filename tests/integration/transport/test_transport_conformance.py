@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from portcullis.proxy.upstream.aiohttp_transport import AiohttpTransport
-from portcullis.proxy.upstream.http1 import Http1Transport
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.aiohttp_transport import AiohttpTransport
+from portcullis.upstream.http1 import Http1Transport
+from portcullis.upstream.transport import (
     ConnectError,
     ConnectTimeout,
     Origin,

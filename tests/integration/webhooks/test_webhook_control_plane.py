@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from portcullis.admin.auth import AuthService
-from portcullis.admin.rbac import Role
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import load_server_secret
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, write_transaction
 from portcullis.store.migrations import upgrade_to_head
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint

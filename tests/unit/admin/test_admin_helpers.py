@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from portcullis.admin.audit import REDACTED, changes, redact
-from portcullis.admin.conditional import Precondition, check_if_match, etag_of, merge_patch
 from portcullis.admin.export import csv_cell
-from portcullis.admin.pagination import paginate, parse_sort
+from portcullis.services.audit import REDACTED, changes, redact
 from portcullis.services.errors import ServiceError
+from portcullis.services.pagination import paginate, parse_sort
+from portcullis.services.preconditions import Precondition, check_if_match, etag_of, merge_patch
 
 
 @pytest.mark.parametrize(

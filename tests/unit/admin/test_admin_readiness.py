@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from portcullis.admin.readiness import NodeState, classify, data_plane_problem
 from portcullis.runtime.heartbeat import DataPlaneNode
+from portcullis.services.data_plane import NodeState, classify, data_plane_problem
 from portcullis.store.config_repository import ConfigHead
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from portcullis.admin.pagination import SortedIndex, paginate, parse_sort
+from portcullis.services.pagination import SortedIndex, paginate, parse_sort
 
 
 def items(n: int) -> list[dict[str, Any]]:

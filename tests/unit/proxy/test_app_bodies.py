@@ -20,16 +20,16 @@ from portcullis.analytics.record import Flag, RequestRecord
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.upstream.transport import (
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+from portcullis.upstream.transport import (
     Origin,
     RemoteProtocolError,
     TransportTimeouts,
     UpstreamRequest,
     UpstreamResponse,
 )
-from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import build_snapshot
-from portcullis.settings import Settings
 
 Body = Callable[[], AsyncIterator[bytes]]
 

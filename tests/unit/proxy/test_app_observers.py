@@ -22,16 +22,16 @@ from portcullis.plugins import registry
 from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
 from portcullis.proxy import app as proxy_app
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.upstream.transport import (
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+from portcullis.upstream.transport import (
     ConnectError,
     Origin,
     TransportTimeouts,
     UpstreamRequest,
     UpstreamResponse,
 )
-from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import build_snapshot
-from portcullis.settings import Settings
 from support.clock import ManualClock
 
 

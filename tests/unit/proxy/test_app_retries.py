@@ -22,7 +22,10 @@ from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy import app as proxy_app
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.upstream.transport import (
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+from portcullis.upstream.transport import (
     ConnectError,
     Origin,
     ReadTimeout,
@@ -31,9 +34,6 @@ from portcullis.proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
 )
-from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.snapshot import build_snapshot
-from portcullis.settings import Settings
 from support.clock import ManualClock
 
 Answer = Exception | tuple[int, list[bytes]]

@@ -18,12 +18,12 @@ from portcullis.model.config import GatewayConfig
 from portcullis.plugins.base import RequestContext
 from portcullis.problems import UPSTREAM_CONNECT_FAILED
 from portcullis.proxy.app import ProxyApp
-from portcullis.proxy.balancer import Outcome
-from portcullis.proxy.upstream.transport import Origin
 from portcullis.proxy.websocket import WebSocketUpstreamError
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
+from portcullis.upstream.balancer import Outcome
+from portcullis.upstream.transport import Origin
 
 EXTENSIONS = {"websocket.http.response": {}}
 

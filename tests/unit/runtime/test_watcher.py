@@ -12,11 +12,11 @@ import pytest
 
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
-from portcullis.proxy.upstream.transport import Transport
 from portcullis.runtime import watcher as watcher_module
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import Snapshot
 from portcullis.runtime.watcher import ConfigWatcher
+from portcullis.upstream.transport import Transport
 
 
 class Documents:

@@ -1,49 +1,32 @@
-"""The store most service tests start from: migrated SQLite with organizations `org-a`
-and `org-b` (ids `id-org-a`, `id-org-b`) and a config with consumer `alice` of org-a
-and `bob` of org-b. A test module needing another store defines its own `engine`."""
+"""Fixtures of the service-layer tests: a fresh store with two organizations and its
+config editor (helpers in tests/support/services.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.model.loader import load_config_data
-from portcullis.store.admin_tables import OrganizationRow
+from portcullis.services.config_editor import ConfigEditor
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
-
-CREATED = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+from support.services import CONSUMERS, apply_config, migrated_store
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
-    async with write_transaction(eng) as conn:
-        for name in ("org-a", "org-b"):
-            await conn.execute(
-                insert(OrganizationRow).values(
-                    id=f"id-{name}", name=name, created_at=CREATED, updated_at=CREATED
-                )
-            )
-    await ConfigRepository(eng).apply(
-        load_config_data(
-            {
-                "consumers": [
-                    {"username": "alice", "organization": "org-a"},
-                    {"username": "bob", "organization": "org-b"},
-                ]
-            }
-        ),
-        author="test",
-        comment=None,
-    )
+    eng = await migrated_store(tmp_path)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+def editor(engine: AsyncEngine) -> ConfigEditor:
+    return ConfigEditor(ConfigRepository(engine))
+
+
+@pytest.fixture
+async def with_consumers(engine: AsyncEngine) -> None:
+    """The config holds alice (org-a) and bob (org-b)."""
+    await apply_config(engine, CONSUMERS)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.secrets import ServerSecret
-from portcullis.services.audit import AuditEvent, AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.entities import EntityCollection, EntityQuery, EntityService
 from portcullis.services.entity_kinds import ROUTES, SERVICES, TARGETS, UPSTREAMS, Kind
 from portcullis.services.errors import (
@@ -25,57 +21,22 @@ from portcullis.services.errors import (
     VALIDATION_FAILED,
     ServiceError,
 )
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
-from portcullis.store.admin_tables import OrganizationRow
-from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine, write_transaction
-from portcullis.store.migrations import upgrade_to_head
+from portcullis.services.rbac import Role
+from support.services import audit_events
+from support.services import operation as support_operation
 
 SECRET = ServerSecret.from_secret(b"s" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
-    async with write_transaction(eng) as conn:
-        for name in ("org-a", "org-b"):
-            await conn.execute(
-                insert(OrganizationRow).values(
-                    id=f"id-{name}", name=name, created_at=T0, updated_at=T0
-                )
-            )
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
-def editor(engine: AsyncEngine) -> ConfigEditor:
-    return ConfigEditor(ConfigRepository(engine))
+# The operations of an operator (limited to an organization or not), request req-7.
+operation = functools.partial(support_operation, role=Role.OPERATOR, request_id="req-7")
 
 
 def service(
     kind: Kind, editor: ConfigEditor, engine: AsyncEngine, *, nested: bool = False
 ) -> EntityService:
     return EntityService(EntityCollection(kind, nested=nested), editor, engine, SECRET)
-
-
-def operation(engine: AsyncEngine, organization: str | None = None) -> Operation:
-    caller = Caller(
-        actor="user:test@example.com",
-        role=Role.OPERATOR,
-        permissions=ROLE_PERMISSIONS[Role.OPERATOR],
-        organization_id=None if organization is None else f"id-{organization}",
-    )
-    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
-    return Operation.for_caller(caller, RequestFacts("req-7", None), AuditLog(engine), scope)
-
-
-async def audit_events(engine: AsyncEngine) -> list[AuditEvent]:
-    return list(reversed(await AuditLog(engine).page(AuditFilter(), limit=100, before_id=None)))
 
 
 async def test_create_validates_the_whole_config_and_audits_with_the_version(

@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyFilter
 from portcullis.identity.secrets import ServerSecret
-from portcullis.services.audit import AuditEvent, AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
+from portcullis.services.context import Operation
 from portcullis.services.errors import (
     INVALID_CURSOR,
     NOT_FOUND,
@@ -27,10 +26,12 @@ from portcullis.services.keys import (
     etag_of_key,
     represent,
 )
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
 from portcullis.store.config_repository import ConfigRepository
+from support.services import audit_events
+from support.services import operation as support_operation
 
+# alice (org-a) and bob (org-b) exist.
+pytestmark = pytest.mark.usefixtures("with_consumers")
 SECRET = ServerSecret.from_secret(b"s" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -54,20 +55,7 @@ def service(engine: AsyncEngine) -> KeyService:
 
 
 def operation(engine: AsyncEngine, clock: Clock, organization: str | None = None) -> Operation:
-    caller = Caller(
-        actor="user:test@example.com",
-        role=Role.ADMIN,
-        permissions=ROLE_PERMISSIONS[Role.ADMIN],
-        organization_id=None if organization is None else f"id-{organization}",
-    )
-    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
-    return Operation.for_caller(
-        caller, RequestFacts("req-1", "192.0.2.1"), AuditLog(engine), scope, clock
-    )
-
-
-async def audit_events(engine: AsyncEngine) -> list[AuditEvent]:
-    return list(reversed(await AuditLog(engine).page(AuditFilter(), limit=100, before_id=None)))
+    return support_operation(engine, organization, client_ip="192.0.2.1", clock=clock)
 
 
 def spec(**fields: object) -> KeySpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,6 @@ from portcullis.identity.oauth_settings import OAuthServerSettings
 from portcullis.identity.secrets import ServerSecret
 from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.errors import (
     FORBIDDEN,
     NOT_FOUND,
@@ -21,12 +21,17 @@ from portcullis.services.errors import (
     ServiceError,
 )
 from portcullis.services.oauth_clients import ClientChanges, OAuthClientService, etag_of_client
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
 from portcullis.store.config_repository import ConfigRepository
+from support.services import operation as support_operation
 
+# alice (org-a) and bob (org-b) exist.
+pytestmark = pytest.mark.usefixtures("with_consumers")
 SECRET = ServerSecret.from_secret(b"o" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+
+
+# The operations of an admin (limited to an organization or not), request req-3.
+operation = functools.partial(support_operation, actor="user:ops@example.com", request_id="req-3")
 
 
 @pytest.fixture
@@ -44,17 +49,6 @@ def clients(engine: AsyncEngine) -> OAuthClientService:
         consumer_lookup=no_consumer,
     )
     return OAuthClientService(server, editor)
-
-
-def operation(engine: AsyncEngine, organization: str | None = None) -> Operation:
-    caller = Caller(
-        actor="user:ops@example.com",
-        role=Role.ADMIN,
-        permissions=ROLE_PERMISSIONS[Role.ADMIN],
-        organization_id=None if organization is None else f"id-{organization}",
-    )
-    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
-    return Operation.for_caller(caller, RequestFacts("req-3", None), AuditLog(engine), scope)
 
 
 async def test_clients_are_scoped_capped_and_audited_without_secrets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.model.loader import load_config_data
 from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.errors import (
     ALREADY_EXISTS,
     FORBIDDEN,
@@ -22,36 +22,22 @@ from portcullis.services.errors import (
 )
 from portcullis.services.organizations import OrganizationService
 from portcullis.services.preconditions import etag_of
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
+from portcullis.services.rbac import Role
 from portcullis.store.config_repository import ConfigRepository
-from portcullis.store.engine import create_engine
-from portcullis.store.migrations import upgrade_to_head
+from support.services import migrated_store
+from support.services import operation as support_operation
+
+# The operations of an owner (limited to an organization or not), request req-9.
+operation = functools.partial(
+    support_operation, role=Role.OWNER, actor="user:owner@example.com", request_id="req-9"
+)
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade_to_head(url)
-    eng = create_engine(url)
+    eng = await migrated_store(tmp_path, organizations=())
     yield eng
     await eng.dispose()
-
-
-@pytest.fixture
-def editor(engine: AsyncEngine) -> ConfigEditor:
-    return ConfigEditor(ConfigRepository(engine))
-
-
-def operation(engine: AsyncEngine, organization: tuple[str, str] | None = None) -> Operation:
-    caller = Caller(
-        actor="user:owner@example.com",
-        role=Role.OWNER,
-        permissions=ROLE_PERMISSIONS[Role.OWNER],
-        organization_id=None if organization is None else organization[1],
-    )
-    scope = OrgScope() if organization is None else OrgScope(*organization)
-    return Operation.for_caller(caller, RequestFacts("req-9", None), AuditLog(engine), scope)
 
 
 async def test_rename_relabels_entities_in_the_same_change(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.identity.secrets import ServerSecret
 from portcullis.services.audit import AuditFilter, AuditLog
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.context import Operation, RequestFacts
+from portcullis.services.context import Operation
 from portcullis.services.errors import (
     FORBIDDEN,
     NOT_FOUND,
@@ -22,8 +22,6 @@ from portcullis.services.errors import (
     VALIDATION_FAILED,
     ServiceError,
 )
-from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Role
-from portcullis.services.scoping import OrgScope
 from portcullis.services.webhooks import (
     WEBHOOK_STATE_CONFLICT,
     DeliveryFilter,
@@ -39,7 +37,10 @@ from portcullis.webhooks import queue
 from portcullis.webhooks.destinations import DestinationPolicy
 from portcullis.webhooks.endpoints import unseal_secrets
 from portcullis.webhooks.retry import AttemptResult, Decision, Next
+from support.services import operation as support_operation
 
+# alice (org-a) and bob (org-b) exist.
+pytestmark = pytest.mark.usefixtures("with_consumers")
 SECRET = ServerSecret.from_secret(b"w" * 32)
 T0 = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -79,16 +80,7 @@ def hooks(engine: AsyncEngine, resolver: Resolver) -> WebhookService:
 
 
 def operation(engine: AsyncEngine, organization: str | None = None) -> Operation:
-    caller = Caller(
-        actor="user:ops@example.com",
-        role=Role.ADMIN,
-        permissions=ROLE_PERMISSIONS[Role.ADMIN],
-        organization_id=None if organization is None else f"id-{organization}",
-    )
-    scope = OrgScope() if organization is None else OrgScope(organization, f"id-{organization}")
-    return Operation.for_caller(
-        caller, RequestFacts("req-1", None), AuditLog(engine), scope, clock=lambda: T0
-    )
+    return support_operation(engine, organization, actor="user:ops@example.com", clock=lambda: T0)
 
 
 def spec(**extra: object) -> WebhookCreate:

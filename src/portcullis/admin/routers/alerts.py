@@ -23,17 +23,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from portcullis.admin.operations import admin_state, operation, respond
-from portcullis.admin.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    ListQuery,
-    keyset_page,
-    list_query,
-)
+from portcullis.admin.pagination import ListQuery, keyset_page, list_query
 from portcullis.admin.problems import (
     problem_responses,
 )
-from portcullis.admin.rbac import Permission
 from portcullis.analytics.alerts import (
     AlertKind,
     AlertRule,
@@ -47,6 +40,8 @@ from portcullis.events.catalogue import EventType
 from portcullis.model.types import Name
 from portcullis.services.alerts import AlertService, AnomalyFilter, anomaly_json, etag_of_rule
 from portcullis.services.context import Operation
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["Alerts and events"])
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")

@@ -1,30 +1,27 @@
 """The audit log: read and export only (there is no API to change or delete events).
 
-Admins limited to an organization read only the events about their organization
-(admin/scoping.py); the listing and the export apply the same filter.
+Admins limited to an organization read only the events about their organization;
+the listing and the export apply the same filter (services/audit_events.py).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field
 
-from portcullis.admin.audit import AuditEvent, AuditFilter
-from portcullis.admin.dependencies import require
 from portcullis.admin.export import ExportFormat, streamed_export
-from portcullis.admin.operations import admin_state
-from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, keyset_page, parse_int_cursor
+from portcullis.admin.operations import admin_state, operation
+from portcullis.admin.pagination import keyset_page
 from portcullis.admin.problems import problem_responses
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.scoping import OrgScope, scope_of
+from portcullis.services.audit import AuditEvent
+from portcullis.services.audit_events import AuditEventService, AuditListQuery, AuditQuery
+from portcullis.services.context import Operation
+from portcullis.services.rbac import Permission
 
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 router = APIRouter(prefix="/audit-events", tags=["Audit log"])
 CSV_COLUMNS = (
     "id",
@@ -47,47 +44,12 @@ class AuditEventPage(BaseModel):
     next: str | None
 
 
-class AuditQuery(BaseModel):
-    """Filters shared by the listing and the export."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    actor: str | None = None
-    action: str | None = None
-    resource_type: str | None = None
-    resource_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    @field_validator("since", "until", mode="before")
-    @classmethod
-    def _rfc3339(cls, value: Any) -> Any:
-        # pydantic would read a bare number as a Unix time; the API documents RFC 3339.
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            text = str(value)
-            if not _DATE_TIME.match(text):
-                raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
-        return value
-
-    def as_filter(self, scope: OrgScope) -> AuditFilter:
-        return AuditFilter(
-            organization_id=scope.organization_id,
-            actor=self.actor,
-            action=self.action,
-            resource_type=self.resource_type,
-            resource_id=self.resource_id,
-            since=self.since,
-            until=self.until,
-        )
-
-
-class AuditListQuery(AuditQuery):
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
-    cursor: str | None = Field(None, description="`next` cursor of the previous page")
-
-
 class AuditExportQuery(AuditQuery):
     format: ExportFormat = Field("jsonl", description="Output format")
+
+
+def _service(request: Request) -> AuditEventService:
+    return AuditEventService(admin_state(request).audit)
 
 
 @router.get(
@@ -100,12 +62,9 @@ class AuditExportQuery(AuditQuery):
 async def list_events(
     request: Request,
     query: Annotated[AuditListQuery, Query()],
-    caller: Caller = Depends(require(Permission.AUDIT_READ)),
+    op: Operation = Depends(operation(Permission.AUDIT_READ)),
 ) -> Response:
-    before = None if query.cursor is None else parse_int_cursor(query.cursor)
-    events = await admin_state(request).audit.page(
-        query.as_filter(await scope_of(request, caller)), limit=query.limit + 1, before_id=before
-    )
+    events = await _service(request).page(op, query)
     return keyset_page(
         request, events, query.limit, key=lambda e: e.id, render=lambda e: e.as_json()
     )
@@ -130,9 +89,9 @@ async def list_events(
 async def export_events(
     request: Request,
     query: Annotated[AuditExportQuery, Query()],
-    caller: Caller = Depends(require(Permission.AUDIT_READ)),
+    op: Operation = Depends(operation(Permission.AUDIT_READ)),
 ) -> Response:
-    events = admin_state(request).audit.stream(query.as_filter(await scope_of(request, caller)))
+    events = _service(request).stream(op, query)
 
     async def records() -> AsyncIterator[dict[str, Any]]:
         async for event in events:

@@ -2,50 +2,52 @@
 
 The config spans every organization. Admins limited to one organization get an
 export filtered to their organization's entities; import, diff, the version
-history and rollback answer them 403 (see admin/scoping.py).
+history and rollback answer them 403. The operations are `services.config.ConfigService`;
+this router reads documents (JSON or YAML) and writes the config headers.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi import Path as FastApiPath
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
-from portcullis.admin.conditional import check_if_match, etag_of
-from portcullis.admin.config_editor import ConfigState, Edit, validate_document
-from portcullis.admin.dependencies import RequestFacts, request_facts, require
-from portcullis.admin.operations import admin_state
-from portcullis.admin.pagination import keyset_page, parse_int_cursor
+from portcullis.admin.operations import admin_state, operation
+from portcullis.admin.pagination import keyset_page
 from portcullis.admin.problems import (
     MALFORMED_BODY,
-    NOT_FOUND,
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
     malformed_body,
     problem_responses,
-    validation_problem,
 )
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.scoping import scope_of
-from portcullis.model.config import GatewayConfig
-from portcullis.model.diff import MISSING, ConfigDiff, diff_configs
-from portcullis.model.loader import ConfigError, config_document, dump_config
-from portcullis.store.config_repository import ConfigVersion, ConfigVersionSummary, OnWrite
-from portcullis.store.errors import NotFound
+from portcullis.model.loader import config_document, dump_config
+from portcullis.services.config import (
+    MAX_VERSION,
+    ApplyResult,
+    ConfigService,
+    DiffOut,
+    RollbackRequest,
+    VersionDetail,
+    VersionPage,
+    applied,
+    diff_json,
+    version_info,
+)
+from portcullis.services.context import Operation
+from portcullis.services.rbac import Permission
+from portcullis.store.config_repository import ConfigVersion
 
 router = APIRouter(prefix="/config", tags=["Config"])
-read = Depends(require(Permission.CONFIG_READ))
-write = Depends(require(Permission.CONFIG_WRITE))
+read = Depends(operation(Permission.CONFIG_READ))
+write = Depends(operation(Permission.CONFIG_WRITE))
 VERSION_HEADER = "Portcullis-Config-Version"
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
-MAX_VERSION = 2**62
 _DOCUMENT_BODY: dict[str, Any] = {
     MAX_BODY_EXTENSION: MAX_DOCUMENT_BYTES,
     "requestBody": {
@@ -61,109 +63,6 @@ _CONFIG_HEADERS = {
     "ETag": {"description": "Entity tag of the current config", "schema": {"type": "string"}},
     VERSION_HEADER: {"description": "Current config version", "schema": {"type": "integer"}},
 }
-
-
-class VersionInfo(BaseModel):
-    """A stored config version (without its document)."""
-
-    version: int
-    created_at: datetime
-    author: str | None
-    comment: str | None
-    checksum: str
-    source_version: int | None = Field(
-        None, description="For a rollback, the version whose config it restored"
-    )
-
-
-class ApplyResult(VersionInfo):
-    created: bool = Field(description="False when the config was unchanged and nothing stored")
-
-
-class VersionDetail(VersionInfo):
-    config: dict[str, Any]
-
-
-class VersionPage(BaseModel):
-    items: list[VersionInfo]
-    next: str | None
-
-
-class RollbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: StrictInt = Field(
-        ge=1, le=MAX_VERSION, description="The version whose config becomes current again"
-    )
-
-
-class FieldChangeOut(BaseModel):
-    path: str
-    old: Any = Field(None, description="Absent when the value was added")
-    new: Any = Field(None, description="Absent when the value was removed")
-
-
-class EntityChangeOut(BaseModel):
-    key: str
-    fields: list[FieldChangeOut]
-
-
-class KindDiffOut(BaseModel):
-    kind: str
-    added: list[str]
-    removed: list[str]
-    changed: list[EntityChangeOut]
-    reordered: bool
-
-
-class DiffOut(BaseModel):
-    empty: bool
-    summary: str
-    kinds: list[KindDiffOut]
-
-
-def _info(v: ConfigVersion | ConfigVersionSummary) -> dict[str, Any]:
-    return VersionInfo(
-        version=v.version,
-        created_at=v.created_at,
-        author=v.author,
-        comment=v.comment,
-        checksum=v.checksum,
-        source_version=v.source_version,
-    ).model_dump(mode="json")
-
-
-def config_etag(state: ConfigState) -> str:
-    return f'"{state.checksum}"' if state.checksum else etag_of(state.config.canonical())
-
-
-def diff_json(diff: ConfigDiff) -> dict[str, Any]:
-    """The diff as JSON; a side that is absent is left out of its field change."""
-
-    def change(f: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": f.path}
-        if f.old is not MISSING:
-            out["old"] = f.old
-        if f.new is not MISSING:
-            out["new"] = f.new
-        return out
-
-    return {
-        "empty": diff.is_empty,
-        "summary": diff.summary(),
-        "kinds": [
-            {
-                "kind": k.kind,
-                "added": list(k.added),
-                "removed": list(k.removed),
-                "changed": [
-                    {"key": c.key, "fields": [change(f) for f in c.fields]} for c in k.changed
-                ],
-                "reordered": k.reordered,
-            }
-            for k in diff.kinds
-        ],
-    }
 
 
 async def read_document(request: Request) -> Any:
@@ -212,17 +111,14 @@ async def export_config(
     include_defaults: Annotated[
         bool, Query(description="Write every field, defaults included")
     ] = False,
-    caller: Caller = read,
+    op: Operation = read,
 ) -> Response:
-    scope = await scope_of(request, caller)
-    current = await admin_state(request).editor.state()
-    config = scope.filter_config(current.config)
-    etag = etag_of(config.canonical()) if scope.limited else config_etag(current)
-    headers = {"ETag": etag, VERSION_HEADER: str(current.version)}
+    export = await _service(request).export(op)
+    headers = {"ETag": export.etag, VERSION_HEADER: str(export.version)}
     if format == "yaml":
-        text = dump_config(config, format="yaml", include_defaults=include_defaults)
+        text = dump_config(export.config, format="yaml", include_defaults=include_defaults)
         return Response(text, media_type="application/yaml", headers=headers)
-    document = config_document(config, include_defaults=include_defaults)
+    document = config_document(export.config, include_defaults=include_defaults)
     return JSONResponse(document, headers=headers)
 
 
@@ -245,36 +141,11 @@ async def apply_config(
     if_match: Annotated[
         str | None, Header(description="ETag of the config this one replaces; 412 if changed")
     ] = None,
-    caller: Caller = write,
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = write,
 ) -> Response:
-    (await scope_of(request, caller)).require_unlimited("importing a config")
-    data = await read_document(request)
-    state = admin_state(request)
-    config = validate_document(data)
-    after = config.canonical()
-
-    def plan(current: ConfigState) -> Edit[None]:
-        check_if_match(if_match, config_etag(current))
-        return Edit(
-            after,
-            None,
-            comment=comment or "admin API: import",
-            on_write=state.audit.on_config_write(
-                caller=caller,
-                facts=facts,
-                action="apply",
-                resource_type="config",
-                resource_id=_version_id,
-                before=current.config.canonical(),
-                after=after,
-                only_if_created=True,
-                schema=GatewayConfig,
-            ),
-        )
-
-    stored = (await state.editor.mutate(plan, author=caller.actor)).stored
-    assert stored is not None
+    stored = await _service(request).apply(
+        op, lambda: read_document(request), comment=comment, if_match=if_match
+    )
     return _applied_response(stored)
 
 
@@ -286,11 +157,9 @@ async def apply_config(
     openapi_extra=_DOCUMENT_BODY,
     operation_id="diff_config",
 )
-async def diff_config(request: Request, caller: Caller = read) -> Response:
-    (await scope_of(request, caller)).require_unlimited("a whole-config diff")
-    config = validate_document(await read_document(request))
-    current = await admin_state(request).editor.state()
-    return JSONResponse(diff_json(diff_configs(current.config, config)))
+async def diff_config(request: Request, op: Operation = read) -> Response:
+    diff = await _service(request).diff(op, lambda: read_document(request))
+    return JSONResponse(diff_json(diff))
 
 
 @router.get(
@@ -304,12 +173,10 @@ async def list_versions(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size")] = 50,
     cursor: Annotated[str | None, Query(description="`next` cursor of the previous page")] = None,
-    caller: Caller = read,
+    op: Operation = read,
 ) -> Response:
-    (await scope_of(request, caller)).require_unlimited("the config version history")
-    before = None if cursor is None else parse_int_cursor(cursor)
-    rows = await admin_state(request).editor.repository.list_versions(limit + 1, before)
-    return keyset_page(request, rows, limit, key=lambda v: v.version, render=_info)
+    rows = await _service(request).versions(op, limit + 1, cursor)
+    return keyset_page(request, rows, limit, key=lambda v: v.version, render=version_info)
 
 
 @router.get(
@@ -322,14 +189,10 @@ async def list_versions(
 async def get_version(
     request: Request,
     version: Annotated[int, FastApiPath(ge=1, le=MAX_VERSION)],
-    caller: Caller = read,
+    op: Operation = read,
 ) -> Response:
-    (await scope_of(request, caller)).require_unlimited("a stored config version")
-    try:
-        stored = await admin_state(request).editor.repository.get(version)
-    except NotFound:
-        raise ApiProblem(NOT_FOUND, f"config version {version} does not exist") from None
-    body = {**_info(stored), "config": config_document(stored.config)}
+    stored = await _service(request).version(op, version)
+    body = {**version_info(stored), "config": config_document(stored.config)}
     return JSONResponse(body, headers={"ETag": f'"{stored.checksum}"'})
 
 
@@ -349,47 +212,18 @@ async def rollback(
     if_match: Annotated[
         str | None, Header(description="ETag of the current config; 412 if it changed")
     ] = None,
-    caller: Caller = write,
-    facts: RequestFacts = Depends(request_facts),
+    op: Operation = write,
 ) -> Response:
-    (await scope_of(request, caller)).require_unlimited("a rollback")
-    state = admin_state(request)
-
-    def audit(current: ConfigState) -> OnWrite:
-        return state.audit.on_config_write(
-            caller=caller,
-            facts=facts,
-            action="rollback",
-            resource_type="config",
-            resource_id=_version_id,
-            before=current.config.canonical(),
-            after=lambda stored: stored.config.canonical(),
-            only_if_created=True,
-            schema=GatewayConfig,
-        )
-
-    try:
-        stored = await state.editor.rollback(
-            body.version,
-            author=caller.actor,
-            precondition=lambda current: check_if_match(if_match, config_etag(current)),
-            on_write=audit,
-        )
-    except NotFound:
-        raise ApiProblem(NOT_FOUND, f"config version {body.version} does not exist") from None
-    except ConfigError as exc:
-        raise validation_problem(
-            [("#/version", f"that version no longer validates: {issue}") for issue in exc.errors]
-        ) from None
+    stored = await _service(request).rollback(op, body.version, if_match=if_match)
     return _applied_response(stored)
 
 
-def _version_id(stored: ConfigVersion) -> str:
-    return str(stored.version)
+def _service(request: Request) -> ConfigService:
+    return ConfigService(admin_state(request).editor)
 
 
 def _applied_response(stored: ConfigVersion) -> JSONResponse:
-    body = {**_info(stored), "created": stored.created}
     return JSONResponse(
-        body, headers={"ETag": f'"{stored.checksum}"', VERSION_HEADER: str(stored.version)}
+        applied(stored),
+        headers={"ETag": f'"{stored.checksum}"', VERSION_HEADER: str(stored.version)},
     )

@@ -3,26 +3,24 @@
 Both come from the workers' heartbeats (read only). Workers serve every
 organization (their list names no tenant's entity); upstream health is per
 upstream, so an organization-limited admin sees only their organization's
-upstreams and those of their services given by URL (admin/scoping.py).
+upstreams and those of their services given by URL. The operations are
+`services.data_plane.DataPlaneService`.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from portcullis.admin.dependencies import require
-from portcullis.admin.operations import admin_state
+from portcullis.admin.operations import admin_state, operation
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import problem_responses
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.readiness import FRESH_BEATS, NodeState, classify
-from portcullis.admin.scoping import scope_of
-from portcullis.runtime.heartbeat import list_nodes
-from portcullis.runtime.snapshot import implicit_upstream_name
+from portcullis.services.context import Operation
+from portcullis.services.data_plane import DataPlaneService, NodeState
+from portcullis.services.rbac import Permission
 
 router = APIRouter(prefix="/data-plane", tags=["Data plane"])
 NODE_SORT = ("node_name", "config_version", "heartbeat_at", "started_at", "state")
@@ -69,22 +67,9 @@ async def list_data_plane_nodes(
     query: ListQuery = Depends(list_query(NODE_SORT, "node_name")),
     state: Annotated[NodeState | None, Query(description="Only workers in this state")] = None,
     node_name: Annotated[str | None, Query(description="Only workers of this node")] = None,
-    caller: Caller = Depends(require(Permission.CONFIG_READ)),
+    op: Operation = Depends(operation(Permission.CONFIG_READ)),
 ) -> Response:
-    admin = admin_state(request)
-    statuses = classify(
-        await list_nodes(admin.engine),
-        await admin.editor.repository.head(),
-        now=datetime.now(UTC),
-        heartbeat_interval=admin.settings.heartbeat_interval,
-        poll_interval=admin.settings.config_poll_interval,
-    )
-    items = [
-        s.as_json()
-        for s in statuses
-        if (state is None or s.state is state)
-        and (node_name is None or s.node.node_name == node_name)
-    ]
+    items = await _service(request).nodes(op, state=state, node_name=node_name)
     return query.respond(request, items)
 
 
@@ -122,18 +107,16 @@ class UpstreamHealthSummaryOut(BaseModel):
     operation_id="get_upstream_health",
 )
 async def get_upstream_health(
-    request: Request, caller: Caller = Depends(require(Permission.CONFIG_READ))
+    request: Request, op: Operation = Depends(operation(Permission.CONFIG_READ))
 ) -> dict[str, Any]:
-    from portcullis.analytics.health import DEFAULT_FRESH_FOR, merge_upstream_health
+    return await _service(request).upstream_health(op)
 
-    admin = admin_state(request)
-    fresh_for = max(DEFAULT_FRESH_FOR, FRESH_BEATS * admin.settings.heartbeat_interval)
-    summary = merge_upstream_health(await list_nodes(admin.engine), fresh_for=fresh_for)
-    scope = await scope_of(request, caller)
-    if scope.limited:
-        config = (await admin.editor.state()).config
-        visible = {u.name for u in config.upstreams if scope.sees_named(u.organization)} | {
-            implicit_upstream_name(s) for s in config.services if scope.sees_named(s.organization)
-        }
-        summary["upstreams"] = [u for u in summary["upstreams"] if u["name"] in visible]
-    return summary
+
+def _service(request: Request) -> DataPlaneService:
+    state = admin_state(request)
+    return DataPlaneService(
+        state.engine,
+        state.editor,
+        heartbeat_interval=state.settings.heartbeat_interval,
+        poll_interval=state.settings.config_poll_interval,
+    )

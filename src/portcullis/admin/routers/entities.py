@@ -25,11 +25,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from portcullis.admin.operations import admin_state, operation, respond
-from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, page_response, sort_pattern
+from portcullis.admin.pagination import page_response
 from portcullis.admin.problems import problem_responses
 from portcullis.services.context import Operation
 from portcullis.services.entities import Entity, EntityCollection, EntityQuery, EntityService
 from portcullis.services.entity_kinds import KINDS, PLUGINS, TARGETS, Kind
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_pattern
 from portcullis.services.rbac import Permission
 
 MERGE_PATCH = "application/merge-patch+json"

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field, create_model
 
 from portcullis.admin.dependencies import require
 from portcullis.admin.problems import problem_responses
-from portcullis.admin.rbac import Caller, Permission
 from portcullis.events.catalogue import CATALOGUE, EventSpec
+from portcullis.services.rbac import Caller, Permission
 
 router = APIRouter(tags=["Events"])
 

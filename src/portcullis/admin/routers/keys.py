@@ -26,7 +26,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
 from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
-from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.admin.problems import (
     UNSUPPORTED_MEDIA_TYPE,
     ApiProblem,
@@ -48,6 +47,7 @@ from portcullis.identity.keys import Environment
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
 from portcullis.services.keys import KeyService, etag_of_key, represent
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["API keys"])

@@ -16,8 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from portcullis.admin.conditional import etag_of
-from portcullis.admin.config_editor import ConfigEditor
 from portcullis.admin.state import AdminState
 from portcullis.identity.oauth_server import (
     INTROSPECTION_PATH,
@@ -32,7 +30,8 @@ from portcullis.identity.oauth_server import (
     parse_form,
 )
 from portcullis.identity.oauth_settings import OAuthServerSettings
-from portcullis.model.config import Consumer
+from portcullis.services.oauth_clients import ConsumerDirectory
+from portcullis.services.preconditions import etag_of
 
 router = APIRouter(tags=["OAuth 2.0"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -81,22 +80,6 @@ _TOKEN_FORM = _form_body(
 )
 JWKS_MAX_AGE = 300
 METADATA_MAX_AGE = 3600
-
-
-class ConsumerDirectory:
-    """Consumers of the current config by username, rebuilt when the version changes."""
-
-    def __init__(self, editor: ConfigEditor) -> None:
-        self._editor = editor
-        self._version = -1
-        self._by_name: dict[str, Consumer] = {}
-
-    async def get(self, username: str) -> Consumer | None:
-        state = await self._editor.state()
-        if state.version != self._version:
-            self._by_name = {c.username: c for c in state.config.consumers}
-            self._version = state.version
-        return self._by_name.get(username)
 
 
 def oauth_server(request: Request) -> OAuthServer:

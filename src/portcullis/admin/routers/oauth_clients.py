@@ -17,12 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from portcullis.admin.operations import admin_state, operation, respond
-from portcullis.admin.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    page_response,
-    sort_pattern,
-)
+from portcullis.admin.pagination import page_response
 from portcullis.admin.problems import problem_responses, validation_problem
 from portcullis.admin.routers.oauth import oauth_server
 from portcullis.identity.oauth_clients import (
@@ -40,6 +35,7 @@ from portcullis.services.oauth_clients import (
     OAuthClientService,
     etag_of_client,
 )
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_pattern
 from portcullis.services.rbac import Permission
 
 router = APIRouter()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from portcullis.admin.dependencies import require
 from portcullis.admin.plugin_schemas import plugin_names, plugin_schema
 from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses
-from portcullis.admin.rbac import Caller, Permission
+from portcullis.services.rbac import Caller, Permission
 
 router = APIRouter(prefix="/schemas", tags=["Plugin schemas"])
 SCHEMA_MEDIA_TYPE = "application/schema+json"

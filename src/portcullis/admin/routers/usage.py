@@ -1,234 +1,24 @@
 """Quota usage of a consumer or an API key: used, remaining and when each quota resets.
-
-With Redis (`PORTCULLIS_REDIS_URL`) the numbers are read from the same counters
-the `plan-limits` plugin decides on, without changing them (`LimitBackend.peek`):
-every gateway node shares them, the control plane reads them exactly, and the
-response says `counters: "shared"`.
-
-Without Redis each data-plane worker counts quotas in its own memory and enforces
-each quota on its own (a consumer can get up to the limit *per worker*). Workers
-publish their counts to the store every 2 s and when they stop
-(`limits/quota_usage.py`); the response then says `counters: "per_worker"`:
-`used` is the sum over workers (stopped ones included: their requests were served
-this period), up to about 2 s behind; `remaining` is `limit - used`, what is left
-of the plan's allowance (the gateway may still admit requests when it is 0, until
-the worker they reach has counted `limit` itself); `busiest_worker_used` is the
-highest count of one live worker (the one that will refuse first) and
-`live_workers` how many live workers count this quota. For exact quotas across
-workers and nodes, use Redis.
-
-The limit shown is the one in force now: an active override or boost changes it.
-The consumer's usage lists the plan's quotas counted per consumer (a quota counted
-per credential is per key: see the key's usage); a key's usage lists both kinds.
-Permission: `credentials:read`, as for the key metadata next to it (usage tells
-who calls how much, like a key's `last_used_at`).
-"""
+The operations, and what the numbers mean with and without Redis, are
+`services.usage` (permission: `credentials:read`)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Literal
-
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
-from sqlalchemy.exc import SQLAlchemyError
 
-from portcullis.admin.dependencies import require
-from portcullis.admin.operations import admin_state
-from portcullis.admin.problems import NOT_FOUND, ApiProblem, problem_responses
-from portcullis.admin.rbac import Caller, Permission
-from portcullis.admin.readiness import FRESH_BEATS
-from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
-from portcullis.identity.consumers import ConsumerInfo
-from portcullis.identity.key_repository import KeyNotFound, KeyRepository
-from portcullis.limits.backend import BackendUnavailable, LimitBackend
-from portcullis.limits.calendar import CalendarPeriod, to_us
-from portcullis.limits.quota_usage import CounterUsage, read_quota_usage
-from portcullis.limits.spec import MAX_LIMIT
-from portcullis.model.config import GatewayConfig
-from portcullis.model.plugins.plan_limits import PLAN_LIMITS_PLUGIN
-from portcullis.model.traffic import TrafficRules
-from portcullis.plugins.plan_limits import (
-    Entry,
-    Item,
-    Periods,
-    PlanBook,
-    counter_request,
-    effective_limit,
-    slot_for,
-)
-from portcullis.problems import ProblemKind
+from portcullis.admin.operations import admin_state, operation
+from portcullis.admin.problems import problem_responses
+from portcullis.services.context import Operation
+from portcullis.services.rbac import Permission
+from portcullis.services.usage import QuotaUsageOut, UsageService
 
 router = APIRouter(tags=["Usage"])
-# A quota no worker has counted in this period yet.
-NO_USAGE = CounterUsage(used=0, busiest=0, workers=0)
-
-USAGE_UNAVAILABLE = ProblemKind("usage-unavailable", "Usage counters cannot be read right now", 503)
-
-
-class QuotaUse(BaseModel):
-    """One quota of the plan in force, in its current period."""
-
-    name: str
-    route: str | None = Field(description="the route of a route override; null: plan-wide")
-    key: Literal["consumer", "credential"] = Field(description="what the quota counts per")
-    period: Literal["day", "month"]
-    timezone: str
-    period_id: str = Field(examples=["2026-11"])
-    limit: int = Field(description="the limit in force now (an override or boost changes it)")
-    plan_limit: int = Field(description="the limit the plan sets")
-    used: int | None = Field(
-        description="requests counted in the period; per_worker counters: summed over workers"
-    )
-    remaining: int | None = Field(description="max(0, limit - used)")
-    busiest_worker_used: int | None = Field(
-        None,
-        description="per_worker counters only: the highest count of one live worker (each "
-        "worker refuses once its own count reaches the limit); null with shared counters",
-    )
-    live_workers: int | None = Field(
-        None, description="per_worker counters only: live workers that counted this quota"
-    )
-    period_start: datetime = Field(description="ISO 8601 with the time zone's offset")
-    resets_at: datetime = Field(description="when the next period starts (ISO 8601 with offset)")
-
-
-class QuotaUsageOut(BaseModel):
-    consumer: str
-    key_id: str | None
-    plan: str | None = Field(description="the plan in force; null: none applies")
-    plan_source: Literal["key", "consumer", "default"] | None
-    adjustment: str | None = Field(
-        description="`boost`, or `override:<name>`, when one changes the limits now"
-    )
-    counters: Literal["shared", "per_worker"] = Field(
-        description="`shared`: Redis counters, exact across workers; `per_worker`: without "
-        "Redis each worker enforces quotas on its own and `used` sums what they published"
-    )
-    at: datetime
-    quotas: list[QuotaUse]
-
-
-def _default_plan(config: GatewayConfig) -> str | None:
-    """The default plan of the global plan-limits instance, if any."""
-    for inst in config.plugins:
-        if inst.name == PLAN_LIMITS_PLUGIN and inst.enabled and inst.scope[0] == "global":
-            value = inst.config.get("default_plan")
-            return value if isinstance(value, str) else None
-    return None
-
-
-def _backend(state: AdminState) -> LimitBackend | None:
-    settings = state.settings
-    if not settings.redis_url:
-        return None
-    from portcullis.limits.redis_backend import RedisBackend
-
-    return RedisBackend.from_url(
-        settings.redis_url,
-        timeout=max(settings.limits_redis_timeout, 1.0),
-        max_connections=2,
-        prefix=settings.limits_key_prefix,
-    )
-
-
-async def _usage(
-    request: Request,
-    config: GatewayConfig,
-    consumer: ConsumerInfo,
-    key_id: str | None,
-    key_plan: str | None,
-) -> QuotaUsageOut:
-    book = PlanBook(TrafficRules.of(config))
-    plan, source = book.resolve(key_plan, consumer, _default_plan(config))
-    now_dt = datetime.now(UTC)
-    now = to_us(now_dt)
-    rows: list[tuple[Entry, Item, int, CalendarPeriod, str]] = []
-    sources: set[str] = set()
-    if plan is not None:
-        periods = Periods()
-        for entry in plan.entries():
-            adjustment = book.adjustment(now, consumer, key_id, entry.route or "")
-            if adjustment.source:
-                sources.add(adjustment.source)
-            current = periods.at(entry, now)
-            for item in entry.items:
-                if item.period is None or (item.quota_key == "credential" and key_id is None):
-                    continue
-                partition = (
-                    f"k={key_id}" if item.quota_key == "credential" else f"c={consumer.username}"
-                )
-                limit = effective_limit(item, adjustment)
-                rows.append((entry, item, limit, current[item.period, item.timezone], partition))
-    state = admin_state(request)
-    backend = _backend(state)
-    used: list[int | None] = [None] * len(rows)
-    per_worker: list[CounterUsage | None] = [None] * len(rows)
-    slot = slot_for(consumer, "")
-    if backend is None and rows:
-        keys = [
-            counter_request(item, MAX_LIMIT, period, partition, slot).key
-            for _, item, _, period, partition in rows
-        ]
-        fresh_for = timedelta(seconds=FRESH_BEATS * state.settings.heartbeat_interval)
-        try:
-            published = await read_quota_usage(state.engine, keys, fresh_for=fresh_for)
-        except SQLAlchemyError as exc:
-            raise ApiProblem(
-                USAGE_UNAVAILABLE, f"the published quota counters cannot be read: {exc}"
-            ) from None
-        per_worker = [published.get(key, NO_USAGE) for key in keys]
-        used = [p.used if p is not None else None for p in per_worker]
-    if backend is not None and rows:
-        # Peeked against the largest limit, so `remaining` is never clamped at 0 and
-        # `used` comes out exact even when it exceeds the limit now in force.
-        probes = [
-            counter_request(item, MAX_LIMIT, period, partition, slot)
-            for _, item, _, period, partition in rows
-        ]
-        try:
-            peeked = await backend.peek(probes)
-        except BackendUnavailable as exc:
-            raise ApiProblem(
-                USAGE_UNAVAILABLE, f"the limit counters are unreachable: {exc}"
-            ) from None
-        finally:
-            await backend.aclose()
-        used = [MAX_LIMIT - d.remaining for d in peeked]
-    quotas = []
-    for (entry, item, limit, period, _), count, spread in zip(rows, used, per_worker, strict=True):
-        quotas.append(
-            QuotaUse(
-                name=item.name,
-                route=entry.route,
-                key="credential" if item.quota_key == "credential" else "consumer",
-                period=period.kind,
-                timezone=item.timezone,
-                period_id=period.id,
-                limit=limit,
-                plan_limit=item.limit,
-                used=count,
-                remaining=None if count is None else max(0, limit - count),
-                busiest_worker_used=spread.busiest if spread is not None else None,
-                live_workers=spread.workers if spread is not None else None,
-                period_start=period.starts_at(),
-                resets_at=period.ends_at(),
-            )
-        )
-    return QuotaUsageOut(
-        consumer=consumer.username,
-        key_id=key_id,
-        plan=plan.name if plan is not None else None,
-        plan_source=source,
-        adjustment=", ".join(sorted(sources)) or None,
-        counters="shared" if backend is not None else "per_worker",
-        at=now_dt,
-        quotas=quotas,
-    )
-
-
 _ERRORS = problem_responses(401, 403, 404, 429, 503)
+
+
+def _service(request: Request) -> UsageService:
+    state = admin_state(request)
+    return UsageService(state.engine, state.secret, state.editor, state.settings)
 
 
 @router.get(
@@ -241,14 +31,9 @@ _ERRORS = problem_responses(401, 403, 404, 429, 503)
 async def consumer_usage(
     request: Request,
     username: str,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> QuotaUsageOut:
-    config = (await admin_state(request).editor.state()).config
-    scope = await scope_of(request, caller)
-    for c in config.consumers:
-        if c.username == username and scope.sees_named(c.organization):
-            return await _usage(request, config, ConsumerInfo.of(c), None, None)
-    raise ApiProblem(NOT_FOUND, f"consumer {username!r} does not exist")
+    return await _service(request).of_consumer(op, username)
 
 
 @router.get(
@@ -261,18 +46,6 @@ async def consumer_usage(
 async def key_usage(
     request: Request,
     key_id: str,
-    caller: Caller = Depends(require(Permission.CREDENTIALS_READ)),
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
 ) -> QuotaUsageOut:
-    state = admin_state(request)
-    scope = await scope_of(request, caller)
-    missing = f"API key {key_id!r} does not exist"
-    try:
-        info = await KeyRepository(state.engine, state.secret).get(key_id)
-    except KeyNotFound:
-        raise ApiProblem(NOT_FOUND, missing) from None
-    scope.require_owned(info.organization_id, missing)
-    config = (await state.editor.state()).config
-    consumer = next((c for c in config.consumers if c.username == info.consumer), None)
-    if consumer is None:
-        raise ApiProblem(NOT_FOUND, f"the key's consumer {info.consumer!r} no longer exists")
-    return await _usage(request, config, ConsumerInfo.of(consumer), info.id, info.plan)
+    return await _service(request).of_key(op, key_id)

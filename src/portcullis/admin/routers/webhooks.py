@@ -21,11 +21,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from portcullis.admin.export import streamed_export
 from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
-from portcullis.admin.pagination import DEFAULT_LIMIT, MAX_LIMIT, page_response, sort_pattern
+from portcullis.admin.pagination import page_response
 from portcullis.admin.problems import problem_responses
 from portcullis.admin.timestamps import Rfc3339
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_pattern
 from portcullis.services.rbac import Permission
 from portcullis.services.webhooks import (
     DEFAULT_GRACE,

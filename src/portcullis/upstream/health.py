@@ -26,7 +26,7 @@ import structlog
 
 from portcullis.model import config as model
 from portcullis.periodic import Periodic
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.transport import (
     Transport,
     TransportTimeouts,
     UpstreamError,
@@ -34,7 +34,7 @@ from portcullis.proxy.upstream.transport import (
 )
 
 if TYPE_CHECKING:
-    from portcullis.proxy.balancer import TargetState, UpstreamPool
+    from portcullis.upstream.balancer import TargetState, UpstreamPool
 
 log = structlog.get_logger()
 

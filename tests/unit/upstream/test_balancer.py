@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from portcullis.model import config as model
-from portcullis.proxy.balancer import (
+from portcullis.upstream.balancer import (
     P2C_MIN_TARGETS,
     Outcome,
     RetryBudget,
@@ -16,8 +16,8 @@ from portcullis.proxy.balancer import (
     UpstreamPool,
     build_pools,
 )
-from portcullis.proxy.breaker import BreakerState
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.breaker import BreakerState
+from portcullis.upstream.transport import (
     ConnectError,
     Origin,
     TransportTimeouts,

@@ -13,6 +13,11 @@ with the config version its snapshot holds (runtime/heartbeat.py). A worker is
   (the new config failed to build there, or its watcher is stuck).
 
 `/health/ready` needs at least one live worker and no lagging one.
+
+`DataPlaneService` holds the operations of the data-plane endpoints: the workers
+with their state, and upstream health merged over live workers (an
+organization-limited caller sees only its organization's upstreams and those of
+its services given by URL).
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from portcullis.runtime.heartbeat import DataPlaneNode
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.analytics.health import DEFAULT_FRESH_FOR, merge_upstream_health
+from portcullis.runtime.heartbeat import DataPlaneNode, list_nodes
+from portcullis.runtime.snapshot import implicit_upstream_name
+from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.context import Operation
 from portcullis.store.config_repository import ConfigHead
 
 # A worker missing this many heartbeats in a row counts as gone.
@@ -108,3 +119,56 @@ def data_plane_problem(
             f"{head.version}: {named}"
         )
     return None
+
+
+class DataPlaneService:
+    """The data-plane workers and the upstream health they report (read only)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        editor: ConfigEditor,
+        *,
+        heartbeat_interval: float,
+        poll_interval: float,
+    ) -> None:
+        self._engine = engine
+        self._editor = editor
+        self._heartbeat_interval = heartbeat_interval
+        self._poll_interval = poll_interval
+
+    async def nodes(
+        self, op: Operation, *, state: NodeState | None = None, node_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every worker with its state (workers serve every organization: no scoping)."""
+        statuses = classify(
+            await list_nodes(self._engine),
+            await self._editor.repository.head(),
+            now=op.now(),
+            heartbeat_interval=self._heartbeat_interval,
+            poll_interval=self._poll_interval,
+        )
+        return [
+            s.as_json()
+            for s in statuses
+            if (state is None or s.state is state)
+            and (node_name is None or s.node.node_name == node_name)
+        ]
+
+    async def upstream_health(self, op: Operation) -> dict[str, Any]:
+        """Target health and breaker states merged over live workers, limited to the
+        upstreams the caller's organization may see."""
+        fresh_for = max(DEFAULT_FRESH_FOR, FRESH_BEATS * self._heartbeat_interval)
+        summary = merge_upstream_health(
+            await list_nodes(self._engine), now=op.now(), fresh_for=fresh_for
+        )
+        scope = op.scope
+        if scope.limited:
+            config = (await self._editor.state()).config
+            visible = {u.name for u in config.upstreams if scope.sees_named(u.organization)} | {
+                implicit_upstream_name(s)
+                for s in config.services
+                if scope.sees_named(s.organization)
+            }
+            summary["upstreams"] = [u for u in summary["upstreams"] if u["name"] in visible]
+        return summary

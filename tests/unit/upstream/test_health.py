@@ -9,9 +9,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from portcullis.model import config as model
-from portcullis.proxy.balancer import UpstreamPool, build_pools
-from portcullis.proxy.health import PROBE_BODY_LIMIT, ActiveHealthChecker, TargetHealth
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.balancer import UpstreamPool, build_pools
+from portcullis.upstream.health import PROBE_BODY_LIMIT, ActiveHealthChecker, TargetHealth
+from portcullis.upstream.transport import (
     ConnectError,
     Origin,
     TransportTimeouts,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from portcullis.proxy.upstream.http1 import build_request_head
-from portcullis.proxy.upstream.transport import InvalidRequest, check_request_head
+from portcullis.upstream.http1 import build_request_head
+from portcullis.upstream.transport import InvalidRequest, check_request_head
 
 OK = [(b"host", b"up.example"), (b"user-agent", b"ua/1 (x; y)"), (b"x-name", b"caf\xc3\xa9\t!")]
 

@@ -38,7 +38,7 @@ from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict
 from yarl import URL
 
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.transport import (
     ConnectError,
     ConnectTimeout,
     Origin,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from portcullis.model.config import AdaptiveConcurrency, GatewayConfig, Route
-from portcullis.proxy.shedding import (
+from portcullis.runtime.snapshot import build_snapshot, implicit_upstream_name
+from portcullis.upstream.shedding import (
     CRITICAL,
     HIGH,
     LOW,
@@ -22,7 +23,6 @@ from portcullis.proxy.shedding import (
     PriorityRules,
     build_limiters,
 )
-from portcullis.runtime.snapshot import build_snapshot, implicit_upstream_name
 from support.clock import ManualClock
 
 

@@ -33,9 +33,9 @@ from enum import Enum
 from typing import Literal
 
 from portcullis.model import config as model
-from portcullis.proxy.breaker import CircuitBreaker, SlidingWindowCounter
-from portcullis.proxy.health import ActiveHealthChecker, TargetHealth
-from portcullis.proxy.upstream.transport import Origin, Transport
+from portcullis.upstream.breaker import CircuitBreaker, SlidingWindowCounter
+from portcullis.upstream.health import ActiveHealthChecker, TargetHealth
+from portcullis.upstream.transport import Origin, Transport
 
 Clock = Callable[[], float]
 UnavailableReason = Literal["no-targets", "no-healthy-target", "circuit-open"]

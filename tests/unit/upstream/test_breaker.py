@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from portcullis.model import config as model
-from portcullis.proxy.breaker import BreakerState, CircuitBreaker, SlidingWindowCounter
+from portcullis.upstream.breaker import BreakerState, CircuitBreaker, SlidingWindowCounter
 
 
 class FakeClock:

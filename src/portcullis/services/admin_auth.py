@@ -43,9 +43,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.admin.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
 from portcullis.errors import UserError
 from portcullis.identity.secrets import ServerSecret
+from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
 from portcullis.store.admin_tables import (
     AdminSecretRow,
     AdminUserRow,

@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portcullis.proxy.upstream.http1 import (
+from portcullis.upstream.http1 import (
     Http1Transport,
     _Connection,
     body_ends_at_eof,
     build_request_head,
     head_keep_alive,
 )
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.transport import (
     Origin,
     RemoteProtocolError,
     ResponseTooLarge,

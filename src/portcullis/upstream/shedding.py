@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 
 from portcullis.model.config import AdaptiveConcurrency, Consumer, Route, Upstream
-from portcullis.proxy.balancer import target_key
+from portcullis.upstream.balancer import target_key
 
 if TYPE_CHECKING:
     from portcullis.plugins.base import RequestContext

@@ -25,7 +25,7 @@ from typing import Final, cast
 
 import httptools
 
-from portcullis.proxy.upstream.transport import (
+from portcullis.upstream.transport import (
     ConnectError,
     ConnectTimeout,
     Headers,

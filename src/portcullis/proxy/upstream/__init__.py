@@ -1,1 +1,0 @@
-"""Upstream transports: how the data plane talks HTTP to backend targets."""
