@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from portcullis.admin.rbac import Role
+from portcullis.services.rbac import Role
 from portcullis.store.engine import write_transaction
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 
