@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from portcullis.store.engine import create_engine
+from portcullis.store.migrations import upgrade_to_head
 from support.postgres import PostgresServer, running_postgres
 from support.redis import RedisServer, running_redis
 
@@ -32,6 +35,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on `database_url`, migrated to head (modules may define their own)."""
+    await upgrade_to_head(database_url)
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     # once per anomaly_cooldown_seconds. With anomaly_auto_suspend, an anomaly in one of
     # anomaly_auto_suspend_signals suspends the key (audited as system:anomaly-detector).
     alerts_interval: float = Field(default=15.0, gt=0, le=3600)
+    # quota.threshold_reached (analytics/quota_events.py): how often the control plane
+    # reads the quota counters that changed and announces the 80 % / 100 % thresholds.
+    quota_events_interval: float = Field(default=15.0, gt=0, le=3600)
     anomaly_interval: float = Field(default=15.0, gt=0, le=3600)
     anomaly_history_minutes: int = Field(default=60, ge=5, le=1440)
     anomaly_warmup_minutes: int = Field(default=10, ge=0, le=1440)

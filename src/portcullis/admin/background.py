@@ -21,6 +21,7 @@ from portcullis.admin.dependencies import RequestFacts
 from portcullis.admin.state import AdminState
 from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
+from portcullis.model.config import GatewayConfig
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
 from portcullis.services.audit import AuditLog
@@ -61,23 +62,42 @@ class SystemAuditTrail:
         )
 
 
-def control_jobs(state: AdminState, bus: EventBus) -> list[Periodic]:
-    """The jobs to run (imported here so the admin app starts without them)."""
+def control_jobs(
+    state: AdminState, bus: EventBus, redis: SharedRedis | None = None
+) -> list[Periodic]:
+    """The jobs to run (imported here so the admin app starts without them); `redis`: the
+    process's Redis, when the limit counters live there."""
     from portcullis.analytics.alerts import alert_job
     from portcullis.analytics.anomalies import anomaly_job
     from portcullis.analytics.health_events import health_events_job
+    from portcullis.analytics.quota_events import quota_events_job
     from portcullis.analytics.retention import request_log_retention_job
     from portcullis.analytics.rollups import rollup_job
     from portcullis.identity.key_expiry import key_expiry_job
+    from portcullis.limits.redis_backend import RedisBackend
 
     engine, settings = state.engine, state.settings
     expiry = key_expiry_job(engine, settings, bus)
+    shared = (
+        None
+        if redis is None
+        else RedisBackend(
+            redis,
+            prefix=settings.limits_key_prefix,
+            timeout=max(settings.limits_redis_timeout, 1.0),
+        )
+    )
+
+    async def current_config() -> GatewayConfig | None:
+        return (await state.editor.state()).config
+
     return [
         *([expiry] if expiry is not None else []),
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
         alert_job(engine, settings, bus),
         health_events_job(engine, settings, bus),
+        quota_events_job(engine, settings, bus, current_config, shared),
         anomaly_job(
             engine,
             settings,
@@ -104,7 +124,7 @@ class BackgroundJobs:
         bus = self._bus = create_event_bus(state.engine, state.settings, self._redis)
         # A Redis bus waits (briefly) for its subscription: not in the lifespan's way.
         self._bus_start = asyncio.create_task(bus.start(), name="portcullis-job-event-bus")
-        self._jobs = control_jobs(state, bus)
+        self._jobs = control_jobs(state, bus, self._redis)
         for job in self._jobs:
             job.start()
         if state.settings.webhook_delivery:

@@ -27,7 +27,9 @@ value drops back becomes `resolving` and resolves only if that still holds
 With `for_seconds` = 0 (the default) both steps are immediate. Each rule sets its
 own: a noisy p95 rule may want minutes while an upstream-down rule wants none.
 Firing and resolving publish `alert.firing` and `alert.resolved` on the event bus;
-disabling or deleting a firing rule resolves it.
+disabling or deleting a firing rule resolves it. A rule's `notify.webhooks` endpoints
+get those events through the webhook outbox, in the transaction of the transition,
+whatever their own event-type filters say.
 
 Several control planes may evaluate at once: every state change is a conditional
 UPDATE of the state row (from the state and `since` that were read), and only the
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.analytics.jobs import control_job
 from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
+from portcullis.events.outbox import unknown_endpoints
 from portcullis.model.types import Name
 from portcullis.periodic import Periodic
 from portcullis.settings import Settings
@@ -89,6 +93,20 @@ ACTIVE_STATES = frozenset({AlertState.FIRING, AlertState.RESOLVING})
 
 
 # ---------------------------------------------------------------------------- rules
+
+
+class AlertNotify(BaseModel):
+    """Webhook endpoints a rule notifies (the operator's: alert rules span every
+    organization, so their events have none)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    webhooks: list[Annotated[str, Field(min_length=1, max_length=40)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Webhook endpoint ids (`ep_…`)",
+        examples=[["ep_01hzy3v5k8m2n4p6q8r0s2t4v6"]],
+    )
 
 
 class AlertRuleSpec(BaseModel):
@@ -128,6 +146,11 @@ class AlertRuleSpec(BaseModel):
     upstream: Name | None = Field(None, description="upstream_down: only this upstream")
     enabled: bool = True
     description: Annotated[str, Field(max_length=2000)] | None = None
+    notify: AlertNotify | None = Field(
+        None,
+        description="Where the rule's alert.firing and alert.resolved are also sent, "
+        "whatever the endpoints' event-type filters say",
+    )
 
 
 def rule_problems(spec: AlertRuleSpec) -> list[tuple[str, str]]:
@@ -137,6 +160,10 @@ def rule_problems(spec: AlertRuleSpec) -> list[tuple[str, str]]:
         problems.append(("#/threshold", f"{spec.kind} is a ratio: the threshold must be 0..1"))
     if spec.window_seconds % 60:
         problems.append(("#/window_seconds", "must be a whole number of minutes (60, 120, …)"))
+    if spec.notify is not None:
+        for i, endpoint in enumerate(spec.notify.webhooks):
+            if endpoint in spec.notify.webhooks[:i]:
+                problems.append((f"#/notify/webhooks/{i}", f"{endpoint!r} is listed twice"))
     if spec.kind is AlertKind.UPSTREAM_DOWN:
         for field in ("route", "service", "consumer"):
             if getattr(spec, field) is not None:
@@ -166,6 +193,8 @@ class AlertRule:
     description: str | None
     created_at: datetime
     updated_at: datetime
+    # Webhook endpoints that get this rule's alert events (`AlertRuleSpec.notify`).
+    notify_webhooks: tuple[str, ...] = ()
 
     def scope(self) -> dict[str, str]:
         scope = {
@@ -190,6 +219,7 @@ class AlertRule:
             "upstream": self.upstream,
             "enabled": self.enabled,
             "description": self.description,
+            "notify": {"webhooks": list(self.notify_webhooks)} if self.notify_webhooks else None,
         }
 
 
@@ -233,7 +263,39 @@ def _rule(row: Any) -> AlertRule:
         description=row.description,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        notify_webhooks=tuple(json.loads(row.notify)["webhooks"]) if row.notify else (),
     )
+
+
+def _row_values(spec: AlertRuleSpec) -> dict[str, Any]:
+    """A spec as `alert_rules` columns."""
+    webhooks = spec.notify.webhooks if spec.notify is not None else []
+    return {
+        **spec.model_dump(exclude={"notify"}),
+        "kind": str(spec.kind),
+        "notify": json.dumps({"webhooks": webhooks}) if webhooks else None,
+    }
+
+
+async def _check_notify(conn: AsyncConnection, spec: AlertRuleSpec) -> None:
+    """`AlertRuleInvalid` naming each `notify` endpoint that does not exist among the
+    operator's endpoints (read in the rule's write transaction)."""
+    if spec.notify is None:
+        return
+    webhooks = spec.notify.webhooks
+    unknown = set(await unknown_endpoints(conn, webhooks, None))
+    if unknown:
+        raise AlertRuleInvalid(
+            [
+                (
+                    f"#/notify/webhooks/{i}",
+                    f"no webhook endpoint {endpoint!r} (of the operator: alert events "
+                    "belong to no organization)",
+                )
+                for i, endpoint in enumerate(webhooks)
+                if endpoint in unknown
+            ]
+        )
 
 
 def _status(row: Any) -> AlertStatus:
@@ -247,6 +309,14 @@ class AlertRuleNotFound(LookupError):
 
 class AlertRuleExists(ValueError):
     """An alert rule with that name exists already."""
+
+
+class AlertRuleInvalid(ValueError):
+    """A rule's settings refer to what is not there: (JSON pointer, detail) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{where}: {detail}" for where, detail in problems))
+        self.problems = problems
 
 
 class AlertRules:
@@ -278,9 +348,10 @@ class AlertRules:
 
     async def create(self, name: str, spec: AlertRuleSpec) -> AlertRule:
         now = self._clock()
-        values = {**spec.model_dump(), "kind": str(spec.kind)}
+        values = _row_values(spec)
         try:
             async with write_transaction(self._engine) as conn:
+                await _check_notify(conn, spec)
                 await conn.execute(
                     insert(AlertRuleRow).values(name=name, created_at=now, updated_at=now, **values)
                 )
@@ -301,7 +372,8 @@ class AlertRules:
             current = await self._lock(conn, name, check)
             if callable(spec):
                 spec = spec(current)
-            values = {**spec.model_dump(), "kind": str(spec.kind)}
+            await _check_notify(conn, spec)
+            values = _row_values(spec)
             await conn.execute(
                 update(AlertRuleRow)
                 .where(AlertRuleRow.name == name)
@@ -341,6 +413,7 @@ class AlertRules:
                         EventType.ALERT_RESOLVED,
                         name,
                         _event_data(rule, state.value, reason="deleted"),
+                        notify=rule.notify_webhooks,
                     )
                 )
             await conn.execute(delete(AlertStateRow).where(AlertStateRow.rule == name))
@@ -587,7 +660,9 @@ class AlertEvaluator:
                 data = _event_data(
                     rule, stored_value, reason="recovered" if rule.enabled else "disabled"
                 )
-            event = await record_event(conn, step.event, rule.name, data, now=now)
+            event = await record_event(
+                conn, step.event, rule.name, data, now=now, notify=rule.notify_webhooks
+            )
         log.info("alerts.transition", rule=rule.name, kind=event.kind, value=stored_value)
         return [event]
 

@@ -63,7 +63,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.jobs import control_job
 from portcullis.analytics.record import Flag
-from portcullis.events.bus import Event, EventBus, record_event
+from portcullis.events.bus import EventBus, collecting, record_event
 from portcullis.events.catalogue import EventType
 from portcullis.periodic import Periodic
 from portcullis.store.analytics_tables import AnalyticsCursorRow, AnomalyRow, RequestLogRow
@@ -585,42 +585,12 @@ class AnomalyDetector:
         actually taken, and a lost race on the cursor undoes all of it.
         """
         stored: list[StoredAnomaly] = []
-        events: list[Event] = []
         done: set[str] = set()
         async with write_transaction(self._engine) as conn:
-            await move_cursor(conn, position, minute + MINUTE)
-            for finding in findings:
-                anomaly_id = await self._insert(conn, finding, now)
-                key_id = finding.credential_id
-                suspended: dict[str, Any] | None = None
-                if (
-                    key_id is not None
-                    and key_id not in done
-                    and self.config.suspends(finding.signal)
-                ):
-                    done.add(key_id)
-                    suspended = await self._suspend(conn, anomaly_id, finding, key_id, now)
-                action = "none" if suspended is None else "suspended"
-                events.append(
-                    await record_event(
-                        conn,
-                        EventType.ANOMALY_DETECTED,
-                        finding.event_subject,
-                        _event_data(anomaly_id, finding, action),
-                        now=now,
-                    )
-                )
-                if suspended is not None:
-                    events.append(
-                        await record_event(
-                            conn,
-                            EventType.KEY_AUTO_SUSPENDED,
-                            finding.event_subject,
-                            suspended,
-                            now=now,
-                        )
-                    )
-                stored.append(StoredAnomaly(anomaly_id, finding, action))
+            with collecting(conn) as events:
+                await move_cursor(conn, position, minute + MINUTE)
+                for finding in findings:
+                    stored.append(await self._store_finding(conn, finding, done, now))
         if events:
             await self._bus.deliver(events)
             for item in stored:
@@ -640,6 +610,31 @@ class AnomalyDetector:
                         anomaly_id=item.id,
                     )
         return stored
+
+    async def _store_finding(
+        self, conn: AsyncConnection, finding: Finding, done: set[str], now: datetime
+    ) -> StoredAnomaly:
+        """One anomaly, what the policy did about it, and its events (`key.suspended` comes
+        from the key store, `anomaly.detected` and `key.auto_suspended` from here)."""
+        anomaly_id = await self._insert(conn, finding, now)
+        key_id = finding.credential_id
+        suspended: dict[str, Any] | None = None
+        if key_id is not None and key_id not in done and self.config.suspends(finding.signal):
+            done.add(key_id)
+            suspended = await self._suspend(conn, anomaly_id, finding, key_id, now)
+        action = "none" if suspended is None else "suspended"
+        await record_event(
+            conn,
+            EventType.ANOMALY_DETECTED,
+            finding.event_subject,
+            _event_data(anomaly_id, finding, action),
+            now=now,
+        )
+        if suspended is not None:
+            await record_event(
+                conn, EventType.KEY_AUTO_SUSPENDED, finding.event_subject, suspended, now=now
+            )
+        return StoredAnomaly(anomaly_id, finding, action)
 
     async def _insert(self, conn: AsyncConnection, finding: Finding, now: datetime) -> int:
         result = await conn.execute(

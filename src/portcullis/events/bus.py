@@ -19,7 +19,9 @@ a subscriber that does not keep up loses the newest events (counted in `dropped`
 rather than slowing publishers down.
 
 Events written inside another transaction (so they commit with the change they
-describe) use `record_event(conn, ...)` and, after the commit, `bus.deliver(events)`.
+describe) use `record_event(conn, ...)` and, after the commit, `bus.deliver(events)`
+(`collecting(conn)` gathers every event a transaction recorded, including those of the
+code it called).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import contextlib
 import json
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,11 +42,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.events import outbox
 from portcullis.events.catalogue import EventType, check_data, event_type
 from portcullis.redis_client import REDIS_FAILURES, SharedRedis
 from portcullis.store.analytics_tables import EventRow
 from portcullis.store.engine import write_transaction
-from portcullis.webhooks import outbox
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
@@ -101,6 +103,17 @@ def _dump(data: Mapping[str, Any]) -> str:
     return json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to record (see `record_event` for the fields)."""
+
+    kind: EventType | str
+    subject: str
+    data: Mapping[str, Any] | None = None
+    organization_id: str | None = None
+    notify: Collection[str] = ()
+
+
 async def record_event(
     conn: AsyncConnection,
     kind: EventType | str,
@@ -109,42 +122,91 @@ async def record_event(
     *,
     now: datetime | None = None,
     organization_id: str | None = None,
+    notify: Collection[str] = (),
 ) -> Event:
     """Store one event in the caller's transaction (it commits or rolls back with it),
     with the webhook messages it causes (the transactional outbox).
 
     `kind` must be catalogued (`ValueError` otherwise); `data` must be JSON-ready.
+    `notify`: webhook endpoint ids that get this event whatever their filters say (an
+    alert rule's `notify` option; see `events.outbox.enqueue`).
     Nothing is fanned out: after the commit, hand the event to `EventBus.deliver`.
     """
-    kind_type = event_type(kind)
-    kind_value = kind_type.value
-    payload = dict(data or {})
-    check_data(kind_type, payload)
-    text = _dump(payload)
-    occurred = now if now is not None else datetime.now(UTC)
-    result = await conn.execute(
-        insert(EventRow).values(
-            occurred_at=occurred,
-            kind=kind_value,
-            subject=subject,
-            data=text,
-            organization_id=organization_id,
-        )
-    )
-    (event_id,) = result.inserted_primary_key or (None,)
-    if event_id is None:  # pragma: no cover - every supported driver reports the new id
-        raise RuntimeError("the store did not report the new event's id")
-    event = Event(int(event_id), occurred, kind_value, subject, json.loads(text), organization_id)
-    await outbox.enqueue(
-        conn,
-        event_id=event.id,
-        kind=kind_value,
-        subject=subject,
-        data=event.data,
-        occurred_at=occurred,
-        organization_id=organization_id,
-    )
+    new = NewEvent(kind, subject, data, organization_id, notify)
+    (event,) = await record_events(conn, [new], now=now)
     return event
+
+
+async def record_events(
+    conn: AsyncConnection, new: Sequence[NewEvent], *, now: datetime | None = None
+) -> list[Event]:
+    """`record_event` for several events: one insert and one read of the webhook endpoints
+    (a config apply that creates thousands of consumers records as many events)."""
+    if not new:
+        return []
+    occurred = now if now is not None else datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for item in new:
+        kind_type = event_type(item.kind)
+        payload = dict(item.data or {})
+        check_data(kind_type, payload)
+        rows.append(
+            {
+                "occurred_at": occurred,
+                "kind": kind_type.value,
+                "subject": item.subject,
+                "data": _dump(payload),
+                "organization_id": item.organization_id,
+            }
+        )
+    # Batched multi-row INSERT … RETURNING (`sort_by_parameter_order` would make SQLite
+    # insert row by row). Ids ascend in row order across the batches (SQLite's rowids,
+    # PostgreSQL's per-row nextval), so the sorted ids pair up with the rows.
+    result = await conn.execute(insert(EventRow).returning(EventRow.id), rows)
+    ids = sorted(int(event_id) for (event_id,) in result.all())
+    events = [
+        Event(i, occurred, r["kind"], r["subject"], json.loads(r["data"]), r["organization_id"])
+        for i, r in zip(ids, rows, strict=True)
+    ]
+    await outbox.enqueue_many(
+        conn,
+        [
+            outbox.Outgoing(
+                e.id, e.kind, e.subject, e.data, occurred, e.organization_id, item.notify
+            )
+            for e, item in zip(events, new, strict=True)
+        ],
+    )
+    for event in events:
+        _collected(conn, event)
+    return events
+
+
+_COLLECTORS = "portcullis.events.collectors"
+
+
+@contextlib.contextmanager
+def collecting(conn: AsyncConnection) -> Iterator[list[Event]]:
+    """Every event `record_event` stores through `conn` while the block runs, in id order.
+
+    A job that records events in one transaction hands the list to `EventBus.deliver`
+    after the commit, so the events recorded by what it calls (the key store's own
+    `key.suspended` when the anomaly policy suspends a key) are published too, not
+    only those it recorded itself.
+    """
+    recorded: list[Event] = []
+    collectors: list[list[Event]] = conn.info.setdefault(_COLLECTORS, [])
+    collectors.append(recorded)
+    try:
+        yield recorded
+    finally:
+        # By identity: a nested block's list may be equal to this one.
+        collectors[:] = [c for c in collectors if c is not recorded]
+
+
+def _collected(conn: AsyncConnection, event: Event) -> None:
+    for collector in conn.info.get(_COLLECTORS, ()):
+        collector.append(event)
 
 
 async def read_events(
@@ -154,9 +216,16 @@ async def read_events(
     kinds: Sequence[str] = (),
     subject: str | None = None,
     limit: int = 100,
+    organization_id: str | None = None,
 ) -> list[Event]:
-    """Stored events with an id above `after`, oldest first (replay from a position)."""
+    """Stored events with an id above `after`, oldest first (replay from a position).
+
+    `organization_id`: only that organization's events (gateway-wide events, which
+    have none, are left out); None: every event.
+    """
     query = select(EventRow).where(EventRow.id > after).order_by(EventRow.id).limit(limit)
+    if organization_id is not None:
+        query = query.where(EventRow.organization_id == organization_id)
     if kinds:
         query = query.where(EventRow.kind.in_(list(kinds)))
     if subject is not None:

@@ -37,6 +37,9 @@ class EventType(StrEnum):
     UPSTREAM_HEALTH_CHANGED = "upstream.health_changed"
     CIRCUIT_OPENED = "circuit.opened"
     CIRCUIT_CLOSED = "circuit.closed"
+    CONSUMER_CREATED = "consumer.created"
+    CONFIG_APPLIED = "config.applied"
+    QUOTA_THRESHOLD_REACHED = "quota.threshold_reached"
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
     WEBHOOK_TEST = "webhook.test"
 
@@ -123,6 +126,50 @@ class CircuitData(EventData):
 class KeyExpiringData(KeyData):
     expires_at: str = Field(description="when the key stops working (RFC 3339)")
     days_left: float
+
+
+class ConsumerCreatedData(EventData):
+    consumer: str = Field(description="the new consumer's username")
+    organization: str | None = Field(description="its organization's name (None: the operator's)")
+    plan: str | None
+    status: str
+    tags: list[str]
+    config_version: int = Field(description="the config version that created it")
+
+
+class ChangeCounts(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    added: int
+    removed: int
+    changed: int
+
+
+class ConfigAppliedData(EventData):
+    version: int = Field(description="the new current config version")
+    previous_version: int = Field(description="the version it replaced (0: none)")
+    author: str | None = Field(description="who or what applied it (admin, CLI, serve)")
+    comment: str | None
+    source_version: int | None = Field(description="the version a rollback restored")
+    checksum: str = Field(description="sha256 of the canonical document")
+    changes: dict[str, ChangeCounts] = Field(
+        description="per entity list (services, routes, consumers, ...): entities added, "
+        "removed and changed; lists without changes are left out"
+    )
+
+
+class QuotaThresholdData(EventData):
+    consumer: str
+    key_id: str | None = Field(description="set when the quota counts per API key")
+    plan: str
+    quota: str = Field(description="the quota's name in the plan")
+    route: str | None = Field(description="the route of a route override; None: plan-wide")
+    period: Literal["day", "month"]
+    period_id: str = Field(description="the calendar period, e.g. `2026-12` or `2026-12-07`")
+    resets_at: str = Field(description="when the next period starts (RFC 3339)")
+    threshold: Literal[80, 100] = Field(description="percent of the limit reached")
+    limit: int = Field(description="the limit in force (an override or boost changes it)")
+    used: int = Field(description="requests counted in the period when it was seen")
 
 
 class EndpointDisabledData(EventData):
@@ -238,6 +285,26 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "No data-plane worker has the target's circuit breaker open any more",
                 "`upstream:<name>/<target>`",
                 CircuitData,
+            ),
+            EventSpec(
+                EventType.CONSUMER_CREATED,
+                "A consumer was created (by a config apply, the admin API or the CLI: every "
+                "config version that adds a username)",
+                "`consumer:<username>`",
+                ConsumerCreatedData,
+            ),
+            EventSpec(
+                EventType.CONFIG_APPLIED,
+                "A new config version became current (an apply, an admin edit or a rollback)",
+                "`config:<version>`",
+                ConfigAppliedData,
+            ),
+            EventSpec(
+                EventType.QUOTA_THRESHOLD_REACHED,
+                "A consumer's (or an API key's) quota reached 80 % or 100 % of its limit in "
+                "the current period (once per quota, subject, period and threshold)",
+                "`consumer:<username>` or `key:<key id>`",
+                QuotaThresholdData,
             ),
             EventSpec(
                 EventType.WEBHOOK_ENDPOINT_DISABLED,

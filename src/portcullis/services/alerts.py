@@ -1,10 +1,12 @@
 """Alerting: alert rules (create, list, get, replace, patch, delete), the current alerts,
 detected anomalies and the internal event log.
 
-Alerting spans every organization's traffic, so every operation here is for callers
-who are not limited to an organization (403 otherwise). Rule changes are checked
+Alerting spans every organization's traffic, so every operation here but the event log
+is for callers who are not limited to an organization (403 otherwise); the event log
+shows a limited caller its organization's events. Rule changes are checked
 against the rule's rules (`analytics.alerts.rule_problems`, a 422 naming the
-field), If-Match is compared on the rule the store locked, and every change is
+field; `notify.webhooks` must name existing operator endpoints, checked in the write
+transaction), If-Match is compared on the rule the store locked, and every change is
 audited as `alert_rule`.
 """
 
@@ -22,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.analytics.alerts import (
     AlertRule,
     AlertRuleExists,
+    AlertRuleInvalid,
     AlertRuleNotFound,
     AlertRules,
     AlertRuleSpec,
@@ -112,6 +115,8 @@ class AlertService:
             rule = await self._rules.create(name, _checked(spec))
         except AlertRuleExists as exc:
             raise ServiceError(ALREADY_EXISTS, str(exc)) from None
+        except AlertRuleInvalid as exc:
+            raise invalid(exc.problems) from None
         await op.record(
             "create", RESOURCE_TYPE, rule.name, after=render_rule(rule, None), status=201
         )
@@ -150,6 +155,8 @@ class AlertService:
             _, status = await self._rules.get(name)
         except AlertRuleNotFound as exc:
             raise _missing(exc) from None
+        except AlertRuleInvalid as exc:
+            raise invalid(exc.problems) from None
         assert precondition.seen is not None  # the rule was there to be replaced
         before, after = render_rule(precondition.seen, None), render_rule(stored, None)
         await op.record("update", RESOURCE_TYPE, name, before=before, after=after)
@@ -237,8 +244,17 @@ class AlertService:
         subject: str | None,
         limit: int,
     ) -> list[Event]:
-        """Internal events after id `after`, oldest first, at most `limit + 1`."""
-        op.scope.require_unlimited("alerting")
+        """Internal events after id `after`, oldest first, at most `limit + 1`.
+
+        An admin limited to an organization reads that organization's events only (its
+        keys', consumers', quotas'); gateway-wide events (alerts, config versions,
+        upstream health) have no organization and are for unlimited admins.
+        """
         return await read_events(
-            self._engine, after=after, kinds=list(kinds), subject=subject, limit=limit + 1
+            self._engine,
+            after=after,
+            kinds=list(kinds),
+            subject=subject,
+            limit=limit + 1,
+            organization_id=op.scope.organization_id,
         )

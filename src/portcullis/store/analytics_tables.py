@@ -142,6 +142,8 @@ class AlertRuleRow(Base):
     upstream: Mapped[str | None] = mapped_column(String(128))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     description: Mapped[str | None] = mapped_column(Text)
+    # JSON `{"webhooks": [endpoint id, ...]}`: where the rule's alerts are also sent.
+    notify: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
@@ -225,6 +227,24 @@ class QuotaUsageRow(Base):
     period_end_us: Mapped[int] = mapped_column(BigInteger)
     used: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class QuotaThresholdRow(Base):
+    """A quota threshold announced once (`quota.threshold_reached`): one row per subject
+    (`consumer:<username>` / `key:<id>`), quota (its counter prefix), period and threshold
+    percent. Control planes insert it with ON CONFLICT DO NOTHING in the transaction that
+    records the event, so the event is recorded once however many of them see the count.
+    Rows of ended periods (`period_end_us`, epoch µs) are deleted."""
+
+    __tablename__ = "quota_thresholds"
+    __table_args__ = (Index("ix_quota_thresholds_period_end", "period_end_us"),)
+
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    quota: Mapped[str] = mapped_column(String(512), primary_key=True)
+    period_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period_end_us: Mapped[int] = mapped_column(BigInteger)
+    reached_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class UpstreamHealthStateRow(Base):

@@ -37,7 +37,9 @@ transaction, so the change and its record commit or roll back together.
 A version that drops consumers retires their credentials in the same transaction
 (identity/consumer_credentials.py), whichever path wrote it. Which consumers were
 dropped is known from the document the writer started from (`previous`, pinned by
-`expected_version`), or else from the head's stored document.
+`expected_version`), or else from the head's stored document. The same transaction
+records the version's events (events/config_events.py): `config.applied`, and
+`consumer.created` for every consumer it adds.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.events.config_events import record_version_events
 from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
 from portcullis.model.delta import Document, apply_delta, compute_delta
@@ -429,6 +432,18 @@ class ConfigRepository:
         if before is not None:
             dropped = _usernames(before) - {c.username for c in new.config.consumers}
             await retire_credentials(conn, sorted(dropped), version=version)
+        await record_version_events(
+            conn,
+            version=version,
+            previous_version=head_version,
+            before=before,
+            after=new.document,
+            author=author,
+            comment=comment,
+            source_version=source_version,
+            checksum=new.checksum,
+            now=now,
+        )
         return ConfigVersion(
             version,
             now,

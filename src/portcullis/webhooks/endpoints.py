@@ -12,12 +12,11 @@ import secrets as random_tokens
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from fnmatch import fnmatchcase
-from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from portcullis.events.outbox import Subscription as Subscription  # re-exported
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.webhook_tables import WebhookEndpointRow
 from portcullis.webhooks.signing import (
@@ -189,35 +188,3 @@ async def rotate_secret(
         )
     )
     return secret
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """What an endpoint hears: the part of a row the outbox matches events against."""
-
-    id: str
-    organization_id: str | None
-    event_types: tuple[str, ...]
-    filters: Mapping[str, str]
-    consumer: str | None
-
-    @classmethod
-    def of(cls, row: Any) -> Subscription:
-        return cls(
-            row.id,
-            row.organization_id,
-            tuple(json.loads(row.event_types)),
-            json.loads(row.filters),
-            row.consumer,
-        )
-
-    def wants(self, kind: str, organization_id: str | None, data: Mapping[str, Any]) -> bool:
-        # An organization's endpoint hears only its organization's events; an operator's
-        # (organization-less) endpoint hears every event.
-        if self.organization_id is not None and organization_id != self.organization_id:
-            return False
-        if not any(fnmatchcase(kind, pattern) for pattern in self.event_types):
-            return False
-        if self.consumer is not None and data.get("consumer") != self.consumer:
-            return False
-        return all(str(data.get(key)) == value for key, value in self.filters.items())

@@ -13,15 +13,16 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from portcullis.events.ids import crockford32 as crockford32  # re-exported
+from portcullis.events.ids import message_id as message_id  # re-exported
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 - a prefix, not a secret
 SIGNING_KEY_PREFIX: Final = "whsk_"
@@ -35,8 +36,6 @@ SECRET_BYTES: Final = 32
 ID_HEADER: Final = "webhook-id"
 TIMESTAMP_HEADER: Final = "webhook-timestamp"
 SIGNATURE_HEADER: Final = "webhook-signature"
-
-_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 def generate_secret(token_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
@@ -129,21 +128,3 @@ class SigningKeys:
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: self.signature(message_id, timestamp, body),
         }
-
-
-def message_id(
-    now: Callable[[], float] = time.time, token_bytes: Callable[[int], bytes] = os.urandom
-) -> str:
-    """A new `msg_…` id: 48 bits of milliseconds then 80 random bits in Crockford base32,
-    so ids sort by creation time (useful in delivery listings) and never collide in practice."""
-    value = (int(now() * 1000) & (2**48 - 1)) << 80 | int.from_bytes(token_bytes(10), "big")
-    return "msg_" + crockford32(value)
-
-
-def crockford32(value: int, length: int = 26) -> str:
-    """`value` in `length` Crockford base32 digits (lower case), most significant first."""
-    chars = []
-    for _ in range(length):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return "".join(reversed(chars))

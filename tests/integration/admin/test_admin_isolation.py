@@ -169,7 +169,10 @@ TABLE |= {
     ("DELETE", "/admin/v1/alert-rules/{name}"): UNLIMITED,
     ("GET", "/admin/v1/alerts"): UNLIMITED,
     ("GET", "/admin/v1/anomalies"): UNLIMITED,
-    ("GET", "/admin/v1/events"): UNLIMITED,
+    # A limited admin reads its organization's events (key, consumer, quota), no other's.
+    ("GET", "/admin/v1/events"): LIST(
+        "?limit=200", "?subject=consumer:{o}-app&limit=200", "?kind=consumer.created&limit=200"
+    ),
     ("POST", "/admin/v1/webhooks"): CREATE,
     ("GET", "/admin/v1/webhooks"): LIST("?organization={o}", "?event_type=key.revoked"),
     # Deliveries name endpoints, not organizations: test_admin_webhooks checks them by id.

@@ -275,8 +275,10 @@ async def test_auto_suspend_suspends_the_key_with_an_audit_entry(engine: AsyncEn
     # The anomaly's own event says what was done about it.
     assert events[0].data["anomaly_id"] == stored.id
     assert events[0].data["action"] == "suspended"
-    delivered = [await asyncio.wait_for(subscription.get(), 1) for _ in range(2)]
-    assert delivered == events
+    # Published on the bus too, the key store's key.suspended included (not only stored).
+    delivered = [await asyncio.wait_for(subscription.get(), 1) for _ in range(3)]
+    assert delivered == [lifecycle[-1], *events]
+    assert subscription.pending() == 0
 
 
 async def test_the_policy_leaves_other_signals_and_unknown_credentials_alone(

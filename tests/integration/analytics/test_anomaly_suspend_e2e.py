@@ -147,7 +147,7 @@ async def test_a_burst_through_the_gateway_gets_the_key_suspended(gw: Gateway) -
             AuditFilter(actor="system:anomaly-detector"), limit=5, before_id=None
         )
         assert (entry.action, entry.resource_id) == ("suspend", key_id)
-        kinds = [e.kind for e in await read_events(engine)]
+        kinds = [e.kind for e in await read_events(engine) if e.kind.startswith(("key.", "anom"))]
         # key.created (the test's key) and key.suspended come from the key store itself.
         assert kinds == ["key.created", "key.suspended", "anomaly.detected", "key.auto_suspended"]
     finally:

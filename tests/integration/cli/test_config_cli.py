@@ -7,12 +7,14 @@ import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from portcullis.commands.config import register_migrate
+from portcullis.events.bus import read_events
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import is_at_head
@@ -112,6 +114,19 @@ class Cli:
 
         return asyncio.run(read())
 
+    def events(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(kind, subject, data) of the config and consumer events stored, oldest first."""
+
+        async def read() -> list[tuple[str, str, dict[str, Any]]]:
+            engine = create_engine(self.url)
+            try:
+                found = await read_events(engine, kinds=["config.applied", "consumer.created"])
+                return [(e.kind, e.subject, e.data) for e in found]
+            finally:
+                await engine.dispose()
+
+        return asyncio.run(read())
+
 
 @pytest.fixture
 def cli(tmp_path: Path, portcullis_processes: CliProcesses) -> Cli:
@@ -180,6 +195,15 @@ def test_apply_diff_versions(cli: Cli, tmp_path: Path) -> None:
     assert r.code == 0, r.err
     assert "applied version 1 (7 added, 0 removed, 0 changed)" in r.out
     assert [v for v, _ in cli.stored()] == [1]
+    # The CLI's apply records the version's events like every other path.
+    [(kind, subject, data), created] = cli.events()
+    assert (kind, subject, data["author"], data["comment"]) == (
+        "config.applied",
+        "config:1",
+        "tester",
+        "first",
+    )
+    assert created[:2] == ("consumer.created", "consumer:acme")
 
     r = cli("config", "apply", str(good))
     assert r.code == 0

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from support.admin_session import signed_in_owner
+from support.quota_events import check_thresholds_announced
 from support.redis import RedisServer
 from support.servers import Gateway, gateway, granian_app
 
@@ -50,10 +51,12 @@ def config(upstream: int) -> dict[str, Any]:
             {"username": "alice", "plan": "free"},
             {"username": "bob", "plan": "free", "tags": ["peak"]},
             {"username": "carol", "plan": "big"},
+            {"username": "dave", "plan": "twenty"},
         ],
         "plans": [
             {"name": "free", "quotas": [daily]},
             {"name": "big", "quotas": [{**daily, "limit": 100_000}]},
+            {"name": "twenty", "quotas": [daily]},
         ],
         "boosts": [
             {
@@ -89,6 +92,8 @@ def gw(
         "PORTCULLIS_LIMITS_REDIS_TIMEOUT": "5",
         # This module's own counters in the session's Redis.
         "PORTCULLIS_LIMITS_KEY_PREFIX": f"pc:plans:{time.time_ns()}:",
+        # quota.threshold_reached is read from the shared counters every 0.3 s.
+        "PORTCULLIS_QUOTA_EVENTS_INTERVAL": "0.3",
     }
     with gateway(tmp, cfg, workers=2, extra_env=env) as g:
         yield g
@@ -229,3 +234,9 @@ def test_bad_input_is_a_422_with_a_pointer_and_changes_nothing(admin: httpx.Clie
     assert {d["id"] for d in in_use.json()["dependents"]} == {"alice", "bob"}
     after = admin.get("/admin/v1/config/versions").json()["items"][0]["version"]
     assert after == before
+
+
+def test_80_and_100_percent_of_the_quota_are_announced_from_the_shared_counters(
+    gw: Gateway, admin: httpx.Client
+) -> None:
+    check_thresholds_announced(gw, admin, "dave", QUOTA)

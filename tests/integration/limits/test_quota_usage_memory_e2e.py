@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from support.admin_session import signed_in_owner
+from support.quota_events import check_thresholds_announced
 from support.servers import Gateway, gateway, granian_app
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
@@ -34,10 +35,12 @@ def config(upstream: int) -> dict[str, Any]:
         "consumers": [
             {"username": "alice", "plan": "big"},
             {"username": "bob", "plan": "small"},
+            {"username": "erin", "plan": "ten"},
         ],
         "plans": [
             {"name": "big", "quotas": [daily]},
             {"name": "small", "quotas": [{**daily, "limit": SMALL}]},
+            {"name": "ten", "quotas": [{**daily, "limit": 10}]},
         ],
         "plugins": [{"name": "key-auth", "config": {}}, {"name": "plan-limits", "config": {}}],
     }
@@ -54,7 +57,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: int) -> Iterator[Gate
     tmp: Path = tmp_path_factory.mktemp("quota-usage")
     cfg = tmp / "gateway.yaml"
     cfg.write_text(yaml.safe_dump(config(upstream)))
-    with gateway(tmp, cfg, workers=2, extra_env={"PORTCULLIS_REDIS_URL": ""}) as g:
+    # quota.threshold_reached is read from the published counts every 0.3 s.
+    env = {"PORTCULLIS_REDIS_URL": "", "PORTCULLIS_QUOTA_EVENTS_INTERVAL": "0.3"}
+    with gateway(tmp, cfg, workers=2, extra_env=env) as g:
         yield g
 
 
@@ -127,3 +132,9 @@ async def test_each_worker_enforces_the_quota_and_usage_reports_what_was_admitte
     [daily] = body["quotas"]
     assert (daily["used"], daily["remaining"]) == (admitted, max(0, SMALL - admitted))
     assert daily["busiest_worker_used"] == SMALL
+
+
+def test_80_and_100_percent_of_the_quota_are_announced_from_the_published_counts(
+    gw: Gateway, admin: httpx.Client
+) -> None:
+    check_thresholds_announced(gw, admin, "erin", 10)

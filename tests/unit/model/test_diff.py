@@ -165,3 +165,25 @@ def test_render_plain_and_with_markup() -> None:
     assert "[red]- billing[/red]" in marked
     # Values are escaped so that rich does not read them as markup.
     assert '["\\[gold]"]' in marked
+
+
+def test_count_changes_matches_entities_by_identity_not_position() -> None:
+    from portcullis.model.diff import count_changes
+
+    old = {
+        "format_version": 1,
+        "consumers": [{"username": f"c{i}", "tags": []} for i in range(50)],
+        "routes": [{"name": "r", "paths": ["/r"]}],
+    }
+    edited = [dict(c) for c in old["consumers"]]
+    edited.insert(10, {"username": "new", "tags": []})
+    del edited[30]
+    edited[20] = {"username": "c19", "tags": ["beta"]}
+    assert count_changes(old, {**old, "consumers": edited}) == {"consumers": (1, 1, 1)}
+    moved = [*old["consumers"][1:], old["consumers"][0]]
+    assert count_changes(old, {**old, "consumers": moved}) == {}
+    assert count_changes({}, old) == {"consumers": (50, 0, 0), "routes": (1, 0, 0)}
+    assert count_changes(old, {"format_version": 2}) == {
+        "consumers": (0, 50, 0),
+        "routes": (0, 1, 0),
+    }

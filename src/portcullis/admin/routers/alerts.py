@@ -1,10 +1,11 @@
 """Alert rules (CRUD), current alerts, detected anomalies and the internal event log.
 
-Rules are deployment-wide, and anomalies and events concern every organization's
-consumers, so these endpoints are for admins who are not limited to an
-organization (others get 403). Rule changes are audited (`alert_rule`). ETags
-cover a rule's settings, not its evaluation state, so an alert changing state does
-not make an operator's `If-Match` fail.
+Rules are deployment-wide, and anomalies concern every organization's consumers, so
+these endpoints are for admins who are not limited to an organization (others get
+403), except the event log: a limited admin reads its organization's events there.
+Rule changes are audited (`alert_rule`). ETags cover a rule's settings, not its
+evaluation state, so an alert changing state does not make an operator's `If-Match`
+fail.
 
 Events are listed oldest first from a position (`after`, an event id), the way a
 consumer replays them; `next` continues after the last one returned.
@@ -127,6 +128,10 @@ class EventOut(BaseModel):
     kind: EventType
     subject: str
     data: dict[str, Any]
+    organization_id: str | None = Field(
+        description="The organization the event belongs to; null: a gateway-wide event "
+        "(only admins not limited to an organization see those)"
+    )
 
 
 class EventPage(BaseModel):
@@ -387,7 +392,8 @@ async def list_anomalies(
 
 @router.get(
     "/events",
-    summary="Internal events (alerts, anomalies, auto-suspensions), oldest first from `after`",
+    summary="Platform events (keys, consumers, config, quotas, alerts, anomalies), oldest "
+    "first from `after`; an organization's admins see its events only",
     response_model=EventPage,
     responses=problem_responses(401, 403, 422, 429),
     operation_id="list_events",
