@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from portcullis.webhooks.retry import SCHEDULE as RETRY_SCHEDULE
-
 
 def default_secret_key_file() -> Path:
     return Path("var/portcullis.secret").resolve()
@@ -18,6 +16,12 @@ def default_secret_key_file() -> Path:
 
 def default_database_url() -> str:
     return f"sqlite+aiosqlite:///{Path('var/portcullis.db').resolve()}"
+
+
+# The Standard Webhooks example schedule: delay before each attempt, in seconds
+# (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts over ~27.5 h).
+# Kept here, not in webhooks/, so settings import no delivery code.
+WEBHOOK_RETRY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
 class Settings(BaseSettings):
@@ -83,7 +87,7 @@ class Settings(BaseSettings):
     webhook_poll_interval: float = Field(default=0.25, gt=0, le=60)
     webhook_disable_after_days: float = Field(default=5.0, gt=0)
     webhook_retry_schedule: list[float] = Field(
-        default_factory=lambda: list(RETRY_SCHEDULE), min_length=1, max_length=50
+        default_factory=lambda: list(WEBHOOK_RETRY_SCHEDULE), min_length=1, max_length=50
     )
     webhook_lease: float | None = Field(default=None, gt=0, le=3600)
     webhook_breaker_rest: float = Field(default=30.0, ge=0, le=3600)

@@ -17,9 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-# Delay before each attempt, in seconds: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
-# 10 h. Eight attempts over about 27.5 hours.
-SCHEDULE: Final[tuple[float, ...]] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+from portcullis.settings import WEBHOOK_RETRY_SCHEDULE
+
+# Delay before each attempt (the default of `webhook_retry_schedule`).
+SCHEDULE: Final[tuple[float, ...]] = WEBHOOK_RETRY_SCHEDULE
 
 # A receiver's Retry-After may stretch a delay but never past the longest scheduled one,
 # or one bad header would park a delivery for good.
