@@ -39,6 +39,7 @@ class Load:
         self.ok = 0
         self.failed = 0
         self.statuses: set[int] = set()
+        self.errors: dict[str, int] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.client) for _ in range(THREADS)]
@@ -48,9 +49,11 @@ class Load:
             while not self.stopping.is_set():
                 try:
                     status = client.get("/demo/health").status_code
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
                     with self.lock:
                         self.failed += 1
+                        kind = f"{type(exc).__name__}: {exc}"[:120]
+                        self.errors[kind] = self.errors.get(kind, 0) + 1
                     continue
                 with self.lock:
                     self.ok += 1
@@ -99,7 +102,9 @@ def test_a_killed_worker_is_respawned_and_only_its_requests_fail(
         assert admin.is_running()
         assert {p.pid for p in plane.children()} == {workers[1].pid, replacement.pid}
     assert load.statuses == {200}
-    assert load.failed <= THREADS, f"{load.failed} failed requests, {THREADS} can be in flight"
+    assert load.failed <= THREADS, (
+        f"{load.failed} failed requests, {THREADS} can be in flight: {load.errors}"
+    )
     rows = request_log_rows(gw.database_url)
     print(
         f"\nworker SIGKILL under load: {load.ok} responses, {load.failed} failed requests, "
