@@ -182,7 +182,7 @@ async def run(args: argparse.Namespace, redis_url: str | None) -> list[tuple[str
                 "redis x1 c32",
                 await time_concurrent(decider(backend, reqs), args.redis_samples),
             )
-            assert backend.errors == 0, backend.last_error
+            assert backend.fallback_decisions == 0, backend.circuit.last_error
         finally:
             await backend.aclose()
     return rows
