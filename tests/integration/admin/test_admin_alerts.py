@@ -244,6 +244,10 @@ async def test_anomalies_newest_first_with_filters_and_pages(app: FastAPI, clien
     bad = await viewer.get("/admin/v1/anomalies", params={"cursor": "x"})
     assert bad.status_code == 400
     assert pointers(await viewer.get("/admin/v1/anomalies", params={"signal": "cpu"})) == ["#"]
+    # A bare number is not read as a Unix time: the API takes RFC 3339 only.
+    unix = await viewer.get("/admin/v1/anomalies", params={"since": "0.5"})
+    assert unix.status_code == 422, unix.text
+    assert "RFC 3339" in unix.text
 
 
 async def test_events_replay_from_a_position(app: FastAPI, owner: httpx.AsyncClient) -> None:

@@ -14,7 +14,6 @@ Anomalies are listed newest first.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -41,10 +40,10 @@ from portcullis.model.types import Name
 from portcullis.services.alerts import AlertService, AnomalyFilter, anomaly_json, etag_of_rule
 from portcullis.services.context import Operation
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from portcullis.services.query import rfc3339_only
 from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["Alerts and events"])
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
 MERGE_PATCH = "application/merge-patch+json"
 IfMatch = Annotated[
@@ -152,14 +151,7 @@ class AnomalyQuery(BaseModel):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
     cursor: str | None = Field(None, description="`next` cursor of the previous page")
 
-    @field_validator("since", "until", mode="before")
-    @classmethod
-    def _rfc3339(cls, value: Any) -> Any:
-        # pydantic would read a bare number as a Unix time; the API documents RFC 3339.
-        numeric_or_text = isinstance(value, str | int | float) and not isinstance(value, bool)
-        if numeric_or_text and not _DATE_TIME.match(str(value)):
-            raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
-        return value
+    _check_times = field_validator("since", "until", mode="before")(rfc3339_only)
 
 
 class EventQuery(BaseModel):
