@@ -135,11 +135,15 @@ async def test_readiness_details_are_for_deployment_wide_admins(
     assert anonymous_view.json() == {"status": "ok"}
     org = (await owner.post("/admin/v1/organizations", json={"name": "tenant"})).json()["id"]
     tenant_admin: httpx.AsyncClient = await client_for(Role.ADMIN, org)
+    # Each check follows a fresh beat: signing an admin in (argon2) can outlast the
+    # node's freshness window on a loaded machine, and a stale node is "not ready".
+    assert await hb.beat()
     assert (await tenant_admin.get("/health/ready")).json() == {"status": "ok"}
     token = await owner.post(
         "/admin/v1/tokens", json={"name": "probe", "scopes": ["config:read"], "expires_in": 600}
     )
     probe = {"authorization": f"Bearer {token.json()['token']}"}
+    assert await hb.beat()
     detailed = (await anonymous.get("/health/ready", headers=probe)).json()
     assert [n["id"] for n in detailed["data_plane"]["nodes"]] == [hb.id]
 
