@@ -106,12 +106,15 @@ def build_api_router() -> APIRouter:
 
 def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
     """The GraphQL face (`/graphql`), on the same services, state and authentication."""
+    from portcullis.admin.plugin_schemas import plugin_names, plugin_schema
     from portcullis.graph.context import GraphDeps
     from portcullis.graph.http import GraphOptions, graphql_router
 
+    extras: dict[str, Any] = {"plugin_schemas": (plugin_names, plugin_schema)}
     deps = GraphDeps(
         state=lambda: app.state.admin,
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
+        extras=extras.get,
     )
     return graphql_router(deps, GraphOptions())
 

@@ -22,6 +22,7 @@ from strawberry.types import Info
 from portcullis.graph.connections import Connection, page_connection, page_size
 from portcullis.graph.context import context_of
 from portcullis.graph.models import input_document, input_type, output_type
+from portcullis.graph.node_fields import node_fields
 from portcullis.graph.problems import problem_of, result_union
 from portcullis.services.entities import Entity, EntityCollection, EntityQuery, EntityService
 from portcullis.services.entity_kinds import KINDS, PLUGINS, ROUTES, SERVICES, TARGETS, Kind
@@ -139,7 +140,7 @@ def _typed(fn: Any, annotations: dict[str, Any]) -> None:
 def build_kind(kind: Kind, *, nested: bool = False) -> KindFields:
     """The node type and root fields of one kind (`nested`: targets, under an upstream)."""
     name = _pascal(kind.singular)
-    node = output_type(kind.model, name, _id_and_etag(kind))
+    node = output_type(kind.model, name, {**_id_and_etag(kind), **node_fields(kind)})
     fields = KindFields(kind, node)
     filter_input = _filter_input(kind)
     create_input = input_type(kind.model)

@@ -14,6 +14,7 @@ import strawberry
 from graphql import GraphQLSchema
 from strawberry.schema.config import StrawberryConfig
 
+from portcullis.graph import operational
 from portcullis.graph.entities import build_entities
 from portcullis.graph.models import resolve_member
 
@@ -31,6 +32,9 @@ def schema() -> strawberry.Schema:
     for kind in build_entities():
         queries.update(kind.queries)
         mutations.update(kind.mutations)
+    for area in operational.areas():
+        queries.update(area.queries)
+        mutations.update(area.mutations)
     query = _root("Query", queries, "Everything the control plane holds, as the caller may see it")
     mutation = _root("Mutation", mutations, "Every change the control plane allows")
     return strawberry.Schema(

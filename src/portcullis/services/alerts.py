@@ -41,6 +41,8 @@ from portcullis.services.preconditions import Precondition, apply_merge_patch, e
 from portcullis.store.analytics_tables import AnomalyRow
 
 RESOURCE_TYPE = "alert_rule"
+# The fields a list of rules may be sorted by, and the default (every face offers the same).
+RULE_SORT = ("name", "kind", "created_at")
 _RANK = {AlertState.FIRING: 0, AlertState.RESOLVING: 1, AlertState.PENDING: 2, AlertState.OK: 3}
 
 

@@ -402,6 +402,25 @@ class AnalyticsService:
             "items": _endpoints(ranked, await self._config()),
         }
 
+    async def totals_per(
+        self, op: Operation, query: RangeQuery, by: Literal["route", "service", "consumer"]
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The range answered and the traffic totals over it of every route, service or
+        consumer with traffic (the caller's organization's only), in one read: what a
+        face showing each entity's usage batches its lookups into."""
+        start, end = query.epoch_range(op.now())
+        scope = await self._scope(op)
+        groups, cover = await queries.totals_by(
+            self._engine, start, end, scope, lambda k: str(getattr(k, by))
+        )
+        groups.pop("", None)  # traffic that matched no route / had no consumer
+        return _range(start, end, cover), {name: queries.stats(c) for name, c in groups.items()}
+
+    @staticmethod
+    def no_traffic() -> dict[str, Any]:
+        """The totals of an entity without traffic in the range."""
+        return queries.stats(Counters())
+
     async def top_consumers(self, op: Operation, query: TopConsumersQuery) -> dict[str, Any]:
         start, end = query.epoch_range(op.now())
         scope = await self._scope(op, route=query.route, service=query.service)

@@ -43,6 +43,10 @@ FRESH_BEATS = 3
 SETTLE_SLACK = timedelta(seconds=1)
 
 
+# The fields a list of workers may be sorted by (every face offers the same).
+NODE_SORT = ("node_name", "config_version", "heartbeat_at", "started_at", "state")
+
+
 class NodeState(StrEnum):
     CURRENT = "current"
     PROPAGATING = "propagating"

@@ -37,7 +37,13 @@ from portcullis.analytics.alerts import (
 from portcullis.analytics.anomalies import Signal
 from portcullis.events.catalogue import EventType
 from portcullis.model.types import Name
-from portcullis.services.alerts import AlertService, AnomalyFilter, anomaly_json, etag_of_rule
+from portcullis.services.alerts import (
+    RULE_SORT,
+    AlertService,
+    AnomalyFilter,
+    anomaly_json,
+    etag_of_rule,
+)
 from portcullis.services.context import Operation
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.services.query import rfc3339_only
@@ -188,7 +194,7 @@ def _respond(
 )
 async def list_rules(
     request: Request,
-    query: ListQuery = Depends(list_query(("name", "kind", "created_at"), "name")),
+    query: ListQuery = Depends(list_query(RULE_SORT, "name")),
     op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
     items = await _service(request).list_rules(op)

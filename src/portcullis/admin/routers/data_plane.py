@@ -19,11 +19,10 @@ from portcullis.admin.operations import admin_state, operation
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import problem_responses
 from portcullis.services.context import Operation
-from portcullis.services.data_plane import DataPlaneService, NodeState
+from portcullis.services.data_plane import NODE_SORT, DataPlaneService, NodeState
 from portcullis.services.rbac import Permission
 
 router = APIRouter(prefix="/data-plane", tags=["Data plane"])
-NODE_SORT = ("node_name", "config_version", "heartbeat_at", "started_at", "state")
 
 
 class DataPlaneNodeOut(BaseModel):
