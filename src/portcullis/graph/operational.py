@@ -3,9 +3,16 @@ the data plane (one list, so the schema registers them with one line)."""
 
 from __future__ import annotations
 
-from portcullis.graph import analytics, audit, config, operations
+from portcullis.graph import alerts, analytics, audit, config, operations, webhooks
 from portcullis.graph.support import Area
 
 
 def areas() -> list[Area]:
-    return [config.build(), audit.build(), analytics.build(), operations.build()]
+    return [
+        config.build(),
+        audit.build(),
+        analytics.build(),
+        operations.build(),
+        alerts.build(),
+        webhooks.build(),
+    ]

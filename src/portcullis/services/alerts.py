@@ -37,7 +37,12 @@ from portcullis.events.bus import Event, read_events
 from portcullis.services.context import Operation
 from portcullis.services.errors import ALREADY_EXISTS, ServiceError, invalid, not_found
 from portcullis.services.pagination import parse_int_cursor
-from portcullis.services.preconditions import Precondition, apply_merge_patch, etag_of
+from portcullis.services.preconditions import (
+    Precondition,
+    apply_merge_patch,
+    etag_of,
+    etag_without,
+)
 from portcullis.store.analytics_tables import AnomalyRow
 
 RESOURCE_TYPE = "alert_rule"
@@ -48,6 +53,15 @@ _RANK = {AlertState.FIRING: 0, AlertState.RESOLVING: 1, AlertState.PENDING: 2, A
 
 def etag_of_rule(rule: AlertRule) -> str:
     return etag_of({"name": rule.name, **rule.settings()})
+
+
+# Members of a rendered rule (`render_rule`) that are not its settings.
+RENDERED_STATE = ("created_at", "updated_at", "status")
+
+
+def etag_of_rendered_rule(rendered: dict[str, Any]) -> str:
+    """`etag_of_rule` of a rule as `render_rule` showed it (for listed rules)."""
+    return etag_without(rendered, RENDERED_STATE)
 
 
 @dataclass(frozen=True, slots=True)

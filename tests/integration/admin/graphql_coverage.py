@@ -35,9 +35,60 @@ def _entity_rows() -> dict[str, str]:
     return rows
 
 
+_STREAMED = (
+    "a streamed CSV / JSON-lines download for bulk tools; a GraphQL response is one bounded "
+    "JSON document"
+)
+
 REST_TO_GRAPH: dict[str, str] = {
     **_entity_rows(),
     # Signing in is how a client gets the token GraphQL requires.
     "login": "EXCEPTION: signing in yields the bearer token every GraphQL request needs",
     "refresh_session": "EXCEPTION: a refresh exchanges the refresh cookie/token for a new bearer",
+    # Config, observability and webhooks.
+    "export_config": "Query.config",
+    "apply_config": "Mutation.applyConfig",
+    "diff_config": "Query.configDiff",
+    "list_config_versions": "Query.configVersions",
+    "get_config_version": "Query.configVersion",
+    "rollback_config": "Mutation.rollbackConfig",
+    "list_audit_events": "Query.auditEvents",
+    "export_audit_events": f"EXCEPTION: {_STREAMED} (page Query.auditEvents)",
+    "list_alert_rules": "Query.alertRules",
+    "create_alert_rule": "Mutation.createAlertRule",
+    "get_alert_rule": "Query.alertRule",
+    "replace_alert_rule": "Mutation.replaceAlertRule",
+    "update_alert_rule": "Mutation.updateAlertRule",
+    "delete_alert_rule": "Mutation.deleteAlertRule",
+    "list_alerts": "Query.alerts",
+    "list_anomalies": "Query.anomalies",
+    "list_events": "Query.events",
+    "get_analytics_usage": "Query.analyticsUsage",
+    "export_analytics_usage": f"EXCEPTION: {_STREAMED} (Query.analyticsUsage has the series)",
+    "get_analytics_top_endpoints": "Query.analyticsTopEndpoints",
+    "get_analytics_top_consumers": "Query.analyticsTopConsumers",
+    "get_analytics_errors": "Query.analyticsErrors",
+    "get_analytics_latency": "Query.analyticsLatency",
+    "get_analytics_realtime": "Query.analyticsRealtime",
+    "get_analytics_consumer_report": "Query.consumerUsageReport",
+    "purge_cache": "Mutation.purgeCache",
+    "list_data_plane_nodes": "Query.dataPlaneNodes",
+    "get_upstream_health": "Query.upstreamHealth",
+    "list_event_types": "Query.eventTypes",
+    "list_plugin_schemas": "Query.pluginSchemas",
+    "get_plugin_schema": "Query.pluginSchema",
+    "create_webhook": "Mutation.createWebhook",
+    "list_webhooks": "Query.webhooks",
+    "list_webhook_deliveries": "Query.webhookDeliveries",
+    "get_webhook": "Query.webhook",
+    "update_webhook": "Mutation.updateWebhook",
+    "delete_webhook": "Mutation.deleteWebhook",
+    "enable_webhook": "Mutation.enableWebhook",
+    "disable_webhook": "Mutation.disableWebhook",
+    "rotate_webhook_secret": "Mutation.rotateWebhookSecret",
+    "list_webhook_endpoint_deliveries": "Query.webhookDeliveries",
+    "export_webhook_attempts": f"EXCEPTION: {_STREAMED} (page Query.webhookDeliveries)",
+    "replay_webhook_delivery": "Mutation.replayWebhookDelivery",
+    "replay_failed_webhook_deliveries": "Mutation.replayFailedWebhookDeliveries",
+    "test_webhook": "Mutation.testWebhook",
 }

@@ -1,0 +1,400 @@
+"""Outgoing webhooks in the graph, on `services.webhooks.WebhookService` as REST's
+`/admin/v1/webhooks`: endpoints (CRUD, enable/disable, secret rotation, test events),
+their deliveries with every attempt, and replays.
+
+The signing secret appears in exactly two payloads, `createWebhook`'s and
+`rotateWebhookSecret`'s (`secret`); the `Webhook` node never has it, nor custom header
+values (only their names). Organization-limited admins see and change their
+organization's endpoints only, as over REST.
+
+REST's streamed CSV / JSON-lines attempts export is a deliberate exception: a GraphQL
+response is one bounded JSON document; `webhookDeliveries` pages the same attempts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from portcullis.graph.connections import Connection, connection, page_connection, page_size
+from portcullis.graph.context import context_of
+from portcullis.graph.entities import Deleted
+from portcullis.graph.models import input_document, input_type
+from portcullis.graph.problems import result_union
+from portcullis.graph.support import Area, as_data, returning, validated
+from portcullis.services.rbac import Permission
+from portcullis.services.webhooks import (
+    DEFAULT_GRACE,
+    ENDPOINT_SORT,
+    MESSAGE_STATUSES,
+    DeliveryFilter,
+    WebhookCreate,
+    WebhookService,
+    WebhookSettings,
+    etag_of_endpoint,
+)
+from portcullis.webhooks.runner import destination_policy
+
+
+@strawberry.enum(description="pending, delivered or failed (dead-lettered)")
+class DeliveryStatus(Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+# The service's statuses are the truth; this enum only names them for the schema.
+assert tuple(s.value for s in DeliveryStatus) == MESSAGE_STATUSES
+
+
+WebhookInput = input_type(WebhookCreate)
+WebhookPatch = input_type(WebhookSettings, patch=True)
+
+
+def _etag(self: Any) -> str:
+    return etag_of_endpoint(self)
+
+
+_etag.__annotations__ = {"self": Any, "return": str}
+
+
+@strawberry.type(description="A webhook endpoint (never its secret or its header values).")
+class Webhook:
+    id: strawberry.ID
+    etag: str = strawberry.field(resolver=_etag, description="ETag (ifMatch)")
+    url: str
+    description: str
+    event_types: list[str]
+    filters: JSON
+    consumer: str | None
+    organization: str | None = strawberry.field(description="The organization's current name")
+    organization_id: str | None
+    header_names: list[str] = strawberry.field(description="Custom headers (names only)")
+    enabled: bool
+    disabled_reason: str | None = strawberry.field(description="manual, gone (410) or failing")
+    failing_since: str | None
+    rate_limit: int | None
+    max_concurrency: int
+    ordered: bool
+    signature: str = strawberry.field(description="v1 (HMAC) or v1a (ed25519)")
+    public_key: str | None = strawberry.field(description="`whpk_...` of a v1a endpoint")
+    signing_secrets: int = strawberry.field(description="2 during a rotation's grace period")
+    version: int
+    created_at: str
+    updated_at: str
+
+
+@strawberry.type(description="One delivery attempt.")
+class WebhookAttempt:
+    message_id: str
+    attempt: int
+    trigger: str = strawberry.field(description="scheduled, replay or test")
+    attempted_at: str
+    status_code: int | None
+    error: str | None
+    latency_ms: float
+    response_excerpt: str = strawberry.field(description="The first 4 KiB of the answer")
+    response_excerpt_encoding: str = strawberry.field(description="text or base64")
+    detail: str
+
+
+@strawberry.type(description="One event's delivery to one endpoint, with its attempts.")
+class WebhookDelivery:
+    id: strawberry.ID = strawberry.field(description="The `webhook-id` every attempt sends")
+    endpoint_id: str
+    event_id: int
+    event_type: str
+    status: str = strawberry.field(description="pending, delivered or failed")
+    attempts_made: int
+    next_attempt_at: str | None
+    last_status: int | None
+    last_error: str | None
+    created_at: str
+    finished_at: str | None
+    attempts: list[WebhookAttempt] | None = strawberry.field(
+        description="Every attempt (null in a replay's payload)"
+    )
+
+
+@strawberry.type(description="The endpoint as the change left it.")
+class WebhookPayload:
+    webhook: Webhook
+
+
+@strawberry.type(description="The endpoint and its signing secret, shown only here.")
+class WebhookSecretPayload:
+    webhook: Webhook
+    secret: str = strawberry.field(
+        description="`whsec_...` (v1), shown only in this payload; for v1a the `whpk_` key"
+    )
+
+
+@strawberry.type(description="The delivery queued again.")
+class WebhookReplayPayload:
+    delivery: WebhookDelivery
+
+
+@strawberry.type(description="How many dead-lettered deliveries were queued again.")
+class WebhookReplayedPayload:
+    replayed: int
+
+
+@strawberry.type(description="The test delivery queued (see its deliveries).")
+class WebhookTestPayload:
+    message_id: str
+
+
+WebhookResult = result_union("WebhookResult", WebhookPayload)
+WebhookSecretResult = result_union("WebhookSecretResult", WebhookSecretPayload)
+DeleteWebhookResult = result_union("DeleteWebhookResult", Deleted)
+ReplayWebhookDeliveryResult = result_union("ReplayWebhookDeliveryResult", WebhookReplayPayload)
+ReplayFailedWebhookDeliveriesResult = result_union(
+    "ReplayFailedWebhookDeliveriesResult", WebhookReplayedPayload
+)
+TestWebhookResult = result_union("TestWebhookResult", WebhookTestPayload)
+
+
+@strawberry.input(description="Conditions on deliveries, as REST's query parameters.")
+class WebhookDeliveryFilter:
+    status: DeliveryStatus | None = None
+    event_type: str | None = None
+    event_id: int | None = strawberry.field(default=None, description="Only this event's")
+    since: datetime | None = strawberry.field(default=None, description="Queued at or after")
+    until: datetime | None = strawberry.field(default=None, description="Queued before")
+
+
+def _service(info: Info[Any, Any]) -> WebhookService:
+    state = context_of(info).state
+    return WebhookService(
+        state.engine, state.secret, state.editor, destination_policy(state.settings)
+    )
+
+
+def _shown(webhook: dict[str, Any]) -> Any:
+    return webhook
+
+
+async def webhooks(
+    info: Info[Any, Any],
+    first: int | None = None,
+    after: str | None = None,
+    sort: Annotated[
+        str | None,
+        strawberry.argument(
+            description="Comma-separated fields, `-` for descending. Allowed: "
+            + ", ".join(ENDPOINT_SORT)
+        ),
+    ] = None,
+    enabled: bool | None = None,
+    event_type: Annotated[
+        str | None, strawberry.argument(description="Endpoints that would receive this kind")
+    ] = None,
+    organization: str | None = None,
+) -> Connection[Webhook]:
+    op = await context_of(info).operation(Permission.WEBHOOKS_READ)
+    page = await _service(info).list_endpoints(
+        op,
+        enabled=enabled,
+        event_type=event_type,
+        organization=organization,
+        limit=page_size(first),
+        cursor=after,
+        sort=sort,
+    )
+    return page_connection(page)
+
+
+async def webhook(info: Info[Any, Any], id: strawberry.ID) -> Webhook | None:
+    from portcullis.services.errors import NOT_FOUND, ServiceError
+
+    op = await context_of(info).operation(Permission.WEBHOOKS_READ)
+    try:
+        found: Any = await _service(info).get(op, str(id))
+    except ServiceError as exc:
+        if exc.kind is NOT_FOUND:
+            return None
+        raise
+    return found  # type: ignore[no-any-return]  # dict-backed
+
+
+async def webhook_deliveries(
+    info: Info[Any, Any],
+    endpoint_id: Annotated[
+        str | None, strawberry.argument(description="Only this endpoint's deliveries")
+    ] = None,
+    first: int | None = None,
+    after: str | None = None,
+    filter: WebhookDeliveryFilter | None = None,
+) -> Connection[WebhookDelivery]:
+    op = await context_of(info).operation(Permission.WEBHOOKS_READ)
+    given = filter or WebhookDeliveryFilter()
+    where = DeliveryFilter(
+        endpoint_id=endpoint_id,
+        event_id=given.event_id,
+        status=None if given.status is None else given.status.value,
+        event_type=given.event_type,
+        since=given.since,
+        until=given.until,
+    )
+    page = await _service(info).deliveries(op, where, limit=page_size(first), cursor=after)
+    # Deliveries are paged by message id: each one's id resumes after it.
+    return connection(page.items, page.next_cursor, lambda d: str(d["id"]))
+
+
+@returning(WebhookSecretResult)
+async def create_webhook(info: Info[Any, Any], input: WebhookInput) -> Any:  # type: ignore[valid-type]
+    async def run() -> WebhookSecretPayload:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        created, secret = await _service(info).create(op, validated(WebhookCreate, input))
+        return WebhookSecretPayload(webhook=_shown(created), secret=secret)
+
+    return await as_data(run)
+
+
+@returning(WebhookResult)
+async def update_webhook(
+    info: Info[Any, Any],
+    id: strawberry.ID,
+    patch: WebhookPatch,  # type: ignore[valid-type]
+    if_match: str | None = None,
+) -> Any:
+    async def run() -> WebhookPayload:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        service = _service(info)
+        after = await service.update(op, str(id), input_document(patch), if_match=if_match)
+        return WebhookPayload(webhook=_shown(after))
+
+    return await as_data(run)
+
+
+@returning(DeleteWebhookResult)
+async def delete_webhook(
+    info: Info[Any, Any], id: strawberry.ID, if_match: str | None = None
+) -> Any:
+    async def run() -> Deleted:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        await _service(info).delete(op, str(id), if_match=if_match)
+        return Deleted(id=str(id))
+
+    return await as_data(run)
+
+
+def _set_enabled(enabled: bool) -> Any:
+    async def set_enabled(
+        info: Info[Any, Any], id: strawberry.ID, if_match: str | None = None
+    ) -> Any:
+        async def run() -> WebhookPayload:
+            op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+            service = _service(info)
+            after = await service.set_enabled(op, str(id), enabled, if_match=if_match)
+            return WebhookPayload(webhook=_shown(after))
+
+        return await as_data(run)
+
+    return returning(WebhookResult)(set_enabled)
+
+
+@returning(WebhookSecretResult)
+async def rotate_webhook_secret(
+    info: Info[Any, Any],
+    id: strawberry.ID,
+    grace_seconds: Annotated[
+        int,
+        strawberry.argument(
+            description="How long the old secret keeps signing beside the new one (0: stops now)"
+        ),
+    ] = int(DEFAULT_GRACE.total_seconds()),
+    if_match: str | None = None,
+) -> Any:
+    async def run() -> WebhookSecretPayload:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        after, secret = await _service(info).rotate(
+            op, str(id), grace=timedelta(seconds=grace_seconds), if_match=if_match
+        )
+        return WebhookSecretPayload(webhook=_shown(after), secret=secret)
+
+    return await as_data(run)
+
+
+@returning(TestWebhookResult)
+async def test_webhook(info: Info[Any, Any], id: strawberry.ID) -> Any:
+    async def run() -> WebhookTestPayload:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        return WebhookTestPayload(message_id=await _service(info).send_test(op, str(id)))
+
+    return await as_data(run)
+
+
+@returning(ReplayWebhookDeliveryResult)
+async def replay_webhook_delivery(info: Info[Any, Any], id: strawberry.ID, message_id: str) -> Any:
+    async def run() -> WebhookReplayPayload:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        replayed: Any = await _service(info).replay(op, str(id), message_id)
+        return WebhookReplayPayload(delivery=replayed)
+
+    return await as_data(run)
+
+
+@returning(ReplayFailedWebhookDeliveriesResult)
+async def replay_failed_webhook_deliveries(
+    info: Info[Any, Any],
+    id: strawberry.ID,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Any:
+    async def run() -> WebhookReplayedPayload:
+        op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
+        count = await _service(info).replay_failed(op, str(id), since=since, until=until)
+        return WebhookReplayedPayload(replayed=count)
+
+    return await as_data(run)
+
+
+def build() -> Area:
+    def field(resolver: Any, description: str) -> Any:
+        return strawberry.field(resolver=resolver, description=description)
+
+    def mutation(resolver: Any, description: str) -> Any:
+        return strawberry.mutation(resolver=resolver, description=description)
+
+    return Area(
+        queries={
+            "webhooks": field(webhooks, "Webhook endpoints the caller sees"),
+            "webhook": field(webhook, "One webhook endpoint; null when absent or not yours"),
+            "webhookDeliveries": field(
+                webhook_deliveries,
+                "Deliveries, newest first, each with every attempt (one endpoint's with "
+                "endpointId; one event's with filter.eventId)",
+            ),
+        },
+        mutations={
+            "createWebhook": mutation(
+                create_webhook, "Create a webhook endpoint (its signing secret is shown once)"
+            ),
+            "updateWebhook": mutation(
+                update_webhook, "Change a webhook endpoint (JSON Merge Patch: null removes)"
+            ),
+            "deleteWebhook": mutation(
+                delete_webhook, "Delete a webhook endpoint with its deliveries and history"
+            ),
+            "enableWebhook": mutation(_set_enabled(True), "Enable a webhook endpoint"),
+            "disableWebhook": mutation(_set_enabled(False), "Disable a webhook endpoint"),
+            "rotateWebhookSecret": mutation(
+                rotate_webhook_secret,
+                "Rotate the signing secret (shown once; the old one signs for the grace period)",
+            ),
+            "testWebhook": mutation(test_webhook, "Send a `webhook.test` event to the endpoint"),
+            "replayWebhookDelivery": mutation(
+                replay_webhook_delivery, "Deliver one finished delivery again"
+            ),
+            "replayFailedWebhookDeliveries": mutation(
+                replay_failed_webhook_deliveries,
+                "Deliver again every dead-lettered delivery of the endpoint in a time range",
+            ),
+        },
+    )
