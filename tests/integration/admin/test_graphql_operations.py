@@ -5,13 +5,16 @@ calls (organization scoping and RBAC included)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 
 from conftest import ClientFactory
@@ -161,3 +164,460 @@ async def test_org_limited_admin_config_over_graphql_as_over_rest(
     assert exported["etag"] == rest.headers["etag"]
     refused = (await acme(APPLY, document={}))["applyConfig"]
     assert refused["__typename"] == "ForbiddenProblem"
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+AUDIT = """query($filter: AuditQueryInput, $first: Int, $after: String) {
+  auditEvents(filter: $filter, first: $first, after: $after) {
+    nodes { id action resourceType resourceId organizationId diff }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+async def test_audit_events_with_filters_and_pages_as_rest(
+    graph: Run, owner: httpx.AsyncClient
+) -> None:
+    for name in ("a", "b", "c"):
+        created = await owner.post(
+            "/admin/v1/services", json={"name": name, "url": "http://a.internal"}
+        )
+        assert created.status_code == 201, created.text
+    first = (await graph(AUDIT, filter={"resourceType": "service"}, first=2))["auditEvents"]
+    assert [e["resourceId"] for e in first["nodes"]] == ["c", "b"]
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = await owner.get("/admin/v1/audit-events", params={"resource_type": "service"})
+    assert [str(e["id"]) for e in rest.json()["items"][:2]] == [e["id"] for e in first["nodes"]]
+    rest_first = rest.json()["items"][0]
+    assert first["nodes"][0]["diff"] == rest_first["diff"]
+    second = await graph(
+        AUDIT, filter={"resourceType": "service"}, first=2, after=first["pageInfo"]["endCursor"]
+    )
+    assert [e["resourceId"] for e in second["auditEvents"]["nodes"]] == ["a"]
+    with pytest.raises(TransportQueryError) as refused:
+        await graph(AUDIT, first=0)
+    assert refused.value.errors is not None
+    assert refused.value.errors[0]["extensions"]["status"] == 422
+
+
+async def test_org_limited_admins_read_their_own_audit_events(
+    graph_for: Callable[[httpx.AsyncClient], Run],
+    client_for: ClientFactory,
+    owner: httpx.AsyncClient,
+    orgs: dict[str, str],
+) -> None:
+    for org in ("acme", "globex"):
+        created = await owner.post(
+            "/admin/v1/services",
+            json={"name": f"{org}-svc", "url": "http://a.internal", "organization": org},
+        )
+        assert created.status_code == 201, created.text
+    acme_rest = await client_for(Role.ADMIN, orgs["acme"])
+    seen = (await graph_for(acme_rest)(AUDIT, filter={"resourceType": "service"}))["auditEvents"]
+    assert [e["resourceId"] for e in seen["nodes"]] == ["acme-svc"]
+    assert {e["organizationId"] for e in seen["nodes"]} == {orgs["acme"]}
+    rest = await acme_rest.get("/admin/v1/audit-events", params={"resource_type": "service"})
+    assert [e["resource_id"] for e in rest.json()["items"]] == ["acme-svc"]
+
+
+# ---------------------------------------------------------------------------- alerts
+
+RULE = """mutation($name: String!, $input: AlertRuleSpecInput!) {
+  createAlertRule(name: $name, input: $input) {
+    __typename
+    ... on AlertRulePayload {
+      alertRule { name kind threshold windowSeconds etag status { state } }
+    }
+    ... on ValidationProblem { status errors { pointer } }
+    ... on AlreadyExistsProblem { status }
+    ... on ForbiddenProblem { status requiredPermission }
+  }
+}"""
+UPDATE_RULE = """mutation($name: String!, $patch: AlertRuleSpecPatch!, $ifMatch: String) {
+  updateAlertRule(name: $name, patch: $patch, ifMatch: $ifMatch) {
+    __typename
+    ... on AlertRulePayload { alertRule { threshold etag } }
+    ... on PreconditionFailedProblem { status }
+    ... on ForbiddenProblem { status }
+  }
+}"""
+ERRORS_RULE = {"kind": "error_rate", "threshold": 0.05, "windowSeconds": 300}
+
+
+async def test_alert_rules_crud_alerts_and_events(graph: Run, owner: httpx.AsyncClient) -> None:
+    created = (await graph(RULE, name="checkout-errors", input=ERRORS_RULE))["createAlertRule"]
+    assert created["__typename"] == "AlertRulePayload", created
+    rule = created["alertRule"]
+    assert rule["kind"] == "error_rate"
+    assert rule["status"] is None
+    rest = await owner.get("/admin/v1/alert-rules/checkout-errors")
+    assert rest.headers["etag"] == rule["etag"]
+    listed = await graph('{ alertRules(sort: "-name") { nodes { name etag } } }')
+    assert listed["alertRules"]["nodes"] == [{"name": "checkout-errors", "etag": rule["etag"]}]
+    changed = (
+        await graph(
+            UPDATE_RULE, name="checkout-errors", patch={"threshold": 0.1}, ifMatch=rule["etag"]
+        )
+    )["updateAlertRule"]
+    assert changed["alertRule"]["threshold"] == 0.1
+    stale = (
+        await graph(
+            UPDATE_RULE, name="checkout-errors", patch={"threshold": 0.2}, ifMatch=rule["etag"]
+        )
+    )["updateAlertRule"]
+    assert stale == {"__typename": "PreconditionFailedProblem", "status": 412}
+    alerts = (await graph("{ alerts(states: [OK]) { items { rule state threshold } counts } }"))[
+        "alerts"
+    ]
+    assert alerts["items"] == [{"rule": "checkout-errors", "state": "ok", "threshold": 0.1}]
+    assert alerts["counts"]["ok"] == 1
+    assert (await graph("{ anomalies(first: 5) { nodes { id } } }"))["anomalies"]["nodes"] == []
+    deleted = await graph(
+        """mutation { deleteAlertRule(name: "checkout-errors") { __typename
+             ... on Deleted { id } } }"""
+    )
+    assert deleted["deleteAlertRule"] == {"__typename": "Deleted", "id": "checkout-errors"}
+    assert (await graph('{ alertRule(name: "checkout-errors") { name } }'))["alertRule"] is None
+    # The event log, as REST replays it.
+    events = (await graph("{ events(first: 500) { nodes { id kind subject } } }"))["events"]
+    rest_events = (await owner.get("/admin/v1/events", params={"limit": 500})).json()["items"]
+    assert [e["id"] for e in events["nodes"]] == [str(e["id"]) for e in rest_events]
+
+
+async def test_alert_rule_problems_as_data(graph: Run) -> None:
+    bad = (await graph(RULE, name="x", input={**ERRORS_RULE, "threshold": -1}))["createAlertRule"]
+    assert bad["__typename"] == "ValidationProblem", bad
+    assert [e["pointer"] for e in bad["errors"]] == ["#/threshold"]
+    bad_name = (await graph(RULE, name="no spaces", input=ERRORS_RULE))["createAlertRule"]
+    assert bad_name["__typename"] == "ValidationProblem"
+    assert (await graph(RULE, name="r", input=ERRORS_RULE))["createAlertRule"]["__typename"] == (
+        "AlertRulePayload"
+    )
+    again = (await graph(RULE, name="r", input=ERRORS_RULE))["createAlertRule"]
+    assert again == {"__typename": "AlreadyExistsProblem", "status": 409}
+    missing = await graph(
+        """mutation { deleteAlertRule(name: "nope") { __typename
+             ... on NotFoundProblem { target } } }"""
+    )
+    assert missing["deleteAlertRule"] == {"__typename": "NotFoundProblem", "target": "name"}
+
+
+async def test_alerting_refuses_viewers_changes_and_org_limited_admins(
+    graph_for: Callable[[httpx.AsyncClient], Run],
+    client_for: ClientFactory,
+    graph: Run,
+    owner: httpx.AsyncClient,
+    orgs: dict[str, str],
+) -> None:
+    viewer = graph_for(await client_for(Role.VIEWER))
+    refused = (await viewer(RULE, name="r", input=ERRORS_RULE))["createAlertRule"]
+    assert refused == {
+        "__typename": "ForbiddenProblem",
+        "status": 403,
+        "requiredPermission": "alerts:write",
+    }
+    assert (await viewer("{ alertRules { nodes { name } } }"))["alertRules"]["nodes"] == []
+    acme_rest = await client_for(Role.ADMIN, orgs["acme"])
+    acme = graph_for(acme_rest)
+    limited = (await acme(RULE, name="r", input=ERRORS_RULE))["createAlertRule"]
+    assert limited["__typename"] == "ForbiddenProblem"
+    with pytest.raises(TransportQueryError) as listing:
+        await acme("{ alertRules { nodes { name } } }")
+    assert listing.value.errors is not None
+    assert listing.value.errors[0]["extensions"]["status"] == 403
+    # The event log shows them their organization's events only, as REST does.
+    for name, org in (("a1", "acme"), ("g1", "globex")):
+        created = await owner.post(
+            "/admin/v1/consumers", json={"username": name, "organization": org}
+        )
+        assert created.status_code == 201, created.text
+    events = "{ events(first: 500) { nodes { kind subject organizationId } } }"
+    everything = (await graph(events))["events"]["nodes"]
+    assert {e["organizationId"] for e in everything} >= {orgs["acme"], orgs["globex"]}
+    theirs = (await acme(events))["events"]["nodes"]
+    assert theirs
+    assert {e["organizationId"] for e in theirs} == {orgs["acme"]}
+    rest = (await acme_rest.get("/admin/v1/events", params={"limit": 500})).json()["items"]
+    assert [e["subject"] for e in rest] == [e["subject"] for e in theirs]
+
+
+# ---------------------------------------------------------------------------- analytics
+
+
+async def _traffic(app: FastAPI, rows: list[tuple[str, str, str | None, float]]) -> None:
+    """Request-log rows (route, service, consumer, latency ms) of this minute, rolled up
+    (by a rollup round whose clock is two minutes ahead: the minute counts as closed)."""
+    from sqlalchemy import insert
+
+    from portcullis.analytics.rollups import Rollups
+    from portcullis.store.analytics_tables import RequestLogRow
+
+    now = time.time()
+    at = int(now) * 1000
+    values = [
+        {
+            "ts_ms": at + i,
+            "request_id": f"req-{i}",
+            "node": "test-node",
+            "method": "GET",
+            "path": "/x",
+            "path_template": "/x",
+            "route": route,
+            "service": service,
+            "upstream_target": "127.0.0.1:9",
+            "consumer": consumer,
+            "credential_id": None,
+            "status": 200,
+            "bytes_in": 10,
+            "bytes_out": 100,
+            "client_ip": "203.0.113.9",
+            "user_agent": "tests",
+            "latency_ms": latency,
+            "upstream_ms": latency,
+            "gateway_ms": 0.0,
+            "flags": 0,
+            "error_kind": None,
+            "trace_id": None,
+            "priority": None,
+        }
+        for i, (route, service, consumer, latency) in enumerate(rows)
+    ]
+    engine = app.state.admin.engine
+    async with engine.begin() as conn:
+        await conn.execute(insert(RequestLogRow), values)
+    await Rollups(engine, max_batches=1000, clock=lambda: now + 120).run_once()
+
+
+USAGE = """{
+  routes { nodes { name usage(range: LAST_HOUR) { requests p95 } } }
+  services { nodes { name usage { requests } } }
+  consumers { nodes { username usage(range: LAST_DAY) { requests p50 } } }
+}"""
+
+
+async def test_usage_on_routes_services_and_consumers_matches_rest(
+    app: FastAPI, graph: Run, owner: httpx.AsyncClient
+) -> None:
+    for path, body in (
+        ("services", SERVICE),
+        ("routes", ROUTE),
+        ("routes", {"name": "quiet", "service": "orders", "paths": ["/quiet"]}),
+        ("consumers", {"username": "alice"}),
+    ):
+        created = await owner.post(f"/admin/v1/{path}", json=body)
+        assert created.status_code == 201, created.text
+    await _traffic(app, [("orders", "orders", "alice", 10.0 * (i + 1)) for i in range(20)])
+    data = await graph(USAGE)
+    routes = {r["name"]: r["usage"] for r in data["routes"]["nodes"]}
+    assert routes["orders"]["requests"] == 20
+    assert routes["quiet"] == {"requests": 0, "p95": None}
+    assert data["services"]["nodes"] == [{"name": "orders", "usage": {"requests": 20}}]
+    assert data["consumers"]["nodes"][0]["usage"]["requests"] == 20
+    now = datetime.now(UTC)
+    rest = await owner.get(
+        "/admin/v1/analytics/latency",
+        params={
+            "route": "orders",
+            "start": (now - timedelta(hours=1)).isoformat(),
+            "end": now.isoformat(),
+        },
+    )
+    assert routes["orders"]["p95"] == rest.json()["percentiles"]["p95"]
+    top = await graph(
+        """{ analyticsTopEndpoints(query: {limit: 5}) { items { route requests } }
+             analyticsUsage(query: {route: "orders"}) { totals { requests } }
+             consumerUsageReport(consumer: "alice") { consumer totals { requests } } }"""
+    )
+    assert top["analyticsTopEndpoints"]["items"] == [{"route": "orders", "requests": 20}]
+    assert top["analyticsUsage"]["totals"]["requests"] == 20
+    assert top["consumerUsageReport"]["totals"]["requests"] == 20
+
+
+async def test_analytics_refusals_name_the_field(graph: Run) -> None:
+    with pytest.raises(TransportQueryError) as bad_range:
+        await graph(
+            """{ analyticsLatency(query: {start: "2026-01-02T00:00:00Z",
+                 end: "2026-01-01T00:00:00Z"}) { count } }"""
+        )
+    assert bad_range.value.errors is not None
+    assert bad_range.value.errors[0]["extensions"]["status"] == 422
+    with pytest.raises(TransportQueryError) as bad_name:
+        await graph('{ analyticsRealtime(query: {route: "no spaces"}) { requests } }')
+    assert bad_name.value.errors is not None
+    assert bad_name.value.errors[0]["extensions"]["status"] == 422
+    missing = await graph('{ consumerUsageReport(consumer: "ghost") { consumer } }')
+    assert missing["consumerUsageReport"]["consumer"] == "ghost"
+
+
+# ---------------------------------------------------------------------------- operations
+
+PURGE = """mutation($route: String, $path: String, $pathPrefix: String) {
+  purgeCache(route: $route, path: $path, pathPrefix: $pathPrefix) {
+    __typename
+    ... on CachePurged { route backend deleted }
+    ... on ValidationProblem { errors { pointer } }
+    ... on ForbiddenProblem { status }
+    ... on NotFoundProblem { target }
+  }
+}"""
+
+
+async def test_cache_purge_data_plane_event_types_and_plugin_schemas(
+    graph_for: Callable[[httpx.AsyncClient], Run],
+    client_for: ClientFactory,
+    graph: Run,
+    orgs: dict[str, str],
+) -> None:
+    done = (await graph(PURGE, route="orders"))["purgeCache"]
+    assert done == {
+        "__typename": "CachePurged",
+        "route": "orders",
+        "backend": "memory",
+        "deleted": None,
+    }
+    both = (await graph(PURGE, path="/a", pathPrefix="/b"))["purgeCache"]
+    assert both == {"__typename": "ValidationProblem", "errors": [{"pointer": "#/path_prefix"}]}
+    acme = graph_for(await client_for(Role.ADMIN, orgs["acme"]))
+    assert (await acme(PURGE))["purgeCache"] == {"__typename": "ForbiddenProblem", "status": 403}
+    assert (await acme(PURGE, route="orders"))["purgeCache"] == {
+        "__typename": "NotFoundProblem",
+        "target": "route",
+    }
+    viewer = graph_for(await client_for(Role.VIEWER))
+    assert (await viewer(PURGE))["purgeCache"]["__typename"] == "ForbiddenProblem"
+    views = await graph(
+        """{ dataPlaneNodes(sort: "-heartbeat_at") { nodes { id } }
+             upstreamHealth { workers upstreams { name } }
+             eventTypes { name version schema }
+             pluginSchemas { name title }
+             known: pluginSchema(name: "cors") { name schema }
+             unknown: pluginSchema(name: "nope") { name } }"""
+    )
+    assert views["dataPlaneNodes"] == {"nodes": []}
+    assert views["upstreamHealth"] == {"workers": 0, "upstreams": []}
+    assert "key.created" in {e["name"] for e in views["eventTypes"]}
+    assert "cors" in {p["name"] for p in views["pluginSchemas"]}
+    assert views["known"]["schema"]["$schema"].startswith("https://json-schema.org/")
+    assert views["unknown"] is None
+    with pytest.raises(TransportQueryError) as bad_sort:
+        await graph('{ dataPlaneNodes(sort: "pid") { nodes { id } } }')
+    assert bad_sort.value.errors is not None
+    assert bad_sort.value.errors[0]["extensions"]["status"] == 422
+
+
+# ---------------------------------------------------------------------------- webhooks
+
+CREATE_HOOK = """mutation($input: WebhookCreateInput!) {
+  createWebhook(input: $input) {
+    __typename
+    ... on WebhookSecretPayload { secret webhook { id etag url enabled organizationId } }
+    ... on ValidationProblem { errors { pointer } }
+    ... on ForbiddenProblem { requiredPermission }
+  }
+}"""
+HOOK = {"url": "https://93.184.216.34/hooks/in", "eventTypes": ["key.*"]}
+
+
+async def test_webhooks_crud_rotation_tests_and_deliveries(
+    graph: Run, owner: httpx.AsyncClient
+) -> None:
+    created = (await graph(CREATE_HOOK, input=HOOK))["createWebhook"]
+    assert created["__typename"] == "WebhookSecretPayload", created
+    assert created["secret"].startswith("whsec_")
+    hook = created["webhook"]
+    rest = await owner.get(f"/admin/v1/webhooks/{hook['id']}")
+    assert rest.headers["etag"] == hook["etag"]
+    listed = await graph("{ webhooks { nodes { id url headerNames } } }")
+    assert listed["webhooks"]["nodes"] == [
+        {"id": hook["id"], "url": HOOK["url"], "headerNames": []}
+    ]
+    disabled = await graph(
+        """mutation($id: ID!, $m: String) { disableWebhook(id: $id, ifMatch: $m) {
+             __typename ... on WebhookPayload { webhook { enabled disabledReason } } } }""",
+        id=hook["id"],
+        m=hook["etag"],
+    )
+    assert disabled["disableWebhook"]["webhook"] == {"enabled": False, "disabledReason": "manual"}
+    enabled = await graph(
+        """mutation($id: ID!) { enableWebhook(id: $id) {
+             ... on WebhookPayload { webhook { enabled } } } }""",
+        id=hook["id"],
+    )
+    assert enabled["enableWebhook"]["webhook"]["enabled"] is True
+    rotated = await graph(
+        """mutation($id: ID!) { rotateWebhookSecret(id: $id, graceSeconds: 60) {
+             __typename ... on WebhookSecretPayload { secret webhook { signingSecrets } } } }""",
+        id=hook["id"],
+    )
+    assert rotated["rotateWebhookSecret"]["secret"].startswith("whsec_")
+    assert rotated["rotateWebhookSecret"]["secret"] != created["secret"]
+    assert rotated["rotateWebhookSecret"]["webhook"]["signingSecrets"] == 2
+    tested = await graph(
+        """mutation($id: ID!) { testWebhook(id: $id) {
+             __typename ... on WebhookTestPayload { messageId } } }""",
+        id=hook["id"],
+    )
+    message = tested["testWebhook"]["messageId"]
+    deliveries = await graph(
+        """query($id: String) { webhookDeliveries(endpointId: $id) {
+             nodes { id eventType status attempts { attempt } } } }""",
+        id=hook["id"],
+    )
+    assert deliveries["webhookDeliveries"]["nodes"] == [
+        {"id": message, "eventType": "webhook.test", "status": "pending", "attempts": []}
+    ]
+    replayed = await graph(
+        """mutation($id: ID!) { replayFailedWebhookDeliveries(id: $id) {
+             __typename ... on WebhookReplayedPayload { replayed } } }""",
+        id=hook["id"],
+    )
+    assert replayed["replayFailedWebhookDeliveries"]["replayed"] == 0
+    pending = await graph(
+        """mutation($id: ID!, $m: String!) { replayWebhookDelivery(id: $id, messageId: $m) {
+             __typename ... on Problem { status } } }""",
+        id=hook["id"],
+        m=message,
+    )
+    assert pending["replayWebhookDelivery"]["status"] == 409
+    deleted = await graph(
+        "mutation($id: ID!) { deleteWebhook(id: $id) { __typename ... on Deleted { id } } }",
+        id=hook["id"],
+    )
+    assert deleted["deleteWebhook"] == {"__typename": "Deleted", "id": hook["id"]}
+    # The secret is in no node type: only the two payloads carry it.
+    sdl = (await owner.get("/graphql/schema.graphql")).text
+    webhook_type = sdl.split("type Webhook {", 1)[1].split("}", 1)[0]
+    assert "secret" not in webhook_type.replace("signingSecrets", "")
+
+
+async def test_webhook_problems_and_organization_scoping(
+    graph_for: Callable[[httpx.AsyncClient], Run],
+    client_for: ClientFactory,
+    graph: Run,
+    orgs: dict[str, str],
+) -> None:
+    bad = (await graph(CREATE_HOOK, input={**HOOK, "url": "http://127.0.0.1/in"}))["createWebhook"]
+    assert bad == {"__typename": "ValidationProblem", "errors": [{"pointer": "#/url"}]}
+    globex = (await graph(CREATE_HOOK, input={**HOOK, "organization": "globex"}))["createWebhook"]
+    assert globex["webhook"]["organizationId"] == orgs["globex"]
+    acme_rest = await client_for(Role.ADMIN, orgs["acme"])
+    acme = graph_for(acme_rest)
+    own = (await acme(CREATE_HOOK, input=HOOK))["createWebhook"]
+    assert own["webhook"]["organizationId"] == orgs["acme"]
+    seen = (await acme("{ webhooks { nodes { id } } }"))["webhooks"]["nodes"]
+    assert seen == [{"id": own["webhook"]["id"]}]
+    rest = (await acme_rest.get("/admin/v1/webhooks")).json()["items"]
+    assert [h["id"] for h in rest] == [own["webhook"]["id"]]
+    other = globex["webhook"]["id"]
+    assert (await acme("query($id: ID!) { webhook(id: $id) { id } }", id=other))["webhook"] is None
+    hidden = await acme(
+        """mutation($id: ID!) { disableWebhook(id: $id) { __typename
+             ... on NotFoundProblem { status } } }""",
+        id=other,
+    )
+    assert hidden["disableWebhook"] == {"__typename": "NotFoundProblem", "status": 404}
+    viewer = graph_for(await client_for(Role.VIEWER))
+    refused = (await viewer(CREATE_HOOK, input=HOOK))["createWebhook"]
+    assert refused == {"__typename": "ForbiddenProblem", "requiredPermission": "webhooks:write"}
