@@ -25,7 +25,16 @@ from portcullis.graph.context import context_of
 from portcullis.graph.entities import Deleted
 from portcullis.graph.models import input_document, input_type, output_type
 from portcullis.graph.problems import result_union
-from portcullis.graph.support import Area, as_data, returning, sorted_connection, validated
+from portcullis.graph.support import (
+    Area,
+    as_data,
+    mutation,
+    query,
+    returning,
+    sort_argument,
+    sorted_connection,
+    validated,
+)
 from portcullis.model.types import Name
 from portcullis.services.alerts import (
     RULE_SORT,
@@ -46,6 +55,7 @@ from portcullis.services.rbac import Permission
 AlertStateEnum = strawberry.enum(AlertState, name="AlertState")
 SignalEnum = strawberry.enum(Signal, name="AnomalySignal")
 _NAME = TypeAdapter(Name)
+RuleSort = sort_argument(RULE_SORT)
 
 
 @strawberry.type(description="A rule's state at its last evaluation.")
@@ -171,13 +181,7 @@ async def alert_rules(
     info: Info[Any, Any],
     first: int | None = None,
     after: str | None = None,
-    sort: Annotated[
-        str | None,
-        strawberry.argument(
-            description="Comma-separated fields, `-` for descending. Allowed: "
-            + ", ".join(RULE_SORT)
-        ),
-    ] = None,
+    sort: RuleSort = None,  # type: ignore[valid-type]
 ) -> Connection[AlertRule]:  # type: ignore[valid-type]
     op = await context_of(info).operation(Permission.ALERTS_READ)
     items = await _service(info).list_rules(op)
@@ -319,12 +323,7 @@ async def events(
 
 
 def build() -> Area:
-    def field(resolver: Any, description: str) -> Any:
-        return strawberry.field(resolver=resolver, description=description)
-
-    def mutation(resolver: Any, description: str) -> Any:
-        return strawberry.mutation(resolver=resolver, description=description)
-
+    field = query
     return Area(
         queries={
             "alertRules": field(alert_rules, "Alert rules with their current state"),

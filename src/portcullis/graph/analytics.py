@@ -23,7 +23,7 @@ from strawberry.types import Info
 
 from portcullis.graph.context import context_of
 from portcullis.graph.models import input_type, output_type
-from portcullis.graph.support import Area, validated
+from portcullis.graph.support import Area, query, validated
 from portcullis.services.analytics import (
     AnalyticsService,
     ConsumerUsageOut,
@@ -211,9 +211,7 @@ def usage_field(by: Dimension, identity: str) -> tuple[Any, Any]:
 
 
 def build() -> Area:
-    def field(resolver: Any, description: str) -> Any:
-        return strawberry.field(resolver=resolver, description=description)
-
+    field = query
     return Area(
         queries={
             "analyticsUsage": field(

@@ -18,7 +18,7 @@ from portcullis.graph.connections import Connection
 from portcullis.graph.context import context_of
 from portcullis.graph.models import output_type
 from portcullis.graph.problems import result_union
-from portcullis.graph.support import Area, as_data, returning, sorted_connection
+from portcullis.graph.support import Area, as_data, mutation, query, returning, sorted_connection
 from portcullis.services.cache import CachePurgeOut, CacheService
 from portcullis.services.data_plane import NODE_SORT, DataPlaneService, NodeState
 from portcullis.services.rbac import Permission
@@ -205,9 +205,7 @@ async def plugin_schema(info: Info[Any, Any], name: str) -> PluginSchema | None:
 
 
 def build() -> Area:
-    def field(resolver: Any, description: str) -> Any:
-        return strawberry.field(resolver=resolver, description=description)
-
+    field = query
     return Area(
         queries={
             "dataPlaneNodes": field(
@@ -221,9 +219,8 @@ def build() -> Area:
             "pluginSchema": field(plugin_schema, "One plugin's config schema; null when unknown"),
         },
         mutations={
-            "purgeCache": strawberry.mutation(
-                resolver=purge_cache,
-                description="Purge cached responses (all, by route, by path or path prefix)",
+            "purgeCache": mutation(
+                purge_cache, "Purge cached responses (all, by route, by path or path prefix)"
             )
         },
     )

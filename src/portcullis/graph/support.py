@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import strawberry
 from pydantic import BaseModel, ValidationError
 
 from portcullis.graph.connections import Connection, page_connection, page_size
@@ -80,3 +81,17 @@ def sorted_connection(
     keys = parse_sort(sort, allowed, default)
     page = paginate(items, identity_of, keys, limit=page_size(first), cursor=after)
     return page_connection(page, node_of)
+
+
+def sort_argument(allowed: Sequence[str]) -> Any:
+    """The type of a `sort` argument over `allowed` fields, as REST's `sort` parameter."""
+    description = "Comma-separated fields, `-` for descending. Allowed: " + ", ".join(allowed)
+    return Annotated[str | None, strawberry.argument(description=description)]
+
+
+def query(resolver: Any, description: str) -> Any:
+    return strawberry.field(resolver=resolver, description=description)
+
+
+def mutation(resolver: Any, description: str) -> Any:
+    return strawberry.mutation(resolver=resolver, description=description)

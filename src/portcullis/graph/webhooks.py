@@ -26,7 +26,15 @@ from portcullis.graph.context import context_of
 from portcullis.graph.entities import Deleted
 from portcullis.graph.models import input_document, input_type
 from portcullis.graph.problems import result_union
-from portcullis.graph.support import Area, as_data, returning, validated
+from portcullis.graph.support import (
+    Area,
+    as_data,
+    mutation,
+    query,
+    returning,
+    sort_argument,
+    validated,
+)
 from portcullis.services.rbac import Permission
 from portcullis.services.webhooks import (
     DEFAULT_GRACE,
@@ -54,6 +62,7 @@ assert tuple(s.value for s in DeliveryStatus) == MESSAGE_STATUSES
 
 WebhookInput = input_type(WebhookCreate)
 WebhookPatch = input_type(WebhookSettings, patch=True)
+EndpointSort = sort_argument(ENDPOINT_SORT)
 
 
 def _etag(self: Any) -> str:
@@ -183,13 +192,7 @@ async def webhooks(
     info: Info[Any, Any],
     first: int | None = None,
     after: str | None = None,
-    sort: Annotated[
-        str | None,
-        strawberry.argument(
-            description="Comma-separated fields, `-` for descending. Allowed: "
-            + ", ".join(ENDPOINT_SORT)
-        ),
-    ] = None,
+    sort: EndpointSort = None,  # type: ignore[valid-type]
     enabled: bool | None = None,
     event_type: Annotated[
         str | None, strawberry.argument(description="Endpoints that would receive this kind")
@@ -356,12 +359,7 @@ async def replay_failed_webhook_deliveries(
 
 
 def build() -> Area:
-    def field(resolver: Any, description: str) -> Any:
-        return strawberry.field(resolver=resolver, description=description)
-
-    def mutation(resolver: Any, description: str) -> Any:
-        return strawberry.mutation(resolver=resolver, description=description)
-
+    field = query
     return Area(
         queries={
             "webhooks": field(webhooks, "Webhook endpoints the caller sees"),
