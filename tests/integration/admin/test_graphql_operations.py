@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from admin_support import upstream_health_reporter
 from fastapi import FastAPI
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
+from sqlalchemy import event
 
 from conftest import ClientFactory
 from portcullis.services.rbac import Role
@@ -383,28 +385,45 @@ async def _traffic(app: FastAPI, rows: list[tuple[str, str, str | None, float]])
 USAGE = """{
   routes { nodes { name usage(range: LAST_HOUR) { requests p95 } } }
   services { nodes { name usage { requests } } }
-  consumers { nodes { username usage(range: LAST_DAY) { requests p50 } } }
+  consumers(first: 500) { nodes { username usage(range: LAST_DAY) { requests p50 } } }
 }"""
 
 
 async def test_analytics_and_usage_on_routes_services_and_consumers_match_rest(
     app: FastAPI, graph: Run, owner: httpx.AsyncClient
 ) -> None:
-    for path, body in (
-        ("services", SERVICE),
-        ("routes", ROUTE),
-        ("routes", {"name": "quiet", "service": "orders", "paths": ["/quiet"]}),
-        ("consumers", {"username": "alice"}),
-    ):
-        created = await owner.post(f"/admin/v1/{path}", json=body)
-        assert created.status_code == 201, created.text
+    document = {
+        "services": [SERVICE],
+        "routes": [ROUTE, {"name": "quiet", "service": "orders", "paths": ["/quiet"]}],
+        "consumers": [{"username": "alice"}] + [{"username": f"c{i:03}"} for i in range(300)],
+    }
+    applied = (await graph(APPLY, document=document))["applyConfig"]
+    assert applied["__typename"] == "ConfigAppliedPayload", applied
     await _traffic(app, [("orders", "orders", "alice", 10.0 * (i + 1)) for i in range(20)])
     data = await graph(USAGE)
     routes = {r["name"]: r["usage"] for r in data["routes"]["nodes"]}
     assert routes["orders"]["requests"] == 20
     assert routes["quiet"] == {"requests": 0, "p95": None}
     assert data["services"]["nodes"] == [{"name": "orders", "usage": {"requests": 20}}]
-    assert data["consumers"]["nodes"][0]["usage"]["requests"] == 20
+    consumers = {c["username"]: c["usage"] for c in data["consumers"]["nodes"]}
+    assert consumers["alice"]["requests"] == 20
+    assert consumers["c299"] == {"requests": 0, "p50": None}
+    # Usage is read once per request for every entity of a kind: 301 consumers cost the
+    # same analytics statements as one.
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement)
+
+    engine = app.state.admin.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        many = await graph("{ consumers(first: 500) { nodes { usage { requests p95 } } } }")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(many["consumers"]["nodes"]) == 301
+    analytics = [s for s in statements if "analytics_" in s]
+    assert len(analytics) <= 2, analytics
     now = datetime.now(UTC)
     rest = await owner.get(
         "/admin/v1/analytics/latency",
@@ -447,9 +466,11 @@ PURGE = """mutation($route: String, $path: String, $pathPrefix: String) {
 
 
 async def test_cache_purge_data_plane_event_types_and_plugin_schemas(
+    app: FastAPI,
     graph_for: Callable[[httpx.AsyncClient], Run],
     client_for: ClientFactory,
     graph: Run,
+    owner: httpx.AsyncClient,
     orgs: dict[str, str],
 ) -> None:
     done = (await graph(PURGE, route="orders"))["purgeCache"]
@@ -469,20 +490,42 @@ async def test_cache_purge_data_plane_event_types_and_plugin_schemas(
     }
     viewer = graph_for(await client_for(Role.VIEWER))
     assert (await viewer(PURGE))["purgeCache"]["__typename"] == "ForbiddenProblem"
-    views = await graph(
-        """{ dataPlaneNodes(sort: "-heartbeat_at") { nodes { id } }
-             upstreamHealth { workers upstreams { name } }
-             eventTypes { name version schema }
-             pluginSchemas { name title }
-             known: pluginSchema(name: "cors") { name schema }
-             unknown: pluginSchema(name: "nope") { name } }"""
-    )
-    assert views["dataPlaneNodes"] == {"nodes": []}
-    assert views["upstreamHealth"] == {"workers": 0, "upstreams": []}
-    assert "key.created" in {e["name"] for e in views["eventTypes"]}
-    assert "cors" in {p["name"] for p in views["pluginSchemas"]}
-    assert views["known"]["schema"]["$schema"].startswith("https://json-schema.org/")
-    assert views["unknown"] is None
+    for org, name in (("acme", "a-up"), ("globex", "g-up")):
+        body = {"name": name, "organization": org, "targets": [{"target": "10.0.0.1:80"}]}
+        created = await owner.post("/admin/v1/upstreams", json=body)
+        assert created.status_code == 201, created.text
+    assert await upstream_health_reporter(app.state.admin.engine, ["a-up", "g-up"]).beat()
+    views = """{ dataPlaneNodes(sort: "-heartbeat_at") { nodes { nodeName state } }
+                upstreamHealth { workers upstreams { name status } }
+                upstreams { nodes { name health { status targets { target status } } } }
+                eventTypes { name version schema }
+                pluginSchemas { name title }
+                known: pluginSchema(name: "cors") { name schema }
+                unknown: pluginSchema(name: "nope") { name } }"""
+    seen = await graph(views)
+    # The worker serves version 1 of a later config: behind (how far depends on time).
+    [node] = seen["dataPlaneNodes"]["nodes"]
+    assert node["nodeName"] == "dp"
+    assert node["state"] in {"propagating", "lagging"}
+    assert seen["upstreamHealth"]["upstreams"] == [
+        {"name": "a-up", "status": "up"},
+        {"name": "g-up", "status": "up"},
+    ]
+    health = {u["name"]: u["health"] for u in seen["upstreams"]["nodes"]}
+    assert health["a-up"] == {
+        "status": "up",
+        "targets": [{"target": "10.0.0.1:80", "status": "up"}],
+    }
+    rest = (await owner.get("/admin/v1/data-plane/upstreams")).json()
+    assert [u["name"] for u in rest["upstreams"]] == ["a-up", "g-up"]
+    # An organization's admins see their upstreams' health only, as over REST.
+    theirs = await acme(views)
+    assert [u["name"] for u in theirs["upstreamHealth"]["upstreams"]] == ["a-up"]
+    assert [u["name"] for u in theirs["upstreams"]["nodes"]] == ["a-up"]
+    assert "key.created" in {e["name"] for e in seen["eventTypes"]}
+    assert "cors" in {p["name"] for p in seen["pluginSchemas"]}
+    assert seen["known"]["schema"]["$schema"].startswith("https://json-schema.org/")
+    assert seen["unknown"] is None
     assert await refused(graph, '{ dataPlaneNodes(sort: "pid") { nodes { id } } }') == (422, ["#"])
 
 
