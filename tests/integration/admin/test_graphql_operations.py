@@ -497,7 +497,7 @@ async def test_cache_purge_data_plane_event_types_and_plugin_schemas(
     assert await upstream_health_reporter(app.state.admin.engine, ["a-up", "g-up"]).beat()
     views = """{ dataPlaneNodes(sort: "-heartbeat_at") { nodes { nodeName state } }
                 upstreamHealth { workers upstreams { name status } }
-                upstreams { nodes { name health { status targets { target status } } } }
+                upstreams { nodes { name health { name status targets { target status } } } }
                 eventTypes { name version schema }
                 pluginSchemas { name title }
                 known: pluginSchema(name: "cors") { name schema }
@@ -513,6 +513,7 @@ async def test_cache_purge_data_plane_event_types_and_plugin_schemas(
     ]
     health = {u["name"]: u["health"] for u in seen["upstreams"]["nodes"]}
     assert health["a-up"] == {
+        "name": "a-up",
         "status": "up",
         "targets": [{"target": "10.0.0.1:80", "status": "up"}],
     }
