@@ -43,6 +43,23 @@ CACHE_UNAVAILABLE = ProblemKind(
 )
 
 
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
+
+
+class PurgeRequest(BaseModel):
+    """What a purge names (every face reads its inputs with this model)."""
+
+    route: str | None = Field(
+        None, min_length=1, max_length=128, pattern=_NAME, description="A route name"
+    )
+    path: str | None = Field(
+        None, min_length=1, max_length=2048, pattern="^/", description="An exact request path"
+    )
+    path_prefix: str | None = Field(
+        None, min_length=1, max_length=2048, pattern="^/", description="A request path prefix"
+    )
+
+
 class CachePurgeOut(BaseModel):
     """What was purged."""
 

@@ -482,6 +482,9 @@ async def test_cache_purge_data_plane_event_types_and_plugin_schemas(
     }
     both = (await graph(PURGE, path="/a", pathPrefix="/b"))["purgeCache"]
     assert both == {"__typename": "ValidationProblem", "errors": [{"pointer": "#/path_prefix"}]}
+    for bad, pointer in (({"path": "relative"}, "#/path"), ({"route": "bad name"}, "#/route")):
+        invalid = (await graph(PURGE, **bad))["purgeCache"]
+        assert invalid == {"__typename": "ValidationProblem", "errors": [{"pointer": pointer}]}
     acme = graph_for(await client_for(Role.ADMIN, orgs["acme"]))
     assert (await acme(PURGE))["purgeCache"] == {"__typename": "ForbiddenProblem", "status": 403}
     assert (await acme(PURGE, route="orders"))["purgeCache"] == {

@@ -11,13 +11,11 @@ from fastapi.responses import JSONResponse
 
 from portcullis.admin.operations import admin_state, operation
 from portcullis.admin.problems import problem_responses
-from portcullis.services.cache import CachePurgeOut, CacheService
+from portcullis.services.cache import CachePurgeOut, CacheService, PurgeRequest
 from portcullis.services.context import Operation
 from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["Response cache"])
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
 
 
 def _service(request: Request) -> CacheService:
@@ -35,19 +33,10 @@ def _service(request: Request) -> CacheService:
 )
 async def purge_cache(
     request: Request,
-    route: Annotated[
-        str | None,
-        Query(min_length=1, max_length=128, pattern=_NAME, description="A route name"),
-    ] = None,
-    path: Annotated[
-        str | None,
-        Query(min_length=1, max_length=2048, pattern="^/", description="An exact request path"),
-    ] = None,
-    path_prefix: Annotated[
-        str | None,
-        Query(min_length=1, max_length=2048, pattern="^/", description="A request path prefix"),
-    ] = None,
+    query: Annotated[PurgeRequest, Query()],
     op: Operation = Depends(operation(Permission.CONFIG_WRITE)),
 ) -> JSONResponse:
-    out = await _service(request).purge(op, route=route, path=path, path_prefix=path_prefix)
+    out = await _service(request).purge(
+        op, route=query.route, path=query.path, path_prefix=query.path_prefix
+    )
     return JSONResponse(out.model_dump(), status_code=202)
