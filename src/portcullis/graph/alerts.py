@@ -9,7 +9,6 @@ their organization's events only.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
@@ -39,7 +38,7 @@ from portcullis.model.types import Name
 from portcullis.services.alerts import (
     RULE_SORT,
     AlertService,
-    AnomalyFilter,
+    AnomalyConditions,
     anomaly_json,
     etag_of_rendered_rule,
 )
@@ -135,15 +134,7 @@ class Anomaly:
     details: JSON
 
 
-@strawberry.input(description="Conditions on anomalies, as REST's query parameters.")
-class AnomalyFilterInput:
-    credential_id: str | None = None
-    client_ip: str | None = None
-    consumer: str | None = None
-    signal: SignalEnum | None = None  # type: ignore[valid-type]
-    action: str | None = None
-    since: datetime | None = strawberry.field(default=None, description="Detected at or after")
-    until: datetime | None = strawberry.field(default=None, description="Detected before")
+AnomalyFilterInput = input_type(AnomalyConditions)
 
 
 @strawberry.type(description="A platform event.")
@@ -275,20 +266,11 @@ async def anomalies(
     info: Info[Any, Any],
     first: int | None = None,
     after: str | None = None,
-    filter: AnomalyFilterInput | None = None,
+    filter: AnomalyFilterInput | None = None,  # type: ignore[valid-type]
 ) -> Connection[Anomaly]:
     op = await context_of(info).operation(Permission.ALERTS_READ)
     limit = page_size(first)
-    given = filter or AnomalyFilterInput()
-    where = AnomalyFilter(
-        credential_id=given.credential_id,
-        client_ip=given.client_ip,
-        consumer=given.consumer,
-        signal=None if given.signal is None else str(given.signal),
-        action=given.action,
-        since=given.since,
-        until=given.until,
-    )
+    where = validated(AnomalyConditions, filter).where()
     rows = await _service(info).anomalies(op, where, limit=limit, cursor=after)
     following = str(rows[limit - 1].id) if len(rows) > limit else None
     return connection(rows[:limit], following, lambda r: str(r.id), anomaly_json)

@@ -18,8 +18,16 @@ from portcullis.graph.connections import Connection
 from portcullis.graph.context import context_of
 from portcullis.graph.models import output_type
 from portcullis.graph.problems import result_union
-from portcullis.graph.support import Area, as_data, mutation, query, returning, sorted_connection
-from portcullis.services.cache import CachePurgeOut, CacheService
+from portcullis.graph.support import (
+    Area,
+    as_data,
+    mutation,
+    query,
+    returning,
+    sorted_connection,
+    validated,
+)
+from portcullis.services.cache import CachePurgeOut, CacheService, PurgeRequest
 from portcullis.services.data_plane import NODE_SORT, DataPlaneService, NodeState
 from portcullis.services.rbac import Permission
 
@@ -157,7 +165,10 @@ async def purge_cache(
         op = await ctx.operation(Permission.CONFIG_WRITE)
         state = ctx.state
         service = CacheService(state.engine, state.editor, state.settings)
-        out = await service.purge(op, route=route, path=path, path_prefix=path_prefix)
+        given = validated(PurgeRequest, None, route=route, path=path, path_prefix=path_prefix)
+        out = await service.purge(
+            op, route=given.route, path=given.path, path_prefix=given.path_prefix
+        )
         return CachePurged(**out.model_dump())
 
     return await as_data(run)

@@ -16,8 +16,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,16 +34,18 @@ from portcullis.analytics.alerts import (
     render_rule,
     rule_problems,
 )
+from portcullis.analytics.anomalies import Signal
 from portcullis.events.bus import Event, read_events
 from portcullis.services.context import Operation
 from portcullis.services.errors import ALREADY_EXISTS, ServiceError, invalid, not_found
-from portcullis.services.pagination import parse_int_cursor
+from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, parse_int_cursor
 from portcullis.services.preconditions import (
     Precondition,
     apply_merge_patch,
     etag_of,
     etag_without,
 )
+from portcullis.services.query import rfc3339_only
 from portcullis.store.analytics_tables import AnomalyRow
 
 RESOURCE_TYPE = "alert_rule"
@@ -75,6 +78,38 @@ class AnomalyFilter:
     action: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+class AnomalyConditions(BaseModel):
+    """Conditions on listed anomalies, as every face reads them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credential_id: str | None = Field(None, max_length=64, description="Only this API key")
+    client_ip: str | None = Field(None, max_length=60, description="Only this client address")
+    consumer: str | None = Field(None, max_length=128)
+    signal: Signal | None = None
+    action: Literal["none", "suspended"] | None = None
+    since: datetime | None = Field(None, description="Detected at or after (RFC 3339)")
+    until: datetime | None = Field(None, description="Detected before (RFC 3339)")
+
+    _check_times = field_validator("since", "until", mode="before")(rfc3339_only)
+
+    def where(self) -> AnomalyFilter:
+        return AnomalyFilter(
+            credential_id=self.credential_id,
+            client_ip=self.client_ip,
+            consumer=self.consumer,
+            signal=None if self.signal is None else str(self.signal),
+            action=self.action,
+            since=self.since,
+            until=self.until,
+        )
+
+
+class AnomalyQuery(AnomalyConditions):
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
+    cursor: str | None = Field(None, description="`next` cursor of the previous page")
 
 
 def anomaly_json(row: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.httpx import HTTPXAsyncTransport
 from sqlalchemy import event
+from test_admin_alerts import add_anomalies
 
 from conftest import ClientFactory
 from portcullis.services.rbac import Role
@@ -241,7 +242,9 @@ UPDATE_RULE = """mutation($name: String!, $patch: AlertRuleSpecPatch!, $ifMatch:
 ERRORS_RULE = {"kind": "error_rate", "threshold": 0.05, "windowSeconds": 300}
 
 
-async def test_alert_rules_crud_alerts_and_events(graph: Run, owner: httpx.AsyncClient) -> None:
+async def test_alert_rules_crud_alerts_anomalies_and_events(
+    app: FastAPI, graph: Run, owner: httpx.AsyncClient
+) -> None:
     created = (await graph(RULE, name="checkout-errors", input=ERRORS_RULE))["createAlertRule"]
     assert created["__typename"] == "AlertRulePayload", created
     rule = created["alertRule"]
@@ -268,7 +271,23 @@ async def test_alert_rules_crud_alerts_and_events(graph: Run, owner: httpx.Async
     ]
     assert alerts["items"] == [{"rule": "checkout-errors", "state": "ok", "threshold": 0.1}]
     assert alerts["counts"]["ok"] == 1
-    assert (await graph("{ anomalies(first: 5) { nodes { id } } }"))["anomalies"]["nodes"] == []
+    await add_anomalies(app)
+    anomalies = """query($filter: AnomalyConditionsInput, $after: String) {
+      anomalies(first: 1, filter: $filter, after: $after) {
+        nodes { credentialId signal details } pageInfo { hasNextPage endCursor } } }"""
+    k1 = (await graph(anomalies, filter={"credentialId": "k1"}))["anomalies"]
+    assert [a["details"]["n"] for a in k1["nodes"]] == [3]
+    assert k1["pageInfo"]["hasNextPage"] is True
+    after = k1["pageInfo"]["endCursor"]
+    rest = await owner.get("/admin/v1/anomalies", params={"credential_id": "k1", "cursor": after})
+    following = await graph(anomalies, filter={"credentialId": "k1"}, after=after)
+    assert [a["details"] for a in following["anomalies"]["nodes"]] == [
+        a["details"] for a in rest.json()["items"][:1]
+    ]
+    by_signal = (await graph(anomalies, filter={"signal": "distinct_ips"}))["anomalies"]
+    assert [a["credentialId"] for a in by_signal["nodes"]] == ["k2"]
+    too_long = '{ anomalies(filter: {consumer: "%s"}) { nodes { id } } }' % ("x" * 129)
+    assert await refused(graph, too_long) == (422, ["#/consumer"])
     deleted = await graph(
         """mutation { deleteAlertRule(name: "checkout-errors") { __typename
              ... on Deleted { id } } }"""

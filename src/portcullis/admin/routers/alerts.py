@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import ListQuery, keyset_page, list_query
@@ -40,13 +40,12 @@ from portcullis.model.types import Name
 from portcullis.services.alerts import (
     RULE_SORT,
     AlertService,
-    AnomalyFilter,
+    AnomalyQuery,
     anomaly_json,
     etag_of_rule,
 )
 from portcullis.services.context import Operation
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
-from portcullis.services.query import rfc3339_only
 from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["Alerts and events"])
@@ -142,22 +141,6 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     items: list[EventOut]
     next: str | None = Field(description="URL of the events after the last one returned")
-
-
-class AnomalyQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    credential_id: str | None = Field(None, max_length=64, description="Only this API key")
-    client_ip: str | None = Field(None, max_length=60, description="Only this client address")
-    consumer: str | None = Field(None, max_length=128)
-    signal: Signal | None = None
-    action: Literal["none", "suspended"] | None = None
-    since: datetime | None = Field(None, description="Detected at or after (RFC 3339)")
-    until: datetime | None = Field(None, description="Detected before (RFC 3339)")
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
-    cursor: str | None = Field(None, description="`next` cursor of the previous page")
-
-    _check_times = field_validator("since", "until", mode="before")(rfc3339_only)
 
 
 class EventQuery(BaseModel):
@@ -372,16 +355,9 @@ async def list_anomalies(
     query: Annotated[AnomalyQuery, Query()],
     op: Operation = Depends(operation(Permission.ALERTS_READ)),
 ) -> Response:
-    where = AnomalyFilter(
-        credential_id=query.credential_id,
-        client_ip=query.client_ip,
-        consumer=query.consumer,
-        signal=None if query.signal is None else str(query.signal),
-        action=query.action,
-        since=query.since,
-        until=query.until,
+    rows = await _service(request).anomalies(
+        op, query.where(), limit=query.limit, cursor=query.cursor
     )
-    rows = await _service(request).anomalies(op, where, limit=query.limit, cursor=query.cursor)
     return keyset_page(request, rows, query.limit, key=lambda r: r.id, render=anomaly_json)
 
 
