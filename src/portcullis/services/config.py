@@ -28,6 +28,7 @@ from portcullis.store.config_repository import ConfigVersion, ConfigVersionSumma
 from portcullis.store.errors import NotFound
 
 MAX_VERSION = 2**62
+MAX_COMMENT = 1000  # characters of the comment stored with a version
 
 
 class VersionInfo(BaseModel):
@@ -177,6 +178,8 @@ class ConfigService:
         """Validate the document and store it as the new version (unchanged: nothing
         stored). `document` reads it, once the caller is known to be allowed to import."""
         op.scope.require_unlimited("importing a config")
+        if comment is not None and len(comment) > MAX_COMMENT:
+            raise invalid([("#/comment", f"at most {MAX_COMMENT} characters")])
         config = validate_document(await document())
         after = config.canonical()
 

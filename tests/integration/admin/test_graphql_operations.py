@@ -140,6 +140,12 @@ async def test_config_problems_as_data(graph: Run) -> None:
     assert denied["__typename"] == "ValidationProblem", denied
     assert denied["status"] == 422
     assert [e["pointer"] for e in denied["errors"]] == ["#/services/0/timeouts/connect"]
+    long = (await graph(APPLY, document={}, comment="x" * 1001))["applyConfig"]
+    assert long == {
+        "__typename": "ValidationProblem",
+        "status": 422,
+        "errors": [{"pointer": "#/comment", "detail": "at most 1000 characters"}],
+    }
     missing = await graph(
         """mutation { rollbackConfig(version: 4242) { __typename
              ... on NotFoundProblem { status target } } }"""

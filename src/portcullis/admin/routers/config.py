@@ -28,6 +28,7 @@ from portcullis.admin.problems import (
 )
 from portcullis.model.loader import config_document, dump_config
 from portcullis.services.config import (
+    MAX_COMMENT,
     MAX_VERSION,
     ApplyResult,
     ConfigService,
@@ -136,7 +137,7 @@ async def export_config(
 async def apply_config(
     request: Request,
     comment: Annotated[
-        str | None, Query(max_length=1000, description="Stored with the version")
+        str | None, Query(max_length=MAX_COMMENT, description="Stored with the version")
     ] = None,
     if_match: Annotated[
         str | None, Header(description="ETag of the config this one replaces; 412 if changed")
