@@ -32,7 +32,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 from graphql import GraphQLSyntaxError, OperationDefinitionNode, parse
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -49,6 +49,8 @@ DEFAULT_MAX_BYTES = 64 * 1024
 # make every APQ request a database write).
 TOUCH_INTERVAL = timedelta(seconds=60)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Arbitrary constant naming the PostgreSQL advisory lock APQ registrations take.
+_APQ_LOCK = 0x70636170_71646F63  # "pcapqdoc"
 
 D = GraphQLDocumentRow
 log = structlog.get_logger("portcullis.graphql.documents")
@@ -326,7 +328,7 @@ class SqlDocumentStore:
             async with write_transaction(self._engine) as conn:
                 await conn.execute(
                     update(D)
-                    .where(D.sha256 == sha256, D.last_used_at < now - self._touch_interval)
+                    .where(D.sha256 == sha256, D.last_used_at <= now - self._touch_interval)
                     .values(last_used_at=now)
                 )
         return str(row.document)
@@ -354,6 +356,11 @@ class SqlDocumentStore:
             created_by=None if operation is None else operation.actor,
         )
         async with write_transaction(self._engine) as conn:
+            if not trusted and self._engine.dialect.name == "postgresql":
+                # Registrations that may evict take turns across every node, so each
+                # eviction counts the others' documents and the cap holds exactly
+                # (SQLite writers take turns anyway).
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _APQ_LOCK})
             created = (await conn.execute(new.on_conflict_do_nothing())).rowcount == 1
             if created and not trusted:
                 await self._evict(conn)
