@@ -104,7 +104,8 @@ def _read(path: Path) -> str:
 @documents_app.command()
 def add(
     files: Annotated[
-        list[Path], typer.Argument(help="GraphQL files, one document each (.graphql).")
+        list[Path],
+        typer.Argument(metavar="FILE", help="GraphQL files, one document each (.graphql)."),
     ],
     database_url: DatabaseUrl = None,
 ) -> None:
