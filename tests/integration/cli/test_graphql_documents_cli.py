@@ -168,7 +168,7 @@ def test_bad_input_is_named_and_nothing_is_stored(
         return result.exception.message
 
     (tmp_path / "good.graphql").write_text(SERVICES)
-    cases = {
+    cases: dict[str, tuple[str | bytes | None, str]] = {
         "bad.graphql": ("query {\n", "not a GraphQL document at line 2, column 1: Syntax Error"),
         "frag.graphql": ("fragment F on Service { name }", "the document holds no operation"),
         "latin1.graphql": ("{ caf\xe9 }".encode("latin-1"), "not UTF-8 text"),
