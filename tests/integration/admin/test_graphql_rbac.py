@@ -17,7 +17,6 @@ import httpx
 import pytest
 from admin_support import ENDPOINTS, ROLE_GRANTS
 from graphql import (
-    Undefined,
     GraphQLEnumType,
     GraphQLField,
     GraphQLInputObjectType,
@@ -25,6 +24,7 @@ from graphql import (
     GraphQLList,
     GraphQLNonNull,
     GraphQLScalarType,
+    Undefined,
     get_named_type,
     is_leaf_type,
 )
