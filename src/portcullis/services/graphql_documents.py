@@ -126,6 +126,30 @@ class DocumentStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PersistedQueries:
+    """How a GraphQL face treats persisted documents (settings `graphql_apq_*` and
+    `graphql_trusted_documents_only`)."""
+
+    apq_enabled: bool = True
+    trusted_only: bool = False
+    max_documents: int = DEFAULT_MAX_DOCUMENTS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PersistedQueries:
+        return cls(
+            apq_enabled=settings.graphql_apq_enabled,
+            trusted_only=settings.graphql_trusted_documents_only,
+            max_documents=settings.graphql_apq_max_documents,
+            max_bytes=settings.graphql_apq_max_bytes,
+        )
+
+    def store(self, engine: AsyncEngine) -> SqlDocumentStore:
+        """The shared store of a control plane on `engine`, bounded by these limits."""
+        return SqlDocumentStore(engine, max_documents=self.max_documents, max_bytes=self.max_bytes)
+
+
 # ---------------------------------------------------------------------------- protocol
 
 PersistedQueryCode = Literal[
@@ -308,11 +332,7 @@ class SqlDocumentStore:
     @classmethod
     def from_settings(cls, engine: AsyncEngine, settings: Settings) -> SqlDocumentStore:
         """The store the admin API and the CLI use, bounded as the settings say."""
-        return cls(
-            engine,
-            max_documents=settings.graphql_apq_max_documents,
-            max_bytes=settings.graphql_apq_max_bytes,
-        )
+        return PersistedQueries.from_settings(settings).store(engine)
 
     async def get(self, sha256: str, *, trusted_only: bool = False) -> str | None:
         sha256 = sha256.lower()
