@@ -34,6 +34,7 @@ for name in (
     "portcullis.store.migrations", "portcullis.store.engine", "aiosqlite", "asyncpg",
     "alembic.command", "yaml", "portcullis.commands.graphql_documents",
     "portcullis.services.graphql_documents", "portcullis.services.audit",
+    "portcullis.graph.schema",
 ):
     try:
         __import__(name)

@@ -9,8 +9,9 @@ by their SHA-256 (`extensions.persistedQuery.sha256Hash`) or by their exact text
 
 `add` takes one document per file, exactly as the client sends it (the hash is of the
 file's text, trailing newline included), and prints `<sha256>  <file>` per file on
-stdout; a file that is not UTF-8, does not parse or holds no operation stops the
-whole command before anything is stored. Adding a document again changes nothing.
+stdout; a file that is not UTF-8, does not parse, holds no operation or does not
+validate against the schema stops the whole command before anything is stored.
+Adding a document again changes nothing.
 """
 
 from __future__ import annotations
@@ -82,8 +83,18 @@ def _hash_argument(value: str) -> str:
     return sha256
 
 
-def _read(path: Path) -> str:
-    """A document file's text, checked as a trusted document must be."""
+def _schema_errors(text: str) -> list[str]:
+    """Why the document would not validate against this version's GraphQL schema."""
+    from graphql import parse, validate
+
+    from portcullis.graph.schema import graphql_schema
+
+    return [e.message for e in validate(graphql_schema(), parse(text), max_errors=5)]
+
+
+def _read(path: Path, *, schema_check: bool) -> str:
+    """A document file's text, checked as a trusted document must be (and, with
+    `schema_check`, valid against the schema: a document that is not would never run)."""
     from portcullis.services.errors import ServiceError
     from portcullis.services.graphql_documents import check_document
     from portcullis.settings import Settings
@@ -98,6 +109,11 @@ def _read(path: Path) -> str:
         check_document(text, max_bytes=Settings().graphql_apq_max_bytes)
     except ServiceError as exc:
         raise UserError(f"{path}: {'; '.join(e.detail for e in exc.errors)}") from None
+    if schema_check and (errors := _schema_errors(text)):
+        raise UserError(
+            f"{path}: does not validate against the GraphQL schema: {'; '.join(errors)}"
+            " (--no-schema-check adds it anyway, e.g. ahead of an upgrade)"
+        )
     return text
 
 
@@ -107,10 +123,17 @@ def add(
         list[Path],
         typer.Argument(metavar="FILE", help="GraphQL files, one document each (.graphql)."),
     ],
+    schema_check: Annotated[
+        bool,
+        typer.Option(
+            "--schema-check/--no-schema-check",
+            help="Refuse documents that do not validate against this version's schema.",
+        ),
+    ] = True,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register documents as trusted; prints `<sha256>  <file>` for each."""
-    texts = [(path, _read(path)) for path in files]
+    texts = [(path, _read(path, schema_check=schema_check)) for path in files]
 
     async def work(engine: AsyncEngine) -> list[tuple[str, bool]]:
         from portcullis.services.errors import ServiceError

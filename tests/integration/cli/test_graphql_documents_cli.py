@@ -174,6 +174,11 @@ def test_bad_input_is_named_and_nothing_is_stored(
         "latin1.graphql": ("{ caf\xe9 }".encode("latin-1"), "not UTF-8 text"),
         "empty.graphql": ("\n", "the document is empty"),
         "missing.graphql": (None, "No such file or directory"),
+        "nope.graphql": (
+            "{ nope }",
+            "does not validate against the GraphQL schema: Cannot query field 'nope' on"
+            " type 'Query'. (--no-schema-check adds it anyway",
+        ),
     }
     for name, (text, message) in cases.items():
         if isinstance(text, bytes):
@@ -182,6 +187,9 @@ def test_bad_input_is_named_and_nothing_is_stored(
             (tmp_path / name).write_text(text)
         # The good file comes first: a bad one stops the command before anything is stored.
         assert error_of("add", "good.graphql", name).startswith(f"{name}: {message}"), name
+    assert "no GraphQL documents match" in CliRunner().invoke(documents_app, ["list"]).output
+    added = CliRunner().invoke(documents_app, ["add", "--no-schema-check", "nope.graphql"])
+    assert added.stdout == f"{sha('{ nope }')}  nope.graphql\n"
     (tmp_path / "big.graphql").write_text("{ " + "a " * 40 + "}")
     monkeypatch.setenv("PORTCULLIS_GRAPHQL_APQ_MAX_BYTES", "64")
     assert error_of("add", "big.graphql") == (
@@ -190,7 +198,6 @@ def test_bad_input_is_named_and_nothing_is_stored(
     for command in ("remove", "show"):
         assert error_of(command, "abc") == "HASH: 'abc' is not a SHA-256 (64 hex digits)"
         assert "is not a SHA-256" in error_of(command, "g" * 64)
-    assert "no GraphQL documents match" in CliRunner().invoke(documents_app, ["list"]).output
     missing = CliRunner().invoke(documents_app, ["add"])
     assert missing.exit_code == 2
     assert "Missing argument" in missing.output

@@ -196,59 +196,55 @@ async def test_reads_mark_use_at_most_once_a_minute(engine: AsyncEngine) -> None
     assert stored.last_used_at == clock.now
 
 
-@pytest.mark.postgres
-async def test_two_nodes_on_one_database_share_every_document(
-    postgres_server: PostgresServer,
-) -> None:
+@pytest.fixture
+async def two_nodes(postgres_server: PostgresServer) -> AsyncIterator[list[SqlDocumentStore]]:
+    """The document stores of two control-plane nodes (an engine each) on one
+    PostgreSQL database, capped at 3 APQ documents."""
     url = postgres_server.create_database()
     await upgrade_to_head(url)
     engines = [create_engine(url), create_engine(url)]
-    try:
-        one, two = (SqlDocumentStore(e, max_documents=3) for e in engines)
-        # A client registers through node one and is then served by node two.
-        with pytest.raises(Exception, match="PersistedQueryNotFound"):
-            await resolve_document(None, {"persistedQuery": _pq(SHA)}, two, trusted_only=False)
-        document, to_register = await resolve_document(
-            QUERY, {"persistedQuery": _pq(SHA)}, one, trusted_only=False
-        )
-        assert to_register is not None
-        await one.register(document, trusted=False, operation=None)
-        assert await resolve_document(
-            None, {"persistedQuery": _pq(SHA)}, two, trusted_only=False
-        ) == (QUERY, None)
+    yield [SqlDocumentStore(e, max_documents=3) for e in engines]
+    for engine in engines:
+        await engine.dispose()
 
-        # Trust granted on one node holds on the other; so does its removal.
-        op = cli_operation(RecordingAudit())
-        await two.register(QUERY, trusted=True, operation=op)
-        assert await one.trusted(SHA)
-        await one.remove(SHA, operation=op)
-        assert await two.get(SHA) is None
 
-    finally:
-        for engine in engines:
-            await engine.dispose()
+@pytest.mark.postgres
+async def test_two_nodes_on_one_database_share_every_document(
+    two_nodes: list[SqlDocumentStore],
+) -> None:
+    one, two = two_nodes
+    # A client registers through node one and is then served by node two.
+    with pytest.raises(Exception, match="PersistedQueryNotFound"):
+        await resolve_document(None, {"persistedQuery": _pq(SHA)}, two, trusted_only=False)
+    document, to_register = await resolve_document(
+        QUERY, {"persistedQuery": _pq(SHA)}, one, trusted_only=False
+    )
+    assert to_register is not None
+    await one.register(document, trusted=False, operation=None)
+    assert await resolve_document(None, {"persistedQuery": _pq(SHA)}, two, trusted_only=False) == (
+        QUERY,
+        None,
+    )
+    # Trust granted on one node holds on the other; so does its removal.
+    op = cli_operation(RecordingAudit())
+    await two.register(QUERY, trusted=True, operation=op)
+    assert await one.trusted(SHA)
+    await one.remove(SHA, operation=op)
+    assert await two.get(SHA) is None
 
 
 @pytest.mark.postgres
 async def test_the_cap_holds_exactly_while_two_nodes_register_at_once(
-    postgres_server: PostgresServer,
+    two_nodes: list[SqlDocumentStore],
 ) -> None:
-    url = postgres_server.create_database()
-    await upgrade_to_head(url)
-    engines = [create_engine(url), create_engine(url)]
-    try:
-        nodes = [SqlDocumentStore(e, max_documents=3) for e in engines]
-        for round_ in range(5):
-            # Each document from both nodes at once: no conflict error, one row each.
-            texts = [f"{{ r{round_}n{i} }}" for i in range(8)]
-            await asyncio.gather(
-                *(node.register(t, trusted=False, operation=None) for t in texts for node in nodes)
-            )
-            for node in nodes:
-                assert len(await node.list_documents()) == 3, round_
-    finally:
-        for engine in engines:
-            await engine.dispose()
+    for round_ in range(5):
+        # Each document from both nodes at once: no conflict error, one row each.
+        texts = [f"{{ r{round_}n{i} }}" for i in range(8)]
+        await asyncio.gather(
+            *(node.register(t, trusted=False, operation=None) for t in texts for node in two_nodes)
+        )
+        for node in two_nodes:
+            assert len(await node.list_documents()) == 3, round_
 
 
 def _pq(sha256: str) -> dict[str, object]:
