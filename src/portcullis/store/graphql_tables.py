@@ -30,6 +30,6 @@ class GraphQLDocumentRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Refreshed when the document is read by hash, at most once a minute or so.
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    # Who registered it: an admin (`user:…`, `token:…`, `cli:…`), None for a request
-    # without an operation.
-    created_by: Mapped[str | None] = mapped_column(String(256))
+    # Who registered it, named as the audit log names actors (`user:…`, `cli:…`; as
+    # wide as its column); None when no operation was given.
+    created_by: Mapped[str | None] = mapped_column(String(400))

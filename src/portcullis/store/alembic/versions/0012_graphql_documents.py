@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("trusted", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("created_by", sa.String(length=256), nullable=True),
+        sa.Column("created_by", sa.String(length=400), nullable=True),
         sa.PrimaryKeyConstraint("sha256", name=op.f("pk_graphql_documents")),
     )
     op.create_index(
