@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,18 @@ async def test_removing_a_document(make_store: MakeStore) -> None:
     assert "document" not in event["before"]
     if isinstance(store, SqlDocumentStore):
         assert event["in_transaction"]  # it commits with the removal
+
+
+async def test_any_admin_may_register_whatever_the_length_of_their_name(
+    make_store: MakeStore,
+) -> None:
+    # An e-mail may have 254 characters: the actor is as long as the audit log allows.
+    actor = "user:" + "x" * 320 + "@example.com"
+    op = replace(cli_operation(RecordingAudit()), actor=actor)
+    store = await make_store()
+    await store.register(QUERY, trusted=True, operation=op)
+    [stored] = await store.list_documents()
+    assert stored.created_by == actor
 
 
 async def test_the_cap_evicts_the_least_recently_used_apq_documents(
