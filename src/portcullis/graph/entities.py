@@ -1,0 +1,335 @@
+"""Gateway entities in the graph: services, upstreams and their targets, routes,
+consumers, plugin instances, plans, boosts and overrides.
+
+One factory gives every kind the same fields REST gives it (`services.entities`
+holds the rules): a connection with REST's filters, tags and sort, a lookup by id,
+and create / replace / update (a typed JSON Merge Patch) / delete mutations with
+`ifMatch`, each answering with its payload or a problem. Entities also link to
+each other (a route's service, a service's routes and plugins, an upstream's
+targets) by resolving within the caller's organization, as REST does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import strawberry
+from pydantic import ValidationError
+from strawberry.types import Info
+
+from portcullis.graph.connections import Connection, page_connection, page_size
+from portcullis.graph.context import context_of
+from portcullis.graph.models import input_document, input_type, output_type
+from portcullis.graph.problems import problem_of, result_union
+from portcullis.services.entities import Entity, EntityCollection, EntityQuery, EntityService
+from portcullis.services.entity_kinds import KINDS, PLUGINS, ROUTES, SERVICES, TARGETS, Kind
+from portcullis.services.errors import NOT_FOUND, ServiceError, errors_from_pydantic, invalid
+from portcullis.services.preconditions import etag_of
+from portcullis.services.rbac import Permission
+
+
+@strawberry.type(description="What a delete removed.")
+class Deleted:
+    id: str
+
+
+@dataclass(slots=True)
+class KindFields:
+    """The graph fields of one kind: its node type and its root query and mutation
+    fields."""
+
+    kind: Kind
+    node: type[Any]
+    queries: dict[str, Any] = field(default_factory=dict)
+    mutations: dict[str, Any] = field(default_factory=dict)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.replace("-", "_").split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _pascal(name: str) -> str:
+    camel = _camel(name)
+    return camel[:1].upper() + camel[1:]
+
+
+def _id_and_etag(kind: Kind) -> dict[str, tuple[Any, Any]]:
+    """The `id` and `etag` fields every entity node has, computed from its
+    representation (the dict the service returned, never copied)."""
+    identity = kind.identity_fields[0]
+
+    def id_(self: Any) -> strawberry.ID:
+        return strawberry.ID(str(self.get("id") or self[identity]))
+
+    def etag(self: Any) -> str:
+        return etag_of(self)
+
+    id_.__annotations__ = {"self": Any, "return": strawberry.ID}
+    etag.__annotations__ = {"self": Any, "return": str}
+    return {
+        "id": (strawberry.ID, strawberry.field(resolver=id_, description="The id")),
+        "etag": (
+            str,
+            strawberry.field(resolver=etag, description="ETag of this representation (ifMatch)"),
+        ),
+    }
+
+
+_COLLECTIONS: dict[tuple[str, bool], EntityCollection] = {}
+
+
+def _collection(kind: Kind, nested: bool) -> EntityCollection:
+    """One collection object per kind for the process (it caches sorted views per
+    config version, as REST's does)."""
+    key = (kind.collection, nested)
+    found = _COLLECTIONS.get(key)
+    if found is None:
+        found = _COLLECTIONS[key] = EntityCollection(kind, nested=nested)
+    return found
+
+
+def entity_service(info: Info[Any, Any], kind: Kind, nested: bool = False) -> EntityService:
+    state = context_of(info).state
+    return EntityService(_collection(kind, nested), state.editor, state.engine, state.secret)
+
+
+def _validated(kind: Kind, value: Any) -> dict[str, Any]:
+    """A typed input as the JSON document REST would have received, validated by the
+    kind's model exactly as REST validates its body."""
+    document = input_document(value)
+    try:
+        return kind.model.model_validate(document).model_dump(mode="json")
+    except ValidationError as exc:
+        raise invalid(errors_from_pydantic(exc.errors())) from exc
+
+
+def _filter_input(kind: Kind) -> type[Any]:
+    annotations: dict[str, Any] = dict.fromkeys(kind.filter_fields, str | None)
+    annotations["tags"] = list[str] | None
+    namespace: dict[str, Any] = {"__annotations__": annotations, "__module__": __name__}
+    for name in annotations:
+        namespace[name] = strawberry.field(
+            default=None,
+            description="Items carrying every one of these tags"
+            if name == "tags"
+            else f"Only items whose {name} is this",
+        )
+    cls = type(f"{_pascal(kind.singular)}Filter", (), namespace)
+    return strawberry.input(cls, description=f"Filters on {kind.title.lower()}, as REST's")
+
+
+def _typed(fn: Any, annotations: dict[str, Any]) -> None:
+    """Give a resolver made per kind its GraphQL signature: only the parameters named in
+    `annotations`, keyword-only, typed; `upstream` is required where it is a `str`."""
+    signature = inspect.signature(fn)
+    params = []
+    for p in signature.parameters.values():
+        if p.name not in annotations:
+            continue
+        default = inspect.Parameter.empty if annotations[p.name] is str else p.default
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if p.name == "info" else p.KEYWORD_ONLY
+        params.append(p.replace(annotation=annotations[p.name], default=default, kind=kind))
+    fn.__signature__ = signature.replace(parameters=params, return_annotation=annotations["return"])
+    fn.__annotations__ = annotations
+
+
+def build_kind(kind: Kind, *, nested: bool = False) -> KindFields:
+    """The node type and root fields of one kind (`nested`: targets, under an upstream)."""
+    name = _pascal(kind.singular)
+    node = output_type(kind.model, name, _id_and_etag(kind))
+    fields = KindFields(kind, node)
+    filter_input = _filter_input(kind)
+    create_input = input_type(kind.model)
+    patch_input = input_type(kind.model, patch=True)
+    payload = strawberry.type(
+        type(f"{name}Payload", (), {"__annotations__": {kind.singular: node}}),
+        description=f"The {kind.singular} as the change left it",
+    )
+    single = _camel(kind.singular)
+    plural = _camel(kind.collection)
+
+    async def list_(
+        info: Info[Any, Any],
+        upstream: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        sort: str | None = None,
+        filter: Any = None,
+    ) -> Connection[Any]:
+        op = await context_of(info).operation(Permission.CONFIG_READ)
+        given = input_document(filter) if filter is not None else {}
+        tags = given.pop("tags", None)
+        query = EntityQuery(
+            page_size(first),
+            after,
+            sort,
+            ",".join(tags) if tags else None,
+            {k: str(v) for k, v in given.items() if v is not None},
+        )
+        page = await entity_service(info, kind, nested).list(op, query, upstream)
+        return page_connection(page)
+
+    async def get(info: Info[Any, Any], id: strawberry.ID, upstream: str | None = None) -> Any:
+        op = await context_of(info).operation(Permission.CONFIG_READ)
+        try:
+            entity = await entity_service(info, kind, nested).get(op, str(id), upstream)
+        except ServiceError as exc:
+            if exc.kind is NOT_FOUND:
+                return None
+            raise
+        return entity.representation
+
+    def shaped(entity: Entity) -> Any:
+        return payload(**{kind.singular: entity.representation})
+
+    async def create(info: Info[Any, Any], input: Any, upstream: str | None = None) -> Any:
+        try:
+            op = await context_of(info).operation(Permission.CONFIG_WRITE)
+            service = entity_service(info, kind, nested)
+            return shaped(await service.create(op, _validated(kind, input), upstream))
+        except ServiceError as exc:
+            return problem_of(exc)
+
+    async def replace(
+        info: Info[Any, Any],
+        id: strawberry.ID,
+        input: Any,
+        if_match: str | None = None,
+        upstream: str | None = None,
+    ) -> Any:
+        try:
+            op = await context_of(info).operation(Permission.CONFIG_WRITE)
+            service = entity_service(info, kind, nested)
+            entity = await service.replace(
+                op, str(id), _validated(kind, input), if_match=if_match, upstream=upstream
+            )
+            return shaped(entity)
+        except ServiceError as exc:
+            return problem_of(exc)
+
+    async def update(
+        info: Info[Any, Any],
+        id: strawberry.ID,
+        patch: Any,
+        if_match: str | None = None,
+        upstream: str | None = None,
+    ) -> Any:
+        try:
+            op = await context_of(info).operation(Permission.CONFIG_WRITE)
+            service = entity_service(info, kind, nested)
+            entity = await service.patch(
+                op, str(id), input_document(patch), if_match=if_match, upstream=upstream
+            )
+            return shaped(entity)
+        except ServiceError as exc:
+            return problem_of(exc)
+
+    async def delete(
+        info: Info[Any, Any],
+        id: strawberry.ID,
+        if_match: str | None = None,
+        upstream: str | None = None,
+    ) -> Any:
+        try:
+            op = await context_of(info).operation(Permission.CONFIG_WRITE)
+            service = entity_service(info, kind, nested)
+            await service.delete(op, str(id), if_match=if_match, upstream=upstream)
+            return Deleted(id=str(id))
+        except ServiceError as exc:
+            return problem_of(exc)
+
+    upstream_arg = {"upstream": str} if nested else {}
+    _typed(
+        list_,
+        {
+            "info": Info,
+            **upstream_arg,
+            "first": int | None,
+            "after": str | None,
+            "sort": str | None,
+            "filter": filter_input | None,
+            "return": Connection[node],  # type: ignore[valid-type]
+        },
+    )
+    _typed(get, {"info": Info, "id": strawberry.ID, **upstream_arg, "return": node | None})
+    results = {
+        verb: result_union(f"{_pascal(verb)}{name}Result", payload)
+        for verb in ("create", "replace", "update")
+    }
+    _typed(
+        create,
+        {
+            "info": Info,
+            "input": create_input,
+            **upstream_arg,
+            "return": results["create"],
+        },
+    )
+    _typed(
+        replace,
+        {
+            "info": Info,
+            "id": strawberry.ID,
+            "input": create_input,
+            "if_match": str | None,
+            **upstream_arg,
+            "return": results["replace"],
+        },
+    )
+    _typed(
+        update,
+        {
+            "info": Info,
+            "id": strawberry.ID,
+            "patch": patch_input,
+            "if_match": str | None,
+            **upstream_arg,
+            "return": results["update"],
+        },
+    )
+    _typed(
+        delete,
+        {
+            "info": Info,
+            "id": strawberry.ID,
+            "if_match": str | None,
+            **upstream_arg,
+            "return": result_union(f"Delete{name}Result", Deleted),
+        },
+    )
+    sort_doc = "Comma-separated fields, `-` for descending. Allowed: " + ", ".join(kind.sort_fields)
+    fields.queries[plural] = strawberry.field(
+        resolver=list_,
+        description=f"{kind.title} the caller may see (sort: {sort_doc})",
+    )
+    fields.queries[single] = strawberry.field(
+        resolver=get, description=f"One {kind.singular} by id; null when absent or not yours"
+    )
+    fields.mutations[f"create{name}"] = strawberry.mutation(
+        resolver=create, description=f"Create a {kind.singular}"
+    )
+    fields.mutations[f"replace{name}"] = strawberry.mutation(
+        resolver=replace, description=f"Replace a {kind.singular}"
+    )
+    fields.mutations[f"update{name}"] = strawberry.mutation(
+        resolver=update,
+        description=f"Update a {kind.singular} (JSON Merge Patch: null removes a member)",
+    )
+    fields.mutations[f"delete{name}"] = strawberry.mutation(
+        resolver=delete, description=f"Delete a {kind.singular}"
+    )
+    return fields
+
+
+def build_entities() -> list[KindFields]:
+    """Every kind's fields. Targets first: their node type (with id and ETag) is the
+    one an upstream's embedded `targets` list uses too."""
+    built = [build_kind(TARGETS, nested=True)]
+    built += [build_kind(kind) for kind in KINDS]
+    return built
+
+
+__all__ = ["PLUGINS", "ROUTES", "SERVICES", "build_entities", "entity_service"]
