@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
+import sys
+import zipfile
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -109,3 +112,19 @@ async def test_api_clients_still_get_graphql_not_the_page(browser: httpx.AsyncCl
         assert response.status_code == 401, response.text
         assert response.headers["content-type"] == "application/graphql-response+json"
         assert "<html" not in response.text
+
+
+def test_wheel_ships_the_graphiql_files(tmp_path: Path) -> None:
+    """The files are package data: hatch's wheel must carry every one of them."""
+    root = Path(__file__).resolve().parents[3]
+    built = subprocess.run(
+        [sys.executable, "-m", "uv", "build", "--wheel", "--out-dir", str(tmp_path), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("portcullis-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n for n in archive.namelist() if n.startswith("portcullis/graph/static/")}
+    assert shipped == {f"portcullis/graph/static/{p.name}" for p in STATIC_DIR.iterdir()}
