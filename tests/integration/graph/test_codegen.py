@@ -55,6 +55,7 @@ def admin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Admin]:
 
 
 def _run(argv: list[str | Path], cwd: Path) -> subprocess.CompletedProcess[str]:
+    assert Path(argv[0]).is_file(), f"{argv[0]} is missing: `./dev setup` installs it"
     return subprocess.run(
         [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=120
     )
