@@ -113,7 +113,7 @@ def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
         state=lambda: app.state.admin,
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
     )
-    return graphql_router(deps, GraphOptions())
+    return graphql_router(deps, GraphOptions(introspection=settings.graphql_introspection))
 
 
 def create_admin_app(settings: Settings | None = None) -> FastAPI:

@@ -33,6 +33,10 @@ class GraphDeps:
     # Application-wide objects a service needs beside the state (e.g. the OAuth
     # server), by name; the mounting application supplies them.
     extras: Callable[[str], Any] = field(default=lambda name: None)
+    # Caches that live as long as the mounted face (e.g. an entity collection's sorted
+    # views per config version): one per application, never per process, since two
+    # applications in one process may serve two stores.
+    caches: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

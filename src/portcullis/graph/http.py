@@ -322,6 +322,10 @@ class GraphEndpoint:
             }
             formatted["message"] = original.detail or kind.title
             return formatted
+        if original is None and error.path is None and "extensions" not in formatted:
+            # Raised before any field ran: a variable that does not fit its type.
+            formatted["extensions"] = {"code": "BAD_USER_INPUT"}
+            return formatted
         if original is not None and not isinstance(original, GraphQLError):
             log.error(
                 "graphql.resolver_failed",
