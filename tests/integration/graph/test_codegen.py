@@ -252,7 +252,9 @@ def test_generated_typescript_types_type_check(served_sdl: str, tmp_path: Path) 
     for name in ("operations.graphql", "usage.ts", "wrong_usage.ts"):
         shutil.copy(HERE / name, tmp_path)
     generated = _run(
-        [NODE_BIN / "graphql-codegen", "--config", _codegen_config(tmp_path)], NODE_BIN
+        # From tests/node, where the plugins resolve.
+        [NODE_BIN / "graphql-codegen", "--config", _codegen_config(tmp_path)],
+        NODE_BIN.parents[1],
     )
     assert generated.returncode == 0, generated.stdout + generated.stderr
     assert "export type ListServicesQuery" in (tmp_path / "operations.ts").read_text()
