@@ -144,7 +144,7 @@ async def _params(request: Request) -> dict[str, Any]:
             if raw is not None:
                 try:
                     params[name] = json.loads(raw)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise RequestError(
                         400, [_error(f"'{name}' is not JSON", "BAD_REQUEST")]
                     ) from exc
@@ -160,6 +160,10 @@ async def _params(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except ValueError as exc:
         raise RequestError(400, [_error("the body is not JSON", "BAD_REQUEST")]) from exc
+    except RecursionError as exc:
+        raise RequestError(
+            400, [_error("the body's JSON is nested too deeply", "BAD_REQUEST")]
+        ) from exc
     if not isinstance(body, dict):
         raise RequestError(400, [_error("the body must be a JSON object", "BAD_REQUEST")])
     return body
