@@ -60,9 +60,11 @@ if TYPE_CHECKING:
 __all__ = [
     "SATURATED",
     "DocumentLimits",
+    "Figures",
     "LimitExceeded",
     "check_limits",
     "limits_from",
+    "measure",
     "parse_within_limits",
 ]
 
@@ -251,8 +253,8 @@ def _utf8_size(source: str) -> int:
 
 
 @dataclass(slots=True)
-class _Figures:
-    """Depth, aliases and cost of a selection set, fragment or operation."""
+class Figures:
+    """Depth, aliases and cost of a selection set, fragment or operation (`measure`)."""
 
     depth: int = 0
     aliases: int = 0
@@ -267,7 +269,7 @@ class _Frame:
 
     selections: Iterator[Any]
     parent_type: GraphQLNamedType | None
-    figures: _Figures
+    figures: Figures
     # How the finished set adds to the enclosing one: the field it is the selection
     # set of (with its multiplier), or None for an inline fragment.
     field: FieldNode | None = None
@@ -276,15 +278,15 @@ class _Frame:
     introspection_step: int = 0  # 1 for a `__Type` list
 
 
-def check_limits(
+def measure(
     document: DocumentNode,
     schema: GraphQLSchema,
     limits: DocumentLimits,
     *,
     operation_name: str | None = None,
     variables: Mapping[str, Any] | None = None,
-) -> None:
-    """Raise `LimitExceeded` when the operation that will run is over a limit.
+) -> list[Figures]:
+    """The figures of the operation that will run (of each, when that is ambiguous).
 
     Measured on the operation with every fragment spread expanded:
 
@@ -323,8 +325,22 @@ def check_limits(
     ]
     chosen = named if operation_name is not None and named else operations
     measure = _Measure(schema, limits, fragments, variables or {})
-    for operation in chosen:
-        figures = measure.operation(operation)
+    return [measure.operation(operation) for operation in chosen]
+
+
+def check_limits(
+    document: DocumentNode,
+    schema: GraphQLSchema,
+    limits: DocumentLimits,
+    *,
+    operation_name: str | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> None:
+    """Raise `LimitExceeded` when the operation that will run is over a limit: its
+    depth, aliases or cost (see `measure`), or introspection lists nested too deep."""
+    for figures in measure(
+        document, schema, limits, operation_name=operation_name, variables=variables
+    ):
         if figures.depth > limits.max_depth:
             raise LimitExceeded("depth", figures.depth, limits.max_depth)
         if figures.aliases > limits.max_aliases:
@@ -358,9 +374,9 @@ class _Measure:
         self.fragments = fragments
         self.variables = variables
         self.spreads: dict[str, list[str]] = {}
-        self.memos: dict[tuple[tuple[str, int], ...], dict[str, _Figures]] = {}
+        self.memos: dict[tuple[tuple[str, int], ...], dict[str, Figures]] = {}
 
-    def operation(self, operation: OperationDefinitionNode) -> _Figures:
+    def operation(self, operation: OperationDefinitionNode) -> Figures:
         page_sizes = self._page_sizes(operation)
         memo = self.memos.setdefault(tuple(sorted(page_sizes.items())), {})
         for name in self._fragments_in_order(operation.selection_set):
@@ -446,11 +462,11 @@ class _Measure:
         self,
         selection_set: SelectionSetNode,
         parent_type: GraphQLNamedType | None,
-        memo: Mapping[str, _Figures],
+        memo: Mapping[str, Figures],
         page_sizes: Mapping[str, int],
-    ) -> _Figures:
+    ) -> Figures:
         """Figures of a selection set whose fragments' figures are all in `memo`."""
-        top = _Frame(iter(selection_set.selections), parent_type, _Figures())
+        top = _Frame(iter(selection_set.selections), parent_type, Figures())
         stack = [top]
         while stack:
             frame = stack[-1]
@@ -468,7 +484,7 @@ class _Measure:
                     _Frame(
                         iter(selection.selection_set.selections if selection.selection_set else ()),
                         _named_composite(field_type),
-                        _Figures(),
+                        Figures(),
                         selection,
                         self._multiplier(parent, selection, field_type, page_sizes),
                         0 if type_field and selection.name.value == "ofType" else 1,
@@ -479,9 +495,7 @@ class _Measure:
                 condition = frame.parent_type
                 if selection.type_condition is not None:
                     condition = self.schema.get_type(selection.type_condition.name.value)
-                stack.append(
-                    _Frame(iter(selection.selection_set.selections), condition, _Figures())
-                )
+                stack.append(_Frame(iter(selection.selection_set.selections), condition, Figures()))
             elif isinstance(selection, FragmentSpreadNode):
                 figures = memo.get(selection.name.value)
                 if figures is not None:  # unknown: left to validation
@@ -556,7 +570,7 @@ def _spread_names(
     return names
 
 
-def _add(figures: _Figures, finished: _Frame) -> None:
+def _add(figures: Figures, finished: _Frame) -> None:
     """Add a finished field's or inline fragment's selection set to its parent's."""
     child = finished.figures
     if finished.field is None:  # an inline fragment
@@ -564,7 +578,7 @@ def _add(figures: _Figures, finished: _Frame) -> None:
         return
     _merge(
         figures,
-        _Figures(
+        Figures(
             child.depth + finished.depth_step,
             child.aliases + (1 if finished.field.alias is not None else 0),
             1 + finished.multiplier * child.cost,
@@ -573,7 +587,7 @@ def _add(figures: _Figures, finished: _Frame) -> None:
     )
 
 
-def _merge(figures: _Figures, more: _Figures) -> None:
+def _merge(figures: Figures, more: Figures) -> None:
     """Add `more` (a field, inline fragment or spread) to a selection set's figures."""
     figures.depth = max(figures.depth, more.depth)
     figures.aliases = min(figures.aliases + more.aliases, SATURATED)
