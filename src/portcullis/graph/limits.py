@@ -231,9 +231,16 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
     token, the parser at ~5-10 µs a token and validation at ~0.1-0.3 ms an operation: a
     flood is refused in about a millisecond instead of being parsed up to the limit (the
     parser's own token limits stay as a backstop). Operations and fragments are the
-    definitions whose selection set opens at the top level (no enclosing bracket)."""
-    tokens = comments = directives = operations = fragments = depth = 0
-    fragment_next = False
+    definitions whose selection set opens at the top level (no enclosing bracket).
+
+    Aliases are counted per definition too: an operation or fragment with more than
+    `max_aliases` of its own is refused here. For the operation that runs, its own and
+    its fragments' aliases are a lower bound of the expanded count; a fragment no
+    operation spreads is invalid anyway; the one document refused here that
+    `check_limits` would pass holds a second operation, not run, that is over the limit
+    itself."""
+    tokens = comments = directives = operations = fragments = depth = values = aliases = 0
+    fragment_next = after_name = False
     for match in _TOKEN.finditer(source):
         start, end = match.span()
         first = source[start]
@@ -245,8 +252,10 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
         tokens += 1
         if tokens > limits.max_tokens:
             raise _too_many("tokens", limits.max_tokens)
+        name = first.isalpha() or first == "_"
         if first in "{[(":
             if depth == 0 and first == "{":
+                aliases = 0
                 if fragment_next:
                     fragments += 1
                     fragment_next = False
@@ -257,17 +266,33 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
                     if operations > limits.max_operations:
                         raise _too_many("operations", limits.max_operations)
             depth += 1
+            values += first != "{"
         elif first in "}])":
             depth = depth - 1 if depth else 0
+            values -= 1 if values and first != "}" else 0
+        elif first == ":" and after_name and depth and not values:
+            # `name:` in a selection set (not in arguments or values) is an alias: a
+            # definition with too many aliases of its own is over the limit however
+            # it is spread (a lower bound of the expanded count, see check_limits).
+            aliases += 1
+            if aliases > limits.max_aliases:
+                raise LimitExceeded(
+                    "aliases",
+                    None,
+                    limits.max_aliases,
+                    f"a definition has more than {limits.max_aliases} aliases of its own, "
+                    "the limit",
+                )
         elif first == "@":
             directives += 1
             if directives > limits.max_directives:
                 raise _too_many("directives", limits.max_directives)
-        elif first.isalpha() or first == "_":
+        elif name:
             if end - start > limits.max_name_length:
                 raise LimitExceeded("name_length", end - start, limits.max_name_length)
             if depth == 0 and end - start == 8 and source[start:end] == "fragment":
                 fragment_next = True
+        after_name = name
 
 
 def _too_many(limit: str, maximum: int) -> LimitExceeded:

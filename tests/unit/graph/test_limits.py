@@ -165,9 +165,20 @@ def test_depth_through_fragments_and_inline_fragments() -> None:
 def test_aliases_at_and_past_the_limit() -> None:
     thirty = " ".join(f"a{i}: tags" for i in range(30))
     passes(f"{{ {thirty} }}")
-    error = refused(f"{{ {thirty} extra: tags }}")
-    assert (error.limit, error.actual, error.maximum) == ("aliases", 31, 30)
-    assert str(error) == "number of aliases 31 exceeds the limit of 30 (max_aliases)"
+    over = f"{{ {thirty} extra: tags }}"
+    error = refused(over)  # counted in the source, before parsing
+    assert (error.limit, error.maximum) == ("aliases", 30)
+    assert str(error) == (
+        "a definition has more than 30 aliases of its own, the limit (max_aliases)"
+    )
+    with pytest.raises(LimitExceeded) as caught:  # counted on the parsed document
+        check_limits(parse(over), GRAPH, DEFAULTS)
+    assert (caught.value.limit, caught.value.actual) == ("aliases", 31)
+    assert str(caught.value) == "number of aliases 31 exceeds the limit of 30 (max_aliases)"
+    # Variable definitions, argument names and object fields are not aliases.
+    variables = ", ".join(f"$v{i}: Int = {i}" for i in range(40))
+    passes(f"query Q({variables}) {{ tags }}")
+    passes(f'{{ {thirty} consumers(limit: 1, filter: {{names: [["a"]], and: {{}}}}) {{ name }} }}')
 
 
 def test_each_fragment_spread_counts_its_aliases_again() -> None:
