@@ -28,7 +28,6 @@ from portcullis.admin.middleware import SecurityHeadersMiddleware
 from portcullis.admin.openapi import install_openapi
 from portcullis.admin.problems import install_problem_handlers
 from portcullis.admin.ratelimit import AdminRateLimiter, Policy, RateLimitMiddleware
-from portcullis.admin.state import AdminState
 from portcullis.identity.secrets import load_server_secret
 from portcullis.logging import configure_logging
 from portcullis.problems import PROBLEM_CONTENT_TYPE, ProblemKind, problem_body
@@ -38,6 +37,7 @@ from portcullis.services.audit import AuditLog
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.data_plane import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.services.rbac import Permission
+from portcullis.services.state import AdminState
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
 
@@ -102,6 +102,18 @@ def build_api_router() -> APIRouter:
 
     api.include_router(webhook_routes.router)
     return api
+
+
+def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
+    """The GraphQL face (`/graphql`), on the same services, state and authentication."""
+    from portcullis.graph.context import GraphDeps
+    from portcullis.graph.http import GraphOptions, graphql_router
+
+    deps = GraphDeps(
+        state=lambda: app.state.admin,
+        authenticate=lambda credential: app.state.authenticator.authenticate(credential),
+    )
+    return graphql_router(deps, GraphOptions(introspection=settings.graphql_introspection))
 
 
 def create_admin_app(settings: Settings | None = None) -> FastAPI:
@@ -291,6 +303,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
 
     install_metrics(app, settings)
     app.include_router(build_api_router())
+    app.include_router(build_graph_router(app, settings))
     from portcullis.admin.routers import oauth as oauth_routes
 
     app.include_router(oauth_routes.router)

@@ -18,13 +18,13 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portcullis.admin.dependencies import RequestFacts
-from portcullis.admin.state import AdminState
 from portcullis.events.bus import EventBus, create_event_bus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.model.config import GatewayConfig
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
 from portcullis.services.audit import AuditLog
+from portcullis.services.state import AdminState
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -15,7 +13,6 @@ from portcullis.admin.strict_json import check_body
 from portcullis.services.context import RequestFacts as RequestFacts
 from portcullis.services.rbac import Caller, Permission
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
@@ -34,9 +31,9 @@ def request_facts(request: Request) -> RequestFacts:
     cached = getattr(request.state, "facts", None)
     if isinstance(cached, RequestFacts):
         return cached
-    sent = request.headers.get("x-request-id", "")
-    request_id = sent if _REQUEST_ID.fullmatch(sent) else secrets.token_hex(16)
-    facts = RequestFacts(request_id, request.client.host if request.client else None)
+    facts = RequestFacts.of(
+        request.headers.get("x-request-id", ""), request.client.host if request.client else None
+    )
     request.state.facts = facts
     return facts
 

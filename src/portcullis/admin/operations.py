@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from portcullis.admin.dependencies import request_facts, require
 from portcullis.admin.problems import validation_problem
 from portcullis.admin.scoping import scope_of
-from portcullis.admin.state import AdminState
 from portcullis.services.context import Operation
 from portcullis.services.errors import VALIDATION_FAILED, ServiceError
 from portcullis.services.preconditions import etag_of
 from portcullis.services.rbac import Caller, Permission
+from portcullis.services.state import AdminState
 
 
 def admin_state(request: Request) -> AdminState:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from portcullis.services.scoping import UNLIMITED, OrgScope
 from portcullis.store.config_repository import ConfigVersion, OnWrite
 
 Clock = Callable[[], datetime]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def utc_now() -> datetime:
@@ -37,6 +39,15 @@ class RequestFacts:
 
     request_id: str
     client_ip: str | None
+
+    @classmethod
+    def of(cls, sent_request_id: str, client_ip: str | None) -> RequestFacts:
+        """The facts of a web request: the client's `X-Request-Id` when well-formed,
+        else a new one."""
+        request_id = (
+            sent_request_id if _REQUEST_ID.fullmatch(sent_request_id) else secrets.token_hex(16)
+        )
+        return cls(request_id, client_ip)
 
 
 class AuditSink(Protocol):

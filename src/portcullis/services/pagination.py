@@ -97,8 +97,21 @@ def _sort_tuple(values: Sequence[Any], identity: str, keys: Sequence[SortKey]) -
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """One page: its items, the cursor of the next page, and (for faces that give every
+    item a cursor, as GraphQL connections do) the cursor that resumes after an item."""
+
     items: list[dict[str, Any]]
     next_cursor: str | None
+    cursor_of: Callable[[dict[str, Any]], str] | None = None
+
+
+def _cursor_function(
+    identity_of: Callable[[dict[str, Any]], str], keys: Sequence[SortKey]
+) -> Callable[[dict[str, Any]], str]:
+    def cursor_of(item: dict[str, Any]) -> str:
+        return encode_cursor([item.get(k.field) for k in keys], identity_of(item), keys)
+
+    return cursor_of
 
 
 def encode_cursor(values: Sequence[Any], identity: str, keys: Sequence[SortKey]) -> str:
@@ -149,7 +162,7 @@ def paginate(
     if len(ordered) > limit:
         last = page[-1]
         next_cursor = encode_cursor(values(last), identity_of(last), keys)
-    return Page(page, next_cursor)
+    return Page(page, next_cursor, _cursor_function(identity_of, keys))
 
 
 class SortedIndex:
@@ -160,7 +173,7 @@ class SortedIndex:
     The items are shared: callers must not mutate them.
     """
 
-    __slots__ = ("_items", "_keys", "_tuples")
+    __slots__ = ("_cursor_of", "_items", "_keys", "_tuples")
 
     def __init__(
         self,
@@ -169,6 +182,7 @@ class SortedIndex:
         keys: Sequence[SortKey],
     ) -> None:
         self._keys = tuple(keys)
+        self._cursor_of = _cursor_function(identity_of, self._keys)
         decorated = sorted(
             (
                 (_sort_tuple([item.get(k.field) for k in keys], identity_of(item), keys), i)
@@ -199,10 +213,10 @@ class SortedIndex:
                 previous = self._items[last]
                 values = [previous.get(k.field) for k in self._keys]
                 identity = str(self._tuples[last][-1])
-                return Page(page, encode_cursor(values, identity, self._keys))
+                return Page(page, encode_cursor(values, identity, self._keys), self._cursor_of)
             page.append(item)
             last = i
-        return Page(page, None)
+        return Page(page, None, self._cursor_of)
 
 
 def parse_int_cursor(cursor: str) -> int:

@@ -11,7 +11,7 @@ from admin_support import PASSWORD
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from portcullis.admin.state import AdminState
+from portcullis.services.state import AdminState
 from portcullis.store.engine import write_transaction
 
 

@@ -17,9 +17,9 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from portcullis.admin.app import create_admin_app
-from portcullis.admin.state import AdminState
 from portcullis.services.admin_auth import SIGNING_KEY_NAME, AuthService
 from portcullis.services.rbac import Role
+from portcullis.services.state import AdminState
 from portcullis.settings import Settings
 from portcullis.store.admin_tables import AdminSecretRow, ApiTokenRow
 from portcullis.store.engine import create_engine, write_transaction

@@ -8,9 +8,9 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from portcullis.admin.state import AdminState
 from portcullis.cache import PurgeScope
 from portcullis.services.rbac import Role
+from portcullis.services.state import AdminState
 from portcullis.store.identity_tables import IdentityEventRow
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]

@@ -12,13 +12,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from portcullis.admin.state import AdminState
 from portcullis.events.bus import read_events
 from portcullis.identity.events import EventKind
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.oauth_clients import OAuthClientRepository, client_revocation_id
 from portcullis.model.loader import load_config_data
+from portcullis.services.state import AdminState
 from portcullis.store.config_repository import ConfigConflict
 from portcullis.store.identity_tables import IdentityEventRow, RevokedTokenRow
 

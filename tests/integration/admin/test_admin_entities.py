@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from portcullis.admin.state import AdminState
+from portcullis.services.state import AdminState
 
 pytestmark = pytest.mark.both_stores
 

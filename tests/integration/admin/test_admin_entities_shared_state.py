@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from portcullis.admin.state import AdminState
+from portcullis.services.state import AdminState
 
 MERGE = {"content-type": "application/merge-patch+json"}
 

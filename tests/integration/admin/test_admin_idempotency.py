@@ -7,8 +7,8 @@ import asyncio
 import httpx
 from fastapi import FastAPI
 
-from portcullis.admin.state import AdminState
 from portcullis.services.rbac import Role
+from portcullis.services.state import AdminState
 
 
 async def test_same_key_and_payload_replays_the_first_response(owner: httpx.AsyncClient) -> None:

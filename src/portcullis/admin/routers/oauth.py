@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from portcullis.admin.state import AdminState
 from portcullis.identity.oauth_server import (
     INTROSPECTION_PATH,
     JWKS_PATH,
@@ -32,6 +31,7 @@ from portcullis.identity.oauth_server import (
 from portcullis.identity.oauth_settings import OAuthServerSettings
 from portcullis.services.oauth_clients import ConsumerDirectory
 from portcullis.services.preconditions import etag_of
+from portcullis.services.state import AdminState
 
 router = APIRouter(tags=["OAuth 2.0"])
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -1,4 +1,4 @@
-"""The services one admin application shares between requests."""
+"""What the faces of one control plane (REST, GraphQL) share between requests."""
 
 from __future__ import annotations
 

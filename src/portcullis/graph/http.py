@@ -1,0 +1,376 @@
+"""GraphQL over HTTP (the GraphQL Foundation's spec) on the control plane: `/graphql`.
+
+- `POST /graphql` with an `application/json` body `{query, operationName,
+  variables, extensions}`; `GET /graphql?query=...` for queries only (a mutation
+  over GET is 405 with `Allow: POST`).
+- Responses are `application/graphql-response+json` when the client accepts it
+  (then a request that fails before execution - unparseable, over a limit,
+  invalid - is a 400, as the spec requires for that media type) and
+  `application/json` otherwise (legacy clients: 200 with `errors`). An `Accept`
+  that allows neither is 406.
+- Authentication is REST's: `Authorization: Bearer <admin JWT or API token>`,
+  checked before the body is read; 401 with `WWW-Authenticate` otherwise.
+- Before validation the document is held to the limits (`graph.limits`): size and
+  tokens while parsing, then depth, aliases and cost on the fragment-expanded
+  operation; a document over a limit never executes.
+- A resolver's refusal (`ServiceError`) is a GraphQL error whose `extensions` carry
+  REST's problem `type`, `status` and a `code`; anything unexpected is masked
+  ("internal error", with the request id) and logged.
+- Browsers (`Accept: text/html`) get GraphiQL, self-hosted; `/graphql/schema.graphql`
+  serves the SDL (unless introspection is switched off).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationType,
+    get_operation_ast,
+    specified_rules,
+    validate,
+)
+from graphql import execute as graphql_execute
+from graphql.validation import NoSchemaIntrospectionCustomRule
+
+from portcullis.graph.context import GraphContext, GraphDeps
+from portcullis.graph.limits import (
+    DocumentLimits,
+    LimitExceeded,
+    check_limits,
+    parse_within_limits,
+)
+from portcullis.graph.schema import graphql_schema, sdl
+from portcullis.services.context import RequestFacts
+from portcullis.services.errors import ServiceError
+
+log = structlog.get_logger("portcullis.graph")
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+MAX_VALIDATION_ERRORS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class GraphOptions:
+    limits: DocumentLimits = field(default_factory=DocumentLimits)
+    introspection: bool = True
+
+
+class RequestError(Exception):
+    """A GraphQL request refused before execution (the response has no `data`)."""
+
+    def __init__(
+        self,
+        status: int,
+        errors: list[dict[str, Any]],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(errors[0]["message"] if errors else "request error")
+        self.status = status
+        self.errors = errors
+        self.headers = dict(headers or {})
+
+
+def _error(message: str, code: str, **extensions: Any) -> dict[str, Any]:
+    return {"message": message, "extensions": {"code": code, **extensions}}
+
+
+def _media_type(request: Request) -> str | None:
+    """The response media type the client accepts (None: neither GraphQL one).
+
+    No `Accept` (or `*/*`) gets `application/graphql-response+json`, as the spec
+    recommends; an explicit `application/json` preference is honoured."""
+    accept = request.headers.get("accept", "")
+    if not accept.strip():
+        return GRAPHQL_RESPONSE
+    best: tuple[float, int, str] | None = None
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        candidate = {
+            GRAPHQL_RESPONSE: GRAPHQL_RESPONSE,
+            JSON: JSON,
+            "application/*": GRAPHQL_RESPONSE,
+            "*/*": GRAPHQL_RESPONSE,
+        }.get(media)
+        if candidate is None or quality <= 0:
+            continue
+        # Higher quality first; at equal quality, the client's order.
+        key = (quality, -position, candidate)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return best[2] if best else None
+
+
+def _respond(
+    media: str, body: dict[str, Any], status: int, headers: Mapping[str, str] = {}
+) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status_code=status,
+        media_type=media,
+        headers={"cache-control": "no-store", **headers},
+    )
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    """The request's GraphQL parameters, from the query string (GET) or the JSON body."""
+    if request.method == "GET":
+        params: dict[str, Any] = {
+            "query": request.query_params.get("query"),
+            "operationName": request.query_params.get("operationName"),
+        }
+        for name in ("variables", "extensions"):
+            raw = request.query_params.get(name)
+            if raw is not None:
+                try:
+                    params[name] = json.loads(raw)
+                except ValueError as exc:
+                    raise RequestError(
+                        400, [_error(f"'{name}' is not JSON", "BAD_REQUEST")]
+                    ) from exc
+        return params
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON:
+        raise RequestError(
+            415,
+            [_error("send the request as application/json", "UNSUPPORTED_MEDIA_TYPE")],
+            {"accept": JSON},
+        )
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise RequestError(400, [_error("the body is not JSON", "BAD_REQUEST")]) from exc
+    if not isinstance(body, dict):
+        raise RequestError(400, [_error("the body must be a JSON object", "BAD_REQUEST")])
+    return body
+
+
+def _checked(params: Mapping[str, Any]) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    query, name, variables = (
+        params.get("query"),
+        params.get("operationName"),
+        params.get("variables"),
+    )
+    if query is not None and not isinstance(query, str):
+        raise RequestError(400, [_error("'query' must be a string", "BAD_REQUEST")])
+    if name is not None and not isinstance(name, str):
+        raise RequestError(400, [_error("'operationName' must be a string", "BAD_REQUEST")])
+    if variables is not None and not isinstance(variables, dict):
+        raise RequestError(400, [_error("'variables' must be an object", "BAD_REQUEST")])
+    extensions = params.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise RequestError(400, [_error("'extensions' must be an object", "BAD_REQUEST")])
+    return query, name, variables
+
+
+class GraphEndpoint:
+    """The `/graphql` endpoint of one control-plane application."""
+
+    def __init__(self, deps: GraphDeps, options: GraphOptions) -> None:
+        self.deps = deps
+        self.options = options
+        self.schema = graphql_schema()
+        rules = list(specified_rules)
+        if not options.introspection:
+            rules.append(NoSchemaIntrospectionCustomRule)
+        self.rules = tuple(rules)
+
+    async def handle(self, request: Request) -> Response:
+        media = _media_type(request)
+        if media is None:
+            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+                return await self.graphiql(request)
+            return PlainTextResponse(f"accepts {GRAPHQL_RESPONSE} or {JSON}", status_code=406)
+        facts = _facts(request)
+        try:
+            caller = await self._authenticate(request)
+            params = await _params(request)
+            query, name, variables = _checked(params)
+            document = self._prepare(query, params.get("extensions"))
+            operation = get_operation_ast(document, name)
+            if operation is None:
+                raise RequestError(
+                    400, [_error("name the operation to run (operationName)", "BAD_REQUEST")]
+                )
+            if request.method == "GET" and operation.operation is not OperationType.QUERY:
+                raise RequestError(
+                    405,
+                    [_error("only queries may be sent with GET; use POST", "METHOD_NOT_ALLOWED")],
+                    {"allow": "POST"},
+                )
+            self._validate(document, name, variables)
+            context = GraphContext(caller, facts, self.deps)
+            result = await self._execute(document, name, variables, context)
+        except RequestError as exc:
+            # Legacy application/json: a well-formed request answers 200 even when its
+            # document fails to parse or validate (the spec's rule for that media type).
+            status = 200 if media == JSON and _is_graphql_error(exc) else exc.status
+            return _respond(media, {"errors": exc.errors}, status, exc.headers)
+        body: dict[str, Any] = {}
+        if result.errors:
+            body["errors"] = [self._format(e, facts) for e in result.errors]
+        body["data"] = result.data
+        status = 200 if result.data is not None or media == JSON else 400
+        return _respond(media, body, status)
+
+    async def _authenticate(self, request: Request) -> Any:
+        scheme, _, credential = request.headers.get("authorization", "").strip().partition(" ")
+        caller = None
+        if scheme.lower() == "bearer" and credential.strip():
+            caller = await self.deps.authenticate(credential.strip())
+        if caller is None:
+            raise RequestError(
+                401,
+                [
+                    _error(
+                        "send 'Authorization: Bearer <token>' with a valid admin token",
+                        "UNAUTHENTICATED",
+                    )
+                ],
+                {"www-authenticate": 'Bearer realm="portcullis-admin"'},
+            )
+        return caller
+
+    def _prepare(self, query: str | None, extensions: Any) -> DocumentNode:
+        """The document to run: parsed within the size and token limits.
+
+        Persisted queries (extensions.persistedQuery) resolve `query` here."""
+        if query is None:
+            raise RequestError(400, [_error("'query' is required", "BAD_REQUEST")])
+        try:
+            return parse_within_limits(query, self.options.limits)
+        except LimitExceeded as exc:
+            raise RequestError(400, [_limit_error(exc)]) from exc
+        except GraphQLError as exc:
+            raise RequestError(
+                400, [{**dict(exc.formatted), "extensions": {"code": "GRAPHQL_PARSE_FAILED"}}]
+            ) from exc
+
+    def _validate(
+        self, document: DocumentNode, name: str | None, variables: dict[str, Any] | None
+    ) -> None:
+        """Limits on the expanded operation, then the spec's validation rules."""
+        try:
+            check_limits(
+                document,
+                self.schema,
+                self.options.limits,
+                operation_name=name,
+                variables=variables,
+            )
+        except LimitExceeded as exc:
+            raise RequestError(400, [_limit_error(exc)]) from exc
+        errors = validate(self.schema, document, self.rules, max_errors=MAX_VALIDATION_ERRORS)
+        if errors:
+            raise RequestError(
+                400,
+                [
+                    {**dict(e.formatted), "extensions": {"code": "GRAPHQL_VALIDATION_FAILED"}}
+                    for e in errors
+                ],
+            )
+
+    async def _execute(
+        self,
+        document: DocumentNode,
+        name: str | None,
+        variables: dict[str, Any] | None,
+        context: GraphContext,
+    ) -> ExecutionResult:
+        result = graphql_execute(
+            self.schema,
+            document,
+            context_value=context,
+            variable_values=variables,
+            operation_name=name,
+        )
+        if isinstance(result, ExecutionResult):
+            return result
+        return await result
+
+    def _format(self, error: GraphQLError, facts: RequestFacts) -> dict[str, Any]:
+        original = error.original_error
+        formatted: dict[str, Any] = dict(error.formatted)
+        if isinstance(original, ServiceError):
+            kind = original.kind
+            formatted["extensions"] = {
+                "code": kind.slug.replace("-", "_").upper(),
+                "type": kind.type_uri,
+                "status": kind.status,
+                **original.members,
+            }
+            formatted["message"] = original.detail or kind.title
+            return formatted
+        if original is None and error.path is None and "extensions" not in formatted:
+            # Raised before any field ran: a variable that does not fit its type.
+            formatted["extensions"] = {"code": "BAD_USER_INPUT"}
+            return formatted
+        if original is not None and not isinstance(original, GraphQLError):
+            log.error(
+                "graphql.resolver_failed",
+                request_id=facts.request_id,
+                path=error.path,
+                error=type(original).__name__,
+                exc_info=original,
+            )
+            formatted["message"] = "internal error"
+            formatted["extensions"] = {"code": "INTERNAL_ERROR", "request_id": facts.request_id}
+        return formatted
+
+    async def graphiql(self, request: Request) -> Response:
+        return PlainTextResponse(
+            "GraphiQL: POST GraphQL requests to this URL", media_type="text/plain"
+        )
+
+    async def schema_sdl(self, request: Request) -> Response:
+        if not self.options.introspection:
+            return PlainTextResponse("introspection is switched off", status_code=404)
+        return PlainTextResponse(sdl(), media_type="application/graphql; charset=utf-8")
+
+
+def _is_graphql_error(exc: RequestError) -> bool:
+    codes = {e.get("extensions", {}).get("code") for e in exc.errors}
+    return bool(codes & {"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "LIMIT_EXCEEDED"})
+
+
+def _limit_error(exc: LimitExceeded) -> dict[str, Any]:
+    return _error(
+        str(exc), "LIMIT_EXCEEDED", limit=exc.limit, maximum=exc.maximum, actual=exc.actual
+    )
+
+
+def _facts(request: Request) -> RequestFacts:
+    return RequestFacts.of(
+        request.headers.get("x-request-id", ""), request.client.host if request.client else None
+    )
+
+
+def graphql_router(deps: GraphDeps, options: GraphOptions) -> APIRouter:
+    endpoint = GraphEndpoint(deps, options)
+    router = APIRouter()
+    router.add_api_route(
+        "/graphql", endpoint.handle, methods=["GET", "POST"], include_in_schema=False
+    )
+    router.add_api_route(
+        "/graphql/schema.graphql", endpoint.schema_sdl, methods=["GET"], include_in_schema=False
+    )
+    return router

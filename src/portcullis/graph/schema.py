@@ -1,0 +1,49 @@
+"""The schema: every area's root fields assembled into `Query` and `Mutation`.
+
+Areas contribute plain mappings of field name to strawberry field; the schema is
+built once per process (`schema()`), and its SDL is what `/graphql/schema.graphql`
+serves and what client generators read.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import strawberry
+from graphql import GraphQLSchema
+from strawberry.schema.config import StrawberryConfig
+
+from portcullis.graph.entities import build_entities
+from portcullis.graph.models import resolve_member
+
+
+def _root(name: str, fields: dict[str, Any], description: str) -> type[Any]:
+    namespace: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
+    namespace.update(fields)
+    return strawberry.type(type(name, (), namespace), description=description)
+
+
+@functools.cache
+def schema() -> strawberry.Schema:
+    queries: dict[str, Any] = {}
+    mutations: dict[str, Any] = {}
+    for kind in build_entities():
+        queries.update(kind.queries)
+        mutations.update(kind.mutations)
+    query = _root("Query", queries, "Everything the control plane holds, as the caller may see it")
+    mutation = _root("Mutation", mutations, "Every change the control plane allows")
+    return strawberry.Schema(
+        query=query,
+        mutation=mutation,
+        config=StrawberryConfig(default_resolver=resolve_member),
+    )
+
+
+def graphql_schema() -> GraphQLSchema:
+    """The graphql-core schema the HTTP face validates and executes against."""
+    return schema()._schema
+
+
+def sdl() -> str:
+    return schema().as_str() + "\n"
