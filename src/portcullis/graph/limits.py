@@ -96,6 +96,10 @@ class DocumentLimits:
     max_operations: int = 20  # operations in the document (all are validated)
     max_fragments: int = 100  # fragment definitions in the document
     max_name_length: int = 256  # characters of one name (field, alias, fragment, ...)
+    # The page a connection returns without `first`: the service layer's DEFAULT_LIMIT
+    # (services/pagination.py; a test keeps them equal). Not a setting: it follows the
+    # server, not the operator.
+    default_page_size: int = 50
 
     def __post_init__(self) -> None:
         for name in self.__slots__:
@@ -351,7 +355,8 @@ def measure(
       largest integer `first`, `last` or `limit` argument (a literal, or a variable from
       `variables`, else its default, else `default_list_size`); without one, a list
       field multiplies by `default_list_size` per list level, except `edges` and `nodes`
-      of a `...Connection` type (bounded by the connection's `first`). Fragments on the
+      of a `...Connection` type (bounded by the connection's `first`); a connection
+      field without one multiplies by `default_page_size` (the page it returns). Fragments on the
       different types of a union or interface all count (an upper bound);
     - introspection: its fields count for depth and aliases, except `__Type.ofType`
       (a type reference ends after the schema's few wrappers; the standard query nests
@@ -586,6 +591,9 @@ class _Measure:
         ]
         if sizes:
             return max(sizes)
+        named = _named_composite(field_type)
+        if named is not None and named.name.endswith("Connection"):
+            return self.limits.default_page_size
         levels = _list_levels(field_type)
         if levels and not (
             parent_type is not None

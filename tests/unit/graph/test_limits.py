@@ -43,6 +43,7 @@ from portcullis.graph.limits import (
     measure,
     parse_within_limits,
 )
+from portcullis.services.pagination import DEFAULT_LIMIT
 from portcullis.settings import Settings
 from unit.graph.adversarial import Case, admit, benign, corpus, schema
 
@@ -212,6 +213,7 @@ def test_cost_at_and_past_the_limit() -> None:
         ("{ matrix { name } }", None, 1 + 100 * 100),  # a list of lists: x100 per level
         ("{ services(first: 3) { nodes { children { id } } } }", None, 1 + 3 * (1 + 101)),
         ("{ services(last: 2, first: 7) { totalCount } }", None, 8),  # the largest
+        ("{ services { nodes { id } } }", None, 1 + 50 * 2),  # a connection's default page
         ("query Q($n: Int = 7) { consumers(limit: $n) { name } }", None, 8),
         ("query Q($n: Int = 7) { consumers(limit: $n) { name } }", {"n": 3}, 4),
         ("query Q($n: Int) { consumers(limit: $n) { name } }", None, 101),
@@ -449,6 +451,10 @@ def test_the_token_precount_agrees_with_graphql_cores_lexer() -> None:
 
 
 # Settings.
+
+
+def test_a_connection_without_first_counts_the_service_layers_default_page() -> None:
+    assert DocumentLimits().default_page_size == DEFAULT_LIMIT
 
 
 def test_settings_give_the_limits_and_refuse_non_positive_values(
