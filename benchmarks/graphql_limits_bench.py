@@ -129,6 +129,8 @@ def main() -> int:
         )
         for stage, values in (("total ms", totals), *stages.items()):
             print(f"  {stage:12} {summary(values)}")
+        under = sum(total < 5.0 for total in totals) / len(totals)
+        print(f"  under 5 ms: {under:.1%} of the documents")
         if label == "hostile":
             print("  per family (ms):")
             for family, values in sorted(families.items()):
