@@ -237,14 +237,17 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
     parser's own token limits stay as a backstop). Operations and fragments are the
     definitions whose selection set opens at the top level (no enclosing bracket).
 
-    Aliases are counted per definition too: an operation or fragment with more than
-    `max_aliases` of its own is refused here. For the operation that runs, its own and
-    its fragments' aliases are a lower bound of the expanded count; a fragment no
-    operation spreads is invalid anyway; the one document refused here that
-    `check_limits` would pass holds a second operation, not run, that is over the limit
-    itself."""
+    Aliases and the nesting of fields (inline fragments' selection sets aside) are
+    counted per definition too: an operation or fragment with more than `max_aliases`
+    aliases of its own, or fields nested more than `max_depth` deep in it alone, is
+    refused here. For the operation that runs, its own and its fragments' figures are
+    lower bounds of the expanded ones; a fragment no operation spreads is invalid
+    anyway; the one document refused here that `check_limits` would pass holds a second
+    operation, not run, that is over a limit by itself."""
     tokens = comments = directives = operations = fragments = depth = values = aliases = 0
-    fragment_next = after_name = False
+    fragment_next = after_name = after_dots = inline_next = False
+    field_braces: list[bool] = []  # selection sets open in this definition: a field's?
+    open_fields = 0
     for match in _TOKEN.finditer(source):
         start, end = match.span()
         first = source[start]
@@ -257,9 +260,30 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
         if tokens > limits.max_tokens:
             raise _too_many("tokens", limits.max_tokens)
         name = first.isalpha() or first == "_"
+        if after_dots:  # `...Name` spreads a fragment; `... on`, `... @`, `... {` inline
+            inline_next = not name or source[start:end] == "on"
+            after_dots = False
+        if first == "{" and depth and not values:
+            # A field's selection set (not an inline fragment's): a field `open_fields`
+            # deep exists, in this definition alone (a lower bound, as for aliases).
+            field_braces.append(not inline_next)
+            open_fields += not inline_next
+            inline_next = False
+            if open_fields > limits.max_depth:
+                raise LimitExceeded(
+                    "depth",
+                    None,
+                    limits.max_depth,
+                    f"a definition nests fields more than {limits.max_depth} deep, the limit",
+                )
+        elif first == "}" and not values and field_braces:
+            open_fields -= field_braces.pop()
+        if first == ".":
+            after_dots = True
         if first in "{[(":
             if depth == 0 and first == "{":
-                aliases = 0
+                aliases = open_fields = 0
+                field_braces.clear()
                 if fragment_next:
                     fragments += 1
                     fragment_next = False

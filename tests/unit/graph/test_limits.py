@@ -134,7 +134,6 @@ def test_operations_fragments_and_name_length_at_and_past_the_limit() -> None:
         '{ service(name: "x) { name } }',
         '{ tags(a: """never closed) }',
         "{ tags } \x00",
-        "{" * 300 + "}" * 300,
         "{ consumers(filter: {names: " + "[" * 300 + "]" * 300 + "}) { name } }",
     ],
 )
@@ -146,9 +145,32 @@ def test_malformed_and_too_nested_documents_stay_syntax_errors(source: str) -> N
 
 def test_depth_at_and_past_the_limit() -> None:
     passes(parents(12))
-    error = refused(parents(13))
+    with pytest.raises(LimitExceeded) as caught:
+        check_limits(parse(parents(13)), GRAPH, DEFAULTS)
+    error = caught.value
     assert (error.limit, error.actual, error.maximum) == ("depth", 13, 12)
     assert str(error) == "query depth 13 exceeds the limit of 12 (max_depth)"
+
+
+def test_a_definitions_own_field_nesting_is_refused_before_parsing() -> None:
+    # parents(14): 13 fields with a selection set, one inside the other. (parents(13)
+    # has 12, its 13th field a leaf: the pre-count's lower bound is 12, and the parsed
+    # document is refused below.)
+    error = refused(parents(14))  # counted in the source
+    assert str(error) == "a definition nests fields more than 12 deep, the limit (max_depth)"
+    error = refused("{" * 300 + "}" * 300)
+    assert error.limit == "depth"
+    # Inline fragments (with or without a type, with directives) add no depth.
+    inline = "... on Query { ... @include(if: true) { ... { " * 20 + "tags" + " } } }" * 20
+    passes("{ " + inline + " }")
+    # A field's arguments, object values and directives do not open selection sets.
+    nested = 'consumers(filter: {and: {and: {names: [["x"]]}}}) @skip(if: false) { name }'
+    passes("query Q($f: ConsumerFilter = {and: {and: {and: {}}}}) { " + nested + " }")
+    interleaved = "... on Service { parent { " * 10 + "name" + " } }" * 10
+    passes('{ service(name: "x") { ' + interleaved + " } }")  # depth 12
+    with pytest.raises(LimitExceeded) as caught:  # the parsed document: the same figure
+        check_limits(parse(parents(13)), GRAPH, DEFAULTS)
+    assert (caught.value.limit, caught.value.actual) == ("depth", 13)
 
 
 def test_depth_through_fragments_and_inline_fragments() -> None:
@@ -242,11 +264,20 @@ def test_huge_page_sizes_saturate_instead_of_growing() -> None:
 
 
 def test_the_operation_that_runs_is_measured() -> None:
-    source = "query Light { tags } query Heavy " + parents(20)
+    """Heavy is deep through a fragment, which only the expanded measure sees."""
+    source = (
+        'query Light { tags } query Heavy { service(name: "x") { ...Deep } } '
+        "fragment Deep on Service { " + "parent { " * 11 + "name" + " }" * 11 + " }"
+    )
     passes(source, operation_name="Light")
     assert refused(source, operation_name="Heavy").limit == "depth"
     assert refused(source).limit == "depth"  # ambiguous: every operation
     assert refused(source, operation_name="Missing").limit == "depth"
+    # The source pre-count is per definition: an operation over a limit by itself
+    # refuses the document, even when another operation is the one to run.
+    alone = "query Light { tags } query Heavy " + parents(20)
+    assert refused(alone, operation_name="Light").limit == "depth"
+    check_limits(parse(alone), GRAPH, DEFAULTS, operation_name="Light")
 
 
 def test_circular_fragments_are_refused_by_name() -> None:
