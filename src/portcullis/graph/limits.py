@@ -80,6 +80,9 @@ CONNECTION_LISTS = ("edges", "nodes")
 # at each level, which the cost model (counting introspection lists once) does not see.
 INTROSPECTION_LISTS = ("fields", "interfaces", "possibleTypes", "inputFields")
 MAX_INTROSPECTION_LISTS = 2
+# Argument lists, lists and input objects nested in one another (graphql-core's parser
+# refuses 200, after parsing them): no input type of the admin API nests nearly as deep.
+MAX_VALUE_NESTING = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,8 @@ class LimitExceeded(Exception):
     """A document is over one of its limits; `str()` names the limit and the value.
 
     `limit` is "bytes", "tokens", "comments" (counted against max_tokens), "directives",
-    "operations", "fragments" (too many, or a circular one), "name_length", "depth",
+    "operations", "fragments" (too many, or a circular one), "name_length", "nesting"
+    (of a value), "depth",
     "aliases", "cost" or "introspection"; `actual` is the measured figure
     when it is known (a count that stops at the limit does not know it), `maximum` the
     limit.
@@ -247,7 +251,7 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
     tokens = comments = directives = operations = fragments = depth = values = aliases = 0
     fragment_next = after_name = after_dots = inline_next = False
     field_braces: list[bool] = []  # selection sets open in this definition: a field's?
-    open_fields = 0
+    open_fields = nested_values = 0
     for match in _TOKEN.finditer(source):
         start, end = match.span()
         first = source[start]
@@ -293,9 +297,21 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
                     operations += 1
                     if operations > limits.max_operations:
                         raise _too_many("operations", limits.max_operations)
+            if values or first != "{":  # arguments, variable definitions, values
+                nested_values += 1
+                if nested_values > MAX_VALUE_NESTING:
+                    raise LimitExceeded(
+                        "nesting",
+                        None,
+                        MAX_VALUE_NESTING,
+                        f"a value nests lists or objects more than {MAX_VALUE_NESTING} deep",
+                        setting="",
+                    )
             depth += 1
             values += first != "{"
         elif first in "}])":
+            if nested_values and (values or first != "}"):
+                nested_values -= 1
             depth = depth - 1 if depth else 0
             values -= 1 if values and first != "}" else 0
         elif first == ":" and after_name and depth and not values:

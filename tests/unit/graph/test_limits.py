@@ -134,13 +134,27 @@ def test_operations_fragments_and_name_length_at_and_past_the_limit() -> None:
         '{ service(name: "x) { name } }',
         '{ tags(a: """never closed) }',
         "{ tags } \x00",
-        "{ consumers(filter: {names: " + "[" * 300 + "]" * 300 + "}) { name } }",
     ],
 )
 def test_malformed_and_too_nested_documents_stay_syntax_errors(source: str) -> None:
     with pytest.raises(GraphQLError) as caught:
         parse_within_limits(source, DEFAULTS)
     assert not isinstance(caught.value, LimitExceeded)
+
+
+def test_values_nested_past_64_are_refused_before_parsing() -> None:
+    # The argument list, 61 + 1 objects and a list: 64.
+    at = "{ consumers(filter: " + "{and: " * 61 + "{names: []}" + "}" * 61 + ") { name } }"
+    passes(at)
+    over = at.replace("[]", "[[]]")
+    error = refused(over)
+    assert (error.limit, error.maximum) == ("nesting", 64)
+    assert str(error) == "a value nests lists or objects more than 64 deep"
+    lists = "{ consumers(filter: {names: " + "[" * 300 + "]" * 300 + "}) { name } }"
+    assert refused(lists).limit == "nesting"
+    assert refused("query Q($v: [[Int]] = " + "[" * 70 + "]" * 70 + ") { tags }").limit == (
+        "nesting"
+    )
 
 
 def test_depth_at_and_past_the_limit() -> None:
