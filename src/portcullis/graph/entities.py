@@ -103,9 +103,10 @@ def _collection(info: Info[Any, Any], kind: Kind, nested: bool) -> EntityCollect
 
 
 def entity_service(info: Info[Any, Any], kind: Kind, nested: bool = False) -> EntityService:
-    state = context_of(info).state
+    context = context_of(info)
+    state = context.state
     collection = _collection(info, kind, nested)
-    return EntityService(collection, state.editor, state.engine, state.secret)
+    return EntityService(collection, context.editor, state.engine, state.secret)
 
 
 def _validated(kind: Kind, value: Any) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from graphql import execute as graphql_execute
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from portcullis.graph.context import GraphContext, GraphDeps
+from portcullis.graph.graphiql import graphiql_response, wants_graphiql
 from portcullis.graph.limits import (
     DocumentLimits,
     LimitExceeded,
@@ -143,7 +144,7 @@ async def _params(request: Request) -> dict[str, Any]:
             if raw is not None:
                 try:
                     params[name] = json.loads(raw)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise RequestError(
                         400, [_error(f"'{name}' is not JSON", "BAD_REQUEST")]
                     ) from exc
@@ -159,6 +160,10 @@ async def _params(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except ValueError as exc:
         raise RequestError(400, [_error("the body is not JSON", "BAD_REQUEST")]) from exc
+    except RecursionError as exc:
+        raise RequestError(
+            400, [_error("the body's JSON is nested too deeply", "BAD_REQUEST")]
+        ) from exc
     if not isinstance(body, dict):
         raise RequestError(400, [_error("the body must be a JSON object", "BAD_REQUEST")])
     return body
@@ -195,10 +200,11 @@ class GraphEndpoint:
         self.rules = tuple(rules)
 
     async def handle(self, request: Request) -> Response:
+        # Before negotiation: a browser's Accept also lists */*, which would pick JSON.
+        if wants_graphiql(request):
+            return await self.graphiql(request)
         media = _media_type(request)
         if media is None:
-            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-                return await self.graphiql(request)
             return PlainTextResponse(f"accepts {GRAPHQL_RESPONSE} or {JSON}", status_code=406)
         facts = _facts(request)
         try:
@@ -337,9 +343,7 @@ class GraphEndpoint:
         return formatted
 
     async def graphiql(self, request: Request) -> Response:
-        return PlainTextResponse(
-            "GraphiQL: POST GraphQL requests to this URL", media_type="text/plain"
-        )
+        return graphiql_response(request)
 
     async def schema_sdl(self, request: Request) -> Response:
         if not self.options.introspection:

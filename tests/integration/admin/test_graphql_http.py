@@ -172,3 +172,26 @@ async def test_introspection_can_be_switched_off(database_url: str) -> None:
             )
             assert ordinary.status_code == 200
             assert (await client.get("/graphql/schema.graphql")).status_code == 404
+
+
+async def test_hostile_request_bodies_are_400s(
+    anonymous: httpx.AsyncClient, owner: httpx.AsyncClient
+) -> None:
+    auth = {"authorization": owner.headers["authorization"], "content-type": "application/json"}
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (
+        deep,
+        '{"query": "{ services { nodes { name } } }", "variables": ' + deep + "}",
+        '{"query": 42}',
+        "[]",
+        "not json",
+    ):
+        response = await anonymous.post("/graphql", content=body, headers=auth)
+        assert response.status_code == 400, (body[:40], response.text)
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    nested = await anonymous.get(
+        "/graphql",
+        params={"query": "{ services { nodes { name } } }", "variables": "[" * 3_000 + "]" * 3_000},
+        headers={"authorization": owner.headers["authorization"]},
+    )
+    assert nested.status_code == 400
