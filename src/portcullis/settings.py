@@ -246,6 +246,23 @@ class Settings(BaseSettings):
     anomaly_auto_suspend_signals: list[str] = Field(
         default_factory=lambda: ["request_rate", "error_rate", "auth_failures", "distinct_ips"]
     )
+    # GraphQL admin API document limits (graph/limits.py, docs/decisions/016), checked
+    # before validation and execution on the fragment-expanded operation: source bytes,
+    # lexer tokens (and, separately, comments), selection depth, aliases (each fragment
+    # spread counts again) and cost (1 per field; a field's selection set multiplied by
+    # its first/last/limit argument, or graphql_default_list_size for a list without one),
+    # and, counted in the source before parsing, directives, operations (validation
+    # spends ~0.1-0.3 ms on each), fragment definitions and the length of one name.
+    graphql_max_bytes: int = Field(default=100_000, ge=1)
+    graphql_max_tokens: int = Field(default=5_000, ge=1)
+    graphql_max_depth: int = Field(default=12, ge=1)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    graphql_max_cost: int = Field(default=50_000, ge=1)
+    graphql_default_list_size: int = Field(default=100, ge=1)
+    graphql_max_directives: int = Field(default=50, ge=1)
+    graphql_max_operations: int = Field(default=20, ge=1)
+    graphql_max_fragments: int = Field(default=100, ge=1)
+    graphql_max_name_length: int = Field(default=256, ge=1)
 
     @property
     def admin_url(self) -> str:
