@@ -97,12 +97,12 @@ class Settings(BaseSettings):
     # every control-plane node shares them. graphql_apq_enabled: clients may register
     # documents by hash (Apollo's automatic persisted queries); at most
     # graphql_apq_max_documents of those are kept (the least recently used go first;
-    # trusted documents never), each at most graphql_apq_max_bytes of UTF-8.
+    # trusted documents never), each at most graphql_max_bytes of UTF-8 (the size limit
+    # of any document).
     # graphql_trusted_documents_only: only documents an operator registered as trusted
     # (`portcullis graphql documents add`) run, by hash or by their full text.
     graphql_apq_enabled: bool = True
     graphql_apq_max_documents: int = Field(default=10_000, ge=1)
-    graphql_apq_max_bytes: int = Field(default=64 * 1024, ge=64)
     graphql_trusted_documents_only: bool = False
 
     @field_validator("webhook_retry_schedule")

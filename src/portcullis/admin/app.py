@@ -113,9 +113,11 @@ def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
         state=lambda: app.state.admin,
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
     )
+    from portcullis.graph.limits import limits_from
     from portcullis.services.graphql_documents import PersistedQueries
 
     options = GraphOptions(
+        limits=limits_from(settings),
         introspection=settings.graphql_introspection,
         persisted=PersistedQueries.from_settings(settings),
     )

@@ -106,7 +106,7 @@ def _read(path: Path, *, schema_check: bool) -> str:
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     try:
-        check_document(text, max_bytes=Settings().graphql_apq_max_bytes)
+        check_document(text, max_bytes=Settings().graphql_max_bytes)
     except ServiceError as exc:
         raise UserError(f"{path}: {'; '.join(e.detail for e in exc.errors)}") from None
     if schema_check and (errors := _schema_errors(text)):

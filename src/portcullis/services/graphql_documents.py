@@ -142,7 +142,7 @@ class PersistedQueries:
             apq_enabled=settings.graphql_apq_enabled,
             trusted_only=settings.graphql_trusted_documents_only,
             max_documents=settings.graphql_apq_max_documents,
-            max_bytes=settings.graphql_apq_max_bytes,
+            max_bytes=settings.graphql_max_bytes,
         )
 
     def store(self, engine: AsyncEngine) -> SqlDocumentStore:

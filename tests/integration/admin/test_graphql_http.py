@@ -145,6 +145,32 @@ async def test_sdl_is_published(anonymous: httpx.AsyncClient) -> None:
     assert "services(" in response.text
 
 
+async def test_limits_come_from_the_settings(database_url: str) -> None:
+    from portcullis.admin.app import create_admin_app
+    from portcullis.services.rbac import Role
+    from portcullis.settings import Settings
+
+    app = create_admin_app(Settings(database_url=database_url, log_json=False, graphql_max_depth=2))
+    async with app.router.lifespan_context(app):
+        await app.state.authenticator.create_user("o@example.com", "pw " * 6, Role.OWNER)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            login = await client.post(
+                "/admin/v1/auth/login", json={"email": "o@example.com", "password": "pw " * 6}
+            )
+            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+            shallow = await client.post(
+                "/graphql", json={"query": "{ services { pageInfo { hasNextPage } } }"}
+            )
+            assert shallow.status_code == 400
+            error = shallow.json()["errors"][0]
+            assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
+            assert error["extensions"]["limit"] == "depth"
+            assert "max_depth" in error["message"]
+            ok = await client.post("/graphql", json={"query": "{ services { __typename } }"})
+            assert ok.status_code == 200, ok.text
+
+
 async def test_introspection_can_be_switched_off(database_url: str) -> None:
     from portcullis.admin.app import create_admin_app
     from portcullis.services.rbac import Role
