@@ -67,7 +67,8 @@ MeType: Any = output_type(Me, "Me")
 ApiToken: Any = output_type(ApiTokenOut, "ApiToken")
 PasswordChanged: Any = output_type(PasswordChangeResult, "PasswordChanged")
 AdminUserInput: Any = input_type(AdminUserCreate)
-AdminUserPatch: Any = input_type(AdminUserUpdate, patch=True)
+# Every member optional; only those given change (an explicit null clears the organization).
+AdminUserPatch: Any = input_type(AdminUserUpdate)
 ApiTokenInput: Any = input_type(ApiTokenCreate)
 
 
@@ -247,7 +248,7 @@ async def change_own_password(
         change = await access_service(ctx).change_own_password(
             op, body.current_password.get_secret_value(), body.new_password.get_secret_value()
         )
-        return PasswordChangeResult(
+        return PasswordChanged(
             api_tokens_revoked=change.api_tokens_revoked, sessions_ended=change.sessions_ended
         )
     except ServiceError as exc:

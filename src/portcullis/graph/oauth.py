@@ -46,7 +46,8 @@ OAuthClient: Any = output_type(
 )
 SigningKey: Any = output_type(SigningKeyOut, "SigningKey")
 OAuthClientInput: Any = input_type(OAuthClientCreate)
-OAuthClientPatchInput: Any = input_type(OAuthClientPatch, patch=True)
+# Every member optional (the model's defaults); an explicit null is refused by the service.
+OAuthClientPatchInput: Any = input_type(OAuthClientPatch)
 
 
 @strawberry.type(description="An OAuth client as the change left it")
@@ -134,7 +135,7 @@ async def create_oauth_client(
         ctx = context_of(info)
         op = await ctx.operation(Permission.CREDENTIALS_WRITE)
         service = client_service(ctx)
-        # The consumer is checked by the service before the input, as REST's 404 comes first.
+        # The input is checked first, as REST's body is checked before the handler runs.
         body = validated(OAuthClientCreate, input)
         client, secret = await service.create(
             op,
