@@ -109,7 +109,7 @@ async def test_api_key_lifecycle_and_problems(app: FastAPI, owner: httpx.AsyncCl
 
     # Problems as data: unknown consumer, invalid input.
     missing = (await graph(CREATE_KEY, consumer="nobody", input={"name": "x"}))["createApiKey"]
-    assert (missing["__typename"], missing["status"]) == ("NotFoundProblem", 404)
+    assert (missing["__typename"], missing.get("status")) == ("NotFoundProblem", 404)
     bad = (await graph(CREATE_KEY, consumer="app", input={"name": "x", "ipAllowlist": ["nope"]}))[
         "createApiKey"
     ]
@@ -124,7 +124,7 @@ async def test_api_key_lifecycle_and_problems(app: FastAPI, owner: httpx.AsyncCl
     stale = (await graph(update, id=node["id"], patch={"scopes": ["b"]}, ifMatch='"stale"'))[
         "updateApiKey"
     ]
-    assert (stale["__typename"], stale["status"]) == ("PreconditionFailedProblem", 412)
+    assert (stale["__typename"], stale.get("status")) == ("PreconditionFailedProblem", 412)
     updated = (
         await graph(update, id=node["id"], patch={"scopes": ["b:write"]}, ifMatch=node["etag"])
     )["updateApiKey"]
@@ -173,7 +173,7 @@ async def test_api_key_lifecycle_and_problems(app: FastAPI, owner: httpx.AsyncCl
     again = await graph(
         f'mutation {{ revokeApiKey(id: "{new_id}", reason: "again") {{ {PROBLEM} }} }}'
     )
-    assert (again["revokeApiKey"]["__typename"], again["revokeApiKey"]["status"]) == (
+    assert (again["revokeApiKey"]["__typename"], again["revokeApiKey"].get("status")) == (
         "OtherProblem",
         409,
     )
@@ -356,7 +356,7 @@ async def test_organizations(
     }}"""
     acme = (await graph(create, name="acme"))["createOrganization"]["organization"]
     taken = (await graph(create, name="acme"))["createOrganization"]
-    assert (taken["__typename"], taken["status"]) == ("AlreadyExistsProblem", 409)
+    assert (taken["__typename"], taken.get("status")) == ("AlreadyExistsProblem", 409)
     bad = (await graph(create, name="-bad name"))["createOrganization"]
     assert bad["__typename"] == "ValidationProblem"
     assert bad["errors"][0]["pointer"] == "#/name"
@@ -439,7 +439,7 @@ async def test_admin_users_tokens_me_password_and_logout(
     assert promoted["adminUser"]["role"] == "admin"
     own_id = me["me"]["userId"]
     self_change = (await graph(update, id=own_id, patch={"disabled": True}))["updateAdminUser"]
-    assert (self_change["__typename"], self_change["status"]) == ("OtherProblem", 409)
+    assert (self_change["__typename"], self_change.get("status")) == ("OtherProblem", 409)
     users = await graph(
         f'query {{ adminUsers(role: "admin") {{ nodes {{ email }} }} '
         f'adminUser(id: "{user["id"]}") {{ etag }} }}'
