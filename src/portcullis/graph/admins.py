@@ -12,18 +12,19 @@ REST's: they yield the bearer token every GraphQL request needs.
 
 from __future__ import annotations
 
-from datetime import datetime
+import dataclasses
+import typing
 from typing import Annotated, Any
 
 import strawberry
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
 from strawberry.types import Info
 
 from portcullis.graph.connections import Connection, page_connection, page_size
 from portcullis.graph.context import GraphContext, context_of
-from portcullis.graph.fields import etag_field, mutation
+from portcullis.graph.fields import etag_field, mutation, or_none
 from portcullis.graph.models import input_document, input_type, output_type, validated
-from portcullis.graph.problems import problem_of
+from portcullis.services.admin_auth import AdminUser as AdminUserRecord
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.admin_users import (
     TOKEN_SORT,
@@ -38,10 +39,14 @@ from portcullis.services.admin_users import (
     PasswordChangeResult,
     RefreshRequest,
 )
-from portcullis.services.errors import NOT_FOUND, ServiceError
 from portcullis.services.pagination import paginate, parse_sort
 from portcullis.services.preconditions import etag_of
 from portcullis.services.rbac import Permission, Role
+
+
+def _fields_of(record: type[Any]) -> list[tuple[dataclasses.Field[Any], Any]]:
+    hints = typing.get_type_hints(record)
+    return [(f, hints[f.name]) for f in dataclasses.fields(record)]
 
 
 def access_service(ctx: GraphContext) -> AdminAccessService:
@@ -50,18 +55,12 @@ def access_service(ctx: GraphContext) -> AdminAccessService:
     return AdminAccessService(auth, ctx.state.audit)
 
 
-class AdminUserOut(BaseModel):
-    """An admin user (never their password): the representation REST returns."""
-
-    id: str
-    email: str
-    role: Role
-    organization_id: str | None
-    disabled: bool
-    created_at: datetime
-    updated_at: datetime
-
-
+# The admin user's representation (`AdminUser.as_json`, REST's response model), as a
+# model derived from the dataclass: one definition of its fields.
+_USER_FIELDS: dict[str, Any] = {f.name: (hint, ...) for f, hint in _fields_of(AdminUserRecord)}
+AdminUserOut = create_model(
+    "AdminUserOut", __doc__="An admin user (never their password)", **_USER_FIELDS
+)
 AdminUser: Any = output_type(AdminUserOut, "AdminUser", etag_field(etag_of))
 MeType: Any = output_type(Me, "Me")
 ApiToken: Any = output_type(ApiTokenOut, "ApiToken")
@@ -147,12 +146,8 @@ async def list_admin_users(
 async def get_admin_user(info: Info[Any, Any], id: strawberry.ID) -> Any:
     ctx = context_of(info)
     op = await ctx.operation(Permission.ADMINS_READ)
-    try:
-        return (await access_service(ctx).get_user(op, str(id))).as_json()
-    except ServiceError as exc:
-        if exc.kind is NOT_FOUND:
-            return None
-        raise
+    found = await or_none(access_service(ctx).get_user(op, str(id)))
+    return None if found is None else found.as_json()
 
 
 async def list_api_tokens(
@@ -174,13 +169,10 @@ async def create_admin_user(
     info: Info[Any, Any],
     input: Annotated[Any, strawberry.argument(graphql_type=AdminUserInput)],
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.ADMINS_WRITE)
-        user = await access_service(ctx).create_user(op, validated(AdminUserCreate, input))
-        return AdminUserPayload(admin_user=user.as_json())
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.ADMINS_WRITE)
+    user = await access_service(ctx).create_user(op, validated(AdminUserCreate, input))
+    return AdminUserPayload(admin_user=user.as_json())
 
 
 async def update_admin_user(
@@ -189,80 +181,62 @@ async def update_admin_user(
     patch: Annotated[Any, strawberry.argument(graphql_type=AdminUserPatch)],
     if_match: IfMatch = None,
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.ADMINS_WRITE)
-        # Only the members given change (an explicit null clears the organization).
-        body = validated(AdminUserUpdate, input_document(patch))
-        user = await access_service(ctx).update_user(op, str(id), body, if_match=if_match)
-        return AdminUserPayload(admin_user=user.as_json())
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.ADMINS_WRITE)
+    # Only the members given change (an explicit null clears the organization).
+    body = validated(AdminUserUpdate, input_document(patch))
+    user = await access_service(ctx).update_user(op, str(id), body, if_match=if_match)
+    return AdminUserPayload(admin_user=user.as_json())
 
 
 async def delete_admin_user(
     info: Info[Any, Any], id: strawberry.ID, if_match: IfMatch = None
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.ADMINS_WRITE)
-        await access_service(ctx).delete_user(op, str(id), if_match=if_match)
-        return DeletedAdminUser(id=str(id))
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.ADMINS_WRITE)
+    await access_service(ctx).delete_user(op, str(id), if_match=if_match)
+    return DeletedAdminUser(id=str(id))
 
 
 async def create_api_token(
     info: Info[Any, Any],
     input: Annotated[Any, strawberry.argument(graphql_type=ApiTokenInput)],
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.TOKENS_WRITE)
-        token, secret = await access_service(ctx).create_token(op, validated(ApiTokenCreate, input))
-        return ApiTokenCreated(api_token=token.as_json(), token=secret)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.TOKENS_WRITE)
+    token, secret = await access_service(ctx).create_token(op, validated(ApiTokenCreate, input))
+    return ApiTokenCreated(api_token=token.as_json(), token=secret)
 
 
 async def revoke_api_token(info: Info[Any, Any], id: strawberry.ID) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.TOKENS_WRITE)
-        await access_service(ctx).revoke_token(op, str(id))
-        return RevokedApiToken(id=str(id))
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.TOKENS_WRITE)
+    await access_service(ctx).revoke_token(op, str(id))
+    return RevokedApiToken(id=str(id))
 
 
 async def change_own_password(
     info: Info[Any, Any], current_password: str, new_password: str
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.own_operation()
-        body = validated(
-            PasswordChangeRequest,
-            {"current_password": current_password, "new_password": new_password},
-        )
-        change = await access_service(ctx).change_own_password(
-            op, body.current_password.get_secret_value(), body.new_password.get_secret_value()
-        )
-        return PasswordChanged(
-            api_tokens_revoked=change.api_tokens_revoked, sessions_ended=change.sessions_ended
-        )
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.own_operation()
+    body = validated(
+        PasswordChangeRequest,
+        {"current_password": current_password, "new_password": new_password},
+    )
+    change = await access_service(ctx).change_own_password(
+        op, body.current_password.get_secret_value(), body.new_password.get_secret_value()
+    )
+    return PasswordChanged(
+        api_tokens_revoked=change.api_tokens_revoked, sessions_ended=change.sessions_ended
+    )
 
 
 async def logout(info: Info[Any, Any], refresh_token: str) -> Any:
-    try:
-        ctx = context_of(info)
-        body = validated(RefreshRequest, {"refresh_token": refresh_token})
-        await access_service(ctx).logout(body.refresh_token)
-        return LoggedOut(ended=True)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    body = validated(RefreshRequest, {"refresh_token": refresh_token})
+    await access_service(ctx).logout(body.refresh_token)
+    return LoggedOut(ended=True)
 
 
 QUERIES: dict[str, Any] = {

@@ -18,12 +18,10 @@ from strawberry.types import Info
 
 from portcullis.graph.connections import Connection, Edge, PageInfo, page_size
 from portcullis.graph.context import GraphContext, context_of
-from portcullis.graph.fields import etag_field, mutation
+from portcullis.graph.fields import etag_field, mutation, or_none
 from portcullis.graph.models import input_document, input_type, output_type, validated
-from portcullis.graph.problems import problem_of
 from portcullis.identity.key_admin import KeyInfo, KeySettings, KeySpec
 from portcullis.identity.key_repository import KeyPage, encode_cursor, parse_sort_field
-from portcullis.services.errors import NOT_FOUND, ServiceError
 from portcullis.services.keys import (
     KeyOut,
     KeyQuery,
@@ -145,6 +143,32 @@ SortArg = Annotated[
 ]
 
 
+async def keys_page(
+    info: Info[Any, Any],
+    consumer: str | None,
+    first: int | None = None,
+    after: str | None = None,
+    sort: str | None = None,
+    filter: Any = None,
+) -> Connection[Any]:
+    """One page of the keys the caller may see, or (`consumer`) of one consumer's keys:
+    then not found for an unknown or invisible consumer, as REST.
+
+    One service call per consumer: `Consumer.keys` resolves through this function, the
+    place to swap in a per-request DataLoader."""
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_READ)
+    where = validated(KeyQuery, filter).as_filter()
+    service, limit = key_service(ctx), page_size(first)
+    if consumer is None:
+        page = await service.list_keys(op, where, limit=limit, cursor=after, sort=sort)
+    else:
+        page = await service.list_consumer_keys(
+            op, consumer, where, limit=limit, cursor=after, sort=sort
+        )
+    return key_connection(op.now(), page, sort)
+
+
 async def list_api_keys(
     info: Info[Any, Any],
     first: int | None = None,
@@ -152,34 +176,7 @@ async def list_api_keys(
     sort: SortArg = None,
     filter: FilterArg = None,
 ) -> Any:
-    ctx = context_of(info)
-    op = await ctx.operation(Permission.CREDENTIALS_READ)
-    where = validated(KeyQuery, filter).as_filter()
-    page = await key_service(ctx).list_keys(
-        op, where, limit=page_size(first), cursor=after, sort=sort
-    )
-    return key_connection(op.now(), page, sort)
-
-
-async def consumer_keys(
-    info: Info[Any, Any],
-    consumer: str,
-    first: int | None = None,
-    after: str | None = None,
-    sort: str | None = None,
-    filter: Any = None,
-) -> Connection[Any]:
-    """One page of consumer `consumer`'s keys (not found: an unknown or invisible consumer).
-
-    One service call per consumer: `Consumer.keys` resolves through this function, the
-    place to swap in a per-request DataLoader."""
-    ctx = context_of(info)
-    op = await ctx.operation(Permission.CREDENTIALS_READ)
-    where = validated(KeyQuery, filter).as_filter()
-    page = await key_service(ctx).list_consumer_keys(
-        op, consumer, where, limit=page_size(first), cursor=after, sort=sort
-    )
-    return key_connection(op.now(), page, sort)
+    return await keys_page(info, None, first, after, sort, filter)
 
 
 async def list_consumer_api_keys(
@@ -190,19 +187,14 @@ async def list_consumer_api_keys(
     sort: SortArg = None,
     filter: FilterArg = None,
 ) -> Any:
-    return await consumer_keys(info, consumer, first, after, sort, filter)
+    return await keys_page(info, consumer, first, after, sort, filter)
 
 
 async def get_api_key(info: Info[Any, Any], id: strawberry.ID) -> Any:
     ctx = context_of(info)
     op = await ctx.operation(Permission.CREDENTIALS_READ)
-    try:
-        found = await key_service(ctx).get(op, str(id))
-    except ServiceError as exc:
-        if exc.kind is NOT_FOUND:
-            return None
-        raise
-    return represent(found, op.now())
+    found = await or_none(key_service(ctx).get(op, str(id)))
+    return None if found is None else represent(found, op.now())
 
 
 async def api_key_quota_usage(info: Info[Any, Any], id: strawberry.ID) -> Any:
@@ -230,13 +222,10 @@ async def create_api_key(
     consumer: str,
     input: Annotated[Any, strawberry.argument(graphql_type=KeySpecInput)],
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        created = await key_service(ctx).create(op, consumer, validated(KeySpec, input))
-        return ApiKeyCreated(api_key=represent(created.info, op.now()), key=created.key)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    created = await key_service(ctx).create(op, consumer, validated(KeySpec, input))
+    return ApiKeyCreated(api_key=represent(created.info, op.now()), key=created.key)
 
 
 async def update_api_key(
@@ -245,15 +234,10 @@ async def update_api_key(
     patch: Annotated[Any, strawberry.argument(graphql_type=KeySettingsPatch)],
     if_match: IfMatch = None,
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        updated = await key_service(ctx).update(
-            op, str(id), input_document(patch), if_match=if_match
-        )
-        return ApiKeyPayload(api_key=represent(updated, op.now()))
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    updated = await key_service(ctx).update(op, str(id), input_document(patch), if_match=if_match)
+    return ApiKeyPayload(api_key=represent(updated, op.now()))
 
 
 async def _transition(
@@ -264,17 +248,14 @@ async def _transition(
     if_match: str | None,
     status: int = 200,
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        if reason is not None:
-            reason = validated(ReasonIn, {"reason": reason}).reason
-        changed: KeyInfo = await key_service(ctx).transition(
-            op, str(id), action, reason=reason, if_match=if_match, status=status
-        )
-        return ApiKeyPayload(api_key=represent(changed, op.now()))
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    if reason is not None:
+        reason = validated(ReasonIn, {"reason": reason}).reason
+    changed: KeyInfo = await key_service(ctx).transition(
+        op, str(id), action, reason=reason, if_match=if_match, status=status
+    )
+    return ApiKeyPayload(api_key=represent(changed, op.now()))
 
 
 async def revoke_api_key(
@@ -315,30 +296,27 @@ async def rotate_api_key(
     ] = strawberry.UNSET,
     if_match: IfMatch = None,
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        given: dict[str, Any] = {}
-        if grace_seconds is not None:
-            given["grace_seconds"] = grace_seconds
-        if expires_at is not strawberry.UNSET:
-            given["expires_at"] = expires_at
-        options = validated(RotateIn, given)
-        rotation = await key_service(ctx).rotate(
-            op,
-            str(id),
-            grace_seconds=options.grace_seconds,
-            expires_at=options.expires_at if "expires_at" in options.model_fields_set else "keep",
-            if_match=if_match,
-        )
-        now = op.now()
-        return ApiKeyRotated(
-            api_key=represent(rotation.new, now),
-            key=rotation.key,
-            previous=represent(rotation.old, now),
-        )
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    given: dict[str, Any] = {}
+    if grace_seconds is not None:
+        given["grace_seconds"] = grace_seconds
+    if expires_at is not strawberry.UNSET:
+        given["expires_at"] = expires_at
+    options = validated(RotateIn, given)
+    rotation = await key_service(ctx).rotate(
+        op,
+        str(id),
+        grace_seconds=options.grace_seconds,
+        expires_at=options.expires_at if "expires_at" in options.model_fields_set else "keep",
+        if_match=if_match,
+    )
+    now = op.now()
+    return ApiKeyRotated(
+        api_key=represent(rotation.new, now),
+        key=rotation.key,
+        previous=represent(rotation.old, now),
+    )
 
 
 async def import_api_keys(
@@ -348,24 +326,21 @@ async def import_api_keys(
     ],
     dry_run: bool = False,
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        imported = await key_service(ctx).import_csv(op, csv, dry_run=dry_run)
-        items = [
-            ImportedApiKey(
-                row=i.row,
-                id=i.info.id,
-                prefix=i.info.prefix,
-                consumer=i.info.consumer,
-                name=i.info.name,
-                key=i.key,
-            )
-            for i in imported
-        ]
-        return ApiKeysImported(created=0 if dry_run else len(items), dry_run=dry_run, items=items)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    imported = await key_service(ctx).import_csv(op, csv, dry_run=dry_run)
+    items = [
+        ImportedApiKey(
+            row=i.row,
+            id=i.info.id,
+            prefix=i.info.prefix,
+            consumer=i.info.consumer,
+            name=i.info.name,
+            key=i.key,
+        )
+        for i in imported
+    ]
+    return ApiKeysImported(created=0 if dry_run else len(items), dry_run=dry_run, items=items)
 
 
 QUERIES: dict[str, Any] = {
@@ -453,7 +428,7 @@ async def _consumer_keys_link(
     sort: SortArg = None,
     filter: FilterArg = None,
 ) -> Any:
-    return await consumer_keys(info, str(self["username"]), first, after, sort, filter)
+    return await keys_page(info, str(self["username"]), first, after, sort, filter)
 
 
 def consumer_links() -> dict[str, tuple[Any, Any]]:

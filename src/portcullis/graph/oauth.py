@@ -16,11 +16,9 @@ from strawberry.types import Info
 
 from portcullis.graph.connections import Connection, page_connection, page_size
 from portcullis.graph.context import GraphContext, context_of
-from portcullis.graph.fields import etag_field, mutation
+from portcullis.graph.fields import etag_field, mutation, or_none
 from portcullis.graph.models import input_type, output_type, validated
-from portcullis.graph.problems import problem_of
 from portcullis.identity.oauth_server import OAuthServer
-from portcullis.services.errors import NOT_FOUND, ServiceError
 from portcullis.services.oauth_clients import (
     ClientChanges,
     OAuthClientCreate,
@@ -102,12 +100,8 @@ async def consumer_oauth_clients(
 async def get_oauth_client(info: Info[Any, Any], client_id: str) -> Any:
     ctx = context_of(info)
     op = await ctx.operation(Permission.CREDENTIALS_READ)
-    try:
-        return (await client_service(ctx).get(op, client_id)).as_json()
-    except ServiceError as exc:
-        if exc.kind is NOT_FOUND:
-            return None
-        raise
+    found = await or_none(client_service(ctx).get(op, client_id))
+    return None if found is None else found.as_json()
 
 
 async def signing_keys(
@@ -131,22 +125,19 @@ async def create_oauth_client(
     consumer: str,
     input: Annotated[Any, strawberry.argument(graphql_type=OAuthClientInput)],
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        service = client_service(ctx)
-        # The input is checked first, as REST's body is checked before the handler runs.
-        body = validated(OAuthClientCreate, input)
-        client, secret = await service.create(
-            op,
-            consumer,
-            name=body.name,
-            allowed_scopes=body.allowed_scopes,
-            token_ttl=body.token_ttl,
-        )
-        return OAuthClientWithSecret(oauth_client=client.as_json(), client_secret=secret)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    service = client_service(ctx)
+    # The input is checked first, as REST's body is checked before the handler runs.
+    body = validated(OAuthClientCreate, input)
+    client, secret = await service.create(
+        op,
+        consumer,
+        name=body.name,
+        allowed_scopes=body.allowed_scopes,
+        token_ttl=body.token_ttl,
+    )
+    return OAuthClientWithSecret(oauth_client=client.as_json(), client_secret=secret)
 
 
 async def update_oauth_client(
@@ -155,48 +146,36 @@ async def update_oauth_client(
     patch: Annotated[Any, strawberry.argument(graphql_type=OAuthClientPatchInput)],
     if_match: IfMatch = None,
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        changes = ClientChanges.of(validated(OAuthClientPatch, patch))
-        after = await client_service(ctx).update(op, client_id, changes, if_match=if_match)
-        return OAuthClientPayload(oauth_client=after.as_json())
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    changes = ClientChanges.of(validated(OAuthClientPatch, patch))
+    after = await client_service(ctx).update(op, client_id, changes, if_match=if_match)
+    return OAuthClientPayload(oauth_client=after.as_json())
 
 
 async def delete_oauth_client(
     info: Info[Any, Any], client_id: str, if_match: IfMatch = None
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        await client_service(ctx).delete(op, client_id, if_match=if_match)
-        return DeletedOAuthClient(client_id=client_id)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    await client_service(ctx).delete(op, client_id, if_match=if_match)
+    return DeletedOAuthClient(client_id=client_id)
 
 
 async def rotate_oauth_client_secret(
     info: Info[Any, Any], client_id: str, if_match: IfMatch = None
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        client, secret = await client_service(ctx).rotate_secret(op, client_id, if_match=if_match)
-        return OAuthClientWithSecret(oauth_client=client.as_json(), client_secret=secret)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    client, secret = await client_service(ctx).rotate_secret(op, client_id, if_match=if_match)
+    return OAuthClientWithSecret(oauth_client=client.as_json(), client_secret=secret)
 
 
 async def rotate_signing_key(info: Info[Any, Any]) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.CREDENTIALS_WRITE)
-        key = await client_service(ctx).rotate_signing_key(op)
-        return SigningKeyPayload(signing_key=key.as_json())
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_WRITE)
+    key = await client_service(ctx).rotate_signing_key(op)
+    return SigningKeyPayload(signing_key=key.as_json())
 
 
 QUERIES: dict[str, Any] = {

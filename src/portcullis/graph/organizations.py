@@ -15,10 +15,8 @@ from strawberry.types import Info
 
 from portcullis.graph.connections import Connection, page_connection, page_size
 from portcullis.graph.context import GraphContext, context_of
-from portcullis.graph.fields import etag_field, mutation
+from portcullis.graph.fields import etag_field, mutation, or_none
 from portcullis.graph.models import output_type, validated
-from portcullis.graph.problems import problem_of
-from portcullis.services.errors import NOT_FOUND, ServiceError
 from portcullis.services.organizations import (
     ORG_SORT,
     OrganizationIn,
@@ -83,49 +81,33 @@ async def list_organizations(
 async def get_organization(info: Info[Any, Any], id: strawberry.ID) -> Any:
     ctx = context_of(info)
     op = await ctx.operation(Permission.ORGS_READ)
-    try:
-        return await organization_service(ctx).get(op, str(id))
-    except ServiceError as exc:
-        if exc.kind is NOT_FOUND:
-            return None
-        raise
+    return await or_none(organization_service(ctx).get(op, str(id)))
 
 
 async def create_organization(info: Info[Any, Any], name: NameArg) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.ORGS_WRITE)
-        body = validated(OrganizationIn, {"name": name})
-        return OrganizationPayload(
-            organization=await organization_service(ctx).create(op, body.name)
-        )
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.ORGS_WRITE)
+    body = validated(OrganizationIn, {"name": name})
+    return OrganizationPayload(organization=await organization_service(ctx).create(op, body.name))
 
 
 async def rename_organization(
     info: Info[Any, Any], id: strawberry.ID, name: NameArg, if_match: IfMatch = None
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.ORGS_WRITE)
-        body = validated(OrganizationIn, {"name": name})
-        renamed = await organization_service(ctx).rename(op, str(id), body.name, if_match=if_match)
-        return OrganizationPayload(organization=renamed)
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.ORGS_WRITE)
+    body = validated(OrganizationIn, {"name": name})
+    renamed = await organization_service(ctx).rename(op, str(id), body.name, if_match=if_match)
+    return OrganizationPayload(organization=renamed)
 
 
 async def delete_organization(
     info: Info[Any, Any], id: strawberry.ID, if_match: IfMatch = None
 ) -> Any:
-    try:
-        ctx = context_of(info)
-        op = await ctx.operation(Permission.ORGS_WRITE)
-        await organization_service(ctx).delete(op, str(id), if_match=if_match)
-        return DeletedOrganization(id=str(id))
-    except ServiceError as exc:
-        return problem_of(exc)
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.ORGS_WRITE)
+    await organization_service(ctx).delete(op, str(id), if_match=if_match)
+    return DeletedOrganization(id=str(id))
 
 
 QUERIES: dict[str, Any] = {

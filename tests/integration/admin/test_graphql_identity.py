@@ -78,7 +78,7 @@ async def _created(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -
 
 PROBLEM = "... on Problem { __typename status detail }"
 VALIDATION = "... on ValidationProblem { errors { pointer detail } }"
-KEY_FIELDS = "id prefix consumer name scopes state status statusReason etag expiresAt"
+KEY_FIELDS = "id prefix consumer name scopes state status statusReason etag expiresAt createdAt"
 
 CREATE_KEY = f"""mutation($consumer: String!, $input: KeySpecInput!) {{
   createApiKey(consumer: $consumer, input: $input) {{
@@ -105,6 +105,7 @@ async def test_api_key_lifecycle_and_problems(app: FastAPI, owner: httpx.AsyncCl
     assert node["state"] == "active"
     rest = await owner.get(f"/admin/v1/keys/{node['id']}")
     assert node["etag"] == rest.headers["etag"]
+    assert node["createdAt"] == rest.json()["created_at"]  # the same RFC 3339 text
     assert node["expiresAt"] is None
 
     # Problems as data: unknown consumer, invalid input.
