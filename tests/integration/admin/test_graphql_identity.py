@@ -179,6 +179,22 @@ async def test_api_key_lifecycle_and_problems(app: FastAPI, owner: httpx.AsyncCl
         409,
     )
 
+    # Audited as REST's changes are, by the same actor, without the key.
+    audit = await owner.get("/admin/v1/audit-events?resource_type=api_key&limit=50")
+    actions = [(e["action"], e["resource_id"]) for e in reversed(audit.json()["items"])]
+    assert actions == [
+        ("create", node["id"]),
+        ("update", node["id"]),
+        ("suspend", node["id"]),
+        ("resume", node["id"]),
+        ("rotate", node["id"]),
+        ("create", new_id),
+        ("revoke", new_id),
+    ]
+    assert {e["actor"] for e in audit.json()["items"]} == {"user:owner-0@example.com"}
+    assert key not in audit.text
+    assert rotated["key"] not in audit.text
+
     # Lists: every key, a consumer's, and the consumer's own link.
     listed = await graph(
         'query { apiKeys(filter: {consumer: "app"}, sort: "name") { nodes { id } } '
