@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     admin_rate_limit_burst: int = Field(default=300, ge=1)
     admin_rate_limit_ip_per_minute: int = Field(default=3000, ge=0)
     admin_rate_limit_ip_burst: int = Field(default=600, ge=1)
+    # GraphQL admin API (/graphql): introspection (and the published SDL at
+    # /graphql/schema.graphql) can be switched off; clients then need the SDL from the
+    # release they were built against.
+    graphql_introspection: bool = True
     # Rate limits (with redis_url: shared counters in Redis). Deadline of one decision,
     # after which the plugin's failure policy answers; how long before Redis is tried
     # again after a failure; the key prefix; the pool size per worker; and the cap on

@@ -143,7 +143,7 @@ async def _params(request: Request) -> dict[str, Any]:
             if raw is not None:
                 try:
                     params[name] = json.loads(raw)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise RequestError(
                         400, [_error(f"'{name}' is not JSON", "BAD_REQUEST")]
                     ) from exc
@@ -159,6 +159,10 @@ async def _params(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except ValueError as exc:
         raise RequestError(400, [_error("the body is not JSON", "BAD_REQUEST")]) from exc
+    except RecursionError as exc:
+        raise RequestError(
+            400, [_error("the body's JSON is nested too deeply", "BAD_REQUEST")]
+        ) from exc
     if not isinstance(body, dict):
         raise RequestError(400, [_error("the body must be a JSON object", "BAD_REQUEST")])
     return body
@@ -319,6 +323,10 @@ class GraphEndpoint:
                 **original.members,
             }
             formatted["message"] = original.detail or kind.title
+            return formatted
+        if original is None and error.path is None and "extensions" not in formatted:
+            # Raised before any field ran: a variable that does not fit its type.
+            formatted["extensions"] = {"code": "BAD_USER_INPUT"}
             return formatted
         if original is not None and not isinstance(original, GraphQLError):
             log.error(

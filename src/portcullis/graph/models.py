@@ -128,7 +128,11 @@ def output_type(
     found = _OUTPUTS.get(model)
     if found is not None:
         return found
-    annotations: dict[str, Any] = {k: a for k, (a, _) in (extra or {}).items()}
+    # A field with a resolver takes its type from the resolver (whose string annotations
+    # resolve in the resolver's module).
+    annotations: dict[str, Any] = {
+        k: a for k, (a, f) in (extra or {}).items() if getattr(f, "base_resolver", None) is None
+    }
     namespace: dict[str, Any] = {"__annotations__": annotations, "__module__": __name__}
     namespace.update({k: f for k, (_, f) in (extra or {}).items()})
     cls = type(name or _type_name(model, ""), (), namespace)

@@ -21,7 +21,7 @@ make an operator's If-Match fail) and without the one-time `key`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -259,6 +259,15 @@ class KeyService:
         await self.consumer_organization(op, username)
         return await self.list_keys(
             op, dataclasses.replace(where, consumer=username), limit=limit, cursor=cursor, sort=sort
+        )
+
+    async def keys_of_consumers(
+        self, op: Operation, usernames: Sequence[str], *, per_consumer: int
+    ) -> dict[str, KeyPage]:
+        """The first page of each consumer's keys that the caller may see, in one store
+        read (the consumers come from a list the caller was already allowed to see)."""
+        return await self._keys(op).keys_of_consumers(
+            usernames, self._scoped(op, KeyFilter()), per_consumer=per_consumer
         )
 
     def export(
