@@ -586,6 +586,12 @@ async def test_an_organization_limited_admin_sees_and_touches_only_their_organiz
     ):
         answer = await acme(f"mutation {{ m: {mutation} {{ {PROBLEM} }} }}")
         assert answer["m"]["__typename"] == "NotFoundProblem", (mutation, answer)
+    other_org = await acme(
+        'mutation($org: String) { createAdminUser(input: {email: "x@example.com", '
+        f'password: "{PASSWORD}", role: "viewer", organizationId: $org}}) {{ {PROBLEM} }} }}',
+        org=orgs["globex"],
+    )
+    assert other_org["createAdminUser"]["__typename"] == "ForbiddenProblem"
     signing = await acme(f"mutation {{ rotateSigningKey {{ {PROBLEM} }} }}")
     assert signing["rotateSigningKey"]["__typename"] == "ForbiddenProblem"
     # Nothing of globex changed.
