@@ -322,6 +322,9 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     install_webhook_docs(app)
     install_openapi(app)
     install_docs(app)
+    from portcullis.graph.graphiql import install_graphiql_assets
+
+    install_graphiql_assets(app)
     return app
 
 

@@ -43,6 +43,7 @@ from graphql import execute as graphql_execute
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from portcullis.graph.context import GraphContext, GraphDeps
+from portcullis.graph.graphiql import graphiql_response, wants_graphiql
 from portcullis.graph.limits import (
     DocumentLimits,
     LimitExceeded,
@@ -199,10 +200,11 @@ class GraphEndpoint:
         self.rules = tuple(rules)
 
     async def handle(self, request: Request) -> Response:
+        # Before negotiation: a browser's Accept also lists */*, which would pick JSON.
+        if wants_graphiql(request):
+            return await self.graphiql(request)
         media = _media_type(request)
         if media is None:
-            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-                return await self.graphiql(request)
             return PlainTextResponse(f"accepts {GRAPHQL_RESPONSE} or {JSON}", status_code=406)
         facts = _facts(request)
         try:
@@ -341,9 +343,7 @@ class GraphEndpoint:
         return formatted
 
     async def graphiql(self, request: Request) -> Response:
-        return PlainTextResponse(
-            "GraphiQL: POST GraphQL requests to this URL", media_type="text/plain"
-        )
+        return graphiql_response(request)
 
     async def schema_sdl(self, request: Request) -> Response:
         if not self.options.introspection:

@@ -326,7 +326,7 @@ def decode_cursor(cursor: str, field: str, descending: bool) -> tuple[Any, str]:
     """The sort value and id a page ended at; `InvalidCursor` when not one of ours."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidCursor("the cursor is not one this API issued") from None
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         raise InvalidCursor("the cursor is not one this API issued")

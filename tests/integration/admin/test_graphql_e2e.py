@@ -5,6 +5,8 @@ proxy (:8000), and a delete mutation takes the route away again."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -93,3 +95,36 @@ def test_a_route_created_through_graphql_serves_traffic(tmp_path: Path) -> None:
             )
             assert deleted["deleteRoute"]["__typename"] == "Deleted"
             wait_until(lambda: httpx.get(f"{gw.url}/graphql-demo/health").status_code == 404)
+        # A real browser (Debian's Chromium) renders GraphiQL from the control plane's own
+        # files, under its Content-Security-Policy, without a console error.
+        dom, console = _render(f"{gw.admin_url}/graphql", tmp_path)
+        assert "graphiql-container" in dom, dom[:2000]
+        assert "Refused to" not in console, console
+        assert "Uncaught" not in console, console
+
+
+def _render(url: str, tmp_path: Path) -> tuple[str, str]:
+    """The DOM Chromium built for `url` after its scripts ran, and its console output."""
+    chromium = shutil.which("chromium")
+    assert chromium is not None, "chromium is installed by ./dev (Debian's package)"
+    result = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = "\n".join(line for line in result.stderr.splitlines() if "CONSOLE" in line)
+    return result.stdout, console
