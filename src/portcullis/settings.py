@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     webhook_breaker_rest: float = Field(default=30.0, ge=0, le=3600)
     # A `key.expiring` event goes out this many days before an active key expires (0: none).
     key_expiry_notice_days: float = Field(default=7.0, ge=0)
+    # GraphQL persisted documents (services/graphql_documents.py), kept in the store so
+    # every control-plane node shares them. graphql_apq_enabled: clients may register
+    # documents by hash (Apollo's automatic persisted queries); at most
+    # graphql_apq_max_documents of those are kept (the least recently used go first;
+    # trusted documents never), each at most graphql_apq_max_bytes of UTF-8.
+    # graphql_trusted_documents_only: only documents an operator registered as trusted
+    # (`portcullis graphql documents add`) run, by hash or by their full text.
+    graphql_apq_enabled: bool = True
+    graphql_apq_max_documents: int = Field(default=10_000, ge=1)
+    graphql_apq_max_bytes: int = Field(default=64 * 1024, ge=64)
+    graphql_trusted_documents_only: bool = False
 
     @field_validator("webhook_retry_schedule")
     @classmethod

@@ -120,7 +120,13 @@ def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
         extras=lambda name: extras[name]() if name in extras else None,
     )
-    return graphql_router(deps, GraphOptions(introspection=settings.graphql_introspection))
+    from portcullis.services.graphql_documents import PersistedQueries
+
+    options = GraphOptions(
+        introspection=settings.graphql_introspection,
+        persisted=PersistedQueries.from_settings(settings),
+    )
+    return graphql_router(deps, options)
 
 
 def create_admin_app(settings: Settings | None = None) -> FastAPI:
