@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -106,12 +106,19 @@ def build_api_router() -> APIRouter:
 
 def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
     """The GraphQL face (`/graphql`), on the same services, state and authentication."""
+    from portcullis.admin.routers.oauth import oauth_server_of
     from portcullis.graph.context import GraphDeps
     from portcullis.graph.http import GraphOptions, graphql_router
 
+    # Application-wide objects the GraphQL resolvers ask for by name (GraphDeps.extras).
+    extras: dict[str, Callable[[], Any]] = {
+        "oauth_server": lambda: oauth_server_of(app),
+        "authenticator": lambda: app.state.authenticator,
+    }
     deps = GraphDeps(
         state=lambda: app.state.admin,
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
+        extras=lambda name: extras[name]() if name in extras else None,
     )
     from portcullis.graph.limits import limits_from
     from portcullis.services.graphql_documents import PersistedQueries

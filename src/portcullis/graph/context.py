@@ -81,6 +81,12 @@ class GraphContext:
                 f"this operation needs the {permission.value!r} permission",
                 required_permission=permission.value,
             )
+        return await self.own_operation()
+
+    async def own_operation(self) -> Operation:
+        """The operation of a change callers make to their own account, which needs no
+        permission (the service decides who may: e.g. only a signed-in user changes their
+        password)."""
         return Operation.for_caller(self.caller, self.facts, self.state.audit, await self.scope())
 
     def loader(self, name: str, make: Callable[[], T]) -> T:

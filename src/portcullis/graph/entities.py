@@ -12,6 +12,7 @@ targets) by resolving within the caller's organization, as REST does.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Union
 
@@ -260,10 +261,15 @@ def _typed(fn: Any, annotations: dict[str, Any]) -> None:
     fn.__annotations__ = annotations
 
 
-def build_kind(kind: Kind, *, nested: bool = False) -> KindFields:
-    """The node type and root fields of one kind (`nested`: targets, under an upstream)."""
+def build_kind(
+    kind: Kind, *, nested: bool = False, links: Mapping[str, tuple[Any, Any]] | None = None
+) -> KindFields:
+    """The node type and root fields of one kind (`nested`: targets, under an upstream;
+    `links`: more node fields, name: (annotation, strawberry field), from other areas)."""
     name = _pascal(kind.singular)
-    node = output_type(kind.model, name, {**_id_and_etag(kind), **_relations(kind)})
+    node = output_type(
+        kind.model, name, {**_id_and_etag(kind), **_relations(kind), **(links or {})}
+    )
     # Relations name node types as strings, resolved in this module when the schema is
     # built (when every kind's type exists).
     globals()[name] = node
@@ -451,11 +457,15 @@ def build_kind(kind: Kind, *, nested: bool = False) -> KindFields:
     return fields
 
 
-def build_entities() -> list[KindFields]:
+def build_entities(
+    links: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
+) -> list[KindFields]:
     """Every kind's fields. Targets first: their node type (with id and ETag) is the
-    one an upstream's embedded `targets` list uses too."""
-    built = [build_kind(TARGETS, nested=True)]
-    built += [build_kind(kind) for kind in KINDS]
+    one an upstream's embedded `targets` list uses too. `links`: more node fields per
+    kind (by collection name, e.g. a consumer's keys), from the areas that own them."""
+    links = links or {}
+    built = [build_kind(TARGETS, nested=True, links=links.get(TARGETS.collection))]
+    built += [build_kind(kind, links=links.get(kind.collection)) for kind in KINDS]
     return built
 
 

@@ -15,7 +15,7 @@ from graphql import GraphQLSchema
 from strawberry.schema.config import StrawberryConfig
 
 from portcullis.graph.entities import build_entities
-from portcullis.graph.models import resolve_member
+from portcullis.graph.models import SCALAR_OVERRIDES, resolve_member
 
 
 def _root(name: str, fields: dict[str, Any], description: str) -> type[Any]:
@@ -28,15 +28,23 @@ def _root(name: str, fields: dict[str, Any], description: str) -> type[Any]:
 def schema() -> strawberry.Schema:
     queries: dict[str, Any] = {}
     mutations: dict[str, Any] = {}
-    for kind in build_entities():
+    # Identity and admin access (API keys, OAuth clients, organizations, admin users).
+    from portcullis.graph import admins, keys, oauth, organizations
+
+    links = {"consumers": {**keys.consumer_links(), **oauth.consumer_links()}}
+    for kind in build_entities(links):
         queries.update(kind.queries)
         mutations.update(kind.mutations)
+    for area in (keys, oauth, organizations, admins):
+        queries.update(area.QUERIES)
+        mutations.update(area.MUTATIONS)
     query = _root("Query", queries, "Everything the control plane holds, as the caller may see it")
     mutation = _root("Mutation", mutations, "Every change the control plane allows")
     return strawberry.Schema(
         query=query,
         mutation=mutation,
         config=StrawberryConfig(default_resolver=resolve_member),
+        scalar_overrides=SCALAR_OVERRIDES,
     )
 
 
