@@ -1,4 +1,5 @@
-"""`portcullis` command line: serve · demo · migrate · config · admin · keys · webhooks."""
+"""`portcullis` command line: serve · demo · migrate · config · admin · keys · webhooks ·
+graphql."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def _mount() -> None:
     # Imported here so `portcullis --help` stays fast and modules stay independent.
     from portcullis.commands import admin as admin_cmd
     from portcullis.commands import config as config_cmd
+    from portcullis.commands import graphql_documents as graphql_cmd
     from portcullis.commands import keys as keys_cmd
     from portcullis.commands import serve as serve_cmd
     from portcullis.commands import webhooks as webhooks_cmd
@@ -43,6 +45,7 @@ def _mount() -> None:
     admin_cmd.register_admin(app)
     keys_cmd.register_keys(app)
     webhooks_cmd.register_webhooks(app)
+    graphql_cmd.register_graphql(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 
 

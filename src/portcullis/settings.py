@@ -93,6 +93,17 @@ class Settings(BaseSettings):
     webhook_breaker_rest: float = Field(default=30.0, ge=0, le=3600)
     # A `key.expiring` event goes out this many days before an active key expires (0: none).
     key_expiry_notice_days: float = Field(default=7.0, ge=0)
+    # GraphQL persisted documents (services/graphql_documents.py), kept in the store so
+    # every control-plane node shares them. graphql_apq_enabled: clients may register
+    # documents by hash (Apollo's automatic persisted queries); at most
+    # graphql_apq_max_documents of those are kept (the least recently used go first;
+    # trusted documents never), each at most graphql_max_bytes of UTF-8 (the size limit
+    # of any document).
+    # graphql_trusted_documents_only: only documents an operator registered as trusted
+    # (`portcullis graphql documents add`) run, by hash or by their full text.
+    graphql_apq_enabled: bool = True
+    graphql_apq_max_documents: int = Field(default=10_000, ge=1)
+    graphql_trusted_documents_only: bool = False
 
     @field_validator("webhook_retry_schedule")
     @classmethod
@@ -142,6 +153,10 @@ class Settings(BaseSettings):
     admin_rate_limit_burst: int = Field(default=300, ge=1)
     admin_rate_limit_ip_per_minute: int = Field(default=3000, ge=0)
     admin_rate_limit_ip_burst: int = Field(default=600, ge=1)
+    # GraphQL admin API (/graphql): introspection (and the published SDL at
+    # /graphql/schema.graphql) can be switched off; clients then need the SDL from the
+    # release they were built against.
+    graphql_introspection: bool = True
     # Rate limits (with redis_url: shared counters in Redis). Deadline of one decision,
     # after which the plugin's failure policy answers; how long before Redis is tried
     # again after a failure; the key prefix; the pool size per worker; and the cap on
@@ -231,6 +246,23 @@ class Settings(BaseSettings):
     anomaly_auto_suspend_signals: list[str] = Field(
         default_factory=lambda: ["request_rate", "error_rate", "auth_failures", "distinct_ips"]
     )
+    # GraphQL admin API document limits (graph/limits.py, docs/decisions/016), checked
+    # before validation and execution on the fragment-expanded operation: source bytes,
+    # lexer tokens (and, separately, comments), selection depth, aliases (each fragment
+    # spread counts again) and cost (1 per field; a field's selection set multiplied by
+    # its first/last/limit argument, or graphql_default_list_size for a list without one),
+    # and, counted in the source before parsing, directives, operations (validation
+    # spends ~0.1-0.3 ms on each), fragment definitions and the length of one name.
+    graphql_max_bytes: int = Field(default=100_000, ge=1)
+    graphql_max_tokens: int = Field(default=5_000, ge=1)
+    graphql_max_depth: int = Field(default=12, ge=1)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    graphql_max_cost: int = Field(default=50_000, ge=1)
+    graphql_default_list_size: int = Field(default=100, ge=1)
+    graphql_max_directives: int = Field(default=50, ge=1)
+    graphql_max_operations: int = Field(default=20, ge=1)
+    graphql_max_fragments: int = Field(default=100, ge=1)
+    graphql_max_name_length: int = Field(default=256, ge=1)
 
     @property
     def admin_url(self) -> str:

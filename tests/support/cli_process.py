@@ -32,7 +32,9 @@ for name in (
     "portcullis.admin.app", "portcullis.services.keys", "portcullis.identity.key_admin",
     "portcullis.identity.key_repository", "portcullis.store.config_repository",
     "portcullis.store.migrations", "portcullis.store.engine", "aiosqlite", "asyncpg",
-    "alembic.command", "yaml",
+    "alembic.command", "yaml", "portcullis.commands.graphql_documents",
+    "portcullis.services.graphql_documents", "portcullis.services.audit",
+    "portcullis.graph.schema",
 ):
     try:
         __import__(name)

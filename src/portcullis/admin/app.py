@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -107,16 +107,30 @@ def build_api_router() -> APIRouter:
 def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
     """The GraphQL face (`/graphql`), on the same services, state and authentication."""
     from portcullis.admin.plugin_schemas import plugin_names, plugin_schema
+    from portcullis.admin.routers.oauth import oauth_server_of
     from portcullis.graph.context import GraphDeps
     from portcullis.graph.http import GraphOptions, graphql_router
 
-    extras: dict[str, Any] = {"plugin_schemas": (plugin_names, plugin_schema)}
+    # Application-wide objects the GraphQL resolvers ask for by name (GraphDeps.extras).
+    extras: dict[str, Callable[[], Any]] = {
+        "oauth_server": lambda: oauth_server_of(app),
+        "authenticator": lambda: app.state.authenticator,
+        "plugin_schemas": lambda: (plugin_names, plugin_schema),
+    }
     deps = GraphDeps(
         state=lambda: app.state.admin,
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
-        extras=extras.get,
+        extras=lambda name: extras[name]() if name in extras else None,
     )
-    return graphql_router(deps, GraphOptions())
+    from portcullis.graph.limits import limits_from
+    from portcullis.services.graphql_documents import PersistedQueries
+
+    options = GraphOptions(
+        limits=limits_from(settings),
+        introspection=settings.graphql_introspection,
+        persisted=PersistedQueries.from_settings(settings),
+    )
+    return graphql_router(deps, options)
 
 
 def create_admin_app(settings: Settings | None = None) -> FastAPI:
@@ -318,6 +332,9 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
     install_webhook_docs(app)
     install_openapi(app)
     install_docs(app)
+    from portcullis.graph.graphiql import install_graphiql_assets
+
+    install_graphiql_assets(app)
     return app
 
 

@@ -25,7 +25,8 @@ _DOCS = (
         b"frame-ancestors 'none'",
     ),
 )
-DOCS_PREFIXES = ("/docs", "/redoc", "/static/docs/")
+# The GraphiQL page (/graphql) sets its own, stricter policy (portcullis/graph/graphiql.py).
+DOCS_PREFIXES = ("/docs", "/redoc", "/static/docs/", "/static/graphiql/")
 
 
 class SecurityHeadersMiddleware:

@@ -168,6 +168,9 @@ def register(app: typer.Typer) -> None:
         banner = (
             f"proxy      {proxy}\n"
             f"admin      {settings.admin_url}/health/ready\n"
+            f"REST API   {settings.admin_url}/docs (Swagger UI; /openapi.json)\n"
+            f"GraphQL    {settings.admin_url}/graphql (GraphiQL in a browser; "
+            "SDL at /graphql/schema.graphql)\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"config     version {version} from {config}\n"
             f"store      {settings.database_url}\n\n"

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from strawberry.types import Info
 
+from portcullis.services.config_editor import RequestConfig
 from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.errors import FORBIDDEN, ServiceError
 from portcullis.services.rbac import Caller, Permission
@@ -33,6 +34,10 @@ class GraphDeps:
     # Application-wide objects a service needs beside the state (e.g. the OAuth
     # server), by name; the mounting application supplies them.
     extras: Callable[[str], Any] = field(default=lambda name: None)
+    # Caches that live as long as the mounted face (e.g. an entity collection's sorted
+    # views per config version): one per application, never per process, since two
+    # applications in one process may serve two stores.
+    caches: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -43,10 +48,19 @@ class GraphContext:
     _scope: OrgScope | None = None
     # Per-request DataLoaders and memoised lookups, by name.
     loaders: dict[str, Any] = field(default_factory=dict)
+    _editor: RequestConfig | None = None
 
     @property
     def state(self) -> AdminState:
         return self.deps.state()
+
+    @property
+    def editor(self) -> RequestConfig:
+        """The config as this request sees it: read once, one version for every field
+        (changes go through the shared editor). Services get this, not `state.editor`."""
+        if self._editor is None:
+            self._editor = RequestConfig(self.state.editor)
+        return self._editor
 
     async def scope(self) -> OrgScope:
         if self._scope is None:
@@ -67,6 +81,12 @@ class GraphContext:
                 f"this operation needs the {permission.value!r} permission",
                 required_permission=permission.value,
             )
+        return await self.own_operation()
+
+    async def own_operation(self) -> Operation:
+        """The operation of a change callers make to their own account, which needs no
+        permission (the service decides who may: e.g. only a signed-in user changes their
+        password)."""
         return Operation.for_caller(self.caller, self.facts, self.state.audit, await self.scope())
 
     def loader(self, name: str, make: Callable[[], T]) -> T:

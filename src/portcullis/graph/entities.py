@@ -12,8 +12,9 @@ targets) by resolving within the caller's organization, as REST does.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Union
 
 import strawberry
 from pydantic import ValidationError
@@ -22,10 +23,21 @@ from strawberry.types import Info
 from portcullis.graph.connections import Connection, page_connection, page_size
 from portcullis.graph.context import context_of
 from portcullis.graph.models import input_document, input_type, output_type
-from portcullis.graph.node_fields import node_fields
 from portcullis.graph.problems import problem_of, result_union
+from portcullis.model.plugins.registry import SCHEMAS
 from portcullis.services.entities import Entity, EntityCollection, EntityQuery, EntityService
-from portcullis.services.entity_kinds import KINDS, PLUGINS, ROUTES, SERVICES, TARGETS, Kind
+from portcullis.services.entity_kinds import (
+    CONSUMERS,
+    KINDS,
+    OVERRIDES,
+    PLANS,
+    PLUGINS,
+    ROUTES,
+    SERVICES,
+    TARGETS,
+    UPSTREAMS,
+    Kind,
+)
 from portcullis.services.errors import NOT_FOUND, ServiceError, errors_from_pydantic, invalid
 from portcullis.services.preconditions import etag_of
 from portcullis.services.rbac import Permission
@@ -79,22 +91,23 @@ def _id_and_etag(kind: Kind) -> dict[str, tuple[Any, Any]]:
     }
 
 
-_COLLECTIONS: dict[tuple[str, bool], EntityCollection] = {}
-
-
-def _collection(kind: Kind, nested: bool) -> EntityCollection:
-    """One collection object per kind for the process (it caches sorted views per
-    config version, as REST's does)."""
-    key = (kind.collection, nested)
-    found = _COLLECTIONS.get(key)
+def _collection(info: Info[Any, Any], kind: Kind, nested: bool) -> EntityCollection:
+    """The face's collection object of a kind (it caches sorted views per config
+    version, as REST's router does)."""
+    caches = context_of(info).deps.caches
+    key = f"entities:{kind.collection}:{nested}"
+    found = caches.get(key)
     if found is None:
-        found = _COLLECTIONS[key] = EntityCollection(kind, nested=nested)
+        found = caches[key] = EntityCollection(kind, nested=nested)
+    assert isinstance(found, EntityCollection)
     return found
 
 
 def entity_service(info: Info[Any, Any], kind: Kind, nested: bool = False) -> EntityService:
-    state = context_of(info).state
-    return EntityService(_collection(kind, nested), state.editor, state.engine, state.secret)
+    context = context_of(info)
+    state = context.state
+    collection = _collection(info, kind, nested)
+    return EntityService(collection, context.editor, state.engine, state.secret)
 
 
 def _validated(kind: Kind, value: Any) -> dict[str, Any]:
@@ -105,6 +118,117 @@ def _validated(kind: Kind, value: Any) -> dict[str, Any]:
         return kind.model.model_validate(document).model_dump(mode="json")
     except ValidationError as exc:
         raise invalid(errors_from_pydantic(exc.errors())) from exc
+
+
+def _to_one(field: str, target: Kind, description: str) -> tuple[Any, Any]:
+    """A link to the entity of `target` named in this entity's `field` (null when none
+    or not visible to the caller)."""
+
+    async def resolve(self: Any, info: Info[Any, Any]) -> Any:
+        name = self.get(field)
+        if not name:
+            return None
+        op = await context_of(info).operation(Permission.CONFIG_READ)
+        try:
+            return (await entity_service(info, target).get(op, str(name))).representation
+        except ServiceError as exc:
+            if exc.kind is NOT_FOUND:
+                return None
+            raise
+
+    node = _pascal(target.singular)
+    resolve.__annotations__ = {"self": Any, "info": Info, "return": f"{node} | None"}
+    return (f"{node} | None", strawberry.field(resolver=resolve, description=description))
+
+
+def _to_many(target: Kind, on: str, description: str) -> tuple[Any, Any]:
+    """The entities of `target` whose `on` field names this entity, as a connection."""
+
+    async def resolve(
+        self: Any, info: Info[Any, Any], first: int | None = None, after: str | None = None
+    ) -> Any:
+        op = await context_of(info).operation(Permission.CONFIG_READ)
+        query = EntityQuery(page_size(first), after, None, None, {on: str(self["name"])})
+        return page_connection(await entity_service(info, target).list(op, query))
+
+    node = _pascal(target.singular)
+    resolve.__annotations__ = {
+        "self": Any,
+        "info": Info,
+        "first": int | None,
+        "after": str | None,
+        "return": f"Connection[{node}]",
+    }
+    return (f"Connection[{node}]", strawberry.field(resolver=resolve, description=description))
+
+
+class _PluginSettings(dict[str, Any]):
+    """A plugin instance's config, tagged with its plugin (to pick its union member)."""
+
+    plugin: str = ""
+
+
+def _plugin_settings() -> tuple[Any, Any]:
+    """`settings`: the instance's config as its plugin's own type (a union over every
+    plugin), read from the validated config document."""
+    members = []
+    for plugin, model in SCHEMAS.items():
+        member = output_type(model)
+        member.__strawberry_definition__.is_type_of = lambda obj, _info, plugin=plugin: (
+            isinstance(obj, _PluginSettings) and obj.plugin == plugin
+        )
+        members.append(member)
+    union: Any = Annotated[Union[tuple(members)], strawberry.union("PluginSettings")]  # noqa: UP007
+
+    def resolve(self: Any) -> Any:
+        model = SCHEMAS.get(str(self.get("name")))
+        if model is None:
+            return None
+        # The stored config is valid; the model fills the defaults the type shows.
+        try:
+            config = model.model_validate(self.get("config") or {})
+        except ValidationError:
+            return None
+        settings = _PluginSettings(config.model_dump(mode="json"))
+        settings.plugin = str(self["name"])
+        return settings
+
+    resolve.__annotations__ = {"self": Any, "return": union | None}
+    return (
+        union | None,
+        strawberry.field(
+            resolver=resolve,
+            description="The config as its plugin's type (defaults filled in); `config` "
+            "holds the same as JSON",
+        ),
+    )
+
+
+def _relations(kind: Kind) -> dict[str, tuple[Any, Any]]:
+    """Links between entities, resolved within the caller's organization (config reads
+    only: the config is in memory, so no loader is needed)."""
+    if kind is SERVICES:
+        return {
+            "upstream_entity": _to_one("upstream", UPSTREAMS, "The upstream it balances over"),
+            "routes": _to_many(ROUTES, "service", "Routes to this service"),
+            "plugins": _to_many(PLUGINS, "service", "Plugin instances scoped to this service"),
+        }
+    if kind is ROUTES:
+        return {
+            "service_entity": _to_one("service", SERVICES, "The service it routes to"),
+            "plugins": _to_many(PLUGINS, "route", "Plugin instances scoped to this route"),
+        }
+    if kind is PLUGINS:
+        return {
+            "service_entity": _to_one("service", SERVICES, "The service it is scoped to"),
+            "route_entity": _to_one("route", ROUTES, "The route it is scoped to"),
+            "settings": _plugin_settings(),
+        }
+    if kind is CONSUMERS:
+        return {"plan_entity": _to_one("plan", PLANS, "The consumer's traffic plan")}
+    if kind is OVERRIDES:
+        return {"consumer_entity": _to_one("consumer", CONSUMERS, "The consumer it applies to")}
+    return {}
 
 
 def _filter_input(kind: Kind) -> type[Any]:
@@ -137,10 +261,18 @@ def _typed(fn: Any, annotations: dict[str, Any]) -> None:
     fn.__annotations__ = annotations
 
 
-def build_kind(kind: Kind, *, nested: bool = False) -> KindFields:
-    """The node type and root fields of one kind (`nested`: targets, under an upstream)."""
+def build_kind(
+    kind: Kind, *, nested: bool = False, links: Mapping[str, tuple[Any, Any]] | None = None
+) -> KindFields:
+    """The node type and root fields of one kind (`nested`: targets, under an upstream;
+    `links`: more node fields, name: (annotation, strawberry field), from other areas)."""
     name = _pascal(kind.singular)
-    node = output_type(kind.model, name, {**_id_and_etag(kind), **node_fields(kind)})
+    node = output_type(
+        kind.model, name, {**_id_and_etag(kind), **_relations(kind), **(links or {})}
+    )
+    # Relations name node types as strings, resolved in this module when the schema is
+    # built (when every kind's type exists).
+    globals()[name] = node
     fields = KindFields(kind, node)
     filter_input = _filter_input(kind)
     create_input = input_type(kind.model)
@@ -325,11 +457,15 @@ def build_kind(kind: Kind, *, nested: bool = False) -> KindFields:
     return fields
 
 
-def build_entities() -> list[KindFields]:
+def build_entities(
+    links: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
+) -> list[KindFields]:
     """Every kind's fields. Targets first: their node type (with id and ETag) is the
-    one an upstream's embedded `targets` list uses too."""
-    built = [build_kind(TARGETS, nested=True)]
-    built += [build_kind(kind) for kind in KINDS]
+    one an upstream's embedded `targets` list uses too. `links`: more node fields per
+    kind (by collection name, e.g. a consumer's keys), from the areas that own them."""
+    links = links or {}
+    built = [build_kind(TARGETS, nested=True, links=links.get(TARGETS.collection))]
+    built += [build_kind(kind, links=links.get(kind.collection)) for kind in KINDS]
     return built
 
 

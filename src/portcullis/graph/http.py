@@ -10,6 +10,13 @@
   that allows neither is 406.
 - Authentication is REST's: `Authorization: Bearer <admin JWT or API token>`,
   checked before the body is read; 401 with `WWW-Authenticate` otherwise.
+- Persisted documents (`services.graphql_documents`): `extensions.persistedQuery`
+  names a stored document by its SHA-256 (Apollo's automatic persisted queries); a
+  hash sent with its query registers the document once it passed the limits and
+  validation. With trusted-documents-only, only an operator's documents run. Their
+  refusals are request errors with `extensions.code` (`PERSISTED_QUERY_NOT_FOUND`
+  404, `TRUSTED_DOCUMENT_REQUIRED` 403, ... for `application/graphql-response+json`;
+  200 for legacy `application/json`).
 - Before validation the document is held to the limits (`graph.limits`): size and
   tokens while parsing, then depth, aliases and cost on the fragment-expanded
   operation; a document over a limit never executes.
@@ -43,6 +50,7 @@ from graphql import execute as graphql_execute
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from portcullis.graph.context import GraphContext, GraphDeps
+from portcullis.graph.graphiql import graphiql_response, wants_graphiql
 from portcullis.graph.limits import (
     DocumentLimits,
     LimitExceeded,
@@ -50,8 +58,14 @@ from portcullis.graph.limits import (
     parse_within_limits,
 )
 from portcullis.graph.schema import graphql_schema, sdl
-from portcullis.services.context import RequestFacts
+from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.errors import ServiceError
+from portcullis.services.graphql_documents import (
+    DocumentStore,
+    PersistedQueries,
+    PersistedQueryError,
+    resolve_document,
+)
 
 log = structlog.get_logger("portcullis.graph")
 
@@ -64,6 +78,9 @@ MAX_VALIDATION_ERRORS = 20
 class GraphOptions:
     limits: DocumentLimits = field(default_factory=DocumentLimits)
     introspection: bool = True
+    persisted: PersistedQueries = field(default_factory=PersistedQueries)
+    # Where persisted documents live; None: the store's table (shared by every node).
+    documents: DocumentStore | None = None
 
 
 class RequestError(Exception):
@@ -143,7 +160,7 @@ async def _params(request: Request) -> dict[str, Any]:
             if raw is not None:
                 try:
                     params[name] = json.loads(raw)
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise RequestError(
                         400, [_error(f"'{name}' is not JSON", "BAD_REQUEST")]
                     ) from exc
@@ -159,6 +176,10 @@ async def _params(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except ValueError as exc:
         raise RequestError(400, [_error("the body is not JSON", "BAD_REQUEST")]) from exc
+    except RecursionError as exc:
+        raise RequestError(
+            400, [_error("the body's JSON is nested too deeply", "BAD_REQUEST")]
+        ) from exc
     if not isinstance(body, dict):
         raise RequestError(400, [_error("the body must be a JSON object", "BAD_REQUEST")])
     return body
@@ -195,17 +216,19 @@ class GraphEndpoint:
         self.rules = tuple(rules)
 
     async def handle(self, request: Request) -> Response:
+        # Before negotiation: a browser's Accept also lists */*, which would pick JSON.
+        if wants_graphiql(request):
+            return await self.graphiql(request)
         media = _media_type(request)
         if media is None:
-            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
-                return await self.graphiql(request)
             return PlainTextResponse(f"accepts {GRAPHQL_RESPONSE} or {JSON}", status_code=406)
         facts = _facts(request)
         try:
             caller = await self._authenticate(request)
             params = await _params(request)
             query, name, variables = _checked(params)
-            document = self._prepare(query, params.get("extensions"))
+            text, to_register = await self._resolve(query, params.get("extensions"))
+            document = self._prepare(text)
             operation = get_operation_ast(document, name)
             if operation is None:
                 raise RequestError(
@@ -218,6 +241,10 @@ class GraphEndpoint:
                     {"allow": "POST"},
                 )
             self._validate(document, name, variables)
+            if to_register is not None:
+                await self._register(
+                    text, Operation.for_caller(caller, facts, self.deps.state().audit)
+                )
             context = GraphContext(caller, facts, self.deps)
             result = await self._execute(document, name, variables, context)
         except RequestError as exc:
@@ -250,12 +277,49 @@ class GraphEndpoint:
             )
         return caller
 
-    def _prepare(self, query: str | None, extensions: Any) -> DocumentNode:
-        """The document to run: parsed within the size and token limits.
+    def documents(self) -> DocumentStore:
+        """The persisted documents: the given store, else the control plane's table."""
+        if self.options.documents is not None:
+            return self.options.documents
+        engine = self.deps.state().engine
+        cached = self.deps.caches.get("graphql_documents")
+        if cached is None or cached[0] is not engine:
+            cached = self.deps.caches["graphql_documents"] = (
+                engine,
+                self.options.persisted.store(engine),
+            )
+        store: DocumentStore = cached[1]
+        return store
 
-        Persisted queries (extensions.persistedQuery) resolve `query` here."""
-        if query is None:
-            raise RequestError(400, [_error("'query' is required", "BAD_REQUEST")])
+    async def _resolve(self, query: str | None, extensions: Any) -> tuple[str, str | None]:
+        """The document text to run (from the query or the persisted documents), and
+        the hash to register once it validated."""
+        persisted = self.options.persisted
+        try:
+            return await resolve_document(
+                query,
+                extensions,
+                self.documents(),
+                trusted_only=persisted.trusted_only,
+                apq_enabled=persisted.apq_enabled,
+            )
+        except PersistedQueryError as exc:
+            raise RequestError(exc.status, [_error(exc.message, exc.code)]) from exc
+
+    async def _register(self, text: str, operation: Operation) -> None:
+        """Persist a validated document a client sent with its hash. A failure costs
+        the client one more round trip (it sends the query again), never the request."""
+        try:
+            await self.documents().register(text, trusted=False, operation=operation)
+        except Exception as exc:  # a cache write: the request goes on without it
+            log.warning(
+                "graphql.apq.register_failed",
+                request_id=operation.facts.request_id,
+                error=type(exc).__name__,
+            )
+
+    def _prepare(self, query: str) -> DocumentNode:
+        """The document to run: parsed within the size and token limits."""
         try:
             return parse_within_limits(query, self.options.limits)
         except LimitExceeded as exc:
@@ -320,6 +384,10 @@ class GraphEndpoint:
             }
             formatted["message"] = original.detail or kind.title
             return formatted
+        if original is None and error.path is None and "extensions" not in formatted:
+            # Raised before any field ran: a variable that does not fit its type.
+            formatted["extensions"] = {"code": "BAD_USER_INPUT"}
+            return formatted
         if original is not None and not isinstance(original, GraphQLError):
             log.error(
                 "graphql.resolver_failed",
@@ -333,9 +401,7 @@ class GraphEndpoint:
         return formatted
 
     async def graphiql(self, request: Request) -> Response:
-        return PlainTextResponse(
-            "GraphiQL: POST GraphQL requests to this URL", media_type="text/plain"
-        )
+        return graphiql_response(request)
 
     async def schema_sdl(self, request: Request) -> Response:
         if not self.options.introspection:
@@ -343,9 +409,24 @@ class GraphEndpoint:
         return PlainTextResponse(sdl(), media_type="application/graphql; charset=utf-8")
 
 
+# Refusals of a well-formed request: legacy `application/json` answers them with 200.
+_WELL_FORMED_REFUSALS = frozenset(
+    {
+        "GRAPHQL_PARSE_FAILED",
+        "GRAPHQL_VALIDATION_FAILED",
+        "LIMIT_EXCEEDED",
+        "PERSISTED_QUERY_NOT_FOUND",
+        "PERSISTED_QUERY_NOT_SUPPORTED",
+        "PERSISTED_QUERY_HASH_MISMATCH",
+        "TRUSTED_DOCUMENT_REQUIRED",
+        "UNSUPPORTED_PERSISTED_QUERY_VERSION",
+    }
+)
+
+
 def _is_graphql_error(exc: RequestError) -> bool:
     codes = {e.get("extensions", {}).get("code") for e in exc.errors}
-    return bool(codes & {"GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED", "LIMIT_EXCEEDED"})
+    return bool(codes & _WELL_FORMED_REFUSALS)
 
 
 def _limit_error(exc: LimitExceeded) -> dict[str, Any]:

@@ -17,6 +17,7 @@ types, and anything open (dicts, unions of models, `Any`) as the `JSON` scalar.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import types
 import typing
@@ -26,15 +27,36 @@ from enum import Enum
 from typing import Any, Literal, Union
 
 import strawberry
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from strawberry.scalars import JSON
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types.unset import UNSET
 
 _OUTPUTS: dict[type[BaseModel], type[Any]] = {}
 _INPUTS: dict[type[BaseModel], type[Any]] = {}
 _PATCHES: dict[type[BaseModel], type[Any]] = {}
-# bool before int: bool is a subclass of int.
-_SCALARS: dict[type[Any], Any] = {bool: bool, str: str, int: int, float: float, datetime: datetime}
+# bool before int: bool is a subclass of int. A secret (a password) is written as a string.
+_SCALARS: dict[type[Any], Any] = {
+    bool: bool,
+    str: str,
+    int: int,
+    float: float,
+    datetime: datetime,
+    SecretStr: str,
+}
+
+
+def _rfc3339(value: datetime | str) -> str:
+    """A date-time as text: the services' JSON representations already hold it as the
+    RFC 3339 text REST shows (kept as is); a `datetime` is formatted."""
+    return value if isinstance(value, str) else value.isoformat()
+
+
+# `DateTime` serialises both the text of a JSON representation and a `datetime`, so a
+# dict-backed object needs no copy with parsed times (`schema()` passes these overrides).
+SCALAR_OVERRIDES: dict[object, Any] = {
+    datetime: dataclasses.replace(DateTimeDefinition, serialize=_rfc3339)
+}
 
 
 def resolve_member(obj: Any, name: str) -> object:
@@ -106,7 +128,11 @@ def output_type(
     found = _OUTPUTS.get(model)
     if found is not None:
         return found
-    annotations: dict[str, Any] = {k: a for k, (a, _) in (extra or {}).items()}
+    # A field with a resolver takes its type from the resolver (whose string annotations
+    # resolve in the resolver's module).
+    annotations: dict[str, Any] = {
+        k: a for k, (a, f) in (extra or {}).items() if getattr(f, "base_resolver", None) is None
+    }
     namespace: dict[str, Any] = {"__annotations__": annotations, "__module__": __name__}
     namespace.update({k: f for k, (_, f) in (extra or {}).items()})
     cls = type(name or _type_name(model, ""), (), namespace)
@@ -173,3 +199,19 @@ def input_document(value: Any) -> Any:
             continue
         out[field.python_name] = input_document(member)
     return out
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], value: Any) -> M:
+    """A typed input validated by the model REST validates its body with (a field error
+    per problem, pointing into the input, as REST's 422)."""
+    from pydantic import ValidationError
+
+    from portcullis.services.errors import errors_from_pydantic, invalid
+
+    try:
+        return model.model_validate(input_document(value) if value is not None else {})
+    except ValidationError as exc:
+        raise invalid(errors_from_pydantic(exc.errors())) from exc

@@ -3,8 +3,12 @@ the data plane (one list, so the schema registers them with one line)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from portcullis.graph import alerts, analytics, audit, config, operations, webhooks
+from portcullis.graph.node_fields import node_fields
 from portcullis.graph.support import Area
+from portcullis.services.entity_kinds import KINDS
 
 
 def areas() -> list[Area]:
@@ -16,3 +20,9 @@ def areas() -> list[Area]:
         alerts.build(),
         webhooks.build(),
     ]
+
+
+def node_links() -> dict[str, dict[str, tuple[Any, Any]]]:
+    """The fields these areas add to entity node types, by collection (for
+    `graph.entities.build_entities`' links)."""
+    return {kind.collection: fields for kind in KINDS if (fields := node_fields(kind))}

@@ -16,7 +16,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from portcullis.graph import operational
 from portcullis.graph.entities import build_entities
-from portcullis.graph.models import resolve_member
+from portcullis.graph.models import SCALAR_OVERRIDES, resolve_member
 
 
 def _root(name: str, fields: dict[str, Any], description: str) -> type[Any]:
@@ -29,18 +29,29 @@ def _root(name: str, fields: dict[str, Any], description: str) -> type[Any]:
 def schema() -> strawberry.Schema:
     queries: dict[str, Any] = {}
     mutations: dict[str, Any] = {}
-    for kind in build_entities():
+    # Identity and admin access (API keys, OAuth clients, organizations, admin users).
+    from portcullis.graph import admins, keys, oauth, organizations
+
+    links = {"consumers": {**keys.consumer_links(), **oauth.consumer_links()}}
+    for collection, fields in operational.node_links().items():
+        links[collection] = {**links.get(collection, {}), **fields}
+    for kind in build_entities(links):
         queries.update(kind.queries)
         mutations.update(kind.mutations)
-    for area in operational.areas():
-        queries.update(area.queries)
-        mutations.update(area.mutations)
+    for area in (keys, oauth, organizations, admins):
+        queries.update(area.QUERIES)
+        mutations.update(area.MUTATIONS)
+    # Config, observability and webhooks (graph/operational.py).
+    for part in operational.areas():
+        queries.update(part.queries)
+        mutations.update(part.mutations)
     query = _root("Query", queries, "Everything the control plane holds, as the caller may see it")
     mutation = _root("Mutation", mutations, "Every change the control plane allows")
     return strawberry.Schema(
         query=query,
         mutation=mutation,
         config=StrawberryConfig(default_resolver=resolve_member),
+        scalar_overrides=SCALAR_OVERRIDES,
     )
 
 

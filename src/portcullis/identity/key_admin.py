@@ -461,7 +461,7 @@ def _row_document(cells: dict[str, str], row: int) -> tuple[dict[str, Any], list
     if raw_metadata:
         try:
             doc["metadata"] = json.loads(raw_metadata)
-        except ValueError:
+        except (ValueError, RecursionError):
             errors.append(RowError(row, "metadata", "is not valid JSON"))
     if "name" not in doc:
         errors.append(RowError(row, "name", "is required"))

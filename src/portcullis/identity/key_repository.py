@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     false,
+    func,
     insert,
     or_,
     select,
@@ -325,7 +326,7 @@ def decode_cursor(cursor: str, field: str, descending: bool) -> tuple[Any, str]:
     """The sort value and id a page ended at; `InvalidCursor` when not one of ours."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidCursor("the cursor is not one this API issued") from None
     if not isinstance(data, dict) or not isinstance(data.get("id"), str):
         raise InvalidCursor("the cursor is not one this API issued")
@@ -447,6 +448,45 @@ class KeyRepository:
             last = items[-1]
             next_cursor = encode_cursor(field, descending, getattr(last, field), last.id)
         return KeyPage(items, next_cursor)
+
+    async def keys_of_consumers(
+        self, consumers: Sequence[str], where: KeyFilter = KeyFilter(), *, per_consumer: int
+    ) -> dict[str, KeyPage]:
+        """The first page (newest first, as `list_keys`' default sort) of each consumer's
+        matching keys, in ONE statement for all of them (a window function ranks each
+        consumer's keys): what a GraphQL loader asks for a page of consumers."""
+        if not consumers:
+            return {}
+        now = self._clock()
+        rank = (
+            func.row_number()
+            .over(partition_by=ApiKeyRow.consumer, order_by=_order("created_at", True))
+            .label("key_rank")
+        )
+        ranked = (
+            _filtered(select(*_INFO_COLUMNS, rank), where, now)
+            .where(ApiKeyRow.consumer.in_(list(dict.fromkeys(consumers))))
+            .subquery()
+        )
+        query = (
+            select(ranked)
+            .where(ranked.c.key_rank <= per_consumer + 1)
+            .order_by(ranked.c.consumer, ranked.c.key_rank)
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        found: dict[str, list[KeyInfo]] = {c: [] for c in consumers}
+        for row in rows:
+            found[row.consumer].append(_info(row._mapping))
+        pages: dict[str, KeyPage] = {}
+        for consumer, items in found.items():
+            next_cursor = None
+            if len(items) > per_consumer:
+                items = items[:per_consumer]
+                last = items[-1]
+                next_cursor = encode_cursor("created_at", True, last.created_at, last.id)
+            pages[consumer] = KeyPage(items, next_cursor)
+        return pages
 
     async def stream_keys(self, where: KeyFilter = KeyFilter()) -> AsyncIterator[KeyInfo]:
         """Every matching key, by id, fetched in batches (for streamed exports)."""

@@ -171,6 +171,9 @@ def load_config_text(
     `format="json"` parses strictly as JSON.
     """
     if format == "json":
+        deep = _too_deep(text)
+        if deep is not None:
+            raise ConfigError([deep], source=source)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -201,7 +204,34 @@ def load_config_data(data: Any, *, source: str = "<data>") -> GatewayConfig:
     return _validate(data, None, source)
 
 
+# libyaml recurses on the C stack once per nested flow collection and crashes the process
+# (a segfault, not an exception) somewhere past 20,000 levels; no config nests near this.
+MAX_FLOW_DEPTH = 1000
+
+
+def _too_deep(text: str) -> ConfigIssue | None:
+    """A document whose `[`/`{` nesting exceeds MAX_FLOW_DEPTH, refused before any
+    parser sees it (brackets inside strings count too: the bound is far above any
+    real config, so that over-count never matters)."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_FLOW_DEPTH:
+                    return ConfigIssue(
+                        "", f"the document nests more than {MAX_FLOW_DEPTH} levels deep"
+                    )
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
 def _parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None, list[ConfigIssue]]:
+    deep = _too_deep(text)
+    if deep is not None:
+        raise ConfigError([deep], source=source)
     loader = _YamlLoader(text)
     try:
         node = loader.get_single_node()

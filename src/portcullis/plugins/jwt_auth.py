@@ -539,7 +539,7 @@ class JwtAuth(Plugin[JwtAuthConfig]):
             header = _json_decode(_b64decode(parts[0]).decode("utf-8"))
             payload = _json_decode(_b64decode(parts[1]).decode("utf-8"))
             signature = _b64decode(parts[2])
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError, RecursionError):
             raise _Reject("malformed token") from None
         if not isinstance(header, dict) or not isinstance(payload, dict):
             raise _Reject("malformed token")

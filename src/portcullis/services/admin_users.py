@@ -19,7 +19,7 @@ is audited with its before and after (secrets never).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, StrictInt
@@ -59,6 +59,8 @@ PASSWORD_CHANGED = ProblemKind(
 )
 LAST_OWNER = ProblemKind("last-owner", "The last owner can't be removed or demoted", 409)
 MAX_TOKEN_LIFETIME = timedelta(days=366)
+USER_SORT = ("email", "role", "created_at")
+TOKEN_SORT = ("name", "created_at", "expires_at")
 Email = Annotated[
     str,
     Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", examples=["ops@example.com"]),
@@ -94,6 +96,54 @@ class ApiTokenCreate(BaseModel):
     expires_in: Annotated[
         StrictInt, Field(ge=60, le=int(MAX_TOKEN_LIFETIME.total_seconds()), description="Seconds")
     ] = 90 * 24 * 3600
+
+
+class ApiTokenOut(BaseModel):
+    id: str
+    name: str
+    prefix: str = Field(description="First characters of the token, to recognise it")
+    user_id: str
+    scopes: list[Permission]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class Me(BaseModel):
+    actor: str
+    role: Role
+    permissions: list[Permission]
+    user_id: str | None
+    organization_id: str | None
+
+    @classmethod
+    def of(cls, caller: Caller) -> Me:
+        return cls(
+            actor=caller.actor,
+            role=caller.role,
+            permissions=sorted(caller.permissions),
+            user_id=caller.user_id,
+            organization_id=caller.organization_id,
+        )
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class PasswordChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
+    new_password: Password
+
+
+class PasswordChangeResult(BaseModel):
+    api_tokens_revoked: int = Field(description="Your API tokens the change revoked")
+    sessions_ended: int = Field(description="Your other login sessions the change ended")
 
 
 def _locked(exc: LoginLocked) -> ServiceError:

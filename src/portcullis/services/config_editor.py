@@ -263,3 +263,57 @@ def validate_document(document: Any, locate: Locator | None = None) -> GatewayCo
             else:
                 errors.append((pointer, issue.message))
         raise invalid(errors) from None
+
+
+class RequestConfig(ConfigEditor):
+    """One request's view of an editor (e.g. one GraphQL document): the first `state()`
+    reads the store and the rest of the request sees that same state, so every field
+    that reads the config costs no statement and all of them see one version. Every
+    change goes through the shared editor (its lock, its retries) and drops the kept
+    state, so a read after a write in the same request sees the write."""
+
+    def __init__(self, editor: ConfigEditor) -> None:
+        # Not ConfigEditor.__init__: nothing of its own to lock or cache.
+        self._editor = editor
+        self.repository = editor.repository
+        self.max_attempts = editor.max_attempts
+        self._kept: ConfigState | None = None
+        # Fields resolve concurrently: the first read is shared, not repeated.
+        self._reading = asyncio.Lock()
+
+    async def state(self) -> ConfigState:
+        if self._kept is None:
+            async with self._reading:
+                if self._kept is None:
+                    self._kept = await self._editor.state()
+        return self._kept
+
+    async def mutate(self, plan: Callable[[ConfigState], Edit[T]], *, author: str) -> Applied[T]:
+        self._kept = None
+        try:
+            return await self._editor.mutate(plan, author=author)
+        finally:
+            self._kept = None
+
+    async def pinned(self, work: Callable[[ConfigState], Awaitable[T]]) -> T:
+        self._kept = None
+        try:
+            return await self._editor.pinned(work)
+        finally:
+            self._kept = None
+
+    async def rollback(
+        self,
+        to_version: int,
+        *,
+        author: str,
+        precondition: Callable[[ConfigState], None] | None = None,
+        on_write: Callable[[ConfigState], OnWrite | None] | None = None,
+    ) -> ConfigVersion:
+        self._kept = None
+        try:
+            return await self._editor.rollback(
+                to_version, author=author, precondition=precondition, on_write=on_write
+            )
+        finally:
+            self._kept = None

@@ -21,13 +21,16 @@ make an operator's If-Match fail) and without the one-time `key`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.key_admin import (
+    DEFAULT_GRACE_SECONDS,
+    MAX_GRACE_SECONDS,
     CreatedKey,
     ImportedKey,
     ImportRejected,
@@ -35,6 +38,8 @@ from portcullis.identity.key_admin import (
     KeyInfo,
     KeySettings,
     KeySpec,
+    KeyState,
+    Reason,
     Rotation,
     UnknownConsumer,
     check_import_consumers,
@@ -52,7 +57,7 @@ from portcullis.identity.key_repository import (
     KeyPage,
     KeyRepository,
 )
-from portcullis.identity.keys import FullKeyGiven, key_id_of
+from portcullis.identity.keys import Environment, FullKeyGiven, key_id_of
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import GatewayConfig
 from portcullis.problems import BAD_REQUEST, ProblemKind
@@ -85,6 +90,80 @@ def represent(info: KeyInfo, now: datetime) -> dict[str, Any]:
 def etag_of_key(representation: Mapping[str, Any]) -> str:
     """The ETag of a key's representation (`represent`)."""
     return etag_without(dict(representation), VOLATILE)
+
+
+class KeyOut(BaseModel):
+    """An API key's metadata (never the key or its hash)."""
+
+    id: str = Field(examples=["4fJx0Qe8LmZp"])
+    prefix: str | None = Field(
+        description="The key's non-secret beginning (null for imported foreign-format keys)",
+        examples=["pc_live_4fJx0Qe8LmZp"],
+    )
+    consumer: str
+    organization: str | None = Field(description="The organization's current name")
+    organization_id: str | None = Field(
+        description="The organization the key belongs to (kept when it is renamed)"
+    )
+    environment: Environment
+    name: str
+    scopes: list[str]
+    expires_at: datetime | None
+    allowed_origins: list[str]
+    ip_allowlist: list[str]
+    plan: str | None
+    metadata: dict[str, str | int | float | bool | None]
+    status: Literal["active", "suspended", "revoked"]
+    status_reason: str | None
+    state: KeyState = Field(description="Whether the key works now, and if not, why")
+    rotated_from: str | None
+    replaced_by: str | None
+    grace_until: datetime | None = Field(description="A rotated key works until then")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None = Field(description="Updated in batches, not per request")
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: int = Field(
+        DEFAULT_GRACE_SECONDS,
+        ge=0,
+        le=MAX_GRACE_SECONDS,
+        description="How long the old key keeps working (0: it stops now)",
+    )
+    expires_at: AwareDatetime | None = Field(
+        None, description="The new key's expiry (omitted: the old key's; null: never)"
+    )
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason = Field(examples=["leaked in a public repository"])
+
+
+class KeyQuery(BaseModel):
+    """Filters shared by the listing and the export."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consumer: str | None = Field(None, description="Only this consumer's keys")
+    organization: str | None = Field(None, description="Only keys of this organization")
+    environment: Environment | None = None
+    status: KeyState | None = Field(None, description="The key's effective state")
+    name: str | None = Field(None, description="Only keys with exactly this name")
+
+    def as_filter(self) -> KeyFilter:
+        return KeyFilter(
+            consumer=self.consumer,
+            organization=self.organization,
+            environment=self.environment,
+            state=self.status,
+            name=self.name,
+        )
 
 
 class ImportRefused(ServiceError):
@@ -180,6 +259,15 @@ class KeyService:
         await self.consumer_organization(op, username)
         return await self.list_keys(
             op, dataclasses.replace(where, consumer=username), limit=limit, cursor=cursor, sort=sort
+        )
+
+    async def keys_of_consumers(
+        self, op: Operation, usernames: Sequence[str], *, per_consumer: int
+    ) -> dict[str, KeyPage]:
+        """The first page of each consumer's keys that the caller may see, in one store
+        read (the consumers come from a list the caller was already allowed to see)."""
+        return await self._keys(op).keys_of_consumers(
+            usernames, self._scoped(op, KeyFilter()), per_consumer=per_consumer
         )
 
     def export(

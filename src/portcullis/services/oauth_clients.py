@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
 
-from portcullis.identity.oauth_clients import ClientStatus, OAuthClient
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from portcullis.identity.oauth_clients import (
+    MAX_TOKEN_TTL,
+    SCOPE_PATTERN,
+    ClientStatus,
+    OAuthClient,
+)
 from portcullis.identity.oauth_server import OAuthServer
-from portcullis.identity.signing import SigningKeyInfo
+from portcullis.identity.signing import KeyStatus, SigningKeyInfo
 from portcullis.model.config import Consumer, GatewayConfig
 from portcullis.services.config_editor import ConfigEditor, ConfigState
 from portcullis.services.context import Operation
@@ -28,6 +37,60 @@ CLIENT_SORT = ("name", "created_at")
 KEY_SORT = ("created_at",)
 
 
+ClientName = Annotated[str, Field(min_length=1, max_length=128)]
+Scope = Annotated[str, Field(pattern=SCOPE_PATTERN, description="An RFC 6749 scope token")]
+Scopes = Annotated[list[Scope], Field(max_length=100)]
+TokenTtl = Annotated[
+    StrictInt,
+    Field(ge=60, le=MAX_TOKEN_TTL, description="Lifetime of the client's access tokens, seconds"),
+]
+
+
+class OAuthClientCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ClientName
+    allowed_scopes: Scopes = Field(default_factory=list)
+    token_ttl: TokenTtl = 3600
+
+
+class OAuthClientPatch(BaseModel):
+    """JSON Merge Patch of a client; `null` is not a valid value for any field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ClientName | None = None
+    allowed_scopes: Scopes | None = None
+    token_ttl: TokenTtl | None = None
+    status: ClientStatus | None = None
+
+
+class OAuthClientOut(BaseModel):
+    client_id: str
+    consumer: str
+    organization: str | None = Field(description="The organization's current name")
+    organization_id: str | None = Field(
+        description="The organization the client belongs to (kept when it is renamed)"
+    )
+    name: str
+    allowed_scopes: list[str]
+    token_ttl: int
+    status: ClientStatus
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SigningKeyOut(BaseModel):
+    kid: str
+    alg: str
+    status: KeyStatus
+    created_at: datetime
+    retired_at: datetime | None
+    remove_after: datetime | None = Field(description="When a retired key leaves the JWKS")
+    public_jwk: dict[str, Any] = Field(description="The public key (RFC 7517)")
+
+
 @dataclass(frozen=True, slots=True)
 class ClientChanges:
     """What an update changes (None: leave as is)."""
@@ -36,6 +99,14 @@ class ClientChanges:
     allowed_scopes: Sequence[str] | None = None
     token_ttl: int | None = None
     status: ClientStatus | None = None
+
+    @classmethod
+    def of(cls, patch: OAuthClientPatch) -> ClientChanges:
+        """The changes of a JSON Merge Patch of a client; `null` is valid for no field."""
+        nulls = [f for f in patch.model_fields_set if getattr(patch, f) is None]
+        if nulls:
+            raise invalid([(f"#/{f}", "must not be null") for f in sorted(nulls)])
+        return cls(patch.name, patch.allowed_scopes, patch.token_ttl, patch.status)
 
 
 def etag_of_client(client: OAuthClient) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -34,6 +34,7 @@ from portcullis.store.config_repository import ConfigVersion
 from portcullis.store.engine import write_transaction
 
 RESOURCE_TYPE = "organization"
+ORG_SORT = ("name", "created_at")
 
 
 class OrganizationOut(BaseModel):
@@ -41,6 +42,19 @@ class OrganizationOut(BaseModel):
     name: str
     created_at: datetime
     updated_at: datetime
+
+
+OrgName = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
+]
+
+
+class OrganizationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: OrgName = Field(
+        description="Also the value gateway entities put in their `organization` field"
+    )
 
 
 def _json(row: Any) -> dict[str, Any]:

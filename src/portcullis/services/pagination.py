@@ -123,7 +123,7 @@ def _decode_cursor(cursor: str, keys: Sequence[SortKey]) -> tuple[list[Any], str
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise ServiceError(INVALID_CURSOR, "the cursor is not one this API issued") from exc
     if (
         not isinstance(data, dict)

@@ -27,8 +27,10 @@ who calls how much, like a key's `last_used_at`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -118,6 +120,27 @@ def _default_plan(config: GatewayConfig) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Row:
+    """One quota counter of a usage: its plan entry and item, the limit in force, the
+    current period and the counter's partition (`c=<consumer>` or `k=<key id>`)."""
+
+    entry: Entry
+    item: Item
+    limit: int
+    period: CalendarPeriod
+    partition: str
+    consumer: str
+
+
+@dataclass(frozen=True, slots=True)
+class _UsagePlan:
+    name: str | None
+    source: Any
+    sources: set[str]
+    rows: list[_Row]
+
+
 class UsageService:
     """Quota usage read from the limit counters (Redis) or the workers' published counts."""
 
@@ -164,6 +187,26 @@ class UsageService:
             prefix=settings.limits_key_prefix,
         )
 
+    async def of_consumers(
+        self, op: Operation, usernames: Sequence[str]
+    ) -> dict[str, QuotaUsageOut]:
+        """The usage of each named consumer the caller may see (others are left out), with
+        one read of the counters for all of them (what a GraphQL loader asks for)."""
+        config = (await self._editor.state()).config
+        wanted = set(usernames)
+        consumers = [
+            ConsumerInfo.of(c)
+            for c in config.consumers
+            if c.username in wanted and op.scope.sees_named(c.organization)
+        ]
+        plans = [self._plan(op, config, consumer, None, None) for consumer in consumers]
+        counts = await self._counts([row for plan in plans for row in plan.rows], consumers)
+        out: dict[str, QuotaUsageOut] = {}
+        for consumer, plan in zip(consumers, plans, strict=True):
+            used = [counts[id(row)] for row in plan.rows]
+            out[consumer.username] = self._shaped(op, plan, consumer, None, used)
+        return out
+
     async def _usage(
         self,
         op: Operation,
@@ -172,11 +215,24 @@ class UsageService:
         key_id: str | None,
         key_plan: str | None,
     ) -> QuotaUsageOut:
+        plan = self._plan(op, config, consumer, key_id, key_plan)
+        counts = await self._counts(plan.rows, [consumer])
+        used = [counts[id(row)] for row in plan.rows]
+        return self._shaped(op, plan, consumer, key_id, used)
+
+    def _plan(
+        self,
+        op: Operation,
+        config: GatewayConfig,
+        consumer: ConsumerInfo,
+        key_id: str | None,
+        key_plan: str | None,
+    ) -> _UsagePlan:
+        """Which counters make up the usage (no I/O)."""
         book = PlanBook(TrafficRules.of(config))
         plan, source = book.resolve(key_plan, consumer, _default_plan(config))
-        now_dt = op.now()
-        now = to_us(now_dt)
-        rows: list[tuple[Entry, Item, int, CalendarPeriod, str]] = []
+        now = to_us(op.now())
+        rows: list[_Row] = []
         sources: set[str] = set()
         if plan is not None:
             periods = Periods()
@@ -195,46 +251,68 @@ class UsageService:
                     )
                     limit = effective_limit(item, adjustment)
                     rows.append(
-                        (entry, item, limit, current[item.period, item.timezone], partition)
+                        _Row(
+                            entry,
+                            item,
+                            limit,
+                            current[item.period, item.timezone],
+                            partition,
+                            consumer.username,
+                        )
                     )
+        return _UsagePlan(plan.name if plan is not None else None, source, sources, rows)
+
+    async def _counts(
+        self, rows: Sequence[_Row], consumers: Sequence[ConsumerInfo]
+    ) -> dict[int, tuple[int | None, CounterUsage | None]]:
+        """What each row's counter says (by the row's id): one read of the published
+        counters (or one peek at Redis) for every row of every consumer."""
+        if not rows:
+            return {}
+        slots = {c.username: slot_for(c, "") for c in consumers}
+        probes = [
+            counter_request(r.item, MAX_LIMIT, r.period, r.partition, slots[r.consumer])
+            for r in rows
+        ]
         backend = self._backend()
-        used: list[int | None] = [None] * len(rows)
-        per_worker: list[CounterUsage | None] = [None] * len(rows)
-        slot = slot_for(consumer, "")
-        if backend is None and rows:
-            keys = [
-                counter_request(item, MAX_LIMIT, period, partition, slot).key
-                for _, item, _, period, partition in rows
-            ]
+        if backend is None:
             fresh_for = timedelta(seconds=FRESH_BEATS * self._settings.heartbeat_interval)
             try:
-                published = await read_quota_usage(self._engine, keys, fresh_for=fresh_for)
+                published = await read_quota_usage(
+                    self._engine, [p.key for p in probes], fresh_for=fresh_for
+                )
             except SQLAlchemyError as exc:
                 raise ServiceError(
                     USAGE_UNAVAILABLE, f"the published quota counters cannot be read: {exc}"
                 ) from None
-            per_worker = [published.get(key, NO_USAGE) for key in keys]
-            used = [p.used if p is not None else None for p in per_worker]
-        if backend is not None and rows:
-            # Peeked against the largest limit, so `remaining` is never clamped at 0 and
-            # `used` comes out exact even when it exceeds the limit now in force.
-            probes = [
-                counter_request(item, MAX_LIMIT, period, partition, slot)
-                for _, item, _, period, partition in rows
-            ]
-            try:
-                peeked = await backend.peek(probes)
-            except BackendUnavailable as exc:
-                raise ServiceError(
-                    USAGE_UNAVAILABLE, f"the limit counters are unreachable: {exc}"
-                ) from None
-            finally:
-                await backend.aclose()
-            used = [MAX_LIMIT - d.remaining for d in peeked]
+            spread = [published.get(p.key, NO_USAGE) for p in probes]
+            return {
+                id(r): (s.used if s is not None else None, s)
+                for r, s in zip(rows, spread, strict=True)
+            }
+        # Peeked against the largest limit, so `remaining` is never clamped at 0 and
+        # `used` comes out exact even when it exceeds the limit now in force.
+        try:
+            peeked = await backend.peek(probes)
+        except BackendUnavailable as exc:
+            raise ServiceError(
+                USAGE_UNAVAILABLE, f"the limit counters are unreachable: {exc}"
+            ) from None
+        finally:
+            await backend.aclose()
+        return {id(r): (MAX_LIMIT - d.remaining, None) for r, d in zip(rows, peeked, strict=True)}
+
+    def _shaped(
+        self,
+        op: Operation,
+        plan: _UsagePlan,
+        consumer: ConsumerInfo,
+        key_id: str | None,
+        counts: list[tuple[int | None, CounterUsage | None]],
+    ) -> QuotaUsageOut:
         quotas = []
-        for (entry, item, limit, period, _), count, spread in zip(
-            rows, used, per_worker, strict=True
-        ):
+        for row, (count, spread) in zip(plan.rows, counts, strict=True):
+            entry, item, limit, period = row.entry, row.item, row.limit, row.period
             quotas.append(
                 QuotaUse(
                     name=item.name,
@@ -256,10 +334,10 @@ class UsageService:
         return QuotaUsageOut(
             consumer=consumer.username,
             key_id=key_id,
-            plan=plan.name if plan is not None else None,
-            plan_source=source,
-            adjustment=", ".join(sorted(sources)) or None,
-            counters="shared" if backend is not None else "per_worker",
-            at=now_dt,
+            plan=plan.name,
+            plan_source=plan.source,
+            adjustment=", ".join(sorted(plan.sources)) or None,
+            counters="shared" if self._settings.redis_url else "per_worker",
+            at=op.now(),
             quotas=quotas,
         )

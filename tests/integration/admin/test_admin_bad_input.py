@@ -261,3 +261,22 @@ async def test_an_override_that_expired_since_does_not_block_other_edits(
     assert reason.status_code == 200, reason.text
     other = await owner.post("/admin/v1/consumers", json={"username": "beta"})
     assert other.status_code == 201, other.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "media"),
+    [
+        ("POST", "/admin/v1/config/diff", "application/json"),
+        ("POST", "/admin/v1/config/diff", "application/yaml"),
+        ("PUT", "/admin/v1/config", "application/json"),
+        ("PUT", "/admin/v1/config", "application/yaml"),
+    ],
+)
+async def test_a_config_nested_too_deeply_is_400_not_a_crash(
+    owner: httpx.AsyncClient, method: str, path: str, media: str
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    response = await owner.request(method, path, content=deep, headers={"content-type": media})
+    assert response.status_code == 400, response.text
+    assert "nested too deeply" in response.json()["detail"]
+    assert (await owner.get("/admin/v1/config")).status_code == 200

@@ -143,3 +143,81 @@ async def test_sdl_is_published(anonymous: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert "type Query" in response.text
     assert "services(" in response.text
+
+
+async def test_limits_come_from_the_settings(database_url: str) -> None:
+    from portcullis.admin.app import create_admin_app
+    from portcullis.services.rbac import Role
+    from portcullis.settings import Settings
+
+    app = create_admin_app(Settings(database_url=database_url, log_json=False, graphql_max_depth=2))
+    async with app.router.lifespan_context(app):
+        await app.state.authenticator.create_user("o@example.com", "pw " * 6, Role.OWNER)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            login = await client.post(
+                "/admin/v1/auth/login", json={"email": "o@example.com", "password": "pw " * 6}
+            )
+            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+            shallow = await client.post(
+                "/graphql", json={"query": "{ services { pageInfo { hasNextPage } } }"}
+            )
+            assert shallow.status_code == 400
+            error = shallow.json()["errors"][0]
+            assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
+            assert error["extensions"]["limit"] == "depth"
+            assert "max_depth" in error["message"]
+            ok = await client.post("/graphql", json={"query": "{ services { __typename } }"})
+            assert ok.status_code == 200, ok.text
+
+
+async def test_introspection_can_be_switched_off(database_url: str) -> None:
+    from portcullis.admin.app import create_admin_app
+    from portcullis.services.rbac import Role
+    from portcullis.settings import Settings
+
+    app = create_admin_app(
+        Settings(database_url=database_url, log_json=False, graphql_introspection=False)
+    )
+    async with app.router.lifespan_context(app):
+        await app.state.authenticator.create_user("o@example.com", "pw " * 6, Role.OWNER)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            login = await client.post(
+                "/admin/v1/auth/login", json={"email": "o@example.com", "password": "pw " * 6}
+            )
+            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+            refused = await client.post(
+                "/graphql", json={"query": "{ __schema { types { name } } }"}
+            )
+            assert refused.status_code == 400
+            assert refused.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+            assert "introspection" in refused.json()["errors"][0]["message"]
+            ordinary = await client.post(
+                "/graphql", json={"query": "{ services { nodes { name } } }"}
+            )
+            assert ordinary.status_code == 200
+            assert (await client.get("/graphql/schema.graphql")).status_code == 404
+
+
+async def test_hostile_request_bodies_are_400s(
+    anonymous: httpx.AsyncClient, owner: httpx.AsyncClient
+) -> None:
+    auth = {"authorization": owner.headers["authorization"], "content-type": "application/json"}
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (
+        deep,
+        '{"query": "{ services { nodes { name } } }", "variables": ' + deep + "}",
+        '{"query": 42}',
+        "[]",
+        "not json",
+    ):
+        response = await anonymous.post("/graphql", content=body, headers=auth)
+        assert response.status_code == 400, (body[:40], response.text)
+        assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    nested = await anonymous.get(
+        "/graphql",
+        params={"query": "{ services { nodes { name } } }", "variables": "[" * 3_000 + "]" * 3_000},
+        headers={"authorization": owner.headers["authorization"]},
+    )
+    assert nested.status_code == 400

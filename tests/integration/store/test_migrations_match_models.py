@@ -7,13 +7,19 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from portcullis.store import admin_tables, analytics_tables, identity_tables, webhook_tables
+from portcullis.store import (
+    admin_tables,
+    analytics_tables,
+    graphql_tables,
+    identity_tables,
+    webhook_tables,
+)
 from portcullis.store.engine import create_engine
 from portcullis.store.tables import Base
 from support.migrations import migrate
 
 # Imported for their side effect: every table registers on Base.metadata.
-_TABLE_MODULES = (admin_tables, analytics_tables, identity_tables, webhook_tables)
+_TABLE_MODULES = (admin_tables, analytics_tables, graphql_tables, identity_tables, webhook_tables)
 
 
 async def test_migrating_to_head_builds_the_models_tables(database_url: str) -> None:

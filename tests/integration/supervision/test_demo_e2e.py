@@ -49,6 +49,10 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         assert delivery["webhook_id"].startswith("msg_")
         assert delivery["webhook_signature"].startswith("v1,")
         assert int(delivery["webhook_timestamp"]) > 0
+        # The GraphQL admin API the banner points at publishes its schema.
+        sdl = httpx.get(f"http://127.0.0.1:{admin}/graphql/schema.graphql", timeout=5)
+        assert sdl.status_code == 200
+        assert "services(" in sdl.text
         # The demo's own store holds the endpoint; nothing was written to the repo.
         assert (tmp_path / "var" / "portcullis.db").is_file()
     finally:

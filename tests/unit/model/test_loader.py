@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -369,3 +369,16 @@ def test_valid_json_is_not_composed_as_yaml_but_errors_still_get_lines(
         load_config_text(bad, source="bad.json", format="json")
     assert composed == [bad]
     assert [(e.location, e.line) for e in info.value.errors] == [("services[0]", 3)]
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_a_document_nested_past_any_config_is_refused_before_parsing(
+    fmt: Literal["yaml", "json"],
+) -> None:
+    # libyaml crashes the process (segfault) on flow collections nested ~50,000 deep.
+    deep = (
+        "services: " + "[" * 60_000 + "]" * 60_000 if fmt == "yaml" else "[" * 60_000 + "]" * 60_000
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_config_text(deep, source="deep", format=fmt)
+    assert "nests more than 1000 levels" in str(refused.value)

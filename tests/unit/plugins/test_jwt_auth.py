@@ -328,6 +328,8 @@ async def test_malformed_tokens() -> None:
         f"{b64(b'[1]')}.{p}.{s}",
         f"{h}.{b64(b'not json')}.{s}",
         "x" * 9000,
+        # JSON nested past the decoder's recursion limit, in a 3 kB header.
+        f"{h}.{b64(b'[' * 1100 + b']' * 1100)}.{s}",
     ):
         assert await reject_reason(plugin, token) == "malformed token"
     reply = await plugin.access(make_ctx([(b"authorization", "Bearer é.b.c".encode())]))

@@ -230,3 +230,29 @@ async def test_export_is_scoped(service: KeyService, engine: AsyncEngine, clock:
     ]
     assert len(chunks) == 1
     assert '"name":"mine"' in chunks[0]
+
+
+async def test_keys_of_consumers_is_each_consumers_first_page_in_one_read(
+    service: KeyService, engine: AsyncEngine, clock: Clock
+) -> None:
+    everyone = operation(engine, clock)
+    made = {}
+    for name, consumer in (("a1", "alice"), ("a2", "alice"), ("a3", "alice"), ("b1", "bob")):
+        clock.now += timedelta(seconds=1)
+        made[name] = (await service.create(everyone, consumer, spec(name=name))).info.id
+    pages = await service.keys_of_consumers(everyone, ["alice", "bob", "nobody"], per_consumer=2)
+    # Newest first, as list_consumer_keys' default sort, and the same next cursor.
+    assert [k.name for k in pages["alice"].items] == ["a3", "a2"]
+    listed = await service.list_consumer_keys(everyone, "alice", limit=2)
+    assert pages["alice"].next_cursor == listed.next_cursor
+    rest = await service.list_consumer_keys(everyone, "alice", limit=2, cursor=listed.next_cursor)
+    assert [k.name for k in rest.items] == ["a1"]
+    assert [k.name for k in pages["bob"].items] == ["b1"]
+    assert pages["bob"].next_cursor is None
+    assert pages["nobody"].items == []
+    # An organization-limited caller gets only its organization's keys, whatever it names.
+    limited = await service.keys_of_consumers(
+        operation(engine, clock, "org-a"), ["alice", "bob"], per_consumer=5
+    )
+    assert len(limited["alice"].items) == 3
+    assert limited["bob"].items == []

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.secrets import ServerSecret
@@ -81,3 +81,25 @@ async def test_an_unreadable_store_is_usage_unavailable(
         await usage.of_consumer(operation(engine), "alice")
     assert refusal.value.kind is USAGE_UNAVAILABLE
     assert refusal.value.kind.status == 503
+
+
+async def test_usage_of_many_consumers_reads_the_counters_once(
+    engine: AsyncEngine, usage: UsageService
+) -> None:
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    everyone = operation(engine, clock=lambda: NOW)
+    one_by_one = {name: await usage.of_consumer(everyone, name) for name in ("alice", "bob")}
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    together = await usage.of_consumers(everyone, ["alice", "bob", "nobody"])
+    assert together == one_by_one
+    counter_reads = [s for s in statements if "quota_usage" in s]
+    assert len(counter_reads) == 1
+    # An organization-limited caller gets only its own consumers, whatever it names.
+    limited = await usage.of_consumers(
+        operation(engine, "org-a", clock=lambda: NOW), ["alice", "bob"]
+    )
+    assert set(limited) == {"alice"}

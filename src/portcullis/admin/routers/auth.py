@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -17,12 +16,18 @@ from portcullis.admin.problems import created_responses, problem_responses
 from portcullis.admin.strict_json import check_body
 from portcullis.services.admin_auth import AdminUser, AuthService, TokenPair
 from portcullis.services.admin_users import (
+    TOKEN_SORT,
+    USER_SORT,
     AdminAccessService,
     AdminUserCreate,
     AdminUserUpdate,
     ApiTokenCreate,
+    ApiTokenOut,
     Email,
-    Password,
+    Me,
+    PasswordChangeRequest,
+    PasswordChangeResult,
+    RefreshRequest,
     require_signed_in,
 )
 from portcullis.services.context import Operation
@@ -33,8 +38,6 @@ IfMatch = Annotated[
 ]
 
 router = APIRouter()
-USER_SORT = ("email", "role", "created_at")
-TOKEN_SORT = ("name", "created_at", "expires_at")
 
 
 def _service(request: Request) -> AdminAccessService:
@@ -50,12 +53,6 @@ class LoginRequest(BaseModel):
 
     email: Email
     password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
-
-
-class RefreshRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    refresh_token: Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class TokenResponse(BaseModel):
@@ -131,18 +128,6 @@ async def logout(request: Request, body: RefreshRequest) -> Response:
     return Response(status_code=204)
 
 
-class PasswordChangeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    current_password: Annotated[SecretStr, Field(min_length=1, max_length=1024)]
-    new_password: Password
-
-
-class PasswordChangeResult(BaseModel):
-    api_tokens_revoked: int = Field(description="Your API tokens the change revoked")
-    sessions_ended: int = Field(description="Your other login sessions the change ended")
-
-
 async def signed_in_user(request: Request, caller: Caller = Depends(current_caller)) -> Operation:
     """The operation of a user in a login session (not an API token, not the bootstrap
     token), whatever their role; 403 otherwise. Then the body is checked strictly, as
@@ -176,14 +161,6 @@ async def change_own_password(
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
-class Me(BaseModel):
-    actor: str
-    role: Role
-    permissions: list[Permission]
-    user_id: str | None
-    organization_id: str | None
-
-
 @router.get(
     "/auth/me",
     tags=["Auth"],
@@ -193,13 +170,7 @@ class Me(BaseModel):
     operation_id="whoami",
 )
 async def whoami(caller: Caller = Depends(current_caller)) -> Me:
-    return Me(
-        actor=caller.actor,
-        role=caller.role,
-        permissions=sorted(caller.permissions),
-        user_id=caller.user_id,
-        organization_id=caller.organization_id,
-    )
+    return Me.of(caller)
 
 
 # ---------------------------------------------------------------------------- admin users
@@ -304,18 +275,6 @@ async def delete_admin_user(
 
 
 # ---------------------------------------------------------------------------- API tokens
-
-
-class ApiTokenOut(BaseModel):
-    id: str
-    name: str
-    prefix: str = Field(description="First characters of the token, to recognise it")
-    user_id: str
-    scopes: list[Permission]
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
 
 
 class ApiTokenCreated(ApiTokenOut):

@@ -83,11 +83,15 @@ async def read_document(request: Request) -> Any:
             raise malformed_body("YAML", str(exc.problem or exc.context), line, column) from None
         except yaml.YAMLError as exc:
             raise malformed_body("YAML", str(exc), None, None) from None
+        except RecursionError:
+            raise malformed_body("YAML", "nested too deeply", None, None) from None
     if media == "application/json" or media.endswith("+json"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise malformed_body("JSON", exc.msg, exc.lineno, exc.colno) from None
+        except RecursionError:
+            raise malformed_body("JSON", "nested too deeply", None, None) from None
     raise ApiProblem(
         UNSUPPORTED_MEDIA_TYPE, f"send application/json or application/yaml, not {media!r}"
     )

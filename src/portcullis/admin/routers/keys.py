@@ -17,12 +17,11 @@ renames) is theirs.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from portcullis.admin.body_guard import MAX_BODY_EXTENSION
 from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
@@ -33,20 +32,23 @@ from portcullis.admin.problems import (
     validation_problem,
 )
 from portcullis.identity.key_admin import (
-    DEFAULT_GRACE_SECONDS,
     IMPORT_COLUMNS,
-    MAX_GRACE_SECONDS,
     KeyInfo,
     KeySpec,
-    KeyState,
-    Reason,
 )
-from portcullis.identity.key_repository import SORT_FIELDS, KeyFilter
+from portcullis.identity.key_repository import SORT_FIELDS
 from portcullis.identity.key_repository import KeyPage as StoredPage
-from portcullis.identity.keys import Environment
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
-from portcullis.services.keys import KeyService, etag_of_key, represent
+from portcullis.services.keys import (
+    KeyOut,
+    KeyQuery,
+    KeyService,
+    ReasonIn,
+    RotateIn,
+    etag_of_key,
+    represent,
+)
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.services.rbac import Permission
 
@@ -76,39 +78,6 @@ _IMPORT_EXAMPLE = (
 # ---------------------------------------------------------------------------- schemas
 
 
-class KeyOut(BaseModel):
-    """An API key's metadata (never the key or its hash)."""
-
-    id: str = Field(examples=["4fJx0Qe8LmZp"])
-    prefix: str | None = Field(
-        description="The key's non-secret beginning (null for imported foreign-format keys)",
-        examples=["pc_live_4fJx0Qe8LmZp"],
-    )
-    consumer: str
-    organization: str | None = Field(description="The organization's current name")
-    organization_id: str | None = Field(
-        description="The organization the key belongs to (kept when it is renamed)"
-    )
-    environment: Environment
-    name: str
-    scopes: list[str]
-    expires_at: datetime | None
-    allowed_origins: list[str]
-    ip_allowlist: list[str]
-    plan: str | None
-    metadata: dict[str, str | int | float | bool | None]
-    status: Literal["active", "suspended", "revoked"]
-    status_reason: str | None
-    state: KeyState = Field(description="Whether the key works now, and if not, why")
-    rotated_from: str | None
-    replaced_by: str | None
-    grace_until: datetime | None = Field(description="A rotated key works until then")
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
-    last_used_at: datetime | None = Field(description="Updated in batches, not per request")
-
-
 class KeyCreated(KeyOut):
     key: str = Field(
         description="The full key. Shown only in this response: store it now.",
@@ -123,26 +92,6 @@ class RotationOut(KeyCreated):
 class KeyPage(BaseModel):
     items: list[KeyOut]
     next: str | None
-
-
-class RotateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    grace_seconds: int = Field(
-        DEFAULT_GRACE_SECONDS,
-        ge=0,
-        le=MAX_GRACE_SECONDS,
-        description="How long the old key keeps working (0: it stops now)",
-    )
-    expires_at: AwareDatetime | None = Field(
-        None, description="The new key's expiry (omitted: the old key's; null: never)"
-    )
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Reason = Field(examples=["leaked in a public repository"])
 
 
 class ImportedOut(BaseModel):
@@ -160,27 +109,6 @@ class ImportOut(BaseModel):
     created: int
     dry_run: bool
     items: list[ImportedOut]
-
-
-class KeyQuery(BaseModel):
-    """Filters shared by the listing and the export."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    consumer: str | None = Field(None, description="Only this consumer's keys")
-    organization: str | None = Field(None, description="Only keys of this organization")
-    environment: Environment | None = None
-    status: KeyState | None = Field(None, description="The key's effective state")
-    name: str | None = Field(None, description="Only keys with exactly this name")
-
-    def as_filter(self) -> KeyFilter:
-        return KeyFilter(
-            consumer=self.consumer,
-            organization=self.organization,
-            environment=self.environment,
-            state=self.status,
-            name=self.name,
-        )
 
 
 class KeyListQuery(KeyQuery):

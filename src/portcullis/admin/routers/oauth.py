@@ -84,9 +84,14 @@ METADATA_MAX_AGE = 3600
 
 def oauth_server(request: Request) -> OAuthServer:
     """The application's OAuth server, created on first use from the admin services."""
-    server: OAuthServer | None = getattr(request.app.state, "oauth_server", None)
+    return oauth_server_of(request.app)
+
+
+def oauth_server_of(app: Any) -> OAuthServer:
+    """The OAuth server of application `app` (made on first use; REST and GraphQL share it)."""
+    server: OAuthServer | None = getattr(app.state, "oauth_server", None)
     if server is None:
-        admin: AdminState = request.app.state.admin
+        admin: AdminState = app.state.admin
         server = OAuthServer(
             admin.engine,
             admin.secret,
@@ -94,7 +99,7 @@ def oauth_server(request: Request) -> OAuthServer:
             settings=OAuthServerSettings(),
             consumer_lookup=ConsumerDirectory(admin.editor).get,
         )
-        request.app.state.oauth_server = server
+        app.state.oauth_server = server
     return server
 
 

@@ -9,30 +9,29 @@ deployment-wide signing keys.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, Field
 
 from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import page_response
-from portcullis.admin.problems import problem_responses, validation_problem
+from portcullis.admin.problems import problem_responses
 from portcullis.admin.routers.oauth import oauth_server
 from portcullis.identity.oauth_clients import (
-    MAX_TOKEN_TTL,
-    SCOPE_PATTERN,
-    ClientStatus,
     OAuthClient,
 )
-from portcullis.identity.signing import KeyStatus
 from portcullis.services.context import Operation
 from portcullis.services.oauth_clients import (
     CLIENT_SORT,
     KEY_SORT,
     ClientChanges,
+    OAuthClientCreate,
+    OAuthClientOut,
+    OAuthClientPatch,
     OAuthClientService,
+    SigningKeyOut,
     etag_of_client,
 )
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_pattern
@@ -43,51 +42,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 IfMatch = Annotated[
     str | None, Header(description="ETag from a previous read; 412 when it no longer matches")
 ]
-ClientName = Annotated[str, Field(min_length=1, max_length=128)]
-Scope = Annotated[str, Field(pattern=SCOPE_PATTERN, description="An RFC 6749 scope token")]
-Scopes = Annotated[list[Scope], Field(max_length=100)]
-TokenTtl = Annotated[
-    StrictInt,
-    Field(ge=60, le=MAX_TOKEN_TTL, description="Lifetime of the client's access tokens, seconds"),
-]
-
-
 # ---------------------------------------------------------------------------- models
-
-
-class OAuthClientCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: ClientName
-    allowed_scopes: Scopes = Field(default_factory=list)
-    token_ttl: TokenTtl = 3600
-
-
-class OAuthClientPatch(BaseModel):
-    """JSON Merge Patch of a client; `null` is not a valid value for any field."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: ClientName | None = None
-    allowed_scopes: Scopes | None = None
-    token_ttl: TokenTtl | None = None
-    status: ClientStatus | None = None
-
-
-class OAuthClientOut(BaseModel):
-    client_id: str
-    consumer: str
-    organization: str | None = Field(description="The organization's current name")
-    organization_id: str | None = Field(
-        description="The organization the client belongs to (kept when it is renamed)"
-    )
-    name: str
-    allowed_scopes: list[str]
-    token_ttl: int
-    status: ClientStatus
-    created_by: str
-    created_at: datetime
-    updated_at: datetime
 
 
 class OAuthClientWithSecret(OAuthClientOut):
@@ -97,16 +52,6 @@ class OAuthClientWithSecret(OAuthClientOut):
 class OAuthClientPage(BaseModel):
     items: list[OAuthClientOut]
     next: str | None
-
-
-class SigningKeyOut(BaseModel):
-    kid: str
-    alg: str
-    status: KeyStatus
-    created_at: datetime
-    retired_at: datetime | None
-    remove_after: datetime | None = Field(description="When a retired key leaves the JWKS")
-    public_jwk: dict[str, Any] = Field(description="The public key (RFC 7517)")
 
 
 class SigningKeyPage(BaseModel):
@@ -221,10 +166,7 @@ async def update_oauth_client(
     if_match: IfMatch = None,
     op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
-    nulls = [f for f in body.model_fields_set if getattr(body, f) is None]
-    if nulls:
-        raise validation_problem([(f"#/{f}", "must not be null") for f in sorted(nulls)])
-    changes = ClientChanges(body.name, body.allowed_scopes, body.token_ttl, body.status)
+    changes = ClientChanges.of(body)
     after = await _service(request).update(op, client_id, changes, if_match=if_match)
     return respond(after.as_json())
 

@@ -11,31 +11,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import ListQuery, list_query
 from portcullis.admin.problems import created_responses, problem_responses
 from portcullis.services.context import Operation
-from portcullis.services.organizations import OrganizationOut, OrganizationService
+from portcullis.services.organizations import (
+    ORG_SORT,
+    OrganizationIn,
+    OrganizationOut,
+    OrganizationService,
+)
 from portcullis.services.rbac import Permission
 
 router = APIRouter(prefix="/organizations", tags=["Organizations"])
-ORG_SORT = ("name", "created_at")
-OrgName = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
-]
 IfMatch = Annotated[
     str | None, Header(description="ETag from a previous read; 412 when it no longer matches")
 ]
-
-
-class OrganizationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: OrgName = Field(
-        description="Also the value gateway entities put in their `organization` field"
-    )
 
 
 class OrganizationPage(BaseModel):

@@ -18,13 +18,19 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from portcullis.settings import Settings
-from portcullis.store import admin_tables, analytics_tables, identity_tables, webhook_tables
+from portcullis.store import (
+    admin_tables,
+    analytics_tables,
+    graphql_tables,
+    identity_tables,
+    webhook_tables,
+)
 from portcullis.store.engine import create_engine, normalize_database_url, write_transaction
 from portcullis.store.tables import Base
 
 config = context.config
 # Imported for their side effect: every table registers on Base.metadata.
-_TABLE_MODULES = (admin_tables, analytics_tables, identity_tables, webhook_tables)
+_TABLE_MODULES = (admin_tables, analytics_tables, graphql_tables, identity_tables, webhook_tables)
 target_metadata = Base.metadata
 
 
