@@ -18,7 +18,6 @@ from strawberry.types import Info
 
 from portcullis.analytics.alerts import AlertRuleSpec, AlertState, render_rule
 from portcullis.analytics.anomalies import Signal
-from portcullis.events.catalogue import EventType
 from portcullis.graph.connections import Connection, connection, page_size
 from portcullis.graph.context import context_of
 from portcullis.graph.entities import Deleted
@@ -39,6 +38,7 @@ from portcullis.services.alerts import (
     RULE_SORT,
     AlertService,
     AnomalyConditions,
+    EventQuery,
     anomaly_json,
     etag_of_rendered_rule,
 )
@@ -282,23 +282,25 @@ async def events(
     after: Annotated[
         str | None, strawberry.argument(description="Only events after this one (a cursor)")
     ] = None,
-    kinds: list[str] | None = None,
+    kind: Annotated[list[str] | None, strawberry.argument(description="Only these kinds")] = None,
     subject: str | None = None,
 ) -> Connection[PlatformEvent]:
     op = await context_of(info).operation(Permission.ALERTS_READ)
     limit = page_size(first)
-    known = {k.value for k in EventType}
-    unknown = [
-        (f"#/kinds/{i}", "unknown event kind") for i, k in enumerate(kinds or []) if k not in known
-    ]
-    if unknown:
-        raise invalid(unknown)
-    rows = await _service(info).events(
-        op,
+    query = validated(
+        EventQuery,
+        None,
         after=0 if after is None else parse_int_cursor(after),
-        kinds=kinds or [],
+        kind=kind,
         subject=subject,
         limit=limit,
+    )
+    rows = await _service(info).events(
+        op,
+        after=query.after,
+        kinds=[k.value for k in query.kind],
+        subject=query.subject,
+        limit=query.limit,
     )
     following = str(rows[limit - 1].id) if len(rows) > limit else None
     return connection(rows[:limit], following, lambda e: str(e.id), lambda e: e.as_json())

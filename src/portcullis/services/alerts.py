@@ -36,6 +36,7 @@ from portcullis.analytics.alerts import (
 )
 from portcullis.analytics.anomalies import Signal
 from portcullis.events.bus import Event, read_events
+from portcullis.events.catalogue import EventType
 from portcullis.services.context import Operation
 from portcullis.services.errors import ALREADY_EXISTS, ServiceError, invalid, not_found
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, parse_int_cursor
@@ -110,6 +111,17 @@ class AnomalyConditions(BaseModel):
 class AnomalyQuery(AnomalyConditions):
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
     cursor: str | None = Field(None, description="`next` cursor of the previous page")
+
+
+class EventQuery(BaseModel):
+    """A read of the event log, as every face reads it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: int = Field(0, ge=0, le=2**62, description="Only events with a higher id")
+    kind: list[EventType] = Field(default_factory=list, description="Only these kinds")
+    subject: str | None = Field(None, max_length=256)
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
 
 
 def anomaly_json(row: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ deleted consumers, are refused.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -509,6 +510,8 @@ class AnalyticsService:
     ) -> dict[str, Any]:
         """One consumer's report; not found for a consumer outside a limited caller's
         organization."""
+        if len(consumer) > 128 or not re.match(NAME_PATTERN, consumer):
+            raise invalid([("#/consumer", f"must match {NAME_PATTERN}")])
         scope = await self._scope(op, consumer=consumer)
         if scope.visible_consumers is not None and consumer not in scope.visible_consumers:
             raise not_found(f"consumer {consumer!r} does not exist", target="consumer")

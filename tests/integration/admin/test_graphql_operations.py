@@ -304,6 +304,10 @@ async def test_alert_rules_crud_alerts_anomalies_and_events(
     events = (await graph("{ events(first: 500) { nodes { id kind subject } } }"))["events"]
     rest_events = (await owner.get("/admin/v1/events", params={"limit": 500})).json()["items"]
     assert [e["id"] for e in events["nodes"]] == [str(e["id"]) for e in rest_events]
+    assert await refused(graph, '{ events(kind: ["alert.nope"]) { nodes { id } } }') == (
+        422,
+        ["#/kind/0"],
+    )
 
 
 async def test_alert_rule_problems_as_data(graph: Run) -> None:
@@ -473,6 +477,8 @@ async def test_analytics_and_usage_on_routes_services_and_consumers_match_rest(
     assert await refused(graph, backwards) == (422, ["#"])
     bad_name = '{ analyticsRealtime(query: {route: "no spaces"}) { requests } }'
     assert await refused(graph, bad_name) == (422, ["#/route"])
+    bad_consumer = '{ consumerUsageReport(consumer: "no spaces") { consumer } }'
+    assert await refused(graph, bad_consumer) == (422, ["#/consumer"])
     missing = await graph('{ consumerUsageReport(consumer: "ghost") { consumer } }')
     assert missing["consumerUsageReport"]["consumer"] == "ghost"
 

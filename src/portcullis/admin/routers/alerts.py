@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import ListQuery, keyset_page, list_query
@@ -41,11 +41,11 @@ from portcullis.services.alerts import (
     RULE_SORT,
     AlertService,
     AnomalyQuery,
+    EventQuery,
     anomaly_json,
     etag_of_rule,
 )
 from portcullis.services.context import Operation
-from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from portcullis.services.rbac import Permission
 
 router = APIRouter(tags=["Alerts and events"])
@@ -141,15 +141,6 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     items: list[EventOut]
     next: str | None = Field(description="URL of the events after the last one returned")
-
-
-class EventQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    after: int = Field(0, ge=0, le=2**62, description="Only events with a higher id")
-    kind: list[EventType] = Field(default_factory=list, description="Only these kinds")
-    subject: str | None = Field(None, max_length=256)
-    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Page size")
 
 
 # ---------------------------------------------------------------------------- helpers
