@@ -9,10 +9,6 @@ hand the strict datetime check a Python string, which it refuses.
 
 from __future__ import annotations
 
-from typing import Annotated
+from portcullis.services.query import Rfc3339
 
-from pydantic import AwareDatetime, BeforeValidator
-
-from portcullis.services.query import rfc3339_only
-
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(rfc3339_only)]
+__all__ = ["Rfc3339"]

@@ -14,7 +14,6 @@ response is one bounded JSON document; `webhookDeliveries` pages the same attemp
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Annotated, Any
 
 import strawberry
@@ -39,26 +38,14 @@ from portcullis.services.rbac import Permission
 from portcullis.services.webhooks import (
     DEFAULT_GRACE,
     ENDPOINT_SORT,
-    MESSAGE_STATUSES,
-    DeliveryFilter,
+    DeliveryConditions,
+    ReplayFailedIn,
     WebhookCreate,
     WebhookService,
     WebhookSettings,
     etag_of_endpoint,
 )
 from portcullis.webhooks.runner import destination_policy
-
-
-@strawberry.enum(description="pending, delivered or failed (dead-lettered)")
-class DeliveryStatus(Enum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-# The service's statuses are the truth; this enum only names them for the schema.
-assert tuple(s.value for s in DeliveryStatus) == MESSAGE_STATUSES
-
 
 WebhookInput = input_type(WebhookCreate)
 WebhookPatch = input_type(WebhookSettings, patch=True)
@@ -168,13 +155,7 @@ ReplayFailedWebhookDeliveriesResult = result_union(
 TestWebhookResult = result_union("TestWebhookResult", WebhookTestPayload)
 
 
-@strawberry.input(description="Conditions on deliveries, as REST's query parameters.")
-class WebhookDeliveryFilter:
-    status: DeliveryStatus | None = None
-    event_type: str | None = None
-    event_id: int | None = strawberry.field(default=None, description="Only this event's")
-    since: datetime | None = strawberry.field(default=None, description="Queued at or after")
-    until: datetime | None = strawberry.field(default=None, description="Queued before")
+WebhookDeliveryFilter = input_type(DeliveryConditions)
 
 
 def _service(info: Info[Any, Any]) -> WebhookService:
@@ -232,18 +213,13 @@ async def webhook_deliveries(
     ] = None,
     first: int | None = None,
     after: str | None = None,
-    filter: WebhookDeliveryFilter | None = None,
+    event_id: Annotated[
+        int | None, strawberry.argument(description="Only the deliveries of this event")
+    ] = None,
+    filter: WebhookDeliveryFilter | None = None,  # type: ignore[valid-type]
 ) -> Connection[WebhookDelivery]:
     op = await context_of(info).operation(Permission.WEBHOOKS_READ)
-    given = filter or WebhookDeliveryFilter()
-    where = DeliveryFilter(
-        endpoint_id=endpoint_id,
-        event_id=given.event_id,
-        status=None if given.status is None else given.status.value,
-        event_type=given.event_type,
-        since=given.since,
-        until=given.until,
-    )
+    where = validated(DeliveryConditions, filter).where(endpoint_id, event_id)
     page = await _service(info).deliveries(op, where, limit=page_size(first), cursor=after)
     # Deliveries are paged by message id: each one's id resumes after it.
     return connection(page.items, page.next_cursor, lambda d: str(d["id"]))
@@ -352,7 +328,10 @@ async def replay_failed_webhook_deliveries(
 ) -> Any:
     async def run() -> WebhookReplayedPayload:
         op = await context_of(info).operation(Permission.WEBHOOKS_WRITE)
-        count = await _service(info).replay_failed(op, str(id), since=since, until=until)
+        window = validated(ReplayFailedIn, None, since=since, until=until)
+        count = await _service(info).replay_failed(
+            op, str(id), since=window.since, until=window.until
+        )
         return WebhookReplayedPayload(replayed=count)
 
     return await as_data(run)

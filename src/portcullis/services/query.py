@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BeforeValidator
 
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
@@ -18,3 +20,7 @@ def rfc3339_only(value: Any) -> Any:
     ):
         raise ValueError("expected an RFC 3339 date-time, e.g. 2026-01-31T12:00:00Z")
     return value
+
+
+# A time in a query input: RFC 3339 with an offset, never a bare number.
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(rfc3339_only)]

@@ -31,7 +31,7 @@ from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -50,6 +50,7 @@ from portcullis.services.errors import (
 )
 from portcullis.services.pagination import Page, paginate, parse_sort
 from portcullis.services.preconditions import apply_merge_patch, check_if_match, etag_without
+from portcullis.services.query import Rfc3339
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import (
@@ -261,6 +262,37 @@ class DeliveryFilter:
     event_type: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+class DeliveryConditions(BaseModel):
+    """Conditions on listed deliveries, as every face reads them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["pending", "delivered", "failed"] | None = None
+    event_type: str | None = Field(None, max_length=128)
+    since: Rfc3339 | None = Field(None, description="Events queued at or after (RFC 3339)")
+    until: Rfc3339 | None = Field(None, description="Events queued before (RFC 3339)")
+
+    def where(self, endpoint_id: str | None = None, event_id: int | None = None) -> DeliveryFilter:
+        return DeliveryFilter(
+            endpoint_id=endpoint_id,
+            event_id=event_id,
+            status=self.status,
+            event_type=self.event_type,
+            since=self.since,
+            until=self.until,
+        )
+
+
+class ReplayFailedIn(BaseModel):
+    """The window of a replay of dead-lettered deliveries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A body is validated as strict JSON (admin/strict_json.py): a number is no time there.
+    since: AwareDatetime | None = Field(None, description="Events queued at or after")
+    until: AwareDatetime | None = Field(None, description="Events queued before")
 
 
 @dataclass(frozen=True, slots=True)

@@ -631,6 +631,20 @@ async def test_webhooks_crud_rotation_tests_and_deliveries(
         id=hook["id"],
     )
     assert replayed["replayFailedWebhookDeliveries"]["replayed"] == 0
+    naive = await graph(
+        """mutation($id: ID!) { replayFailedWebhookDeliveries(id: $id, since: "2026-01-01T00:00:00")
+             { __typename ... on ValidationProblem { errors { pointer } } } }""",
+        id=hook["id"],
+    )
+    assert naive["replayFailedWebhookDeliveries"]["errors"] == [{"pointer": "#/since"}]
+    by_status = """query($id: String, $filter: DeliveryConditionsInput) {
+        webhookDeliveries(endpointId: $id, filter: $filter) { nodes { id } } }"""
+    failed = await graph(by_status, id=hook["id"], filter={"status": "failed"})
+    assert failed["webhookDeliveries"]["nodes"] == []
+    assert await refused(graph, by_status, filter={"since": "2026-01-01T00:00:00"}) == (
+        422,
+        ["#/since"],
+    )
     pending = await graph(
         """mutation($id: ID!, $m: String!) { replayWebhookDelivery(id: $id, messageId: $m) {
              __typename ... on Problem { status } } }""",

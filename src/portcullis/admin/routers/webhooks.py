@@ -17,13 +17,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from portcullis.admin.export import streamed_export
 from portcullis.admin.operations import admin_state, as_query_errors, operation, respond
 from portcullis.admin.pagination import page_response
 from portcullis.admin.problems import problem_responses
-from portcullis.admin.timestamps import Rfc3339
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_pattern
@@ -32,10 +31,13 @@ from portcullis.services.webhooks import (
     DEFAULT_GRACE,
     ENDPOINT_SORT,
     MAX_GRACE,
-    DeliveryFilter,
+    ReplayFailedIn,
     WebhookCreate,
     WebhookService,
     etag_of_endpoint,
+)
+from portcullis.services.webhooks import (
+    DeliveryConditions as DeliveryQuery,
 )
 from portcullis.webhooks.runner import destination_policy
 
@@ -155,39 +157,12 @@ class RotateIn(BaseModel):
     )
 
 
-class ReplayFailedIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # A body is validated as strict JSON (admin/strict_json.py): a number is no time there.
-    since: AwareDatetime | None = Field(None, description="Events queued at or after")
-    until: AwareDatetime | None = Field(None, description="Events queued before")
-
-
 class ReplayedOut(BaseModel):
     replayed: int = Field(description="Dead-lettered deliveries queued again")
 
 
 class TestOut(BaseModel):
     message_id: str = Field(description="The test delivery (see its deliveries)")
-
-
-class DeliveryQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["pending", "delivered", "failed"] | None = None
-    event_type: str | None = Field(None, max_length=128)
-    since: Rfc3339 | None = Field(None, description="Events queued at or after (RFC 3339)")
-    until: Rfc3339 | None = Field(None, description="Events queued before (RFC 3339)")
-
-    def where(self, endpoint_id: str | None = None, event_id: int | None = None) -> DeliveryFilter:
-        return DeliveryFilter(
-            endpoint_id=endpoint_id,
-            event_id=event_id,
-            status=self.status,
-            event_type=self.event_type,
-            since=self.since,
-            until=self.until,
-        )
 
 
 class DeliveryListQuery(DeliveryQuery):
