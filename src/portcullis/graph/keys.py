@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import strawberry
+from strawberry.dataloader import DataLoader
 from strawberry.types import Info
 
 from portcullis.graph.connections import Connection, Edge, PageInfo, page_size
@@ -39,12 +40,12 @@ QuotaUsage: Any = output_type(QuotaUsageOut, "QuotaUsage")
 
 def key_service(ctx: GraphContext) -> KeyService:
     state = ctx.state
-    return KeyService(state.engine, state.secret, state.editor)
+    return KeyService(state.engine, state.secret, ctx.editor)
 
 
 def usage_service(ctx: GraphContext) -> UsageService:
     state = ctx.state
-    return UsageService(state.engine, state.secret, state.editor, state.settings)
+    return UsageService(state.engine, state.secret, ctx.editor, state.settings)
 
 
 async def _key_usage(self: Any, info: Info[Any, Any]) -> Any:
@@ -428,12 +429,55 @@ async def _consumer_keys_link(
     sort: SortArg = None,
     filter: FilterArg = None,
 ) -> Any:
-    return await keys_page(info, str(self["username"]), first, after, sort, filter)
+    username = str(self["username"])
+    if after is not None or sort is not None or filter is not None:
+        return await keys_page(info, username, first, after, sort, filter)
+    # The first page in the default order: batched over every consumer of the request.
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_READ)
+    limit = page_size(first)
+
+    def make() -> DataLoader[str, KeyPage]:
+        async def load(usernames: list[str]) -> list[KeyPage]:
+            pages = await key_service(ctx).keys_of_consumers(op, usernames, per_consumer=limit)
+            return [pages[name] for name in usernames]
+
+        return DataLoader(load_fn=load)
+
+    page = await ctx.loader(f"consumer-keys:{limit}", make).load(username)
+    return key_connection(op.now(), page, None)
+
+
+async def _consumer_usage_link(self: Any, info: Info[Any, Any]) -> Any:
+    """The consumer's quota usage, read for every consumer of the request at once."""
+    ctx = context_of(info)
+    op = await ctx.operation(Permission.CREDENTIALS_READ)
+
+    def make() -> DataLoader[str, QuotaUsageOut | None]:
+        async def load(usernames: list[str]) -> list[QuotaUsageOut | None]:
+            found = await usage_service(ctx).of_consumers(op, usernames)
+            return [found.get(name) for name in usernames]
+
+        return DataLoader(load_fn=load)
+
+    return await ctx.loader("consumer-quota-usage", make).load(str(self["username"]))
+
+
+_consumer_usage_link.__annotations__ = {"self": Any, "info": Info, "return": QuotaUsage | None}
 
 
 def consumer_links() -> dict[str, tuple[Any, Any]]:
-    """The fields this area adds to the `Consumer` node (graph/entities.py)."""
+    """The fields this area adds to the `Consumer` node (graph/entities.py). Both read
+    through per-request loaders: a page of consumers costs one read of keys and one of
+    quota counters, however many consumers it holds."""
     return {
+        "quota_usage": (
+            QuotaUsage | None,
+            strawberry.field(
+                resolver=_consumer_usage_link,
+                description="The consumer's quota usage (needs credentials:read)",
+            ),
+        ),
         "keys": (
             Connection[ApiKey],
             strawberry.field(

@@ -34,7 +34,7 @@ from portcullis.services.rbac import Permission
 def client_service(ctx: GraphContext) -> OAuthClientService:
     server = ctx.deps.extras("oauth_server")
     assert isinstance(server, OAuthServer), "the application supplies its OAuth server"
-    return OAuthClientService(server, ctx.state.editor)
+    return OAuthClientService(server, ctx.editor)
 
 
 OAuthClient: Any = output_type(

@@ -29,7 +29,7 @@ from portcullis.services.rbac import Permission
 
 
 def organization_service(ctx: GraphContext) -> OrganizationService:
-    return OrganizationService(ctx.state.engine, ctx.state.editor)
+    return OrganizationService(ctx.state.engine, ctx.editor)
 
 
 Organization: Any = output_type(
