@@ -17,13 +17,12 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from portcullis.graph.connections import Connection, connection, page_connection, page_size
 from portcullis.graph.context import context_of
 from portcullis.graph.entities import Deleted
-from portcullis.graph.models import input_document, input_type
+from portcullis.graph.models import input_document, input_type, output_type
 from portcullis.graph.problems import result_union
 from portcullis.graph.support import (
     Area,
@@ -38,9 +37,13 @@ from portcullis.services.rbac import Permission
 from portcullis.services.webhooks import (
     DEFAULT_GRACE,
     ENDPOINT_SORT,
+    AttemptOut,
     DeliveryConditions,
+    DeliveryOut,
+    DeliveryWithAttempts,
     ReplayFailedIn,
     WebhookCreate,
+    WebhookOut,
     WebhookService,
     WebhookSettings,
     etag_of_endpoint,
@@ -59,72 +62,25 @@ def _etag(self: Any) -> str:
 _etag.__annotations__ = {"self": Any, "return": str}
 
 
-@strawberry.type(description="A webhook endpoint (never its secret or its header values).")
-class Webhook:
-    id: strawberry.ID
-    etag: str = strawberry.field(resolver=_etag, description="ETag (ifMatch)")
-    url: str
-    description: str
-    event_types: list[str]
-    filters: JSON
-    consumer: str | None
-    organization: str | None = strawberry.field(description="The organization's current name")
-    organization_id: str | None
-    header_names: list[str] = strawberry.field(description="Custom headers (names only)")
-    enabled: bool
-    disabled_reason: str | None = strawberry.field(description="manual, gone (410) or failing")
-    failing_since: str | None
-    rate_limit: int | None
-    max_concurrency: int
-    ordered: bool
-    signature: str = strawberry.field(description="v1 (HMAC) or v1a (ed25519)")
-    public_key: str | None = strawberry.field(description="`whpk_...` of a v1a endpoint")
-    signing_secrets: int = strawberry.field(description="2 during a rotation's grace period")
-    version: int
-    created_at: str
-    updated_at: str
-
-
-@strawberry.type(description="One delivery attempt.")
-class WebhookAttempt:
-    message_id: str
-    attempt: int
-    trigger: str = strawberry.field(description="scheduled, replay or test")
-    attempted_at: str
-    status_code: int | None
-    error: str | None
-    latency_ms: float
-    response_excerpt: str = strawberry.field(description="The first 4 KiB of the answer")
-    response_excerpt_encoding: str = strawberry.field(description="text or base64")
-    detail: str
-
-
-@strawberry.type(description="One event's delivery to one endpoint, with its attempts.")
-class WebhookDelivery:
-    id: strawberry.ID = strawberry.field(description="The `webhook-id` every attempt sends")
-    endpoint_id: str
-    event_id: int
-    event_type: str
-    status: str = strawberry.field(description="pending, delivered or failed")
-    attempts_made: int
-    next_attempt_at: str | None
-    last_status: int | None
-    last_error: str | None
-    created_at: str
-    finished_at: str | None
-    attempts: list[WebhookAttempt] | None = strawberry.field(
-        description="Every attempt (null in a replay's payload)"
-    )
+Webhook = output_type(
+    WebhookOut,
+    "Webhook",
+    {"etag": (str, strawberry.field(resolver=_etag, description="ETag (ifMatch)"))},
+)
+WebhookAttempt = output_type(AttemptOut, "WebhookAttempt")
+WebhookDelivery = output_type(DeliveryWithAttempts, "WebhookDelivery")
+# A replay answers the delivery without its attempts.
+WebhookReplayed = output_type(DeliveryOut, "WebhookReplayedDelivery")
 
 
 @strawberry.type(description="The endpoint as the change left it.")
 class WebhookPayload:
-    webhook: Webhook
+    webhook: Webhook  # type: ignore[valid-type]
 
 
 @strawberry.type(description="The endpoint and its signing secret, shown only here.")
 class WebhookSecretPayload:
-    webhook: Webhook
+    webhook: Webhook  # type: ignore[valid-type]
     secret: str = strawberry.field(
         description="`whsec_...` (v1), shown only in this payload; for v1a the `whpk_` key"
     )
@@ -132,7 +88,7 @@ class WebhookSecretPayload:
 
 @strawberry.type(description="The delivery queued again.")
 class WebhookReplayPayload:
-    delivery: WebhookDelivery
+    delivery: WebhookReplayed  # type: ignore[valid-type]
 
 
 @strawberry.type(description="How many dead-lettered deliveries were queued again.")
@@ -179,7 +135,7 @@ async def webhooks(
         str | None, strawberry.argument(description="Endpoints that would receive this kind")
     ] = None,
     organization: str | None = None,
-) -> Connection[Webhook]:
+) -> Connection[Webhook]:  # type: ignore[valid-type]
     op = await context_of(info).operation(Permission.WEBHOOKS_READ)
     page = await _service(info).list_endpoints(
         op,
@@ -193,7 +149,7 @@ async def webhooks(
     return page_connection(page)
 
 
-async def webhook(info: Info[Any, Any], id: strawberry.ID) -> Webhook | None:
+async def webhook(info: Info[Any, Any], id: strawberry.ID) -> Webhook | None:  # type: ignore[valid-type]
     from portcullis.services.errors import NOT_FOUND, ServiceError
 
     op = await context_of(info).operation(Permission.WEBHOOKS_READ)
@@ -217,7 +173,7 @@ async def webhook_deliveries(
         int | None, strawberry.argument(description="Only the deliveries of this event")
     ] = None,
     filter: WebhookDeliveryFilter | None = None,  # type: ignore[valid-type]
-) -> Connection[WebhookDelivery]:
+) -> Connection[WebhookDelivery]:  # type: ignore[valid-type]
     op = await context_of(info).operation(Permission.WEBHOOKS_READ)
     where = validated(DeliveryConditions, filter).where(endpoint_id, event_id)
     page = await _service(info).deliveries(op, where, limit=page_size(first), cursor=after)

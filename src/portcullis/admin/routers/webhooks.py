@@ -31,8 +31,11 @@ from portcullis.services.webhooks import (
     DEFAULT_GRACE,
     ENDPOINT_SORT,
     MAX_GRACE,
+    DeliveryOut,
+    DeliveryWithAttempts,
     ReplayFailedIn,
     WebhookCreate,
+    WebhookOut,
     WebhookService,
     etag_of_endpoint,
 )
@@ -70,32 +73,6 @@ EXPORT_COLUMNS = (
 # ---------------------------------------------------------------------------- models
 
 
-class WebhookOut(BaseModel):
-    """A webhook endpoint (never its secret or its header values)."""
-
-    id: str = Field(examples=["ep_01hq3v8r1k9x6m2n4p7s5t0w3y"])
-    url: str
-    description: str
-    event_types: list[str]
-    filters: dict[str, str]
-    consumer: str | None
-    organization: str | None = Field(description="The organization's current name")
-    organization_id: str | None
-    header_names: list[str] = Field(description="Custom headers sent (values are never shown)")
-    enabled: bool
-    disabled_reason: str | None = Field(description="manual, gone (410) or failing")
-    failing_since: str | None = Field(description="Start of the current run of failures")
-    rate_limit: int | None
-    max_concurrency: int
-    ordered: bool
-    signature: Literal["v1", "v1a"]
-    public_key: str | None = Field(description="`whpk_…` of a v1a endpoint (null for v1)")
-    signing_secrets: int = Field(description="Secrets signing now (2 during a rotation's grace)")
-    version: int
-    created_at: str
-    updated_at: str
-
-
 class WebhookCreated(WebhookOut):
     secret: str = Field(
         description="`whsec_…` (v1), shown only in this response; for v1a the `whpk_` public key",
@@ -106,39 +83,6 @@ class WebhookCreated(WebhookOut):
 class WebhookPage(BaseModel):
     items: list[WebhookOut]
     next: str | None
-
-
-class AttemptOut(BaseModel):
-    message_id: str
-    attempt: int
-    trigger: str = Field(description="scheduled, replay or test")
-    attempted_at: str
-    status_code: int | None
-    error: str | None = Field(description="Why no 2xx came back (timeout, connect, status, …)")
-    latency_ms: float
-    response_excerpt: str = Field(description="The first 4 KiB of the answer")
-    response_excerpt_encoding: Literal["text", "base64"] = Field(
-        description="`text` when the excerpt is UTF-8, else `base64` of its bytes"
-    )
-    detail: str
-
-
-class DeliveryOut(BaseModel):
-    id: str = Field(description="The `webhook-id` every attempt sends")
-    endpoint_id: str
-    event_id: int
-    event_type: str
-    status: Literal["pending", "delivered", "failed"]
-    attempts_made: int
-    next_attempt_at: str | None
-    last_status: int | None
-    last_error: str | None
-    created_at: str
-    finished_at: str | None
-
-
-class DeliveryWithAttempts(DeliveryOut):
-    attempts: list[AttemptOut]
 
 
 class DeliveryPage(BaseModel):
