@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from graphql import (
@@ -249,7 +249,14 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
     anyway; the one document refused here that `check_limits` would pass holds a second
     operation, not run, that is over a limit by itself."""
     tokens = comments = directives = operations = fragments = depth = values = aliases = 0
-    fragment_next = after_name = after_dots = inline_next = False
+    fragment_next = after_name = after_dots = inline_next = after_at = False
+    # Per definition (a fragment by name, an operation by its position): its own fields
+    # and aliases and the fragments it spreads, to expand before parsing (see _expand).
+    shapes: dict[str, _Shape] = {}
+    shape = _Shape()
+    fragment_name: str | None = None
+    skip_name = 0  # names that are not fields: a type condition, a spread fragment
+    previous = ""  # the previous token when it was punctuation (`.` ends `...`)
     field_braces: list[bool] = []  # selection sets open in this definition: a field's?
     open_fields = nested_values = 0
     for match in _TOKEN.finditer(source):
@@ -288,9 +295,13 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
             if depth == 0 and first == "{":
                 aliases = open_fields = 0
                 field_braces.clear()
+                shape = _Shape()
+                key = fragment_name if fragment_next and fragment_name else f"#{operations}"
+                shapes.setdefault(key, shape)
                 if fragment_next:
                     fragments += 1
                     fragment_next = False
+                    fragment_name = None
                     if fragments > limits.max_fragments:
                         raise _too_many("fragments", limits.max_fragments)
                 else:
@@ -319,6 +330,8 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
             # definition with too many aliases of its own is over the limit however
             # it is spread (a lower bound of the expanded count, see check_limits).
             aliases += 1
+            shape.fields -= 1  # the alias was counted as a field name; the field follows
+            shape.aliases += 1
             if aliases > limits.max_aliases:
                 raise LimitExceeded(
                     "aliases",
@@ -328,15 +341,107 @@ def _count_tokens(source: str, limits: DocumentLimits) -> None:
                     "the limit",
                 )
         elif first == "@":
+            after_at = True
             directives += 1
             if directives > limits.max_directives:
                 raise _too_many("directives", limits.max_directives)
         elif name:
             if end - start > limits.max_name_length:
                 raise LimitExceeded("name_length", end - start, limits.max_name_length)
-            if depth == 0 and end - start == 8 and source[start:end] == "fragment":
-                fragment_next = True
+            if depth == 0:
+                if fragment_next and fragment_name is None:
+                    fragment_name = source[start:end]
+                elif end - start == 8 and source[start:end] == "fragment":
+                    fragment_next = True
+            elif not values:
+                text = source[start:end]
+                if previous == ".":
+                    if text == "on":
+                        skip_name = 1  # `... on Type`: the type is no field
+                    else:
+                        shape.spreads[text] = shape.spreads.get(text, 0) + 1
+                elif skip_name:
+                    skip_name -= 1
+                elif not after_at:
+                    shape.fields += 1
+            after_at = False
+        if first != "@" and not name:
+            after_at = False
         after_name = name
+        previous = first if not name else ""
+    _expand(shapes, limits)
+
+
+@dataclass(slots=True)
+class _Shape:
+    """What the pre-scan saw of one definition: its own fields and aliases, and how
+    many times it spreads each fragment."""
+
+    fields: int = 0
+    aliases: int = 0
+    spreads: dict[str, int] = field(default_factory=dict)
+
+
+def _expand(shapes: dict[str, _Shape], limits: DocumentLimits) -> None:
+    """Follow fragment spreads on the pre-scan's counts, before anything is parsed: a
+    cycle is refused ("fragments"), and so is a definition whose expansion holds more
+    fields than `max_cost` (each field costs at least 1) or more aliases than
+    `max_aliases`. Each fragment is expanded once (memoised, iteratively), so a spread
+    bomb costs time linear in the document, not in its expansion. Spreads of fragments
+    the document does not define are left to validation."""
+    done: dict[str, tuple[int, int]] = {}
+    for root in shapes:
+        stack: list[tuple[str, bool]] = [(root, False)]
+        on_path: list[str] = []
+        while stack:
+            name, expanded = stack.pop()
+            if expanded:
+                on_path.pop()
+                own = shapes[name]
+                fields, aliases = own.fields, own.aliases
+                for target, times in own.spreads.items():
+                    if target in done:
+                        fields = min(fields + times * done[target][0], SATURATED)
+                        aliases = min(aliases + times * done[target][1], SATURATED)
+                done[name] = (fields, aliases)
+                if fields > limits.max_cost:
+                    raise LimitExceeded(
+                        "cost",
+                        None if fields >= SATURATED else fields,
+                        limits.max_cost,
+                        f"{_definition(name)} expands to {_figure(fields)} fields, more "
+                        f"than the cost limit of {limits.max_cost} (max_cost)",
+                    )
+                if aliases > limits.max_aliases:
+                    raise LimitExceeded(
+                        "aliases",
+                        None if aliases >= SATURATED else aliases,
+                        limits.max_aliases,
+                        f"{_definition(name)} expands to {_figure(aliases)} aliases, more "
+                        f"than the limit of {limits.max_aliases} (max_aliases)",
+                    )
+                continue
+            if name in done:
+                continue
+            if name in on_path:
+                cycle = [*on_path[on_path.index(name) :], name]
+                raise LimitExceeded(
+                    "fragments",
+                    None,
+                    0,
+                    f"fragment {name!r} spreads itself ({' -> '.join(cycle)}); "
+                    "circular fragments are not allowed",
+                    setting="",
+                )
+            on_path.append(name)
+            stack.append((name, True))
+            for target in shapes[name].spreads:
+                if target in shapes and target not in done:
+                    stack.append((target, False))
+
+
+def _definition(name: str) -> str:
+    return "the operation" if name.startswith("#") else f"fragment {name}"
 
 
 def _too_many(limit: str, maximum: int) -> LimitExceeded:

@@ -324,8 +324,13 @@ def test_a_spread_bomb_is_measured_without_expanding_it() -> None:
         for level in range(40)
     ]
     source = '{ service(name: "x") { ...L0 } } ' + " ".join(fragments)
+    # Refused before parsing: the pre-scan follows the spreads on its counts.
     error = refused(source, DocumentLimits(max_tokens=5000))
-    assert (error.limit, error.actual) == ("aliases", SATURATED)
+    assert error.limit == "aliases"
+    # And the measure of the parsed document saturates instead of expanding it.
+    with pytest.raises(LimitExceeded) as measured:
+        check_limits(parse(source), GRAPH, DEFAULTS)
+    assert (measured.value.limit, measured.value.actual) == ("aliases", SATURATED)
 
 
 def test_invalid_documents_are_measured_without_crashing() -> None:
@@ -546,3 +551,24 @@ def test_the_adversarial_corpus_is_refused_without_a_crash() -> None:
 @pytest.mark.parametrize("case", benign(), ids=lambda case: case.source[:40])
 def test_benign_documents_pass(case: Case) -> None:
     assert admit(case, GRAPH, DEFAULTS) == "admitted"
+
+
+def test_spread_bombs_and_cycles_are_refused_before_parsing() -> None:
+    """The pre-scan follows spreads on its own counts, so graphql-core never parses a
+    document that is only hostile once its fragments are expanded."""
+    bomb = ["fragment L12 on Service { name id }"] + [
+        f"fragment L{level} on Service {{ {' '.join([f'...L{level + 1}'] * 3)} }}"
+        for level in range(12)
+    ]
+    with pytest.raises(LimitExceeded) as cost:
+        parse_within_limits('{ service(name: "x") { ...L0 } } ' + " ".join(bomb), DEFAULTS)
+    assert cost.value.limit == "cost"
+    assert "expands to" in str(cost.value)
+    cycle = "{ tags ...A } fragment A on Query { ...B } fragment B on Query { ...A }"
+    with pytest.raises(LimitExceeded) as circular:
+        parse_within_limits(cycle, DEFAULTS)
+    assert circular.value.limit == "fragments"
+    assert "A -> B -> A" in str(circular.value)
+    # Within the limits, the same shapes parse.
+    fine = "{ tags ...A } fragment A on Query { ...B ...B } fragment B on Query { tags }"
+    assert parse_within_limits(fine, DEFAULTS).definitions
