@@ -86,8 +86,9 @@ class EntityUsage:
 
 
 def analytics_service(info: Info[Any, Any]) -> AnalyticsService:
-    state = context_of(info).state
-    return AnalyticsService(state.engine, state.editor, state.secret, state.settings)
+    ctx = context_of(info)
+    state = ctx.state
+    return AnalyticsService(state.engine, ctx.editor, state.secret, state.settings)
 
 
 async def analytics_usage(

@@ -69,7 +69,7 @@ DiffConfigResult = result_union("DiffConfigResult", ConfigDiffPayload)
 
 
 def _service(info: Info[Any, Any]) -> ConfigService:
-    return ConfigService(context_of(info).state.editor)
+    return ConfigService(context_of(info).editor)
 
 
 def _applied(stored: Any) -> ConfigAppliedPayload:

@@ -87,10 +87,11 @@ class PluginSchema:
 
 
 def _data_plane(info: Info[Any, Any]) -> DataPlaneService:
-    state = context_of(info).state
+    ctx = context_of(info)
+    state = ctx.state
     return DataPlaneService(
         state.engine,
-        state.editor,
+        ctx.editor,
         heartbeat_interval=state.settings.heartbeat_interval,
         poll_interval=state.settings.config_poll_interval,
     )
@@ -164,7 +165,7 @@ async def purge_cache(
         ctx = context_of(info)
         op = await ctx.operation(Permission.CONFIG_WRITE)
         state = ctx.state
-        service = CacheService(state.engine, state.editor, state.settings)
+        service = CacheService(state.engine, ctx.editor, state.settings)
         given = validated(PurgeRequest, None, route=route, path=path, path_prefix=path_prefix)
         out = await service.purge(
             op, route=given.route, path=given.path, path_prefix=given.path_prefix

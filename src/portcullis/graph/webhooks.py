@@ -115,9 +115,10 @@ WebhookDeliveryFilter = input_type(DeliveryConditions)
 
 
 def _service(info: Info[Any, Any]) -> WebhookService:
-    state = context_of(info).state
+    ctx = context_of(info)
+    state = ctx.state
     return WebhookService(
-        state.engine, state.secret, state.editor, destination_policy(state.settings)
+        state.engine, state.secret, ctx.editor, destination_policy(state.settings)
     )
 
 

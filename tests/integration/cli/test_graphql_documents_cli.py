@@ -191,7 +191,7 @@ def test_bad_input_is_named_and_nothing_is_stored(
     added = CliRunner().invoke(documents_app, ["add", "--no-schema-check", "nope.graphql"])
     assert added.stdout == f"{sha('{ nope }')}  nope.graphql\n"
     (tmp_path / "big.graphql").write_text("{ " + "a " * 40 + "}")
-    monkeypatch.setenv("PORTCULLIS_GRAPHQL_APQ_MAX_BYTES", "64")
+    monkeypatch.setenv("PORTCULLIS_GRAPHQL_MAX_BYTES", "64")
     assert error_of("add", "big.graphql") == (
         "big.graphql: the document has 83 bytes, over the limit of 64"
     )

@@ -219,7 +219,11 @@ def _codegen_config(tmp_path: Path) -> Path:
         "silent": True,
         "schema": str(tmp_path / "schema.graphql"),
         "documents": str(tmp_path / "operations.graphql"),
-        "config": {"strictScalars": True, "scalars": {"JSON": "unknown"}, "enumsAsTypes": True},
+        "config": {
+            "strictScalars": True,
+            "scalars": {"JSON": "unknown", "DateTime": "string"},
+            "enumsAsTypes": True,
+        },
         # typescript-operations 6 writes the input types it uses itself: in the file of the
         # `typescript` plugin's schema types they would be declared twice.
         "generates": {
