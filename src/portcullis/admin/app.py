@@ -105,11 +105,41 @@ def build_api_router() -> APIRouter:
 
 
 def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
-    """The GraphQL face (`/graphql`), on the same services, state and authentication."""
+    """The GraphQL face (`/graphql`), on the same services, state and authentication.
+
+    Its machinery (strawberry, the schema built from every model: about 1.3 s of CPU)
+    is loaded by the first GraphQL request, not when the app is made: a control plane
+    that never gets one (most, and most test servers) does not pay for it."""
+    built: list[Any] = []
+
+    def endpoint() -> Any:
+        if not built:
+            built.append(_graph_endpoint(app, settings))
+        return built[0]
+
+    async def graphql(request: Request) -> Response:
+        response: Response = await endpoint().handle(request)
+        return response
+
+    async def schema_sdl(request: Request) -> Response:
+        response: Response = await endpoint().schema_sdl(request)
+        return response
+
+    router = APIRouter()
+    router.add_api_route("/graphql", graphql, methods=["GET", "POST"], include_in_schema=False)
+    router.add_api_route(
+        "/graphql/schema.graphql", schema_sdl, methods=["GET"], include_in_schema=False
+    )
+    return router
+
+
+def _graph_endpoint(app: FastAPI, settings: Settings) -> Any:
     from portcullis.admin.plugin_schemas import plugin_names, plugin_schema
     from portcullis.admin.routers.oauth import oauth_server_of
     from portcullis.graph.context import GraphDeps
-    from portcullis.graph.http import GraphOptions, graphql_router
+    from portcullis.graph.http import GraphEndpoint, GraphOptions
+    from portcullis.graph.limits import limits_from
+    from portcullis.services.graphql_documents import PersistedQueries
 
     # Application-wide objects the GraphQL resolvers ask for by name (GraphDeps.extras).
     extras: dict[str, Callable[[], Any]] = {
@@ -122,15 +152,12 @@ def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
         authenticate=lambda credential: app.state.authenticator.authenticate(credential),
         extras=lambda name: extras[name]() if name in extras else None,
     )
-    from portcullis.graph.limits import limits_from
-    from portcullis.services.graphql_documents import PersistedQueries
-
     options = GraphOptions(
         limits=limits_from(settings),
         introspection=settings.graphql_introspection,
         persisted=PersistedQueries.from_settings(settings),
     )
-    return graphql_router(deps, options)
+    return GraphEndpoint(deps, options)
 
 
 def create_admin_app(settings: Settings | None = None) -> FastAPI:

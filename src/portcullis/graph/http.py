@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
 from graphql import (
     DocumentNode,
@@ -439,15 +439,3 @@ def _facts(request: Request) -> RequestFacts:
     return RequestFacts.of(
         request.headers.get("x-request-id", ""), request.client.host if request.client else None
     )
-
-
-def graphql_router(deps: GraphDeps, options: GraphOptions) -> APIRouter:
-    endpoint = GraphEndpoint(deps, options)
-    router = APIRouter()
-    router.add_api_route(
-        "/graphql", endpoint.handle, methods=["GET", "POST"], include_in_schema=False
-    )
-    router.add_api_route(
-        "/graphql/schema.graphql", endpoint.schema_sdl, methods=["GET"], include_in_schema=False
-    )
-    return router

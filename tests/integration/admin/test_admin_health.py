@@ -131,7 +131,8 @@ async def test_readiness_details_are_for_deployment_wide_admins(
     assert await hb.beat()
     # No PIDs, node names or upstream names for anonymous callers: the status only.
     anonymous_view = await anonymous.get("/health/ready")
-    assert anonymous_view.status_code == 200
+    # (Once 503 on the loaded suite machine: the owner's view names the failing part.)
+    assert anonymous_view.status_code == 200, (await owner.get("/health/ready")).text
     assert anonymous_view.json() == {"status": "ok"}
     org = (await owner.post("/admin/v1/organizations", json={"name": "tenant"})).json()["id"]
     tenant_admin: httpx.AsyncClient = await client_for(Role.ADMIN, org)
