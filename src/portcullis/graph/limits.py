@@ -424,20 +424,25 @@ def _expand(shapes: dict[str, _Shape], limits: DocumentLimits) -> None:
             if name in done:
                 continue
             if name in on_path:
-                cycle = [*on_path[on_path.index(name) :], name]
-                raise LimitExceeded(
-                    "fragments",
-                    None,
-                    0,
-                    f"fragment {name!r} spreads itself ({' -> '.join(cycle)}); "
-                    "circular fragments are not allowed",
-                    setting="",
-                )
+                raise _cycle(on_path, name)
             on_path.append(name)
             stack.append((name, True))
             for target in shapes[name].spreads:
                 if target in shapes and target not in done:
                     stack.append((target, False))
+
+
+def _cycle(path: list[str], name: str) -> LimitExceeded:
+    """The refusal of a fragment met again while it is open on `path` (both measures)."""
+    cycle = [*path[path.index(name) :], name]
+    return LimitExceeded(
+        "fragments",
+        None,
+        0,
+        f"fragment {name!r} spreads itself ({' -> '.join(cycle)}); "
+        "circular fragments are not allowed",
+        setting="",
+    )
 
 
 def _definition(name: str) -> str:
@@ -649,15 +654,7 @@ class _Measure:
             if name in done:
                 continue
             if name in on_path:
-                cycle = [*open_path[open_path.index(name) :], name]
-                raise LimitExceeded(
-                    "fragments",
-                    None,
-                    0,
-                    f"fragment {name!r} spreads itself ({' -> '.join(cycle)}); "
-                    "circular fragments are not allowed",
-                    setting="",
-                )
+                raise _cycle(open_path, name)
             open_path.append(name)
             on_path.add(name)
             stack.append(iter(self._spreads_of(name)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
@@ -145,12 +147,14 @@ async def test_sdl_is_published(anonymous: httpx.AsyncClient) -> None:
     assert "services(" in response.text
 
 
-async def test_limits_come_from_the_settings(database_url: str) -> None:
+@asynccontextmanager
+async def owner_of_app_with(database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A signed-in owner's client on an admin app made with these settings."""
     from portcullis.admin.app import create_admin_app
     from portcullis.services.rbac import Role
     from portcullis.settings import Settings
 
-    app = create_admin_app(Settings(database_url=database_url, log_json=False, graphql_max_depth=2))
+    app = create_admin_app(Settings(database_url=database_url, log_json=False, **settings))
     async with app.router.lifespan_context(app):
         await app.state.authenticator.create_user("o@example.com", "pw " * 6, Role.OWNER)
         transport = httpx.ASGITransport(app=app)
@@ -159,45 +163,32 @@ async def test_limits_come_from_the_settings(database_url: str) -> None:
                 "/admin/v1/auth/login", json={"email": "o@example.com", "password": "pw " * 6}
             )
             client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
-            shallow = await client.post(
-                "/graphql", json={"query": "{ services { pageInfo { hasNextPage } } }"}
-            )
-            assert shallow.status_code == 400
-            error = shallow.json()["errors"][0]
-            assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
-            assert error["extensions"]["limit"] == "depth"
-            assert "max_depth" in error["message"]
-            ok = await client.post("/graphql", json={"query": "{ services { __typename } }"})
-            assert ok.status_code == 200, ok.text
+            yield client
+
+
+async def test_limits_come_from_the_settings(database_url: str) -> None:
+    async with owner_of_app_with(database_url, graphql_max_depth=2) as client:
+        shallow = await client.post(
+            "/graphql", json={"query": "{ services { pageInfo { hasNextPage } } }"}
+        )
+        assert shallow.status_code == 400
+        error = shallow.json()["errors"][0]
+        assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
+        assert error["extensions"]["limit"] == "depth"
+        assert "max_depth" in error["message"]
+        ok = await client.post("/graphql", json={"query": "{ services { __typename } }"})
+        assert ok.status_code == 200, ok.text
 
 
 async def test_introspection_can_be_switched_off(database_url: str) -> None:
-    from portcullis.admin.app import create_admin_app
-    from portcullis.services.rbac import Role
-    from portcullis.settings import Settings
-
-    app = create_admin_app(
-        Settings(database_url=database_url, log_json=False, graphql_introspection=False)
-    )
-    async with app.router.lifespan_context(app):
-        await app.state.authenticator.create_user("o@example.com", "pw " * 6, Role.OWNER)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
-            login = await client.post(
-                "/admin/v1/auth/login", json={"email": "o@example.com", "password": "pw " * 6}
-            )
-            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
-            refused = await client.post(
-                "/graphql", json={"query": "{ __schema { types { name } } }"}
-            )
-            assert refused.status_code == 400
-            assert refused.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
-            assert "introspection" in refused.json()["errors"][0]["message"]
-            ordinary = await client.post(
-                "/graphql", json={"query": "{ services { nodes { name } } }"}
-            )
-            assert ordinary.status_code == 200
-            assert (await client.get("/graphql/schema.graphql")).status_code == 404
+    async with owner_of_app_with(database_url, graphql_introspection=False) as client:
+        refused = await client.post("/graphql", json={"query": "{ __schema { types { name } } }"})
+        assert refused.status_code == 400
+        assert refused.json()["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+        assert "introspection" in refused.json()["errors"][0]["message"]
+        ordinary = await client.post("/graphql", json={"query": "{ services { nodes { name } } }"})
+        assert ordinary.status_code == 200
+        assert (await client.get("/graphql/schema.graphql")).status_code == 404
 
 
 async def test_hostile_request_bodies_are_400s(
