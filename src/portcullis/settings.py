@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     stream_retry_ms: int = Field(default=2000, ge=0, le=600_000)
     stream_max_clients: int = Field(default=10_000, ge=1)
+    # A stream's credential is authenticated again this often (seconds): a revoked token,
+    # an ended session or a lost permission ends the stream (admin/credential_watch.py).
+    stream_recheck_seconds: float = Field(default=15.0, gt=0, le=3600)
     # Rollups (analytics/rollups.py): a control-plane round every rollup_interval seconds
     # rolls up each minute once it ended more than rollup_lateness + the request log's
     # flush_interval seconds ago (rows arriving later stay out of the rollups). Minute,

@@ -45,7 +45,10 @@ def plane(
         path = tmp_path_factory.mktemp("stream") / "admin.db"
         shutil.copyfile(request.getfixturevalue("migrated_template"), path)
         database_url = f"sqlite+aiosqlite:///{path}"
-    env = {"PORTCULLIS_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT)}
+    env = {
+        "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT),
+        "PORTCULLIS_STREAM_RECHECK_SECONDS": str(HEARTBEAT),
+    }
     with control_plane(database_url, env=env) as cp:
         yield cp
 
@@ -186,6 +189,30 @@ async def test_an_idle_stream_sends_heartbeat_comments(client: httpx.AsyncClient
         seen = [await anext(lines) for _ in range(6)]
     assert seen[:2] == ["retry: 2000", ""]
     assert ": heartbeat" in seen
+
+
+async def test_revoking_the_token_ends_its_open_stream(
+    plane: ControlPlane, client: httpx.AsyncClient
+) -> None:
+    created = await client.post("/admin/v1/tokens", json={"name": "dashboard", "scopes": ["alerts:read"]})
+    assert created.status_code == 201, created.text
+    token = created.json()
+    headers = {"authorization": f"Bearer {token['token']}"}
+    async with (
+        httpx.AsyncClient(base_url=plane.url, headers=headers, timeout=10) as holder,
+        aconnect_sse(holder, "GET", "/admin/v1/stream?types=key.created") as source,
+    ):
+        events = source.aiter_sse()
+        await publish(plane.database_url, 1)
+        (before,) = await take(events, 1)
+        revoked = await client.delete(f"/admin/v1/tokens/{token['id']}")
+        assert revoked.status_code == 204, revoked.text
+        (closed,) = await take(events, 1)
+        # The server ended the stream: nothing follows the `closed` event.
+        assert [e async for e in events] == []
+    assert before.event == "key.created"
+    assert closed.event == "closed"
+    assert "no longer valid" in closed.json()["reason"]
 
 
 async def test_bad_input_is_refused_by_name(client: httpx.AsyncClient) -> None:

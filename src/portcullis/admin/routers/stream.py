@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import StreamingResponse
 
 from portcullis.admin import sse
+from portcullis.admin.credential_watch import CredentialWatch
 from portcullis.admin.operations import admin_state, as_query_errors, operation
 from portcullis.admin.problems import problem_responses
 from portcullis.events.bus import Event
@@ -112,12 +113,22 @@ async def stream_events(
     except ServiceError as exc:
         raise as_query_errors(exc, ("types", "resource")) from None
     settings = state.settings
+    assert op.caller is not None  # the operation dependency authenticated the request
+    watch = CredentialWatch(
+        request.app.state.authenticator,
+        request.headers["authorization"].partition(" ")[2].strip(),
+        op.caller,
+        Permission.ALERTS_READ,
+        interval=settings.stream_recheck_seconds,
+    )
     return sse.event_stream(
-        _frames(stream, settings.stream_retry_ms, settings.stream_heartbeat_seconds)
+        _frames(stream, watch, settings.stream_retry_ms, settings.stream_heartbeat_seconds)
     )
 
 
-async def _frames(stream: EventStream, retry_ms: int, heartbeat: float) -> AsyncIterator[str]:
+async def _frames(
+    stream: EventStream, watch: CredentialWatch, retry_ms: int, heartbeat: float
+) -> AsyncIterator[str]:
     try:
         # The first bytes go out at once: the client knows the stream is open.
         yield sse.retry(retry_ms) + sse.comment("stream open")
@@ -126,11 +137,14 @@ async def _frames(stream: EventStream, retry_ms: int, heartbeat: float) -> Async
                 async with asyncio.timeout(heartbeat):
                     item = await anext(stream)
             except TimeoutError:
-                yield sse.comment("heartbeat")
-                continue
+                item = None
             except StopAsyncIteration:
                 return
-            yield encode(item)
+            if not await watch.valid():
+                # No id: a reconnect with this credential gets the 401/403 it deserves.
+                yield sse.frame({"reason": watch.reason}, event="closed")
+                return
+            yield sse.comment("heartbeat") if item is None else encode(item)
     finally:
         stream.close()
 
