@@ -30,8 +30,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from inspect import isawaitable
 from typing import Any
 
 import structlog
@@ -47,6 +48,7 @@ from graphql import (
     validate,
 )
 from graphql import execute as graphql_execute
+from graphql import subscribe as graphql_subscribe
 from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from portcullis.graph.context import GraphContext, GraphDeps
@@ -66,6 +68,7 @@ from portcullis.services.graphql_documents import (
     PersistedQueryError,
     resolve_document,
 )
+from portcullis.services.rbac import Caller
 
 log = structlog.get_logger("portcullis.graph")
 
@@ -81,6 +84,17 @@ class GraphOptions:
     persisted: PersistedQueries = field(default_factory=PersistedQueries)
     # Where persisted documents live; None: the store's table (shared by every node).
     documents: DocumentStore | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An operation that passed every check before execution (`GraphEndpoint.prepare`)."""
+
+    document: DocumentNode
+    name: str | None
+    variables: dict[str, Any] | None
+    kind: OperationType
+    context: GraphContext
 
 
 class RequestError(Exception):
@@ -222,48 +236,104 @@ class GraphEndpoint:
         media = _media_type(request)
         if media is None:
             return PlainTextResponse(f"accepts {GRAPHQL_RESPONSE} or {JSON}", status_code=406)
-        facts = _facts(request)
         try:
-            caller = await self._authenticate(request)
-            params = await _params(request)
-            query, name, variables = _checked(params)
-            text, to_register = await self._resolve(query, params.get("extensions"))
-            document = self._prepare(text)
-            operation = get_operation_ast(document, name)
-            if operation is None:
-                raise RequestError(
-                    400, [_error("name the operation to run (operationName)", "BAD_REQUEST")]
-                )
-            if request.method == "GET" and operation.operation is not OperationType.QUERY:
-                raise RequestError(
-                    405,
-                    [_error("only queries may be sent with GET; use POST", "METHOD_NOT_ALLOWED")],
-                    {"allow": "POST"},
-                )
-            self._validate(document, name, variables)
-            if to_register is not None:
-                await self._register(
-                    text, Operation.for_caller(caller, facts, self.deps.state().audit)
-                )
-            context = GraphContext(caller, facts, self.deps)
-            result = await self._execute(document, name, variables, context)
+            prepared = await self.prepare_request(request, streaming=False)
+            result = await self.execute(prepared)
         except RequestError as exc:
-            # Legacy application/json: a well-formed request answers 200 even when its
-            # document fails to parse or validate (the spec's rule for that media type).
-            status = 200 if media == JSON and _is_graphql_error(exc) else exc.status
-            return _respond(media, {"errors": exc.errors}, status, exc.headers)
+            return self.refusal(media, exc)
+        body = self.response_body(result, prepared.context.facts)
+        status = 200 if result.data is not None or media == JSON else 400
+        return _respond(media, body, status)
+
+    async def prepare_request(self, request: Request, *, streaming: bool) -> Prepared:
+        """`prepare` for an HTTP request: authenticated, its parameters read."""
+        caller = await self._authenticate(request)
+        params = await _params(request)
+        get = request.method == "GET"
+        return await self.prepare(caller, _facts(request), params, get=get, streaming=streaming)
+
+    def refusal(self, media: str, exc: RequestError) -> Response:
+        """A request refused before execution, as a response of `media`."""
+        # Legacy application/json: a well-formed request answers 200 even when its
+        # document fails to parse or validate (the spec's rule for that media type).
+        status = 200 if media == JSON and is_graphql_error(exc) else exc.status
+        return _respond(media, {"errors": exc.errors}, status, exc.headers)
+
+    async def prepare(
+        self,
+        caller: Caller,
+        facts: RequestFacts,
+        params: Mapping[str, Any],
+        *,
+        get: bool = False,
+        streaming: bool = True,
+    ) -> Prepared:
+        """A request's operation, ready to run - the one path every transport (HTTP,
+        graphql-transport-ws, graphql-sse) takes: persisted documents resolved, parsed
+        within the limits, the operation chosen, limits on the expanded operation and
+        validation; a `RequestError` otherwise. `get`: the request came as GET (queries
+        only, or subscriptions when `streaming`); `streaming`: the transport can carry
+        a subscription."""
+        query, name, variables = _checked(params)
+        text, to_register = await self._resolve(query, params.get("extensions"))
+        document = self._prepare(text)
+        operation = get_operation_ast(document, name)
+        if operation is None:
+            raise RequestError(
+                400, [_error("name the operation to run (operationName)", "BAD_REQUEST")]
+            )
+        kind = operation.operation
+        if kind is OperationType.SUBSCRIPTION and not streaming:
+            raise RequestError(
+                400,
+                [
+                    _error(
+                        "subscriptions need a streaming transport: WebSocket "
+                        "(graphql-transport-ws) or 'Accept: text/event-stream' (graphql-sse)",
+                        "STREAMING_TRANSPORT_REQUIRED",
+                    )
+                ],
+            )
+        if get and kind is OperationType.MUTATION:
+            raise RequestError(
+                405,
+                [_error("only queries may be sent with GET; use POST", "METHOD_NOT_ALLOWED")],
+                {"allow": "POST"},
+            )
+        self._validate(document, name, variables)
+        if to_register is not None:
+            await self._register(text, Operation.for_caller(caller, facts, self.deps.state().audit))
+        return Prepared(document, name, variables, kind, GraphContext(caller, facts, self.deps))
+
+    def response_body(self, result: ExecutionResult, facts: RequestFacts) -> dict[str, Any]:
+        """An execution result as the response (or `next` message) carries it."""
         body: dict[str, Any] = {}
         if result.errors:
             body["errors"] = [self._format(e, facts) for e in result.errors]
         body["data"] = result.data
-        status = 200 if result.data is not None or media == JSON else 400
-        return _respond(media, body, status)
+        return body
 
-    async def _authenticate(self, request: Request) -> Any:
-        scheme, _, credential = request.headers.get("authorization", "").strip().partition(" ")
-        caller = None
-        if scheme.lower() == "bearer" and credential.strip():
-            caller = await self.deps.authenticate(credential.strip())
+    async def subscribe(
+        self, prepared: Prepared
+    ) -> AsyncIterator[ExecutionResult] | ExecutionResult:
+        """Run an operation for a streaming transport: a subscription's results as they
+        come, or the single result of a query, a mutation or a subscription refused
+        before its stream opened (RBAC, bad arguments)."""
+        if prepared.kind is not OperationType.SUBSCRIPTION:
+            return await self.execute(prepared)
+        result = graphql_subscribe(
+            self.schema,
+            prepared.document,
+            context_value=prepared.context,
+            variable_values=prepared.variables,
+            operation_name=prepared.name,
+        )
+        if isawaitable(result):
+            return await result
+        return result
+
+    async def _authenticate(self, request: Request) -> Caller:
+        caller = await self.authenticate(request.headers.get("authorization", ""))
         if caller is None:
             raise RequestError(
                 401,
@@ -276,6 +346,11 @@ class GraphEndpoint:
                 {"www-authenticate": 'Bearer realm="portcullis-admin"'},
             )
         return caller
+
+    async def authenticate(self, authorization: str) -> Caller | None:
+        """The caller an `Authorization` value (`Bearer <token>`) stands for, if any."""
+        credential = bearer(authorization)
+        return None if credential is None else await self.deps.authenticate(credential)
 
     def documents(self) -> DocumentStore:
         """The persisted documents: the given store, else the control plane's table."""
@@ -353,19 +428,13 @@ class GraphEndpoint:
                 ],
             )
 
-    async def _execute(
-        self,
-        document: DocumentNode,
-        name: str | None,
-        variables: dict[str, Any] | None,
-        context: GraphContext,
-    ) -> ExecutionResult:
+    async def execute(self, prepared: Prepared) -> ExecutionResult:
         result = graphql_execute(
             self.schema,
-            document,
-            context_value=context,
-            variable_values=variables,
-            operation_name=name,
+            prepared.document,
+            context_value=prepared.context,
+            variable_values=prepared.variables,
+            operation_name=prepared.name,
         )
         if isinstance(result, ExecutionResult):
             return result
@@ -424,7 +493,8 @@ _WELL_FORMED_REFUSALS = frozenset(
 )
 
 
-def _is_graphql_error(exc: RequestError) -> bool:
+def is_graphql_error(exc: RequestError) -> bool:
+    """A refusal of a well-formed request (its document, not the HTTP request)."""
     codes = {e.get("extensions", {}).get("code") for e in exc.errors}
     return bool(codes & _WELL_FORMED_REFUSALS)
 
@@ -433,6 +503,12 @@ def _limit_error(exc: LimitExceeded) -> dict[str, Any]:
     return _error(
         str(exc), "LIMIT_EXCEEDED", limit=exc.limit, maximum=exc.maximum, actual=exc.actual
     )
+
+
+def bearer(authorization: str) -> str | None:
+    """The token of a `Bearer <token>` value (None: another scheme, or none)."""
+    scheme, _, credential = authorization.strip().partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
 
 
 def _facts(request: Request) -> RequestFacts:

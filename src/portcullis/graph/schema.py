@@ -1,4 +1,5 @@
-"""The schema: every area's root fields assembled into `Query` and `Mutation`.
+"""The schema: every area's root fields assembled into `Query`, `Mutation` and
+`Subscription`.
 
 Areas contribute plain mappings of field name to strawberry field; the schema is
 built once per process (`schema()`), and its SDL is what `/graphql/schema.graphql`
@@ -47,9 +48,13 @@ def schema() -> strawberry.Schema:
         mutations.update(part.mutations)
     query = _root("Query", queries, "Everything the control plane holds, as the caller may see it")
     mutation = _root("Mutation", mutations, "Every change the control plane allows")
+    from portcullis.graph.subscriptions import SUBSCRIPTIONS
+
+    subscription = _root("Subscription", dict(SUBSCRIPTIONS), "Live streams, resumable")
     return strawberry.Schema(
         query=query,
         mutation=mutation,
+        subscription=subscription,
         config=StrawberryConfig(default_resolver=resolve_member),
         scalar_overrides=SCALAR_OVERRIDES,
     )
