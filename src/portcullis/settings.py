@@ -194,6 +194,11 @@ class Settings(BaseSettings):
     # A stream's credential is authenticated again this often (seconds): a revoked token,
     # an ended session or a lost permission ends the stream (admin/credential_watch.py).
     stream_recheck_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # GraphQL over WebSocket (graphql-transport-ws, admin/graphql_ws.py): a client must
+    # send connection_init within graphql_ws_init_timeout seconds (close 4408 else) and
+    # may run up to graphql_ws_max_operations operations at once on one connection.
+    graphql_ws_init_timeout: float = Field(default=3.0, gt=0, le=300)
+    graphql_ws_max_operations: int = Field(default=100, ge=1, le=10_000)
     # Rollups (analytics/rollups.py): a control-plane round every rollup_interval seconds
     # rolls up each minute once it ended more than rollup_lateness + the request log's
     # flush_interval seconds ago (rows arriving later stay out of the rollups). Minute,

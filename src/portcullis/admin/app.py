@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -120,8 +120,17 @@ def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
         return built[0]
 
     async def graphql(request: Request) -> Response:
+        from portcullis.admin import graphql_sse
+
+        if graphql_sse.wants_event_stream(request):
+            return await graphql_sse.handle(request, endpoint(), app.state.authenticator, settings)
         response: Response = await endpoint().handle(request)
         return response
+
+    async def graphql_ws(websocket: WebSocket) -> None:
+        from portcullis.admin import graphql_ws
+
+        await graphql_ws.serve(websocket, endpoint(), app.state.authenticator, settings)
 
     async def schema_sdl(request: Request) -> Response:
         response: Response = await endpoint().schema_sdl(request)
@@ -129,6 +138,7 @@ def build_graph_router(app: FastAPI, settings: Settings) -> APIRouter:
 
     router = APIRouter()
     router.add_api_route("/graphql", graphql, methods=["GET", "POST"], include_in_schema=False)
+    router.add_api_websocket_route("/graphql", graphql_ws)
     router.add_api_route(
         "/graphql/schema.graphql", schema_sdl, methods=["GET"], include_in_schema=False
     )

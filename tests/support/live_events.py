@@ -1,0 +1,60 @@
+"""Live-stream test helpers: events recorded as the platform records them, and admin
+users signed in on a running control plane (SSE, WebSocket and GraphQL stream tests)."""
+
+from __future__ import annotations
+
+import httpx
+
+from portcullis.events.bus import Event, record_event
+from portcullis.events.catalogue import EventType
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
+from portcullis.store.engine import create_engine, write_transaction
+from support.events import sample
+from support.servers import ControlPlane
+
+PASSWORD = "correct horse battery staple"
+
+
+async def publish(database_url: str, n: int, *, organization_id: str | None = None) -> list[Event]:
+    """`n` events, each in its own transaction, as the platform records them."""
+    engine = create_engine(database_url)
+    events = []
+    try:
+        for i in range(n):
+            async with write_transaction(engine) as conn:
+                data = sample(EventType.KEY_CREATED, key_id=f"k{i}")
+                events.append(
+                    await record_event(
+                        conn,
+                        EventType.KEY_CREATED,
+                        f"key:k{i}",
+                        data,
+                        organization_id=organization_id,
+                    )
+                )
+    finally:
+        await engine.dispose()
+    return events
+
+
+async def signed_in(
+    plane: ControlPlane,
+    email: str,
+    organization_id: str | None = None,
+    *,
+    role: Role | None = None,
+) -> str:
+    """An access token of a new admin user (owner; admin of `organization_id` if given)."""
+    engine = create_engine(plane.database_url)
+    try:
+        role = role or (Role.ADMIN if organization_id else Role.OWNER)
+        await AuthService(engine).create_user(email, PASSWORD, role, organization_id)
+    finally:
+        await engine.dispose()
+    async with httpx.AsyncClient(base_url=plane.url) as client:
+        login = await client.post(
+            "/admin/v1/auth/login", json={"email": email, "password": PASSWORD}
+        )
+    assert login.status_code == 200, login.text
+    return str(login.json()["access_token"])
