@@ -63,6 +63,7 @@ REST_TO_GRAPH: dict[str, str] = {
     "list_alerts": "Query.alerts",
     "list_anomalies": "Query.anomalies",
     "list_events": "Query.events",
+    "stream_events": "Subscription.events",
     "get_analytics_usage": "Query.analyticsUsage",
     "export_analytics_usage": f"EXCEPTION: {_STREAMED} (Query.analyticsUsage has the series)",
     "get_analytics_top_endpoints": "Query.analyticsTopEndpoints",

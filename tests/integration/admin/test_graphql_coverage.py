@@ -23,7 +23,11 @@ async def test_every_rest_operation_has_a_graphql_equivalent(anonymous: httpx.As
     stale = sorted(REST_TO_GRAPH.keys() - operations)
     assert not stale, f"rows for REST operations that no longer exist: {stale}"
     schema = graphql_schema()
-    roots = {"Query": schema.query_type, "Mutation": schema.mutation_type}
+    roots = {
+        "Query": schema.query_type,
+        "Mutation": schema.mutation_type,
+        "Subscription": schema.subscription_type,
+    }
     unknown = []
     for operation, target in REST_TO_GRAPH.items():
         if target.startswith("EXCEPTION: "):
