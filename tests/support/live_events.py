@@ -3,7 +3,10 @@ users signed in on a running control plane (SSE, WebSocket and GraphQL stream te
 
 from __future__ import annotations
 
+import shutil
+
 import httpx
+import pytest
 
 from portcullis.events.bus import Event, record_event
 from portcullis.events.catalogue import EventType
@@ -11,9 +14,26 @@ from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, write_transaction
 from support.events import sample
+from support.postgres import PostgresServer
 from support.servers import ControlPlane
 
 PASSWORD = "correct horse battery staple"
+
+
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def module_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL of a migrated store of kind `request.param` (see STORES) for a
+    module-scoped control plane (fixtures of tests/integration/admin/conftest.py)."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.create_database(
+            template=request.getfixturevalue("migrated_postgres_template")
+        )
+    path = tmp_path_factory.mktemp("store") / "admin.db"
+    shutil.copyfile(request.getfixturevalue("migrated_template"), path)
+    return f"sqlite+aiosqlite:///{path}"
 
 
 async def publish(database_url: str, n: int, *, organization_id: str | None = None) -> list[Event]:

@@ -30,7 +30,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from inspect import isawaitable
 from typing import Any
@@ -321,16 +321,10 @@ class GraphEndpoint:
         before its stream opened (RBAC, bad arguments)."""
         if prepared.kind is not OperationType.SUBSCRIPTION:
             return await self.execute(prepared)
-        result = graphql_subscribe(
-            self.schema,
-            prepared.document,
-            context_value=prepared.context,
-            variable_values=prepared.variables,
-            operation_name=prepared.name,
+        outcome: AsyncIterator[ExecutionResult] | ExecutionResult = await self._run(
+            graphql_subscribe, prepared
         )
-        if isawaitable(result):
-            return await result
-        return result
+        return outcome
 
     async def _authenticate(self, request: Request) -> Caller:
         caller = await self.authenticate(request.headers.get("authorization", ""))
@@ -429,16 +423,20 @@ class GraphEndpoint:
             )
 
     async def execute(self, prepared: Prepared) -> ExecutionResult:
-        result = graphql_execute(
+        result = await self._run(graphql_execute, prepared)
+        assert isinstance(result, ExecutionResult)
+        return result
+
+    async def _run(self, run: Callable[..., Any], prepared: Prepared) -> Any:
+        """graphql-core's `execute` or `subscribe` on a prepared operation, awaited."""
+        result = run(
             self.schema,
             prepared.document,
             context_value=prepared.context,
             variable_values=prepared.variables,
             operation_name=prepared.name,
         )
-        if isinstance(result, ExecutionResult):
-            return result
-        return await result
+        return await result if isawaitable(result) else result
 
     def _format(self, error: GraphQLError, facts: RequestFacts) -> dict[str, Any]:
         original = error.original_error

@@ -5,7 +5,6 @@ retention resets, heartbeats, and bad input refused by name."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,30 +15,19 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from portcullis.events.retention import purge_events
 from portcullis.store.engine import create_engine
-from support.live_events import publish, signed_in
-from support.postgres import PostgresServer
+from support.live_events import STORES, module_store, publish, signed_in
 from support.servers import ControlPlane, control_plane
 
 HEARTBEAT = 0.3
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=STORES)
 def plane(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     """One control plane per store for the module (starting one takes seconds); the tests
     keep apart by their own users, organizations and event positions."""
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        database_url = server.create_database(
-            template=request.getfixturevalue("migrated_postgres_template")
-        )
-    else:
-        path = tmp_path_factory.mktemp("stream") / "admin.db"
-        shutil.copyfile(request.getfixturevalue("migrated_template"), path)
-        database_url = f"sqlite+aiosqlite:///{path}"
+    database_url = module_store(request, tmp_path_factory)
     env = {
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT),
         "PORTCULLIS_STREAM_RECHECK_SECONDS": str(HEARTBEAT),

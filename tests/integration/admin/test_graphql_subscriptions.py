@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -31,8 +30,7 @@ from websockets.typing import Subprotocol
 
 from portcullis.events.retention import purge_events
 from portcullis.store.engine import create_engine
-from support.live_events import publish, signed_in
-from support.postgres import PostgresServer
+from support.live_events import STORES, module_store, publish, signed_in
 from support.servers import ControlPlane, control_plane
 
 NODE_TOOLS = Path(__file__).resolve().parents[2] / "node"
@@ -50,23 +48,13 @@ subscription Live($after: ID, $organization: String, $types: [String!]) {
 KEYS = {"types": ["key.*"]}
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=STORES)
 def plane(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     """One control plane per store for the module; tests keep apart by their own users,
     organizations and positions. Few streams allowed, so a leaked one shows."""
-    if request.param == "postgresql":
-        server: PostgresServer = request.getfixturevalue("postgres_server")
-        database_url = server.create_database(
-            template=request.getfixturevalue("migrated_postgres_template")
-        )
-    else:
-        path = tmp_path_factory.mktemp("gqlsub") / "admin.db"
-        shutil.copyfile(request.getfixturevalue("migrated_template"), path)
-        database_url = f"sqlite+aiosqlite:///{path}"
+    database_url = module_store(request, tmp_path_factory)
     env = {
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": str(RECHECK),
         "PORTCULLIS_STREAM_RECHECK_SECONDS": str(RECHECK),
