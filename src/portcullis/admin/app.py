@@ -190,6 +190,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             logger.exception("could not read the store's schema version")
             migrated = False
         jobs = BackgroundJobs()
+        app.state.jobs = jobs  # endpoints read jobs.live_traffic
         if migrated:
             bootstrap = await auth.start()
             if bootstrap is not None:
