@@ -113,7 +113,7 @@ class TrafficFrame:
     consumers: Mapping[str, TrafficEntry]
     workers: int  # worker reports merged
     # Per organization: the requests on its routes or by its consumers (for visible_to).
-    organizations: Mapping[str, TrafficEntry] = field(default=_EMPTY, compare=False)
+    organizations: Mapping[str, TrafficEntry] = field(default_factory=dict, compare=False)
     # Records the workers dropped (their queues were full) in the reports merged here.
     dropped: int = 0
     # Distinct routes / consumers summed under `_other` by some worker (over the caps).
@@ -305,6 +305,7 @@ class LiveTraffic:
         self._first: dict[str, int] = {}
         # Every frame up to this second was emitted.
         self._emitted_through = int(clock()) - 1
+        self._listening_since = clock()
         self._listeners: list[TrafficListener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._arrived = asyncio.Event()
@@ -387,12 +388,13 @@ class LiveTraffic:
         self._org_ids_at = time.monotonic()
 
     def expected(self, second: int) -> set[str]:
-        """The workers whose report of `second` is waited for."""
+        """The workers whose report of `second` is waited for: those that reported one of
+        the few seconds before it (a worker's first second is merged, not waited for)."""
         first = self._first
         return {
             w
             for w, last in self._workers.items()
-            if last >= second - EXPECT_SECONDS and first.get(w, second) <= second
+            if last >= second - EXPECT_SECONDS and first.get(w, second) < second
         }
 
     def tick(self) -> list[TrafficFrame]:
@@ -404,8 +406,16 @@ class LiveTraffic:
             second = self._emitted_through + 1
             merged = self._pending.get(second)
             if now < second + 1 + self.grace:
+                # Before the grace deadline only when every worker is known to have
+                # reported: the workers are known from the seconds before, so not for a
+                # second that began before this process listened.
                 expected = self.expected(second)
-                if not expected or merged is None or not expected <= merged.workers:
+                if (
+                    second <= self._listening_since
+                    or not expected
+                    or merged is None
+                    or not expected <= merged.workers
+                ):
                     break
             self._pending.pop(second, None)
             frame = (merged or _Merge()).frame(second, self._org_ids)
@@ -458,6 +468,7 @@ class LiveTraffic:
         if self._tasks:
             return
         self._emitted_through = int(self._clock()) - 1
+        self._listening_since = self._clock()
         reader = self._read_redis() if self._redis is not None else self._poll_store()
         self._tasks = [
             asyncio.create_task(reader, name="portcullis-live-traffic-reader"),
