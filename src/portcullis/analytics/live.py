@@ -40,7 +40,13 @@ from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.analytics.record import RequestRecord
-from portcullis.analytics.sketch import LatencySketch, SketchError
+from portcullis.analytics.sketch import (
+    KEY_MULTIPLIER,
+    MAX_VALUE,
+    MIN_VALUE,
+    LatencySketch,
+    SketchError,
+)
 from portcullis.model.config import GatewayConfig
 from portcullis.redis_client import REDIS_FAILURES, SharedRedis
 from portcullis.settings import Settings
@@ -72,14 +78,6 @@ class Counts:
     sketch: LatencySketch = field(default_factory=LatencySketch)
     # The route's or consumer's organization (None: the operator's, gateway-wide).
     organization: str | None = None
-
-    def add(self, status: int, latency_ms: float) -> None:
-        self.requests += 1
-        if status >= 500:
-            self.errors_5xx += 1
-        elif status >= 400:
-            self.errors_4xx += 1
-        self.sketch.add(latency_ms)
 
     def merge(self, other: Counts) -> None:
         self.requests += other.requests
@@ -207,30 +205,28 @@ class Organizations:
             self.consumers = {c.username: c.organization for c in config.consumers}
 
 
-class _Second:
-    """The sums of one second being built (see `SecondAggregator`)."""
+class _Pair:
+    """One (route, consumer) pair's requests in one second, latencies binned once."""
 
-    __slots__ = (
-        "consumers",
-        "folded_consumers",
-        "folded_routes",
-        "organizations",
-        "requests",
-        "routes",
-        "unrouted",
-    )
+    __slots__ = ("bins", "e4", "e5", "high", "low", "requests", "zero")
 
     def __init__(self) -> None:
-        self.routes: dict[str, Counts] = {}
-        self.consumers: dict[str, Counts] = {}
-        self.organizations: dict[str, Counts] = {}
-        self.unrouted = Counts()
-        self.folded_routes: set[str] = set()
-        self.folded_consumers: set[str] = set()
+        self.requests = self.e4 = self.e5 = self.zero = 0
+        self.bins: dict[int, int] = {}
+        self.low = math.inf
+        self.high = -math.inf
+
+    def counts(self, organization: str | None = None) -> Counts:
+        sketch = LatencySketch.from_bins(self.bins, self.zero, self.low, self.high)
+        return Counts(self.requests, self.e4, self.e5, sketch, organization)
 
 
 class SecondAggregator:
-    """Sums records into per-second `SecondReport`s, with bounded keys per second."""
+    """Sums records into per-second `SecondReport`s, with bounded keys per second.
+
+    Each record costs one latency-bin computation and one dict update (of its (route,
+    consumer) pair); the routes, consumers, organizations and totals are summed from
+    the pairs when the second is reported (few pairs, many records)."""
 
     def __init__(
         self,
@@ -244,94 +240,92 @@ class SecondAggregator:
         self.orgs = organizations
         self.max_routes = max_routes
         self.max_consumers = max_consumers
-        self._seconds: dict[int, _Second] = {}
+        self._seconds: dict[int, dict[tuple[str | None, str | None], _Pair]] = {}
 
     def add(self, second: int, records: Sequence[RequestRecord]) -> None:
         """Sum `records` into `second` (the caller decides which second they belong to)."""
-        bucket = self._seconds.get(second)
-        if bucket is None:
-            bucket = self._seconds[second] = _Second()
-        route_orgs, consumer_orgs = self.orgs.routes, self.orgs.consumers
-        routes, consumers, orgs = bucket.routes, bucket.consumers, bucket.organizations
+        pairs = self._seconds.get(second)
+        if pairs is None:
+            pairs = self._seconds[second] = {}
+        log_, ceil, multiplier = math.log, math.ceil, KEY_MULTIPLIER
         for record in records:
-            status, latency = record.status, record.latency_ms
-            route_org: str | None = None
-            name = record.route
-            if name is None:
-                bucket.unrouted.add(status, latency)
+            key = (record.route, record.consumer)
+            pair = pairs.get(key)
+            if pair is None:
+                pair = pairs[key] = _Pair()
+            pair.requests += 1
+            status = record.status
+            if status >= 500:
+                pair.e5 += 1
+            elif status >= 400:
+                pair.e4 += 1
+            latency = record.latency_ms
+            if latency >= MIN_VALUE:  # (what LatencySketch.add does, binned once here)
+                if latency > MAX_VALUE:
+                    latency = MAX_VALUE
+                k = ceil(log_(latency) * multiplier)
+                pair.bins[k] = pair.bins.get(k, 0) + 1
             else:
-                counts = routes.get(name)
-                if counts is None:
-                    counts = self._new(routes, name, route_orgs, self.max_routes)
-                    if counts is None:
-                        bucket.folded_routes.add(name)
-                        counts = self._other(routes)
-                counts.add(status, latency)
-                route_org = counts.organization
-            consumer_org: str | None = None
-            name = record.consumer
-            if name is not None:
-                counts = consumers.get(name)
-                if counts is None:
-                    counts = self._new(consumers, name, consumer_orgs, self.max_consumers)
-                    if counts is None:
-                        bucket.folded_consumers.add(name)
-                        counts = self._other(consumers)
-                counts.add(status, latency)
-                consumer_org = counts.organization
-            if route_org is not None:
-                self._org(orgs, route_org).add(status, latency)
-            if consumer_org is not None and consumer_org != route_org:
-                self._org(orgs, consumer_org).add(status, latency)
-
-    @staticmethod
-    def _org(orgs: dict[str, Counts], org: str) -> Counts:
-        counts = orgs.get(org)
-        if counts is None:
-            counts = orgs[org] = Counts(organization=org)
-        return counts
-
-    @staticmethod
-    def _new(
-        entries: dict[str, Counts], name: str, orgs: Mapping[str, str | None], cap: int
-    ) -> Counts | None:
-        # At most `cap` names (`_other` counts as one once it exists), then `_other`.
-        if len(entries) >= cap:
-            return None
-        counts = entries[name] = Counts(organization=orgs.get(name))
-        return counts
-
-    @staticmethod
-    def _other(entries: dict[str, Counts]) -> Counts:
-        counts = entries.get(OTHER)
-        if counts is None:
-            counts = entries[OTHER] = Counts()
-        return counts
+                latency = latency if latency > 0 else 0.0  # also NaN
+                pair.zero += 1
+            if latency < pair.low:
+                pair.low = latency
+            if latency > pair.high:
+                pair.high = latency
 
     def seconds(self) -> list[int]:
         return sorted(self._seconds)
 
     def report(self, second: int) -> SecondReport:
         """Take `second`'s sums out as a report (an empty report if it has none)."""
-        bucket = self._seconds.pop(second, None)
-        if bucket is None:
-            return SecondReport(self.worker, second)
-        totals = Counts(
-            bucket.unrouted.requests, bucket.unrouted.errors_4xx, bucket.unrouted.errors_5xx
-        )
-        totals.sketch.merge(bucket.unrouted.sketch)
-        for counts in bucket.routes.values():
-            totals.merge(counts)
-        return SecondReport(
-            self.worker,
-            second,
-            totals=totals,
-            routes=bucket.routes,
-            consumers=bucket.consumers,
-            organizations=bucket.organizations,
-            folded_routes=len(bucket.folded_routes),
-            folded_consumers=len(bucket.folded_consumers),
-        )
+        out = SecondReport(self.worker, second)
+        pairs = self._seconds.pop(second, None)
+        if not pairs:
+            return out
+        self.orgs.refresh()
+        route_orgs, consumer_orgs = self.orgs.routes, self.orgs.consumers
+        folded_routes: set[str] = set()
+        folded_consumers: set[str] = set()
+        for (route, consumer), pair in pairs.items():
+            counts = pair.counts()
+            out.totals.merge(counts)
+            route_org = consumer_org = None
+            if route is not None:
+                route_org = route_orgs.get(route)
+                _add(out.routes, route, route_org, counts, self.max_routes, folded_routes)
+            if consumer is not None:
+                consumer_org = consumer_orgs.get(consumer)
+                _add(out.consumers, consumer, consumer_org, counts, self.max_consumers,
+                     folded_consumers)  # fmt: skip
+            # An organization's total: requests on its routes or by its consumers, once.
+            for org in {route_org, consumer_org} - {None}:
+                assert org is not None
+                _add(out.organizations, org, org, counts, None, None)
+        out.folded_routes = len(folded_routes)
+        out.folded_consumers = len(folded_consumers)
+        return out
+
+
+def _add(
+    entries: dict[str, Counts],
+    name: str,
+    organization: str | None,
+    counts: Counts,
+    cap: int | None,
+    folded: set[str] | None,
+) -> None:
+    """Merge `counts` into `entries[name]`; past `cap` names (`_other` counting as one
+    once it exists), into `_other` (and `name` into `folded`)."""
+    mine = entries.get(name)
+    if mine is None:
+        if cap is not None and len(entries) >= cap:
+            if folded is not None:
+                folded.add(name)
+            name, organization = OTHER, None
+            mine = entries.get(OTHER)
+        if mine is None:
+            mine = entries[name] = Counts(organization=organization)
+    mine.merge(counts)
 
 
 class ReportSink(Protocol):
@@ -473,11 +467,15 @@ class WorkerTraffic:
         pending = self._pending
         records = [pending.popleft() for _ in range(len(pending))]
         aggregator = self.aggregator
-        aggregator.orgs.refresh()
         by_second: dict[int, list[RequestRecord]] = {}
         floor = self._reported_through + 1
         for record in records:
-            second = int(record.started_at + record.latency_ms / 1000.0)
+            try:
+                second = int(record.started_at + record.latency_ms / 1000.0)
+            except (ValueError, OverflowError):  # not a finite time: count it now
+                second = current
+            if second > current:  # a record cannot end in the future (clock steps)
+                second = current
             if second < floor:
                 # Ended in a second already reported (clock adjustments): the next one.
                 self.late += 1

@@ -145,6 +145,24 @@ async def test_a_second_sums_requests_4xx_5xx_and_latency_per_route_consumer_and
     assert "globex" not in report.organizations
 
 
+async def test_the_workers_own_binning_is_exactly_the_sketchs() -> None:
+    values = [0.0, -1.0, float("nan"), 1e-4, 0.5, 1.0, 3.3, 250.0, 9e15, float("inf")]
+    values += [1.0 + n * 0.37 for n in range(500)]
+    clock = ManualClock(T0 + 0.5)
+    traffic, sink = worker(clock)
+    for value in values:
+        r = record(latency_ms=value)
+        r.started_at = T0 + 0.25  # (its end may not be a time: counted in the open second)
+        traffic.observe(r)
+    clock.advance(1)
+    await traffic.aclose()  # reports every second up to the open one
+    expected = LatencySketch()
+    expected.add_many(values)
+    assert LatencySketch.merged(r.totals.sketch for r in sink.sent) == expected
+    assert LatencySketch.merged(r.routes["orders"].sketch for r in sink.sent) == expected
+    assert sum(r.totals.requests for r in sink.sent) == len(values)
+
+
 async def test_an_organizations_total_counts_a_request_once_whether_route_or_consumer() -> None:
     clock = ManualClock(T0 + 0.5)
     traffic, sink = worker(clock)
