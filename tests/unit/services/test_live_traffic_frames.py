@@ -158,6 +158,32 @@ def test_the_first_seconds_after_starting_wait_for_the_grace_as_workers_are_not_
     assert frame.workers == 2
 
 
+def test_a_worker_is_not_waited_for_in_seconds_before_its_first_report() -> None:
+    clock = ManualClock()
+    traffic = primed(clock, "w1", live_traffic_grace=1.5)
+    clock.now = T0 + 2.05
+    traffic.receive(report("w2", T0 + 1))  # w2 started during T0+1
+    traffic.receive(report("w1", T0))  # w1's report of T0, slow but within the grace
+    assert [f.second for f in traffic.tick()] == [T0]  # not waiting for w2's T0
+
+
+def test_a_second_that_began_before_listening_waits_for_workers_not_heard_of_yet() -> None:
+    # Subscribed at T0+1.01: w2's report of T0 went out just before and was missed; w1's
+    # came after (late for T0, but w1 is known from it).
+    clock = ManualClock(T0 + 1.01)
+    traffic = live(clock, live_traffic_grace=1.0)
+    traffic.receive(report("w1", T0))
+    clock.now = T0 + 2.02
+    traffic.receive(report("w1", T0 + 1, [1.0]))
+    assert traffic.tick() == []  # w2 may exist: T0+1 began before this process listened
+    traffic.receive(report("w2", T0 + 1, [1.0]))
+    clock.now = T0 + 2.99
+    assert traffic.tick() == []  # still within the grace: waited for as for any other
+    clock.now = T0 + 3.0
+    traffic.tick()
+    assert [(f.second, f.workers) for f in traffic.since(T0)] == [(T0 + 1, 2)]
+
+
 def test_every_second_gets_a_frame_also_idle_ones_and_in_order() -> None:
     clock = ManualClock(T0 + 0.5)
     traffic = live(clock, live_traffic_grace=0.5)
