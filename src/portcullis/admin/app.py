@@ -98,9 +98,11 @@ def build_api_router() -> APIRouter:
 
     api.include_router(schema_routes.router)
     api.include_router(event_type_routes.router)
+    from portcullis.admin.routers import stream as stream_routes
     from portcullis.admin.routers import webhooks as webhook_routes
 
     api.include_router(webhook_routes.router)
+    api.include_router(stream_routes.router)
     return api
 
 
@@ -190,7 +192,6 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
             logger.exception("could not read the store's schema version")
             migrated = False
         jobs = BackgroundJobs()
-        app.state.jobs = jobs  # endpoints read jobs.live_traffic
         if migrated:
             bootstrap = await auth.start()
             if bootstrap is not None:

@@ -183,8 +183,7 @@ async def realtime(
 async def live(
     request: Request, query: Annotated[LiveQuery, Query()], op: Operation = read
 ) -> dict[str, Any]:
-    jobs = getattr(request.app.state, "jobs", None)
-    return live_view(getattr(jobs, "live_traffic", None), op.scope, query.seconds)
+    return live_view(admin_state(request).live_traffic, op.scope, query.seconds)
 
 
 @router.get(

@@ -1,1 +1,4 @@
-"""Streams of the control plane: live traffic frames (traffic.py) and the real-time hub."""
+"""The real-time layer of the control plane: live, resumable streams of platform events
+(`hub`), what a stream asks for (`filters`), live traffic aggregates (`traffic`) and
+presence. The transports (SSE, WebSocket, GraphQL subscriptions) sit above, in the
+admin and graph packages."""
