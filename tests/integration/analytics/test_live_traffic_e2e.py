@@ -275,6 +275,8 @@ async def test_two_nodes_on_postgresql_and_redis_merge_into_one_frame(
         try:
             # Both nodes' workers report (every second, also idle).
             await wait_frames(nodes[0], lambda f: f.workers == 2, "both nodes reporting")
+            # (A starting worker's first report can be late: it is not waited for.)
+            late_before = [n.late_reports for n in nodes]
             start = int(time.time())
             async with (
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{a}", timeout=10) as ca,
@@ -321,7 +323,7 @@ async def test_two_nodes_on_postgresql_and_redis_merge_into_one_frame(
         assert any("open" in f.routes and "acme-orders" in f.routes for f in frames[0]), (
             "no second had both nodes' traffic"
         )
-        assert [n.late_reports for n in nodes] == [0, 0]
+        assert [n.late_reports for n in nodes] == late_before
         delays = [at - (f.second + 1) for f, at in arrived.frames if f.second >= start]
         report_delays("postgresql + redis, 2 nodes", delays)
         assert max(delays) <= 1.5

@@ -204,6 +204,15 @@ async def test_an_idle_second_is_reported_empty() -> None:
     ]
 
 
+async def test_after_a_stall_only_the_seconds_with_traffic_and_the_last_one_are_sent() -> None:
+    clock = ManualClock(T0 + 0.5)
+    traffic, sink = worker(clock)
+    traffic.observe(record(at=T0 + 1.5))
+    clock.advance(4)  # the worker's loop was held up: T0 .. T0+3 ended meanwhile
+    await traffic.flush()
+    assert [(r.second, r.totals.requests) for r in sink.sent] == [(T0 + 1, 1), (T0 + 3, 0)]
+
+
 async def test_a_record_of_a_second_already_reported_counts_in_the_next_as_late() -> None:
     clock = ManualClock(T0 + 0.5)
     traffic, sink = worker(clock)
