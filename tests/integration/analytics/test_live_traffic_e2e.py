@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +30,8 @@ from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import load_server_secret
 from portcullis.redis_client import SharedRedis
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
 from portcullis.services.streams.traffic import LiveTraffic, TrafficFrame
 from portcullis.settings import Settings
 from portcullis.store.engine import create_engine
@@ -69,19 +69,17 @@ def gateway_config(upstream: int, dead: int) -> dict[str, Any]:
     }
 
 
-def cli(gw: Gateway, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "portcullis", *args],
-        env=gw.env, input=stdin, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def login(gw: Gateway, email: str, role: Role, organization: str | None = None) -> str:
+    """A new admin user (made in process: no CLI start-up to wait for), signed in."""
 
+    async def create() -> None:
+        engine = create_engine(gw.database_url)
+        try:
+            await AuthService(engine).create_user(email, PASSWORD, role, organization)
+        finally:
+            await engine.dispose()
 
-def login(gw: Gateway, email: str, role: str, organization: str | None = None) -> str:
-    extra = ["--organization", organization] if organization else []
-    cli(gw, "admin", "create", "--email", email, "--role", role, "--password-stdin", *extra,
-        stdin=PASSWORD + "\n")  # fmt: skip
+    asyncio.run(create())
     r = httpx.post(
         f"{gw.admin_url}/admin/v1/auth/login",
         json={"email": email, "password": PASSWORD},
@@ -149,7 +147,7 @@ def test_live_traffic_of_two_workers_on_the_embedded_store(tmp_path: Path, upstr
     cfg.write_text(yaml.safe_dump(gateway_config(upstream, free_port())))
     env = {"PORTCULLIS_HEARTBEAT_INTERVAL": "0.5"}
     with gateway(tmp_path, cfg, workers=2, extra_env=env) as gw:
-        owner = login(gw, "owner@example.com", "owner")
+        owner = login(gw, "owner@example.com", Role.OWNER)
         r = httpx.post(
             f"{gw.admin_url}/admin/v1/organizations",
             json={"name": "acme"},
@@ -157,7 +155,7 @@ def test_live_traffic_of_two_workers_on_the_embedded_store(tmp_path: Path, upstr
             timeout=10,
         )
         assert r.status_code == 201, r.text
-        acme_viewer = login(gw, "acme@example.com", "viewer", organization=r.json()["id"])
+        acme_viewer = login(gw, "acme@example.com", Role.VIEWER, organization=r.json()["id"])
         key = asyncio.run(new_key(gw, "alice"))
         # Both workers report every second (empty reports when idle).
         poll(lambda: any(f["workers"] == 2 for f in live_frames(gw, owner, 5)), "two workers")
