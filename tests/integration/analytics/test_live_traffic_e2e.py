@@ -5,9 +5,9 @@
   reports them per route, per consumer and in total with their 4xx and 5xx, every
   frame merged from both workers; an admin limited to an organization sees its route
   only. The delay from the end of a second to its frame on the endpoint is measured.
-- Multi-node: two data-plane nodes on PostgreSQL + Redis and two control-plane
-  `LiveTraffic`s (as two control-plane nodes run them): both get one frame per second
-  merged from both nodes' workers, the same on each.
+- Multi-node: two data-plane nodes on PostgreSQL + Redis, two control-plane
+  `LiveTraffic`s in the test process and one control-plane process: all three get one
+  frame per second merged from both nodes' workers, the same frames on each.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from portcullis.store.migrations import upgrade_to_head
 from portcullis.supervision.planes import DATA_PLANE_TARGET
 from support.postgres import PostgresServer
 from support.redis import RedisServer
-from support.servers import Gateway, free_port, gateway, granian_app
+from support.servers import Gateway, control_plane, free_port, gateway, granian_app
 from support.services import apply_config
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
@@ -263,6 +263,11 @@ async def test_two_nodes_on_postgresql_and_redis_merge_into_one_frame(
         }
         # Started and stopped off the event loop: the control planes keep reading meanwhile.
         planes = ExitStack()
+        # A real control-plane process too (its background jobs run a LiveTraffic on Redis).
+        cp = await asyncio.to_thread(
+            planes.enter_context,
+            control_plane(url, env={"PORTCULLIS_REDIS_URL": redis_server.url}),
+        )
         a, b = [
             await asyncio.to_thread(
                 planes.enter_context,
@@ -310,6 +315,18 @@ async def test_two_nodes_on_postgresql_and_redis_merge_into_one_frame(
             await wait_frames(nodes[0], lambda f: totals(nodes[0]) == want, "every request")
             await wait_frames(nodes[1], lambda f: totals(nodes[1]) == want, "every request")
             done = int(time.time())
+            # The control-plane process's endpoint shows the same frames.
+            await AuthService(engine).create_user("owner@example.com", PASSWORD, Role.OWNER)
+            async with httpx.AsyncClient(base_url=cp.url, timeout=10) as admin:
+                r = await admin.post(
+                    "/admin/v1/auth/login",
+                    json={"email": "owner@example.com", "password": PASSWORD},
+                )
+                assert r.status_code == 200, r.text
+                auth = {"authorization": f"Bearer {r.json()['access_token']}"}
+                r = await admin.get("/admin/v1/analytics/live", headers=auth)
+                assert r.status_code == 200, r.text
+                served = {f["second"]: f for f in r.json()["frames"]}
         finally:
             await asyncio.to_thread(planes.close)
         frames = [node.since(start - 1) for node in nodes]
@@ -322,6 +339,7 @@ async def test_two_nodes_on_postgresql_and_redis_merge_into_one_frame(
             "no second had both nodes' traffic"
         )
         assert [n.late_reports for n in nodes] == late_before
+        assert [served[f.second] for f in merged] == [f.as_json() for f in merged]
         delays = [at - (f.second + 1) for f, at in arrived.frames if f.second >= start]
         report_delays("postgresql + redis, 2 nodes", delays)
         assert max(delays) <= 1.5
