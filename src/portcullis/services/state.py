@@ -14,6 +14,7 @@ from portcullis.settings import Settings
 
 if TYPE_CHECKING:
     from portcullis.services.streams.hub import StreamHub
+    from portcullis.services.streams.traffic import LiveTraffic
 
 
 @dataclass(slots=True)
@@ -26,3 +27,6 @@ class AdminState:
     secret: ServerSecret
     # Live event streams (services/streams/hub.py); None until the background jobs run.
     streams: StreamHub | None = None
+    # Live traffic frames (services/streams/traffic.py); None until the background jobs
+    # run, or when live_traffic_enabled is off.
+    live_traffic: LiveTraffic | None = None

@@ -29,6 +29,9 @@ def plane(
     keep apart by their own users, organizations and event positions."""
     database_url = module_store(request, tmp_path_factory)
     env = {
+        # No events kept in memory: every resume reads the store (the retention test needs
+        # the deleted events gone from memory too; hub unit tests cover the buffer).
+        "PORTCULLIS_STREAM_BUFFER_EVENTS": "0",
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT),
         "PORTCULLIS_STREAM_RECHECK_SECONDS": str(HEARTBEAT),
     }
