@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import Request
@@ -58,10 +58,6 @@ async def handle(
         if not is_graphql_error(exc):
             return endpoint.refusal(GRAPHQL_RESPONSE, exc)
         return sse.event_stream(_single({"errors": exc.errors}))
-    outcome = await endpoint.subscribe(prepared)
-    if isinstance(outcome, ExecutionResult):
-        body = endpoint.response_body(outcome, prepared.context.facts)
-        return sse.event_stream(_single(body))
     watch = CredentialWatch(
         authenticator,
         bearer(request.headers.get("authorization", "")) or "",
@@ -69,9 +65,25 @@ async def handle(
         Permission.ALERTS_READ,
         interval=settings.stream_recheck_seconds,
     )
-    return sse.event_stream(
-        _frames(endpoint, prepared, outcome, watch, settings.stream_heartbeat_seconds)
-    )
+    return sse.event_stream(_body(endpoint, prepared, watch, settings.stream_heartbeat_seconds))
+
+
+async def _body(
+    endpoint: GraphEndpoint, prepared: Prepared, watch: CredentialWatch, heartbeat: float
+) -> AsyncIterator[str]:
+    # The operation runs (and a subscription opens its stream) once the response body
+    # is being sent, inside this generator: a client gone before then leaves no stream
+    # open behind a body that never started.
+    outcome = await endpoint.subscribe(prepared)
+    if isinstance(outcome, ExecutionResult):
+        yield _next(endpoint.response_body(outcome, prepared.context.facts)) + COMPLETE
+        return
+    frames = _frames(endpoint, prepared, outcome, watch, heartbeat)
+    try:
+        async for frame in frames:
+            yield frame
+    finally:
+        await frames.aclose()  # its stream closes now, not when garbage-collected
 
 
 def _next(body: dict[str, Any]) -> str:
@@ -92,7 +104,7 @@ async def _frames(
     results: AsyncIterator[ExecutionResult],
     watch: CredentialWatch,
     heartbeat: float,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     facts = prepared.context.facts
     pending: asyncio.Task[ExecutionResult] | None = None
     try:

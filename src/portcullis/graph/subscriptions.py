@@ -18,15 +18,17 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import strawberry
+from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from portcullis.events.bus import Event
 from portcullis.graph.alerts import PlatformEvent
 from portcullis.graph.context import context_of
-from portcullis.services.errors import invalid
+from portcullis.services.errors import ServiceError, invalid
 from portcullis.services.rbac import Permission
-from portcullis.services.streams.access import StreamService
+from portcullis.services.streams.access import STREAMS_UNAVAILABLE, StreamService
 from portcullis.services.streams.hub import EventStream, Reset, StreamItem
+from portcullis.services.streams.traffic import TrafficFrame, TrafficListener
 
 
 @strawberry.type(description="The stream could not resume from the position asked for.")
@@ -145,6 +147,71 @@ async def config_changes(
     return await _open(info, types=None, resources=["config"], organization=None, after=after)
 
 
+@strawberry.type(
+    description="Every data-plane worker's traffic in one second, merged (as GET "
+    "/admin/v1/analytics/live's frames; an organization's admins: its routes and consumers)"
+)
+class TrafficSecond:
+    second: int = strawberry.field(description="Epoch second: the position (resume `after`)")
+    workers: int = strawberry.field(description="Worker reports merged")
+    totals: JSON = strawberry.field(
+        description="requests, errors_4xx, errors_5xx, p95_ms, organization_id"
+    )
+    routes: JSON = strawberry.field(description="The same figures per route, by name")
+    consumers: JSON = strawberry.field(description="The same figures per consumer, by name")
+    dropped: int = strawberry.field(description="Records the workers dropped (full queues)")
+    folded: JSON = strawberry.field(
+        description="Distinct routes / consumers summed under `_other` (over the caps)"
+    )
+
+
+def _second(frame: TrafficFrame) -> TrafficSecond:
+    body = frame.as_json()
+    return TrafficSecond(**body)
+
+
+async def traffic(
+    info: Info[Any, Any],
+    after: Annotated[
+        int | None,
+        strawberry.argument(
+            description="Resume after this second (the frames still kept, then live); "
+            "default: from the next frame on"
+        ),
+    ] = None,
+) -> AsyncGenerator[TrafficSecond, None]:
+    context = context_of(info)
+    op = await context.operation(Permission.ANALYTICS_READ)
+    live = context.state.live_traffic
+    if live is None:
+        raise ServiceError(
+            STREAMS_UNAVAILABLE,
+            "live traffic is not running (live_traffic_enabled, or the background jobs)",
+        )
+    # Listening first, then the kept frames, with no await in between: no frame is
+    # missed between the two, and the listener's copies of kept frames are skipped.
+    listener = live.listen()
+    kept = live.since(after) if after is not None else []
+    return _frames(listener, kept, op.scope.organization_id)
+
+
+async def _frames(
+    listener: TrafficListener, kept: list[TrafficFrame], organization_id: str | None
+) -> AsyncGenerator[TrafficSecond, None]:
+    last: int | None = None
+    try:
+        for frame in kept:
+            yield _second(frame.visible_to(organization_id))
+            last = frame.second
+        async for frame in listener:
+            if last is not None and frame.second <= last:
+                continue
+            yield _second(frame.visible_to(organization_id))
+            last = frame.second
+    finally:
+        listener.close()
+
+
 SUBSCRIPTIONS: dict[str, Any] = {
     "events": strawberry.subscription(
         resolver=events,
@@ -155,5 +222,10 @@ SUBSCRIPTIONS: dict[str, Any] = {
         resolver=config_changes,
         description="Config changes live (config.* events, consumer.created): the "
         "`config` room of `events`",
+    ),
+    "traffic": strawberry.subscription(
+        resolver=traffic,
+        description="Live traffic, one frame per second from every data-plane worker "
+        "(needs analytics:read; an organization's admins: its routes and consumers)",
     ),
 }

@@ -228,6 +228,29 @@ async def test_revoking_the_token_closes_its_websocket_with_4403(
     assert "no longer valid" in (reason or "")
 
 
+async def test_traffic_frames_come_every_second_and_resume_from_the_kept_ones(
+    plane: ControlPlane, token: str
+) -> None:
+    """No data plane runs: LiveTraffic still emits a frame per second (workers 0)."""
+    query = "subscription T($after: Int) { traffic(after: $after) { second workers totals } }"
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(30), Client(transport=transport(plane, token)) as session:
+        async for result in session.subscribe(GraphQLRequest(query)):
+            got.append(result["traffic"])
+            if len(got) == 2:
+                break
+        # Resuming after the first second gets the second one again (kept), then on.
+        request = GraphQLRequest(query, variable_values={"after": got[0]["second"]})
+        async for result in session.subscribe(request):
+            got.append(result["traffic"])
+            if len(got) == 4:
+                break
+    first = got[0]["second"]
+    assert [g["second"] for g in got] == [first, first + 1, first + 1, first + 2]
+    assert got[0]["workers"] == 0
+    assert got[0]["totals"]["requests"] == 0
+
+
 # --- graphql-transport-ws with a raw client: every close code ---------------------
 
 
