@@ -36,7 +36,7 @@ from portcullis.graph.http import (
     bearer,
     is_graphql_error,
 )
-from portcullis.services.rbac import Permission
+from portcullis.graph.subscriptions import stream_permission
 from portcullis.settings import Settings
 
 
@@ -62,7 +62,7 @@ async def handle(
         authenticator,
         bearer(request.headers.get("authorization", "")) or "",
         prepared.context.caller,
-        Permission.ALERTS_READ,
+        stream_permission(prepared.document, prepared.name),
         interval=settings.stream_recheck_seconds,
     )
     return sse.event_stream(_body(endpoint, prepared, watch, settings.stream_heartbeat_seconds))

@@ -35,9 +35,10 @@ from graphql import ExecutionResult
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from portcullis.admin.credential_watch import CredentialWatch
-from portcullis.graph.http import GraphEndpoint, RequestError, bearer
+from portcullis.graph.http import GraphEndpoint, Prepared, RequestError, bearer
+from portcullis.graph.subscriptions import stream_permission
 from portcullis.services.context import RequestFacts
-from portcullis.services.rbac import Caller, Permission
+from portcullis.services.rbac import Caller
 from portcullis.settings import Settings
 
 log = structlog.get_logger("portcullis.graph.ws")
@@ -81,8 +82,8 @@ class GraphSocket:
         self.init_received = False
         self.acknowledged = False
         self.operations: dict[str, asyncio.Task[None]] = {}
-        self.streams = 0
-        self.watch: CredentialWatch | None = None
+        # Running subscriptions' credential checks, by operation id.
+        self.watches: dict[str, CredentialWatch] = {}
         self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         self.closing: asyncio.Future[Closed | None] = asyncio.get_running_loop().create_future()
         self._send = asyncio.Lock()
@@ -160,10 +161,10 @@ class GraphSocket:
         interval = self.settings.stream_recheck_seconds
         while True:
             await asyncio.sleep(interval)
-            watch = self.watch
-            if watch is not None and self.streams and not await watch.valid():
-                self.close(Closed(4403, f"Forbidden: {watch.reason}"))
-                return
+            for watch in tuple(self.watches.values()):
+                if not await watch.valid():
+                    self.close(Closed(4403, f"Forbidden: {watch.reason}"))
+                    return
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.outbox.put(message)
@@ -270,27 +271,29 @@ class GraphSocket:
         if isinstance(outcome, ExecutionResult):
             await self._next(id, outcome)
         else:
-            await self._stream(id, caller, outcome)
+            await self._stream(id, caller, prepared, outcome)
         await self.send({"id": id, "type": "complete"})
 
     async def _stream(
-        self, id: str, caller: Caller, results: AsyncIterator[ExecutionResult]
+        self,
+        id: str,
+        caller: Caller,
+        prepared: Prepared,
+        results: AsyncIterator[ExecutionResult],
     ) -> None:
-        if self.watch is None:
-            assert self.credential is not None
-            self.watch = CredentialWatch(
-                self.authenticator,
-                self.credential,
-                caller,
-                Permission.ALERTS_READ,
-                interval=self.settings.stream_recheck_seconds,
-            )
-        self.streams += 1
+        assert self.credential is not None
+        self.watches[id] = CredentialWatch(
+            self.authenticator,
+            self.credential,
+            caller,
+            stream_permission(prepared.document, prepared.name),
+            interval=self.settings.stream_recheck_seconds,
+        )
         try:
             async for result in results:
                 await self._next(id, result)
         finally:
-            self.streams -= 1
+            self.watches.pop(id, None)
             aclose = getattr(results, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import strawberry
+from graphql import DocumentNode, FieldNode, get_operation_ast
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -210,6 +211,26 @@ async def _frames(
             last = frame.second
     finally:
         listener.close()
+
+
+# The permission each subscription's stream needs for as long as it runs (the transports
+# re-check it with the credential: admin/credential_watch.py).
+PERMISSIONS = {
+    "events": Permission.ALERTS_READ,
+    "configChanges": Permission.ALERTS_READ,
+    "traffic": Permission.ANALYTICS_READ,
+}
+
+
+def stream_permission(document: DocumentNode, operation_name: str | None) -> Permission:
+    """The permission the subscription in `document` keeps needing: its root field's
+    (a validated subscription has exactly one root field)."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is not None:
+        for selection in operation.selection_set.selections:
+            if isinstance(selection, FieldNode) and selection.name.value in PERMISSIONS:
+                return PERMISSIONS[selection.name.value]
+    return Permission.ALERTS_READ
 
 
 SUBSCRIPTIONS: dict[str, Any] = {
