@@ -103,6 +103,9 @@ def build_api_router() -> APIRouter:
 
     api.include_router(webhook_routes.router)
     api.include_router(stream_routes.router)
+    from portcullis.admin.routers import ws as ws_routes
+
+    api.include_router(ws_routes.router)
     return api
 
 

@@ -14,6 +14,7 @@ from portcullis.settings import Settings
 
 if TYPE_CHECKING:
     from portcullis.services.streams.hub import StreamHub
+    from portcullis.services.streams.presence import PresenceHub
 
 
 @dataclass(slots=True)
@@ -26,3 +27,5 @@ class AdminState:
     secret: ServerSecret
     # Live event streams (services/streams/hub.py); None until the background jobs run.
     streams: StreamHub | None = None
+    # Presence on config entities (services/streams/presence.py); None until the jobs run.
+    presence: PresenceHub | None = None
