@@ -194,7 +194,9 @@ async def test_an_idle_stream_sends_heartbeat_comments(client: httpx.AsyncClient
 async def test_revoking_the_token_ends_its_open_stream(
     plane: ControlPlane, client: httpx.AsyncClient
 ) -> None:
-    created = await client.post("/admin/v1/tokens", json={"name": "dashboard", "scopes": ["alerts:read"]})
+    created = await client.post(
+        "/admin/v1/tokens", json={"name": "dashboard", "scopes": ["alerts:read"]}
+    )
     assert created.status_code == 201, created.text
     token = created.json()
     headers = {"authorization": f"Bearer {token['token']}"}

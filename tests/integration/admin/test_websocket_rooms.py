@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from test_event_stream import publish, signed_in
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from support.postgres import PostgresServer
 from support.servers import ControlPlane, control_plane
-from test_event_stream import publish, signed_in
 
 HEARTBEAT = 0.3
 ENV = {
@@ -61,7 +61,7 @@ def ws_url(plane: ControlPlane) -> str:
 
 @pytest.fixture
 async def owner(plane: ControlPlane) -> str:
-    return await signed_in(plane, f"owner-{uuid.uuid4().hex[:8]}@example.com")
+    return str(await signed_in(plane, f"owner-{uuid.uuid4().hex[:8]}@example.com"))
 
 
 @pytest.fixture
@@ -92,13 +92,15 @@ async def send(ws: ClientConnection, **message: Any) -> None:
 async def closed_with(ws: ClientConnection) -> tuple[int, list[dict[str, Any]]]:
     """Read until the server closes; its close code and what came before."""
     seen = []
+    closing = None
     async with asyncio.timeout(15):
         try:
             while True:
                 seen.append(json.loads(await ws.recv()))
         except ConnectionClosed as exc:
-            assert exc.rcvd is not None, "closed without a close frame"
-            return exc.rcvd.code, seen
+            closing = exc.rcvd
+    assert closing is not None, "closed without a close frame"
+    return closing.code, seen
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:

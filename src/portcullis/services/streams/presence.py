@@ -211,9 +211,12 @@ class RedisPresence:
                 await self._task
             self._task = None
         if self._listener is not None:
-            await self._listener.aclose()
-            await self._listener.connection_pool.disconnect()
-            self._listener = None
+            listener, self._listener = self._listener, None
+            # Bounded: closing a pub/sub connection must not hold up a shutdown.
+            with contextlib.suppress(TimeoutError, *REDIS_FAILURES):
+                async with asyncio.timeout(2.0):
+                    await listener.aclose()
+                    await listener.connection_pool.disconnect()
 
     async def _listen(self) -> None:
         assert self._listener is not None
@@ -370,7 +373,12 @@ class PresenceHub:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
         store.on_change = self._changed
+
+    @property
+    def running(self) -> bool:
+        return self._running
 
     @property
     def entries(self) -> int:
@@ -379,6 +387,7 @@ class PresenceHub:
 
     async def start(self) -> None:
         await self.store.start()
+        self._running = True
         self._tasks = [
             asyncio.create_task(self._pusher(), name="presence-pusher"),
             asyncio.create_task(self._refresher(), name="presence-refresher"),
@@ -386,13 +395,21 @@ class PresenceHub:
         if self._config_events is not None:
             self._tasks.append(asyncio.create_task(self._config_watch(), name="presence-etags"))
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stop the rounds (entries stay in the store, as when the node dies)."""
+        # A flag as well as the cancel: a cancel landing inside a Redis call can come
+        # out of redis-py as a connection error, which the rounds survive.
+        self._running = False
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+
+    async def stop(self) -> None:
+        await self.halt()
         for resource, watchers in list(self.watching.items()):
             for session in list(watchers):
                 with contextlib.suppress(Exception):
@@ -460,7 +477,7 @@ class PresenceHub:
             self._wake.set()
 
     async def _pusher(self) -> None:
-        while True:
+        while self._running:
             await self._wake.wait()
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
@@ -502,8 +519,10 @@ class PresenceHub:
             await self._push(resource)
 
     async def _refresher(self) -> None:
-        while True:
+        while self._running:
             await asyncio.sleep(self.ttl / 3)
+            if not self.running:
+                return
             try:
                 await self.refresh()
             except Exception as exc:
@@ -544,7 +563,7 @@ class PresenceHub:
 
     async def _config_watch(self) -> None:
         assert self._config_events is not None
-        while True:
+        while self._running:
             events = None
             try:
                 events = await self._config_events()
