@@ -281,14 +281,8 @@ class RoomSession:
     async def _authenticated(self, header_token: str | None) -> Access:
         token = header_token
         if token is None:
-            try:
-                async with asyncio.timeout(self.limits.auth_timeout):
-                    raw = await self.transport.receive()
-            except TimeoutError:
-                raise _Ended(CLOSE_AUTH_TIMEOUT, "no auth message in time") from None
-            if raw is None:
-                raise _Ended(0, "")
-            message = self._parse(raw)
+            limit = (self.limits.auth_timeout, CLOSE_AUTH_TIMEOUT, "no auth message in time")
+            message = await self._next(*limit)
             value = message.get("token")
             if message.get("type") != "auth" or not isinstance(value, str) or not value:
                 raise _Ended(CLOSE_UNAUTHORIZED, "the first message must be auth with a token")
@@ -297,6 +291,18 @@ class RoomSession:
         if access is None:
             raise _Ended(CLOSE_UNAUTHORIZED, "the token is invalid, expired or revoked")
         return access
+
+    async def _next(self, timeout: float, code: int, reason: str) -> dict[str, Any]:
+        """The client's next message; the connection ends with `code` when none comes
+        within `timeout` seconds (and without one when the client went away)."""
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await self.transport.receive()
+        except TimeoutError:
+            raise _Ended(code, reason) from None
+        if raw is None:
+            raise _Ended(0, "")
+        return self._parse(raw)
 
     def _parse(self, raw: str | bytes) -> dict[str, Any]:
         if isinstance(raw, bytes):
@@ -317,15 +323,13 @@ class RoomSession:
 
     async def _receiver(self) -> None:
         try:
+            idle = (
+                self.limits.idle_timeout,
+                CLOSE_IDLE,
+                "nothing received within the idle timeout",
+            )
             while True:
-                try:
-                    async with asyncio.timeout(self.limits.idle_timeout):
-                        raw = await self.transport.receive()
-                except TimeoutError:
-                    raise _Ended(CLOSE_IDLE, "nothing received within the idle timeout") from None
-                if raw is None:
-                    raise _Ended(0, "")
-                message = self._parse(raw)
+                message = await self._next(*idle)
                 try:
                     await self._handle(message)
                 except RequestError as exc:
