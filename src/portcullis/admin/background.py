@@ -37,6 +37,7 @@ from portcullis.services.streams.presence import (
     PresenceStore,
     RedisPresence,
 )
+from portcullis.services.streams.traffic import LiveTraffic
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 
@@ -170,6 +171,10 @@ class BackgroundJobs:
         self._wakeups: asyncio.Task[None] | None = None
         self.presence: PresenceHub | None = None
         self._presence_start: asyncio.Task[None] | None = None
+        # The workers' per-second traffic merged into frames (None: live_traffic_enabled
+        # is off, or the jobs have not started); shared as `AdminState.live_traffic`.
+        self.live_traffic: LiveTraffic | None = None
+        self._live_start: asyncio.Task[None] | None = None
 
     def start(self, state: AdminState) -> None:
         # The control plane's one Redis (when configured): the event bus publishes on it.
@@ -188,6 +193,10 @@ class BackgroundJobs:
         self._presence_start = asyncio.create_task(
             self.presence.start(), name="portcullis-presence-start"
         )
+        if state.settings.live_traffic_enabled:
+            live = LiveTraffic(state.engine, state.settings, self._redis)
+            self.live_traffic = state.live_traffic = live
+            self._live_start = asyncio.create_task(live.start(), name="portcullis-live-start")
         if state.settings.webhook_delivery:
             self._webhooks = WebhookDelivery(
                 state.engine, state.settings, state.secret, bus, process_metrics()
@@ -196,8 +205,7 @@ class BackgroundJobs:
 
     async def stop(self) -> None:
         if self._presence_start is not None:
-            with contextlib.suppress(Exception):
-                await self._presence_start
+            await _settle(self._presence_start, "presence.start_failed")
             self._presence_start = None
         if self.presence is not None:
             await self.presence.stop()
@@ -216,14 +224,14 @@ class BackgroundJobs:
         for job in self._jobs:
             await job.stop()
         self._jobs.clear()
+        if self._live_start is not None:
+            await _settle(self._live_start, "live_traffic.start_failed")
+            self._live_start = None
+        if self.live_traffic is not None:
+            await self.live_traffic.stop()
+            self.live_traffic = None
         if self._bus_start is not None:
-            self._bus_start.cancel()
-            try:
-                await self._bus_start
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # its failure must not keep the jobs from stopping
-                log.error("event_bus.start_failed", error=repr(exc))
+            await _settle(self._bus_start, "event_bus.start_failed")
             self._bus_start = None
         if self._bus is not None:
             await self._bus.close()
@@ -231,3 +239,15 @@ class BackgroundJobs:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+async def _settle(task: asyncio.Task[None], failure: str) -> None:
+    """Cancel a start-up task and wait for it; its failure must not keep the jobs from
+    stopping (logged as `failure`)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error(failure, error=repr(exc))

@@ -15,6 +15,7 @@ from portcullis.settings import Settings
 if TYPE_CHECKING:
     from portcullis.services.streams.hub import StreamHub
     from portcullis.services.streams.presence import PresenceHub
+    from portcullis.services.streams.traffic import LiveTraffic
 
 
 @dataclass(slots=True)
@@ -29,3 +30,6 @@ class AdminState:
     streams: StreamHub | None = None
     # Presence on config entities (services/streams/presence.py); None until the jobs run.
     presence: PresenceHub | None = None
+    # Live traffic frames (services/streams/traffic.py); None until the background jobs
+    # run, or when live_traffic_enabled is off.
+    live_traffic: LiveTraffic | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -269,14 +270,27 @@ async def test_revoking_the_token_closes_its_socket(
     assert "no longer valid" in seen[-1]["reason"]
 
 
-async def test_traffic_room_without_a_live_traffic_feed_is_a_clear_error(
+async def test_the_traffic_room_streams_the_live_traffic_frames_and_resumes(
     plane: ControlPlane, owner: str
 ) -> None:
     async with opened(plane, owner) as ws:
         await recv(ws)
         await send(ws, type="subscribe", room="traffic")
-        refused = await recv(ws)
-    assert (refused["status"], refused["code"]) == (503, "traffic-unavailable")
+        subscribed = await recv(ws)
+        first = await recv(ws)
+        await send(ws, type="unsubscribe", room="traffic")
+        await recv(ws, skip=("heartbeat", "traffic"))
+        # Resuming from before the first frame replays it from the node's ring.
+        await send(ws, type="subscribe", room="traffic", after=first["position"] - 1)
+        await recv(ws)
+        again = await recv(ws)
+    assert subscribed["type"] == "subscribed"
+    assert first["type"] == "traffic"
+    assert first["room"] == "traffic"
+    assert first["position"] == first["traffic"]["second"]
+    assert abs(first["position"] - time.time()) < 30
+    assert "totals" in first["traffic"]
+    assert again["position"] == first["position"]
 
 
 async def gauges(plane: ControlPlane) -> dict[str, float]:

@@ -101,7 +101,7 @@ async def rooms(websocket: WebSocket) -> None:
         return Access(caller, op, recheck)
 
     await websocket.accept()
-    traffic: TrafficSource | None = getattr(state, "live_traffic", None)
+    traffic: TrafficSource | None = state.live_traffic
     session = RoomSession(
         StarletteTransport(websocket),
         authenticate,

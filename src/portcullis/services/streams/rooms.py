@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -99,7 +99,7 @@ class TrafficSource(Protocol):
 
     def listen(self, maxsize: int) -> TrafficListenerLike: ...
 
-    def since(self, second: int) -> list[TrafficFrameLike]: ...
+    def since(self, second: int) -> Sequence[TrafficFrameLike]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +562,7 @@ class RoomSession:
                         }
                     )
 
-    async def _traffic_pump(self, room: _Room, backlog: list[TrafficFrameLike]) -> None:
+    async def _traffic_pump(self, room: _Room, backlog: Sequence[TrafficFrameLike]) -> None:
         assert self.access is not None
         assert room.listener is not None
         organization_id = self.access.op.scope.organization_id

@@ -261,3 +261,14 @@ async def test_the_traffic_room_resumes_from_the_ring_without_repeats_in_the_cal
     assert {f["traffic"]["viewer"] for f in frames} == {"org-a"}
     assert {f["room"] for f in frames} == {"traffic"}
     assert listener.closed
+
+
+async def test_the_traffic_room_without_a_feed_is_a_clear_error(hub: StreamHub) -> None:
+    transport = FakeTransport()
+    s = session(hub, transport, Limits(heartbeat=60), traffic=None)
+    running = asyncio.create_task(s.run("good"))
+    transport.put(type="subscribe", room="traffic", id=3)
+    (refused,) = await transport.wait_for(1, "error")
+    transport.inbox.put_nowait(None)
+    await running
+    assert (refused["status"], refused["code"], refused["id"]) == (503, "traffic-unavailable", 3)
