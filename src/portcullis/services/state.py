@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.secrets import ServerSecret
 from portcullis.services.audit import AuditLog
 from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.entities import EntityCollection
+from portcullis.services.entity_kinds import Kind
 from portcullis.settings import Settings
 
 
@@ -20,3 +22,13 @@ class AdminState:
     audit: AuditLog
     # Peppers credential hashes and encrypts signing keys (shared with the data plane).
     secret: ServerSecret
+    # Each kind's collection (ids and sorted views cached per config version): of this
+    # store, so never shared between control planes, even in one process.
+    _collections: dict[tuple[str, bool], EntityCollection] = field(default_factory=dict)
+
+    def collection(self, kind: Kind, *, nested: bool = False) -> EntityCollection:
+        key = (kind.collection, nested)
+        found = self._collections.get(key)
+        if found is None:
+            found = self._collections[key] = EntityCollection(kind, nested=nested)
+        return found
