@@ -176,6 +176,24 @@ class Settings(BaseSettings):
     request_log_batch_size: int = Field(default=1000, ge=1, le=50_000)
     request_log_flush_interval: float = Field(default=1.0, gt=0, le=300)
     request_log_retention_days: float = Field(default=7.0, gt=0)
+    # Platform events (the `events` table) older than this are deleted; a live stream
+    # asked to resume from before the deleted range gets an explicit `reset` event.
+    events_retention_days: float = Field(default=30.0, gt=0)
+    # Live streams (SSE /admin/v1/stream, WebSocket /admin/v1/ws, GraphQL subscriptions;
+    # services/streams): each control-plane process tails the event log every
+    # stream_poll_interval seconds (sooner when its event bus hears of an event), keeps
+    # up to stream_queue_size events per client before the client catches up from the
+    # log instead, and sends an SSE comment (a WebSocket ping) every
+    # stream_heartbeat_seconds of silence. stream_max_clients bounds open streams per
+    # process (503 beyond).
+    stream_poll_interval: float = Field(default=0.25, gt=0, le=10)
+    stream_queue_size: int = Field(default=256, ge=1, le=100_000)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    stream_retry_ms: int = Field(default=2000, ge=0, le=600_000)
+    stream_max_clients: int = Field(default=10_000, ge=1)
+    # A stream's credential is authenticated again this often (seconds): a revoked token,
+    # an ended session or a lost permission ends the stream (admin/credential_watch.py).
+    stream_recheck_seconds: float = Field(default=15.0, gt=0, le=3600)
     # Rollups (analytics/rollups.py): a control-plane round every rollup_interval seconds
     # rolls up each minute once it ended more than rollup_lateness + the request log's
     # flush_interval seconds ago (rows arriving later stay out of the rollups). Minute,

@@ -100,9 +100,11 @@ def build_api_router() -> APIRouter:
 
     api.include_router(schema_routes.router)
     api.include_router(event_type_routes.router)
+    from portcullis.admin.routers import stream as stream_routes
     from portcullis.admin.routers import webhooks as webhook_routes
 
     api.include_router(webhook_routes.router)
+    api.include_router(stream_routes.router)
     return api
 
 

@@ -11,6 +11,7 @@ bus, which lives exactly as long as the jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import Any
 
@@ -25,6 +26,8 @@ from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
 from portcullis.services.audit import AuditLog
 from portcullis.services.state import AdminState
+from portcullis.services.streams.hub import StreamHub
+from portcullis.services.streams.log import SqlEventLog
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 
@@ -71,7 +74,7 @@ def control_jobs(
     from portcullis.analytics.anomalies import anomaly_job
     from portcullis.analytics.health_events import health_events_job
     from portcullis.analytics.quota_events import quota_events_job
-    from portcullis.analytics.retention import request_log_retention_job
+    from portcullis.analytics.retention import events_retention_job, request_log_retention_job
     from portcullis.analytics.rollups import rollup_job
     from portcullis.identity.key_expiry import key_expiry_job
     from portcullis.limits.redis_backend import RedisBackend
@@ -95,6 +98,7 @@ def control_jobs(
         *([expiry] if expiry is not None else []),
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
+        events_retention_job(engine, settings),
         alert_job(engine, settings, bus),
         health_events_job(engine, settings, bus),
         quota_events_job(engine, settings, bus, current_config, shared),
@@ -108,6 +112,29 @@ def control_jobs(
     ]
 
 
+def stream_hub(state: AdminState) -> StreamHub:
+    """The process's live-stream hub on the store's event log (started on first use)."""
+    settings = state.settings
+    return StreamHub(
+        SqlEventLog(state.engine),
+        poll_interval=settings.stream_poll_interval,
+        queue_size=settings.stream_queue_size,
+        max_clients=settings.stream_max_clients,
+    )
+
+
+async def _wake_on_events(bus: EventBus, hub: StreamHub) -> None:
+    """Tail the log as soon as the bus hears of an event (from this node or, over
+    Redis, another); polling covers what the bus misses."""
+    await hub.start()
+    subscription = bus.subscribe()
+    try:
+        async for _ in subscription:
+            hub.wake()
+    finally:
+        subscription.close()
+
+
 class BackgroundJobs:
     """Starts the event bus and every job, and stops them together."""
 
@@ -117,6 +144,8 @@ class BackgroundJobs:
         self._bus_start: asyncio.Task[None] | None = None
         self._redis: SharedRedis | None = None
         self._webhooks: WebhookDelivery | None = None
+        self.streams: StreamHub | None = None
+        self._wakeups: asyncio.Task[None] | None = None
 
     def start(self, state: AdminState) -> None:
         # The control plane's one Redis (when configured): the event bus publishes on it.
@@ -127,6 +156,10 @@ class BackgroundJobs:
         self._jobs = control_jobs(state, bus, self._redis)
         for job in self._jobs:
             job.start()
+        self.streams = state.streams = stream_hub(state)
+        self._wakeups = asyncio.create_task(
+            _wake_on_events(bus, self.streams), name="portcullis-stream-wakeups"
+        )
         if state.settings.webhook_delivery:
             self._webhooks = WebhookDelivery(
                 state.engine, state.settings, state.secret, bus, process_metrics()
@@ -134,6 +167,14 @@ class BackgroundJobs:
             self._webhooks.start()
 
     async def stop(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wakeups
+            self._wakeups = None
+        if self.streams is not None:
+            await self.streams.stop()
+            self.streams = None
         if self._webhooks is not None:
             await self._webhooks.stop()
             self._webhooks = None

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.jobs import control_job
@@ -51,7 +50,7 @@ from portcullis.plugins.plan_limits import (
 )
 from portcullis.settings import Settings
 from portcullis.store.analytics_tables import QuotaThresholdRow, QuotaUsageRow
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import dialect_insert, write_transaction
 from portcullis.store.identity_tables import ApiKeyRow
 from portcullis.store.organizations import organization_ids_of
 
@@ -187,7 +186,7 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def _insert(conn: AsyncConnection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return dialect_insert(conn)
 
 
 class QuotaThresholds:

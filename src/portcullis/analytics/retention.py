@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.analytics.jobs import control_job
+from portcullis.events.retention import purge_events
 from portcullis.periodic import Periodic
 from portcullis.settings import Settings
 from portcullis.store.analytics_tables import RequestLogRow
@@ -78,4 +80,19 @@ def request_log_retention_job(engine: AsyncEngine, settings: Settings) -> Period
 
     job = control_job("request-log-retention", round, INTERVAL)
     job.failure_event = "request_log.retention_failed"
+    return job
+
+
+def events_retention_job(engine: AsyncEngine, settings: Settings) -> Periodic:
+    """Every `INTERVAL` seconds, delete platform events past `events_retention_days`
+    (raising the horizon live streams reset from: events/retention.py)."""
+
+    async def round() -> None:
+        cutoff = datetime.now(UTC) - timedelta(days=settings.events_retention_days)
+        deleted = await purge_events(engine, older_than=cutoff)
+        if deleted:
+            log.info("events.retention", deleted=deleted, before=cutoff.isoformat())
+
+    job = control_job("events-retention", round, INTERVAL)
+    job.failure_event = "events.retention_failed"
     return job

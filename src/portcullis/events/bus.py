@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.events import outbox
@@ -58,6 +58,8 @@ DEFAULT_REDIS_PREFIX = "pc:events:"
 # Reconnection backoff of the Redis listener (seconds): doubles up to the maximum.
 _RECONNECT_MIN, _RECONNECT_MAX = 0.5, 5.0
 _REDIS_TIMEOUT = 2.0
+# PostgreSQL advisory lock key that orders event ids by commit (`record_events`).
+EVENT_ORDER_LOCK = 0x70637665  # "pcve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,12 @@ async def record_events(
                 "organization_id": item.organization_id,
             }
         )
+    if conn.dialect.name == "postgresql":
+        # Ids must become visible in id order, or a live stream tailing `id > position`
+        # would pass an id whose transaction commits later (decision 017). The lock
+        # makes event-recording transactions take ids one after another, each
+        # holding it until it commits; SQLite's single writer already does that.
+        await conn.execute(select(func.pg_advisory_xact_lock(EVENT_ORDER_LOCK)))
     # Batched multi-row INSERT … RETURNING (`sort_by_parameter_order` would make SQLite
     # insert row by row). Ids ascend in row order across the batches (SQLite's rowids,
     # PostgreSQL's per-row nextval), so the sorted ids pair up with the rows.

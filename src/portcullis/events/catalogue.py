@@ -13,8 +13,10 @@ the model, so a publisher cannot drift from the published schema unnoticed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -332,6 +334,28 @@ def event_type(kind: str) -> EventType:
     except ValueError:
         known = ", ".join(k.value for k in EventType)
         raise ValueError(f"unknown event kind {kind!r} (known: {known})") from None
+
+
+def event_pattern(pattern: str) -> str:
+    """An event-kind pattern: a catalogued kind, `<area>.*` of a catalogued area, or `*`
+    (webhook subscriptions and live streams take the same patterns); `ValueError` else."""
+    kinds = [k.value for k in EventType]
+    if pattern == "*" or pattern in kinds:
+        return pattern
+    if pattern.endswith(".*") and "*" not in pattern[:-2]:
+        if any(fnmatchcase(kind, pattern) for kind in kinds):
+            return pattern
+        raise ValueError(f"no event kind matches {pattern!r} (see GET /admin/v1/event-types)")
+    raise ValueError(
+        f"{pattern!r} is not an event kind; use a kind (key.revoked), an area (key.*) or *"
+        " (see GET /admin/v1/event-types)"
+    )
+
+
+def kinds_matching(patterns: Iterable[str]) -> frozenset[str]:
+    """Every catalogued kind that one of `patterns` (checked by `event_pattern`) matches."""
+    checked = [event_pattern(p) for p in patterns]
+    return frozenset(k.value for k in EventType if any(fnmatchcase(k.value, p) for p in checked))
 
 
 def check_data(kind: EventType, data: dict[str, Any]) -> None:

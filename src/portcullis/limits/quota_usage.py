@@ -35,14 +35,13 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import CALENDAR_GRACE_US
 from portcullis.periodic import Periodic
 from portcullis.store.analytics_tables import QuotaUsageRow
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import dialect_insert, write_transaction
 from portcullis.store.identity_tables import DataPlaneNodeRow
 
 log = structlog.get_logger(__name__)
@@ -71,8 +70,7 @@ class CounterUsage:
 
 
 def _insert(conn: AsyncConnection) -> Any:
-    dialect = conn.dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return dialect_insert(conn)
 
 
 async def _upsert(conn: AsyncConnection, rows: Sequence[dict[str, Any]], *, add: bool) -> None:

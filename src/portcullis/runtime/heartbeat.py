@@ -22,11 +22,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.periodic import Periodic
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import dialect_insert, write_transaction
 from portcullis.store.identity_tables import DataPlaneNodeRow
 
 log = structlog.get_logger(__name__)
@@ -88,7 +87,7 @@ class NodeHeartbeat:
             "health": self._read_health(),
         }
         # Both supported backends speak INSERT … ON CONFLICT DO UPDATE.
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        insert = dialect_insert(self._engine)
         stmt = insert(DataPlaneNodeRow).values(values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[DataPlaneNodeRow.id],

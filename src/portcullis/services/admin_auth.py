@@ -32,14 +32,13 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import case, delete, func, insert, literal, null, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -55,7 +54,12 @@ from portcullis.store.admin_tables import (
     OrganizationRow,
     RefreshTokenRow,
 )
-from portcullis.store.engine import Check, single_statement_engine, write_transaction
+from portcullis.store.engine import (
+    Check,
+    dialect_insert,
+    single_statement_engine,
+    write_transaction,
+)
 from portcullis.store.tables import UTCDateTime
 
 ISSUER = "portcullis-admin"
@@ -623,7 +627,7 @@ class AuthService:
         """
         t = LoginFailureRow
         window_floor = now - timedelta(seconds=self.ip_window)
-        insert_ = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        insert_ = dialect_insert(self._engine)
         new = insert_(t).values(client=client, failures=1, window_start=now)
         # In ON CONFLICT DO UPDATE, the table's columns are the stored row's values.
         ended = t.window_start <= literal(window_floor, UTCDateTime())
@@ -645,7 +649,7 @@ class AuthService:
             raise LoginLocked(
                 "too many failed logins from this address", max(1, int(left.total_seconds()) + 1)
             )
-        return window_start
+        return cast(datetime, window_start)
 
     async def _take_account_attempt(self, user_id: str, now: datetime) -> None:
         """Number an attempt on the account before its password is checked (one UPDATE).

@@ -33,13 +33,12 @@ from typing import Any, Literal, Protocol
 import structlog
 from graphql import GraphQLSyntaxError, OperationDefinitionNode, parse
 from sqlalchemy import Select, delete, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.services.context import Clock, Operation, utc_now
 from portcullis.services.errors import ServiceError, invalid, not_found
 from portcullis.settings import Settings
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import dialect_insert, write_transaction
 from portcullis.store.graphql_tables import GraphQLDocumentRow
 
 RESOURCE_TYPE = "graphql_document"
@@ -365,7 +364,7 @@ class SqlDocumentStore:
         size = _checked_size(document, self._max_bytes)
         sha256 = document_hash(document)
         now = operation.now() if operation is not None else self._clock()
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
+        insert = dialect_insert(self._engine)
         new = insert(D).values(
             sha256=sha256,
             document=document,

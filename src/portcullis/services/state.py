@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,6 +14,9 @@ from portcullis.services.entities import EntityCollection
 from portcullis.services.entity_kinds import Kind
 from portcullis.settings import Settings
 
+if TYPE_CHECKING:
+    from portcullis.services.streams.hub import StreamHub
+
 
 @dataclass(slots=True)
 class AdminState:
@@ -22,6 +26,8 @@ class AdminState:
     audit: AuditLog
     # Peppers credential hashes and encrypts signing keys (shared with the data plane).
     secret: ServerSecret
+    # Live event streams (services/streams/hub.py); None until the background jobs run.
+    streams: StreamHub | None = None
     # Each kind's collection (ids and sorted views cached per config version): of this
     # store, so never shared between control planes, even in one process.
     _collections: dict[tuple[str, bool], EntityCollection] = field(default_factory=dict)

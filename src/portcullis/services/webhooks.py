@@ -35,7 +35,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.events.catalogue import CATALOGUE
+from portcullis.events.catalogue import event_pattern
 from portcullis.identity.secrets import ServerSecret
 from portcullis.problems import ProblemKind
 from portcullis.services.config_editor import ConfigEditor
@@ -120,21 +120,6 @@ A = WebhookAttemptRow
 # ---------------------------------------------------------------------------- input
 
 
-def _event_pattern(pattern: str) -> str:
-    """An event-type pattern: a catalogued kind, `<area>.*` of a catalogued area, or `*`."""
-    kinds = [spec.kind.value for spec in CATALOGUE.values()]
-    if pattern == "*" or pattern in kinds:
-        return pattern
-    if pattern.endswith(".*") and "*" not in pattern[:-2]:
-        if any(fnmatchcase(kind, pattern) for kind in kinds):
-            return pattern
-        raise ValueError(f"no event kind matches {pattern!r} (see GET /admin/v1/event-types)")
-    raise ValueError(
-        f"{pattern!r} is not an event kind; use a kind (key.revoked), an area (key.*) or *"
-        " (see GET /admin/v1/event-types)"
-    )
-
-
 def _url(value: str) -> str:
     try:
         parts = urlsplit(value)
@@ -174,7 +159,7 @@ def _filter_key(key: str) -> str:
 EventPattern = Annotated[
     str,
     Field(max_length=128, pattern=r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$"),
-    AfterValidator(_event_pattern),
+    AfterValidator(event_pattern),
 ]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]

@@ -218,3 +218,11 @@ def _sqlite_writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
             del per_loop[gone]
         lock = per_loop[loop] = asyncio.Lock()
     return lock
+
+
+def dialect_insert(bind: AsyncConnection | AsyncEngine | Connection | Engine) -> Any:
+    """The `insert` construct of `bind`'s dialect (PostgreSQL's or SQLite's), whose
+    `on_conflict_do_nothing/_update` both dialects spell the same way."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert

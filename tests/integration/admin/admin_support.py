@@ -105,6 +105,7 @@ ENDPOINTS += [
     ("GET", "/admin/v1/alerts", "alerts:read"),
     ("GET", "/admin/v1/anomalies", "alerts:read"),
     ("GET", "/admin/v1/events", "alerts:read"),
+    ("GET", "/admin/v1/stream", "alerts:read"),
     ("POST", "/admin/v1/webhooks", "webhooks:write"),
     ("GET", "/admin/v1/webhooks", "webhooks:read"),
     ("GET", "/admin/v1/webhooks/deliveries", "webhooks:read"),
@@ -185,6 +186,8 @@ def concrete(path: str) -> str:
         .replace("{name}", "nope")
         .replace("{endpoint_id}", "nope")
         .replace("{message_id}", "nope")
+        # A live stream never ends: an unknown kind makes an allowed caller's request a 422.
+        .replace("/admin/v1/stream", "/admin/v1/stream?types=key.nope")
     )
 
 

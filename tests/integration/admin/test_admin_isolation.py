@@ -45,8 +45,10 @@ RULE = {"name": "rule", "kind": "error_rate", "threshold": 0.5, "window_seconds"
 
 @dataclass(frozen=True)
 class Expect:
-    kind: str  # ITEM, CREATE, LIST, UNLIMITED, OWN, GLOBAL, PUBLIC
+    kind: str  # ITEM, CREATE, LIST, STREAM, UNLIMITED, OWN, GLOBAL, PUBLIC
     # LIST: query strings to try (filters aimed at the other tenant); "" is the plain list.
+    # STREAM: a live stream (never ends): only the queries aimed at the other tenant are
+    # tried, and must be refused as not found (test_event_stream checks what flows).
     queries: tuple[str, ...] = ("",)
     # The owner's response to the same request shows the other tenant (the control).
     control: bool = False
@@ -173,6 +175,7 @@ TABLE |= {
     ("GET", "/admin/v1/events"): LIST(
         "?limit=200", "?subject=consumer:{o}-app&limit=200", "?kind=consumer.created&limit=200"
     ),
+    ("GET", "/admin/v1/stream"): Expect("STREAM", ("?organization={o}",)),
     ("POST", "/admin/v1/webhooks"): CREATE,
     ("GET", "/admin/v1/webhooks"): LIST("?organization={o}", "?event_type=key.revoked"),
     # Deliveries name endpoints, not organizations: test_admin_webhooks checks them by id.
@@ -448,7 +451,7 @@ async def test_no_cross_tenant_effect(
         if expect.kind == "PUBLIC":
             continue
         path = _path(template, world, theirs)
-        queries = expect.queries if expect.kind == "LIST" else ("",)
+        queries = expect.queries if expect.kind in ("LIST", "STREAM") else ("",)
         for query in queries:
             url = path + query.format(o=theirs)
             if template == "/admin/v1/data-plane/upstreams":
@@ -461,6 +464,8 @@ async def test_no_cross_tenant_effect(
                 failures.append(f"{where}: expected 403/404, got {status}")
             elif expect.kind == "CREATE" and status not in (403, 404, 422):
                 failures.append(f"{where}: expected a refusal, got {status} {response.text[:200]}")
+            elif expect.kind == "STREAM" and status != 404:
+                failures.append(f"{where}: expected 404, got {status} {response.text[:200]}")
             elif expect.kind == "UNLIMITED" and status != 403:
                 failures.append(f"{where}: expected 403, got {status}")
             elif status < 300 and theirs in response.text:
