@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.analytics.health import HEALTH_FORMAT
@@ -200,3 +204,19 @@ def upstream_health_reporter(engine: AsyncEngine, upstreams: list[str]) -> NodeH
     return NodeHeartbeat(
         engine, node_name="dp", version=lambda: 1, interval=5, health=lambda: json.dumps(report)
     )
+
+
+@asynccontextmanager
+async def signed_in(app: FastAPI, *, create: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` signed in as the owner (created first unless `create` is off)."""
+    async with app.router.lifespan_context(app):
+        if create:
+            await app.state.authenticator.create_user("o@example.com", PASSWORD, Role.OWNER)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            login = await client.post(
+                "/admin/v1/auth/login", json={"email": "o@example.com", "password": PASSWORD}
+            )
+            assert login.status_code == 200, login.text
+            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+            yield client

@@ -9,32 +9,19 @@ same config versions with different entities.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
-from admin_support import PASSWORD
+from admin_support import signed_in
+from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
-from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 
 
-@asynccontextmanager
-async def owner_of_app(store: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """A client signed in as the owner of a new app on the SQLite store `store`."""
-    app = create_admin_app(Settings(database_url=f"sqlite+aiosqlite:///{store}", log_json=False))
-    async with app.router.lifespan_context(app):
-        await app.state.authenticator.create_user("owner@example.com", PASSWORD, Role.OWNER)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
-            login = await client.post(
-                "/admin/v1/auth/login", json={"email": "owner@example.com", "password": PASSWORD}
-            )
-            assert login.status_code == 200, login.text
-            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
-            yield client
+def app_on(store: Path) -> FastAPI:
+    return create_admin_app(Settings(database_url=f"sqlite+aiosqlite:///{store}", log_json=False))
 
 
 async def listed(client: httpx.AsyncClient, path: str, **params: str) -> list[str]:
@@ -51,8 +38,8 @@ async def test_two_apps_with_their_own_stores_do_not_share_entities(
         stores.append(tmp_path / f"{name}.db")
         shutil.copyfile(migrated_template, stores[-1])
     async with AsyncExitStack() as stack:
-        a = await stack.enter_async_context(owner_of_app(stores[0]))
-        b = await stack.enter_async_context(owner_of_app(stores[1]))
+        a = await stack.enter_async_context(signed_in(app_on(stores[0])))
+        b = await stack.enter_async_context(signed_in(app_on(stores[1])))
         # The same config versions (1, 2) on both stores, with different consumers and
         # upstreams (targets are cached per upstream too).
         for client, name in ((a, "alice"), (b, "bob")):
