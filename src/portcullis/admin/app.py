@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
@@ -42,6 +42,9 @@ from portcullis.services.rbac import Permission
 from portcullis.services.state import AdminState
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 NOT_READY = ProblemKind("not-ready", "Control plane is not ready", 503)
 API_PREFIX = "/admin/v1"
@@ -190,7 +193,11 @@ def _graph_endpoint(app: FastAPI, settings: Settings) -> Any:
     return GraphEndpoint(deps, options)
 
 
-def create_admin_app(settings: Settings | None = None) -> FastAPI:
+def create_admin_app(
+    settings: Settings | None = None, *, password_hasher: PasswordHasher | None = None
+) -> FastAPI:
+    """The control plane on `settings`; `password_hasher` replaces the argon2 default
+    (production parameters) for in-process tests, which sign hundreds of admins in."""
     settings = settings or Settings()
     state: dict[str, Any] = {}
 
@@ -203,7 +210,7 @@ def create_admin_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings.database_url)
         state["engine"] = engine
         secret = load_server_secret(settings.secret_key, settings.secret_key_file)
-        auth = AuthService(engine, secret=secret)
+        auth = AuthService(engine, secret=secret, hasher=password_hasher)
         app.state.authenticator = auth
         app.state.admin = AdminState(
             settings=settings,

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +16,10 @@ from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.services.rbac import Role
 
 PASSWORD = "correct horse battery staple"
+# argon2id at its cheapest (the unit tests' parameters) for the in-process `app` fixture:
+# the production default costs ~0.37 s of CPU per user created and signed in, and nearly
+# every admin test signs one in. test_admin_password_hasher checks it and the default.
+TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 READ, WRITE = "config:read", "config:write"
 
 ENDPOINTS: list[tuple[str, str, str]] = []
