@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     stream_retry_ms: int = Field(default=2000, ge=0, le=600_000)
     stream_max_clients: int = Field(default=10_000, ge=1)
+    # The newest events kept in memory per process: resumes and catch-ups within them
+    # (a reconnect storm after a node dies) need no query.
+    stream_buffer_events: int = Field(default=10_000, ge=0, le=1_000_000)
     # A stream's credential is authenticated again this often (seconds): a revoked token,
     # an ended session or a lost permission ends the stream (admin/credential_watch.py).
     stream_recheck_seconds: float = Field(default=15.0, gt=0, le=3600)
@@ -205,6 +208,25 @@ class Settings(BaseSettings):
     analytics_hour_rollup_retention_days: int = Field(default=90, ge=1)
     analytics_day_rollup_retention_days: int = Field(default=730, ge=1)
     analytics_raw_query_max_seconds: int = Field(default=86_400, ge=60)
+    # Live traffic (analytics/live.py, services/streams/traffic.py, docs/live-traffic.md):
+    # every data-plane worker sums each second of its traffic (requests, 4xx, 5xx, a
+    # latency sketch; per route, per consumer and in total) and sends it to the control
+    # plane: over Redis pub/sub when redis_url is set, else through the store's
+    # live_traffic_reports table (polled every live_traffic_poll_interval seconds). At most
+    # live_traffic_max_routes routes and live_traffic_max_consumers consumers are kept per
+    # second and worker (the rest is summed under "_other"); a worker queues at most
+    # live_traffic_queue_size records between two seconds (more are dropped and counted).
+    # The control plane merges the workers' reports of a second once every live worker
+    # reported it, or live_traffic_grace seconds after the second ended, and keeps the
+    # last live_traffic_history_seconds frames for clients that resume.
+    live_traffic_enabled: bool = True
+    live_traffic_history_seconds: int = Field(default=60, ge=1, le=3600)
+    live_traffic_max_routes: int = Field(default=200, ge=1, le=100_000)
+    live_traffic_max_consumers: int = Field(default=200, ge=1, le=100_000)
+    live_traffic_queue_size: int = Field(default=100_000, ge=1)
+    live_traffic_grace: float = Field(default=1.0, gt=0, le=30)
+    live_traffic_poll_interval: float = Field(default=0.2, gt=0, le=10)
+    live_traffic_channel: str = "pc:live-traffic"
     # Prometheus metrics (analytics/metrics.py), served at GET /metrics on the admin port.
     # `portcullis serve` gives every process one multiprocess directory (exported as
     # PROMETHEUS_MULTIPROC_DIR): metrics_dir, emptied at start, or (unset) a fresh temp

@@ -28,6 +28,7 @@ from portcullis.services.audit import AuditLog
 from portcullis.services.state import AdminState
 from portcullis.services.streams.hub import StreamHub
 from portcullis.services.streams.log import SqlEventLog
+from portcullis.services.streams.traffic import LiveTraffic
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 
@@ -120,6 +121,7 @@ def stream_hub(state: AdminState) -> StreamHub:
         poll_interval=settings.stream_poll_interval,
         queue_size=settings.stream_queue_size,
         max_clients=settings.stream_max_clients,
+        buffer=settings.stream_buffer_events,
     )
 
 
@@ -146,6 +148,10 @@ class BackgroundJobs:
         self._webhooks: WebhookDelivery | None = None
         self.streams: StreamHub | None = None
         self._wakeups: asyncio.Task[None] | None = None
+        # The workers' per-second traffic merged into frames (None: live_traffic_enabled
+        # is off, or the jobs have not started); shared as `AdminState.live_traffic`.
+        self.live_traffic: LiveTraffic | None = None
+        self._live_start: asyncio.Task[None] | None = None
 
     def start(self, state: AdminState) -> None:
         # The control plane's one Redis (when configured): the event bus publishes on it.
@@ -160,6 +166,10 @@ class BackgroundJobs:
         self._wakeups = asyncio.create_task(
             _wake_on_events(bus, self.streams), name="portcullis-stream-wakeups"
         )
+        if state.settings.live_traffic_enabled:
+            live = LiveTraffic(state.engine, state.settings, self._redis)
+            self.live_traffic = state.live_traffic = live
+            self._live_start = asyncio.create_task(live.start(), name="portcullis-live-start")
         if state.settings.webhook_delivery:
             self._webhooks = WebhookDelivery(
                 state.engine, state.settings, state.secret, bus, process_metrics()
@@ -181,14 +191,14 @@ class BackgroundJobs:
         for job in self._jobs:
             await job.stop()
         self._jobs.clear()
+        if self._live_start is not None:
+            await _settle(self._live_start, "live_traffic.start_failed")
+            self._live_start = None
+        if self.live_traffic is not None:
+            await self.live_traffic.stop()
+            self.live_traffic = None
         if self._bus_start is not None:
-            self._bus_start.cancel()
-            try:
-                await self._bus_start
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # its failure must not keep the jobs from stopping
-                log.error("event_bus.start_failed", error=repr(exc))
+            await _settle(self._bus_start, "event_bus.start_failed")
             self._bus_start = None
         if self._bus is not None:
             await self._bus.close()
@@ -196,3 +206,15 @@ class BackgroundJobs:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+async def _settle(task: asyncio.Task[None], failure: str) -> None:
+    """Cancel a start-up task and wait for it; its failure must not keep the jobs from
+    stopping (logged as `failure`)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error(failure, error=repr(exc))

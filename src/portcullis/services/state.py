@@ -16,6 +16,7 @@ from portcullis.settings import Settings
 
 if TYPE_CHECKING:
     from portcullis.services.streams.hub import StreamHub
+    from portcullis.services.streams.traffic import LiveTraffic
 
 
 @dataclass(slots=True)
@@ -28,6 +29,9 @@ class AdminState:
     secret: ServerSecret
     # Live event streams (services/streams/hub.py); None until the background jobs run.
     streams: StreamHub | None = None
+    # Live traffic frames (services/streams/traffic.py); None until the background jobs
+    # run, or when live_traffic_enabled is off.
+    live_traffic: LiveTraffic | None = None
     # Each kind's collection (ids and sorted views cached per config version): of this
     # store, so never shared between control planes, even in one process.
     _collections: dict[tuple[str, bool], EntityCollection] = field(default_factory=dict)

@@ -103,6 +103,7 @@ ENDPOINTS += [
     ("GET", "/admin/v1/analytics/errors", "analytics:read"),
     ("GET", "/admin/v1/analytics/latency", "analytics:read"),
     ("GET", "/admin/v1/analytics/realtime", "analytics:read"),
+    ("GET", "/admin/v1/analytics/live", "analytics:read"),
     ("GET", "/admin/v1/analytics/consumers/{consumer}/usage", "analytics:read"),
     ("GET", "/admin/v1/data-plane/upstreams", READ),
     ("GET", "/admin/v1/alert-rules", "alerts:read"),
