@@ -202,6 +202,22 @@ class Settings(BaseSettings):
     # may run up to graphql_ws_max_operations operations at once on one connection.
     graphql_ws_init_timeout: float = Field(default=3.0, gt=0, le=300)
     graphql_ws_max_operations: int = Field(default=100, ge=1, le=10_000)
+    # WebSocket rooms (/admin/v1/ws; services/streams/rooms.py, docs/realtime.md): the
+    # first auth message must come within ws_auth_timeout seconds; a connection that
+    # sends nothing for ws_idle_timeout seconds is closed (4000); at most ws_max_rooms
+    # rooms and presence entries, frames of at most ws_max_message_bytes (1009), and a
+    # send queue of ws_send_queue messages that may stay full for ws_send_timeout
+    # seconds before the connection is closed as a slow consumer (4429).
+    ws_auth_timeout: float = Field(default=5.0, gt=0, le=120)
+    ws_idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    ws_max_rooms: int = Field(default=32, ge=1, le=1000)
+    ws_max_message_bytes: int = Field(default=65_536, ge=256, le=1_048_576)
+    ws_send_queue: int = Field(default=256, ge=1, le=100_000)
+    ws_send_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Presence (services/streams/presence.py): an entry expires presence_ttl seconds
+    # after its last refresh (live sessions are refreshed every third of it); with
+    # redis_url, entries live in Redis and every node sees them.
+    presence_ttl: float = Field(default=30.0, ge=0.3, le=3600)
     # Rollups (analytics/rollups.py): a control-plane round every rollup_interval seconds
     # rolls up each minute once it ended more than rollup_lateness + the request log's
     # flush_interval seconds ago (rows arriving later stay out of the rollups). Minute,
