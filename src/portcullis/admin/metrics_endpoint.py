@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from portcullis.admin.dependencies import deployment_wide_reader
@@ -74,6 +74,38 @@ def upstream_families(summary: dict[str, Any]) -> list[GaugeMetricFamily]:
             for state in BREAKER_STATES:
                 breakers.add_metric([*labels, state], target["breakers"][state])
     return [reporting, upstream_available, target_available, healthy, breakers]
+
+
+def stream_families(request: Request) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """The live-stream hub of the process that answers the scrape (per process: a
+    control plane run with several workers reports the one that served the scrape)."""
+    tasks = GaugeMetricFamily(
+        "portcullis_control_plane_asyncio_tasks",
+        "Asyncio tasks of the control-plane process that served the scrape",
+        value=len(asyncio.all_tasks()),
+    )
+    admin = getattr(request.app.state, "admin", None)
+    hub = None if admin is None else admin.streams
+    if hub is None:
+        return [tasks]
+    return [
+        tasks,
+        GaugeMetricFamily(
+            "portcullis_stream_clients",
+            "Open live streams (SSE, WebSocket rooms, subscriptions) of this control-plane process",
+            value=hub.streams,
+        ),
+        GaugeMetricFamily(
+            "portcullis_stream_live_clients",
+            "Open live streams fed by the hub's live feed (the others catch up from the log)",
+            value=hub.live_streams,
+        ),
+        CounterMetricFamily(
+            "portcullis_stream_lagged",
+            "Times a live stream fell behind its queue and caught up from the log",
+            value=hub.lagged,
+        ),
+    ]
 
 
 async def store_families(request: Request, settings: Settings) -> list[GaugeMetricFamily]:
@@ -153,7 +185,7 @@ def install_metrics(app: FastAPI, settings: Settings) -> None:
     )
     async def metrics(request: Request) -> Response:
         await check_scrape_access(request, settings)
-        families = await store_families(request, settings)
+        families = [*await store_families(request, settings), *stream_families(request)]
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         path = multiprocess_dir()
 

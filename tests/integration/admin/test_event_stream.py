@@ -12,16 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from admin_support import PASSWORD
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from portcullis.events.bus import Event, record_event
-from portcullis.events.catalogue import EventType
 from portcullis.events.retention import purge_events
-from portcullis.services.admin_auth import AuthService
-from portcullis.services.rbac import Role
-from portcullis.store.engine import create_engine, write_transaction
-from support.events import sample
+from portcullis.store.engine import create_engine
+from support import live_streams
+from support.live_streams import publish
 from support.postgres import PostgresServer
 from support.servers import ControlPlane, control_plane
 
@@ -53,41 +49,8 @@ def plane(
         yield cp
 
 
-async def publish(database_url: str, n: int, *, organization_id: str | None = None) -> list[Event]:
-    """`n` events, each in its own transaction, as the platform records them."""
-    engine = create_engine(database_url)
-    events = []
-    try:
-        for i in range(n):
-            async with write_transaction(engine) as conn:
-                data = sample(EventType.KEY_CREATED, key_id=f"k{i}")
-                events.append(
-                    await record_event(
-                        conn,
-                        EventType.KEY_CREATED,
-                        f"key:k{i}",
-                        data,
-                        organization_id=organization_id,
-                    )
-                )
-    finally:
-        await engine.dispose()
-    return events
-
-
 async def signed_in(plane: ControlPlane, email: str, organization_id: str | None = None) -> str:
-    engine = create_engine(plane.database_url)
-    try:
-        role = Role.ADMIN if organization_id else Role.OWNER
-        await AuthService(engine).create_user(email, PASSWORD, role, organization_id)
-    finally:
-        await engine.dispose()
-    async with httpx.AsyncClient(base_url=plane.url) as client:
-        login = await client.post(
-            "/admin/v1/auth/login", json={"email": email, "password": PASSWORD}
-        )
-    assert login.status_code == 200, login.text
-    return str(login.json()["access_token"])
+    return await live_streams.signed_in(plane.url, plane.database_url, email, organization_id)
 
 
 @pytest.fixture
@@ -194,7 +157,9 @@ async def test_an_idle_stream_sends_heartbeat_comments(client: httpx.AsyncClient
 async def test_revoking_the_token_ends_its_open_stream(
     plane: ControlPlane, client: httpx.AsyncClient
 ) -> None:
-    created = await client.post("/admin/v1/tokens", json={"name": "dashboard", "scopes": ["alerts:read"]})
+    created = await client.post(
+        "/admin/v1/tokens", json={"name": "dashboard", "scopes": ["alerts:read"]}
+    )
     assert created.status_code == 201, created.text
     token = created.json()
     headers = {"authorization": f"Bearer {token['token']}"}
