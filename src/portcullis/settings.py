@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     stream_retry_ms: int = Field(default=2000, ge=0, le=600_000)
     stream_max_clients: int = Field(default=10_000, ge=1)
+    # The newest events kept in memory per process: resumes and catch-ups within them
+    # (a reconnect storm after a node dies) need no query.
+    stream_buffer_events: int = Field(default=10_000, ge=0, le=1_000_000)
     # A stream's credential is authenticated again this often (seconds): a revoked token,
     # an ended session or a lost permission ends the stream (admin/credential_watch.py).
     stream_recheck_seconds: float = Field(default=15.0, gt=0, le=3600)

@@ -10,6 +10,7 @@ with `wait_until`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,9 +47,15 @@ def threaded_upstream(handler: Handler) -> Iterator[RawUpstream]:
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """`wait_until` for async tests: poll `condition` without blocking the event loop."""
+    """`wait_until` for async tests: poll `condition` (a coroutine function too) without
+    blocking the event loop."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.005)

@@ -120,6 +120,7 @@ def stream_hub(state: AdminState) -> StreamHub:
         poll_interval=settings.stream_poll_interval,
         queue_size=settings.stream_queue_size,
         max_clients=settings.stream_max_clients,
+        buffer=settings.stream_buffer_events,
     )
 
 

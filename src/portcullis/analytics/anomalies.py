@@ -68,6 +68,7 @@ from portcullis.events.catalogue import EventType
 from portcullis.periodic import Periodic
 from portcullis.store.analytics_tables import AnalyticsCursorRow, AnomalyRow, RequestLogRow
 from portcullis.store.engine import write_transaction
+from portcullis.store.identity_tables import ApiKeyRow
 
 if TYPE_CHECKING:
     from portcullis.identity.key_repository import KeyRepository
@@ -589,6 +590,7 @@ class AnomalyDetector:
         async with write_transaction(self._engine) as conn:
             with collecting(conn) as events:
                 await move_cursor(conn, position, minute + MINUTE)
+                await self._lock_keys(conn, findings)
                 for finding in findings:
                     stored.append(await self._store_finding(conn, finding, done, now))
         if events:
@@ -610,6 +612,25 @@ class AnomalyDetector:
                         anomaly_id=item.id,
                     )
         return stored
+
+    async def _lock_keys(self, conn: AsyncConnection, findings: list[Finding]) -> None:
+        """Lock every key the policy may suspend before the first event is recorded: the
+        event-order lock, held from then to commit, must never wait on a row lock
+        (decision 017). SQLite's single writer needs none of it."""
+        ids = sorted(
+            {
+                f.credential_id
+                for f in findings
+                if f.credential_id is not None and self.config.suspends(f.signal)
+            }
+        )
+        if ids and conn.dialect.name == "postgresql":
+            await conn.execute(
+                select(ApiKeyRow.id)
+                .where(ApiKeyRow.id.in_(ids))
+                .order_by(ApiKeyRow.id)
+                .with_for_update()
+            )
 
     async def _store_finding(
         self, conn: AsyncConnection, finding: Finding, done: set[str], now: datetime

@@ -171,6 +171,8 @@ def register(app: typer.Typer) -> None:
             f"REST API   {settings.admin_url}/docs (Swagger UI; /openapi.json)\n"
             f"GraphQL    {settings.admin_url}/graphql (GraphiQL in a browser; "
             "SDL at /graphql/schema.graphql)\n"
+            f"live       {settings.admin_url}/admin/v1/stream (server-sent events; "
+            "docs/realtime.md)\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"config     version {version} from {config}\n"
             f"store      {settings.database_url}\n\n"

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.events.bus import record_event
+from portcullis.events.bus import NewEvent, record_event, record_events
 from portcullis.events.catalogue import EventType
 from portcullis.identity.events import EventKind, append_events
 from portcullis.identity.key_admin import (
@@ -253,6 +253,7 @@ async def revoke_keys_of(
     transaction, with a KEY event (cache invalidation) and a `key.revoked` platform
     event each; the revoked key ids."""
     revoked: list[str] = []
+    events: list[NewEvent] = []
     live = ApiKeyRow.status != KeyStatus.revoked.value
     for start in range(0, len(consumers), _CONSUMER_CHUNK):
         chunk = list(consumers[start : start + _CONSUMER_CHUNK])
@@ -278,24 +279,26 @@ async def revoke_keys_of(
             .values(status=KeyStatus.revoked.value, status_reason=reason, updated_at=now)
         )
         await append_events(conn, [(EventKind.KEY, row.key_hash) for row in rows])
-        for row in rows:
-            data = {
-                "key_id": row.id,
-                "consumer": row.consumer,
-                "name": row.name,
-                "environment": str(row.environment),
-                "status": KeyStatus.revoked.value,
-                "reason": reason,
-            }
-            await record_event(
-                conn,
+        events += [
+            NewEvent(
                 EventType.KEY_REVOKED,
                 f"key:{row.id}",
-                data,
-                now=now,
-                organization_id=row.organization_id,
+                {
+                    "key_id": row.id,
+                    "consumer": row.consumer,
+                    "name": row.name,
+                    "environment": str(row.environment),
+                    "status": KeyStatus.revoked.value,
+                    "reason": reason,
+                },
+                row.organization_id,
             )
+            for row in rows
+        ]
         revoked += [row.id for row in rows]
+    # Recorded after every chunk's rows are locked: recording takes the event-order lock
+    # (held to commit), which must never be held while waiting for a row lock.
+    await record_events(conn, events, now=now)
     return revoked
 
 

@@ -42,6 +42,9 @@ def plane(
         shutil.copyfile(request.getfixturevalue("migrated_template"), path)
         database_url = f"sqlite+aiosqlite:///{path}"
     env = {
+        # No events kept in memory: every resume reads the store (the retention test needs
+        # the deleted events gone from memory too; hub unit tests cover the buffer).
+        "PORTCULLIS_STREAM_BUFFER_EVENTS": "0",
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": str(HEARTBEAT),
         "PORTCULLIS_STREAM_RECHECK_SECONDS": str(HEARTBEAT),
     }

@@ -21,6 +21,7 @@ is an async iterator of `Event`s (and at most one leading `Reset`) for one clien
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections import deque
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ class Reset:
 StreamItem = Event | Reset
 
 
+def _event_id(event: Event) -> int:
+    return event.id
+
+
 class StreamsFull(Exception):
     """The process already serves `max_clients` streams."""
 
@@ -78,9 +83,15 @@ class StreamHub:
         queue_size: int = 256,
         max_clients: int = 10_000,
         page: int = PAGE,
+        buffer: int = 10_000,
     ) -> None:
         self.log = log
         self.queue_size = queue_size
+        self.buffer = buffer
+        # The newest events, in id order: everything after `_buffer_from` up to
+        # `position` is here, so resumes and catch-ups near the head need no query.
+        self._recent: list[Event] = []
+        self._buffer_from = 0
         self.max_clients = max_clients
         self.page = page
         # The newest event id read from the log (and handed to the live streams).
@@ -116,7 +127,7 @@ class StreamHub:
         async with self._starting:
             if self.started:
                 return
-            self.position = await self.log.head()
+            self.position = self._buffer_from = await self.log.head()
             self.started = True
             self._tailer.start()
 
@@ -165,6 +176,25 @@ class StreamHub:
                 if stream.filter.admits(event, rooms):
                     stream.offer(event)
         self.position = events[-1].id
+        self._remember(events)
+
+    def _remember(self, events: list[Event]) -> None:
+        recent = self._recent
+        recent.extend(events)
+        if len(recent) > 2 * self.buffer:  # trimmed in bulk: amortised O(1) per event
+            dropped = len(recent) - self.buffer
+            self._buffer_from = recent[dropped - 1].id
+            del recent[:dropped]
+
+    def recent(self, *, after: int, until: int, limit: int) -> list[Event] | None:
+        """Events with `after < id <= until` from memory (at most `limit`), or None when
+        the buffer does not reach back to `after` (read the log instead)."""
+        if after < self._buffer_from or until > self.position:
+            return None
+        recent = self._recent
+        start = bisect.bisect_right(recent, after, key=_event_id)
+        end = bisect.bisect_right(recent, until, lo=start, key=_event_id)
+        return recent[start : min(end, start + limit)]
 
     async def open(self, filter: EventFilter, *, after: int | None = None) -> EventStream:
         """A stream of the events `filter` admits, after position `after` (None: from
@@ -175,6 +205,8 @@ class StreamHub:
         reset: Reset | None = None
         if after is None:
             start = self.position
+        elif self._buffer_from <= after <= self.position:
+            start = after  # in memory: neither deleted nor unknown (a reconnect storm's case)
         else:
             start = max(after, 0)
             horizon = await self.log.horizon()
@@ -185,6 +217,8 @@ class StreamHub:
             elif start > head:
                 reset = Reset(start, head, "unknown_position")
                 start = head
+        if len(self._open) >= self.max_clients:  # others opened meanwhile
+            raise StreamsFull
         stream = EventStream(self, filter, start, reset)
         self._open.add(stream)
         if after is None:
@@ -271,13 +305,15 @@ class EventStream:
         until = self.hub.position
         if self._read_to < until:
             f = self.filter
-            page = await self.hub.log.read(
-                after=self._read_to,
-                until=until,
-                limit=self.hub.page,
-                kinds=f.kinds,
-                organization_id=f.organization_id,
-            )
+            page = self.hub.recent(after=self._read_to, until=until, limit=self.hub.page)
+            if page is None:
+                page = await self.hub.log.read(
+                    after=self._read_to,
+                    until=until,
+                    limit=self.hub.page,
+                    kinds=f.kinds,
+                    organization_id=f.organization_id,
+                )
             if self._closed:
                 return
             self._items.extend(e for e in page if f.admits(e, rooms_of(e)))

@@ -86,16 +86,41 @@ async def test_slow_client_falls_behind_catches_up_from_the_log_and_loses_nothin
 
 
 async def test_resume_from_before_the_retention_horizon_starts_with_a_reset(
-    hub: StreamHub, log: MemoryEventLog
+    log: MemoryEventLog,
 ) -> None:
     for i in range(1, 61):
         log.append(event(i))
     log.forget_upto(50)
-    await hub.tailed()
+    # A hub started after retention ran: the deleted events are in no memory either.
+    hub = StreamHub(log, poll_interval=60, page=16)
     stream = await hub.open(EventFilter(), after=10)
     first = await anext(stream)
     assert first == Reset(10, 50, "retention")
     assert await take(stream, 10) == list(range(51, 61))
+    await hub.stop()
+
+
+async def test_resumes_near_the_head_are_served_from_memory(
+    hub: StreamHub, log: MemoryEventLog
+) -> None:
+    reads: list[int] = []
+    read = log.read
+
+    async def counted(**kwargs: object) -> list[Event]:
+        reads.append(1)
+        return await read(**kwargs)  # type: ignore[arg-type]
+
+    for i in range(1, 101):
+        log.append(event(i))
+    await hub.tailed()
+    log.read = counted  # type: ignore[method-assign]
+    # A reconnect storm: many clients resume from recent positions, none hits the log.
+    streams = [await hub.open(EventFilter(), after=after) for after in (3, 40, 99)]
+    assert [await take(s, 100 - a) for s, a in zip(streams, (3, 40, 99), strict=True)] == [
+        list(range(a + 1, 101)) for a in (3, 40, 99)
+    ]
+    assert reads == []
+    assert all(s.live for s in streams)
 
 
 async def test_resume_from_beyond_the_newest_event_starts_with_a_reset(
@@ -141,6 +166,6 @@ def test_unknown_rooms_and_kinds_are_refused_by_name() -> None:
         EventFilter.of(rooms=["nowhere"])
     with pytest.raises(ValueError, match=r"'key\.nope' is not an event kind"):
         EventFilter.of(types=["key.nope"])
-    assert EventFilter.of(types=["key.*"]).kinds == {
+    assert EventFilter.of(types=["key.*"]).kinds == frozenset(
         k for k in EventFilter.of(types=["*"]).kinds or () if k.startswith("key.")
-    }
+    )
