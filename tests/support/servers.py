@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from portcullis.settings import Settings
+from portcullis.supervision.planes import control_plane_backpressure
 from support.threaded_upstream import wait_until
 
 
@@ -69,15 +71,20 @@ def granian_app(
 
 @contextmanager
 def granian_process(
-    target: str, *, env: dict[str, str] | None = None, workers: int = 1, timeout: float = 30.0
+    target: str,
+    *,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """`granian_app` yielding the port and the granian main process as well (the leader
-    of its own process group, with its workers)."""
+    of its own process group, with its workers); `extra_args` go to granian."""
     port = free_port()
     argv = [
         sys.executable, "-m", "granian", "--interface", "asgi", "--factory", target,
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
+        "--no-access-log", "--log-level", "warning", "--loop", "uvloop", *extra_args,
     ]  # fmt: skip
     proc = subprocess.Popen(
         argv,
@@ -223,7 +230,11 @@ def control_plane(
         **(env or {}),
     }
     target = "portcullis.admin.app:create_app"
-    with granian_process(target, env=env, workers=workers, timeout=START_TIMEOUT) as (port, proc):
+    # The request slots `portcullis serve` gives its control plane (live streams hold one).
+    slots = ["--backpressure", str(control_plane_backpressure(Settings()))]
+    with granian_process(
+        target, env=env, workers=workers, timeout=START_TIMEOUT, extra_args=slots
+    ) as (port, proc):
 
         def live() -> bool:
             try:

@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from portcullis.events.bus import RedisBus
+from portcullis.events.bus import RedisBus, record_events
 from portcullis.events.catalogue import EventType
-from portcullis.store.engine import create_engine
+from portcullis.store.engine import create_engine, write_transaction
 from support.events import sample
 from support.live_streams import (
     PLANE_ENV,
     abort,
     gauge_reaches,
+    key_created,
     open_raw,
     request_bytes,
     signed_in,
@@ -53,6 +54,9 @@ def plane(
         **PLANE_ENV,
         "PORTCULLIS_REDIS_URL": redis.url,
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": "60",
+        # One event queued per client: every burst makes clients lag and catch up, so
+        # the storm below goes through that path too.
+        "PORTCULLIS_STREAM_QUEUE_SIZE": "1",
     }
     with control_plane(f"sqlite+aiosqlite:///{path}", env=env) as cp:
         yield cp
@@ -63,6 +67,38 @@ async def pubsub_counts(redis: Redis) -> tuple[int, int]:
     numpat = int(await redis.pubsub_numpat())
     channels = await redis.pubsub_channels()
     return numpat, len(channels)
+
+
+async def test_the_gauges_count_open_live_and_lagged_streams(
+    plane: ControlPlane, redis: RedisServer
+) -> None:
+    token = await signed_in(plane.url, plane.database_url, "gauges@example.com")
+    request = request_bytes(plane.port, token, "?types=key.*")
+    bus = RedisBus(create_engine(plane.database_url), redis.url)
+    opened = [await open_raw(plane.port, request) for _ in range(20)]
+    try:
+        before = await gauge_reaches(plane.url, "portcullis_stream_clients", 20)
+        assert before["portcullis_stream_live_clients"] == 20
+        # Five events in one transaction: one round hands them to every stream at once,
+        # and a queue of one overflows (each stream lags once, then catches up).
+        async with write_transaction(bus.engine) as conn:
+            events = await record_events(conn, [key_created(i) for i in range(5)])
+        await bus.deliver(events)
+        reader, _, got = opened[0]
+        while got.count(b"\nid: ") < 5:
+            got += await asyncio.wait_for(reader.read(65536), 10)
+        ids = [int(line[4:]) for line in got.decode().splitlines() if line.startswith("id: ")]
+        assert ids == [e.id for e in events]
+        lagged = "portcullis_stream_lagged_total"
+        after = await gauge_reaches(plane.url, lagged, before[lagged] + 20)
+        assert after["portcullis_stream_clients"] == 20
+    finally:
+        for _, writer, _ in opened:
+            abort(writer)
+        await bus.close()
+        await bus.engine.dispose()
+    await gauge_reaches(plane.url, "portcullis_stream_clients", 0)
+    await gauge_reaches(plane.url, "portcullis_stream_live_clients", 0)
 
 
 async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
