@@ -73,7 +73,7 @@ async def signed_in(
 async def stream_gauges(url: str) -> dict[str, float]:
     """The `portcullis_stream_*` and asyncio-task series of the process that answers
     `/metrics` (the control plane must run with PORTCULLIS_METRICS_TOKEN=METRICS_TOKEN)."""
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         response = await client.get(
             "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}
         )
