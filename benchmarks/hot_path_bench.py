@@ -13,8 +13,14 @@ Plugin configurations need a `PluginEnv` (credentials, limits) and are not here 
 
 `--profile` prints cProfile's top functions (cumulative) for the first configuration.
 
+`--live-traffic` measures each configuration twice per round, alternating: as a default
+worker has it (with the live-traffic observer, `analytics/live.py`, whose per-second
+sums are computed over the round's records as its task would, their reports discarded)
+and without it; it prints both and their ratio.
+
 Run from the repository root:
     .venv/bin/python benchmarks/hot_path_bench.py [-n 20000] [--rounds 3] [--profile]
+    .venv/bin/python benchmarks/hot_path_bench.py --live-traffic --rounds 5
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ if __package__ in (None, ""):
 
 import uvloop
 
+from portcullis.analytics.live import SecondReport, WorkerTraffic
 from portcullis.analytics.log_queue import RequestLogQueue, record_row
 from portcullis.analytics.metrics import MetricsObserver, RequestMetrics
 from portcullis.analytics.record import RequestRecord
@@ -86,15 +93,36 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _app(config: dict[str, Any]) -> tuple[ProxyApp, RequestLogQueue]:
+class _DiscardReports:
+    async def send(self, reports: Sequence[SecondReport]) -> None:
+        # The sink's CPU work without the transport: the JSON it would send.
+        [r.to_json() for r in reports]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _app(
+    config: dict[str, Any], live: bool = False
+) -> tuple[ProxyApp, RequestLogQueue, WorkerTraffic | None]:
     settings = Settings()
     snapshot = build_snapshot(GatewayConfig.model_validate(config), 1)
     log = RequestLogQueue(
         _discard_rows("bench"), capacity=1_000_000, batch_size=1000, flush_interval=1.0
     )
     metrics = MetricsObserver(RequestMetrics(registry=None))
-    app = ProxyApp(settings, SnapshotHolder(snapshot), InstantUpstream(), observers=[log, metrics])
-    return app, log
+    observers: list[Any] = [log, metrics]
+    traffic: WorkerTraffic | None = None
+    if live:
+        traffic = WorkerTraffic.from_settings(
+            settings.model_copy(update={"live_traffic_queue_size": 1_000_000}),
+            _DiscardReports(),
+            "bench",
+            lambda: snapshot.config,
+        )
+        observers.append(traffic)
+    app = ProxyApp(settings, SnapshotHolder(snapshot), InstantUpstream(), observers=observers)
+    return app, log, traffic
 
 
 def _scope() -> dict[str, Any]:
@@ -118,8 +146,11 @@ def _scope() -> dict[str, Any]:
     }
 
 
-async def _run(app: ProxyApp, log: RequestLogQueue, n: int) -> float:
-    """CPU seconds for `n` sequential requests (the log queue drained as it fills)."""
+async def _run(
+    app: ProxyApp, log: RequestLogQueue, n: int, traffic: WorkerTraffic | None = None
+) -> float:
+    """CPU seconds for `n` sequential requests (the log queue drained as it fills; the
+    live-traffic sums computed and encoded at the end, as its task does every second)."""
 
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -134,22 +165,34 @@ async def _run(app: ProxyApp, log: RequestLogQueue, n: int) -> float:
             await app(_scope(), receive, send)
         # Let the queue write what is left (its row building is part of the cost).
         await log.aclose(timeout=5.0)
+        if traffic is not None:
+            await traffic.aclose()  # sums every queued record, as the per-second task does
         return time.process_time() - started
     finally:
         await log.aclose(timeout=5.0)
 
 
-def measure(name: str, n: int, rounds: int) -> list[float]:
+def measure(name: str, n: int, rounds: int, live: bool = False) -> list[float]:
     results = []
     for _ in range(rounds):
-        app, log = _app(CONFIGS[name])
-        seconds = uvloop.run(_run(app, log, n))
+        app, log, traffic = _app(CONFIGS[name], live)
+        seconds = uvloop.run(_run(app, log, n, traffic))
         results.append(seconds * 1e6 / n)
     return results
 
 
+def compare_live(name: str, n: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Rounds alternating without / with live traffic (so both see the same machine)."""
+    without: list[float] = []
+    with_live: list[float] = []
+    for _ in range(rounds):
+        without += measure(name, n, 1, live=False)
+        with_live += measure(name, n, 1, live=True)
+    return without, with_live
+
+
 def profile(name: str, n: int) -> None:
-    app, log = _app(CONFIGS[name])
+    app, log, _ = _app(CONFIGS[name])
     profiler = cProfile.Profile()
     profiler.enable()
     uvloop.run(_run(app, log, n))
@@ -163,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds per configuration [3]")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
     p.add_argument("--profile", action="store_true", help="cProfile the first configuration")
+    p.add_argument(
+        "--live-traffic", action="store_true", help="compare without / with live traffic"
+    )
     args = p.parse_args(argv)
     names = [c for c in args.configs.split(",") if c]
     unknown = set(names) - set(CONFIGS)
@@ -172,6 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         profile(names[0], args.n)
         return 0
     for name in names:
+        if args.live_traffic:
+            without, with_live = compare_live(name, args.n, args.rounds)
+            ratio = statistics.median(with_live) / statistics.median(without)
+            print(
+                f"{name:24} without live traffic: median {statistics.median(without):6.1f}"
+                f" us/req (best {min(without):6.1f}); with: median"
+                f" {statistics.median(with_live):6.1f} (best {min(with_live):6.1f});"
+                f" ratio {ratio:.3f}  ({args.rounds} x {args.n} each)"
+            )
+            continue
         per = measure(name, args.n, args.rounds)
         print(
             f"{name:24} best {min(per):6.1f} us/req  median {statistics.median(per):6.1f}"

@@ -197,6 +197,22 @@ class Settings(BaseSettings):
     # A stream's credential is authenticated again this often (seconds): a revoked token,
     # an ended session or a lost permission ends the stream (admin/credential_watch.py).
     stream_recheck_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # WebSocket rooms (/admin/v1/ws; services/streams/rooms.py, docs/realtime.md): the
+    # first auth message must come within ws_auth_timeout seconds; a connection that
+    # sends nothing for ws_idle_timeout seconds is closed (4000); at most ws_max_rooms
+    # rooms and presence entries, frames of at most ws_max_message_bytes (1009), and a
+    # send queue of ws_send_queue messages that may stay full for ws_send_timeout
+    # seconds before the connection is closed as a slow consumer (4429).
+    ws_auth_timeout: float = Field(default=5.0, gt=0, le=120)
+    ws_idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    ws_max_rooms: int = Field(default=32, ge=1, le=1000)
+    ws_max_message_bytes: int = Field(default=65_536, ge=256, le=1_048_576)
+    ws_send_queue: int = Field(default=256, ge=1, le=100_000)
+    ws_send_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Presence (services/streams/presence.py): an entry expires presence_ttl seconds
+    # after its last refresh (live sessions are refreshed every third of it); with
+    # redis_url, entries live in Redis and every node sees them.
+    presence_ttl: float = Field(default=30.0, ge=0.3, le=3600)
     # Rollups (analytics/rollups.py): a control-plane round every rollup_interval seconds
     # rolls up each minute once it ended more than rollup_lateness + the request log's
     # flush_interval seconds ago (rows arriving later stay out of the rollups). Minute,
@@ -208,6 +224,25 @@ class Settings(BaseSettings):
     analytics_hour_rollup_retention_days: int = Field(default=90, ge=1)
     analytics_day_rollup_retention_days: int = Field(default=730, ge=1)
     analytics_raw_query_max_seconds: int = Field(default=86_400, ge=60)
+    # Live traffic (analytics/live.py, services/streams/traffic.py, docs/live-traffic.md):
+    # every data-plane worker sums each second of its traffic (requests, 4xx, 5xx, a
+    # latency sketch; per route, per consumer and in total) and sends it to the control
+    # plane: over Redis pub/sub when redis_url is set, else through the store's
+    # live_traffic_reports table (polled every live_traffic_poll_interval seconds). At most
+    # live_traffic_max_routes routes and live_traffic_max_consumers consumers are kept per
+    # second and worker (the rest is summed under "_other"); a worker queues at most
+    # live_traffic_queue_size records between two seconds (more are dropped and counted).
+    # The control plane merges the workers' reports of a second once every live worker
+    # reported it, or live_traffic_grace seconds after the second ended, and keeps the
+    # last live_traffic_history_seconds frames for clients that resume.
+    live_traffic_enabled: bool = True
+    live_traffic_history_seconds: int = Field(default=60, ge=1, le=3600)
+    live_traffic_max_routes: int = Field(default=200, ge=1, le=100_000)
+    live_traffic_max_consumers: int = Field(default=200, ge=1, le=100_000)
+    live_traffic_queue_size: int = Field(default=100_000, ge=1)
+    live_traffic_grace: float = Field(default=1.0, gt=0, le=30)
+    live_traffic_poll_interval: float = Field(default=0.2, gt=0, le=10)
+    live_traffic_channel: str = "pc:live-traffic"
     # Prometheus metrics (analytics/metrics.py), served at GET /metrics on the admin port.
     # `portcullis serve` gives every process one multiprocess directory (exported as
     # PROMETHEUS_MULTIPROC_DIR): metrics_dir, emptied at start, or (unset) a fresh temp

@@ -20,14 +20,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portcullis.admin.dependencies import RequestFacts
 from portcullis.events.bus import EventBus, create_event_bus
+from portcullis.events.catalogue import EventType
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.model.config import GatewayConfig
 from portcullis.periodic import Periodic
 from portcullis.redis_client import SharedRedis
 from portcullis.services.audit import AuditLog
 from portcullis.services.state import AdminState
-from portcullis.services.streams.hub import StreamHub
+from portcullis.services.streams.filters import EventFilter
+from portcullis.services.streams.hub import EventStream, StreamHub
 from portcullis.services.streams.log import SqlEventLog
+from portcullis.services.streams.presence import (
+    EntityTags,
+    MemoryPresence,
+    PresenceHub,
+    PresenceStore,
+    RedisPresence,
+)
+from portcullis.services.streams.traffic import LiveTraffic
 from portcullis.webhooks.metrics import process_metrics
 from portcullis.webhooks.runner import WebhookDelivery
 
@@ -124,6 +134,18 @@ def stream_hub(state: AdminState) -> StreamHub:
     )
 
 
+def presence_hub(state: AdminState, hub: StreamHub, redis: SharedRedis | None) -> PresenceHub:
+    """The process's presence: in Redis when the control plane has one (every node sees
+    every entry), else in process; told of config changes by the hub's `config.applied`."""
+    ttl = state.settings.presence_ttl
+    store: PresenceStore = MemoryPresence() if redis is None else RedisPresence(redis, ttl=ttl)
+
+    async def config_events() -> EventStream:
+        return await hub.open(EventFilter.of(types=[EventType.CONFIG_APPLIED.value]))
+
+    return PresenceHub(store, EntityTags(state.editor.state), ttl=ttl, config_events=config_events)
+
+
 async def _wake_on_events(bus: EventBus, hub: StreamHub) -> None:
     """Tail the log as soon as the bus hears of an event (from this node or, over
     Redis, another); polling covers what the bus misses."""
@@ -147,6 +169,12 @@ class BackgroundJobs:
         self._webhooks: WebhookDelivery | None = None
         self.streams: StreamHub | None = None
         self._wakeups: asyncio.Task[None] | None = None
+        self.presence: PresenceHub | None = None
+        self._presence_start: asyncio.Task[None] | None = None
+        # The workers' per-second traffic merged into frames (None: live_traffic_enabled
+        # is off, or the jobs have not started); shared as `AdminState.live_traffic`.
+        self.live_traffic: LiveTraffic | None = None
+        self._live_start: asyncio.Task[None] | None = None
 
     def start(self, state: AdminState) -> None:
         # The control plane's one Redis (when configured): the event bus publishes on it.
@@ -161,6 +189,14 @@ class BackgroundJobs:
         self._wakeups = asyncio.create_task(
             _wake_on_events(bus, self.streams), name="portcullis-stream-wakeups"
         )
+        self.presence = state.presence = presence_hub(state, self.streams, self._redis)
+        self._presence_start = asyncio.create_task(
+            self.presence.start(), name="portcullis-presence-start"
+        )
+        if state.settings.live_traffic_enabled:
+            live = LiveTraffic(state.engine, state.settings, self._redis)
+            self.live_traffic = state.live_traffic = live
+            self._live_start = asyncio.create_task(live.start(), name="portcullis-live-start")
         if state.settings.webhook_delivery:
             self._webhooks = WebhookDelivery(
                 state.engine, state.settings, state.secret, bus, process_metrics()
@@ -168,6 +204,12 @@ class BackgroundJobs:
             self._webhooks.start()
 
     async def stop(self) -> None:
+        if self._presence_start is not None:
+            await _settle(self._presence_start, "presence.start_failed")
+            self._presence_start = None
+        if self.presence is not None:
+            await self.presence.stop()
+            self.presence = None
         if self._wakeups is not None:
             self._wakeups.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,14 +224,14 @@ class BackgroundJobs:
         for job in self._jobs:
             await job.stop()
         self._jobs.clear()
+        if self._live_start is not None:
+            await _settle(self._live_start, "live_traffic.start_failed")
+            self._live_start = None
+        if self.live_traffic is not None:
+            await self.live_traffic.stop()
+            self.live_traffic = None
         if self._bus_start is not None:
-            self._bus_start.cancel()
-            try:
-                await self._bus_start
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # its failure must not keep the jobs from stopping
-                log.error("event_bus.start_failed", error=repr(exc))
+            await _settle(self._bus_start, "event_bus.start_failed")
             self._bus_start = None
         if self._bus is not None:
             await self._bus.close()
@@ -197,3 +239,15 @@ class BackgroundJobs:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+async def _settle(task: asyncio.Task[None], failure: str) -> None:
+    """Cancel a start-up task and wait for it; its failure must not keep the jobs from
+    stopping (logged as `failure`)."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error(failure, error=repr(exc))

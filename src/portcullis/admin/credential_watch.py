@@ -5,7 +5,8 @@ look, a revoked API token, a logged-out session, an expired access token, a dele
 user or a role that lost the permission would keep receiving events. `CredentialWatch`
 authenticates the same credential again at most every `interval` seconds (each
 transport asks at its heartbeats and before sending) and says whether the caller may
-still use the stream — still the same organization scope, still holding `permission`.
+still use the stream — still the same organization scope, still holding `permission`
+(None: any valid credential; the WebSocket checks each room's permission on `caller`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class CredentialWatch:
         authenticator: Authenticator,
         credential: str,
         caller: Caller,
-        permission: Permission,
+        permission: Permission | None,
         *,
         interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
@@ -42,6 +43,8 @@ class CredentialWatch:
         self._clock = clock
         self._checked = clock()
         self.reason: str | None = None
+        # The caller as last authenticated.
+        self.caller = caller
 
     async def valid(self) -> bool:
         """False (with `reason` set) once the credential no longer grants the stream;
@@ -57,6 +60,8 @@ class CredentialWatch:
             self.reason = "the credential is no longer valid (expired, revoked or logged out)"
         elif caller.organization_id != self._organization_id:
             self.reason = "the caller's organization changed"
-        elif not caller.can(self._permission):
+        elif self._permission is not None and not caller.can(self._permission):
             self.reason = f"the caller no longer holds {self._permission.value!r}"
+        else:
+            self.caller = caller
         return self.reason is None

@@ -130,7 +130,28 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
         version,
         *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for)),
         *webhooks,
+        *live_families(admin),
     ]
+
+
+def live_families(admin: Any) -> list[GaugeMetricFamily]:
+    """This process's live streams (leak checks count them): hub streams, WebSocket
+    connections and rooms, presence entries, connections closed as slow consumers."""
+    from portcullis.services.streams.rooms import COUNTERS
+
+    hub, presence = admin.streams, admin.presence
+    values = {
+        "portcullis_stream_open": ("Open event streams of this process", hub and hub.streams),
+        "portcullis_ws_connections": ("Open WebSocket connections", COUNTERS.open),
+        "portcullis_ws_rooms": ("Rooms subscribed on open WebSockets", COUNTERS.rooms),
+        "portcullis_ws_slow_closed": ("WebSockets closed as slow consumers", COUNTERS.slow_closed),
+        "portcullis_ws_lagged": ("Rooms told they lagged", COUNTERS.lagged),
+        "portcullis_presence_entries": (
+            "Presence entries of this process's sessions",
+            presence and presence.entries,
+        ),
+    }
+    return [GaugeMetricFamily(n, d, value=float(v or 0)) for n, (d, v) in values.items()]
 
 
 def _has_token(request: Request, token: str | None) -> bool:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 RELATIVE_ACCURACY = 0.01
 MIN_VALUE = 1e-3  # ms: values below 1 µs count as zero
@@ -37,6 +37,8 @@ FORMAT_VERSION = 1
 
 _GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _MULTIPLIER = 1 / math.log(_GAMMA)
+# key_of(v) == ceil(log(v) * KEY_MULTIPLIER): for callers that bin values in a hot loop.
+KEY_MULTIPLIER = _MULTIPLIER
 _MIN_MAX = struct.Struct("<dd")
 
 
@@ -113,6 +115,21 @@ class LatencySketch:
                 self._add_key(key, count)
         self._min = min(self._min, other._min)
         self._max = max(self._max, other._max)
+
+    @classmethod
+    def from_bins(
+        cls, bins: Mapping[int, int], zero: int, minimum: float, maximum: float
+    ) -> LatencySketch:
+        """The sketch of values a caller binned itself: `bins` counts per `key_of` key,
+        `zero` those below MIN_VALUE, with their exact min and max (a caller summing
+        the same values into several sketches computes each key once)."""
+        sketch = cls()
+        sketch._zero = zero
+        for key, count in bins.items():
+            sketch._add_key(key, count)
+        if zero or bins:
+            sketch._min, sketch._max = minimum, maximum
+        return sketch
 
     @classmethod
     def merged(cls, sketches: Iterable[LatencySketch]) -> LatencySketch:

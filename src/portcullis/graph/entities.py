@@ -25,7 +25,7 @@ from portcullis.graph.context import context_of
 from portcullis.graph.models import input_document, input_type, output_type
 from portcullis.graph.problems import problem_of, result_union
 from portcullis.model.plugins.registry import SCHEMAS
-from portcullis.services.entities import Entity, EntityCollection, EntityQuery, EntityService
+from portcullis.services.entities import Entity, EntityQuery, EntityService
 from portcullis.services.entity_kinds import (
     CONSUMERS,
     KINDS,
@@ -91,22 +91,10 @@ def _id_and_etag(kind: Kind) -> dict[str, tuple[Any, Any]]:
     }
 
 
-def _collection(info: Info[Any, Any], kind: Kind, nested: bool) -> EntityCollection:
-    """The face's collection object of a kind (it caches sorted views per config
-    version, as REST's router does)."""
-    caches = context_of(info).deps.caches
-    key = f"entities:{kind.collection}:{nested}"
-    found = caches.get(key)
-    if found is None:
-        found = caches[key] = EntityCollection(kind, nested=nested)
-    assert isinstance(found, EntityCollection)
-    return found
-
-
 def entity_service(info: Info[Any, Any], kind: Kind, nested: bool = False) -> EntityService:
     context = context_of(info)
     state = context.state
-    collection = _collection(info, kind, nested)
+    collection = state.collection(kind, nested=nested)
     return EntityService(collection, context.editor, state.engine, state.secret)
 
 

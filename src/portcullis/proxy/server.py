@@ -28,6 +28,7 @@ from portcullis.silent_connections import SilentConnectionReaper
 from portcullis.upstream.transport import Transport
 
 if TYPE_CHECKING:
+    from portcullis.analytics.live import WorkerTraffic
     from portcullis.analytics.log_queue import RequestLogQueue
     from portcullis.analytics.metrics import MetricsPublisher
     from portcullis.analytics.tracing import TracingObserver
@@ -90,6 +91,7 @@ class DataPlane:
         self._metrics: MetricsPublisher | None = None
         self._tracing: TracingObserver | None = None
         self.request_log: RequestLogQueue | None = None
+        self.live_traffic: WorkerTraffic | None = None
         self._silent: SilentConnectionReaper | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -199,6 +201,17 @@ class DataPlane:
             self.request_log = RequestLogQueue.from_settings(engine, settings)
             self.request_log.start()
             observers.append(self.request_log)
+        if settings.live_traffic_enabled:
+            from portcullis.analytics.live import WorkerTraffic, report_sink
+
+            self.live_traffic = WorkerTraffic.from_settings(
+                settings,
+                report_sink(engine, settings, redis),
+                self._heartbeat.id,
+                lambda: self.holder.current.config,
+            )
+            self.live_traffic.start()
+            observers.append(self.live_traffic)
         from portcullis.analytics.metrics import start_worker_metrics
 
         self._metrics = start_worker_metrics(
@@ -249,6 +262,10 @@ class DataPlane:
             if self.request_log is not None:
                 await self.request_log.aclose(timeout=max(1.0, self.settings.shutdown_grace / 2))
 
+        async def live_traffic() -> None:
+            if self.live_traffic is not None:
+                await self.live_traffic.aclose()
+
         async def identity() -> None:
             if self._services is not None:
                 credentials, issuer, jwks = self._services
@@ -266,6 +283,8 @@ class DataPlane:
             ("tracing", tracing),
             # Publishes the final quota counts (before the limit counters are cleared).
             ("quota-usage", self._quota_usage.stop if self._quota_usage is not None else None),
+            # Sends the current second, marked final (before Redis and the store close).
+            ("live-traffic", live_traffic),
             ("heartbeat", self._heartbeat.stop if self._heartbeat is not None else None),
             ("config-watcher", self._watcher.stop if self._watcher is not None else None),
             ("identity-events", self._events.stop if self._events is not None else None),

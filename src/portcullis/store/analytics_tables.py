@@ -258,3 +258,18 @@ class UpstreamHealthStateRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     circuit_open: Mapped[bool] = mapped_column(Boolean, default=False)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LiveTrafficReportRow(Base):
+    """One data-plane worker's report of one second of traffic (`analytics/live.py`), the
+    live-traffic transport when there is no Redis: control planes poll the rows of the
+    last seconds; workers delete rows older than a few minutes. `payload` is the report's
+    JSON text (counts and latency sketches per route, consumer and organization)."""
+
+    __tablename__ = "live_traffic_reports"
+    __table_args__ = (Index("ix_live_traffic_reports_second", "second"),)
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    second: Mapped[int] = mapped_column(BigInteger)
+    worker: Mapped[str] = mapped_column(String(160))
+    payload: Mapped[str] = mapped_column(Text)

@@ -18,6 +18,7 @@ same state, both pass, both write, and one update is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -113,7 +114,11 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
         path = sqlite_file(u)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+        connect_args: list[Any] = []
+        if "creator" not in kwargs and "async_creator" not in kwargs:
+            kwargs["async_creator"] = lambda: _connect_sqlite(*connect_args)
         engine = create_async_engine(u, **kwargs)
+        connect_args += engine.sync_engine.dialect.create_connect_args(engine.sync_engine.url)
         _configure_sqlite(engine.sync_engine, wal=path is not None)
         return engine
     options: dict[str, Any] = {
@@ -125,6 +130,26 @@ def create_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
     }
     options.update(kwargs)
     return create_async_engine(u, **options)
+
+
+async def _connect_sqlite(args: list[Any], params: dict[str, Any]) -> Any:
+    """aiosqlite's connect (with the arguments SQLAlchemy derives from the URL) that, when
+    cancelled, still finishes connecting and closes the connection before re-raising.
+
+    aiosqlite connects in a thread of its own: a connect cancelled half-way (a background
+    job's round when the control plane stops right after starting) otherwise leaves that
+    thread to post its result to an event loop that may be closed by then."""
+    import aiosqlite
+
+    connection = aiosqlite.connect(*args, **params)
+    connection._thread.daemon = True  # as SQLAlchemy's own aiosqlite connect does
+    pending = asyncio.ensure_future(connection)
+    try:
+        return await asyncio.shield(pending)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await pending).close()
+        raise
 
 
 def _configure_sqlite(engine: Engine, *, wal: bool) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import httpx
+from argon2 import PasswordHasher
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.analytics.health import HEALTH_FORMAT
@@ -11,6 +16,10 @@ from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.services.rbac import Role
 
 PASSWORD = "correct horse battery staple"
+# argon2id at its cheapest (the unit tests' parameters) for the in-process `app` fixture:
+# the production default costs ~0.37 s of CPU per user created and signed in, and nearly
+# every admin test signs one in. test_admin_password_hasher checks it and the default.
+TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 READ, WRITE = "config:read", "config:write"
 
 ENDPOINTS: list[tuple[str, str, str]] = []
@@ -94,6 +103,7 @@ ENDPOINTS += [
     ("GET", "/admin/v1/analytics/errors", "analytics:read"),
     ("GET", "/admin/v1/analytics/latency", "analytics:read"),
     ("GET", "/admin/v1/analytics/realtime", "analytics:read"),
+    ("GET", "/admin/v1/analytics/live", "analytics:read"),
     ("GET", "/admin/v1/analytics/consumers/{consumer}/usage", "analytics:read"),
     ("GET", "/admin/v1/data-plane/upstreams", READ),
     ("GET", "/admin/v1/alert-rules", "alerts:read"),
@@ -200,3 +210,19 @@ def upstream_health_reporter(engine: AsyncEngine, upstreams: list[str]) -> NodeH
     return NodeHeartbeat(
         engine, node_name="dp", version=lambda: 1, interval=5, health=lambda: json.dumps(report)
     )
+
+
+@asynccontextmanager
+async def signed_in(app: FastAPI, *, create: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` signed in as the owner (created first unless `create` is off)."""
+    async with app.router.lifespan_context(app):
+        if create:
+            await app.state.authenticator.create_user("o@example.com", PASSWORD, Role.OWNER)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+            login = await client.post(
+                "/admin/v1/auth/login", json={"email": "o@example.com", "password": PASSWORD}
+            )
+            assert login.status_code == 200, login.text
+            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+            yield client

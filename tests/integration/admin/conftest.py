@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from admin_support import PASSWORD
+from admin_support import PASSWORD, TEST_PASSWORD_HASHER
 from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
@@ -72,7 +72,9 @@ def database_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
 
 @pytest.fixture
 async def app(database_url: str) -> AsyncIterator[FastAPI]:
-    application = create_admin_app(Settings(database_url=database_url, log_json=False))
+    application = create_admin_app(
+        Settings(database_url=database_url, log_json=False), password_hasher=TEST_PASSWORD_HASHER
+    )
     async with application.router.lifespan_context(application):
         yield application
 

@@ -70,6 +70,9 @@ REST_TO_GRAPH: dict[str, str] = {
     "get_analytics_errors": "Query.analyticsErrors",
     "get_analytics_latency": "Query.analyticsLatency",
     "get_analytics_realtime": "Query.analyticsRealtime",
+    "get_analytics_live": "EXCEPTION: live frames are a stream: GraphQL clients get them as"
+    " subscriptions on the traffic stream (issue 17's subscriptions part); this REST snapshot"
+    " keys routes and consumers by name (maps), which the generated graph types do not model",
     "get_analytics_consumer_report": "Query.consumerUsageReport",
     "purge_cache": "Mutation.purgeCache",
     "list_data_plane_nodes": "Query.dataPlaneNodes",

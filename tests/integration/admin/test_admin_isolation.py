@@ -162,6 +162,7 @@ TABLE |= {
     ("GET", "/admin/v1/analytics/errors"): LIST("?route={o}-route", control=False),
     ("GET", "/admin/v1/analytics/latency"): LIST("?route={o}-route", control=False),
     ("GET", "/admin/v1/analytics/realtime"): LIST(control=False),
+    ("GET", "/admin/v1/analytics/live"): LIST(control=False),
     ("GET", "/admin/v1/analytics/consumers/{consumer}/usage"): Expect("LIST", ("",)),
     ("GET", "/admin/v1/alert-rules"): UNLIMITED,
     ("POST", "/admin/v1/alert-rules"): UNLIMITED,

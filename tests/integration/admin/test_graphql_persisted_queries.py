@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+from admin_support import signed_in
 from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
 from portcullis.services.graphql_documents import SqlDocumentStore
-from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 QUERY = "query Services { services { nodes { name } } }"
-PASSWORD = "correct horse battery staple"
 
 
 def sha(text: str) -> str:
@@ -41,22 +39,6 @@ def code_of(response: httpx.Response) -> str:
     body = response.json()
     assert "data" not in body, body
     return str(body["errors"][0]["extensions"]["code"])
-
-
-@asynccontextmanager
-async def signed_in(app: FastAPI, *, create: bool = True) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of `app` signed in as the owner (created first unless `create` is off)."""
-    async with app.router.lifespan_context(app):
-        if create:
-            await app.state.authenticator.create_user("o@example.com", PASSWORD, Role.OWNER)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
-            login = await client.post(
-                "/admin/v1/auth/login", json={"email": "o@example.com", "password": PASSWORD}
-            )
-            assert login.status_code == 200, login.text
-            client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
-            yield client
 
 
 def app_with(database_url: str, **settings: Any) -> FastAPI:

@@ -49,6 +49,7 @@ from portcullis.services.analytics import (
 )
 from portcullis.services.context import Operation, utc_now
 from portcullis.services.rbac import Permission
+from portcullis.services.streams.traffic import LiveQuery, LiveTrafficOut, live_view
 
 router = APIRouter(prefix="/analytics", tags=["Analytics"])
 consumer_router = APIRouter(prefix="/consumer/v1", tags=["Consumer self-service"])
@@ -169,6 +170,20 @@ async def realtime(
     request: Request, query: Annotated[RealtimeQuery, Query()], op: Operation = read
 ) -> dict[str, Any]:
     return await _service(request).realtime(op, query)
+
+
+@router.get(
+    "/live",
+    summary="Live traffic: the last seconds merged from every data-plane worker, one frame"
+    " per second (requests, 4xx, 5xx, p95 in total, per route and per consumer)",
+    response_model=LiveTrafficOut,
+    responses=_READ_ERRORS,
+    operation_id="get_analytics_live",
+)
+async def live(
+    request: Request, query: Annotated[LiveQuery, Query()], op: Operation = read
+) -> dict[str, Any]:
+    return live_view(admin_state(request).live_traffic, op.scope, query.seconds)
 
 
 @router.get(

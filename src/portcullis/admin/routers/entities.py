@@ -28,7 +28,7 @@ from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import page_response
 from portcullis.admin.problems import problem_responses
 from portcullis.services.context import Operation
-from portcullis.services.entities import Entity, EntityCollection, EntityQuery, EntityService
+from portcullis.services.entities import Entity, EntityQuery, EntityService
 from portcullis.services.entity_kinds import KINDS, PLUGINS, TARGETS, Kind
 from portcullis.services.pagination import DEFAULT_LIMIT, MAX_LIMIT, sort_pattern
 from portcullis.services.rbac import Permission
@@ -169,7 +169,6 @@ class EntityRoutes:
 
     def __init__(self, kind: Kind, *, nested: bool = False) -> None:
         self.kind = kind
-        self.collection = EntityCollection(kind, nested=nested)
         self.nested = nested
         self.base = (
             f"/upstreams/{{upstream}}/{kind.collection}" if nested else f"/{kind.collection}"
@@ -179,7 +178,8 @@ class EntityRoutes:
 
     def service(self, request: Request) -> EntityService:
         state = admin_state(request)
-        return EntityService(self.collection, state.editor, state.engine, state.secret)
+        collection = state.collection(self.kind, nested=self.nested)
+        return EntityService(collection, state.editor, state.engine, state.secret)
 
     def url(self, upstream: str | None, entity_id: str) -> str:
         base = "/admin/v1" + (
