@@ -13,7 +13,7 @@ For each client count (default 500, then 5,000) in one run, on one server:
    every delivery (p50/p99/max) and per event until its *last* client got it (p50/p99/
    max of that). Server CPU = psutil cpu_times delta of the server process over the
    producer's window / wall time.
-3. Close every client; the server's `portcullis_stream_clients` must return to 0.
+3. Close every client; the server's `portcullis_stream_open` must return to 0.
 
 Baseline in the same run: the smaller client count; the table gives the 5,000/500 ratios
 (linear fan-out would make CPU and memory ratios ~10 and latency grow with the time
@@ -167,7 +167,7 @@ async def phase(
     started = time.perf_counter()
     clients = await open_clients(port, request, n)
     result.open_seconds = time.perf_counter() - started
-    await gauge_reaches(url, "portcullis_stream_live_clients", n, timeout=60)
+    await gauge_reaches(url, "portcullis_stream_live", n, timeout=60)
     await asyncio.sleep(1.0)  # idle: let the server settle before reading its memory
     result.rss_idle_delta = server.memory_info().rss - rss_before
     idle_before, idle_start = server.cpu_times(), time.perf_counter()
@@ -219,7 +219,7 @@ async def phase(
     for client in clients:
         if client.transport is not None:
             client.transport.abort()
-    await gauge_reaches(url, "portcullis_stream_clients", 0, timeout=60)
+    await gauge_reaches(url, "portcullis_stream_open", 0, timeout=60)
     return result
 
 
@@ -241,7 +241,7 @@ async def run(
         for client in warm:
             assert client.transport is not None
             client.transport.abort()
-        await gauge_reaches(url, "portcullis_stream_clients", 0)
+        await gauge_reaches(url, "portcullis_stream_open", 0)
         return [await phase(args, url, port, server, bus, request, n) for n in args.clients]
     finally:
         await bus.close()

@@ -77,8 +77,8 @@ async def test_the_gauges_count_open_live_and_lagged_streams(
     bus = RedisBus(create_engine(plane.database_url), redis.url)
     opened = [await open_raw(plane.port, request) for _ in range(20)]
     try:
-        before = await gauge_reaches(plane.url, "portcullis_stream_clients", 20)
-        assert before["portcullis_stream_live_clients"] == 20
+        before = await gauge_reaches(plane.url, "portcullis_stream_open", 20)
+        assert before["portcullis_stream_live"] == 20
         # Five events in one transaction: one round hands them to every stream at once,
         # and a queue of one overflows (each stream lags once, then catches up).
         async with write_transaction(bus.engine) as conn:
@@ -91,14 +91,14 @@ async def test_the_gauges_count_open_live_and_lagged_streams(
         assert ids == [e.id for e in events]
         lagged = "portcullis_stream_lagged_total"
         after = await gauge_reaches(plane.url, lagged, before[lagged] + 20)
-        assert after["portcullis_stream_clients"] == 20
+        assert after["portcullis_stream_open"] == 20
     finally:
         for _, writer, _ in opened:
             abort(writer)
         await bus.close()
         await bus.engine.dispose()
-    await gauge_reaches(plane.url, "portcullis_stream_clients", 0)
-    await gauge_reaches(plane.url, "portcullis_stream_live_clients", 0)
+    await gauge_reaches(plane.url, "portcullis_stream_open", 0)
+    await gauge_reaches(plane.url, "portcullis_stream_live", 0)
 
 
 async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
@@ -114,7 +114,7 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
         # Warm up (first requests import and cache), then the baseline.
         _, writer, _ = await open_raw(plane.port, request)
         abort(writer)
-        before = await gauge_reaches(plane.url, "portcullis_stream_clients", 0)
+        before = await gauge_reaches(plane.url, "portcullis_stream_open", 0)
         subscriptions = await pubsub_counts(client)
         assert subscriptions[0] == 1  # the control plane's one pattern subscription
 
@@ -145,7 +145,7 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
         stop.set()
         published = await producer
         storm = time.monotonic() - started
-        after = await gauge_reaches(plane.url, "portcullis_stream_clients", 0)
+        after = await gauge_reaches(plane.url, "portcullis_stream_open", 0)
         settled = time.monotonic() - started - storm
         print(
             f"\n{opened} abrupt disconnects in {storm:.1f} s ({opened / storm:.0f}/s) with "
@@ -154,8 +154,8 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
             f"{after['portcullis_control_plane_asyncio_tasks']:.0f}"
         )
         assert opened == CLIENTS
-        assert after["portcullis_stream_clients"] == 0
-        assert after["portcullis_stream_live_clients"] == 0
+        assert after["portcullis_stream_open"] == 0
+        assert after["portcullis_stream_live"] == 0
         tasks = "portcullis_control_plane_asyncio_tasks"
         await gauge_reaches(plane.url, tasks, before[tasks])
         assert await pubsub_counts(client) == subscriptions
