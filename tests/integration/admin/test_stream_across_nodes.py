@@ -20,7 +20,7 @@ from portcullis.events.bus import RedisBus, record_events
 from portcullis.store.engine import create_engine, write_transaction
 from support.live_streams import PLANE_ENV, key_created, signed_in
 from support.postgres import PostgresServer
-from support.redis import RedisServer, running_redis
+from support.redis import RedisServer
 from support.servers import ControlPlane, control_planes
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -32,19 +32,13 @@ POLL_INTERVAL = 10.0
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def nodes(
-    redis: RedisServer, postgres_server: PostgresServer, migrated_postgres_template: str
+    own_redis: RedisServer, postgres_server: PostgresServer, migrated_postgres_template: str
 ) -> Iterator[list[ControlPlane]]:
     database_url = postgres_server.create_database(template=migrated_postgres_template)
     env = {
         **PLANE_ENV,
-        "PORTCULLIS_REDIS_URL": redis.url,
+        "PORTCULLIS_REDIS_URL": own_redis.url,
         "PORTCULLIS_STREAM_POLL_INTERVAL": str(POLL_INTERVAL),
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": "1",
     }
@@ -53,9 +47,9 @@ def nodes(
 
 
 @pytest.fixture
-async def bus(nodes: list[ControlPlane], redis: RedisServer) -> AsyncIterator[RedisBus]:
+async def bus(nodes: list[ControlPlane], own_redis: RedisServer) -> AsyncIterator[RedisBus]:
     """A producer node's event bus: stores events, then tells every node over Redis."""
-    producer = RedisBus(create_engine(nodes[0].database_url), redis.url)
+    producer = RedisBus(create_engine(nodes[0].database_url), own_redis.url)
     await producer.start()
     try:
         yield producer

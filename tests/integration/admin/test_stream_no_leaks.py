@@ -28,7 +28,7 @@ from support.live_streams import (
     request_bytes,
     signed_in,
 )
-from support.redis import RedisServer, running_redis
+from support.redis import RedisServer
 from support.servers import ControlPlane, control_plane
 
 pytestmark = pytest.mark.slow
@@ -38,21 +38,14 @@ CONCURRENCY = 200
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    """A Redis of its own: the test counts every pub/sub subscription on it."""
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def plane(
-    redis: RedisServer, migrated_template: Path, tmp_path_factory: pytest.TempPathFactory
+    own_redis: RedisServer, migrated_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControlPlane]:
     path = tmp_path_factory.mktemp("leaks") / "admin.db"
     shutil.copyfile(migrated_template, path)
     env = {
         **PLANE_ENV,
-        "PORTCULLIS_REDIS_URL": redis.url,
+        "PORTCULLIS_REDIS_URL": own_redis.url,
         "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": "60",
         # One event queued per client: every burst makes clients lag and catch up, so
         # the storm below goes through that path too.
@@ -70,11 +63,11 @@ async def pubsub_counts(redis: Redis) -> tuple[int, int]:
 
 
 async def test_the_gauges_count_open_live_and_lagged_streams(
-    plane: ControlPlane, redis: RedisServer
+    plane: ControlPlane, own_redis: RedisServer
 ) -> None:
     token = await signed_in(plane.url, plane.database_url, "gauges@example.com")
     request = request_bytes(plane.port, token, "?types=key.*")
-    bus = RedisBus(create_engine(plane.database_url), redis.url)
+    bus = RedisBus(create_engine(plane.database_url), own_redis.url)
     opened = [await open_raw(plane.port, request) for _ in range(20)]
     try:
         before = await gauge_reaches(plane.url, "portcullis_stream_open", 20)
@@ -102,14 +95,14 @@ async def test_the_gauges_count_open_live_and_lagged_streams(
 
 
 async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
-    plane: ControlPlane, redis: RedisServer
+    plane: ControlPlane, own_redis: RedisServer
 ) -> None:
     token = await signed_in(plane.url, plane.database_url, "leaks@example.com")
     request = request_bytes(plane.port, token, "?types=key.*")
-    client = Redis.from_url(redis.url)
+    client = Redis.from_url(own_redis.url)
     # A producer keeps events flowing through the bus, so clients vanish with events
     # queued for them or on their way.
-    bus = RedisBus(create_engine(plane.database_url), redis.url)
+    bus = RedisBus(create_engine(plane.database_url), own_redis.url)
     try:
         # Warm up (first requests import and cache), then the baseline.
         _, writer, _ = await open_raw(plane.port, request)
