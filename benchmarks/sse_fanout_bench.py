@@ -55,6 +55,7 @@ from support.live_streams import (
     key_created,
     request_bytes,
     signed_in,
+    stream_gauges,
 )
 from support.redis import running_redis
 from support.servers import control_plane
@@ -167,7 +168,7 @@ async def phase(
     started = time.perf_counter()
     clients = await open_clients(port, request, n)
     result.open_seconds = time.perf_counter() - started
-    await gauge_reaches(url, "portcullis_stream_live", n, timeout=60)
+    await gauge_reaches(url, "portcullis_stream_live", args.own_live + n, timeout=60)
     await asyncio.sleep(1.0)  # idle: let the server settle before reading its memory
     result.rss_idle_delta = server.memory_info().rss - rss_before
     idle_before, idle_start = server.cpu_times(), time.perf_counter()
@@ -219,7 +220,7 @@ async def phase(
     for client in clients:
         if client.transport is not None:
             client.transport.abort()
-    await gauge_reaches(url, "portcullis_stream_open", 0, timeout=60)
+    await gauge_reaches(url, "portcullis_stream_open", args.own, timeout=60)
     return result
 
 
@@ -236,12 +237,15 @@ async def run(
     bus = RedisBus(create_engine(database_url), redis_url)
     await bus.start()
     try:
+        # The process's own streams (presence follows config changes on one).
+        own = await stream_gauges(url)
+        args.own, args.own_live = own["portcullis_stream_open"], own["portcullis_stream_live"]
         # Warm up the endpoint (first requests build caches) before any measurement.
         warm = await open_clients(port, request, 20)
         for client in warm:
             assert client.transport is not None
             client.transport.abort()
-        await gauge_reaches(url, "portcullis_stream_open", 0)
+        await gauge_reaches(url, "portcullis_stream_open", args.own)
         return [await phase(args, url, port, server, bus, request, n) for n in args.clients]
     finally:
         await bus.close()

@@ -27,6 +27,7 @@ from support.live_streams import (
     open_raw,
     request_bytes,
     signed_in,
+    stream_gauges,
 )
 from support.redis import RedisServer
 from support.servers import ControlPlane, control_plane
@@ -68,10 +69,13 @@ async def test_the_gauges_count_open_live_and_lagged_streams(
     token = await signed_in(plane.url, plane.database_url, "gauges@example.com")
     request = request_bytes(plane.port, token, "?types=key.*")
     bus = RedisBus(create_engine(plane.database_url), own_redis.url)
+    # The process's own streams (presence follows config changes on one) stay open.
+    base = await stream_gauges(plane.url)
+    own, own_live = base["portcullis_stream_open"], base["portcullis_stream_live"]
     opened = [await open_raw(plane.port, request) for _ in range(20)]
     try:
-        before = await gauge_reaches(plane.url, "portcullis_stream_open", 20)
-        assert before["portcullis_stream_live"] == 20
+        before = await gauge_reaches(plane.url, "portcullis_stream_open", own + 20)
+        assert before["portcullis_stream_live"] == own_live + 20
         # Five events in one transaction: one round hands them to every stream at once,
         # and a queue of one overflows (each stream lags once, then catches up).
         async with write_transaction(bus.engine) as conn:
@@ -84,14 +88,14 @@ async def test_the_gauges_count_open_live_and_lagged_streams(
         assert ids == [e.id for e in events]
         lagged = "portcullis_stream_lagged_total"
         after = await gauge_reaches(plane.url, lagged, before[lagged] + 20)
-        assert after["portcullis_stream_open"] == 20
+        assert after["portcullis_stream_open"] == own + 20
     finally:
         for _, writer, _ in opened:
             abort(writer)
         await bus.close()
         await bus.engine.dispose()
-    await gauge_reaches(plane.url, "portcullis_stream_open", 0)
-    await gauge_reaches(plane.url, "portcullis_stream_live", 0)
+    await gauge_reaches(plane.url, "portcullis_stream_open", own)
+    await gauge_reaches(plane.url, "portcullis_stream_live", own_live)
 
 
 async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
@@ -104,10 +108,12 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
     # queued for them or on their way.
     bus = RedisBus(create_engine(plane.database_url), own_redis.url)
     try:
-        # Warm up (first requests import and cache), then the baseline.
+        # Warm up (first requests import and cache), then the baseline: the process's
+        # own streams (presence follows config changes on one).
+        own = (await stream_gauges(plane.url))["portcullis_stream_open"]
         _, writer, _ = await open_raw(plane.port, request)
         abort(writer)
-        before = await gauge_reaches(plane.url, "portcullis_stream_open", 0)
+        before = await gauge_reaches(plane.url, "portcullis_stream_open", own)
         subscriptions = await pubsub_counts(client)
         assert subscriptions[0] == 1  # the control plane's one pattern subscription
 
@@ -138,7 +144,7 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
         stop.set()
         published = await producer
         storm = time.monotonic() - started
-        after = await gauge_reaches(plane.url, "portcullis_stream_open", 0)
+        after = await gauge_reaches(plane.url, "portcullis_stream_open", own)
         settled = time.monotonic() - started - storm
         print(
             f"\n{opened} abrupt disconnects in {storm:.1f} s ({opened / storm:.0f}/s) with "
@@ -147,8 +153,8 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
             f"{after['portcullis_control_plane_asyncio_tasks']:.0f}"
         )
         assert opened == CLIENTS
-        assert after["portcullis_stream_open"] == 0
-        assert after["portcullis_stream_live"] == 0
+        assert after["portcullis_stream_open"] == before["portcullis_stream_open"]
+        assert after["portcullis_stream_live"] == before["portcullis_stream_live"]
         tasks = "portcullis_control_plane_asyncio_tasks"
         await gauge_reaches(plane.url, tasks, before[tasks])
         assert await pubsub_counts(client) == subscriptions
