@@ -66,13 +66,25 @@ async def signed_in(
     role: Role | None = None,
 ) -> str:
     """An access token of a new admin user (owner; admin of `organization_id` if given)."""
-    engine = create_engine(plane.database_url)
+    return await sign_in(plane.url, plane.database_url, email, organization_id, role=role)
+
+
+async def sign_in(
+    url: str,
+    database_url: str,
+    email: str,
+    organization_id: str | None = None,
+    *,
+    role: Role | None = None,
+) -> str:
+    """`signed_in` for a control plane known by its URL and store."""
+    engine = create_engine(database_url)
     try:
         role = role or (Role.ADMIN if organization_id else Role.OWNER)
         await AuthService(engine).create_user(email, PASSWORD, role, organization_id)
     finally:
         await engine.dispose()
-    async with httpx.AsyncClient(base_url=plane.url) as client:
+    async with httpx.AsyncClient(base_url=url) as client:
         login = await client.post(
             "/admin/v1/auth/login", json={"email": email, "password": PASSWORD}
         )

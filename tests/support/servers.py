@@ -9,12 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from portcullis.settings import Settings
+from portcullis.supervision.planes import control_plane_backpressure
 from support.threaded_upstream import wait_until
 
 
@@ -62,11 +65,26 @@ def granian_app(
     target: str, *, env: dict[str, str] | None = None, workers: int = 1, timeout: float = 30.0
 ) -> Iterator[int]:
     """Serve an ASGI app factory with granian on a free port; yields the port."""
+    with granian_process(target, env=env, workers=workers, timeout=timeout) as (port, _):
+        yield port
+
+
+@contextmanager
+def granian_process(
+    target: str,
+    *,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`granian_app` yielding the port and the granian main process as well (the leader
+    of its own process group, with its workers); `extra_args` go to granian."""
     port = free_port()
     argv = [
         sys.executable, "-m", "granian", "--interface", "asgi", "--factory", target,
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning", "--loop", "uvloop",
+        "--no-access-log", "--log-level", "warning", "--loop", "uvloop", *extra_args,
     ]  # fmt: skip
     proc = subprocess.Popen(
         argv,
@@ -77,7 +95,7 @@ def granian_app(
     )
     try:
         wait_for_port(port, proc, timeout)
-        yield port
+        yield port, proc
     finally:
         stop_process(proc)
 
@@ -182,6 +200,14 @@ START_TIMEOUT = 120.0
 class ControlPlane:
     port: int
     database_url: str
+    # The granian main process (its process group holds the workers too).
+    process: subprocess.Popen[bytes] | None = None
+
+    def kill(self) -> None:
+        """SIGKILL the whole control plane (granian and its workers): a node dies."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     @property
     def url(self) -> str:
@@ -204,7 +230,11 @@ def control_plane(
         **(env or {}),
     }
     target = "portcullis.admin.app:create_app"
-    with granian_app(target, env=env, workers=workers, timeout=START_TIMEOUT) as port:
+    # The request slots `portcullis serve` gives its control plane (live streams hold one).
+    slots = ["--backpressure", str(control_plane_backpressure(Settings()))]
+    with granian_process(
+        target, env=env, workers=workers, timeout=START_TIMEOUT, extra_args=slots
+    ) as (port, proc):
 
         def live() -> bool:
             try:
@@ -213,4 +243,20 @@ def control_plane(
                 return False
 
         wait_until(live, timeout=START_TIMEOUT)
-        yield ControlPlane(port, database_url)
+        yield ControlPlane(port, database_url, proc)
+
+
+@contextmanager
+def control_planes(
+    database_url: str, count: int, *, env: dict[str, str] | None = None
+) -> Iterator[list[ControlPlane]]:
+    """`count` control-plane nodes on one store, started side by side (each start takes
+    seconds of CPU: one after the other would add them up)."""
+    with ExitStack() as stack, ThreadPoolExecutor(count) as pool:
+        managers = [control_plane(database_url, env=env) for _ in range(count)]
+        entered = [pool.submit(m.__enter__) for m in managers]
+        for manager, future in zip(managers, entered, strict=True):
+            if future.exception() is None:
+                # Stopped on the way out, even when another node failed to start.
+                stack.push(manager.__exit__)
+        yield [future.result() for future in entered]

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from portcullis.admin.dependencies import deployment_wide_reader
@@ -98,18 +98,26 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
         version,
         *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for)),
         *webhooks,
-        *live_families(admin),
     ]
 
 
-def live_families(admin: Any) -> list[GaugeMetricFamily]:
-    """This process's live streams (leak checks count them): hub streams, WebSocket
-    connections and rooms, presence entries, connections closed as slow consumers."""
+def live_families(request: Request) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """This process's live streams (leak checks count them): hub streams (all, and those
+    on the live feed), WebSocket connections and rooms, presence entries, slow consumers,
+    and the process's asyncio tasks. Per process: a control plane run with several
+    workers reports the worker that served the scrape. Read from memory, so they are
+    there when the store is not."""
     from portcullis.services.streams.rooms import COUNTERS
 
-    hub, presence = admin.streams, admin.presence
+    admin = getattr(request.app.state, "admin", None)
+    hub = None if admin is None else admin.streams
+    presence = None if admin is None else admin.presence
     values = {
         "portcullis_stream_open": ("Open event streams of this process", hub and hub.streams),
+        "portcullis_stream_live": (
+            "Open event streams fed by the hub's live feed (the others catch up from the log)",
+            hub and hub.live_streams,
+        ),
         "portcullis_ws_connections": ("Open WebSocket connections", COUNTERS.open),
         "portcullis_ws_rooms": ("Rooms subscribed on open WebSockets", COUNTERS.rooms),
         "portcullis_ws_slow_closed": ("WebSockets closed as slow consumers", COUNTERS.slow_closed),
@@ -118,8 +126,20 @@ def live_families(admin: Any) -> list[GaugeMetricFamily]:
             "Presence entries of this process's sessions",
             presence and presence.entries,
         ),
+        "portcullis_control_plane_asyncio_tasks": (
+            "Asyncio tasks of this control-plane process",
+            len(asyncio.all_tasks()),
+        ),
     }
-    return [GaugeMetricFamily(n, d, value=float(v or 0)) for n, (d, v) in values.items()]
+    families: list[GaugeMetricFamily | CounterMetricFamily] = [
+        GaugeMetricFamily(n, d, value=float(v or 0)) for n, (d, v) in values.items()
+    ]
+    lagged = CounterMetricFamily(
+        "portcullis_stream_lagged",
+        "Times an event stream fell behind its queue and caught up from the log",
+        value=float(hub.lagged if hub is not None else 0),
+    )
+    return [*families, lagged]
 
 
 def _has_token(request: Request, token: str | None) -> bool:
@@ -174,7 +194,7 @@ def install_metrics(app: FastAPI, settings: Settings) -> None:
     )
     async def metrics(request: Request) -> Response:
         await check_scrape_access(request, settings)
-        families = await store_families(request, settings)
+        families = [*await store_families(request, settings), *live_families(request)]
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         path = multiprocess_dir()
 

@@ -26,6 +26,26 @@ class Plane:
     restart_due: float | None = None
 
 
+# Requests the control plane serves beside its live streams (REST, GraphQL, /metrics).
+CONTROL_PLANE_REQUEST_ROOM = 1024
+
+
+def control_plane_backpressure(settings: Settings) -> int:
+    """How many requests the control plane's worker takes at once (granian's backpressure).
+
+    A live stream (SSE, WebSocket) is a request that lasts as long as the client stays:
+    with only `max_connections_per_worker` (8,192) slots, 8,192 dashboards would leave no
+    slot for any other admin request, and `stream_max_clients` (10,000) could never be
+    reached — past the slots granian stops accepting, so a client waits in the listen
+    backlog instead of getting the stream cap's 503. The control plane takes every stream
+    the cap allows and still has room for its other requests.
+    """
+    return max(
+        settings.max_connections_per_worker,
+        settings.stream_max_clients + CONTROL_PLANE_REQUEST_ROOM,
+    )
+
+
 def granian_argv(
     target: str,
     host: str,
@@ -34,9 +54,13 @@ def granian_argv(
     settings: Settings,
     *,
     grace: float | None = None,
+    backpressure: int | None = None,
 ) -> list[str]:
-    """The command line of a plane: granian (through `plane_process`) serving `target`."""
+    """The command line of a plane: granian (through `plane_process`) serving `target`;
+    `backpressure`: requests per worker (default `max_connections_per_worker`)."""
     grace = settings.shutdown_grace if grace is None else grace
+    if backpressure is None:
+        backpressure = settings.max_connections_per_worker
     return [
         sys.executable, "-m", "portcullis.supervision.plane_process",
         "--interface", "asgi", "--factory", target,
@@ -47,7 +71,7 @@ def granian_argv(
         # worker dies twice within 5.5 s; the supervisor then restarts the plane).
         "--respawn-failed-workers",
         "--backlog", str(settings.listen_backlog),
-        "--backpressure", str(settings.max_connections_per_worker),
+        "--backpressure", str(backpressure),
         "--http1-header-read-timeout", str(max(1, round(settings.client_header_timeout * 1000))),
     ]  # fmt: skip
 
@@ -70,7 +94,12 @@ def gateway_planes(settings: Settings) -> list[Plane]:
         Plane(
             "control plane",
             granian_argv(
-                CONTROL_PLANE_TARGET, settings.admin_host, settings.admin_port, 1, settings
+                CONTROL_PLANE_TARGET,
+                settings.admin_host,
+                settings.admin_port,
+                1,
+                settings,
+                backpressure=control_plane_backpressure(settings),
             ),
             settings.admin_host,
             settings.admin_port,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,7 @@ from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.migrations import upgrade_to_head
 from support.postgres import PostgresServer
+from support.redis import RedisServer, running_redis
 
 # Makes a signed-in client for a new user of a role (optionally limited to an organization id).
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
@@ -129,3 +130,11 @@ async def orgs(owner: httpx.AsyncClient) -> dict[str, str]:
         assert created.status_code == 201, created.text
         ids[name] = created.json()["id"]
     return ids
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    """A Redis of the module's own (the session's is shared): tests that count its
+    pub/sub subscriptions, or time messages through it."""
+    with running_redis() as server:
+        yield server

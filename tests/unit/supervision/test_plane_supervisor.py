@@ -44,3 +44,12 @@ def test_the_gateway_has_a_data_plane_with_its_workers_and_one_control_plane() -
     data, control = gateway_planes(Settings(workers=3, proxy_port=9100, admin_port=9101))
     assert (data.port, option(data.argv, "--workers")) == (9100, "3")
     assert (control.port, option(control.argv, "--workers")) == (9101, "1")
+
+
+def test_the_control_plane_takes_every_stream_the_cap_allows_and_other_requests_too() -> None:
+    # Each open live stream holds one of granian's request slots for as long as it lasts.
+    data, control = gateway_planes(Settings(stream_max_clients=10_000))
+    assert option(data.argv, "--backpressure") == "8192"
+    assert int(option(control.argv, "--backpressure")) >= 10_000 + 1024
+    _, small = gateway_planes(Settings(stream_max_clients=100, max_connections_per_worker=4096))
+    assert option(small.argv, "--backpressure") == "4096"

@@ -97,6 +97,8 @@ class StreamHub:
         # The newest event id read from the log (and handed to the live streams).
         self.position = 0
         self.started = False
+        # Times a live stream fell behind its queue and went back to the log (a counter).
+        self.lagged = 0
         self._live: set[EventStream] = set()
         self._open: set[EventStream] = set()
         self._wake = asyncio.Event()
@@ -264,6 +266,7 @@ class EventStream:
             return
         if len(self._items) >= self.hub.queue_size:
             self.lagged += 1
+            self.hub.lagged += 1
             self.hub._detach(self)
             if self.lagged == 1 or self.lagged % 100 == 0:
                 log.info("stream.lagged", lagged=self.lagged, position=self.position)
