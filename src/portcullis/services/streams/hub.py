@@ -299,6 +299,17 @@ class EventStream:
             self._wakeup.clear()
             await self._wakeup.wait()
 
+    def take_ready(self, limit: int) -> list[StreamItem]:
+        """Up to `limit` items already queued, without waiting (a transport that fell
+        behind writes them in one go instead of one write each)."""
+        taken: list[StreamItem] = []
+        while self._items and len(taken) < limit and not self._closed:
+            item = self._items.popleft()
+            if isinstance(item, Event):
+                self.position = item.id
+            taken.append(item)
+        return taken
+
     async def _catch_up(self) -> None:
         """Read the next page of the log for this stream; attach to the live feed once
         it has read up to the hub's position."""

@@ -169,3 +169,17 @@ def test_unknown_rooms_and_kinds_are_refused_by_name() -> None:
     assert EventFilter.of(types=["key.*"]).kinds == frozenset(
         k for k in EventFilter.of(types=["*"]).kinds or () if k.startswith("key.")
     )
+
+
+async def test_a_transport_can_take_what_is_queued_in_one_go(
+    hub: StreamHub, log: MemoryEventLog
+) -> None:
+    stream = await hub.open(EventFilter())
+    for i in range(1, 7):
+        log.append(event(i))
+    await hub.tailed()
+    assert await take(stream, 1) == [1]
+    assert [e.id for e in stream.take_ready(3) if isinstance(e, Event)] == [2, 3, 4]
+    assert stream.position == 4
+    assert [e.id for e in stream.take_ready(10) if isinstance(e, Event)] == [5, 6]
+    assert stream.take_ready(10) == []
