@@ -105,10 +105,18 @@ async def test_an_organization_admin_streams_only_its_organization(
         await publish(plane.database_url, 1)  # gateway-wide: for unlimited admins
         mine += await publish(plane.database_url, 1, organization_id=orgs["acme"])
         got = await take(events, 2)
+        # The owner narrows a stream to an organization by name, as a room.
+        url = "/admin/v1/stream?types=key.created&resource=organization:globex"
+        async with aconnect_sse(client, "GET", url) as by_room:
+            theirs = await publish(plane.database_url, 1, organization_id=orgs["globex"])
+            (room_event,) = await take(by_room.aiter_sse(), 1)
         # Naming the other organization is "not found", as everywhere else.
         other = await acme.get("/admin/v1/stream", params={"organization": "globex"})
+        other_room = await acme.get("/admin/v1/stream", params={"resource": "organization:globex"})
     assert [int(e.id) for e in got] == [e.id for e in mine]
+    assert int(room_event.id) == theirs[0].id
     assert other.status_code == 404
+    assert other_room.status_code == 404
     assert other.json()["detail"] == "no organization 'globex'"
 
 

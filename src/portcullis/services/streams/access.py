@@ -76,7 +76,9 @@ class StreamService:
         (None: from now on)."""
         hub = self.hub
         wanted = stream_filter(
-            types=types, rooms=rooms, organization_id=await self.scope(op, organization)
+            types=types,
+            rooms=[await self._room(op, room) for room in rooms],
+            organization_id=await self.scope(op, organization),
         )
         try:
             return await hub.open(wanted, after=after)
@@ -86,6 +88,14 @@ class StreamService:
                 f"this control-plane process serves {hub.max_clients} streams already",
                 headers={"retry-after": "5"},
             ) from None
+
+    async def _room(self, op: Operation, room: str) -> str:
+        """`organization:<id or name>` as the room events carry (`organization:<id>`);
+        another organization's is "not found" like everywhere."""
+        head, sep, name = room.partition(":")
+        if head != "organization" or not sep or not name:
+            return room
+        return f"organization:{await self.scope(op, name)}"
 
     @property
     def hub(self) -> StreamHub:
