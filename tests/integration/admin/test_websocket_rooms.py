@@ -11,17 +11,18 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from test_event_stream import publish, signed_in
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from support.live_events import publish, signed_in
 from support.postgres import PostgresServer
 from support.servers import ControlPlane, control_plane
+from support.threaded_upstream import eventually
 
 HEARTBEAT = 0.3
 ENV = {
@@ -102,12 +103,6 @@ async def closed_with(ws: ClientConnection) -> tuple[int, list[dict[str, Any]]]:
             closing = exc.rcvd
     assert closing is not None, "closed without a close frame"
     return closing.code, seen
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15) -> None:
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
 
 
 async def organization(rest: httpx.AsyncClient, name: str) -> str:
@@ -336,7 +331,7 @@ async def test_abrupt_disconnects_leave_no_stream_room_or_presence_behind(
             )
         )
 
-    await eventually(released)
+    await eventually(released, timeout=15)
     assert during["portcullis_stream_open"] >= before["portcullis_stream_open"] + 40
     assert during["portcullis_ws_rooms"] == before["portcullis_ws_rooms"] + 40
     assert during["portcullis_presence_entries"] == before["portcullis_presence_entries"] + 20
