@@ -529,11 +529,19 @@ class AuthService:
                 .where(AdminUserRow.id == user_id, AdminUserRow.password_hash == row.password_hash)
                 .values(password_hash=new_hash, failed_logins=0, locked_until=None, updated_at=now)
             )
-            if changed.rowcount != 1:
-                raise PasswordChanged("the password was changed meanwhile; sign in again")
-            return await _revoke_access(
-                conn, user_id, now, api_tokens=True, keep_session=keep_session
+            if changed.rowcount == 1:
+                return await _revoke_access(
+                    conn, user_id, now, api_tokens=True, keep_session=keep_session
+                )
+            # The current password was right (the attempt counted above was no
+            # failure): the streak ends as after a successful login, so concurrent
+            # changes by the account's owner cannot lock the account.
+            await conn.execute(
+                update(AdminUserRow)
+                .where(AdminUserRow.id == user_id)
+                .values(failed_logins=0, locked_until=None)
             )
+        raise PasswordChanged("the password was changed meanwhile; sign in again")
 
     async def delete_user(self, user_id: str, *, check: Check[AdminUser] | None = None) -> bool:
         """Delete a user with their sessions and tokens; False if there is none.
