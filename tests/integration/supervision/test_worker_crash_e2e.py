@@ -2,9 +2,10 @@
 serving, and only the requests in flight on that worker fail.
 
 Eight client threads each keep one keep-alive connection busy with back-to-back
-requests, so at most eight requests are in flight at any moment and at most those on
-the killed worker (each thread's one) can fail: a thread that saw its connection die
-reconnects, and the kernel hands new connections to the workers still listening.
+requests. Requests fail only while the killed worker is dying: its in-flight ones, and a
+reconnection the kernel handed to its listening socket between the signal and its exit
+(seen once in CI: 9 failures from 8 threads). Once the replacement listens, the dead
+worker's sockets are gone, so no request started after that may fail.
 
 The killed worker's request-log queue (rows not yet flushed, at most one flush
 interval's worth) dies with it: the test prints how many rows were lost (responses
@@ -38,6 +39,7 @@ class Load:
         self.url = url
         self.ok = 0
         self.failed = 0
+        self.failed_started: list[float] = []
         self.statuses: set[int] = set()
         self.errors: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -47,11 +49,13 @@ class Load:
     def client(self) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self.stopping.is_set():
+                started = time.monotonic()
                 try:
                     status = client.get("/demo/health").status_code
                 except httpx.HTTPError as exc:
                     with self.lock:
                         self.failed += 1
+                        self.failed_started.append(started)
                         kind = f"{type(exc).__name__}: {exc}"[:120]
                         self.errors[kind] = self.errors.get(kind, 0) + 1
                     continue
@@ -94,7 +98,8 @@ def test_a_killed_worker_is_respawned_and_only_its_requests_fail(
                 "a respawned worker",
             )[0]
             wait_for(lambda: listens_on(replacement, gw.proxy_port), "the new worker listening")
-            respawned_in = time.monotonic() - killed_at
+            listening_at = time.monotonic()
+            respawned_in = listening_at - killed_at
             served_before = load.ok
             wait_for(lambda: load.ok >= served_before + 200, "traffic after the respawn")
         # Neither plane was restarted: granian replaced the worker in place.
@@ -102,8 +107,9 @@ def test_a_killed_worker_is_respawned_and_only_its_requests_fail(
         assert admin.is_running()
         assert {p.pid for p in plane.children()} == {workers[1].pid, replacement.pid}
     assert load.statuses == {200}
-    assert load.failed <= THREADS, (
-        f"{load.failed} failed requests, {THREADS} can be in flight: {load.errors}"
+    late = [t - listening_at for t in load.failed_started if t >= listening_at]
+    assert not late, (
+        f"requests started after the replacement listened failed (s after): {late}; {load.errors}"
     )
     rows = request_log_rows(gw.database_url)
     print(
