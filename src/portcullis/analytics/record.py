@@ -69,6 +69,11 @@ class RequestRecord:
     # the one the upstream received (the gateway's upstream span when tracing is on).
     parent_span_id: str | None = None
     upstream_span_id: str | None = None
+    # The API product and version the request was served as, and whether a sandbox
+    # answered it (see model/apis.py).
+    api: str | None = None
+    api_version: str | None = None
+    sandbox: bool = False
 
 
 class RequestObserver(Protocol):

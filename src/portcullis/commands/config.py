@@ -184,7 +184,7 @@ async def _require_schema(engine: AsyncEngine, *, migrate_if_empty: bool) -> boo
 
 def _counts(config: GatewayConfig) -> str:
     parts = []
-    for kind in ("services", "upstreams", "routes", "consumers", "plugins"):
+    for kind in ("services", "upstreams", "routes", "consumers", "plugins", "apis"):
         n = len(getattr(config, kind))
         parts.append(f"{n} {kind if n != 1 else kind[:-1]}")
     return ", ".join(parts)

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from portcullis.http_fields import HeaderText
+from portcullis.model.apis import Api, VersionName, api_reference_errors
 from portcullis.model.plugins.registry import references_of, validate_plugin
 from portcullis.model.secrets import SCHEMA_OF
 from portcullis.model.tenancy import reference_errors
@@ -434,6 +435,11 @@ class Consumer(StrictModel):
     priority_class: PriorityClass | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
     tags: list[Tag] = Field(default_factory=list)
+    api_versions: dict[Name, VersionName] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="api name -> the version this consumer gets when its request names none",
+    )
 
 
 class PluginInstance(StrictModel):
@@ -477,6 +483,8 @@ class GatewayConfig(StrictModel):
     plans: list[Plan] = Field(default_factory=list)
     boosts: list[Boost] = Field(default_factory=list)
     overrides: list[Override] = Field(default_factory=list)
+    # API products: versions, lifecycle and descriptions over routes (model/apis.py).
+    apis: list[Api] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -502,6 +510,8 @@ class GatewayConfig(StrictModel):
         for i, p in enumerate(self.plugins):
             errors.extend(f"plugins[{i}].{e}" for e in validate_plugin(p.name, p.config))
         errors.extend(traffic_reference_errors(self))
+        unique("apis", [a.name for a in self.apis])
+        errors.extend(api_reference_errors(self.apis, self.consumers))
         # Every name an entry writes resolves, and within its organization (model/tenancy.py).
         errors.extend(reference_errors(self, references_of(self)))
         if errors:

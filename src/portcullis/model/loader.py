@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from portcullis.model.apis import Api
 from portcullis.model.config import (
     Consumer,
     GatewayConfig,
@@ -63,6 +64,7 @@ ENTITY_LISTS: dict[str, type[BaseModel]] = {
     "plans": Plan,
     "boosts": Boost,
     "overrides": Override,
+    "apis": Api,
 }
 
 
@@ -429,6 +431,7 @@ def _references_of_valid_entities(
         plans=lists["plans"],
         boosts=lists["boosts"],
         overrides=lists["overrides"],
+        apis=lists["apis"],
     )
     try:
         # The pydantic mypy plugin types a model validator as its decorator proxy;

@@ -41,6 +41,7 @@ _SINGULAR = {
     "routes": "route",
     "consumers": "consumer",
     "plans": "plan",
+    "apis": "api",
 }
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -70,6 +71,8 @@ class Entries(Protocol):
     def boosts(self) -> Sequence[object]: ...
     @property
     def overrides(self) -> Sequence[object]: ...
+    @property
+    def apis(self) -> Sequence[object]: ...
 
 
 def names(kind: str) -> dict[str, Any]:
@@ -147,6 +150,24 @@ def _references(
     for i, o in enumerate(config.overrides):
         if isinstance(subject := getattr(o, "consumer", None), str):
             yield f"overrides[{i}].consumer", organization_of(o), "consumers", subject, True
+    for i, c in enumerate(config.consumers):
+        for api in getattr(c, "api_versions", None) or {}:
+            where = f"consumers[{i}].api_versions{location_key(api)}"
+            yield where, organization_of(c), "apis", api, True
+    # An API's routes and services are scoped: its versions decide how their traffic is
+    # answered (deprecation, 410s, sandboxes), which only their own organization may do.
+    for i, a in enumerate(config.apis):
+        owner = organization_of(a)
+        for j, route in enumerate(getattr(a, "routes", None) or ()):
+            yield f"apis[{i}].routes[{j}]", owner, "routes", route, True
+        for k, v in enumerate(getattr(a, "versions", None) or ()):
+            for j, route in enumerate(getattr(v, "routes", None) or ()):
+                yield f"apis[{i}].versions[{k}].routes[{j}]", owner, "routes", route, True
+            if isinstance(svc := getattr(v, "service", None), str):
+                yield f"apis[{i}].versions[{k}].service", owner, "services", svc, True
+            sandbox = getattr(v, "sandbox", None)
+            if isinstance(svc := getattr(sandbox, "service", None), str):
+                yield f"apis[{i}].versions[{k}].sandbox.service", owner, "services", svc, True
     for i, p in enumerate(config.plugins):
         for field, kind in (("route", "routes"), ("service", "services")):
             if isinstance(name := getattr(p, field, None), str):
@@ -172,6 +193,7 @@ def reference_errors(config: Entries, plugin_references: PluginReferences) -> li
         "routes": routes,
         "consumers": _owners(config.consumers, "username"),
         "plans": _owners(config.plans, "name"),
+        "apis": _owners(config.apis, "name"),
     }
     errors: list[str] = []
     for where, owner, kind, name, scoped in _references(

@@ -58,6 +58,8 @@ class RequestContext:
     """Per-request state shared by the proxy and the plugins of one request."""
 
     __slots__ = (
+        "api",
+        "api_version",
         "body_limit",
         "cache_key",
         "claims",
@@ -65,6 +67,7 @@ class RequestContext:
         "consumer",
         "content_length",
         "credential_id",
+        "environment",
         "error_kind",
         "flags",
         "headers",
@@ -76,6 +79,7 @@ class RequestContext:
         "request_id",
         "response_headers",
         "route",
+        "sandbox",
         "scope",
         "scopes",
         "upstream_headers",
@@ -104,6 +108,9 @@ class RequestContext:
         # Set by an auth plugin: who is calling, with which credential and scopes.
         self.consumer: ConsumerInfo | None = None
         self.credential_id: str | None = None
+        # The credential's environment (an API key's: production/staging/development);
+        # None for credentials without one (JWT, OAuth tokens), treated as production.
+        self.environment: str | None = None
         self.scopes: frozenset[str] = frozenset()
         # The traffic plan the credential names (an API key's plan); beats the consumer's.
         self.plan: str | None = None
@@ -126,6 +133,12 @@ class RequestContext:
         self.body_limit: int | None = None
         # Set by response-cache on a miss: where the response is to be stored.
         self.cache_key: str | None = None
+        # The API product and version the request was served as (model/apis.py), for the
+        # request log and rollups; `sandbox` when a non-production key was sent to the
+        # version's sandbox (another service or a mock).
+        self.api: str | None = None
+        self.api_version: str | None = None
+        self.sandbox = False
 
 
 Phase = Literal["access", "response", "request_body", "response_body"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from portcullis.model.apis import Api
 from portcullis.model.config import (
     Consumer,
     GatewayConfig,
@@ -94,7 +95,35 @@ def _service_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
         for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
         if p.service == name
     ]
-    return deps
+    return deps + [
+        Dependent("apis", a.name, f"versions[{k}].{field}")
+        for a in config.apis
+        for k, v in enumerate(a.versions)
+        for field, svc in (("service", v.service), ("sandbox.service", _sandbox_service(v)))
+        if svc == name
+    ]
+
+
+def _sandbox_service(version: Any) -> str | None:
+    return None if version.sandbox is None else version.sandbox.service
+
+
+def _api_route_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    deps = [Dependent("apis", a.name, "routes") for a in config.apis if name in a.routes]
+    return deps + [
+        Dependent("apis", a.name, f"versions[{k}].routes")
+        for a in config.apis
+        for k, v in enumerate(a.versions)
+        if name in v.routes
+    ]
+
+
+def _api_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
+    return [
+        Dependent("consumers", c.username, f"api_versions.{name}")
+        for c in config.consumers
+        if name in c.api_versions
+    ]
 
 
 def _upstream_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
@@ -104,11 +133,15 @@ def _upstream_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
 
 
 def _route_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
-    return [
-        Dependent("plugins", pid, "route")
-        for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
-        if p.route == name
-    ] + _traffic_route_dependents(config, name)
+    return (
+        [
+            Dependent("plugins", pid, "route")
+            for pid, p in zip(plugin_ids(config.plugins), config.plugins, strict=True)
+            if p.route == name
+        ]
+        + _traffic_route_dependents(config, name)
+        + _api_route_dependents(config, name)
+    )
 
 
 def _traffic_route_dependents(config: GatewayConfig, name: str) -> list[Dependent]:
@@ -280,6 +313,33 @@ OVERRIDES = Kind(
     },
     references=(("consumer", "consumers"),),
 )
+APIS = Kind(
+    "apis",
+    "api",
+    "APIs",
+    Api,
+    ("name",),
+    ("name", "organization"),
+    ("organization",),
+    _api_dependents,
+    {
+        "name": "orders",
+        "title": "Orders API",
+        "owners": ["orders-team@example.com"],
+        "default_version": "v2",
+        "versions": [
+            {
+                "name": "v1",
+                "status": "deprecated",
+                "routes": ["orders-v1"],
+                "deprecated_at": "2026-06-01T00:00:00Z",
+                "sunset_at": "2027-06-01T00:00:00Z",
+                "successor": "v2",
+            },
+            {"name": "v2", "routes": ["orders-v2"]},
+        ],
+    },
+)
 KINDS: tuple[Kind, ...] = (
     SERVICES,
     UPSTREAMS,
@@ -289,6 +349,7 @@ KINDS: tuple[Kind, ...] = (
     PLANS,
     BOOSTS,
     OVERRIDES,
+    APIS,
 )
 KIND_BY_COLLECTION = {k.collection: k for k in KINDS}
 

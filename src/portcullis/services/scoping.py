@@ -63,6 +63,7 @@ SCOPED_COLLECTIONS = (
     "plans",
     "boosts",
     "overrides",
+    "apis",
 )
 
 

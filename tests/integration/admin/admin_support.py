@@ -32,6 +32,7 @@ for base in (
     "/admin/v1/plans",
     "/admin/v1/boosts",
     "/admin/v1/overrides",
+    "/admin/v1/apis",
     "/admin/v1/upstreams/{upstream}/targets",
 ):
     ENDPOINTS += [

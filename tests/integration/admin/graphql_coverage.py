@@ -19,6 +19,7 @@ _ENTITY_KINDS = {
     ("plan", "plans"): ("plan", "plans"),
     ("boost", "boosts"): ("boost", "boosts"),
     ("override", "overrides"): ("override", "overrides"),
+    ("api", "apis"): ("api", "apis"),
 }
 
 

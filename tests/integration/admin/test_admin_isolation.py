@@ -78,6 +78,7 @@ ENTITY_FILTERS = {
     "plans": (),
     "boosts": (),
     "overrides": ("?consumer={o}-app",),
+    "apis": (),
 }
 TABLE: dict[tuple[str, str], Expect] = {}
 for _collection, _filters in ENTITY_FILTERS.items():
@@ -248,6 +249,7 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
                                   "timezone": "UTC"}}),
             ("overrides", {"name": f"{o}-override", "consumer": f"{o}-app", "multiplier": 2,
                            "expires_at": "2027-12-01T00:00:00Z", "reason": f"{o} launch"}),
+            ("apis", {"name": f"{o}-api", "versions": [{"name": "v1", "routes": [f"{o}-route"]}]}),
         ):  # fmt: skip
             await _ok(await owner.post(f"/admin/v1/{path}", json={**body, "organization": o}))
         plugin = await _ok(
@@ -322,6 +324,7 @@ ENTITY_IDS = {
     "plans": "{o}-plan",
     "boosts": "{o}-boost",
     "overrides": "{o}-override",
+    "apis": "{o}-api",
 }
 
 
@@ -382,6 +385,7 @@ async def _request(
                              "timezone": "UTC"}},
         "overrides": {"name": "x-override", "consumer": f"{o}-app", "multiplier": 9,
                       "expires_at": "2027-12-01T00:00:00Z", "reason": "x"},
+        "apis": {"name": "x-api", "versions": [{"name": "v1"}], "organization": o},
         "admin-users": {"email": "x@example.com", "password": "correct horse battery staple",
                         "role": "viewer", "organization_id": world.org_ids[o]},
         "upstreams/targets": {"target": "10.0.0.9:80"},
