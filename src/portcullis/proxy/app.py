@@ -369,6 +369,9 @@ class ProxyApp:
             priority=priority,
             parent_span_id=ex.client_parent.decode("latin-1") if ex.client_parent else None,
             upstream_span_id=upstream_span_id,
+            api=ctx.api if ctx is not None else None,
+            api_version=ctx.api_version if ctx is not None else None,
+            sandbox=ctx.sandbox if ctx is not None else False,
         )
 
     async def _problem(
@@ -539,6 +542,8 @@ class ProxyApp:
                     length=len(body),
                 )
                 return None
+        if ex is not None and ctx.route is not route:
+            ex.route = ctx.route  # an API version's (or sandbox's) service serves it
         return _Admitted(ctx, match.matched_length, rid, info.chunked)
 
     async def handle_http(

@@ -20,6 +20,7 @@ from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
 from portcullis.runtime.router import Router, RouteSpec
+from portcullis.runtime.versions import RoutePlan, route_plans
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
 from portcullis.upstream.transport import TransportTimeouts
@@ -147,8 +148,13 @@ def _compile_service(
     )
 
 
-def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
+def _chains(
+    config: GatewayConfig, env: PluginEnv, versions: dict[str, RoutePlan]
+) -> dict[str, PluginChain]:
     """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one.
+
+    A route an API names also gets the built-in version steps (`runtime/versions.py`),
+    ordered among the plugins by their priorities.
 
     The tenant boundary is compiled in here: an instance is built once per consumer
     view of the routes it serves (`ConsumerIndex.view` of the route's organization),
@@ -184,11 +190,10 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
         merged: dict[str, PluginInstance] = {}
         for scope in (("global", None), ("service", route.service), ("route", route.name)):
             merged.update(by_scope.get(scope, {}))
-        chains[route.name] = (
-            PluginChain.from_plugins([plugin(i, route) for i in merged.values()])
-            if merged
-            else EMPTY_CHAIN
-        )
+        plugins = [plugin(i, route) for i in merged.values()]
+        if (plan := versions.get(route.name)) is not None:
+            plugins += plan.steps(env)
+        chains[route.name] = PluginChain.from_plugins(plugins) if plugins else EMPTY_CHAIN
     return chains
 
 
@@ -222,7 +227,8 @@ def build_snapshot(
             name: replace(svc, shedding=shedding.get(svc.pool.name))
             for name, svc in services.items()
         }
-    chains = _chains(config, env)
+    versions = route_plans(config.apis, config.routes, config.consumers)
+    chains = _chains(config, env, versions)
     specs = [
         RouteSpec(
             route=r,
@@ -239,6 +245,9 @@ def build_snapshot(
         )
         for r in config.routes
     ]
+    for spec in specs:
+        if (plan := versions.get(spec.route.name)) is not None:
+            plan.bind(spec.payload, services)
     schemes = {svc.pool.name: svc.scheme for svc in services.values()}
     return Snapshot(
         version=version,
