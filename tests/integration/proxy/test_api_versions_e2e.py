@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -178,10 +179,12 @@ def assert_deprecated(response: httpx.Response) -> None:
     """Deprecation is an RFC 9651 Date item, Sunset an HTTP-date not before it."""
     item = Item()
     item.parse(response.headers["deprecation"].encode())
-    assert item.value.isoformat() == "2026-11-01T00:00:00"
+    deprecation = item.value
+    assert isinstance(deprecation, datetime)  # an sf-date, not an Integer or Token
+    assert deprecation.replace(tzinfo=UTC) == datetime(2026, 11, 1, tzinfo=UTC)
     sunset = parsedate_to_datetime(response.headers["sunset"])
-    assert sunset.isoformat() == "2027-12-31T00:00:00+00:00"
-    assert sunset.timestamp() >= int(response.headers["deprecation"][1:])
+    assert sunset == datetime(2027, 12, 31, tzinfo=UTC)
+    assert sunset >= deprecation.replace(tzinfo=UTC)
     assert response.headers.get_list("link") == [
         '<https://docs.example.com/demo/v1>; rel="deprecation"'
     ]
