@@ -1,0 +1,146 @@
+"""ProxyApp on an API's routes: the version's service is the one called and logged, the
+request record carries the API and version, every answer carries the lifecycle headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from portcullis.analytics.record import RequestRecord
+from portcullis.asgi import Message
+from portcullis.model.config import GatewayConfig
+from portcullis.proxy.app import ProxyApp
+from portcullis.runtime.holder import SnapshotHolder
+from portcullis.runtime.snapshot import build_snapshot
+from portcullis.settings import Settings
+from portcullis.upstream.transport import (
+    Origin,
+    TransportTimeouts,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+
+
+class _Upstream:
+    """Answers 200 at once; remembers where each request went."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(
+        self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
+    ) -> UpstreamResponse:
+        self.sent.append((origin.authority, request.target))
+
+        async def body() -> AsyncIterator[bytes]:
+            yield b"ok"
+
+        return UpstreamResponse(status=200, headers=[(b"content-length", b"2")], body=body())
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def observe(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+
+CONFIG: dict[str, Any] = {
+    "services": [
+        {"name": "route-svc", "url": "http://10.0.0.1:80"},
+        {"name": "v1-svc", "url": "http://10.0.0.2:80/one"},
+    ],
+    "routes": [
+        {"name": "shared", "service": "route-svc", "paths": ["/items"]},
+        {"name": "old", "service": "route-svc", "paths": ["/old"]},
+    ],
+    "apis": [
+        {
+            "name": "demo",
+            "routes": ["shared"],
+            "default_version": "v2",
+            "versions": [
+                {
+                    "name": "v1",
+                    "service": "v1-svc",
+                    "deprecated_at": "2026-01-01T00:00:00Z",
+                    "sunset_at": "2030-01-01T00:00:00Z",
+                },
+                {"name": "v2"},
+            ],
+        },
+        {"name": "old", "versions": [{"name": "v0", "status": "retired", "routes": ["old"]}]},
+    ],
+}
+
+
+def _app() -> tuple[ProxyApp, _Upstream, _Collect]:
+    snapshot = build_snapshot(GatewayConfig.model_validate(CONFIG), 1)
+    upstream = _Upstream()
+    collect = _Collect()
+    app = ProxyApp(Settings(), SnapshotHolder(snapshot), upstream, observers=[collect])
+    return app, upstream, collect
+
+
+async def _call(app: ProxyApp, path: str, headers: list[tuple[bytes, bytes]]) -> list[Message]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("10.1.2.3", 5555),
+        "headers": [(b"host", b"gw"), *headers],
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_the_selected_versions_service_is_called_and_logged() -> None:
+    app, upstream, collect = _app()
+    messages = await _call(app, "/items/7", [(b"api-version", b"v1")])
+    assert messages[0]["status"] == 200
+    assert upstream.sent == [("10.0.0.2", b"/one/7")]
+    headers = dict(messages[0]["headers"])
+    assert headers[b"deprecation"] == b"@1767225600"
+    assert headers[b"sunset"] == b"Tue, 01 Jan 2030 00:00:00 GMT"
+    (record,) = collect.records
+    assert (record.api, record.api_version, record.sandbox) == ("demo", "v1", False)
+    assert (record.route, record.service, record.upstream_target) == (
+        "shared",
+        "v1-svc",
+        "10.0.0.2",
+    )
+    await _call(app, "/items/7", [])
+    assert upstream.sent[-1] == ("10.0.0.1", b"/7")
+    assert (collect.records[-1].api_version, collect.records[-1].service) == ("v2", "route-svc")
+
+
+async def test_a_refused_request_is_logged_with_its_api_and_version() -> None:
+    app, upstream, collect = _app()
+    messages = await _call(app, "/old/x", [])
+    assert messages[0]["status"] == 410
+    problem = json.loads(messages[1]["body"])
+    assert problem["type"].endswith("/version-sunset")
+    assert problem["instance"] == "/old/x"
+    assert upstream.sent == []
+    (record,) = collect.records
+    assert (record.api, record.api_version, record.error_kind) == ("old", "v0", "version-sunset")
+    await _call(app, "/items", [(b"api-version", b"nope")])
+    assert (collect.records[-1].api, collect.records[-1].api_version) == ("demo", None)
+    assert collect.records[-1].error_kind == "unknown-api-version"
