@@ -36,7 +36,7 @@ service and the request-validator plugin answers it from the OpenAPI description
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -318,16 +318,19 @@ class RoutePlan:
         self.variants = {name: replace(route, service=services[name]) for name in sorted(wanted)}
 
     def serve(
-        self, ctx: RequestContext, version: CompiledVersion, now: float
+        self, ctx: RequestContext, version: CompiledVersion, clock: Callable[[], float]
     ) -> PluginResponse | None:
-        """The request is `version`'s: mark it, add its headers, refuse or re-route it."""
+        """The request is `version`'s: mark it, add its headers, refuse or re-route it.
+
+        The clock is read only for versions with a sunset (or retired)."""
         ctx.api_version = version.name
         if version.headers:
             ctx.response_headers.extend(version.headers)
-        refusal = version.refusal(now) if version.gone_at is not None else None
-        if refusal is not None:
-            ctx.error_kind = VERSION_SUNSET.slug
-            return PluginResponse(410, refusal, list(version.gone_headers))
+        if version.gone_at is not None:
+            refusal = version.refusal(clock())
+            if refusal is not None:
+                ctx.error_kind = VERSION_SUNSET.slug
+                return PluginResponse(410, refusal, list(version.gone_headers))
         if version.service is not None and self.static is None:
             ctx.route = self.variants[version.service]
         return None
@@ -354,14 +357,14 @@ class VersionFromRequest(Plugin[_NoConfig]):
         plan = self.plan
         ctx.api = plan.api.name
         if plan.static is not None:
-            return plan.serve(ctx, plan.static, self.clock())
+            return plan.serve(ctx, plan.static, self.clock)
         named = plan.api.named(ctx)
         if named is None:
             return None  # VersionFromConsumer decides, once the consumer is known
         version = plan.api.versions.get(named)
         if version is None:
             return plan.refuse(ctx, UNKNOWN_VERSION, plan.api.unknown(named))
-        return plan.serve(ctx, version, self.clock())
+        return plan.serve(ctx, version, self.clock)
 
 
 class VersionFromConsumer(Plugin[_NoConfig]):
@@ -388,7 +391,7 @@ class VersionFromConsumer(Plugin[_NoConfig]):
                 version = api.default
             if version is None:
                 return plan.refuse(ctx, VERSION_REQUIRED, api.required_body)
-            refused = plan.serve(ctx, version, self.clock())
+            refused = plan.serve(ctx, version, self.clock)
             if refused is not None:
                 return refused
         else:
