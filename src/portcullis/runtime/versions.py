@@ -27,7 +27,9 @@ its own problems alike; from `sunset_at` on (or when `retired`) the request is a
 version's requests get that 410, chosen by a counter (exactly `share` of them, evenly
 spread, no randomness); the version's `service`, on a shared route, serves the request
 instead of the route's own (a precompiled variant of the route, so the rest of the
-proxy reads `ctx.route` as usual).
+proxy reads `ctx.route` as usual). Answers on a shared route carry `Vary` naming the
+selection header (and `Accept` with media-type selection) for caches in front of the
+gateway; the response-cache plugin keys on `ctx.api_version` and `ctx.sandbox`.
 
 Sandboxes: a request whose credential is not production gets `ctx.sandbox = True`; with
 `sandbox.service` it goes to that service, with `sandbox.mock` it keeps the route's
@@ -237,6 +239,8 @@ class ApiPlan:
     default: CompiledVersion | None
     pins: dict[str, CompiledVersion]
     required_body: bytes
+    # `Vary` naming the request headers that select the version (caches downstream).
+    vary: tuple[tuple[bytes, bytes], ...] = ()
 
     def named(self, ctx: RequestContext) -> str | None:
         """The version the request names (header, then query, then media type), if any."""
@@ -358,6 +362,7 @@ class VersionFromRequest(Plugin[_NoConfig]):
         ctx.api = plan.api.name
         if plan.static is not None:
             return plan.serve(ctx, plan.static, self.clock)
+        ctx.response_headers.extend(plan.api.vary)
         named = plan.api.named(ctx)
         if named is None:
             return None  # VersionFromConsumer decides, once the consumer is known
@@ -436,6 +441,7 @@ def compile_api(api: Api, routes: dict[str, Route], consumers: Iterable[Consumer
     }
     s = api.selection
     ways = _accepted_ways(api)
+    varies = [name for name in (s.header, "Accept" if s.media_type else None) if name]
     required = problem_body(
         VERSION_REQUIRED,
         f"API {api.name!r} needs a version ({', '.join(versions)}): name it with "
@@ -458,6 +464,7 @@ def compile_api(api: Api, routes: dict[str, Route], consumers: Iterable[Consumer
             if api.name in c.api_versions and c.api_versions[api.name] in versions
         },
         required_body=required,
+        vary=((b"vary", ", ".join(varies).encode()),) if varies else (),
     )
 
 

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
+
+import pytest
 
 from portcullis.analytics.record import RequestRecord
 from portcullis.asgi import Message
+from portcullis.cache.memory import MemoryCache
 from portcullis.model.config import GatewayConfig
+from portcullis.model.plugins import registry as model_registry
+from portcullis.model.plugins.base import PluginConfig
+from portcullis.plugins import registry
+from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
+from portcullis.plugins.env import PluginEnv
 from portcullis.proxy.app import ProxyApp
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
@@ -36,7 +44,8 @@ class _Upstream:
         async def body() -> AsyncIterator[bytes]:
             yield b"ok"
 
-        return UpstreamResponse(status=200, headers=[(b"content-length", b"2")], body=body())
+        headers = [(b"content-length", b"2"), (b"cache-control", b"max-age=60")]
+        return UpstreamResponse(status=200, headers=headers, body=body())
 
     async def aclose(self) -> None:
         return None
@@ -54,11 +63,13 @@ CONFIG: dict[str, Any] = {
     "services": [
         {"name": "route-svc", "url": "http://10.0.0.1:80"},
         {"name": "v1-svc", "url": "http://10.0.0.2:80/one"},
+        {"name": "sandbox-svc", "url": "http://10.0.0.3:80/sandbox"},
     ],
     "routes": [
         {"name": "shared", "service": "route-svc", "paths": ["/items"]},
         {"name": "old", "service": "route-svc", "paths": ["/old"]},
     ],
+    "consumers": [{"username": "alice"}],
     "apis": [
         {
             "name": "demo",
@@ -71,7 +82,7 @@ CONFIG: dict[str, Any] = {
                     "deprecated_at": "2026-01-01T00:00:00Z",
                     "sunset_at": "2030-01-01T00:00:00Z",
                 },
-                {"name": "v2"},
+                {"name": "v2", "sandbox": {"service": "sandbox-svc"}},
             ],
         },
         {"name": "old", "versions": [{"name": "v0", "status": "retired", "routes": ["old"]}]},
@@ -79,8 +90,10 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _app() -> tuple[ProxyApp, _Upstream, _Collect]:
-    snapshot = build_snapshot(GatewayConfig.model_validate(CONFIG), 1)
+def _app(plugins: list[dict[str, Any]] | None = None) -> tuple[ProxyApp, _Upstream, _Collect]:
+    config = {**CONFIG, "plugins": plugins or []}
+    env = PluginEnv(cache=MemoryCache())
+    snapshot = build_snapshot(GatewayConfig.model_validate(config), 1, env=env)
     upstream = _Upstream()
     collect = _Collect()
     app = ProxyApp(Settings(), SnapshotHolder(snapshot), upstream, observers=[collect])
@@ -144,3 +157,63 @@ async def test_a_refused_request_is_logged_with_its_api_and_version() -> None:
     await _call(app, "/items", [(b"api-version", b"nope")])
     assert (collect.records[-1].api, collect.records[-1].api_version) == ("demo", None)
     assert collect.records[-1].error_kind == "unknown-api-version"
+
+
+class _FakeAuthConfig(PluginConfig):
+    pass
+
+
+class _FakeAuth(Plugin[_FakeAuthConfig]):
+    """Where key-auth runs: the consumer and key environment named by test headers."""
+
+    name: ClassVar[str] = "test-fake-auth"
+    priority: ClassVar[int] = 1250
+    config_model = _FakeAuthConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        headers = dict(ctx.headers)
+        ctx.consumer = self.env.consumers.get(headers[b"x-test-consumer"].decode())
+        ctx.environment = headers[b"x-test-environment"].decode()
+        return None
+
+
+@pytest.fixture
+def fake_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.PLUGINS, "test-fake-auth", _FakeAuth)
+    monkeypatch.setitem(model_registry.SCHEMAS, "test-fake-auth", _FakeAuthConfig)
+
+
+@pytest.mark.usefixtures("fake_auth")
+async def test_the_response_cache_keeps_versions_and_sandboxes_apart() -> None:
+    app, upstream, _ = _app(
+        [
+            {"name": "test-fake-auth", "route": "shared", "config": {}},
+            {"name": "response-cache", "route": "shared", "config": {}},
+        ]
+    )
+
+    def who(environment: str, *version: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-test-consumer", b"alice"),
+            (b"x-test-environment", environment.encode()),
+            *version,
+        ]
+
+    asked = [
+        who("production", (b"api-version", b"v1")),
+        who("production", (b"api-version", b"v2")),
+        who("staging", (b"api-version", b"v2")),
+        who("production", (b"api-version", b"v1")),  # a hit
+        who("staging", (b"api-version", b"v2")),  # a hit
+    ]
+    for headers in asked:
+        messages = await _call(app, "/items/7", headers)
+        assert messages[0]["status"] == 200
+        vary = [v for n, v in messages[0]["headers"] if n == b"vary"]
+        assert vary == [b"Api-Version"]
+    assert upstream.sent == [
+        ("10.0.0.2", b"/one/7"),
+        ("10.0.0.1", b"/7"),
+        ("10.0.0.3", b"/sandbox/7"),
+    ]

@@ -151,6 +151,7 @@ async def test_a_path_versioned_route_is_its_version_with_the_lifecycle_headers(
         b'<https://docs.example.com/v1-sunset>; rel="sunset"',
     ]
     v2 = await request(snapshot, "/v2/things")
+    # No lifecycle headers, and no Vary: the path alone chose the version.
     assert (v2.ctx.api, v2.ctx.api_version, v2.ctx.response_headers) == ("demo", "v2", [])
 
 
@@ -187,6 +188,8 @@ async def test_a_shared_route_reads_the_version_the_request_names(
 ) -> None:
     served = await request(snapshot_of(config()), "/items", headers, query)
     assert (served.status, served.ctx.api_version) == (200, version)
+    # Caches in front of the gateway must key on what selected the version.
+    assert served.header(b"vary") == [b"Api-Version, Accept"]
     # The chosen version's service answers the shared route.
     assert served.service == {"v1": "b", "v2": "c"}[version]
 
