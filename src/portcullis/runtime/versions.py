@@ -344,18 +344,23 @@ class RoutePlan:
         return PluginResponse(kind.status, body, [_PROBLEM])
 
 
-class VersionFromRequest(Plugin[_NoConfig]):
-    """Built-in: the version a route or the request itself names (before authentication)."""
+class _VersionStep(Plugin[_NoConfig]):
+    """A built-in access step of a route's version plan (not a configurable plugin)."""
 
-    name: ClassVar[str] = "api-version"
-    priority: ClassVar[int] = 1800
     config_model = _NoConfig
-    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
     def __init__(self, plan: RoutePlan, env: PluginEnv) -> None:
         super().__init__(_NoConfig(), env)
         self.plan = plan
         self.clock = env.clock
+
+
+class VersionFromRequest(_VersionStep):
+    """Built-in: the version a route or the request itself names (before authentication)."""
+
+    name: ClassVar[str] = "api-version"
+    priority: ClassVar[int] = 1800
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         plan = self.plan
@@ -372,18 +377,12 @@ class VersionFromRequest(Plugin[_NoConfig]):
         return plan.serve(ctx, version, self.clock)
 
 
-class VersionFromConsumer(Plugin[_NoConfig]):
+class VersionFromConsumer(_VersionStep):
     """Built-in, after the auth plugins: the consumer's pin or the default, and sandboxes."""
 
     name: ClassVar[str] = "api-version-consumer"
     priority: ClassVar[int] = 1000
-    config_model = _NoConfig
     phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
-
-    def __init__(self, plan: RoutePlan, env: PluginEnv) -> None:
-        super().__init__(_NoConfig(), env)
-        self.plan = plan
-        self.clock = env.clock
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         plan = self.plan

@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from portcullis.analytics.record import RequestRecord
 from portcullis.asgi import Message
 from portcullis.cache.memory import MemoryCache
 from portcullis.model.config import GatewayConfig
@@ -28,6 +27,7 @@ from portcullis.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from support.records import RecordCollector
 
 
 class _Upstream:
@@ -49,14 +49,6 @@ class _Upstream:
 
     async def aclose(self) -> None:
         return None
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    def observe(self, record: RequestRecord) -> None:
-        self.records.append(record)
 
 
 CONFIG: dict[str, Any] = {
@@ -90,12 +82,14 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def _app(plugins: list[dict[str, Any]] | None = None) -> tuple[ProxyApp, _Upstream, _Collect]:
+def _app(
+    plugins: list[dict[str, Any]] | None = None,
+) -> tuple[ProxyApp, _Upstream, RecordCollector]:
     config = {**CONFIG, "plugins": plugins or []}
     env = PluginEnv(cache=MemoryCache())
     snapshot = build_snapshot(GatewayConfig.model_validate(config), 1, env=env)
     upstream = _Upstream()
-    collect = _Collect()
+    collect = RecordCollector()
     app = ProxyApp(Settings(), SnapshotHolder(snapshot), upstream, observers=[collect])
     return app, upstream, collect
 
