@@ -30,6 +30,7 @@ from websockets.exceptions import InvalidStatus
 
 from portcullis.identity.keys import Environment
 from portcullis.problems import TYPE_BASE
+from support.h2_client import H2Result, h2_request
 from support.keys import create_keys
 from support.servers import Gateway, gateway, granian_app
 from support.ws_upstream import WsUpstream, ws_upstream
@@ -309,3 +310,20 @@ async def test_websocket_handshakes_take_the_same_version_steps(
             pass
     assert info.value.response.status_code == 400
     assert upstream.paths[-1] == "/ws-one/chat"  # the refused handshakes never reached it
+
+
+def h2(gw: Gateway, path: str, *extra: tuple[bytes, bytes]) -> H2Result:
+    head = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"gw.test")]
+    return h2_request(gw.proxy_port, [*head, (b":path", path.encode()), *extra])
+
+
+def test_http2_streams_take_the_same_version_steps(gw: Gateway, keys: dict[str, str]) -> None:
+    key = (b"x-api-key", keys["plain"].encode())
+    selected = h2(gw, "/items/9", key, (b"api-version", b"v1"))
+    assert selected.status == 200
+    assert json.loads(selected.body)["path"] == "/b/9"
+    assert selected.header(b"deprecation") == b"@1793491200"
+    gone = h2(gw, "/legacy/v1/x")
+    assert gone.status == 410
+    assert json.loads(gone.body)["successor"] == "v2"
+    assert gone.header(b"sunset") == b"Tue, 30 Jun 2026 00:00:00 GMT"
