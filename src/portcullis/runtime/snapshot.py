@@ -20,7 +20,13 @@ from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
 from portcullis.runtime.router import Router, RouteSpec
-from portcullis.runtime.versions import RoutePlan, route_plans
+from portcullis.runtime.versions import (
+    BrownoutWindow,
+    RoutePlan,
+    WindowKey,
+    brownout_windows,
+    route_plans,
+)
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
 from portcullis.upstream.transport import TransportTimeouts
@@ -74,6 +80,8 @@ class Snapshot:
     limiters: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
     # Retry budgets by service name (state carried across snapshots).
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    # API versions' brownout windows (their counts carried across snapshots).
+    brownouts: dict[WindowKey, BrownoutWindow] = field(default_factory=dict)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -227,7 +235,9 @@ def build_snapshot(
             name: replace(svc, shedding=shedding.get(svc.pool.name))
             for name, svc in services.items()
         }
-    versions = route_plans(config.apis, config.routes, config.consumers)
+    versions = route_plans(
+        config.apis, config.routes, config.consumers, previous.brownouts if previous else {}
+    )
     chains = _chains(config, env, versions)
     specs = [
         RouteSpec(
@@ -258,6 +268,7 @@ def build_snapshot(
         schemes=schemes,
         limiters=limiters,
         budgets={name: svc.retry_budget for name, svc in services.items()},
+        brownouts=brownout_windows(versions),
     )
 
 

@@ -38,7 +38,7 @@ service and the request-validator plugin answers it from the OpenAPI description
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -104,23 +104,32 @@ def lifecycle_headers(version: ApiVersion) -> Headers:
     return headers
 
 
+# (api, version, start, end, share in parts per million): a window's identity.
+WindowKey = tuple[str, str, float, float, int]
+CarriedWindows = Mapping[WindowKey, "BrownoutWindow"]
+
+
 class BrownoutWindow:
     """An announced window in which `share` of the version's requests are refused.
 
     Which ones: a credit counter in parts per million (Bresenham), so over any run of
     requests in the window exactly floor(n * share) are refused, evenly spread; no
     randomness, and a test with an injected clock knows which. The count is this
-    worker's (each worker refuses its share of what it serves) and restarts with a
-    new snapshot.
+    worker's (each worker refuses its share of what it serves); a new snapshot carries
+    it over from the window with the same `key` (API, version, start, end, share), so
+    frequent config changes cannot keep a low share from ever refusing.
     """
 
-    __slots__ = ("_credit", "_ppm", "body", "end", "start")
+    __slots__ = ("_credit", "_ppm", "body", "end", "key", "start")
 
-    def __init__(self, start: float, end: float, share: float, body: bytes) -> None:
-        self.start = start
-        self.end = end
+    def __init__(
+        self, key: WindowKey, share: float, body: bytes, carried: BrownoutWindow | None
+    ) -> None:
+        self.key = key
+        self.start = key[2]
+        self.end = key[3]
         self._ppm = round(share * _PPM)
-        self._credit = 0
+        self._credit: int = carried._credit if carried is not None else 0
         self.body = body
 
     def refuses(self) -> bool:
@@ -148,7 +157,13 @@ class CompiledVersion:
         "windows",
     )
 
-    def __init__(self, api: Api, version: ApiVersion, successor_link: bytes | None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        version: ApiVersion,
+        successor_link: bytes | None,
+        carried: CarriedWindows,
+    ) -> None:
         self.api = api.name
         self.name = version.name
         self.headers = tuple(lifecycle_headers(version))
@@ -171,15 +186,13 @@ class CompiledVersion:
         self.gone_body = (
             self._problem(api, version, None, announced) if self.gone_at is not None else b""
         )
-        self.windows = tuple(
-            BrownoutWindow(
-                b.start.timestamp(),
-                b.end.timestamp(),
-                b.share,
-                self._problem(api, version, announced[i], announced),
-            )
-            for i, b in enumerate(version.brownouts)
-        )
+        windows = []
+        for i, b in enumerate(version.brownouts):
+            key = (api.name, version.name, b.start.timestamp(), b.end.timestamp())
+            full = (*key, round(b.share * _PPM))
+            body = self._problem(api, version, announced[i], announced)
+            windows.append(BrownoutWindow(full, b.share, body, carried.get(full)))
+        self.windows = tuple(windows)
 
     @staticmethod
     def _problem(
@@ -433,10 +446,16 @@ def _accepted_ways(api: Api) -> list[str]:
     return ways
 
 
-def compile_api(api: Api, routes: dict[str, Route], consumers: Iterable[Consumer]) -> ApiPlan:
+def compile_api(
+    api: Api,
+    routes: dict[str, Route],
+    consumers: Iterable[Consumer],
+    carried: CarriedWindows,
+) -> ApiPlan:
     """The API's versions compiled, with the pins of `consumers` on it."""
     versions = {
-        v.name: CompiledVersion(api, v, _successor_link(api, v, routes)) for v in api.versions
+        v.name: CompiledVersion(api, v, _successor_link(api, v, routes), carried)
+        for v in api.versions
     }
     s = api.selection
     ways = _accepted_ways(api)
@@ -468,14 +487,18 @@ def compile_api(api: Api, routes: dict[str, Route], consumers: Iterable[Consumer
 
 
 def route_plans(
-    apis: Iterable[Api], routes: Iterable[Route], consumers: Iterable[Consumer]
+    apis: Iterable[Api],
+    routes: Iterable[Route],
+    consumers: Iterable[Consumer],
+    carried: CarriedWindows,
 ) -> dict[str, RoutePlan]:
-    """The plan of every route some API names (route name -> plan)."""
+    """The plan of every route some API names (route name -> plan); brownout counts
+    carry over from `carried` (the previous snapshot's windows)."""
     by_name = {r.name: r for r in routes}
     consumers = list(consumers)
     plans: dict[str, RoutePlan] = {}
     for api in apis:
-        plan = compile_api(api, by_name, consumers)
+        plan = compile_api(api, by_name, consumers, carried)
         for name in api.routes:
             plans[name] = RoutePlan(plan, None, needs_consumer=True)
         for v in api.versions:
@@ -484,3 +507,13 @@ def route_plans(
                     plan, plan.versions[v.name], needs_consumer=v.sandbox is not None
                 )
     return plans
+
+
+def brownout_windows(plans: Mapping[str, RoutePlan]) -> dict[WindowKey, BrownoutWindow]:
+    """Every brownout window of the compiled APIs, for the next snapshot to carry over."""
+    return {
+        w.key: w
+        for plan in plans.values()
+        for version in plan.api.versions.values()
+        for w in version.windows
+    }

@@ -296,6 +296,26 @@ async def test_a_brownout_refuses_exactly_its_share_evenly_inside_its_window() -
     assert (await request(snapshot, "/v2")).status == 200
 
 
+async def test_a_brownout_count_carries_over_to_the_next_snapshot() -> None:
+    """Config changes (a new consumer, a key) must not restart the count, or a low share
+    on a quiet version would never refuse anything."""
+    data = config()
+    window = {"start": "2027-12-01T00:00:00Z", "end": "2027-12-01T01:00:00Z", "share": 0.25}
+    data["apis"][0]["versions"][0]["brownouts"] = [window]
+    clock = Clock(datetime(2027, 12, 1, tzinfo=UTC).timestamp())
+    env = replace(DEFAULT_ENV, clock=clock)
+    snapshot = build_snapshot(GatewayConfig.model_validate(data), 1, env=env)
+    statuses = []
+    for _ in range(22):  # 5.5 requests' worth of credit
+        snapshot = build_snapshot(snapshot.config, snapshot.version + 1, previous=snapshot)
+        statuses.append((await request(snapshot, "/v1")).status)
+    assert statuses.count(410) == 5
+    # Another window (here: another share) is another count.
+    window["share"] = 0.5
+    changed = build_snapshot(GatewayConfig.model_validate(data), 99, previous=snapshot)
+    assert [(await request(changed, "/v1")).status for _ in range(2)] == [200, 410]
+
+
 async def test_non_production_keys_go_to_the_versions_sandbox_service() -> None:
     data = config()
     data["apis"][0]["versions"][1]["sandbox"] = {"service": "sandbox"}
