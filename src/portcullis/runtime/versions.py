@@ -449,10 +449,10 @@ def _accepted_ways(api: Api) -> list[str]:
 def compile_api(
     api: Api,
     routes: dict[str, Route],
-    consumers: Iterable[Consumer],
+    pins: Mapping[str, str],
     carried: CarriedWindows,
 ) -> ApiPlan:
-    """The API's versions compiled, with the pins of `consumers` on it."""
+    """The API's versions compiled, with its consumers' `pins` (username -> version)."""
     versions = {
         v.name: CompiledVersion(api, v, _successor_link(api, v, routes), carried)
         for v in api.versions
@@ -476,11 +476,7 @@ def compile_api(
         query=s.query.encode() if s.query else None,
         media_prefix=f"application/vnd.{api.name.lower()}.".encode() if s.media_type else None,
         default=versions[api.default_version] if api.default_version is not None else None,
-        pins={
-            c.username: versions[c.api_versions[api.name]]
-            for c in consumers
-            if api.name in c.api_versions and c.api_versions[api.name] in versions
-        },
+        pins={user: versions[v] for user, v in pins.items() if v in versions},
         required_body=required,
         vary=((b"vary", ", ".join(varies).encode()),) if varies else (),
     )
@@ -495,10 +491,13 @@ def route_plans(
     """The plan of every route some API names (route name -> plan); brownout counts
     carry over from `carried` (the previous snapshot's windows)."""
     by_name = {r.name: r for r in routes}
-    consumers = list(consumers)
+    pins: dict[str, dict[str, str]] = {}
+    for c in consumers:
+        for api_name, version in c.api_versions.items():
+            pins.setdefault(api_name, {})[c.username] = version
     plans: dict[str, RoutePlan] = {}
     for api in apis:
-        plan = compile_api(api, by_name, consumers, carried)
+        plan = compile_api(api, by_name, pins.get(api.name, {}), carried)
         for name in api.routes:
             plans[name] = RoutePlan(plan, None, needs_consumer=True)
         for v in api.versions:
