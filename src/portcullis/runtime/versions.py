@@ -22,7 +22,8 @@ steps in its plugin chain; a route no API names gets nothing, so it pays nothing
 Once the version is known: `ctx.api` / `ctx.api_version` are set; the version's
 precomputed `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and `Link` headers go into
 `ctx.response_headers`, which the proxy adds to upstream responses, plugin replies and
-its own problems alike; from `sunset_at` on (or when `retired`) the request is answered
+its own problems alike (the upstream's own Deprecation/Sunset give way to them:
+`LifecycleHeaders`); from `sunset_at` on (or when `retired`) the request is answered
 410 `version-sunset` naming the successor; inside a brownout window `share` of the
 version's requests get that 410, chosen by a counter (exactly `share` of them, evenly
 spread, no randomness); the version's `service`, on a shared route, serves the request
@@ -151,6 +152,7 @@ class CompiledVersion:
         "gone_headers",
         "headers",
         "name",
+        "replaces",
         "sandbox",
         "sandbox_service",
         "service",
@@ -167,6 +169,9 @@ class CompiledVersion:
         self.api = api.name
         self.name = version.name
         self.headers = tuple(lifecycle_headers(version))
+        # The upstream's own fields of these names give way to the version's (two
+        # Deprecation or Sunset fields would make both invalid).
+        self.replaces = frozenset(n for n, _ in self.headers if n != b"link")
         self.service = version.service
         self.sandbox = version.sandbox is not None
         self.sandbox_service = version.sandbox.service if version.sandbox is not None else None
@@ -322,6 +327,9 @@ class RoutePlan:
         steps: list[AnyPlugin] = [VersionFromRequest(self, env)]
         if self.needs_consumer:
             steps.append(VersionFromConsumer(self, env))
+        versions = self.api.versions.values() if self.static is None else (self.static,)
+        if any(v.replaces for v in versions):
+            steps.append(LifecycleHeaders(self, env))
         return steps
 
     def bind(self, route: CompiledRoute, services: dict[str, CompiledService]) -> None:
@@ -516,3 +524,28 @@ def brownout_windows(plans: Mapping[str, RoutePlan]) -> dict[WindowKey, Brownout
         for version in plan.api.versions.values()
         for w in version.windows
     }
+
+
+class LifecycleHeaders(_VersionStep):
+    """Built-in response step: the version's Deprecation / Sunset replace the upstream's.
+
+    Only on routes with a version that has them; the version's own header tuples are in
+    the response (from `ctx.response_headers`) and recognised by identity.
+    """
+
+    name: ClassVar[str] = "api-version-headers"
+    priority: ClassVar[int] = 1800
+    phases: ClassVar[frozenset[Phase]] = frozenset({"response"})
+
+    def response(self, ctx: RequestContext, status: int, headers: Headers) -> None:
+        plan = self.plan
+        version = plan.static
+        if version is None:
+            if ctx.api_version is None:
+                return
+            version = plan.api.versions[ctx.api_version]
+        replaces = version.replaces
+        if not replaces:
+            return
+        ours = version.headers
+        headers[:] = [h for h in headers if h[0] not in replaces or any(h is mine for mine in ours)]

@@ -35,6 +35,7 @@ class _Upstream:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
+        self.extra_headers: list[tuple[bytes, bytes]] = []
 
     async def send(
         self, origin: Origin, request: UpstreamRequest, timeouts: TransportTimeouts
@@ -45,6 +46,7 @@ class _Upstream:
             yield b"ok"
 
         headers = [(b"content-length", b"2"), (b"cache-control", b"max-age=60")]
+        headers += self.extra_headers
         return UpstreamResponse(status=200, headers=headers, body=body())
 
     async def aclose(self) -> None:
@@ -211,3 +213,24 @@ async def test_the_response_cache_keeps_versions_and_sandboxes_apart() -> None:
         ("10.0.0.1", b"/7"),
         ("10.0.0.3", b"/sandbox/7"),
     ]
+
+
+async def test_the_versions_lifecycle_headers_replace_the_upstreams() -> None:
+    app, upstream, _ = _app()
+    upstream.extra_headers = [
+        (b"deprecation", b"@1"),
+        (b"sunset", b"Thu, 01 Jan 1970 00:00:01 GMT"),
+        (b"link", b'<https://upstream.example/d>; rel="deprecation"'),
+    ]
+    messages = await _call(app, "/items", [(b"api-version", b"v1")])
+
+    def values(name: bytes) -> list[bytes]:
+        return [v for n, v in messages[0]["headers"] if n == name]
+
+    # One field each, the gateway's: two would make both invalid for a client.
+    assert values(b"deprecation") == [b"@1767225600"]
+    assert values(b"sunset") == [b"Tue, 01 Jan 2030 00:00:00 GMT"]
+    assert values(b"link") == [b'<https://upstream.example/d>; rel="deprecation"']
+    # A version without its own lifecycle leaves the upstream's fields alone.
+    messages = await _call(app, "/items", [(b"api-version", b"v2")])
+    assert values(b"deprecation") == [b"@1"]
