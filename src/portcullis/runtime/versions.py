@@ -14,7 +14,8 @@ steps in its plugin chain; a route no API names gets nothing, so it pays nothing
   costs no credential lookup.
 - `VersionFromConsumer` (priority 1000: right after the auth plugins, before acl,
   limits and the rest) resolves a shared-route request that named no version: the
-  consumer's pin (`Consumer.api_versions`), else the API's `default_version`, else a
+  API key's pin (its metadata `api_version:<api>`), else the consumer's pin
+  (`Consumer.api_versions`), else the API's `default_version`, else a
   400 naming the accepted ways. It then routes non-production credentials
   (`ctx.environment` staging/development) to the version's sandbox. It is only in
   the chains of routes that need it (shared routes, versions with a sandbox).
@@ -410,7 +411,11 @@ class VersionFromConsumer(_VersionStep):
         api = plan.api
         if ctx.api_version is None:
             version = None
-            if ctx.consumer is not None:
+            if ctx.api_pins:
+                # The key's pin; one naming a version the API lacks is passed over (key
+                # metadata is free-form, not checked against the APIs).
+                version = api.versions.get(ctx.api_pins.get(api.name, ""))
+            if version is None and ctx.consumer is not None:
                 version = api.pins.get(ctx.consumer.username)
             if version is None:
                 version = api.default

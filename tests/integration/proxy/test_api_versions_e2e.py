@@ -158,7 +158,13 @@ def keys(gw: Gateway) -> dict[str, str]:
     async def create() -> dict[str, str]:
         production = await create_keys(gw.database_url, {"pinned": None, "plain": None})
         staging = await create_keys(gw.database_url, {"tester": None}, Environment.staging)
-        return {**production, **staging}
+        # A key of the unpinned consumer pinned to v1 in its metadata.
+        pinned_key = await create_keys(
+            gw.database_url,
+            {"plain": None},
+            metadata={"api_version:demo": "v1", "team": "legacy-client"},
+        )
+        return {**production, **staging, "plain-pinned": pinned_key["plain"]}
 
     return asyncio.run(create())
 
@@ -234,6 +240,10 @@ async def test_a_pinned_consumer_gets_its_version_unless_it_names_one(
     assert_deprecated(pinned)
     named = await client.get("/items", headers={"x-api-key": keys["pinned"], "api-version": "v2"})
     assert served_by(named) == "c"
+    # A key's own pin (metadata `api_version:demo`), for a consumer with none.
+    by_key = await client.get("/items", headers={"x-api-key": keys["plain-pinned"]})
+    assert served_by(by_key) == "b"
+    assert served_by(await client.get("/items", headers={"x-api-key": keys["plain"]})) == "c"
 
 
 async def test_an_unknown_version_is_a_400_listing_the_versions(

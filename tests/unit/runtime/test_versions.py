@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from http_sfv.item import Item
 
+from portcullis.identity.key_records import api_version_pins
 from portcullis.model import GatewayConfig
 from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import PluginResponse
@@ -114,6 +115,7 @@ async def request(
     query: bytes = b"",
     consumer: str | None = None,
     environment: str | None = None,
+    key_pins: dict[str, str] | None = None,
 ) -> Outcome:
     match = snapshot.router.match("GET", "", path, [])
     assert match is not None
@@ -126,6 +128,7 @@ async def request(
             known = snapshot.env.consumers.get(consumer)
             assert known is not None
             ctx.consumer, ctx.environment = known, environment
+            ctx.api_pins = key_pins or {}
         reply = await plugin.access(ctx)
         if reply is not None:
             return Outcome(ctx, reply)
@@ -203,6 +206,26 @@ async def test_a_consumers_pin_applies_when_the_request_names_no_version() -> No
     assert explicit.ctx.api_version == "v2"
     other = await request(snapshot, "/items", consumer="unpinned")
     assert (other.ctx.api_version, other.service) == ("v2", "c")
+
+
+async def test_a_keys_pin_beats_the_consumers() -> None:
+    snapshot = snapshot_of(config())
+    by_key = await request(snapshot, "/items", consumer="pinned", key_pins={"demo": "v2"})
+    assert by_key.ctx.api_version == "v2"
+    other_api = await request(snapshot, "/items", consumer="unpinned", key_pins={"x": "v1"})
+    assert other_api.ctx.api_version == "v2"  # the default
+    # A key pin naming no version of the API is passed over: the consumer's pin applies.
+    stale = await request(snapshot, "/items", consumer="pinned", key_pins={"demo": "v9"})
+    assert (stale.status, stale.ctx.api_version) == (200, "v1")
+    named = await request(
+        snapshot, "/items", [(b"api-version", b"v1")], consumer="unpinned", key_pins={"demo": "v2"}
+    )
+    assert named.ctx.api_version == "v1"
+
+
+def test_key_metadata_pins_are_the_api_version_entries() -> None:
+    metadata = {"api_version:demo": "v1", "api_version:x": 3, "api_version:y": "", "team": "a"}
+    assert api_version_pins(metadata) == {"demo": "v1"}
 
 
 async def test_an_unknown_version_is_a_400_listing_the_apis_versions() -> None:
