@@ -369,9 +369,6 @@ class ProxyApp:
             priority=priority,
             parent_span_id=ex.client_parent.decode("latin-1") if ex.client_parent else None,
             upstream_span_id=upstream_span_id,
-            api=ctx.api if ctx is not None else None,
-            api_version=ctx.api_version if ctx is not None else None,
-            sandbox=ctx.sandbox if ctx is not None else False,
         )
 
     async def _problem(

@@ -1,5 +1,7 @@
 """ProxyApp on an API's routes: the version's service is the one called and logged, the
-request record carries the API and version, every answer carries the lifecycle headers."""
+version's refusals are logged with their problem, the lifecycle headers replace an
+upstream's, and the response cache keeps versions and sandboxes apart. (The record's
+api/api_version/sandbox fields are filled by the request-log side of issue 18.)"""
 
 from __future__ import annotations
 
@@ -129,7 +131,6 @@ async def test_the_selected_versions_service_is_called_and_logged() -> None:
     assert headers[b"deprecation"] == b"@1767225600"
     assert headers[b"sunset"] == b"Tue, 01 Jan 2030 00:00:00 GMT"
     (record,) = collect.records
-    assert (record.api, record.api_version, record.sandbox) == ("demo", "v1", False)
     assert (record.route, record.service, record.upstream_target) == (
         "shared",
         "v1-svc",
@@ -137,10 +138,10 @@ async def test_the_selected_versions_service_is_called_and_logged() -> None:
     )
     await _call(app, "/items/7", [])
     assert upstream.sent[-1] == ("10.0.0.1", b"/7")
-    assert (collect.records[-1].api_version, collect.records[-1].service) == ("v2", "route-svc")
+    assert collect.records[-1].service == "route-svc"
 
 
-async def test_a_refused_request_is_logged_with_its_api_and_version() -> None:
+async def test_a_refused_request_is_logged_with_the_versions_problem() -> None:
     app, upstream, collect = _app()
     messages = await _call(app, "/old/x", [])
     assert messages[0]["status"] == 410
@@ -149,9 +150,8 @@ async def test_a_refused_request_is_logged_with_its_api_and_version() -> None:
     assert problem["instance"] == "/old/x"
     assert upstream.sent == []
     (record,) = collect.records
-    assert (record.api, record.api_version, record.error_kind) == ("old", "v0", "version-sunset")
+    assert record.error_kind == "version-sunset"
     await _call(app, "/items", [(b"api-version", b"nope")])
-    assert (collect.records[-1].api, collect.records[-1].api_version) == ("demo", None)
     assert collect.records[-1].error_kind == "unknown-api-version"
 
 
