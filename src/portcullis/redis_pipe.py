@@ -5,13 +5,14 @@ it costs ~150-180 µs of worker CPU at 32 concurrent requests, almost all of it 
 client (pool checkout, command packing, response handling per call), ~6x the ~27 µs
 the same call costs written straight onto one connection (docs/decisions/
 027-pipelined-redis-decisions.md; `benchmarks/limits_bench.py` reports both). So the
-hot path talks to Redis through this: one connection per worker, every command
+hot path (rate-limit decisions, response-cache reads and writes) talks to Redis
+through this: one connection per worker (`SharedRedis.pipe`), every command
 written at once (Redis answers in order, so replies are matched first-in-first-out),
 replies parsed from the socket buffer as they arrive. Deadlines are watched by one
 timer per connection on the oldest command, not a timeout per call.
 
-What it does not do: TLS (`rediss://`, a `RedisPipe.of` of such a Redis is None and
-the caller keeps redis-py), Cluster redirections, RESP3. A reply error is raised as
+What it does not do: TLS (`rediss://`: `SharedRedis.pipe` is None and callers keep
+redis-py), Cluster redirections, RESP3. A reply error is raised as
 redis-py's own `ResponseError` / `NoScriptError`, a lost or refused connection as its
 `ConnectionError`, a missed deadline as `TimeoutError`, so callers handle both clients
 alike (`REDIS_FAILURES`). When the oldest command misses its deadline the connection
@@ -28,8 +29,6 @@ from typing import Any, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
-
-from portcullis.redis_client import SharedRedis
 
 Reply = Any
 
@@ -196,23 +195,6 @@ class RedisPipe:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self.connects = 0
-
-    @classmethod
-    def of(cls, redis: SharedRedis, *, client_name: str | None = None) -> RedisPipe | None:
-        """A pipe to the server of a process's Redis; None for a TLS connection."""
-        pool = redis.client.connection_pool
-        kwargs = pool.connection_kwargs
-        if "ssl_cert_reqs" in kwargs or "ssl" in pool.connection_class.__name__.lower():
-            return None
-        return cls(
-            host=str(kwargs.get("host", "127.0.0.1")),
-            port=int(kwargs.get("port", 6379)),
-            path=kwargs.get("path"),
-            db=int(kwargs.get("db") or 0),
-            username=kwargs.get("username"),
-            password=kwargs.get("password"),
-            client_name=kwargs.get("client_name") or client_name,
-        )
 
     @property
     def connected(self) -> bool:

@@ -30,8 +30,8 @@ def run(request: pytest.FixtureRequest) -> Callable[[Awaitable[None]], None]:
     return runner
 
 
-def pipe_for(server: RedisServer, **kwargs: object) -> RedisPipe:
-    pipe = RedisPipe.of(SharedRedis.connect(server.url, timeout=2.0), **kwargs)  # type: ignore[arg-type]
+def pipe_for(server: RedisServer) -> RedisPipe:
+    pipe = SharedRedis.connect(server.url, timeout=2.0).pipe
     assert pipe is not None
     return pipe
 
@@ -140,16 +140,18 @@ def test_the_connection_selects_its_database_and_names_itself(
 ) -> None:
     key, name = f"pipe:{uuid.uuid4().hex}", f"pipe-{uuid.uuid4().hex[:8]}"
     shared = SharedRedis.connect(redis_server.url.removesuffix("/0") + "/3", timeout=2.0)
+    shared.client.connection_pool.connection_kwargs["client_name"] = name
+    sync = Redis.from_url(redis_server.url.removesuffix("/0") + "/3", decode_responses=True)
 
     async def body() -> None:
-        pipe = RedisPipe.of(shared, client_name=name)
+        pipe = shared.pipe
         assert pipe is not None
         await pipe.execute("SET", key, "in-3")
+        assert [c["name"] for c in sync.client_list() if c.get("name") == name] == [name]
         await pipe.aclose()
 
-    run(body())
-    sync = Redis.from_url(redis_server.url.removesuffix("/0") + "/3", decode_responses=True)
     try:
+        run(body())
         assert sync.get(key) == "in-3"
     finally:
         sync.close()
@@ -157,7 +159,7 @@ def test_the_connection_selects_its_database_and_names_itself(
 
 def test_a_tls_redis_keeps_redis_py() -> None:
     shared = SharedRedis.connect("rediss://127.0.0.1:1/0", timeout=1.0)
-    assert RedisPipe.of(shared) is None
+    assert shared.pipe is None
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7])

@@ -38,7 +38,6 @@ from portcullis.limits.backend import BackendUnavailable, FailurePolicy, LimitRe
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import MICROS, Decision
 from portcullis.redis_client import REDIS_FAILURES, SharedRedis
-from portcullis.redis_pipe import RedisPipe
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +90,7 @@ class RedisBackend:
         # Decisions go over one pipelined connection (~6x less CPU than redis-py per call,
         # redis_pipe.py); redis-py only where the pipe can't go (TLS).
         # `pipelined=False` keeps redis-py: the benchmark's baseline.
-        self._pipe = RedisPipe.of(redis, client_name="portcullis-limits") if pipelined else None
+        self._pipe = redis.pipe if pipelined else None
         self.circuit = redis.circuit
         # Metrics.
         self.allowed = 0
@@ -256,8 +255,6 @@ class RedisBackend:
         return [Decision(False, 0, 0, retry, counted=False) for _ in requests]
 
     async def aclose(self) -> None:
-        if self._pipe is not None:
-            await self._pipe.aclose()
         if self._owns_redis:
             await self.redis.aclose()
 
