@@ -1,13 +1,14 @@
 """One pipelined Redis connection for the data plane's per-request commands.
 
 A rate-limit decision is one `EVALSHA` per request. Through redis-py's asyncio client
-it costs ~150-180 µs of worker CPU at 32 concurrent requests, almost all of it in the
-client (pool checkout, command packing, response handling per call), ~6x the ~27 µs
-the same call costs written straight onto one connection (docs/decisions/
+it costs ~190 µs of worker CPU at 32 concurrent requests, almost all of it in the
+client (pool checkout, command packing, response handling per call); through this
+pipe, 18-30 µs (docs/decisions/
 027-pipelined-redis-decisions.md; `benchmarks/limits_bench.py` reports both). So the
 hot path (rate-limit decisions, response-cache reads and writes) talks to Redis
 through this: one connection per worker (`SharedRedis.pipe`), every command
-written at once (Redis answers in order, so replies are matched first-in-first-out),
+of one event-loop turn written together (Redis answers in order, so replies are
+matched first-in-first-out),
 replies parsed from the socket buffer as they arrive. Deadlines are watched by one
 timer per connection on the oldest command, not a timeout per call.
 
@@ -55,8 +56,15 @@ def _parse(buf: bytearray, pos: int) -> tuple[Reply, int]:
             return None, after
         items: list[Reply] = []
         for _ in range(count):
-            item, after = _parse(buf, after)
-            items.append(item)
+            if buf[after : after + 1] == b":":  # integers inline: a decision's reply
+                end = buf.find(b"\r\n", after)
+                if end < 0:
+                    raise _INCOMPLETE
+                items.append(int(buf[after + 1 : end]))
+                after = end + 2
+            else:
+                item, after = _parse(buf, after)
+                items.append(item)
         return items, after
     if kind == 0x24:  # '$' bulk string
         size = int(buf[pos + 1 : end])
@@ -74,12 +82,27 @@ def _parse(buf: bytearray, pos: int) -> tuple[Reply, int]:
     raise ValueError(f"not a RESP2 reply type: {kind!r}")
 
 
+# Encoded arguments, reused: a decision's script SHA, key count, limits and costs repeat
+# from request to request, and so do hot keys. Bounded: cleared when full.
+_ENCODED: dict[bytes | str | int, bytes] = {}
+_ENCODED_MAX = 65_536
+
+
 def encode(*args: bytes | str | int) -> bytes:
     """A command as a RESP2 array of bulk strings."""
     parts = [b"*%d\r\n" % len(args)]
+    cache = _ENCODED
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        # A bool equals 1 or 0 as a dict key: never looked up nor kept.
+        chunk = None if arg is True or arg is False else cache.get(arg)
+        if chunk is None:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            chunk = b"$%d\r\n%b\r\n" % (len(data), data)
+            if len(data) <= 256 and arg is not True and arg is not False:
+                if len(cache) >= _ENCODED_MAX:
+                    cache.clear()
+                cache[arg] = chunk
+        parts.append(chunk)
     return b"".join(parts)
 
 
@@ -94,6 +117,8 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.lost = False
         self._timer: asyncio.TimerHandle | None = None
+        # Commands of one loop iteration go out in one write (one system call).
+        self._outgoing: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -142,7 +167,9 @@ class _Protocol(asyncio.Protocol):
             return future
         self.waiting.append(future)
         self.deadlines.append(deadline)
-        self.transport.write(payload)
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.append(payload)
         # Deadlines mostly grow (one timeout per caller), so this rarely re-arms.
         timer = self._timer
         if deadline != math.inf and (timer is None or deadline < timer.when()):
@@ -150,6 +177,11 @@ class _Protocol(asyncio.Protocol):
                 timer.cancel()
             self._timer = loop.call_at(deadline, self._check_deadline)
         return future
+
+    def _flush(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        if self.transport is not None and not self.lost:
+            self.transport.write(b"".join(outgoing))
 
     def _check_deadline(self) -> None:
         self._timer = None

@@ -185,3 +185,38 @@ def test_replies_split_anywhere_across_reads_are_parsed_whole(chunk: int) -> Non
         assert protocol.buffer == bytearray()
 
     asyncio.run(body())
+
+
+def test_commands_of_one_loop_iteration_go_out_in_one_write() -> None:
+    from portcullis.redis_pipe import _Protocol, encode
+
+    async def body() -> None:
+        protocol = _Protocol()
+        written: list[bytes] = []
+        flushed = asyncio.Event()
+
+        class Transport:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+                flushed.set()
+
+        protocol.transport = Transport()  # type: ignore[assignment]
+        futures = [protocol.send(encode("INCR", f"k{i}")) for i in range(50)]
+        assert written == []  # nothing before the loop turns
+        await flushed.wait()
+        assert written == [b"".join(encode("INCR", f"k{i}") for i in range(50))]
+        protocol.data_received(b"".join(b":%d\r\n" % i for i in range(50)))
+        assert [await f for f in futures] == list(range(50))
+
+    asyncio.run(body())
+
+
+def test_encoded_arguments_are_reused_but_never_confused() -> None:
+    from portcullis.redis_pipe import encode
+
+    assert (
+        encode("EVALSHA", 1, "1", b"1")
+        == b"*4\r\n$7\r\nEVALSHA\r\n$1\r\n1\r\n$1\r\n1\r\n$1\r\n1\r\n"
+    )
+    assert encode(True, 1) == b"*2\r\n$4\r\nTrue\r\n$1\r\n1\r\n"
+    assert encode(1, True) == b"*2\r\n$1\r\n1\r\n$4\r\nTrue\r\n"
