@@ -3,18 +3,16 @@
 A rate-limit decision is one `EVALSHA` per request. Through redis-py's asyncio client
 it costs ~190 µs of worker CPU at 32 concurrent requests, almost all of it in the
 client (pool checkout, command packing, response handling per call); through this
-pipe, 18-30 µs (docs/decisions/
-027-pipelined-redis-decisions.md; `benchmarks/limits_bench.py` reports both). So the
-hot path (rate-limit decisions, response-cache reads and writes) talks to Redis
-through this: one connection per worker (`SharedRedis.pipe`), every command
-of one event-loop turn written together (Redis answers in order, so replies are
-matched first-in-first-out),
-replies parsed from the socket buffer as they arrive. Deadlines are watched by one
-timer per connection on the oldest command, not a timeout per call.
+pipe, 18-30 µs (docs/decisions/027-pipelined-redis-decisions.md;
+`benchmarks/limits_bench.py` reports both). So the hot path (rate-limit decisions,
+response-cache reads and writes) talks to Redis through this: one connection per
+worker (`SharedRedis.pipe`), the commands of one event-loop turn written together
+(Redis answers in order, so replies are matched first-in-first-out), replies parsed
+from the socket buffer as they arrive. Deadlines are watched by one timer per
+connection on the oldest command, not a timeout per call.
 
 What it does not do: TLS (`rediss://`: `SharedRedis.pipe` is None and callers keep
-redis-py), Cluster redirections, RESP3. A reply error is raised as
-redis-py's own `ResponseError` / `NoScriptError`, a lost or refused connection as its
+redis-py), Cluster redirections, RESP3. A reply error is raised as redis-py's own `ResponseError` / `NoScriptError`, a lost or refused connection as its
 `ConnectionError`, a missed deadline as `TimeoutError`, so callers handle both clients
 alike (`REDIS_FAILURES`). When the oldest command misses its deadline the connection
 is dropped, the commands still waiting on it fail, and the next command connects
