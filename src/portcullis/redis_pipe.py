@@ -12,7 +12,8 @@ from the socket buffer as they arrive. Deadlines are watched by one timer per
 connection on the oldest command, not a timeout per call.
 
 What it does not do: TLS (`rediss://`: `SharedRedis.pipe` is None and callers keep
-redis-py), Cluster redirections, RESP3. A reply error is raised as redis-py's own `ResponseError` / `NoScriptError`, a lost or refused connection as its
+redis-py), Cluster redirections, RESP3. A reply error is raised as redis-py's own
+`ResponseError` / `NoScriptError`, a lost or refused connection as its
 `ConnectionError`, a missed deadline as `TimeoutError`, so callers handle both clients
 alike (`REDIS_FAILURES`). When the oldest command misses its deadline the connection
 is dropped, the commands still waiting on it fail, and the next command connects
