@@ -71,6 +71,7 @@ class RequestContext:
         "error_kind",
         "flags",
         "headers",
+        "matched_length",
         "method",
         "path",
         "plan",
@@ -139,6 +140,9 @@ class RequestContext:
         self.api: str | None = None
         self.api_version: str | None = None
         self.sandbox = False
+        # How many characters of `path` the route's path matcher consumed (what a route
+        # with strip_path removes before the upstream; set by the proxy).
+        self.matched_length = 0
 
 
 Phase = Literal["access", "response", "request_body", "response_body"]
@@ -177,6 +181,12 @@ class Plugin(Generic[ConfigT]):
         self.config = config
         self.env = env
 
+    @classmethod
+    def build(cls, config: ConfigT, env: PluginEnv) -> Plugin[ConfigT]:
+        """The handler for `config`: a plugin whose phases depend on its config (a
+        costly phase only when asked for) returns an instance of a subclass."""
+        return cls(config, env)
+
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         """Runs before the upstream call; returning a response short-circuits the request."""
         return None
@@ -185,8 +195,9 @@ class Plugin(Generic[ConfigT]):
         """Runs when the upstream response head is known; may edit `headers` in place."""
         return
 
-    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | None:
-        """Sees the whole request body before it goes upstream; returns a new body or None.
+    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | PluginResponse | None:
+        """Sees the whole request body before it goes upstream; returns a new body, None
+        (unchanged), or a `PluginResponse` that answers the request instead (a refusal).
 
         Runs after every `access` handler, in priority order, only on routes that have
         a plugin implementing it, and only for bodies up to `BODY_BUFFER_LIMIT` (a

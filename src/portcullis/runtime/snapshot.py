@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from portcullis.contract.index import ContractIndex
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
@@ -19,6 +20,7 @@ from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
+from portcullis.plugins.sandbox_mock import SandboxMock, SandboxMockConfig
 from portcullis.runtime.router import Router, RouteSpec
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
@@ -179,16 +181,17 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
             )
         return built[key]
 
+    mock = SandboxMock(SandboxMockConfig(), env)
     chains: dict[str, PluginChain] = {}
     for route in config.routes:
         merged: dict[str, PluginInstance] = {}
         for scope in (("global", None), ("service", route.service), ("route", route.name)):
             merged.update(by_scope.get(scope, {}))
-        chains[route.name] = (
-            PluginChain.from_plugins([plugin(i, route) for i in merged.values()])
-            if merged
-            else EMPTY_CHAIN
-        )
+        plugins = [plugin(i, route) for i in merged.values()]
+        served = env.contracts.routes.get(route.name)
+        if served is not None and served.has_mock:
+            plugins.append(mock)
+        chains[route.name] = PluginChain.from_plugins(plugins) if plugins else EMPTY_CHAIN
     return chains
 
 
@@ -205,7 +208,10 @@ def build_snapshot(
     """
     base_env = env if env is not None else (previous.env if previous else DEFAULT_ENV)
     env = replace(
-        base_env, consumers=ConsumerIndex(config.consumers), traffic=TrafficRules.of(config)
+        base_env,
+        consumers=ConsumerIndex(config.consumers),
+        traffic=TrafficRules.of(config),
+        contracts=ContractIndex.of(config),
     )
     upstreams = list(config.upstreams)
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
