@@ -282,11 +282,12 @@ class _Builder:
         for direction, defs in self.defs.items():
             root: dict[str, Any] = {"$schema": DIALECT, "$defs": defs}
             if isinstance(schemas, dict):
-                root["components"] = {
-                    "schemas": {
-                        k: convert(v, self.openapi_30, direction) for k, v in schemas.items()
-                    }
-                }
+                converted = {k: convert(v, self.openapi_30, direction) for k, v in schemas.items()}
+                # The meta-schema check of the root does not look inside `components`.
+                for name, schema in converted.items():
+                    where = "#/components/schemas/" + escape(name)
+                    _check_schema(schema, where)
+                root["components"] = {"schemas": converted}
             try:
                 maps[direction] = jsonschema_rs.validator_map_for(
                     root, validate_formats=True, offline=True
@@ -296,6 +297,15 @@ class _Builder:
             except ValueError as exc:
                 raise ContractError(f"a schema does not compile: {_first_line(exc)}") from None
         return maps
+
+
+def _check_schema(schema: Any, where: str) -> None:
+    if not isinstance(schema, dict):
+        return
+    try:
+        jsonschema_rs.meta.validate({"$schema": DIALECT, **schema})
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
+        raise ContractError(f"{where}: the schema is not valid: {_first_line(exc)}") from None
 
 
 def _first_line(exc: Exception) -> str:

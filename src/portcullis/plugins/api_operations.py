@@ -61,3 +61,12 @@ def unknown_operation(
         OPERATION_NOT_FOUND, f"{api} {version} has no operation {ctx.method} {ctx.path}."
     )
     return PluginResponse(404, body, list(PROBLEM_HEADERS))
+
+
+def has_body(ctx: RequestContext) -> bool | None:
+    """Whether the request carries a body (None: cannot tell before reading it, HTTP/2)."""
+    if ctx.content_length is not None:
+        return ctx.content_length > 0
+    if any(n == b"transfer-encoding" for n, _ in ctx.headers):
+        return True
+    return None if ctx.scope.get("http_version") == "2" else False

@@ -36,7 +36,13 @@ import structlog
 from portcullis.analytics.record import Flag
 from portcullis.contract.operations import Issue, Operation, header_value, media_type_of
 from portcullis.model.plugins.request_validator import RequestValidatorConfig
-from portcullis.plugins.api_operations import PROBLEM_HEADERS, Located, locate, unknown_operation
+from portcullis.plugins.api_operations import (
+    PROBLEM_HEADERS,
+    Located,
+    has_body,
+    locate,
+    unknown_operation,
+)
 from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import (
@@ -54,15 +60,6 @@ log = structlog.get_logger(__name__)
 def _refusal(kind: ProblemKind, status: int, detail: str, issues: list[Issue]) -> PluginResponse:
     body = problem_body(kind, detail, status=status, errors=[i.as_dict() for i in issues])
     return PluginResponse(status, body, list(PROBLEM_HEADERS))
-
-
-def _has_body(ctx: RequestContext) -> bool | None:
-    """Whether the request carries a body (None: cannot tell before reading it, HTTP/2)."""
-    if ctx.content_length is not None:
-        return ctx.content_length > 0
-    if any(n == b"transfer-encoding" for n, _ in ctx.headers):
-        return True
-    return None if ctx.scope.get("http_version") == "2" else False
 
 
 class RequestValidator(Plugin[RequestValidatorConfig]):
@@ -138,14 +135,14 @@ class RequestValidator(Plugin[RequestValidatorConfig]):
         self, ctx: RequestContext, op: Operation, issues: list[Issue]
     ) -> PluginResponse | None:
         """The Content-Type and presence of a body; lowers the body limit to what is checked."""
-        has_body = _has_body(ctx)
-        if has_body is False:
+        carries = has_body(ctx)
+        if carries is False:
             if op.body_required:
                 issues.append(Issue("body", "#", "the operation requires a request body"))
             return None
         content_type = header_value(ctx.headers, b"content-type")
         if content_type is None:
-            if has_body:
+            if carries:
                 issues.append(
                     Issue("header", "#/content-type", "a request body needs a Content-Type")
                 )

@@ -2,11 +2,12 @@
 with non-production keys from its OpenAPI description instead of the upstream.
 
 Not a configurable plugin: the snapshot compiler adds it to the chains of routes that
-serve such a version. It runs in the access phase after auth, limits and
-request-validator (priority 800, before the response cache), so sandbox traffic is
-authenticated, limited, validated and logged like real traffic and marked
-`ctx.sandbox`. Production credentials (and credentials without an environment) go
-upstream as usual. The answers are prepared when the description is compiled
+serve such a version. It runs after auth, limits and request-validator (priority
+800, before the response cache), so sandbox traffic is authenticated, limited,
+validated and logged like real traffic and marked `ctx.sandbox`: a request without
+a body is answered in the access phase, one with a body in the `request_body` phase,
+after request-validator has checked it. Production credentials (and credentials
+without an environment) go upstream as usual. The answers are prepared when the description is compiled
 (`contract.mock`): the documented success status, media type and example, else
 schema-valid generated data.
 """
@@ -17,8 +18,14 @@ from typing import ClassVar
 
 from portcullis.contract.index import SANDBOX_ENVIRONMENTS
 from portcullis.model.plugins.base import PluginConfig
-from portcullis.plugins.api_operations import PROBLEM_HEADERS, locate, unknown_operation
-from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
+from portcullis.plugins.api_operations import (
+    PROBLEM_HEADERS,
+    Located,
+    has_body,
+    locate,
+    unknown_operation,
+)
+from portcullis.plugins.base import BODY_BUFFER_LIMIT, Phase, Plugin, PluginResponse, RequestContext
 from portcullis.problems import INTERNAL_ERROR, problem_body
 
 
@@ -30,28 +37,47 @@ class SandboxMock(Plugin[SandboxMockConfig]):
     name: ClassVar[str] = "sandbox-mock"
     priority: ClassVar[int] = 800
     config_model = SandboxMockConfig
-    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access", "request_body"})
 
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        located = self._mocked(ctx)
+        if located is None:
+            return None
+        if has_body(ctx):
+            # Answered once the body is read, so request-validator checks it first; a body
+            # too large for that phase is refused rather than sent to the real upstream.
+            if ctx.body_limit is None or ctx.body_limit > BODY_BUFFER_LIMIT:
+                ctx.body_limit = BODY_BUFFER_LIMIT
+            return None
+        return _answer(ctx, located)
+
+    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | PluginResponse | None:
+        located = self._mocked(ctx)
+        return None if located is None else _answer(ctx, located)
+
+    def _mocked(self, ctx: RequestContext) -> Located | None:
         if ctx.environment not in SANDBOX_ENVIRONMENTS:
             return None
         located = locate(self.env, ctx)
         if located is None or not located.version.mock:
             return None
-        version = located.version
         ctx.sandbox = True
-        ctx.api = ctx.api or version.api
-        ctx.api_version = ctx.api_version or version.version
-        lookup = located.lookup
-        if located.contract is None or lookup is None:
-            body = problem_body(
-                INTERNAL_ERROR,
-                f"The sandbox of {version.api} {version.version} has no description "
-                "to answer from.",
-            )
-            return PluginResponse(500, body, list(PROBLEM_HEADERS))
-        if lookup.operation is None:
-            return unknown_operation(ctx, lookup, version.api, version.version)
-        mock = lookup.operation.mock
-        headers = [] if mock.media_type is None else [(b"content-type", mock.media_type.encode())]
-        return PluginResponse(mock.status, mock.body, headers)
+        ctx.api = ctx.api or located.version.api
+        ctx.api_version = ctx.api_version or located.version.version
+        return located
+
+
+def _answer(ctx: RequestContext, located: Located) -> PluginResponse:
+    version = located.version
+    lookup = located.lookup
+    if located.contract is None or lookup is None:
+        body = problem_body(
+            INTERNAL_ERROR,
+            f"The sandbox of {version.api} {version.version} has no description to answer from.",
+        )
+        return PluginResponse(500, body, list(PROBLEM_HEADERS))
+    if lookup.operation is None:
+        return unknown_operation(ctx, lookup, version.api, version.version)
+    mock = lookup.operation.mock
+    headers = [] if mock.media_type is None else [(b"content-type", mock.media_type.encode())]
+    return PluginResponse(mock.status, mock.body, headers)

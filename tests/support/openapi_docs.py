@@ -9,9 +9,7 @@ def items_api(version: str = "3.1.0") -> dict[str, Any]:
     """An items API: list with query parameters, create with a JSON body, get by id."""
     openapi_30 = version.startswith("3.0")
     nullable_note: dict[str, Any] = (
-        {"type": "string", "nullable": True}
-        if openapi_30
-        else {"type": ["string", "null"]}
+        {"type": "string", "nullable": True} if openapi_30 else {"type": ["string", "null"]}
     )
     return {
         "openapi": version,
@@ -60,9 +58,7 @@ def items_api(version: str = "3.1.0") -> dict[str, Any]:
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/ItemIn"}
-                            }
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ItemIn"}}
                         },
                     },
                     "responses": {
