@@ -7,8 +7,8 @@ serve such a version. It runs after auth, limits and request-validator (priority
 validated and logged like real traffic and marked `ctx.sandbox`: a request without
 a body is answered in the access phase, one with a body in the `request_body` phase,
 after request-validator has checked it. Production credentials (and credentials
-without an environment) go upstream as usual. The answers are prepared when the description is compiled
-(`contract.mock`): the documented success status, media type and example, else
+without an environment) go upstream as usual. The answers are prepared when the
+description is compiled (`contract.mock`): the documented success status, media type and example, else
 schema-valid generated data.
 """
 

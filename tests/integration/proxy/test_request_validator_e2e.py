@@ -28,16 +28,16 @@ import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from support.openapi_docs import items_api
-from support.raw_upstream import ReceivedRequest, response
-from support.recording_upstream import RecordingUpstream, default_response, recording_upstream
-from support.servers import Gateway, gateway
 
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.keys import Environment
 from portcullis.identity.secrets import load_server_secret
 from portcullis.store.engine import create_engine
+from support.openapi_docs import items_api
+from support.raw_upstream import ReceivedRequest, response
+from support.recording_upstream import RecordingUpstream, default_response, recording_upstream
+from support.servers import Gateway, gateway
 
 SCRAPE_TOKEN = "validator-scrape-token"
 TRACE = {"x-trace": "beef"}

@@ -9,12 +9,12 @@ import jsonschema_rs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.openapi_docs import items_api
 
 from portcullis.contract.mock import generate, mock_response
 from portcullis.contract.operations import compile_document
 from portcullis.contract.refs import Resolver
 from portcullis.contract.schema import DIALECT, convert
+from support.openapi_docs import items_api
 
 
 @pytest.mark.parametrize("version", ["3.0.3", "3.1.0"])

@@ -6,11 +6,11 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
-from support.openapi_docs import items_api
 
 from portcullis.contract.operations import Issue, compile_contract, compile_document
 from portcullis.contract.refs import ContractError
 from portcullis.contract.schema import DIALECT, convert
+from support.openapi_docs import items_api
 
 VERSIONS = ["3.0.3", "3.1.0"]
 
