@@ -8,8 +8,8 @@ validated and logged like real traffic and marked `ctx.sandbox`: a request witho
 a body is answered in the access phase, one with a body in the `request_body` phase,
 after request-validator has checked it. Production credentials (and credentials
 without an environment) go upstream as usual. The answers are prepared when the
-description is compiled (`contract.mock`): the documented success status, media type and example, else
-schema-valid generated data.
+description is compiled (`contract.mock`): the documented success status, media
+type and example, else schema-valid generated data.
 """
 
 from __future__ import annotations
