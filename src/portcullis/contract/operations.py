@@ -21,12 +21,18 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import jsonschema_rs
 
 from portcullis.contract.mock import MockResponse, is_json, mock_response
-from portcullis.contract.parameters import Location, ParameterReader, Shape, parse_cookies
+from portcullis.contract.parameters import (
+    Location,
+    ParameterReader,
+    Shape,
+    parse_cookies,
+    parse_query,
+)
 from portcullis.contract.refs import ContractError, Resolver, escape
 from portcullis.contract.schema import DIALECT, Direction, convert
 
@@ -97,7 +103,7 @@ class Operation:
             value: Any = None
             if location == "query":
                 if pairs is None:
-                    pairs = parse_qsl(query.decode("utf-8", "replace"), keep_blank_values=True)
+                    pairs = parse_query(query)
                 present, value = reader.from_query(pairs)
             else:
                 if location == "path":
@@ -248,8 +254,8 @@ def validation_issues(
 ) -> list[Issue]:
     """The validator's errors as issues with JSON pointers below `prefix` (at most `limit`)."""
     issues: list[Issue] = []
-    if limit <= 0:
-        return issues
+    if limit <= 0 or validator.is_valid(instance):
+        return issues  # is_valid is the fast path: no error objects are built
     for error in validator.iter_errors(instance):
         pointer = prefix + "".join("/" + escape(str(t)) for t in error.instance_path)
         issues.append(Issue(part, pointer, error.message))

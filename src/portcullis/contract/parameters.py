@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import unquote_plus
 
 Location = Literal["path", "query", "header", "cookie"]
 _DEFAULT_STYLE: dict[str, str] = {
@@ -145,6 +146,22 @@ def _json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def parse_query(query: bytes) -> list[tuple[str, str]]:
+    """Decoded (name, value) pairs of a query string, blanks kept (`parse_qsl`'s result,
+    without its cost for the common query that has nothing to decode)."""
+    pairs: list[tuple[str, str]] = []
+    if not query:
+        return pairs
+    for piece in query.decode("utf-8", "replace").split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        if "%" in piece or "+" in piece:
+            name, value = unquote_plus(name), unquote_plus(value)
+        pairs.append((name, value))
+    return pairs
 
 
 def parse_cookies(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jsonschema_rs
 import pytest
 
 from portcullis.contract.operations import Issue, compile_contract, compile_document
+from portcullis.contract.parameters import parse_query
 from portcullis.contract.refs import ContractError
 from portcullis.contract.schema import DIALECT, convert
 from support.openapi_docs import items_api
@@ -193,3 +195,12 @@ def test_compiled_contracts_are_cached_by_content() -> None:
     first = compile_contract(items_api("3.1.0"))
     assert compile_contract(items_api("3.1.0")) is first
     assert compile_contract(items_api("3.0.3")) is not first
+
+
+@pytest.mark.parametrize(
+    "query",
+    [b"", b"a=1&b=2", b"a=1&&a=2&c", b"x=%20y+z&na%C3%AFve=%E2%82%AC", b"=v&k=", b"k=a=b"],
+)
+def test_parse_query_agrees_with_parse_qsl(query: bytes) -> None:
+    expected = parse_qsl(query.decode(), keep_blank_values=True)
+    assert parse_query(query) == expected
