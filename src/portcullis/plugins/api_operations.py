@@ -29,7 +29,18 @@ class Located:
 
 
 def locate(env: PluginEnv, ctx: RequestContext) -> Located | None:
-    """The request's version and operation (None: the route serves no API version)."""
+    """The request's version and operation (None: the route serves no API version).
+
+    Looked up once per request (kept on `ctx.operation`): the version step that sets
+    `ctx.api_version` runs before every plugin that asks."""
+    if ctx.operation is not None:
+        return ctx.operation
+    found = _locate(env, ctx)
+    ctx.operation = found
+    return found
+
+
+def _locate(env: PluginEnv, ctx: RequestContext) -> Located | None:
     served = env.contracts.routes.get(ctx.route.name)
     if served is None:
         return None

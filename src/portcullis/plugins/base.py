@@ -19,6 +19,7 @@ from portcullis.model.plugins.base import PluginConfig as PluginConfig
 if TYPE_CHECKING:
     from portcullis.identity.consumers import ConsumerInfo
     from portcullis.model.config import Route
+    from portcullis.plugins.api_operations import Located
     from portcullis.plugins.env import PluginEnv
 
 Headers = list[tuple[bytes, bytes]]
@@ -73,6 +74,7 @@ class RequestContext:
         "headers",
         "matched_length",
         "method",
+        "operation",
         "path",
         "plan",
         "priority",
@@ -143,6 +145,9 @@ class RequestContext:
         # How many characters of `path` the route's path matcher consumed (what a route
         # with strip_path removes before the upstream; set by the proxy).
         self.matched_length = 0
+        # The operation of the API version's description the request is (looked up once,
+        # by `plugins.api_operations.locate`, for request-validator and sandbox mocks).
+        self.operation: Located | None = None
 
 
 Phase = Literal["access", "response", "request_body", "response_body"]
