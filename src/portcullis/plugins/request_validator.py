@@ -123,7 +123,7 @@ class RequestValidator(Plugin[RequestValidatorConfig]):
             if query is None:
                 query = ctx.scope.get("query_string", b"")
             issues = op.check_parameters(lookup.path_params, query, ctx.headers, limit)
-        if self.config.body and op.body_media is not None:
+        if self.config.body and op.body_media:  # a requestBody with no media types: unchecked
             refusal = self._body_head(ctx, op, issues)
             if refusal is not None:
                 return refusal
