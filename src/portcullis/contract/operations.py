@@ -133,13 +133,7 @@ class Operation:
     def check_body(self, content_type: str, body: bytes, limit: int) -> list[Issue]:
         """Issues with a JSON request body (other media types are not parsed)."""
         found = self.body_media_for(content_type)
-        if found is None or found[1] is None:
-            return []
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            return [Issue("body", "#", f"the body is not valid JSON: {exc}")]
-        return validation_issues(found[1], document, "body", "#", limit)
+        return [] if found is None else _json_body_issues(found[1], body, limit)
 
     def body_media_for(self, content_type: str) -> tuple[str, Validator | None] | None:
         """The documented media type a request Content-Type falls under (None: not accepted)."""
@@ -163,13 +157,18 @@ class Operation:
         if found is None:
             media = media_type_of(content_type) or "(none)"
             return [Issue("header", "#/content-type", f"media type {media} is not documented")]
-        if found[1] is None:
-            return []
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            return [Issue("body", "#", f"the body is not valid JSON: {exc}")]
-        return validation_issues(found[1], document, "body", "#", limit)
+        return _json_body_issues(found[1], body, limit)
+
+
+def _json_body_issues(validator: Validator | None, body: bytes, limit: int) -> list[Issue]:
+    """A JSON body's issues against its media type's schema (None: not checked)."""
+    if validator is None:
+        return []
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        return [Issue("body", "#", f"the body is not valid JSON: {exc}")]
+    return validation_issues(validator, document, "body", "#", limit)
 
 
 def header_value(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
