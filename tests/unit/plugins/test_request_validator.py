@@ -196,3 +196,36 @@ def test_the_snapshot_adds_the_mock_to_routes_of_mocked_versions_only() -> None:
     assert access_chain("/api/items") == ["request-validator", "sandbox-mock"]
     assert access_chain("/v1/items") == []
     assert access_chain("/health") == []
+
+
+async def test_bodies_too_large_to_check_are_refused_and_smaller_ones_bounded() -> None:
+    plugin = build_plugin("request-validator", {"max_body_bytes": 64}, env_of(gateway()))
+    json_type = [(b"content-type", b"application/json")]
+    big = context("fixed", "/v1/items", 3, method="POST", headers=json_type, content_length=65)
+    reply = await plugin.access(big)
+    assert reply is not None
+    assert reply.status == 413
+    # A chunked body is counted by the proxy against the lowered limit.
+    chunked = context(
+        "fixed",
+        "/v1/items",
+        3,
+        method="POST",
+        headers=[*json_type, (b"transfer-encoding", b"chunked")],
+    )
+    assert await plugin.access(chunked) is None
+    assert chunked.body_limit == 64
+    small = context("fixed", "/v1/items", 3, method="POST", headers=json_type, content_length=10)
+    small.body_limit = 8
+    assert await plugin.access(small) is None
+    assert small.body_limit == 8  # a lower limit set earlier is kept
+
+
+async def test_a_body_needs_a_content_type_and_a_required_body_must_be_there() -> None:
+    plugin = build_plugin("request-validator", {}, env_of(gateway()))
+    untyped = context("fixed", "/v1/items", 3, method="POST", headers=[], content_length=2)
+    assert await refused(plugin, untyped) == ["header #/content-type"]
+    empty = context("fixed", "/v1/items", 3, method="POST", headers=[], content_length=0)
+    assert await refused(plugin, empty) == ["body #"]
+    body_checks_off = build_plugin("request-validator", {"body": False}, env_of(gateway()))
+    assert await refused(body_checks_off, empty) == []
