@@ -9,6 +9,7 @@ import jsonschema_rs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from portcullis.contract.mock import generate, mock_response
 from portcullis.contract.operations import compile_document
@@ -115,3 +116,19 @@ def test_generated_data_is_valid_against_the_schema(schema: dict[str, Any]) -> N
         {"$schema": DIALECT, **convert(schema, False, "response")}, validate_formats=True
     )
     assert [e.message for e in validator.iter_errors(value)] == [], (schema, value)
+
+
+def test_a_mock_that_breaks_its_schema_is_reported_when_compiled() -> None:
+    doc = items_api("3.1.0")
+    # An example that contradicts the schema (price below its minimum).
+    create = doc["paths"]["/items"]["post"]["responses"]["201"]["content"]["application/json"]
+    create["example"] = {"id": 7, "name": "lamp", "price": -1}
+    with capture_logs() as logs:
+        compile_document(doc)
+    reported = [e for e in logs if e["event"] == "contract.mock_invalid"]
+    assert [(e["operation"], [x["pointer"] for x in e["errors"]]) for e in reported] == [
+        ("POST /items", ["#/price"])
+    ]
+    with capture_logs() as logs:
+        compile_document(items_api("3.1.0"))
+    assert [e for e in logs if e["event"] == "contract.mock_invalid"] == []
