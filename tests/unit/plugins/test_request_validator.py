@@ -16,7 +16,7 @@ from portcullis.contract.index import ContractIndex
 from portcullis.model.config import GatewayConfig
 from portcullis.plugins.base import PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
-from portcullis.plugins.registry import build_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 from portcullis.plugins.request_validator import RequestValidator, ResponseCheckingValidator
 from portcullis.plugins.sandbox_mock import SandboxMock, SandboxMockConfig
 from portcullis.runtime.snapshot import build_snapshot
@@ -229,3 +229,33 @@ async def test_a_body_needs_a_content_type_and_a_required_body_must_be_there() -
     assert await refused(plugin, empty) == ["body #"]
     body_checks_off = build_plugin("request-validator", {"body": False}, env_of(gateway()))
     assert await refused(body_checks_off, empty) == []
+
+
+def test_validation_and_mocks_run_after_auth_and_limits_and_before_the_cache() -> None:
+    config = gateway(
+        consumers=[{"username": "app"}],
+        plugins=[
+            {"name": name, "route": "entry", "config": cfg}
+            for name, cfg in [
+                ("response-cache", {}),
+                ("request-validator", {}),
+                ("rate-limit", {"limits": [{"limit": 5, "period": "1m"}]}),
+                ("acl", {"allow": ["staff"]}),
+            ]
+        ],
+    )
+    snapshot = build_snapshot(GatewayConfig.model_validate(config), 1)
+    match = snapshot.router.match("GET", "", "/api/items", [])
+    assert match is not None
+    # (Auth plugins need the worker's credential services to build: compared by priority.)
+    assert min(PLUGINS["key-auth"].priority, PLUGINS["jwt-auth"].priority) > max(
+        PLUGINS["acl"].priority, PLUGINS["rate-limit"].priority, PLUGINS["plan-limits"].priority
+    )
+    assert PLUGINS["plan-limits"].priority > RequestValidator.priority > SandboxMock.priority
+    assert [p.name for p in match.payload.chain.access] == [
+        "acl",
+        "rate-limit",
+        "request-validator",
+        "sandbox-mock",
+        "response-cache",
+    ]
