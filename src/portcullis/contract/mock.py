@@ -1,6 +1,7 @@
 """Mock responses from an OpenAPI operation: its examples, else generated data.
 
-What a mock sandbox answers (`sandbox: {mock: true}`), decided once per contract:
+What a mock sandbox answers (`sandbox: {mock: true}`), decided once per contract
+(and the same for each documented status, which a client picks with `Prefer: code=N`):
 the operation's documented success status (the lowest 2xx, else `default` as 200,
 else its first documented status), the media type it documents (JSON preferred),
 and a body taken from the media type's `example` or first `examples` entry, else the
@@ -58,14 +59,34 @@ def is_json(media_type: str) -> bool:
     return media_type == "application/json" or media_type.endswith("+json")
 
 
-def mock_response(operation: Mapping[str, Any], resolver: Resolver) -> MockResponse:
-    """The mock answer of one Operation Object (refs resolved through `resolver`)."""
+def mock_responses(
+    operation: Mapping[str, Any], resolver: Resolver
+) -> tuple[MockResponse, Mapping[int, MockResponse]]:
+    """The default mock answer of one Operation Object, and one per documented numeric
+    status (what a client asks for with `Prefer: code=404`)."""
     responses = operation.get("responses")
     responses = responses if isinstance(responses, dict) else {}
     key, status = _success(responses)
-    if key is None:
-        return MockResponse(status, None, b"")
-    response = resolver.deref(responses[key])
+    default = (
+        MockResponse(status, None, b"")
+        if key is None
+        else _answer(responses[key], status, resolver)
+    )
+    by_status = {
+        int(k): _answer(v, int(k), resolver)
+        for k, v in responses.items()
+        if str(k).isdigit() and 100 <= int(k) <= 599
+    }
+    return default, by_status
+
+
+def mock_response(operation: Mapping[str, Any], resolver: Resolver) -> MockResponse:
+    """The mock answer of one Operation Object (refs resolved through `resolver`)."""
+    return mock_responses(operation, resolver)[0]
+
+
+def _answer(response: Any, status: int, resolver: Resolver) -> MockResponse:
+    response = resolver.deref(response)
     content = response.get("content") if isinstance(response, dict) else None
     if not isinstance(content, dict) or not content:
         return MockResponse(status, None, b"")

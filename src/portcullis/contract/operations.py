@@ -24,8 +24,9 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import jsonschema_rs
+import structlog
 
-from portcullis.contract.mock import MockResponse, is_json, mock_response
+from portcullis.contract.mock import MockResponse, is_json, mock_responses
 from portcullis.contract.parameters import (
     Location,
     ParameterReader,
@@ -36,6 +37,7 @@ from portcullis.contract.parameters import (
 from portcullis.contract.refs import ContractError, Resolver, escape
 from portcullis.contract.schema import DIALECT, Direction, convert
 
+log = structlog.get_logger(__name__)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _LOCATIONS = ("path", "query", "header", "cookie")
 # Request headers OpenAPI says are described elsewhere (§4.8.12.1): never validated as parameters.
@@ -85,6 +87,8 @@ class Operation:
     # status key ("200", "2XX", "default") -> ((media type, validator), ...)
     responses: Mapping[str, tuple[tuple[str, Validator | None], ...]]
     mock: MockResponse
+    # The mock answer for each documented numeric status (`Prefer: code=N`).
+    mocks: Mapping[int, MockResponse] = field(default_factory=dict)
 
     def check_parameters(
         self,
@@ -467,15 +471,22 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
                 content = response.get("content") if isinstance(response, dict) else None
                 responses[str(status).upper()] = _content(b, "response", content)
             try:
-                mock = mock_response(op, b.resolver)
+                mock, mocks = mock_responses(op, b.resolver)
             except RecursionError:
-                mock = MockResponse(501, None, b"")
+                mock, mocks = MockResponse(501, None, b""), {}
             pending.append(
                 (
                     str(template),
                     method,
                     op,
-                    (compiled, body_media, bool(body and body.get("required")), responses, mock),
+                    (
+                        compiled,
+                        body_media,
+                        bool(body and body.get("required")),
+                        responses,
+                        mock,
+                        mocks,
+                    ),
                 )
             )
     maps = b.compile()
@@ -486,7 +497,7 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
     exact: dict[str, dict[str, Operation]] = {}
     templated: dict[str, dict[str, Operation]] = {}
     for template, method, op, parts in pending:
-        compiled, body_media, body_required, responses, mock = parts
+        compiled, body_media, body_required, responses, mock, mocks = parts
         operation = Operation(
             method=method,
             template=template,
@@ -504,9 +515,20 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
                 for s, content in responses.items()
             },
             mock=mock,
+            mocks=mocks,
         )
         target = templated if _TEMPLATE_PARAM.search(template) else exact
         target.setdefault(template, {})[method] = operation
+        for answer in dict.fromkeys((mock, *mocks.values())):
+            wrong = operation.check_response(answer.status, answer.media_type or "", answer.body, 5)
+            if wrong and answer.status != 501:
+                # A mock sandbox would answer this; say so once, where it is compiled.
+                log.warning(
+                    "contract.mock_invalid",
+                    operation=f"{method.upper()} {template}",
+                    status=answer.status,
+                    errors=[i.as_dict() for i in wrong],
+                )
     # Concrete paths beat templated ones; among templates, more literal text first.
     ordered = sorted(
         templated.items(),

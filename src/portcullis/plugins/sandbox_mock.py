@@ -9,7 +9,8 @@ a body is answered in the access phase, one with a body in the `request_body` ph
 after request-validator has checked it. Production credentials (and credentials
 without an environment) go upstream as usual. The answers are prepared when the
 description is compiled (`contract.mock`): the documented success status, media
-type and example, else schema-valid generated data.
+type and example, else schema-valid generated data; `Prefer: code=404` picks another
+documented status.
 """
 
 from __future__ import annotations
@@ -78,6 +79,19 @@ def _answer(ctx: RequestContext, located: Located) -> PluginResponse:
         return PluginResponse(500, body, list(PROBLEM_HEADERS))
     if lookup.operation is None:
         return unknown_operation(ctx, lookup, version.api, version.version)
-    mock = lookup.operation.mock
+    operation = lookup.operation
+    mock = operation.mocks.get(_preferred_code(ctx), operation.mock)
     headers = [] if mock.media_type is None else [(b"content-type", mock.media_type.encode())]
     return PluginResponse(mock.status, mock.body, headers)
+
+
+def _preferred_code(ctx: RequestContext) -> int:
+    """The status a client asks the mock for with `Prefer: code=404` (RFC 7240 syntax,
+    as Prism reads it); 0 when it asks for none."""
+    for name, value in ctx.headers:
+        if name == b"prefer":
+            for part in value.replace(b";", b",").split(b","):
+                key, _, code = part.strip().partition(b"=")
+                if key.lower() == b"code" and code.strip(b'"').isdigit():
+                    return int(code.strip(b'"'))
+    return 0

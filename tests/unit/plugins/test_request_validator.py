@@ -259,3 +259,21 @@ def test_validation_and_mocks_run_after_auth_and_limits_and_before_the_cache() -
         "sandbox-mock",
         "response-cache",
     ]
+
+
+async def test_the_mock_answers_another_documented_status_when_preferred() -> None:
+    mock = SandboxMock(SandboxMockConfig(), env_of(gateway()))
+
+    async def answer(prefer: bytes | None) -> PluginResponse:
+        headers = [(b"prefer", prefer)] if prefer is not None else []
+        ctx = context("entry", "/api/items/4", 4, headers=headers)
+        ctx.environment = "development"
+        reply = await mock.access(ctx)
+        assert isinstance(reply, PluginResponse)
+        return reply
+
+    assert (await answer(None)).status == 200
+    not_found = await answer(b"code=404")
+    assert (not_found.status, not_found.body, not_found.headers) == (404, b"", [])
+    assert (await answer(b'respond-async, code="404"; wait=1')).status == 404
+    assert (await answer(b"code=418")).status == 200  # undocumented: the default answer
