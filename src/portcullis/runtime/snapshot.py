@@ -157,6 +157,9 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
     so an auth plugin on a route of organization X can only ever find X's consumers
     (and the shared ones the route accepts); nothing about tenancy is left to decide
     per request. Its `organization` (`model.tenancy.plugin_owner`) names its counters.
+
+    A route that serves an API version with a mock sandbox also gets the built-in
+    `sandbox-mock` plugin (plugins/sandbox_mock.py), whatever the config's plugins.
     """
     by_scope: dict[tuple[str, str | None], dict[str, PluginInstance]] = {}
     for inst in config.plugins:

@@ -53,23 +53,24 @@ class RequestValidatorConfig(PluginConfig):
         kind, name = scope
         if kind == "global":
             return []
+        field = "name" if kind == "route" else "service"
         routes = [
-            r
+            str(getattr(r, "name", ""))
             for r in getattr(gateway, "routes", None) or ()
-            if (r.name if kind == "route" else r.service) == name
+            if getattr(r, field, None) == name
         ]
         apis = getattr(gateway, "apis", None) or ()
         errors: list[str] = []
         for route in routes:
-            missing = _missing_descriptions(route.name, apis)
+            missing = _missing_descriptions(route, apis)
             if missing is None:
                 errors.append(
-                    f"{kind}: route {route.name!r} serves no API version, so request-validator "
+                    f"{kind}: route {route!r} serves no API version, so request-validator "
                     "has no description to check against (list it in apis[].versions[].routes "
                     "with an openapi description)"
                 )
             errors += [
-                f"{kind}: route {route.name!r} serves {where} without a description "
+                f"{kind}: route {route!r} serves {where} without a description "
                 f"({where}.openapi is not set)"
                 for where in missing or ()
             ]
@@ -80,9 +81,15 @@ def _missing_descriptions(route: str, apis: Any) -> list[str] | None:
     """Where the versions `route` serves lack `openapi` (None: it serves no API)."""
     for i, api in enumerate(apis):
         versions = getattr(api, "versions", None) or ()
+        undescribed = [
+            f"apis[{i}].versions[{k}]"
+            for k, v in enumerate(versions)
+            if getattr(v, "openapi", None) is None
+        ]
         if route in (getattr(api, "routes", None) or ()):
-            return [f"apis[{i}].versions[{k}]" for k, v in enumerate(versions) if v.openapi is None]
+            return undescribed
         for k, v in enumerate(versions):
-            if route in v.routes:
-                return [] if v.openapi is not None else [f"apis[{i}].versions[{k}]"]
+            if route in (getattr(v, "routes", None) or ()):
+                where = f"apis[{i}].versions[{k}]"
+                return [where] if where in undescribed else []
     return None
