@@ -216,7 +216,12 @@ class Contract:
     openapi_30: bool
     base_path: str
     exact: Mapping[str, Mapping[str, Operation]]
-    templated: tuple[tuple[re.Pattern[str], Mapping[str, Operation]], ...]
+    # Templated paths by (segment count, first segment when literal, else None): a
+    # template parameter matches exactly one segment, so a request path is only tried
+    # against the templates of its own shape, most literal text first.
+    templated: Mapping[
+        tuple[int, str | None], tuple[tuple[re.Pattern[str], Mapping[str, Operation]], ...]
+    ]
 
     def relative(self, upstream_path: str) -> str | None:
         """The path the description's `paths` are written for (its server's path removed)."""
@@ -234,10 +239,15 @@ class Contract:
         methods = self.exact.get(path)
         params: Mapping[str, str] = {}
         if methods is None:
-            for pattern, candidates in self.templated:
-                m = pattern.match(path)
-                if m is not None:
-                    methods, params = candidates, m.groupdict()
+            count = path.count("/")
+            first = path[1:].split("/", 1)[0]
+            for key in ((count, first), (count, None)):
+                for pattern, candidates in self.templated.get(key, ()):
+                    m = pattern.match(path)
+                    if m is not None:
+                        methods, params = candidates, m.groupdict()
+                        break
+                if methods is not None:
                     break
         if methods is None:
             return Lookup(None)
@@ -248,7 +258,12 @@ class Contract:
 
     def operations(self) -> list[Operation]:
         ops = [op for methods in self.exact.values() for op in methods.values()]
-        ops += [op for _, methods in self.templated for op in methods.values()]
+        ops += [
+            op
+            for bucket in self.templated.values()
+            for _, methods in bucket
+            for op in methods.values()
+        ]
         return ops
 
 
@@ -535,11 +550,18 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
         key=lambda kv: (len(_TEMPLATE_PARAM.sub("", kv[0])), kv[0].count("/")),
         reverse=True,
     )
+    buckets: dict[tuple[int, str | None], list[tuple[re.Pattern[str], Mapping[str, Operation]]]]
+    buckets = {}
+    for template, ops in ordered:
+        first = template[1:].split("/", 1)[0]
+        literal = None if _TEMPLATE_PARAM.search(first) else first
+        key = (template.count("/"), literal)
+        buckets.setdefault(key, []).append((_template_pattern(template), ops))
     return Contract(
         openapi_30=b.openapi_30,
         base_path=_server_path(document),
         exact=exact,
-        templated=tuple((_template_pattern(t), ops) for t, ops in ordered),
+        templated={k: tuple(v) for k, v in buckets.items()},
     )
 
 

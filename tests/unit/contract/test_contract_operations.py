@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 import jsonschema_rs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from portcullis.contract.operations import Issue, compile_contract, compile_document
 from portcullis.contract.parameters import parse_query
@@ -204,3 +207,82 @@ def test_compiled_contracts_are_cached_by_content() -> None:
 def test_parse_query_agrees_with_parse_qsl(query: bytes) -> None:
     expected = parse_qsl(query.decode(), keep_blank_values=True)
     assert parse_query(query) == expected
+
+
+_STYLED = compile_document(items_api("3.1.0"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    query=st.binary(max_size=60),
+    header=st.binary(max_size=30),
+    segment=st.text(max_size=20).filter(lambda t: "/" not in t and t != ""),
+    body=st.binary(max_size=60),
+)
+def test_any_input_gives_issues_never_an_exception(
+    query: bytes, header: bytes, segment: str, body: bytes
+) -> None:
+    for method, path in (("get", "/items"), ("get", f"/items/{segment}"), ("post", "/items")):
+        lookup = _STYLED.find(method, path)
+        if lookup.operation is None:
+            continue
+        op = lookup.operation
+        headers = [(b"x-trace", header), (b"cookie", header)]
+        issues = op.check_parameters(lookup.path_params, query, headers, 20)
+        issues += op.check_body("application/json", body, 20)
+        issues += op.check_response(200, "application/json", body, 20)
+        assert all(i.pointer.startswith("#") for i in issues)
+
+
+_TEMPLATES = [
+    "/items/{id}",
+    "/items/{id}/parts/{part}",
+    "/items/latest/parts/{part}",
+    "/{kind}/{id}",
+    "/{kind}/count",
+    "/v{major}/items/{id}",
+    "/files/{name}.json",
+    "/items/{id}/",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["items", "latest", "parts", "count", "v2", "x.json", "7", "files", ""]),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_templated_lookup_agrees_with_a_linear_scan(segments: list[str]) -> None:
+    ok = {"200": {"description": "ok"}}
+    doc = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {t: {"get": {"responses": ok}} for t in _TEMPLATES},
+    }
+    contract = compile_contract(doc)
+    path = "/" + "/".join(segments)
+    found = contract.find("get", path)
+    # The reference: every template tried in the compiled precedence order, no buckets.
+    candidates = sorted(
+        _TEMPLATES,
+        key=lambda t: (len(re.sub(r"\{[^{}/]+\}", "", t)), t.count("/")),
+        reverse=True,
+    )
+    expected = next(
+        (
+            t
+            for t in candidates
+            if re.fullmatch(re.sub(r"\\\{[^{}/]+\\\}", "[^/]+", re.escape(t)), path)
+        ),
+        None,
+    )
+    got = found.operation.template if found.operation is not None else None
+    if expected is not None and got != expected:
+        # Two templates of different buckets may both match: the literal first segment wins.
+        assert got is not None
+        assert re.fullmatch(re.sub(r"\\\{[^{}/]+\\\}", "[^/]+", re.escape(got)), path)
+        assert not got.startswith("/{")
+    else:
+        assert got == expected
