@@ -31,6 +31,7 @@ from portcullis.contract.parameters import (
     Location,
     ParameterReader,
     Shape,
+    coerce,
     parse_cookies,
     parse_query,
 )
@@ -38,6 +39,7 @@ from portcullis.contract.refs import ContractError, Resolver, escape
 from portcullis.contract.schema import DIALECT, Direction, convert
 
 log = structlog.get_logger(__name__)
+FORM = "application/x-www-form-urlencoded"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _LOCATIONS = ("path", "query", "header", "cookie")
 # Request headers OpenAPI says are described elsewhere (§4.8.12.1): never validated as parameters.
@@ -87,6 +89,8 @@ class Operation:
     # status key ("200", "2XX", "default") -> ((media type, validator), ...)
     responses: Mapping[str, tuple[tuple[str, Validator | None], ...]]
     mock: MockResponse
+    # application/x-www-form-urlencoded bodies: each property's shape (for coercion).
+    form_fields: Mapping[str, Shape] | None = None
     # The mock answer for each documented numeric status (`Prefer: code=N`).
     mocks: Mapping[int, MockResponse] = field(default_factory=dict)
 
@@ -135,9 +139,30 @@ class Operation:
         return issues
 
     def check_body(self, content_type: str, body: bytes, limit: int) -> list[Issue]:
-        """Issues with a JSON request body (other media types are not parsed)."""
+        """Issues with a JSON or form-urlencoded request body (others are not parsed)."""
         found = self.body_media_for(content_type)
-        return [] if found is None else _json_body_issues(found[1], body, limit)
+        if found is None:
+            return []
+        if found[0] == FORM and found[1] is not None:
+            return validation_issues(found[1], self._form(body), "body", "#", limit)
+        return _json_body_issues(found[1], body, limit)
+
+    def _form(self, body: bytes) -> dict[str, Any]:
+        """A form body as the object its schema describes: repeated names are arrays
+        when the property is one, texts coerced to the properties' types."""
+        fields = self.form_fields or {}
+        values: dict[str, list[str]] = {}
+        for name, value in parse_query(body):
+            values.setdefault(name, []).append(value)
+        out: dict[str, Any] = {}
+        for name, texts in values.items():
+            shape = fields.get(name)
+            if shape is not None and shape.kind == "array":
+                out[name] = [coerce(t, shape.types) for t in texts]
+            else:
+                types = shape.types if shape is not None else frozenset()
+                out[name] = coerce(texts[0], types) if len(texts) == 1 else texts
+        return out
 
     def body_media_for(self, content_type: str) -> tuple[str, Validator | None] | None:
         """The documented media type a request Content-Type falls under (None: not accepted)."""
@@ -452,9 +477,24 @@ def _content(b: _Builder, direction: Direction, content: Any) -> list[tuple[str,
         media_object = b.resolver.deref(media_object)
         schema = media_object.get("schema") if isinstance(media_object, dict) else None
         media_type = media_type_of(str(media))
-        key = b.add(direction, schema) if schema is not None and is_json(media_type) else None
+        checked = is_json(media_type) or (direction == "request" and media_type == FORM)
+        key = b.add(direction, schema) if schema is not None and checked else None
         out.append((media_type, key))
     return out
+
+
+def _form_fields(b: _Builder, content: Any) -> Mapping[str, Shape] | None:
+    """The property shapes of a request body's form-urlencoded schema, if it has one."""
+    if not isinstance(content, dict) or FORM not in content:
+        return None
+    media_object = b.resolver.deref(content[FORM])
+    schema = (
+        b.resolver.deref(media_object.get("schema")) if isinstance(media_object, dict) else None
+    )
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return {}
+    return {name: _shape(prop, b.resolver) for name, prop in props.items()}
 
 
 def compile_document(document: Mapping[str, Any]) -> Contract:
@@ -480,6 +520,7 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
             compiled = [c for p in params if (c := _compile_parameter(b, p, names))]
             body = b.resolver.deref(op.get("requestBody"))
             body_media = _content(b, "request", body.get("content")) if body else None
+            form_fields = _form_fields(b, body.get("content")) if body else None
             responses: dict[str, list[tuple[str, str | None]]] = {}
             for status, response in (op.get("responses") or {}).items():
                 response = b.resolver.deref(response)
@@ -501,6 +542,7 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
                         responses,
                         mock,
                         mocks,
+                        form_fields,
                     ),
                 )
             )
@@ -512,7 +554,7 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
     exact: dict[str, dict[str, Operation]] = {}
     templated: dict[str, dict[str, Operation]] = {}
     for template, method, op, parts in pending:
-        compiled, body_media, body_required, responses, mock, mocks = parts
+        compiled, body_media, body_required, responses, mock, mocks, form_fields = parts
         operation = Operation(
             method=method,
             template=template,
@@ -530,6 +572,7 @@ def compile_document(document: Mapping[str, Any]) -> Contract:
                 for s, content in responses.items()
             },
             mock=mock,
+            form_fields=form_fields,
             mocks=mocks,
         )
         target = templated if _TEMPLATE_PARAM.search(template) else exact

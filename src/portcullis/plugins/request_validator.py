@@ -3,7 +3,7 @@
 Config (model/plugins/request_validator.py):
 
     parameters: true            # path, query, header and cookie parameters
-    body: true                  # Content-Type, and JSON bodies against their schema
+    body: true                  # Content-Type, and JSON / form bodies against their schema
     max_body_bytes: 1048576     # larger bodies are refused (413) on validated operations
     unknown_operations: reject  # a method/path the description lacks: 404/405 (or allow)
     validate_responses: false   # log upstream responses that differ (sandbox/staging)

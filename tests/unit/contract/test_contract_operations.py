@@ -286,3 +286,19 @@ def test_templated_lookup_agrees_with_a_linear_scan(segments: list[str]) -> None
         assert not got.startswith("/{")
     else:
         assert got == expected
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_form_bodies_are_read_as_their_schema_describes(version: str) -> None:
+    doc = items_api(version)
+    doc["paths"]["/items"]["post"]["requestBody"]["content"][
+        "application/x-www-form-urlencoded"
+    ] = {"schema": {"$ref": "#/components/schemas/ItemIn"}}
+    op = compile_document(doc).find("post", "/items").operation
+    assert op is not None
+    form = "application/x-www-form-urlencoded"
+    assert op.check_body(form, b"name=desk+lamp&price=12.5&tags=a&tags=b", 10) == []
+    issues = op.check_body(form, b"name=&price=cheap&tags=a&extra=1", 10)
+    assert sorted(i.pointer for i in issues) == ["#", "#/name", "#/price"]
+    # Other media types are accepted as they are.
+    assert op.check_body("text/plain", b"anything", 10) == []

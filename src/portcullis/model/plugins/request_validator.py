@@ -21,7 +21,9 @@ class RequestValidatorConfig(PluginConfig):
     parameters: bool = Field(
         default=True, description="check path, query, header and cookie parameters"
     )
-    body: bool = Field(default=True, description="check the Content-Type and JSON request bodies")
+    body: bool = Field(
+        default=True, description="check the Content-Type and JSON or form request bodies"
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1,
