@@ -21,8 +21,6 @@ from portcullis.model.apis import Api, ApiVersion
 from portcullis.model.config import GatewayConfig, Service
 
 log = structlog.get_logger(__name__)
-# The environments of API keys that a sandbox serves (None, no key environment, is production).
-SANDBOX_ENVIRONMENTS = frozenset({"staging", "development"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from portcullis.asgi import Scope
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from portcullis.plugins.env import PluginEnv
 
 Headers = list[tuple[bytes, bytes]]
+_NO_PINS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class RequestContext:
 
     __slots__ = (
         "api",
+        "api_pins",
         "api_version",
         "body_limit",
         "cache_key",
@@ -142,6 +145,9 @@ class RequestContext:
         self.api: str | None = None
         self.api_version: str | None = None
         self.sandbox = False
+        # API version pins of the credential (an API key's metadata `api_version:<api>`),
+        # set by its auth plugin: api name -> version, beating the consumer's pins.
+        self.api_pins: Mapping[str, str] = _NO_PINS
         # How many characters of `path` the route's path matcher consumed (what a route
         # with strip_path removes before the upstream; set by the proxy).
         self.matched_length = 0

@@ -2,12 +2,14 @@
 with non-production keys from its OpenAPI description instead of the upstream.
 
 Not a configurable plugin: the snapshot compiler adds it to the chains of routes that
-serve such a version. It runs after auth, limits and request-validator (priority
-800, before the response cache), so sandbox traffic is authenticated, limited,
-validated and logged like real traffic and marked `ctx.sandbox`: a request without
-a body is answered in the access phase, one with a body in the `request_body` phase,
-after request-validator has checked it. Production credentials (and credentials
-without an environment) go upstream as usual. The answers are prepared when the
+serve such a version. It answers the requests the version step marked `ctx.sandbox`
+(runtime/versions.py: a staging or development credential on a version with a
+sandbox). It runs after auth, limits and request-validator (priority 800, before the
+response cache), so sandbox traffic is authenticated, limited, validated and logged
+like real traffic: a request without a body is answered in the access phase, one
+with a body in the `request_body` phase, after request-validator has checked it.
+Production credentials (and credentials without an environment) go upstream as usual.
+The answers are prepared when the
 description is compiled (`contract.mock`): the documented success status, media
 type and example, else schema-valid generated data; `Prefer: code=404` picks another
 documented status.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from portcullis.contract.index import SANDBOX_ENVIRONMENTS
 from portcullis.model.plugins.base import PluginConfig
 from portcullis.plugins.api_operations import (
     PROBLEM_HEADERS,
@@ -57,14 +58,13 @@ class SandboxMock(Plugin[SandboxMockConfig]):
         return None if located is None else _answer(ctx, located)
 
     def _mocked(self, ctx: RequestContext) -> Located | None:
-        if ctx.environment not in SANDBOX_ENVIRONMENTS:
+        # `ctx.sandbox` is the version step's decision (runtime/versions.py: a version
+        # with a sandbox and a staging or development credential): one rule, one place.
+        if not ctx.sandbox:
             return None
         located = locate(self.env, ctx)
         if located is None or not located.version.mock:
             return None
-        ctx.sandbox = True
-        ctx.api = ctx.api or located.version.api
-        ctx.api_version = ctx.api_version or located.version.version
         return located
 
 

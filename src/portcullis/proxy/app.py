@@ -523,6 +523,8 @@ class ProxyApp:
             if reply is not None:
                 await self._plugin_reply(send, ex, ctx, plugin, reply, head_only)
                 return None
+        if ex is not None and ctx.route is not route:
+            ex.route = ctx.route  # an API version's (or sandbox's) service serves it
         return _Admitted(ctx, match.matched_length, rid, info.chunked)
 
     async def _plugin_reply(

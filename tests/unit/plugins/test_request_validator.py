@@ -158,27 +158,23 @@ async def test_a_description_that_does_not_compile_fails_closed() -> None:
     assert "could not be compiled" in json.loads(reply.body)["detail"]
 
 
-async def test_the_mock_answers_non_production_environments_only() -> None:
+async def test_the_mock_answers_requests_marked_sandbox_only() -> None:
+    # The version step (runtime/versions.py) marks sandbox requests: the mock answers those.
     mock = SandboxMock(SandboxMockConfig(), env_of(gateway()))
-    for environment in (None, "production"):
-        ctx = context("entry", "/api/items/4", 4)
-        ctx.environment = environment
-        assert await mock.access(ctx) is None
-        assert not ctx.sandbox
     ctx = context("entry", "/api/items/4", 4)
-    ctx.environment = "staging"
+    assert await mock.access(ctx) is None
+    ctx = context("entry", "/api/items/4", 4)
+    ctx.sandbox = True
     reply = await mock.access(ctx)
     assert isinstance(reply, PluginResponse)
     assert reply.status == 200
-    assert ctx.sandbox
-    assert (ctx.api, ctx.api_version) == ("shop", "v2")
-    # v1 (the fixed route, and a shared-route request selecting it) has no sandbox.
+    # v1 (the fixed route, and a shared-route request selecting it) has no mock.
     ctx = context("fixed", "/v1/items/4", 3)
-    ctx.environment = "development"
+    ctx.sandbox = True
     assert await mock.access(ctx) is None
     # With a body, the answer waits for the request_body phase (after validation).
     ctx = context("entry", "/api/items", 4, method="POST", content_length=2)
-    ctx.environment = "development"
+    ctx.sandbox = True
     assert await mock.access(ctx) is None
     reply = mock.request_body(ctx, b"{}")
     assert isinstance(reply, PluginResponse)
@@ -193,8 +189,14 @@ def test_the_snapshot_adds_the_mock_to_routes_of_mocked_versions_only() -> None:
         assert match is not None
         return [p.name for p in match.payload.chain.access]
 
-    assert access_chain("/api/items") == ["request-validator", "sandbox-mock"]
-    assert access_chain("/v1/items") == []
+    # (api-version and api-version-consumer: the version steps, runtime/versions.py.)
+    assert access_chain("/api/items") == [
+        "api-version",
+        "api-version-consumer",
+        "request-validator",
+        "sandbox-mock",
+    ]
+    assert access_chain("/v1/items") == ["api-version"]
     assert access_chain("/health") == []
 
 
@@ -253,6 +255,8 @@ def test_validation_and_mocks_run_after_auth_and_limits_and_before_the_cache() -
     )
     assert PLUGINS["plan-limits"].priority > RequestValidator.priority > SandboxMock.priority
     assert [p.name for p in match.payload.chain.access] == [
+        "api-version",
+        "api-version-consumer",
         "acl",
         "rate-limit",
         "request-validator",
@@ -267,7 +271,7 @@ async def test_the_mock_answers_another_documented_status_when_preferred() -> No
     async def answer(prefer: bytes | None) -> PluginResponse:
         headers = [(b"prefer", prefer)] if prefer is not None else []
         ctx = context("entry", "/api/items/4", 4, headers=headers)
-        ctx.environment = "development"
+        ctx.sandbox = True
         reply = await mock.access(ctx)
         assert isinstance(reply, PluginResponse)
         return reply
