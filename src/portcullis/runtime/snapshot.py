@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from portcullis.contract.index import ContractIndex
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
@@ -19,6 +20,7 @@ from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
+from portcullis.plugins.sandbox_mock import SandboxMock, SandboxMockConfig
 from portcullis.runtime.router import Router, RouteSpec
 from portcullis.runtime.versions import (
     BrownoutWindow,
@@ -169,6 +171,9 @@ def _chains(
     so an auth plugin on a route of organization X can only ever find X's consumers
     (and the shared ones the route accepts); nothing about tenancy is left to decide
     per request. Its `organization` (`model.tenancy.plugin_owner`) names its counters.
+
+    A route that serves an API version with a mock sandbox also gets the built-in
+    `sandbox-mock` plugin (plugins/sandbox_mock.py), whatever the config's plugins.
     """
     by_scope: dict[tuple[str, str | None], dict[str, PluginInstance]] = {}
     for inst in config.plugins:
@@ -193,6 +198,7 @@ def _chains(
             )
         return built[key]
 
+    mock = SandboxMock(SandboxMockConfig(), env)
     chains: dict[str, PluginChain] = {}
     for route in config.routes:
         merged: dict[str, PluginInstance] = {}
@@ -201,6 +207,9 @@ def _chains(
         plugins = [plugin(i, route) for i in merged.values()]
         if (plan := versions.get(route.name)) is not None:
             plugins += plan.steps(env)
+        served = env.contracts.routes.get(route.name)
+        if served is not None and served.has_mock:
+            plugins.append(mock)
         chains[route.name] = PluginChain.from_plugins(plugins) if plugins else EMPTY_CHAIN
     return chains
 
@@ -218,7 +227,10 @@ def build_snapshot(
     """
     base_env = env if env is not None else (previous.env if previous else DEFAULT_ENV)
     env = replace(
-        base_env, consumers=ConsumerIndex(config.consumers), traffic=TrafficRules.of(config)
+        base_env,
+        consumers=ConsumerIndex(config.consumers),
+        traffic=TrafficRules.of(config),
+        contracts=ContractIndex.of(config),
     )
     upstreams = list(config.upstreams)
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
