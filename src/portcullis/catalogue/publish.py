@@ -47,6 +47,7 @@ from portcullis.model.plugins.rate_limit import RateLimitConfig
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (identity/oauth_server.py's path, a URL)
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 PROBLEM_SCHEMA = "GatewayProblem"
+_TOP_LEVEL_ORDER = ("openapi", "info", "jsonSchemaDialect", "servers", "security", "tags", "paths")
 _AUTH_PLUGINS = ("key-auth", "jwt-auth")
 _FORBIDDING_PLUGINS = ("acl", "ip-restriction")
 _LIMIT_PLUGINS = ("rate-limit", "plan-limits")
@@ -344,4 +345,6 @@ def publish(
         info["x-sunset"] = version.sunset_at.isoformat()
     if version.successor is not None:
         info["x-successor"] = version.successor
-    return doc
+    # The store keeps documents with sorted keys; a reader expects the usual order.
+    first = [k for k in _TOP_LEVEL_ORDER if k in doc]
+    return {**{k: doc[k] for k in first}, **{k: v for k, v in doc.items() if k not in first}}

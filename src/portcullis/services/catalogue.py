@@ -248,6 +248,10 @@ class CatalogueService:
             ).first()
         return _source_json(row)
 
+    async def api(self, op: Operation, api: str) -> dict[str, Any]:
+        """The API entity as the admin API shows it."""
+        return (await self._entities().get(op, api)).representation
+
     async def description(self, op: Operation, api: str, version: str) -> dict[str, Any]:
         """The imported description of `api` `version` and the state of its URL source."""
         entity = await self._entities().get(op, api)
