@@ -20,10 +20,13 @@ The imported description is the upstream's contract; what a client talks to diff
   the scopes the route's acl requires. A plugin with an `anonymous` consumer makes the
   credential optional. The upstream's own schemes are replaced: the gateway is what a
   client authenticates with.
-- **responses** the gateway adds: 401 (auth plugins), 403 (acl, ip-restriction), 429
-  with `RateLimit`, `RateLimit-Policy` and `Retry-After` (rate-limit, plan-limits;
-  successful responses then carry the two RateLimit fields as well), all
-  `application/problem+json` (RFC 9457).
+- **responses** the gateway itself gives, as `components/responses/Gateway<status>`
+  (all `application/problem+json`, RFC 9457): 400 (a route refusing encoded slashes),
+  401 (auth plugins), 403 (auth, acl, ip-restriction), 410 (a version with a sunset
+  or brownouts), 413 (request-size-limit), 429 with `RateLimit`, `RateLimit-Policy`
+  and `Retry-After` (rate-limit, plan-limits; successful responses then carry the two
+  RateLimit fields as well), and 502/503/504 (upstream failures, shedding). A response
+  the upstream already documents for a status is kept.
 - a **deprecated** version's operations are `deprecated: true`, its responses carry
   `Deprecation` and `Sunset`, and `info` carries `x-deprecated-at`, `x-sunset` and
   `x-successor`.
@@ -86,6 +89,8 @@ class _Surface:
     forbidding: bool = False
     limited: bool = False
     limit_headers: bool = False
+    size_limited: bool = False
+    rejects_encoded: bool = False
 
     def server(self, url: str, description: str) -> None:
         if all(s["url"] != url for s in self.servers):
@@ -207,6 +212,8 @@ def _surface(config: GatewayConfig, routes: Iterable[Route], gateway: Gateway) -
         surface.authenticated |= any(n in plugins for n in _AUTH_PLUGINS)
         surface.forbidding |= any(n in plugins for n in _FORBIDDING_PLUGINS)
         surface.limited |= any(n in plugins for n in _LIMIT_PLUGINS)
+        surface.size_limited |= "request-size-limit" in plugins
+        surface.rejects_encoded |= route.encoded_slashes == "reject"
     return surface
 
 
@@ -260,6 +267,40 @@ def _problem_response(description: str, headers: list[str]) -> dict[str, Any]:
     return response
 
 
+def _gateway_responses(surface: _Surface, version: ApiVersion) -> dict[str, dict[str, Any]]:
+    """The responses the gateway itself may give on the version's routes, by status."""
+    out: dict[str, dict[str, Any]] = {}
+    if surface.rejects_encoded:
+        out["400"] = _problem_response(
+            "The request target is malformed (e.g. an encoded slash in the path)", []
+        )
+    if surface.authenticated:
+        out["401"] = _problem_response("No valid credential (the gateway's auth plugins)", [])
+    if surface.forbidding or surface.authenticated:
+        out["403"] = _problem_response("The credential may not call this", [])
+    if (
+        version.sunset_at is not None
+        or version.brownouts
+        or version.status is VersionStatus.retired
+    ):
+        out["410"] = _problem_response(
+            "This version is past its sunset (or in a brownout before it): use its successor", []
+        )
+    if surface.size_limited:
+        out["413"] = _problem_response("The request body is too large", [])
+    if surface.limited:
+        headers = ["Retry-After"] + (
+            ["RateLimit", "RateLimit-Policy"] if surface.limit_headers else []
+        )
+        out["429"] = _problem_response("A rate limit or quota is exhausted", headers)
+    out["502"] = _problem_response("The upstream failed to answer", [])
+    out["503"] = _problem_response(
+        "No healthy upstream, an open circuit breaker, or the gateway sheds load", ["Retry-After"]
+    )
+    out["504"] = _problem_response("The upstream did not answer in time", [])
+    return out
+
+
 def _reachable(path: str, prefixes: list[str | None]) -> bool:
     return any(p is None or path == p or path.startswith(p + "/") for p in prefixes)
 
@@ -282,9 +323,7 @@ def publish(
             p: item for p, item in paths.items() if _reachable(p, surface.prefixes)
         }
     components = doc.setdefault("components", {})
-    components.setdefault("schemas", {})[PROBLEM_SCHEMA] = _PROBLEM
     deprecated = version.status in (VersionStatus.deprecated, VersionStatus.retired)
-    used_headers: list[str] = []
     success_headers: list[str] = []
     if surface.limit_headers:
         success_headers += ["RateLimit", "RateLimit-Policy"]
@@ -292,22 +331,13 @@ def publish(
         success_headers.append("Deprecation")
     if version.sunset_at is not None:
         success_headers.append("Sunset")
-    gateway_responses: dict[str, dict[str, Any]] = {}
-    if surface.authenticated:
-        gateway_responses["401"] = _problem_response(
-            "No valid credential (the gateway's auth plugins)", []
-        )
-    if surface.forbidding or surface.authenticated:
-        gateway_responses["403"] = _problem_response("The credential may not call this", [])
-    if surface.limited:
-        limit_headers = ["Retry-After"] + (
-            ["RateLimit", "RateLimit-Policy"] if surface.limit_headers else []
-        )
-        gateway_responses["429"] = _problem_response(
-            "A rate limit or quota is exhausted", limit_headers
-        )
-        used_headers += limit_headers
+    gateway_responses = _gateway_responses(surface, version)
+    used_headers = [h for r in gateway_responses.values() for h in r.get("headers", {})]
     used_headers += success_headers
+    components.setdefault("responses", {}).update(
+        {f"Gateway{status}": response for status, response in gateway_responses.items()}
+    )
+    components.setdefault("schemas", {})[PROBLEM_SCHEMA] = _PROBLEM
     for item in paths.values():
         if not isinstance(item, dict):
             continue
@@ -319,8 +349,8 @@ def publish(
             if deprecated:
                 operation["deprecated"] = True
             responses = operation.setdefault("responses", {})
-            for status, response in gateway_responses.items():
-                responses.setdefault(status, copy.deepcopy(response))
+            for status in gateway_responses:
+                responses.setdefault(status, {"$ref": f"#/components/responses/Gateway{status}"})
             for status, response in responses.items():
                 if str(status).startswith("2") and isinstance(response, dict) and success_headers:
                     headers = response.setdefault("headers", {})
@@ -328,11 +358,15 @@ def publish(
                         headers.setdefault(h, {"$ref": f"#/components/headers/{h}"})
     if used_headers:
         components.setdefault("headers", {}).update({h: _HEADERS[h] for h in used_headers})
+    if not components.get("responses"):
+        components.pop("responses", None)
     components.pop("securitySchemes", None)
     doc.pop("security", None)
     if surface.schemes:
         components["securitySchemes"] = surface.schemes
         doc["security"] = surface.requirements + ([{}] if surface.optional else [])
+    else:
+        doc["security"] = []  # said outright: the gateway asks no credential
     info = doc.setdefault("info", {})
     if api.title:
         info["title"] = api.title

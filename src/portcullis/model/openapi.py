@@ -31,7 +31,7 @@ import hashlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin
 
@@ -272,10 +272,7 @@ def _errors(document: Any) -> list[tuple[Path, str]]:
     errors: list[tuple[Path, str]] = []
     try:
         for error in validator(document).iter_errors():
-            where = tuple(
-                p if isinstance(p, int) and not isinstance(p, bool) else str(p)
-                for p in getattr(error, "absolute_path", ()) or ()
-            )
+            where = _path_in(document, getattr(error, "absolute_path", ()) or ())
             message = str(getattr(error, "message", error)).splitlines()[0][:500]
             errors.append((where, message))
             if len(errors) >= MAX_ERRORS:
@@ -283,6 +280,21 @@ def _errors(document: Any) -> list[tuple[Path, str]]:
     except Exception as exc:  # an unresolvable internal $ref, a recursion the validator hits
         errors.append(((), f"invalid description: {str(exc).splitlines()[0][:500]}"))
     return errors
+
+
+def _path_in(document: Any, parts: Iterable[Any]) -> Path:
+    """The validator's path as keys of `document`: an object's keys are strings (the
+    validator reports response codes as numbers), only list positions are ints."""
+    out: list[str | int] = []
+    node = document
+    for part in parts:
+        if isinstance(node, list) and isinstance(part, int):
+            out.append(part)
+            node = node[part] if 0 <= part < len(node) else None
+        else:
+            out.append(str(part))
+            node = node.get(str(part)) if isinstance(node, dict) else None
+    return tuple(out)
 
 
 def format_path(path: Path) -> str:
