@@ -281,38 +281,23 @@ def create_admin_app(
     )
     # Outside the Idempotency-Key middleware, which reads bodies itself.
     app.add_middleware(BodyGuardMiddleware, routes=lambda: app.routes)
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=AdminRateLimiter(
-            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
-            Policy(
-                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
+    # Consumers' self-service endpoints (API-key authenticated) and the API catalogue
+    # (GET /apis…, open to anyone for public APIs) get the same limits, each its own.
+    for prefix in (API_PREFIX, "/consumer/v1", "/apis"):
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=AdminRateLimiter(
+                Policy(
+                    "caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst
+                ),
+                Policy(
+                    "ip",
+                    settings.admin_rate_limit_ip_per_minute,
+                    settings.admin_rate_limit_ip_burst,
+                ),
             ),
-        ),
-        prefix=API_PREFIX,
-    )
-    # Consumers' self-service endpoints (API-key authenticated) get the same limits.
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=AdminRateLimiter(
-            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
-            Policy(
-                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
-            ),
-        ),
-        prefix="/consumer/v1",
-    )
-    # The API catalogue (GET /apis...) is open to anyone for public APIs: limited too.
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=AdminRateLimiter(
-            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
-            Policy(
-                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
-            ),
-        ),
-        prefix="/apis",
-    )
+            prefix=prefix,
+        )
     app.add_middleware(SecurityHeadersMiddleware)
     # CORS is off unless origins are configured (`Settings.admin_cors_origins`, read
     # defensively so the control plane also runs with settings that lack the field).

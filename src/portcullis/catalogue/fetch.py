@@ -26,7 +26,12 @@ from portcullis.model.openapi import (
     bundle,
     parse_document,
 )
-from portcullis.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
+from portcullis.webhooks.destinations import (
+    DestinationPolicy,
+    DestinationRefused,
+    guarded_session,
+    refusal_in,
+)
 
 USER_AGENT = "Portcullis-Catalogue/1"
 
@@ -50,13 +55,8 @@ class DescriptionFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.policy), limit=20, ttl_dns_cache=10
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"User-Agent": USER_AGENT},
+            self._session = guarded_session(
+                self.policy, timeout=self.timeout, user_agent=USER_AGENT
             )
         return self._session
 
@@ -92,7 +92,7 @@ class DescriptionFetcher:
         except TimeoutError:
             raise DescriptionError((), f"GET {url} timed out after {self.timeout} s") from None
         except (aiohttp.ClientError, OSError) as exc:
-            refusal = _refusal(exc)
+            refusal = refusal_in(exc)
             if refusal is not None:
                 raise DescriptionError(
                     (), str(refusal).replace("webhook destination", "URL")
@@ -101,15 +101,6 @@ class DescriptionFetcher:
         if len(body) > self.max_bytes:
             raise DescriptionError((), f"{url} is larger than {self.max_bytes} bytes")
         return body
-
-
-def _refusal(exc: BaseException) -> DestinationRefused | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DestinationRefused):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 async def bundle_remote(document: Any, base: str, fetcher: DescriptionFetcher) -> Any:
