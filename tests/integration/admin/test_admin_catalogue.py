@@ -403,3 +403,36 @@ async def test_the_diff_endpoint_reports_breaking_changes(owner: httpx.AsyncClie
     }
     backwards = await owner.get("/admin/v1/apis/orders/diff", params={"base": "v2", "head": "v1"})
     assert backwards.json()["breaking"] == 0
+
+
+IMPORT = """mutation($document: JSON, $url: String) {
+  importApiDescription(api: "orders", version: "v2", document: $document, url: $url) {
+    __typename
+    ... on ApiDescriptionImported { changed digest published }
+    ... on ValidationProblem { errors { pointer } }
+  }
+}"""
+
+
+async def test_graphql_imports_reads_and_diffs_like_rest(owner: httpx.AsyncClient) -> None:
+    await _setup(owner)
+
+    async def graph(query: str, **variables: Any) -> dict[str, Any]:
+        answer = await owner.post("/graphql", json={"query": query, "variables": variables})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert "errors" not in body, body
+        return dict(body["data"])
+
+    done = (await graph(IMPORT, document=DOC))["importApiDescription"]
+    assert done["__typename"] == "ApiDescriptionImported"
+    assert done["changed"] is True
+    assert done["published"] == "/apis/orders/v2/openapi.json"
+    bad = copy.deepcopy(DOC)
+    del bad["info"]["version"]
+    refused = (await graph(IMPORT, document=bad))["importApiDescription"]
+    assert refused == {"__typename": "ValidationProblem", "errors": [{"pointer": "#/info"}]}
+    read = await graph('{ apiDescription(api: "orders", version: "v2") }')
+    assert read["apiDescription"]["digest"] == done["digest"]
+    diff = await graph('{ apiDiff(api: "orders", base: "v2", head: "v2") }')
+    assert diff["apiDiff"]["breaking"] == 0
