@@ -257,6 +257,13 @@ async def test_a_url_to_a_private_address_is_refused_by_the_webhook_guard(
     (error,) = refused.json()["errors"]
     assert error["pointer"] == "#/url"
     assert "is not a public address" in error["detail"]
+    # A name is checked at connection time, on every address it resolves to.
+    by_name = await owner.put(
+        "/admin/v1/apis/orders/versions/v2/openapi",
+        json={"url": doc_server.url.replace("127.0.0.1", "localhost") + "/orders.json"},
+    )
+    assert by_name.status_code == 422, by_name.text
+    assert "is not a public address" in by_name.json()["errors"][0]["detail"]
     assert doc_server.hits == 0
 
 
