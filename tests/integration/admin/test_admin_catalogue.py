@@ -164,7 +164,10 @@ async def test_an_inline_import_is_validated_published_and_idempotent(
     first = await owner.put(put, json=DOC)
     assert first.status_code == 200, first.text
     assert first.json()["changed"] is True
-    versions, audit = await _versions(owner), len(await _audit(owner))
+    versions, events = await _versions(owner), await _audit(owner)
+    audit = len(events)
+    (imported,) = [e for e in events if e["resource_type"] == "api" and e["action"] == "update"]
+    assert imported["resource_id"] == "orders"
     again = await owner.put(put, json=copy.deepcopy(DOC))
     assert again.status_code == 200, again.text
     assert again.json()["changed"] is False
