@@ -22,6 +22,7 @@ from portcullis.catalogue.fetch import DescriptionFetcher
 from portcullis.services.catalogue import REFRESH_ACTOR, CatalogueService
 from portcullis.settings import Settings
 from portcullis.webhooks.destinations import DestinationPolicy, parse_allowed_networks
+from support.threaded_upstream import eventually
 
 DOC: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -446,3 +447,34 @@ async def test_graphql_imports_reads_and_diffs_like_rest(owner: httpx.AsyncClien
     assert read["apiDescription"]["digest"] == done["digest"]
     diff = await graph('{ apiDiff(api: "orders", base: "v2", head: "v2") }')
     assert diff["apiDiff"]["breaking"] == 0
+
+
+async def test_the_control_plane_job_fetches_a_source_set_through_the_entity_api(
+    database_url: str, doc_server: DocServer
+) -> None:
+    """The job as the control plane runs it: a source written into the API itself (no
+    import call) is due at once and fetched by the next round."""
+    settings = Settings(
+        database_url=database_url,
+        log_json=False,
+        webhook_allowed_networks=["127.0.0.0/8"],
+        openapi_refresh_interval=0.05,
+    )
+    application = create_admin_app(settings, password_hasher=TEST_PASSWORD_HASHER)
+    async with application.router.lifespan_context(application):
+        owner = await _owner(application)
+        await _setup(owner)
+        doc_server.documents["/orders.json"] = DOC
+        api = (await owner.get("/admin/v1/apis/orders")).json()
+        api["versions"][1]["openapi_source"] = {"url": f"{doc_server.url}/orders.json"}
+        assert (await owner.put("/admin/v1/apis/orders", json=api)).status_code == 200
+
+        editor = application.state.admin.editor
+
+        async def fetched() -> bool:  # read from the store: polling the API would hit its limits
+            config = (await editor.state()).config
+            return config.apis[0].versions[1].openapi is not None
+
+        await eventually(fetched, timeout=30)
+        published = await owner.get("/apis/orders/v2/openapi.json")
+        assert published.json()["paths"]["/orders"]["get"]["operationId"] == "listOrders"
