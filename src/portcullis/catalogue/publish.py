@@ -27,6 +27,8 @@ The imported description is the upstream's contract; what a client talks to diff
   and `Retry-After` (rate-limit, plan-limits; successful responses then carry the two
   RateLimit fields as well), and 502/503/504 (upstream failures, shedding). A response
   the upstream already documents for a status is kept.
+- on an API with shared routes, operations take the optional version-selection header
+  and query parameter (`Api.selection`), with this version as their one value.
 - a **deprecated** version's operations are `deprecated: true`, its responses carry
   `Deprecation` and `Sunset`, and `info` carries `x-deprecated-at`, `x-sunset` and
   `x-successor`.
@@ -301,6 +303,40 @@ def _gateway_responses(surface: _Surface, version: ApiVersion) -> dict[str, dict
     return out
 
 
+def _selection_parameters(
+    config: GatewayConfig, api: Api, version: ApiVersion
+) -> dict[str, dict[str, Any]]:
+    """The header and query parameter that pick this version on the API's shared routes
+    (`selection`), when it has any: optional, since the consumer's pin or the default
+    version apply without them."""
+    if not any(r.name in api.routes for r in config.routes):
+        return {}
+    default = " (the default when none is sent)" if api.default_version == version.name else ""
+    description = (
+        f"Selects version {version.name} on the API's shared routes{default}; a consumer "
+        "pinned to a version gets it when none is sent"
+    )
+    schema = {"type": "string", "enum": [version.name]}
+    out: dict[str, dict[str, Any]] = {}
+    if api.selection.header is not None:
+        out["ApiVersionHeader"] = {
+            "name": api.selection.header,
+            "in": "header",
+            "required": False,
+            "description": description,
+            "schema": schema,
+        }
+    if api.selection.query is not None:
+        out["ApiVersionQuery"] = {
+            "name": api.selection.query,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": schema,
+        }
+    return out
+
+
 def _reachable(path: str, prefixes: list[str | None]) -> bool:
     return any(p is None or path == p or path.startswith(p + "/") for p in prefixes)
 
@@ -332,6 +368,9 @@ def publish(
     if version.sunset_at is not None:
         success_headers.append("Sunset")
     gateway_responses = _gateway_responses(surface, version)
+    selectors = _selection_parameters(config, api, version)
+    if selectors:
+        components.setdefault("parameters", {}).update(selectors)
     used_headers = [h for r in gateway_responses.values() for h in r.get("headers", {})]
     used_headers += success_headers
     components.setdefault("responses", {}).update(
@@ -348,6 +387,11 @@ def publish(
             operation.pop("security", None)
             if deprecated:
                 operation["deprecated"] = True
+            if selectors:
+                operation["parameters"] = [
+                    *operation.get("parameters", []),
+                    *({"$ref": f"#/components/parameters/{n}"} for n in selectors),
+                ]
             responses = operation.setdefault("responses", {})
             for status in gateway_responses:
                 responses.setdefault(status, {"$ref": f"#/components/responses/Gateway{status}"})

@@ -27,7 +27,10 @@ def _config() -> Any:
     demo = document["apis"][0]
     v2 = next(v for v in demo["versions"] if v["name"] == "v2")
     document["consumers"] = [{"username": "guest"}]
+    demo["routes"] = ["demo-shared"]  # versions chosen by header or query parameter too
+    demo["selection"] = {"header": "Api-Version", "query": "api-version"}
     document["routes"] += [
+        {"name": "demo-shared", "service": "demo", "paths": ["/demo-api"]},
         {"name": "locked-v3", "service": "demo", "paths": ["/v3"]},
         {"name": "locked-v4", "service": "demo", "paths": ["/v4"], "strip_path": False},
     ]

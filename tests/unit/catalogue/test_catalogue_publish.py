@@ -206,3 +206,30 @@ def test_a_deprecated_version_flags_operations_and_announces_its_sunset() -> Non
     assert document["info"]["x-sunset"] == "2027-06-01T00:00:00+00:00"
     assert document["info"]["title"] == "Pet store"
     assert list(document)[:3] == ["openapi", "info", "servers"]
+
+
+def test_shared_routes_add_the_version_selection_parameters() -> None:
+    data = _config([{"name": "r", "paths": ["/v1"]}]).canonical()
+    data["routes"].append({"name": "shared", "service": "pets", "paths": ["/pets-api"]})
+    api = data["apis"][0]
+    api["routes"] = ["shared"]
+    api["default_version"] = "v1"
+    api["selection"] = {"header": "Api-Version", "query": "api-version"}
+    document = _published(load_config_data(data))
+    assert [s["url"] for s in document["servers"]] == [
+        "https://api.example.com/v1",
+        "https://api.example.com/pets-api",
+    ]
+    parameters = document["components"]["parameters"]
+    assert parameters["ApiVersionHeader"]["name"] == "Api-Version"
+    assert parameters["ApiVersionHeader"]["schema"] == {"type": "string", "enum": ["v1"]}
+    assert parameters["ApiVersionQuery"]["in"] == "query"
+    assert document["paths"]["/pets"]["get"]["parameters"] == [
+        {"$ref": "#/components/parameters/ApiVersionHeader"},
+        {"$ref": "#/components/parameters/ApiVersionQuery"},
+    ]
+    # Without shared routes a version is chosen by its path: no parameter.
+    assert (
+        "parameters"
+        not in _published(_config([{"name": "r", "paths": ["/v1"]}]))["paths"]["/pets"]["get"]
+    )
