@@ -10,7 +10,9 @@ The imported description is the upstream's contract; what a client talks to diff
   upstream's, so the public URL serves; with `strip_path` the stripped part is whatever
   the regex matched, which no server URL can express, so such a route adds no server
   (`x-portcullis-unpublished-routes` names it). The description's paths are taken as
-  relative to the service's URL, its path included.
+  relative to the service's URL, its path included. A route restricted to exact hosts
+  is served on each of them (the public URL's scheme, port and path); a wildcard host
+  names no one URL, so the public URL stands for it.
 - **security** comes from the auth plugins that apply to the routes (a route's own, its
   service's, the global ones; the most specific instance of a name wins, as in the
   data plane): key-auth gives an `apiKey` scheme per header it reads (`authorization`
@@ -40,6 +42,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from portcullis.model.apis import Api, ApiVersion, VersionStatus
 from portcullis.model.config import GatewayConfig, PluginInstance, Route
@@ -108,23 +111,36 @@ def _routes_of(config: GatewayConfig, api: Api, version: ApiVersion) -> list[Rou
     return [by_name[n] for n in [*version.routes, *api.routes] if n in by_name]
 
 
+def _bases(route: Route, base: str) -> list[str]:
+    """The public URL(s) a route answers on: the public proxy URL, or, for a route
+    restricted to exact hosts, each host with the public URL's scheme, port and path
+    (a wildcard host names no one URL: the public URL stands for it)."""
+    exact = [h for h in route.hosts if "*" not in h]
+    if not exact or len(exact) < len(route.hosts):
+        return [base]
+    parts = urlsplit(base)
+    port = f":{parts.port}" if parts.port is not None else ""
+    return [f"{parts.scheme}://{host}{port}{parts.path}" for host in exact]
+
+
 def _add_servers(surface: _Surface, route: Route, base: str) -> None:
-    for matcher in route.path_matchers:
-        where = f"route {route.name}"
-        if matcher.kind == "regex":
-            if route.strip_path:
-                surface.unpublished.append(route.name)
+    where = f"route {route.name}"
+    for url in _bases(route, base):
+        for matcher in route.path_matchers:
+            if matcher.kind == "regex":
+                if route.strip_path:
+                    surface.unpublished.append(route.name)
+                    continue
+                surface.server(url, where)
+                surface.prefixes.append(None)
                 continue
-            surface.server(base, where)
-            surface.prefixes.append(None)
-            continue
-        prefix = matcher.value.rstrip("/")
-        if route.strip_path:
-            surface.server(base + prefix, where)
-            surface.prefixes.append(None)
-        else:
-            surface.server(base, where)
-            surface.prefixes.append(prefix or None)
+            prefix = matcher.value.rstrip("/")
+            if route.strip_path:
+                surface.server(url + prefix, where)
+                surface.prefixes.append(None)
+            else:
+                surface.server(url, where)
+                surface.prefixes.append(prefix or None)
 
 
 def _add_key_auth(surface: _Surface, config: KeyAuthConfig) -> None:

@@ -233,3 +233,15 @@ def test_shared_routes_add_the_version_selection_parameters() -> None:
         "parameters"
         not in _published(_config([{"name": "r", "paths": ["/v1"]}]))["paths"]["/pets"]["get"]
     )
+
+
+def test_a_route_for_exact_hosts_is_served_on_each_host() -> None:
+    hosts = _published(
+        _config([{"name": "r", "paths": ["/v1"], "hosts": ["pets.example.com", "p.example.org"]}])
+    )
+    assert [s["url"] for s in hosts["servers"]] == [
+        "https://pets.example.com/v1",
+        "https://p.example.org/v1",
+    ]
+    wildcard = _published(_config([{"name": "r", "paths": ["/v1"], "hosts": ["*.example.com"]}]))
+    assert [s["url"] for s in wildcard["servers"]] == ["https://api.example.com/v1"]
