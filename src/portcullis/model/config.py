@@ -21,6 +21,7 @@ from pydantic import (
 
 from portcullis.http_fields import HeaderText
 from portcullis.model.apis import Api, VersionName, api_reference_errors
+from portcullis.model.openapi import api_description_errors
 from portcullis.model.plugins.registry import gateway_errors, references_of, validate_plugin
 from portcullis.model.secrets import SCHEMA_OF
 from portcullis.model.tenancy import reference_errors
@@ -515,6 +516,7 @@ class GatewayConfig(StrictModel):
         errors.extend(traffic_reference_errors(self))
         unique("apis", [a.name for a in self.apis])
         errors.extend(api_reference_errors(self.apis, self.consumers))
+        errors.extend(api_description_errors(self.apis))
         # Every name an entry writes resolves, and within its organization (model/tenancy.py).
         errors.extend(reference_errors(self, references_of(self)))
         if errors:
