@@ -11,6 +11,10 @@ def items_api(version: str = "3.1.0") -> dict[str, Any]:
     nullable_note: dict[str, Any] = (
         {"type": "string", "nullable": True} if openapi_30 else {"type": ["string", "null"]}
     )
+    # 3.0 spells an exclusive bound as a boolean beside the bound (JSON Schema draft 4).
+    price_bound: dict[str, Any] = (
+        {"maximum": 10000, "exclusiveMaximum": True} if openapi_30 else {"exclusiveMaximum": 10000}
+    )
     return {
         "openapi": version,
         "info": {"title": "Items", "version": "2"},
@@ -122,7 +126,7 @@ def items_api(version: str = "3.1.0") -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "name": {"type": "string", "minLength": 1, "maxLength": 40},
-                        "price": {"type": "number", "minimum": 0, "exclusiveMaximum": 10000},
+                        "price": {"type": "number", "minimum": 0, **price_bound},
                         "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
                         "note": nullable_note,
                     },

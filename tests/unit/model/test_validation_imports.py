@@ -54,7 +54,11 @@ def test_validating_a_config_imports_no_handler_and_no_heavy_dependency(tmp_path
                     {
                         "name": "v1",
                         "routes": ["r"],
-                        "openapi": {"openapi": "3.1.0", "info": {"title": "a", "version": "1"}},
+                        "openapi": {
+                            "openapi": "3.1.0",
+                            "info": {"title": "a", "version": "1"},
+                            "paths": {},
+                        },
                     }
                 ],
             }
