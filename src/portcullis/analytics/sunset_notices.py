@@ -8,7 +8,8 @@ within the notice period and has not passed, and claims each (api, version, cons
 sunset) with an INSERT … ON CONFLICT DO NOTHING in the transaction that records the
 event: control planes running the round together, or a restarted one, announce it once;
 a moved sunset is a new key, so it is announced again. Consumers calling a version only
-after the notice went out are announced in a later round.
+after the notice went out are announced in a later round. Claims of sunsets that have
+passed are deleted (nothing is announced after a sunset).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.api_callers import Caller, callers_in, day_window
@@ -68,6 +70,7 @@ class SunsetNotices:
             if version.sunset_at is not None and now < version.sunset_at <= now + self._notice
         ]
         if not due:
+            await self._forget_passed(now)
             return []
         organization_of = {c.username: c.organization for c in config.consumers}
         async with write_transaction(self._engine) as conn:
@@ -102,7 +105,14 @@ class SunsetNotices:
                             )
                         )
                 await record_events(conn, new, now=now)
+        await self._forget_passed(now)
         return list(events)
+
+    async def _forget_passed(self, now: datetime) -> None:
+        """Drop the notices of sunsets that have passed: nothing is announced after a
+        sunset, so they can never be claimed again."""
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(delete(SunsetNoticeRow).where(SunsetNoticeRow.sunset_at <= now))
 
 
 async def _claim(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from api_usage_support import DAY, gateway, traffic
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.analytics.log_queue import RequestLogWriter
@@ -23,6 +24,7 @@ from portcullis.analytics.sunset_notices import SunsetNotices
 from portcullis.identity.secrets import load_server_secret
 from portcullis.model import GatewayConfig
 from portcullis.model.loader import load_config_data
+from portcullis.store.analytics_tables import SunsetNoticeRow
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine, write_transaction
 from portcullis.store.migrations import upgrade_to_head
@@ -47,14 +49,26 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-def notices(engine: AsyncEngine, sunset: datetime, notice: timedelta = NOTICE) -> SunsetNotices:
-    """A job as a (re)started control plane builds it, on a config with `sunset`."""
+def notices(
+    engine: AsyncEngine,
+    sunset: datetime,
+    notice: timedelta = NOTICE,
+    later: timedelta = timedelta(0),
+) -> SunsetNotices:
+    """A job as a (re)started control plane builds it, on a config with `sunset`, with a
+    clock `later` than now."""
     config = load_config_data(gateway(sunset))
 
     async def current() -> GatewayConfig:
         return config
 
-    return SunsetNotices(engine, current, notice=notice, caller_days=30)
+    return SunsetNotices(
+        engine,
+        current,
+        notice=notice,
+        caller_days=30,
+        clock=lambda: datetime.now(UTC) + later,
+    )
 
 
 def in_days(days: float) -> datetime:
@@ -88,8 +102,12 @@ async def test_each_consumer_still_calling_hears_of_the_sunset_once(engine: Asyn
     moved = await notices(engine, sunset + timedelta(days=7)).run_once()
     assert [e.subject for e in moved] == ["consumer:alice"]
     assert await notices(engine, sunset + timedelta(days=7)).run_once() == []
-    # Past the sunset there is nothing left to announce.
-    assert await notices(engine, in_days(-1)).run_once() == []
+    # Past the sunset there is nothing left to announce, nor to remember.
+    assert (
+        await notices(engine, sunset + timedelta(days=7), later=timedelta(days=28)).run_once() == []
+    )
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(SunsetNoticeRow)) == 0
 
 
 async def test_control_planes_announcing_together_announce_once(engine: AsyncEngine) -> None:
