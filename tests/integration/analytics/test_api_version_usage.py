@@ -70,9 +70,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
         await engine.dispose()
 
 
-async def test_the_request_log_and_rollups_keep_the_api_version_and_sandbox(
-    world: World,
-) -> None:
+async def check_the_log_and_rollups_keep_the_api_version_and_sandbox(world: World) -> None:
     engine = world.client.engine  # type: ignore[attr-defined]
     async with engine.connect() as conn:
         logged = (
@@ -118,7 +116,7 @@ async def test_the_request_log_and_rollups_keep_the_api_version_and_sandbox(
     ]
 
 
-async def test_who_still_calls_a_version_with_keys_and_exact_last_seen(world: World) -> None:
+async def check_who_still_calls_a_version(world: World) -> None:
     alice = [r for r in world.records if r.consumer == "alice"]
     anonymous = next(r for r in world.records if r.consumer is None)
     url = "/admin/v1/analytics/apis/shop/versions/v1/callers"
@@ -182,7 +180,7 @@ async def test_who_still_calls_a_version_with_keys_and_exact_last_seen(world: Wo
     assert [(c["consumer"], c["requests"]) for c in v2["callers"]] == [("bob", 2)]
 
 
-async def test_usage_per_version_keeps_sandbox_traffic_apart(world: World) -> None:
+async def check_usage_per_version_keeps_sandbox_traffic_apart(world: World) -> None:
     answer = await world.client.get("/admin/v1/analytics/apis/shop/versions")
     assert answer.status_code == 200, answer.text
     versions = {v["version"]: v for v in answer.json()["versions"]}
@@ -207,7 +205,7 @@ async def test_usage_per_version_keeps_sandbox_traffic_apart(world: World) -> No
     ]
 
 
-async def test_graphql_answers_the_same_callers(world: World) -> None:
+async def check_graphql_answers_the_same(world: World) -> None:
     query = """{ apiVersionCallers(api: "shop", version: "v1", query: {days: 7}) {
                    requests callers { consumer requests keys { keyId requests } } }
                  apiVersionsUsage(api: "shop") { versions { version live { requests } } } }"""
@@ -223,7 +221,7 @@ async def test_graphql_answers_the_same_callers(world: World) -> None:
     assert [v["live"]["requests"] for v in data["apiVersionsUsage"]["versions"]] == [4, 2]
 
 
-async def test_unknown_apis_and_bad_names_are_refused(world: World) -> None:
+async def check_unknown_apis_and_bad_parameters_are_refused(world: World) -> None:
     base = "/admin/v1/analytics/apis"
     missing = await world.client.get(f"{base}/ghost/versions/v1/callers")
     assert missing.status_code == 404
@@ -235,6 +233,21 @@ async def test_unknown_apis_and_bad_names_are_refused(world: World) -> None:
     gone = await world.client.get(f"{base}/shop/versions/v0/callers")
     assert gone.status_code == 200
     assert (gone.json()["status"], gone.json()["callers"]) == (None, [])
+
+
+# One world (a store, traffic, a rollup round, an admin app) serves several checks: its
+# setup is most of the cost.
+
+
+async def test_who_still_calls_a_version_with_keys_and_exact_last_seen(world: World) -> None:
+    await check_the_log_and_rollups_keep_the_api_version_and_sandbox(world)
+    await check_who_still_calls_a_version(world)
+
+
+async def test_usage_per_version_graphql_and_refusals(world: World) -> None:
+    await check_usage_per_version_keeps_sandbox_traffic_apart(world)
+    await check_graphql_answers_the_same(world)
+    await check_unknown_apis_and_bad_parameters_are_refused(world)
 
 
 async def test_api_callers_count_each_request_once_across_rounds(database_url: str) -> None:
