@@ -104,6 +104,8 @@ def _fold_api_dimensions() -> None:
     """Merge the rollups that differ only by API, version or sandbox into one row per
     bucket of the narrower key (counts added, latency sketches merged), so going down
     loses the API dimension but no traffic."""
+    # The sketches' own merge (their byte format is the analytics package's): a migration
+    # runs once, offline, and must merge exactly as the rollup job does.
     from portcullis.analytics.sketch import LatencySketch
 
     rollups = sa.table(
