@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from portcullis.asgi import Scope
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from portcullis.plugins.env import PluginEnv
 
 Headers = list[tuple[bytes, bytes]]
+_NO_PINS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -59,6 +61,7 @@ class RequestContext:
 
     __slots__ = (
         "api",
+        "api_pins",
         "api_version",
         "body_limit",
         "cache_key",
@@ -139,6 +142,9 @@ class RequestContext:
         self.api: str | None = None
         self.api_version: str | None = None
         self.sandbox = False
+        # API version pins of the credential (an API key's metadata `api_version:<api>`),
+        # set by its auth plugin: api name -> version, beating the consumer's pins.
+        self.api_pins: Mapping[str, str] = _NO_PINS
 
 
 Phase = Literal["access", "response", "request_body", "response_body"]

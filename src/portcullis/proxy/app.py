@@ -546,6 +546,8 @@ class ProxyApp:
                     length=len(body),
                 )
                 return None
+        if ex is not None and ctx.route is not route:
+            ex.route = ctx.route  # an API version's (or sandbox's) service serves it
         return _Admitted(ctx, match.matched_length, rid, info.chunked)
 
     async def handle_http(

@@ -20,6 +20,13 @@ from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
 from portcullis.runtime.router import Router, RouteSpec
+from portcullis.runtime.versions import (
+    BrownoutWindow,
+    RoutePlan,
+    WindowKey,
+    brownout_windows,
+    route_plans,
+)
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
 from portcullis.upstream.transport import TransportTimeouts
@@ -73,6 +80,8 @@ class Snapshot:
     limiters: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
     # Retry budgets by service name (state carried across snapshots).
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    # API versions' brownout windows (their counts carried across snapshots).
+    brownouts: dict[WindowKey, BrownoutWindow] = field(default_factory=dict)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -147,8 +156,13 @@ def _compile_service(
     )
 
 
-def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
+def _chains(
+    config: GatewayConfig, env: PluginEnv, versions: dict[str, RoutePlan]
+) -> dict[str, PluginChain]:
     """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one.
+
+    A route an API names also gets the built-in version steps (`runtime/versions.py`),
+    ordered among the plugins by their priorities.
 
     The tenant boundary is compiled in here: an instance is built once per consumer
     view of the routes it serves (`ConsumerIndex.view` of the route's organization),
@@ -184,11 +198,10 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
         merged: dict[str, PluginInstance] = {}
         for scope in (("global", None), ("service", route.service), ("route", route.name)):
             merged.update(by_scope.get(scope, {}))
-        chains[route.name] = (
-            PluginChain.from_plugins([plugin(i, route) for i in merged.values()])
-            if merged
-            else EMPTY_CHAIN
-        )
+        plugins = [plugin(i, route) for i in merged.values()]
+        if (plan := versions.get(route.name)) is not None:
+            plugins += plan.steps(env)
+        chains[route.name] = PluginChain.from_plugins(plugins) if plugins else EMPTY_CHAIN
     return chains
 
 
@@ -222,7 +235,10 @@ def build_snapshot(
             name: replace(svc, shedding=shedding.get(svc.pool.name))
             for name, svc in services.items()
         }
-    chains = _chains(config, env)
+    versions = route_plans(
+        config.apis, config.routes, config.consumers, previous.brownouts if previous else {}
+    )
+    chains = _chains(config, env, versions)
     specs = [
         RouteSpec(
             route=r,
@@ -239,6 +255,9 @@ def build_snapshot(
         )
         for r in config.routes
     ]
+    for spec in specs:
+        if (plan := versions.get(spec.route.name)) is not None:
+            plan.bind(spec.payload, services)
     schemes = {svc.pool.name: svc.scheme for svc in services.values()}
     return Snapshot(
         version=version,
@@ -249,6 +268,7 @@ def build_snapshot(
         schemes=schemes,
         limiters=limiters,
         budgets={name: svc.retry_budget for name, svc in services.items()},
+        brownouts=brownout_windows(versions),
     )
 
 

@@ -40,6 +40,14 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
             "the example API through the gateway",
         )
         assert {"portcullis", "drawbridge"} <= {i["name"] for i in items}
+        # The demo API's versions (issue 18's contract): v1 is deprecated with a sunset.
+        v1 = httpx.get(f"http://127.0.0.1:{proxy}/v1/items", timeout=5)
+        assert v1.status_code == 200
+        assert v1.headers["deprecation"] == "@1793491200"  # 2026-11-01
+        assert v1.headers["sunset"] == "Fri, 31 Dec 2027 00:00:00 GMT"
+        v2 = httpx.get(f"http://127.0.0.1:{proxy}/v2/items", timeout=5)
+        assert v2.status_code == 200
+        assert "deprecation" not in v2.headers
 
         def applied() -> dict[str, Any] | None:
             inbox = httpx.get(f"http://127.0.0.1:{upstream}/webhooks/inbox", timeout=5).json()
