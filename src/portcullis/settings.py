@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     webhook_breaker_rest: float = Field(default=30.0, ge=0, le=3600)
     # A `key.expiring` event goes out this many days before an active key expires (0: none).
     key_expiry_notice_days: float = Field(default=7.0, ge=0)
+    # A `version.sunset_approaching` event goes to each consumer that called an API version
+    # in the last sunset_caller_days days, sunset_notice_days before the version's sunset
+    # (0: none); the job looks every sunset_notice_interval seconds.
+    sunset_notice_days: float = Field(default=30.0, ge=0)
+    sunset_caller_days: int = Field(default=30, ge=1, le=3650)
+    sunset_notice_interval: float = Field(default=300.0, gt=0, le=86400)
     # GraphQL persisted documents (services/graphql_documents.py), kept in the store so
     # every control-plane node shares them. graphql_apq_enabled: clients may register
     # documents by hash (Apollo's automatic persisted queries); at most

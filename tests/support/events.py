@@ -100,6 +100,16 @@ SAMPLES: dict[EventType, dict[str, Any]] = {
     },
     EventType.WEBHOOK_ENDPOINT_DISABLED: {"endpoint_id": "ep_1", "reason": "gone"},
     EventType.WEBHOOK_TEST: {"endpoint_id": "ep_1", "message": "hello"},
+    EventType.VERSION_SUNSET_APPROACHING: {
+        "api": "demo",
+        "version": "v1",
+        "sunset_at": "2027-12-31T00:00:00Z",
+        "successor": "v2",
+        "consumer": "alice",
+        "last_seen": "2027-12-01T10:00:00Z",
+        "requests": 42,
+        "window_days": 30,
+    },
 }
 
 

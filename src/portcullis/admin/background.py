@@ -86,6 +86,7 @@ def control_jobs(
     from portcullis.analytics.quota_events import quota_events_job
     from portcullis.analytics.retention import events_retention_job, request_log_retention_job
     from portcullis.analytics.rollups import rollup_job
+    from portcullis.analytics.sunset_notices import sunset_notice_job
     from portcullis.identity.key_expiry import key_expiry_job
     from portcullis.limits.redis_backend import RedisBackend
 
@@ -104,9 +105,11 @@ def control_jobs(
     async def current_config() -> GatewayConfig | None:
         return (await state.editor.state()).config
 
+    sunsets = sunset_notice_job(engine, settings, bus, current_config)
     return [
         openapi_refresh_job(state),
         *([expiry] if expiry is not None else []),
+        *([sunsets] if sunsets is not None else []),
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
         events_retention_job(engine, settings),

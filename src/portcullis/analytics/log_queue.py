@@ -70,6 +70,9 @@ COLUMNS = (
     "error_kind",
     "trace_id",
     "priority",
+    "api",
+    "api_version",
+    "sandbox",
 )
 
 
@@ -92,6 +95,8 @@ _AGENT = _max_length("user_agent")
 _ERROR_KIND = _max_length("error_kind")
 _TRACE_ID = _max_length("trace_id")
 _PRIORITY = _max_length("priority")
+_API = _max_length("api")
+_API_VERSION = _max_length("api_version")
 
 
 def _cut(value: str | None, length: int) -> str | None:
@@ -124,6 +129,9 @@ def record_row(record: RequestRecord, node: str) -> tuple[Any, ...]:
         _cut(record.error_kind, _ERROR_KIND),
         _cut(record.trace_id, _TRACE_ID),
         _cut(record.priority, _PRIORITY),
+        _cut(record.api, _API),
+        _cut(record.api_version, _API_VERSION),
+        record.sandbox,
     )
 
 

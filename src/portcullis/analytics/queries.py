@@ -6,7 +6,8 @@ latency sketches merge, so a percentile over any range is computed from the data
 of the whole range. Minutes not rolled up yet (the last `lateness` seconds or so)
 are not in these answers; `Coverage.complete_until` says up to when data is in.
 
-Every function takes a `Scope`: exact route/service/consumer filters and, for
+Every function takes a `Scope`: exact route/service/consumer (and api, api version,
+sandbox) filters and, for
 admins limited to an organization, the names of the routes and consumers they may
 see (a row is visible when its route or its consumer is theirs).
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, case, false, func, or_, select
@@ -56,13 +57,19 @@ class Scope:
     # Organization-limited callers: only rows whose route or consumer is one of these.
     visible_routes: frozenset[str] | None = None
     visible_consumers: frozenset[str] | None = None
+    # The API product and version requests were served as, and sandbox or live traffic.
+    api: str | None = None
+    api_version: str | None = None
+    sandbox: bool | None = None
 
     def _conditions(self, table: Any) -> list[ColumnElement[bool]]:
         out: list[ColumnElement[bool]] = []
-        for name in ("route", "service", "consumer"):
+        for name in ("route", "service", "consumer", "api", "api_version"):
             wanted = getattr(self, name)
             if wanted is not None:
                 out.append(getattr(table, name) == wanted)
+        if self.sandbox is not None:
+            out.append(table.sandbox.is_(self.sandbox))
         if self.visible_routes is not None or self.visible_consumers is not None:
             routes = sorted(self.visible_routes or ())
             consumers = sorted(self.visible_consumers or ())
@@ -171,6 +178,9 @@ _ROLLUP_COLUMNS = (
     RollupRow.service,
     RollupRow.consumer,
     RollupRow.status_class,
+    RollupRow.api,
+    RollupRow.api_version,
+    RollupRow.sandbox,
     RollupRow.requests,
     RollupRow.errors,
     RollupRow.rate_limited,
@@ -190,6 +200,9 @@ class RollupKey:
     service: str
     consumer: str
     status_class: int
+    api: str = ""
+    api_version: str = ""
+    sandbox: bool = False
 
 
 async def scan(
@@ -216,11 +229,11 @@ async def scan(
     result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
     async for partition in result.partitions(_STREAM_BATCH):
         for row in partition:
-            key = group(RollupKey(row[0], row[1], row[2], row[3], row[4]))
+            key = group(RollupKey(*row[:7], bool(row[7])))
             counters = out.get(key)
             if counters is None:
                 counters = out[key] = Counters()
-            counters.add_counts(row[5], row[6], row[7], row[8], row[9], row[10], row[11])
+            counters.add_counts(row[8], row[9], row[10], row[11], row[12], row[13], row[14])
     return out
 
 
@@ -464,7 +477,8 @@ async def export_rows(
     *,
     chunk_buckets: int = 24,
 ) -> AsyncIterator[tuple[RollupKey, Counters]]:
-    """Traffic per bucket and (route, service, consumer, status class), in time order.
+    """Traffic per bucket and (route, service, consumer, status class, api, api version,
+    sandbox), in time order.
 
     The range is read a few buckets at a time, so an export of any length holds
     one chunk in memory, all in one snapshot (`read_snapshot`) and with the usage
@@ -482,12 +496,7 @@ async def export_rows(
                 conn,
                 spans,
                 scope,
-                lambda k: RollupKey(
-                    floor_to(k.bucket_start, size), k.route, k.service, k.consumer, k.status_class
-                ),
+                lambda k: replace(k, bucket_start=floor_to(k.bucket_start, size)),
             )
-            for key in sorted(
-                groups,
-                key=lambda k: (k.bucket_start, k.route, k.service, k.consumer, k.status_class),
-            ):
+            for key in sorted(groups, key=astuple):
                 yield key, groups[key]

@@ -1,10 +1,12 @@
 """Minute, hour and day rollups of the request log: a control-plane background job.
 
 Each round turns closed minutes of raw `request_log` rows into minute rollups per
-(route, service, consumer, status class) — request, error and rate-limited counts,
-bytes, the latency sum and a `LatencySketch` — then closed hours of minute rollups
-into hour rollups and closed days of hours into day rollups, merging the sketches
-(percentiles of coarse buckets come from the data, never from averages).
+(route, service, consumer, status class, api, api version, sandbox) — request, error
+and rate-limited counts, bytes, the latency sum and a `LatencySketch` — then closed
+hours of minute rollups into hour rollups and closed days of hours into day rollups,
+merging the sketches (percentiles of coarse buckets come from the data, never from
+averages). The same transaction adds the minutes' requests made as an API version to
+`api_callers` (per day, version, consumer and API key: who still calls v1).
 
 Progress is kept in `analytics_cursors`, one row per granularity: the position is
 the first bucket not yet rolled up (epoch seconds). A minute is rolled up once it
@@ -25,13 +27,13 @@ never rows a coarser granularity has not consumed yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,8 +41,13 @@ from portcullis.analytics.jobs import control_job
 from portcullis.analytics.record import Flag
 from portcullis.analytics.sketch import LatencySketch
 from portcullis.periodic import Periodic
-from portcullis.store.analytics_tables import AnalyticsCursorRow, RequestLogRow, RollupRow
-from portcullis.store.engine import write_transaction
+from portcullis.store.analytics_tables import (
+    AnalyticsCursorRow,
+    ApiCallerRow,
+    RequestLogRow,
+    RollupRow,
+)
+from portcullis.store.engine import dialect_insert, write_transaction
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
@@ -55,8 +62,8 @@ CURSOR_JOBS: dict[str, str] = {g: f"rollups.{g}" for g in GRANULARITIES}
 _RATE_LIMITED = int(Flag.RATE_LIMITED)
 _STREAM_BATCH = 5000
 
-# (route, service, consumer, status class); '' for "none".
-Dims = tuple[str, str, str, int]
+# (route, service, consumer, status class, api, api version, sandbox); '' for "none".
+Dims = tuple[str, str, str, int, str, str, bool]
 
 
 def status_class(status: int) -> int:
@@ -141,7 +148,7 @@ class Counters:
 
     def row(self, granularity: str, bucket_start: int, dims: Dims) -> dict[str, Any]:
         """The `analytics_rollups` row of this bucket."""
-        route, service, consumer, cls = dims
+        route, service, consumer, cls, api, api_version, sandbox = dims
         return {
             "granularity": granularity,
             "bucket_start": bucket_start,
@@ -149,6 +156,9 @@ class Counters:
             "service": service,
             "consumer": consumer,
             "status_class": cls,
+            "api": api,
+            "api_version": api_version,
+            "sandbox": sandbox,
             "requests": self.requests,
             "errors": self.errors,
             "rate_limited": self.rate_limited,
@@ -255,8 +265,13 @@ class Rollups:
                 begin = max(start, floor_to(first, size))
                 end = min(begin + self._batch[granularity] * size, ready_end)
                 buckets = await self._aggregate(granularity, begin, end)
+            callers = (
+                await aggregate_callers(self._engine, start, end)
+                if granularity == "minute" and first is not None
+                else []
+            )
             try:
-                await self._commit(job, position, end, granularity, start, buckets)
+                await self._commit(job, position, end, granularity, start, buckets, callers)
             except (LostRace, IntegrityError):
                 log.info("rollups.lost_race", granularity=granularity, position=position)
                 break
@@ -298,8 +313,10 @@ class Rollups:
         granularity: str,
         start: int,
         buckets: Buckets,
+        callers: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Move the cursor to `end` and replace the rollups of [start, end), atomically."""
+        """Move the cursor to `end` and replace the rollups of [start, end), atomically
+        (and add the callers of those minutes: the cursor move makes it happen once)."""
         async with write_transaction(self._engine) as conn:
             await move_cursor(conn, job, expected, end)
             await conn.execute(
@@ -312,6 +329,7 @@ class Rollups:
             rows = [c.row(granularity, bucket, dims) for (bucket, dims), c in buckets.items()]
             for chunk in _chunks(rows, 500):
                 await conn.execute(insert(RollupRow), chunk)
+            await add_callers(conn, callers)
 
     async def apply_retention(self) -> dict[str, int]:
         """Delete rollups past their retention (never ones not yet rolled up further)."""
@@ -334,6 +352,11 @@ class Rollups:
                     )
                 )
             deleted[granularity] = result.rowcount
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                delete(ApiCallerRow).where(ApiCallerRow.day < now - self._retention.day * DAY)
+            )
+        deleted["api_callers"] = result.rowcount
         if any(deleted.values()):
             log.info("rollups.retention", **deleted)
         return deleted
@@ -395,15 +418,28 @@ async def aggregate_raw(engine: AsyncEngine, begin: int, end: int) -> Buckets:
         log_row.latency_ms,
         log_row.flags,
         log_row.error_kind,
+        log_row.api,
+        log_row.api_version,
+        log_row.sandbox,
     ).where(log_row.ts_ms >= begin * 1000, log_row.ts_ms < end * 1000)
     buckets: Buckets = {}
     async with engine.connect() as conn:
         result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
         async for partition in result.partitions(_STREAM_BATCH):
-            for ts_ms, route, service, consumer, status, b_in, b_out, ms, flags, kind in partition:
+            for row in partition:
+                ts_ms, route, service, consumer, status, b_in, b_out, ms, flags, kind = row[:10]
+                api, api_version, sandbox = row[10:]
                 key = (
                     ts_ms // 60_000 * 60,
-                    (route or "", service or "", consumer or "", status_class(status)),
+                    (
+                        route or "",
+                        service or "",
+                        consumer or "",
+                        status_class(status),
+                        api or "",
+                        api_version or "",
+                        bool(sandbox),
+                    ),
                 )
                 counters = buckets.get(key)
                 if counters is None:
@@ -422,6 +458,9 @@ async def aggregate_rollups(
         RollupRow.service,
         RollupRow.consumer,
         RollupRow.status_class,
+        RollupRow.api,
+        RollupRow.api_version,
+        RollupRow.sandbox,
         RollupRow.requests,
         RollupRow.errors,
         RollupRow.rate_limited,
@@ -439,12 +478,86 @@ async def aggregate_rollups(
         result = await conn.stream(query.execution_options(yield_per=_STREAM_BATCH))
         async for partition in result.partitions(_STREAM_BATCH):
             for row in partition:
-                key = (floor_to(row[0], size), (row[1], row[2], row[3], row[4]))
+                dims = (row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]))
+                key = (floor_to(row[0], size), dims)
                 counters = buckets.get(key)
                 if counters is None:
                     counters = buckets[key] = Counters()
-                counters.add_counts(row[5], row[6], row[7], row[8], row[9], row[10], row[11])
+                counters.add_counts(row[8], row[9], row[10], row[11], row[12], row[13], row[14])
     return buckets
+
+
+async def aggregate_callers(engine: AsyncEngine, begin: int, end: int) -> list[dict[str, Any]]:
+    """The `api_callers` increments of the raw rows with `begin <= ts < end` that were
+    served as an API version: requests and the last request per day and caller."""
+    log_row = RequestLogRow
+    day = (log_row.ts_ms // (DAY * 1000) * DAY).label("day")
+    consumer = func.coalesce(log_row.consumer, "")
+    credential = func.coalesce(log_row.credential_id, "")
+    query = (
+        select(
+            day,
+            log_row.api,
+            log_row.api_version,
+            consumer,
+            credential,
+            log_row.sandbox,
+            func.count(),
+            func.max(log_row.ts_ms),
+        )
+        .where(
+            log_row.ts_ms >= begin * 1000,
+            log_row.ts_ms < end * 1000,
+            log_row.api.is_not(None),
+            log_row.api_version.is_not(None),
+        )
+        .group_by(day, log_row.api, log_row.api_version, consumer, credential, log_row.sandbox)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        {
+            "day": int(d),
+            "api": api,
+            "api_version": version,
+            "consumer": who,
+            "credential_id": key,
+            "sandbox": bool(sandbox),
+            "requests": int(n),
+            "last_seen_ms": int(last),
+        }
+        for d, api, version, who, key, sandbox, n, last in rows
+    ]
+
+
+async def add_callers(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Add `rows` (from `aggregate_callers`) to `api_callers`: counts summed, last seen
+    the later one."""
+    if not rows:
+        return
+    stmt = dialect_insert(conn)(ApiCallerRow)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[
+            ApiCallerRow.day,
+            ApiCallerRow.api,
+            ApiCallerRow.api_version,
+            ApiCallerRow.consumer,
+            ApiCallerRow.credential_id,
+            ApiCallerRow.sandbox,
+        ],
+        set_={
+            "requests": ApiCallerRow.requests + stmt.excluded.requests,
+            "last_seen_ms": case(
+                (
+                    stmt.excluded.last_seen_ms > ApiCallerRow.last_seen_ms,
+                    stmt.excluded.last_seen_ms,
+                ),
+                else_=ApiCallerRow.last_seen_ms,
+            ),
+        },
+    )
+    for chunk in _chunks(list(rows), 500):
+        await conn.execute(stmt, chunk)
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:

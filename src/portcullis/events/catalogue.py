@@ -44,6 +44,7 @@ class EventType(StrEnum):
     QUOTA_THRESHOLD_REACHED = "quota.threshold_reached"
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
     WEBHOOK_TEST = "webhook.test"
+    VERSION_SUNSET_APPROACHING = "version.sunset_approaching"
 
 
 class EventData(BaseModel):
@@ -172,6 +173,17 @@ class QuotaThresholdData(EventData):
     threshold: Literal[80, 100] = Field(description="percent of the limit reached")
     limit: int = Field(description="the limit in force (an override or boost changes it)")
     used: int = Field(description="requests counted in the period when it was seen")
+
+
+class VersionSunsetData(EventData):
+    api: str = Field(description="the API product's name")
+    version: str = Field(description="the version whose sunset approaches")
+    sunset_at: str = Field(description="from then on its requests get 410 (RFC 3339)")
+    successor: str | None = Field(description="the version to move to (None: not named)")
+    consumer: str = Field(description="the consumer that still calls the version")
+    last_seen: str = Field(description="the consumer's last request of the version (RFC 3339)")
+    requests: int = Field(description="its requests of the version over the look-back window")
+    window_days: int = Field(description="the look-back window, in UTC days")
 
 
 class EndpointDisabledData(EventData):
@@ -315,6 +327,14 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "(`reason: failing`)",
                 "the endpoint's id",
                 EndpointDisabledData,
+            ),
+            EventSpec(
+                EventType.VERSION_SUNSET_APPROACHING,
+                "A consumer still calls an API version whose sunset is within "
+                "`sunset_notice_days` (sent once per consumer, version and sunset date: a "
+                "moved sunset is announced again)",
+                "`consumer:<username>`",
+                VersionSunsetData,
             ),
             EventSpec(
                 EventType.WEBHOOK_TEST,

@@ -26,6 +26,8 @@ from portcullis.graph.models import input_type, output_type
 from portcullis.graph.support import Area, query, validated
 from portcullis.services.analytics import (
     AnalyticsService,
+    ApiUsageOut,
+    CallersQuery,
     ConsumerUsageOut,
     ErrorsOut,
     FilteredRangeQuery,
@@ -40,6 +42,7 @@ from portcullis.services.analytics import (
     TopEndpointsQuery,
     UsageOut,
     UsageQuery,
+    VersionCallersOut,
 )
 from portcullis.services.rbac import Permission
 
@@ -56,6 +59,10 @@ TopConsumersQueryInput = input_type(TopConsumersQuery)
 FilteredRangeQueryInput = input_type(FilteredRangeQuery)
 RealtimeQueryInput = input_type(RealtimeQuery)
 SeriesQueryInput = input_type(SeriesQuery)
+ApiUsage = output_type(ApiUsageOut, "ApiVersionsUsage")
+VersionCallers = output_type(VersionCallersOut, "ApiVersionCallers")
+RangeQueryInput = input_type(RangeQuery)
+CallersQueryInput = input_type(CallersQuery)
 
 
 @strawberry.enum(description="A range ending now")
@@ -149,6 +156,26 @@ async def consumer_usage_report(
     return await service.consumer_report(op, consumer, validated(SeriesQuery, query))
 
 
+async def api_versions_usage(
+    info: Info[Any, Any],
+    api: str,
+    query: RangeQueryInput | None = None,  # type: ignore[valid-type]
+) -> ApiUsage:  # type: ignore[valid-type]
+    op = await context_of(info).operation(Permission.ANALYTICS_READ)
+    return await analytics_service(info).api_usage(op, api, validated(RangeQuery, query))
+
+
+async def api_version_callers(
+    info: Info[Any, Any],
+    api: str,
+    version: str,
+    query: CallersQueryInput | None = None,  # type: ignore[valid-type]
+) -> VersionCallers:  # type: ignore[valid-type]
+    op = await context_of(info).operation(Permission.ANALYTICS_READ)
+    service = analytics_service(info)
+    return await service.version_callers(op, api, version, validated(CallersQuery, query))
+
+
 Dimension = Literal["route", "service", "consumer"]
 
 
@@ -235,6 +262,13 @@ def build() -> Area:
             ),
             "consumerUsageReport": field(
                 consumer_usage_report, "One consumer's usage report: totals, series, routes"
+            ),
+            "apiVersionsUsage": field(
+                api_versions_usage, "An API's traffic per version, live and sandbox apart"
+            ),
+            "apiVersionCallers": field(
+                api_version_callers,
+                "Who still calls an API version: consumers and keys, requests, last seen",
             ),
         }
     )

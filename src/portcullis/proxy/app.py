@@ -323,6 +323,9 @@ class ProxyApp:
         upstream_span_id: str | None = None
         consumer: str | None = None
         credential_id: str | None = None
+        api: str | None = None
+        api_version: str | None = None
+        sandbox = False
         client_ip: str
         if ctx is not None:
             parent = _header(ctx.upstream_headers, b"traceparent")
@@ -336,6 +339,7 @@ class ProxyApp:
             request_id = ctx.request_id
             error_kind = ex.error_kind or ctx.error_kind
             priority = ctx.priority
+            api, api_version, sandbox = ctx.api, ctx.api_version, ctx.sandbox
         else:
             client = scope.get("client")
             client_ip = client[0] if client else "0.0.0.0"
@@ -369,6 +373,9 @@ class ProxyApp:
             priority=priority,
             parent_span_id=ex.client_parent.decode("latin-1") if ex.client_parent else None,
             upstream_span_id=upstream_span_id,
+            api=api,
+            api_version=api_version,
+            sandbox=sandbox,
         )
 
     async def _problem(

@@ -17,6 +17,7 @@ deleted consumers, are refused.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.analytics import queries
+from portcullis.analytics import api_callers, queries
 from portcullis.analytics.queries import Scope
 from portcullis.analytics.rollups import Counters
 from portcullis.analytics.sketch import RELATIVE_ACCURACY
@@ -33,6 +34,7 @@ from portcullis.identity.credential_cache import MAX_CREDENTIAL_LENGTH
 from portcullis.identity.key_records import KeyStatus
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import ServerSecret
+from portcullis.model.apis import VERSION_PATTERN, Api
 from portcullis.model.config import ConsumerStatus, GatewayConfig
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation
@@ -55,6 +57,9 @@ EXPORT_COLUMNS = (
     "service",
     "consumer",
     "status_class",
+    "api",
+    "api_version",
+    "sandbox",
     "requests",
     "errors",
     "error_rate",
@@ -238,12 +243,27 @@ class SeriesQuery(RangeQuery):
 
 
 Name = Annotated[str | None, Field(None, pattern=NAME_PATTERN, max_length=128)]
+VersionFilter = Annotated[
+    str | None,
+    Field(None, pattern=VERSION_PATTERN, max_length=64, description="An API version's name"),
+]
+SandboxFilter = Annotated[
+    bool | None,
+    Field(
+        None,
+        description="true: only requests a version's sandbox answered; false: only live "
+        "traffic; unset: both",
+    ),
+]
 
 
 class UsageQuery(SeriesQuery):
     route: Name = None
     service: Name = None
     consumer: Name = None
+    api: Name = None
+    api_version: VersionFilter = None
+    sandbox: SandboxFilter = None
 
 
 class TopEndpointsQuery(RangeQuery):
@@ -268,6 +288,9 @@ class FilteredRangeQuery(RangeQuery):
     route: Name = None
     service: Name = None
     consumer: Name = None
+    api: Name = None
+    api_version: VersionFilter = None
+    sandbox: SandboxFilter = None
 
 
 class RealtimeQuery(BaseModel):
@@ -279,11 +302,96 @@ class RealtimeQuery(BaseModel):
     consumer: Name = None
 
 
+class VersionTraffic(BaseModel):
+    """One version's traffic over the range, live and sandbox apart."""
+
+    version: str
+    status: str | None = Field(
+        description="beta, stable, deprecated or retired (null: no longer in the config)"
+    )
+    sunset_at: datetime | None
+    live: TrafficStats = Field(description="Requests answered by the version's own service")
+    sandbox: TrafficStats = Field(description="Requests a sandbox (service or mock) answered")
+    consumers: int = Field(description="Distinct consumers that called it (either kind)")
+
+
+class ApiUsageOut(RangeOut):
+    api: str
+    versions: list[VersionTraffic] = Field(
+        description="The API's versions in config order, then versions with traffic that"
+        " are no longer configured"
+    )
+
+
+class KeyCallsOut(BaseModel):
+    key_id: str | None = Field(description="The API key (credential) id; null: no credential")
+    requests: int
+    sandbox_requests: int
+    last_seen: datetime
+
+
+class CallerOut(BaseModel):
+    consumer: str | None = Field(description="null: anonymous requests")
+    requests: int
+    sandbox_requests: int = Field(description="Of `requests`, those a sandbox answered")
+    last_seen: datetime = Field(description="The caller's last request of the version")
+    keys: list[KeyCallsOut]
+
+
+class VersionCallersOut(BaseModel):
+    api: str
+    version: str
+    status: str | None = Field(description="null: the version is no longer in the config")
+    sunset_at: datetime | None
+    successor: str | None
+    start: datetime = Field(description="Start of the window (a UTC midnight)")
+    end: datetime = Field(description="End of the window, exclusive (the next UTC midnight)")
+    requests: int
+    callers: list[CallerOut] = Field(description="Most recent caller first")
+
+
+class ApiUsageQuery(RangeQuery):
+    pass
+
+
+class CallersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: int = Field(
+        30, ge=1, le=3650, description="The window: this many UTC days, today included"
+    )
+    sandbox: SandboxFilter = None
+    limit: int = Field(100, ge=1, le=1000, description="Most callers listed")
+
+
 # ---------------------------------------------------------------------------- helpers
 
 
 def _at(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _at_ms(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+def _caller(caller: api_callers.Caller) -> dict[str, Any]:
+    keys = sorted(caller.keys.values(), key=lambda k: (-k.last_seen_ms, k.credential_id))
+    return {
+        "consumer": caller.consumer or None,
+        "requests": caller.requests,
+        "sandbox_requests": caller.sandbox_requests,
+        "last_seen": _at_ms(caller.last_seen_ms),
+        "keys": [
+            {
+                "key_id": k.credential_id or None,
+                "requests": k.requests,
+                "sandbox_requests": k.sandbox_requests,
+                "last_seen": _at_ms(k.last_seen_ms),
+            }
+            for k in keys
+        ],
+    }
 
 
 def _series(series: queries.Series) -> dict[str, Any]:
@@ -342,16 +450,18 @@ class AnalyticsService:
         route: str | None = None,
         service: str | None = None,
         consumer: str | None = None,
+        api: str | None = None,
+        api_version: str | None = None,
+        sandbox: bool | None = None,
     ) -> Scope:
         """The caller's filters, confined to their organization's routes and consumers."""
         org = op.scope
+        filters = Scope(route, service, consumer, api=api, api_version=api_version, sandbox=sandbox)
         if not org.limited:
-            return Scope(route, service, consumer)
+            return filters
         config = await self._config()
-        return Scope(
-            route,
-            service,
-            consumer,
+        return dataclasses.replace(
+            filters,
             visible_routes=frozenset(
                 r.name for r in config.routes if r.organization == org.organization
             ),
@@ -360,20 +470,27 @@ class AnalyticsService:
             ),
         )
 
+    async def _filtered(self, op: Operation, query: UsageQuery | FilteredRangeQuery) -> Scope:
+        return await self._scope(
+            op,
+            route=query.route,
+            service=query.service,
+            consumer=query.consumer,
+            api=query.api,
+            api_version=query.api_version,
+            sandbox=query.sandbox,
+        )
+
     async def usage(self, op: Operation, query: UsageQuery) -> dict[str, Any]:
         """Traffic over a range, per minute, hour or day."""
         start, end = query.checked_range(MAX_SERIES_BUCKETS, op.now())
-        scope = await self._scope(
-            op, route=query.route, service=query.service, consumer=query.consumer
-        )
+        scope = await self._filtered(op, query)
         return _series(await queries.usage(self._engine, start, end, query.granularity, scope))
 
     async def export(self, op: Operation, query: UsageQuery) -> AsyncIterator[dict[str, Any]]:
         """The records of an export (checked before the first one is asked for)."""
         start, end = query.checked_range(MAX_EXPORT_BUCKETS, op.now())
-        scope = await self._scope(
-            op, route=query.route, service=query.service, consumer=query.consumer
-        )
+        scope = await self._filtered(op, query)
         engine = self._engine
         granularity = query.granularity
 
@@ -386,6 +503,9 @@ class AnalyticsService:
                     "service": key.service or None,
                     "consumer": key.consumer or None,
                     "status_class": f"{key.status_class}xx",
+                    "api": key.api or None,
+                    "api_version": key.api_version or None,
+                    "sandbox": key.sandbox,
                     **queries.stats(counters),
                 }
 
@@ -438,9 +558,7 @@ class AnalyticsService:
     async def errors(self, op: Operation, query: FilteredRangeQuery) -> dict[str, Any]:
         """Errors by status class (rollups) and, for short ranges, by kind (raw log)."""
         start, end = query.epoch_range(op.now())
-        scope = await self._scope(
-            op, route=query.route, service=query.service, consumer=query.consumer
-        )
+        scope = await self._filtered(op, query)
         groups, cover = await queries.totals_by(
             self._engine, start, end, scope, lambda k: k.status_class
         )
@@ -466,9 +584,7 @@ class AnalyticsService:
 
     async def latency(self, op: Operation, query: FilteredRangeQuery) -> dict[str, Any]:
         start, end = query.epoch_range(op.now())
-        scope = await self._scope(
-            op, route=query.route, service=query.service, consumer=query.consumer
-        )
+        scope = await self._filtered(op, query)
         groups, cover = await queries.totals_by(self._engine, start, end, scope, lambda k: 0)
         merged = queries.total(groups)
         return {
@@ -503,6 +619,76 @@ class AnalyticsService:
                 {"at": _at(s), "requests": n, "errors": e, "rate_limited": r}
                 for s, n, e, r in view.seconds
             ],
+        }
+
+    async def _api(self, op: Operation, name: str) -> Api:
+        """The API called `name`; not found when it does not exist or, for a caller limited
+        to an organization, is another organization's."""
+        if len(name) > 128 or not re.match(NAME_PATTERN, name):
+            raise invalid([("#/api", f"must match {NAME_PATTERN}")])
+        api = next((a for a in (await self._config()).apis if a.name == name), None)
+        if api is None or (op.scope.limited and api.organization != op.scope.organization):
+            raise not_found(f"api {name!r} does not exist", target="api")
+        return api
+
+    async def api_usage(self, op: Operation, name: str, query: RangeQuery) -> dict[str, Any]:
+        """An API's traffic per version over a range, live and sandbox apart."""
+        api = await self._api(op, name)
+        start, end = query.epoch_range(op.now())
+        groups, cover = await queries.totals_by(
+            self._engine,
+            start,
+            end,
+            Scope(api=api.name),
+            lambda k: (k.api_version, k.sandbox, k.consumer),
+        )
+        traffic: dict[str, tuple[Counters, Counters, set[str]]] = {}
+        for (version, sandbox, consumer), counters in groups.items():
+            live, boxed, consumers = traffic.setdefault(version, (Counters(), Counters(), set()))
+            (boxed if sandbox else live).merge(counters)
+            if consumer:
+                consumers.add(consumer)
+        configured = {v.name: v for v in api.versions}
+        names = [v.name for v in api.versions] + sorted(set(traffic) - set(configured))
+        versions = []
+        for version in names:
+            live, boxed, consumers = traffic.get(version) or (Counters(), Counters(), set())
+            spec = configured.get(version)
+            versions.append(
+                {
+                    "version": version,
+                    "status": spec.status.value if spec is not None else None,
+                    "sunset_at": spec.sunset_at if spec is not None else None,
+                    "live": queries.stats(live),
+                    "sandbox": queries.stats(boxed),
+                    "consumers": len(consumers),
+                }
+            )
+        return {**_range(start, end, cover), "api": api.name, "versions": versions}
+
+    async def version_callers(
+        self, op: Operation, name: str, version: str, query: CallersQuery
+    ) -> dict[str, Any]:
+        """Who still calls a version: consumers and their API keys, requests and last seen
+        over the last `days` UTC days (from `api_callers`)."""
+        api = await self._api(op, name)
+        if len(version) > 64 or not re.match(VERSION_PATTERN, version):
+            raise invalid([("#/version", f"must match {VERSION_PATTERN}")])
+        spec = api.version(version)
+        start, end = api_callers.day_window(op.now().timestamp(), query.days)
+        callers = await api_callers.version_callers(
+            self._engine, api.name, version, start, end, sandbox=query.sandbox
+        )
+        return {
+            "api": api.name,
+            "version": version,
+            "status": spec.status.value if spec is not None else None,
+            "sunset_at": spec.sunset_at if spec is not None else None,
+            "successor": spec.successor if spec is not None else None,
+            "start": _at(start),
+            "end": _at(end),
+            "requests": sum(c.requests for c in callers),
+            "callers": [_caller(c) for c in callers[: query.limit]],
         }
 
     async def consumer_report(

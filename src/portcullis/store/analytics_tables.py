@@ -25,6 +25,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import (
+    false as sql_false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portcullis.store.tables import Base, UTCDateTime
@@ -41,6 +44,7 @@ class RequestLogRow(Base):
         Index("ix_request_log_ts", "ts_ms"),
         Index("ix_request_log_consumer_ts", "consumer", "ts_ms"),
         Index("ix_request_log_credential_ts", "credential_id", "ts_ms"),
+        Index("ix_request_log_api_ts", "api", "api_version", "ts_ms"),
     )
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
@@ -67,10 +71,16 @@ class RequestLogRow(Base):
     error_kind: Mapped[str | None] = mapped_column(String(64))
     trace_id: Mapped[str | None] = mapped_column(String(32))
     priority: Mapped[str | None] = mapped_column(String(16))
+    # The API product and version the request was served as (None: no API), and whether
+    # a version's sandbox (another service or a mock) answered it.
+    api: Mapped[str | None] = mapped_column(String(128))
+    api_version: Mapped[str | None] = mapped_column(String(64))
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_false())
 
 
 class RollupRow(Base):
-    """Traffic of one time bucket for one (route, service, consumer, status class).
+    """Traffic of one time bucket for one (route, service, consumer, status class, api,
+    api version, sandbox).
 
     `granularity` is minute | hour | day; `bucket_start` epoch seconds (UTC).
     `sketch` is a serialized mergeable latency sketch (total latency, ms), so
@@ -88,6 +98,9 @@ class RollupRow(Base):
             "service",
             "consumer",
             "status_class",
+            "api",
+            "api_version",
+            "sandbox",
             name="uq_analytics_rollups_bucket",
         ),
         Index("ix_analytics_rollups_bucket", "granularity", "bucket_start"),
@@ -100,6 +113,9 @@ class RollupRow(Base):
     service: Mapped[str] = mapped_column(String(128), default="")
     consumer: Mapped[str] = mapped_column(String(128), default="")
     status_class: Mapped[int] = mapped_column(SmallInteger)
+    api: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    api_version: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_false())
     requests: Mapped[int] = mapped_column(BigInteger)
     errors: Mapped[int] = mapped_column(BigInteger)
     rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -107,6 +123,48 @@ class RollupRow(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger)
     latency_sum_ms: Mapped[float] = mapped_column(Float)
     sketch: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ApiCallerRow(Base):
+    """Who called an API version on one UTC day: one row per (day, api, version, consumer,
+    API key, sandbox), with the request count and the last request's time.
+
+    Written by the minute rollup round in the transaction that moves its cursor (counts
+    are added, so every raw row is counted once), kept as long as day rollups. It answers
+    "who still calls v1" with keys and exact last-seen times over any number of days,
+    which the rollups (no key dimension) and the raw log (kept for days) cannot.
+    `consumer` and `credential_id` are '' when the request had none.
+    """
+
+    __tablename__ = "api_callers"
+    __table_args__ = (
+        Index("ix_api_callers_version_day", "api", "api_version", "day"),
+        Index("ix_api_callers_day", "day"),
+    )
+
+    day: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    api: Mapped[str] = mapped_column(String(128), primary_key=True)
+    api_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(128), primary_key=True)
+    credential_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sandbox: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    last_seen_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SunsetNoticeRow(Base):
+    """A `version.sunset_approaching` event sent to one consumer for one API version:
+    inserted (ON CONFLICT DO NOTHING) in the transaction that records the event, so each
+    consumer hears of a version's sunset once across control planes and restarts. The
+    sunset is part of the key: a moved sunset is announced again."""
+
+    __tablename__ = "version_sunset_notices"
+
+    api: Mapped[str] = mapped_column(String(128), primary_key=True)
+    api_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    consumer: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sunset_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    announced_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class AnalyticsCursorRow(Base):

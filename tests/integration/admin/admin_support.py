@@ -106,6 +106,8 @@ ENDPOINTS += [
     ("GET", "/admin/v1/analytics/realtime", "analytics:read"),
     ("GET", "/admin/v1/analytics/live", "analytics:read"),
     ("GET", "/admin/v1/analytics/consumers/{consumer}/usage", "analytics:read"),
+    ("GET", "/admin/v1/analytics/apis/{api}/versions", "analytics:read"),
+    ("GET", "/admin/v1/analytics/apis/{api}/versions/{version}/callers", "analytics:read"),
     ("GET", "/admin/v1/data-plane/upstreams", READ),
     ("GET", "/admin/v1/alert-rules", "alerts:read"),
     ("POST", "/admin/v1/alert-rules", "alerts:write"),
@@ -200,6 +202,7 @@ def concrete(path: str) -> str:
         .replace("{name}", "nope")
         .replace("{endpoint_id}", "nope")
         .replace("{message_id}", "nope")
+        .replace("{api}", "nope")
         # A live stream never ends: an unknown kind makes an allowed caller's request a 422.
         .replace("/admin/v1/stream", "/admin/v1/stream?types=key.nope")
     )

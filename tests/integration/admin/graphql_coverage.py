@@ -74,6 +74,8 @@ REST_TO_GRAPH: dict[str, str] = {
     "get_analytics_realtime": "Query.analyticsRealtime",
     "get_analytics_live": "Subscription.traffic",
     "get_analytics_consumer_report": "Query.consumerUsageReport",
+    "get_analytics_api_versions": "Query.apiVersionsUsage",
+    "get_analytics_version_callers": "Query.apiVersionCallers",
     "purge_cache": "Mutation.purgeCache",
     "import_api_description": "Mutation.importApiDescription",
     "get_api_description": "Query.apiDescription",

@@ -165,6 +165,8 @@ TABLE |= {
     ("GET", "/admin/v1/analytics/realtime"): LIST(control=False),
     ("GET", "/admin/v1/analytics/live"): LIST(control=False),
     ("GET", "/admin/v1/analytics/consumers/{consumer}/usage"): Expect("LIST", ("",)),
+    ("GET", "/admin/v1/analytics/apis/{api}/versions"): ITEM_READ,
+    ("GET", "/admin/v1/analytics/apis/{api}/versions/{version}/callers"): ITEM_READ,
     ("GET", "/admin/v1/alert-rules"): UNLIMITED,
     ("POST", "/admin/v1/alert-rules"): UNLIMITED,
     ("GET", "/admin/v1/alert-rules/{name}"): UNLIMITED,
@@ -308,6 +310,7 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
             "{org_id}": org_ids[o],
             "{endpoint_id}": hook["id"],
             "{message_id}": test["message_id"],
+            "{api}": f"{o}-api",
         }
         plugins[o] = plugin["id"]
     await _ok(await owner.post("/admin/v1/alert-rules", json=RULE))

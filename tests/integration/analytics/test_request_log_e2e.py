@@ -217,3 +217,74 @@ def test_a_full_queue_drops_counts_and_logs(tmp_path: Path, upstream: int) -> No
     assert dropped[0]["dropped_total"] == 1
     closed = [e for e in events if e["event"] == "request_log.closed"]
     assert [(e["written"], e["dropped"], e["lost"]) for e in closed] == [(5, 15, 0)]
+
+
+async def test_requests_served_as_an_api_version_are_logged_with_it(
+    tmp_path: Path, upstream: int
+) -> None:
+    """Version resolution's facts reach the request log: the API, the version, and
+    whether the version's sandbox answered (a staging key goes to the sandbox service)."""
+    config = {
+        "services": [
+            {"name": "echo", "url": f"http://127.0.0.1:{upstream}/echo"},
+            {"name": "echo-sandbox", "url": f"http://127.0.0.1:{upstream}/echo"},
+        ],
+        "routes": [
+            {"name": "v1", "service": "echo", "paths": ["/v1"]},
+            {"name": "v2", "service": "echo", "paths": ["/v2"]},
+            {"name": "plain", "service": "echo", "paths": ["/plain"]},
+        ],
+        "consumers": [{"username": "alice"}],
+        "plugins": [{"name": "key-auth", "config": {}}],
+        "apis": [
+            {
+                "name": "shop",
+                "versions": [
+                    {"name": "v1", "routes": ["v1"], "sandbox": {"service": "echo-sandbox"}},
+                    {"name": "v2", "routes": ["v2"]},
+                ],
+            }
+        ],
+    }
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    sent: dict[str, httpx.Response] = {}
+    with gateway(tmp_path, cfg) as gw:
+        engine = create_engine(gw.database_url)
+        try:
+            secret = load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], Path())
+            keys = KeyRepository(engine, secret)
+            live = await keys.create(
+                "alice", KeySpec(name="live"), created_by="e2e", organization=None
+            )
+            staging = await keys.create(
+                "alice",
+                KeySpec(name="stg", environment="staging"),
+                created_by="e2e",
+                organization=None,
+            )
+        finally:
+            await engine.dispose()
+        with httpx.Client(base_url=gw.url, timeout=10) as client:
+            sent["v1"] = client.get("/v1/items", headers={"X-API-Key": live.key})
+            sent["v1-sandbox"] = client.get("/v1/items", headers={"X-API-Key": staging.key})
+            sent["v2"] = client.get("/v2/items", headers={"X-API-Key": live.key})
+            sent["plain"] = client.get("/plain", headers={"X-API-Key": live.key})
+        stop_and_read_output(gw)
+    assert {name: r.status_code for name, r in sent.items()} == dict.fromkeys(sent, 200)
+    by_id = {row["request_id"]: row for row in rows(gw)}
+    logged = {
+        name: (
+            by_id[r.headers["x-request-id"]]["api"],
+            by_id[r.headers["x-request-id"]]["api_version"],
+            by_id[r.headers["x-request-id"]]["sandbox"],
+            by_id[r.headers["x-request-id"]]["service"],
+        )
+        for name, r in sent.items()
+    }
+    assert logged == {
+        "v1": ("shop", "v1", 0, "echo"),
+        "v1-sandbox": ("shop", "v1", 1, "echo-sandbox"),
+        "v2": ("shop", "v2", 0, "echo"),
+        "plain": (None, None, 0, "echo"),
+    }

@@ -61,9 +61,10 @@ def test_counters_of_requests_and_their_merge() -> None:
 def test_rollup_row_carries_a_readable_sketch() -> None:
     counters = Counters()
     counters.add_request(200, 1, 2, 12.5, 0, None)
-    row = counters.row("minute", DAY0, ("r", "s", "", 2))
+    row = counters.row("minute", DAY0, ("r", "s", "", 2, "demo", "v1", True))
     assert row["status_class"] == 2
     assert row["consumer"] == ""
+    assert (row["api"], row["api_version"], row["sandbox"]) == ("demo", "v1", True)
     assert LatencySketch.from_bytes(row["sketch"]).count == 1
 
 

@@ -433,3 +433,43 @@ async def test_tracing_records_client_parent_and_the_id_sent_upstream() -> None:
     assert record.parent_span_id == "00f067aa0ba902b7"
     assert record.upstream_span_id == sent[36:52].decode()
     assert record.upstream_span_id != record.parent_span_id
+
+
+class _VersionedConfig(PluginConfig):
+    sandbox: bool = False
+
+
+class _Versioned(Plugin[_VersionedConfig]):
+    """Stands in for version resolution: names the API version the request is served as."""
+
+    name: ClassVar[str] = "test-versioned"
+    priority: ClassVar[int] = 100
+    config_model = _VersionedConfig
+    phases: ClassVar[frozenset[Phase]] = frozenset({"access"})
+
+    async def access(self, ctx: RequestContext) -> PluginResponse | None:
+        ctx.api, ctx.api_version, ctx.sandbox = "demo", "v1", self.config.sandbox
+        return None
+
+
+@pytest.mark.parametrize("sandbox", [False, True])
+async def test_the_record_names_the_api_version_and_sandbox_the_request_was_served_as(
+    monkeypatch: pytest.MonkeyPatch, sandbox: bool
+) -> None:
+    monkeypatch.setitem(registry.PLUGINS, "test-versioned", _Versioned)
+    monkeypatch.setitem(registry.SCHEMAS, "test-versioned", _VersionedConfig)
+    transport = _Scripted()
+    transport.answers.append((200, [(b"content-length", b"0")], []))
+    app, collect = _app(transport, plugin={"sandbox": sandbox}, plugin_name="test-versioned")
+    await _call(app, _scope("/api/items"))
+    (record,) = collect.records
+    assert (record.api, record.api_version, record.sandbox) == ("demo", "v1", sandbox)
+
+
+async def test_a_request_of_no_api_records_none() -> None:
+    transport = _Scripted()
+    transport.answers.append((200, [(b"content-length", b"0")], []))
+    app, collect = _app(transport)
+    await _call(app, _scope("/api/items"))
+    (record,) = collect.records
+    assert (record.api, record.api_version, record.sandbox) == (None, None, False)

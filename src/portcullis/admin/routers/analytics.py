@@ -29,14 +29,18 @@ from pydantic import Field
 from portcullis.admin.export import ExportFormat, streamed_export
 from portcullis.admin.operations import admin_state, operation
 from portcullis.admin.problems import UNAUTHORIZED, ApiProblem, problem_responses
+from portcullis.model.apis import VERSION_PATTERN
 from portcullis.services.analytics import (
     EXPORT_COLUMNS,
     NAME_PATTERN,
     AnalyticsService,
+    ApiUsageOut,
+    CallersQuery,
     ConsumerUsageOut,
     ErrorsOut,
     FilteredRangeQuery,
     LatencyOut,
+    RangeQuery,
     RealtimeOut,
     RealtimeQuery,
     SeriesQuery,
@@ -46,6 +50,7 @@ from portcullis.services.analytics import (
     TopEndpointsQuery,
     UsageOut,
     UsageQuery,
+    VersionCallersOut,
 )
 from portcullis.services.context import Operation, utc_now
 from portcullis.services.rbac import Permission
@@ -200,6 +205,41 @@ async def consumer_usage(
     op: Operation = read,
 ) -> dict[str, Any]:
     return await _service(request).consumer_report(op, consumer, query)
+
+
+@router.get(
+    "/apis/{api}/versions",
+    summary="An API's traffic per version over a range, live and sandbox apart",
+    response_model=ApiUsageOut,
+    responses=problem_responses(401, 403, 404, 422, 429),
+    operation_id="get_analytics_api_versions",
+)
+async def api_versions_usage(
+    request: Request,
+    api: Annotated[str, Path(pattern=NAME_PATTERN, max_length=128)],
+    query: Annotated[RangeQuery, Query()],
+    op: Operation = read,
+) -> dict[str, Any]:
+    return await _service(request).api_usage(op, api, query)
+
+
+@router.get(
+    "/apis/{api}/versions/{version}/callers",
+    summary="Who still calls an API version: consumers and API keys, requests, last seen",
+    description="Over the last `days` UTC days (today included), from the rolled-up request"
+    " log: the requests of the last few seconds are not counted yet.",
+    response_model=VersionCallersOut,
+    responses=problem_responses(401, 403, 404, 422, 429),
+    operation_id="get_analytics_version_callers",
+)
+async def version_callers(
+    request: Request,
+    api: Annotated[str, Path(pattern=NAME_PATTERN, max_length=128)],
+    version: Annotated[str, Path(pattern=VERSION_PATTERN, max_length=64)],
+    query: Annotated[CallersQuery, Query()],
+    op: Operation = read,
+) -> dict[str, Any]:
+    return await _service(request).version_callers(op, api, version, query)
 
 
 # ---------------------------------------------------------------------------- consumers
