@@ -147,9 +147,7 @@ def check_document(document: Any) -> dict[str, Any]:
         raise InvalidDocument("the OpenAPI document must be a JSON object")
     version = document.get("openapi")
     if not isinstance(version, str) or not version.startswith("3."):
-        raise InvalidDocument(
-            f"openapi: expected an OpenAPI 3.0 or 3.1 document, got {version!r}"
-        )
+        raise InvalidDocument(f"openapi: expected an OpenAPI 3.0 or 3.1 document, got {version!r}")
     if not isinstance(document.get("paths"), Mapping):
         raise InvalidDocument("paths: the document has no paths object")
     return dict(document)
@@ -173,24 +171,34 @@ async def generate_sdk(
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="portcullis-sdk-") as tmp:
         work = Path(tmp)
-        source = work / "openapi.json"
-        source.write_text(json.dumps(checked))
-        target = work / "out"
+        argv = await asyncio.to_thread(_prepare, checked, language, executable, work, package)
         step(f"running {executable.name}")
-        if language is Language.python:
-            argv = _python_argv(executable, source, target, work, package)
-        else:
-            argv = _typescript_argv(executable, source, target)
         warnings = await _run(argv, executable, cwd=work)
-        if not target.is_dir():
-            raise GenerationFailed(f"{executable.name} wrote nothing")
         step(f"writing {out}")
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(target, out)
-    files = sum(1 for p in out.rglob("*") if p.is_file())
+        files = await asyncio.to_thread(_install, work / "out", out, executable)
     return GeneratedSdk(language, out, package, files, time.monotonic() - started, warnings)
+
+
+def _prepare(
+    document: dict[str, Any], language: Language, executable: Path, work: Path, package: str
+) -> list[str]:
+    """Write the generator's input into `work`; its command line (output: `work/out`)."""
+    source = work / "openapi.json"
+    source.write_text(json.dumps(document))
+    if language is Language.python:
+        return _python_argv(executable, source, work / "out", work, package)
+    return _typescript_argv(executable, source, work / "out")
+
+
+def _install(generated: Path, out: Path, executable: Path) -> int:
+    """Move what the generator wrote to `out` (replacing it); the number of files."""
+    if not generated.is_dir():
+        raise GenerationFailed(f"{executable.name} wrote nothing")
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(generated, out)
+    return sum(1 for p in out.rglob("*") if p.is_file())
 
 
 def _python_argv(
