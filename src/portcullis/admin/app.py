@@ -111,6 +111,9 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import ws as ws_routes
 
     api.include_router(ws_routes.router)
+    from portcullis.admin.routers import sdks as sdk_routes
+
+    api.include_router(sdk_routes.router)
     return api
 
 

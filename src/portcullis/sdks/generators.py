@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import zipfile
@@ -173,7 +174,7 @@ async def generate_sdk(
         work = Path(tmp)
         argv = await asyncio.to_thread(_prepare, checked, language, executable, work, package)
         step(f"running {executable.name}")
-        warnings = await _run(argv, executable, cwd=work)
+        warnings = await asyncio.to_thread(_run, argv, executable, cwd=work)
         step(f"writing {out}")
         files = await asyncio.to_thread(_install, work / "out", out, executable)
     return GeneratedSdk(language, out, package, files, time.monotonic() - started, warnings)
@@ -225,31 +226,33 @@ def _typescript_argv(executable: Path, source: Path, target: Path) -> list[str]:
     ]  # fmt: skip
 
 
-async def _run(argv: list[str], executable: Path, *, cwd: Path) -> tuple[str, ...]:
-    """Run the generator; its warnings (lines saying what it could not generate)."""
+def _run(argv: list[str], executable: Path, *, cwd: Path) -> tuple[str, ...]:
+    """Run the generator; its warnings (lines saying what it could not generate).
+
+    A blocking `subprocess.run` (callers run it in a thread), not the event loop's
+    subprocess support: inside a granian worker uvloop's children exit 1 unrun."""
     # The generator's own folder first on PATH: openapi-python-client's post hooks run
     # the ruff of its venv, openapi-ts the node next to it where there is one.
     env = {**os.environ, "PATH": f"{executable.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), GENERATOR_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+        done = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=GENERATOR_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
         raise GenerationFailed(
             f"{executable.name} did not finish in {GENERATOR_TIMEOUT:.0f} s"
         ) from None
-    text = output.decode(errors="replace")
-    if proc.returncode != 0:
+    text = done.stdout.decode(errors="replace")
+    if done.returncode != 0:
         tail = text.strip()[-_MAX_OUTPUT:]
-        raise GenerationFailed(f"{executable.name} failed (exit {proc.returncode}): {tail}")
+        raise GenerationFailed(f"{executable.name} failed (exit {done.returncode}): {tail}")
     return tuple(
         line.strip() for line in text.splitlines() if line.startswith(("Unable to", "Failure"))
     )
