@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -139,7 +138,7 @@ def register_sdk(app: typer.Typer) -> None:
             else:
                 url = published_document_url(admin_url, api, version)
                 status.update(f"fetching {escape(url)}")
-                document = fetch_document(url, api_key or os.environ.get("PORTCULLIS_API_KEY"))
+                document = fetch_document(url, api_key)
             try:
                 sdk = asyncio.run(
                     generate_sdk(
