@@ -29,7 +29,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,15 +52,17 @@ DATA = {"key_id": "k1", "consumer": "alice", "environment": "live", "status": "r
 
 
 class Receiver:
-    """Records (event id → monotonic arrival time) on its own loop and thread."""
+    """Records (event id → monotonic arrival time), answering on its own thread and loop."""
 
     def __init__(self) -> None:
         self.arrivals: dict[int, float] = {}
         self.count = 0
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from support.threaded_aiohttp import ThreadedAiohttpServer
+
+        self._server = ThreadedAiohttpServer(
+            lambda app: app.router.add_post("/hook", self._handle), name="bench-receiver"
+        )
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -71,34 +72,15 @@ class Receiver:
             self.arrivals.setdefault(event_id, time.monotonic())
         return web.Response(status=204)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        runner = web.AppRunner(app, access_log=None)
-        self._runner = runner
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
     def start(self) -> None:
-        self._thread.start()
-        self._ready.wait(10)
+        self._server.start()
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._server.stop()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"http://127.0.0.1:{self._server.port}/hook"
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:

@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from portcullis.webhooks.__main__ import READY
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 from support.events import sample
 from support.servers import free_port
+from support.threaded_aiohttp import ThreadedAiohttpServer
 
 M = WebhookMessageRow
 A = WebhookAttemptRow
@@ -117,14 +117,15 @@ class ChaosReceivers:
         self.delivered: set[tuple[int, int]] = set()
         self._failures: Counter[str] = Counter()
         self._random = random.Random(plan.seed)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="chaos-receivers", daemon=True)
-        self._ready = threading.Event()
-        self._stopping: asyncio.Event | None = None
-        self.port = 0
+        self._server = ThreadedAiohttpServer(
+            lambda app: app.router.add_post("/hook/{n}", self._handle),
+            name="chaos-receivers",
+            backlog=1024,
+            shutdown_timeout=0.2,
+        )
 
     def url(self, endpoint: int) -> str:
-        return f"http://127.0.0.1:{self.port}/hook/{endpoint}"
+        return f"http://127.0.0.1:{self._server.port}/hook/{endpoint}"
 
     def _answer(self, webhook_id: str) -> str:
         if self._failures[webhook_id] >= self.plan.max_failures:
@@ -154,42 +155,18 @@ class ChaosReceivers:
             return web.Response(status=429, headers={"Retry-After": "1"})
         if answer == "hang":
             # Past the sender's timeout: the attempt ends as a timeout on its side.
-            assert self._stopping is not None
+            stopping = self._server.stopping
+            assert stopping is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.plan.timeout * 4)
+                await asyncio.wait_for(stopping.wait(), self.plan.timeout * 4)
             return web.Response(status=503)
         return web.Response(status=500)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._stopping = asyncio.Event()
-        app = web.Application()
-        app.router.add_post("/hook/{n}", self._handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        self._loop.run_until_complete(site.start())
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
     def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise TimeoutError("the chaos receivers did not start")
+        self._server.start()
 
     def stop(self) -> None:
-        def _stop() -> None:
-            assert self._stopping is not None
-            self._stopping.set()
-            self._loop.stop()
-
-        self._loop.call_soon_threadsafe(_stop)
-        self._thread.join(30)
+        self._server.stop()
 
 
 class Plane:

@@ -19,9 +19,9 @@ a subscriber that does not keep up loses the newest events (counted in `dropped`
 rather than slowing publishers down.
 
 Events written inside another transaction (so they commit with the change they
-describe) use `record_event(conn, ...)` and, after the commit, `bus.deliver(events)`
-(`collecting(conn)` gathers every event a transaction recorded, including those of the
-code it called).
+describe) use `record_event(conn, ...)`: every bus on that engine in the process
+publishes them once the transaction commits (`store.engine.on_commit`). A bus hears of
+an event once, however many ways it arrives (ids it fanned out lately are remembered).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from portcullis.events import outbox
 from portcullis.events.catalogue import EventType, check_data, event_type
 from portcullis.redis_client import REDIS_FAILURES, SharedRedis
 from portcullis.store.analytics_tables import EventRow
-from portcullis.store.engine import write_transaction
+from portcullis.store.engine import note_for_commit, on_commit, write_transaction
 
 if TYPE_CHECKING:
     from portcullis.settings import Settings
@@ -187,6 +187,8 @@ async def record_events(
     )
     for event in events:
         _collected(conn, event)
+    # Published by the bus of this process once the transaction commits (`on_commit`).
+    note_for_commit(conn, events)
     return events
 
 
@@ -342,12 +344,40 @@ class EventBus(Protocol):
         """A new subscription to the given kinds (None: every kind)."""
 
 
+# Ids of the events a bus fanned out lately: one event reaches a bus more than once
+# (its commit, an explicit `deliver`, another bus of the same process over Redis), and
+# its subscribers hear of it once.
+_RECENT_IDS = 4096
+
+
 class _LocalFanout:
-    """Subscriptions of this process and the persisting `publish` shared by both buses."""
+    """Subscriptions of this process and the persisting `publish` shared by both buses.
+
+    A bus publishes every event recorded through its engine once the recording
+    transaction commits, whatever wrote it (`store.engine.on_commit`): a REST or
+    GraphQL change reaches live streams and webhooks at once, not at their next poll.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._subscriptions: list[Subscription] = []
+        self._recent: deque[int] = deque()
+        self._recent_ids: set[int] = set()
+        self._stop_listening = on_commit(engine, self._committed)
+
+    async def _committed(self, notes: list[object]) -> None:
+        events = [e for note in notes if isinstance(note, list) for e in note]
+        await self.deliver([e for e in events if isinstance(e, Event)])
+
+    def _first_time(self, event: Event) -> bool:
+        """Whether this bus has not fanned `event` out yet (remembering it if so)."""
+        if event.id in self._recent_ids:
+            return False
+        self._recent_ids.add(event.id)
+        self._recent.append(event.id)
+        if len(self._recent) > _RECENT_IDS:
+            self._recent_ids.discard(self._recent.popleft())
+        return True
 
     def subscribe(
         self, kinds: Iterable[str] | None = None, *, maxsize: int = DEFAULT_QUEUE_SIZE
@@ -375,9 +405,11 @@ class _LocalFanout:
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
-            self._fan_out(event)
+            if self._first_time(event):
+                self._fan_out(event)
 
     def _close_subscriptions(self) -> None:
+        self._stop_listening()
         for subscription in tuple(self._subscriptions):
             subscription.close()
 
@@ -430,6 +462,8 @@ class RedisBus(_LocalFanout):
 
     async def deliver(self, events: Sequence[Event]) -> None:
         for event in events:
+            if not self._first_time(event):
+                continue
             self._fan_out(event)
             message = json.dumps({**event.as_json(), "origin": self.origin}, separators=(",", ":"))
             circuit = self.redis.circuit
@@ -508,7 +542,8 @@ class RedisBus(_LocalFanout):
             log.warning("events.bad_message", error=repr(exc))
             return
         self.received += 1
-        self._fan_out(event)
+        if self._first_time(event):
+            self._fan_out(event)
 
 
 def create_event_bus(

@@ -20,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
+import structlog
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from portcullis.store.errors import UnsupportedDatabase
+
+log = structlog.get_logger(__name__)
 
 # Execution option set on a connection before it begins a transaction that writes.
 WRITE_OPTION = "portcullis_write"
@@ -181,19 +184,69 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     """A connection in a transaction that will write: committed on success, else rolled back.
 
     On SQLite it starts with `BEGIN IMMEDIATE`, which serialises writers (waiting up
-    to the busy timeout) and rules out lock-upgrade failures.
+    to the busy timeout) and rules out lock-upgrade failures. What the transaction
+    noted with `note_for_commit` goes to the engine's `on_commit` listeners once it
+    has committed (and is dropped if it rolls back).
     """
     lock = _sqlite_writer_lock(engine)
-    if lock is None:
-        async with engine.connect() as conn:
-            await conn.execution_options(**{WRITE_OPTION: True})
+    async with lock if lock is not None else contextlib.nullcontext(), engine.connect() as conn:
+        await conn.execution_options(**{WRITE_OPTION: True})
+        # `info` belongs to the pooled DB-API connection: nothing an earlier user left.
+        conn.info.pop(_COMMIT_NOTES, None)
+        try:
             async with conn.begin():
                 yield conn
-        return
-    async with lock, engine.connect() as conn:
-        await conn.execution_options(**{WRITE_OPTION: True})
-        async with conn.begin():
-            yield conn
+            notes: list[object] | None = conn.info.pop(_COMMIT_NOTES, None)
+        finally:
+            conn.info.pop(_COMMIT_NOTES, None)
+    if notes:
+        _notify(engine, notes)
+
+
+_COMMIT_NOTES = "portcullis.commit_notes"
+CommitListener: TypeAlias = Callable[[list[object]], Coroutine[Any, Any, None]]
+_COMMIT_LISTENERS: weakref.WeakKeyDictionary[Engine, list[CommitListener]] = (
+    weakref.WeakKeyDictionary()
+)
+_NOTIFYING: set[asyncio.Task[None]] = set()
+
+
+def on_commit(engine: AsyncEngine, listener: CommitListener) -> Callable[[], None]:
+    """Call `listener` with what each committed write transaction of `engine` noted
+    (`note_for_commit`), in a task of its own so the writer never waits on it; returns
+    the function that removes the listener.
+
+    The event bus listens, so an event any write path records (REST, GraphQL, a job)
+    is published once its transaction commits, without each path publishing it.
+    """
+    listeners = _COMMIT_LISTENERS.setdefault(engine.sync_engine, [])
+    listeners.append(listener)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            listeners.remove(listener)
+
+    return remove
+
+
+def note_for_commit(conn: AsyncConnection, item: object) -> None:
+    """Hand `item` to the engine's commit listeners if this write transaction commits."""
+    if _COMMIT_LISTENERS.get(conn.engine.sync_engine):
+        conn.info.setdefault(_COMMIT_NOTES, []).append(item)
+
+
+def _notify(engine: AsyncEngine, notes: list[object]) -> None:
+    for listener in tuple(_COMMIT_LISTENERS.get(engine.sync_engine, ())):
+        task = asyncio.create_task(_listen(listener, notes), name="portcullis-on-commit")
+        _NOTIFYING.add(task)
+        task.add_done_callback(_NOTIFYING.discard)
+
+
+async def _listen(listener: CommitListener, notes: list[object]) -> None:
+    try:
+        await listener(notes)
+    except Exception as exc:  # a listener's failure is not the committed writer's
+        log.warning("store.commit_listener_failed", error=repr(exc))
 
 
 _WRITER_LOCKS: weakref.WeakKeyDictionary[Engine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (

@@ -320,12 +320,9 @@ async def test_the_policy_leaves_other_signals_and_unknown_credentials_alone(
 
 
 def test_auto_suspend_needs_the_repository_and_the_audit_log() -> None:
+    engine = create_engine("sqlite+aiosqlite:///:memory:")  # never connected
     with pytest.raises(ValueError, match="auto-suspend"):
-        AnomalyDetector(
-            None,  # type: ignore[arg-type]
-            InProcessBus(None),  # type: ignore[arg-type]
-            DetectorConfig(auto_suspend=True),
-        )
+        AnomalyDetector(engine, InProcessBus(engine), DetectorConfig(auto_suspend=True))
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,63 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await eng.dispose()
 
 
+@pytest.fixture
+async def other_node(engine: AsyncEngine, database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of its own on the same store, as a second control-plane node has."""
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+async def test_an_event_a_write_records_is_published_when_it_commits(
+    engine: AsyncEngine,
+) -> None:
+    bus = InProcessBus(engine)
+    subscription = bus.subscribe()
+    async with write_transaction(engine) as conn:
+        event = await record_event(conn, EventType.ALERT_FIRING, "errors", sample("alert.firing"))
+        assert subscription.pending() == 0  # not before the commit
+    assert await asyncio.wait_for(subscription.get(), 5) == event
+    # A writer that also delivers it (as the jobs do) does not make subscribers hear it twice.
+    await bus.deliver([event])
+    assert subscription.pending() == 0
+
+    async def write_then_fail() -> None:
+        async with write_transaction(engine) as conn:
+            await record_event(conn, EventType.ALERT_FIRING, "gone", sample("alert.firing"))
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError, match="rolled back"):
+        await write_then_fail()
+    later = await bus.publish(EventType.ALERT_RESOLVED, "errors", sample("alert.resolved"))
+    # The rolled-back event never reached anyone: the next one heard is the later event.
+    assert await asyncio.wait_for(subscription.get(), 5) == later
+    await bus.close()
+    # A closed bus no longer listens to the engine's commits.
+    async with write_transaction(engine) as conn:
+        await record_event(conn, EventType.ALERT_FIRING, "after", sample("alert.firing"))
+    assert subscription.pending() == 0
+
+
+async def test_a_write_on_one_node_reaches_the_other_nodes_subscribers_over_redis(
+    engine: AsyncEngine, other_node: AsyncEngine, redis_server: RedisServer
+) -> None:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    writer = RedisBus(engine, redis_server.url, prefix=prefix)
+    reader = RedisBus(other_node, redis_server.url, prefix=prefix)
+    try:
+        await writer.start()
+        await reader.start()
+        remote = reader.subscribe()
+        # A plain write transaction, as a REST or GraphQL change makes: no explicit publish.
+        async with write_transaction(engine) as conn:
+            event = await record_event(conn, EventType.ALERT_FIRING, "x", sample("alert.firing"))
+        assert await asyncio.wait_for(remote.get(), 5) == event
+    finally:
+        await writer.close()
+        await reader.close()
+
+
 async def test_publish_stores_then_fans_out(engine: AsyncEngine) -> None:
     bus = InProcessBus(engine)
     subscription = bus.subscribe([EventType.ANOMALY_DETECTED])
@@ -77,11 +134,11 @@ def test_the_factory_picks_redis_only_when_configured() -> None:
 
 
 async def test_redis_carries_events_between_bus_instances(
-    engine: AsyncEngine, redis_server: RedisServer
+    engine: AsyncEngine, other_node: AsyncEngine, redis_server: RedisServer
 ) -> None:
     prefix = f"test:{uuid.uuid4().hex}:"
     sender = RedisBus(engine, redis_server.url, prefix=prefix)
-    receiver = RedisBus(engine, redis_server.url, prefix=prefix)
+    receiver = RedisBus(other_node, redis_server.url, prefix=prefix)
     try:
         await sender.start()
         await receiver.start()
@@ -113,14 +170,14 @@ async def test_redis_carries_events_between_bus_instances(
 
 
 async def test_a_redis_outage_loses_no_stored_event_and_the_listener_recovers(
-    engine: AsyncEngine,
+    engine: AsyncEngine, other_node: AsyncEngine
 ) -> None:
     from support.redis import running_redis
 
     prefix = f"test:{uuid.uuid4().hex}:"
     with running_redis() as server:
         sender = RedisBus(engine, server.url, prefix=prefix)
-        receiver = RedisBus(engine, server.url, prefix=prefix)
+        receiver = RedisBus(other_node, server.url, prefix=prefix)
         try:
             await sender.start()
             await receiver.start()

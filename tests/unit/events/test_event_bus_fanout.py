@@ -10,6 +10,7 @@ import pytest
 
 from portcullis.events.bus import Event, InProcessBus, Subscription, SubscriptionClosed
 from portcullis.events.catalogue import CATALOGUE, EventType, event_type
+from portcullis.store.engine import create_engine
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -19,8 +20,8 @@ def event(n: int, kind: EventType = EventType.ALERT_FIRING, **data: Any) -> Even
 
 
 def bus() -> InProcessBus:
-    # Fan-out never touches the engine; only `publish` (integration tests) stores events.
-    return InProcessBus(engine=None)  # type: ignore[arg-type]
+    # An engine that is never connected: fan-out alone needs no store.
+    return InProcessBus(create_engine("sqlite+aiosqlite:///:memory:"))
 
 
 async def test_every_subscriber_gets_the_kinds_it_asked_for() -> None:
