@@ -385,7 +385,8 @@ def test_admin_api_python_sdk_lists_routes_and_creates_a_consumer(
     """The control plane's own OpenAPI description (:8001/openapi.json) through
     openapi-python-client, used with an admin's access token."""
     saved = tmp_path / "admin-openapi.json"
-    saved.write_text(httpx.get(f"{gw.admin_url}/openapi.json").text)
+    # The control plane builds its description on the first request: seconds on a busy machine.
+    saved.write_text(httpx.get(f"{gw.admin_url}/openapi.json", timeout=60).text)
     out = tmp_path / "admin-sdk"
     generate(gw, "--api", "portcullis-admin", "--version", "v1", "--lang", "python",
              "--from", str(saved), "--out", str(out), "--package", ADMIN_PACKAGE)  # fmt: skip
