@@ -143,7 +143,11 @@ def package_name(api: str, version: str) -> str:
 
 
 def check_document(document: Any) -> dict[str, Any]:
-    """The document, if it is an OpenAPI 3.x object with paths (what both generators take)."""
+    """The document, if it is a self-contained OpenAPI 3.x object with paths.
+
+    A `$ref` outside the document is refused: the generators would follow it, reading a
+    file or fetching a URL from wherever they run (the control plane, for the admin API);
+    a published document has its external references resolved already."""
     if not isinstance(document, Mapping):
         raise InvalidDocument("the OpenAPI document must be a JSON object")
     version = document.get("openapi")
@@ -151,7 +155,31 @@ def check_document(document: Any) -> dict[str, Any]:
         raise InvalidDocument(f"openapi: expected an OpenAPI 3.0 or 3.1 document, got {version!r}")
     if not isinstance(document.get("paths"), Mapping):
         raise InvalidDocument("paths: the document has no paths object")
+    external = _external_ref(document, "#")
+    if external is not None:
+        where, ref = external
+        raise InvalidDocument(
+            f"{where}: $ref {ref!r} points outside the document (only local #/ references)"
+        )
     return dict(document)
+
+
+def _external_ref(node: Any, pointer: str) -> tuple[str, str] | None:
+    """The JSON pointer and value of the first `$ref` that is not local (`#...`)."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return f"{pointer}/$ref", ref
+        items: list[tuple[str, Any]] = [(str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(str(i), v) for i, v in enumerate(node)]
+    else:
+        return None
+    for key, value in items:
+        found = _external_ref(value, f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}")
+        if found is not None:
+            return found
+    return None
 
 
 async def generate_sdk(

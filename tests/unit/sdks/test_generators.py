@@ -123,3 +123,26 @@ def test_the_archive_holds_the_folder_under_one_root(tmp_path: Path) -> None:
         "demo_v2_client/pkg/api/items.py",
     ]
     assert archive.read("demo_v2_client/pkg/api/items.py") == b"x = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("ref", "where"),
+    [
+        ("/etc/passwd", "#/paths/~1items/get/responses/200/$ref"),
+        ("http://169.254.169.254/latest/meta-data", "#/paths/~1items/get/responses/200/$ref"),
+        ("other.yaml#/components/schemas/Item", "#/paths/~1items/get/responses/200/$ref"),
+    ],
+)
+def test_references_outside_the_document_are_refused(ref: str, where: str) -> None:
+    """The generators would read the file or fetch the URL from wherever they run."""
+    document = {
+        "openapi": "3.1.0",
+        "paths": {"/items": {"get": {"responses": {"200": {"$ref": ref}}}}},
+    }
+    with pytest.raises(InvalidDocument) as refused:
+        check_document(document)
+    assert refused.value.message == (
+        f"{where}: $ref {ref!r} points outside the document (only local #/ references)"
+    )
+    document["paths"]["/items"]["get"]["responses"]["200"]["$ref"] = "#/components/x"
+    assert check_document(document) == document
