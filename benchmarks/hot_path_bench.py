@@ -8,10 +8,16 @@ whose rows are built as its writer builds them, and the metrics observer), and
 reports the CPU time (`time.process_time`) per request: what Portcullis's own Python
 costs on the hot path, stable enough to compare changes on a busy machine.
 
-Configurations (`--configs`): `none` (one service, one catch-all route, no plugins).
+Configurations (`--configs`): `none` (one service, one catch-all route, no plugins);
+`api-stable`, `api-deprecated`, `api-shared`: the same route as an API version's (see
+CONFIGS), for the cost of version resolution.
 Plugin configurations need a `PluginEnv` (credentials, limits) and are not here yet.
 
 `--profile` prints cProfile's top functions (cumulative) for the first configuration.
+
+`--access-chain` times only each configuration's access chain (the request context
+built, every access step run) in ns/request: the API version steps' own cost, which
+the whole-request CPU figure on a busy machine is too noisy to show.
 
 `--live-traffic` measures each configuration twice per round, alternating: as a default
 worker has it (with the live-traffic observer, `analytics/live.py`, whose per-second
@@ -47,6 +53,7 @@ from portcullis.analytics.record import RequestRecord
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy.app import ProxyApp
+from portcullis.proxy.context import ProxyContext
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
@@ -85,10 +92,49 @@ def _discard_rows(node: str) -> Any:
     return write
 
 
+_ORIGIN = {
+    "services": [
+        {"name": "origin", "url": "http://127.0.0.1:9"},
+        {"name": "other", "url": "http://127.0.0.1:9/other"},
+    ],
+    "routes": [{"name": "all", "service": "origin", "paths": ["/"]}],
+}
+_DEPRECATED = {
+    "status": "deprecated",
+    "deprecated_at": "2026-01-01T00:00:00Z",
+    "sunset_at": "2099-01-01T00:00:00Z",
+    "deprecation_link": "https://docs.example.com/deprecation",
+    "brownouts": [{"start": "2098-01-01T00:00:00Z", "end": "2098-01-02T00:00:00Z", "share": 0.5}],
+}
 CONFIGS: dict[str, dict[str, Any]] = {
-    "none": {
-        "services": [{"name": "origin", "url": "http://127.0.0.1:9"}],
-        "routes": [{"name": "all", "service": "origin", "paths": ["/"]}],
+    "none": _ORIGIN,
+    # API versions (runtime/versions.py): the route is a stable version's (one step that
+    # sets ctx.api/api_version), a deprecated one's (lifecycle headers, the sunset and
+    # brownout clock checks), or shared by the versions (header lookup, then the default
+    # version chosen after the auth phase, its service swapped in).
+    "api-stable": {
+        **_ORIGIN,
+        "apis": [{"name": "a", "versions": [{"name": "v1", "routes": ["all"]}]}],
+    },
+    "api-deprecated": {
+        **_ORIGIN,
+        "apis": [
+            {
+                "name": "a",
+                "versions": [{"name": "v1", "routes": ["all"], **_DEPRECATED}, {"name": "v2"}],
+            }
+        ],
+    },
+    "api-shared": {
+        **_ORIGIN,
+        "apis": [
+            {
+                "name": "a",
+                "routes": ["all"],
+                "default_version": "v2",
+                "versions": [{"name": "v1"}, {"name": "v2", "service": "other"}],
+            }
+        ],
     },
 }
 
@@ -200,6 +246,33 @@ def profile(name: str, n: int) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
+def access_chain_ns(name: str, n: int) -> float:
+    """Nanoseconds per request of the route's access chain alone (for `none`: empty), the
+    request context built as the proxy builds it; the coroutines are driven without an
+    event loop (the version steps never suspend)."""
+    snapshot = build_snapshot(GatewayConfig.model_validate(CONFIGS[name]), 1)
+    match = snapshot.router.match("GET", "", "/", [])
+    assert match is not None
+    route = match.payload
+    scope = _scope()
+    access = route.chain.access
+
+    def once() -> None:
+        ctx = ProxyContext(scope, route, "GET", "/", "127.0.0.1", "rid", None, [])
+        for plugin in access:
+            try:  # noqa: SIM105 (contextlib.suppress would add to what is timed)
+                plugin.access(ctx).send(None)
+            except StopIteration:
+                pass
+
+    for _ in range(1000):
+        once()
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        once()
+    return (time.perf_counter_ns() - started) / n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("-n", type=int, default=20_000, help="requests per round [20000]")
@@ -209,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--live-traffic", action="store_true", help="compare without / with live traffic"
     )
+    p.add_argument(
+        "--access-chain",
+        action="store_true",
+        help="time each configuration's access chain alone (ns/request, best of rounds)",
+    )
     args = p.parse_args(argv)
     names = [c for c in args.configs.split(",") if c]
     unknown = set(names) - set(CONFIGS)
@@ -216,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
     if args.profile:
         profile(names[0], args.n)
+        return 0
+    if args.access_chain:
+        for name in names:
+            per = [access_chain_ns(name, args.n) for _ in range(args.rounds)]
+            print(f"{name:24} access chain best {min(per):7.0f} ns/req  ({args.rounds} x {args.n})")
         return 0
     for name in names:
         if args.live_traffic:

@@ -11,7 +11,10 @@ decision at a time with `perf_counter_ns` (median and p99 over `--samples`):
 - `redis x1`      `RedisBackend.decide` for one limit: one EVALSHA round trip to a
                   local redis-server, sequential (latency, not throughput);
 - `redis x3`      the same with three limits in one script call;
-- `redis x1 c32`  wall time per decision with 32 concurrent tasks (throughput view).
+- `redis x1 c32`  wall time per decision with 32 concurrent tasks (throughput view);
+- `redis x1 cpu`  this process's CPU per decision in that run (the worker's cost; the
+                  redis-server is another process), and both again for the baseline
+                  `redis-py` client the pipelined connection replaced (redis_pipe.py).
 
 Requests rotate over 1,000 keys with limits high enough that all are admitted (the
 common path). A private redis-server is started on a free loopback port (no
@@ -101,16 +104,20 @@ async def time_async(
 
 async def time_concurrent(
     call: Callable[[int], Awaitable[object]], total: int, tasks: int = 32
-) -> float:
+) -> tuple[float, float]:
+    """(wall µs, CPU µs of this process) per decision with `tasks` concurrent callers;
+    the CPU figure leaves out redis-server, a process of its own."""
     per_task = total // tasks
 
     async def worker(w: int) -> None:
         for n in range(per_task):
             await call(w * per_task + n)
 
-    t0 = time.perf_counter_ns()
+    t0, c0 = time.perf_counter_ns(), time.process_time_ns()
     await asyncio.gather(*(worker(w) for w in range(tasks)))
-    return (time.perf_counter_ns() - t0) / (per_task * tasks) / 1000
+    count = per_task * tasks
+    wall = (time.perf_counter_ns() - t0) / count / 1000
+    return wall, (time.process_time_ns() - c0) / count / 1000
 
 
 def decider(
@@ -144,6 +151,7 @@ def plugin_call(algorithm: Algorithm) -> Callable[[int], Awaitable[object]]:
 
 async def run(args: argparse.Namespace, redis_url: str | None) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
+    cpus: dict[str, float] = {}
 
     def add(alg: Algorithm, what: str, figures: tuple[float, float] | float) -> None:
         text = (
@@ -152,7 +160,7 @@ async def run(args: argparse.Namespace, redis_url: str | None) -> list[tuple[str
             else f"{figures:8.2f} {'':>9}"
         )
         rows.append((alg.value, what, text))
-        print(f"{alg.value:<15} {what:<13} {text}", flush=True)
+        print(f"{alg.value:<15} {what:<16} {text}", flush=True)
 
     for alg in Algorithm:
         add(alg, "function", time_function(alg, args.samples))
@@ -177,14 +185,31 @@ async def run(args: argparse.Namespace, redis_url: str | None) -> list[tuple[str
                     await time_async(decider(backend, reqs), args.redis_samples),
                 )
             reqs = batches(alg, 1)
-            add(
-                alg,
-                "redis x1 c32",
-                await time_concurrent(decider(backend, reqs), args.redis_samples),
+            # Wall and CPU per decision at 32 concurrent, beside the same backend on
+            # redis-py's client (the baseline the pipelined connection replaced).
+            baseline = RedisBackend.from_url(
+                redis_url, timeout=5.0, prefix=f"bench:{alg.value}:py:", pipelined=False
             )
+            try:
+                for label, chosen in (("redis x1 c32", backend), ("redis-py x1 c32", baseline)):
+                    wall, cpu = await time_concurrent(decider(chosen, reqs), args.redis_samples)
+                    add(alg, label, wall)
+                    add(alg, label.replace("c32", "cpu"), cpu)
+                    cpus[label] = cpus.get(label, 0.0) + cpu
+                assert baseline.fallback_decisions == 0, baseline.circuit.last_error
+            finally:
+                await baseline.aclose()
             assert backend.fallback_decisions == 0, backend.circuit.last_error
         finally:
             await backend.aclose()
+    if cpus:
+        ours, theirs = cpus["redis x1 c32"], cpus["redis-py x1 c32"]
+        print(
+            f"\nworker CPU per Redis decision at 32 concurrent, mean of the algorithms: "
+            f"pipelined {ours / len(Algorithm):.1f} µs, redis-py {theirs / len(Algorithm):.1f} µs "
+            f"(ratio {theirs / ours:.1f}x; target <= 30 µs)",
+            flush=True,
+        )
     return rows
 
 
@@ -204,7 +229,7 @@ def main() -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    print(f"{'algorithm':<15} {'path':<13} {'median':>8} {'p99':>9}   (µs per decision)")
+    print(f"{'algorithm':<15} {'path':<16} {'median':>8} {'p99':>9}   (µs per decision)")
     if args.no_redis:
         asyncio.run(run(args, None))
         return 0

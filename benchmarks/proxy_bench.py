@@ -213,7 +213,25 @@ def serve_nginx(run: Run) -> Iterator[int]:
         proc.stop()
 
 
-def portcullis_config(origin_port: int) -> str:
+# `--route api-deprecated`: the catch-all route as a deprecated API version's (issue 18),
+# so every response gets the Deprecation/Sunset/Link headers and the sunset clock check.
+API_DEPRECATED = (
+    "apis:\n"
+    "  - name: bench\n"
+    "    versions:\n"
+    "      - name: v1\n"
+    "        status: deprecated\n"
+    "        routes: [bench-all]\n"
+    '        deprecated_at: "2026-01-01T00:00:00Z"\n'
+    '        sunset_at: "2099-01-01T00:00:00Z"\n'
+    "        deprecation_link: https://docs.example.com/deprecation\n"
+    "        successor: v2\n"
+    "      - name: v2\n"
+)
+ROUTES = ("plain", "api-deprecated")
+
+
+def portcullis_config(origin_port: int, route: str = "plain") -> str:
     """Gateway YAML: one service on the origin, one catch-all route, no plugins."""
     return (
         'format_version: "1"\n'
@@ -224,10 +242,12 @@ def portcullis_config(origin_port: int) -> str:
         "  - name: bench-all\n"
         "    service: bench-origin\n"
         "    paths: [/]\n"
-    )
+    ) + (API_DEPRECATED if route == "api-deprecated" else "")
 
 
-def serve_portcullis(transport: str) -> Callable[[Run], contextlib.AbstractContextManager[int]]:
+def serve_portcullis(
+    transport: str, route: str = "plain"
+) -> Callable[[Run], contextlib.AbstractContextManager[int]]:
     """A target that runs `portcullis serve --workers 1` with the given upstream transport."""
 
     @contextlib.contextmanager
@@ -235,7 +255,7 @@ def serve_portcullis(transport: str) -> Callable[[Run], contextlib.AbstractConte
         work = run.tmp / f"portcullis-{transport}"
         work.mkdir(parents=True, exist_ok=True)
         config = work / "gateway.yaml"
-        config.write_text(portcullis_config(run.origin_port))
+        config.write_text(portcullis_config(run.origin_port, route))
         proxy_port, admin_port = free_port(), free_port()
         # Inherited PORTCULLIS_* settings would make runs incomparable: start from none.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
@@ -353,7 +373,10 @@ def measure(run: Run, name: str, args: argparse.Namespace) -> TargetResult:
         wait_for_idle_cpu(name, args.wait_idle)
     err.print(f"[bold]{name}[/]: starting …")
     try:
-        with SERVERS[name](run) as port:
+        server = SERVERS[name]
+        if name.startswith("portcullis-") and args.route != "plain":
+            server = serve_portcullis(name.removeprefix("portcullis-"), args.route)
+        with server(run) as port:
             if args.warmup > 0:
                 err.print(f"[bold]{name}[/]: warm-up {args.warmup}s on port {port}")
                 run_wrk(run.wrk, port, load, duration=args.warmup)
@@ -596,6 +619,7 @@ def save(
             "connections": args.connections,
             "threads": args.threads,
             "origin_body": ORIGIN_BODY,
+            "route": args.route,
         },
         "environment": env,
         "targets": [
@@ -653,6 +677,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"before each target, wait up to this long for the CPUs to be under "
         f"{BUSY_WARNING_PCT:.0f}%% busy (for shared machines) [0: don't wait]",
+    )
+    p.add_argument(
+        "--route",
+        choices=ROUTES,
+        default="plain",
+        help="what Portcullis's catch-all route is: a plain route, or a deprecated API "
+        "version's (lifecycle headers on every response) [plain]",
     )
     p.add_argument("--no-save", action="store_true", help="don't write the JSON result file")
     args = p.parse_args(argv)

@@ -1,5 +1,5 @@
 """`portcullis` command line: serve · demo · migrate · config · admin · keys · webhooks ·
-graphql · sdk."""
+graphql · apis · sdk."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ def _root(
 def _mount() -> None:
     # Imported here so `portcullis --help` stays fast and modules stay independent.
     from portcullis.commands import admin as admin_cmd
+    from portcullis.commands import apis as apis_cmd
     from portcullis.commands import config as config_cmd
     from portcullis.commands import graphql_documents as graphql_cmd
     from portcullis.commands import keys as keys_cmd
@@ -47,6 +48,7 @@ def _mount() -> None:
     keys_cmd.register_keys(app)
     webhooks_cmd.register_webhooks(app)
     graphql_cmd.register_graphql(app)
+    apis_cmd.register_apis(app)
     sdk_cmd.register_sdk(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 

@@ -183,6 +183,13 @@ IDEMPOTENCY_IN_FLIGHT = ProblemKind(
 PRECONDITION_FAILED = ProblemKind(
     "precondition-failed", "The resource has changed (If-Match does not match its ETag)", 412
 )
+# The request-validator plugin (an API version's OpenAPI description).
+REQUEST_INVALID = ProblemKind(
+    "request-invalid", "The request does not match the API description", 400
+)
+OPERATION_NOT_FOUND = ProblemKind(
+    "operation-not-found", "The API description has no such operation", 404
+)
 UNSUPPORTED_MEDIA_TYPE = ProblemKind("unsupported-media-type", "Unsupported media type", 415)
 VALIDATION_FAILED = ProblemKind("validation-failed", "The request is not valid", 422)
 IDEMPOTENCY_KEY_REUSED = ProblemKind(

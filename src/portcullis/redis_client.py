@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from portcullis.outage import OutageCircuit
+from portcullis.redis_pipe import RedisPipe
 from portcullis.settings import Settings
 
 # What a call to Redis raises when Redis is away, slow or answering nonsense.
@@ -50,6 +51,27 @@ class SharedRedis:
     def __init__(self, client: Redis, circuit: OutageCircuit) -> None:
         self.client = client
         self.circuit = circuit
+        self._pipe: RedisPipe | None = None
+
+    @property
+    def pipe(self) -> RedisPipe | None:
+        """The process's pipelined connection to the same server, for per-request
+        commands (redis_pipe.py); None over TLS, which it does not speak."""
+        if self._pipe is None:
+            pool = self.client.connection_pool
+            kwargs = pool.connection_kwargs
+            if "ssl" in pool.connection_class.__name__.lower():
+                return None
+            self._pipe = RedisPipe(
+                host=str(kwargs.get("host", "127.0.0.1")),
+                port=int(kwargs.get("port", 6379)),
+                path=kwargs.get("path"),
+                db=int(kwargs.get("db") or 0),
+                username=kwargs.get("username"),
+                password=kwargs.get("password"),
+                client_name=kwargs.get("client_name") or "portcullis",
+            )
+        return self._pipe
 
     @classmethod
     def connect(
@@ -116,5 +138,7 @@ class SharedRedis:
         )
 
     async def aclose(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.aclose()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()

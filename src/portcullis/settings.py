@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # Browser origins allowed to call the admin API (CORS); empty = none.
     admin_cors_origins: list[str] = Field(default_factory=list)
     shutdown_grace: float = Field(default=30.0, ge=0)
+    # The data plane's URL as clients reach it (behind a load balancer or TLS terminator,
+    # e.g. https://api.example.com): the servers of the OpenAPI descriptions the catalogue
+    # publishes (GET /apis/{api}/{version}/openapi.json). Unset: proxy_url.
+    public_proxy_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    # How often the control plane looks for URL-imported OpenAPI descriptions due for a
+    # refresh (each source's own refresh_seconds says when it is due).
+    openapi_refresh_interval: float = Field(default=30.0, gt=0, le=3600)
     # Client connections (both planes; granian options, see supervision/planes.py).
     # A connection that has sent no byte for client_first_byte_timeout seconds is closed
     # (proxy/silent_connections.py; 0 = never). A request's headers must arrive within

@@ -8,12 +8,20 @@ from pathlib import Path
 
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
+from portcullis.identity.keys import Environment
 from portcullis.identity.secrets import load_server_secret
+from portcullis.model.types import MetadataValue
 from portcullis.store.engine import create_engine
 
 
-async def create_keys(database_url: str, owners: Mapping[str, str | None]) -> dict[str, str]:
-    """One new key per consumer of `owners` (username -> organization): username -> key."""
+async def create_keys(
+    database_url: str,
+    owners: Mapping[str, str | None],
+    environment: Environment = Environment.production,
+    metadata: Mapping[str, MetadataValue] | None = None,
+) -> dict[str, str]:
+    """One new key of `environment` (with `metadata`) per consumer of `owners` (username ->
+    organization): username -> key."""
     engine = create_engine(database_url)
     try:
         secret = load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], Path())
@@ -22,7 +30,9 @@ async def create_keys(database_url: str, owners: Mapping[str, str | None]) -> di
         for consumer, organization in owners.items():
             created = await repo.create(
                 consumer,
-                KeySpec(name=f"test-{consumer}"),
+                KeySpec(
+                    name=f"test-{consumer}", environment=environment, metadata=dict(metadata or {})
+                ),
                 created_by="test",
                 organization=organization,
             )

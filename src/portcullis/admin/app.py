@@ -111,6 +111,9 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import ws as ws_routes
 
     api.include_router(ws_routes.router)
+    from portcullis.admin.routers import catalogue as catalogue_routes
+
+    api.include_router(catalogue_routes.router)
     from portcullis.admin.routers import sdks as sdk_routes
 
     api.include_router(sdk_routes.router)
@@ -135,6 +138,12 @@ def build_oauth_router() -> APIRouter:
     from portcullis.admin.routers import oauth as oauth_routes
 
     return oauth_routes.router
+
+
+def build_catalogue_router() -> APIRouter:
+    from portcullis.admin.routers.catalogue import public_router
+
+    return public_router
 
 
 def build_consumer_router() -> APIRouter:
@@ -275,27 +284,23 @@ def create_admin_app(
     )
     # Outside the Idempotency-Key middleware, which reads bodies itself.
     app.add_middleware(BodyGuardMiddleware, routes=lambda: app.routes)
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=AdminRateLimiter(
-            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
-            Policy(
-                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
+    # Consumers' self-service endpoints (API-key authenticated) and the API catalogue
+    # (GET /apis…, open to anyone for public APIs) get the same limits, each its own.
+    for prefix in (API_PREFIX, "/consumer/v1", "/apis"):
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=AdminRateLimiter(
+                Policy(
+                    "caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst
+                ),
+                Policy(
+                    "ip",
+                    settings.admin_rate_limit_ip_per_minute,
+                    settings.admin_rate_limit_ip_burst,
+                ),
             ),
-        ),
-        prefix=API_PREFIX,
-    )
-    # Consumers' self-service endpoints (API-key authenticated) get the same limits.
-    app.add_middleware(
-        RateLimitMiddleware,
-        limiter=AdminRateLimiter(
-            Policy("caller", settings.admin_rate_limit_per_minute, settings.admin_rate_limit_burst),
-            Policy(
-                "ip", settings.admin_rate_limit_ip_per_minute, settings.admin_rate_limit_ip_burst
-            ),
-        ),
-        prefix="/consumer/v1",
-    )
+            prefix=prefix,
+        )
     app.add_middleware(SecurityHeadersMiddleware)
     # CORS is off unless origins are configured (`Settings.admin_cors_origins`, read
     # defensively so the control plane also runs with settings that lack the field).
@@ -403,6 +408,7 @@ def create_admin_app(
     app.include_router(build_graph_router(app, settings))
     app.router.routes.extend(shared_routes(build_oauth_router))
     app.router.routes.extend(shared_routes(build_consumer_router))
+    app.router.routes.extend(shared_routes(build_catalogue_router))
     from portcullis.admin.routers.event_types import install_webhook_docs
 
     install_webhook_docs(app)

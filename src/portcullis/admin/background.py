@@ -105,6 +105,7 @@ def control_jobs(
         return (await state.editor.state()).config
 
     return [
+        openapi_refresh_job(state),
         *([expiry] if expiry is not None else []),
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
@@ -120,6 +121,26 @@ def control_jobs(
             audit=SystemAuditTrail(state.audit),
         ),
     ]
+
+
+def openapi_refresh_job(state: AdminState) -> Periodic:
+    """Re-fetches URL-imported OpenAPI descriptions when due (services/catalogue.py)."""
+    from portcullis.analytics.jobs import control_job
+    from portcullis.catalogue.fetch import DescriptionFetcher
+    from portcullis.services.catalogue import CatalogueService
+    from portcullis.services.context import utc_now
+    from portcullis.webhooks.runner import destination_policy
+
+    settings = state.settings
+
+    async def round() -> int:
+        fetcher = DescriptionFetcher(destination_policy(settings), timeout=settings.webhook_timeout)
+        try:
+            return await CatalogueService(state, fetcher).refresh_due(utc_now())
+        finally:
+            await fetcher.close()
+
+    return control_job("openapi-refresh", round, settings.openapi_refresh_interval)
 
 
 def stream_hub(state: AdminState) -> StreamHub:

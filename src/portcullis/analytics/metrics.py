@@ -92,6 +92,8 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (Flag.RETRIED, "retried"),
     (Flag.CIRCUIT_OPEN, "circuit_open"),
     (Flag.CLIENT_ABORTED, "client_aborted"),
+    (Flag.REQUEST_INVALID, "request_invalid"),
+    (Flag.RESPONSE_MISMATCH, "response_mismatch"),
 )
 # Rate-limit backend `snapshot()` keys: cumulative counters become Prometheus counters
 # (fed by deltas), the others are the worker's current state.
@@ -193,7 +195,8 @@ class RequestMetrics:
         self.flags = Counter(
             "portcullis_http_request_flags",
             "Requests by what happened to them: rate_limited, auth_failed, cache_hit, "
-            "cache_miss, shed, retried, circuit_open, client_aborted",
+            "cache_miss, shed, retried, circuit_open, client_aborted, request_invalid, "
+            "response_mismatch",
             ["route", "service", "flag"],
             registry=registry,
         )

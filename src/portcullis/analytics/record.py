@@ -26,6 +26,8 @@ class Flag(IntFlag):
     SHED = 32  # refused by load shedding (adaptive concurrency, priority class)
     CACHE_MISS = 64  # a cacheable request that went upstream
     CLIENT_ABORTED = 128  # the client went away before the response was complete
+    REQUEST_INVALID = 256  # refused by request-validator (not what the API description allows)
+    RESPONSE_MISMATCH = 512  # the upstream's response differs from the API description
 
 
 @dataclass(slots=True)

@@ -60,6 +60,9 @@ class RedisCache:
         # The process's Redis and its outage circuit, shared with the other Redis users.
         self.redis = redis
         self._client = redis.client
+        # Reads and writes per request go over the process's pipelined connection
+        # (redis_pipe.py); redis-py for purges (SCAN) and where the pipe can't go (TLS).
+        self._pipe = redis.pipe
         self._owns_redis = owns_redis
         self.prefix = prefix
         self.timeout = timeout
@@ -111,8 +114,11 @@ class RedisCache:
             self.misses += 1
             return None
         try:
-            async with asyncio.timeout(self.timeout):
-                data = await self._client.get(self.prefix + key)
+            if self._pipe is not None:
+                data = await self._pipe.execute("GET", self.prefix + key, timeout=self.timeout)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    data = await self._client.get(self.prefix + key)
             if isinstance(data, str):  # only with a decode_responses client
                 data = data.encode("latin-1")
             entry = None if data is None else CacheEntry.decode(data)
@@ -151,6 +157,13 @@ class RedisCache:
 
     async def _write(self, items: list[tuple[str, bytes, int]]) -> None:
         try:
+            if self._pipe is not None:
+                one, timeout = self._pipe, self.timeout
+                await asyncio.gather(
+                    *(one.execute("SET", k, v, "PX", ttl, timeout=timeout) for k, v, ttl in items)
+                )
+                self.stores += len(items)
+                return
             async with asyncio.timeout(self.timeout):
                 if len(items) == 1:
                     key, value, ttl_ms = items[0]

@@ -174,6 +174,8 @@ def register(app: typer.Typer) -> None:
             f"live       {settings.admin_url}/admin/v1/stream (server-sent events; "
             "docs/realtime.md)\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
+            f"catalogue  {settings.admin_url}/apis/demo/v2/openapi.json (the demo API as "
+            "clients see it; all APIs: /apis)\n"
             f"config     version {version} from {config}\n"
             f"store      {settings.database_url}\n\n"
             f"try:  curl -i {proxy}/demo/items\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portcullis.graph import alerts, analytics, audit, config, operations, webhooks
+from portcullis.graph import alerts, analytics, audit, catalogue, config, operations, webhooks
 from portcullis.graph.node_fields import node_fields
 from portcullis.graph.support import Area
 from portcullis.services.entity_kinds import KINDS
@@ -19,6 +19,7 @@ def areas() -> list[Area]:
         operations.build(),
         alerts.build(),
         webhooks.build(),
+        catalogue.build(),
     ]
 
 

@@ -58,7 +58,7 @@ from portcullis.identity.key_admin import (
     RowError,
     parse_networks,
 )
-from portcullis.identity.key_records import KeyRecord, KeyStatus
+from portcullis.identity.key_records import KeyRecord, KeyStatus, api_version_pins
 from portcullis.identity.keys import Environment, generate_key, new_key_id
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.config_head import lock_config_head
@@ -85,6 +85,7 @@ _RECORD_COLUMNS = (
     ApiKeyRow.allowed_origins,
     ApiKeyRow.ip_allowlist,
     ApiKeyRow.plan,
+    ApiKeyRow.metadata_json,
 )
 # Every column but the hash, and the organization's current name: what the control plane reads.
 _INFO_COLUMNS = (
@@ -140,6 +141,7 @@ def _record(row: Sequence[Any]) -> KeyRecord:
         allowed_origins=frozenset(json.loads(row[9])),
         ip_allowlist=parse_networks(json.loads(row[10])),
         plan=row[11],
+        api_versions=api_version_pins(json.loads(row[12])),
     )
 
 

@@ -21,7 +21,8 @@ from pydantic import (
 
 from portcullis.http_fields import HeaderText
 from portcullis.model.apis import Api, VersionName, api_reference_errors
-from portcullis.model.plugins.registry import references_of, validate_plugin
+from portcullis.model.openapi import api_description_errors
+from portcullis.model.plugins.registry import gateway_errors, references_of, validate_plugin
 from portcullis.model.secrets import SCHEMA_OF
 from portcullis.model.tenancy import reference_errors
 from portcullis.model.traffic import Boost, Override, Plan, traffic_reference_errors
@@ -508,10 +509,14 @@ class GatewayConfig(StrictModel):
                 errors.append(f"consumers[{i}].username: duplicate username {c.username!r}")
             seen_users.add(c.username)
         for i, p in enumerate(self.plugins):
-            errors.extend(f"plugins[{i}].{e}" for e in validate_plugin(p.name, p.config))
+            invalid = validate_plugin(p.name, p.config)
+            if not invalid:
+                invalid = gateway_errors(p.name, p.config, p.scope, self)
+            errors.extend(f"plugins[{i}].{e}" for e in invalid)
         errors.extend(traffic_reference_errors(self))
         unique("apis", [a.name for a in self.apis])
         errors.extend(api_reference_errors(self.apis, self.consumers))
+        errors.extend(api_description_errors(self.apis))
         # Every name an entry writes resolves, and within its organization (model/tenancy.py).
         errors.extend(reference_errors(self, references_of(self)))
         if errors:

@@ -43,6 +43,7 @@ from portcullis.model.config import (
     Service,
     Upstream,
 )
+from portcullis.model.openapi import DescriptionError, bundle, file_loader
 from portcullis.model.traffic import Boost, Override, Plan
 
 try:  # libyaml is several times faster; the pure-Python loader behaves the same.
@@ -161,16 +162,22 @@ def load_config_file(path: str | PathLike[str]) -> GatewayConfig:
         issue = ConfigIssue("", f"the file is not UTF-8 text (byte {exc.start})")
         raise ConfigError([issue], source=str(p)) from None
     fmt: Literal["json", "yaml"] = "json" if p.suffix.lower() == ".json" else "yaml"
-    return load_config_text(text, source=str(p), format=fmt)
+    return load_config_text(text, source=str(p), format=fmt, base_dir=p.resolve().parent)
 
 
 def load_config_text(
-    text: str, *, source: str, format: Literal["yaml", "json"] = "yaml"
+    text: str,
+    *,
+    source: str,
+    format: Literal["yaml", "json"] = "yaml",
+    base_dir: Path | None = None,
 ) -> GatewayConfig:
     """Parse and validate a config document; `source` names it in errors (a path, `<stdin>`).
 
     YAML is the default; JSON documents are accepted by the YAML parser too, but
-    `format="json"` parses strictly as JSON.
+    `format="json"` parses strictly as JSON. `base_dir`: where the document's
+    `openapi_file` options are relative to (see `_read_openapi_files`); without it they
+    are refused.
     """
     if format == "json":
         deep = _too_deep(text)
@@ -185,6 +192,9 @@ def load_config_text(
         if data is None:
             issues.append(_EMPTY)
             raise ConfigError(issues, source=source)
+        issues.extend(_read_openapi_files(data, base_dir))
+        if issues:
+            raise ConfigError(issues, source=source)
         try:
             return _validate(data, None, source)
         except ConfigError as exc:
@@ -196,6 +206,8 @@ def load_config_text(
     data, node, issues = _parse_yaml(text, source)
     if data is None:
         issues.append(_EMPTY)
+    else:
+        issues.extend(_with_position(i, node) for i in _read_openapi_files(data, base_dir))
     if issues:
         raise ConfigError(issues, source=source)
     return _validate(data, node, source)
@@ -204,6 +216,47 @@ def load_config_text(
 def load_config_data(data: Any, *, source: str = "<data>") -> GatewayConfig:
     """Validate already-parsed data (e.g. an admin API body) with the same error reporting."""
     return _validate(data, None, source)
+
+
+def _read_openapi_files(data: Any, base_dir: Path | None) -> list[ConfigIssue]:
+    """Replace each API version's `openapi_file` (a path relative to the config file)
+    with the description it names, its external `$ref`s bundled (model/openapi.py), in
+    place. Only a config read from a file has this option: the admin API never reads
+    the control plane's files for a caller (its body carries the document itself)."""
+    issues: list[ConfigIssue] = []
+    apis = data.get("apis") if isinstance(data, dict) else None
+    for i, api in enumerate(apis if isinstance(apis, list) else ()):
+        versions = api.get("versions") if isinstance(api, dict) else None
+        for k, version in enumerate(versions if isinstance(versions, list) else ()):
+            if not isinstance(version, dict) or "openapi_file" not in version:
+                continue
+            loc: Loc = ("apis", i, "versions", k, "openapi_file")
+            name = version.pop("openapi_file")
+            problem = None
+            if not isinstance(name, str) or not name:
+                problem = "must be a file path (relative to the config file)"
+            elif base_dir is None:
+                problem = "only a config read from a file may name one; send `openapi` inline"
+            elif "openapi" in version:
+                problem = "set openapi or openapi_file, not both"
+            else:
+                try:
+                    version["openapi"] = read_description_file(base_dir / name)
+                except DescriptionError as exc:
+                    problem = str(exc) if exc.path else exc.message
+                except OSError as exc:
+                    problem = f"cannot read {name!r}: {exc.strerror or exc}"
+            if problem is not None:
+                issues.append(ConfigIssue(format_location(loc), problem, loc=loc))
+    return issues
+
+
+def read_description_file(path: Path) -> Any:
+    """An OpenAPI description file with its external `$ref`s (other files, relative to
+    it) bundled; `DescriptionError` locates a bad reference, `OSError` when unreadable."""
+    load = file_loader()
+    uri = path.resolve().as_uri()
+    return bundle(load(uri), uri, load)
 
 
 # libyaml recurses on the C stack once per nested flow collection and crashes the process

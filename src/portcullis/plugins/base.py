@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from portcullis.asgi import Scope
@@ -19,9 +20,11 @@ from portcullis.model.plugins.base import PluginConfig as PluginConfig
 if TYPE_CHECKING:
     from portcullis.identity.consumers import ConsumerInfo
     from portcullis.model.config import Route
+    from portcullis.plugins.api_operations import Located
     from portcullis.plugins.env import PluginEnv
 
 Headers = list[tuple[bytes, bytes]]
+_NO_PINS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -59,6 +62,7 @@ class RequestContext:
 
     __slots__ = (
         "api",
+        "api_pins",
         "api_version",
         "body_limit",
         "cache_key",
@@ -71,7 +75,9 @@ class RequestContext:
         "error_kind",
         "flags",
         "headers",
+        "matched_length",
         "method",
+        "operation",
         "path",
         "plan",
         "priority",
@@ -139,6 +145,15 @@ class RequestContext:
         self.api: str | None = None
         self.api_version: str | None = None
         self.sandbox = False
+        # API version pins of the credential (an API key's metadata `api_version:<api>`),
+        # set by its auth plugin: api name -> version, beating the consumer's pins.
+        self.api_pins: Mapping[str, str] = _NO_PINS
+        # How many characters of `path` the route's path matcher consumed (what a route
+        # with strip_path removes before the upstream; set by the proxy).
+        self.matched_length = 0
+        # The operation of the API version's description the request is (looked up once,
+        # by `plugins.api_operations.locate`, for request-validator and sandbox mocks).
+        self.operation: Located | None = None
 
 
 Phase = Literal["access", "response", "request_body", "response_body"]
@@ -177,6 +192,12 @@ class Plugin(Generic[ConfigT]):
         self.config = config
         self.env = env
 
+    @classmethod
+    def build(cls, config: ConfigT, env: PluginEnv) -> Plugin[ConfigT]:
+        """The handler for `config`: a plugin whose phases depend on its config (a
+        costly phase only when asked for) returns an instance of a subclass."""
+        return cls(config, env)
+
     async def access(self, ctx: RequestContext) -> PluginResponse | None:
         """Runs before the upstream call; returning a response short-circuits the request."""
         return None
@@ -185,8 +206,9 @@ class Plugin(Generic[ConfigT]):
         """Runs when the upstream response head is known; may edit `headers` in place."""
         return
 
-    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | None:
-        """Sees the whole request body before it goes upstream; returns a new body or None.
+    def request_body(self, ctx: RequestContext, body: bytes) -> bytes | PluginResponse | None:
+        """Sees the whole request body before it goes upstream; returns a new body, None
+        (unchanged), or a `PluginResponse` that answers the request instead (a refusal).
 
         Runs after every `access` handler, in priority order, only on routes that have
         a plugin implementing it, and only for bodies up to `BODY_BUFFER_LIMIT` (a

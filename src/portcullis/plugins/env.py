@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from portcullis.cache.backend import CacheBackend
 from portcullis.cache.memory import default_memory_cache
+from portcullis.contract.index import EMPTY_CONTRACTS, ContractIndex
 from portcullis.identity.consumers import EMPTY_CONSUMERS, ConsumerIndex
 from portcullis.limits.backend import LimitBackend
 from portcullis.limits.memory import default_memory_backend
@@ -74,6 +75,8 @@ class PluginEnv:
     clock: Callable[[], float] = field(default=time.time)
     # Plans, boosts and overrides of the config being compiled (like `consumers`).
     traffic: TrafficRules = EMPTY_TRAFFIC
+    # The API versions' compiled OpenAPI descriptions by route (like `consumers`, per config).
+    contracts: ContractIndex = EMPTY_CONTRACTS
     # Data-plane worker processes, each with its own copy of per-process state: a
     # gateway-wide allowance (the retry budget's reserve) is split between them.
     workers: int = 1

@@ -28,8 +28,8 @@ operator's reason. A key used from a disallowed IP or origin gets 403. When the 
 store cannot be reached the answer is 503 (retry), not 401 (the key may be fine).
 
 On success the plugin sets `ctx.consumer`, `ctx.credential_id` (the key id),
-`ctx.environment` (the key's), `ctx.scopes` and `ctx.plan` (the key's traffic plan, if
-any), and sends upstream
+`ctx.environment` (the key's), `ctx.api_pins` (its `api_version:<api>` metadata),
+`ctx.scopes` and `ctx.plan` (the key's traffic plan, if any), and sends upstream
 `X-Consumer-Id`, `X-Consumer-Name` (plus custom id and groups when set),
 `X-Credential-Id` and `X-Consumer-Scopes` (space-separated, sorted). Whatever the
 client sent under `X-Consumer-*`, `X-Credential-*` or `X-Anonymous-Consumer` is
@@ -236,6 +236,7 @@ class KeyAuth(Plugin[KeyAuthConfig]):
         ctx.scopes = record.scopes
         ctx.plan = record.plan
         ctx.environment = record.environment.value
+        ctx.api_pins = record.api_versions
         return None
 
     # -- where the key is -------------------------------------------------------------

@@ -23,6 +23,7 @@ from portcullis.plugins.rate_limit import RateLimit
 from portcullis.plugins.request_size_limit import RequestSizeLimit
 from portcullis.plugins.request_termination import RequestTermination
 from portcullis.plugins.request_transformer import RequestTransformer
+from portcullis.plugins.request_validator import RequestValidator
 from portcullis.plugins.response_cache import ResponseCache
 from portcullis.plugins.response_transformer import ResponseTransformer
 
@@ -39,6 +40,7 @@ PLUGINS: dict[str, type[AnyPlugin]] = {
         RequestSizeLimit,
         RequestTermination,
         RequestTransformer,
+        RequestValidator,
         ResponseCache,
         ResponseTransformer,
     )
@@ -59,4 +61,4 @@ def mismatches() -> list[str]:
 
 def build_plugin(name: str, config: dict[str, Any], env: PluginEnv) -> AnyPlugin:
     cls = PLUGINS[name]
-    return cls(cls.config_model.model_validate(config), env)
+    return cls.build(cls.config_model.model_validate(config), env)

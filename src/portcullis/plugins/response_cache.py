@@ -37,7 +37,9 @@ values, `consumer`. With `cache_authenticated: per-consumer` (default) the
 consumer's name is in the key whenever an auth plugin identified one, whatever
 `key` says, so one consumer's response is never served to another; `shared` keys
 authenticated requests by `key` alone (for data that is the same for everyone);
-`never` does not cache requests that carry a consumer (`X-Cache: BYPASS`).
+`never` does not cache requests that carry a consumer (`X-Cache: BYPASS`). On an API's
+routes the version the request resolved to, and whether it went to a sandbox, are
+always in the key (runtime/versions.py: one shared path, a service per version).
 
 Request fields that upstreams commonly honour to answer for another path, method,
 host or scheme than the request says (`UNKEYED_OVERRIDES`: X-Original-URL,
@@ -242,6 +244,13 @@ class ResponseCache(Plugin[ResponseCacheConfig]):
         consumer = ctx.consumer
         if consumer is not None and (self._by_consumer or self._auth_mode == "per-consumer"):
             h.update(b"C" + consumer.username.encode())
+        # The API version and sandbox the request was resolved to (runtime/versions.py):
+        # on a route an API's versions share, one path is answered by each version's
+        # service, and a staging key's sandbox answer is not a production answer.
+        if ctx.api_version is not None:
+            h.update(b"V" + ctx.api_version.encode())
+        if ctx.sandbox:
+            h.update(b"X")
         path = key_path(ctx.path) if self._by_path else ""
         return cache_key(ctx.route.name, path, h.hexdigest())
 

@@ -12,7 +12,7 @@ import structlog
 from portcullis import problems
 from portcullis.analytics.record import Flag, RequestObserver, RequestRecord
 from portcullis.asgi import Message, Receive, Scope, Send
-from portcullis.plugins.base import BODY_BUFFER_LIMIT
+from portcullis.plugins.base import BODY_BUFFER_LIMIT, AnyPlugin, PluginResponse
 from portcullis.problems import ProblemKind, with_occurrence
 from portcullis.proxy.context import ProxyContext
 from portcullis.proxy.headers import (
@@ -514,32 +514,47 @@ class ProxyApp:
         ctx = ProxyContext(
             scope, route, method, path, client_ip, rid.decode(), info.content_length, up_headers
         )
+        ctx.matched_length = match.matched_length
         if ex is not None:
             ex.ctx = ctx
             ex.bytes_in = info.content_length or 0
         for plugin in route.chain.access:
             reply = await plugin.access(ctx)
             if reply is not None:
-                if ex is not None and reply.status >= 400:
-                    ex.flags |= plugin.refusal_flag
-                    ex.error_kind = ctx.error_kind or f"plugin:{plugin.name}"
-                body = reply.body
-                if is_problem(reply.headers):
-                    body = with_occurrence(body, ctx.request_id, request_instance(scope))
-                await send_bytes(
-                    send,
-                    reply.status,
-                    b"" if head_only else body,
-                    [
-                        *reply.headers,
-                        *ctx.response_headers,
-                        (b"x-request-id", rid),
-                        (b"via", self.via),
-                    ],
-                    length=len(body),
-                )
+                await self._plugin_reply(send, ex, ctx, plugin, reply, head_only)
                 return None
+        if ex is not None and ctx.route is not route:
+            ex.route = ctx.route  # an API version's (or sandbox's) service serves it
         return _Admitted(ctx, match.matched_length, rid, info.chunked)
+
+    async def _plugin_reply(
+        self,
+        send: Send,
+        ex: _Exchange | None,
+        ctx: ProxyContext,
+        plugin: AnyPlugin,
+        reply: PluginResponse,
+        head_only: bool,
+    ) -> None:
+        """Send the response a plugin answered the request with (a refusal, a mock)."""
+        if ex is not None and reply.status >= 400:
+            ex.flags |= plugin.refusal_flag
+            ex.error_kind = ctx.error_kind or f"plugin:{plugin.name}"
+        body = reply.body
+        if is_problem(reply.headers):
+            body = with_occurrence(body, ctx.request_id, request_instance(ctx.scope))
+        await send_bytes(
+            send,
+            reply.status,
+            b"" if head_only else body,
+            [
+                *reply.headers,
+                *ctx.response_headers,
+                (b"x-request-id", ctx.request_id.encode()),
+                (b"via", self.via),
+            ],
+            length=len(body),
+        )
 
     async def handle_http(
         self, scope: Scope, receive: Receive, send: Send, ex: _Exchange | None
@@ -776,6 +791,9 @@ class ProxyApp:
             return None
         for plugin in ctx.route.chain.request_body:
             changed = plugin.request_body(ctx, body)
+            if isinstance(changed, PluginResponse):
+                await self._plugin_reply(send, ex, ctx, plugin, changed, ctx.method == "HEAD")
+                return None
             if changed is not None:
                 body = changed
         return body, len(body)

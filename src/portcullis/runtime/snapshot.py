@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from portcullis.contract.index import ContractIndex
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
@@ -19,7 +20,15 @@ from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import build_plugin
+from portcullis.plugins.sandbox_mock import SandboxMock, SandboxMockConfig
 from portcullis.runtime.router import Router, RouteSpec
+from portcullis.runtime.versions import (
+    BrownoutWindow,
+    RoutePlan,
+    WindowKey,
+    brownout_windows,
+    route_plans,
+)
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
 from portcullis.upstream.transport import TransportTimeouts
@@ -73,6 +82,8 @@ class Snapshot:
     limiters: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
     # Retry budgets by service name (state carried across snapshots).
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    # API versions' brownout windows (their counts carried across snapshots).
+    brownouts: dict[WindowKey, BrownoutWindow] = field(default_factory=dict)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -147,14 +158,22 @@ def _compile_service(
     )
 
 
-def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
+def _chains(
+    config: GatewayConfig, env: PluginEnv, versions: dict[str, RoutePlan]
+) -> dict[str, PluginChain]:
     """Per-route chains: a route-scoped instance beats a service-scoped one beats a global one.
+
+    A route an API names also gets the built-in version steps (`runtime/versions.py`),
+    ordered among the plugins by their priorities.
 
     The tenant boundary is compiled in here: an instance is built once per consumer
     view of the routes it serves (`ConsumerIndex.view` of the route's organization),
     so an auth plugin on a route of organization X can only ever find X's consumers
     (and the shared ones the route accepts); nothing about tenancy is left to decide
     per request. Its `organization` (`model.tenancy.plugin_owner`) names its counters.
+
+    A route that serves an API version with a mock sandbox also gets the built-in
+    `sandbox-mock` plugin (plugins/sandbox_mock.py), whatever the config's plugins.
     """
     by_scope: dict[tuple[str, str | None], dict[str, PluginInstance]] = {}
     for inst in config.plugins:
@@ -179,16 +198,19 @@ def _chains(config: GatewayConfig, env: PluginEnv) -> dict[str, PluginChain]:
             )
         return built[key]
 
+    mock = SandboxMock(SandboxMockConfig(), env)
     chains: dict[str, PluginChain] = {}
     for route in config.routes:
         merged: dict[str, PluginInstance] = {}
         for scope in (("global", None), ("service", route.service), ("route", route.name)):
             merged.update(by_scope.get(scope, {}))
-        chains[route.name] = (
-            PluginChain.from_plugins([plugin(i, route) for i in merged.values()])
-            if merged
-            else EMPTY_CHAIN
-        )
+        plugins = [plugin(i, route) for i in merged.values()]
+        if (plan := versions.get(route.name)) is not None:
+            plugins += plan.steps(env)
+        served = env.contracts.routes.get(route.name)
+        if served is not None and served.has_mock:
+            plugins.append(mock)
+        chains[route.name] = PluginChain.from_plugins(plugins) if plugins else EMPTY_CHAIN
     return chains
 
 
@@ -205,7 +227,10 @@ def build_snapshot(
     """
     base_env = env if env is not None else (previous.env if previous else DEFAULT_ENV)
     env = replace(
-        base_env, consumers=ConsumerIndex(config.consumers), traffic=TrafficRules.of(config)
+        base_env,
+        consumers=ConsumerIndex(config.consumers),
+        traffic=TrafficRules.of(config),
+        contracts=ContractIndex.of(config),
     )
     upstreams = list(config.upstreams)
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
@@ -222,7 +247,10 @@ def build_snapshot(
             name: replace(svc, shedding=shedding.get(svc.pool.name))
             for name, svc in services.items()
         }
-    chains = _chains(config, env)
+    versions = route_plans(
+        config.apis, config.routes, config.consumers, previous.brownouts if previous else {}
+    )
+    chains = _chains(config, env, versions)
     specs = [
         RouteSpec(
             route=r,
@@ -239,6 +267,9 @@ def build_snapshot(
         )
         for r in config.routes
     ]
+    for spec in specs:
+        if (plan := versions.get(spec.route.name)) is not None:
+            plan.bind(spec.payload, services)
     schemes = {svc.pool.name: svc.scheme for svc in services.values()}
     return Snapshot(
         version=version,
@@ -249,6 +280,7 @@ def build_snapshot(
         schemes=schemes,
         limiters=limiters,
         budgets={name: svc.retry_budget for name, svc in services.items()},
+        brownouts=brownout_windows(versions),
     )
 
 

@@ -192,13 +192,12 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
     async with lock if lock is not None else contextlib.nullcontext(), engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
         # `info` belongs to the pooled DB-API connection: nothing an earlier user left.
+        # (Only touched on a live connection: after a failure it may be invalidated, and
+        # reading `info` then reconnects, which can't be done from async code.)
         conn.info.pop(_COMMIT_NOTES, None)
-        try:
-            async with conn.begin():
-                yield conn
-            notes: list[object] | None = conn.info.pop(_COMMIT_NOTES, None)
-        finally:
-            conn.info.pop(_COMMIT_NOTES, None)
+        async with conn.begin():
+            yield conn
+        notes: list[object] | None = conn.info.pop(_COMMIT_NOTES, None)
     if notes:
         _notify(engine, notes)
 

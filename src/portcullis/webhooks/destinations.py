@@ -15,8 +15,9 @@ import ipaddress
 import json
 import socket
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -127,3 +128,27 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+def refusal_in(exc: BaseException) -> DestinationRefused | None:
+    """The guard's refusal behind `exc` (aiohttp wraps the resolver's error), if any."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, DestinationRefused):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def guarded_session(
+    policy: DestinationPolicy, *, timeout: float, user_agent: str, **options: Any
+) -> aiohttp.ClientSession:
+    """A client session whose every connection passes `policy` (the resolver is its only
+    source of addresses); `options` go to the session (e.g. `auto_decompress`)."""
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(policy), limit=100, ttl_dns_cache=10)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        headers={"User-Agent": user_agent},
+        **options,
+    )

@@ -12,7 +12,7 @@ from typing import Final
 import aiohttp
 from yarl import URL
 
-from portcullis.webhooks.destinations import DestinationPolicy, DestinationRefused, GuardedResolver
+from portcullis.webhooks.destinations import DestinationPolicy, guarded_session, refusal_in
 from portcullis.webhooks.retry import (
     RESPONSE_EXCERPT_BYTES,
     AttemptResult,
@@ -47,14 +47,8 @@ class Sender:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(self.policy), limit=100, ttl_dns_cache=10
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                auto_decompress=False,
-                headers={"User-Agent": USER_AGENT},
+            self._session = guarded_session(
+                self.policy, timeout=self.timeout, user_agent=USER_AGENT, auto_decompress=False
             )
         return self._session
 
@@ -113,17 +107,8 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _refusal(exc: BaseException) -> DestinationRefused | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, DestinationRefused):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 def _kind(exc: BaseException) -> ErrorKind:
-    if _refusal(exc) is not None:
+    if refusal_in(exc) is not None:
         return ErrorKind.DESTINATION_REFUSED
     if isinstance(exc, asyncio.TimeoutError):
         return ErrorKind.TIMEOUT
@@ -135,7 +120,7 @@ def _kind(exc: BaseException) -> ErrorKind:
 
 
 def _describe(exc: BaseException) -> str:
-    refusal = _refusal(exc)
+    refusal = refusal_in(exc)
     if refusal is not None:
         return str(refusal)
     text = str(exc) or type(exc).__name__

@@ -132,6 +132,9 @@ ENDPOINTS += [
     ("POST", "/admin/v1/webhooks/{endpoint_id}/deliveries/{message_id}/replay", "webhooks:write"),
     ("POST", "/admin/v1/webhooks/{endpoint_id}/replay-failed", "webhooks:write"),
     ("POST", "/admin/v1/webhooks/{endpoint_id}/test", "webhooks:write"),
+    ("PUT", "/admin/v1/apis/{api}/versions/{version}/openapi", WRITE),
+    ("GET", "/admin/v1/apis/{api}/versions/{version}/openapi", READ),
+    ("GET", "/admin/v1/apis/{api}/diff", READ),
 ]
 
 _EVERYTHING = {

@@ -61,6 +61,7 @@ def gateway_config(upstream: int) -> dict[str, Any]:
             route("request-size-limit"),
             route("cors"),
             route("request-transformer"),
+            route("request-validator"),
         ],
         "plugins": [
             {"name": "key-auth", "route": "admin-host", "config": {}},
@@ -107,8 +108,58 @@ def gateway_config(upstream: int) -> dict[str, Any]:
                 "route": "request-transformer",
                 "config": {"headers": {"remove": ["x-remove-me"], "add": {"x-added": "yes"}}},
             },
+            {"name": "request-validator", "route": "request-validator", "config": {}},
+        ],
+        # request-validator checks against the description of the API version of its route.
+        "apis": [
+            {
+                "name": "checked",
+                "versions": [
+                    {"name": "v1", "routes": ["request-validator"], "openapi": CHECKED_API}
+                ],
+            }
         ],
     }
+
+
+# /request-validator/{token}: GET needs an `x-check: ok` header, POST a JSON {"name": ...}.
+CHECKED_API: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "checked", "version": "1"},
+    "paths": {
+        "/request-validator/{token}": {
+            "parameters": [
+                {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {
+                "parameters": [
+                    {
+                        "name": "x-check",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"const": "ok"},
+                    }
+                ],
+                "responses": {"200": {"description": "ok"}},
+            },
+            "post": {
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": {"description": "ok"}},
+            },
+        }
+    },
+}
 
 
 @dataclass

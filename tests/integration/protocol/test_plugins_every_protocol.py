@@ -60,6 +60,8 @@ class Plugin:
     attempts: list[Attempt]
     protocols: tuple[str, ...] = PROTOCOLS
     notes: list[str] = field(default_factory=list)
+    # The route the attempts go to (default: the one named like the plugin).
+    route: str | None = None
 
 
 def key(who: str) -> Callable[[Credentials], dict[str, str]]:
@@ -103,6 +105,14 @@ def granted(headers: dict[str, str]) -> None:
 
 def preflight(origin: str) -> Callable[[Credentials], dict[str, str]]:
     return lambda c: {"origin": origin, "access-control-request-method": "GET"}
+
+
+def json_body(c: Credentials) -> dict[str, str]:
+    return {"content-type": "application/json"}
+
+
+def form_body(c: Credentials) -> dict[str, str]:
+    return {"content-type": "application/x-www-form-urlencoded"}
 
 
 def plugins() -> dict[str, Plugin]:
@@ -149,6 +159,26 @@ def plugins() -> dict[str, Plugin]:
         ),
         "request-transformer": Plugin(
             [Attempt(200, lambda c: {"x-remove-me": "1"}, check=transformed)]
+        ),
+        "request-validator": Plugin(
+            [
+                Attempt(400),
+                Attempt(400, lambda c: {"x-check": "no"}),
+                Attempt(200, lambda c: {"x-check": "ok"}),
+            ]
+        ),
+        "request-validator-body": Plugin(
+            [
+                Attempt(400, json_body, method="POST", body=b'{"name": 1}'),
+                Attempt(400, json_body, method="POST", body=b'{"name": 1}', stream_body=True),
+                Attempt(400, method="POST", body=b"name=a"),  # no Content-Type
+                Attempt(415, form_body, method="POST", body=b"name=a"),
+                Attempt(200, json_body, method="POST", body=b'{"name": "a"}'),
+                Attempt(200, json_body, method="POST", body=b'{"name": "a"}', stream_body=True),
+            ],
+            protocols=("http1", "http2"),
+            notes=["a WebSocket handshake has no body"],
+            route="request-validator",
         ),
     }
 
@@ -235,7 +265,7 @@ def test_plugin_refuses_and_allows_over_every_protocol(
     script = plugins()[plugin]
     for i, attempt in enumerate(script.attempts):
         token = uuid.uuid4().hex
-        path = f"/{plugin}/{token}"
+        path = f"/{script.route or plugin}/{token}"
         outcome = attempt_once(gw, proto, path, attempt, creds)
         expected = 101 if proto == "websocket" and attempt.status == 200 else attempt.status
         assert outcome.status == expected, f"attempt {i} ({attempt}): got {outcome}"

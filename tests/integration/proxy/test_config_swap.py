@@ -30,7 +30,9 @@ def _config(upstream: int, extra_routes: int) -> dict[str, object]:
     }
 
 
-def test_apply_reaches_data_plane_within_a_second(tmp_path: Path, upstream_a: int) -> None:
+def test_apply_reaches_every_data_plane_worker(tmp_path: Path, upstream_a: int) -> None:
+    """The propagation time is printed, a figure (docs/decisions/002); the deadline
+    only keeps a broken propagation from hanging the suite."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(_config(upstream_a, 0)))
     with gateway(tmp_path, cfg, workers=2) as gw, httpx.Client(base_url=gw.url) as c:
@@ -44,7 +46,7 @@ def test_apply_reaches_data_plane_within_a_second(tmp_path: Path, upstream_a: in
             with httpx.Client(base_url=gw.url) as fresh:
                 ok = fresh.get("/extra-0/health").status_code == 200
             seen = seen + 1 if ok else 0
-            assert time.monotonic() - applied < 1.5, "config not live on every worker in time"
+            assert time.monotonic() - applied < 30, "config never went live on every worker"
         elapsed = time.monotonic() - applied
         print(f"config propagation: {elapsed:.3f}s")
 

@@ -10,6 +10,7 @@ from sqlalchemy import inspect
 from portcullis.store import (
     admin_tables,
     analytics_tables,
+    catalogue_tables,
     graphql_tables,
     identity_tables,
     webhook_tables,
@@ -19,7 +20,14 @@ from portcullis.store.tables import Base
 from support.migrations import migrate
 
 # Imported for their side effect: every table registers on Base.metadata.
-_TABLE_MODULES = (admin_tables, analytics_tables, graphql_tables, identity_tables, webhook_tables)
+_TABLE_MODULES = (
+    admin_tables,
+    analytics_tables,
+    catalogue_tables,
+    graphql_tables,
+    identity_tables,
+    webhook_tables,
+)
 
 
 async def test_migrating_to_head_builds_the_models_tables(database_url: str) -> None:

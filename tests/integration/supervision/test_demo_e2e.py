@@ -4,6 +4,7 @@ through the gateway, and the signed webhooks the demo delivers to its upstream's
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
     # The example config's upstream is the demo's default port; this run uses a free one.
     config = tmp_path / "gateway.yaml"
     config.write_text(EXAMPLE.read_text().replace("127.0.0.1:9000", f"127.0.0.1:{upstream}"))
+    # Its API descriptions are files next to it (openapi_file is relative to the config).
+    shutil.copytree(EXAMPLE.parent / "openapi", tmp_path / "openapi")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
     env |= {"PORTCULLIS_LOG_LEVEL": "warning", "PORTCULLIS_SHUTDOWN_GRACE": "5"}
     argv = [
@@ -40,6 +43,14 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
             "the example API through the gateway",
         )
         assert {"portcullis", "drawbridge"} <= {i["name"] for i in items}
+        # The demo API's versions (issue 18's contract): v1 is deprecated with a sunset.
+        v1 = httpx.get(f"http://127.0.0.1:{proxy}/v1/items", timeout=5)
+        assert v1.status_code == 200
+        assert v1.headers["deprecation"] == "@1793491200"  # 2026-11-01
+        assert v1.headers["sunset"] == "Fri, 31 Dec 2027 00:00:00 GMT"
+        v2 = httpx.get(f"http://127.0.0.1:{proxy}/v2/items", timeout=5)
+        assert v2.status_code == 200
+        assert "deprecation" not in v2.headers
 
         def applied() -> dict[str, Any] | None:
             inbox = httpx.get(f"http://127.0.0.1:{upstream}/webhooks/inbox", timeout=5).json()
@@ -53,6 +64,12 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         sdl = httpx.get(f"http://127.0.0.1:{admin}/graphql/schema.graphql", timeout=5)
         assert sdl.status_code == 200
         assert "services(" in sdl.text
+        # So does the catalogue: the demo API's v2 as clients see it through the gateway.
+        published = httpx.get(f"http://127.0.0.1:{admin}/apis/demo/v2/openapi.json", timeout=5)
+        assert published.status_code == 200, published.text
+        document = published.json()
+        assert document["servers"][0]["url"] == f"http://127.0.0.1:{proxy}/v2"
+        assert "/items" in document["paths"]
         # The demo's own store holds the endpoint; nothing was written to the repo.
         assert (tmp_path / "var" / "portcullis.db").is_file()
     finally:

@@ -27,6 +27,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "request-size-limit": {"max_bytes": 1024},
     "request-termination": {"status_code": 503, "message": "maintenance"},
     "request-transformer": {"headers": {"add": {"x-a": "1"}}},
+    "request-validator": {},
     "response-cache": {},
     "response-transformer": {"headers": {"remove": ["x-internal"]}},
 }
@@ -45,6 +46,19 @@ def test_validating_a_config_imports_no_handler_and_no_heavy_dependency(tmp_path
         "services": [{"name": "svc", "url": "http://127.0.0.1:9"}],
         "routes": [{"name": "r", "service": "svc", "paths": ["/"]}],
         "plans": [{"name": "free", "limits": [{"limit": 5, "period": "1s"}]}],
+        # request-validator checks against the description of the API version a route serves.
+        "apis": [
+            {
+                "name": "api",
+                "versions": [
+                    {
+                        "name": "v1",
+                        "routes": ["r"],
+                        "openapi": {"openapi": "3.1.0", "info": {"title": "a", "version": "1"}},
+                    }
+                ],
+            }
+        ],
         "plugins": [
             {"name": name, "route": "r", "config": config} for name, config in MINIMAL.items()
         ],

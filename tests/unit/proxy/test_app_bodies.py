@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.analytics.record import Flag
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy.app import ProxyApp
@@ -30,6 +30,7 @@ from portcullis.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from support.records import RecordCollector
 
 Body = Callable[[], AsyncIterator[bytes]]
 
@@ -57,15 +58,7 @@ class _Upstream:
         return None
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    def observe(self, record: RequestRecord) -> None:
-        self.records.append(record)
-
-
-def _app(upstream: _Upstream, *, body_plugin: bool = False) -> tuple[ProxyApp, _Collect]:
+def _app(upstream: _Upstream, *, body_plugin: bool = False) -> tuple[ProxyApp, RecordCollector]:
     doc: dict[str, Any] = {
         "services": [{"name": "svc", "url": "http://127.0.0.1:9"}],
         "routes": [{"name": "r", "service": "svc", "paths": ["/api"]}],
@@ -76,7 +69,7 @@ def _app(upstream: _Upstream, *, body_plugin: bool = False) -> tuple[ProxyApp, _
         ]
     snapshot = build_snapshot(GatewayConfig.model_validate(doc), 1)
     app = ProxyApp(Settings(), SnapshotHolder(snapshot), upstream)
-    collect = _Collect()
+    collect = RecordCollector()
     app.observers = (collect,)
     return app, collect
 

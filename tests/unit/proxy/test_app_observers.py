@@ -33,6 +33,7 @@ from portcullis.upstream.transport import (
     UpstreamResponse,
 )
 from support.clock import ManualClock
+from support.records import RecordCollector
 
 
 class _Scripted:
@@ -59,14 +60,6 @@ class _Scripted:
 
     async def aclose(self) -> None:
         return None
-
-
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    def observe(self, record: RequestRecord) -> None:
-        self.records.append(record)
 
 
 class _Broken:
@@ -116,7 +109,7 @@ def _app(
     plugin: dict[str, Any] | None = None,
     plugin_name: str = "test-upper",
     **settings: Any,
-) -> tuple[ProxyApp, _Collect]:
+) -> tuple[ProxyApp, RecordCollector]:
     doc: dict[str, Any] = {
         "services": [{"name": "svc", "url": "http://127.0.0.1:9", "retries": {"attempts": 0}}],
         "routes": [{"name": "r", "service": "svc", "paths": ["/api"]}],
@@ -126,7 +119,7 @@ def _app(
     config = GatewayConfig.model_validate(doc)
     snapshot = build_snapshot(config, 1)
     app = ProxyApp(Settings(**settings), SnapshotHolder(snapshot), transport)
-    collect = _Collect()
+    collect = RecordCollector()
     app.observers = (_Broken(), collect)
     return app, collect
 

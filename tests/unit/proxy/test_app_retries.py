@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.analytics.record import Flag
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy import app as proxy_app
@@ -35,6 +35,7 @@ from portcullis.upstream.transport import (
     UpstreamResponse,
 )
 from support.clock import ManualClock
+from support.records import RecordCollector
 
 Answer = Exception | tuple[int, list[bytes]]
 
@@ -70,17 +71,9 @@ class _Targets:
         return [port for port, _ in self.sent]
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    def observe(self, record: RequestRecord) -> None:
-        self.records.append(record)
-
-
 def _app(
     transport: _Targets, targets: int = 2, timeouts: dict[str, float] | None = None, **retries: Any
-) -> tuple[ProxyApp, _Collect]:
+) -> tuple[ProxyApp, RecordCollector]:
     doc = {
         "upstreams": [
             {
@@ -98,7 +91,7 @@ def _app(
     }
     snapshot = build_snapshot(GatewayConfig.model_validate(doc), 1)
     app = ProxyApp(Settings(), SnapshotHolder(snapshot), transport)
-    collect = _Collect()
+    collect = RecordCollector()
     app.observers = (collect,)
     return app, collect
 

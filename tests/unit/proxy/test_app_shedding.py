@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.analytics.record import Flag
 from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy.app import ProxyApp
@@ -25,6 +25,7 @@ from portcullis.upstream.transport import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from support.records import RecordCollector
 
 
 class _Gated:
@@ -54,15 +55,9 @@ class _Gated:
         return None
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    def observe(self, record: RequestRecord) -> None:
-        self.records.append(record)
-
-
-def _app(transport: _Gated, **concurrency: Any) -> tuple[ProxyApp, ConcurrencyLimiter, _Collect]:
+def _app(
+    transport: _Gated, **concurrency: Any
+) -> tuple[ProxyApp, ConcurrencyLimiter, RecordCollector]:
     block = {"enabled": True, "algorithm": "aimd", "initial_limit": 2, "min_limit": 1}
     block.update(concurrency)
     doc: dict[str, Any] = {
@@ -81,7 +76,7 @@ def _app(transport: _Gated, **concurrency: Any) -> tuple[ProxyApp, ConcurrencyLi
     }
     snapshot = build_snapshot(GatewayConfig.model_validate(doc), 1)
     app = ProxyApp(Settings(), SnapshotHolder(snapshot), transport)
-    collect = _Collect()
+    collect = RecordCollector()
     app.observers = (collect,)
     (limiter,) = snapshot.limiters.values()
     return app, limiter, collect

@@ -12,7 +12,7 @@ import asyncio
 import json
 from typing import Any
 
-from portcullis.analytics.record import Flag, RequestRecord
+from portcullis.analytics.record import Flag
 from portcullis.asgi import Message, Receive, Send
 from portcullis.model.config import GatewayConfig
 from portcullis.plugins.base import RequestContext
@@ -24,6 +24,7 @@ from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
 from portcullis.upstream.balancer import Outcome
 from portcullis.upstream.transport import Origin
+from support.records import RecordCollector
 
 EXTENSIONS = {"websocket.http.response": {}}
 
@@ -52,15 +53,7 @@ class _FakeProxy:
         await self.gate.wait()
 
 
-class _Collect:
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    def observe(self, record: RequestRecord) -> None:
-        self.records.append(record)
-
-
-def _app(**service: Any) -> tuple[ProxyApp, _FakeProxy, _Collect]:
+def _app(**service: Any) -> tuple[ProxyApp, _FakeProxy, RecordCollector]:
     doc: dict[str, Any] = {
         "services": [{"name": "svc", "url": "http://127.0.0.1:9", **service}],
         "routes": [
@@ -79,7 +72,7 @@ def _app(**service: Any) -> tuple[ProxyApp, _FakeProxy, _Collect]:
     )
     proxy = _FakeProxy()
     app.websocket_proxy = proxy
-    collect = _Collect()
+    collect = RecordCollector()
     app.observers = (collect,)
     return app, proxy, collect
 

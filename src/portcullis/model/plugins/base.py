@@ -39,3 +39,15 @@ class PluginConfig(BaseModel):
             if isinstance(kind, str) and isinstance(value, str):
                 found.append((field, kind, value))
         return found
+
+    @classmethod
+    def gateway_errors(
+        cls, config: Mapping[str, Any], scope: tuple[str, str | None], gateway: object
+    ) -> list[str]:
+        """What this instance needs of the rest of the gateway config and does not find,
+        as `field: message` strings (e.g. a description of the routes it applies to).
+
+        `scope` is the instance's (`global`, None), (`service`, name) or (`route`, name);
+        `gateway` the `GatewayConfig` being checked, read defensively (it may hold
+        placeholders of entries that failed validation)."""
+        return []

@@ -23,6 +23,7 @@ from portcullis.model.plugins.rate_limit import RateLimitConfig
 from portcullis.model.plugins.request_size_limit import RequestSizeLimitConfig
 from portcullis.model.plugins.request_termination import RequestTerminationConfig
 from portcullis.model.plugins.request_transformer import RequestTransformerConfig
+from portcullis.model.plugins.request_validator import RequestValidatorConfig
 from portcullis.model.plugins.response_cache import ResponseCacheConfig
 from portcullis.model.plugins.response_transformer import ResponseTransformerConfig
 from portcullis.model.secrets import register_schema_of, schema_of
@@ -39,6 +40,7 @@ SCHEMAS: dict[str, type[PluginConfig]] = {
     "request-size-limit": RequestSizeLimitConfig,
     "request-termination": RequestTerminationConfig,
     "request-transformer": RequestTransformerConfig,
+    "request-validator": RequestValidatorConfig,
     "response-cache": ResponseCacheConfig,
     "response-transformer": ResponseTransformerConfig,
 }
@@ -69,6 +71,15 @@ def validate_plugin(name: str, config: dict[str, Any]) -> list[str]:
             for e in exc.errors()
         ]
     return []
+
+
+def gateway_errors(
+    name: str, config: Mapping[str, Any], scope: tuple[str, str | None], gateway: object
+) -> list[str]:
+    """What a valid plugin instance misses in the rest of the config (its schema's
+    `PluginConfig.gateway_errors`)."""
+    model = SCHEMAS.get(name)
+    return [] if model is None else model.gateway_errors(config, scope, gateway)
 
 
 def references_of(gateway: object) -> PluginReferences:

@@ -21,6 +21,7 @@ from portcullis.settings import Settings
 from portcullis.store import (
     admin_tables,
     analytics_tables,
+    catalogue_tables,
     graphql_tables,
     identity_tables,
     webhook_tables,
@@ -30,7 +31,14 @@ from portcullis.store.tables import Base
 
 config = context.config
 # Imported for their side effect: every table registers on Base.metadata.
-_TABLE_MODULES = (admin_tables, analytics_tables, graphql_tables, identity_tables, webhook_tables)
+_TABLE_MODULES = (
+    admin_tables,
+    analytics_tables,
+    catalogue_tables,
+    graphql_tables,
+    identity_tables,
+    webhook_tables,
+)
 target_metadata = Base.metadata
 
 
