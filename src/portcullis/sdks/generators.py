@@ -238,7 +238,11 @@ def _python_argv(
     config = {
         "project_name_override": project,
         "package_name_override": package,
-        "post_hooks": ["ruff check . --fix-only --quiet", "ruff format . --quiet"],
+        # --no-cache: no .ruff_cache folder in the SDK.
+        "post_hooks": [
+            "ruff check . --fix-only --quiet --no-cache",
+            "ruff format . --quiet --no-cache",
+        ],
     }
     (work / "config.yaml").write_text(json.dumps(config))
     return [

@@ -80,3 +80,13 @@ async def test_a_missing_generator_is_a_503_saying_how_to_install_it(
     problem = refused.json()
     assert problem["type"] == "https://portcullis.dev/problems/sdk-generator-unavailable"
     assert "npm install @hey-api/openapi-ts@0.94.5" in problem["detail"]
+
+
+async def test_a_version_without_a_description_is_a_409(owner: httpx.AsyncClient) -> None:
+    created = await owner.post(
+        "/admin/v1/apis", json={"name": "bare", "versions": [{"name": "v1"}]}
+    )
+    assert created.status_code == 201, created.text
+    refused = await owner.post("/admin/v1/apis/bare/versions/v1/sdk", params={"lang": "python"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"] == "https://portcullis.dev/problems/no-api-description"
