@@ -327,6 +327,25 @@ def test_typescript_sdk_calls_the_gateway_and_gets_a_typed_429(
     assert out["thrown"] == "Authentication is required"
 
 
+def test_cli_generates_from_the_catalogues_published_document(
+    gw: Gateway, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """No --from: the CLI fetches GET :8001/apis/demo/v2/openapi.json, the catalogue's."""
+    out = tmp_path / "published"
+    generate(gw, "--api", "demo", "--version", "v2", "--lang", "python", "--out", str(out),
+             "--admin-url", gw.admin_url)  # fmt: skip
+    with imported(out, PACKAGE) as (sdk,):
+        from demo_v2_client.api.items import list_items
+
+        client = sdk.AuthenticatedClient(
+            base_url=f"{gw.url}/v2", token=new_key(admin), prefix="", auth_header_name="X-API-Key"
+        )
+        with client:
+            items = list_items.sync(client=client)
+            assert isinstance(items, list), items
+            assert [item.name for item in items][:2] == ["portcullis", "drawbridge"]
+
+
 # ------------------------------------------------------------------ admin API endpoint
 
 
