@@ -1,5 +1,5 @@
 """`portcullis` command line: serve · demo · migrate · config · admin · keys · webhooks ·
-graphql · apis."""
+graphql · apis · sdk."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def _mount() -> None:
     from portcullis.commands import config as config_cmd
     from portcullis.commands import graphql_documents as graphql_cmd
     from portcullis.commands import keys as keys_cmd
+    from portcullis.commands import sdk as sdk_cmd
     from portcullis.commands import serve as serve_cmd
     from portcullis.commands import webhooks as webhooks_cmd
 
@@ -48,6 +49,7 @@ def _mount() -> None:
     webhooks_cmd.register_webhooks(app)
     graphql_cmd.register_graphql(app)
     apis_cmd.register_apis(app)
+    sdk_cmd.register_sdk(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 
 

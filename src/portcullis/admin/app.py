@@ -114,6 +114,9 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import catalogue as catalogue_routes
 
     api.include_router(catalogue_routes.router)
+    from portcullis.admin.routers import sdks as sdk_routes
+
+    api.include_router(sdk_routes.router)
     return api
 
 

@@ -8,6 +8,8 @@ computed once and cached.
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from typing import Any
 
 from fastapi import FastAPI
@@ -161,6 +163,25 @@ def _document_idempotency(path: str, operation: dict[str, Any]) -> None:
         responses.setdefault(status, {"description": text})
 
 
+def _distinct_titles(components: dict[str, Any]) -> None:
+    """Give schemas that share a title a title of their own, from the component name
+    (`PluginConfig.rate-limit.Algorithm` -> `PluginConfig rate-limit Algorithm`).
+
+    Client generators name their classes by title: openapi-python-client leaves the second
+    `Algorithm` (the balancer's and rate-limit's enums) or `HeaderOps` (the request and
+    response transformers', even alike) out of the client."""
+    by_title: defaultdict[str, list[str]] = defaultdict(list)
+    for name, schema in components.items():
+        if isinstance(schema.get("title"), str):
+            by_title[schema["title"]].append(name)
+    for names in by_title.values():
+        if len(names) < 2:
+            continue
+        for name in names:
+            parts = re.split(r"\.|__", name.removeprefix("portcullis__"))
+            components[name]["title"] = " ".join(parts)
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(
         title=app.title,
@@ -202,8 +223,14 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["ErrorItem"] = ErrorItem.model_json_schema()
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
+    for webhook in schema.get("webhooks", {}).values():
+        for operation in webhook.values():
+            # FastAPI gives each a 422 of its (removed) HTTPValidationError: what a receiver
+            # answers is described in docs/webhooks.md, not by a schema of ours.
+            operation.get("responses", {}).pop("422", None)
     components.update(OAUTH_SCHEMAS)
     discriminate_plugin_instances(components)
+    _distinct_titles(components)
     for path, path_item in schema.get("paths", {}).items():
         if path.startswith(OAUTH_PREFIXES):
             continue  # OAuth's own conventions (routers/oauth.py): no problem details

@@ -94,6 +94,7 @@ ENDPOINTS += [
     ("POST", "/admin/v1/keys/{key_id}/suspend", "credentials:write"),
     ("POST", "/admin/v1/keys/{key_id}/resume", "credentials:write"),
     ("GET", "/admin/v1/data-plane/nodes", READ),
+    ("POST", "/admin/v1/apis/{api}/versions/{version}/sdk", READ),
     ("GET", "/admin/v1/consumers/{username}/usage", "credentials:read"),
     ("GET", "/admin/v1/keys/{key_id}/usage", "credentials:read"),
     ("DELETE", "/admin/v1/cache", WRITE),
@@ -191,6 +192,7 @@ def concrete(path: str) -> str:
     return (
         path.replace("{upstream}", "nope")
         .replace("{version}", "1")
+        .replace("{api}", "nope")
         .replace("{id}", "nope")
         .replace("{user_id}", "nope")
         .replace("{token_id}", "nope")

@@ -149,6 +149,8 @@ TABLE |= {
     ("POST", "/admin/v1/keys/{key_id}/suspend"): ITEM,
     ("POST", "/admin/v1/keys/{key_id}/resume"): ITEM,
     ("GET", "/admin/v1/data-plane/nodes"): GLOBAL,
+    # The other tenant's API (its version v1 exists): not found, not a 409 about its document.
+    ("POST", "/admin/v1/apis/{api}/versions/{version}/sdk"): ITEM,
     ("GET", "/admin/v1/data-plane/upstreams"): Expect("LIST", ("",), control=True),
     ("GET", "/admin/v1/consumers/{username}/usage"): ITEM_READ,
     ("GET", "/admin/v1/keys/{key_id}/usage"): ITEM_READ,
@@ -337,6 +339,8 @@ def _path(template: str, world: World, o: str) -> str:
         path = path.replace(placeholder, quote(value, safe=""))
     if "/targets/{id}" in path:
         return path.replace("{id}", "10.0.0.1:80")
+    if template.endswith("/sdk"):
+        return path.replace("{api}", f"{o}-api").replace("{version}", "v1") + "?lang=python"
     collection = template.split("/")[3]
     if "{id}" in path:
         entity = world.plugins[o] if collection == "plugins" else ENTITY_IDS[collection]

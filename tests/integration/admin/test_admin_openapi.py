@@ -23,6 +23,36 @@ def test_description_is_valid_openapi_31(app: FastAPI) -> None:
     validate(spec)
 
 
+def test_every_reference_resolves_and_schema_titles_are_distinct(app: FastAPI) -> None:
+    """What client generators need beyond validity: openapi-ts stops at a `$ref` to nothing,
+    openapi-python-client leaves out the second of two schemas with one title."""
+    spec = app.openapi()
+    refs: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref" and isinstance(v, str))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    dangling = set()
+    for ref in refs:
+        target: object = spec
+        for part in ref.removeprefix("#/").split("/"):
+            key = part.replace("~1", "/").replace("~0", "~")
+            target = target.get(key) if isinstance(target, dict) else None
+        if target is None:
+            dangling.add(ref)
+    assert refs
+    assert sorted(dangling) == []
+    titles = [s["title"] for s in spec["components"]["schemas"].values() if "title" in s]
+    assert sorted({t for t in titles if titles.count(t) > 1}) == []
+
+
 def test_every_operation_documents_its_errors(app: FastAPI) -> None:
     spec = app.openapi()
     assert spec["components"]["securitySchemes"]["bearer"] == {
