@@ -69,6 +69,13 @@ def LIST(*queries: str, control: bool = True) -> Expect:
     return Expect("LIST", ("", *queries), control)
 
 
+# The OpenAPI description of each tenant's API version (the catalogue's reads need one).
+DESCRIPTION: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "tenant api", "version": "1"},
+    "paths": {"/items": {"get": {"responses": {"200": {"description": "the items"}}}}},
+}
+
 ENTITY_FILTERS = {
     "services": ("?upstream={o}-up",),
     "upstreams": (),
@@ -151,6 +158,9 @@ TABLE |= {
     ("GET", "/admin/v1/data-plane/nodes"): GLOBAL,
     # The other tenant's API (its version v1 exists): not found, not a 409 about its document.
     ("POST", "/admin/v1/apis/{api}/versions/{version}/sdk"): ITEM,
+    ("GET", "/admin/v1/apis/{api}/versions/{version}/openapi"): ITEM_READ,
+    ("PUT", "/admin/v1/apis/{api}/versions/{version}/openapi"): ITEM,
+    ("GET", "/admin/v1/apis/{api}/diff"): ITEM_READ,
     ("GET", "/admin/v1/data-plane/upstreams"): Expect("LIST", ("",), control=True),
     ("GET", "/admin/v1/consumers/{username}/usage"): ITEM_READ,
     ("GET", "/admin/v1/keys/{key_id}/usage"): ITEM_READ,
@@ -253,7 +263,8 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
                                   "timezone": "UTC"}}),
             ("overrides", {"name": f"{o}-override", "consumer": f"{o}-app", "multiplier": 2,
                            "expires_at": "2027-12-01T00:00:00Z", "reason": f"{o} launch"}),
-            ("apis", {"name": f"{o}-api", "versions": [{"name": "v1", "routes": [f"{o}-route"]}]}),
+            ("apis", {"name": f"{o}-api", "versions": [{"name": "v1", "routes": [f"{o}-route"],
+                                                        "openapi": DESCRIPTION}]}),
         ):  # fmt: skip
             await _ok(await owner.post(f"/admin/v1/{path}", json={**body, "organization": o}))
         plugin = await _ok(
@@ -339,8 +350,11 @@ def _path(template: str, world: World, o: str) -> str:
         path = path.replace(placeholder, quote(value, safe=""))
     if "/targets/{id}" in path:
         return path.replace("{id}", "10.0.0.1:80")
-    if template.endswith("/sdk"):
-        return path.replace("{api}", f"{o}-api").replace("{version}", "v1") + "?lang=python"
+    if template.startswith(("/admin/v1/apis/{api}/", "/admin/v1/analytics/apis/{api}/")):
+        path = path.replace("{version}", "v1")
+        if template.endswith("/sdk"):
+            return path + "?lang=python"
+        return path + "?base=v1&head=v1" if template.endswith("/diff") else path
     collection = template.split("/")[3]
     if "{id}" in path:
         entity = world.plugins[o] if collection == "plugins" else ENTITY_IDS[collection]
@@ -360,6 +374,10 @@ async def _request(
     if template == "/admin/v1/keys/import":
         csv = f"consumer,name\r\n{o}-app,stolen\r\n"
         return await client.post(path, content=csv, headers={"content-type": "text/csv"})
+    if template.endswith("/versions/{version}/openapi"):
+        return await client.put(
+            path, json={**DESCRIPTION, "info": {"title": "pwned", "version": "1"}}
+        )
     if template == "/admin/v1/alert-rules/{name}" and method == "PUT":
         return await client.put(path, json={k: v for k, v in RULE.items() if k != "name"})
     plugin = template.startswith("/admin/v1/plugins")
