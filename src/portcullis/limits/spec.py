@@ -69,15 +69,17 @@ def parse_period(value: float | int | str) -> int:
     if isinstance(value, bool):
         raise ValueError("period must be a number of seconds or text like '1s', '1m', '1h'")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("period must be finite")
-        micros = round(value * MICROS)
+        scaled = value * MICROS
     else:
         match = _PERIOD.match(value)
         if match is None:
             raise ValueError(f"invalid period {value!r}: use seconds or e.g. '500ms', '1s', '1h'")
         number, unit = match.groups()
-        micros = round(float(number) * _UNIT_US[unit or "s"])
+        scaled = float(number) * _UNIT_US[unit or "s"]
+    # A finite number can still overflow to infinity once scaled (1.8e308 seconds).
+    if not math.isfinite(scaled):
+        raise ValueError("period must be finite")
+    micros = round(scaled)
     if micros < MIN_PERIOD_US:
         raise ValueError("period must be at least 1ms")
     if micros > MAX_PERIOD_US:

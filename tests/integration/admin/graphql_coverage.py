@@ -107,6 +107,9 @@ REST_TO_GRAPH: dict[str, str] = {
     "key (no page size); GraphQL answers one JSON document, and the same metadata is paged "
     "by Query.apiKeys",
     "import_api_keys": "Mutation.importApiKeys",
+    "generate_api_sdk": "EXCEPTION: a zip archive of generated source files (binary, seconds of "
+    "generator work); GraphQL answers one JSON document. Query.apiDescription gives the "
+    "document to generate from",
     "get_api_key": "Query.apiKey",
     "update_api_key": "Mutation.updateApiKey",
     "delete_api_key": "Mutation.deleteApiKey",

@@ -402,7 +402,9 @@ def test_parse_period(text: str | float, micros: int) -> None:
     assert parse_period(text) == micros
 
 
-@pytest.mark.parametrize("text", ["", "1w", "-1s", "0s", "0.0001", "1e3s", "401d", True])
+@pytest.mark.parametrize(
+    "text", ["", "1w", "-1s", "0s", "0.0001", "1e3s", "401d", True, 1.7976931348623155e308]
+)
 def test_parse_period_rejects(text: str | float) -> None:
     with pytest.raises(ValueError, match="period"):
         parse_period(text)
