@@ -163,7 +163,7 @@ def cli_actor() -> str:
     return cli_actor()
 
 
-def _service(engine: AsyncEngine) -> tuple[KeyService, Operation]:
+def key_service(engine: AsyncEngine) -> tuple[KeyService, Operation]:
     """The key operations on this store, and the operation of this command (recorded in
     the audit log as `cli:<os user>`)."""
     from portcullis.identity.secrets import load_server_secret
@@ -324,7 +324,7 @@ def create(
         from portcullis.services.errors import ServiceError
 
         await _require_config(engine)
-        service, op = _service(engine)
+        service, op = key_service(engine)
         try:
             created = await service.create(op, consumer, spec)
         except ServiceError as exc:
@@ -400,7 +400,7 @@ def list_keys(
     )
 
     async def work(engine: AsyncEngine) -> KeyPage:
-        service, op = _service(engine)
+        service, op = key_service(engine)
         return await service.list_keys(op, where, limit=limit, cursor=cursor, sort=sort)
 
     page: KeyPage = _with_store(_database_url(database_url), work)
@@ -437,7 +437,7 @@ def show(key_id: KeyId, as_json: JsonFlag = False, database_url: DatabaseUrl = N
     """Show one API key's metadata (never the key itself)."""
 
     async def work(engine: AsyncEngine) -> KeyInfo:
-        service, op = _service(engine)
+        service, op = key_service(engine)
         return await service.get(op, key_id)
 
     info: KeyInfo = _with_store(_database_url(database_url), work)
@@ -476,7 +476,7 @@ def rotate(
         new_expiry = parse_expiry(expires_at, expires_in, _now())
 
     async def work(engine: AsyncEngine) -> Rotation:
-        service, op = _service(engine)
+        service, op = key_service(engine)
         return await service.rotate(op, key_id, grace_seconds=grace_seconds, expires_at=new_expiry)
 
     rotation: Rotation = _with_store(_database_url(database_url), work)
@@ -513,7 +513,7 @@ def _transition(
             ) from None
 
     async def work(engine: AsyncEngine) -> KeyInfo:
-        service, op = _service(engine)
+        service, op = key_service(engine)
         return await service.transition(op, key_id, action, reason=reason)
 
     info: KeyInfo = _with_store(url, work)
@@ -574,7 +574,7 @@ def import_keys(
 
     async def work(engine: AsyncEngine) -> list[ImportedKey]:
         await _require_config(engine)
-        service, op = _service(engine)
+        service, op = key_service(engine)
         with Progress(
             TextColumn("[bold]importing[/]"),
             BarColumn(),
@@ -647,7 +647,7 @@ def export(
             raise UserError(f"--output {output}: cannot write: {exc.strerror or exc}") from None
 
     async def work(engine: AsyncEngine) -> int:
-        service, op = _service(engine)
+        service, op = key_service(engine)
         count = 0
         async for chunk in service.export(op, where, "csv" if fmt == "csv" else "jsonl"):
             target.write(chunk)

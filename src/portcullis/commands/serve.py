@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,31 @@ async def prepare_store(
             version = await repo.apply(config, author="portcullis serve", comment=str(config_file))
             return version.version
         return await repo.current_version()
+    finally:
+        await engine.dispose()
+
+
+DEMO_SANDBOX_CONSUMER = "demo-app"
+
+
+async def demo_sandbox_key(settings: Settings) -> str:
+    """A new development key of the demo's consumer, shown in the banner (a key is shown
+    only once, so each demo start makes one; it expires after a day)."""
+    from portcullis.commands.keys import key_service
+    from portcullis.identity.key_admin import KeySpec
+    from portcullis.identity.keys import Environment
+    from portcullis.store.engine import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        service, op = key_service(engine)
+        spec = KeySpec(
+            name="demo sandbox key",
+            environment=Environment.development,
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+        )
+        created = await service.create(op, DEMO_SANDBOX_CONSUMER, spec)
+        return created.key
     finally:
         await engine.dispose()
 
@@ -164,6 +190,7 @@ def register(app: typer.Typer) -> None:
         Path("var").mkdir(exist_ok=True)
         inbox = f"http://127.0.0.1:{upstream_port}/webhooks/inbox"
         version = asyncio.run(prepare_store(settings, config, demo_inbox=inbox))
+        sandbox_key = asyncio.run(demo_sandbox_key(settings))
         proxy = settings.proxy_url
         banner = (
             f"proxy      {proxy}\n"
@@ -182,6 +209,12 @@ def register(app: typer.Typer) -> None:
             f"      curl -i -X POST {proxy}/demo/items -H 'content-type: application/json' "
             '-d \'{"name": "moat", "price": 300}\'\n'
             f"      curl -i {proxy}/nope   (404 problem+json)\n"
+            f"      curl -i {proxy}/v1/items   (API demo v1: Deprecation and Sunset headers)\n"
+            f"      curl -i {proxy}/v2/items -H 'x-api-key: {sandbox_key}'\n"
+            "            (a development key: answered by the v2 sandbox's mock, from the "
+            "description)\n"
+            f"      portcullis sdk generate --api demo --version v2 --lang python --out sdk "
+            f"--admin-url {settings.admin_url}\n"
             f"      curl -s {inbox}   (signed webhooks the gateway sent: every event)\n\n"
             "Ctrl-C stops everything."
         )

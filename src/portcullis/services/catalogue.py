@@ -18,6 +18,7 @@ is not disclosed).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,6 +86,19 @@ class Viewer:
 def gateway_of(settings: Settings) -> Gateway:
     """Where clients reach the gateway (`public_proxy_url`, else the proxy's own URL)."""
     return Gateway(settings.public_proxy_url or settings.proxy_url, settings.issuer)
+
+
+def publisher(state: AdminState) -> Callable[[Api, ApiVersion], Awaitable[dict[str, Any] | None]]:
+    """The published document of an API version as the SDK generator takes it
+    (services/sdks.py `PublishedDocument`): what clients see through the gateway."""
+
+    async def published(api: Api, version: ApiVersion) -> dict[str, Any] | None:
+        if version.openapi is None:
+            return None
+        config = (await state.editor.state()).config
+        return publish(config, api, version, gateway_of(state.settings))
+
+    return published
 
 
 def published_path(api: str, version: str, extension: str = "json") -> str:

@@ -1,9 +1,9 @@
 """SDK generation as a control-plane operation: the client of one API version, zipped.
 
 The document a client is generated from is the version's **published** document (what
-a client sees through the gateway). Where it comes from is one seam,
-`PublishedDocument`: until the catalogue publishes documents, `stored_description`
-gives the version's imported `openapi` as the config holds it. The API is read with the
+a client sees through the gateway: its servers, security schemes and the gateway's own
+responses), given through one seam, `PublishedDocument` (the catalogue's
+`services.catalogue.publisher`). The API is read with the
 caller's organization scope (another organization's API is not found), and one
 generation runs at a time per process: each costs one to ten seconds of CPU.
 """
@@ -47,11 +47,6 @@ NO_API_DESCRIPTION = ProblemKind(
 PublishedDocument = Callable[[Api, ApiVersion], Awaitable[dict[str, Any] | None]]
 
 
-async def stored_description(api: Api, version: ApiVersion) -> dict[str, Any] | None:
-    """The version's OpenAPI description as imported into the config."""
-    return version.openapi
-
-
 @dataclass(frozen=True, slots=True)
 class SdkArchive:
     """A generated SDK as a zip archive, and what the generator said about it."""
@@ -80,9 +75,7 @@ class SdkService:
     """Generate API version SDKs from the APIs the caller may see (`apis`: the apis
     entity service)."""
 
-    def __init__(
-        self, apis: EntityService, published: PublishedDocument = stored_description
-    ) -> None:
+    def __init__(self, apis: EntityService, published: PublishedDocument) -> None:
         self._apis = apis
         self._published = published
 

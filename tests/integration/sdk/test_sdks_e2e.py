@@ -14,8 +14,8 @@ The document the CLI generates from: a fixture built from the demo upstream's ow
 /openapi.json (`published_demo`: the items operations, servers pointed at the gateway's
 /v2, the key-auth apiKey scheme and the gateway's 401/429 problem responses), written
 before the catalogue's published document existed; the admin endpoint generates from the
-version's stored description (examples/openapi/demo-v2.yaml). Each SDK is generated once
-per module.
+version's published document (the catalogue's: examples/openapi/demo-v2.yaml with the
+gateway's servers, security and problem responses). Each SDK is generated once per module.
 """
 
 from __future__ import annotations
@@ -108,8 +108,8 @@ def example_config(upstream: int) -> dict[str, Any]:
             if "openapi_file" in version:  # relative to examples/gateway.yaml
                 version["openapi_file"] = str(ROOT / "examples" / version["openapi_file"])
     config.setdefault("consumers", []).append({"username": "sdk-user"})
+    # The example already puts key-auth on v2 (a request without a key is its guest).
     config["plugins"] += [
-        {"name": "key-auth", "route": "demo-v2", "config": {}},
         {
             "name": "rate-limit",
             "route": "demo-v2",
@@ -353,7 +353,8 @@ def test_admin_api_returns_a_zipped_sdk_of_an_api_version(
     gw: Gateway, admin: httpx.Client, document: Path, tmp_path: Path
 ) -> None:
     url = "/admin/v1/apis/demo/versions/v2/sdk"
-    # Generated from the version's stored description (examples/openapi/demo-v2.yaml).
+    # Generated from the version's published document: the gateway's own problem
+    # responses (GatewayProblem) are not in the stored description, only in that.
     answered = admin.post(url, params={"lang": "python"}, timeout=120)
     assert answered.status_code == 200, answered.text
     assert answered.headers["content-type"] == "application/zip"
@@ -365,6 +366,7 @@ def test_admin_api_returns_a_zipped_sdk_of_an_api_version(
         names = archive.namelist()
         assert f"{PACKAGE}/pyproject.toml" in names
         assert f"{PACKAGE}/{PACKAGE}/api/items/list_items.py" in names
+        assert f"{PACKAGE}/{PACKAGE}/models/gateway_problem.py" in names
         assert not [n for n in names if "/.ruff_cache/" in n]
         archive.extractall(tmp_path)
     with imported(tmp_path / PACKAGE, PACKAGE) as (zipped,):

@@ -3,6 +3,7 @@ through the gateway, and the signed webhooks the demo delivers to its upstream's
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,6 +52,16 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         v2 = httpx.get(f"http://127.0.0.1:{proxy}/v2/items", timeout=5)
         assert v2.status_code == 200
         assert "deprecation" not in v2.headers
+        assert v2.json() == items  # the guest (no key) reaches the upstream
+        # A development key of the demo's consumer (the banner prints one) is answered by
+        # v2's sandbox: a mock from the description, not the upstream's items.
+        key = _development_key(tmp_path, env)
+        mocked = httpx.get(f"http://127.0.0.1:{proxy}/v2/items", headers={"x-api-key": key})
+        assert mocked.status_code == 200, mocked.text
+        assert mocked.json() != items
+        invalid = httpx.post(f"http://127.0.0.1:{proxy}/v2/items", json={"name": 7})
+        assert invalid.status_code == 400, invalid.text
+        assert invalid.headers["content-type"] == "application/problem+json"
 
         def applied() -> dict[str, Any] | None:
             inbox = httpx.get(f"http://127.0.0.1:{upstream}/webhooks/inbox", timeout=5).json()
@@ -74,6 +85,18 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         assert (tmp_path / "var" / "portcullis.db").is_file()
     finally:
         stop_process(proc, timeout=30)
+
+
+def _development_key(tmp_path: Path, env: dict[str, str]) -> str:
+    """A new development key of the demo's consumer, made with the CLI in the demo's store."""
+    store = f"sqlite+aiosqlite:///{tmp_path / 'var' / 'portcullis.db'}"
+    argv = [
+        sys.executable, "-m", "portcullis", "keys", "create", "demo-app", "--name", "e2e",
+        "--environment", "development", "--json", "--database-url", store,
+    ]  # fmt: skip
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    key: str = json.loads(result.stdout)["key"]
+    return key
 
 
 def _ok(response: httpx.Response) -> Any:

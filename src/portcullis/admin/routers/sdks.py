@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from portcullis.admin.operations import admin_state, operation
 from portcullis.admin.problems import problem_responses
 from portcullis.sdks.generators import Language
+from portcullis.services.catalogue import publisher
 from portcullis.services.context import Operation
 from portcullis.services.entities import EntityService
 from portcullis.services.entity_kinds import KIND_BY_COLLECTION
@@ -25,7 +26,8 @@ WARNINGS_HEADER = "Sdk-Generator-Warnings"
 def _service(request: Request) -> SdkService:
     state = admin_state(request)
     collection = state.collection(KIND_BY_COLLECTION["apis"])
-    return SdkService(EntityService(collection, state.editor, state.engine, state.secret))
+    entities = EntityService(collection, state.editor, state.engine, state.secret)
+    return SdkService(entities, publisher(state))
 
 
 @router.post(
