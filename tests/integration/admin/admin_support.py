@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -21,6 +21,8 @@ PASSWORD = "correct horse battery staple"
 # every admin test signs one in. test_admin_password_hasher checks it and the default.
 TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 READ, WRITE = "config:read", "config:write"
+# What the `client_for` fixture gives: a signed-in client for a role (and organization).
+ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 
 ENDPOINTS: list[tuple[str, str, str]] = []
 for base in (

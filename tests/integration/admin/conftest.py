@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from admin_support import PASSWORD, TEST_PASSWORD_HASHER
+from admin_support import PASSWORD, TEST_PASSWORD_HASHER, ClientFactory
 from fastapi import FastAPI
 
 from portcullis.admin.app import create_admin_app
@@ -22,7 +22,6 @@ from support.postgres import PostgresServer
 from support.redis import RedisServer, running_redis
 
 # Makes a signed-in client for a new user of a role (optionally limited to an organization id).
-ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from admin_support import ClientFactory
 
-from conftest import ClientFactory
 from portcullis.services.rbac import Role
 
 URL = "/admin/v1/apis/shop/versions/v1/sdk"
@@ -42,11 +42,14 @@ DOCUMENT: dict[str, Any] = {
 
 
 async def create_shop(owner: httpx.AsyncClient) -> None:
-    created = await owner.post(
-        "/admin/v1/apis",
-        json={"name": "shop", "versions": [{"name": "v1", "openapi": DOCUMENT}]},
-    )
-    assert created.status_code == 201, created.text
+    for path, body in (
+        ("services", {"name": "shop", "url": "http://shop.internal:8080"}),
+        ("routes", {"name": "shop-v1", "service": "shop", "paths": ["/shop/v1"]}),
+        ("apis", {"name": "shop", "versions": [{"name": "v1", "routes": ["shop-v1"],
+                                                 "openapi": DOCUMENT}]}),
+    ):  # fmt: skip
+        created = await owner.post(f"/admin/v1/{path}", json=body)
+        assert created.status_code == 201, created.text
 
 
 async def test_a_viewer_gets_a_zipped_typescript_sdk(
@@ -64,9 +67,11 @@ async def test_a_viewer_gets_a_zipped_typescript_sdk(
     assert {"shop_v1_client/sdk.gen.ts", "shop_v1_client/client/index.ts"} <= names
     assert all(name.startswith("shop_v1_client/") for name in names)
     assert "export const listOrders" in archive.read("shop_v1_client/sdk.gen.ts").decode()
-    assert "https://gateway.example.com/shop/v1" in (
-        archive.read("shop_v1_client/client.gen.ts").decode()
-    )
+    # Generated from the published document: the gateway's URL for the version's route,
+    # not the server the stored description names.
+    client = archive.read("shop_v1_client/client.gen.ts").decode()
+    assert "/shop/v1'" in client
+    assert "gateway.example.com" not in client
 
 
 async def test_a_missing_generator_is_a_503_saying_how_to_install_it(

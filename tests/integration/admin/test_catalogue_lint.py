@@ -26,7 +26,7 @@ def _config() -> Any:
     document = config_document(load_config_file(ROOT / "examples" / "gateway.yaml"))
     demo = document["apis"][0]
     v2 = next(v for v in demo["versions"] if v["name"] == "v2")
-    document["consumers"] = [{"username": "guest"}]
+    document["consumers"] += [{"username": "guest"}]
     demo["routes"] = ["demo-shared"]  # versions chosen by header or query parameter too
     demo["selection"] = {"header": "Api-Version", "query": "api-version"}
     document["routes"] += [

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_support import upstream_health_reporter
+from admin_support import ClientFactory, upstream_health_reporter
 from fastapi import FastAPI
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
@@ -20,7 +20,6 @@ from gql.transport.httpx import HTTPXAsyncTransport
 from sqlalchemy import event
 from test_admin_alerts import add_anomalies
 
-from conftest import ClientFactory
 from portcullis.services.rbac import Role
 from support.threaded_upstream import eventually
 

@@ -94,7 +94,9 @@ def _development_key(tmp_path: Path, env: dict[str, str]) -> str:
         sys.executable, "-m", "portcullis", "keys", "create", "demo-app", "--name", "e2e",
         "--environment", "development", "--json", "--database-url", store,
     ]  # fmt: skip
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
     key: str = json.loads(result.stdout)["key"]
     return key
 
