@@ -29,9 +29,9 @@ async function main(): Promise<void> {
   }
   let thrown: string | undefined;
   try {
-    await listItems({ client: createClient({ baseUrl }), throwOnError: true });
+    await listItems({ client: createClient({ baseUrl, auth: 'not-a-key' }), throwOnError: true });
   } catch (error) {
-    // Without the key the gateway answers 401: throwOnError throws its problem.
+    // A wrong key is a 401 (no key at all is the demo's guest): throwOnError throws its problem.
     thrown = (error as Problem).title;
   }
   console.log(JSON.stringify({ names, made, statuses, problem, thrown }));
