@@ -21,6 +21,7 @@ from pydantic import (
 
 from portcullis.http_fields import HeaderText
 from portcullis.model.apis import Api, VersionName, api_reference_errors
+from portcullis.model.certificates import Certificate, sni_errors
 from portcullis.model.openapi import api_description_errors
 from portcullis.model.plugins.registry import gateway_errors, references_of, validate_plugin
 from portcullis.model.secrets import SCHEMA_OF
@@ -486,6 +487,8 @@ class GatewayConfig(StrictModel):
     overrides: list[Override] = Field(default_factory=list)
     # API products: versions, lifecycle and descriptions over routes (model/apis.py).
     apis: list[Api] = Field(default_factory=list)
+    # TLS certificates served by server name or presented to origins (model/certificates.py).
+    certificates: list[Certificate] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -517,6 +520,8 @@ class GatewayConfig(StrictModel):
         unique("apis", [a.name for a in self.apis])
         errors.extend(api_reference_errors(self.apis, self.consumers))
         errors.extend(api_description_errors(self.apis))
+        unique("certificates", [c.name for c in self.certificates])
+        errors.extend(sni_errors(self.certificates))
         # Every name an entry writes resolves, and within its organization (model/tenancy.py).
         errors.extend(reference_errors(self, references_of(self)))
         if errors:

@@ -1,0 +1,93 @@
+"""TLS certificates the gateway serves (chosen by SNI) or presents to origins.
+
+A `certificates` entry holds a PEM certificate chain (leaf first) and its private key,
+and the server names (`snis`) it is served for: exact names (`api.example.com`) and
+left-most wildcards (`*.example.com`, one label, as TLS clients match them, RFC 6125
+§6.4.3). A server name belongs to at most one certificate of the gateway: the TLS
+listener is shared, so two certificates claiming one name would make the choice
+arbitrary. A service can present a certificate to its origin (`Service.client_certificate`).
+
+The key is a secret (`writeOnly`): redacted in audit, exports and diffs. Only the
+markers of the PEM blocks are checked here; the model stays free of crypto libraries
+(see the `model-is-pure` import contract), and what parses the material checks it
+when a config is applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator
+
+from portcullis.model.secrets import Secret
+from portcullis.model.types import Name, StrictModel, Tag
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_SERVER_NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
+_CERT_BLOCK = "-----BEGIN CERTIFICATE-----"
+_KEY_BLOCK = re.compile(r"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
+MAX_PEM = 64 * 1024
+
+
+def _check_server_name(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    if len(name) > 253 or not _SERVER_NAME.match(name):
+        raise ValueError(
+            f"{value!r} is not a server name: a DNS name of two labels or more, "
+            "optionally starting with one wildcard label ('*.example.com')"
+        )
+    return name
+
+
+ServerName = Annotated[str, AfterValidator(_check_server_name)]
+
+
+def _check_cert(value: str) -> str:
+    if _CERT_BLOCK not in value:
+        raise ValueError("expected a PEM certificate chain ('-----BEGIN CERTIFICATE-----')")
+    return value
+
+
+def _check_key(value: str) -> str:
+    if not _KEY_BLOCK.search(value):
+        raise ValueError("expected a PEM private key ('-----BEGIN PRIVATE KEY-----')")
+    return value
+
+
+class Certificate(StrictModel):
+    """A certificate chain and key, served for `snis` and/or presented to origins."""
+
+    name: Name
+    cert: Annotated[str, Field(min_length=1, max_length=MAX_PEM), AfterValidator(_check_cert)]
+    key: Secret[Annotated[str, Field(min_length=1, max_length=MAX_PEM), AfterValidator(_check_key)]]
+    snis: list[ServerName] = Field(default_factory=list, max_length=100)
+    tags: list[Tag] = Field(default_factory=list)
+    organization: Name | None = None
+
+    @field_validator("snis")
+    @classmethod
+    def _unique_snis(cls, v: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for i, name in enumerate(v):
+            if name in seen:
+                raise ValueError(f"snis[{i}]: {name!r} is listed twice")
+            seen.add(name)
+        return v
+
+
+def sni_errors(certificates: Sequence[Certificate]) -> list[str]:
+    """A server name claimed by two certificates (the listener could serve either)."""
+    errors: list[str] = []
+    owner: dict[str, str] = {}
+    for i, cert in enumerate(certificates):
+        for j, name in enumerate(cert.snis):
+            if name in owner:
+                errors.append(
+                    f"certificates[{i}].snis[{j}]: {name!r} is already served by "
+                    f"certificate {owner[name]!r}"
+                )
+            else:
+                owner[name] = cert.name
+    return errors

@@ -1,0 +1,54 @@
+"""The certificates entity: server names, PEM markers, one certificate per server name."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from portcullis.model.config import GatewayConfig
+from portcullis.model.secrets import REDACTED, redact
+
+CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+def config(*certificates: dict[str, object]) -> GatewayConfig:
+    return GatewayConfig.model_validate({"certificates": list(certificates)})
+
+
+def entry(name: str, *snis: str, **fields: object) -> dict[str, object]:
+    return {"name": name, "cert": CERT, "key": KEY, "snis": list(snis), **fields}
+
+
+def test_server_names_are_normalised_and_wildcards_take_one_left_label() -> None:
+    cert = config(entry("a", "API.Example.com.", "*.example.com")).certificates[0]
+    assert cert.snis == ["api.example.com", "*.example.com"]
+
+
+@pytest.mark.parametrize(
+    "name", ["*.*.example.com", "api.*.com", "localhost", "-a.example.com", "a b.example.com"]
+)
+def test_a_name_that_is_not_a_server_name_is_refused_at_its_index(name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        config(entry("a", "ok.example.com", name))
+    assert info.value.errors()[0]["loc"] == ("certificates", 0, "snis", 1)
+
+
+def test_a_server_name_belongs_to_one_certificate() -> None:
+    with pytest.raises(ValidationError, match=r"certificates\[1\]\.snis\[0\].*certificate 'a'"):
+        config(entry("a", "x.example.com"), entry("b", "x.example.com"))
+
+
+def test_names_are_unique_and_pem_blocks_are_expected() -> None:
+    with pytest.raises(ValidationError, match=r"certificates\[1\]\.name: duplicate"):
+        config(entry("a"), entry("a"))
+    with pytest.raises(ValidationError, match="PEM certificate"):
+        config(entry("a", cert="not pem"))
+    with pytest.raises(ValidationError, match="PEM private key"):
+        config(entry("a", key=CERT))
+
+
+def test_the_key_is_redacted_and_the_chain_is_not() -> None:
+    doc = redact(config(entry("a", "x.example.com")).canonical(), GatewayConfig)
+    assert doc["certificates"][0]["key"] == REDACTED
+    assert doc["certificates"][0]["cert"] == CERT.strip()
