@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from portcullis.contract.index import ContractIndex
 from portcullis.identity.consumers import ConsumerIndex
+from portcullis.logship.shipper import Shipper
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
 from portcullis.model.tenancy import plugin_owner
@@ -84,6 +85,11 @@ class Snapshot:
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     # API versions' brownout windows (their counts carried across snapshots).
     brownouts: dict[WindowKey, BrownoutWindow] = field(default_factory=dict)
+    # The log shippers its log plugins feed (logship/shipper.py): a swap retires the
+    # previous snapshot's shippers that this one no longer uses.
+    shippers: tuple[Shipper, ...] = ()
+    # Whether any route has a log plugin (the proxy then builds a record per request).
+    logs: bool = False
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -271,6 +277,12 @@ def build_snapshot(
         if (plan := versions.get(spec.route.name)) is not None:
             plan.bind(spec.payload, services)
     schemes = {svc.pool.name: svc.scheme for svc in services.values()}
+    shippers = {
+        id(s): s
+        for chain in chains.values()
+        for p in chain.log
+        if isinstance(s := getattr(p, "shipper", None), Shipper)
+    }
     return Snapshot(
         version=version,
         config=config,
@@ -281,6 +293,8 @@ def build_snapshot(
         limiters=limiters,
         budgets={name: svc.retry_budget for name, svc in services.items()},
         brownouts=brownout_windows(versions),
+        shippers=tuple(shippers.values()),
+        logs=any(chain.log for chain in chains.values()),
     )
 
 

@@ -1,0 +1,68 @@
+"""What a shipped log line says about a request: the record's user-facing fields as JSON.
+
+Built in the shipper's task, never on the request path. Nothing secret is in a
+`RequestRecord` to begin with (no headers, no query string: `path` is the ASGI path,
+so an API key sent as a query parameter never reaches a log line); the credential's
+id is left out as well, the consumer's name says who called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from portcullis.analytics.record import Flag, RequestRecord
+
+_FLAGS = tuple((flag, (flag.name or "").lower()) for flag in Flag if flag)
+
+
+def rfc3339(seconds: float) -> str:
+    """`seconds` since the epoch as an RFC 3339 UTC timestamp with microseconds."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def flag_names(flags: int) -> list[str]:
+    return [name for flag, name in _FLAGS if flags & flag]
+
+
+def log_fields(record: RequestRecord) -> dict[str, Any]:
+    """The JSON object one request is logged as."""
+    return {
+        "time": rfc3339(record.started_at),
+        "request_id": record.request_id,
+        "method": record.method,
+        "path": record.path,
+        "status": record.status,
+        "route": record.route,
+        "service": record.service,
+        "consumer": record.consumer,
+        "api": record.api,
+        "api_version": record.api_version,
+        "client_ip": record.client_ip,
+        "user_agent": record.user_agent,
+        "upstream": record.upstream_target,
+        "latency_ms": round(record.latency_ms, 3),
+        "upstream_ms": None if record.upstream_ms is None else round(record.upstream_ms, 3),
+        "gateway_ms": round(record.gateway_ms, 3),
+        "bytes_in": record.bytes_in,
+        "bytes_out": record.bytes_out,
+        "error": record.error_kind,
+        "trace_id": record.trace_id,
+        "flags": flag_names(record.flags),
+    }
+
+
+def json_line(record: RequestRecord) -> str:
+    """One record as compact JSON (no newline)."""
+    return json.dumps(log_fields(record), separators=(",", ":"), ensure_ascii=False)
+
+
+def json_array(records: Sequence[RequestRecord]) -> bytes:
+    return ("[" + ",".join(json_line(r) for r in records) + "]").encode()
+
+
+def json_lines(records: Sequence[RequestRecord]) -> bytes:
+    """NDJSON: one object per line, each line ended by a newline."""
+    return "".join(json_line(r) + "\n" for r in records).encode()
