@@ -113,7 +113,8 @@ class Syslog(LogPlugin[SyslogConfig]):
 
         c = self.config
         names: dict[str, str] = {**DEFAULT_SEVERITY}
-        names.update(c.severity)
+        for status_class, severity in c.severity.items():
+            names[status_class] = severity
         severities = {k: SEVERITIES[v] for k, v in names.items()}
         formatter = Formatter(
             facility=FACILITIES[c.facility],
