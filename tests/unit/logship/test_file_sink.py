@@ -51,7 +51,8 @@ async def test_copytruncate_continues_at_the_new_end(tmp_path: Path) -> None:
     assert ids(log) == ["req-3"]  # at offset 0: no NUL-filled hole before it
     assert not log.read_bytes().startswith(b"\x00")
     assert ids(tmp_path / "requests.log.1") == ["req-0", "req-1", "req-2"]
-    assert sink.truncations == 1 and sink.reopened == 0
+    assert sink.truncations == 1
+    assert sink.reopened == 0
     await sink.aclose()
 
 

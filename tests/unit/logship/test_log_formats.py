@@ -34,11 +34,15 @@ def test_a_line_holds_what_users_need_and_no_credential() -> None:
     )
     fields = log_fields(record)
     assert fields["time"] == "2023-11-14T22:13:23.250000Z"
-    assert fields["route"] == "items" and fields["service"] == "catalog"
-    assert fields["consumer"] == "alice" and fields["status"] == 200
-    assert fields["api"] == "orders" and fields["api_version"] == "v2"
+    assert fields["route"] == "items"
+    assert fields["service"] == "catalog"
+    assert fields["consumer"] == "alice"
+    assert fields["status"] == 200
+    assert fields["api"] == "orders"
+    assert fields["api_version"] == "v2"
     assert fields["flags"] == ["cache_hit", "retried"]
-    assert fields["latency_ms"] == 3.5 and fields["upstream_ms"] == 2.0
+    assert fields["latency_ms"] == 3.5
+    assert fields["upstream_ms"] == 2.0
     assert "credential_id" not in fields
     assert "key-1" not in json.dumps(fields)
 
@@ -47,7 +51,8 @@ def test_batches_encode_as_an_array_or_as_json_lines() -> None:
     records = [make_record(n) for n in range(3)]
     assert [r["request_id"] for r in json.loads(json_array(records))] == ["req-0", "req-1", "req-2"]
     lines = json_lines(records).decode().split("\n")
-    assert lines[-1] == "" and [json.loads(line)["path"] for line in lines[:-1]] == [
+    assert lines[-1] == ""
+    assert [json.loads(line)["path"] for line in lines[:-1]] == [
         "/items/0",
         "/items/1",
         "/items/2",
@@ -83,7 +88,8 @@ def test_header_fields_and_the_json_msg_parse_back() -> None:
         "gw-1", "portcullis", 4242, "request",
     )  # fmt: skip
     assert parsed.sd == {}
-    assert body["path"] == "/caf\u00e9" and body["request_id"] == "req-7"
+    assert body["path"] == "/caf\u00e9"
+    assert body["request_id"] == "req-7"
     assert BOM in message
 
 
@@ -95,14 +101,16 @@ def test_structured_data_escapes_what_rfc_5424_reserves() -> None:
     )
     parsed, _ = parse_syslog(formatter(structured=True).message(record).decode())
     params = parsed.sd["portcullis@32473"]
-    assert params["status"] == "200" and params["service"] == "catalog"
+    assert params["status"] == "200"
+    assert params["service"] == "catalog"
     assert "consumer" not in params
 
 
 def test_header_fields_drop_spaces_and_non_ascii() -> None:
     message = formatter(hostname="my host\u00e9", msgid="a b").message(make_record(1))
     parsed, _ = parse_syslog(message.decode())
-    assert parsed.hostname == "myhost" and parsed.msgid == "ab"
+    assert parsed.hostname == "myhost"
+    assert parsed.msgid == "ab"
 
 
 def test_octet_counting_frames_split_back() -> None:
@@ -110,7 +118,8 @@ def test_octet_counting_frames_split_back() -> None:
     stream = b"".join(octet_counted(m) for m in messages)
     assert stream.startswith(b"%d <134>1 " % len(messages[0]))
     frames, rest = split_octet_counted(stream + b"12 <13")
-    assert frames == messages and rest == b"12 <13"
+    assert frames == messages
+    assert rest == b"12 <13"
 
 
 def test_udp_messages_are_cut_to_the_cap_at_a_character_boundary() -> None:
@@ -118,9 +127,12 @@ def test_udp_messages_are_cut_to_the_cap_at_a_character_boundary() -> None:
     record = make_record(1, path="/" + "\u00e9" * 2000)
     head = f.head(record)
     whole, cut = fit(head, b'{"a":1}', 2048)
-    assert not cut and whole == head + BOM + b'{"a":1}'
+    assert not cut
+    assert whole == head + BOM + b'{"a":1}'
     msg = ('{"path":"/' + "\u00e9" * 2000 + '"}').encode()
     datagram, cut = fit(head, msg, 500)
-    assert cut and len(datagram) <= 500 and len(datagram) >= 498
+    assert cut
+    assert len(datagram) <= 500
+    assert len(datagram) >= 498
     datagram.decode("utf-8")  # no torn character
     assert SyslogMessage.parse(datagram.decode()).appname == "portcullis"

@@ -16,23 +16,67 @@ from portcullis.model.secrets import REDACTED, redact
 @pytest.mark.parametrize(
     ("name", "config", "error"),
     [
-        ("http-log", {"url": "ftp://x/"}, "config.url: Value error, must be an http:// or https:// URL"),
-        ("http-log", {"url": "https://user:pw@x/"}, "config.url: Value error, must not carry credentials"),
-        ("http-log", {"url": "https://x/", "headers": {"bad name": "v"}}, "config.headers: Value error"),
-        ("http-log", {"url": "https://x/", "headers": {"Content-Length": "1"}}, "config.headers: Value error, 'Content-Length' is set by the gateway"),
+        (
+            "http-log",
+            {"url": "ftp://x/"},
+            "config.url: Value error, must be an http:// or https:// URL",
+        ),
+        (
+            "http-log",
+            {"url": "https://user:pw@x/"},
+            "config.url: Value error, must not carry credentials",
+        ),
+        (
+            "http-log",
+            {"url": "https://x/", "headers": {"bad name": "v"}},
+            "config.headers: Value error",
+        ),
+        (
+            "http-log",
+            {"url": "https://x/", "headers": {"Content-Length": "1"}},
+            "config.headers: Value error, 'Content-Length' is set by the gateway",
+        ),
         ("http-log", {"url": "https://x/", "format": "xml"}, "config.format: Input should be"),
-        ("http-log", {"url": "https://x/", "batch_size": 0}, "config.batch_size: Input should be greater than or equal to 1"),
-        ("file-log", {"path": "relative.log"}, "config.path: Value error, must be an absolute path"),
-        ("file-log", {"path": "/var/log/../etc/x"}, "config.path: Value error, must be a normalised file path"),
+        (
+            "http-log",
+            {"url": "https://x/", "batch_size": 0},
+            "config.batch_size: Input should be greater than or equal to 1",
+        ),
+        (
+            "file-log",
+            {"path": "relative.log"},
+            "config.path: Value error, must be an absolute path",
+        ),
+        (
+            "file-log",
+            {"path": "/var/log/../etc/x"},
+            "config.path: Value error, must be a normalised file path",
+        ),
         ("file-log", {"path": "/var/log/"}, "config.path: Value error, must be a normalised"),
-        ("syslog", {"host": "logs", "protocol": "sctp"}, "config.protocol: Input should be 'udp' or 'tcp'"),
+        (
+            "syslog",
+            {"host": "logs", "protocol": "sctp"},
+            "config.protocol: Input should be 'udp' or 'tcp'",
+        ),
         ("syslog", {"host": "logs", "facility": "local9"}, "config.facility: Input should be"),
-        ("syslog", {"host": "logs", "severity": {"6xx": "info"}}, "config.severity.6xx.[key]: Input should be"),
-        ("syslog", {"host": "logs", "msgid": "a b"}, "config.msgid: Value error, must be printable"),
-        ("syslog", {"host": "logs", "max_message_bytes": 100}, "config.max_message_bytes: Input should be greater"),
+        (
+            "syslog",
+            {"host": "logs", "severity": {"6xx": "info"}},
+            "config.severity.6xx.[key]: Input should be",
+        ),
+        (
+            "syslog",
+            {"host": "logs", "msgid": "a b"},
+            "config.msgid: Value error, must be printable",
+        ),
+        (
+            "syslog",
+            {"host": "logs", "max_message_bytes": 100},
+            "config.max_message_bytes: Input should be greater",
+        ),
         ("syslog", {"host": "a/b"}, "config.host: Value error, must be a host name or IP address"),
     ],
-)  # fmt: skip
+)
 def test_errors_name_the_field(name: str, config: dict[str, Any], error: str) -> None:
     errors = validate_plugin(name, config)
     assert any(e.startswith(error) for e in errors), errors

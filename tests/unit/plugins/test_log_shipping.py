@@ -73,7 +73,8 @@ async def test_log_plugins_see_every_request_and_share_one_shipper(tmp_path: Pat
     registry = ShipperRegistry()
     env = PluginEnv(shippers=registry)
     snapshot = build_snapshot(_config(log), 1, env=env)
-    assert snapshot.logs and len(snapshot.shippers) == 1  # two instances, one config
+    assert snapshot.logs
+    assert len(snapshot.shippers) == 1
     holder = SnapshotHolder(snapshot)
     transport: Transport = _NoUpstream()  # type: ignore[assignment]
     app = ProxyApp(Settings(), holder, transport)
@@ -97,7 +98,8 @@ async def test_log_plugins_see_every_request_and_share_one_shipper(tmp_path: Pat
     shipper = snapshot.shippers[0]
     shipper.offer(make_record(9, route="a"))
     gone = build_snapshot(GatewayConfig(), 3, previous=same, env=env)
-    assert gone.shippers == () and not gone.logs
+    assert gone.shippers == ()
+    assert not gone.logs
     await holder.swap(gone, transport)
     await eventually(lambda: shipper.closed and not shipper.running)
     assert len(_lines(log)) == 3
