@@ -36,6 +36,7 @@ from benchmarks.hot_path_bench import _ORIGIN, InstantUpstream, _discard_rows, _
 from portcullis.analytics.log_queue import RequestLogQueue
 from portcullis.analytics.metrics import MetricsObserver, RequestMetrics
 from portcullis.asgi import Message
+from portcullis.logging import configure_logging
 from portcullis.logship.shipper import ShipperRegistry
 from portcullis.model.config import GatewayConfig
 from portcullis.plugins.env import PluginEnv
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="rounds per configuration [5]")
     p.add_argument("--plugins", default="file-log,syslog", help="log plugins to compare")
     args = p.parse_args(argv)
+    configure_logging("warning")
     with (
         tempfile.TemporaryDirectory() as tmp,
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
