@@ -148,7 +148,9 @@ class Shipper:
         """Queue `record`, or drop and count it when the queue is full. O(1), never raises."""
         pending = self._pending
         if len(pending) >= self._capacity or self.closed:
-            self._drop(QUEUE_FULL, 1)
+            # A closed shipper still gets the records of requests that began on the
+            # snapshot that retired it: lost to the shutdown, not to a full queue.
+            self._drop(SHUTDOWN if self.closed else QUEUE_FULL, 1)
             return
         pending.append(record)
         if self._task is None:
@@ -168,8 +170,9 @@ class Shipper:
         stats = self.stats
         stats.dropped[reason] += count
         now = self._clock()
-        if reason != QUEUE_FULL or now - self._warned_at >= self._warn_interval:
-            if reason == QUEUE_FULL:
+        per_record = count == 1 and reason in (QUEUE_FULL, SHUTDOWN)
+        if not per_record or now - self._warned_at >= self._warn_interval:
+            if per_record:
                 self._warned_at = now
             log.warning(
                 "log_shipping.dropped",

@@ -304,12 +304,13 @@ class ProxyApp:
                 except Exception:
                     log.exception("request.observer_failed", observer=type(observer).__name__)
             # The route's log plugins (http-log, file-log, syslog): each queues the record.
-            if ex.route is not None:
-                for plugin in ex.route.chain.log:
-                    try:
-                        plugin.log(record)
-                    except Exception:
-                        log.exception("request.log_plugin_failed", plugin=plugin.name)
+            route = ex.route
+            log_plugins = route.chain.log if route is not None else self.holder.current.unrouted_log
+            for plugin in log_plugins:
+                try:
+                    plugin.log(record)
+                except Exception:
+                    log.exception("request.log_plugin_failed", plugin=plugin.name)
 
     def _record(self, scope: Scope, ex: _Exchange, aborted: bool) -> RequestRecord:
         now = time.monotonic()

@@ -149,7 +149,7 @@ async def test_close_drains_what_is_queued() -> None:
     assert sum(map(len, sink.batches)) == 25
     assert s.stats.dropped["shutdown"] == 0
     s.offer(make_record(99))  # closed: counted, not queued
-    assert s.stats.dropped["queue_full"] == 1
+    assert s.stats.dropped["shutdown"] == 1
 
 
 async def test_close_gives_up_after_its_timeout_and_counts_what_is_lost() -> None:

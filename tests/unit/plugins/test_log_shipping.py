@@ -40,6 +40,8 @@ def _config(log: Path, *, extra: list[dict[str, Any]] | None = None) -> GatewayC
                 {"name": "ip-restriction", "route": "b", "config": {"deny": ["10.0.0.0/8"]}},
                 {"name": "file-log", "route": "a", "config": file_log},
                 {"name": "file-log", "route": "b", "config": file_log},
+                # Global: the routes have their own, so it only sees unrouted requests.
+                {"name": "file-log", "config": {**file_log, "path": f"{log}.unrouted"}},
                 *(extra or []),
             ],
         }
@@ -74,15 +76,20 @@ async def test_log_plugins_see_every_request_and_share_one_shipper(tmp_path: Pat
     env = PluginEnv(shippers=registry)
     snapshot = build_snapshot(_config(log), 1, env=env)
     assert snapshot.logs
-    assert len(snapshot.shippers) == 1
+    # The routes' two instances share one shipper; the global one has its own.
+    assert len(snapshot.shippers) == 2
     holder = SnapshotHolder(snapshot)
     transport: Transport = _NoUpstream()  # type: ignore[assignment]
     app = ProxyApp(Settings(), holder, transport)
     assert app.observers == ()
     assert await _get(app, "/a", b"apikey=pc_live_secret") == 200
     assert await _get(app, "/b") == 403  # refused by ip-restriction: logged all the same
-    assert await _get(app, "/nowhere") == 404  # no route: no route's plugins
+    assert await _get(app, "/nowhere") == 404  # no route: the operator's global plugins
     await eventually(lambda: len(_lines(log)) == 2)
+    unrouted = Path(f"{log}.unrouted")
+    await eventually(lambda: len(_lines(unrouted)) == 1)
+    assert _lines(unrouted)[0]["status"] == 404
+    assert _lines(unrouted)[0]["route"] is None
     first, second = _lines(log)
     assert (first["route"], first["status"], first["path"]) == ("a", 200, "/a")
     assert (second["route"], second["status"]) == ("b", 403)
@@ -92,10 +99,10 @@ async def test_log_plugins_see_every_request_and_share_one_shipper(tmp_path: Pat
     same = build_snapshot(_config(log), 2, previous=snapshot, env=env)
     assert same.shippers == snapshot.shippers
     await holder.swap(same, transport)
-    assert not snapshot.shippers[0].closed
+    assert not any(s.closed for s in snapshot.shippers)
 
     # The plugin leaves the config: its shipper drains what it holds and stops.
-    shipper = snapshot.shippers[0]
+    shipper = next(s for s in snapshot.shippers if s.stats.destination == str(log))
     shipper.offer(make_record(9, route="a"))
     gone = build_snapshot(GatewayConfig(), 3, previous=same, env=env)
     assert gone.shippers == ()
@@ -105,3 +112,15 @@ async def test_log_plugins_see_every_request_and_share_one_shipper(tmp_path: Pat
     assert len(_lines(log)) == 3
     assert await _get(app, "/a") == 404
     await registry.aclose()
+
+
+def test_a_tenants_global_log_plugin_never_sees_unrouted_requests() -> None:
+    config = GatewayConfig.model_validate(
+        {
+            "plugins": [
+                {"name": "file-log", "organization": "acme", "config": {"path": "/tmp/acme.log"}},
+            ],
+        }
+    )
+    snapshot = build_snapshot(config, 1, env=PluginEnv(shippers=ShipperRegistry()))
+    assert snapshot.unrouted_log == ()
