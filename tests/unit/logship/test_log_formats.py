@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -136,3 +137,12 @@ def test_udp_messages_are_cut_to_the_cap_at_a_character_boundary() -> None:
     assert len(datagram) >= 498
     datagram.decode("utf-8")  # no torn character
     assert SyslogMessage.parse(datagram.decode()).appname == "portcullis"
+
+
+@pytest.mark.parametrize(
+    "seconds", [0.5, 1_700_000_000.25, 1_700_000_000.9999996, 1.0000004, 1_765_145_600.123456]
+)
+def test_rfc3339_matches_datetime_across_second_boundaries(seconds: float) -> None:
+    expected = datetime.fromtimestamp(round(seconds, 6), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert rfc3339(seconds) == expected
+    assert rfc3339(seconds + 3600) != expected  # the cached second moves on
