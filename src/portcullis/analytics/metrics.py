@@ -498,7 +498,9 @@ class WorkerGauges:
             label = (stats.plugin, stats.destination)
             self.ship_queue.labels(*label).set(stats.queued)
             self._ship_deltas.feed(self.shipped, label, stats.shipped)
+            self.shipped.labels(*label)  # present at 0, so rate() and alerts see it
             for reason, count in stats.dropped.items():
+                self.ship_dropped.labels(*label, reason)
                 self._ship_deltas.feed(self.ship_dropped, (*label, reason), count)
 
     def _refresh_limits(self, limits: object) -> None:
