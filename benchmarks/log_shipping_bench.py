@@ -51,7 +51,7 @@ QUEUE = 1_000_000
 def _config(plugin: str, target: str) -> dict[str, Any]:
     if plugin == "none":
         return _ORIGIN
-    common = {"queue_size": QUEUE, "batch_size": 500, "flush_interval": 60}
+    common = {"queue_size": QUEUE, "batch_size": 500, "flush_interval": 60, "drain_timeout": 60}
     if plugin == "file-log":
         config: dict[str, Any] = {"path": target, **common}
     else:
@@ -85,7 +85,7 @@ async def _round(plugin: str, target: str, n: int) -> tuple[float, float]:
     await log.aclose(timeout=30.0)
     request_path = time.process_time() - started
     started = time.process_time()
-    await registry.aclose(timeout=60.0)
+    await registry.aclose()
     shipping = time.process_time() - started
     if plugin != "none":
         (stats,) = registry.stats()

@@ -347,13 +347,19 @@ class ShipperRegistry:
             shipper.stats.queued += shipper.queue_depth
         return list(self._stats.values())
 
-    async def aclose(self, timeout: float | None = None) -> None:
-        """Drain every shipper (worker shutdown), each for at most its drain timeout, at once."""
+    async def aclose(self, limit: float | None = None) -> None:
+        """Drain every shipper (worker shutdown), all at once, each for at most its drain
+        timeout and at most `limit` seconds."""
         shippers = list(self._shippers.values())
         self._shippers.clear()
         self._keys.clear()
+
+        def timeout(s: Shipper) -> float:
+            own = s.delivery.drain_timeout
+            return own if limit is None else min(own, limit)
+
         await asyncio.gather(
-            *(s.aclose(timeout) for s in shippers), *self._closing, return_exceptions=True
+            *(s.aclose(timeout(s)) for s in shippers), *self._closing, return_exceptions=True
         )
         totals = [
             {

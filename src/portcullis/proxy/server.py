@@ -273,8 +273,9 @@ class DataPlane:
 
         async def log_shipping() -> None:
             if self.shippers is not None:
-                # Each shipper drains for its own drain_timeout, all at once.
-                await self.shippers.aclose()
+                # Each shipper drains for its own drain_timeout (all at once), within half
+                # the grace the supervisor gives a stopping worker (as the request log).
+                await self.shippers.aclose(limit=max(1.0, self.settings.shutdown_grace / 2))
 
         async def live_traffic() -> None:
             if self.live_traffic is not None:
