@@ -16,15 +16,16 @@ import os
 import threading
 
 from portcullis.analytics.record import RequestRecord
-from portcullis.logship.records import json_lines
+from portcullis.logship.records import LineEncoder
 from portcullis.logship.shipper import ShipError
 
 _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileSink:
-    def __init__(self, path: str, *, mode: int = 0o640) -> None:
+    def __init__(self, path: str, *, mode: int = 0o640, encoder: LineEncoder | None = None) -> None:
         self.path = path
+        self._encode = (encoder or LineEncoder()).lines
         self.mode = mode
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
@@ -72,7 +73,7 @@ class FileSink:
             self._size += len(data)
 
     async def send(self, batch: list[RequestRecord]) -> None:
-        data = json_lines(batch)
+        data = self._encode(batch)
         try:
             await asyncio.to_thread(self.write_lines, data)
         except OSError as exc:

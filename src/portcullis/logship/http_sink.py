@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from portcullis.analytics.record import RequestRecord
-from portcullis.logship.records import json_array, json_lines
+from portcullis.logship.records import LineEncoder
 from portcullis.logship.shipper import ShipError
 from portcullis.webhooks.destinations import DestinationPolicy, guarded_session, refusal_in
 from portcullis.webhooks.retry import parse_retry_after
@@ -34,10 +34,12 @@ class HttpSink:
         headers: Mapping[str, str],
         ndjson: bool,
         timeout: float,
+        encoder: LineEncoder | None = None,
     ) -> None:
         self.url = url
         self.policy = policy
-        self._encode = json_lines if ndjson else json_array
+        encoder = encoder or LineEncoder()
+        self._encode = encoder.lines if ndjson else encoder.array
         content_type = "application/x-ndjson" if ndjson else "application/json"
         self._headers = {"Content-Type": content_type, **headers}
         self.timeout = timeout

@@ -9,7 +9,7 @@ id is left out as well, the consumer's name says who called.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,15 +69,30 @@ def log_fields(record: RequestRecord) -> dict[str, Any]:
     }
 
 
-def json_line(record: RequestRecord) -> str:
-    """One record as compact JSON (no newline)."""
-    return _encode(log_fields(record))
+class LineEncoder:
+    """Records as JSON, with the config's `custom_fields` (static values) added to each."""
+
+    def __init__(self, custom: Mapping[str, str | int | float | bool] | None = None) -> None:
+        self.custom = dict(custom or {})
+
+    def line(self, record: RequestRecord) -> str:
+        """One record as compact JSON (no newline)."""
+        fields = log_fields(record)
+        if self.custom:
+            fields.update(self.custom)
+        return _encode(fields)
+
+    def array(self, records: Sequence[RequestRecord]) -> bytes:
+        line = self.line
+        return ("[" + ",".join(line(r) for r in records) + "]").encode()
+
+    def lines(self, records: Sequence[RequestRecord]) -> bytes:
+        """NDJSON: one object per line, each line ended by a newline."""
+        line = self.line
+        return "".join(line(r) + "\n" for r in records).encode()
 
 
-def json_array(records: Sequence[RequestRecord]) -> bytes:
-    return ("[" + ",".join(json_line(r) for r in records) + "]").encode()
-
-
-def json_lines(records: Sequence[RequestRecord]) -> bytes:
-    """NDJSON: one object per line, each line ended by a newline."""
-    return "".join(json_line(r) + "\n" for r in records).encode()
+_PLAIN = LineEncoder()
+json_line = _PLAIN.line
+json_array = _PLAIN.array
+json_lines = _PLAIN.lines

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from portcullis.analytics.record import RequestRecord
-from portcullis.logship.records import json_line, rfc3339
+from portcullis.logship.records import LineEncoder, rfc3339
 from portcullis.logship.shipper import ShipError
 
 APP_NAME: Final = "portcullis"
@@ -82,7 +82,9 @@ class Formatter:
         hostname: str | None = None,
         procid: int | None = None,
         structured: bool = False,
+        encoder: LineEncoder | None = None,
     ) -> None:
+        self.json = (encoder or LineEncoder()).line
         self.facility = facility
         # PRI by the status's hundreds digit (1..5); anything else counts as 5xx.
         self._pri = {int(k[0]): facility * 8 + v for k, v in severities.items()}
@@ -106,7 +108,7 @@ class Formatter:
         )
 
     def message(self, record: RequestRecord) -> bytes:
-        return self.head(record) + BOM + json_line(record).encode()
+        return self.head(record) + BOM + self.json(record).encode()
 
 
 def octet_counted(message: bytes) -> bytes:
@@ -157,7 +159,7 @@ class UdpSyslogSink:
         transport = self._transport
         fmt = self.formatter
         for record in batch:
-            datagram, cut = fit(fmt.head(record), json_line(record).encode(), self.max_bytes)
+            datagram, cut = fit(fmt.head(record), fmt.json(record).encode(), self.max_bytes)
             self.truncated += cut
             transport.sendto(datagram)
 

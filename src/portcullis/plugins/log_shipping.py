@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar, TypeVar
 
 from portcullis.analytics.record import RequestRecord
+from portcullis.logship.records import LineEncoder
 from portcullis.logship.shipper import (
     Delivery,
     Shipper,
@@ -62,6 +63,9 @@ class LogPlugin(Plugin[C]):
     def sink(self) -> Sink:
         raise NotImplementedError
 
+    def encoder(self) -> LineEncoder:
+        return LineEncoder(self.config.custom_fields)
+
     def log(self, record: RequestRecord) -> None:
         self.shipper.offer(record)
 
@@ -82,6 +86,7 @@ class HttpLog(LogPlugin[HttpLogConfig]):
             headers=c.headers,
             ndjson=c.format == "ndjson",
             timeout=c.timeout,
+            encoder=self.encoder(),
         )
 
 
@@ -93,7 +98,7 @@ class FileLog(LogPlugin[FileLogConfig]):
     def sink(self) -> Sink:
         from portcullis.logship.file_sink import FileSink
 
-        return FileSink(self.config.path)
+        return FileSink(self.config.path, encoder=self.encoder())
 
 
 class Syslog(LogPlugin[SyslogConfig]):
@@ -122,6 +127,7 @@ class Syslog(LogPlugin[SyslogConfig]):
             msgid=c.msgid,
             hostname=c.hostname,
             structured=c.structured_data,
+            encoder=self.encoder(),
         )
         if c.protocol == "tcp":
             return TcpSyslogSink(c.host, c.port, formatter, timeout=c.timeout)

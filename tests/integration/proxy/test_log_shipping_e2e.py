@@ -57,7 +57,7 @@ def _config(
         ],
         "plugins": [
             _plugin("http", "http-log", url=collector.url("http"), batch_size=5,
-                    headers={"x-collector-token": SECRET}),
+                    headers={"x-collector-token": SECRET}, custom_fields={"env": "e2e"}),
             _plugin("ndjson", "http-log", url=collector.url("ndjson"), format="ndjson"),
             _plugin("flaky", "http-log", url=collector.url("flaky"), **quick),
             _plugin("slow", "http-log", url=collector.url("slow"), queue_size=QUEUE,
@@ -137,6 +137,7 @@ def test_http_log_posts_batches_without_secrets(setup: Setup) -> None:
     assert first["path"] == "/http/echo/0"
     assert first["client_ip"] == "127.0.0.1"
     assert first["latency_ms"] > 0
+    assert first["env"] == "e2e"  # the config's custom field
     assert first["bytes_out"] > 0
     text = str(records)
     assert "client-secret" not in text

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from portcullis.analytics.record import Flag
-from portcullis.logship.records import json_array, json_lines, log_fields, rfc3339
+from portcullis.logship.records import LineEncoder, json_array, json_lines, log_fields, rfc3339
 from portcullis.logship.syslog_sink import BOM, Formatter, fit, octet_counted, structured_data
+from portcullis.model.plugins.log_shipping import RECORD_FIELDS
+from portcullis.model.plugins.registry import validate_plugin
 from support.log_receivers import SyslogMessage, parse_syslog, split_octet_counted
 from support.records import make_record
 
@@ -146,3 +148,14 @@ def test_rfc3339_matches_datetime_across_second_boundaries(seconds: float) -> No
     expected = datetime.fromtimestamp(round(seconds, 6), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert rfc3339(seconds) == expected
     assert rfc3339(seconds + 3600) != expected  # the cached second moves on
+
+
+def test_custom_fields_are_added_and_cannot_replace_the_records_own() -> None:
+    assert set(log_fields(make_record(0))) == RECORD_FIELDS
+    encoder = LineEncoder({"env": "prod", "shard": 3})
+    line = json.loads(encoder.line(make_record(0)))
+    assert (line["env"], line["shard"], line["request_id"]) == ("prod", 3, "req-0")
+    message = formatter(encoder=encoder).message(make_record(1))
+    assert parse_syslog(message.decode())[1]["env"] == "prod"
+    errors = validate_plugin("file-log", {"path": "/l", "custom_fields": {"status": "x"}})
+    assert errors == ["config.custom_fields: Value error, 'status' is a field of the record itself"]

@@ -29,6 +29,15 @@ FacilityName = Literal[
 ]  # fmt: skip
 SeverityName = Literal["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
 StatusClass = Literal["1xx", "2xx", "3xx", "4xx", "5xx"]
+# The fields a shipped record has (logship/records.py `log_fields`); custom fields may not
+# replace them.
+RECORD_FIELDS = frozenset(
+    {
+        "time", "request_id", "method", "path", "status", "route", "service", "consumer",
+        "api", "api_version", "client_ip", "user_agent", "upstream", "latency_ms",
+        "upstream_ms", "gateway_ms", "bytes_in", "bytes_out", "error", "trace_id", "flags",
+    }
+)  # fmt: skip
 # Headers the sink sets itself (or that would confuse the receiver's framing).
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
 
@@ -49,6 +58,23 @@ class LogShippingConfig(PluginConfig):
     drain_timeout: float = Field(
         default=5.0, ge=0, le=60, description="how long a stopping worker keeps shipping (s)"
     )
+    custom_fields: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="fields added to every record as they are (e.g. environment, cluster)",
+    )
+
+    @field_validator("custom_fields")
+    @classmethod
+    def _custom(cls, v: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        for name, value in v.items():
+            if not name or len(name) > 64:
+                raise ValueError("a field name has 1 to 64 characters")
+            if name in RECORD_FIELDS:
+                raise ValueError(f"{name!r} is a field of the record itself")
+            if isinstance(value, str) and len(value) > 1024:
+                raise ValueError(f"{name!r}: a value has at most 1024 characters")
+        return v
 
     def destination(self) -> str:
         """The metrics label of where this config ships (no secrets: no query, no user)."""
