@@ -49,6 +49,7 @@ from portcullis.analytics.record import Flag, RequestRecord
 from portcullis.periodic import Periodic
 
 if TYPE_CHECKING:
+    from portcullis.logship.shipper import ShipperRegistry
     from portcullis.runtime.holder import SnapshotHolder
     from portcullis.settings import Settings
 
@@ -433,6 +434,28 @@ class WorkerGauges:
             ["upstream", "priority", "outcome"],
             registry=registry,
         )
+        self.ship_queue = Gauge(
+            "portcullis_log_shipping_queue_depth",
+            "Records the log plugins (http-log, file-log, syslog) have queued and not shipped, "
+            "by plugin and destination, summed over live workers",
+            ["plugin", "destination"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.shipped = Counter(
+            "portcullis_log_shipping_shipped",
+            "Records the log plugins delivered, by plugin and destination",
+            ["plugin", "destination"],
+            registry=registry,
+        )
+        self.ship_dropped = Counter(
+            "portcullis_log_shipping_dropped",
+            "Records the log plugins dropped, by plugin, destination and reason (queue_full, "
+            "retries_exhausted, rejected, shutdown)",
+            ["plugin", "destination", "reason"],
+            registry=registry,
+        )
+        self._ship_deltas = _Deltas()
         self._shedding_deltas = _Deltas()
         self._shedding_upstreams: set[str] = set()
         self._limit_deltas = _Deltas()
@@ -446,6 +469,7 @@ class WorkerGauges:
         limits: object | None = None,
         log_queues: Iterable[object] = (),
         limiters: Mapping[str, object] | None = None,
+        shippers: ShipperRegistry | None = None,
     ) -> None:
         """Update every gauge from the worker's current state."""
         self.config_version.set(config_version)
@@ -466,6 +490,18 @@ class WorkerGauges:
             self._dropped.feed(self.log_dropped, (), dropped)
         if limiters is not None:
             self._refresh_shedding(limiters)
+        if shippers is not None:
+            self._refresh_shipping(shippers)
+
+    def _refresh_shipping(self, shippers: ShipperRegistry) -> None:
+        for stats in shippers.stats():
+            label = (stats.plugin, stats.destination)
+            self.ship_queue.labels(*label).set(stats.queued)
+            self._ship_deltas.feed(self.shipped, label, stats.shipped)
+            self.shipped.labels(*label)  # present at 0, so rate() and alerts see it
+            for reason, count in stats.dropped.items():
+                self.ship_dropped.labels(*label, reason)
+                self._ship_deltas.feed(self.ship_dropped, (*label, reason), count)
 
     def _refresh_limits(self, limits: object) -> None:
         snapshot = getattr(limits, "snapshot", None)
@@ -560,6 +596,7 @@ def start_worker_metrics(
     settings: Settings,
     *,
     log_queues: Sequence[object] = (),
+    shippers: ShipperRegistry | None = None,
 ) -> MetricsPublisher | None:
     """Start publishing this worker's metrics; None without a metrics dir.
 
@@ -583,6 +620,7 @@ def start_worker_metrics(
             log_queues=list(log_queues),
             # Adaptive concurrency limiters by upstream (upstream/shedding.py), when configured.
             limiters=getattr(holder.current, "limiters", None),
+            shippers=shippers,
         )
 
     publisher = MetricsPublisher(

@@ -18,6 +18,7 @@ from portcullis.model.plugins.base import BODY_BUFFER_LIMIT as BODY_BUFFER_LIMIT
 from portcullis.model.plugins.base import PluginConfig as PluginConfig
 
 if TYPE_CHECKING:
+    from portcullis.analytics.record import RequestRecord
     from portcullis.identity.consumers import ConsumerInfo
     from portcullis.model.config import Route
     from portcullis.plugins.api_operations import Located
@@ -156,8 +157,8 @@ class RequestContext:
         self.operation: Located | None = None
 
 
-Phase = Literal["access", "response", "request_body", "response_body"]
-PHASES: tuple[Phase, ...] = ("access", "response", "request_body", "response_body")
+Phase = Literal["access", "response", "request_body", "response_body", "log"]
+PHASES: tuple[Phase, ...] = ("access", "response", "request_body", "response_body", "log")
 ConfigT = TypeVar("ConfigT", bound=PluginConfig)
 
 
@@ -231,6 +232,12 @@ class Plugin(Generic[ConfigT]):
         """
         return None
 
+    def log(self, record: RequestRecord) -> None:
+        """Sees the finished request's record (after the response went out, refusals and
+        WebSocket handshakes included). Runs on the request's task: it must only hand the
+        record on (a queue append), never wait or raise."""
+        return
+
 
 # A built plugin of any config type, as chains and registries hold them.
 AnyPlugin = Plugin[Any]
@@ -244,6 +251,7 @@ class PluginChain:
     response: tuple[AnyPlugin, ...] = ()
     body: tuple[AnyPlugin, ...] = ()
     request_body: tuple[AnyPlugin, ...] = ()
+    log: tuple[AnyPlugin, ...] = ()
 
     @classmethod
     def from_plugins(cls, plugins: list[AnyPlugin]) -> PluginChain:
@@ -253,6 +261,7 @@ class PluginChain:
             response=tuple(p for p in ordered if "response" in p.phases),
             body=tuple(p for p in ordered if "response_body" in p.phases),
             request_body=tuple(p for p in ordered if "request_body" in p.phases),
+            log=tuple(p for p in ordered if "log" in p.phases),
         )
 
 

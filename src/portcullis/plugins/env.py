@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
     from portcullis.identity.credential_cache import CredentialCache
     from portcullis.identity.jwks import JwksRegistry
+    from portcullis.logship.shipper import ShipperRegistry
+    from portcullis.webhooks.destinations import DestinationPolicy
 
 
 class IssuerKeys(Protocol):
@@ -80,6 +82,11 @@ class PluginEnv:
     # Data-plane worker processes, each with its own copy of per-process state: a
     # gateway-wide allowance (the retry budget's reserve) is split between them.
     workers: int = 1
+    # The worker's log shippers (portcullis/logship/), shared by log plugin instances and
+    # kept across snapshots; None: the process-wide registry (tools, tests).
+    shippers: ShipperRegistry | None = None
+    # Where http-log may send (the webhook SSRF guard); None: only public addresses.
+    destinations: DestinationPolicy | None = None
 
     def limit_backend(self) -> LimitBackend:
         """The worker's limit backend; without one, the process-wide memory backend (so

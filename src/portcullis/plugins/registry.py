@@ -18,6 +18,7 @@ from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.ip_restriction import IpRestriction
 from portcullis.plugins.jwt_auth import JwtAuth
 from portcullis.plugins.key_auth import KeyAuth
+from portcullis.plugins.log_shipping import FileLog, HttpLog, Syslog
 from portcullis.plugins.plan_limits import PlanLimits
 from portcullis.plugins.rate_limit import RateLimit
 from portcullis.plugins.request_size_limit import RequestSizeLimit
@@ -32,6 +33,8 @@ PLUGINS: dict[str, type[AnyPlugin]] = {
     for cls in (
         Acl,
         Cors,
+        FileLog,
+        HttpLog,
         IpRestriction,
         JwtAuth,
         KeyAuth,
@@ -43,6 +46,7 @@ PLUGINS: dict[str, type[AnyPlugin]] = {
         RequestValidator,
         ResponseCache,
         ResponseTransformer,
+        Syslog,
     )
 }
 

@@ -265,14 +265,14 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.observers:
+            if self.observers or self.holder.current.logs:
                 await self._observed(self.handle_http, scope, receive, send)
             else:
                 await self.handle_http(scope, receive, send, None)
         elif kind == "websocket" and self.websocket_proxy is not None:
             # The handshake is what observers see (status 101 or the refusal, its
             # latency); the session that follows is not a request.
-            if self.observers:
+            if self.observers or self.holder.current.logs:
                 session = await self._observed(self.handle_websocket, scope, receive, send)
             else:
                 session = await self.handle_websocket(scope, receive, send, None)
@@ -303,6 +303,14 @@ class ProxyApp:
                     observer.observe(record)
                 except Exception:
                     log.exception("request.observer_failed", observer=type(observer).__name__)
+            # The route's log plugins (http-log, file-log, syslog): each queues the record.
+            route = ex.route
+            log_plugins = route.chain.log if route is not None else self.holder.current.unrouted_log
+            for plugin in log_plugins:
+                try:
+                    plugin.log(record)
+                except Exception:
+                    log.exception("request.log_plugin_failed", plugin=plugin.name)
 
     def _record(self, scope: Scope, ex: _Exchange, aborted: bool) -> RequestRecord:
         now = time.monotonic()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from portcullis.identity.jwks import JwksRegistry
     from portcullis.limits.backend import LimitBackend
     from portcullis.limits.quota_usage import QuotaUsagePublisher
+    from portcullis.logship.shipper import ShipperRegistry
     from portcullis.redis_client import SharedRedis
     from portcullis.runtime.heartbeat import NodeHeartbeat
     from portcullis.store.invalidations import InvalidationPoller
@@ -93,6 +94,7 @@ class DataPlane:
         self.request_log: RequestLogQueue | None = None
         self.live_traffic: WorkerTraffic | None = None
         self._silent: SilentConnectionReaper | None = None
+        self.shippers: ShipperRegistry | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -152,7 +154,13 @@ class DataPlane:
         # The response cache; purges reach a memory cache through the event feed.
         self._cache = cache = create_cache_backend(settings, redis)
         events.subscribe(cache.on_events, [InvalidationKind.CACHE_PURGE])
+        from portcullis.logship.shipper import ShipperRegistry
+        from portcullis.webhooks.runner import destination_policy
+
+        self.shippers = ShipperRegistry()
         env = PluginEnv(
+            shippers=self.shippers,
+            destinations=destination_policy(settings),
             credentials=credentials,
             jwks=jwks,
             issuer_keys=issuer,
@@ -219,6 +227,7 @@ class DataPlane:
             limits,
             settings,
             log_queues=[self.request_log] if self.request_log is not None else [],
+            shippers=self.shippers,
         )
         if self._metrics is not None:
             observers.append(self._metrics.observer)
@@ -262,6 +271,12 @@ class DataPlane:
             if self.request_log is not None:
                 await self.request_log.aclose(timeout=max(1.0, self.settings.shutdown_grace / 2))
 
+        async def log_shipping() -> None:
+            if self.shippers is not None:
+                # Each shipper drains for its own drain_timeout (all at once), within half
+                # the grace the supervisor gives a stopping worker (as the request log).
+                await self.shippers.aclose(limit=max(1.0, self.settings.shutdown_grace / 2))
+
         async def live_traffic() -> None:
             if self.live_traffic is not None:
                 await self.live_traffic.aclose()
@@ -277,6 +292,8 @@ class DataPlane:
         if self._silent is not None:
             self._silent.stop()
         steps: list[tuple[str, Callable[[], Awaitable[object]] | None]] = [
+            # Ships what the log plugins queued (before metrics publish the final counts).
+            ("log-shipping", log_shipping),
             # Publishes the last counts and retires this worker's live gauges.
             ("metrics", self._metrics.stop if self._metrics is not None else None),
             # Exports the spans still queued (blocking, so off the event loop).

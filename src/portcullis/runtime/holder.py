@@ -30,4 +30,8 @@ class SnapshotHolder:
         for name, pool in old.pools.items():
             if new.pools.get(name) is not pool:
                 await pool.stop()
+        kept = {id(s) for s in new.shippers}
+        for shipper in old.shippers:
+            if id(shipper) not in kept:
+                shipper.retire()  # drains in the background, for its drain_timeout at most
         log.info("config.swapped", version=new.version, previous=old.version)

@@ -13,13 +13,14 @@ from urllib.parse import urlsplit
 
 from portcullis.contract.index import ContractIndex
 from portcullis.identity.consumers import ConsumerIndex
+from portcullis.logship.shipper import Shipper
 from portcullis.model import GatewayConfig, PluginInstance, Route, Service, Target, Upstream
 from portcullis.model.diff import plugin_key
 from portcullis.model.tenancy import plugin_owner
 from portcullis.model.traffic import TrafficRules
 from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
-from portcullis.plugins.registry import build_plugin
+from portcullis.plugins.registry import PLUGINS, build_plugin
 from portcullis.plugins.sandbox_mock import SandboxMock, SandboxMockConfig
 from portcullis.runtime.router import Router, RouteSpec
 from portcullis.runtime.versions import (
@@ -84,6 +85,14 @@ class Snapshot:
     budgets: dict[str, RetryBudget] = field(default_factory=dict)
     # API versions' brownout windows (their counts carried across snapshots).
     brownouts: dict[WindowKey, BrownoutWindow] = field(default_factory=dict)
+    # The log shippers its log plugins feed (logship/shipper.py): a swap retires the
+    # previous snapshot's shippers that this one no longer uses.
+    shippers: tuple[Shipper, ...] = ()
+    # Whether any route has a log plugin (the proxy then builds a record per request).
+    logs: bool = False
+    # The log plugins of requests that match no route (404s, bad requests): the global
+    # log plugin instances the operator owns (a tenant's never sees traffic not its own).
+    unrouted_log: tuple[AnyPlugin, ...] = ()
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -214,6 +223,18 @@ def _chains(
     return chains
 
 
+def _unrouted_log(config: GatewayConfig, env: PluginEnv) -> tuple[AnyPlugin, ...]:
+    plugins = [
+        build_plugin(inst.name, inst.config, replace(env, instance=plugin_key(inst)))
+        for inst in config.plugins
+        if inst.enabled
+        and inst.scope == ("global", None)
+        and inst.organization is None
+        and "log" in PLUGINS[inst.name].phases
+    ]
+    return PluginChain.from_plugins(plugins).log if plugins else ()
+
+
 def build_snapshot(
     config: GatewayConfig,
     version: int,
@@ -271,6 +292,13 @@ def build_snapshot(
         if (plan := versions.get(spec.route.name)) is not None:
             plan.bind(spec.payload, services)
     schemes = {svc.pool.name: svc.scheme for svc in services.values()}
+    unrouted = _unrouted_log(config, env)
+    shippers = {
+        id(s): s
+        for plugins in (*(chain.log for chain in chains.values()), unrouted)
+        for p in plugins
+        if isinstance(s := getattr(p, "shipper", None), Shipper)
+    }
     return Snapshot(
         version=version,
         config=config,
@@ -281,6 +309,9 @@ def build_snapshot(
         limiters=limiters,
         budgets={name: svc.retry_budget for name, svc in services.items()},
         brownouts=brownout_windows(versions),
+        shippers=tuple(shippers.values()),
+        logs=bool(unrouted) or any(chain.log for chain in chains.values()),
+        unrouted_log=unrouted,
     )
 
 

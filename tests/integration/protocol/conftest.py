@@ -34,10 +34,18 @@ def recorder() -> Iterator[RecordingUpstream]:
 
 
 @pytest.fixture(scope="package")
-def gw(tmp_path_factory: pytest.TempPathFactory, recorder: RecordingUpstream) -> Iterator[Gateway]:
+def request_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file the `file-log` route's plugin appends to."""
+    return tmp_path_factory.mktemp("protocol-log") / "requests.log"
+
+
+@pytest.fixture(scope="package")
+def gw(
+    tmp_path_factory: pytest.TempPathFactory, recorder: RecordingUpstream, request_log: Path
+) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("protocol")
     cfg = tmp / "gateway.yaml"
-    cfg.write_text(yaml.safe_dump(gateway_config(recorder.port)))
+    cfg.write_text(yaml.safe_dump(gateway_config(recorder.port, request_log)))
     env = {"E2E_JWT_SECRET": JWT_SECRET, "PORTCULLIS_MAX_REQUEST_BODY": str(MAX_REQUEST_BODY)}
     with gateway(tmp, cfg, extra_env=env) as g:
         yield g

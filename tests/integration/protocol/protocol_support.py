@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ MAX_REQUEST_BODY = 100_000
 SIZE_LIMIT = 1000
 
 
-def gateway_config(upstream: int) -> dict[str, Any]:
+def gateway_config(upstream: int, request_log: Path) -> dict[str, Any]:
     def route(name: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "service": "rec", "paths": [f"/{name}"], "strip_path": False, **extra}
 
@@ -62,6 +63,7 @@ def gateway_config(upstream: int) -> dict[str, Any]:
             route("cors"),
             route("request-transformer"),
             route("request-validator"),
+            route("file-log"),
         ],
         "plugins": [
             {"name": "key-auth", "route": "admin-host", "config": {}},
@@ -109,6 +111,13 @@ def gateway_config(upstream: int) -> dict[str, Any]:
                 "config": {"headers": {"remove": ["x-remove-me"], "add": {"x-added": "yes"}}},
             },
             {"name": "request-validator", "route": "request-validator", "config": {}},
+            # Log shipping: every protocol's requests logged, refusals included.
+            {"name": "key-auth", "route": "file-log", "config": {}},
+            {
+                "name": "file-log",
+                "route": "file-log",
+                "config": {"path": str(request_log), "flush_interval": 0.05},
+            },
         ],
         # request-validator checks against the description of the API version of its route.
         "apis": [

@@ -11,9 +11,11 @@ and named in PLUGINS (no body on a WebSocket handshake, no CORS preflight over o
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import jwt
@@ -27,6 +29,7 @@ from support.raw_client import RawClient
 from support.raw_upstream import ReceivedRequest, response
 from support.recording_upstream import RecordingUpstream, default_response
 from support.servers import Gateway
+from support.threaded_upstream import wait_until
 
 PROTOCOLS = ("http1", "http2", "websocket")
 OTHER_CLIENT = "127.0.0.2"
@@ -283,6 +286,35 @@ def test_plugin_refuses_and_allows_over_every_protocol(
             if attempt.stream_body:
                 arrived = [r for r in arrived if r.complete]
             assert arrived == [], f"attempt {i} reached the upstream"
+
+
+# ----------------------------------------------------------------------------- log shipping
+
+
+@pytest.mark.parametrize("proto", PROTOCOLS)
+def test_log_plugins_log_every_protocol(
+    gw: Gateway, creds: Credentials, request_log: Path, proto: str
+) -> None:
+    # The same plugins run whatever the protocol: file-log gets the refused request and
+    # the served one (a WebSocket handshake: its 101).
+    token = uuid.uuid4().hex
+    refused = attempt_once(gw, proto, f"/file-log/{token}/no", Attempt(401), creds)
+    served = attempt_once(gw, proto, f"/file-log/{token}/yes", Attempt(200, key("alice")), creds)
+    assert (refused.status, served.status) == (401, 101 if proto == "websocket" else 200)
+
+    def logged() -> dict[str, dict[str, object]]:
+        lines = request_log.read_text().splitlines() if request_log.exists() else []
+        entries = (json.loads(line) for line in lines if token in line)
+        return {str(e["path"]).rsplit("/", 1)[-1]: e for e in entries}
+
+    wait_until(lambda: len(logged()) == 2)
+    entries = logged()
+    assert entries["no"]["status"] == 401
+    assert entries["no"]["consumer"] is None
+    assert entries["yes"]["status"] == served.status
+    assert entries["yes"]["consumer"] == "alice"
+    assert entries["yes"]["route"] == "file-log"
+    assert creds.alice_key not in request_log.read_text()
 
 
 # ----------------------------------------------------------------------------- walking around

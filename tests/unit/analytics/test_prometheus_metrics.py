@@ -418,3 +418,23 @@ def test_observe_cost_is_small() -> None:
         obs.observe(r)
     per_request = (time.perf_counter() - start) / n
     assert per_request < 20e-6
+
+
+def test_log_shippers_become_counters_and_a_queue_gauge() -> None:
+    from portcullis.logship.shipper import ShipperRegistry
+
+    registry = CollectorRegistry()
+    gauges = WorkerGauges(registry)
+    shippers = ShipperRegistry()
+    stats = shippers.stats_for("http-log", "https://logs.example.com/in")
+    stats.shipped, stats.dropped["queue_full"] = 40, 3
+    gauges.refresh(config_version=1, shippers=shippers)
+    get = registry.get_sample_value
+    label = {"plugin": "http-log", "destination": "https://logs.example.com/in"}
+    assert get("portcullis_log_shipping_shipped_total", label) == 40
+    assert get("portcullis_log_shipping_dropped_total", {**label, "reason": "queue_full"}) == 3
+    assert get("portcullis_log_shipping_dropped_total", {**label, "reason": "shutdown"}) == 0
+    assert get("portcullis_log_shipping_queue_depth", label) == 0
+    stats.shipped = 45
+    gauges.refresh(config_version=1, shippers=shippers)
+    assert get("portcullis_log_shipping_shipped_total", label) == 45

@@ -19,6 +19,8 @@ from portcullis.model.plugins.registry import SCHEMAS
 MINIMAL: dict[str, dict[str, Any]] = {
     "acl": {"allow": ["staff"]},
     "cors": {"origins": ["https://app.example.com"]},
+    "file-log": {"path": "/var/log/portcullis/requests.log"},
+    "http-log": {"url": "https://logs.example.com/ingest", "headers": {"authorization": "x"}},
     "ip-restriction": {"allow": ["10.0.0.0/8"]},
     "jwt-auth": {"gateway_tokens": True},
     "key-auth": {},
@@ -30,6 +32,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "request-validator": {},
     "response-cache": {},
     "response-transformer": {"headers": {"remove": ["x-internal"]}},
+    "syslog": {"host": "logs.example.com", "protocol": "tcp"},
 }
 
 PROBE = """

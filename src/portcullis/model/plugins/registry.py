@@ -18,6 +18,7 @@ from portcullis.model.plugins.cors import CorsConfig
 from portcullis.model.plugins.ip_restriction import IpRestrictionConfig
 from portcullis.model.plugins.jwt_auth import JwtAuthConfig
 from portcullis.model.plugins.key_auth import KeyAuthConfig
+from portcullis.model.plugins.log_shipping import FileLogConfig, HttpLogConfig, SyslogConfig
 from portcullis.model.plugins.plan_limits import PLAN_LIMITS_PLUGIN, PlanLimitsConfig
 from portcullis.model.plugins.rate_limit import RateLimitConfig
 from portcullis.model.plugins.request_size_limit import RequestSizeLimitConfig
@@ -32,6 +33,8 @@ from portcullis.model.tenancy import PluginReferences
 SCHEMAS: dict[str, type[PluginConfig]] = {
     "acl": AclConfig,
     "cors": CorsConfig,
+    "file-log": FileLogConfig,
+    "http-log": HttpLogConfig,
     "ip-restriction": IpRestrictionConfig,
     "jwt-auth": JwtAuthConfig,
     "key-auth": KeyAuthConfig,
@@ -43,6 +46,7 @@ SCHEMAS: dict[str, type[PluginConfig]] = {
     "request-validator": RequestValidatorConfig,
     "response-cache": ResponseCacheConfig,
     "response-transformer": ResponseTransformerConfig,
+    "syslog": SyslogConfig,
 }
 
 
