@@ -716,6 +716,15 @@ class Http1Transport:
         try:
             await conn.exchange(request, timeouts)
         except _StaleConnection as stale:
+            if origin.scheme == "https":
+                # Under TLS 1.3 an origin checks the client certificate after the client's
+                # handshake ended; many then close without an alert, and only this is seen.
+                raise TlsError(
+                    f"{origin.authority}: the origin closed the connection right after the "
+                    "TLS handshake without answering (as an origin refusing the client "
+                    "certificate, or its absence, does under TLS 1.3)",
+                    request_sent=stale.sent,
+                ) from None
             raise RemoteProtocolError(
                 "upstream closed the connection without sending a response",
                 request_sent=stale.sent,
