@@ -41,12 +41,13 @@ class Origin:
 
     def routes(self, app: web.Application) -> None:
         async def echo(request: web.Request) -> web.StreamResponse:
-            ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-            sni = self.tls.sni_of(ssl_object)
+            transport = request.transport
+            assert transport is not None
+            sni = self.tls.sni_of(transport.get_extra_info("ssl_object"))
             if request.path == "/probe":
                 self.probes.append(sni)
                 return web.Response(text="ok")
-            peer = request.transport.get_extra_info("peercert") if request.transport else None
+            peer = transport.get_extra_info("peercert")
             client = None
             if peer:
                 client = dict(x[0] for x in peer["subject"]).get("commonName")
@@ -177,7 +178,12 @@ def test_origin_verified_against_the_service_ca_with_the_target_host_as_sni(
 ) -> None:
     r = httpx.get(f"{gw.url}/ok/x?q=1", timeout=10)
     assert r.status_code == 200, r.text
-    assert r.json() == {"path": "/x?q=1", "sni": "localhost", "client": None, "host": r.json()["host"]}
+    assert r.json() == {
+        "path": "/x?q=1",
+        "sni": "localhost",
+        "client": None,
+        "host": r.json()["host"],
+    }
 
 
 def test_an_origin_signed_by_another_ca_is_refused_with_a_502_naming_the_cause(
