@@ -29,8 +29,8 @@ from portcullis import problems
 from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.problems import ProblemKind
 from portcullis.proxy.paths import upstream_target
+from portcullis.upstream.aiohttp_transport import tls_failure
 from portcullis.upstream.balancer import Outcome
-from portcullis.upstream.tls import describe_tls_error
 
 if TYPE_CHECKING:
     from portcullis.proxy.context import ProxyContext
@@ -200,18 +200,11 @@ class WebSocketProxy:
                 f"Service {service.name!r} answered the WebSocket handshake with "
                 f"{exc.status}: {exc.message}",
             ) from None
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise WebSocketUpstreamError(
-                problems.UPSTREAM_TLS_FAILED,
-                Outcome.CONNECT_FAILURE,
-                f"Service {service.name!r}: {describe_tls_error(exc.certificate_error)}",
-            ) from None
         except aiohttp.ClientSSLError as exc:
-            cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
             raise WebSocketUpstreamError(
                 problems.UPSTREAM_TLS_FAILED,
                 Outcome.CONNECT_FAILURE,
-                f"Service {service.name!r}: {describe_tls_error(cause)}",
+                f"Service {service.name!r}: {tls_failure(exc)}",
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise WebSocketUpstreamError(

@@ -55,7 +55,7 @@ from portcullis.upstream.transport import (
     check_request_head,
 )
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "tls_failure"]
 
 # Bytes bodies up to this size go to aiohttp as-is (they fit the socket buffer, so
 # writing them cannot stall); larger ones are fed through the write-deadline generator.
@@ -167,15 +167,21 @@ def _caused_by_long_line(exc: BaseException) -> bool:
     return False
 
 
+def tls_failure(exc: BaseException) -> str | None:
+    """What failed in an aiohttp TLS handshake, described (None: not a TLS failure)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return describe_tls_error(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return describe_tls_error(exc.os_error)
+    return None
+
+
 def _map_error(exc: BaseException, *, request_sent: bool) -> UpstreamError:
     """Translate an aiohttp failure into the transport's error kinds."""
     if isinstance(exc, UpstreamError):
         return exc
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TlsError(f"the upstream: {describe_tls_error(exc.certificate_error)}")
-    if isinstance(exc, aiohttp.ClientSSLError):
-        cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
-        return TlsError(f"the upstream: {describe_tls_error(cause)}")
+    if (cause := tls_failure(exc)) is not None:
+        return TlsError(f"the upstream: {cause}")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ConnectTimeout(f"connecting to the upstream timed out: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
