@@ -219,7 +219,8 @@ _REDIRECT_HOST = re.compile(rb"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?
 
 
 def https_location(scope: Scope, tls_port: int | None) -> bytes | None:
-    """`https://host[:tls_port]/path?query` for a plain-HTTP request (None: no usable Host).
+    """`https://host[:tls_port]/path?query` for a plain-HTTP request (`wss://` for a
+    WebSocket handshake; None: no usable Host).
 
     The port is the TLS listener's (`PORTCULLIS_PROXY_TLS_PORT`), left out when it is
     443 or unset (TLS terminated in front on the default port), never the request's.
@@ -238,7 +239,9 @@ def https_location(scope: Scope, tls_port: int | None) -> bytes | None:
         authority += b":%d" % tls_port
     path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
-    return b"https://" + authority + path + (b"?" + query if query else b"")
+    # A WebSocket handshake goes to wss (clients that follow redirects take ws/wss only).
+    scheme = b"wss://" if scope["type"] == "websocket" else b"https://"
+    return scheme + authority + path + (b"?" + query if query else b"")
 
 
 def _hash_key(ctx: ProxyContext) -> str | None:

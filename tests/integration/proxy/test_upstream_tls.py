@@ -289,3 +289,17 @@ def test_tls_ended_by_a_trusted_proxy_is_served_with_hsts(gw: Gateway, proto: st
         other = client.get(f"{gw.url}/hsts-only", headers={"x-forwarded-proto": "https"})
         assert other.headers["strict-transport-security"] == "max-age=31536000"
     assert json.loads(r.text)["sni"] == "localhost"
+
+
+def test_a_plain_websocket_handshake_is_redirected_to_wss(gw: Gateway) -> None:
+    # httpx follows no redirect (WebSocket clients that do refuse an https:// one).
+    handshake = {
+        "connection": "Upgrade",
+        "upgrade": "websocket",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+    }
+    r = httpx.get(f"{gw.url}/secure/ws?x=1", headers=handshake, timeout=10)
+    assert r.status_code == 308
+    # The client's Host without its port (the TLS port is the default one here).
+    assert r.headers["location"] == "wss://127.0.0.1/secure/ws?x=1"

@@ -191,3 +191,8 @@ async def test_the_tls_error_detail_names_the_cause() -> None:
     assert problem["detail"] == (
         "Service 's': origin.example: the origin's certificate was refused: expired"
     )
+
+
+def test_a_websocket_handshake_is_sent_to_wss() -> None:
+    scope = {**_scope("/ws", headers=[(b"host", b"api.example")]), "type": "websocket"}
+    assert https_location(scope, 8443) == b"wss://api.example:8443/ws?a=1"
