@@ -217,7 +217,9 @@ class TlsCache:
                     entry = OriginTls(build_context(settings), settings.server_name)
                 except TlsSetupError as exc:
                     log.error("upstream.tls_setup_failed", error=str(exc))
-                    entry = OriginTls(default_context(), settings.server_name, error=str(exc))
+                    # Never handshakes (the transports fail on `error` first).
+                    unused = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    entry = OriginTls(unused, settings.server_name, error=str(exc))
         self._entries[key] = entry
         if entry.error is None:
             self._contexts[digest] = entry.context
