@@ -182,6 +182,7 @@ class _Connection(asyncio.Protocol):
         "idle_since",
         "origin",
         "reusable",
+        "tls13",
     )
 
     def __init__(
@@ -198,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self.idle = False
         self.idle_since = 0.0
         self.reusable = True
+        self.tls13 = False
         self._write_paused = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[bool] | None = None
@@ -232,6 +234,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio and uvloop both enable TCP_NODELAY on TCP transports already.
         self._transport = cast(asyncio.Transport, transport)
+        # Called once the TLS handshake is done (for https): once per connection.
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.tls13 = ssl_object is not None and ssl_object.version() == "TLSv1.3"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -716,7 +721,7 @@ class Http1Transport:
         try:
             await conn.exchange(request, timeouts)
         except _StaleConnection as stale:
-            if origin.scheme == "https":
+            if conn.tls13:
                 # Under TLS 1.3 an origin checks the client certificate after the client's
                 # handshake ended; many then close without an alert, and only this is seen.
                 raise TlsError(
