@@ -234,9 +234,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio and uvloop both enable TCP_NODELAY on TCP transports already.
         self._transport = cast(asyncio.Transport, transport)
-        # Called once the TLS handshake is done (for https): once per connection.
-        ssl_object = transport.get_extra_info("ssl_object")
-        self.tls13 = ssl_object is not None and ssl_object.version() == "TLSv1.3"
+        if self.origin.scheme == "https":
+            # Called once the TLS handshake is done: once per connection.
+            ssl_object = transport.get_extra_info("ssl_object")
+            self.tls13 = ssl_object is not None and ssl_object.version() == "TLSv1.3"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
