@@ -98,6 +98,8 @@ def _config(ca: TestCA, plain: int, mutual: int) -> dict[str, Any]:
     services = [
         service("ok", f"https://localhost:{plain}", ca_certificates=trusted),
         service("wrong-ca", f"https://localhost:{plain}", ca_certificates=[other.cert_pem]),
+        # No TLS field: verified against the system store, which does not know the test CA.
+        service("system-store", f"https://localhost:{plain}"),
         service("mismatch", f"https://127.0.0.1:{plain}", ca_certificates=trusted),
         service(
             "sni",
@@ -195,6 +197,12 @@ def test_an_origin_signed_by_another_ca_is_refused_with_a_502_naming_the_cause(
     assert problem["type"] == f"{TYPE_BASE}upstream-tls-failed"
     assert "certificate was refused" in problem["detail"]
     assert "issuer" in problem["detail"]  # "unable to get local issuer certificate"
+
+
+def test_by_default_an_origin_is_verified_against_the_system_store(gw: Gateway) -> None:
+    r = httpx.get(f"{gw.url}/system-store", timeout=10)
+    assert r.status_code == 502
+    assert "certificate was refused" in _problem(r)["detail"]
 
 
 def test_a_certificate_for_another_name_is_refused(gw: Gateway) -> None:
