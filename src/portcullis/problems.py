@@ -75,6 +75,11 @@ CIRCUIT_OPEN = ProblemKind("circuit-open", "Upstream circuit breaker is open", 5
 UPSTREAM_CONNECT_FAILED = ProblemKind(
     "upstream-connect-failed", "Could not connect to the upstream", 502
 )
+# The TLS handshake with an https origin failed (certificate refused, name mismatch,
+# client certificate refused); the detail names the cause.
+UPSTREAM_TLS_FAILED = ProblemKind(
+    "upstream-tls-failed", "The TLS handshake with the upstream failed", 502
+)
 UPSTREAM_PROTOCOL_ERROR = ProblemKind(
     "upstream-protocol-error", "The upstream sent an invalid response", 502
 )

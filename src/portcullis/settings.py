@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     proxy_host: str = "127.0.0.1"
     proxy_port: int = Field(default=8000, ge=0, le=65535)
+    # The TLS listener's port (docs/tls.md); also the port a route's https_redirect sends
+    # plain-HTTP clients to (left out of the URL when 443 or unset).
+    proxy_tls_port: int | None = Field(default=None, ge=1, le=65535)
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8001, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)

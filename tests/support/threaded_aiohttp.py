@@ -5,6 +5,7 @@ wait). Receivers give it their routes; it owns start, the port and a clean stop.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -12,7 +13,8 @@ from aiohttp import web
 
 
 class ThreadedAiohttpServer:
-    """Serves `routes(app)` on 127.0.0.1 and an ephemeral port until `stop()`.
+    """Serves `routes(app)` on 127.0.0.1 and an ephemeral port until `stop()` (over TLS
+    with `ssl_context`).
 
     `stopping` is set (on the server's loop) when `stop()` is called, so a handler that
     holds a request open on purpose can end it at once instead of delaying shutdown.
@@ -25,8 +27,10 @@ class ThreadedAiohttpServer:
         name: str = "aiohttp-receiver",
         backlog: int = 128,
         shutdown_timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._routes = routes
+        self._ssl_context = ssl_context
         self._backlog = backlog
         self._shutdown_timeout = shutdown_timeout
         self._loop = asyncio.new_event_loop()
@@ -42,7 +46,9 @@ class ThreadedAiohttpServer:
         self._routes(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_timeout)
         self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=self._backlog)
+        site = web.TCPSite(
+            runner, "127.0.0.1", 0, backlog=self._backlog, ssl_context=self._ssl_context
+        )
         self._loop.run_until_complete(site.start())
         server = site._server
         assert isinstance(server, asyncio.Server)

@@ -8,6 +8,7 @@ config file is an error with a path, not a silently ignored setting.
 from __future__ import annotations
 
 import re
+import ssl
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -44,6 +45,38 @@ _BASE_PATH = re.compile(r"(/([A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*)*")
 # A target host: a name or IPv4 address without spaces, controls or URI delimiters, or a
 # bracketed IPv6 literal.
 _TARGET_HOST = re.compile(r"[^\x00-\x20\x7f-\x9f/?#@\[\]:\\]+|\[[0-9A-Fa-f:.]+\]")
+# A name sent as SNI and checked against an origin's certificate: a DNS name (no wildcard).
+_TLS_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+_PEM_CERT = "-----BEGIN CERTIFICATE-----"
+_MAX_CA_PEM = 256 * 1024
+
+
+def _check_ca_bundle(value: str) -> str:
+    if _PEM_CERT not in value:
+        raise ValueError("expected PEM CA certificates ('-----BEGIN CERTIFICATE-----')")
+    if "PRIVATE KEY-----" in value:
+        # A key pasted by mistake would be stored and exported in clear: refused.
+        raise ValueError("a CA bundle holds certificates only, not a private key")
+    try:
+        # The standard library's own parser: what the data plane will load it with.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=value)
+    except (ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise ValueError(f"not a valid PEM certificate bundle ({reason})") from None
+    return value
+
+
+def _check_tls_name(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    if len(name) > 253 or not _TLS_NAME.fullmatch(name):
+        raise ValueError(f"{value!r} is not a DNS name (no wildcard, no port)")
+    return name
+
+
+CaBundle = Annotated[
+    str, Field(min_length=1, max_length=_MAX_CA_PEM), AfterValidator(_check_ca_bundle)
+]
+TlsName = Annotated[str, AfterValidator(_check_tls_name)]
 
 
 class Timeouts(StrictModel):
@@ -150,7 +183,15 @@ class AdaptiveConcurrency(StrictModel):
 
 
 class Service(StrictModel):
-    """An upstream service: either a named upstream (load-balanced) or a single URL."""
+    """An upstream service: either a named upstream (load-balanced) or a single URL.
+
+    TLS to an https origin (docs/upstream-tls.md), named as in Kong: `tls_verify`
+    (default true: the origin's certificate must chain to a trusted CA and name the
+    host), `ca_certificates` (PEM bundles trusted for this service instead of the
+    system store), `client_certificate` (a `certificates` entry of the service's
+    organization presented to the origin: mutual TLS) and `tls_server_name` (the name
+    sent as SNI and verified; default: the target's host, also with `preserve_host`).
+    """
 
     name: Name
     url: str | None = None
@@ -161,9 +202,42 @@ class Service(StrictModel):
     retries: Retries = Field(default_factory=Retries)
     # For a `url` service (its implicit upstream); a named upstream carries its own.
     adaptive_concurrency: AdaptiveConcurrency = Field(default_factory=AdaptiveConcurrency)
+    tls_verify: bool = Field(
+        default=True,
+        description="https: verify the origin's certificate chain and host name",
+    )
+    ca_certificates: list[CaBundle] = Field(
+        default_factory=list,
+        max_length=16,
+        description="https: PEM CA bundles trusted instead of the system store (empty: it)",
+    )
+    client_certificate: Name | None = Field(
+        default=None, description="https: the `certificates` entry presented to the origin"
+    )
+    tls_server_name: TlsName | None = Field(
+        default=None,
+        description="https: the name sent as SNI and verified (default: the target's host)",
+    )
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     organization: Name | None = None
     tags: list[Tag] = Field(default_factory=list)
+
+    @property
+    def scheme(self) -> str:
+        """How the gateway reaches the origin: the url's scheme, else `protocol`."""
+        return urlsplit(self.url).scheme if self.url is not None else self.protocol
+
+    @model_validator(mode="after")
+    def _origin_tls(self) -> Self:
+        if self.scheme != "https":
+            for field in ("tls_server_name", "client_certificate", "ca_certificates"):
+                if getattr(self, field):
+                    raise ValueError(f"{field}: applies to https services only")
+            if not self.tls_verify:
+                raise ValueError("tls_verify: applies to https services only")
+        elif not self.tls_verify and self.ca_certificates:
+            raise ValueError("ca_certificates: has no effect with tls_verify false")
+        return self
 
     @model_validator(mode="after")
     def _url_or_upstream(self) -> Self:
@@ -338,6 +412,35 @@ def _check_path(p: str) -> str:
     return p
 
 
+class Hsts(StrictModel):
+    """`Strict-Transport-Security` on a route's responses to TLS requests (RFC 6797).
+
+    Never sent on plain HTTP (§7.2: a UA ignores it there, and an attacker could strip
+    or forge it). `preload` needs what browser preload lists require: a year or more
+    and `include_subdomains`.
+    """
+
+    max_age: int = Field(default=31_536_000, ge=0, le=2**31 - 1, description="seconds")
+    include_subdomains: bool = False
+    preload: bool = False
+
+    @model_validator(mode="after")
+    def _preload(self) -> Self:
+        if self.preload and not (self.include_subdomains and self.max_age >= 31_536_000):
+            raise ValueError(
+                "preload: needs include_subdomains and a max_age of 31536000 (a year) or more"
+            )
+        return self
+
+    def header_value(self) -> bytes:
+        value = f"max-age={self.max_age}"
+        if self.include_subdomains:
+            value += "; includeSubDomains"
+        if self.preload:
+            value += "; preload"
+        return value.encode("ascii")
+
+
 # Validated per item so that errors point at the entry, e.g. routes[3].paths[0].
 HostPattern = Annotated[str, AfterValidator(_check_host)]
 RoutePath = Annotated[str, AfterValidator(_check_path)]
@@ -366,6 +469,13 @@ class Route(StrictModel):
     # with them still encoded, or decoded to "/" and routed again.
     encoded_slashes: Literal["reject", "decode", "keep"] = "reject"
     priority_class: PriorityClass | None = None
+    # A plain-HTTP request gets a redirect to https://host[:PORTCULLIS_PROXY_TLS_PORT]/path?q
+    # before any plugin runs (docs/upstream-tls.md); 308 keeps the method and body.
+    https_redirect: bool = False
+    https_redirect_status_code: Literal[301, 302, 307, 308] = 308
+    hsts: Hsts | None = Field(
+        default=None, description="Strict-Transport-Security on responses to TLS requests"
+    )
     # The tenant that owns this entity; admins limited to an organization see only its entities.
     # Its auth plugins accept credentials of this organization's consumers only (the
     # operator's routes: of consumers without one), see `ConsumerIndex.view`.

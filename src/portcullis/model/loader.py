@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from portcullis.model.apis import Api
+from portcullis.model.certificates import Certificate
 from portcullis.model.config import (
     Consumer,
     GatewayConfig,
@@ -66,6 +67,7 @@ ENTITY_LISTS: dict[str, type[BaseModel]] = {
     "boosts": Boost,
     "overrides": Override,
     "apis": Api,
+    "certificates": Certificate,
 }
 
 
@@ -485,6 +487,7 @@ def _references_of_valid_entities(
         boosts=lists["boosts"],
         overrides=lists["overrides"],
         apis=lists["apis"],
+        certificates=lists["certificates"],
     )
     try:
         # The pydantic mypy plugin types a model validator as its decorator proxy;

@@ -10,6 +10,9 @@ a boost's or an override's target, a plugin's `anonymous` consumer or
 - to an operator-owned entity of a *shared* kind: plans, which the operator offers
   to every tenant (they only limit).
 
+A service's `client_certificate` resolves in the service's organization only: the
+certificate's key proves an identity to the origin, which only its owner may lend.
+
 Consumers and routes are never shared by name: a name that picks a consumer or a
 route changes that consumer's or route's traffic (a boost raises its limits, an
 `anonymous` setting lends its identity), which only its own organization may do.
@@ -42,6 +45,7 @@ _SINGULAR = {
     "consumers": "consumer",
     "plans": "plan",
     "apis": "api",
+    "certificates": "certificate",
 }
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -73,6 +77,8 @@ class Entries(Protocol):
     def overrides(self) -> Sequence[object]: ...
     @property
     def apis(self) -> Sequence[object]: ...
+    @property
+    def certificates(self) -> Sequence[object]: ...
 
 
 def names(kind: str) -> dict[str, Any]:
@@ -132,6 +138,12 @@ def _references(
     for i, s in enumerate(config.services):
         if isinstance(up := getattr(s, "upstream", None), str):
             yield f"services[{i}].upstream", None, "upstreams", up, False
+    # A certificate presented to an origin carries the service owner's identity (its key
+    # signs the handshake): only the service's own organization's may be named.
+    for i, s in enumerate(config.services):
+        if isinstance(cert := getattr(s, "client_certificate", None), str):
+            where = f"services[{i}].client_certificate"
+            yield where, organization_of(s), "certificates", cert, True
     for i, r in enumerate(config.routes):
         if isinstance(svc := getattr(r, "service", None), str):
             yield f"routes[{i}].service", None, "services", svc, False
@@ -194,6 +206,7 @@ def reference_errors(config: Entries, plugin_references: PluginReferences) -> li
         "consumers": _owners(config.consumers, "username"),
         "plans": _owners(config.plans, "name"),
         "apis": _owners(config.apis, "name"),
+        "certificates": _owners(getattr(config, "certificates", ()), "name"),
     }
     errors: list[str] = []
     for where, owner, kind, name, scoped in _references(

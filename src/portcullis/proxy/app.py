@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -38,6 +39,7 @@ from portcullis.upstream.transport import (
     ConnectTimeout,
     InvalidRequest,
     ReadTimeout,
+    TlsError,
     Transport,
     UpstreamError,
     UpstreamRequest,
@@ -193,6 +195,8 @@ def _closing(scope: Scope) -> list[tuple[bytes, bytes]] | None:
 
 
 def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
+    if isinstance(exc, TlsError):
+        return problems.UPSTREAM_TLS_FAILED, Outcome.CONNECT_FAILURE
     if isinstance(exc, ConnectTimeout):
         return problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
     if isinstance(exc, ReadTimeout | WriteTimeout):
@@ -200,6 +204,44 @@ def _error_kind(exc: UpstreamError) -> tuple[ProblemKind, Outcome]:
     if isinstance(exc, ConnectError):
         return problems.UPSTREAM_CONNECT_FAILED, Outcome.CONNECT_FAILURE
     return problems.UPSTREAM_PROTOCOL_ERROR, Outcome.HTTP_FAILURE
+
+
+def _forwarded_https(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a trusted proxy in front says the client used TLS (X-Forwarded-Proto)."""
+    for name, value in headers:
+        if name == b"x-forwarded-proto":
+            # The client-side hop is the first entry of a list a chain of proxies built.
+            return value.split(b",", 1)[0].strip().lower() == b"https"
+    return False
+
+
+_REDIRECT_HOST = re.compile(rb"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def https_location(scope: Scope, tls_port: int | None) -> bytes | None:
+    """`https://host[:tls_port]/path?query` for a plain-HTTP request (`wss://` for a
+    WebSocket handshake; None: no usable Host).
+
+    The port is the TLS listener's (`PORTCULLIS_PROXY_TLS_PORT`), left out when it is
+    443 or unset (TLS terminated in front on the default port), never the request's.
+    The path goes as it came (`raw_path`, still percent-encoded).
+    """
+    host = b""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+            break
+    match = _REDIRECT_HOST.fullmatch(host)
+    if match is None:
+        return None
+    authority = match.group(1).lower()
+    if tls_port is not None and tls_port != 443:
+        authority += b":%d" % tls_port
+    path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+    query: bytes = scope.get("query_string", b"")
+    # A WebSocket handshake goes to wss (clients that follow redirects take ws/wss only).
+    scheme = b"wss://" if scope["type"] == "websocket" else b"https://"
+    return scheme + authority + path + (b"?" + query if query else b"")
 
 
 def _hash_key(ctx: ProxyContext) -> str | None:
@@ -249,6 +291,8 @@ class ProxyApp:
         self.transport = transport
         self.via = f"1.1 {settings.node_name}".encode()
         self.trusted = TrustedProxies(settings.trusted_proxies)
+        # Where a route's https_redirect sends plain-HTTP clients (None: the default 443).
+        self.tls_port = settings.proxy_tls_port
         self.max_body = settings.max_request_body
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri = settings.max_uri_length
@@ -509,6 +553,13 @@ class ProxyApp:
                 scope=scope,
             )
             return None
+        tls = False
+        if route.https_redirect or route.hsts is not None:
+            # Precompiled per route; routes without either option pay only this test.
+            tls = scheme == "https" or (trusted and _forwarded_https(headers))
+            if not tls and route.https_redirect:
+                await self._redirect_to_https(send, ex, scope, route.https_redirect, rid)
+                return None
         if (
             self.max_body
             and info.content_length is not None
@@ -530,6 +581,10 @@ class ProxyApp:
             scope, route, method, path, client_ip, rid.decode(), info.content_length, up_headers
         )
         ctx.matched_length = match.matched_length
+        if tls and route.hsts is not None:
+            # RFC 6797 §7.2: only over TLS (a UA ignores it on plain HTTP, which anyone
+            # on the path could forge or strip).
+            ctx.response_headers.append((b"strict-transport-security", route.hsts))
         if ex is not None:
             ex.ctx = ctx
             ex.bytes_in = info.content_length or 0
@@ -541,6 +596,28 @@ class ProxyApp:
         if ex is not None and ctx.route is not route:
             ex.route = ctx.route  # an API version's (or sandbox's) service serves it
         return _Admitted(ctx, match.matched_length, rid, info.chunked)
+
+    async def _redirect_to_https(
+        self, send: Send, ex: _Exchange | None, scope: Scope, status: int, rid: bytes
+    ) -> None:
+        """A route's `https_redirect`: the same URL over https, before any plugin runs."""
+        location = https_location(scope, self.tls_port)
+        if location is None:
+            await self._problem(
+                send,
+                ex,
+                problems.BAD_REQUEST,
+                "Invalid request: no valid Host header to redirect to https.",
+                rid,
+                scope=scope,
+            )
+            return
+        await send_bytes(
+            send,
+            status,
+            b"",
+            [(b"location", location), (b"x-request-id", rid), (b"via", self.via)],
+        )
 
     async def _plugin_reply(
         self,
@@ -704,7 +781,7 @@ class ProxyApp:
             if target is None:
                 await self._no_target(respond, ex, service, rid, False, ctx)
                 return None
-            origin = target.origin(service.scheme)
+            origin = target.origin(service.scheme, service.tls)
             pool.begin(target)
             started = time.monotonic()
             if ex is not None:
@@ -867,7 +944,7 @@ class ProxyApp:
             await self._no_target(send, ex, service, rid, head_only, ctx)
             return
         while True:
-            origin = target.origin(service.scheme)
+            origin = target.origin(service.scheme, service.tls)
             if not preserve:
                 request.headers[host_index] = (b"host", origin.authority.encode())
             pool.begin(target)
@@ -914,6 +991,9 @@ class ProxyApp:
                 if isinstance(exc, UpstreamError):
                     kind, outcome = _error_kind(exc)
                     detail = f"Service {service.name!r}: {exc.kind}"
+                    if isinstance(exc, TlsError):
+                        # Its message names the cause (never key material).
+                        detail = f"Service {service.name!r}: {exc}"
                     may_retry = idempotent or not exc.request_sent
                 else:
                     kind, outcome = problems.UPSTREAM_TIMEOUT, Outcome.TIMEOUT
@@ -1095,6 +1175,9 @@ class ProxyApp:
         status = response.status
         headers = rewrite_response_headers(response.headers, via=self.via)
         headers.append((b"x-request-id", rid))
+        if ctx.route.hsts is not None:
+            # The route's policy replaces the upstream's own (a UA heeds only the first).
+            headers = [h for h in headers if h[0] != b"strict-transport-security"]
         if ctx.response_headers:
             headers.extend(ctx.response_headers)
         for plugin in ctx.route.chain.response:

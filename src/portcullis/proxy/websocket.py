@@ -16,6 +16,7 @@ read when its future is cancelled) and only then closes the client connection.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from portcullis import problems
 from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.problems import ProblemKind
 from portcullis.proxy.paths import upstream_target
+from portcullis.upstream.aiohttp_transport import tls_failure
 from portcullis.upstream.balancer import Outcome
 
 if TYPE_CHECKING:
@@ -155,6 +157,17 @@ class WebSocketProxy:
         limit = None
         if timeouts.connect is not None and timeouts.read is not None:
             limit = timeouts.connect + timeouts.read
+        # wss: the service's origin TLS, as for its HTTP requests (upstream/tls.py).
+        context: ssl.SSLContext | bool = True  # True: the session's default, the system store
+        server_name: str | None = None
+        if (tls := origin.tls) is not None:
+            if tls.error is not None:
+                raise WebSocketUpstreamError(
+                    problems.UPSTREAM_TLS_FAILED,
+                    Outcome.CONNECT_FAILURE,
+                    f"Service {service.name!r}: {origin.authority}: {tls.error}",
+                )
+            context, server_name = tls.context, tls.server_name
         started = time.monotonic()
         try:
             async with asyncio.timeout(limit):
@@ -165,6 +178,8 @@ class WebSocketProxy:
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
                     autoping=True,
                     max_msg_size=0,
+                    ssl=context,
+                    server_hostname=server_name,
                 )
         except TimeoutError:
             raise WebSocketUpstreamError(
@@ -184,6 +199,12 @@ class WebSocketProxy:
                 outcome,
                 f"Service {service.name!r} answered the WebSocket handshake with "
                 f"{exc.status}: {exc.message}",
+            ) from None
+        except aiohttp.ClientSSLError as exc:
+            raise WebSocketUpstreamError(
+                problems.UPSTREAM_TLS_FAILED,
+                Outcome.CONNECT_FAILURE,
+                f"Service {service.name!r}: {tls_failure(exc)}",
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise WebSocketUpstreamError(

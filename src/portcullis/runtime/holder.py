@@ -25,7 +25,7 @@ class SnapshotHolder:
         old = self.current
         for name, pool in new.pools.items():
             if old.pools.get(name) is not pool:
-                await pool.start(transport, new.schemes.get(name, "http"))
+                await pool.start(transport, new.schemes.get(name, "http"), new.origin_tls.get(name))
         self.current = new
         for name, pool in old.pools.items():
             if new.pools.get(name) is not pool:

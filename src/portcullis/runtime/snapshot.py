@@ -32,6 +32,7 @@ from portcullis.runtime.versions import (
 )
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
+from portcullis.upstream.tls import OriginTls, TlsCache, TlsSettings
 from portcullis.upstream.transport import TransportTimeouts
 
 
@@ -54,6 +55,8 @@ class CompiledService:
     retry_with_idempotency_key: bool = False
     # Load shedding on the service's upstream (None: adaptive concurrency is off).
     shedding: Shedding | None = None
+    # TLS to an https origin (None: the transport's default, the system store).
+    tls: OriginTls | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,10 @@ class CompiledRoute:
     path_template: str = ""
     # What `proxy.target.route_request` does with %2F, %5C and backslashes in the path.
     encoded_slashes: str = "reject"
+    # The redirect status a plain-HTTP request gets (0: none), and the
+    # Strict-Transport-Security value TLS requests' responses carry (None: none).
+    https_redirect: int = 0
+    hsts: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,10 @@ class Snapshot:
     # The log plugins of requests that match no route (404s, bad requests): the global
     # log plugin instances the operator owns (a tenant's never sees traffic not its own).
     unrouted_log: tuple[AnyPlugin, ...] = ()
+    # Origin TLS per pool, for its health checks (from the services that use it).
+    origin_tls: dict[str, OriginTls] = field(default_factory=dict)
+    # SSL contexts by settings (carried across snapshots while unchanged).
+    tls: TlsCache = field(default_factory=TlsCache)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -115,11 +126,35 @@ def _implicit_upstream(service: Service) -> Upstream:
     return upstream.model_copy(update={"name": implicit_upstream_name(service)})
 
 
+def _origin_tls(service: Service, config: GatewayConfig, cache: TlsCache) -> OriginTls | None:
+    """The service's origin TLS; None for http and for the defaults (the transport's own
+    context: system store, SNI and verified name = the target's host)."""
+    if service.scheme != "https":
+        return None
+    settings = origin_tls_settings(service, config)
+    return None if settings.is_default else cache.get(settings)
+
+
 def _service_base_path(service: Service) -> tuple[str, str]:
     if service.url is not None:
         parts = urlsplit(service.url)
         return parts.scheme, parts.path or "/"
     return service.protocol, service.path
+
+
+def origin_tls_settings(service: Service, config: GatewayConfig) -> TlsSettings:
+    """What the service's origin TLS is built from (its client certificate resolved)."""
+    cert = key = None
+    if service.client_certificate is not None:
+        entry = next(c for c in config.certificates if c.name == service.client_certificate)
+        cert, key = entry.cert, entry.key
+    return TlsSettings(
+        verify=service.tls_verify,
+        ca_certificates=tuple(service.ca_certificates),
+        client_cert=cert,
+        client_key=key,
+        server_name=service.tls_server_name,
+    )
 
 
 def _retry_budget(service: Service, previous: Snapshot | None, workers: int) -> RetryBudget:
@@ -144,6 +179,7 @@ def _compile_service(
     pools: dict[str, UpstreamPool],
     previous: Snapshot | None,
     workers: int,
+    tls: OriginTls | None,
 ) -> CompiledService:
     scheme, base_path = _service_base_path(service)
     pool_name = service.upstream if service.upstream else implicit_upstream_name(service)
@@ -164,6 +200,7 @@ def _compile_service(
         hash_on=upstream.hash_on,
         hash_on_header=header.lower().encode("latin-1") if header else None,
         retry_with_idempotency_key=r.idempotency_key,
+        tls=tls,
     )
 
 
@@ -257,9 +294,14 @@ def build_snapshot(
     upstreams += [_implicit_upstream(s) for s in config.services if s.url is not None]
     pools = build_pools(upstreams, previous.pools if previous else None)
     by_name = {u.name: u for u in upstreams}
+    tls = TlsCache(previous.tls if previous is not None else None)
     services = {
-        s.name: _compile_service(s, by_name, pools, previous, env.workers) for s in config.services
+        s.name: _compile_service(
+            s, by_name, pools, previous, env.workers, _origin_tls(s, config, tls)
+        )
+        for s in config.services
     }
+    tls.seal()
     limiters = build_limiters(upstreams, previous.limiters if previous else None)
     if limiters:
         rules = PriorityRules(config.routes, config.consumers)
@@ -284,6 +326,8 @@ def build_snapshot(
                 preserve_host=r.preserve_host,
                 path_template="|".join(r.paths),
                 encoded_slashes=r.encoded_slashes,
+                https_redirect=r.https_redirect_status_code if r.https_redirect else 0,
+                hsts=r.hsts.header_value() if r.hsts is not None else None,
             ),
         )
         for r in config.routes
@@ -299,6 +343,7 @@ def build_snapshot(
         for p in plugins
         if isinstance(s := getattr(p, "shipper", None), Shipper)
     }
+    origin_tls = {svc.pool.name: svc.tls for svc in services.values() if svc.tls is not None}
     return Snapshot(
         version=version,
         config=config,
@@ -312,6 +357,8 @@ def build_snapshot(
         shippers=tuple(shippers.values()),
         logs=bool(unrouted) or any(chain.log for chain in chains.values()),
         unrouted_log=unrouted,
+        origin_tls=origin_tls,
+        tls=tls,
     )
 
 

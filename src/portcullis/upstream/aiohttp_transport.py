@@ -38,6 +38,7 @@ from aiohttp.client_proto import ResponseHandler
 from multidict import CIMultiDict
 from yarl import URL
 
+from portcullis.upstream.tls import describe_tls_error
 from portcullis.upstream.transport import (
     ConnectError,
     ConnectTimeout,
@@ -45,6 +46,7 @@ from portcullis.upstream.transport import (
     ReadTimeout,
     RemoteProtocolError,
     ResponseTooLarge,
+    TlsError,
     TransportTimeouts,
     UpstreamError,
     UpstreamRequest,
@@ -53,7 +55,7 @@ from portcullis.upstream.transport import (
     check_request_head,
 )
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "tls_failure"]
 
 # Bytes bodies up to this size go to aiohttp as-is (they fit the socket buffer, so
 # writing them cannot stall); larger ones are fed through the write-deadline generator.
@@ -165,10 +167,21 @@ def _caused_by_long_line(exc: BaseException) -> bool:
     return False
 
 
+def tls_failure(exc: BaseException) -> str | None:
+    """What failed in an aiohttp TLS handshake, described (None: not a TLS failure)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return describe_tls_error(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return describe_tls_error(exc.os_error)
+    return None
+
+
 def _map_error(exc: BaseException, *, request_sent: bool) -> UpstreamError:
     """Translate an aiohttp failure into the transport's error kinds."""
     if isinstance(exc, UpstreamError):
         return exc
+    if (cause := tls_failure(exc)) is not None:
+        return TlsError(f"the upstream: {cause}")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ConnectTimeout(f"connecting to the upstream timed out: {exc}")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -257,6 +270,12 @@ class AiohttpTransport:
         base = self._bases.get(origin)
         if base is None:
             base = self._bases[origin] = f"{origin.scheme}://{origin.authority}"
+        tls = origin.tls
+        if tls is not None and tls.error is not None:
+            raise TlsError(f"{origin.authority}: {tls.error}")
+        tls_args: dict[str, Any] = (
+            {} if tls is None else {"ssl": tls.context, "server_hostname": tls.server_name}
+        )
         url = URL(base + request.target.decode("latin-1"), encoded=True)
         headers: CIMultiDict[str] = CIMultiDict(
             (n.decode("latin-1"), v.decode("latin-1"))
@@ -282,7 +301,7 @@ class AiohttpTransport:
                 data = _guarded_body(body, guard)
             try:
                 resp = await self._request(
-                    session, request.method, url, headers, data, client_timeout, guard
+                    session, request.method, url, headers, data, client_timeout, guard, tls_args
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if (
@@ -317,6 +336,7 @@ class AiohttpTransport:
         data: bytes | AsyncIterator[bytes] | None,
         timeout: aiohttp.ClientTimeout,
         guard: _WriteDeadline | None,
+        tls_args: dict[str, Any],
     ) -> aiohttp.ClientResponse:
         if guard is None:
             return await session.request(
@@ -326,6 +346,7 @@ class AiohttpTransport:
                 data=data,
                 allow_redirects=False,
                 timeout=timeout,
+                **tls_args,
             )
         try:
             async with asyncio.timeout(None) as scope:
@@ -337,6 +358,7 @@ class AiohttpTransport:
                     data=data,
                     allow_redirects=False,
                     timeout=timeout,
+                    **tls_args,
                 )
         except TimeoutError as exc:
             if scope.expired():

@@ -35,6 +35,7 @@ from typing import Literal
 from portcullis.model import config as model
 from portcullis.upstream.breaker import CircuitBreaker, SlidingWindowCounter
 from portcullis.upstream.health import ActiveHealthChecker, TargetHealth
+from portcullis.upstream.tls import OriginTls
 from portcullis.upstream.transport import Origin, Transport
 
 Clock = Callable[[], float]
@@ -55,6 +56,8 @@ P2C_MIN_TARGETS = 4
 # Cost of a target that has requests in flight but no latency measured yet:
 # larger than any real cost, so a cold target receives one request at a time.
 _COLD_PENALTY = 1.0e9
+# Origins cached per target (one per scheme or service TLS setting using it).
+_ORIGINS_CACHED = 16
 
 
 class Outcome(Enum):
@@ -112,16 +115,24 @@ class TargetState:
         self.ewma_stamp = 0.0
         self.health = TargetHealth(upstream, target.target, checks, clock=clock)
         self.breaker = CircuitBreaker(breaker, clock=clock)
-        self._origins: dict[str, Origin] = {}
+        self._origins: dict[object, Origin] = {}
 
     def __repr__(self) -> str:
         return f"TargetState({self.upstream!r}, {self.key!r}, weight={self.weight})"
 
-    def origin(self, scheme: str) -> Origin:
-        """The transport origin for this target under `scheme` (cached)."""
-        origin = self._origins.get(scheme)
+    def origin(self, scheme: str, tls: OriginTls | None = None) -> Origin:
+        """The transport origin for this target under `scheme` and a service's TLS (cached).
+
+        `tls` is shared while a service's TLS settings are unchanged (`upstream.tls`), so
+        the cache holds one entry per setting in use; one that changed is dropped with
+        the rest when the cache grows past a handful.
+        """
+        key: object = scheme if tls is None else tls
+        origin = self._origins.get(key)
         if origin is None:
-            origin = self._origins[scheme] = Origin(scheme, self.host, self.port)
+            if len(self._origins) >= _ORIGINS_CACHED:
+                self._origins.clear()
+            origin = self._origins[key] = Origin(scheme, self.host, self.port, tls)
         return origin
 
     def available(self) -> bool:
@@ -457,11 +468,12 @@ class UpstreamPool:
         """Whether this pool's active health checker is running."""
         return self._checker is not None and self._checker.running
 
-    async def start(self, transport: Transport, scheme: str) -> None:
-        """Start active health checks with `transport` over `scheme`, if enabled."""
+    async def start(self, transport: Transport, scheme: str, tls: OriginTls | None = None) -> None:
+        """Start active health checks with `transport` over `scheme` (and `tls`, the TLS
+        settings of the service using the pool), if enabled."""
         active = self.config.healthchecks.active
         if self._checker is None and active.enabled and self.targets:
-            self._checker = ActiveHealthChecker(self, transport, active, scheme)
+            self._checker = ActiveHealthChecker(self, transport, active, scheme, tls)
             self._checker.start()
 
     async def stop(self) -> None:

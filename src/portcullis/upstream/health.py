@@ -35,6 +35,7 @@ from portcullis.upstream.transport import (
 
 if TYPE_CHECKING:
     from portcullis.upstream.balancer import TargetState, UpstreamPool
+    from portcullis.upstream.tls import OriginTls
 
 log = structlog.get_logger()
 
@@ -215,8 +216,10 @@ class ActiveHealthChecker:
         transport: Transport,
         config: model.ActiveHealthCheck,
         scheme: str,
+        tls: OriginTls | None = None,
     ) -> None:
         self._pool = pool
+        self._tls = tls
         self._transport = transport
         self._config = config
         self._scheme = scheme
@@ -269,7 +272,7 @@ class ActiveHealthChecker:
         target.health.record_probe(ok, detail)
 
     async def _send_probe(self, target: TargetState) -> tuple[bool, str]:
-        origin = target.origin(self._scheme)
+        origin = target.origin(self._scheme, self._tls)
         try:
             request = UpstreamRequest(
                 method="GET",

@@ -25,6 +25,7 @@ from typing import Final, cast
 
 import httptools
 
+from portcullis.upstream.tls import default_context, describe_tls_error
 from portcullis.upstream.transport import (
     ConnectError,
     ConnectTimeout,
@@ -33,6 +34,7 @@ from portcullis.upstream.transport import (
     ReadTimeout,
     RemoteProtocolError,
     ResponseTooLarge,
+    TlsError,
     TransportTimeouts,
     UpstreamError,
     UpstreamRequest,
@@ -180,6 +182,7 @@ class _Connection(asyncio.Protocol):
         "idle_since",
         "origin",
         "reusable",
+        "tls13",
     )
 
     def __init__(
@@ -196,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self.idle = False
         self.idle_since = 0.0
         self.reusable = True
+        self.tls13 = False
         self._write_paused = False
         self._reading_paused = False
         self._drain_waiter: asyncio.Future[bool] | None = None
@@ -230,6 +234,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio and uvloop both enable TCP_NODELAY on TCP transports already.
         self._transport = cast(asyncio.Transport, transport)
+        if self.origin.scheme == "https":
+            # Called once the TLS handshake is done: once per connection.
+            ssl_object = transport.get_extra_info("ssl_object")
+            self.tls13 = ssl_object is not None and ssl_object.version() == "TLSv1.3"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -244,6 +252,11 @@ class _Connection(asyncio.Protocol):
                     self._error = RemoteProtocolError(
                         "upstream closed the connection inside the response head",
                         request_sent=True,
+                    )
+                elif isinstance(exc, ssl.SSLError):
+                    # TLS 1.3: the origin refuses a client certificate after the handshake.
+                    self._error = TlsError(
+                        f"{self.origin.authority}: {describe_tls_error(exc)}", request_sent=True
                     )
                 else:
                     # `exchange` writes before it first yields, so the request went out.
@@ -709,6 +722,15 @@ class Http1Transport:
         try:
             await conn.exchange(request, timeouts)
         except _StaleConnection as stale:
+            if conn.tls13:
+                # Under TLS 1.3 an origin checks the client certificate after the client's
+                # handshake ended; many then close without an alert, and only this is seen.
+                raise TlsError(
+                    f"{origin.authority}: the origin closed the connection right after the "
+                    "TLS handshake without answering (as an origin refusing the client "
+                    "certificate, or its absence, does under TLS 1.3)",
+                    request_sent=stale.sent,
+                ) from None
             raise RemoteProtocolError(
                 "upstream closed the connection without sending a response",
                 request_sent=stale.sent,
@@ -763,20 +785,26 @@ class Http1Transport:
             raise ConnectError("the upstream transport is closed")
         loop = asyncio.get_running_loop()
         conn = _Connection(self, origin, loop)
-        tls = self._tls_context() if origin.scheme == "https" else None
+        tls: ssl.SSLContext | None = None
+        server_name: str | None = None
+        if origin.scheme == "https":
+            if origin.tls is not None:
+                if origin.tls.error is not None:
+                    raise TlsError(f"{origin.authority}: {origin.tls.error}")
+                tls, server_name = origin.tls.context, origin.tls.name_for(origin.host)
+            else:
+                tls, server_name = self._tls_context(), origin.host
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(
-                    lambda: conn,
-                    origin.host,
-                    origin.port,
-                    ssl=tls,
-                    server_hostname=origin.host if tls is not None else None,
+                    lambda: conn, origin.host, origin.port, ssl=tls, server_hostname=server_name
                 )
         except TimeoutError:
             raise ConnectTimeout(
                 f"connecting to {origin.authority} took longer than {timeout}s"
             ) from None
+        except ssl.SSLError as exc:
+            raise TlsError(f"{origin.authority}: {describe_tls_error(exc)}") from exc
         except OSError as exc:
             raise ConnectError(f"cannot connect to {origin.authority}: {exc}") from exc
         if conn.closed:
@@ -786,7 +814,7 @@ class Http1Transport:
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
+            self._ssl_context = default_context()
         return self._ssl_context
 
     def _release(self, conn: _Connection) -> None:

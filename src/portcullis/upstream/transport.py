@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from portcullis.http_fields import field_value_bytes, token_bytes
+from portcullis.upstream.tls import OriginTls
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -21,11 +22,16 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where a request goes: scheme, host and port of one upstream target."""
+    """Where a request goes: scheme, host and port of one upstream target.
+
+    `tls`: the service's origin-TLS settings for an `https` origin (None: the
+    transport's default context, the system store, SNI = `host`); part of the pool key.
+    """
 
     scheme: str
     host: str
     port: int
+    tls: OriginTls | None = None
 
     @property
     def authority(self) -> str:
@@ -131,6 +137,17 @@ class ConnectError(UpstreamError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, request_sent=False)
+
+
+class TlsError(ConnectError):
+    """The TLS handshake with the origin failed (certificate refused, hostname mismatch,
+    client certificate refused); the message names the cause, never key material."""
+
+    kind = "tls-error"
+
+    def __init__(self, message: str, *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
 
 
 class ConnectTimeout(UpstreamError):
