@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any, Self
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -142,3 +143,48 @@ class SharedRedis:
             await self._pipe.aclose()
         await self.client.aclose()
         await self.client.connection_pool.disconnect()
+
+
+class RedisUser:
+    """A per-request Redis user on the process's `SharedRedis` (rate limits, the response
+    cache): its circuit, its health, and a way to make one with a Redis of its own."""
+
+    def __init__(self, redis: SharedRedis, *, timeout: float, owns_redis: bool) -> None:
+        # The process's Redis and its outage circuit, shared with the other Redis users.
+        self.redis = redis
+        self.circuit = redis.circuit
+        self.timeout = timeout
+        self._owns_redis = owns_redis
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 0.2,
+        max_connections: int = 64,
+        retry_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Any,
+    ) -> Self:
+        """One with a Redis of its own (closed with it): tests and one-off tools."""
+        redis = SharedRedis.connect(
+            url,
+            timeout=timeout,
+            max_connections=max_connections,
+            retry_interval=retry_interval,
+            clock=clock,
+        )
+        return cls(redis, timeout=timeout, owns_redis=True, **kwargs)
+
+    @property
+    def retry_interval(self) -> float:
+        return self.circuit.retry_interval
+
+    @property
+    def healthy(self) -> bool:
+        return not self.circuit.is_open
+
+    async def _close_own_redis(self) -> None:
+        if self._owns_redis:
+            await self.redis.aclose()

@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from portcullis.cache.backend import CacheUnavailable
 from portcullis.cache.entry import CacheEntry
 from portcullis.cache.purge import PurgeScope
-from portcullis.redis_client import REDIS_FAILURES, SharedRedis
+from portcullis.redis_client import REDIS_FAILURES, RedisUser, SharedRedis
 from portcullis.store.invalidations import Invalidation
 
 DEFAULT_PREFIX = "pc:cache:"
@@ -40,7 +39,7 @@ SCAN_COUNT = 1000
 _FAILURES: tuple[type[BaseException], ...] = (*REDIS_FAILURES, ValueError)
 
 
-class RedisCache:
+class RedisCache(RedisUser):
     """Entries in Redis (see the module doc)."""
 
     name = "redis"
@@ -57,19 +56,15 @@ class RedisCache:
     ) -> None:
         if timeout <= 0 or max_pending < 1:
             raise ValueError("timeout and max_pending must be positive")
-        # The process's Redis and its outage circuit, shared with the other Redis users.
-        self.redis = redis
+        super().__init__(redis, timeout=timeout, owns_redis=owns_redis)
         self._client = redis.client
         # Reads and writes per request go over the process's pipelined connection
         # (redis_pipe.py); redis-py for purges (SCAN) and where the pipe can't go (TLS).
         self._pipe = redis.pipe
-        self._owns_redis = owns_redis
         self.prefix = prefix
-        self.timeout = timeout
         self.max_pending = max_pending
         self.purge_timeout = purge_timeout
         self._pending: set[asyncio.Task[None]] = set()
-        self.circuit = redis.circuit
         # Metrics.
         self.hits = 0
         self.misses = 0
@@ -77,35 +72,6 @@ class RedisCache:
         self.skipped = 0
         self.dropped_writes = 0
         self.purged = 0
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        timeout: float = 0.2,
-        max_connections: int = 64,
-        retry_interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        **kwargs: Any,
-    ) -> RedisCache:
-        """A backend with a Redis of its own (closed with it): tests and one-off tools."""
-        redis = SharedRedis.connect(
-            url,
-            timeout=timeout,
-            max_connections=max_connections,
-            retry_interval=retry_interval,
-            clock=clock,
-        )
-        return cls(redis, timeout=timeout, owns_redis=True, **kwargs)
-
-    @property
-    def retry_interval(self) -> float:
-        return self.circuit.retry_interval
-
-    @property
-    def healthy(self) -> bool:
-        return not self.circuit.is_open
 
     async def get(self, key: str) -> CacheEntry | None:
         circuit = self.circuit
@@ -207,8 +173,7 @@ class RedisCache:
 
     async def aclose(self) -> None:
         await self.flush()
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self._close_own_redis()
 
     def snapshot(self) -> dict[str, float]:
         return {

@@ -26,8 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -37,7 +36,7 @@ from redis.exceptions import NoScriptError
 from portcullis.limits.backend import BackendUnavailable, FailurePolicy, LimitRequest
 from portcullis.limits.memory import MemoryBackend
 from portcullis.limits.spec import MICROS, Decision
-from portcullis.redis_client import REDIS_FAILURES, SharedRedis
+from portcullis.redis_client import REDIS_FAILURES, RedisUser, SharedRedis
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +58,7 @@ def load_script() -> str:
     return "\n".join(lua.joinpath(name).read_text(encoding="utf-8") for name in LUA_FILES)
 
 
-class RedisBackend:
+class RedisBackend(RedisUser):
     """Shared counters in Redis, with a failure policy and a circuit (see the module doc)."""
 
     name = "redis"
@@ -77,12 +76,9 @@ class RedisBackend:
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        # The process's Redis and its outage circuit, shared with the other Redis users.
-        self.redis = redis
+        super().__init__(redis, timeout=timeout, owns_redis=owns_redis)
         self._client = redis.client
-        self._owns_redis = owns_redis
         self.prefix = prefix
-        self.timeout = timeout
         self.on_failure = on_failure
         self.fallback = fallback if fallback is not None else MemoryBackend()
         self._script = load_script()
@@ -91,7 +87,6 @@ class RedisBackend:
         # redis_pipe.py); redis-py only where the pipe can't go (TLS).
         # `pipelined=False` keeps redis-py: the benchmark's baseline.
         self._pipe = redis.pipe if pipelined else None
-        self.circuit = redis.circuit
         # Metrics.
         self.allowed = 0
         self.denied = 0
@@ -99,35 +94,6 @@ class RedisBackend:
         self.open_decisions = 0
         self.closed_decisions = 0
         self.script_loads = 0
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        timeout: float = 0.2,
-        max_connections: int = 64,
-        retry_interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-        **kwargs: Any,
-    ) -> RedisBackend:
-        """A backend with a Redis of its own (closed with it): tests and one-off tools."""
-        redis = SharedRedis.connect(
-            url,
-            timeout=timeout,
-            max_connections=max_connections,
-            retry_interval=retry_interval,
-            clock=clock,
-        )
-        return cls(redis, timeout=timeout, owns_redis=True, **kwargs)
-
-    @property
-    def retry_interval(self) -> float:
-        return self.circuit.retry_interval
-
-    @property
-    def healthy(self) -> bool:
-        return not self.circuit.is_open
 
     @property
     def circuit_open(self) -> bool:
@@ -255,8 +221,7 @@ class RedisBackend:
         return [Decision(False, 0, 0, retry, counted=False) for _ in requests]
 
     async def aclose(self) -> None:
-        if self._owns_redis:
-            await self.redis.aclose()
+        await self._close_own_redis()
 
     def snapshot(self) -> dict[str, float]:
         return {
