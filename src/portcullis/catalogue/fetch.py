@@ -73,9 +73,7 @@ class DescriptionFetcher:
         if target.user is not None or target.password is not None:
             raise DescriptionError((), f"{url}: a URL must not carry credentials")
         try:
-            address = self.policy.literal(target.host)
-            if address is not None:
-                self.policy.check(target.host, [str(address)])
+            self.policy.check_literal(target.host)
             async with self._client().get(
                 target,
                 allow_redirects=False,

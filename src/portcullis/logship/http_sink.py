@@ -54,14 +54,9 @@ class HttpSink:
         return self._session
 
     async def send(self, batch: list[RequestRecord]) -> None:
-        # aiohttp connects to an IP literal without asking the resolver: check it here.
-        address = self.policy.literal(self._host)
-        if address is not None:
-            reason = self.policy.refusal(address)
-            if reason is not None:
-                raise ShipError(f"destination refused: {reason}", retryable=False)
         body = self._encode(batch)
         try:
+            self.policy.check_literal(self._host)
             async with self._client().post(
                 self.url, data=body, headers=self._headers, allow_redirects=False
             ) as response:

@@ -104,6 +104,13 @@ class DestinationPolicy:
             )
         return admitted
 
+    def check_literal(self, host: str) -> None:
+        """`DestinationRefused` when `host` is an IP the policy refuses: a client connects
+        to an IP written in a URL without asking the resolver, so the guard never sees it."""
+        address = self.literal(host)
+        if address is not None:
+            self.check(host, [str(address)])
+
     def literal(self, host: str) -> IPAddress | None:
         """`host` as an address when it is one (URLs may name an IP directly)."""
         try:

@@ -63,10 +63,7 @@ class Sender:
             target = URL(url)
             if target.scheme not in ("http", "https") or not target.host:
                 raise aiohttp.InvalidURL(url)
-            address = self.policy.literal(target.host)
-            if address is not None:
-                # An IP in the URL never reaches the resolver, so it is checked here.
-                self.policy.check(target.host, [str(address)])
+            self.policy.check_literal(target.host)
             async with self._client().post(
                 target,
                 data=body,
