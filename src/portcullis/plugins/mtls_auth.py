@@ -4,7 +4,7 @@ The TLS listener puts the client's certificate chain in the ASGI TLS extension,
 `scope["extensions"]["tls"]["client_cert_chain"]` (PEM strings, leaf first). The
 plugin does not trust that the listener verified it: it verifies the chain itself
 against `ca_certificates` with cryptography's X.509 path validation (RFC 5280,
-CA/B-style client policy: the leaf must allow clientAuth), at the time of the
+Web PKI profile: the leaf must allow clientAuth; a SAN is optional), at the time of the
 injected clock, then maps the leaf to a consumer: its names, in `match` order
 (`san`: each DNS, URI, email and IP SAN as `dns:…`, `uri:…`, `email:…`, `ip:…`;
 `subject`: `subject:<RFC 4514 DN>`), are looked up among the consumers' mtls-auth
@@ -31,7 +31,13 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from cryptography import x509
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from portcullis.analytics.record import Flag
 from portcullis.identity.credential_cache import Rejection
@@ -45,6 +51,12 @@ from portcullis.plugins.env import PluginEnv
 from portcullis.problems import CREDENTIALS_UNAVAILABLE, UNAUTHORIZED, problem_body
 
 _VERIFIED_CAPACITY = 10_000
+# Web PKI end-entity rules, except that a client certificate may name its holder by
+# subject alone (the Web PKI default requires a SAN).
+_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
 _EXPECTED: dict[str, Any] = {"expected_credentials": [{"in": "tls", "name": "client certificate"}]}
 
 
@@ -138,6 +150,7 @@ class MtlsAuth(Plugin[MtlsAuthConfig]):
                 PolicyBuilder()
                 .store(self._store)
                 .time(datetime.fromtimestamp(now, UTC))
+                .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
                 .build_client_verifier()
             )
             verified = verifier.verify(certs[0], certs[1:])
