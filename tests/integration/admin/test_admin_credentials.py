@@ -30,9 +30,7 @@ async def consumer(
     assert response.status_code == 201, response.text
 
 
-async def create(
-    client: httpx.AsyncClient, who: str, kind: str, **body: Any
-) -> dict[str, Any]:
+async def create(client: httpx.AsyncClient, who: str, kind: str, **body: Any) -> dict[str, Any]:
     response = await client.post(f"{BASE}/{who}/{kind}", json=body)
     assert response.status_code == 201, response.text
     assert response.headers["cache-control"] == "no-store"
