@@ -22,6 +22,15 @@ from portcullis.plugins.base import Headers
 _KEY = re.compile(r"[a-z*][a-z0-9_.*-]*")
 _TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+.^_`|~:/-]*")
 _INTEGER = re.compile(r"-?[0-9]{1,15}")
+# An sf-string: printable ASCII, `"` and `\` only escaped.
+_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+_ESCAPE = re.compile(r"\\(.)")
+# One parameter: `;key` then `=` and a string, integer, token or boolean (a byte sequence
+# value is read by `bare_item` after the key).
+_PARAM = re.compile(
+    r';[ ]*([a-z*][a-z0-9_.*-]*)(?:=(?:"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"'
+    r"|(-?[0-9]{1,15})(?![0-9.])|([A-Za-z*][A-Za-z0-9!#$%&'*+.^_`|~:/-]*)|\?([01])))?"
+)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 ParamValue = int | str | bool | bytes
@@ -82,25 +91,12 @@ class _Parser:
         return found.group()
 
     def string(self) -> str:
-        self.expect('"')
-        out: list[str] = []
-        while True:
-            char = self.peek()
-            if char == "":
-                raise Malformed("unterminated string")
-            self.pos += 1
-            if char == "\\":
-                escaped = self.peek()
-                if escaped not in ('"', "\\"):
-                    raise Malformed("bad escape in string")
-                out.append(escaped)
-                self.pos += 1
-            elif char == '"':
-                return "".join(out)
-            elif not (" " <= char <= "~"):
-                raise Malformed("control or non-ASCII character in string")
-            else:
-                out.append(char)
+        found = _STRING.match(self.text, self.pos)
+        if found is None:
+            raise Malformed(f"bad string at {self.pos}")
+        self.pos = found.end()
+        value = found.group(1)
+        return _ESCAPE.sub(r"\1", value) if "\\" in value else value
 
     def byte_sequence(self) -> bytes:
         self.expect(":")
@@ -132,18 +128,32 @@ class _Parser:
         return self.match(_TOKEN)
 
     def params(self) -> tuple[tuple[str, ParamValue], ...]:
-        out: list[tuple[str, ParamValue]] = []
-        while self.peek() == ";":
-            self.pos += 1
-            self.skip_sp()
-            key = self.match(_KEY)
-            value: ParamValue = True
-            if self.peek() == "=":
+        out: dict[str, ParamValue] = {}
+        text = self.text
+        while True:
+            found = _PARAM.match(text, self.pos)
+            if found is None:
+                if text.startswith(";", self.pos):
+                    raise Malformed(f"bad parameter at {self.pos}")
+                return tuple(out.items())
+            self.pos = found.end()
+            key, string, integer, token, boolean = found.group(1, 2, 3, 4, 5)
+            value: ParamValue
+            if string is not None:
+                value = _ESCAPE.sub(r"\1", string) if "\\" in string else string
+            elif integer is not None:
+                value = int(integer)
+            elif token is not None:
+                value = token
+            elif boolean is not None:
+                value = boolean == "1"
+            elif text.startswith("=", self.pos):
                 self.pos += 1
-                value = self.bare_item()
-            out = [p for p in out if p[0] != key]
-            out.append((key, value))
-        return tuple(out)
+                value = self.bare_item()  # a byte sequence
+            else:
+                value = True
+            out.pop(key, None)
+            out[key] = value
 
     def member_value(self) -> tuple[Any, tuple[tuple[str, ParamValue], ...]]:
         if self.peek() == "(":
