@@ -8,12 +8,17 @@ its own, so identity cannot be spoofed.
 
 from __future__ import annotations
 
+import structlog
+
+from portcullis.identity.consumers import ConsumerInfo
 from portcullis.plugins.base import Headers, PluginResponse, RequestContext
+from portcullis.plugins.env import PluginEnv
 from portcullis.problems import FORBIDDEN, PROBLEM_CONTENT_TYPE, problem_body
 
 # Identity headers only the gateway may set; client-sent copies are dropped.
 IDENTITY_HEADER_PREFIXES = (b"x-consumer-", b"x-credential-", b"x-anonymous-consumer")
 CONTENT_TYPE = (b"content-type", PROBLEM_CONTENT_TYPE.encode())
+log = structlog.get_logger(__name__)
 
 
 class DropNames(dict[bytes, bool]):
@@ -66,3 +71,20 @@ def set_identity(ctx: RequestContext, drop: DropNames, identity: Headers) -> Non
     kept = [h for h in upstream if not drop[h[0]]]
     kept.extend(identity)
     upstream[:] = kept
+
+
+def anonymous_consumer(name: str | None, env: PluginEnv, plugin: str) -> ConsumerInfo | None:
+    """The consumer an auth plugin's `anonymous` names, if the route's view has it."""
+    if name is None:
+        return None
+    found = env.consumers.get(name)
+    if found is None:
+        # Fail closed: without its consumer, anonymous access is simply off.
+        log.warning("auth.anonymous_consumer_missing", plugin=plugin, consumer=name)
+    return found
+
+
+def anonymous_headers(consumer: ConsumerInfo | None) -> Headers:
+    if consumer is None:
+        return []
+    return [*consumer.upstream_headers, (b"x-anonymous-consumer", b"true")]

@@ -26,43 +26,28 @@ import binascii
 from base64 import b64decode
 from typing import ClassVar
 
-import structlog
-
 from portcullis.analytics.record import Flag
-from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import Rejection
 from portcullis.identity.credential_lookup import ConsumerCredentialCache, VerifyBusy
 from portcullis.identity.credential_store import CredentialKind
 from portcullis.model.plugins.basic_auth import BasicAuthConfig
-from portcullis.plugins.auth_replies import CONTENT_TYPE, DropNames, Reply, set_identity
-from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
+from portcullis.plugins.auth_replies import (
+    CONTENT_TYPE,
+    DropNames,
+    Reply,
+    anonymous_consumer,
+    anonymous_headers,
+    set_identity,
+)
+from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.credential_sources import Source, expected_member, required_detail
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import CREDENTIALS_UNAVAILABLE, UNAUTHORIZED, problem_body
-
-log = structlog.get_logger(__name__)
 
 _AUTHORIZATION = b"authorization"
 _BASIC = b"basic "
 # base64 of a 512-byte username plus a 1 KiB password, with room to spare.
 _MAX_ENCODED = 2048
-
-
-def anonymous_consumer(name: str | None, env: PluginEnv, plugin: str) -> ConsumerInfo | None:
-    """The consumer an auth plugin's `anonymous` names, if the route's view has it."""
-    if name is None:
-        return None
-    found = env.consumers.get(name)
-    if found is None:
-        # Fail closed: without its consumer, anonymous access is simply off.
-        log.warning("auth.anonymous_consumer_missing", plugin=plugin, consumer=name)
-    return found
-
-
-def anonymous_headers(consumer: ConsumerInfo | None) -> Headers:
-    if consumer is None:
-        return []
-    return [*consumer.upstream_headers, (b"x-anonymous-consumer", b"true")]
 
 
 class BasicAuth(Plugin[BasicAuthConfig]):

@@ -44,9 +44,15 @@ from portcullis.identity.credential_cache import Rejection
 from portcullis.identity.credential_lookup import ConsumerCredentialCache
 from portcullis.identity.credential_store import CredentialKind
 from portcullis.model.plugins.mtls_auth import MtlsAuthConfig
-from portcullis.plugins.auth_replies import CONTENT_TYPE, DropNames, Reply, set_identity
+from portcullis.plugins.auth_replies import (
+    CONTENT_TYPE,
+    DropNames,
+    Reply,
+    anonymous_consumer,
+    anonymous_headers,
+    set_identity,
+)
 from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
-from portcullis.plugins.basic_auth import anonymous_consumer, anonymous_headers
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import CREDENTIALS_UNAVAILABLE, UNAUTHORIZED, problem_body
 
