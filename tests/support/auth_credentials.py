@@ -128,7 +128,11 @@ class TestCA:
     def pem(self) -> str:
         return self.cert.public_bytes(serialization.Encoding.PEM).decode()
 
-    def issue(
+    def issue(self, common_name: str, **names: Any) -> str:
+        """A client certificate (PEM) for `common_name` (see `issue_pair`)."""
+        return self.issue_pair(common_name, **names)[0]
+
+    def issue_pair(
         self,
         common_name: str,
         *,
@@ -138,8 +142,8 @@ class TestCA:
         ips: Sequence[str] = (),
         not_before: dt.datetime | None = None,
         days: int = 365,
-    ) -> str:
-        """A client certificate (PEM) for `common_name` with the given SANs."""
+    ) -> tuple[str, str]:
+        """A client certificate and its private key (PEM) for `common_name` with the SANs."""
         key = ec.generate_private_key(ec.SECP256R1())
         start = not_before or dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
@@ -171,7 +175,12 @@ class TestCA:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        return cert.public_bytes(serialization.Encoding.PEM).decode()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), private.decode()
 
 
 def tls_scope(chain: Sequence[str] | None, **scope: Any) -> dict[str, Any]:

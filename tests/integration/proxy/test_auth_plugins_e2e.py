@@ -216,7 +216,9 @@ def mtls_round_trip(base_url: str, client_cert: tuple[str, str], ca: TestCA) -> 
     route with `mtls-auth` (`ca_certificates: ca.pem`) and a consumer with an mtls
     credential matching the certificate must answer 200 with the consumer upstream, and
     401 `WWW-Authenticate: MutualTLS` without a certificate. `client_cert` is (cert
-    file, key file) for httpx; the server's own certificate must be trusted by `ca`."""
+    file, key file) for httpx, e.g. `ca.issue_pair("alice", dns=["alice.example"])`
+    written to files (and `portcullis credentials create mtls-auth alice --match
+    dns:alice.example`); the server's own certificate must be trusted by `ca`."""
     import ssl
 
     context = ssl.create_default_context(cadata=ca.pem)
