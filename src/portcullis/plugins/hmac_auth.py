@@ -33,11 +33,12 @@ key-auth; with `hide_credentials`, `Signature` and `Signature-Input` are removed
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections import OrderedDict
 from enum import Enum
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import structlog
 
@@ -62,6 +63,9 @@ from portcullis.plugins.message_signatures import (
     signature_base,
 )
 from portcullis.problems import CREDENTIALS_UNAVAILABLE, UNAUTHORIZED, problem_body
+
+if TYPE_CHECKING:
+    from portcullis.redis_client import SharedRedis
 
 log = structlog.get_logger(__name__)
 
@@ -115,16 +119,26 @@ class MemoryNonces:
 
 
 class RedisNonces:
-    """Nonces shared by every worker and node: `SET key 1 NX PX ttl`."""
+    """Nonces shared by every worker and node: `SET key 1 NX PX ttl`, over the worker's
+    pipelined connection (redis_pipe.py) where it can go, else redis-py. Fails (503)
+    when Redis does not answer within `timeout`: a replay is never let through."""
 
-    def __init__(self, redis: object, prefix: str) -> None:
+    def __init__(self, redis: SharedRedis, prefix: str, timeout: float = 1.0) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._timeout = timeout
 
     async def first_use(self, nonce: str, now: float, ttl: float) -> bool:
-        client = self._redis.client  # type: ignore[attr-defined]
-        stored = await client.set(self._prefix + nonce, b"1", nx=True, px=max(1, int(ttl * 1000)))
-        return bool(stored)
+        key = self._prefix + nonce
+        px = max(1, int(ttl * 1000))
+        pipe = self._redis.pipe
+        if pipe is not None:
+            stored = await pipe.execute("SET", key, "1", "NX", "PX", px, timeout=self._timeout)
+        else:
+            stored = await asyncio.wait_for(
+                self._redis.client.set(key, b"1", nx=True, px=px), self._timeout
+            )
+        return stored is not None and stored is not False
 
 
 # Memory nonce sets outlive snapshot swaps: one per plugin instance per worker.

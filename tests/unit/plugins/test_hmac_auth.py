@@ -144,6 +144,8 @@ async def test_memory_nonces_are_bounded_and_expire() -> None:
 class FakeRedis:
     """The `SET NX PX` a Redis nonce store issues (the real one: tests/integration)."""
 
+    pipe = None  # the redis-py path (the pipelined one: tests/integration)
+
     def __init__(self) -> None:
         self.client = self
         self.keys: dict[str, bytes] = {}
