@@ -31,6 +31,9 @@ _PARAM = re.compile(
     r';[ ]*([a-z*][a-z0-9_.*-]*)(?:=(?:"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"'
     r"|(-?[0-9]{1,15})(?![0-9.])|([A-Za-z*][A-Za-z0-9!#$%&'*+.^_`|~:/-]*)|\?([01])))?"
 )
+# An inner list of plain strings (no escapes, no item parameters), and its items.
+_SIMPLE_INNER = re.compile(r'\(((?:"[\x20\x21\x23-\x5b\x5d-\x7e]*"(?: +(?=")|(?=\))))*)\)')
+_QUOTED = re.compile(r'"([^"]*)"')
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 ParamValue = int | str | bool | bytes
@@ -156,6 +159,11 @@ class _Parser:
             out[key] = value
 
     def member_value(self) -> tuple[Any, tuple[tuple[str, ParamValue], ...]]:
+        simple = _SIMPLE_INNER.match(self.text, self.pos)
+        if simple is not None:
+            # The common case: plain strings without escapes or parameters, in one match.
+            self.pos = simple.end()
+            return tuple(_QUOTED.findall(simple.group(1))), self.params()
         if self.peek() == "(":
             self.pos += 1
             items: list[ParamValue] = []
