@@ -32,19 +32,21 @@ class MemoryCredentials:
     """A `CredentialFinder` over a dict; `fail` makes every lookup raise."""
 
     def __init__(self) -> None:
-        self.records: dict[tuple[CredentialKind, str], CredentialRecord] = {}
+        self.records: dict[tuple[CredentialKind, str], list[CredentialRecord]] = {}
         self.fail = False
         self.finds = 0
 
     def add(self, record: CredentialRecord) -> CredentialRecord:
-        self.records[record.kind, record.identifier] = record
+        """Store `record` (replacing one with its id)."""
+        same = self.records.setdefault((record.kind, record.identifier), [])
+        same[:] = [r for r in same if r.id != record.id] + [record]
         return record
 
-    async def find(self, kind: CredentialKind, identifier: str) -> CredentialRecord | None:
+    async def find(self, kind: CredentialKind, identifier: str) -> tuple[CredentialRecord, ...]:
         self.finds += 1
         if self.fail:
             raise ConnectionError("store down")
-        return self.records.get((kind, identifier))
+        return tuple(self.records.get((kind, identifier), ()))
 
 
 @dataclass

@@ -34,6 +34,7 @@ from typing import Protocol
 import structlog
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from portcullis.identity.consumers import ConsumerInfo
 from portcullis.identity.credential_cache import Rejection
 from portcullis.identity.credential_store import (
     PASSWORD_HASHER,
@@ -53,7 +54,9 @@ _OUTAGE_LOG_INTERVAL = 5.0
 class CredentialFinder(Protocol):
     """The store side (implemented by `CredentialRepository`)."""
 
-    async def find(self, kind: CredentialKind, identifier: str) -> CredentialRecord | None: ...
+    async def find(self, kind: CredentialKind, identifier: str) -> tuple[CredentialRecord, ...]:
+        """The credentials of `kind` with this identifier (one per organization at most)."""
+        ...
 
 
 class VerifyBusy(Exception):
@@ -90,9 +93,11 @@ class ConsumerCredentialCache:
         self.verified_ttl = verified_ttl
         self._clock = clock
         self._verify = verify
-        self._positive: OrderedDict[str, CredentialRecord] = OrderedDict()
+        # subject -> the records with that identifier (one per organization; the route
+        # picks its own in `accepted`).
+        self._positive: OrderedDict[str, tuple[CredentialRecord, ...]] = OrderedDict()
         self._negative: OrderedDict[str, float] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[CredentialRecord | None]] = {}
+        self._inflight: dict[str, asyncio.Task[tuple[CredentialRecord, ...]]] = {}
         self._stale: set[str] = set()
         # mac -> (subject, expiry), oldest first; subject -> macs (for invalidation).
         self._verified: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -107,14 +112,34 @@ class ConsumerCredentialCache:
 
     # -- records ------------------------------------------------------------------------
 
-    async def resolve(self, kind: CredentialKind, identifier: str) -> CredentialRecord | Rejection:
+    async def accepted(
+        self,
+        kind: CredentialKind,
+        identifier: str,
+        consumer_of: Callable[[str], ConsumerInfo | None],
+    ) -> tuple[CredentialRecord, ConsumerInfo] | Rejection:
+        """The credential with this identifier whose consumer the route accepts
+        (`consumer_of`: its view's lookup), and that consumer; UNKNOWN when none is."""
+        found = await self.resolve(kind, identifier)
+        if isinstance(found, Rejection):
+            return found
+        for record in found:
+            consumer = consumer_of(record.consumer)
+            if consumer is not None:
+                return record, consumer
+        return Rejection.UNKNOWN
+
+    async def resolve(
+        self, kind: CredentialKind, identifier: str
+    ) -> tuple[CredentialRecord, ...] | Rejection:
+        """Every credential of `kind` with this identifier (of any organization)."""
         if not identifier or len(identifier) > MAX_IDENTIFIER_LENGTH:
             return Rejection.MALFORMED
         subject = event_subject(kind, identifier)
-        record = self._positive.get(subject)
-        if record is not None:
+        records = self._positive.get(subject)
+        if records is not None:
             self._positive.move_to_end(subject)
-            return record
+            return records
         expiry = self._negative.get(subject)
         if expiry is not None:
             if expiry > self._clock():
@@ -131,11 +156,11 @@ class ConsumerCredentialCache:
             raise
         except Exception:
             return Rejection.UNAVAILABLE
-        return found if found is not None else Rejection.UNKNOWN
+        return found if found else Rejection.UNKNOWN
 
     async def _load(
         self, kind: CredentialKind, identifier: str, subject: str
-    ) -> CredentialRecord | None:
+    ) -> tuple[CredentialRecord, ...]:
         self.lookups += 1
         try:
             found = await self._finder.find(kind, identifier)
@@ -150,7 +175,7 @@ class ConsumerCredentialCache:
             stale = subject in self._stale
             self._stale.discard(subject)
         if not stale:
-            if found is not None:
+            if found:
                 self._positive[subject] = found
                 while len(self._positive) > self.capacity:
                     self._positive.popitem(last=False)
@@ -196,7 +221,7 @@ class ConsumerCredentialCache:
             self._verifying.pop(mac, None)
         subject = event_subject(record.kind, record.identifier)
         # Still the cached record? A rotation while verifying must not cache the old password.
-        if ok and self._positive.get(subject) is record:
+        if ok and any(r is record for r in self._positive.get(subject, ())):
             self._verified[mac] = (subject, self._clock() + self.verified_ttl)
             self._verified_by_subject.setdefault(subject, set()).add(mac)
             while len(self._verified) > self.capacity:

@@ -32,7 +32,6 @@ from typing import Any
 
 from argon2 import PasswordHasher, Type
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.identity.events import EventKind, append_events
@@ -66,7 +65,7 @@ def event_subject(kind: CredentialKind, identifier: str) -> str:
 
 
 class DuplicateCredential(Exception):
-    """Another credential of the same kind already has this identifier."""
+    """Another credential of the same kind and organization already has this identifier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,31 +206,46 @@ class CredentialRepository:
         created_by: str,
         config_version: int | None = None,
     ) -> ConsumerCredential:
-        """A new credential. `DuplicateCredential` when the identifier is taken;
-        `ConfigConflict` when the config moved past `config_version` (as for OAuth clients)."""
+        """A new credential. `DuplicateCredential` when the identifier is taken in the
+        consumer's organization (names resolve within an organization: two organizations
+        may each have a basic-auth user `admin`); `ConfigConflict` when the config moved
+        past `config_version` (as for OAuth clients). The check runs with the config head
+        locked, which serializes every credential creation, so it can't race."""
         credential_id = "cc_" + secrets.token_hex(12)
         now = datetime.now(UTC)
         # Hashing (basic) happens before the transaction: it is the slow part.
         stored = self._stored(kind, credential_id, secret)
-        try:
-            async with write_transaction(self._engine) as conn:
-                await lock_config_head(conn, config_version)
-                await conn.execute(
-                    insert(ConsumerCredentialRow).values(
-                        id=credential_id,
-                        kind=kind.value,
-                        identifier=identifier,
-                        consumer=consumer,
-                        organization_id=await organization_id_of(conn, organization),
-                        secret=stored,
-                        created_by=created_by,
-                        created_at=now,
-                        updated_at=now,
-                    )
+        async with write_transaction(self._engine) as conn:
+            await lock_config_head(conn, config_version)
+            organization_id = await organization_id_of(conn, organization)
+            same_org = (
+                ConsumerCredentialRow.organization_id.is_(None)
+                if organization_id is None
+                else ConsumerCredentialRow.organization_id == organization_id
+            )
+            taken = await conn.scalar(
+                select(ConsumerCredentialRow.id).where(
+                    ConsumerCredentialRow.kind == kind.value,
+                    ConsumerCredentialRow.identifier == identifier,
+                    same_org,
                 )
-                await append_events(conn, [(EventKind.CREDENTIAL, event_subject(kind, identifier))])
-        except IntegrityError as exc:
-            raise DuplicateCredential(identifier) from exc
+            )
+            if taken is not None:
+                raise DuplicateCredential(identifier)
+            await conn.execute(
+                insert(ConsumerCredentialRow).values(
+                    id=credential_id,
+                    kind=kind.value,
+                    identifier=identifier,
+                    consumer=consumer,
+                    organization_id=organization_id,
+                    secret=stored,
+                    created_by=created_by,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await append_events(conn, [(EventKind.CREDENTIAL, event_subject(kind, identifier))])
         created = await self.get(credential_id)
         if created is None:
             raise RuntimeError(f"credential {credential_id} vanished right after its creation")
@@ -313,32 +327,38 @@ class CredentialRepository:
 
     # -- data plane ---------------------------------------------------------------------
 
-    async def find(self, kind: CredentialKind, identifier: str) -> CredentialRecord | None:
-        """The credential of `kind` with this identifier, its secret usable; None if none."""
+    async def find(self, kind: CredentialKind, identifier: str) -> tuple[CredentialRecord, ...]:
+        """The credentials of `kind` with this identifier (one per organization at most),
+        oldest first, their secrets usable."""
         async with self._engine.connect() as conn:
-            row = (
+            rows = (
                 await conn.execute(
                     select(
                         ConsumerCredentialRow.id,
                         ConsumerCredentialRow.consumer,
                         ConsumerCredentialRow.organization_id,
                         ConsumerCredentialRow.secret,
-                    ).where(
+                    )
+                    .where(
                         ConsumerCredentialRow.kind == kind.value,
                         ConsumerCredentialRow.identifier == identifier,
                     )
+                    .order_by(ConsumerCredentialRow.created_at, ConsumerCredentialRow.id)
                 )
-            ).first()
-        if row is None:
-            return None
-        secret: bytes = row.secret or b""
-        if kind is CredentialKind.HMAC and secret:
-            secret = self._secret.decrypt(secret, context=row.id.encode())
-        return CredentialRecord(
-            id=row.id,
-            kind=kind,
-            identifier=identifier,
-            consumer=row.consumer,
-            organization_id=row.organization_id,
-            secret=secret,
-        )
+            ).all()
+        out = []
+        for row in rows:
+            secret: bytes = row.secret or b""
+            if kind is CredentialKind.HMAC and secret:
+                secret = self._secret.decrypt(secret, context=row.id.encode())
+            out.append(
+                CredentialRecord(
+                    id=row.id,
+                    kind=kind,
+                    identifier=identifier,
+                    consumer=row.consumer,
+                    organization_id=row.organization_id,
+                    secret=secret,
+                )
+            )
+        return tuple(out)

@@ -120,18 +120,16 @@ class BasicAuth(Plugin[BasicAuthConfig]):
         if pair is None:
             return self._invalid.response()
         username, password = pair
-        outcome = await self.credentials.resolve(CredentialKind.BASIC, username)
+        outcome = await self.credentials.accepted(CredentialKind.BASIC, username, self._consumer)
         if isinstance(outcome, Rejection):
             if outcome is Rejection.UNAVAILABLE:
                 return self._unavailable.response()
+            # Unknown, or another organization's consumer's: the same answer.
             return self._invalid.response()
-        consumer = self._consumer(outcome.consumer)
-        if consumer is None:
-            # Another organization's consumer, or one the config no longer has.
-            return self._invalid.response()
-        ctx.credential_id = outcome.id
+        record, consumer = outcome
+        ctx.credential_id = record.id
         try:
-            verified = await self.credentials.verify_password(outcome, password)
+            verified = await self.credentials.verify_password(record, password)
         except VerifyBusy:
             return self._unavailable.response()
         if not verified:
@@ -139,7 +137,7 @@ class BasicAuth(Plugin[BasicAuthConfig]):
         if consumer.suspended:
             return self._suspended.response()
         set_identity(
-            ctx, self._drop, [*consumer.upstream_headers, (b"x-credential-id", outcome.id.encode())]
+            ctx, self._drop, [*consumer.upstream_headers, (b"x-credential-id", record.id.encode())]
         )
         ctx.consumer = consumer
         return None

@@ -247,22 +247,20 @@ class HmacAuth(Plugin[HmacAuthConfig]):
             return self._fail(failure)
         key_id = signed.param("keyid")
         assert isinstance(key_id, str)
-        outcome = await self.credentials.resolve(CredentialKind.HMAC, key_id)
+        outcome = await self.credentials.accepted(CredentialKind.HMAC, key_id, self._consumer)
         if isinstance(outcome, Rejection):
             if outcome is Rejection.UNAVAILABLE:
                 return self._unavailable.response()
             return self._fail(Failure.INVALID)
-        consumer = self._consumer(outcome.consumer)
-        if consumer is None:
-            return self._fail(Failure.INVALID)
+        record, consumer = outcome
         target = RequestTarget.of(ctx.scope, ctx.method, headers)
         base = signature_base(signed, target, headers)
         if base is None:
             return self._fail(Failure.COMPONENTS)
-        expected = hmac.new(outcome.secret, base.encode("utf-8"), hashlib.sha256).digest()
+        expected = hmac.new(record.secret, base.encode("utf-8"), hashlib.sha256).digest()
         if not hmac.compare_digest(expected, signatures[signed.label]):
             return self._fail(Failure.INVALID)
-        ctx.credential_id = outcome.id
+        ctx.credential_id = record.id
         nonce = signed.param("nonce")
         if isinstance(nonce, str):
             try:
@@ -283,7 +281,7 @@ class HmacAuth(Plugin[HmacAuthConfig]):
                 else min(ctx.body_limit, self._body_limit)
             )
         set_identity(
-            ctx, self._drop, [*consumer.upstream_headers, (b"x-credential-id", outcome.id.encode())]
+            ctx, self._drop, [*consumer.upstream_headers, (b"x-credential-id", record.id.encode())]
         )
         ctx.consumer = consumer
         return None

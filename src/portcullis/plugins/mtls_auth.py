@@ -183,21 +183,19 @@ class MtlsAuth(Plugin[MtlsAuthConfig]):
         if names is None:
             return self._untrusted.response()
         for name in names:
-            outcome = await self.credentials.resolve(CredentialKind.MTLS, name)
+            outcome = await self.credentials.accepted(CredentialKind.MTLS, name, self._consumer)
             if outcome is Rejection.UNAVAILABLE:
                 return self._unavailable.response()
             if isinstance(outcome, Rejection):
-                continue
-            consumer = self._consumer(outcome.consumer)
-            if consumer is None:
-                continue  # another organization's consumer
-            ctx.credential_id = outcome.id
+                continue  # no credential, or only other organizations' consumers'
+            record, consumer = outcome
+            ctx.credential_id = record.id
             if consumer.suspended:
                 return self._suspended.response()
             set_identity(
                 ctx,
                 self._drop,
-                [*consumer.upstream_headers, (b"x-credential-id", outcome.id.encode())],
+                [*consumer.upstream_headers, (b"x-credential-id", record.id.encode())],
             )
             ctx.consumer = consumer
             return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portcullis.store.tables import Base, UTCDateTime
@@ -77,13 +77,14 @@ class ConsumerCredentialRow(Base):
 
     `identifier` is what the data plane looks the credential up by: the basic-auth
     username, the hmac key id, or the certificate subject/SAN an mtls credential
-    matches (`subject:<RFC 4514 DN>`, `dns:...`, `uri:...`, `email:...`, `ip:...`).
+    matches (`subject:<RFC 4514 DN>`, `dns:...`, `uri:...`, `email:...`, `ip:...`);
+    unique per kind within an organization (checked when created, the config head locked).
     `secret`: basic, an argon2 hash (text); hmac, the shared secret AES-GCM encrypted
     with the at-rest key (context = id); mtls, none.
     """
 
     __tablename__ = "consumer_credentials"
-    __table_args__ = (UniqueConstraint("kind", "identifier", name="uq_consumer_credentials_kind"),)
+    __table_args__ = (Index("ix_consumer_credentials_kind", "kind", "identifier"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))

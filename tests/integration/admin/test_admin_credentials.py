@@ -160,6 +160,11 @@ async def test_organization_limited_admins_see_only_their_consumers_credentials(
 ) -> None:
     await consumer(owner, "a-user", organization="acme")
     await consumer(owner, "g-user", organization="globex")
+    # Names resolve within an organization: both may have a basic-auth user "admin".
+    await create(owner, "a-user", "basic-auth", username="admin", password="password-a")
+    await create(owner, "g-user", "basic-auth", username="admin", password="password-g")
+    again = await owner.post(f"{BASE}/a-user/basic-auth", json={"username": "admin"})
+    assert again.status_code == 409
     theirs = await create(owner, "g-user", "hmac-auth")
     acme_admin = await client_for(Role.ADMIN, orgs["acme"])
     ours = await create(acme_admin, "a-user", "hmac-auth")

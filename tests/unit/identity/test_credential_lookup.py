@@ -25,8 +25,8 @@ async def test_hits_misses_and_the_negative_ttl() -> None:
     now = [0.0]
     cache = ConsumerCredentialCache(store, SECRET, negative_ttl=30, clock=lambda: now[0])
     found = store.add(record(HMAC, "pch_a", "alice", b"s"))
-    assert await cache.resolve(HMAC, "pch_a") is found
-    assert await cache.resolve(HMAC, "pch_a") is found
+    assert await cache.resolve(HMAC, "pch_a") == (found,)
+    assert await cache.resolve(HMAC, "pch_a") == (found,)
     assert await cache.resolve(HMAC, "pch_b") is Rejection.UNKNOWN
     assert await cache.resolve(HMAC, "pch_b") is Rejection.UNKNOWN
     assert store.finds == 2
@@ -62,7 +62,7 @@ async def test_events_evict_only_their_credential_and_kind() -> None:
     store.add(record(HMAC, "pch_a", "alice", b"new"))
     refreshed = await cache.resolve(HMAC, "pch_a")
     assert not isinstance(refreshed, Rejection)
-    assert refreshed.secret == b"new"
+    assert refreshed[0].secret == b"new"
 
 
 async def test_an_event_during_a_lookup_keeps_its_result_out_of_the_cache() -> None:
@@ -92,8 +92,7 @@ async def test_verified_passwords_are_keyed_hashes_bounded_and_expire() -> None:
         store, SECRET, capacity=2, verified_ttl=60, clock=lambda: now[0]
     )
     rec = store.add(basic_record("alice", "pw-alice", "alice"))
-    found = await cache.resolve(CredentialKind.BASIC, "alice")
-    assert found is rec
+    assert await cache.resolve(CredentialKind.BASIC, "alice") == (rec,)
     assert await cache.verify_password(rec, "pw-alice")
     assert not await cache.verify_password(rec, "wrong")
     assert await cache.verify_password(rec, "pw-alice")

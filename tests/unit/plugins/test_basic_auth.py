@@ -84,6 +84,18 @@ async def test_wrong_unknown_foreign_and_malformed_credentials_get_the_same_401(
     assert ctx.consumer is None
 
 
+async def test_a_username_of_two_organizations_resolves_to_the_routes_own() -> None:
+    h = harness()
+    # Registered first: another organization's consumer's "shared".
+    h.store.add(basic_record("shared", "theirs-pass", "mallory"))
+    h.store.add(basic_record("shared", "ours-pass", "guest"))
+    reply, ctx = await h.call([basic("shared", "ours-pass")])
+    assert reply is None
+    assert ctx.consumer is not None
+    assert ctx.consumer.username == "guest"
+    assert "Invalid" in problem((await h.call([basic("shared", "theirs-pass")]))[0])["detail"]
+
+
 async def test_suspended_consumer_is_told_only_with_the_right_password() -> None:
     h = harness()
     assert "suspended" in problem((await h.call([basic("bob", "bob-pass")]))[0])["detail"]

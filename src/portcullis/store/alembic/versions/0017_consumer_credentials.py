@@ -31,9 +31,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_consumer_credentials")),
-        sa.UniqueConstraint("kind", "identifier", name="uq_consumer_credentials_kind"),
     )
     with op.batch_alter_table("consumer_credentials", schema=None) as batch_op:
+        batch_op.create_index("ix_consumer_credentials_kind", ["kind", "identifier"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_consumer_credentials_consumer"), ["consumer"], unique=False
         )
@@ -48,4 +48,5 @@ def downgrade() -> None:
     with op.batch_alter_table("consumer_credentials", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_consumer_credentials_organization_id"))
         batch_op.drop_index(batch_op.f("ix_consumer_credentials_consumer"))
+        batch_op.drop_index("ix_consumer_credentials_kind")
     op.drop_table("consumer_credentials")
