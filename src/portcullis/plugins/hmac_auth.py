@@ -172,7 +172,9 @@ class HmacAuth(Plugin[HmacAuthConfig]):
                 env.redis, f"pc:hmac-nonce:{env.instance}:"
             )
         else:
-            self.nonces = _MEMORY_NONCES.setdefault(env.instance, MemoryNonces(config.max_nonces))
+            memory = _MEMORY_NONCES.setdefault(env.instance, MemoryNonces(config.max_nonces))
+            memory.capacity = config.max_nonces  # the latest config's bound
+            self.nonces = memory
         self._drop = DropNames(
             frozenset({_SIGNATURE, _SIGNATURE_INPUT}) if config.hide_credentials else frozenset()
         )
