@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from portcullis.identity.events import EventKind, IdentityEventFeed
 from portcullis.services.rbac import Role
+from portcullis.store.admin_tables import IdempotencyKeyRow
 from portcullis.store.identity_tables import ConsumerCredentialRow
 
 BASE = "/admin/v1/consumers"
@@ -137,6 +138,24 @@ async def test_bad_input_names_the_field(owner: httpx.AsyncClient) -> None:
         assert response.status_code == 422, (kind, body, response.text)
         assert response.headers["content-type"] == "application/problem+json"
         assert pointer in [e["pointer"] for e in response.json()["errors"]], (kind, body)
+
+
+async def test_a_password_body_is_never_kept_for_idempotency(
+    owner: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await consumer(owner, "acme")
+    made = await owner.post(
+        f"{BASE}/acme/basic-auth",
+        json={"password": "password-kept?"},
+        headers={"Idempotency-Key": "one"},
+    )
+    assert made.status_code == 201
+    hmac = await owner.post(f"{BASE}/acme/hmac-auth", headers={"Idempotency-Key": "two"})
+    assert hmac.status_code == 201
+    async with app.state.admin.engine.connect() as conn:
+        kept = (await conn.execute(select(IdempotencyKeyRow.scope_hash))).scalars().all()
+    # The hmac create is idempotent (its response sealed); the password's is not kept.
+    assert len(kept) == 1
 
 
 async def test_duplicates_unknown_consumers_and_mtls_rotation(owner: httpx.AsyncClient) -> None:
