@@ -12,6 +12,7 @@ import pytest
 from admin_support import ClientFactory
 from fastapi import FastAPI
 from sqlalchemy import select
+from test_admin_oauth_clients import consumer
 
 from portcullis.identity.events import EventKind, IdentityEventFeed
 from portcullis.services.rbac import Role
@@ -19,16 +20,6 @@ from portcullis.store.admin_tables import IdempotencyKeyRow
 from portcullis.store.identity_tables import ConsumerCredentialRow
 
 BASE = "/admin/v1/consumers"
-
-
-async def consumer(
-    client: httpx.AsyncClient, username: str, organization: str | None = None
-) -> None:
-    body: dict[str, str] = {"username": username}
-    if organization is not None:
-        body["organization"] = organization
-    response = await client.post(f"{BASE}", json=body)
-    assert response.status_code == 201, response.text
 
 
 async def create(client: httpx.AsyncClient, who: str, kind: str, **body: Any) -> dict[str, Any]:
