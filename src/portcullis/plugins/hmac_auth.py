@@ -276,12 +276,11 @@ class HmacAuth(Plugin[HmacAuthConfig]):
                 return self._fail(Failure.REPLAYED)
         if consumer.suspended:
             return self._fail(Failure.SUSPENDED)
-        if _has_body(ctx):
-            ctx.body_limit = (
-                self._body_limit
-                if ctx.body_limit is None
-                else min(ctx.body_limit, self._body_limit)
-            )
+        # Always: an HTTP/2 body may come without Content-Length or Transfer-Encoding, and
+        # one larger than the buffering limit would skip the digest check.
+        ctx.body_limit = (
+            self._body_limit if ctx.body_limit is None else min(ctx.body_limit, self._body_limit)
+        )
         set_identity(
             ctx, self._drop, [*consumer.upstream_headers, (b"x-credential-id", record.id.encode())]
         )
