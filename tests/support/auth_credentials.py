@@ -144,8 +144,11 @@ class TestCA:
         ips: Sequence[str] = (),
         not_before: dt.datetime | None = None,
         days: int = 365,
+        server: bool = False,
     ) -> tuple[str, str]:
-        """A client certificate and its private key (PEM) for `common_name` with the SANs."""
+        """A client certificate and its private key (PEM) for `common_name` with the SANs;
+        with `server`, one a TLS listener can serve (serverAuth, e.g. dns=["localhost"],
+        ips=["127.0.0.1"])."""
         key = ec.generate_private_key(ec.SECP256R1())
         start = not_before or dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
