@@ -34,6 +34,8 @@ from argon2 import PasswordHasher, Type
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from portcullis.events.bus import record_event
+from portcullis.events.catalogue import EventType
 from portcullis.identity.events import EventKind, append_events
 from portcullis.identity.secrets import ServerSecret
 from portcullis.store.config_head import lock_config_head
@@ -141,6 +143,34 @@ _COLUMNS = (
 )
 
 
+async def _platform_event(
+    conn: AsyncConnection,
+    kind: EventType,
+    credential_id: str,
+    credential_kind: str,
+    consumer: str,
+    identifier: str,
+    organization_id: str | None,
+    **extra: Any,
+) -> None:
+    """The credential's platform event (webhooks, streams), in the changing transaction."""
+    data = {
+        "credential_id": credential_id,
+        "kind": credential_kind,
+        "consumer": consumer,
+        "identifier": identifier,
+        **extra,
+    }
+    await record_event(
+        conn,
+        kind,
+        f"credential:{credential_id}",
+        data,
+        now=datetime.now(UTC),
+        organization_id=organization_id,
+    )
+
+
 def _credential(row: Any) -> ConsumerCredential:
     return ConsumerCredential(
         id=row.id,
@@ -157,7 +187,7 @@ def _credential(row: Any) -> ConsumerCredential:
 
 async def delete_credentials_of(conn: AsyncConnection, consumers: Sequence[str]) -> int:
     """Delete the consumers' credentials, with their events (caller's transaction)."""
-    found: list[tuple[str, str, str]] = []
+    found: list[Any] = []
     for start in range(0, len(consumers), _CHUNK):
         chunk = list(consumers[start : start + _CHUNK])
         rows = await conn.execute(
@@ -165,9 +195,11 @@ async def delete_credentials_of(conn: AsyncConnection, consumers: Sequence[str])
                 ConsumerCredentialRow.id,
                 ConsumerCredentialRow.kind,
                 ConsumerCredentialRow.identifier,
+                ConsumerCredentialRow.consumer,
+                ConsumerCredentialRow.organization_id,
             ).where(ConsumerCredentialRow.consumer.in_(chunk))
         )
-        found += [(r[0], r[1], r[2]) for r in rows]
+        found += list(rows)
     ids = [f[0] for f in found]
     for start in range(0, len(ids), _CHUNK):
         await conn.execute(
@@ -176,8 +208,13 @@ async def delete_credentials_of(conn: AsyncConnection, consumers: Sequence[str])
             )
         )
     await append_events(
-        conn, [(EventKind.CREDENTIAL, event_subject(CredentialKind(k), i)) for _, k, i in found]
+        conn, [(EventKind.CREDENTIAL, event_subject(CredentialKind(f[1]), f[2])) for f in found]
     )
+    for f in found:
+        await _platform_event(
+            conn, EventType.CREDENTIAL_DELETED, f[0], f[1], f[3], f[2], f[4],
+            reason="consumer_removed",
+        )  # fmt: skip
     return len(found)
 
 
@@ -246,6 +283,10 @@ class CredentialRepository:
                 )
             )
             await append_events(conn, [(EventKind.CREDENTIAL, event_subject(kind, identifier))])
+            await _platform_event(
+                conn, EventType.CREDENTIAL_CREATED, credential_id, kind.value, consumer,
+                identifier, organization_id,
+            )  # fmt: skip
         created = await self.get(credential_id)
         if created is None:
             raise RuntimeError(f"credential {credential_id} vanished right after its creation")
@@ -308,6 +349,10 @@ class CredentialRepository:
             await append_events(
                 conn, [(EventKind.CREDENTIAL, event_subject(found.kind, found.identifier))]
             )
+            await _platform_event(
+                conn, EventType.CREDENTIAL_ROTATED, found.id, found.kind.value, found.consumer,
+                found.identifier, found.organization_id,
+            )  # fmt: skip
         return await self.get(credential_id)
 
     async def delete(
@@ -323,6 +368,10 @@ class CredentialRepository:
             await append_events(
                 conn, [(EventKind.CREDENTIAL, event_subject(found.kind, found.identifier))]
             )
+            await _platform_event(
+                conn, EventType.CREDENTIAL_DELETED, found.id, found.kind.value, found.consumer,
+                found.identifier, found.organization_id, reason="deleted",
+            )  # fmt: skip
         return True
 
     # -- data plane ---------------------------------------------------------------------

@@ -87,6 +87,20 @@ async def test_lifecycle_of_each_kind_with_secrets_shown_once(
     assert "mtls:dns:acme.clients.example" in subjects
     assert "basic:acme" in subjects
 
+    platform = (
+        await owner.get(
+            "/admin/v1/events?kind=credential.created&kind=credential.rotated"
+            "&kind=credential.deleted&limit=50"
+        )
+    ).json()["items"]
+    assert sorted(e["kind"] for e in platform) == [
+        *["credential.created"] * 4,
+        "credential.deleted",
+        "credential.rotated",
+    ]
+    deleted = next(e for e in platform if e["kind"] == "credential.deleted")
+    assert deleted["data"]["identifier"] == "dns:acme.clients.example"
+    assert deleted["data"]["reason"] == "deleted"
     audit = (
         await owner.get("/admin/v1/audit-events?resource_type=consumer_credential&limit=50")
     ).json()["items"]
