@@ -20,6 +20,7 @@ class HmacAuthConfig(PluginConfig):
             "RFC 9421 components every signature must cover (`@target-uri` also satisfies "
             "`@path`); `content-digest` is required on top whenever the request has a body"
         ),
+        min_length=1,
         max_length=32,
     )
     clock_skew: float = Field(
