@@ -1,5 +1,5 @@
-"""`portcullis` command line: serve · demo · migrate · config · admin · keys · webhooks ·
-graphql · apis · sdk."""
+"""`portcullis` command line: serve · demo · migrate · config · admin · keys · credentials ·
+webhooks · graphql · apis · sdk."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def _mount() -> None:
     from portcullis.commands import admin as admin_cmd
     from portcullis.commands import apis as apis_cmd
     from portcullis.commands import config as config_cmd
+    from portcullis.commands import credentials as credentials_cmd
     from portcullis.commands import graphql_documents as graphql_cmd
     from portcullis.commands import keys as keys_cmd
     from portcullis.commands import sdk as sdk_cmd
@@ -46,6 +47,7 @@ def _mount() -> None:
     config_cmd.register_migrate(app)
     admin_cmd.register_admin(app)
     keys_cmd.register_keys(app)
+    credentials_cmd.register_credentials(app)
     webhooks_cmd.register_webhooks(app)
     graphql_cmd.register_graphql(app)
     apis_cmd.register_apis(app)

@@ -73,6 +73,7 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import auth as auth_routes
     from portcullis.admin.routers import cache as cache_routes
     from portcullis.admin.routers import config as config_routes
+    from portcullis.admin.routers import credentials as credential_routes
     from portcullis.admin.routers import data_plane as data_plane_routes
     from portcullis.admin.routers import keys as key_routes
     from portcullis.admin.routers import oauth_clients as oauth_client_routes
@@ -88,6 +89,7 @@ def build_api_router() -> APIRouter:
     api.include_router(data_plane_routes.router)
     api.include_router(key_routes.router)
     api.include_router(oauth_client_routes.router)
+    api.include_router(credential_routes.router)
     api.include_router(cache_routes.router)
     from portcullis.admin.routers import analytics as analytics_routes
 

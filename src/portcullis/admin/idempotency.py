@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,8 @@ EXCLUDED_PATHS = frozenset(
         "/admin/v1/tokens",
     }
 )
+# The same for bodies that may hold a basic-auth password (creating or rotating one).
+EXCLUDED_PATTERN = re.compile(r"^/admin/v1/consumers/[^/]+/basic-auth(?:/[^/]+/rotate)?/?$")
 _SKIPPED_RESPONSE_HEADERS = frozenset({b"date", b"server", b"content-length"})
 
 
@@ -105,7 +108,12 @@ class IdempotencyMiddleware:
         path: str = scope["path"]
         headers = dict(scope["headers"])
         raw_key = headers.get(HEADER.lower().encode())
-        if raw_key is None or not path.startswith("/admin/v1/") or path in EXCLUDED_PATHS:
+        if (
+            raw_key is None
+            or not path.startswith("/admin/v1/")
+            or path in EXCLUDED_PATHS
+            or EXCLUDED_PATTERN.match(path)
+        ):
             await self.app(scope, receive, send)
             return
         key = raw_key.decode("latin-1").strip()

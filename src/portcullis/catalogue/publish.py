@@ -19,7 +19,9 @@ The imported description is the upstream's contract; what a client talks to diff
   is the Bearer scheme) and for its query parameter; jwt-auth gives an http bearer JWT
   scheme (or apiKey for another header, cookie or query parameter) and, when it takes
   the gateway's own tokens, OAuth2 client credentials at the built-in token URL with
-  the scopes the route's acl requires. A plugin with an `anonymous` consumer makes the
+  the scopes the route's acl requires; basic-auth http basic, mtls-auth `mutualTLS`,
+  hmac-auth an apiKey scheme on the `Signature` header (OpenAPI has no type for HTTP
+  message signatures). A plugin with an `anonymous` consumer makes the
   credential optional. The upstream's own schemes are replaced: the gateway is what a
   client authenticates with.
 - **responses** the gateway itself gives, as `components/responses/Gateway<status>`
@@ -56,7 +58,23 @@ TOKEN_PATH = "/oauth/token"  # noqa: S105 (identity/oauth_server.py's path, a UR
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 PROBLEM_SCHEMA = "GatewayProblem"
 _TOP_LEVEL_ORDER = ("openapi", "info", "jsonSchemaDialect", "servers", "security", "tags", "paths")
-_AUTH_PLUGINS = ("key-auth", "jwt-auth")
+_AUTH_PLUGINS = ("key-auth", "jwt-auth", "basic-auth", "hmac-auth", "mtls-auth")
+# basic-auth, hmac-auth, mtls-auth: one fixed scheme each (OpenAPI has no type for HTTP
+# message signatures: the Signature header stands for them, described).
+_FIXED_SCHEMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "basic-auth": ("BasicAuth", {"type": "http", "scheme": "basic"}),
+    "hmac-auth": (
+        "HttpMessageSignature",
+        {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Signature",
+            "description": "An RFC 9421 HTTP message signature (hmac-sha256) with its "
+            "Signature-Input: see the 401's Accept-Signature for the components to cover",
+        },
+    ),
+    "mtls-auth": ("MutualTLS", {"type": "mutualTLS", "description": "A TLS client certificate"}),
+}
 _FORBIDDING_PLUGINS = ("acl", "ip-restriction")
 _LIMIT_PLUGINS = ("rate-limit", "plan-limits")
 
@@ -223,6 +241,11 @@ def _surface(config: GatewayConfig, routes: Iterable[Route], gateway: Gateway) -
                 _add_key_auth(surface, KeyAuthConfig.model_validate(inst.config))
             elif name == "jwt-auth":
                 _add_jwt_auth(surface, JwtAuthConfig.model_validate(inst.config), scopes, gateway)
+            elif name in _FIXED_SCHEMES:
+                scheme_name, scheme = _FIXED_SCHEMES[name]
+                surface.schemes[scheme_name] = scheme
+                surface.require({scheme_name: []})
+                surface.optional |= inst.config.get("anonymous") is not None
             elif name == "rate-limit":
                 surface.limit_headers |= RateLimitConfig.model_validate(inst.config).headers
             elif name == "plan-limits":

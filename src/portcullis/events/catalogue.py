@@ -36,6 +36,9 @@ class EventType(StrEnum):
     KEY_SUSPENDED = "key.suspended"
     KEY_RESUMED = "key.resumed"
     KEY_EXPIRING = "key.expiring"
+    CREDENTIAL_CREATED = "credential.created"
+    CREDENTIAL_ROTATED = "credential.rotated"
+    CREDENTIAL_DELETED = "credential.deleted"
     UPSTREAM_HEALTH_CHANGED = "upstream.health_changed"
     CIRCUIT_OPENED = "circuit.opened"
     CIRCUIT_CLOSED = "circuit.closed"
@@ -124,6 +127,21 @@ class CircuitData(EventData):
     target: str
     open_workers: int = Field(description="workers whose breaker for the target is open")
     workers: int
+
+
+class CredentialData(EventData):
+    credential_id: str
+    kind: Literal["basic", "hmac", "mtls"] = Field(description="basic-auth, hmac-auth or mtls-auth")
+    consumer: str
+    identifier: str = Field(
+        description="the basic-auth username, the hmac key id or the mtls match (no secret)"
+    )
+
+
+class CredentialDeletedData(CredentialData):
+    reason: Literal["deleted", "consumer_removed"] = Field(
+        description="deleted by an admin, or with its consumer"
+    )
 
 
 class KeyExpiringData(KeyData):
@@ -216,6 +234,7 @@ class EventSpec:
 
 
 _KEY_SUBJECT = "`key:<key id>`"
+_CREDENTIAL_SUBJECT = "`credential:<credential id>`"
 
 CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
     {
@@ -279,6 +298,26 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "expiry: a changed expiry is announced again)",
                 _KEY_SUBJECT,
                 KeyExpiringData,
+            ),
+            EventSpec(
+                EventType.CREDENTIAL_CREATED,
+                "A basic-auth, hmac-auth or mtls-auth credential was created",
+                _CREDENTIAL_SUBJECT,
+                CredentialData,
+            ),
+            EventSpec(
+                EventType.CREDENTIAL_ROTATED,
+                "A basic-auth or hmac-auth credential's secret was replaced (the old one "
+                "stopped working)",
+                _CREDENTIAL_SUBJECT,
+                CredentialData,
+            ),
+            EventSpec(
+                EventType.CREDENTIAL_DELETED,
+                "A basic-auth, hmac-auth or mtls-auth credential was deleted (by an admin, or "
+                "with its consumer)",
+                _CREDENTIAL_SUBJECT,
+                CredentialDeletedData,
             ),
             EventSpec(
                 EventType.UPSTREAM_HEALTH_CHANGED,

@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from jwt import PyJWK
 
     from portcullis.identity.credential_cache import CredentialCache
+    from portcullis.identity.credential_lookup import ConsumerCredentialCache
     from portcullis.identity.jwks import JwksRegistry
     from portcullis.logship.shipper import ShipperRegistry
+    from portcullis.redis_client import SharedRedis
     from portcullis.webhooks.destinations import DestinationPolicy
 
 
@@ -63,6 +65,11 @@ class PluginEnv:
     # view, `ConsumerIndex.view`): auth plugins find consumers only here.
     consumers: ConsumerIndex = EMPTY_CONSUMERS
     credentials: CredentialCache | None = None
+    # basic-auth, hmac-auth and mtls-auth credentials (identity/credential_lookup.py).
+    consumer_credentials: ConsumerCredentialCache | None = None
+    # The worker's Redis (None without PORTCULLIS_REDIS_URL), for state a plugin shares
+    # across workers and nodes (hmac-auth's seen nonces).
+    redis: SharedRedis | None = None
     jwks: JwksRegistry | None = None
     issuer_keys: IssuerKeys | None = None
     limits: LimitBackend | None = None

@@ -62,6 +62,7 @@ from portcullis.model.plugins.jwt_keys import (
     load_static_key,
     usable,
 )
+from portcullis.plugins.auth_replies import Reply as _Reply
 from portcullis.plugins.base import (
     Headers,
     Phase,
@@ -142,20 +143,6 @@ class _Identity:
     jti: str | None  # gateway tokens: checked against revocation on every use
     claims: Mapping[str, Any] | None = None  # the verified payload (rate-limit keys on claims)
     client_id: str | None = None  # gateway tokens: the client, revoked as a whole on deletion
-
-
-class _Reply:
-    """A precomputed refusal; `response()` gives each request its own header list."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, body: bytes, headers: Headers) -> None:
-        self.status = status
-        self.body = body
-        self.headers = headers
-
-    def response(self) -> PluginResponse:
-        return PluginResponse(self.status, self.body, list(self.headers))
 
 
 class _Reject(Exception):

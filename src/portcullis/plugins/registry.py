@@ -13,12 +13,15 @@ from portcullis.model.plugins.registry import plugin_references as plugin_refere
 from portcullis.model.plugins.registry import validate_plugin as validate_plugin
 from portcullis.plugins.acl import Acl
 from portcullis.plugins.base import AnyPlugin
+from portcullis.plugins.basic_auth import BasicAuth
 from portcullis.plugins.cors import Cors
 from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.hmac_auth import HmacAuth
 from portcullis.plugins.ip_restriction import IpRestriction
 from portcullis.plugins.jwt_auth import JwtAuth
 from portcullis.plugins.key_auth import KeyAuth
 from portcullis.plugins.log_shipping import FileLog, HttpLog, Syslog
+from portcullis.plugins.mtls_auth import MtlsAuth
 from portcullis.plugins.plan_limits import PlanLimits
 from portcullis.plugins.rate_limit import RateLimit
 from portcullis.plugins.request_size_limit import RequestSizeLimit
@@ -32,12 +35,15 @@ PLUGINS: dict[str, type[AnyPlugin]] = {
     cls.name: cls
     for cls in (
         Acl,
+        BasicAuth,
         Cors,
         FileLog,
         HttpLog,
+        HmacAuth,
         IpRestriction,
         JwtAuth,
         KeyAuth,
+        MtlsAuth,
         PlanLimits,
         RateLimit,
         RequestSizeLimit,

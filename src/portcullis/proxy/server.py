@@ -108,6 +108,8 @@ class DataPlane:
         from portcullis.analytics.health import worker_health_json
         from portcullis.cache.factory import create_cache_backend
         from portcullis.identity.credential_cache import CredentialCache
+        from portcullis.identity.credential_lookup import ConsumerCredentialCache
+        from portcullis.identity.credential_store import CredentialRepository
         from portcullis.identity.issuer_keys import IssuerKeyring
         from portcullis.identity.jwks import JwksRegistry
         from portcullis.identity.key_repository import KeyRepository
@@ -143,6 +145,8 @@ class DataPlane:
         issuer = IssuerKeyring(engine, issuer=settings.issuer)
         await issuer.refresh()
         events.subscribe(credentials.on_events, [InvalidationKind.KEY])
+        consumer_credentials = ConsumerCredentialCache(CredentialRepository(engine, secret), secret)
+        events.subscribe(consumer_credentials.on_events, [InvalidationKind.CREDENTIAL])
         events.subscribe(issuer.on_events, [InvalidationKind.TOKEN, InvalidationKind.SIGNING_KEY])
         jwks = JwksRegistry(self._session)
         self._services = (credentials, issuer, jwks)
@@ -162,6 +166,8 @@ class DataPlane:
             shippers=self.shippers,
             destinations=destination_policy(settings),
             credentials=credentials,
+            consumer_credentials=consumer_credentials,
+            redis=redis,
             jwks=jwks,
             issuer_keys=issuer,
             limits=limits,

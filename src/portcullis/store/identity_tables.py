@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy import Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portcullis.store.tables import Base, UTCDateTime
@@ -67,6 +67,32 @@ class OAuthClientRow(Base):
     allowed_scopes: Mapped[str] = mapped_column(Text, default="[]")
     token_ttl: Mapped[int] = mapped_column(Integer, default=3600)
     status: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ConsumerCredentialRow(Base):
+    """A basic-auth, hmac-auth or mtls-auth credential of a consumer.
+
+    `identifier` is what the data plane looks the credential up by: the basic-auth
+    username, the hmac key id, or the certificate subject/SAN an mtls credential
+    matches (`subject:<RFC 4514 DN>`, `dns:...`, `uri:...`, `email:...`, `ip:...`);
+    unique per kind within an organization (checked when created, the config head locked).
+    `secret`: basic, an argon2 hash (text); hmac, the shared secret AES-GCM encrypted
+    with the at-rest key (context = id); mtls, none.
+    """
+
+    __tablename__ = "consumer_credentials"
+    __table_args__ = (Index("ix_consumer_credentials_kind", "kind", "identifier"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    identifier: Mapped[str] = mapped_column(String(512))
+    consumer: Mapped[str] = mapped_column(String(128), index=True)
+    # By id, as for API keys.
+    organization_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_by: Mapped[str] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -36,6 +36,9 @@ class InvalidationKind(StrEnum):
     SIGNING_KEY = "signing-key"  # subject: a kid that was added, retired or removed
     OAUTH_CLIENT = "oauth-client"  # subject: a client id whose record changed
     CACHE_PURGE = "cache-purge"  # subject: a response-cache purge scope (cache/purge.py)
+    # subject: `<kind>:<identifier>` of a basic/hmac/mtls credential that changed or went
+    # (identity/credential_store.py)
+    CREDENTIAL = "credential"
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,17 @@ ENDPOINTS += [
     ("GET", "/admin/v1/apis/{api}/versions/{version}/openapi", READ),
     ("GET", "/admin/v1/apis/{api}/diff", READ),
 ]
+# basic-auth, hmac-auth and mtls-auth credentials (admin/routers/credentials.py).
+for _kind in ("basic-auth", "hmac-auth", "mtls-auth"):
+    _base = "/admin/v1/consumers/{username}/" + _kind
+    ENDPOINTS += [
+        ("POST", _base, "credentials:write"),
+        ("GET", _base, "credentials:read"),
+        ("GET", _base + "/{credential_id}", "credentials:read"),
+        ("DELETE", _base + "/{credential_id}", "credentials:write"),
+    ]
+    if _kind != "mtls-auth":
+        ENDPOINTS.append(("POST", _base + "/{credential_id}/rotate", "credentials:write"))
 
 _EVERYTHING = {
     READ,
@@ -202,6 +213,7 @@ def concrete(path: str) -> str:
         .replace("{username}", "nope")
         .replace("{key_id}", "nope")
         .replace("{client_id}", "nope")
+        .replace("{credential_id}", "nope")
         .replace("{consumer}", "nope")
         .replace("{name}", "nope")
         .replace("{endpoint_id}", "nope")

@@ -125,6 +125,20 @@ REST_TO_GRAPH: dict[str, str] = {
     "update_oauth_client": "Mutation.updateOAuthClient",
     "delete_oauth_client": "Mutation.deleteOAuthClient",
     "rotate_oauth_client_secret": "Mutation.rotateOAuthClientSecret",
+    # basic-auth, hmac-auth and mtls-auth credentials (graph/credentials.py): one set of
+    # fields with a `kind` argument for the three REST paths.
+    **{
+        f"{verb}_{kind}_credential{suffix}": field
+        for kind in ("basic_auth", "hmac_auth", "mtls_auth")
+        for verb, suffix, field in (
+            ("create", "", "Mutation.createConsumerCredential"),
+            ("list", "s", "Query.consumerCredentials"),
+            ("get", "", "Query.consumerCredential"),
+            ("rotate", "", "Mutation.rotateConsumerCredential"),
+            ("delete", "", "Mutation.deleteConsumerCredential"),
+        )
+        if not (kind == "mtls_auth" and verb == "rotate")
+    },
     "list_signing_keys": "Query.signingKeys",
     "rotate_signing_key": "Mutation.rotateSigningKey",
     "list_organizations": "Query.organizations",

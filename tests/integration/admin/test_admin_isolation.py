@@ -141,6 +141,19 @@ TABLE |= {
     ("PATCH", "/admin/v1/oauth-clients/{client_id}"): ITEM,
     ("DELETE", "/admin/v1/oauth-clients/{client_id}"): ITEM,
     ("POST", "/admin/v1/oauth-clients/{client_id}/rotate-secret"): ITEM,
+    # basic-auth, hmac-auth and mtls-auth credentials (admin/routers/credentials.py).
+    **{
+        entry: expect
+        for kind in ("basic-auth", "hmac-auth", "mtls-auth")
+        for entry, expect in (
+            (("POST", f"/admin/v1/consumers/{{username}}/{kind}"), ITEM),
+            (("GET", f"/admin/v1/consumers/{{username}}/{kind}"), ITEM_READ),
+            (("GET", f"/admin/v1/consumers/{{username}}/{kind}/{{credential_id}}"), ITEM_READ),
+            (("DELETE", f"/admin/v1/consumers/{{username}}/{kind}/{{credential_id}}"), ITEM),
+            (("POST", f"/admin/v1/consumers/{{username}}/{kind}/{{credential_id}}/rotate"), ITEM),
+        )
+        if not (kind == "mtls-auth" and entry[1].endswith("/rotate"))
+    },
     ("GET", "/admin/v1/oauth/signing-keys"): GLOBAL,
     ("POST", "/admin/v1/oauth/signing-keys/rotate"): UNLIMITED,
     ("POST", "/admin/v1/consumers/{username}/keys"): ITEM,
@@ -295,6 +308,16 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
         client = await _ok(
             await owner.post(f"/admin/v1/consumers/{o}-app/oauth-clients", json={"name": o})
         )
+        credentials = {
+            kind: (await _ok(await owner.post(f"/admin/v1/consumers/{o}-app/{kind}", json=body)))[
+                "id"
+            ]
+            for kind, body in (
+                ("basic-auth", {}),
+                ("hmac-auth", {}),
+                ("mtls-auth", {"match": f"dns:{o}.clients.example"}),
+            )
+        }
         user = await _ok(
             await owner.post(
                 "/admin/v1/admin-users",
@@ -324,6 +347,7 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
             "{endpoint_id}": hook["id"],
             "{message_id}": test["message_id"],
             "{api}": f"{o}-api",
+            **{f"{{{kind}}}": cid for kind, cid in credentials.items()},
         }
         plugins[o] = plugin["id"]
     await _ok(await owner.post("/admin/v1/alert-rules", json=RULE))
@@ -346,6 +370,9 @@ ENTITY_IDS = {
 
 def _path(template: str, world: World, o: str) -> str:
     path = template
+    for kind in ("basic-auth", "hmac-auth", "mtls-auth"):
+        if f"/{kind}/{{credential_id}}" in path:
+            path = path.replace("{credential_id}", world.ids[o][f"{{{kind}}}"])
     for placeholder, value in world.ids[o].items():
         path = path.replace(placeholder, quote(value, safe=""))
     if "/targets/{id}" in path:
@@ -431,6 +458,8 @@ async def _request(
     body = {"reason": "pwned"} if template.endswith(("/revoke", "/suspend")) else {}
     if template.endswith(("/keys", "/oauth-clients")):
         body = {"name": "stolen"}
+    if template.endswith("/mtls-auth"):
+        body = {"match": "dns:stolen.example"}
     return await client.post(path, json=body)
 
 
@@ -448,6 +477,10 @@ async def _tenant_state(owner: httpx.AsyncClient, world: World, o: str) -> dict[
         },
         "keys": (await owner.get(f"/admin/v1/keys?organization={o}")).json()["items"],
         "clients": (await owner.get(f"/admin/v1/consumers/{o}-app/oauth-clients")).json(),
+        "credentials": [
+            (await owner.get(f"/admin/v1/consumers/{o}-app/{kind}")).json()
+            for kind in ("basic-auth", "hmac-auth", "mtls-auth")
+        ],
         "users": [u for u in users if u["id"] in members],
         "tokens": [t for t in tokens if t["user_id"] in members],
         "organization": (await owner.get(f"/admin/v1/organizations/{world.org_ids[o]}")).json(),

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from protocol_support import JWT_SECRET, MAX_REQUEST_BODY, Credentials, gateway_config
 
+from portcullis.identity.credential_store import CredentialKind, CredentialRepository
 from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import load_server_secret
@@ -71,10 +72,29 @@ async def _create_keys(database_url: str) -> tuple[str, str]:
         await engine.dispose()
 
 
+async def _create_credentials(database_url: str) -> tuple[str, str, str]:
+    """alice's basic-auth password, hmac-auth key id and secret."""
+    engine = create_engine(database_url)
+    try:
+        repo = CredentialRepository(
+            engine, load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], Path())
+        )
+        password, secret = "alice-protocol-password", "alice-protocol-hmac-secret"
+        common = {"consumer": "alice", "organization": None, "created_by": "protocol-suite"}
+        await repo.create(kind=CredentialKind.BASIC, identifier="alice", secret=password, **common)
+        key = await repo.create(
+            kind=CredentialKind.HMAC, identifier="pch_protocol_alice", secret=secret, **common
+        )
+        return password, key.identifier, secret
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="package")
 def creds(gw: Gateway) -> Credentials:
     alice, bob = asyncio.run(_create_keys(gw.database_url))
-    return Credentials(alice, bob)
+    password, key_id, secret = asyncio.run(_create_credentials(gw.database_url))
+    return Credentials(alice, bob, password, key_id, secret, gw.proxy_port)
 
 
 @pytest.fixture

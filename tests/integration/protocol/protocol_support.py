@@ -3,6 +3,7 @@ on what the recording upstream received."""
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from dataclasses import dataclass
@@ -64,8 +65,17 @@ def gateway_config(upstream: int, request_log: Path) -> dict[str, Any]:
             route("request-transformer"),
             route("request-validator"),
             route("file-log"),
+            route("basic-auth"),
+            route("hmac-auth"),
         ],
         "plugins": [
+            {"name": "basic-auth", "route": "basic-auth", "config": {}},
+            # The attempts' paths are random: the matrix signs method and authority.
+            {
+                "name": "hmac-auth",
+                "route": "hmac-auth",
+                "config": {"required_components": ["@method", "@authority"]},
+            },
             {"name": "key-auth", "route": "admin-host", "config": {}},
             {"name": "key-auth", "route": "key-auth", "config": {}},
             {
@@ -177,6 +187,29 @@ class Credentials:
 
     alice_key: str
     bob_key: str
+    # alice's basic-auth password and hmac-auth key id and secret; the gateway's port.
+    basic_password: str = ""
+    hmac_key: str = ""
+    hmac_secret: str = ""
+    port: int = 0
+
+    def basic(self, password: str | None = None) -> dict[str, str]:
+        pair = f"alice:{self.basic_password if password is None else password}"
+        return {"authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+    def signed(self, secret: str | None = None) -> dict[str, str]:
+        """Signature headers over GET and the gateway's authority, a fresh nonce each."""
+        from support.auth_credentials import sign_request
+
+        return sign_request(
+            "GET",
+            f"http://127.0.0.1:{self.port}/",
+            self.hmac_key,
+            (self.hmac_secret if secret is None else secret).encode(),
+            created=time.time(),
+            nonce=uuid.uuid4().hex,
+            components=("@method", "@authority"),
+        )
 
     @staticmethod
     def token(sub: str = "alice") -> str:

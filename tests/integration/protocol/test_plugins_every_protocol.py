@@ -130,6 +130,20 @@ def plugins() -> dict[str, Plugin]:
             ]
         ),
         "jwt-auth": Plugin([Attempt(401), Attempt(401, forged_bearer), Attempt(200, bearer)]),
+        "basic-auth": Plugin(
+            [
+                Attempt(401),
+                Attempt(401, lambda c: c.basic("wrong password")),
+                Attempt(200, lambda c: c.basic()),
+            ]
+        ),
+        "hmac-auth": Plugin(
+            [
+                Attempt(401),
+                Attempt(401, lambda c: c.signed("not the secret")),
+                Attempt(200, lambda c: c.signed()),
+            ]
+        ),
         "acl": Plugin([Attempt(401), Attempt(403, key("bob")), Attempt(200, key("alice"))]),
         "ip-restriction": Plugin(
             [

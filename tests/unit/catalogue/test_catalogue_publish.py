@@ -128,6 +128,22 @@ def test_an_anonymous_consumer_makes_the_credential_optional() -> None:
     assert document["security"][-1] == {}
 
 
+def test_basic_hmac_and_mtls_auth_give_their_schemes() -> None:
+    routes = [{"name": n, "paths": [f"/{n}"]} for n in ("b", "h", "m")]
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    plugins = [
+        {"name": "basic-auth", "route": "b", "config": {}},
+        {"name": "hmac-auth", "route": "h", "config": {}},
+        {"name": "mtls-auth", "route": "m", "config": {"ca_certificates": ca}},
+    ]
+    document = _published(_config(routes, plugins))
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["BasicAuth"] == {"type": "http", "scheme": "basic"}
+    assert schemes["HttpMessageSignature"]["name"] == "Signature"
+    assert schemes["MutualTLS"]["type"] == "mutualTLS"
+    assert {"BasicAuth": []} in document["security"]
+
+
 def test_jwt_auth_gives_bearer_jwt_and_the_gateways_oauth2_with_acl_scopes() -> None:
     document = _published(
         _config(

@@ -80,4 +80,6 @@ def test_the_model_validates_a_plugin_against_its_schema_only() -> None:
         "config.status_code: Input should be greater than or equal to 200"
     ]
     (unknown,) = validate_plugin("no-such-plugin", {})
-    assert unknown.startswith("name: unknown plugin 'no-such-plugin' (known: acl, cors,")
+    assert unknown.startswith(
+        "name: unknown plugin 'no-such-plugin' (known: acl, basic-auth, cors,"
+    )

@@ -18,6 +18,11 @@ from portcullis.model.plugins.registry import SCHEMAS
 # needs cryptography, imported only for a config that holds one).
 MINIMAL: dict[str, dict[str, Any]] = {
     "acl": {"allow": ["staff"]},
+    "basic-auth": {},
+    "hmac-auth": {},
+    "mtls-auth": {
+        "ca_certificates": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    },
     "cors": {"origins": ["https://app.example.com"]},
     "file-log": {"path": "/var/log/portcullis/requests.log"},
     "http-log": {"url": "https://logs.example.com/ingest", "headers": {"authorization": "x"}},

@@ -13,6 +13,13 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 _REALM = re.compile(r'^[^"\\\x00-\x1f\x7f]{1,128}$')
 
 
+def check_realm(cls: object, realm: str) -> str:
+    """A realm every auth plugin may quote in its WWW-Authenticate challenge."""
+    if not _REALM.fullmatch(realm):
+        raise ValueError("must be 1-128 characters without quotes, backslashes or controls")
+    return realm
+
+
 class KeyAuthConfig(PluginConfig):
     header_names: list[str] = Field(
         default_factory=lambda: ["authorization", "x-api-key"],
@@ -47,9 +54,4 @@ class KeyAuthConfig(PluginConfig):
                 out.append(lowered)
         return out
 
-    @field_validator("realm")
-    @classmethod
-    def _realm(cls, realm: str) -> str:
-        if not _REALM.fullmatch(realm):
-            raise ValueError("must be 1-128 characters without quotes, backslashes or controls")
-        return realm
+    _realm = field_validator("realm")(check_realm)

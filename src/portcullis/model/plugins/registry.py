@@ -14,11 +14,14 @@ from pydantic import ValidationError
 
 from portcullis.model.plugins.acl import AclConfig
 from portcullis.model.plugins.base import PluginConfig, Reference
+from portcullis.model.plugins.basic_auth import BasicAuthConfig
 from portcullis.model.plugins.cors import CorsConfig
+from portcullis.model.plugins.hmac_auth import HmacAuthConfig
 from portcullis.model.plugins.ip_restriction import IpRestrictionConfig
 from portcullis.model.plugins.jwt_auth import JwtAuthConfig
 from portcullis.model.plugins.key_auth import KeyAuthConfig
 from portcullis.model.plugins.log_shipping import FileLogConfig, HttpLogConfig, SyslogConfig
+from portcullis.model.plugins.mtls_auth import MtlsAuthConfig
 from portcullis.model.plugins.plan_limits import PLAN_LIMITS_PLUGIN, PlanLimitsConfig
 from portcullis.model.plugins.rate_limit import RateLimitConfig
 from portcullis.model.plugins.request_size_limit import RequestSizeLimitConfig
@@ -36,8 +39,11 @@ SCHEMAS: dict[str, type[PluginConfig]] = {
     "file-log": FileLogConfig,
     "http-log": HttpLogConfig,
     "ip-restriction": IpRestrictionConfig,
+    "basic-auth": BasicAuthConfig,
+    "hmac-auth": HmacAuthConfig,
     "jwt-auth": JwtAuthConfig,
     "key-auth": KeyAuthConfig,
+    "mtls-auth": MtlsAuthConfig,
     PLAN_LIMITS_PLUGIN: PlanLimitsConfig,
     "rate-limit": RateLimitConfig,
     "request-size-limit": RequestSizeLimitConfig,
