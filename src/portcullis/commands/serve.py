@@ -12,7 +12,7 @@ import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -24,17 +24,26 @@ from portcullis.supervision.ports import refuse_held_ports
 from portcullis.supervision.supervisor import Supervisor
 
 console = Console(stderr=True)
+if TYPE_CHECKING:
+    from portcullis.model.config import GatewayConfig
+
 REPO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
 DEMO_UPSTREAM_PORT = 9000
 
 
 async def prepare_store(
-    settings: Settings, config_file: Path | None, *, demo_inbox: str | None = None
+    settings: Settings,
+    config_file: Path | None,
+    *,
+    demo_inbox: str | None = None,
+    demo_log: Path | None = None,
 ) -> int:
     """Migrate the store, apply `config_file` if given; return the current config version.
 
     `demo_inbox`: a webhook endpoint for every event is made there first (once), so the
-    demo's receiver hears of the config being applied and of everything after."""
+    demo's receiver hears of the config being applied and of everything after.
+    `demo_log`: a global `file-log` plugin writes every request there (the example config
+    can't name it: the path must be absolute, and the demo runs anywhere)."""
     from portcullis.model.loader import ConfigError, load_config_file
     from portcullis.store.config_repository import ConfigRepository
     from portcullis.store.engine import create_engine
@@ -53,11 +62,21 @@ async def prepare_store(
                 config = load_config_file(config_file)
             except ConfigError as exc:
                 raise UserError(f"{config_file}: invalid config\n{exc}") from None
+            if demo_log is not None:
+                config = _with_request_log(config, demo_log)
             version = await repo.apply(config, author="portcullis serve", comment=str(config_file))
             return version.version
         return await repo.current_version()
     finally:
         await engine.dispose()
+
+
+def _with_request_log(config: GatewayConfig, path: Path) -> GatewayConfig:
+    from portcullis.model.config import GatewayConfig
+
+    document = config.model_dump(mode="json")
+    document["plugins"].append({"name": "file-log", "config": {"path": str(path)}})
+    return GatewayConfig.model_validate(document)
 
 
 DEMO_SANDBOX_CONSUMER = "demo-app"
@@ -189,7 +208,10 @@ def register(app: typer.Typer) -> None:
         refuse_held_ports(planes)
         Path("var").mkdir(exist_ok=True)
         inbox = f"http://127.0.0.1:{upstream_port}/webhooks/inbox"
-        version = asyncio.run(prepare_store(settings, config, demo_inbox=inbox))
+        requests_log = Path("var/requests.log").resolve()
+        version = asyncio.run(
+            prepare_store(settings, config, demo_inbox=inbox, demo_log=requests_log)
+        )
         sandbox_key = asyncio.run(demo_sandbox_key(settings))
         proxy = settings.proxy_url
         banner = (
@@ -204,7 +226,9 @@ def register(app: typer.Typer) -> None:
             f"catalogue  {settings.admin_url}/apis/demo/v2/openapi.json (the demo API as "
             "clients see it; all APIs: /apis)\n"
             f"config     version {version} from {config}\n"
-            f"store      {settings.database_url}\n\n"
+            f"store      {settings.database_url}\n"
+            f"requests   {requests_log} (file-log: one JSON line per request; "
+            "docs/log-shipping.md)\n\n"
             f"try:  curl -i {proxy}/demo/items\n"
             f"      curl -i -X POST {proxy}/demo/items -H 'content-type: application/json' "
             '-d \'{"name": "moat", "price": 300}\'\n'

@@ -81,6 +81,16 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         document = published.json()
         assert document["servers"][0]["url"] == f"http://127.0.0.1:{proxy}/v2"
         assert "/items" in document["paths"]
+        # Every request is shipped to the demo's request log (file-log), off the request path.
+        requests_log = tmp_path / "var" / "requests.log"
+
+        def logged_v1() -> dict[str, Any] | None:
+            lines = requests_log.read_text().splitlines() if requests_log.exists() else []
+            records = [json.loads(line) for line in lines]
+            return next((r for r in records if r.get("route") == "demo-v1"), None)
+
+        record = wait_for(logged_v1, "the /v1 request in var/requests.log")
+        assert record["status"] == 200 and record["method"] == "GET"
         # The demo's own store holds the endpoint; nothing was written to the repo.
         assert (tmp_path / "var" / "portcullis.db").is_file()
     finally:
