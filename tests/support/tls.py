@@ -12,6 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -36,11 +40,13 @@ class Issued:
 
 
 @dataclass
-class TestCA:
+class CertificateAuthority:
     """A self-signed root that issues server (and client) certificates."""
 
     name: str = "Portcullis Test CA"
-    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    key: ec.EllipticCurvePrivateKey = field(
+        default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
+    )
     cert: x509.Certificate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,7 +76,7 @@ class TestCA:
         key: ec.EllipticCurvePrivateKey | None = None,
     ) -> Issued:
         """A leaf for `names` (DNS names or IPs), valid `days` from now."""
-        key = key or ec.generate_private_key(ec.SECP256R1())
+        key = key or new_key()
         now = datetime.now(UTC)
         sans: list[x509.GeneralName] = []
         for n in names:
@@ -84,7 +90,7 @@ class TestCA:
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
+            .not_valid_before(min(now, now + timedelta(days=days)) - timedelta(hours=1))
             .not_valid_after(now + timedelta(days=days))
             .add_extension(
                 x509.ExtendedKeyUsage(

@@ -42,6 +42,7 @@ _SINGULAR = {
     "consumers": "consumer",
     "plans": "plan",
     "apis": "api",
+    "certificates": "certificate",
 }
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -194,6 +195,7 @@ def reference_errors(config: Entries, plugin_references: PluginReferences) -> li
         "consumers": _owners(config.consumers, "username"),
         "plans": _owners(config.plans, "name"),
         "apis": _owners(config.apis, "name"),
+        "certificates": _owners(getattr(config, "certificates", ()), "name"),
     }
     errors: list[str] = []
     for where, owner, kind, name, scoped in _references(
