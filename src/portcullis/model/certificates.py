@@ -29,6 +29,9 @@ _SERVER_NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
 _CERT_BLOCK = "-----BEGIN CERTIFICATE-----"
 _KEY_BLOCK = re.compile(r"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
 MAX_PEM = 64 * 1024
+# A key as stored: encrypted with the deployment secret (store/sealing.py). Accepted
+# back as it is (an export re-applied to the same deployment); checked when sealed.
+SEALED_KEY_PREFIX = "enc:v1:"
 
 
 def _check_server_name(value: str) -> str:
@@ -51,6 +54,8 @@ def _check_cert(value: str) -> str:
 
 
 def _check_key(value: str) -> str:
+    if value.startswith(SEALED_KEY_PREFIX):
+        return value
     if not _KEY_BLOCK.search(value):
         raise ValueError("expected a PEM private key ('-----BEGIN PRIVATE KEY-----')")
     return value
@@ -81,7 +86,7 @@ class Certificate(StrictModel):
     @classmethod
     def _key_of_leaf(cls, v: str, info: ValidationInfo) -> str:
         cert = info.data.get("cert")
-        if cert is None:  # the chain was refused already
+        if cert is None or v.startswith(SEALED_KEY_PREFIX):  # refused already / checked
             return v
         from portcullis.model.certificate_pem import PemError, check_material
 

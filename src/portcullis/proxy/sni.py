@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,13 +95,25 @@ class SniTable:
     default: ssl.SSLContext | None = None
     names: dict[int, str] = field(default_factory=dict)
 
+    # Certificates that could not be loaded: name -> why (the others are served).
+    errors: dict[str, str] = field(default_factory=dict)
+
     @classmethod
-    def build(cls, certificates: Sequence[Certificate], client_ca: str | None = None) -> SniTable:
+    def build(
+        cls,
+        certificates: Sequence[Certificate],
+        client_ca: str | None = None,
+        unseal: Callable[[str], str] = lambda key: key,
+    ) -> SniTable:
         table = cls()
         for cert in certificates:
             if not cert.snis:
                 continue  # presented to origins only
-            ctx = certificate_context(cert.cert, cert.key, client_ca)
+            try:
+                ctx = certificate_context(cert.cert, unseal(cert.key), client_ca)
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                table.errors[cert.name] = str(exc)
+                continue
             table.names[id(ctx)] = cert.name
             if table.default is None:
                 table.default = ctx

@@ -35,6 +35,7 @@ from portcullis.model.certificates import Certificate
 from portcullis.proxy.sni import SniTable, material_of, server_context, tls_extension
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.settings import Settings
+from portcullis.store.sealing import unseal_key
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,7 @@ class SniSelector:
     holder: SnapshotHolder
     client_ca: str | None = None
     _material: object = None
+    _last: object = None
     _table: SniTable = field(default_factory=SniTable)
     # The server name each handshake asked for, by SSL object (read once it completes).
     server_names: dict[int, str | None] = field(default_factory=dict)
@@ -54,18 +56,16 @@ class SniSelector:
         certificates: list[Certificate] = self.holder.current.config.certificates
         if certificates is not self._material:
             material = material_of(certificates)
-            if material != getattr(self, "_last", None):
-                try:
-                    self._table = SniTable.build(certificates, self.client_ca)
-                except (ssl.SSLError, OSError, ValueError) as exc:
-                    # The config was checked when applied; keep serving the last table.
-                    log.error("tls.certificates_unusable", error=str(exc))
-                else:
-                    self._last = material
-                    log.info(
-                        "tls.certificates_loaded",
-                        certificates=sorted(set(self._table.names.values())),
-                    )
+            if material != self._last:
+                self._table = SniTable.build(certificates, self.client_ca, unseal_key)
+                self._last = material
+                for name, error in self._table.errors.items():
+                    # Checked when applied: a key sealed under another deployment secret.
+                    log.error("tls.certificate_unusable", certificate=name, error=error)
+                log.info(
+                    "tls.certificates_loaded",
+                    certificates=sorted(set(self._table.names.values())),
+                )
             self._material = certificates
         return self._table
 
