@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     admin_tls_key_file: Path | None = None
     # `certificate.expiring` events are sent this many days before a certificate expires.
     certificate_expiry_warning_days: int = Field(default=30, ge=1, le=365)
+    # How often the control plane looks for certificates due a `certificate.expiring`.
+    certificate_expiry_interval: float = Field(default=3600.0, gt=0)
     node_name: str = "portcullis"
     log_level: str = "info"
     log_json: bool = True
