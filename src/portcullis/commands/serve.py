@@ -19,7 +19,7 @@ from rich.console import Console
 
 from portcullis.errors import UserError
 from portcullis.settings import Settings
-from portcullis.supervision.planes import Plane, gateway_planes, granian_argv, tls_plane
+from portcullis.supervision.planes import Plane, gateway_planes, granian_argv, tls_planes
 from portcullis.supervision.ports import refuse_held_ports
 from portcullis.supervision.supervisor import Supervisor
 
@@ -114,9 +114,9 @@ def with_tls(planes: list[Plane], settings: Settings, serves_certificates: bool)
     certificate now); its port is checked like the others'."""
     wanted = settings.proxy_tls == "on" or (settings.proxy_tls == "auto" and serves_certificates)
     if wanted:
-        plane = tls_plane(settings)
-        refuse_held_ports([plane])
-        planes.append(plane)
+        tls = tls_planes(settings)
+        refuse_held_ports([*planes, tls[0]])
+        planes += tls
     return wanted
 
 

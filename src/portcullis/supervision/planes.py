@@ -88,13 +88,23 @@ def admin_tls_argv(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
-def tls_plane(settings: Settings) -> Plane:
-    """The proxy's TLS port (proxy/tls_server.py; docs/decisions/028)."""
+def tls_planes(settings: Settings) -> list[Plane]:
+    """The proxy's TLS port (proxy/tls_server.py; docs/decisions/028): `settings.workers`
+    single-process planes sharing the port (SO_REUSEPORT), as granian's workers share
+    the plain one; each is restarted on its own."""
     argv = [
         sys.executable, "-m", TLS_PLANE_MODULE,
         "--host", settings.proxy_host, "--port", str(settings.proxy_tls_port),
     ]  # fmt: skip
-    return Plane("TLS data plane", argv, settings.proxy_host, settings.proxy_tls_port)
+    return [
+        Plane(
+            "TLS data plane" + (f" {i + 1}" if settings.workers > 1 else ""),
+            argv,
+            settings.proxy_host,
+            settings.proxy_tls_port,
+        )
+        for i in range(settings.workers)
+    ]
 
 
 def gateway_planes(settings: Settings, *, tls: bool = False) -> list[Plane]:
@@ -129,5 +139,5 @@ def gateway_planes(settings: Settings, *, tls: bool = False) -> list[Plane]:
         ),
     ]
     if tls:
-        planes.append(tls_plane(settings))
+        planes += tls_planes(settings)
     return planes

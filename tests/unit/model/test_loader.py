@@ -284,7 +284,7 @@ def test_config_error_message_lists_every_issue() -> None:
         "f.yaml: 2 config errors",
         "  routes[0].service (line 3): unknown service 's'",
         "  bogus (line 4): unknown field 'bogus' (allowed: format_version, services, "
-        "upstreams, routes, consumers, plugins, plans, boosts, overrides, apis)",
+        "upstreams, routes, consumers, plugins, plans, boosts, overrides, apis, certificates)",
     ]
 
 
