@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.duration} s (+{args.warmup} s warm-up), 1 worker each"
     )
     for column in ("target", "client", "req/s", "vs plain-h1", "p50 ms", "p99 ms", "ok", "errors"):
-        table.add_column(column, justify="right" if column != "target" else "left")
+        left = column == "target"
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
     for r in results:
         ratio = f"{r.rps / base.rps:.2f}x" if base and base.rps else "-"
         table.add_row(
