@@ -237,8 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column, justify="left" if left else "right", no_wrap=left)
     for r in results:
         ratio = f"{r.rps / base.rps:.2f}x" if base and base.rps else "-"
+        client = "h2load" if r.name.endswith("h2") else "wrk"
         table.add_row(
-            r.name, "h2load" if r.name.endswith("h2") else "wrk", f"{r.rps:,.0f}", ratio, f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
+            r.name, client, f"{r.rps:,.0f}", ratio, f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}",
             str(r.succeeded), str(r.failed),
         )  # fmt: skip
     console.print(table)

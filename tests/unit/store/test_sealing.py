@@ -18,7 +18,8 @@ PEM = "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n"
 
 def test_sealing_is_deterministic_idempotent_and_reversible() -> None:
     sealed = seal_key(PEM, KEYS)
-    assert sealed.startswith("enc:v1:") and "MIGHAgEA" not in sealed
+    assert sealed.startswith("enc:v1:")
+    assert "MIGHAgEA" not in sealed
     assert seal_key(PEM, KEYS) == sealed  # the same config stores one version
     assert seal_key(sealed, KEYS) == sealed
     assert unseal_key(sealed, KEYS) == PEM
