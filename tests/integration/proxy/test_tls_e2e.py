@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from support.admin_session import signed_in_owner
 from support.recording_upstream import RecordingUpstream, recording_upstream
@@ -59,6 +61,8 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
         }  # fmt: skip
         (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
         env = {
+            # The CLI (another working directory) seals keys with the same secret.
+            "PORTCULLIS_SECRET_KEY": "tls-e2e-deployment-secret-0123456789abcdef",
             "PORTCULLIS_PROXY_TLS": "on",
             "PORTCULLIS_PROXY_TLS_PORT": str(port),
             "PORTCULLIS_PROXY_TLS_CLIENT_CA_FILE": str(ca_file),
@@ -74,15 +78,10 @@ def client_context() -> ssl.SSLContext:
 
 def served_subject(port: int, server_name: str | None) -> str:
     """The subject CN of the certificate served for `server_name` (Python's client)."""
-    ctx = client_context()
-    ctx.check_hostname = False
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname=server_name) as conn,
-    ):
-        cert = conn.getpeercert()
-    assert cert is not None
-    return dict(x[0] for x in cert["subject"])["commonName"]
+    der = served_der(port, server_name)
+    assert der is not None
+    name = x509.load_der_x509_certificate(der).subject
+    return str(name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
 
 
 def s_client(port: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -185,3 +184,39 @@ def test_a_certificate_added_through_the_admin_api_is_served_without_restart(tls
         )
         assert r.status_code in (400, 422), r.text
         assert "/key" in r.text
+
+
+def test_a_certificate_applied_with_the_cli_from_files_is_served_without_restart(
+    tls: Tls,
+) -> None:
+    """`portcullis config apply` reads cert_file/key_file; a renewed certificate under the
+    same name replaces the served one."""
+    renewed = CA.issue("a.example.test")
+    (tls.tmp / "a2.pem").write_text(renewed.cert)
+    (tls.tmp / "a2.key").write_text(renewed.key)
+    exported = yaml.safe_load(tls.gw.cli("config", "export", "--format", "yaml").stdout)
+    for cert in exported["certificates"]:
+        assert cert["key"].startswith("enc:v1:")  # never exported in clear
+        if cert["name"] == "a":
+            del cert["cert"], cert["key"]
+            cert |= {"cert_file": "a2.pem", "key_file": "a2.key"}
+    (tls.tmp / "renewed.yaml").write_text(yaml.safe_dump(exported))
+    tls.gw.cli("config", "apply", str(tls.tmp / "renewed.yaml"))
+    want = ssl.PEM_cert_to_DER_cert(renewed.cert.split("-----END CERTIFICATE-----")[0] + END)
+    deadline = time.monotonic() + 15
+    while served_der(tls.port, "a.example.test") != want:
+        assert time.monotonic() < deadline, "the renewed certificate was never served"
+        time.sleep(0.05)
+
+
+END = "-----END CERTIFICATE-----\n"
+
+
+def served_der(port: int, server_name: str | None) -> bytes | None:
+    ctx = client_context()
+    ctx.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname=server_name) as conn,
+    ):
+        return conn.getpeercert(binary_form=True)
