@@ -220,3 +220,16 @@ def served_der(port: int, server_name: str | None) -> bytes | None:
         ctx.wrap_socket(raw, server_hostname=server_name) as conn,
     ):
         return conn.getpeercert(binary_form=True)
+
+
+def test_a_websocket_over_tls_is_relayed(tls: Tls) -> None:
+    from websockets.sync.client import connect
+
+    with connect(
+        f"wss://127.0.0.1:{tls.port}/ws",
+        ssl=client_context(),
+        server_hostname="a.example.test",
+        open_timeout=10,
+    ) as ws:
+        ws.send("over tls")
+        assert ws.recv(timeout=10) == "over tls"
