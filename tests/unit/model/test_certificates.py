@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from portcullis.model.config import GatewayConfig
+from portcullis.model.loader import ConfigError, load_config_file, load_config_text
 from portcullis.model.secrets import REDACTED, redact
 from support.tls import CertificateAuthority
 
@@ -80,3 +84,22 @@ def test_an_expired_certificate_still_loads() -> None:
     metric and events report it instead)."""
     expired = CA.issue("old.example.com", days=-1)
     assert config(entry("a", cert=expired.cert, key=expired.key)).certificates[0].name == "a"
+
+
+def test_cert_file_and_key_file_are_read_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "pem").mkdir()
+    (tmp_path / "pem" / "c.pem").write_text(CERT)
+    (tmp_path / "pem" / "c.key").write_text(KEY)
+    (tmp_path / "gw.yaml").write_text(
+        "certificates:\n  - {name: a, cert_file: pem/c.pem, key_file: pem/c.key, "
+        "snis: [x.example.com]}\n"
+    )
+    assert load_config_file(tmp_path / "gw.yaml").certificates[0].cert == CERT.strip()
+    (tmp_path / "bad.yaml").write_text(
+        f"certificates:\n  - {{name: a, cert_file: missing.pem, key: {json.dumps(KEY)}}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"certificates\[0\]\.cert_file.*cannot read"):
+        load_config_file(tmp_path / "bad.yaml")
+    text = '{"certificates": [{"name": "a", "cert_file": "c.pem", "key": "k"}]}'
+    with pytest.raises(ConfigError, match="only a config read from a file"):
+        load_config_text(text, source="<api>", format="json")
