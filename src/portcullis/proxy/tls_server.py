@@ -24,6 +24,7 @@ import contextlib
 import signal
 import socket
 import ssl
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,11 @@ class SniSelector:
     _material: object = None
     _last: object = None
     _table: SniTable = field(default_factory=SniTable)
-    # The server name each handshake asked for, by SSL object (read once it completes).
-    server_names: dict[int, str | None] = field(default_factory=dict)
+    # The server name each handshake asked for, by SSL object (read once it completes;
+    # weak, so a handshake that fails after the callback leaves nothing behind).
+    server_names: weakref.WeakKeyDictionary[Any, str | None] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     def table(self) -> SniTable:
         certificates: list[Certificate] = self.holder.current.config.certificates
@@ -74,7 +78,7 @@ class SniSelector:
         if chosen is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ssl_object.context = chosen
-        self.server_names[id(ssl_object)] = server_name
+        self.server_names[ssl_object] = server_name
         return None
 
     def listener_context(self) -> ssl.SSLContext:
@@ -157,7 +161,7 @@ async def serve(
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         ssl_object = writer.get_extra_info("ssl_object")
-        server_name = selector.server_names.pop(id(ssl_object), None)
+        server_name = selector.server_names.pop(ssl_object, None)
         app = with_tls(plane, tls_extension(ssl_object, server_name))
         await TCPServer(ASGIWrapper(app), loop, config, context, state, reader, writer)  # type: ignore[arg-type]
 

@@ -114,8 +114,9 @@ def selector() -> SniSelector:
 def test_the_certificate_is_chosen_by_server_name(
     selector: SniSelector, name: str | None, subject: str
 ) -> None:
-    client, _ = handshake(selector.listener_context(), name)
+    client, server = handshake(selector.listener_context(), name)
     assert served(client) == subject
+    assert selector.server_names.pop(server, None) == name
     assert client.selected_alpn_protocol() == "h2"
     assert client.version() in ("TLSv1.2", "TLSv1.3")
 
