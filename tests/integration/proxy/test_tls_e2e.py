@@ -8,6 +8,7 @@ certificate is requested).
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import subprocess
@@ -233,3 +234,30 @@ def test_a_websocket_over_tls_is_relayed(tls: Tls) -> None:
     ) as ws:
         ws.send("over tls")
         assert ws.recv(timeout=10) == "over tls"
+
+
+def test_the_certificates_cli_adds_lists_and_refuses_a_wrong_key(tls: Tls) -> None:
+    e = CA.issue("e.example.test")
+    (tls.tmp / "e.pem").write_text(e.cert)
+    (tls.tmp / "e.key").write_text(e.key)
+    (tls.tmp / "other.key").write_text(CA.issue("f.example.test").key)
+    pem = ["--cert-file", str(tls.tmp / "e.pem")]
+    refused = tls.gw.cli(
+        "certificates", "add", "f", *pem, "--key-file", str(tls.tmp / "other.key"),
+        "--sni", "f.example.test", check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "--key-file" in refused.stderr + refused.stdout
+    assert "Traceback" not in refused.stderr
+    tls.gw.cli(
+        "certificates", "add", "e", *pem, "--key-file", str(tls.tmp / "e.key"),
+        "--sni", "e.example.test",
+    )  # fmt: skip
+    listed = json.loads(tls.gw.cli("certificates", "list", "--json").stdout)
+    assert {"name": "e", "snis": ["e.example.test"]}.items() <= next(
+        c for c in listed if c["name"] == "e"
+    ).items()
+    deadline = time.monotonic() + 15
+    while served_subject(tls.port, "e.example.test") != "e.example.test":
+        assert time.monotonic() < deadline, "the certificate added by the CLI was never served"
+        time.sleep(0.05)
