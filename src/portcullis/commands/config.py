@@ -217,11 +217,20 @@ def diff(file: ConfigFile, database_url: DatabaseUrl = None) -> None:
     if current is None:
         console.print("[dim]the store has no config yet; comparing with an empty one[/]")
     old = current.config if current is not None else GatewayConfig()
-    changes = diff_configs(old, config)
+    changes = diff_configs(old, _sealed(config))
     if not changes.is_empty:
         console.print(changes.render(markup=True))
     against = f"version {current.version}" if current is not None else "an empty store"
     console.print(f"[bold]{changes.summary()}[/] (against {against})")
+
+
+def _sealed(config: GatewayConfig) -> GatewayConfig:
+    """`config` as the store holds it (certificate keys sealed), for diffs."""
+    if not config.certificates:
+        return config
+    from portcullis.store.sealing import sealed_config
+
+    return sealed_config(config)
 
 
 @app.command()
@@ -248,7 +257,7 @@ def apply(
         repo = ConfigRepository(engine, keep_versions=Settings().config_history_keep)
         current = await repo.current()
         before = current.config if current else GatewayConfig()
-        changes = diff_configs(before, config)
+        changes = diff_configs(before, _sealed(config))
         now = datetime.now(UTC)
         for i in expired_on_arrival(before.overrides, config.overrides, now):
             # A file is declarative: warn (the admin API refuses such an override).

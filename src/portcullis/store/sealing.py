@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from portcullis.deployment_secret import read_deployment_secret
 from portcullis.model.certificates import SEALED_KEY_PREFIX
+from portcullis.model.config import GatewayConfig
 
 _CONTEXT = b"portcullis certificate key"
 
@@ -91,3 +92,17 @@ def seal_document(document: dict[str, Any]) -> dict[str, Any] | None:
             for c in certificates
         ],
     }
+
+
+def sealed_config(config: GatewayConfig) -> GatewayConfig:
+    """`config` with its certificates' keys sealed (itself when none is in clear): what
+    the store will hold, so comparing it with a stored config shows no key change."""
+    if not any(not c.key.startswith(SEALED_KEY_PREFIX) for c in config.certificates):
+        return config
+    return config.model_copy(
+        update={
+            "certificates": [
+                c.model_copy(update={"key": seal_key(c.key)}) for c in config.certificates
+            ]
+        }
+    )
