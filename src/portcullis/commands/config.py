@@ -299,6 +299,14 @@ def export(
     full: Annotated[
         bool, typer.Option("--full", help="Write every field, including default values.")
     ] = False,
+    include_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--include-secrets",
+            help="Certificate private keys in clear PEM (default: sealed with the "
+            "deployment secret, usable only by this deployment).",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print a stored config as YAML or JSON; export → apply → export is byte-identical."""
@@ -327,7 +335,18 @@ def export(
         raise UserError(
             "the store has no config yet; apply one with `portcullis config apply FILE`"
         )
-    text = dump_config(stored.config, format=out_format, include_defaults=full)
+    config = stored.config
+    if include_secrets and config.certificates:
+        from portcullis.store.sealing import UnsealError, unseal_key
+
+        try:
+            unsealed = [
+                c.model_copy(update={"key": unseal_key(c.key)}) for c in config.certificates
+            ]
+        except UnsealError as exc:
+            raise UserError(f"--include-secrets: {exc}") from None
+        config = config.model_copy(update={"certificates": unsealed})
+    text = dump_config(config, format=out_format, include_defaults=full)
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -197,7 +197,10 @@ def test_a_certificate_applied_with_the_cli_from_files_is_served_without_restart
     (tls.tmp / "a2.key").write_text(renewed.key)
     exported = yaml.safe_load(tls.gw.cli("config", "export", "--format", "yaml").stdout)
     for cert in exported["certificates"]:
-        assert cert["key"].startswith("enc:v1:")  # never exported in clear
+        assert cert["key"].startswith("enc:v1:")  # never exported in clear, unless asked:
+    clear = yaml.safe_load(tls.gw.cli("config", "export", "--include-secrets").stdout)
+    assert all(c["key"].startswith("-----BEGIN") for c in clear["certificates"])
+    for cert in exported["certificates"]:
         if cert["name"] == "a":
             del cert["cert"], cert["key"]
             cert |= {"cert_file": "a2.pem", "key_file": "a2.key"}
