@@ -99,60 +99,6 @@ def with_tls(app: ASGIApp, tls: dict[str, Any]) -> ASGIApp:
     return call
 
 
-class CoalescingWriter:
-    """A StreamWriter that joins the writes of one event-loop turn into one TLS write.
-
-    hypercorn writes each h11/h2 event on its own (head, body, end: `write` + `drain`);
-    over TLS each write is a record, a copy through the memory BIO and a send. Joining
-    them (flushed when the loop next turns, or at once past `FLUSH_AT` bytes) cuts that
-    per-response cost; `drain` keeps the transport's backpressure.
-    """
-
-    FLUSH_AT = 64 * 1024
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-        self._buffer: list[bytes] = []
-        self._size = 0
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        self._buffer.append(data)
-        self._size += len(data)
-        if self._size >= self.FLUSH_AT:
-            self._flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if self._buffer and not self._writer.is_closing():
-            self._writer.write(b"".join(self._buffer))
-        self._buffer.clear()
-        self._size = 0
-
-    async def drain(self) -> None:
-        await self._writer.drain()
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._writer.write_eof()
-
-    def close(self) -> None:
-        self._flush()
-        self._writer.close()
-
-    async def wait_closed(self) -> None:
-        await self._writer.wait_closed()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._writer.get_extra_info(name, default)
-
-    def is_closing(self) -> bool:
-        return self._writer.is_closing()
-
-
 def tls_settings(settings: Settings) -> Settings:
     """The data plane's settings for this process: its silent-connection reaper watches
     the plain port's sockets; here hypercorn's handshake and idle timeouts do that."""
@@ -217,8 +163,7 @@ async def serve(
         ssl_object = writer.get_extra_info("ssl_object")
         server_name = selector.server_names.pop(ssl_object, None)
         app = with_tls(plane, tls_extension(ssl_object, server_name))
-        joined = CoalescingWriter(writer)
-        await TCPServer(ASGIWrapper(app), loop, config, context, state, reader, joined)  # type: ignore[arg-type]
+        await TCPServer(ASGIWrapper(app), loop, config, context, state, reader, writer)  # type: ignore[arg-type]
 
     server = await asyncio.start_server(
         connection,
