@@ -180,3 +180,22 @@ def test_the_tls_extension_carries_the_client_certificate(
     # Without a client certificate the chain is empty (the certificate is optional).
     _, server = handshake(selector.listener_context(), "api.example.com")
     assert tls_extension(server, None)["client_cert_chain"] == []
+
+
+async def test_every_request_scope_of_a_connection_carries_its_tls_extension() -> None:
+    from portcullis.proxy.tls_server import with_tls
+
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    tls = {"server_name": "api.example.com", "client_cert_chain": []}
+    wrapped = with_tls(app, tls)
+    http = {"type": "http", "extensions": {"http.response.trailers": {}}}
+    await wrapped(http, None, None)
+    await wrapped({"type": "websocket"}, None, None)
+    await wrapped({"type": "lifespan"}, None, None)
+    assert seen[0]["extensions"] == {"http.response.trailers": {}, "tls": tls}
+    assert seen[1]["extensions"] == {"tls": tls}
+    assert "extensions" not in seen[2]
