@@ -77,8 +77,6 @@ def h2load(
             words = line.replace(",", "").split()
             succeeded = int(words[words.index("succeeded") - 1])
             failed = int(words[words.index("failed") - 1]) + int(words[words.index("errored") - 1])
-    if os.environ.get("TLS_BENCH_DEBUG"):
-        console.print(out)
     if not rps:
         raise StartupError(f"h2load gave no figures for {url}:\n{out}")
     return float(rps), succeeded, failed
