@@ -185,6 +185,8 @@ def test_a_certificate_added_through_the_admin_api_is_served_without_restart(tls
         )
         assert r.status_code in (400, 422), r.text
         assert "/key" in r.text
+        metrics = admin.get("/metrics").text
+        assert 'portcullis_certificate_expiry_seconds{certificate="c"}' in metrics
 
 
 def test_a_certificate_applied_with_the_cli_from_files_is_served_without_restart(
