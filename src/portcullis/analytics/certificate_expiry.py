@@ -84,23 +84,27 @@ class CertificateExpiry:
         now = self._clock()
         current = {c.name: (c, not_after(c.cert)) for c in config.certificates}
         due = [(c, end) for c, end in current.values() if end <= now + self._warning]
+        claims = select(
+            CertificateExpiryNoticeRow.certificate, CertificateExpiryNoticeRow.not_after
+        )
+        async with self._engine.connect() as conn:
+            # Claims of certificates that left the config or were renewed are forgotten.
+            stale = [
+                (row.certificate, row.not_after)
+                for row in (await conn.execute(claims)).all()
+                if row.certificate not in current or current[row.certificate][1] != row.not_after
+            ]
+        if not due and not stale:
+            return []  # the usual round: nothing to write
         async with write_transaction(self._engine) as conn:
             with collecting(conn) as events:
-                # Forget claims of certificates that left the config or were renewed.
-                claims = select(
-                    CertificateExpiryNoticeRow.certificate, CertificateExpiryNoticeRow.not_after
-                )
-                for row in (await conn.execute(claims)).all():
-                    if (
-                        row.certificate not in current
-                        or current[row.certificate][1] != row.not_after
-                    ):
-                        await conn.execute(
-                            delete(CertificateExpiryNoticeRow).where(
-                                CertificateExpiryNoticeRow.certificate == row.certificate,
-                                CertificateExpiryNoticeRow.not_after == row.not_after,
-                            )
+                for name, end in stale:
+                    await conn.execute(
+                        delete(CertificateExpiryNoticeRow).where(
+                            CertificateExpiryNoticeRow.certificate == name,
+                            CertificateExpiryNoticeRow.not_after == end,
                         )
+                    )
                 organizations = await organization_ids_of(
                     conn, [c.organization for c, _ in due if c.organization]
                 )
