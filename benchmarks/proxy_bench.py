@@ -147,14 +147,16 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(wrk: str, port: int, load: tuple[int, int], *, duration: int) -> str:
+def run_wrk(
+    wrk: str, port: int, load: tuple[int, int], *, duration: int, scheme: str = "http"
+) -> str:
     """Run wrk with `load` = (threads, connections) against 127.0.0.1:port; return its output.
 
     wrk is killed if the harness is interrupted meanwhile.
     """
     threads, connections = load
     argv = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency"]
-    argv.append(f"http://127.0.0.1:{port}/")
+    argv.append(f"{scheme}://127.0.0.1:{port}/")
     # Own session: a terminal Ctrl-C reaches the harness, which kills wrk itself.
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True

@@ -35,6 +35,7 @@ def _mount() -> None:
     # Imported here so `portcullis --help` stays fast and modules stay independent.
     from portcullis.commands import admin as admin_cmd
     from portcullis.commands import apis as apis_cmd
+    from portcullis.commands import certificates as certificates_cmd
     from portcullis.commands import config as config_cmd
     from portcullis.commands import credentials as credentials_cmd
     from portcullis.commands import graphql_documents as graphql_cmd
@@ -51,6 +52,7 @@ def _mount() -> None:
     webhooks_cmd.register_webhooks(app)
     graphql_cmd.register_graphql(app)
     apis_cmd.register_apis(app)
+    certificates_cmd.register_certificates(app)
     sdk_cmd.register_sdk(app)
     app.add_typer(config_cmd.app, name="config", help="Validate, diff, apply and export config.")
 

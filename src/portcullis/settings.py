@@ -33,12 +33,27 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     proxy_host: str = "127.0.0.1"
     proxy_port: int = Field(default=8000, ge=0, le=65535)
-    # The TLS listener's port (docs/tls.md); also the port a route's https_redirect sends
-    # plain-HTTP clients to (left out of the URL when 443 or unset).
-    proxy_tls_port: int | None = Field(default=None, ge=1, le=65535)
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8001, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
+    # The proxy's TLS port (HTTP/2 and HTTP/1.1 by ALPN, certificates chosen by SNI from
+    # the config's `certificates`; docs/tls.md). "auto": served when the config holds a
+    # certificate with server names at start; "on": always (the first certificate may
+    # come later through the admin API); "off": never.
+    proxy_tls: Literal["auto", "on", "off"] = "auto"
+    # The TLS listener's port (docs/tls.md); also the port a route's https_redirect sends
+    # plain-HTTP clients to (left out of the URL when 443).
+    proxy_tls_port: int = Field(default=8443, ge=0, le=65535)
+    # A PEM bundle of CAs: clients may then present a certificate (optional, verified
+    # against it) that the mtls-auth plugin reads; unset, none is requested.
+    proxy_tls_client_ca_file: Path | None = None
+    # The control plane over TLS (granian's, one certificate from files): both or neither.
+    admin_tls_cert_file: Path | None = None
+    admin_tls_key_file: Path | None = None
+    # `certificate.expiring` events are sent this many days before a certificate expires.
+    certificate_expiry_warning_days: int = Field(default=30, ge=1, le=365)
+    # How often the control plane looks for certificates due a `certificate.expiring`.
+    certificate_expiry_interval: float = Field(default=3600.0, gt=0)
     node_name: str = "portcullis"
     log_level: str = "info"
     log_json: bool = True
@@ -135,6 +150,12 @@ class Settings(BaseSettings):
                 f"webhook_lease ({self.webhook_lease} s) must exceed webhook_timeout "
                 f"({self.webhook_timeout} s), or live attempts are taken over"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _admin_tls_pair(self) -> Settings:
+        if (self.admin_tls_cert_file is None) != (self.admin_tls_key_file is None):
+            raise ValueError("admin_tls_cert_file and admin_tls_key_file go together")
         return self
 
     @field_validator("webhook_allowed_networks")
@@ -344,7 +365,8 @@ class Settings(BaseSettings):
     @property
     def admin_url(self) -> str:
         """The URL the control plane listens on, as a client on this host reaches it."""
-        return local_url(self.admin_host, self.admin_port)
+        scheme = "https" if self.admin_tls_cert_file else "http"
+        return local_url(self.admin_host, self.admin_port, scheme)
 
     @property
     def proxy_url(self) -> str:
@@ -352,11 +374,16 @@ class Settings(BaseSettings):
         return local_url(self.proxy_host, self.proxy_port)
 
     @property
+    def proxy_tls_url(self) -> str:
+        """The data plane's TLS port, as a client on this host reaches it."""
+        return local_url(self.proxy_host, self.proxy_tls_port, "https")
+
+    @property
     def issuer(self) -> str:
         return self.oauth_issuer or f"http://{self.admin_host}:{self.admin_port}"
 
 
-def local_url(host: str, port: int) -> str:
+def local_url(host: str, port: int, scheme: str = "http") -> str:
     """`http://host:port` for a listening address: a wildcard bind (0.0.0.0, ::) is
     reached on loopback, and an IPv6 literal is bracketed (RFC 3986 §3.2.2)."""
     if host in ("", "0.0.0.0"):
@@ -365,4 +392,4 @@ def local_url(host: str, port: int) -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"

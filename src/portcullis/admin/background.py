@@ -82,6 +82,7 @@ def control_jobs(
     process's Redis, when the limit counters live there."""
     from portcullis.analytics.alerts import alert_job
     from portcullis.analytics.anomalies import anomaly_job
+    from portcullis.analytics.certificate_expiry import certificate_expiry_job
     from portcullis.analytics.health_events import health_events_job
     from portcullis.analytics.quota_events import quota_events_job
     from portcullis.analytics.retention import events_retention_job, request_log_retention_job
@@ -110,6 +111,7 @@ def control_jobs(
         openapi_refresh_job(state),
         *([expiry] if expiry is not None else []),
         *([sunsets] if sunsets is not None else []),
+        certificate_expiry_job(engine, settings, bus, current_config),
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
         events_retention_job(engine, settings),

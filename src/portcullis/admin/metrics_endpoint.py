@@ -30,6 +30,7 @@ from portcullis.admin.dependencies import deployment_wide_reader
 from portcullis.admin.problems import FORBIDDEN, UNAUTHORIZED, ApiProblem, problem_responses
 from portcullis.analytics.health import BREAKER_STATES, DEFAULT_FRESH_FOR, merge_upstream_health
 from portcullis.analytics.metrics import StaticCollector, multiprocess_dir, scrape_registry
+from portcullis.model.certificates import Certificate
 from portcullis.services.rbac import Permission
 from portcullis.settings import Settings
 from portcullis.webhooks.metrics import queue_families
@@ -87,6 +88,7 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
         head = await admin.editor.repository.head()
         nodes = await list_nodes(admin.engine)
         webhooks = await queue_families(admin.engine, datetime.now(UTC))
+        certificates = (await admin.editor.state()).config.certificates
     except Exception as exc:
         log.warning("metrics.store_unavailable", error=str(exc), kind=type(exc).__name__)
         return []
@@ -98,7 +100,22 @@ async def store_families(request: Request, settings: Settings) -> list[GaugeMetr
         version,
         *upstream_families(merge_upstream_health(nodes, fresh_for=fresh_for)),
         *webhooks,
+        *certificate_families(certificates),
     ]
+
+
+def certificate_families(certificates: list[Certificate]) -> list[GaugeMetricFamily]:
+    """`portcullis_certificate_expiry_seconds` (none without certificates; one that will
+    not parse is left out rather than failing the scrape)."""
+    if not certificates:
+        return []
+    from portcullis.analytics.certificate_expiry import expiry_family
+
+    try:
+        return [expiry_family(certificates, datetime.now(UTC))]
+    except ValueError as exc:
+        log.warning("metrics.certificate_unreadable", error=str(exc))
+        return []
 
 
 def live_families(request: Request) -> list[GaugeMetricFamily | CounterMetricFamily]:

@@ -217,11 +217,20 @@ def diff(file: ConfigFile, database_url: DatabaseUrl = None) -> None:
     if current is None:
         console.print("[dim]the store has no config yet; comparing with an empty one[/]")
     old = current.config if current is not None else GatewayConfig()
-    changes = diff_configs(old, config)
+    changes = diff_configs(old, _sealed(config))
     if not changes.is_empty:
         console.print(changes.render(markup=True))
     against = f"version {current.version}" if current is not None else "an empty store"
     console.print(f"[bold]{changes.summary()}[/] (against {against})")
+
+
+def _sealed(config: GatewayConfig) -> GatewayConfig:
+    """`config` as the store holds it (certificate keys sealed), for diffs."""
+    if not config.certificates:
+        return config
+    from portcullis.store.sealing import sealed_config
+
+    return sealed_config(config)
 
 
 @app.command()
@@ -248,7 +257,7 @@ def apply(
         repo = ConfigRepository(engine, keep_versions=Settings().config_history_keep)
         current = await repo.current()
         before = current.config if current else GatewayConfig()
-        changes = diff_configs(before, config)
+        changes = diff_configs(before, _sealed(config))
         now = datetime.now(UTC)
         for i in expired_on_arrival(before.overrides, config.overrides, now):
             # A file is declarative: warn (the admin API refuses such an override).
@@ -290,6 +299,14 @@ def export(
     full: Annotated[
         bool, typer.Option("--full", help="Write every field, including default values.")
     ] = False,
+    include_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--include-secrets",
+            help="Certificate private keys in clear PEM (default: sealed with the "
+            "deployment secret, usable only by this deployment).",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Print a stored config as YAML or JSON; export → apply → export is byte-identical."""
@@ -318,7 +335,18 @@ def export(
         raise UserError(
             "the store has no config yet; apply one with `portcullis config apply FILE`"
         )
-    text = dump_config(stored.config, format=out_format, include_defaults=full)
+    config = stored.config
+    if include_secrets and config.certificates:
+        from portcullis.store.sealing import UnsealError, unseal_key
+
+        try:
+            unsealed = [
+                c.model_copy(update={"key": unseal_key(c.key)}) for c in config.certificates
+            ]
+        except UnsealError as exc:
+            raise UserError(f"--include-secrets: {exc}") from None
+        config = config.model_copy(update={"certificates": unsealed})
+    text = dump_config(config, format=out_format, include_defaults=full)
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()

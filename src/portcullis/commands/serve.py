@@ -19,7 +19,7 @@ from rich.console import Console
 
 from portcullis.errors import UserError
 from portcullis.settings import Settings
-from portcullis.supervision.planes import Plane, gateway_planes, granian_argv
+from portcullis.supervision.planes import Plane, gateway_planes, granian_argv, tls_planes
 from portcullis.supervision.ports import refuse_held_ports
 from portcullis.supervision.supervisor import Supervisor
 
@@ -37,8 +37,9 @@ async def prepare_store(
     *,
     demo_inbox: str | None = None,
     demo_log: Path | None = None,
-) -> int:
-    """Migrate the store, apply `config_file` if given; return the current config version.
+) -> tuple[int, bool]:
+    """Migrate the store, apply `config_file` if given; return the current config version
+    and whether that config serves a certificate (the TLS port's "auto").
 
     `demo_inbox`: a webhook endpoint for every event is made there first (once), so the
     demo's receiver hears of the config being applied and of everything after.
@@ -65,8 +66,11 @@ async def prepare_store(
             if demo_log is not None:
                 config = _with_request_log(config, demo_log)
             version = await repo.apply(config, author="portcullis serve", comment=str(config_file))
-            return version.version
-        return await repo.current_version()
+            return version.version, any(c.snis for c in config.certificates)
+        current = await repo.current()
+        if current is None:
+            return 0, False
+        return current.version, any(c.snis for c in current.config.certificates)
     finally:
         await engine.dispose()
 
@@ -112,6 +116,7 @@ def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> in
             "PORTCULLIS_DATABASE_URL": settings.database_url,
             "PORTCULLIS_PROXY_PORT": str(settings.proxy_port),
             "PORTCULLIS_ADMIN_PORT": str(settings.admin_port),
+            "PORTCULLIS_PROXY_TLS_PORT": str(settings.proxy_tls_port),
             # Workers split gateway-wide allowances (the retry budget's reserve).
             "PORTCULLIS_WORKERS": str(settings.workers),
         }
@@ -121,6 +126,17 @@ def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> in
     # Every plane writes its Prometheus metrics here; the control plane serves them all.
     env[MULTIPROC_ENV] = str(prepare_metrics_dir(settings.metrics_dir))
     return Supervisor(planes, settings, env).run(banner)
+
+
+def with_tls(planes: list[Plane], settings: Settings, serves_certificates: bool) -> bool:
+    """Add the TLS port's plane when `proxy_tls` says so ("auto": the config serves a
+    certificate now); its port is checked like the others'."""
+    wanted = settings.proxy_tls == "on" or (settings.proxy_tls == "auto" and serves_certificates)
+    if wanted:
+        tls = tls_planes(settings)
+        refuse_held_ports([*planes, tls[0]])
+        planes += tls
+    return wanted
 
 
 def _settings(
@@ -162,10 +178,12 @@ def register(app: typer.Typer) -> None:
         planes = gateway_planes(settings)
         # Before the store is touched: a held port means another gateway may be using it.
         refuse_held_ports(planes)
-        version = asyncio.run(prepare_store(settings, config))
+        version, serves_certificates = asyncio.run(prepare_store(settings, config))
+        tls = with_tls(planes, settings, serves_certificates)
         banner = (
             f"proxy   {settings.proxy_url}\n"
-            f"admin   {settings.admin_url}/health/ready\n"
+            + (f"tls     {settings.proxy_tls_url}  (HTTP/2, SNI)\n" if tls else "")
+            + f"admin   {settings.admin_url}/health/ready\n"
             f"config  version {version}  ({settings.database_url})"
         )
         raise typer.Exit(supervise(planes, settings, banner))
@@ -209,9 +227,10 @@ def register(app: typer.Typer) -> None:
         Path("var").mkdir(exist_ok=True)
         inbox = f"http://127.0.0.1:{upstream_port}/webhooks/inbox"
         requests_log = Path("var/requests.log").resolve()
-        version = asyncio.run(
+        version, serves_certificates = asyncio.run(
             prepare_store(settings, config, demo_inbox=inbox, demo_log=requests_log)
         )
+        with_tls(planes, settings, serves_certificates)
         sandbox_key = asyncio.run(demo_sandbox_key(settings))
         proxy = settings.proxy_url
         banner = (

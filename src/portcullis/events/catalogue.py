@@ -48,6 +48,7 @@ class EventType(StrEnum):
     WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
     WEBHOOK_TEST = "webhook.test"
     VERSION_SUNSET_APPROACHING = "version.sunset_approaching"
+    CERTIFICATE_EXPIRING = "certificate.expiring"
 
 
 class EventData(BaseModel):
@@ -202,6 +203,14 @@ class VersionSunsetData(EventData):
     last_seen: str = Field(description="the consumer's last request of the version (RFC 3339)")
     requests: int = Field(description="its requests of the version over the look-back window")
     window_days: int = Field(description="the look-back window, in UTC days")
+
+
+class CertificateExpiringData(EventData):
+    certificate: str = Field(description="the certificate's name")
+    not_after: str = Field(description="when its leaf expires (RFC 3339)")
+    days_left: int = Field(description="whole days until then (0: today or expired)")
+    expired: bool = Field(description="it has expired already")
+    snis: list[str] = Field(description="the server names it is served for")
 
 
 class EndpointDisabledData(EventData):
@@ -374,6 +383,14 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "moved sunset is announced again)",
                 "`consumer:<username>`",
                 VersionSunsetData,
+            ),
+            EventSpec(
+                EventType.CERTIFICATE_EXPIRING,
+                "A certificate expires within `certificate_expiry_warning_days` (or has "
+                "expired): sent once per certificate and expiry date (a renewed certificate "
+                "is announced again when its time comes)",
+                "`certificate:<name>`",
+                CertificateExpiringData,
             ),
             EventSpec(
                 EventType.WEBHOOK_TEST,

@@ -9,12 +9,8 @@ store copied without it holds no usable key material.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import hmac
 import os
-import secrets
-import time
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -23,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from portcullis.deployment_secret import read_deployment_secret
 from portcullis.errors import UserError
 
 _MIN_SECRET_BYTES = 32
@@ -78,21 +75,4 @@ def load_server_secret(value: str | None, file: Path) -> ServerSecret:
     Creation uses O_EXCL, so concurrent first starts (several workers) agree on one
     secret: the losers read the winner's file.
     """
-    if value:
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except ValueError:
-            raw = value.encode("utf-8")
-        return ServerSecret.from_secret(raw)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-    for _ in range(50):
-        text = file.read_text().strip()
-        if text:
-            return ServerSecret.from_secret(base64.b64decode(text))
-        # Another process created the file and has not written it yet.
-        time.sleep(0.01)
-    raise UserError(f"secret_key_file: {file} is empty")
+    return ServerSecret.from_secret(read_deployment_secret(value, file))

@@ -7,10 +7,10 @@ left-most wildcards (`*.example.com`, one label, as TLS clients match them, RFC 
 listener is shared, so two certificates claiming one name would make the choice
 arbitrary. A service can present a certificate to its origin (`Service.client_certificate`).
 
-The key is a secret (`writeOnly`): redacted in audit, exports and diffs. Only the
-markers of the PEM blocks are checked here; the model stays free of crypto libraries
-(see the `model-is-pure` import contract), and what parses the material checks it
-when a config is applied.
+The key is a secret (`writeOnly`): redacted in audit, exports and diffs. The PEM
+material is parsed (the chain in order, the key the leaf's) by `certificate_pem`,
+imported only when a config holds a certificate (the model stays free of crypto
+libraries otherwise: the `model-is-pure` import contract lists that one module).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from portcullis.model.secrets import Secret
 from portcullis.model.types import Name, StrictModel, Tag
@@ -29,6 +29,9 @@ _SERVER_NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
 _CERT_BLOCK = "-----BEGIN CERTIFICATE-----"
 _KEY_BLOCK = re.compile(r"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
 MAX_PEM = 64 * 1024
+# A key as stored: encrypted with the deployment secret (store/sealing.py). Accepted
+# back as it is (an export re-applied to the same deployment); checked when sealed.
+SEALED_KEY_PREFIX = "enc:v1:"
 
 
 def _check_server_name(value: str) -> str:
@@ -51,6 +54,8 @@ def _check_cert(value: str) -> str:
 
 
 def _check_key(value: str) -> str:
+    if value.startswith(SEALED_KEY_PREFIX):
+        return value
     if not _KEY_BLOCK.search(value):
         raise ValueError("expected a PEM private key ('-----BEGIN PRIVATE KEY-----')")
     return value
@@ -65,6 +70,31 @@ class Certificate(StrictModel):
     snis: list[ServerName] = Field(default_factory=list, max_length=100)
     tags: list[Tag] = Field(default_factory=list)
     organization: Name | None = None
+
+    @field_validator("cert")
+    @classmethod
+    def _parse_chain(cls, v: str) -> str:
+        from portcullis.model.certificate_pem import PemError, load_chain
+
+        try:
+            load_chain(v)
+        except PemError as exc:
+            raise ValueError(str(exc).removeprefix("cert: ")) from None
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key_of_leaf(cls, v: str, info: ValidationInfo) -> str:
+        cert = info.data.get("cert")
+        if cert is None or v.startswith(SEALED_KEY_PREFIX):  # refused already / checked
+            return v
+        from portcullis.model.certificate_pem import PemError, check_material
+
+        try:
+            check_material(cert, v)
+        except PemError as exc:
+            raise ValueError(str(exc).removeprefix("key: ")) from None
+        return v
 
     @field_validator("snis")
     @classmethod

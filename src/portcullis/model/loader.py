@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from portcullis.model.apis import Api
-from portcullis.model.certificates import Certificate
+from portcullis.model.certificates import MAX_PEM, Certificate
 from portcullis.model.config import (
     Consumer,
     GatewayConfig,
@@ -195,6 +195,7 @@ def load_config_text(
             issues.append(_EMPTY)
             raise ConfigError(issues, source=source)
         issues.extend(_read_openapi_files(data, base_dir))
+        issues.extend(_read_certificate_files(data, base_dir))
         if issues:
             raise ConfigError(issues, source=source)
         try:
@@ -210,6 +211,7 @@ def load_config_text(
         issues.append(_EMPTY)
     else:
         issues.extend(_with_position(i, node) for i in _read_openapi_files(data, base_dir))
+        issues.extend(_with_position(i, node) for i in _read_certificate_files(data, base_dir))
     if issues:
         raise ConfigError(issues, source=source)
     return _validate(data, node, source)
@@ -248,6 +250,40 @@ def _read_openapi_files(data: Any, base_dir: Path | None) -> list[ConfigIssue]:
                     problem = str(exc) if exc.path else exc.message
                 except OSError as exc:
                     problem = f"cannot read {name!r}: {exc.strerror or exc}"
+            if problem is not None:
+                issues.append(ConfigIssue(format_location(loc), problem, loc=loc))
+    return issues
+
+
+def _read_certificate_files(data: Any, base_dir: Path | None) -> list[ConfigIssue]:
+    """Replace each certificate's `cert_file` / `key_file` (PEM files, relative to the
+    config file) with their text, in place; like `openapi_file`, only a config read
+    from a file has them."""
+    issues: list[ConfigIssue] = []
+    certificates = data.get("certificates") if isinstance(data, dict) else None
+    for i, cert in enumerate(certificates if isinstance(certificates, list) else ()):
+        for field in ("cert", "key"):
+            option = f"{field}_file"
+            if not isinstance(cert, dict) or option not in cert:
+                continue
+            loc: Loc = ("certificates", i, option)
+            name = cert.pop(option)
+            problem = None
+            if not isinstance(name, str) or not name:
+                problem = "must be a file path (relative to the config file)"
+            elif base_dir is None:
+                problem = f"only a config read from a file may name one; send `{field}` inline"
+            elif field in cert:
+                problem = f"set {field} or {option}, not both"
+            else:
+                try:
+                    path = base_dir / name
+                    if path.stat().st_size > MAX_PEM:
+                        problem = f"{name!r} is larger than {MAX_PEM} bytes"
+                    else:
+                        cert[field] = path.read_text(encoding="ascii")
+                except (OSError, UnicodeDecodeError) as exc:
+                    problem = f"cannot read {name!r}: {getattr(exc, 'strerror', None) or exc}"
             if problem is not None:
                 issues.append(ConfigIssue(format_location(loc), problem, loc=loc))
     return issues

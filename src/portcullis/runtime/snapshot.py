@@ -30,6 +30,7 @@ from portcullis.runtime.versions import (
     brownout_windows,
     route_plans,
 )
+from portcullis.store.sealing import unseal_key
 from portcullis.upstream.balancer import RetryBudget, UpstreamPool, build_pools
 from portcullis.upstream.shedding import ConcurrencyLimiter, PriorityRules, Shedding, build_limiters
 from portcullis.upstream.tls import OriginTls, TlsCache, TlsSettings
@@ -147,7 +148,8 @@ def origin_tls_settings(service: Service, config: GatewayConfig) -> TlsSettings:
     cert = key = None
     if service.client_certificate is not None:
         entry = next(c for c in config.certificates if c.name == service.client_certificate)
-        cert, key = entry.cert, entry.key
+        # Stored keys are sealed with the deployment secret (store/sealing.py).
+        cert, key = entry.cert, unseal_key(entry.key)
     return TlsSettings(
         verify=service.tls_verify,
         ca_certificates=tuple(service.ca_certificates),

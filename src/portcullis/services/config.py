@@ -26,6 +26,7 @@ from portcullis.services.pagination import parse_int_cursor
 from portcullis.services.preconditions import check_if_match, etag_of
 from portcullis.store.config_repository import ConfigVersion, ConfigVersionSummary, OnWrite
 from portcullis.store.errors import NotFound
+from portcullis.store.sealing import sealed_config
 
 MAX_VERSION = 2**62
 MAX_COMMENT = 1000  # characters of the comment stored with a version
@@ -209,7 +210,8 @@ class ConfigService:
         op.scope.require_unlimited("a whole-config diff")
         config = validate_document(await document())
         current = await self._editor.state()
-        return diff_configs(current.config, config)
+        # Keys in clear compare with the stored (sealed) ones as the store would hold them.
+        return diff_configs(current.config, sealed_config(config))
 
     async def versions(
         self, op: Operation, limit: int, cursor: str | None

@@ -32,6 +32,7 @@ from portcullis.services.config_editor import ConfigEditor, ConfigState, Edit
 from portcullis.services.context import Operation
 from portcullis.services.entity_kinds import (
     BOOSTS,
+    CERTIFICATES,
     CONSUMERS,
     KIND_BY_COLLECTION,
     OVERRIDES,
@@ -59,6 +60,7 @@ from portcullis.services.pagination import (
 )
 from portcullis.services.preconditions import apply_merge_patch, check_if_match, etag_of
 from portcullis.services.scoping import OrgScope
+from portcullis.store.sealing import seal_key
 
 # Sorted views kept per collection (one per sort order and upstream in use).
 _MAX_INDEXES = 16
@@ -225,6 +227,9 @@ class EntityCollection:
         return str(item[self.kind.identity_fields[0]])
 
     def represent(self, document: dict[str, Any], entity_id: str) -> dict[str, Any]:
+        if self.kind is CERTIFICATES and isinstance(document.get("key"), str):
+            # Shown as stored: sealed with the deployment secret (store/sealing.py).
+            return {**document, "key": seal_key(document["key"])}
         return {**document, "id": entity_id} if self.kind is PLUGINS else document
 
     def find(self, located: _Located, entity_id: str, scope: OrgScope) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from portcullis.model.apis import Api
+from portcullis.model.certificates import Certificate
 from portcullis.model.config import (
     Consumer,
     GatewayConfig,
@@ -340,6 +341,23 @@ APIS = Kind(
         ],
     },
 )
+CERTIFICATES = Kind(
+    "certificates",
+    "certificate",
+    "Certificates",
+    Certificate,
+    ("name",),
+    ("name", "organization"),
+    ("organization",),
+    _no_dependents,
+    {
+        "name": "api-example-com",
+        "cert": "-----BEGIN CERTIFICATE-----\n...leaf...\n-----END CERTIFICATE-----\n"
+        "-----BEGIN CERTIFICATE-----\n...intermediate...\n-----END CERTIFICATE-----\n",
+        "key": "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----\n",
+        "snis": ["api.example.com", "*.api.example.com"],
+    },
+)
 KINDS: tuple[Kind, ...] = (
     SERVICES,
     UPSTREAMS,
@@ -350,6 +368,7 @@ KINDS: tuple[Kind, ...] = (
     BOOSTS,
     OVERRIDES,
     APIS,
+    CERTIFICATES,
 )
 KIND_BY_COLLECTION = {k.collection: k for k in KINDS}
 

@@ -64,6 +64,7 @@ SCOPED_COLLECTIONS = (
     "boosts",
     "overrides",
     "apis",
+    "certificates",
 )
 
 

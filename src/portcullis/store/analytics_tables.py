@@ -167,6 +167,18 @@ class SunsetNoticeRow(Base):
     announced_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class CertificateExpiryNoticeRow(Base):
+    """A `certificate.expiring` event sent for one certificate and expiry date: inserted
+    (ON CONFLICT DO NOTHING) in the transaction that records the event, so it is sent
+    once across control planes and restarts; a renewed certificate is a new key."""
+
+    __tablename__ = "certificate_expiry_notices"
+
+    certificate: Mapped[str] = mapped_column(String(128), primary_key=True)
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    announced_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class AnalyticsCursorRow(Base):
     """How far a background job (rollups, retention, alerts) has got: one row per job."""
 

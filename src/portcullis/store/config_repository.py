@@ -63,6 +63,7 @@ from portcullis.model.loader import load_config_data
 from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
 from portcullis.store.errors import NotFound
+from portcullis.store.sealing import seal_document, sealed_config
 from portcullis.store.tables import HEAD_ROW_ID, ConfigHeadRow, ConfigVersionRow
 
 _WRITE_ATTEMPTS = 5
@@ -347,6 +348,11 @@ class ConfigRepository:
         on_write: OnWrite | None,
         previous: _Previous | None,
     ) -> ConfigVersion:
+        sealed = seal_document(document)
+        if sealed is not None:
+            # Certificate keys are stored encrypted (store/sealing.py); the version this
+            # returns carries them sealed too, as every later read of it will.
+            document, config = sealed, sealed_config(config)
         text = canonical_text(document)
         checksum = checksum_of(text)
         attempt = 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from portcullis.settings import Settings
 
 DATA_PLANE_TARGET = "portcullis.proxy.server:create_app"
+TLS_PLANE_MODULE = "portcullis.supervision.tls_plane"
 CONTROL_PLANE_TARGET = "portcullis.admin.app:create_app"
 
 
@@ -76,9 +77,40 @@ def granian_argv(
     ]  # fmt: skip
 
 
-def gateway_planes(settings: Settings) -> list[Plane]:
-    """The data plane (`settings.workers` workers) and the control plane (one worker)."""
+def admin_tls_argv(settings: Settings) -> list[str]:
+    """granian's TLS options for the control plane (one certificate from files)."""
+    if settings.admin_tls_cert_file is None or settings.admin_tls_key_file is None:
+        return []
     return [
+        "--ssl-certificate", str(settings.admin_tls_cert_file),
+        "--ssl-keyfile", str(settings.admin_tls_key_file),
+        "--ssl-protocol-min", "tls1.2",
+    ]  # fmt: skip
+
+
+def tls_planes(settings: Settings) -> list[Plane]:
+    """The proxy's TLS port (proxy/tls_server.py; docs/decisions/028): `settings.workers`
+    single-process planes sharing the port (SO_REUSEPORT), as granian's workers share
+    the plain one; each is restarted on its own."""
+    argv = [
+        sys.executable, "-m", TLS_PLANE_MODULE,
+        "--host", settings.proxy_host, "--port", str(settings.proxy_tls_port),
+    ]  # fmt: skip
+    return [
+        Plane(
+            "TLS data plane" + (f" {i + 1}" if settings.workers > 1 else ""),
+            argv,
+            settings.proxy_host,
+            settings.proxy_tls_port,
+        )
+        for i in range(settings.workers)
+    ]
+
+
+def gateway_planes(settings: Settings, *, tls: bool = False) -> list[Plane]:
+    """The data plane (`settings.workers` workers) and the control plane (one worker),
+    and with `tls` the data plane's TLS port."""
+    planes = [
         Plane(
             "data plane",
             granian_argv(
@@ -100,8 +132,12 @@ def gateway_planes(settings: Settings) -> list[Plane]:
                 1,
                 settings,
                 backpressure=control_plane_backpressure(settings),
-            ),
+            )
+            + admin_tls_argv(settings),
             settings.admin_host,
             settings.admin_port,
         ),
     ]
+    if tls:
+        planes += tls_planes(settings)
+    return planes

@@ -35,6 +35,7 @@ for base in (
     "/admin/v1/boosts",
     "/admin/v1/overrides",
     "/admin/v1/apis",
+    "/admin/v1/certificates",
     "/admin/v1/upstreams/{upstream}/targets",
 ):
     ENDPOINTS += [

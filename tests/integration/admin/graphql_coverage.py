@@ -20,6 +20,7 @@ _ENTITY_KINDS = {
     ("boost", "boosts"): ("boost", "boosts"),
     ("override", "overrides"): ("override", "overrides"),
     ("api", "apis"): ("api", "apis"),
+    ("certificate", "certificates"): ("certificate", "certificates"),
 }
 
 

@@ -36,9 +36,12 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.services.rbac import Role
+from support.tls import CertificateAuthority
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
 ORGS = ("alpha", "bravo")
+_CA = CertificateAuthority()
+CERTS = {o: _CA.issue(f"{o}.example.test") for o in (*ORGS, "x")}
 MERGE_PATCH = {"content-type": "application/merge-patch+json"}
 RULE = {"name": "rule", "kind": "error_rate", "threshold": 0.5, "window_seconds": 60}
 
@@ -86,6 +89,7 @@ ENTITY_FILTERS = {
     "boosts": (),
     "overrides": ("?consumer={o}-app",),
     "apis": (),
+    "certificates": (),
 }
 TABLE: dict[tuple[str, str], Expect] = {}
 for _collection, _filters in ENTITY_FILTERS.items():
@@ -278,6 +282,8 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
                            "expires_at": "2027-12-01T00:00:00Z", "reason": f"{o} launch"}),
             ("apis", {"name": f"{o}-api", "versions": [{"name": "v1", "routes": [f"{o}-route"],
                                                         "openapi": DESCRIPTION}]}),
+            ("certificates", {"name": f"{o}-cert", "cert": CERTS[o].cert, "key": CERTS[o].key,
+                              "snis": [f"{o}.example.test"]}),
         ):  # fmt: skip
             await _ok(await owner.post(f"/admin/v1/{path}", json={**body, "organization": o}))
         plugin = await _ok(
@@ -365,6 +371,7 @@ ENTITY_IDS = {
     "boosts": "{o}-boost",
     "overrides": "{o}-override",
     "apis": "{o}-api",
+    "certificates": "{o}-cert",
 }
 
 
@@ -438,6 +445,8 @@ async def _request(
         "overrides": {"name": "x-override", "consumer": f"{o}-app", "multiplier": 9,
                       "expires_at": "2027-12-01T00:00:00Z", "reason": "x"},
         "apis": {"name": "x-api", "versions": [{"name": "v1"}], "organization": o},
+        "certificates": {"name": "x-cert", "cert": CERTS["x"].cert, "key": CERTS["x"].key,
+                         "organization": o},
         "admin-users": {"email": "x@example.com", "password": "correct horse battery staple",
                         "role": "viewer", "organization_id": world.org_ids[o]},
         "upstreams/targets": {"target": "10.0.0.9:80"},

@@ -90,7 +90,8 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
             return next((r for r in records if r.get("route") == "demo-v1"), None)
 
         record = wait_for(logged_v1, "the /v1 request in var/requests.log")
-        assert record["status"] == 200 and record["method"] == "GET"
+        assert record["status"] == 200
+        assert record["method"] == "GET"
         # The demo's own store holds the endpoint; nothing was written to the repo.
         assert (tmp_path / "var" / "portcullis.db").is_file()
     finally:

@@ -14,6 +14,8 @@ from support.tls_ca import TestCA
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+# The model parses certificate material: a reference needs a real certificate.
+CLIENT = TestCA().issue("gateway.example", client=True)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,9 @@ def _config(service_org: str | None, cert_org: str | None) -> dict[str, Any]:
                 "organization": service_org,
             }
         ],
-        "certificates": [{"name": "client", "cert": CERT, "key": KEY, "organization": cert_org}],
+        "certificates": [
+            {"name": "client", "cert": CLIENT.cert, "key": CLIENT.key, "organization": cert_org}
+        ],
     }
 
 

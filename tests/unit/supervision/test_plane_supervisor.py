@@ -53,3 +53,20 @@ def test_the_control_plane_takes_every_stream_the_cap_allows_and_other_requests_
     assert int(option(control.argv, "--backpressure")) >= 10_000 + 1024
     _, small = gateway_planes(Settings(stream_max_clients=100, max_connections_per_worker=4096))
     assert option(small.argv, "--backpressure") == "4096"
+
+
+def test_the_tls_port_gets_one_plane_per_worker_and_admin_tls_goes_to_granian() -> None:
+    settings = Settings(
+        workers=2,
+        proxy_tls_port=9443,
+        admin_tls_cert_file="/c.pem",  # type: ignore[arg-type]
+        admin_tls_key_file="/k.pem",  # type: ignore[arg-type]
+    )
+    planes = gateway_planes(settings, tls=True)
+    tls = [p for p in planes if p.name.startswith("TLS")]
+    assert [(p.port, option(p.argv, "--port")) for p in tls] == [(9443, "9443")] * 2
+    control = next(p for p in planes if p.name == "control plane")
+    assert option(control.argv, "--ssl-certificate") == "/c.pem"
+    assert option(control.argv, "--ssl-protocol-min") == "tls1.2"
+    assert settings.admin_url.startswith("https://")
+    assert len(gateway_planes(Settings())) == 2  # no TLS port unless asked
