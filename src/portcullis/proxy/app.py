@@ -292,7 +292,9 @@ class ProxyApp:
         self.via = f"1.1 {settings.node_name}".encode()
         self.trusted = TrustedProxies(settings.trusted_proxies)
         # Where a route's https_redirect sends plain-HTTP clients (None: the default 443).
-        self.tls_port = settings.proxy_tls_port
+        # With the TLS port off, TLS is terminated in front of the gateway (a load
+        # balancer): redirects go to the default https port.
+        self.tls_port = settings.proxy_tls_port if settings.proxy_tls != "off" else None
         self.max_body = settings.max_request_body
         self.max_header_bytes = settings.max_header_bytes
         self.max_uri = settings.max_uri_length

@@ -163,8 +163,9 @@ def gw(
     cfg = tmp / "gateway.yaml"
     plain, mutual = origins
     cfg.write_text(yaml.safe_dump(_config(ca, plain.port, mutual.port)))
-    # The test client is a trusted proxy: its X-Forwarded-Proto says what TLS it ended.
-    env = {"PORTCULLIS_TRUSTED_PROXIES": '["127.0.0.1"]'}
+    # The test client is a trusted proxy: its X-Forwarded-Proto says what TLS it ended
+    # (so the gateway's own TLS port is off, and redirects go to the default https port).
+    env = {"PORTCULLIS_TRUSTED_PROXIES": '["127.0.0.1"]', "PORTCULLIS_PROXY_TLS": "off"}
     with gateway(tmp, cfg, extra_env=env) as g:
         yield g
 

@@ -115,6 +115,14 @@ async def test_plain_http_is_redirected_before_anything_goes_upstream() -> None:
     assert origin.sent == []
 
 
+async def test_with_the_tls_port_off_the_redirect_goes_to_the_default_https_port() -> None:
+    # TLS is then terminated in front of the gateway (a load balancer on 443).
+    app = _app(_Origin(), proxy_tls_port=8443, proxy_tls="off")
+    status, headers = await _call(app, _scope("/secure/x"))
+    assert status == 301
+    assert headers[b"location"] == [b"https://api.example/secure/x?a=1"]
+
+
 async def test_a_tls_request_is_proxied_with_the_routes_hsts_only() -> None:
     origin = _Origin()
     status, headers = await _call(_app(origin), _scope("/secure/x", scheme="https"))
