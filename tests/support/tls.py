@@ -47,12 +47,14 @@ class CertificateAuthority:
     key: ec.EllipticCurvePrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
+    # None: no key usage extension, as `openssl req -x509` makes CAs.
+    key_usage: x509.KeyUsage | None = None
     cert: x509.Certificate = field(init=False)
 
     def __post_init__(self) -> None:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.name)])
         now = datetime.now(UTC)
-        self.cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
@@ -61,8 +63,10 @@ class CertificateAuthority:
             .not_valid_before(now - timedelta(days=1))
             .not_valid_after(now + timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
         )
+        if self.key_usage is not None:
+            builder = builder.add_extension(self.key_usage, critical=True)
+        self.cert = builder.sign(self.key, hashes.SHA256())
 
     @property
     def pem(self) -> str:

@@ -59,10 +59,25 @@ from portcullis.problems import CREDENTIALS_UNAVAILABLE, UNAUTHORIZED, problem_b
 _VERIFIED_CAPACITY = 10_000
 # Web PKI end-entity rules, except that a client certificate may name its holder by
 # subject alone (the Web PKI default requires a SAN).
-_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+# Private CAs issue client certificates the Web PKI profile would refuse: without a SAN
+# (a subject DN only) or without an Authority Key Identifier. The TLS listener (OpenSSL)
+# accepts both, so the plugin does too: it checks the chain, validity and usage.
+_EE_POLICY = (
+    ExtensionPolicy.webpki_defaults_ee()
+    .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
 )
-_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+
+
+def _ca_key_usage(_policy: object, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    # `openssl req -x509` makes CAs without a key usage (its default config leaves it out).
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("the CA's key usage does not allow signing certificates")
+
+
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca().may_be_present(
+    x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage
+)
 _EXPECTED: dict[str, Any] = {"expected_credentials": [{"in": "tls", "name": "client certificate"}]}
 
 

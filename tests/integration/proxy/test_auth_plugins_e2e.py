@@ -8,8 +8,7 @@ it (Redis); a route accepts only its organization's consumers; a deleted credent
 stops working on every worker within the event feed's poll window (polled with a
 deadline, no sleeps as synchronisation).
 
-mtls-auth needs a TLS listener that fills the ASGI TLS extension; its end-to-end test
-is `mtls_round_trip` below, ready for the lead to call once such a listener exists.
+mtls-auth's end-to-end test goes through the TLS port: tests/integration/proxy/test_tls_e2e.py.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import yaml
 from portcullis.identity.credential_store import CredentialKind, CredentialRepository
 from portcullis.identity.secrets import load_server_secret
 from portcullis.store.engine import create_engine
-from support.auth_credentials import TestCA, sign_request
+from support.auth_credentials import sign_request
 from support.redis import RedisServer, running_redis
 from support.servers import Gateway, gateway, granian_app
 
@@ -209,24 +208,3 @@ def test_a_deleted_credential_stops_working_on_every_worker(gw: tuple[Gateway, s
             with httpx.Client(base_url=g.url, timeout=10) as fresh:  # a new connection each
                 status = fresh.get("/hmac/x", headers=signed(g, "GET", "/hmac/x")).status_code
             refused = refused + 1 if status == 401 else 0
-
-
-def mtls_round_trip(base_url: str, client_cert: tuple[str, str], ca: TestCA) -> None:
-    """For the lead, once a TLS listener fills `scope["extensions"]["tls"]`: a gateway
-    route with `mtls-auth` (`ca_certificates: ca.pem`) and a consumer with an mtls
-    credential matching the certificate must answer 200 with the consumer upstream, and
-    401 `WWW-Authenticate: MutualTLS` without a certificate. `client_cert` is (cert
-    file, key file) for httpx, e.g. `ca.issue_pair("alice", dns=["alice.example"])`
-    written to files (and `portcullis credentials create mtls-auth alice --match
-    dns:alice.example`); the server's own certificate must be trusted by `ca`."""
-    import ssl
-
-    context = ssl.create_default_context(cadata=ca.pem)
-    context.load_cert_chain(*client_cert)
-    with httpx.Client(base_url=base_url, verify=context, timeout=10) as client:
-        ok = client.get("/mtls")
-        assert ok.status_code == 200, ok.text
-    with httpx.Client(base_url=base_url, verify=ssl.create_default_context(cadata=ca.pem)) as c:
-        refused = c.get("/mtls")
-        assert refused.status_code == 401
-        assert refused.headers["www-authenticate"].startswith("MutualTLS")

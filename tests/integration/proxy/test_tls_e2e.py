@@ -53,7 +53,15 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
     with recording_upstream() as upstream:
         config = {
             "services": [{"name": "up", "url": f"http://127.0.0.1:{upstream.port}"}],
-            "routes": [{"name": "all", "service": "up", "paths": ["/"]}],
+            "routes": [
+                {"name": "all", "service": "up", "paths": ["/"]},
+                {"name": "mtls-only", "service": "up", "paths": ["/mtls-auth"]},
+            ],
+            "consumers": [{"username": "alice"}],
+            "plugins": [
+                {"name": "mtls-auth", "route": "mtls-only",
+                 "config": {"ca_certificates": CA.pem}},
+            ],
             "certificates": [
                 {"name": "a", "cert_file": "a.pem", "key_file": "a.key",
                  "snis": ["a.example.test"]},
@@ -159,6 +167,35 @@ def test_a_client_certificate_is_optional_and_must_chain_to_the_bundle(tls: Tls)
             f"https://127.0.0.1:{tls.port}/mtls",
             extensions={"sni_hostname": "a.example.test"},
         )
+
+
+def test_mtls_auth_maps_the_client_certificate_of_the_tls_port_to_its_consumer(
+    tls: Tls,
+) -> None:
+    """The TLS port hands the client certificate to the route's mtls-auth plugin (the ASGI
+    TLS extension), which maps its SAN to the consumer holding that mtls credential."""
+    alice = CA.issue("alice.example", client=True)
+    (tls.tmp / "alice.pem").write_text(alice.key + alice.cert)
+    with signed_in_owner(tls.gw, "mtls-owner@example.com") as admin:
+        r = admin.post("/admin/v1/consumers/alice/mtls-auth", json={"match": "dns:alice.example"})
+        assert r.status_code == 201, r.text
+    ctx = client_context()
+    ctx.load_cert_chain(tls.tmp / "alice.pem")
+    url = f"https://127.0.0.1:{tls.port}/mtls-auth/who"
+    sni = {"sni_hostname": "a.example.test"}
+    with httpx.Client(verify=ctx, http2=True, timeout=10) as client:
+        deadline = time.monotonic() + 15
+        while (r := client.get(url, extensions=sni)).status_code == 401:
+            assert time.monotonic() < deadline, r.text  # the credential reaches the workers
+            time.sleep(0.05)
+    assert r.status_code == 200, r.text
+    forwarded = dict(tls.upstream.seen(b"/who")[-1].headers)  # the prefix is stripped
+    assert forwarded[b"x-consumer-name"] == b"alice"
+    # Without a certificate: the 401 names the scheme it expected.
+    with httpx.Client(verify=client_context(), http2=True, timeout=10) as client:
+        refused = client.get(url, extensions=sni)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("MutualTLS")
 
 
 def test_a_certificate_added_through_the_admin_api_is_served_without_restart(tls: Tls) -> None:

@@ -5,9 +5,11 @@ organization; every refusal names what is expected."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from portcullis.identity.credential_store import CredentialKind
 from portcullis.plugins.mtls_auth import MtlsAuth, certificate_names
@@ -21,6 +23,7 @@ from support.auth_credentials import (
     tls_scope,
     upstream,
 )
+from support.tls import CertificateAuthority
 
 CA = TestCA()
 OTHER_CA = TestCA("Someone Else's CA")
@@ -132,3 +135,33 @@ async def test_suspended_consumer_anonymous_and_outage() -> None:
 def test_a_bad_ca_bundle_is_refused_when_built() -> None:
     with pytest.raises(ValueError, match="PEM"):
         Harness("mtls-auth", {"ca_certificates": "not pem"})
+
+
+def _usage(*, key_cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=key_cert_sign,
+        crl_sign=False, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key_usage", "accepted"),
+    [(None, True), (_usage(key_cert_sign=True), True), (_usage(key_cert_sign=False), False)],
+)
+async def test_a_private_ca_without_key_usage_is_trusted_one_that_may_not_sign_is_not(
+    key_usage: x509.KeyUsage | None, accepted: bool
+) -> None:
+    """What `openssl req -x509` makes: a CA without key usage, leaves without an authority
+    key identifier. The TLS port (OpenSSL) accepts them, so must the plugin."""
+    ca = CertificateAuthority("Private CA", key_usage=key_usage)
+    leaf = ca.issue("alice.clients.example", client=True)
+    h = Harness("mtls-auth", {"ca_certificates": ca.pem})
+    h.store.add(record(CredentialKind.MTLS, "dns:alice.clients.example", "alice"))
+    h.now = time.time()
+    reply, ctx = await call(h, [leaf.cert])
+    if accepted:
+        assert reply is None
+        assert ctx.consumer.username == "alice"
+    else:
+        assert problem(reply)["status"] == 401
