@@ -13,9 +13,8 @@ from typing import Any, cast
 
 from argon2 import PasswordHasher
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
 
 from portcullis.identity.consumers import ConsumerIndex
@@ -26,6 +25,8 @@ from portcullis.model.config import Consumer, ConsumerStatus
 from portcullis.plugins.base import AnyPlugin, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.plugins.registry import build_plugin
+from support.tls import common_name as name_of
+from support.tls import leaf_certificate, new_key, pem_key, self_signed_ca
 
 
 class MemoryCredentials:
@@ -89,42 +90,15 @@ def sign_request(
 
 
 class TestCA:
-    """A CA (EC P-256) issuing client certificates."""
+    """A CA (EC P-256) issuing client certificates, valid from 2026-01-01 (tests inject a
+    clock in 2026)."""
 
     __test__ = False
 
     def __init__(self, name: str = "Portcullis Test CA") -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.key = new_key()
         now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+        self.cert = self_signed_ca(self.key, name_of(name), now, now + dt.timedelta(days=3650))
 
     @property
     def pem(self) -> str:
@@ -149,43 +123,24 @@ class TestCA:
         """A client certificate and its private key (PEM) for `common_name` with the SANs;
         with `server`, one a TLS listener can serve (serverAuth, e.g. dns=["localhost"],
         ips=["127.0.0.1"])."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = new_key()
         start = not_before or dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         names += [x509.UniformResourceIdentifier(u) for u in uris]
         names += [x509.RFC822Name(e) for e in emails]
         names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme"),
-                    ]
-                )
-            )
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
+        subject = name_of(common_name, x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme"))
+        cert = leaf_certificate(
+            self.cert,
+            self.key,
+            key,
+            subject,
+            names,
+            start,
+            start + dt.timedelta(days=days),
+            client=not server,
         )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        private = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return cert.public_bytes(serialization.Encoding.PEM).decode(), private.decode()
+        return cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key(key)
 
 
 def tls_scope(chain: Sequence[str] | None, **scope: Any) -> dict[str, Any]:

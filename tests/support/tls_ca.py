@@ -4,16 +4,21 @@ client certificates as PEM text, and server contexts that record what clients se
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from support.tls import (
+    common_name,
+    leaf_certificate,
+    new_key,
+    pem_key,
+    self_signed_ca,
+    subject_alt_name,
+)
 
 
 @dataclass(frozen=True)
@@ -24,91 +29,37 @@ class Issued:
     key: str
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
 class TestCA:
     """A self-signed CA that issues server certificates (for names and IPs) and client ones."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, name: str = "Portcullis Test CA") -> None:
-        self._key = _key()
+        self._key = new_key()
         now = datetime.datetime.now(datetime.UTC)
-        self._name = _name(name)
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(self._name)
-            .issuer_name(self._name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
+        self._cert = self_signed_ca(
+            self._key,
+            common_name(name),
+            now - datetime.timedelta(hours=1),
+            now + datetime.timedelta(days=2),
         )
         self.cert_pem = self._cert.public_bytes(serialization.Encoding.PEM).decode()
 
     def issue(self, *names: str, client: bool = False) -> Issued:
         """A leaf for `names` (DNS names or IP addresses); a client certificate if `client`."""
-        key = _key()
+        key = new_key()
         now = datetime.datetime.now(datetime.UTC)
-        sans: list[x509.GeneralName] = []
-        for n in names:
-            try:
-                sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-            except ValueError:
-                sans.append(x509.DNSName(n))
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(names[0]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
+        cert = leaf_certificate(
+            self._cert,
+            self._key,
+            key,
+            common_name(names[0]),
+            [subject_alt_name(n) for n in names],
+            now - datetime.timedelta(hours=1),
+            now + datetime.timedelta(days=1),
+            client=client,
         )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return Issued(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
+        return Issued(cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key(key))
 
 
 @dataclass
