@@ -20,13 +20,12 @@ certificate: the first certificate of the config that has server names.
 
 from __future__ import annotations
 
-import os
 import ssl
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from portcullis.key_files import key_file
 from portcullis.model.certificates import Certificate
 
 ALPN = ["h2", "http/1.1"]
@@ -44,7 +43,6 @@ CIPHER_SUITES = {
     "ECDHE-RSA-CHACHA20-POLY1305": 0xCCA8,
     "ECDHE-ECDSA-CHACHA20-POLY1305": 0xCCA9,
 }
-_SHM = "/dev/shm"  # noqa: S108 (mkstemp: a private file, 0600, removed at once)
 Material = tuple[tuple[str, str, str, tuple[str, ...]], ...]
 TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
@@ -65,19 +63,12 @@ def server_context(client_ca: str | None = None) -> ssl.SSLContext:
 def certificate_context(cert: str, key: str, client_ca: str | None = None) -> ssl.SSLContext:
     """`server_context` serving `cert` (chain, leaf first) with `key`.
 
-    Python's `ssl` loads keys only from files: the PEM is written to a private
-    temporary file (0600, in memory where /dev/shm exists) and removed at once.
+    Python's `ssl` loads keys only from files: see key_files.py.
     """
     ctx = server_context(client_ca)
-    directory = _SHM if os.path.isdir(_SHM) else None
-    fd, path = tempfile.mkstemp(prefix="portcullis-tls-", suffix=".pem", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key if key.endswith("\n") else key + "\n")
-            fh.write(cert)
+    material = (key if key.endswith("\n") else key + "\n") + cert
+    with key_file(material.encode()) as path:
         ctx.load_cert_chain(path)
-    finally:
-        os.unlink(path)
     return ctx
 
 

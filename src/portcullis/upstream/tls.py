@@ -21,15 +21,13 @@ docs/decisions/031-upstream-tls.md.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import ssl
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
+
+from portcullis.key_files import key_file
 
 __all__ = [
     "OriginTls",
@@ -141,7 +139,7 @@ def load_client_certificate(context: ssl.SSLContext, cert: str, key: str) -> Non
     on Linux (see the module doc)."""
     material = (cert.rstrip("\n") + "\n" + key.rstrip("\n") + "\n").encode()
     try:
-        with _pem_file(material) as path:
+        with key_file(material) as path:
             context.load_cert_chain(path, password=_no_password)
     except TlsSetupError:
         raise
@@ -149,29 +147,6 @@ def load_client_certificate(context: ssl.SSLContext, cert: str, key: str) -> Non
         raise TlsSetupError(
             f"client_certificate: the certificate and key do not load ({_reason(exc)})"
         ) from None
-
-
-@contextlib.contextmanager
-def _pem_file(material: bytes) -> Iterator[str]:
-    memfd = getattr(os, "memfd_create", None)
-    if memfd is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd("portcullis-client-cert", getattr(os, "MFD_CLOEXEC", 0))
-        try:
-            os.write(fd, material)
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    fd, path = tempfile.mkstemp(prefix="portcullis-", suffix=".pem")  # created 0600
-    try:
-        os.write(fd, material)
-        os.close(fd)
-        fd = -1
-        yield path
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        os.unlink(path)
 
 
 def _reason(exc: BaseException) -> str:
