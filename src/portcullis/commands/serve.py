@@ -37,6 +37,7 @@ async def prepare_store(
     *,
     demo_inbox: str | None = None,
     demo_log: Path | None = None,
+    demo_tls: tuple[Path, Path] | None = None,
 ) -> tuple[int, bool]:
     """Migrate the store, apply `config_file` if given; return the current config version
     and whether that config serves a certificate (the TLS port's "auto").
@@ -44,7 +45,8 @@ async def prepare_store(
     `demo_inbox`: a webhook endpoint for every event is made there first (once), so the
     demo's receiver hears of the config being applied and of everything after.
     `demo_log`: a global `file-log` plugin writes every request there (the example config
-    can't name it: the path must be absolute, and the demo runs anywhere)."""
+    can't name it: the path must be absolute, and the demo runs anywhere).
+    `demo_tls`: a certificate (file, key file) served for `localhost` on the TLS port."""
     from portcullis.model.loader import ConfigError, load_config_file
     from portcullis.store.config_repository import ConfigRepository
     from portcullis.store.engine import create_engine
@@ -63,8 +65,8 @@ async def prepare_store(
                 config = load_config_file(config_file)
             except ConfigError as exc:
                 raise UserError(f"{config_file}: invalid config\n{exc}") from None
-            if demo_log is not None:
-                config = _with_request_log(config, demo_log)
+            if demo_log is not None or demo_tls is not None:
+                config = _demo_additions(config, demo_log, demo_tls)
             version = await repo.apply(config, author="portcullis serve", comment=str(config_file))
             return version.version, any(c.snis for c in config.certificates)
         current = await repo.current()
@@ -75,11 +77,25 @@ async def prepare_store(
         await engine.dispose()
 
 
-def _with_request_log(config: GatewayConfig, path: Path) -> GatewayConfig:
+def _demo_additions(
+    config: GatewayConfig, log: Path | None, tls: tuple[Path, Path] | None
+) -> GatewayConfig:
+    from portcullis.commands.demo_tls import DEMO_SERVER_NAME
     from portcullis.model.config import GatewayConfig
 
     document = config.model_dump(mode="json")
-    document["plugins"].append({"name": "file-log", "config": {"path": str(path)}})
+    if log is not None:
+        document["plugins"].append({"name": "file-log", "config": {"path": str(log)}})
+    if tls is not None:
+        cert, key = tls
+        document["certificates"].append(
+            {
+                "name": "demo-localhost",
+                "cert": cert.read_text(),
+                "key": key.read_text(),
+                "snis": [DEMO_SERVER_NAME],
+            }
+        )
     return GatewayConfig.model_validate(document)
 
 
@@ -201,6 +217,8 @@ def register(app: typer.Typer) -> None:
         workers: Workers = None,
     ) -> None:
         """Run the gateway on the embedded default with a demo upstream and routes."""
+        from portcullis.commands.demo_tls import demo_certificate
+
         if not config.is_file():
             raise UserError(f"--config: file not found: {config}")
         # The demo's webhook receiver is on loopback: allowed unless the user said otherwise.
@@ -227,14 +245,32 @@ def register(app: typer.Typer) -> None:
         Path("var").mkdir(exist_ok=True)
         inbox = f"http://127.0.0.1:{upstream_port}/webhooks/inbox"
         requests_log = Path("var/requests.log").resolve()
+        tls_files = demo_certificate(Path("var"))
         version, serves_certificates = asyncio.run(
-            prepare_store(settings, config, demo_inbox=inbox, demo_log=requests_log)
+            prepare_store(
+                settings, config, demo_inbox=inbox, demo_log=requests_log, demo_tls=tls_files
+            )
         )
-        with_tls(planes, settings, serves_certificates)
+        tls_served = with_tls(planes, settings, serves_certificates)
         sandbox_key = asyncio.run(demo_sandbox_key(settings))
         proxy = settings.proxy_url
+        tls_url = f"https://localhost:{settings.proxy_tls_port}"
+        tls_lines = (
+            (
+                f"tls        {tls_url} (HTTP/2 and HTTP/1.1; a self-signed certificate for "
+                f"localhost: {tls_files[0]})\n"
+            )
+            if tls_served
+            else ""
+        )
+        tls_try = (
+            f"      curl -i --http2 --cacert {tls_files[0]} {tls_url}/demo/items   (TLS, HTTP/2)\n"
+            if tls_served
+            else ""
+        )
         banner = (
             f"proxy      {proxy}\n"
+            f"{tls_lines}"
             f"admin      {settings.admin_url}/health/ready\n"
             f"REST API   {settings.admin_url}/docs (Swagger UI; /openapi.json)\n"
             f"GraphQL    {settings.admin_url}/graphql (GraphiQL in a browser; "
@@ -251,6 +287,7 @@ def register(app: typer.Typer) -> None:
             f"try:  curl -i {proxy}/demo/items\n"
             f"      curl -i -X POST {proxy}/demo/items -H 'content-type: application/json' "
             '-d \'{"name": "moat", "price": 300}\'\n'
+            f"{tls_try}"
             f"      curl -i {proxy}/nope   (404 problem+json)\n"
             f"      curl -i {proxy}/v1/items   (API demo v1: Deprecation and Sunset headers)\n"
             f"      curl -i {proxy}/v2/items -H 'x-api-key: {sandbox_key}'\n"

@@ -25,7 +25,9 @@ from portcullis.model.secrets import Secret
 from portcullis.model.types import Name, StrictModel, Tag
 
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_SERVER_NAME = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})+$")
+# One label or more (`localhost`, `api.example.com`); a wildcard covers one label over
+# two or more (`*.example.com`, never `*.com`).
+_SERVER_NAME = re.compile(rf"^(\*\.{_LABEL}(\.{_LABEL})+|{_LABEL}(\.{_LABEL})*)$")
 _CERT_BLOCK = "-----BEGIN CERTIFICATE-----"
 _KEY_BLOCK = re.compile(r"-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----")
 MAX_PEM = 64 * 1024
@@ -38,8 +40,8 @@ def _check_server_name(value: str) -> str:
     name = value.strip().lower().rstrip(".")
     if len(name) > 253 or not _SERVER_NAME.match(name):
         raise ValueError(
-            f"{value!r} is not a server name: a DNS name of two labels or more, "
-            "optionally starting with one wildcard label ('*.example.com')"
+            f"{value!r} is not a server name: a DNS name ('localhost', 'api.example.com'), "
+            "or one wildcard label over two or more ('*.example.com')"
         )
     return name
 

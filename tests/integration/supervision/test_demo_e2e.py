@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +21,18 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
 
 
 def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Path) -> None:
-    proxy, admin, upstream = free_port(), free_port(), free_port()
+    proxy, admin, upstream, tls = free_port(), free_port(), free_port(), free_port()
     # The example config's upstream is the demo's default port; this run uses a free one.
     config = tmp_path / "gateway.yaml"
     config.write_text(EXAMPLE.read_text().replace("127.0.0.1:9000", f"127.0.0.1:{upstream}"))
     # Its API descriptions are files next to it (openapi_file is relative to the config).
     shutil.copytree(EXAMPLE.parent / "openapi", tmp_path / "openapi")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
-    env |= {"PORTCULLIS_LOG_LEVEL": "warning", "PORTCULLIS_SHUTDOWN_GRACE": "5"}
+    env |= {
+        "PORTCULLIS_LOG_LEVEL": "warning",
+        "PORTCULLIS_SHUTDOWN_GRACE": "5",
+        "PORTCULLIS_PROXY_TLS_PORT": str(tls),
+    }
     argv = [
         sys.executable, "-m", "portcullis", "demo", "--config", str(config),
         "--proxy-port", str(proxy), "--admin-port", str(admin),
@@ -37,7 +42,7 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
     )
     try:
-        for port in (proxy, admin, upstream):
+        for port in (proxy, admin, upstream, tls):
             wait_for_port(port, proc, timeout=90)
         items = wait_for(
             lambda: _ok(httpx.get(f"http://127.0.0.1:{proxy}/demo/items", timeout=5)),
@@ -81,6 +86,13 @@ def test_demo_proxies_the_example_api_and_delivers_signed_webhooks(tmp_path: Pat
         document = published.json()
         assert document["servers"][0]["url"] == f"http://127.0.0.1:{proxy}/v2"
         assert "/items" in document["paths"]
+        # The TLS port serves the demo's self-signed certificate for localhost over HTTP/2.
+        certificate = tmp_path / "var" / "demo-localhost.pem"
+        trust = ssl.create_default_context(cafile=certificate)
+        with httpx.Client(verify=trust, http2=True, timeout=10) as client:
+            secure = client.get(f"https://localhost:{tls}/demo/items")
+        assert (secure.status_code, secure.http_version) == (200, "HTTP/2")
+        assert secure.json() == items
         # Every request is shipped to the demo's request log (file-log), off the request path.
         requests_log = tmp_path / "var" / "requests.log"
 
