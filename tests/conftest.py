@@ -19,6 +19,9 @@ from support.redis import RedisServer, running_redis
 # environment), so tests never create var/portcullis.secret in the work tree.
 TEST_SECRET_KEY = base64.b64encode(b"portcullis-test-secret-0123456789abcdef").decode()
 os.environ.setdefault("PORTCULLIS_SECRET_KEY", TEST_SECRET_KEY)
+# The gateways tests start serve no TLS port unless a test asks for one: gateways run side
+# by side, and one more process per worker is cost the suite does not need.
+os.environ.setdefault("PORTCULLIS_PROXY_TLS", "off")
 
 
 @pytest.fixture(scope="session")

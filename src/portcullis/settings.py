@@ -37,10 +37,11 @@ class Settings(BaseSettings):
     admin_port: int = Field(default=8001, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
     # The proxy's TLS port (HTTP/2 and HTTP/1.1 by ALPN, certificates chosen by SNI from
-    # the config's `certificates`; docs/tls.md). "auto": served when the config holds a
-    # certificate with server names at start; "on": always (the first certificate may
-    # come later through the admin API); "off": never.
-    proxy_tls: Literal["auto", "on", "off"] = "auto"
+    # the config's `certificates`; docs/tls.md). "on" (the default, as Kong listens on
+    # 8443): always, so a certificate added later through the admin API is served without
+    # a restart (until then handshakes are refused); "auto": only when the config holds a
+    # certificate with server names at start; "off": never (TLS ends in front).
+    proxy_tls: Literal["auto", "on", "off"] = "on"
     # The TLS listener's port (docs/tls.md); also the port a route's https_redirect sends
     # plain-HTTP clients to (left out of the URL when 443).
     proxy_tls_port: int = Field(default=8443, ge=0, le=65535)

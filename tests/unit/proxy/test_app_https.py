@@ -108,7 +108,8 @@ async def _call(app: ProxyApp, scope: dict[str, Any]) -> tuple[int, dict[bytes, 
 
 async def test_plain_http_is_redirected_before_anything_goes_upstream() -> None:
     origin = _Origin()
-    status, headers = await _call(_app(origin, proxy_tls_port=8443), _scope("/secure/x"))
+    app = _app(origin, proxy_tls_port=8443, proxy_tls="on")
+    status, headers = await _call(app, _scope("/secure/x"))
     assert status == 301
     assert headers[b"location"] == [b"https://api.example:8443/secure/x?a=1"]
     assert b"strict-transport-security" not in headers
