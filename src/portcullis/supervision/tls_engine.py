@@ -158,7 +158,11 @@ class TlsControl:
         self.directory = Path(
             tempfile.mkdtemp(prefix="portcullis-tls-", dir=_SHM if os.path.isdir(_SHM) else None)
         )
-        self.planes = self._planes(self.engine)
+        try:
+            self.planes = self._planes(self.engine)
+        except (ValueError, OSError) as exc:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise UserError(f"the TLS port's certificate cannot be served: {exc}") from None
         self.retiring: list[Plane] = []
         self._latest: Material | None = None
         self._stop = threading.Event()
@@ -184,7 +188,7 @@ class TlsControl:
 
         engine = create_engine(self.settings.database_url)
         repo = ConfigRepository(engine, keep_versions=self.settings.config_history_keep)
-        seen = -1
+        seen, failing = -1, False
         try:
             while not self._stop.is_set():
                 try:
@@ -194,8 +198,11 @@ class TlsControl:
                         if current is not None:
                             self._latest = served_material(current.config.certificates)
                         seen = version
+                    failing = False
                 except Exception as exc:  # a store outage: keep serving, try again
-                    console.print(f"[yellow]TLS engine: reading the config failed: {exc}[/]")
+                    if not failing:  # once per outage
+                        console.print(f"[yellow]TLS port: reading the config failed: {exc}[/]")
+                    failing = True
                 await asyncio.sleep(self.settings.config_poll_interval)
         finally:
             await engine.dispose()
@@ -218,7 +225,10 @@ class TlsControl:
         if engine != self.engine or engine == "granian":
             # granian reads its certificate when a worker starts: a new certificate is a
             # new granian beside the old one, as a new engine is.
-            self._switch(supervisor, engine)
+            try:
+                self._switch(supervisor, engine)
+            except (ValueError, OSError) as exc:  # a key sealed under another secret
+                console.print(f"[red]TLS port: cannot serve the new certificate ({exc})[/]")
 
     def _switch(self, supervisor: Supervisor, engine: Engine) -> None:
         new = self._planes(engine)

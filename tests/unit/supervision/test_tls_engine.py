@@ -75,3 +75,15 @@ def test_two_certificates_run_hypercorn_per_worker() -> None:
         assert [p.name for p in control.planes] == ["TLS data plane 1", "TLS data plane 2"]
     finally:
         control.stop()
+
+
+def test_a_config_that_forced_granian_cannot_serve_keeps_the_served_certificate() -> None:
+    control = TlsControl(Settings(proxy_tls_engine="granian"), [cert("a", "a.example")])
+    try:
+        planes = control.planes
+        control._latest = (("a", "C", "K", ("a.example",)), ("b", "C", "K", ("b.example",)))
+        control.tick(None)  # type: ignore[arg-type]  # nothing to start: no supervisor needed
+        assert (control.engine, control.planes) == ("granian", planes)
+        assert (control.directory / "served.pem").read_text() == "KEY a\nCERT a\n"
+    finally:
+        control.stop()
