@@ -8,7 +8,6 @@ One gateway for the module (PORTCULLIS_PROXY_TLS_ENGINE=auto, the default).
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import threading
@@ -21,10 +20,12 @@ import httpx
 import pytest
 import yaml
 
+from support import tls_probe
 from support.admin_session import signed_in_owner
 from support.recording_upstream import RecordingUpstream, recording_upstream
 from support.servers import Gateway, free_port, gateway, wait_for_port
 from support.tls import CertificateAuthority
+from support.tls_probe import leaf_der
 
 CA = CertificateAuthority()
 NAME = "a.example.test"
@@ -54,6 +55,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
         (tmp / "gateway.yaml").write_text(yaml.safe_dump(config))
         env = {
             "PORTCULLIS_SECRET_KEY": "tls-engine-e2e-deployment-secret-0123456789",
+            "PORTCULLIS_PROXY_TLS": "on",
             "PORTCULLIS_PROXY_TLS_PORT": str(port),
         }
         with gateway(tmp, tmp / "gateway.yaml", extra_env=env) as gw:
@@ -66,20 +68,7 @@ def client_context() -> ssl.SSLContext:
 
 
 def served_der(port: int, server_name: str) -> bytes | None:
-    ctx = client_context()
-    ctx.check_hostname = False
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname=server_name) as conn,
-    ):
-        return conn.getpeercert(binary_form=True)
-
-
-def leaf_der(chain: str) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(chain.split(END)[0] + END)
-
-
-END = "-----END CERTIFICATE-----\n"
+    return tls_probe.served_der(port, server_name, CA.pem)
 
 
 def tls_servers(port: int) -> list[str]:
