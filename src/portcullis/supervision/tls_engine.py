@@ -237,8 +237,10 @@ class TlsControl:
         deadline = time.monotonic() + LISTEN_TIMEOUT
         sockets = self.settings.workers if engine == "granian" else 1
         while not all(listening(p, sockets) for p in new):
-            if time.monotonic() > deadline or any(
-                p.process is not None and p.process.poll() is not None for p in new
+            if (
+                supervisor.stop_signal
+                or time.monotonic() > deadline
+                or any(p.process is not None and p.process.poll() is not None for p in new)
             ):
                 console.print(f"[red]TLS port: {engine} did not start; keeping {self.engine}[/]")
                 for plane in new:

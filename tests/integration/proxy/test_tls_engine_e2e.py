@@ -207,3 +207,13 @@ def test_a_second_certificate_switches_the_port_to_hypercorn_with_sni(tls: Tls) 
             extensions={"sni_hostname": "b.other.test"},
         )
     assert (r.status_code, r.http_version) == (200, "HTTP/2")
+    # Back to one certificate: back to granian.
+    with signed_in_owner(tls.gw, "tls-engine-3@example.com") as admin:
+        assert admin.delete("/admin/v1/certificates/b").status_code == 204
+    wait_until(
+        "granian never came back",
+        lambda: (
+            [s for s in tls_servers(tls.port) if "tls_plane" not in s] != []
+            and len(tls_servers(tls.port)) == 1
+        ),
+    )
