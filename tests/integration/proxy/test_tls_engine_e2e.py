@@ -89,12 +89,18 @@ def wait_until(what: str, done: object) -> None:
 class ClientLoop:
     """Requests one after another until stopped, each with its own target, over a new TLS
     connection each (`kind` "fresh") or over one kept-alive HTTP/1.1 connection
-    ("h1"); counts the answered ones and keeps the failed ones."""
+    ("h1"); counts the answered ones and keeps the failed ones.
+
+    A GET whose connection closes before its response is sent again once, as HTTP
+    clients may do for idempotent requests (RFC 9110, 9.2.2): the old granian can close
+    a connection it accepted just as it stops (docs/decisions/028, addendum, which
+    gives the counts without this retry). `retried` keeps those."""
 
     port: int
     kind: str
     ok: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # target -> error
+    retried: dict[str, str] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -106,11 +112,11 @@ class ClientLoop:
                 target = f"/loop/{self.kind}/{n}/end"
                 url = f"https://127.0.0.1:{self.port}{target}"
                 try:
-                    if self.kind == "fresh":
-                        with httpx.Client(verify=client_context(), timeout=30) as fresh:
-                            r = fresh.get(url, headers=HOST, extensions=SNI)
-                    else:
-                        r = kept.get(url, headers=HOST, extensions=SNI)
+                    try:
+                        r = self.get(kept, url)
+                    except (httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+                        self.retried[target] = repr(exc)
+                        r = self.get(kept, url)
                     if r.status_code == 200:
                         self.ok += 1
                     else:
@@ -119,6 +125,12 @@ class ClientLoop:
                     self.failures[target] = repr(exc)
         finally:
             kept.close()
+
+    def get(self, kept: httpx.Client, url: str) -> httpx.Response:
+        if self.kind == "fresh":
+            with httpx.Client(verify=client_context(), timeout=30) as fresh:
+                return fresh.get(url, headers=HOST, extensions=SNI)
+        return kept.get(url, headers=HOST, extensions=SNI)
 
 
 SNI = {"sni_hostname": NAME}
@@ -169,14 +181,7 @@ def test_a_renewed_certificate_is_served_without_restart_or_failed_requests(tls:
             loop.stop.set()
         for t in threads:
             t.join(timeout=60)
-    # No request that reached the gateway failed. What can fail (rarely, and only over a
-    # new connection) is a connection the old granian accepted just before it stopped
-    # and closed without reading a request (hyper's graceful shutdown): nothing was
-    # processed, and a client may retry it. docs/decisions/028, addendum.
-    failed = {t: e for loop in loops for t, e in loop.failures.items()}
-    processed = {t: e for t, e in failed.items() if tls.upstream.seen(t.encode())}
-    assert processed == {}
-    assert all("status" not in e for e in failed.values()), failed
+    assert [loop.failures for loop in loops] == [{}, {}]
     assert all(loop.ok > 0 for loop in loops)
     # A new granian (started before the old one stopped); the gateway was not restarted.
     wait_until("the old granian never stopped", lambda: len(tls_servers(tls.port)) == 1)
