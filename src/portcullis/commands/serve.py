@@ -23,12 +23,12 @@ from portcullis.settings import Settings
 from portcullis.supervision.planes import Plane, gateway_planes, granian_argv, tls_planes
 from portcullis.supervision.ports import refuse_held_ports
 from portcullis.supervision.supervisor import Supervisor
-from portcullis.supervision.tls_engine import TlsControl
 
 console = Console(stderr=True)
 if TYPE_CHECKING:
     from portcullis.model.certificates import Certificate
     from portcullis.model.config import GatewayConfig
+    from portcullis.supervision.tls_engine import TlsControl
 
 REPO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
 DEMO_UPSTREAM_PORT = 9000
@@ -143,6 +143,8 @@ def with_tls(
     wanted = settings.proxy_tls == "on" or (settings.proxy_tls == "auto" and serves_certificates)
     if not wanted:
         return None
+    from portcullis.supervision.tls_engine import TlsControl
+
     refuse_held_ports([*planes, tls_planes(settings)[0]])
     return TlsControl(settings, certificates)
 
