@@ -1,22 +1,22 @@
-"""TLS benchmark: plain HTTP/1.1 vs TLS HTTP/1.1 vs TLS HTTP/2 through Portcullis, in one run.
+"""TLS benchmark: plain HTTP/1.1 vs the TLS port on granian and on hypercorn, in one run.
 
-One run starts an nginx origin (`{"ok":true}`), `portcullis serve --workers 1` with
-`PORTCULLIS_PROXY_TLS=on` and one certificate, and measures, with the same load
-(32 connections, one request in flight on each):
+One run starts an nginx origin (`{"ok":true}`) and two `portcullis serve --workers 1`
+with `PORTCULLIS_PROXY_TLS=on` and one certificate, one with
+`PORTCULLIS_PROXY_TLS_ENGINE=granian` (what "auto" picks for one certificate and no
+client CA), one with `=hypercorn` (what several certificates or a client CA get), and
+measures, with the same load (32 connections, one request in flight on each):
 
 - `plain-h1`          wrk → the plain port (granian)                          → origin
-- `tls-h1`            wrk → the TLS port (Python ssl + hypercorn, SNI)         → origin
-- `tls-h2`            h2load (1 stream per connection) → the TLS port          → origin
-- `granian-tls-h1`    wrk → a granian data plane with `--ssl-certificate` (one
-                      certificate, no SNI, no reload: the alternative docs/decisions/028
-                      rejects), on the same store                               → origin
-- `granian-tls-h2`    h2load → the same
+- `granian-tls-h1`    wrk → the TLS port on granian's TLS (rustls)            → origin
+- `granian-tls-h2`    h2load (1 stream per connection) → the same             → origin
+- `hypercorn-tls-h1`  wrk → the TLS port on Python ssl + hypercorn (SNI)      → origin
+- `hypercorn-tls-h2`  h2load → the same
 
 wrk cannot speak HTTP/2, and h2load's HTTP/1.1 client (`--h1`) counts none of
 hypercorn's responses (nghttp2 1.52), so HTTP/1.1 is measured with wrk (its
 `--latency` percentiles) and HTTP/2 with h2load (p50/p99 from its `--log-file`).
 
-    .venv/bin/python benchmarks/tls_bench.py [--duration 10] [--connections 32]
+    .venv/bin/python -m benchmarks.tls_bench [--duration 10] [--connections 32]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,9 @@ from benchmarks._procs import (
 )
 from benchmarks.proxy_bench import ORIGIN_BODY, REPO_ROOT, parse_wrk, portcullis_config, run_wrk
 
-TARGETS = ("plain-h1", "tls-h1", "tls-h2", "granian-tls-h1", "granian-tls-h2")
+TARGETS = (
+    "plain-h1", "granian-tls-h1", "granian-tls-h2", "hypercorn-tls-h1", "hypercorn-tls-h2"
+)  # fmt: skip
 console = Console()
 
 
@@ -110,57 +113,61 @@ def issue_certificate(work: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@contextlib.contextmanager
-def gateway(work: Path, origin: int, timeout: float) -> Iterator[tuple[int, int, int]]:
-    """`portcullis serve` (plain + TLS port) and a granian TLS data plane on its store:
-    yields (plain port, TLS port, granian TLS port)."""
-    cert, key = issue_certificate(work)
+def serve(work: Path, origin: int, engine: str) -> tuple[ManagedProcess, int, int]:
+    """`portcullis serve --workers 1` (plain + TLS port, one certificate) on its own store,
+    its TLS port on `engine`: (process, plain port, TLS port)."""
+    work.mkdir()
+    issue_certificate(work)
     config = work / "gateway.yaml"
     config.write_text(
         portcullis_config(origin)
         + "certificates:\n  - name: bench\n    cert_file: cert.pem\n    key_file: key.pem\n"
         "    snis: [bench.example.test]\n"
     )
-    plain, admin, tls, granian_tls = free_port(), free_port(), free_port(), free_port()
+    plain, admin, tls = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTCULLIS_")}
     env |= {
         "PORTCULLIS_DATABASE_URL": f"sqlite+aiosqlite:///{work / 'bench.db'}",
         "PORTCULLIS_LOG_LEVEL": "warning",
         "PORTCULLIS_SHUTDOWN_GRACE": "2",
         "PORTCULLIS_PROXY_TLS": "on",
+        "PORTCULLIS_PROXY_TLS_ENGINE": engine,
         "PORTCULLIS_PROXY_TLS_PORT": str(tls),
         "PORTCULLIS_SECRET_KEY_FILE": str(work / "secret"),
     }
     argv = [sys.executable, "-m", "portcullis", "serve", "--config", str(config)]
     argv += ["--proxy-port", str(plain), "--admin-port", str(admin), "--workers", "1"]
-    serve = ManagedProcess("portcullis", argv, log_path=work / "serve.log", env=env, cwd=work)
-    from portcullis.settings import Settings
-    from portcullis.supervision.planes import DATA_PLANE_TARGET, granian_argv
+    process = ManagedProcess(
+        f"portcullis ({engine} TLS)", argv, log_path=work / "serve.log", env=env, cwd=work
+    )
+    return process, plain, tls
 
-    settings = Settings(_env_file=None, database_url=env["PORTCULLIS_DATABASE_URL"])
-    granian = granian_argv(DATA_PLANE_TARGET, "127.0.0.1", granian_tls, 1, settings)
-    granian += ["--ssl-certificate", str(cert), "--ssl-keyfile", str(key)]
-    granian += ["--ssl-protocol-min", "tls1.2"]
-    other = ManagedProcess("granian tls", granian, log_path=work / "granian.log", env=env, cwd=work)
-    serve.start()
+
+@contextlib.contextmanager
+def gateway(work: Path, origin: int, timeout: float) -> Iterator[tuple[int, int, int]]:
+    """Two `portcullis serve`, one certificate each, the TLS port on granian
+    (PORTCULLIS_PROXY_TLS_ENGINE=granian, what "auto" picks for one certificate) and on
+    hypercorn: yields (plain port, granian TLS port, hypercorn TLS port)."""
+    fast, plain, granian_tls = serve(work / "granian", origin, "granian")
+    slow, _, hypercorn_tls = serve(work / "hypercorn", origin, "hypercorn")
     try:
-        wait_until_ready(serve, plain, timeout=timeout, expect_body=ORIGIN_BODY.encode())
-        other.start()
+        for process, port in ((fast, plain), (slow, None)):
+            process.start()
+            if port is not None:
+                wait_until_ready(process, port, timeout=timeout, expect_body=ORIGIN_BODY.encode())
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError):
-                import socket
-
                 socket.create_connection(("127.0.0.1", granian_tls), timeout=1).close()
-                socket.create_connection(("127.0.0.1", tls), timeout=1).close()
+                socket.create_connection(("127.0.0.1", hypercorn_tls), timeout=1).close()
                 break
             if time.monotonic() > deadline:
                 raise StartupError("the TLS ports never listened")
             time.sleep(0.1)
-        yield plain, tls, granian_tls
+        yield plain, granian_tls, hypercorn_tls
     finally:
-        other.stop()
-        serve.stop()
+        slow.stop()
+        fast.stop()
 
 
 def wrk_target(name: str, url: str, args: argparse.Namespace) -> Result:
@@ -195,14 +202,13 @@ def main(argv: list[str] | None = None) -> int:
         origin.start()
         try:
             wait_until_ready(origin, origin_port, timeout=args.startup_timeout)
-            (tmp / "gw").mkdir()
-            with gateway(tmp / "gw", origin_port, args.startup_timeout) as (plain, tls, g_tls):
+            with gateway(tmp, origin_port, args.startup_timeout) as (plain, g_tls, h_tls):
                 urls = {
                     "plain-h1": (f"http://127.0.0.1:{plain}/", True),
-                    "tls-h1": (f"https://127.0.0.1:{tls}/", True),
-                    "tls-h2": (f"https://127.0.0.1:{tls}/", False),
                     "granian-tls-h1": (f"https://127.0.0.1:{g_tls}/", True),
                     "granian-tls-h2": (f"https://127.0.0.1:{g_tls}/", False),
+                    "hypercorn-tls-h1": (f"https://127.0.0.1:{h_tls}/", True),
+                    "hypercorn-tls-h2": (f"https://127.0.0.1:{h_tls}/", False),
                 }
                 for target in args.targets.split(","):
                     url, h1 = urls[target]

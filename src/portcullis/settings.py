@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # The TLS listener's port (docs/tls.md); also the port a route's https_redirect sends
     # plain-HTTP clients to (left out of the URL when 443).
     proxy_tls_port: int = Field(default=8443, ge=0, le=65535)
+    # Who serves the TLS port (docs/decisions/028, addendum): "granian" (its own TLS, one
+    # certificate, no client CA), "hypercorn" (Python's TLS: SNI, client certificates),
+    # "auto": granian while the config serves exactly one certificate and no client CA
+    # is set, else hypercorn; switched when a new config version changes that.
+    proxy_tls_engine: Literal["auto", "granian", "hypercorn"] = "auto"
     # A PEM bundle of CAs: clients may then present a certificate (optional, verified
     # against it) that the mtls-auth plugin reads; unset, none is requested.
     proxy_tls_client_ca_file: Path | None = None

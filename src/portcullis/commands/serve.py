@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -25,7 +26,9 @@ from portcullis.supervision.supervisor import Supervisor
 
 console = Console(stderr=True)
 if TYPE_CHECKING:
+    from portcullis.model.certificates import Certificate
     from portcullis.model.config import GatewayConfig
+    from portcullis.supervision.tls_engine import TlsControl
 
 REPO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "gateway.yaml"
 DEMO_UPSTREAM_PORT = 9000
@@ -38,9 +41,9 @@ async def prepare_store(
     demo_inbox: str | None = None,
     demo_log: Path | None = None,
     demo_tls: tuple[Path, Path] | None = None,
-) -> tuple[int, bool]:
+) -> tuple[int, list[Certificate]]:
     """Migrate the store, apply `config_file` if given; return the current config version
-    and whether that config serves a certificate (the TLS port's "auto").
+    and its certificates (the TLS port's "auto" and engine).
 
     `demo_inbox`: a webhook endpoint for every event is made there first (once), so the
     demo's receiver hears of the config being applied and of everything after.
@@ -68,11 +71,11 @@ async def prepare_store(
             if demo_log is not None or demo_tls is not None:
                 config = _demo_additions(config, demo_log, demo_tls)
             version = await repo.apply(config, author="portcullis serve", comment=str(config_file))
-            return version.version, any(c.snis for c in config.certificates)
+            return version.version, list(config.certificates)
         current = await repo.current()
         if current is None:
-            return 0, False
-        return current.version, any(c.snis for c in current.config.certificates)
+            return 0, []
+        return current.version, list(current.config.certificates)
     finally:
         await engine.dispose()
 
@@ -124,7 +127,9 @@ async def demo_sandbox_key(settings: Settings) -> str:
         await engine.dispose()
 
 
-def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> int:
+def supervise(
+    planes: list[Plane], settings: Settings, banner: str | None, tls: TlsControl | None = None
+) -> int:
     """Run `planes` until SIGINT/SIGTERM (or a crash loop); returns the exit code."""
     env = os.environ.copy()
     env.update(
@@ -141,18 +146,23 @@ def supervise(planes: list[Plane], settings: Settings, banner: str | None) -> in
 
     # Every plane writes its Prometheus metrics here; the control plane serves them all.
     env[MULTIPROC_ENV] = str(prepare_metrics_dir(settings.metrics_dir))
-    return Supervisor(planes, settings, env).run(banner)
+    return Supervisor(planes, settings, env, tls).run(banner)
 
 
-def with_tls(planes: list[Plane], settings: Settings, serves_certificates: bool) -> bool:
-    """Add the TLS port's plane when `proxy_tls` says so ("auto": the config serves a
-    certificate now); its port is checked like the others'."""
+def with_tls(
+    planes: list[Plane], settings: Settings, certificates: Sequence[Certificate]
+) -> TlsControl | None:
+    """The TLS port's planes (granian or hypercorn: supervision/tls_engine.py) when
+    `proxy_tls` says so ("auto": the config serves a certificate now); its port is
+    checked like the others'."""
+    serves_certificates = any(c.snis for c in certificates)
     wanted = settings.proxy_tls == "on" or (settings.proxy_tls == "auto" and serves_certificates)
-    if wanted:
-        tls = tls_planes(settings)
-        refuse_held_ports([*planes, tls[0]])
-        planes += tls
-    return wanted
+    if not wanted:
+        return None
+    from portcullis.supervision.tls_engine import TlsControl
+
+    refuse_held_ports([*planes, tls_planes(settings)[0]])
+    return TlsControl(settings, certificates)
 
 
 def _settings(
@@ -194,15 +204,15 @@ def register(app: typer.Typer) -> None:
         planes = gateway_planes(settings)
         # Before the store is touched: a held port means another gateway may be using it.
         refuse_held_ports(planes)
-        version, serves_certificates = asyncio.run(prepare_store(settings, config))
-        tls = with_tls(planes, settings, serves_certificates)
+        version, certificates = asyncio.run(prepare_store(settings, config))
+        tls = with_tls(planes, settings, certificates)
         banner = (
             f"proxy   {settings.proxy_url}\n"
-            + (f"tls     {settings.proxy_tls_url}  (HTTP/2, SNI)\n" if tls else "")
+            + (f"tls     {settings.proxy_tls_url}  (HTTP/2, {tls.engine})\n" if tls else "")
             + f"admin   {settings.admin_url}/health/ready\n"
             f"config  version {version}  ({settings.database_url})"
         )
-        raise typer.Exit(supervise(planes, settings, banner))
+        raise typer.Exit(supervise(planes, settings, banner, tls))
 
     @app.command()
     def demo(
@@ -246,12 +256,12 @@ def register(app: typer.Typer) -> None:
         inbox = f"http://127.0.0.1:{upstream_port}/webhooks/inbox"
         requests_log = Path("var/requests.log").resolve()
         tls_files = demo_certificate(Path("var"))
-        version, serves_certificates = asyncio.run(
+        version, certificates = asyncio.run(
             prepare_store(
                 settings, config, demo_inbox=inbox, demo_log=requests_log, demo_tls=tls_files
             )
         )
-        tls_served = with_tls(planes, settings, serves_certificates)
+        tls = with_tls(planes, settings, certificates)
         sandbox_key = asyncio.run(demo_sandbox_key(settings))
         proxy = settings.proxy_url
         tls_url = f"https://localhost:{settings.proxy_tls_port}"
@@ -260,12 +270,12 @@ def register(app: typer.Typer) -> None:
                 f"tls        {tls_url} (HTTP/2 and HTTP/1.1; a self-signed certificate for "
                 f"localhost: {tls_files[0]})\n"
             )
-            if tls_served
+            if tls is not None
             else ""
         )
         tls_try = (
             f"      curl -i --http2 --cacert {tls_files[0]} {tls_url}/demo/items   (TLS, HTTP/2)\n"
-            if tls_served
+            if tls is not None
             else ""
         )
         banner = (
@@ -298,4 +308,4 @@ def register(app: typer.Typer) -> None:
             f"      curl -s {inbox}   (signed webhooks the gateway sent: every event)\n\n"
             "Ctrl-C stops everything."
         )
-        raise typer.Exit(supervise(planes, settings, banner))
+        raise typer.Exit(supervise(planes, settings, banner, tls))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from portcullis.settings import Settings
 
@@ -25,6 +26,8 @@ class Plane:
     # Monotonic times of the restarts within the restart window (see `Supervisor`).
     restarts: list[float] = field(default_factory=list)
     restart_due: float | None = None
+    # Environment this plane's process gets on top of the supervisor's.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 # Requests the control plane serves beside its live streams (REST, GraphQL, /metrics).
@@ -88,10 +91,42 @@ def admin_tls_argv(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+# The data plane's silent-connection reaper watches the plain port's sockets; on the TLS
+# port the servers' own handshake and idle timeouts do that (proxy/tls_server.py).
+TLS_PLANE_ENV = {"PORTCULLIS_CLIENT_FIRST_BYTE_TIMEOUT": "0"}
+
+
+def granian_tls_plane(settings: Settings, pem: Path) -> Plane:
+    """The proxy's TLS port on granian's own TLS (docs/decisions/028, addendum): one
+    certificate, `pem` holding its key and chain (granian reads the key and the
+    certificates of one file alike), HTTP/2 by ALPN (`--http auto`), TLS 1.2+ (rustls:
+    AEAD suites with forward secrecy only). granian reads `pem` when a worker starts; a
+    new certificate is a new plane (supervision/tls_engine.py)."""
+    argv = granian_argv(
+        DATA_PLANE_TARGET,
+        settings.proxy_host,
+        settings.proxy_tls_port,
+        settings.workers,
+        settings,
+    )
+    argv += [
+        "--http", "auto",
+        "--ssl-certificate", str(pem), "--ssl-keyfile", str(pem),
+        "--ssl-protocol-min", "tls1.2",
+    ]  # fmt: skip
+    return Plane(
+        "TLS data plane (granian)",
+        argv,
+        settings.proxy_host,
+        settings.proxy_tls_port,
+        env=dict(TLS_PLANE_ENV),
+    )
+
+
 def tls_planes(settings: Settings) -> list[Plane]:
-    """The proxy's TLS port (proxy/tls_server.py; docs/decisions/028): `settings.workers`
-    single-process planes sharing the port (SO_REUSEPORT), as granian's workers share
-    the plain one; each is restarted on its own."""
+    """The proxy's TLS port on hypercorn (proxy/tls_server.py; docs/decisions/028):
+    `settings.workers` single-process planes sharing the port (SO_REUSEPORT), as
+    granian's workers share the plain one; each is restarted on its own."""
     argv = [
         sys.executable, "-m", TLS_PLANE_MODULE,
         "--host", settings.proxy_host, "--port", str(settings.proxy_tls_port),

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.panel import Panel
@@ -24,6 +25,9 @@ from rich.panel import Panel
 from portcullis.settings import Settings
 from portcullis.supervision.lifeline import SUPERVISOR_PID_ENV, raise_open_files_limit
 from portcullis.supervision.planes import Plane
+
+if TYPE_CHECKING:
+    from portcullis.supervision.tls_engine import TlsControl
 
 console = Console(stderr=True)
 POLL_INTERVAL = 0.1
@@ -57,8 +61,15 @@ def _port_open(host: str, port: int) -> bool:
 class Supervisor:
     """Keeps `planes` running until a stop signal or a crash loop; `run` returns the exit code."""
 
-    def __init__(self, planes: list[Plane], settings: Settings, env: Mapping[str, str]) -> None:
-        self.planes = planes
+    def __init__(
+        self,
+        planes: list[Plane],
+        settings: Settings,
+        env: Mapping[str, str],
+        tls: TlsControl | None = None,
+    ) -> None:
+        self.planes = planes + (tls.planes if tls else [])
+        self.tls = tls
         self.settings = settings
         self.env = {**env, SUPERVISOR_PID_ENV: str(os.getpid())}
         self.stop_signal = 0
@@ -68,7 +79,19 @@ class Supervisor:
 
     def _start(self, plane: Plane) -> None:
         # A new session so a terminal's Ctrl-C reaches only us; we forward it.
-        plane.process = subprocess.Popen(plane.argv, env=self.env, start_new_session=True)
+        env = {**self.env, **plane.env} if plane.env else self.env
+        plane.process = subprocess.Popen(plane.argv, env=env, start_new_session=True)
+
+    def start_plane(self, plane: Plane) -> None:
+        self._start(plane)
+
+    def stop_plane(self, plane: Plane) -> None:
+        """Ask `plane` to stop gracefully (it is no longer watched or restarted)."""
+        if plane.process is not None and plane.process.poll() is None:
+            plane.process.send_signal(signal.SIGTERM)
+
+    def replace_planes(self, old: list[Plane], new: list[Plane]) -> None:
+        self.planes = [p for p in self.planes if p not in old] + new
 
     def _wait_until_listening(self) -> bool:
         deadline = time.monotonic() + START_TIMEOUT
@@ -118,6 +141,9 @@ class Supervisor:
         return True
 
     def _stop_all(self) -> None:
+        if self.tls is not None:
+            for plane in self.tls.retiring:
+                self.stop_plane(plane)
         for p in self.planes:
             if p.process and p.process.poll() is None:
                 p.process.send_signal(signal.SIGTERM)
@@ -151,13 +177,19 @@ class Supervisor:
                 console.print(
                     Panel.fit(banner, title="Portcullis is running", border_style="green")
                 )
+            if self.tls is not None:
+                self.tls.start()
             while not self.stop_signal:
                 now = time.monotonic()
                 if not all(self._check(plane, now) for plane in self.planes):
                     exit_code = 1
                     break
+                if self.tls is not None:
+                    self.tls.tick(self)
                 time.sleep(POLL_INTERVAL)
         elif not self.stop_signal:
             exit_code = 1
         self._stop_all()
+        if self.tls is not None:
+            self.tls.stop()
         return exit_code

@@ -9,7 +9,6 @@ certificate is requested).
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import time
@@ -23,6 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from support import tls_probe
 from support.admin_session import signed_in_owner
 from support.recording_upstream import RecordingUpstream, recording_upstream
 from support.servers import Gateway, free_port, gateway, wait_for_port
@@ -256,13 +256,7 @@ END = "-----END CERTIFICATE-----\n"
 
 
 def served_der(port: int, server_name: str | None) -> bytes | None:
-    ctx = client_context()
-    ctx.check_hostname = False
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname=server_name) as conn,
-    ):
-        return conn.getpeercert(binary_form=True)
+    return tls_probe.served_der(port, server_name, CA.pem)
 
 
 def test_a_websocket_over_tls_is_relayed(tls: Tls) -> None:

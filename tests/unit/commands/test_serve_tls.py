@@ -8,6 +8,7 @@ import pytest
 
 from portcullis.commands.serve import with_tls
 from portcullis.errors import UserError
+from portcullis.model.certificates import Certificate
 from portcullis.settings import Settings
 from portcullis.supervision.planes import gateway_planes
 
@@ -27,12 +28,16 @@ def test_the_tls_port_runs_when_asked_or_when_the_config_serves_a_certificate(
 ) -> None:
     settings = Settings(proxy_tls=mode, proxy_tls_port=free_port())  # type: ignore[arg-type]
     planes = gateway_planes(settings)
-    assert with_tls(planes, settings, serves_certificates) is tls
-    assert any(p.name.startswith("TLS") for p in planes) is tls
+    served = [Certificate.model_construct(name="a", cert="C", key="K", snis=["a.example"])]
+    control = with_tls(planes, settings, served if serves_certificates else [])
+    assert (control is not None) is tls
+    if control is not None:
+        assert control.planes[0].name.startswith("TLS")
+        control.stop()
 
 
 def test_a_tls_port_equal_to_the_plain_port_is_refused() -> None:
     port = free_port()
     settings = Settings(proxy_tls="on", proxy_port=port, proxy_tls_port=port)
     with pytest.raises(UserError, match="both set to"):
-        with_tls(gateway_planes(settings), settings, False)
+        with_tls(gateway_planes(settings), settings, [])
