@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import httpx
+from argon2 import PasswordHasher
 
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
@@ -15,12 +16,20 @@ from portcullis.store.engine import create_engine
 from support.servers import Gateway
 
 PASSWORD = "correct horse battery staple"
+# argon2id at its cheapest (the unit tests' parameters) for admins the tests make in a
+# store: the hash carries its parameters, so the server's sign-in check is as cheap
+# (argon2-cffi's default costs ~0.18 s of CPU to hash and as much to verify, in the test
+# process and the control plane). What the control plane hashes itself keeps the
+# production parameters (test_admin_password_hasher checks both).
+TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 async def _create_owner(database_url: str, email: str) -> None:
     engine = create_engine(database_url)
     try:
-        await AuthService(engine).create_user(email, PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            email, PASSWORD, Role.OWNER
+        )
     finally:
         await engine.dispose()
 

@@ -13,6 +13,7 @@ from portcullis.events.catalogue import EventType
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, write_transaction
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.events import sample
 from support.postgres import PostgresServer
 from support.servers import ControlPlane
@@ -81,7 +82,9 @@ async def sign_in(
     engine = create_engine(database_url)
     try:
         role = role or (Role.ADMIN if organization_id else Role.OWNER)
-        await AuthService(engine).create_user(email, PASSWORD, role, organization_id)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            email, PASSWORD, role, organization_id
+        )
     finally:
         await engine.dispose()
     async with httpx.AsyncClient(base_url=url) as client:

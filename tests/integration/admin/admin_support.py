@@ -7,19 +7,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
-from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.analytics.health import HEALTH_FORMAT
 from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.services.rbac import Role
+from support.admin_session import TEST_PASSWORD_HASHER as TEST_PASSWORD_HASHER
 
 PASSWORD = "correct horse battery staple"
-# argon2id at its cheapest (the unit tests' parameters) for the in-process `app` fixture:
-# the production default costs ~0.37 s of CPU per user created and signed in, and nearly
-# every admin test signs one in. test_admin_password_hasher checks it and the default.
-TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+# TEST_PASSWORD_HASHER (support/admin_session.py): the in-process `app` fixture hashes
+# with it too, as nearly every admin test signs one in.
 READ, WRITE = "config:read", "config:write"
 # What the `client_for` fixture gives: a signed-in client for a role (and organization).
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]

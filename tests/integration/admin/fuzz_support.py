@@ -19,6 +19,7 @@ from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.servers import granian_app
 
 FUZZ_PASSWORD = "fuzzing password 123"
@@ -30,7 +31,9 @@ async def _prepare_store(url: str) -> None:
     await upgrade_to_head(url)
     engine = create_engine(url)
     try:
-        await AuthService(engine).create_user("fuzz@example.com", FUZZ_PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "fuzz@example.com", FUZZ_PASSWORD, Role.OWNER
+        )
     finally:
         await engine.dispose()
 

@@ -32,6 +32,7 @@ from portcullis.admin.routers.config import MAX_DOCUMENT_BYTES
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Permission, Role
 from portcullis.store.engine import create_engine
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.servers import free_port, stop_process, wait_for_port
 
 PROBLEM = "application/problem+json"
@@ -244,7 +245,7 @@ def admin_server(database_url: str, tmp_path: Path) -> Iterator[AdminServer]:
     async def prepare() -> str:
         engine = create_engine(database_url)
         try:
-            auth = AuthService(engine)
+            auth = AuthService(engine, hasher=TEST_PASSWORD_HASHER)
             user = await auth.create_user("owner@example.com", "x" * 16, Role.OWNER)
             _, token = await auth.create_api_token(
                 user.id, "limits", frozenset({Permission.CONFIG_WRITE}), None

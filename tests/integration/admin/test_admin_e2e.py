@@ -11,6 +11,7 @@ import httpx
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.servers import gateway, granian_app
 
 PASSWORD = "end to end password"
@@ -19,7 +20,9 @@ PASSWORD = "end to end password"
 async def _create_owner(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
-        await AuthService(engine).create_user("e2e@example.com", PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "e2e@example.com", PASSWORD, Role.OWNER
+        )
     finally:
         await engine.dispose()
 

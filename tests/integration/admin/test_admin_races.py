@@ -29,6 +29,7 @@ from portcullis.services.rbac import Role
 from portcullis.store.admin_tables import AdminUserRow
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.postgres import PostgresServer
 from support.servers import ControlPlane, control_plane
 
@@ -58,7 +59,7 @@ def _new_store(backend: str, request: pytest.FixtureRequest, directory: Path) ->
 async def _with_auth(url: str, use: Callable[[AuthService], Awaitable[Any]]) -> Any:
     engine = create_engine(url)
     try:
-        return await use(AuthService(engine))
+        return await use(AuthService(engine, hasher=TEST_PASSWORD_HASHER))
     finally:
         await engine.dispose()
 

@@ -16,6 +16,7 @@ from gql.transport.httpx import HTTPXTransport
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.servers import gateway, granian_app
 from support.threaded_upstream import wait_until
 
@@ -42,7 +43,9 @@ mutation($input: RouteInput!) {
 async def _create_owner(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
-        await AuthService(engine).create_user("graph@example.com", PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "graph@example.com", PASSWORD, Role.OWNER
+        )
     finally:
         await engine.dispose()
 

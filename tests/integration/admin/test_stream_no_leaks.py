@@ -36,6 +36,8 @@ pytestmark = pytest.mark.slow
 
 CLIENTS = int(os.environ.get("PORTCULLIS_TEST_STREAM_DISCONNECTS", "10000"))
 CONCURRENCY = 200
+# With CONCURRENCY clients in flight, each lives while several events reach its queue.
+EVENT_EVERY = 10
 
 
 @pytest.fixture(scope="module")
@@ -118,17 +120,20 @@ async def test_ten_thousand_abrupt_disconnects_leave_nothing_behind(
         assert subscriptions[0] == 1  # the control plane's one pattern subscription
 
         stop = asyncio.Event()
+        opened = 0
 
         async def produce() -> int:
+            # One event per EVENT_EVERY clients opened, not per unit of time: a slow,
+            # loaded machine would otherwise publish (and fan out) more the slower it is.
             n = 0
             while not stop.is_set():
-                kind = EventType.KEY_CREATED
-                await bus.publish(kind, f"key:k{n}", sample(kind, key_id=f"k{n}"))
-                n += 1
+                if n * EVENT_EVERY <= opened:
+                    kind = EventType.KEY_CREATED
+                    await bus.publish(kind, f"key:k{n}", sample(kind, key_id=f"k{n}"))
+                    n += 1
                 await asyncio.sleep(0.01)
             return n
 
-        opened = 0
         queue = iter(range(CLIENTS))
 
         async def vanish() -> None:

@@ -30,6 +30,7 @@ from portcullis.services.rbac import Role
 from portcullis.settings import Settings
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
+from support.admin_session import TEST_PASSWORD_HASHER
 
 H = 3600
 PASSWORD = "analytics password 123"
@@ -102,7 +103,9 @@ async def world(database_url: str) -> AsyncIterator[World]:
     try:
         await insert_rows(engine, rows + recent)
         await Rollups(engine, max_batches=1000).run_once()
-        await AuthService(engine).create_user("owner@example.com", PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "owner@example.com", PASSWORD, Role.OWNER
+        )
     finally:
         await engine.dispose()
     app = create_admin_app(Settings(database_url=database_url, log_json=False))

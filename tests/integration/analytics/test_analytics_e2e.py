@@ -22,6 +22,7 @@ from portcullis.analytics.rollups import Rollups
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, sqlite_file
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.servers import gateway, granian_app
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
@@ -63,7 +64,9 @@ async def test_gateway_traffic_reaches_realtime_rollups_and_percentiles(
     with gateway(tmp_path, cfg, extra_env=env) as gw:
         engine = create_engine(gw.database_url)
         try:
-            await AuthService(engine).create_user("e2e@example.com", PASSWORD, Role.VIEWER)
+            await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+                "e2e@example.com", PASSWORD, Role.VIEWER
+            )
         finally:
             await engine.dispose()
         with httpx.Client(base_url=gw.url, timeout=10) as client:

@@ -28,6 +28,7 @@ from portcullis.store.analytics_tables import ApiCallerRow, RequestLogRow, Rollu
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
+from support.admin_session import TEST_PASSWORD_HASHER
 
 PASSWORD = "api usage password 123"
 
@@ -52,7 +53,9 @@ async def world(database_url: str) -> AsyncIterator[World]:
         )
         await RequestLogWriter(engine, "test-node").write(records)
         await Rollups(engine, max_batches=100_000, batch_buckets={"minute": 1440}).run_once()
-        await AuthService(engine).create_user("owner@example.com", PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "owner@example.com", PASSWORD, Role.OWNER
+        )
         yield_engine = engine
         app = create_admin_app(Settings(database_url=database_url, log_json=False))
         async with app.router.lifespan_context(app):

@@ -37,6 +37,7 @@ from portcullis.settings import Settings
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
 from portcullis.supervision.planes import DATA_PLANE_TARGET
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.postgres import PostgresServer
 from support.redis import RedisServer
 from support.servers import Gateway, control_plane, free_port, gateway, granian_app
@@ -75,7 +76,9 @@ def login(gw: Gateway, email: str, role: Role, organization: str | None = None) 
     async def create() -> None:
         engine = create_engine(gw.database_url)
         try:
-            await AuthService(engine).create_user(email, PASSWORD, role, organization)
+            await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+                email, PASSWORD, role, organization
+            )
         finally:
             await engine.dispose()
 
@@ -316,7 +319,9 @@ async def test_two_nodes_on_postgresql_and_redis_merge_into_one_frame(
             await wait_frames(nodes[1], lambda f: totals(nodes[1]) == want, "every request")
             done = int(time.time())
             # The control-plane process's endpoint shows the same frames.
-            await AuthService(engine).create_user("owner@example.com", PASSWORD, Role.OWNER)
+            await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+                "owner@example.com", PASSWORD, Role.OWNER
+            )
             async with httpx.AsyncClient(base_url=cp.url, timeout=10) as admin:
                 r = await admin.post(
                     "/admin/v1/auth/login",

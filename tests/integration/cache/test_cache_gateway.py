@@ -34,6 +34,7 @@ from portcullis.identity.secrets import load_server_secret
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.redis import RedisServer
 from support.servers import Gateway, gateway
 
@@ -150,7 +151,9 @@ async def _prepare(gw: Gateway) -> dict[str, str]:
     """An owner to sign in with, and one API key each for alice and bob."""
     engine = create_engine(gw.database_url)
     try:
-        await AuthService(engine).create_user("cache@example.com", PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "cache@example.com", PASSWORD, Role.OWNER
+        )
         secret = load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], Path())
         repo = KeyRepository(engine, secret)
         keys = {}

@@ -29,6 +29,7 @@ from portcullis.identity.secrets import load_server_secret
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, sqlite_file
+from support.admin_session import TEST_PASSWORD_HASHER
 from support.servers import Gateway, gateway, granian_app
 
 with warnings.catch_warnings():
@@ -81,7 +82,9 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: int) -> Iterator[Gate
 async def _create_owner(database_url: str, email: str) -> None:
     engine = create_engine(database_url)
     try:
-        await AuthService(engine).create_user(email, PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            email, PASSWORD, Role.OWNER
+        )
     finally:
         await engine.dispose()
 

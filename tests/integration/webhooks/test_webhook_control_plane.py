@@ -19,7 +19,7 @@ from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine, write_transaction
 from portcullis.store.migrations import upgrade_to_head
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
-from support.admin_session import PASSWORD
+from support.admin_session import PASSWORD, TEST_PASSWORD_HASHER
 from support.servers import control_plane
 from support.webhook_receiver import webhook_receiver
 
@@ -34,7 +34,9 @@ async def test_a_key_revoked_through_the_admin_api_is_delivered_as_key_revoked(
     # The control plane inherits the suite's deployment secret: seal with the same one.
     server = load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], tmp_path / "unused")
     try:
-        await AuthService(engine).create_user("owner@example.com", PASSWORD, Role.OWNER)
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(
+            "owner@example.com", PASSWORD, Role.OWNER
+        )
         key = await KeyRepository(engine, server).create(
             "alice", KeySpec(name="ci"), created_by="test", organization=None
         )
