@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from portcullis.model.canonical_text import DocumentText
 from portcullis.model.config import GatewayConfig
 from portcullis.model.delta import Document, revalidate
 from portcullis.model.loader import ConfigError, Loc, load_config_data
@@ -103,6 +104,9 @@ class ConfigEditor:
         self.max_attempts = max_attempts
         self._lock = asyncio.Lock()
         self._cached = EMPTY_STATE
+        # The canonical text, in parts, of the last document this editor wrote (built on the
+        # first edit): the next edit's checksum re-serialises only the entities it changed.
+        self._text: DocumentText | None = None
 
     async def state(self) -> ConfigState:
         """The current config (cached per version)."""
@@ -136,6 +140,8 @@ class ConfigEditor:
                     return Applied(edit.result, current, None)
                 config, document = validate_edit(current, edit.document, edit.locate)
                 _admit(current.config, config, edit.locate)
+                base = self._text.then(current.document) if self._text else None
+                text = (base or DocumentText.of(current.document)).then(document)
                 try:
                     stored = await self.repository.apply(
                         config,
@@ -146,9 +152,11 @@ class ConfigEditor:
                         previous=current.config,
                         document=document,
                         previous_document=current.document,
+                        text=text,
                     )
                 except ConfigConflict:
                     continue
+                self._text = text
                 self._remember(stored)
                 return Applied(edit.result, current, stored)
         raise _too_busy()

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.identity.key_repository import KeyNotFound, KeyRepository
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import GatewayConfig
+from portcullis.model.delta import changed_slice
 from portcullis.model.loader import Loc
 from portcullis.services.config_editor import ConfigEditor, ConfigState, Edit
 from portcullis.services.context import Operation
@@ -126,19 +127,45 @@ class _IdCache:
     def get(
         self, router: EntityCollection, version: int, upstream: str, docs: list[dict[str, Any]]
     ) -> tuple[list[str], dict[str, int]]:
-        cache = router.id_cache
         if router.id_cache_version != version:
-            cache.clear()
+            # The last version's ids stay at hand: the next version's are derived from them.
+            router.id_cache_previous = router.id_cache
+            router.id_cache = {}
             router.id_cache_version = version
         key = f"{self.kind.collection}:{upstream}"
-        found = cache.get(key)
+        found = router.id_cache.get(key)
         if found is None:
-            ids = self.kind.ids_of(docs)
-            positions: dict[str, int] = {}
-            for i, entity_id in enumerate(ids):
-                positions.setdefault(entity_id, i)
-            found = cache[key] = (ids, positions)
-        return found
+            before = router.id_cache_previous.get(key)
+            found = self._derive(before, docs) if before is not None else None
+            if found is None:
+                found = (docs, *_with_positions(self.kind.ids_of(docs)))
+            router.id_cache[key] = found
+        return found[1], found[2]
+
+    def _derive(self, before: _Ids, docs: list[dict[str, Any]]) -> _Ids | None:
+        """The ids of `docs` from those of an earlier list sharing most of its entries (an
+        edit copies the list and replaces a few): O(change), plus O(n) to renumber positions
+        when entries were added or removed. None for plugins, whose ids number repeats."""
+        old_docs, ids, positions = before
+        if self.kind.collection == "plugins":
+            return None
+        start, old_end, new_end = changed_slice(old_docs, docs)
+        changed = self.kind.ids_of(docs[start:new_end])
+        if changed == ids[start:old_end]:
+            return (docs, ids, positions)
+        new_ids = [*ids[:start], *changed, *ids[old_end:]]
+        return (docs, *_with_positions(new_ids))
+
+
+# A collection's documents, their ids and the index of each id (the first, should one repeat).
+_Ids = tuple[list[dict[str, Any]], list[str], dict[str, int]]
+
+
+def _with_positions(ids: list[str]) -> tuple[list[str], dict[str, int]]:
+    positions: dict[str, int] = {}
+    for i, entity_id in enumerate(ids):
+        positions.setdefault(entity_id, i)
+    return ids, positions
 
 
 UPSTREAM_IDS = _IdCache(UPSTREAMS)
@@ -155,7 +182,8 @@ class EntityCollection:
         self._indexes: dict[tuple[str | None, tuple[SortKey, ...]], SortedIndex] = {}
         self._indexes_version = -1
         # Ids of the current version's collections (by upstream for targets).
-        self.id_cache: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self.id_cache: dict[str, _Ids] = {}
+        self.id_cache_previous: dict[str, _Ids] = {}
         self.id_cache_version = -1
 
     def locate(

@@ -44,7 +44,6 @@ records the version's events (events/config_events.py): `config.applied`, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,7 +57,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.events.config_events import record_version_events
 from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
-from portcullis.model.delta import Document, apply_delta, compute_delta
+from portcullis.model.canonical_text import DocumentText
+from portcullis.model.canonical_text import canonical_text as canonical_text  # re-exported
+from portcullis.model.canonical_text import checksum_of as checksum_of  # re-exported
+from portcullis.model.delta import Document, apply_delta, compute_delta, consumers_changed
 from portcullis.model.loader import load_config_data
 from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
@@ -129,18 +131,9 @@ class ConfigHead:
 OnWrite = Callable[[AsyncConnection, "ConfigVersion"], Awaitable[None]]
 
 
-def canonical_text(document: Document) -> str:
-    """The stored form of a canonical document: equal documents give equal strings."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def canonical_json(config: GatewayConfig) -> str:
     """The stored form of a config: equal configs give equal strings (and checksums)."""
     return canonical_text(config.canonical())
-
-
-def checksum_of(document: str) -> str:
-    return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
 class ConfigRepository:
@@ -215,6 +208,7 @@ class ConfigRepository:
         previous: GatewayConfig | None = None,
         document: Document | None = None,
         previous_document: Document | None = None,
+        text: DocumentText | None = None,
     ) -> ConfigVersion:
         """Store `config` as the new current version, atomically.
 
@@ -223,8 +217,9 @@ class ConfigRepository:
         `ConfigConflict` unless the head is still at that version (0: empty store);
         `previous` (and `previous_document`, its canonical document) may then give
         that version's config, which saves reading it back. `document` is `config`'s
-        canonical document when the caller has it. `on_write` runs in the same
-        transaction, also when nothing was stored.
+        canonical document when the caller has it, and `text` its canonical text kept in
+        parts (the checksum then costs no re-serialisation of unchanged entities).
+        `on_write` runs in the same transaction, also when nothing was stored.
         """
         return await self._store(
             config,
@@ -237,6 +232,7 @@ class ConfigRepository:
             previous=_Previous(previous, previous_document)
             if expected_version is not None
             else None,
+            parts=text,
         )
 
     async def rollback(
@@ -346,8 +342,12 @@ class ConfigRepository:
         expected_version: int | None,
         on_write: OnWrite | None,
         previous: _Previous | None,
+        parts: DocumentText | None = None,
     ) -> ConfigVersion:
-        text = canonical_text(document)
+        if parts is not None and parts.document is document:
+            text = parts.text
+        else:
+            text = canonical_text(document)
         checksum = checksum_of(text)
         attempt = 0
         while True:
@@ -430,7 +430,8 @@ class ConfigRepository:
             )
         await self._prune(conn, version)
         if before is not None:
-            dropped = _usernames(before) - {c.username for c in new.config.consumers}
+            removed, added = consumers_changed(before, new.document)
+            dropped = _usernames(removed) - _usernames(added)
             await retire_credentials(conn, sorted(dropped), version=version)
         await record_version_events(
             conn,
@@ -540,8 +541,8 @@ class _Previous:
     document: Document | None
 
 
-def _usernames(document: Document) -> set[str]:
-    return {str(c["username"]) for c in document.get("consumers", [])}
+def _usernames(consumers: list[Any]) -> set[str]:
+    return {str(c["username"]) for c in consumers}
 
 
 def _to_version(
