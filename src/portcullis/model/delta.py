@@ -24,7 +24,8 @@ reference checks instead of validating 50,000 consumers again.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+import operator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,19 +66,61 @@ def compute_delta(old: Document, new: Document) -> Delta | None:
     return delta
 
 
+def _leading(flags: Iterator[bool], limit: int) -> int:
+    """How many of the first `limit` flags are True (they come from a C-level `map`)."""
+    head = list(itertools.islice(flags, limit))
+    try:
+        return head.index(False)
+    except ValueError:
+        return len(head)
+
+
+def _matching(old: Sequence[Any], new: Sequence[Any], limit: int, equal: bool) -> int:
+    """How many of the first `limit` entries of `old` and `new` match, one by one: by
+    identity (scanned in C), or with `equal` by identity or `==` (the `==` steps in
+    Python, resuming the identity scan after each)."""
+    n = _leading(map(operator.is_, old, new), limit)
+    while equal and n < limit and old[n] == new[n]:
+        n += 1
+        if n < limit and old[n] is new[n]:
+            rest = map(operator.is_, itertools.islice(old, n, None), itertools.islice(new, n, None))
+            n += _leading(rest, limit - n)
+    return n
+
+
+def same_ends(old: list[Any], new: list[Any], *, equal: bool) -> tuple[int, int]:
+    """(start, tail): the first `start` and the last `tail` entries of `old` and `new`
+    match (see `_matching`). An edit shares its unchanged entries with the document it
+    came from, so this costs a scan in C plus `==` of the few entries where it stops."""
+    limit = min(len(old), len(new))
+    start = _matching(old, new, limit, equal)
+    tail = _matching(_Reversed(old), _Reversed(new), limit - start, equal)
+    return start, tail
+
+
+class _Reversed(Sequence[Any]):
+    """A list read from its end (no copy)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._items[-1 - i]
+
+    def __iter__(self) -> Iterator[Any]:
+        return reversed(self._items)
+
+
 def splice_of(old: list[Any], new: list[Any]) -> list[Any] | None:
     """`[start, end, entries]` such that old[:start] + entries + old[end:] == new (None: equal)."""
-    limit = min(len(old), len(new))
-    start = 0
-    while start < limit and (old[start] is new[start] or old[start] == new[start]):
-        start += 1
+    start, tail = same_ends(old, new, equal=True)
     if start == len(old) == len(new):
         return None
-    tail = 0
-    while tail < limit - start and (
-        old[-1 - tail] is new[-1 - tail] or old[-1 - tail] == new[-1 - tail]
-    ):
-        tail += 1
     return [start, len(old) - tail, new[start : len(new) - tail]]
 
 
@@ -85,13 +128,7 @@ def changed_slice(old: list[Any], new: list[Any]) -> tuple[int, int, int]:
     """(start, old_end, new_end) such that old[:start] and old[old_end:] are, entry by entry,
     the very same objects as new[:start] and new[new_end:] (identity, not `==`: a value
     equal in Python may serialise differently, `1 == True`)."""
-    limit = min(len(old), len(new))
-    start = 0
-    while start < limit and old[start] is new[start]:
-        start += 1
-    tail = 0
-    while tail < limit - start and old[-1 - tail] is new[-1 - tail]:
-        tail += 1
+    start, tail = same_ends(old, new, equal=False)
     return start, len(old) - tail, len(new) - tail
 
 

@@ -18,6 +18,7 @@ from typing import Any, Final
 from rich.markup import escape
 
 from portcullis.model.config import GatewayConfig, PluginInstance
+from portcullis.model.delta import same_ends
 from portcullis.model.loader import format_location
 
 
@@ -236,14 +237,7 @@ def count_changes(
             continue
         # Entries equal at both ends are unchanged (an edit touches a few in the middle);
         # with unique identities, what changed lies in the middle slices.
-        start, limit = 0, min(len(before), len(after))
-        while start < limit and (before[start] is after[start] or before[start] == after[start]):
-            start += 1
-        tail = 0
-        while tail < limit - start and (
-            before[-1 - tail] is after[-1 - tail] or before[-1 - tail] == after[-1 - tail]
-        ):
-            tail += 1
+        start, tail = same_ends(before, after, equal=True)
         keyed_before: dict[str, Any] = {}
         for entry in before[start : len(before) - tail]:
             keyed_before.setdefault(_identity(kind, entry), entry)

@@ -11,7 +11,7 @@ import pytest
 
 from portcullis.model.canonical_text import DocumentText, canonical_text
 from portcullis.model.config import GatewayConfig
-from portcullis.model.delta import revalidate
+from portcullis.model.delta import revalidate, same_ends
 from portcullis.model.loader import ConfigError, load_config_data
 
 ORGS = (None, "acme", "globex")
@@ -160,3 +160,26 @@ def test_text_reuse_is_by_identity_not_equality() -> None:
     assert text.then(other).text == canonical_text(other)
     scalar = {"format_version": "2", "consumers": document["consumers"]}
     assert text.then(scalar).text == canonical_text(scalar)
+
+
+def test_same_ends_match_the_plain_loops() -> None:
+    rng = random.Random(7)
+    pool = [{"n": 1}, {"n": True}, {"n": 2}, {"n": 2}]
+    for _ in range(300):
+        old = [rng.choice(pool) for _ in range(rng.randrange(8))]
+        new = [rng.choice([*pool, {"n": 1}]) for _ in range(rng.randrange(8))]
+        if rng.random() < 0.5:
+            new = old[: rng.randrange(len(old) + 1)] + new + old[rng.randrange(len(old) + 1) :]
+        for equal in (False, True):
+
+            def same(a: Any, b: Any, equal: bool = equal) -> bool:
+                return a is b or (equal and a == b)
+
+            limit = min(len(old), len(new))
+            start = 0
+            while start < limit and same(old[start], new[start]):
+                start += 1
+            tail = 0
+            while tail < limit - start and same(old[-1 - tail], new[-1 - tail]):
+                tail += 1
+            assert same_ends(old, new, equal=equal) == (start, tail), (old, new, equal)
