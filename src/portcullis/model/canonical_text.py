@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from portcullis.model.bulk import gc_paused
 from portcullis.model.delta import changed_slice
 
 Document = dict[str, Any]
@@ -57,6 +58,11 @@ class DocumentText:
     @classmethod
     def of(cls, document: Document) -> DocumentText:
         """Serialise `document` whole."""
+        with gc_paused():
+            return cls._of(document)
+
+    @classmethod
+    def _of(cls, document: Document) -> DocumentText:
         entries: dict[str, list[str]] = {}
         members: dict[str, str] = {}
         for key, value in document.items():

@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.events.config_events import record_version_events
 from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
+from portcullis.model.bulk import gc_paused
 from portcullis.model.canonical_text import DocumentText
 from portcullis.model.canonical_text import canonical_text as canonical_text  # re-exported
 from portcullis.model.canonical_text import checksum_of as checksum_of  # re-exported
@@ -322,7 +323,8 @@ class ConfigRepository:
             if link.version == keyframe:
                 if link.document is None:
                     raise NotFound(f"config version {version} can't be rebuilt: no keyframe")
-                rebuilt = json.loads(link.document)
+                with gc_paused():
+                    rebuilt = json.loads(link.document)
             elif rebuilt is not None and link.delta is not None:
                 rebuilt = apply_delta(rebuilt, json.loads(link.delta))
         assert rebuilt is not None

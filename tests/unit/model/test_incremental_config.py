@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model.canonical_text import DocumentText, canonical_text
 from portcullis.model.config import GatewayConfig
 from portcullis.model.delta import revalidate, same_ends
-from portcullis.model.loader import ConfigError, load_config_data
+from portcullis.model.loader import ConfigError, _construct_plain, _YamlLoader, load_config_data
 
 ORGS = (None, "acme", "globex")
 PLANS = ("free", "acme-gold", "globex-gold", "nope")
@@ -183,3 +184,62 @@ def test_same_ends_match_the_plain_loops() -> None:
             while tail < limit - start and same(old[-1 - tail], new[-1 - tail]):
                 tail += 1
             assert same_ends(old, new, equal=equal) == (start, tail), (old, new, equal)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_consumer_index_built_from_the_previous_one_equals_a_fresh_one(seed: int) -> None:
+    rng = random.Random(seed)
+    document = base_document()
+    config = load_config_data(document)
+    index = ConsumerIndex.of(config.consumers)
+    for _ in range(30):
+        edited = random_edit(rng, document)
+        done = revalidate(config, document, edited)
+        if done is None:
+            continue
+        config, document = done
+        index = ConsumerIndex.of(config.consumers, index)
+        fresh = ConsumerIndex(config.consumers)
+        assert (index.by_username, index.by_custom_id) == (fresh.by_username, fresh.by_custom_id)
+        for org in ORGS:
+            for shared in (False, True):
+                view, expected = index.view(org, shared), fresh.view(org, shared)
+                assert (view.by_username, view.by_custom_id) == (
+                    expected.by_username,
+                    expected.by_custom_id,
+                )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb: [x, 2.5, true, null, 0x1f, '3']\nc: {d: 2026-01-01T00:00:00Z}\n",
+        "base: &b {k: v, n: [1, 2]}\none: *b\ntwo: *b\nlist: &l [1]\nagain: *l\n",
+        "a: 1\na: 2\nb: {c: 1, c: 3}\n",  # duplicates: the last value, as PyYAML keeps
+        "base: &b {k: v}\nmerged:\n  <<: *b\n  x: 1\n",  # merge keys: PyYAML's constructor
+        "? [a, b]\n: 1\n",  # a collection as a key
+        "a: !!binary aGk=\n",  # another tag
+        "",
+    ],
+)
+def test_the_plain_yaml_constructor_builds_what_pyyaml_builds(text: str) -> None:
+    def compose() -> Any:
+        loader = _YamlLoader(text)
+        return loader, loader.get_single_node()
+
+    loader, node = compose()
+    if node is None:
+        return
+    plain = _construct_plain(loader, node)
+    if "<<" in text or "?" in text or "!!" in text:
+        assert plain is None
+        return
+    fresh, fresh_node = compose()
+    expected = fresh.construct_document(fresh_node)
+    assert plain is not None
+    data, duplicates = plain
+    assert data == expected
+    assert duplicates == ("a: 1\na: 2" in text)
+    if "again" in text:
+        # An alias is the very object of its anchor, as PyYAML makes it.
+        assert data["one"] is data["two"] and data["list"] is data["again"]
