@@ -113,7 +113,11 @@ class ConfigEditor:
         version = await self.repository.current_version()
         if version == self._cached.version:
             return self._cached
-        current = await self.repository.current()
+        cached = self._cached
+        # Another writer moved the head: only what differs from the cached config is
+        # validated, off the event loop (a whole-file apply from the CLI revalidates it all).
+        base = (cached.config, cached.document) if cached.version else None
+        current = await self.repository.current(base=base)
         if current is None:
             return EMPTY_STATE
         return self._remember(current)

@@ -44,6 +44,7 @@ records the version's events (events/config_events.py): `config.applied`, and
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,7 +62,13 @@ from portcullis.model.bulk import gc_paused
 from portcullis.model.canonical_text import DocumentText
 from portcullis.model.canonical_text import canonical_text as canonical_text  # re-exported
 from portcullis.model.canonical_text import checksum_of as checksum_of  # re-exported
-from portcullis.model.delta import Document, apply_delta, compute_delta, consumers_changed
+from portcullis.model.delta import (
+    Document,
+    apply_delta,
+    compute_delta,
+    consumers_changed,
+    revalidate,
+)
 from portcullis.model.loader import load_config_data
 from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
@@ -169,13 +176,21 @@ class ConfigRepository:
             return ConfigHead(0, None)
         return ConfigHead(row.version, row.updated_at)
 
-    async def current(self) -> ConfigVersion | None:
-        """The current version with its config, or None when the store is empty."""
+    async def current(
+        self, *, base: tuple[GatewayConfig, Document] | None = None
+    ) -> ConfigVersion | None:
+        """The current version with its config, or None when the store is empty.
+
+        `base` is a config the caller holds (one that validated) and its canonical
+        document: the current document is then validated against it (only the entities
+        that differ, `model.delta.revalidate`), and validation runs in a worker thread
+        so that a long one (another writer replaced the whole config) does not stall the
+        caller's event loop."""
         async with self._engine.connect() as conn:
             version = await conn.scalar(self._version_query)
             if version is None:
                 return None
-            return await self._version(conn, version)
+            return await self._version(conn, version, base=base)
 
     async def get(self, version: int) -> ConfigVersion:
         """One version; raises `NotFound` if there is no such version (or it was pruned)."""
@@ -271,15 +286,25 @@ class ConfigRepository:
 
     # ------------------------------------------------------------------ reading
 
-    async def _version(self, conn: AsyncConnection, version: int) -> ConfigVersion:
+    async def _version(
+        self,
+        conn: AsyncConnection,
+        version: int,
+        *,
+        base: tuple[GatewayConfig, Document] | None = None,
+    ) -> ConfigVersion:
         row = (
             await conn.execute(select(*_META_COLUMNS).where(ConfigVersionRow.version == version))
         ).first()
         if row is None:
             raise NotFound(f"config version {version} does not exist")
         document = await self._document_at(conn, version)
-        config = load_config_data(document, source=f"config version {version}")
-        return _to_version(row, config=config, document=document)
+        source = f"config version {version}"
+        if base is None:
+            config = load_config_data(document, source=source)
+            return _to_version(row, config=config, document=document)
+        config, canonical = await asyncio.to_thread(_validated, document, base, source)
+        return _to_version(row, config=config, document=canonical)
 
     async def _document_at(self, conn: AsyncConnection, version: int) -> Document:
         """Rebuild `version`'s document: from the one known here by the deltas after it when
@@ -541,6 +566,17 @@ class _Previous:
 
     config: GatewayConfig | None
     document: Document | None
+
+
+def _validated(
+    document: Document, base: tuple[GatewayConfig, Document], source: str
+) -> tuple[GatewayConfig, Document]:
+    """`document`'s config and canonical document, validating only what differs from `base`
+    when that can vouch for the result (`revalidate`), else all of it."""
+    done = revalidate(base[0], base[1], document)
+    if done is not None:
+        return done
+    return load_config_data(document, source=source), document
 
 
 def _usernames(consumers: list[Any]) -> set[str]:
