@@ -271,7 +271,7 @@ def read_description_file(path: Path) -> Any:
 # libyaml recurses on the C stack once per nested flow collection and crashes the process
 # (a segfault, not an exception) somewhere past 20,000 levels; no config nests near this.
 MAX_FLOW_DEPTH = 1000
-_BRACKETS = re.compile(r"[\[\]{}]")
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
 def _too_deep(text: str) -> ConfigIssue | None:
@@ -281,8 +281,7 @@ def _too_deep(text: str) -> ConfigIssue | None:
     if text.count("[") + text.count("{") <= MAX_FLOW_DEPTH:
         return None  # can't nest deeper than it opens
     depth = deepest = 0
-    for match in _BRACKETS.finditer(text):
-        char = match.group()
+    for char in _NOT_BRACKETS.sub("", text):
         if char in "[{":
             depth += 1
             if depth > deepest:

@@ -47,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,10 +120,11 @@ class ConfigVersion:
     author: str | None
     comment: str | None
     checksum: str
-    config: GatewayConfig
+    # Not in the repr: a whole config of 50,000 consumers takes seconds to format.
+    config: GatewayConfig = field(repr=False)
     source_version: int | None = None
     created: bool = True
-    document: Document | None = None
+    document: Document | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
