@@ -87,9 +87,7 @@ async def timed(work: Callable[[], Awaitable[Any]], n: int) -> list[tuple[float,
     for _ in range(n):
         started, cpu = time.perf_counter(), time.process_time()
         await work()
-        out.append(
-            ((time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000)
-        )
+        out.append(((time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000))
     return out
 
 

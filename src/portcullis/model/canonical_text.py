@@ -92,7 +92,8 @@ class DocumentText:
                 start, old_end, new_end = changed_slice(old, value)
                 if start == len(old) == len(value):
                     continue
-                parts = [*parts[:start], *(_encode(e) for e in value[start:new_end]), *parts[old_end:]]
+                fresh = [_encode(e) for e in value[start:new_end]]
+                parts = [*parts[:start], *fresh, *parts[old_end:]]
                 entries[key] = parts
                 members[key] = "[" + ",".join(parts) + "]"
             elif isinstance(value, list):

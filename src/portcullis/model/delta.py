@@ -113,7 +113,7 @@ class _Reversed(Sequence[Any]):
         return self._items[-1 - i]
 
     def __iter__(self) -> Iterator[Any]:
-        return reversed(self._items)
+        return iter(reversed(self._items))
 
 
 def splice_of(old: list[Any], new: list[Any]) -> list[Any] | None:
@@ -227,9 +227,7 @@ class Change:
 # result as it was. A check that starts reading one of them must drop it from here
 # (tests/unit/model/test_delta.py compares this path with the full check on random edits).
 FREE_FIELDS: dict[str, frozenset[str]] = {
-    "consumers": frozenset(
-        {"custom_id", "status", "groups", "metadata", "tags", "priority_class"}
-    ),
+    "consumers": frozenset({"custom_id", "status", "groups", "metadata", "tags", "priority_class"}),
     "routes": frozenset({"tags", "priority_class"}),
     "services": frozenset({"tags"}),
     "upstreams": frozenset({"tags"}),

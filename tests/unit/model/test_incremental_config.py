@@ -242,4 +242,5 @@ def test_the_plain_yaml_constructor_builds_what_pyyaml_builds(text: str) -> None
     assert duplicates == ("a: 1\na: 2" in text)
     if "again" in text:
         # An alias is the very object of its anchor, as PyYAML makes it.
-        assert data["one"] is data["two"] and data["list"] is data["again"]
+        assert data["one"] is data["two"]
+        assert data["list"] is data["again"]
