@@ -1,0 +1,66 @@
+"""The editor's O(change) paths give what the whole-config paths give: the checksum of
+an edit (kept text) and the state after another writer moved the head (validated
+against the cached config, in a thread)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from portcullis.model.canonical_text import canonical_text, checksum_of
+from portcullis.model.loader import load_config_data
+from portcullis.services.config_editor import ConfigEditor, Edit, validate_document
+from portcullis.store.config_repository import ConfigRepository
+from support.services import apply_config
+
+CONFIG: dict[str, Any] = {
+    "consumers": [{"username": f"u{i}", "metadata": {"n": i}} for i in range(20)],
+}
+
+
+def edit_consumer(index: int, metadata: dict[str, Any]) -> Any:
+    def plan(current: Any) -> Edit[None]:
+        document = dict(current.document)
+        consumers = document["consumers"] = list(document["consumers"])
+        consumers[index] = {**consumers[index], "metadata": metadata}
+        return Edit(document, None)
+
+    return plan
+
+
+async def test_edits_store_the_checksum_of_the_whole_canonical_text(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    await apply_config(engine, CONFIG)
+    for i, value in enumerate([1, True, 1.0, "1", None]):
+        applied = await editor.mutate(edit_consumer(i % 3, {"n": value}), author="t")
+        assert applied.stored is not None
+        stored = await ConfigRepository(engine).get(applied.stored.version)
+        assert stored.document is not None
+        assert applied.stored.checksum == checksum_of(canonical_text(stored.document))
+    # Rolling back gives the old checksum back.
+    first = (await ConfigRepository(engine).list_versions(limit=100))[-1]
+    back = await editor.rollback(first.version, author="t")
+    assert back.checksum == first.checksum
+
+
+async def test_state_after_another_writer_equals_a_full_load(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    await apply_config(engine, CONFIG)
+    before = await editor.state()
+    changed = {
+        "consumers": [
+            *CONFIG["consumers"][:5],
+            {"username": "new", "tags": ["t"]},
+            *CONFIG["consumers"][7:],
+        ]
+    }
+    other = ConfigRepository(engine)  # another writer: the CLI, another admin process
+    await other.apply(validate_document(changed), author="cli", comment=None)
+    after = await editor.state()
+    assert after.version == before.version + 1
+    full = load_config_data(changed)
+    assert after.config == full
+    assert after.document == full.canonical()
