@@ -85,7 +85,7 @@ class ConsumerIndex:
         edit keeps the models of unchanged entries) are reused, not rebuilt."""
         index = cls()
         if previous is not None and previous._models:
-            start, old_end, new_end = changed_slice(previous._models, consumers)
+            start, old_end, new_end = changed_slice(previous._models, consumers, identity=False)
             infos = [
                 *previous._infos[:start],
                 *(ConsumerInfo.of(c) for c in consumers[start:new_end]),

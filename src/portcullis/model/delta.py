@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,54 +66,61 @@ def compute_delta(old: Document, new: Document) -> Delta | None:
     return delta
 
 
-def _leading(flags: Iterator[bool], limit: int) -> int:
-    """How many of the first `limit` flags are True (they come from a C-level `map`)."""
-    head = list(itertools.islice(flags, limit))
+def _identical_prefix(old: Iterable[Any], new: Iterable[Any], limit: int) -> int:
+    """How many of the first `limit` entries are the very same objects (scanned in C)."""
+    head = list(itertools.islice(map(operator.is_, old, new), limit))
     try:
         return head.index(False)
     except ValueError:
         return len(head)
 
 
-def _matching(old: Sequence[Any], new: Sequence[Any], limit: int, equal: bool) -> int:
-    """How many of the first `limit` entries of `old` and `new` match, one by one: by
-    identity (scanned in C), or with `equal` by identity or `==` (the `==` steps in
-    Python, resuming the identity scan after each)."""
-    n = _leading(map(operator.is_, old, new), limit)
-    while equal and n < limit and old[n] == new[n]:
-        n += 1
-        if n < limit and old[n] is new[n]:
-            rest = map(operator.is_, itertools.islice(old, n, None), itertools.islice(new, n, None))
-            n += _leading(rest, limit - n)
+# Entries compared per list comparison when looking for the first unequal one.
+_CHUNK = 512
+
+
+def _equal_prefix(old: list[Any], new: list[Any], limit: int) -> int:
+    """How many of the first `limit` entries are equal (`is` or `==`): chunks compare as
+    lists in C, which skips identical entries by pointer; Python looks inside only the
+    one chunk that differs."""
+    n = 0
+    while n < limit:
+        end = min(n + _CHUNK, limit)
+        if old[n:end] == new[n:end]:
+            n = end
+            continue
+        while old[n] == new[n]:
+            n += 1
+        return n
+    return n
+
+
+def _equal_suffix(old: list[Any], new: list[Any], limit: int) -> int:
+    """`_equal_prefix` from the ends of the lists."""
+    lo, ln = len(old), len(new)
+    n = 0
+    while n < limit:
+        size = min(_CHUNK, limit - n)
+        if old[lo - n - size : lo - n] == new[ln - n - size : ln - n]:
+            n += size
+            continue
+        while old[lo - 1 - n] == new[ln - 1 - n]:
+            n += 1
+        return n
     return n
 
 
 def same_ends(old: list[Any], new: list[Any], *, equal: bool) -> tuple[int, int]:
     """(start, tail): the first `start` and the last `tail` entries of `old` and `new`
-    match (see `_matching`). An edit shares its unchanged entries with the document it
-    came from, so this costs a scan in C plus `==` of the few entries where it stops."""
+    match one by one: with `equal` by `is` or `==`, else by identity only. An edit
+    shares its unchanged entries with the document it came from, so either costs a scan
+    in C (plus, with `equal`, `==` of the few entries in the chunk where it stops)."""
     limit = min(len(old), len(new))
-    start = _matching(old, new, limit, equal)
-    tail = _matching(_Reversed(old), _Reversed(new), limit - start, equal)
-    return start, tail
-
-
-class _Reversed(Sequence[Any]):
-    """A list read from its end (no copy)."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self, items: list[Any]) -> None:
-        self._items = items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._items[-1 - i]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(reversed(self._items))
+    if equal:
+        start = _equal_prefix(old, new, limit)
+        return start, _equal_suffix(old, new, limit - start)
+    start = _identical_prefix(old, new, limit)
+    return start, _identical_prefix(reversed(old), reversed(new), limit - start)
 
 
 def splice_of(old: list[Any], new: list[Any]) -> list[Any] | None:
@@ -124,11 +131,12 @@ def splice_of(old: list[Any], new: list[Any]) -> list[Any] | None:
     return [start, len(old) - tail, new[start : len(new) - tail]]
 
 
-def changed_slice(old: list[Any], new: list[Any]) -> tuple[int, int, int]:
+def changed_slice(old: list[Any], new: list[Any], *, identity: bool = True) -> tuple[int, int, int]:
     """(start, old_end, new_end) such that old[:start] and old[old_end:] are, entry by entry,
-    the very same objects as new[:start] and new[new_end:] (identity, not `==`: a value
-    equal in Python may serialise differently, `1 == True`)."""
-    start, tail = same_ends(old, new, equal=False)
+    the very same objects as new[:start] and new[new_end:]; with `identity=False` equal
+    ones (`==`, which is faster to find but says `1 == True` although their JSON texts
+    differ: fine for names and models, not for serialised forms)."""
+    start, tail = same_ends(old, new, equal=not identity)
     return start, len(old) - tail, len(new) - tail
 
 
@@ -143,7 +151,7 @@ def consumers_changed(
     old, new = before.get("consumers", []), after.get("consumers", [])
     if old is new:
         return [], []
-    start, old_end, new_end = changed_slice(old, new)
+    start, old_end, new_end = changed_slice(old, new, identity=False)
     return old[start:old_end], new[start:new_end]
 
 

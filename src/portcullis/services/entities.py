@@ -149,7 +149,7 @@ class _IdCache:
         old_docs, ids, positions = before
         if self.kind.collection == "plugins":
             return None
-        start, old_end, new_end = changed_slice(old_docs, docs)
+        start, old_end, new_end = changed_slice(old_docs, docs, identity=False)
         changed = self.kind.ids_of(docs[start:new_end])
         if changed == ids[start:old_end]:
             return (docs, ids, positions)

@@ -12,6 +12,7 @@ import pytest
 from portcullis.identity.consumers import ConsumerIndex
 from portcullis.model.canonical_text import DocumentText, canonical_text
 from portcullis.model.config import GatewayConfig
+from portcullis.model import delta
 from portcullis.model.delta import revalidate, same_ends
 from portcullis.model.loader import ConfigError, _construct_plain, _YamlLoader, load_config_data
 
@@ -163,7 +164,9 @@ def test_text_reuse_is_by_identity_not_equality() -> None:
     assert text.then(scalar).text == canonical_text(scalar)
 
 
-def test_same_ends_match_the_plain_loops() -> None:
+@pytest.mark.parametrize("chunk", [2, 512])
+def test_same_ends_match_the_plain_loops(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delta, "_CHUNK", chunk)
     rng = random.Random(7)
     pool = [{"n": 1}, {"n": True}, {"n": 2}, {"n": 2}]
     for _ in range(300):
