@@ -8,7 +8,8 @@ same control-plane paths without HTTP and without a server:
    YAML file (wall time of the CLI process, as the full benchmark does);
 2. through the service layer (`EntityService`, as the admin API calls it) on that
    store: a first page of consumers (`limit=50`), one consumer, and `--edits`
-   merge-patches of one consumer's `metadata` one after another; median and max;
+   merge-patches of one consumer's `metadata` one after another; median and max; then
+   a first page read right after each of 10 more edits (the new version's first read);
 3. the data plane's work per edit: rebuilding the new snapshot from the one
    served (`runtime.watcher` path: deltas, `revalidate`, `compile_snapshot`);
 4. RSS of this process (the control plane's config state plus one snapshot).
@@ -140,6 +141,12 @@ async def service_layer(url: str, edits: int, reads: int, profile: bool) -> dict
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(35)
         out["profile"] = text.getvalue()
     out["rss_after_edits_mib"] = rss_mib()
+    # A list page right after an edit: its sorted view is the new version's.
+    after_edit: list[tuple[float, float]] = []
+    for _ in range(min(edits, 10)):
+        await edit()
+        after_edit += await timed(lambda: consumers.list(op, query), 1)
+    out["get_page_after_edit_ms"] = after_edit
     out["worker_compile_ms"] = await data_plane(editor.repository, edits)
     await engine.dispose()
     return out

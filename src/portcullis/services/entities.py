@@ -63,6 +63,11 @@ from portcullis.services.scoping import OrgScope
 
 # Sorted views kept per collection (one per sort order and upstream in use).
 _MAX_INDEXES = 16
+# A new version's sorted view is derived from the last one's up to this many entries
+# moved out and in; a bigger change sorts again.
+_MAX_INDEX_CHANGES = 1000
+# Sorted views are cached by (upstream, sort keys).
+_IndexKey = tuple[str | None, tuple[SortKey, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +184,8 @@ class EntityCollection:
         self.kind = kind
         self.nested = nested
         # Sorted views of the current version's collection, by (upstream, sort keys).
-        self._indexes: dict[tuple[str | None, tuple[SortKey, ...]], SortedIndex] = {}
+        self._indexes: dict[_IndexKey, tuple[list[dict[str, Any]], SortedIndex]] = {}
+        self._previous_indexes: dict[_IndexKey, tuple[list[dict[str, Any]], SortedIndex]] = {}
         self._indexes_version = -1
         # Ids of the current version's collections (by upstream for targets).
         self.id_cache: dict[str, _Ids] = {}
@@ -233,19 +239,38 @@ class EntityCollection:
         located = self.locate(current.document, upstream, scope, version=current.version)
         cache_key = (upstream, keys)
         if self._indexes_version != current.version:
-            self._indexes.clear()
+            # The last version's indexes stay at hand: the next version's are derived.
+            self._previous_indexes = self._indexes
+            self._indexes = {}
             self._indexes_version = current.version
-        index = self._indexes.get(cache_key)
-        if index is None:
-            items = [
-                self.represent(doc, entity_id)
-                for doc, entity_id in zip(located.documents, located.ids, strict=True)
-            ]
-            index = SortedIndex(items, self.identity, keys)
+        found = self._indexes.get(cache_key)
+        if found is None:
+            before = self._previous_indexes.get(cache_key)
+            index = self._derive_index(before, located.documents) if before else None
+            if index is None:
+                items = [
+                    self.represent(doc, entity_id)
+                    for doc, entity_id in zip(located.documents, located.ids, strict=True)
+                ]
+                index = SortedIndex(items, self.identity, keys)
             if len(self._indexes) >= _MAX_INDEXES:
                 self._indexes.pop(next(iter(self._indexes)))
-            self._indexes[cache_key] = index
-        return index
+            found = self._indexes[cache_key] = (located.documents, index)
+        return found[1]
+
+    def _derive_index(
+        self, before: tuple[list[dict[str, Any]], SortedIndex], docs: list[dict[str, Any]]
+    ) -> SortedIndex | None:
+        """The sorted view of `docs` from that of an earlier list sharing most entries: the
+        entries between the equal ends move out and in (not for plugins, whose ids are
+        made per list, nor for a change too big to be worth it)."""
+        old_docs, index = before
+        if self.kind is PLUGINS:
+            return None
+        start, old_end, new_end = changed_slice(old_docs, docs, identity=False)
+        if (old_end - start) + (new_end - start) > _MAX_INDEX_CHANGES:
+            return None
+        return index.changed(old_docs[start:old_end], docs[start:new_end])
 
     def identity(self, item: dict[str, Any]) -> str:
         if self.kind is PLUGINS:

@@ -4,13 +4,16 @@ against the cached config, in a thread)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.model.canonical_text import canonical_text, checksum_of
 from portcullis.model.loader import load_config_data
 from portcullis.services.config_editor import ConfigEditor, Edit, validate_document
+from portcullis.services.pagination import SortedIndex, parse_sort
 from portcullis.store.config_repository import ConfigRepository
 from support.services import apply_config
 
@@ -64,3 +67,33 @@ async def test_state_after_another_writer_equals_a_full_load(
     full = load_config_data(changed)
     assert after.config == full
     assert after.document == full.canonical()
+
+
+@pytest.mark.parametrize("sort", ["name", "-priority,name", "service,-name"])
+def test_a_sorted_view_derived_from_the_last_one_equals_a_fresh_sort(sort: str) -> None:
+    rng = random.Random(sort)
+    keys = parse_sort(sort, ("name", "priority", "service"), "name")
+
+    def route(i: int) -> dict[str, Any]:
+        return {"name": f"r{i}", "priority": rng.choice([None, 0, 5]), "service": f"s{i % 3}"}
+
+    docs = [route(i) for i in range(40)]
+    index = SortedIndex(docs, lambda d: str(d["name"]), keys)
+    for step in range(60):
+        new = list(docs)
+        i = rng.randrange(len(new))
+        what = rng.randrange(3)
+        if what == 0:
+            new[i] = {**new[i], "priority": rng.choice([None, 1, 9]), "service": "s9"}
+        elif what == 1:
+            new.insert(i, route(100 + step))
+        else:
+            del new[i]
+        derived = index.changed(
+            docs[i : i + 1] if what != 1 else [], new[i : i + 1] if what != 2 else []
+        )
+        fresh = SortedIndex(new, lambda d: str(d["name"]), keys)
+        assert derived is not None
+        everything = derived.page(lambda _d: True, limit=1000, cursor=None).items
+        assert everything == fresh.page(lambda _d: True, limit=1000, cursor=None).items
+        docs, index = new, derived
