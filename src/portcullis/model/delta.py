@@ -16,9 +16,10 @@ documents are treated as immutable once stored or cached).
 `revalidate` is the other half: given a validated config, its canonical document
 and a changed copy of that document, it validates only the entries that changed
 and reuses the models of the rest, then runs the cross-reference check over the
-whole config. Admin edits (services/config_editor.py) and data-plane reloads
-(runtime/watcher.py) both use it, so an edit costs O(change) plus one pass of
-reference checks instead of validating 50,000 consumers again.
+whole config unless `references_hold` shows the change can't have broken it (fields no
+check reads, consumers added or re-planned, checked alone: decision 032). Admin edits
+(services/config_editor.py) and data-plane reloads (runtime/watcher.py) both use it, so
+a typical edit costs O(change) instead of validating 50,000 consumers again.
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ The cached state carries the config's canonical document, shared by every reader
 nobody mutates it. A plan copies the mapping and the one list it changes, so an
 edit costs O(change) up to validation: `validate_edit` validates only the entries
 that differ from the current document (its models are reused for the rest) and
-then runs the cross-reference check over the whole config. When anything is
-wrong, the whole document is validated the usual way, so errors read the same.
+runs the cross-reference check unless the change provably keeps it (decision 032).
+When anything is wrong, the whole document is validated the usual way, so errors
+read the same. The checksum's canonical text is kept per entity between edits
+(`model.canonical_text.DocumentText`), so only the changed entities are serialised.
 """
 
 from __future__ import annotations
