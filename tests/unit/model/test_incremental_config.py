@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from portcullis.identity.consumers import ConsumerIndex
+from portcullis.model import delta
 from portcullis.model.canonical_text import DocumentText, canonical_text
 from portcullis.model.config import GatewayConfig
-from portcullis.model import delta
 from portcullis.model.delta import revalidate, same_ends
 from portcullis.model.loader import ConfigError, _construct_plain, _YamlLoader, load_config_data
 
