@@ -209,22 +209,24 @@ class EntityCollection:
         the lists (and, for targets, the upstream entry) on the way to the collection
         are copied into it first, so changing the collection changes nothing shared.
         """
+        # Ids are computed on (and cached with) the shared list, before any copy: the
+        # next version's are derived from it, so it must not be one a plan changes.
         if not self.nested:
             docs: list[dict[str, Any]] = document[self.kind.collection]
+            ids, positions = self._ids(version, None, docs)
             if writable:
                 docs = document[self.kind.collection] = list(docs)
-            ids, positions = self._ids(version, None, docs)
             return _Located(docs, ids, (self.kind.collection,), positions)
         ups = document["upstreams"]
         _, upstream_positions = UPSTREAM_IDS.get(self, version, "", ups)
         i = upstream_positions.get(upstream) if upstream is not None else None
         if i is None or not scope.sees(ups[i]):
             raise ServiceError(NOT_FOUND, f"upstream {upstream!r} does not exist")
+        ids, positions = self._ids(version, upstream, ups[i]["targets"])
         if writable:
             ups = document["upstreams"] = list(ups)
             ups[i] = {**ups[i], "targets": list(ups[i]["targets"])}
         docs = ups[i]["targets"]
-        ids, positions = self._ids(version, upstream, docs)
         return _Located(docs, ids, ("upstreams", i, "targets"), positions)
 
     def _ids(

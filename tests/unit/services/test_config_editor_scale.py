@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from portcullis.identity.secrets import ServerSecret
 from portcullis.model.canonical_text import canonical_text, checksum_of
 from portcullis.model.loader import load_config_data
 from portcullis.services.config_editor import ConfigEditor, Edit, validate_document
+from portcullis.services.entities import EntityCollection, EntityQuery, EntityService
+from portcullis.services.entity_kinds import CONSUMERS as CONSUMERS_KIND
 from portcullis.services.pagination import SortedIndex, parse_sort
 from portcullis.store.config_repository import ConfigRepository
-from support.services import apply_config
+from support.services import apply_config, operation
 
 CONFIG: dict[str, Any] = {
     "consumers": [{"username": f"u{i}", "metadata": {"n": i}} for i in range(20)],
@@ -97,3 +100,26 @@ def test_a_sorted_view_derived_from_the_last_one_equals_a_fresh_sort(sort: str) 
         everything = derived.page(lambda _d: True, limit=1000, cursor=None).items
         assert everything == fresh.page(lambda _d: True, limit=1000, cursor=None).items
         docs, index = new, derived
+
+
+async def test_ids_and_pages_derived_from_the_last_version_follow_every_change(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    consumers = EntityService(
+        EntityCollection(CONSUMERS_KIND), editor, engine, ServerSecret.from_secret(b"s" * 32)
+    )
+    op = operation(engine)
+    await apply_config(engine, CONFIG)
+
+    async def names() -> list[str]:
+        page = await consumers.list(op, EntityQuery(limit=100))
+        return [c["username"] for c in page.items]
+
+    assert len(await names()) == 20
+    await consumers.delete(op, "u3")
+    assert "u3" not in await names()
+    await consumers.create(op, {"username": "u3", "tags": ["again"]})  # a namesake: no 409
+    await consumers.create(op, {"username": "a0"})
+    await consumers.patch(op, "u5", {"tags": ["x"]})
+    assert await names() == sorted([f"u{i}" for i in range(20)] + ["a0"])
+    assert (await consumers.get(op, "u3")).representation["tags"] == ["again"]
