@@ -119,6 +119,10 @@ async def test_ids_and_pages_derived_from_the_last_version_follow_every_change(
     await consumers.delete(op, "u3")
     assert "u3" not in await names()
     await consumers.create(op, {"username": "u3", "tags": ["again"]})  # a namesake: no 409
+    # Changes one after another, no read in between: each plan is the first to see its
+    # version (and works on a copy of the collection it changes).
+    await consumers.create(op, {"username": "a0"})
+    await consumers.delete(op, "a0")
     await consumers.create(op, {"username": "a0"})
     await consumers.patch(op, "u5", {"tags": ["x"]})
     assert await names() == sorted([f"u{i}" for i in range(20)] + ["a0"])
