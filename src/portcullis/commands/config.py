@@ -129,15 +129,21 @@ def _run(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
 
     from portcullis.store.engine import create_engine
 
-    async def main() -> T:
+    done: list[T] = []
+
+    async def main() -> None:
+        # The result is handed over outside the task: on Python 3.11, `asyncio.run`
+        # restoring its SIGINT handler formats a repr of the main task, result included,
+        # which for a whole config of 50,000 consumers took seconds.
         engine = create_engine(url)
         try:
-            return await work(engine)
+            done.append(await work(engine))
         finally:
             await engine.dispose()
 
     try:
-        return asyncio.run(main())
+        asyncio.run(main())
+        return done[0]
     except (ArgumentError, UnsupportedDatabase) as exc:
         raise UserError(f"invalid --database-url / PORTCULLIS_DATABASE_URL: {exc}") from None
     except (SQLAlchemyError, OSError) as exc:
@@ -191,6 +197,10 @@ def _counts(config: GatewayConfig) -> str:
 
 
 # --------------------------------------------------------------------------- commands
+
+
+# `config apply` lists at most this many changed entities per kind (`config diff`: all).
+APPLY_LISTS_AT_MOST = 100
 
 
 @app.command()
@@ -268,7 +278,7 @@ def apply(
             )
         result = await repo.apply(config, author=_author(author), comment=comment)
         if result.created and not changes.is_empty:
-            console.print(changes.render(markup=True))
+            console.print(changes.render(markup=True, limit=APPLY_LISTS_AT_MOST))
         return result, changes.summary()
 
     result, summary = _run(url, work)

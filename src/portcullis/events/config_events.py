@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from portcullis.events.bus import NewEvent, record_events
 from portcullis.events.catalogue import EventType
+from portcullis.model.delta import consumers_changed
 from portcullis.model.diff import count_changes
 from portcullis.store.organizations import organization_ids_of
 
@@ -54,8 +55,9 @@ async def record_version_events(
             "changes": changes,
         },
     )
-    known = {str(c.get("username")) for c in old.get("consumers", [])}
-    created = [c for c in after.get("consumers", []) if str(c.get("username")) not in known]
+    removed, added = consumers_changed(old, after)
+    known = {str(c.get("username")) for c in removed}
+    created = [c for c in added if str(c.get("username")) not in known]
     organizations = await organization_ids_of(conn, (c.get("organization") for c in created))
     consumers = [
         NewEvent(

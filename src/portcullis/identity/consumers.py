@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from portcullis.model.config import Consumer, ConsumerStatus
+from portcullis.model.delta import changed_slice
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +65,37 @@ class ConsumerIndex:
     compiled.
     """
 
-    __slots__ = ("_by_organization", "_views", "by_custom_id", "by_username")
+    __slots__ = ("_by_organization", "_infos", "_models", "_views", "by_custom_id", "by_username")
 
     def __init__(self, consumers: Iterable[Consumer] = ()) -> None:
         self.by_username: dict[str, ConsumerInfo] = {}
         self.by_custom_id: dict[str, ConsumerInfo] = {}
         self._by_organization: dict[str | None, list[ConsumerInfo]] = {}
         self._views: dict[tuple[str | None, bool], ConsumerIndex] = {}
+        # The consumer models indexed (a whole config's) and their infos, in order: the next
+        # snapshot's index reuses the infos of the models it shares (`ConsumerIndex.of`).
+        self._models: list[Consumer] = []
+        self._infos: list[ConsumerInfo] = []
         self._add(ConsumerInfo.of(c) for c in consumers)
+
+    @classmethod
+    def of(cls, consumers: list[Consumer], previous: ConsumerIndex | None = None) -> ConsumerIndex:
+        """The index of a config's `consumers`; with the `previous` snapshot's index, the
+        infos of the consumer models both share (the very same objects: revalidating an
+        edit keeps the models of unchanged entries) are reused, not rebuilt."""
+        index = cls()
+        if previous is not None and previous._models:
+            start, old_end, new_end = changed_slice(previous._models, consumers, identity=False)
+            infos = [
+                *previous._infos[:start],
+                *(ConsumerInfo.of(c) for c in consumers[start:new_end]),
+                *previous._infos[old_end:],
+            ]
+        else:
+            infos = [ConsumerInfo.of(c) for c in consumers]
+        index._models, index._infos = consumers, infos
+        index._add(infos)
+        return index
 
     def _add(self, infos: Iterable[ConsumerInfo], *, shared: bool = False) -> None:
         for info in infos:

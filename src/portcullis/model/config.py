@@ -22,6 +22,7 @@ from pydantic import (
 
 from portcullis.http_fields import HeaderText
 from portcullis.model.apis import Api, VersionName, api_reference_errors
+from portcullis.model.bulk import gc_paused
 from portcullis.model.certificates import Certificate, sni_errors
 from portcullis.model.openapi import api_description_errors
 from portcullis.model.plugins.registry import gateway_errors, references_of, validate_plugin
@@ -640,7 +641,8 @@ class GatewayConfig(StrictModel):
 
     def canonical(self) -> dict[str, Any]:
         """The JSON-compatible form used for storage, export and diff (stable ordering)."""
-        return self.model_dump(mode="json", exclude_defaults=False)
+        with gc_paused():
+            return self.model_dump(mode="json", exclude_defaults=False)
 
 
 class ReferenceErrors(list[str]):

@@ -18,6 +18,7 @@ from typing import Any, Final
 from rich.markup import escape
 
 from portcullis.model.config import GatewayConfig, PluginInstance
+from portcullis.model.delta import same_ends
 from portcullis.model.loader import format_location
 
 
@@ -92,11 +93,13 @@ class ConfigDiff:
             parts.append("order changed in " + ", ".join(reordered))
         return ", ".join(parts)
 
-    def render(self, *, markup: bool = False) -> str:
+    def render(self, *, markup: bool = False, limit: int | None = None) -> str:
         """Human-readable text: `+` added, `-` removed, `~` changed with `path: old → new`.
 
         With `markup=True` the text carries rich console markup (colours), with
-        every value escaped.
+        every value escaped. With `limit`, at most that many entities are listed per
+        kind, then how many more there are (a whole-config import of 50,000 consumers
+        is not read line by line, and printing it took longer than applying it).
         """
 
         def style(text: str, colour: str) -> str:
@@ -112,9 +115,14 @@ class ConfigDiff:
             if k.is_empty:
                 continue
             lines.append(style(f"{k.kind}:", "bold"))
-            lines.extend("  " + style(f"+ {key}", "green") for key in k.added)
-            lines.extend("  " + style(f"- {key}", "red") for key in k.removed)
-            for change in k.changed:
+            total = len(k.added) + len(k.removed) + len(k.changed)
+            shown = total if limit is None else min(total, limit)
+            added = k.added[:shown]
+            removed = k.removed[: shown - len(added)]
+            changed = k.changed[: shown - len(added) - len(removed)]
+            lines.extend("  " + style(f"+ {key}", "green") for key in added)
+            lines.extend("  " + style(f"- {key}", "red") for key in removed)
+            for change in changed:
                 lines.append("  " + style(f"~ {change.key}", "yellow"))
                 for f in change.fields:
                     lines.append(
@@ -124,6 +132,8 @@ class ConfigDiff:
                         + plain(" → ")
                         + style(_show(f.new), "green")
                     )
+            if shown < total:
+                lines.append("  " + plain(f"… and {total - shown} more"))
             if k.reordered:
                 lines.append("  " + style("order changed", "yellow"))
         return "\n".join(lines)
@@ -162,16 +172,16 @@ def diff_configs(old: GatewayConfig, new: GatewayConfig) -> ConfigDiff:
     )
 
 
-def _keyed(entities: list[Any], key_of: Callable[[Any], str]) -> dict[str, dict[str, Any]]:
+def _keyed(entities: list[Any], key_of: Callable[[Any], str]) -> dict[str, Any]:
     """Entities by identity; a repeated identity (allowed for plugins) gets `#2`, `#3`, …"""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
     for entity in entities:
         base = key = key_of(entity)
         n = 1
         while key in out:
             n += 1
             key = f"{base}#{n}"
-        out[key] = entity.model_dump(mode="json")
+        out[key] = entity
     return out
 
 
@@ -179,14 +189,20 @@ def _diff_kind(kind: str, key_of: Callable[[Any], str], old: list[Any], new: lis
     before, after = _keyed(old, key_of), _keyed(new, key_of)
     added = tuple(k for k in after if k not in before)
     removed = tuple(k for k in before if k not in after)
+    # Models compare like their JSON forms; only the changed ones are dumped, to say how.
     changed = tuple(
-        EntityChange(k, tuple(_field_changes(before[k], after[k], ())))
+        EntityChange(k, tuple(_field_changes(_dumped(before[k]), _dumped(after[k]), ())))
         for k in after
-        if k in before and before[k] != after[k]
+        if k in before and before[k] is not after[k] and before[k] != after[k]
     )
     common_before = [k for k in before if k in after]
     common_after = [k for k in after if k in before]
     return KindDiff(kind, added, removed, changed, reordered=common_before != common_after)
+
+
+def _dumped(entity: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = entity.model_dump(mode="json")
+    return dumped
 
 
 def _field_changes(old: Any, new: Any, loc: tuple[str | int, ...]) -> Iterator[FieldChange]:
@@ -236,14 +252,7 @@ def count_changes(
             continue
         # Entries equal at both ends are unchanged (an edit touches a few in the middle);
         # with unique identities, what changed lies in the middle slices.
-        start, limit = 0, min(len(before), len(after))
-        while start < limit and (before[start] is after[start] or before[start] == after[start]):
-            start += 1
-        tail = 0
-        while tail < limit - start and (
-            before[-1 - tail] is after[-1 - tail] or before[-1 - tail] == after[-1 - tail]
-        ):
-            tail += 1
+        start, tail = same_ends(before, after, equal=True)
         keyed_before: dict[str, Any] = {}
         for entry in before[start : len(before) - tail]:
             keyed_before.setdefault(_identity(kind, entry), entry)

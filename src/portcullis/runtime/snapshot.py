@@ -288,7 +288,7 @@ def build_snapshot(
     base_env = env if env is not None else (previous.env if previous else DEFAULT_ENV)
     env = replace(
         base_env,
-        consumers=ConsumerIndex(config.consumers),
+        consumers=ConsumerIndex.of(config.consumers, previous.env.consumers if previous else None),
         traffic=TrafficRules.of(config),
         contracts=ContractIndex.of(config),
     )

@@ -20,8 +20,10 @@ The cached state carries the config's canonical document, shared by every reader
 nobody mutates it. A plan copies the mapping and the one list it changes, so an
 edit costs O(change) up to validation: `validate_edit` validates only the entries
 that differ from the current document (its models are reused for the rest) and
-then runs the cross-reference check over the whole config. When anything is
-wrong, the whole document is validated the usual way, so errors read the same.
+runs the cross-reference check unless the change provably keeps it (decision 032).
+When anything is wrong, the whole document is validated the usual way, so errors
+read the same. The checksum's canonical text is kept per entity between edits
+(`model.canonical_text.DocumentText`), so only the changed entities are serialised.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from portcullis.model.canonical_text import DocumentText
 from portcullis.model.config import GatewayConfig
 from portcullis.model.delta import Document, revalidate
 from portcullis.model.loader import ConfigError, Loc, load_config_data
@@ -103,13 +106,20 @@ class ConfigEditor:
         self.max_attempts = max_attempts
         self._lock = asyncio.Lock()
         self._cached = EMPTY_STATE
+        # The canonical text, in parts, of the last document this editor wrote (built on the
+        # first edit): the next edit's checksum re-serialises only the entities it changed.
+        self._text: DocumentText | None = None
 
     async def state(self) -> ConfigState:
         """The current config (cached per version)."""
         version = await self.repository.current_version()
         if version == self._cached.version:
             return self._cached
-        current = await self.repository.current()
+        cached = self._cached
+        # Another writer moved the head: only what differs from the cached config is
+        # validated, off the event loop (a whole-file apply from the CLI revalidates it all).
+        base = (cached.config, cached.document) if cached.version else None
+        current = await self.repository.current(base=base)
         if current is None:
             return EMPTY_STATE
         return self._remember(current)
@@ -136,6 +146,8 @@ class ConfigEditor:
                     return Applied(edit.result, current, None)
                 config, document = validate_edit(current, edit.document, edit.locate)
                 _admit(current.config, config, edit.locate)
+                base = self._text.then(current.document) if self._text else None
+                text = (base or DocumentText.of(current.document)).then(document)
                 try:
                     stored = await self.repository.apply(
                         config,
@@ -146,9 +158,11 @@ class ConfigEditor:
                         previous=current.config,
                         document=document,
                         previous_document=current.document,
+                        text=text,
                     )
                 except ConfigConflict:
                     continue
+                self._text = text
                 self._remember(stored)
                 return Applied(edit.result, current, stored)
         raise _too_busy()

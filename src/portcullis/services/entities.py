@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.identity.key_repository import KeyNotFound, KeyRepository
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import GatewayConfig
+from portcullis.model.delta import changed_slice
 from portcullis.model.loader import Loc
 from portcullis.services.config_editor import ConfigEditor, ConfigState, Edit
 from portcullis.services.context import Operation
@@ -64,6 +65,11 @@ from portcullis.store.sealing import seal_key
 
 # Sorted views kept per collection (one per sort order and upstream in use).
 _MAX_INDEXES = 16
+# A new version's sorted view is derived from the last one's up to this many entries
+# moved out and in; a bigger change sorts again.
+_MAX_INDEX_CHANGES = 1000
+# Sorted views are cached by (upstream, sort keys).
+_IndexKey = tuple[str | None, tuple[SortKey, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +134,45 @@ class _IdCache:
     def get(
         self, router: EntityCollection, version: int, upstream: str, docs: list[dict[str, Any]]
     ) -> tuple[list[str], dict[str, int]]:
-        cache = router.id_cache
         if router.id_cache_version != version:
-            cache.clear()
+            # The last version's ids stay at hand: the next version's are derived from them.
+            router.id_cache_previous = router.id_cache
+            router.id_cache = {}
             router.id_cache_version = version
         key = f"{self.kind.collection}:{upstream}"
-        found = cache.get(key)
+        found = router.id_cache.get(key)
         if found is None:
-            ids = self.kind.ids_of(docs)
-            positions: dict[str, int] = {}
-            for i, entity_id in enumerate(ids):
-                positions.setdefault(entity_id, i)
-            found = cache[key] = (ids, positions)
-        return found
+            before = router.id_cache_previous.get(key)
+            found = self._derive(before, docs) if before is not None else None
+            if found is None:
+                found = (docs, *_with_positions(self.kind.ids_of(docs)))
+            router.id_cache[key] = found
+        return found[1], found[2]
+
+    def _derive(self, before: _Ids, docs: list[dict[str, Any]]) -> _Ids | None:
+        """The ids of `docs` from those of an earlier list sharing most of its entries (an
+        edit copies the list and replaces a few): O(change), plus O(n) to renumber positions
+        when entries were added or removed. None for plugins, whose ids number repeats."""
+        old_docs, ids, positions = before
+        if self.kind.collection == "plugins":
+            return None
+        start, old_end, new_end = changed_slice(old_docs, docs, identity=False)
+        changed = self.kind.ids_of(docs[start:new_end])
+        if changed == ids[start:old_end]:
+            return (docs, ids, positions)
+        new_ids = [*ids[:start], *changed, *ids[old_end:]]
+        return (docs, *_with_positions(new_ids))
+
+
+# A collection's documents, their ids and the index of each id (the first, should one repeat).
+_Ids = tuple[list[dict[str, Any]], list[str], dict[str, int]]
+
+
+def _with_positions(ids: list[str]) -> tuple[list[str], dict[str, int]]:
+    positions: dict[str, int] = {}
+    for i, entity_id in enumerate(ids):
+        positions.setdefault(entity_id, i)
+    return ids, positions
 
 
 UPSTREAM_IDS = _IdCache(UPSTREAMS)
@@ -154,10 +186,12 @@ class EntityCollection:
         self.kind = kind
         self.nested = nested
         # Sorted views of the current version's collection, by (upstream, sort keys).
-        self._indexes: dict[tuple[str | None, tuple[SortKey, ...]], SortedIndex] = {}
+        self._indexes: dict[_IndexKey, tuple[list[dict[str, Any]], SortedIndex]] = {}
+        self._previous_indexes: dict[_IndexKey, tuple[list[dict[str, Any]], SortedIndex]] = {}
         self._indexes_version = -1
         # Ids of the current version's collections (by upstream for targets).
-        self.id_cache: dict[str, tuple[list[str], dict[str, int]]] = {}
+        self.id_cache: dict[str, _Ids] = {}
+        self.id_cache_previous: dict[str, _Ids] = {}
         self.id_cache_version = -1
 
     def locate(
@@ -177,22 +211,24 @@ class EntityCollection:
         the lists (and, for targets, the upstream entry) on the way to the collection
         are copied into it first, so changing the collection changes nothing shared.
         """
+        # Ids are computed on (and cached with) the shared list, before any copy: the
+        # next version's are derived from it, so it must not be one a plan changes.
         if not self.nested:
             docs: list[dict[str, Any]] = document[self.kind.collection]
+            ids, positions = self._ids(version, None, docs)
             if writable:
                 docs = document[self.kind.collection] = list(docs)
-            ids, positions = self._ids(version, None, docs)
             return _Located(docs, ids, (self.kind.collection,), positions)
         ups = document["upstreams"]
         _, upstream_positions = UPSTREAM_IDS.get(self, version, "", ups)
         i = upstream_positions.get(upstream) if upstream is not None else None
         if i is None or not scope.sees(ups[i]):
             raise ServiceError(NOT_FOUND, f"upstream {upstream!r} does not exist")
+        ids, positions = self._ids(version, upstream, ups[i]["targets"])
         if writable:
             ups = document["upstreams"] = list(ups)
             ups[i] = {**ups[i], "targets": list(ups[i]["targets"])}
         docs = ups[i]["targets"]
-        ids, positions = self._ids(version, upstream, docs)
         return _Located(docs, ids, ("upstreams", i, "targets"), positions)
 
     def _ids(
@@ -207,19 +243,38 @@ class EntityCollection:
         located = self.locate(current.document, upstream, scope, version=current.version)
         cache_key = (upstream, keys)
         if self._indexes_version != current.version:
-            self._indexes.clear()
+            # The last version's indexes stay at hand: the next version's are derived.
+            self._previous_indexes = self._indexes
+            self._indexes = {}
             self._indexes_version = current.version
-        index = self._indexes.get(cache_key)
-        if index is None:
-            items = [
-                self.represent(doc, entity_id)
-                for doc, entity_id in zip(located.documents, located.ids, strict=True)
-            ]
-            index = SortedIndex(items, self.identity, keys)
+        found = self._indexes.get(cache_key)
+        if found is None:
+            before = self._previous_indexes.get(cache_key)
+            index = self._derive_index(before, located.documents) if before else None
+            if index is None:
+                items = [
+                    self.represent(doc, entity_id)
+                    for doc, entity_id in zip(located.documents, located.ids, strict=True)
+                ]
+                index = SortedIndex(items, self.identity, keys)
             if len(self._indexes) >= _MAX_INDEXES:
                 self._indexes.pop(next(iter(self._indexes)))
-            self._indexes[cache_key] = index
-        return index
+            found = self._indexes[cache_key] = (located.documents, index)
+        return found[1]
+
+    def _derive_index(
+        self, before: tuple[list[dict[str, Any]], SortedIndex], docs: list[dict[str, Any]]
+    ) -> SortedIndex | None:
+        """The sorted view of `docs` from that of an earlier list sharing most entries: the
+        entries between the equal ends move out and in (not for plugins, whose ids are
+        made per list, nor for a change too big to be worth it)."""
+        old_docs, index = before
+        if self.kind is PLUGINS:
+            return None
+        start, old_end, new_end = changed_slice(old_docs, docs, identity=False)
+        if (old_end - start) + (new_end - start) > _MAX_INDEX_CHANGES:
+            return None
+        return index.changed(old_docs[start:old_end], docs[start:new_end])
 
     def identity(self, item: dict[str, Any]) -> str:
         if self.kind is PLUGINS:

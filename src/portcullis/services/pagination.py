@@ -173,7 +173,7 @@ class SortedIndex:
     The items are shared: callers must not mutate them.
     """
 
-    __slots__ = ("_cursor_of", "_items", "_keys", "_tuples")
+    __slots__ = ("_cursor_of", "_identity_of", "_items", "_keys", "_tuples")
 
     def __init__(
         self,
@@ -182,6 +182,7 @@ class SortedIndex:
         keys: Sequence[SortKey],
     ) -> None:
         self._keys = tuple(keys)
+        self._identity_of = identity_of
         self._cursor_of = _cursor_function(identity_of, self._keys)
         decorated = sorted(
             (
@@ -192,6 +193,35 @@ class SortedIndex:
         )
         self._tuples = [t for t, _ in decorated]
         self._items = [items[i] for _, i in decorated]
+
+    def _tuple(self, item: dict[str, Any]) -> tuple[Any, ...]:
+        values = [item.get(k.field) for k in self._keys]
+        return _sort_tuple(values, self._identity_of(item), self._keys)
+
+    def changed(
+        self, removed: Sequence[dict[str, Any]], added: Sequence[dict[str, Any]]
+    ) -> SortedIndex | None:
+        """This index without `removed` and with `added` (a new index; this one is left as
+        it is): O(n) copying plus O(log n) per change instead of a sort. None when an item
+        to remove is not found (identities must be unique: not for plugins)."""
+        out = SortedIndex.__new__(SortedIndex)
+        out._keys, out._identity_of, out._cursor_of = self._keys, self._identity_of, self._cursor_of
+        tuples, items = list(self._tuples), list(self._items)
+        for item in removed:
+            key = self._tuple(item)
+            i = bisect.bisect_left(tuples, key)
+            if i == len(tuples) or tuples[i] != key:
+                return None
+            del tuples[i], items[i]
+        for item in added:
+            key = self._tuple(item)
+            i = bisect.bisect_left(tuples, key)
+            if i < len(tuples) and tuples[i] == key:
+                return None
+            tuples.insert(i, key)
+            items.insert(i, item)
+        out._tuples, out._items = tuples, items
+        return out
 
     def page(
         self, matches: Callable[[dict[str, Any]], bool], *, limit: int, cursor: str | None

@@ -44,10 +44,10 @@ records the version's events (events/config_events.py): `config.applied`, and
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,7 +58,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from portcullis.events.config_events import record_version_events
 from portcullis.identity.consumer_credentials import retire_credentials
 from portcullis.model import GatewayConfig
-from portcullis.model.delta import Document, apply_delta, compute_delta
+from portcullis.model.bulk import gc_paused
+from portcullis.model.canonical_text import DocumentText
+from portcullis.model.canonical_text import canonical_text as canonical_text  # re-exported
+from portcullis.model.canonical_text import checksum_of as checksum_of  # re-exported
+from portcullis.model.delta import (
+    Document,
+    apply_delta,
+    compute_delta,
+    consumers_changed,
+    revalidate,
+)
 from portcullis.model.loader import load_config_data
 from portcullis.store.config_head import ConfigConflict as ConfigConflict  # re-exported
 from portcullis.store.engine import single_read_engine, write_transaction
@@ -111,10 +121,11 @@ class ConfigVersion:
     author: str | None
     comment: str | None
     checksum: str
-    config: GatewayConfig
+    # Not in the repr: a whole config of 50,000 consumers takes seconds to format.
+    config: GatewayConfig = field(repr=False)
     source_version: int | None = None
     created: bool = True
-    document: Document | None = None
+    document: Document | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +141,9 @@ class ConfigHead:
 OnWrite = Callable[[AsyncConnection, "ConfigVersion"], Awaitable[None]]
 
 
-def canonical_text(document: Document) -> str:
-    """The stored form of a canonical document: equal documents give equal strings."""
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def canonical_json(config: GatewayConfig) -> str:
     """The stored form of a config: equal configs give equal strings (and checksums)."""
     return canonical_text(config.canonical())
-
-
-def checksum_of(document: str) -> str:
-    return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
 class ConfigRepository:
@@ -176,13 +178,21 @@ class ConfigRepository:
             return ConfigHead(0, None)
         return ConfigHead(row.version, row.updated_at)
 
-    async def current(self) -> ConfigVersion | None:
-        """The current version with its config, or None when the store is empty."""
+    async def current(
+        self, *, base: tuple[GatewayConfig, Document] | None = None
+    ) -> ConfigVersion | None:
+        """The current version with its config, or None when the store is empty.
+
+        `base` is a config the caller holds (one that validated) and its canonical
+        document: the current document is then validated against it (only the entities
+        that differ, `model.delta.revalidate`), and validation runs in a worker thread
+        so that a long one (another writer replaced the whole config) does not stall the
+        caller's event loop."""
         async with self._engine.connect() as conn:
             version = await conn.scalar(self._version_query)
             if version is None:
                 return None
-            return await self._version(conn, version)
+            return await self._version(conn, version, base=base)
 
     async def get(self, version: int) -> ConfigVersion:
         """One version; raises `NotFound` if there is no such version (or it was pruned)."""
@@ -216,6 +226,7 @@ class ConfigRepository:
         previous: GatewayConfig | None = None,
         document: Document | None = None,
         previous_document: Document | None = None,
+        text: DocumentText | None = None,
     ) -> ConfigVersion:
         """Store `config` as the new current version, atomically.
 
@@ -224,8 +235,9 @@ class ConfigRepository:
         `ConfigConflict` unless the head is still at that version (0: empty store);
         `previous` (and `previous_document`, its canonical document) may then give
         that version's config, which saves reading it back. `document` is `config`'s
-        canonical document when the caller has it. `on_write` runs in the same
-        transaction, also when nothing was stored.
+        canonical document when the caller has it, and `text` its canonical text kept in
+        parts (the checksum then costs no re-serialisation of unchanged entities).
+        `on_write` runs in the same transaction, also when nothing was stored.
         """
         return await self._store(
             config,
@@ -238,6 +250,7 @@ class ConfigRepository:
             previous=_Previous(previous, previous_document)
             if expected_version is not None
             else None,
+            parts=text,
         )
 
     async def rollback(
@@ -275,15 +288,25 @@ class ConfigRepository:
 
     # ------------------------------------------------------------------ reading
 
-    async def _version(self, conn: AsyncConnection, version: int) -> ConfigVersion:
+    async def _version(
+        self,
+        conn: AsyncConnection,
+        version: int,
+        *,
+        base: tuple[GatewayConfig, Document] | None = None,
+    ) -> ConfigVersion:
         row = (
             await conn.execute(select(*_META_COLUMNS).where(ConfigVersionRow.version == version))
         ).first()
         if row is None:
             raise NotFound(f"config version {version} does not exist")
         document = await self._document_at(conn, version)
-        config = load_config_data(document, source=f"config version {version}")
-        return _to_version(row, config=config, document=document)
+        source = f"config version {version}"
+        if base is None:
+            config = load_config_data(document, source=source)
+            return _to_version(row, config=config, document=document)
+        config, canonical = await asyncio.to_thread(_validated, document, base, source)
+        return _to_version(row, config=config, document=canonical)
 
     async def _document_at(self, conn: AsyncConnection, version: int) -> Document:
         """Rebuild `version`'s document: from the one known here by the deltas after it when
@@ -327,7 +350,8 @@ class ConfigRepository:
             if link.version == keyframe:
                 if link.document is None:
                     raise NotFound(f"config version {version} can't be rebuilt: no keyframe")
-                rebuilt = json.loads(link.document)
+                with gc_paused():
+                    rebuilt = json.loads(link.document)
             elif rebuilt is not None and link.delta is not None:
                 rebuilt = apply_delta(rebuilt, json.loads(link.delta))
         assert rebuilt is not None
@@ -347,13 +371,18 @@ class ConfigRepository:
         expected_version: int | None,
         on_write: OnWrite | None,
         previous: _Previous | None,
+        parts: DocumentText | None = None,
     ) -> ConfigVersion:
         sealed = seal_document(document)
         if sealed is not None:
             # Certificate keys are stored encrypted (store/sealing.py); the version this
             # returns carries them sealed too, as every later read of it will.
             document, config = sealed, sealed_config(config)
-        text = canonical_text(document)
+        # A sealed document is a new object: its text is serialised in full.
+        if parts is not None and parts.document is document:
+            text = parts.text
+        else:
+            text = canonical_text(document)
         checksum = checksum_of(text)
         attempt = 0
         while True:
@@ -436,7 +465,8 @@ class ConfigRepository:
             )
         await self._prune(conn, version)
         if before is not None:
-            dropped = _usernames(before) - {c.username for c in new.config.consumers}
+            removed, added = consumers_changed(before, new.document)
+            dropped = _usernames(removed) - _usernames(added)
             await retire_credentials(conn, sorted(dropped), version=version)
         await record_version_events(
             conn,
@@ -546,8 +576,19 @@ class _Previous:
     document: Document | None
 
 
-def _usernames(document: Document) -> set[str]:
-    return {str(c["username"]) for c in document.get("consumers", [])}
+def _validated(
+    document: Document, base: tuple[GatewayConfig, Document], source: str
+) -> tuple[GatewayConfig, Document]:
+    """`document`'s config and canonical document, validating only what differs from `base`
+    when that can vouch for the result (`revalidate`), else all of it."""
+    done = revalidate(base[0], base[1], document)
+    if done is not None:
+        return done
+    return load_config_data(document, source=source), document
+
+
+def _usernames(consumers: list[Any]) -> set[str]:
+    return {str(c["username"]) for c in consumers}
 
 
 def _to_version(
