@@ -304,6 +304,11 @@ class Dispatcher:
                 try:
                     started = await self.claim_and_start()
                 except Exception:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # A cancel the store's driver turned into another error: stopping
+                        # wins over retrying (else `stop()` waits on this loop for ever).
+                        raise asyncio.CancelledError from None
                     log.exception("claiming webhook messages failed; retrying")
                     started = 0
                 if started and len(self._tasks) < self.capacity:

@@ -27,8 +27,11 @@ from portcullis.store.webhook_tables import WebhookMessageRow
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 
 SERVER = ServerSecret.from_secret(b"quota-events-test-secret-0123456789abcdef")
-MONTH = period_of("month", "UTC", to_us(datetime.now(UTC)))
-DAY = period_of("day", "UTC", to_us(datetime.now(UTC)))
+# The job reads the periods at this instant (its injected clock): a run across midnight
+# UTC would otherwise see the counters published below as yesterday's.
+NOW = datetime.now(UTC)
+MONTH = period_of("month", "UTC", to_us(NOW))
+DAY = period_of("day", "UTC", to_us(NOW))
 
 
 def gateway_config(**extra: Any) -> GatewayConfig:
@@ -73,7 +76,7 @@ def job(engine: AsyncEngine, config: GatewayConfig, bus: InProcessBus) -> QuotaT
     async def current() -> GatewayConfig:
         return config
 
-    return QuotaThresholds(engine, bus, PublishedCounters(engine), current)
+    return QuotaThresholds(engine, bus, PublishedCounters(engine), current, clock=lambda: NOW)
 
 
 async def _setup(engine: AsyncEngine) -> tuple[str, str]:
