@@ -11,6 +11,7 @@ from __future__ import annotations
 import structlog
 
 from portcullis.identity.consumers import ConsumerInfo
+from portcullis.identity.credential_lookup import ConsumerCredentialCache
 from portcullis.plugins.base import Headers, PluginResponse, RequestContext
 from portcullis.plugins.env import PluginEnv
 from portcullis.problems import FORBIDDEN, PROBLEM_CONTENT_TYPE, problem_body
@@ -71,6 +72,13 @@ def set_identity(ctx: RequestContext, drop: DropNames, identity: Headers) -> Non
     kept = [h for h in upstream if not drop[h[0]]]
     kept.extend(identity)
     upstream[:] = kept
+
+
+def credential_cache(env: PluginEnv, plugin: str) -> ConsumerCredentialCache:
+    """The worker's cache of consumer credentials, which basic, hmac and mtls auth read."""
+    if env.consumer_credentials is None:
+        raise ValueError(f"{plugin} needs the worker's credential cache")
+    return env.consumer_credentials
 
 
 def anonymous_consumer(name: str | None, env: PluginEnv, plugin: str) -> ConsumerInfo | None:

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from portcullis.analytics.record import Flag
 from portcullis.identity.credential_cache import Rejection
-from portcullis.identity.credential_lookup import ConsumerCredentialCache, VerifyBusy
+from portcullis.identity.credential_lookup import VerifyBusy
 from portcullis.identity.credential_store import CredentialKind
 from portcullis.model.plugins.basic_auth import BasicAuthConfig
 from portcullis.plugins.auth_replies import (
@@ -37,6 +37,7 @@ from portcullis.plugins.auth_replies import (
     Reply,
     anonymous_consumer,
     anonymous_headers,
+    credential_cache,
     set_identity,
 )
 from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
@@ -61,9 +62,7 @@ class BasicAuth(Plugin[BasicAuthConfig]):
 
     def __init__(self, config: BasicAuthConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        if env.consumer_credentials is None:
-            raise ValueError("basic-auth needs the worker's credential cache")
-        self.credentials: ConsumerCredentialCache = env.consumer_credentials
+        self.credentials = credential_cache(env, self.name)
         self._consumer = env.consumers.by_username.get
         self._anonymous = anonymous_consumer(config.anonymous, env, self.name)
         self._anonymous_headers = anonymous_headers(self._anonymous)

@@ -44,11 +44,16 @@ import structlog
 
 from portcullis.analytics.record import Flag
 from portcullis.identity.credential_cache import Rejection
-from portcullis.identity.credential_lookup import ConsumerCredentialCache
 from portcullis.identity.credential_store import CredentialKind
 from portcullis.model.plugins.base import BODY_BUFFER_LIMIT
 from portcullis.model.plugins.hmac_auth import HmacAuthConfig
-from portcullis.plugins.auth_replies import CONTENT_TYPE, DropNames, Reply, set_identity
+from portcullis.plugins.auth_replies import (
+    CONTENT_TYPE,
+    DropNames,
+    Reply,
+    credential_cache,
+    set_identity,
+)
 from portcullis.plugins.base import Headers, Phase, Plugin, PluginResponse, RequestContext
 from portcullis.plugins.credential_sources import Source, expected_member
 from portcullis.plugins.env import PluginEnv
@@ -156,9 +161,7 @@ class HmacAuth(Plugin[HmacAuthConfig]):
 
     def __init__(self, config: HmacAuthConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        if env.consumer_credentials is None:
-            raise ValueError("hmac-auth needs the worker's credential cache")
-        self.credentials: ConsumerCredentialCache = env.consumer_credentials
+        self.credentials = credential_cache(env, self.name)
         self._consumer = env.consumers.by_username.get
         self._clock = env.clock
         self._skew = config.clock_skew

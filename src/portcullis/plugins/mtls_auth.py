@@ -41,7 +41,6 @@ from cryptography.x509.verification import (
 
 from portcullis.analytics.record import Flag
 from portcullis.identity.credential_cache import Rejection
-from portcullis.identity.credential_lookup import ConsumerCredentialCache
 from portcullis.identity.credential_store import CredentialKind
 from portcullis.model.plugins.mtls_auth import MtlsAuthConfig
 from portcullis.plugins.auth_replies import (
@@ -50,6 +49,7 @@ from portcullis.plugins.auth_replies import (
     Reply,
     anonymous_consumer,
     anonymous_headers,
+    credential_cache,
     set_identity,
 )
 from portcullis.plugins.base import Phase, Plugin, PluginResponse, RequestContext
@@ -121,9 +121,7 @@ class MtlsAuth(Plugin[MtlsAuthConfig]):
 
     def __init__(self, config: MtlsAuthConfig, env: PluginEnv) -> None:
         super().__init__(config, env)
-        if env.consumer_credentials is None:
-            raise ValueError("mtls-auth needs the worker's credential cache")
-        self.credentials: ConsumerCredentialCache = env.consumer_credentials
+        self.credentials = credential_cache(env, self.name)
         self._consumer = env.consumers.by_username.get
         self._clock = env.clock
         self._match = list(config.match)
