@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     # e.g. https://api.example.com): the servers of the OpenAPI descriptions the catalogue
     # publishes (GET /apis/{api}/{version}/openapi.json). Unset: proxy_url.
     public_proxy_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    # The developer portal's try-it console (services/portal_tryit.py, decision 037): the
+    # gateway URL its requests go to (scheme, host and port only; unset: proxy_url, the
+    # local proxy port), and how long it waits for an answer.
+    portal_tryit_url: str | None = Field(default=None, pattern=r"^https?://[^/?#@]+/?$")
+    portal_tryit_timeout: float = Field(default=10.0, gt=0, le=60)
     # How often the control plane looks for URL-imported OpenAPI descriptions due for a
     # refresh (each source's own refresh_seconds says when it is due).
     openapi_refresh_interval: float = Field(default=30.0, gt=0, le=3600)
