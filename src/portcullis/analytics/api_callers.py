@@ -99,3 +99,32 @@ async def callers_in(
             caller = by_consumer[consumer] = Caller(consumer)
         caller.add(credential_id, bool(is_sandbox), int(requests), int(last))
     return sorted(by_consumer.values(), key=lambda c: (-c.last_seen_ms, c.consumer))
+
+
+async def key_calls(
+    engine: AsyncEngine, consumers: Sequence[str], start: int, end: int
+) -> dict[str, Caller]:
+    """The calls of each of `consumers` to any API version on the days in [start, end),
+    per API key (`Caller.keys`), added up over APIs and versions: what a developer's
+    usage page shows per key (the rollups have no key dimension)."""
+    if not consumers:
+        return {}
+    query = (
+        select(
+            C.consumer,
+            C.credential_id,
+            C.sandbox,
+            func.sum(C.requests),
+            func.max(C.last_seen_ms),
+        )
+        .where(C.consumer.in_(list(consumers)), C.day >= start, C.day < end)
+        .group_by(C.consumer, C.credential_id, C.sandbox)
+    )
+    out: dict[str, Caller] = {}
+    async with engine.connect() as conn:
+        for consumer, credential_id, is_sandbox, requests, last in await conn.execute(query):
+            caller = out.get(consumer)
+            if caller is None:
+                caller = out[consumer] = Caller(consumer)
+            caller.add(credential_id, bool(is_sandbox), int(requests), int(last))
+    return out
