@@ -472,9 +472,12 @@ class WebhookService:
 
     # ------------------------------------------------------------------ writes
 
-    async def create(self, op: Operation, spec: WebhookCreate) -> tuple[dict[str, Any], str]:
+    async def create(
+        self, op: Operation, spec: WebhookCreate, *, portal_team: str | None = None
+    ) -> tuple[dict[str, Any], str]:
         """Store a new endpoint; (its representation, its secret: `whsec_…`, or for `v1a`
-        the `whpk_` public key, which the representation also carries)."""
+        the `whpk_` public key, which the representation also carries). `portal_team`:
+        the developer-portal team that owns it (services/portal_webhooks.py)."""
         org_id, org_name = await self._organization(op, spec.organization)
         await self._check(op, spec, org_name)
         now = op.now()
@@ -491,6 +494,7 @@ class WebhookService:
             max_concurrency=spec.max_concurrency,
             ordered=spec.ordered,
             signature=spec.signature,
+            portal_team_id=portal_team,
         )
         async with write_transaction(self._engine) as conn:
             ident, secret = await create_endpoint(conn, self._secret, new, now)
@@ -641,6 +645,20 @@ class WebhookService:
             )
             await self._record_action(op, conn, row, "test", {"message_id": ident})
         return ident
+
+    async def team_endpoints(self, team: str) -> list[str]:
+        """The ids of the endpoints developer-portal team `team` owns, newest first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(E.id).where(E.portal_team_id == team).order_by(E.created_at.desc(), E.id)
+            )
+            return [str(r) for r in rows.scalars()]
+
+    async def team_of(self, endpoint_id: str) -> str | None:
+        """The developer-portal team that owns an endpoint (None: none, or no endpoint)."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(select(E.portal_team_id).where(E.id == endpoint_id))
+        return None if found is None else str(found)
 
     # ------------------------------------------------------------------ helpers
 

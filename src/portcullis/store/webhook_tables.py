@@ -42,6 +42,9 @@ class WebhookEndpointRow(Base):
     filters: Mapped[str] = mapped_column(Text, default="{}")
     # Deliver only events about this consumer (a consumer's own endpoint).
     consumer: Mapped[str | None] = mapped_column(String(256))
+    # The developer-portal team that subscribed it (services/portal_webhooks.py): that
+    # team sees and manages it in the portal; None: an operator's endpoint.
+    portal_team_id: Mapped[str | None] = mapped_column(String(64), index=True)
     # Sealed with the deployment secret: the signing secrets (JSON list, newest first,
     # each with its expiry) and the custom headers (they often carry credentials).
     secrets_sealed: Mapped[bytes] = mapped_column(LargeBinary)

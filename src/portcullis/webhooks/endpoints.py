@@ -101,6 +101,7 @@ class NewEndpoint:
     max_concurrency: int = 4
     ordered: bool = False
     signature: str = "v1"
+    portal_team_id: str | None = None
 
 
 def new_signing_secret(signature: str) -> str:
@@ -143,6 +144,7 @@ async def create_endpoint(
             event_types=json.dumps(list(new.event_types)),
             filters=json.dumps(dict(new.filters)),
             consumer=new.consumer,
+            portal_team_id=new.portal_team_id,
             secrets_sealed=seal_secrets(server, ident, [SealedSecret(secret)]),
             headers_sealed=seal_headers(server, ident, new.headers),
             enabled=new.enabled,
