@@ -35,16 +35,21 @@ def test_demo_description_groups_operations_by_tag_with_tables_and_examples() ->
         "integer",
     )
     create = ops["op-createItem"]
-    assert create.request_body is not None and create.request_body.required
+    assert create.request_body is not None
+    assert create.request_body.required
     [media] = create.request_body.media
     rows = {r.name: r for r in media.schema.rows} if media.schema else {}
-    assert rows["name"].required and rows["name"].constraints == "length ≥ 1; length ≤ 200"
-    assert rows["price"].type == "number" and rows["price"].constraints == "≥ 0"
-    assert media.example is not None and '"name"' in media.example
+    assert rows["name"].required
+    assert rows["name"].constraints == "length ≥ 1; length ≤ 200"
+    assert rows["price"].type == "number"
+    assert rows["price"].constraints == "≥ 0"
+    assert media.example is not None
+    assert '"name"' in media.example
     listing = ops["op-listItems"].responses[0]
     assert listing.status == "200"
     table = listing.media[0].schema
-    assert table is not None and table.type == "array of Item"
+    assert table is not None
+    assert table.type == "array of Item"
     assert [r.name for r in table.rows] == ["[].name", "[].price", "[].id"]
     # Nested arrays of referenced objects flatten with their path.
     errors = next(r for r in create.responses if r.status == "422").media[0].schema
@@ -123,18 +128,22 @@ def test_missing_and_broken_parts_render_without_errors() -> None:
     assert broken.parameters[0].name == "?"
     assert broken.request_body is not None
     schema = broken.request_body.media[0].schema
-    assert schema is not None and schema.rows[0].note == "unresolved $ref #/nowhere"
+    assert schema is not None
+    assert schema.rows[0].note == "unresolved $ref #/nowhere"
     assert broken.request_body.media[0].example is None
     assert [r.status for r in broken.responses] == ["default"]
     bare = view.tags[1].operations[0]
-    assert bare.parameters == [] and bare.responses == [] and bare.request_body is None
+    assert bare.parameters == []
+    assert bare.responses == []
+    assert bare.request_body is None
     assert reference({}).operations == 0
 
 
 def test_huge_schemas_are_cut_at_the_row_limit() -> None:
     props = {f"f{i}": {"type": "string"} for i in range(MAX_ROWS + 50)}
     table = schema_table({"type": "object", "properties": props}, Resolver({}))
-    assert len(table.rows) == MAX_ROWS and table.truncated
+    assert len(table.rows) == MAX_ROWS
+    assert table.truncated
 
 
 def test_servers_security_and_anchors() -> None:
@@ -152,6 +161,7 @@ def test_servers_security_and_anchors() -> None:
     assert view.servers == ["http://127.0.0.1:8000/v2"]
     assert view.security_schemes[0].text == "API key in header `x-api-key`"
     op = view.tags[0].operations[0]
-    assert op.security == ["ApiKey-x-api-key", "none (optional)"] and op.deprecated
+    assert op.security == ["ApiKey-x-api-key", "none (optional)"]
+    assert op.deprecated
     assert op.anchor == anchor_of("get", "/a/{id}", None) == "op-get-a-id"
     assert view.operation(op.anchor) is op

@@ -68,8 +68,10 @@ async def test_a_developer_reads_only_their_own_applications(
     assert hidden.value.kind is NOT_FOUND
     with pytest.raises(ServiceError) as bad:
         await portal_usage.app(op, alice, "alice-app", "1y")
-    assert bad.value.kind is VALIDATION_FAILED and bad.value.errors[0].pointer == "#/window"
+    assert bad.value.kind is VALIDATION_FAILED
+    assert bad.value.errors[0].pointer == "#/window"
     day = await portal_usage.app(op, alice, "alice-app", "24h")
-    assert day["granularity"] == "hour" and len(day["chart"]["t"]) == 24
+    assert day["granularity"] == "hour"
+    assert len(day["chart"]["t"]) == 24
     # Nobody's applications: nothing to show.
     assert (await portal_usage.overview(op, access_of(config, []), "7d"))["apps"] == []

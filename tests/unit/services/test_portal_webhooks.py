@@ -51,7 +51,8 @@ async def test_a_team_manages_its_own_endpoints_only(
         team_a,
         PortalWebhookIn.parse({"app": "alice", "url": URL, "event_types": ["key.*"]}),
     )
-    assert secret.startswith("whsec_") and secret not in str(made)
+    assert secret.startswith("whsec_")
+    assert secret not in str(made)
     assert (made["consumer"], made["organization"]) == ("alice", "org-a")
     assert [e["id"] for e in await portal.endpoints(op, "team-a")] == [made["id"]]
     assert await portal.endpoints(op, "team-b") == []
