@@ -12,7 +12,7 @@ the developer may not see is "not found", as if it did not exist.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,36 +31,68 @@ from portcullis.settings import Settings
 _CACHE_SIZE = 64
 
 
-class DeveloperConsumers(Protocol):
-    """What the portal service answers about a developer: the usernames of the gateway
-    consumers that are their team's applications (services/portal.py, helper "portal")."""
+class AppConsumer(Protocol):
+    """One application of a developer's teams as the portal service lists it
+    (`services.portal_apps.AppConsumer`): its gateway consumer and its team."""
 
-    async def consumers_of(self, developer: Any) -> Collection[str]: ...
+    @property
+    def application(self) -> str: ...
+
+    @property
+    def team_id(self) -> str: ...
+
+    @property
+    def consumer(self) -> str: ...
+
+
+class DeveloperConsumers(Protocol):
+    """What the portal service answers about a developer: the applications of their
+    teams, each with its gateway consumer (`PortalApps.consumers_of`)."""
+
+    async def consumers_of(self, developer: Any) -> Sequence[AppConsumer]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AppRef:
+    consumer: str
+    name: str
+    team_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class PortalAccess:
-    """What one developer may see: their applications (consumer usernames) and the
-    organizations those belong to (None: the operator's own consumers)."""
+    """What one developer may see: their teams' applications (gateway consumers), the
+    organizations those belong to (None: the operator's own consumers) and the teams."""
 
-    consumers: frozenset[str] = frozenset()
+    apps: tuple[AppRef, ...] = ()
     organizations: frozenset[str | None] = frozenset()
 
+    @property
+    def consumers(self) -> frozenset[str]:
+        return frozenset(a.consumer for a in self.apps)
+
+    @property
+    def teams(self) -> frozenset[str]:
+        return frozenset(a.team_id for a in self.apps)
+
+    def app(self, consumer: str) -> AppRef | None:
+        return next((a for a in self.apps if a.consumer == consumer), None)
+
     def sees(self, api: Api) -> bool:
-        return api.public or (bool(self.consumers) and api.organization in self.organizations)
+        return api.public or (bool(self.apps) and api.organization in self.organizations)
 
 
 ANONYMOUS = PortalAccess()
 
 
-def access_of(config: GatewayConfig, consumers: Iterable[str]) -> PortalAccess:
-    """The access of a developer whose applications are `consumers` (names the config no
-    longer has are dropped)."""
-    wanted = set(consumers)
-    found = [c for c in config.consumers if c.username in wanted]
-    return PortalAccess(
-        frozenset(c.username for c in found), frozenset(c.organization for c in found)
-    )
+def access_of(config: GatewayConfig, apps: Iterable[AppRef | str]) -> PortalAccess:
+    """The access of a developer whose applications are `apps` (a bare consumer name is
+    an application of that name in team ""); consumers the config no longer has are
+    dropped."""
+    refs = [a if isinstance(a, AppRef) else AppRef(a, a, "") for a in apps]
+    known = {c.username: c for c in config.consumers}
+    kept = tuple(sorted((a for a in refs if a.consumer in known), key=lambda a: a.consumer))
+    return PortalAccess(kept, frozenset(known[a.consumer].organization for a in kept))
 
 
 async def developer_access(
@@ -68,7 +100,8 @@ async def developer_access(
 ) -> PortalAccess:
     """`access_of` the developer's applications in the current config."""
     config = (await editor.state()).config
-    return access_of(config, await directory.consumers_of(developer))
+    apps = await directory.consumers_of(developer)
+    return access_of(config, [AppRef(a.consumer, a.application, a.team_id) for a in apps])
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,10 @@ destination, sealing, the secret shown once, audit, the delivery queue); this mo
 adds the portal's ownership rule only.
 
 Ownership (docs/decisions/037): an endpoint made in the portal records the developer
-*team* that made it (`webhook_endpoints.portal_team_id`, migration 0022), in the same
-transaction as the endpoint. The team's members see and manage exactly those
-endpoints; any other endpoint id is "not found", an operator's endpoint included
-(even one filtered on the team's application: its URL and deliveries are the
+*team* that owns the application it is for (`webhook_endpoints.portal_team_id`,
+migration 0022), in the same transaction as the endpoint. The team's members see and
+manage exactly those endpoints; any other endpoint id is "not found", an operator's
+endpoint included (even one filtered on the team's application: its URL and deliveries are the
 operator's). The endpoint belongs to the application's organization (its admins see
 it in the dashboard) and is filtered on the application (`consumer`): the outbox
 delivers only events whose data names that consumer, so a developer can never
@@ -64,25 +64,32 @@ class PortalWebhooks:
         self._webhooks = webhooks
         self._editor = editor
 
-    async def _owned(self, team: str, endpoint_id: str) -> None:
-        if len(endpoint_id) > 64 or await self._webhooks.team_of(endpoint_id) != team:
+    async def _owned(self, access: PortalAccess, endpoint_id: str) -> None:
+        if len(endpoint_id) > 64 or await self._webhooks.team_of(endpoint_id) not in access.teams:
             raise not_found(
                 f"webhook endpoint {endpoint_id!r} does not exist", target="endpoint_id"
             )
 
-    async def endpoints(self, op: Operation, team: str) -> list[dict[str, Any]]:
-        return [await self._webhooks.get(op, i) for i in await self._webhooks.team_endpoints(team)]
+    async def endpoints(self, op: Operation, access: PortalAccess) -> list[dict[str, Any]]:
+        """The endpoints of the developer's teams, newest first."""
+        ids = [
+            i for team in sorted(access.teams) for i in await self._webhooks.team_endpoints(team)
+        ]
+        return [await self._webhooks.get(op, i) for i in ids]
 
-    async def get(self, op: Operation, team: str, endpoint_id: str) -> dict[str, Any]:
-        await self._owned(team, endpoint_id)
+    async def get(self, op: Operation, access: PortalAccess, endpoint_id: str) -> dict[str, Any]:
+        await self._owned(access, endpoint_id)
         return await self._webhooks.get(op, endpoint_id)
 
     async def create(
-        self, op: Operation, team: str, access: PortalAccess, data: PortalWebhookIn
+        self, op: Operation, access: PortalAccess, data: PortalWebhookIn
     ) -> tuple[dict[str, Any], str]:
-        """A new endpoint for one of the team's applications; (it, its secret shown once)."""
-        if data.app not in access.consumers:
+        """A new endpoint for one of the developer's applications, owned by the
+        application's team; (it, its signing secret, shown once)."""
+        app = access.app(data.app)
+        if app is None:
             raise invalid([("#/app", f"{data.app!r} is not one of your applications")])
+        team = app.team_id
         wrong = [
             (f"#/event_types/{i}", f"one of {', '.join(PORTAL_EVENT_TYPES)}")
             for i, t in enumerate(data.event_types)
@@ -107,30 +114,30 @@ class PortalWebhooks:
         return await self._webhooks.create(op, spec, portal_team=team)
 
     async def deliveries(
-        self, op: Operation, team: str, endpoint_id: str, *, limit: int = 20
+        self, op: Operation, access: PortalAccess, endpoint_id: str, *, limit: int = 20
     ) -> list[dict[str, Any]]:
-        await self._owned(team, endpoint_id)
+        await self._owned(access, endpoint_id)
         page = await self._webhooks.deliveries(
             op, DeliveryFilter(endpoint_id=endpoint_id), limit=limit
         )
         return page.items
 
     async def replay(
-        self, op: Operation, team: str, endpoint_id: str, message_id: str
+        self, op: Operation, access: PortalAccess, endpoint_id: str, message_id: str
     ) -> dict[str, Any]:
-        await self._owned(team, endpoint_id)
+        await self._owned(access, endpoint_id)
         return await self._webhooks.replay(op, endpoint_id, message_id)
 
-    async def send_test(self, op: Operation, team: str, endpoint_id: str) -> str:
-        await self._owned(team, endpoint_id)
+    async def send_test(self, op: Operation, access: PortalAccess, endpoint_id: str) -> str:
+        await self._owned(access, endpoint_id)
         return await self._webhooks.send_test(op, endpoint_id)
 
     async def set_enabled(
-        self, op: Operation, team: str, endpoint_id: str, enabled: bool
+        self, op: Operation, access: PortalAccess, endpoint_id: str, enabled: bool
     ) -> dict[str, Any]:
-        await self._owned(team, endpoint_id)
+        await self._owned(access, endpoint_id)
         return await self._webhooks.set_enabled(op, endpoint_id, enabled)
 
-    async def delete(self, op: Operation, team: str, endpoint_id: str) -> None:
-        await self._owned(team, endpoint_id)
+    async def delete(self, op: Operation, access: PortalAccess, endpoint_id: str) -> None:
+        await self._owned(access, endpoint_id)
         await self._webhooks.delete(op, endpoint_id)

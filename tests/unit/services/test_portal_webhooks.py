@@ -12,7 +12,7 @@ from portcullis.identity.secrets import ServerSecret
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation
 from portcullis.services.errors import NOT_FOUND, VALIDATION_FAILED, ServiceError
-from portcullis.services.portal_catalogue import access_of
+from portcullis.services.portal_catalogue import AppRef, access_of
 from portcullis.services.portal_webhooks import PortalWebhookIn, PortalWebhooks
 from portcullis.services.webhooks import WebhookCreate, WebhookService
 from portcullis.webhooks.destinations import DestinationPolicy
@@ -43,25 +43,25 @@ async def test_a_team_manages_its_own_endpoints_only(
 ) -> None:
     portal = PortalWebhooks(webhooks, editor)
     config = (await editor.state()).config
-    team_a, team_b = access_of(config, ["alice"]), access_of(config, ["bob"])
+    team_a = access_of(config, [AppRef("alice", "Alice's app", "team-a")])
+    team_b = access_of(config, [AppRef("bob", "Bob's app", "team-b")])
     op = _op(engine)
     made, secret = await portal.create(
         op,
-        "team-a",
         team_a,
         PortalWebhookIn.parse({"app": "alice", "url": URL, "event_types": ["key.*"]}),
     )
     assert secret.startswith("whsec_")
     assert secret not in str(made)
     assert (made["consumer"], made["organization"]) == ("alice", "org-a")
-    assert [e["id"] for e in await portal.endpoints(op, "team-a")] == [made["id"]]
-    assert await portal.endpoints(op, "team-b") == []
-    assert await portal.deliveries(op, "team-a", made["id"]) == []
+    assert [e["id"] for e in await portal.endpoints(op, team_a)] == [made["id"]]
+    assert await portal.endpoints(op, team_b) == []
+    assert await portal.deliveries(op, team_a, made["id"]) == []
     # An operator's endpoint on alice's events is not the team's.
     operators, _ = await webhooks.create(
         operation(engine), WebhookCreate(url=URL, event_types=["*"], consumer="alice")
     )
-    for team, endpoint in (("team-b", made["id"]), ("team-a", operators["id"])):
+    for team, endpoint in ((team_b, made["id"]), (team_a, operators["id"])):
         for call in (
             portal.get(op, team, endpoint),
             portal.deliveries(op, team, endpoint),
@@ -80,20 +80,19 @@ async def test_a_team_manages_its_own_endpoints_only(
         ({"app": "alice", "url": "ftp://x", "event_types": ["key.*"]}, "#/url"),
     ):
         with pytest.raises(ServiceError) as refused:
-            await portal.create(op, "team-a", team_a, PortalWebhookIn.parse(body))
+            await portal.create(op, team_a, PortalWebhookIn.parse(body))
         assert refused.value.kind is VALIDATION_FAILED
         assert [e.pointer for e in refused.value.errors] == [pointer]
     with pytest.raises(ServiceError):
         await portal.create(
             op,
-            "team-b",
             team_b,
             PortalWebhookIn.parse(
                 {"app": "bob", "url": "https://127.0.0.1/x", "event_types": ["key.*"]}
             ),
         )
-    message = await portal.send_test(op, "team-a", made["id"])
-    [delivery] = await portal.deliveries(op, "team-a", made["id"])
+    message = await portal.send_test(op, team_a, made["id"])
+    [delivery] = await portal.deliveries(op, team_a, made["id"])
     assert delivery["id"] == message
-    await portal.delete(op, "team-a", made["id"])
-    assert await portal.endpoints(op, "team-a") == []
+    await portal.delete(op, team_a, made["id"])
+    assert await portal.endpoints(op, team_a) == []
