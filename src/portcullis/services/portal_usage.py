@@ -158,7 +158,7 @@ class PortalUsageService:
             "app": consumer,
             **traffic,
             "quota": quota,
-            "keys": await self._key_rows(op, consumer, days),
+            "api_keys": await self._key_rows(op, consumer, days),
         }
 
     async def _key_rows(self, op: Operation, consumer: str, days: int) -> list[dict[str, Any]]:

@@ -31,7 +31,14 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
 )
-PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home",)
+PORTAL_ROUTERS: tuple[str, ...] = (
+    "portcullis.web.portal.home",
+    # The API pages (helper "portalapi", decision 037).
+    "portcullis.web.portal.catalogue",
+    "portcullis.web.portal.tryit",
+    "portcullis.web.portal.usage",
+    "portcullis.web.portal.webhooks",
+)
 
 
 def _build(web: WebApp, routers: tuple[str, ...]) -> FastAPI:

@@ -1,0 +1,51 @@
+// The portal's usage charts: uPlot (vendored) fed from usage.json on this origin.
+// Each [data-usage-chart] gets its application's series; when drawn, the element says
+// so (data-state="ready", data-requests=<total>), which tests wait on.
+(function () {
+  "use strict";
+  function ready(fn) {
+    if (document.readyState !== "loading") { fn(); } else { document.addEventListener("DOMContentLoaded", fn); }
+  }
+  function draw(element, app) {
+    var chart = app.chart;
+    var width = Math.max(280, element.clientWidth || 600);
+    var opts = {
+      width: width,
+      height: 220,
+      series: [
+        {},
+        { label: "requests", stroke: "#0b5cad", width: 2 },
+        { label: "errors", stroke: "#b00020", width: 2 }
+      ],
+      axes: [{}, {}]
+    };
+    element.textContent = "";
+    new window.uPlot(opts, [chart.t, chart.requests, chart.errors], element);
+    element.dataset.requests = String(app.totals.requests);
+    element.dataset.state = "ready";
+  }
+  ready(function () {
+    var charts = Array.prototype.slice.call(document.querySelectorAll("[data-usage-chart]"));
+    if (!charts.length || !window.uPlot) { return; }
+    var src = charts[0].dataset.src;
+    fetch(src, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("usage: " + response.status); }
+        return response.json();
+      })
+      .then(function (overview) {
+        var byApp = {};
+        overview.apps.forEach(function (app) { byApp[app.app] = app; });
+        charts.forEach(function (element) {
+          var app = byApp[element.dataset.app];
+          if (app) { draw(element, app); } else { element.dataset.state = "empty"; }
+        });
+      })
+      .catch(function () {
+        charts.forEach(function (element) {
+          element.dataset.state = "failed";
+          element.textContent = "The chart could not be loaded.";
+        });
+      });
+  });
+})();
