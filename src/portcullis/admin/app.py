@@ -231,6 +231,8 @@ def create_admin_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from portcullis.admin.routers.oauth import oauth_server_of
+        from portcullis.services.portal import build_portal
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
         from portcullis.store.migrations import is_at_head
@@ -249,6 +251,9 @@ def create_admin_app(
             ),
             audit=AuditLog(engine),
             secret=secret,
+        )
+        app.state.admin.portal = build_portal(
+            app.state.admin, auth.hasher, lambda: oauth_server_of(app)
         )
         try:
             migrated = await is_at_head(engine)

@@ -24,6 +24,7 @@ from portcullis.store import (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    portal_tables,
     web_tables,
     webhook_tables,
 )
@@ -38,6 +39,7 @@ _TABLE_MODULES = (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    portal_tables,
     web_tables,
     webhook_tables,
 )
