@@ -3,8 +3,9 @@ versions with their status and deprecation notices, and a version's reference do
 (the published description, as clients see it through the gateway, turned into the
 view model of `catalogue/reference.py`).
 
-Who sees what (`PortalAccess`): every `public` API, and the APIs of the organizations
-the developer's applications (gateway consumers, `consumers_of(developer)` of the portal
+Who sees what (`PortalAccess`): every `public` API; signed in, also the APIs the portal
+offers access to (`Api.access`) and the APIs of the organizations the developer's
+applications (gateway consumers, `consumers_of(developer)` of the portal
 service) belong to — the same rule as the catalogue's published documents for an API
 key of a consumer of the API's organization (services/catalogue.py `Viewer`). An API
 the developer may not see is "not found", as if it did not exist.
@@ -66,6 +67,7 @@ class PortalAccess:
 
     apps: tuple[AppRef, ...] = ()
     organizations: frozenset[str | None] = frozenset()
+    signed_in: bool = False
 
     @property
     def consumers(self) -> frozenset[str]:
@@ -79,7 +81,11 @@ class PortalAccess:
         return next((a for a in self.apps if a.consumer == consumer), None)
 
     def sees(self, api: Api) -> bool:
-        return api.public or (bool(self.apps) and api.organization in self.organizations)
+        """Public APIs; for a signed-in developer also those the portal offers access to
+        (`Api.access`) and those of their applications' organizations."""
+        if api.public or (self.signed_in and api.access is not None):
+            return True
+        return bool(self.apps) and api.organization in self.organizations
 
 
 ANONYMOUS = PortalAccess()
@@ -92,7 +98,9 @@ def access_of(config: GatewayConfig, apps: Iterable[AppRef | str]) -> PortalAcce
     refs = [a if isinstance(a, AppRef) else AppRef(a, a, "") for a in apps]
     known = {c.username: c for c in config.consumers}
     kept = tuple(sorted((a for a in refs if a.consumer in known), key=lambda a: a.consumer))
-    return PortalAccess(kept, frozenset(known[a.consumer].organization for a in kept))
+    return PortalAccess(
+        kept, frozenset(known[a.consumer].organization for a in kept), signed_in=True
+    )
 
 
 async def developer_access(

@@ -70,10 +70,6 @@ class Portal:
     apps: Directory = field(default_factory=Directory)
 
 
-class State(AdminState):
-    """The control plane's state with the portal's services (helper "portal")."""
-
-
 class Sessions:
     async def lookup(self, token: str | None, kind: str) -> WebSession | None:
         if token not in ("dev-a", "dev-b") or kind != "developer":
@@ -119,14 +115,14 @@ async def portal(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, Transport]]:
     settings = Settings(
         database_url="sqlite+aiosqlite://", webhook_allowed_networks=["127.0.0.0/8"]
     )
-    state = State(
+    state = AdminState(
         settings,
         engine,
         ConfigEditor(ConfigRepository(engine)),
         AuditLog(engine),
         ServerSecret.from_secret(b"s" * 32),
+        portal=Portal(),  # type: ignore[arg-type]
     )
-    state.portal = Portal()  # type: ignore[attr-defined]
     sessions = Sessions()
     apps = build_web_apps(lambda name: {"admin": state, "web_sessions": sessions}[name])
     app = apps["/portal"]

@@ -5,41 +5,20 @@ service calls carry (the developer as the actor, for the audit log)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from starlette.requests import Request
 
 from portcullis.services.context import Operation, RequestFacts
+from portcullis.services.portal import Developer, PortalServices
 from portcullis.services.portal_api import PortalApiServices, build_portal_api
-from portcullis.services.portal_catalogue import (
-    ANONYMOUS,
-    DeveloperConsumers,
-    PortalAccess,
-    developer_access,
-)
+from portcullis.services.portal_catalogue import ANONYMOUS, PortalAccess, developer_access
 from portcullis.services.state import AdminState
 from portcullis.web.errors import LoginRequired
 from portcullis.web.sessions import current_session, web_app_of
 
 
-class _Accounts(Protocol):
-    async def principal(self, developer_id: str) -> Any | None: ...
-
-
-class _PortalServices(Protocol):
-    """What these pages use of the portal's services (`AdminState.portal`, helper
-    "portal"): the developer of a session, and their applications."""
-
-    @property
-    def accounts(self) -> _Accounts: ...
-
-    @property
-    def apps(self) -> DeveloperConsumers: ...
-
-
-def portal_services(request: Request) -> _PortalServices | None:
-    found: _PortalServices | None = getattr(admin_state(request), "portal", None)
-    return found
+def portal_services(request: Request) -> PortalServices | None:
+    """The portal's services (`AdminState.portal`; None before the app has started)."""
+    return admin_state(request).portal
 
 
 def admin_state(request: Request) -> AdminState:
@@ -55,10 +34,11 @@ def portal_api(request: Request) -> PortalApiServices:
     return found
 
 
-async def signed_in_developer(request: Request) -> Any | None:
+async def signed_in_developer(request: Request) -> Developer | None:
     """The developer of the request's portal session (None: nobody signed in)."""
     if hasattr(request.state, "developer"):
-        return request.state.developer
+        cached: Developer | None = request.state.developer
+        return cached
     session = await current_session(request)
     developer = None
     services = portal_services(request)
@@ -70,7 +50,7 @@ async def signed_in_developer(request: Request) -> Any | None:
     return developer
 
 
-async def developer(request: Request) -> Any:
+async def developer(request: Request) -> Developer:
     """Dependency: the signed-in developer; the sign-in page otherwise."""
     found = await signed_in_developer(request)
     if found is None:
@@ -92,8 +72,8 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def developer_operation(request: Request, who: Any) -> Operation:
+def developer_operation(request: Request, who: Developer) -> Operation:
     """The operation of a developer's page: their actor name, the request's facts."""
     state = admin_state(request)
     facts = RequestFacts.of(request.headers.get("x-request-id", ""), client_ip(request))
-    return Operation(None, str(who.actor), facts, state.audit)
+    return Operation(None, who.actor, facts, state.audit)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from portcullis.services.errors import FieldError, ServiceError
+from portcullis.services.portal import Developer
 from portcullis.services.portal_catalogue import PortalAccess, TryOperation
 from portcullis.services.portal_tryit import METHODS, TryItIn
 from portcullis.web.portal.api_support import (
@@ -100,7 +101,7 @@ async def console(
     api: str = Query("", max_length=128),
     version: str = Query("", max_length=64),
     op: str = Query("", max_length=200),
-    who: Any = Depends(developer),
+    who: Developer = Depends(developer),
 ) -> Response:
     access = await access_of_request(request)
     form = {"api": api, "version": version, "method": "GET", "path": "", "op": op}
@@ -113,7 +114,7 @@ async def console(
 
 
 @router.post("/try")
-async def send(request: Request, who: Any = Depends(developer)) -> Response:
+async def send(request: Request, who: Developer = Depends(developer)) -> Response:
     access = await access_of_request(request)
     raw = await request.form()
     form = {k: str(v) for k, v in raw.items() if k != "key" and isinstance(v, str)}

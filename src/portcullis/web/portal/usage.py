@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from portcullis.services.errors import ServiceError
+from portcullis.services.portal import Developer
 from portcullis.web.portal.api_support import (
     access_of_request,
     developer,
@@ -30,7 +31,7 @@ WINDOW_LABELS = {
 }
 
 
-async def _overview(request: Request, who: Any, window: str) -> dict[str, Any]:
+async def _overview(request: Request, who: Developer, window: str) -> dict[str, Any]:
     access = await access_of_request(request)
     op = developer_operation(request, who)
     return await portal_api(request).usage.overview(op, access, window)
@@ -38,7 +39,7 @@ async def _overview(request: Request, who: Any, window: str) -> dict[str, Any]:
 
 @router.get("/usage")
 async def usage_page(
-    request: Request, window: str = Query("live", max_length=8), who: Any = Depends(developer)
+    request: Request, window: str = Query("live", max_length=8), who: Developer = Depends(developer)
 ) -> Response:
     if window not in WINDOW_LABELS:
         window = "live"
@@ -56,7 +57,7 @@ async def usage_page(
 
 @router.get("/usage.json")
 async def usage_json(
-    request: Request, window: str = Query("live", max_length=8), who: Any = Depends(developer)
+    request: Request, window: str = Query("live", max_length=8), who: Developer = Depends(developer)
 ) -> Response:
     """The chart's data (same origin, the session's developer only)."""
     try:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from portcullis.services.errors import FieldError, ServiceError
+from portcullis.services.portal import Developer
 from portcullis.services.portal_webhooks import PORTAL_EVENT_TYPES, PortalWebhookIn
 from portcullis.web.portal.api_support import (
     access_of_request,
@@ -27,7 +28,7 @@ router = APIRouter(include_in_schema=False)
 
 async def _list_page(
     request: Request,
-    who: Any,
+    who: Developer,
     *,
     created: dict[str, Any] | None = None,
     secret: str | None = None,
@@ -58,12 +59,12 @@ async def _list_page(
 
 
 @router.get("/webhooks")
-async def webhooks_page(request: Request, who: Any = Depends(developer)) -> Response:
+async def webhooks_page(request: Request, who: Developer = Depends(developer)) -> Response:
     return await _list_page(request, who)
 
 
 @router.post("/webhooks")
-async def subscribe(request: Request, who: Any = Depends(developer)) -> Response:
+async def subscribe(request: Request, who: Developer = Depends(developer)) -> Response:
     raw = await request.form()
     form = {
         "app": str(raw.get("app", "")),
@@ -91,7 +92,7 @@ async def subscribe(request: Request, who: Any = Depends(developer)) -> Response
 
 @router.get("/webhooks/{endpoint_id}")
 async def endpoint_page(
-    request: Request, endpoint_id: str, who: Any = Depends(developer)
+    request: Request, endpoint_id: str, who: Developer = Depends(developer)
 ) -> Response:
     access = await access_of_request(request)
     op = developer_operation(request, who)
@@ -112,7 +113,7 @@ async def endpoint_page(
 
 @router.post("/webhooks/{endpoint_id}/{action}")
 async def endpoint_action(
-    request: Request, endpoint_id: str, action: str, who: Any = Depends(developer)
+    request: Request, endpoint_id: str, action: str, who: Developer = Depends(developer)
 ) -> Response:
     access = await access_of_request(request)
     op = developer_operation(request, who)
