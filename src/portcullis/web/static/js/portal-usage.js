@@ -1,6 +1,7 @@
 // The portal's usage charts: uPlot (vendored) fed from usage.json on this origin.
 // Each [data-usage-chart] gets its application's series; when drawn, the element says
-// so (data-state="ready", data-requests=<total>), which tests wait on.
+// so (data-state="ready", data-requests=<total>), which tests wait on. The live window
+// (data-live) is fetched again every 2 s.
 (function () {
   "use strict";
   function ready(fn) {
@@ -24,11 +25,10 @@
     element.dataset.requests = String(app.totals.requests);
     element.dataset.state = "ready";
   }
-  ready(function () {
-    var charts = Array.prototype.slice.call(document.querySelectorAll("[data-usage-chart]"));
-    if (!charts.length || !window.uPlot) { return; }
+  var REFRESH_MS = 2000;
+  function load(charts) {
     var src = charts[0].dataset.src;
-    fetch(src, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+    return fetch(src, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) {
         if (!response.ok) { throw new Error("usage: " + response.status); }
         return response.json();
@@ -47,5 +47,13 @@
           element.textContent = "The chart could not be loaded.";
         });
       });
+  }
+  ready(function () {
+    var charts = Array.prototype.slice.call(document.querySelectorAll("[data-usage-chart]"));
+    if (!charts.length || !window.uPlot) { return; }
+    load(charts);
+    if (charts[0].dataset.live === "true") {
+      window.setInterval(function () { if (!document.hidden) { load(charts); } }, REFRESH_MS);
+    }
   });
 })();
