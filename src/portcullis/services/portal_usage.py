@@ -58,7 +58,9 @@ class PortalUsageService:
         """Every application's usage over `window` (`live`: the last 5 minutes)."""
         return {
             "window": self._window(window),
-            "apps": [await self._app(op, c, window) for c in sorted(access.consumers)],
+            "apps": [
+                {"name": a.name, **await self._app(op, a.consumer, window)} for a in access.apps
+            ],
         }
 
     async def app(
@@ -66,9 +68,10 @@ class PortalUsageService:
     ) -> dict[str, Any]:
         """One application's usage; not found unless it is one of the developer's."""
         self._window(window)
-        if consumer not in access.consumers:
+        app = access.app(consumer)
+        if app is None:
             raise not_found(f"application {consumer!r} does not exist", target="app")
-        return await self._app(op, consumer, window)
+        return {"name": app.name, **await self._app(op, consumer, window)}
 
     async def key(self, op: Operation, access: PortalAccess, key_id: str) -> dict[str, Any]:
         """One key's quota usage; not found unless it is a key of the developer's apps."""

@@ -1,0 +1,163 @@
+"""The portal's API pages in a real browser (chromium via Playwright) on a real gateway:
+a signed-in developer opens the demo API's reference docs, the try-it console answers
+200 through the gateway with RateLimit fields, and the usage chart shows the call;
+another developer's usage never shows it (issue 19, decision 037)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from playwright.sync_api import BrowserContext, Page, expect
+
+from portcullis.identity.secrets import load_server_secret
+from portcullis.services.audit import AuditLog
+from portcullis.services.config_editor import ConfigEditor
+from portcullis.services.context import RequestFacts
+from portcullis.services.keys import KeyService
+from portcullis.services.portal import DeveloperContext
+from portcullis.services.portal_accounts import PortalAccounts
+from portcullis.services.portal_apps import PortalApps
+from portcullis.services.portal_mail import OutboxMailSender
+from portcullis.services.web_sessions import WebSessions
+from portcullis.store.config_repository import ConfigRepository
+from portcullis.store.engine import create_engine
+from support.admin_session import TEST_PASSWORD_HASHER
+from support.browser import console_errors, screenshot
+from support.raw_upstream import RawUpstream, keep_alive_handler, response
+from support.servers import Gateway, gateway
+from support.threaded_upstream import threaded_upstream
+
+DEMO_V2 = Path(__file__).parents[2] / "examples" / "openapi" / "demo-v2.yaml"
+PASSWORD = "a long enough password"
+
+
+@dataclass(frozen=True)
+class Developer:
+    session: str  # the portal session cookie's token
+    key: str  # an API key of the developer's application
+    consumer: str
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RawUpstream]:
+    answer = response(
+        200, b'[{"id":1,"name":"pen","price":1.5}]', [(b"content-type", b"application/json")]
+    )
+    with threaded_upstream(keep_alive_handler(lambda request: answer)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, upstream: RawUpstream) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("portal-api")
+    config = {
+        "services": [{"name": "demo", "url": f"http://127.0.0.1:{upstream.port}"}],
+        "routes": [{"name": "demo-v2", "service": "demo", "paths": ["/v2"]}],
+        "plugins": [
+            {"name": "key-auth", "route": "demo-v2", "config": {}},
+            {
+                "name": "rate-limit",
+                "route": "demo-v2",
+                "config": {
+                    "policy_name": "demo",
+                    "limits": [{"limit": 100, "period": "1h", "key": "consumer"}],
+                },
+            },
+        ],
+        "apis": [
+            {
+                "name": "demo",
+                "title": "Demo API",
+                "access": {"approval": "automatic"},
+                "versions": [{"name": "v2", "routes": ["demo-v2"], "openapi_file": str(DEMO_V2)}],
+            }
+        ],
+    }
+    path = tmp / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {"PORTCULLIS_REQUEST_LOG_FLUSH_INTERVAL": "0.2"}
+    with gateway(tmp, path, extra_env=env) as running:
+        yield running
+
+
+async def _seed(database_url: str, email: str) -> Developer:
+    """A verified developer with an application that has access to the demo API, a key
+    of it, and a portal session (as the portal's own pages make them)."""
+    engine = create_engine(database_url)
+    try:
+        secret = load_server_secret(os.environ["PORTCULLIS_SECRET_KEY"], Path())
+        editor = ConfigEditor(ConfigRepository(engine))
+        audit = AuditLog(engine)
+        outbox = OutboxMailSender(engine)
+        accounts = PortalAccounts(
+            engine, audit, outbox, TEST_PASSWORD_HASHER, base_url="http://portal.test"
+        )
+        keys = KeyService(engine, secret, editor)
+        apps = PortalApps(engine, editor, audit, outbox, keys, lambda: None)  # type: ignore[arg-type, return-value]
+        facts = RequestFacts("req-browser", "127.0.0.1")
+        dev = await accounts.sign_up(facts, email, PASSWORD, email.split("@")[0], verified=True)
+        ctx = DeveloperContext(dev, facts)
+        [team] = await accounts.teams(ctx)
+        app = await apps.create_application(ctx, team.id, f"{dev.name}'s app")
+        await apps.request_access(ctx, app.id, "demo")
+        created = await apps.create_key(ctx, app.id, "production", "browser")
+        session = await WebSessions(engine).create("developer", dev.id)
+        return Developer(session.token, created.key, created.info.consumer)
+    finally:
+        await engine.dispose()
+
+
+def seed(gw: Gateway, email: str) -> Developer:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _seed(gw.database_url, email)).result()
+
+
+def _signed_in(context: BrowserContext, gw: Gateway, developer: Developer) -> None:
+    context.add_cookies(
+        [{"name": "pc_portal", "value": developer.session, "url": f"{gw.admin_url}/portal/"}]
+    )
+
+
+def test_docs_try_it_and_usage(page: Page, context: BrowserContext, gw: Gateway) -> None:
+    alice = seed(gw, "alice@example.com")
+    bob = seed(gw, "bob@example.com")
+    errors = console_errors(page)
+    _signed_in(context, gw, alice)
+    page.goto(f"{gw.admin_url}/portal/apis")
+    page.get_by_role("link", name="Demo API").click()
+    page.get_by_role("link", name="Reference").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Demo API")
+    operation = page.locator("#op-listItems")
+    expect(operation).to_contain_text("GET /items")
+    screenshot(page, "portal-api-reference")
+    operation.get_by_role("link", name="Try it").click()
+    expect(page.get_by_label("Path")).to_have_value("/v2/items")
+    page.get_by_label("API key").fill(alice.key)
+    page.get_by_role("button", name="Send").click()
+    answer = page.locator("[data-tryit-state]")
+    expect(answer).to_have_attribute("data-status", "200")
+    expect(answer.locator(".rate-limit")).to_contain_text("ratelimit")
+    expect(answer).to_contain_text('"name": "pen"')
+    screenshot(page, "portal-api-tryit")
+    page.get_by_role("link", name="Usage").click()
+    chart = page.locator(f'[data-usage-chart][data-app="{alice.consumer}"]')
+    # The live window is fetched again every 2 s: the call shows once its row is logged.
+    expect(chart).to_have_attribute("data-requests", re.compile(r"^[1-9]"))
+    expect(chart.locator("canvas")).to_have_count(1)
+    screenshot(page, "portal-api-usage")
+    assert errors == []
+    # Bob sees his own application only, with nothing of Alice's call.
+    context.clear_cookies()
+    _signed_in(context, gw, bob)
+    usage = page.request.get(f"{gw.admin_url}/portal/usage.json")
+    assert usage.ok
+    assert [a["app"] for a in usage.json()["apps"]] == [bob.consumer]
+    assert usage.json()["apps"][0]["totals"]["requests"] == 0
