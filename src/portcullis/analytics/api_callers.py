@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.store.analytics_tables import ApiCallerRow as C
@@ -69,6 +69,29 @@ async def version_callers(
         return await callers_in(conn, api, [version], start, end, sandbox=sandbox)
 
 
+def _per_consumer_key() -> Select[str, str, bool, int, int]:
+    """Requests and last request per consumer, key and sandbox (add `where`s)."""
+    return select(
+        C.consumer,
+        C.credential_id,
+        C.sandbox,
+        func.sum(C.requests),
+        func.max(C.last_seen_ms),
+    ).group_by(C.consumer, C.credential_id, C.sandbox)
+
+
+async def _callers(
+    conn: AsyncConnection, query: Select[str, str, bool, int, int]
+) -> dict[str, Caller]:
+    by_consumer: dict[str, Caller] = {}
+    for consumer, credential_id, is_sandbox, requests, last in await conn.execute(query):
+        caller = by_consumer.get(consumer)
+        if caller is None:
+            caller = by_consumer[consumer] = Caller(consumer)
+        caller.add(credential_id, bool(is_sandbox), int(requests), int(last))
+    return by_consumer
+
+
 async def callers_in(
     conn: AsyncConnection,
     api: str,
@@ -79,26 +102,13 @@ async def callers_in(
     sandbox: bool | None = None,
 ) -> list[Caller]:
     """`version_callers` of several versions at once (added up), on `conn`."""
-    query = (
-        select(
-            C.consumer,
-            C.credential_id,
-            C.sandbox,
-            func.sum(C.requests),
-            func.max(C.last_seen_ms),
-        )
-        .where(C.api == api, C.api_version.in_(list(versions)), C.day >= start, C.day < end)
-        .group_by(C.consumer, C.credential_id, C.sandbox)
+    query = _per_consumer_key().where(
+        C.api == api, C.api_version.in_(list(versions)), C.day >= start, C.day < end
     )
     if sandbox is not None:
         query = query.where(C.sandbox.is_(sandbox))
-    by_consumer: dict[str, Caller] = {}
-    for consumer, credential_id, is_sandbox, requests, last in await conn.execute(query):
-        caller = by_consumer.get(consumer)
-        if caller is None:
-            caller = by_consumer[consumer] = Caller(consumer)
-        caller.add(credential_id, bool(is_sandbox), int(requests), int(last))
-    return sorted(by_consumer.values(), key=lambda c: (-c.last_seen_ms, c.consumer))
+    found = await _callers(conn, query)
+    return sorted(found.values(), key=lambda c: (-c.last_seen_ms, c.consumer))
 
 
 async def key_calls(
@@ -109,22 +119,6 @@ async def key_calls(
     usage page shows per key (the rollups have no key dimension)."""
     if not consumers:
         return {}
-    query = (
-        select(
-            C.consumer,
-            C.credential_id,
-            C.sandbox,
-            func.sum(C.requests),
-            func.max(C.last_seen_ms),
-        )
-        .where(C.consumer.in_(list(consumers)), C.day >= start, C.day < end)
-        .group_by(C.consumer, C.credential_id, C.sandbox)
-    )
-    out: dict[str, Caller] = {}
+    query = _per_consumer_key().where(C.consumer.in_(list(consumers)), C.day >= start, C.day < end)
     async with engine.connect() as conn:
-        for consumer, credential_id, is_sandbox, requests, last in await conn.execute(query):
-            caller = out.get(consumer)
-            if caller is None:
-                caller = out[consumer] = Caller(consumer)
-            caller.add(credential_id, bool(is_sandbox), int(requests), int(last))
-    return out
+        return await _callers(conn, query)

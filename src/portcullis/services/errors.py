@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 # The control plane's generic kinds, from the one registry (portcullis.problems).
 from portcullis.problems import ALREADY_EXISTS as ALREADY_EXISTS
@@ -117,3 +119,14 @@ def errors_from_pydantic(errors: Sequence[Any], *, skip: int = 0) -> list[tuple[
         loc = tuple(err.get("loc", ()))[skip:]
         out.append((pointer_for(loc), strip_value_error(str(err.get("msg", "invalid")))))
     return out
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` as `model`; a 422 naming each bad field (JSON pointers) otherwise."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(errors_from_pydantic(exc.errors())) from None

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from portcullis.catalogue.publish import effective_plugins
 from portcullis.model.apis import Api, ApiVersion
@@ -44,7 +44,7 @@ from portcullis.problems import ProblemKind
 from portcullis.proxy.target import Refusal, normalize_path
 from portcullis.runtime.router import Router, RouteSpec
 from portcullis.services.config_editor import ConfigEditor
-from portcullis.services.errors import ServiceError, errors_from_pydantic, invalid, not_found
+from portcullis.services.errors import ServiceError, invalid, not_found, validated
 from portcullis.services.portal_catalogue import PortalAccess
 from portcullis.settings import Settings
 
@@ -128,10 +128,7 @@ class TryItIn(BaseModel):
     @classmethod
     def parse(cls, data: Any) -> TryItIn:
         """Validated input; a 422 naming each bad field otherwise."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise invalid(errors_from_pydantic(exc.errors())) from None
+        return validated(cls, data)
 
 
 @dataclass(frozen=True, slots=True)

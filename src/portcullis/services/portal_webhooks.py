@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation
-from portcullis.services.errors import errors_from_pydantic, invalid, not_found
+from portcullis.services.errors import errors_from_pydantic, invalid, not_found, validated
 from portcullis.services.portal_catalogue import PortalAccess
 from portcullis.services.webhooks import DeliveryFilter, WebhookCreate, WebhookService
 
@@ -51,10 +51,8 @@ class PortalWebhookIn(BaseModel):
 
     @classmethod
     def parse(cls, data: Any) -> PortalWebhookIn:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise invalid(errors_from_pydantic(exc.errors())) from None
+        """Validated input; a 422 naming each bad field otherwise."""
+        return validated(cls, data)
 
 
 class PortalWebhooks:
