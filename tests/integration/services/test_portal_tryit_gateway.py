@@ -1,6 +1,6 @@
 """The try-it console through a real gateway: a key-auth + rate-limit route answers 200
 with RateLimit fields, a wrong key is the gateway's own 401 (shown, not an error), the
-answer is cut at 64 KiB, and only the gateway was ever connected to."""
+answer is cut at 64 KiB, and a redirect is shown, not followed."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ BIG = b"x" * (MAX_RESPONSE_BODY + 1000)
 def answer(request: ReceivedRequest) -> bytes:
     if request.target.endswith(b"/big"):
         return response(200, BIG, [(b"content-type", b"text/plain")])
+    if request.target.endswith(b"/moved"):
+        return response(302, b"", [(b"location", b"http://169.254.169.254/latest/meta-data")])
     return response(200, b'{"items":[]}', [(b"content-type", b"application/json")])
 
 
@@ -106,3 +108,13 @@ async def test_a_keyed_request_through_the_gateway_shows_its_rate_limit(
     assert big.status == 200
     assert big.body.truncated
     assert big.body.size == MAX_RESPONSE_BODY
+    # A redirect is shown, never followed.
+    seen = len(upstream.requests)
+    moved = await service.send(
+        access, TryItIn.parse({"api": "shop", "version": "v1", "path": "/v1/moved", "key": key})
+    )
+    assert moved.status == 302
+    assert ("location", "http://169.254.169.254/latest/meta-data") in [
+        (k.lower(), v) for k, v in moved.headers
+    ]
+    assert len(upstream.requests) == seen + 1
