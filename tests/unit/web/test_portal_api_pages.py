@@ -157,6 +157,7 @@ async def test_catalogue_and_reference_docs_signed_out(portal: tuple[FastAPI, Tr
         docs = await c.get("/apis/demo/v2")
         assert docs.status_code == 200
         assert 'id="op-listItems"' in docs.text
+        assert "VersionCard" not in docs.text
         assert "http://127.0.0.1:8000/v2" in docs.text
         assert "try?api=demo&amp;version=v2&amp;op=op-getItem" in docs.text
         v1 = await c.get("/apis/demo")

@@ -59,7 +59,7 @@ async def reference_page(request: Request, api: str, version: str) -> Response:
         {
             "title": f"{card.title} {version}",
             "api": card,
-            "version": version_card,
+            "api_version": version_card,
             "docs": docs,
         },
     )
