@@ -30,7 +30,7 @@ from portcullis.services.web_sessions import WebSessions
 from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine
 from support.admin_session import TEST_PASSWORD_HASHER
-from support.browser import console_errors, screenshot
+from support.browser import PHONE, console_errors, screenshot
 from support.raw_upstream import RawUpstream, keep_alive_handler, response
 from support.servers import Gateway, gateway
 from support.threaded_upstream import threaded_upstream
@@ -153,6 +153,12 @@ def test_docs_try_it_and_usage(page: Page, context: BrowserContext, gw: Gateway)
     expect(chart).to_have_attribute("data-requests", re.compile(r"^[1-9]"))
     expect(chart.locator("canvas")).to_have_count(1)
     screenshot(page, "portal-api-usage")
+    # Phone-sized: the reference docs fit the width (wide tables scroll on their own).
+    page.set_viewport_size(PHONE)
+    page.goto(f"{gw.admin_url}/portal/apis/demo/v2")
+    expect(page.locator("#op-getItem")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    screenshot(page, "portal-api-reference-phone", full_page=False)
     assert errors == []
     # Bob sees his own application only, with nothing of Alice's call.
     context.clear_cookies()

@@ -487,7 +487,7 @@ def anchor_of(method: str, path: str, operation_id: Any) -> str:
 def _scheme_text(scheme: Mapping[str, Any]) -> str:
     kind = _text(scheme.get("type"))
     if kind == "apiKey":
-        return f"API key in {_text(scheme.get('in'))} `{_text(scheme.get('name'))}`"
+        return f"API key in {_text(scheme.get('in'))} {_text(scheme.get('name'))}"
     if kind == "http":
         return f"HTTP {_text(scheme.get('scheme'))}".strip()
     if kind == "oauth2":

@@ -159,7 +159,7 @@ def test_servers_security_and_anchors() -> None:
     )
     view = reference(doc)
     assert view.servers == ["http://127.0.0.1:8000/v2"]
-    assert view.security_schemes[0].text == "API key in header `x-api-key`"
+    assert view.security_schemes[0].text == "API key in header x-api-key"
     op = view.tags[0].operations[0]
     assert op.security == ["ApiKey-x-api-key", "none (optional)"]
     assert op.deprecated
