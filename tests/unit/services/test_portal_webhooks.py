@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.identity.secrets import ServerSecret
@@ -15,6 +16,8 @@ from portcullis.services.errors import NOT_FOUND, VALIDATION_FAILED, ServiceErro
 from portcullis.services.portal_catalogue import AppRef, access_of
 from portcullis.services.portal_webhooks import PortalWebhookIn, PortalWebhooks
 from portcullis.services.webhooks import WebhookCreate, WebhookService
+from portcullis.store.engine import write_transaction
+from portcullis.store.webhook_tables import WebhookMessageRow
 from portcullis.webhooks.destinations import DestinationPolicy
 from support.services import operation
 
@@ -94,5 +97,12 @@ async def test_a_team_manages_its_own_endpoints_only(
     message = await portal.send_test(op, team_a, made["id"])
     [delivery] = await portal.deliveries(op, team_a, made["id"])
     assert delivery["id"] == message
+    # A dead-lettered delivery is replayed with the same webhook-id.
+    async with write_transaction(engine) as conn:
+        await conn.execute(
+            update(WebhookMessageRow).where(WebhookMessageRow.id == message).values(status="failed")
+        )
+    replayed = await portal.replay(op, team_a, made["id"], message)
+    assert (replayed["id"], replayed["status"]) == (message, "pending")
     await portal.delete(op, team_a, made["id"])
     assert await portal.endpoints(op, team_a) == []
