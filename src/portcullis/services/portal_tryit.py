@@ -307,6 +307,13 @@ def _binary(body: bytes, truncated: bool, content_type: str | None) -> BodyView:
     )
 
 
+def _is_rate_limit(name: str) -> bool:
+    """RateLimit, RateLimit-Policy, Retry-After, and the older RateLimit-Limit/-Remaining/
+    -Reset and X-RateLimit-* fields some upstreams still send."""
+    lower = name.lower()
+    return lower in RATE_LIMIT_HEADERS or lower.startswith(("ratelimit-", "x-ratelimit-"))
+
+
 def _redacted(secret: str) -> str:
     return f"{secret[:12]}…[redacted]" if len(secret) > 16 else "[redacted]"
 
@@ -408,7 +415,7 @@ class TryItService:
             status=answer.status,
             reason=answer.reason,
             headers=answer.headers,
-            rate_limit=[(k, v) for k, v in answer.headers if k.lower() in RATE_LIMIT_HEADERS],
+            rate_limit=[(k, v) for k, v in answer.headers if _is_rate_limit(k)],
             body=body_view(answer.headers, answer.body, answer.truncated),
             elapsed_ms=answer.elapsed_ms,
             sent_method=method,

@@ -64,7 +64,11 @@ class FakeTransport:
         default_factory=lambda: RawAnswer(
             200,
             "OK",
-            [("Content-Type", "application/json"), ("RateLimit", '"default";r=9;t=60')],
+            [
+                ("Content-Type", "application/json"),
+                ("RateLimit", '"default";r=9;t=60'),
+                ("X-RateLimit-Remaining", "9"),
+            ],
             b'{"a":1}',
             False,
             1.0,
@@ -125,7 +129,10 @@ async def test_sends_to_the_gateway_with_the_key_in_key_auths_header(config: Gat
     assert headers["X-Forwarded-For"] == "203.0.113.9"
     assert result.status == 200
     assert result.route == "shop-v2"
-    assert result.rate_limit == [("RateLimit", '"default";r=9;t=60')]
+    assert result.rate_limit == [
+        ("RateLimit", '"default";r=9;t=60'),
+        ("X-RateLimit-Remaining", "9"),
+    ]
     assert result.body.kind == "json"
     assert json.loads(result.body.text) == {"a": 1}
     shown = json.dumps(result.as_json())
