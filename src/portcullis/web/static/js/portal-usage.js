@@ -10,18 +10,22 @@
   function draw(element, app) {
     var chart = app.chart;
     var width = Math.max(280, element.clientWidth || 600);
-    var opts = {
-      width: width,
-      height: 220,
-      series: [
-        {},
-        { label: "requests", stroke: "#0b5cad", width: 2 },
-        { label: "errors", stroke: "#b00020", width: 2 }
-      ],
-      axes: [{}, {}]
-    };
+    var series = [
+      {},
+      { label: "requests", stroke: "#0b5cad", width: 2 },
+      { label: "errors", stroke: "#b00020", width: 2 }
+    ];
+    var axes = [{}, {}];
+    var data = [chart.t, chart.requests, chart.errors];
+    if (Array.isArray(chart.latency_p95_ms)) {
+      // p95 latency on its own scale (right axis), from the rollups' sketches.
+      series.push({ label: "p95 ms", stroke: "#8a4b00", width: 1, scale: "ms" });
+      axes.push({ scale: "ms", side: 1, grid: { show: false } });
+      data.push(chart.latency_p95_ms);
+    }
+    var opts = { width: width, height: 220, series: series, axes: axes };
     element.textContent = "";
-    new window.uPlot(opts, [chart.t, chart.requests, chart.errors], element);
+    new window.uPlot(opts, data, element);
     element.dataset.requests = String(app.totals.requests);
     element.dataset.state = "ready";
   }
