@@ -156,6 +156,10 @@ def test_docs_try_it_and_usage(page: Page, context: BrowserContext, gw: Gateway)
     expect(chart).to_have_attribute("data-requests", re.compile(r"^[1-9]"))
     expect(chart.locator("canvas")).to_have_count(1)
     screenshot(page, "portal-api-usage")
+    # A rollup window: requests, errors and p95 latency (its own axis).
+    page.get_by_label("Window").select_option("24h")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("[data-usage-chart]")).to_have_attribute("data-state", "ready")
     # Phone-sized: the reference docs fit the width (wide tables scroll on their own).
     page.set_viewport_size(PHONE)
     page.goto(f"{gw.admin_url}/portal/apis/demo/v2")
