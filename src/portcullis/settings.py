@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     # local proxy port), and how long it waits for an answer.
     portal_tryit_url: str | None = Field(default=None, pattern=r"^https?://[^/?#@]+/?$")
     portal_tryit_timeout: float = Field(default=10.0, gt=0, le=60)
+    # Try-it requests one developer may send per minute (per control-plane process).
+    portal_tryit_per_minute: int = Field(default=60, ge=1, le=10_000)
     # How often the control plane looks for URL-imported OpenAPI descriptions due for a
     # refresh (each source's own refresh_seconds says when it is due).
     openapi_refresh_interval: float = Field(default=30.0, gt=0, le=3600)

@@ -19,7 +19,9 @@ in the header the route's key-auth reads (`authorization` as a Bearer token, els
 first configured header name, else its query parameter) and is redacted in what the
 console shows of the request sent.
 
-Bounds: at most `MAX_REQUEST_BODY` bytes out, the first `MAX_RESPONSE_BODY` bytes
+Bounds: `portal_tryit_per_minute` requests per developer and minute (per process: the
+console must not turn the control plane into a load generator), at most
+`MAX_REQUEST_BODY` bytes out, the first `MAX_RESPONSE_BODY` bytes
 back (the rest is not read), no redirect followed (a 3xx is shown as it is), a total
 timeout (`portal_tryit_timeout`), one connection per request, no decompression.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlencode, urlsplit
@@ -40,7 +42,7 @@ from portcullis.catalogue.publish import effective_plugins
 from portcullis.model.apis import Api, ApiVersion
 from portcullis.model.config import GatewayConfig, Route
 from portcullis.model.plugins.key_auth import KeyAuthConfig
-from portcullis.problems import ProblemKind
+from portcullis.problems import TOO_MANY_REQUESTS, ProblemKind
 from portcullis.proxy.target import Refusal, normalize_path
 from portcullis.runtime.router import Router, RouteSpec
 from portcullis.services.config_editor import ConfigEditor
@@ -333,11 +335,17 @@ class TryItService:
         editor: ConfigEditor,
         settings: Settings,
         transport: TryItTransport | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._editor = editor
         self._settings = settings
         self._transport: TryItTransport = transport or AiohttpTransport()
         self._router: tuple[GatewayConfig, Router[str]] | None = None
+        # Requests per developer in the current minute (`_minute`), for the throttle.
+        self._minute = -1
+        self._sent: dict[str, int] = {}
+        self._clock = clock
         base = (settings.portal_tryit_url or settings.proxy_url).rstrip("/")
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
@@ -352,11 +360,33 @@ class TryItService:
             )
         return self._router[1]
 
+    def _throttle(self, requester: str) -> None:
+        """429 once `requester` sent `portal_tryit_per_minute` requests this minute."""
+        now = self._clock()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self._sent = minute, {}
+        count = self._sent.get(requester, 0)
+        if count >= self._settings.portal_tryit_per_minute:
+            wait = max(1, 60 - int(now) % 60)
+            raise ServiceError(
+                TOO_MANY_REQUESTS,
+                f"at most {self._settings.portal_tryit_per_minute} try-it requests a minute",
+                headers={"Retry-After": str(wait)},
+            )
+        self._sent[requester] = count + 1
+
     async def send(
-        self, access: PortalAccess, data: TryItIn, *, client_ip: str | None = None
+        self,
+        access: PortalAccess,
+        data: TryItIn,
+        *,
+        client_ip: str | None = None,
+        requester: str | None = None,
     ) -> TryItResult:
         """Send `data` through the gateway and describe the answer; 404 for an API or
-        version the developer may not see, 422 naming the field for anything refused."""
+        version the developer may not see, 422 naming the field for anything refused,
+        429 when `requester` (the developer) sent too many this minute."""
         config = (await self._editor.state()).config
         api = next((a for a in config.apis if a.name == data.api), None)
         if api is None or not access.sees(api):
@@ -389,6 +419,8 @@ class TryItService:
             headers.append(("User-Agent", USER_AGENT))
         if "accept-encoding" not in names:
             headers.append(("Accept-Encoding", "identity"))
+        if requester is not None:
+            self._throttle(requester)
         url = (
             self.base_url
             + target.raw_path

@@ -97,8 +97,15 @@ def config() -> GatewayConfig:
     return GatewayConfig.model_validate(CONFIG)
 
 
-def _service(config: GatewayConfig, transport: FakeTransport, **settings: Any) -> TryItService:
-    return TryItService(FakeEditor(config), Settings(proxy_port=8123, **settings), transport)  # type: ignore[arg-type]
+def _service(
+    config: GatewayConfig, transport: FakeTransport, clock: Any = None, **settings: Any
+) -> TryItService:
+    return TryItService(
+        FakeEditor(config),  # type: ignore[arg-type]
+        Settings(proxy_port=8123, **settings),
+        transport,
+        clock=clock or (lambda: 0.0),
+    )
 
 
 def _pointers(exc: pytest.ExceptionInfo[ServiceError]) -> list[str]:
@@ -283,3 +290,20 @@ def test_body_views() -> None:
     big = body_view([("Content-Type", "text/plain")], b"a" * MAX_RESPONSE_BODY, True)
     assert big.truncated
     assert big.size == MAX_RESPONSE_BODY
+
+
+async def test_a_developer_is_throttled_per_minute(config: GatewayConfig) -> None:
+    transport = FakeTransport()
+    now = [120.0]
+    service = _service(config, transport, lambda: now[0], portal_tryit_per_minute=2)
+    request = TryItIn.parse({"api": "shop", "version": "v2", "path": "/v2"})
+    for _ in range(2):
+        await service.send(ANONYMOUS, request, requester="dev-1")
+    with pytest.raises(ServiceError) as throttled:
+        await service.send(ANONYMOUS, request, requester="dev-1")
+    assert throttled.value.kind.status == 429
+    assert throttled.value.headers["Retry-After"] == "60"
+    await service.send(ANONYMOUS, request, requester="dev-2")
+    now[0] = 180.0
+    await service.send(ANONYMOUS, request, requester="dev-1")
+    assert len(transport.sent) == 4

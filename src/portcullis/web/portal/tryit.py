@@ -141,7 +141,7 @@ async def send(request: Request, who: Developer = Depends(developer)) -> Respons
     if not errors:
         try:
             answer = await portal_api(request).tryit.send(
-                access, TryItIn.parse(data), client_ip=client_ip(request)
+                access, TryItIn.parse(data), client_ip=client_ip(request), requester=who.id
             )
             result = answer.as_json()
         except ServiceError as exc:
