@@ -143,6 +143,9 @@ class TryOperation:
     method: str
     path: str
     summary: str
+    # The first documented request body's media type and example (to prefill the form).
+    content_type: str | None = None
+    example: str | None = None
 
 
 def notice_of(version: ApiVersion) -> str | None:
@@ -265,7 +268,18 @@ class PortalCatalogue:
         found: dict[str, TryOperation] = {}
         for tag in doc.tags:
             for op in tag.operations:
+                media = (
+                    op.request_body.media[0] if op.request_body and op.request_body.media else None
+                )
                 found.setdefault(
-                    op.anchor, TryOperation(op.anchor, op.method, prefix + op.path, op.summary)
+                    op.anchor,
+                    TryOperation(
+                        op.anchor,
+                        op.method,
+                        prefix + op.path,
+                        op.summary,
+                        None if media is None else media.media_type,
+                        None if media is None else media.example,
+                    ),
                 )
         return list(found.values())

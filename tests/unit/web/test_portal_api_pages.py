@@ -176,6 +176,9 @@ async def test_try_it_sends_through_the_gateway_with_csrf(
         page = await c.get("/try", params={"api": "demo", "version": "v2", "op": "op-listItems"})
         assert page.status_code == 200
         assert 'value="/v2/items"' in page.text
+        create = await c.get("/try", params={"api": "demo", "version": "v2", "op": "op-createItem"})
+        assert "Content-Type: application/json" in create.text
+        assert "&#34;name&#34;" in create.text
         token = _TOKEN.search(page.text)
         assert token is not None
         form = {

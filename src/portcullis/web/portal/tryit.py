@@ -110,6 +110,8 @@ async def console(
     )
     if chosen is not None:
         form.update(method=chosen.method, path=chosen.path)
+        if chosen.content_type is not None:
+            form.update(headers=f"Content-Type: {chosen.content_type}", body=chosen.example or "")
     return await _page(request, access, form)
 
 

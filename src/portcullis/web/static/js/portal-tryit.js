@@ -1,6 +1,6 @@
 // The portal's try-it console (no inline scripts: CSP script-src 'self').
 // - choosing an API version submits the small GET form (shows its operations);
-// - choosing an operation fills method and path;
+// - choosing an operation fills method and path (and, for a body, its type and example);
 // - the key field is filled from sessionStorage when the key page offered "use in
 //   console" (an element with data-tryit-use-key="<key>" puts it there); the key never
 //   goes to the server except in the request the developer sends.
@@ -27,6 +27,12 @@
         if (!option || !option.dataset.path) { return; }
         document.getElementById("tryit-method").value = option.dataset.method;
         document.getElementById("tryit-path").value = option.dataset.path;
+        var headers = document.getElementById("tryit-headers");
+        var body = document.getElementById("tryit-body");
+        if (option.dataset.contentType && !/content-type/i.test(headers.value)) {
+          headers.value = (headers.value ? headers.value + "\n" : "") + "Content-Type: " + option.dataset.contentType;
+        }
+        if (option.dataset.example && !body.value) { body.value = option.dataset.example; }
       });
     }
     var key = document.querySelector("[data-tryit-key]");
