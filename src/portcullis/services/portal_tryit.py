@@ -135,7 +135,7 @@ class TryItIn(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """The request as it goes to the gateway (the key in `secret_header`/`secret_query`)."""
+    """The request as it goes to the gateway (the key, if any, in its header or query)."""
 
     method: str
     url: str
