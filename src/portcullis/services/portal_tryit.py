@@ -138,9 +138,10 @@ class Outgoing:
     """The request as it goes to the gateway (the key, if any, in its header or query)."""
 
     method: str
-    url: str
-    headers: list[tuple[str, str]]
-    body: bytes
+    # Kept out of repr: they may hold the developer's key.
+    url: str = field(repr=False)
+    headers: list[tuple[str, str]] = field(repr=False)
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
