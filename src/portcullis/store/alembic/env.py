@@ -24,6 +24,7 @@ from portcullis.store import (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    inspector_tables,
     webhook_tables,
 )
 from portcullis.store.engine import create_engine, normalize_database_url, write_transaction
@@ -37,6 +38,7 @@ _TABLE_MODULES = (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    inspector_tables,
     webhook_tables,
 )
 target_metadata = Base.metadata
