@@ -27,7 +27,7 @@ import json
 import secrets
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,6 +131,15 @@ class DeveloperConsumers(Protocol):
     async def consumers_of(self, developer_id: str) -> Collection[str]: ...
 
 
+_M = TypeVar("_M", CaptureSessionRow, CapturedExchangeRow)
+
+
+def _load(cls: type[_M], row: Any) -> _M:
+    """A detached row object from a Core result `Row` (its table's columns)."""
+    mapping = row._mapping
+    return cls(**{c.key: mapping[c.key] for c in cls.__table__.columns})
+
+
 def _body(data: bytes | None, size: int | None) -> CapturedBody | None:
     if data is None or size is None:
         return None
@@ -201,8 +210,8 @@ async def _exchange_page(
     else:
         query = query.order_by(CapturedExchangeRow.id.desc())
     async with engine.connect() as conn:
-        rows = (await conn.execute(query.limit(limit))).scalars().all()
-    return ExchangePage(items=[_summary(r) for r in rows])
+        rows = (await conn.execute(query.limit(limit))).all()
+    return ExchangePage(items=[_summary(_load(CapturedExchangeRow, r)) for r in rows])
 
 
 class InspectorService:
@@ -276,13 +285,14 @@ class InspectorService:
 
     async def _session(self, op: Operation, route: str, capture_id: str) -> CaptureSessionRow:
         async with self._engine.connect() as conn:
-            row = (
+            found = (
                 await conn.execute(
                     select(CaptureSessionRow).where(
                         and_(CaptureSessionRow.id == capture_id, CaptureSessionRow.route == route)
                     )
                 )
-            ).scalar_one_or_none()
+            ).first()
+        row = _load(CaptureSessionRow, found) if found is not None else None
         if row is None or not op.scope.owns(row.organization_id):
             raise not_found(f"no capture {capture_id!r} on route {route!r}", target="capture_id")
         return row
@@ -313,13 +323,9 @@ class InspectorService:
         if op.scope.limited:
             query = query.where(CaptureSessionRow.organization_id == op.scope.organization_id)
         async with self._engine.connect() as conn:
-            rows = (
-                (await conn.execute(query.order_by(CaptureSessionRow.started_at.desc())))
-                .scalars()
-                .all()
-            )
+            rows = (await conn.execute(query.order_by(CaptureSessionRow.started_at.desc()))).all()
         now = op.now()
-        return [_capture_out(r, now) for r in rows]
+        return [_capture_out(_load(CaptureSessionRow, r), now) for r in rows]
 
     async def exchanges(
         self,
@@ -337,15 +343,15 @@ class InspectorService:
     async def exchange(self, op: Operation, exchange_id: int) -> ExchangeOut:
         """One exchange in full (404 unless its capture is in the caller's scope)."""
         query = (
-            select(CapturedExchangeRow, CaptureSessionRow.organization_id)
+            select(CapturedExchangeRow, CaptureSessionRow.organization_id.label("owner"))
             .join(CaptureSessionRow, CaptureSessionRow.id == CapturedExchangeRow.session_id)
             .where(CapturedExchangeRow.id == exchange_id)
         )
         async with self._engine.connect() as conn:
             found = (await conn.execute(query)).first()
-        if found is None or not op.scope.owns(found[1]):
+        if found is None or not op.scope.owns(found.owner):
             raise not_found(f"no captured exchange {exchange_id}", target="exchange_id")
-        return _exchange_out(found[0])
+        return _exchange_out(_load(CapturedExchangeRow, found))
 
 
 class DeveloperInspector:
@@ -365,7 +371,7 @@ class DeveloperInspector:
     async def exchange(self, developer_id: str, exchange_id: int) -> ExchangeOut:
         mine = list(await self._consumers.consumers_of(developer_id))
         async with self._engine.connect() as conn:
-            row = (
+            found = (
                 await conn.execute(
                     select(CapturedExchangeRow).where(
                         and_(
@@ -374,10 +380,10 @@ class DeveloperInspector:
                         )
                     )
                 )
-            ).scalar_one_or_none()
-        if row is None:
+            ).first()
+        if found is None:
             raise not_found(f"no captured exchange {exchange_id}", target="exchange_id")
-        return _exchange_out(row)
+        return _exchange_out(_load(CapturedExchangeRow, found))
 
 
 async def purge_captures(engine: AsyncEngine, older_than: datetime) -> int:
