@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from portcullis.proxy.inspector import active_sessions, write_exchanges
@@ -88,9 +89,7 @@ async def test_captures_start_stop_scope_and_audit(
     again = await owner.post(base, json={})
     assert again.status_code == 409
     assert again.json()["capture_id"] == capture["id"]
-    assert [s.id for s in await active_sessions(state.engine, datetime.now(UTC))] == [
-        capture["id"]
-    ]
+    assert [s.id for s in await active_sessions(state.engine, datetime.now(UTC))] == [capture["id"]]
 
     acme = await client_for(Role.OPERATOR, orgs["acme"])
     globex = await client_for(Role.OPERATOR, orgs["globex"])
@@ -168,12 +167,9 @@ async def test_the_store_caps_a_capture_and_the_developer_sees_only_their_consum
     assert {e.consumer for e in (await developer.exchanges("dev-2")).items} == {"bob-app"}
     assert (await developer.exchanges("stranger")).items == []
     theirs = (await developer.exchanges("dev-2")).items[0].id
-    try:
+    with pytest.raises(ServiceError) as refused:
         await developer.exchange("dev-1", theirs)
-    except ServiceError as exc:
-        assert exc.kind.status == 404
-    else:
-        raise AssertionError("a developer read another developer's exchange")
+    assert refused.value.kind.status == 404
     assert (await developer.exchange("dev-2", theirs)).consumer == "bob-app"
 
     assert await purge_captures(state.engine, datetime.now(UTC) - timedelta(days=1)) == 0

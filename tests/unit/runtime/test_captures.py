@@ -31,9 +31,8 @@ class _NoKeys:
         return None
 
 
-ENV = PluginEnv(
-    credentials=CredentialCache(_NoKeys(), ServerSecret.from_secret(b"unit-test-secret-0123456789abcdef!"))
-)
+SECRET = ServerSecret.from_secret(b"unit-test-secret-0123456789abcdef!")
+ENV = PluginEnv(credentials=CredentialCache(_NoKeys(), SECRET))
 
 
 def _config(**extra: Any) -> GatewayConfig:
