@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from portcullis.analytics.record import RequestRecord
 from portcullis.asgi import Message, Receive, Scope, Send
-from portcullis.runtime.captures import BODY_LIMIT, CapturedExchange, CaptureSession, Redaction
+from portcullis.runtime.captures import (
+    BODY_LIMIT,
+    CapturedExchange,
+    CaptureSession,
+    Redaction,
+    scrub,
+)
 
 
 class ExchangeTap:
@@ -70,8 +76,22 @@ class ExchangeTap:
             kept += chunk[:room]
 
     def finish(self, scope: Scope, record: RequestRecord) -> None:
-        """Hand the redacted exchange to the session's sink (the request is over)."""
+        """Hand the redacted exchange to the session's sink (the request is over).
+
+        Credential values found in redacted headers and query parameters are scrubbed
+        from both bodies too (an upstream that echoes its request would show them).
+        """
         redaction = self.redaction
+        secrets: set[bytes] = set()
+        query = redaction.query_string(scope.get("query_string", b""), secrets)
+        request_headers = redaction.header_list(scope["headers"], secrets)
+        response_headers = redaction.header_list(self.response_headers, secrets)
+        request_body: bytes | None = None
+        if self.request_size is not None:
+            request_body = scrub(bytes(self.request_body), secrets)
+        response_body: bytes | None = None
+        if self.response_size is not None:
+            response_body = scrub(bytes(self.response_body), secrets)
         self.session.sink(
             CapturedExchange(
                 session_id=self.session.id,
@@ -80,18 +100,16 @@ class ExchangeTap:
                 request_id=record.request_id,
                 method=record.method,
                 path=record.path,
-                query=redaction.query_string(scope.get("query_string", b"")),
-                request_headers=redaction.header_list(scope["headers"]),
-                response_headers=redaction.header_list(self.response_headers),
+                query=query,
+                request_headers=request_headers,
+                response_headers=response_headers,
                 status=record.status,
                 latency_ms=record.latency_ms,
                 consumer=record.consumer,
                 credential_id=record.credential_id,
-                request_body=bytes(self.request_body) if self.request_size is not None else None,
+                request_body=request_body,
                 request_body_size=self.request_size,
-                response_body=(
-                    bytes(self.response_body) if self.response_size is not None else None
-                ),
+                response_body=response_body,
                 response_body_size=self.response_size,
             )
         )

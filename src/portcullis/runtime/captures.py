@@ -66,8 +66,11 @@ class Redaction:
             return DEFAULT_REDACTION
         return cls(frozenset(headers), frozenset(query))
 
-    def header_list(self, headers: Iterable[tuple[bytes, bytes]]) -> list[list[str]]:
-        """`[[name, value], ...]` with credential values replaced.
+    def header_list(
+        self, headers: Iterable[tuple[bytes, bytes]], found: set[bytes] | None = None
+    ) -> list[list[str]]:
+        """`[[name, value], ...]` with credential values replaced; the values replaced
+        are added to `found` (to scrub them from bodies: see `scrub`).
 
         An `Authorization`-style value keeps its scheme (`Bearer [redacted]`): whether
         the client sent Basic or Bearer is what one debugs, the credential is not.
@@ -75,23 +78,61 @@ class Redaction:
         out: list[list[str]] = []
         for name, value in headers:
             text = value.decode("latin-1")
-            if name.lower() in self.headers:
-                scheme, sep, _ = text.partition(" ")
-                text = f"{scheme} {REDACTED}" if sep and scheme.isalpha() else REDACTED
+            lower = name.lower()
+            if lower in self.headers:
+                scheme, sep, rest = text.partition(" ")
+                if sep and scheme.isalpha():
+                    text = f"{scheme} {REDACTED}"
+                    secret = rest.strip().encode("latin-1")
+                else:
+                    text = REDACTED
+                    secret = value
+                if found is not None:
+                    found.add(secret)
+                    if lower in _COOKIES:
+                        found.update(_cookie_values(value))
             out.append([name.decode("latin-1"), text])
         return out
 
-    def query_string(self, raw: bytes) -> str:
+    def query_string(self, raw: bytes, found: set[bytes] | None = None) -> str:
         """The query string with credential parameters' values replaced (order kept)."""
         if not raw:
             return ""
         parts = []
         for part in raw.decode("latin-1").split("&"):
-            name = part.partition("=")[0]
+            name, _, value = part.partition("=")
             if unquote_plus(name).lower() in self.query:
                 part = f"{name}={REDACTED}"
+                if found is not None:
+                    found.update({value.encode("latin-1"), unquote_plus(value).encode()})
             parts.append(part)
         return "&".join(parts)
+
+
+_COOKIES = frozenset({b"cookie", b"set-cookie"})
+# Shorter values are not scrubbed from bodies (they would match all sorts of text).
+MIN_SCRUBBED = 6
+
+
+def _cookie_values(value: bytes) -> list[bytes]:
+    pairs = value.split(b";")
+    return [pair.partition(b"=")[2].strip() for pair in pairs if b"=" in pair]
+
+
+def scrub(body: bytes, secrets: Iterable[bytes]) -> bytes:
+    """`body` without the credential values a request carried (an upstream that echoes
+    its request would put them there), and without a trailing start of one (the body
+    was cut at `BODY_LIMIT`, maybe inside a credential)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) < MIN_SCRUBBED:
+            continue
+        if secret in body:
+            body = body.replace(secret, REDACTED.encode())
+        for keep in range(len(secret) - 1, MIN_SCRUBBED - 2, -1):
+            if body.endswith(secret[:keep]):
+                body = body[: len(body) - keep] + REDACTED.encode()
+                break
+    return body
 
 
 DEFAULT_REDACTION = Redaction()

@@ -143,7 +143,7 @@ def _load(cls: type[_M], row: Any) -> _M:
 def _body(data: bytes | None, size: int | None) -> CapturedBody | None:
     if data is None or size is None:
         return None
-    truncated = size > len(data)
+    truncated = size > BODY_LIMIT
     # A body cut at the limit may end inside a UTF-8 sequence: drop at most 3 bytes.
     for cut in range(4 if truncated else 1):
         try:

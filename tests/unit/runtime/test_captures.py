@@ -18,6 +18,7 @@ from portcullis.runtime.captures import (
     CaptureBoard,
     CapturedExchange,
     CaptureSession,
+    scrub,
 )
 from portcullis.runtime.snapshot import CompiledRoute, Snapshot, build_snapshot
 from support.clock import ManualClock
@@ -158,3 +159,18 @@ def test_slots_survive_config_changes_and_install_replaces_sessions() -> None:
     board.install([])
     assert not board.any
     assert _route(second, "/keyed").capture.session is None
+
+
+def test_credential_values_are_scrubbed_from_bodies_also_when_cut() -> None:
+    found: set[bytes] = set()
+    DEFAULT_REDACTION.header_list(
+        [(b"authorization", b"Basic dXNlcjpwYXNz"), (b"cookie", b"sid=abc123; theme=dark")],
+        found,
+    )
+    DEFAULT_REDACTION.query_string(b"token=pc_live_S3CRET%2B1&q=1", found)
+    echoed = b'{"auth": "Basic dXNlcjpwYXNz", "q": "token=pc_live_S3CRET+1", "c": "sid=abc123"}'
+    assert scrub(echoed, found) == (
+        b'{"auth": "Basic [redacted]", "q": "token=[redacted]", "c": "sid=[redacted]"}'
+    )
+    assert scrub(b"cut right inside pc_live_S3C", found) == b"cut right inside [redacted]"
+    assert scrub(b"theme=dark", found) == b"theme=dark"  # short values are left alone
