@@ -175,3 +175,36 @@ async def test_the_store_caps_a_capture_and_the_developer_sees_only_their_consum
     assert await purge_captures(state.engine, datetime.now(UTC) - timedelta(days=1)) == 0
     assert await purge_captures(state.engine, datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert (await developer.exchanges("dev-2")).items == []
+
+
+async def test_the_graph_starts_lists_and_refuses_like_rest(
+    owner: httpx.AsyncClient, orgs: dict[str, str]
+) -> None:
+    await _entities(owner)
+
+    async def graph(document: str) -> dict[str, Any]:
+        answer = await owner.post("/graphql", json={"query": document})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        assert "errors" not in body, body
+        return body["data"]
+
+    started = await graph(
+        'mutation { startCapture(route: "a-route", durationSeconds: 30, sampleRate: 0.5) '
+        "{ __typename ... on Capture { id active sampleRate } } }"
+    )
+    capture = started["startCapture"]
+    assert capture["__typename"] == "Capture"
+    assert (capture["active"], capture["sampleRate"]) == (True, 0.5)
+    refused = await graph(
+        'mutation { startCapture(route: "a-route", maxCount: 5000) '
+        "{ __typename ... on ValidationProblem { errors { pointer } } } }"
+    )
+    assert refused["startCapture"]["errors"] == [{"pointer": "#/max_count"}]
+    listed = await graph('{ captures(route: "a-route") { id route } }')
+    assert listed["captures"] == [{"id": capture["id"], "route": "a-route"}]
+    stopped = await graph(
+        f'mutation {{ stopCapture(route: "a-route", id: "{capture["id"]}") '
+        "{ ... on Capture { active stopReason } } }"
+    )
+    assert stopped["stopCapture"] == {"active": False, "stopReason": "stopped"}
