@@ -174,6 +174,8 @@ _EVERYTHING = {
     "alerts:write",
     "webhooks:read",
     "webhooks:write",
+    "portal:read",
+    "portal:write",
 }
 ROLE_GRANTS: dict[Role, set[str]] = {
     Role.OWNER: _EVERYTHING,
@@ -192,6 +194,8 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "alerts:write",
         "webhooks:read",
         "webhooks:write",
+        "portal:read",
+        "portal:write",
     },
     Role.VIEWER: {
         READ,
@@ -201,6 +205,7 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "analytics:read",
         "alerts:read",
         "webhooks:read",
+        "portal:read",
     },
 }
 

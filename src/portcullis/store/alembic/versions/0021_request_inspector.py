@@ -3,7 +3,7 @@
 See store/inspector_tables.py and docs/decisions/035-request-inspector.md.
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0020 (reserved with down_revision 0018; rechained after merging 0019 and 0020 from main)
 Create Date: 2026-12-08
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | Sequence[str] | None = "0018"
+down_revision: str | Sequence[str] | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
