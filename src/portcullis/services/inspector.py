@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Collection
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -40,6 +40,8 @@ from portcullis.runtime.captures import BODY_LIMIT
 from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.context import Operation, utc_now
 from portcullis.services.errors import ServiceError, not_found
+from portcullis.services.portal import Developer
+from portcullis.services.portal_apps import AppConsumer
 from portcullis.settings import Settings
 from portcullis.store.admin_tables import OrganizationRow
 from portcullis.store.engine import write_transaction
@@ -126,9 +128,9 @@ class ExchangePage(BaseModel):
 
 
 class DeveloperConsumers(Protocol):
-    """The consumers of a developer's applications (services/portal.py's `consumers_of`)."""
+    """The consumers of a developer's applications (`PortalApps.consumers_of`)."""
 
-    async def consumers_of(self, developer_id: str) -> Collection[str]: ...
+    async def consumers_of(self, developer: Developer) -> Sequence[AppConsumer]: ...
 
 
 _M = TypeVar("_M", CaptureSessionRow, CapturedExchangeRow)
@@ -361,15 +363,20 @@ class DeveloperInspector:
         self._engine = engine
         self._consumers = consumers
 
+    async def _mine(self, developer: Developer) -> list[str]:
+        return [c.consumer for c in await self._consumers.consumers_of(developer)]
+
     async def exchanges(
-        self, developer_id: str, *, after: int | None = None, limit: int = 50
+        self, developer: Developer, *, after: int | None = None, limit: int = 50
     ) -> ExchangePage:
-        mine = list(await self._consumers.consumers_of(developer_id))
+        """Exchanges made with the developer's applications' consumers, on any route."""
+        mine = await self._mine(developer)
         query = select(CapturedExchangeRow).where(CapturedExchangeRow.consumer.in_(mine))
         return await _exchange_page(self._engine, query, after, limit)
 
-    async def exchange(self, developer_id: str, exchange_id: int) -> ExchangeOut:
-        mine = list(await self._consumers.consumers_of(developer_id))
+    async def exchange(self, developer: Developer, exchange_id: int) -> ExchangeOut:
+        """One of them in full; 404 for any other (another developer's, or none)."""
+        mine = await self._mine(developer)
         async with self._engine.connect() as conn:
             found = (
                 await conn.execute(

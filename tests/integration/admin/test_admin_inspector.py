@@ -6,7 +6,7 @@ developer's view (their consumers' exchanges only) and retention."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,8 @@ from portcullis.proxy.inspector import active_sessions, write_exchanges
 from portcullis.runtime.captures import CapturedExchange
 from portcullis.services.errors import ServiceError
 from portcullis.services.inspector import DeveloperInspector, purge_captures
+from portcullis.services.portal import Developer
+from portcullis.services.portal_apps import AppConsumer
 from portcullis.services.rbac import Role
 from portcullis.services.state import AdminState
 
@@ -59,10 +61,17 @@ def _exchange(session_id: str, consumer: str | None, at: float, **extra: Any) ->
 
 
 class _Portal:
-    """What services/portal.py will answer: the consumers of each developer's apps."""
+    """`PortalApps.consumers_of` for two developers (the portal's own tests cover it)."""
 
-    async def consumers_of(self, developer_id: str) -> Collection[str]:
-        return {"dev-1": {"alice-app"}, "dev-2": {"bob-app"}}.get(developer_id, set())
+    async def consumers_of(self, developer: Developer) -> list[AppConsumer]:
+        apps = {"dev-1": ["alice-app"], "dev-2": ["bob-app"]}.get(developer.id, [])
+        return [AppConsumer(f"app-{c}", c, "team", c, "acme", None) for c in apps]
+
+
+def _developer(developer_id: str) -> Developer:
+    return Developer(
+        developer_id, f"{developer_id}@example.com", developer_id, True, datetime.now(UTC)
+    )
 
 
 async def test_captures_start_stop_scope_and_audit(
@@ -162,19 +171,21 @@ async def test_the_store_caps_a_capture_and_the_developer_sees_only_their_consum
     assert await active_sessions(state.engine, datetime.now(UTC)) == []
 
     developer = DeveloperInspector(state.engine, _Portal())
-    mine = (await developer.exchanges("dev-1")).items
+    mine = (await developer.exchanges(_developer("dev-1"))).items
     assert [e.consumer for e in mine] == ["alice-app"]
-    assert {e.consumer for e in (await developer.exchanges("dev-2")).items} == {"bob-app"}
-    assert (await developer.exchanges("stranger")).items == []
-    theirs = (await developer.exchanges("dev-2")).items[0].id
+    assert {e.consumer for e in (await developer.exchanges(_developer("dev-2"))).items} == {
+        "bob-app"
+    }
+    assert (await developer.exchanges(_developer("stranger"))).items == []
+    theirs = (await developer.exchanges(_developer("dev-2"))).items[0].id
     with pytest.raises(ServiceError) as refused:
-        await developer.exchange("dev-1", theirs)
+        await developer.exchange(_developer("dev-1"), theirs)
     assert refused.value.kind.status == 404
-    assert (await developer.exchange("dev-2", theirs)).consumer == "bob-app"
+    assert (await developer.exchange(_developer("dev-2"), theirs)).consumer == "bob-app"
 
     assert await purge_captures(state.engine, datetime.now(UTC) - timedelta(days=1)) == 0
     assert await purge_captures(state.engine, datetime.now(UTC) + timedelta(seconds=1)) == 1
-    assert (await developer.exchanges("dev-2")).items == []
+    assert (await developer.exchanges(_developer("dev-2"))).items == []
 
 
 async def test_the_graph_starts_lists_and_refuses_like_rest(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from portcullis.identity.key_admin import KeySpec
 from portcullis.identity.key_repository import KeyRepository
 from portcullis.identity.secrets import load_server_secret
 from portcullis.services.inspector import DeveloperInspector, ExchangeOut
+from portcullis.services.portal import Developer
+from portcullis.services.portal_apps import AppConsumer
 from portcullis.store.engine import create_engine
 from portcullis.store.inspector_tables import CapturedExchangeRow
 from support.admin_session import signed_in_owner
@@ -42,8 +45,11 @@ class Setup:
 
 
 class _Portal:
-    async def consumers_of(self, developer_id: str) -> Collection[str]:
-        return {"dev-alice": {"alice"}, "dev-bob": {"bob"}}.get(developer_id, set())
+    """`PortalApps.consumers_of`: dev-alice's application is consumer alice, dev-bob's bob."""
+
+    async def consumers_of(self, developer: Developer) -> list[AppConsumer]:
+        name = developer.id.removeprefix("dev-")
+        return [AppConsumer(f"app-{name}", name, "team", name, None, None)]
 
 
 async def _keys(database_url: str) -> dict[str, str]:
@@ -126,7 +132,8 @@ def _capture_until_recorded(s: Setup, route: str, path: str, **spec: Any) -> str
 async def _developer_paths(database_url: str, developer: str) -> list[str]:
     engine = create_engine(database_url)
     try:
-        page = await DeveloperInspector(engine, _Portal()).exchanges(developer)
+        who = Developer(developer, f"{developer}@example.com", developer, True, datetime.now(UTC))
+        page = await DeveloperInspector(engine, _Portal()).exchanges(who)
         return [e.path for e in page.items]
     finally:
         await engine.dispose()
