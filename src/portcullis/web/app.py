@@ -30,8 +30,9 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.login",
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
+    "portcullis.web.dashboard.inspector",
 )
-PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home",)
+PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home", "portcullis.web.portal.inspector")
 
 
 def _build(web: WebApp, routers: tuple[str, ...]) -> FastAPI:
