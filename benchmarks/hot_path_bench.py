@@ -58,7 +58,6 @@ from portcullis.asgi import Message
 from portcullis.model.config import GatewayConfig
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.context import ProxyContext
-from portcullis.runtime.captures import CaptureSession
 from portcullis.runtime.holder import SnapshotHolder
 from portcullis.runtime.snapshot import build_snapshot
 from portcullis.settings import Settings
@@ -159,6 +158,10 @@ def _app(
     settings = Settings()
     snapshot = build_snapshot(GatewayConfig.model_validate(config), 1)
     if capture is not None:
+        # Imported here: the bench also runs against trees without the inspector
+        # (benchmarks/side_by_side.py).
+        from portcullis.runtime.captures import CaptureSession
+
         session = CaptureSession(
             "bench", "all", time.time() + 3600, capture, 10**9, sink=lambda exchange: None
         )

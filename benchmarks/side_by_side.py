@@ -25,9 +25,10 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d ")
 
 def run(tree: Path, command: list[str]) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    out = subprocess.run(
-        [sys.executable, *command], env=env, capture_output=True, text=True, check=True
-    ).stdout
+    done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{tree}: {' '.join(command)} failed:\n{done.stderr}")
+    out = done.stdout
     return [line for line in out.splitlines() if line.strip() and not _LOG_LINE.match(line)]
 
 
