@@ -217,7 +217,12 @@ class CaptureSession:
 
 
 class CaptureBoard:
-    """One worker's capture slots by route name, shared by every snapshot it compiles."""
+    """One worker's capture slots by route name, shared by every snapshot it compiles.
+
+    Snapshots compile in a worker thread (runtime/watcher.py) while the event loop may
+    install sessions: a slot is created with one atomic `setdefault`, and the slots are
+    iterated over a copy, so each route name has exactly one slot whichever side made it.
+    """
 
     __slots__ = ("any", "slots")
 
@@ -230,13 +235,13 @@ class CaptureBoard:
     def slot(self, route: str) -> CaptureSlot:
         slot = self.slots.get(route)
         if slot is None:
-            slot = self.slots[route] = CaptureSlot()
+            slot = self.slots.setdefault(route, CaptureSlot())
         return slot
 
     def install(self, sessions: Iterable[CaptureSession]) -> None:
         """Make `sessions` the active ones (one per route; others' slots are cleared)."""
         wanted = {s.route: s for s in sessions}
-        for route, slot in self.slots.items():
+        for route, slot in list(self.slots.items()):
             if route not in wanted:
                 slot.session = None
         for route, session in wanted.items():
@@ -246,4 +251,4 @@ class CaptureBoard:
         self.any = bool(wanted)
 
     def active(self) -> dict[str, CaptureSession]:
-        return {r: s.session for r, s in self.slots.items() if s.session is not None}
+        return {r: s.session for r, s in list(self.slots.items()) if s.session is not None}
