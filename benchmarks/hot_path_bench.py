@@ -13,6 +13,10 @@ Configurations (`--configs`): `none` (one service, one catch-all route, no plugi
 CONFIGS), for the cost of version resolution.
 Plugin configurations need a `PluginEnv` (credentials, limits) and are not here yet.
 
+`--capture RATE` measures each configuration twice per round, alternating: with no
+capture, and with a request-inspector capture on the route sampling RATE of the
+requests (runtime/captures.py; the exchanges are built, redacted and discarded).
+
 `--profile` prints cProfile's top functions (cumulative) for the first configuration.
 
 `--access-chain` times only each configuration's access chain (the request context
@@ -149,10 +153,19 @@ class _DiscardReports:
 
 
 def _app(
-    config: dict[str, Any], live: bool = False
+    config: dict[str, Any], live: bool = False, capture: float | None = None
 ) -> tuple[ProxyApp, RequestLogQueue, WorkerTraffic | None]:
     settings = Settings()
     snapshot = build_snapshot(GatewayConfig.model_validate(config), 1)
+    if capture is not None:
+        # Imported here: the bench also runs against trees without the inspector
+        # (benchmarks/side_by_side.py).
+        from portcullis.runtime.captures import CaptureSession
+
+        session = CaptureSession(
+            "bench", "all", time.time() + 3600, capture, 10**9, sink=lambda exchange: None
+        )
+        snapshot.captures.install([session])
     log = RequestLogQueue(
         _discard_rows("bench"), capacity=1_000_000, batch_size=1000, flush_interval=1.0
     )
@@ -218,10 +231,12 @@ async def _run(
         await log.aclose(timeout=5.0)
 
 
-def measure(name: str, n: int, rounds: int, live: bool = False) -> list[float]:
+def measure(
+    name: str, n: int, rounds: int, live: bool = False, capture: float | None = None
+) -> list[float]:
     results = []
     for _ in range(rounds):
-        app, log, traffic = _app(CONFIGS[name], live)
+        app, log, traffic = _app(CONFIGS[name], live, capture)
         seconds = uvloop.run(_run(app, log, n, traffic))
         results.append(seconds * 1e6 / n)
     return results
@@ -283,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         "--live-traffic", action="store_true", help="compare without / with live traffic"
     )
     p.add_argument(
+        "--capture",
+        type=float,
+        metavar="RATE",
+        help="compare without / with a request-inspector capture sampling RATE (0-1]",
+    )
+    p.add_argument(
         "--access-chain",
         action="store_true",
         help="time each configuration's access chain alone (ns/request, best of rounds)",
@@ -309,6 +330,18 @@ def main(argv: list[str] | None = None) -> int:
                 f" us/req (best {min(without):6.1f}); with: median"
                 f" {statistics.median(with_live):6.1f} (best {min(with_live):6.1f});"
                 f" ratio {ratio:.3f}  ({args.rounds} x {args.n} each)"
+            )
+            continue
+        if args.capture is not None:
+            without, captured = [], []
+            for _ in range(args.rounds):
+                without += measure(name, args.n, 1)
+                captured += measure(name, args.n, 1, capture=args.capture)
+            print(
+                f"{name:24} no capture: median {statistics.median(without):6.1f} us/req"
+                f" (best {min(without):6.1f}); capture at {args.capture:g}: median"
+                f" {statistics.median(captured):6.1f} (best {min(captured):6.1f})"
+                f"  ({args.rounds} x {args.n} each)"
             )
             continue
         per = measure(name, args.n, args.rounds)

@@ -240,6 +240,13 @@ class Settings(BaseSettings):
     request_log_batch_size: int = Field(default=1000, ge=1, le=50_000)
     request_log_flush_interval: float = Field(default=1.0, gt=0, le=300)
     request_log_retention_days: float = Field(default=7.0, gt=0)
+    # Request inspector (proxy/inspector.py, services/inspector.py): each worker queues
+    # captured exchanges (at most queue_size; beyond that they are dropped and counted)
+    # and writes them every flush_interval seconds; capture sessions and their exchanges
+    # are deleted retention_days after they started.
+    inspector_queue_size: int = Field(default=1000, ge=1, le=100_000)
+    inspector_flush_interval: float = Field(default=0.5, gt=0, le=60)
+    inspector_retention_days: float = Field(default=7.0, gt=0)
     # Platform events (the `events` table) older than this are deleted; a live stream
     # asked to resume from before the deleted range gets an explicit `reset` event.
     events_retention_days: float = Field(default=30.0, gt=0)

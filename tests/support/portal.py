@@ -53,17 +53,19 @@ class Portal:
     editor: ConfigEditor
 
 
-def build(engine: AsyncEngine, clock: Clock = utc_now) -> Portal:
+def build(engine: AsyncEngine, clock: Clock = utc_now, secret: ServerSecret = SECRET) -> Portal:
+    """The portal's services on `engine`; `secret`: the store's server secret (a running
+    gateway's, for keys its data plane must accept)."""
     editor = ConfigEditor(ConfigRepository(engine))
     audit = AuditLog(engine)
     outbox = OutboxMailSender(engine, clock)
     accounts = PortalAccounts(
         engine, audit, outbox, TEST_PASSWORD_HASHER, base_url="http://portal.test"
     )
-    keys = KeyService(engine, SECRET, editor)
+    keys = KeyService(engine, secret, editor)
     server = OAuthServer(
         engine,
-        SECRET,
+        secret,
         issuer="http://portal.test",
         settings=OAuthServerSettings(),
         consumer_lookup=ConsumerDirectory(editor).get,

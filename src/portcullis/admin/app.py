@@ -120,6 +120,9 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import sdks as sdk_routes
 
     api.include_router(sdk_routes.router)
+    from portcullis.admin.routers import inspector as inspector_routes
+
+    api.include_router(inspector_routes.router)
     return api
 
 

@@ -90,6 +90,7 @@ def control_jobs(
     from portcullis.analytics.sunset_notices import sunset_notice_job
     from portcullis.identity.key_expiry import key_expiry_job
     from portcullis.limits.redis_backend import RedisBackend
+    from portcullis.services.inspector import inspector_retention_job
 
     engine, settings = state.engine, state.settings
     expiry = key_expiry_job(engine, settings, bus)
@@ -115,6 +116,7 @@ def control_jobs(
         rollup_job(engine, settings),
         request_log_retention_job(engine, settings),
         events_retention_job(engine, settings),
+        inspector_retention_job(engine, settings),
         alert_job(engine, settings, bus),
         health_events_job(engine, settings, bus),
         quota_events_job(engine, settings, bus, current_config, shared),

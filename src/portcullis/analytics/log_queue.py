@@ -28,7 +28,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy import insert
@@ -43,7 +43,8 @@ from portcullis.store.engine import write_transaction
 
 log = structlog.get_logger(__name__)
 
-WriteBatch = Callable[[Sequence[RequestRecord]], Awaitable[None]]
+T = TypeVar("T")
+WriteBatch = Callable[[Sequence[T]], Awaitable[None]]
 
 # Columns of `request_log` in the order `record_row` produces them.
 COLUMNS = (
@@ -184,18 +185,21 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
-class RequestLogQueue:
-    """A `RequestObserver` that queues records and writes them in batches (see the module doc).
+class BatchQueue(Generic[T]):
+    """Queues items and writes them in batches (see the module doc); the request log's,
+    and any other writer that must stay off the request path (the request inspector's).
 
     Counters for metrics: `queue_depth` (records waiting), `dropped` (refused because
     the queue was full or closed), `lost` (taken for writing but given up after
     failures), `written` (rows inserted), `write_failures` (failed write attempts).
+    `name` prefixes its log events (`request_log.dropped`...).
     """
 
     def __init__(
         self,
-        write: WriteBatch,
+        write: WriteBatch[T],
         *,
+        name: str = "request_log",
         capacity: int,
         batch_size: int,
         flush_interval: float,
@@ -207,6 +211,7 @@ class RequestLogQueue:
         if capacity < 1 or batch_size < 1 or flush_interval <= 0:
             raise ValueError("capacity and batch_size must be >= 1, flush_interval > 0")
         self._write = write
+        self.name = name
         self.capacity = capacity
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -214,7 +219,7 @@ class RequestLogQueue:
         self.retry_max = retry_max
         self.warn_interval = warn_interval
         self._clock = clock
-        self._pending: deque[RequestRecord] = deque()
+        self._pending: deque[T] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -226,23 +231,12 @@ class RequestLogQueue:
         self._warned_at = -warn_interval
         self._dropped_at_warning = 0
 
-    @classmethod
-    def from_settings(cls, engine: AsyncEngine, settings: Settings) -> RequestLogQueue:
-        """A queue writing to `engine`'s `request_log`, sized by the request_log_* settings."""
-        writer = RequestLogWriter(engine, worker_node(settings.node_name))
-        return cls(
-            writer.write,
-            capacity=settings.request_log_queue_size,
-            batch_size=settings.request_log_batch_size,
-            flush_interval=settings.request_log_flush_interval,
-        )
-
     @property
     def queue_depth(self) -> int:
         """Records waiting to be written (not counting a batch being written or retried)."""
         return len(self._pending)
 
-    def observe(self, record: RequestRecord) -> None:
+    def observe(self, record: T) -> None:
         """Queue `record` for writing, or drop and count it when the queue is full. O(1)."""
         pending = self._pending
         if len(pending) >= self.capacity or self._closed:
@@ -257,7 +251,7 @@ class RequestLogQueue:
         now = self._clock()
         if now - self._warned_at >= self.warn_interval:
             log.warning(
-                "request_log.dropped",
+                f"{self.name}.dropped",
                 dropped=self.dropped - self._dropped_at_warning,
                 dropped_total=self.dropped,
                 capacity=self.capacity,
@@ -269,7 +263,7 @@ class RequestLogQueue:
     def start(self) -> None:
         """Start the writer task (on the running loop)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="portcullis-request-log-writer")
+            self._task = asyncio.create_task(self._run(), name=f"portcullis-{self.name}-writer")
 
     @property
     def running(self) -> bool:
@@ -287,7 +281,7 @@ class RequestLogQueue:
             elif self._closing:
                 return
 
-    def _take(self) -> list[RequestRecord]:
+    def _take(self) -> list[T]:
         pending = self._pending
         popleft = pending.popleft
         return [popleft() for _ in range(min(self.batch_size, len(pending)))]
@@ -311,7 +305,7 @@ class RequestLogQueue:
                     self._give_up(batch, "queue_full", exc)
                     return
                 log.warning(
-                    "request_log.write_failed",
+                    f"{self.name}.write_failed",
                     rows=len(batch),
                     retry_in=round(delay, 3),
                     error=str(exc),
@@ -323,10 +317,10 @@ class RequestLogQueue:
                 self.written += len(batch)
                 return
 
-    def _give_up(self, batch: list[RequestRecord], reason: str, exc: Exception | None) -> None:
+    def _give_up(self, batch: list[T], reason: str, exc: Exception | None) -> None:
         self.lost += len(batch)
         log.error(
-            "request_log.batch_lost",
+            f"{self.name}.batch_lost",
             rows=len(batch),
             lost_total=self.lost,
             reason=reason,
@@ -350,7 +344,7 @@ class RequestLogQueue:
         task = self._task
         if task is None:
             task = self._task = asyncio.create_task(
-                self._run(), name="portcullis-request-log-writer"
+                self._run(), name=f"portcullis-{self.name}-writer"
             )
         self._wake.set()
         try:
@@ -363,8 +357,23 @@ class RequestLogQueue:
             left = len(self._pending)
             self._pending.clear()
             self.lost += left
-            log.error("request_log.unflushed_at_shutdown", rows=left, lost_total=self.lost)
+            log.error(f"{self.name}.unflushed_at_shutdown", rows=left, lost_total=self.lost)
         # The worker's totals, as a warning when rows went missing.
         (log.warning if self.dropped or self.lost else log.info)(
-            "request_log.closed", written=self.written, dropped=self.dropped, lost=self.lost
+            f"{self.name}.closed", written=self.written, dropped=self.dropped, lost=self.lost
+        )
+
+
+class RequestLogQueue(BatchQueue[RequestRecord]):
+    """A `RequestObserver` that queues records and writes them in batches to `request_log`."""
+
+    @classmethod
+    def from_settings(cls, engine: AsyncEngine, settings: Settings) -> RequestLogQueue:
+        """A queue writing to `engine`'s `request_log`, sized by the request_log_* settings."""
+        writer = RequestLogWriter(engine, worker_node(settings.node_name))
+        return cls(
+            writer.write,
+            capacity=settings.request_log_queue_size,
+            batch_size=settings.request_log_batch_size,
+            flush_interval=settings.request_log_flush_interval,
         )

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from portcullis.graph import alerts, analytics, audit, catalogue, config, operations, webhooks
+from portcullis.graph import (
+    alerts,
+    analytics,
+    audit,
+    catalogue,
+    config,
+    inspector,
+    operations,
+    webhooks,
+)
 from portcullis.graph.node_fields import node_fields
 from portcullis.graph.support import Area
 from portcullis.services.entity_kinds import KINDS
@@ -20,6 +29,7 @@ def areas() -> list[Area]:
         alerts.build(),
         webhooks.build(),
         catalogue.build(),
+        inspector.build(),
     ]
 
 

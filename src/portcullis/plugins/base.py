@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 from portcullis.asgi import Scope
 from portcullis.model.plugins.base import BODY_BUFFER_LIMIT as BODY_BUFFER_LIMIT
 from portcullis.model.plugins.base import PluginConfig as PluginConfig
+from portcullis.plugins.credential_sources import Source
 
 if TYPE_CHECKING:
     from portcullis.analytics.record import RequestRecord
@@ -179,6 +180,10 @@ class Plugin(Generic[ConfigT]):
     # `analytics.record.Flag` bits the request log gets when this plugin refuses a request
     # (auth plugins: AUTH_FAILED, limits: RATE_LIMITED).
     refusal_flag: ClassVar[int] = 0
+    # Where an auth plugin reads its credential (header, query parameter, cookie): the
+    # request inspector redacts these names on the routes the plugin serves, derived
+    # when the snapshot compiles (runtime/captures.py). Set by the plugin's constructor.
+    credential_sources: tuple[Source, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -70,6 +70,7 @@ class BasicAuth(Plugin[BasicAuthConfig]):
             frozenset({_AUTHORIZATION}) if config.hide_credentials else frozenset()
         )
         source = Source("header", "Authorization", "Basic")
+        self.credential_sources = (source,)
         expected = expected_member([source])
         challenge = (b"www-authenticate", f'Basic realm="{config.realm}", charset="UTF-8"'.encode())
         self._missing = Reply(

@@ -192,9 +192,11 @@ class HmacAuth(Plugin[HmacAuthConfig]):
         if config.require_nonce:
             accept += ";nonce"
         headers: Headers = [CONTENT_TYPE, challenge, (b"accept-signature", accept.encode())]
-        expected = expected_member(
-            [Source("header", "Signature-Input"), Source("header", "Signature")]
+        self.credential_sources = (
+            Source("header", "Signature-Input"),
+            Source("header", "Signature"),
         )
+        expected = expected_member(list(self.credential_sources))
         wanted = (
             f'an RFC 9421 {ALGORITHM} signature covering {quoted} (and "content-digest" '
             f"when there is a body), with `created` within {config.clock_skew:g} s"

@@ -287,6 +287,7 @@ class JwtAuth(Plugin[JwtAuthConfig]):
             sources.append(Source("cookie", cfg.cookie))
         if cfg.query_param is not None:
             sources.append(Source("query", cfg.query_param))
+        self.credential_sources = tuple(sources)
         self._expected = expected_member(sources)
         realm = f'Bearer realm="{cfg.realm}"{challenge_params(sources)}'
         self._realm = realm

@@ -154,6 +154,7 @@ class KeyAuth(Plugin[KeyAuthConfig]):
         sources = [Source.header(n) for n in config.header_names]
         if config.query_param is not None:
             sources.append(Source("query", config.query_param))
+        self.credential_sources = tuple(sources)
         expected = expected_member(sources)
         key_params = challenge_params(sources)
         challenges: Headers = []

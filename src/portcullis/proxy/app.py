@@ -16,6 +16,7 @@ from portcullis.asgi import Message, Receive, Scope, Send
 from portcullis.plugins.base import BODY_BUFFER_LIMIT, AnyPlugin, PluginResponse
 from portcullis.problems import ProblemKind, with_occurrence
 from portcullis.proxy.context import ProxyContext
+from portcullis.proxy.exchange_tap import ExchangeTap
 from portcullis.proxy.headers import (
     TrustedProxies,
     new_request_id,
@@ -142,6 +143,7 @@ class _Exchange:
         "route",
         "started",
         "status",
+        "tap",
         "upstream_ended",
         "upstream_started",
         "upstream_target",
@@ -165,6 +167,8 @@ class _Exchange:
         # The id the response carries when no request context exists yet (404, 414...).
         self.request_id = b""
         self.client_parent = b""
+        # The request inspector's tap when the route's capture sampled this request.
+        self.tap: ExchangeTap | None = None
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -311,7 +315,7 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if self.observers or self.holder.current.logs:
+            if self.observers or self.holder.current.logs or self.holder.current.captures.any:
                 await self._observed(self.handle_http, scope, receive, send)
             else:
                 await self.handle_http(scope, receive, send, None)
@@ -357,6 +361,11 @@ class ProxyApp:
                     plugin.log(record)
                 except Exception:
                     log.exception("request.log_plugin_failed", plugin=plugin.name)
+            if ex.tap is not None:
+                try:
+                    ex.tap.finish(scope, record)
+                except Exception:
+                    log.exception("request.capture_failed", route=ex.tap.session.route)
 
     def _record(self, scope: Scope, ex: _Exchange, aborted: bool) -> RequestRecord:
         now = time.monotonic()
@@ -515,6 +524,11 @@ class ProxyApp:
         route = match.payload
         if ex is not None:
             ex.route = route
+            # The request inspector: one attribute read unless the route is capturing.
+            session = route.capture.session
+            if session is not None and session.admit():
+                ex.tap = ExchangeTap(session, route.redaction, ex.raw_send)
+                ex.raw_send = ex.tap.send
         trusted = bool(self.trusted) and self.trusted.trusts(client_ip)
         up_headers, info = rewrite_request_headers(
             headers,
@@ -661,6 +675,8 @@ class ProxyApp:
         if admitted is None:
             return
         ctx = admitted.ctx
+        if ex is not None and ex.tap is not None:
+            receive = ex.tap.receiving(receive)
         route = ctx.route
         service = route.service
         rid = admitted.rid

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from portcullis.limits.backend import LimitBackend
     from portcullis.limits.quota_usage import QuotaUsagePublisher
     from portcullis.logship.shipper import ShipperRegistry
+    from portcullis.proxy.inspector import CaptureSync, CaptureWriter
     from portcullis.redis_client import SharedRedis
     from portcullis.runtime.heartbeat import NodeHeartbeat
     from portcullis.store.invalidations import InvalidationPoller
@@ -95,6 +96,9 @@ class DataPlane:
         self.live_traffic: WorkerTraffic | None = None
         self._silent: SilentConnectionReaper | None = None
         self.shippers: ShipperRegistry | None = None
+        # The request inspector: captured exchanges' writer, and the sessions' loader.
+        self.captures: CaptureWriter | None = None
+        self._capture_sync: CaptureSync | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -183,6 +187,15 @@ class DataPlane:
         )
         await self._watcher.refresh()
         self._watcher.start()
+        from portcullis.proxy.inspector import CaptureSync, CaptureWriter
+
+        self.captures = CaptureWriter.from_settings(engine, settings)
+        self.captures.start()
+        self._capture_sync = CaptureSync(
+            engine, self.holder.current.captures, self.captures.observe
+        )
+        await self._capture_sync.refresh()
+        events.subscribe(self._capture_sync.on_events, [InvalidationKind.CAPTURE])
         events.start()
         credentials.start()
         self._heartbeat = NodeHeartbeat(
@@ -283,6 +296,12 @@ class DataPlane:
                 # the grace the supervisor gives a stopping worker (as the request log).
                 await self.shippers.aclose(limit=max(1.0, self.settings.shutdown_grace / 2))
 
+        async def captures() -> None:
+            if self._capture_sync is not None:
+                await self._capture_sync.aclose()
+            if self.captures is not None:
+                await self.captures.aclose(timeout=max(1.0, self.settings.shutdown_grace / 2))
+
         async def live_traffic() -> None:
             if self.live_traffic is not None:
                 await self.live_traffic.aclose()
@@ -320,6 +339,7 @@ class DataPlane:
             ("http-session", self._session.close if self._session is not None else None),
             # Writes every queued request-log row while the store is still open.
             ("request-log", request_log),
+            ("inspector", captures),
             (
                 "store",
                 self._engine.dispose if isinstance(self._engine, AsyncEngine) else None,

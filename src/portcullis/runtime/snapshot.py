@@ -22,6 +22,7 @@ from portcullis.plugins.base import EMPTY_CHAIN, AnyPlugin, PluginChain
 from portcullis.plugins.env import DEFAULT_ENV, PluginEnv
 from portcullis.plugins.registry import PLUGINS, build_plugin
 from portcullis.plugins.sandbox_mock import SandboxMock, SandboxMockConfig
+from portcullis.runtime.captures import DEFAULT_REDACTION, CaptureBoard, CaptureSlot, Redaction
 from portcullis.runtime.router import Router, RouteSpec
 from portcullis.runtime.versions import (
     BrownoutWindow,
@@ -76,6 +77,10 @@ class CompiledRoute:
     # Strict-Transport-Security value TLS requests' responses carry (None: none).
     https_redirect: int = 0
     hsts: bytes | None = None
+    # The request inspector's flag (the worker's slot for this route name, holding the
+    # active capture session or None) and what a capture redacts (runtime/captures.py).
+    capture: CaptureSlot = field(default_factory=CaptureSlot)
+    redaction: Redaction = DEFAULT_REDACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,9 @@ class Snapshot:
     origin_tls: dict[str, OriginTls] = field(default_factory=dict)
     # SSL contexts by settings (carried across snapshots while unchanged).
     tls: TlsCache = field(default_factory=TlsCache)
+    # The request inspector's slots by route name (carried across snapshots: a capture
+    # started before a config change goes on after it).
+    captures: CaptureBoard = field(default_factory=CaptureBoard)
 
 
 def implicit_upstream_name(service: Service) -> str:
@@ -262,6 +270,21 @@ def _chains(
     return chains
 
 
+def _redactions(chains: dict[str, PluginChain]) -> dict[str, Redaction]:
+    """Each route's capture redaction, from its auth plugins' credential sources; routes
+    with the same auth plugin instances share one."""
+    shared: dict[tuple[int, ...], Redaction] = {}
+    out: dict[str, Redaction] = {}
+    for name, chain in chains.items():
+        auth = [p for p in chain.access if p.credential_sources]
+        key = tuple(id(p) for p in auth)
+        redaction = shared.get(key)
+        if redaction is None:
+            redaction = shared[key] = Redaction.of(auth)
+        out[name] = redaction
+    return out
+
+
 def _unrouted_log(config: GatewayConfig, env: PluginEnv) -> tuple[AnyPlugin, ...]:
     plugins = [
         build_plugin(inst.name, inst.config, replace(env, instance=plugin_key(inst)))
@@ -316,6 +339,8 @@ def build_snapshot(
         config.apis, config.routes, config.consumers, previous.brownouts if previous else {}
     )
     chains = _chains(config, env, versions)
+    captures = previous.captures if previous is not None else CaptureBoard()
+    redactions = _redactions(chains)
     specs = [
         RouteSpec(
             route=r,
@@ -330,6 +355,8 @@ def build_snapshot(
                 encoded_slashes=r.encoded_slashes,
                 https_redirect=r.https_redirect_status_code if r.https_redirect else 0,
                 hsts=r.hsts.header_value() if r.hsts is not None else None,
+                capture=captures.slot(r.name),
+                redaction=redactions[r.name],
             ),
         )
         for r in config.routes
@@ -361,6 +388,7 @@ def build_snapshot(
         unrouted_log=unrouted,
         origin_tls=origin_tls,
         tls=tls,
+        captures=captures,
     )
 
 

@@ -39,6 +39,9 @@ class InvalidationKind(StrEnum):
     # subject: `<kind>:<identifier>` of a basic/hmac/mtls credential that changed or went
     # (identity/credential_store.py)
     CREDENTIAL = "credential"
+    # subject: a route whose request-inspector capture started, stopped or filled up
+    # (proxy/inspector.py reloads the active sessions)
+    CAPTURE = "capture"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.login",
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
+    "portcullis.web.dashboard.inspector",
 )
 PORTAL_ROUTERS: tuple[str, ...] = (
     "portcullis.web.portal.home",
@@ -38,6 +39,7 @@ PORTAL_ROUTERS: tuple[str, ...] = (
     "portcullis.web.portal.tryit",
     "portcullis.web.portal.usage",
     "portcullis.web.portal.webhooks",
+    "portcullis.web.portal.inspector",
 )
 
 

@@ -99,6 +99,12 @@ ENDPOINTS += [
     ("GET", "/admin/v1/consumers/{username}/usage", "credentials:read"),
     ("GET", "/admin/v1/keys/{key_id}/usage", "credentials:read"),
     ("DELETE", "/admin/v1/cache", WRITE),
+    ("POST", "/admin/v1/routes/{route}/captures", WRITE),
+    ("GET", "/admin/v1/routes/{route}/captures", "analytics:read"),
+    ("GET", "/admin/v1/routes/{route}/captures/{capture_id}", "analytics:read"),
+    ("POST", "/admin/v1/routes/{route}/captures/{capture_id}/stop", WRITE),
+    ("GET", "/admin/v1/routes/{route}/captures/{capture_id}/exchanges", "analytics:read"),
+    ("GET", "/admin/v1/inspector/exchanges/{exchange_id}", "analytics:read"),
     ("GET", "/admin/v1/analytics/usage", "analytics:read"),
     ("GET", "/admin/v1/analytics/usage/export", "analytics:read"),
     ("GET", "/admin/v1/analytics/top/endpoints", "analytics:read"),
@@ -223,6 +229,9 @@ def concrete(path: str) -> str:
         .replace("{endpoint_id}", "nope")
         .replace("{message_id}", "nope")
         .replace("{api}", "nope")
+        .replace("{route}", "nope")
+        .replace("{capture_id}", "nope")
+        .replace("{exchange_id}", "1")
         # A live stream never ends: an unknown kind makes an allowed caller's request a 422.
         .replace("/admin/v1/stream", "/admin/v1/stream?types=key.nope")
     )

@@ -23,8 +23,10 @@ added without a declared isolation expectation fails here.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -33,9 +35,13 @@ import pytest
 from admin_support import upstream_health_reporter
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy import select
 
+from portcullis.proxy.inspector import write_exchanges
+from portcullis.runtime.captures import CapturedExchange
 from portcullis.runtime.heartbeat import NodeHeartbeat
 from portcullis.services.rbac import Role
+from portcullis.store.inspector_tables import CapturedExchangeRow
 from support.tls import CertificateAuthority
 
 ClientFactory = Callable[..., Awaitable[httpx.AsyncClient]]  # the `client_for` fixture
@@ -224,6 +230,13 @@ TABLE |= {
     ("POST", "/admin/v1/webhooks/{endpoint_id}/deliveries/{message_id}/replay"): ITEM,
     ("POST", "/admin/v1/webhooks/{endpoint_id}/replay-failed"): ITEM,
     ("POST", "/admin/v1/webhooks/{endpoint_id}/test"): ITEM,
+    # The request inspector: each tenant's route has a capture with one exchange.
+    ("POST", "/admin/v1/routes/{route}/captures"): ITEM,
+    ("GET", "/admin/v1/routes/{route}/captures"): ITEM_READ,
+    ("GET", "/admin/v1/routes/{route}/captures/{capture_id}"): ITEM_READ,
+    ("POST", "/admin/v1/routes/{route}/captures/{capture_id}/stop"): ITEM,
+    ("GET", "/admin/v1/routes/{route}/captures/{capture_id}/exchanges"): ITEM_READ,
+    ("GET", "/admin/v1/inspector/exchanges/{exchange_id}"): ITEM_READ,
 }
 
 
@@ -257,6 +270,21 @@ class World:
 async def _ok(response: httpx.Response) -> Any:
     assert response.status_code in (200, 201, 202, 204), response.text
     return response.json() if response.content else None
+
+
+async def _captured(app: FastAPI, capture_id: str, route: str, consumer: str) -> int:
+    """The id of one exchange stored for the capture (as a data-plane worker writes it)."""
+    exchange = CapturedExchange(
+        capture_id, route, time.time(), "rid", "GET", f"/{route}", "", [], [], 200, 1.0,
+        consumer, None, None, None, None, None,
+    )  # fmt: skip
+    engine = app.state.admin.engine
+    assert await write_exchanges(engine, [exchange], lambda: datetime.now(UTC)) == 1
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(CapturedExchangeRow.id).where(CapturedExchangeRow.session_id == capture_id)
+        )
+    return int(found)
 
 
 async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFactory) -> World:
@@ -341,7 +369,14 @@ async def _build(app: FastAPI, owner: httpx.AsyncClient, client_for: ClientFacto
                 "/admin/v1/tokens", json={"name": f"{o}-ci", "scopes": ["config:read"]}
             )
         )
+        capture = await _ok(
+            await owner.post(f"/admin/v1/routes/{o}-route/captures", json={"max_count": 5})
+        )
+        exchange = await _captured(app, capture["id"], f"{o}-route", f"{o}-app")
         ids[o] = {
+            "{route}": f"{o}-route",
+            "{capture_id}": capture["id"],
+            "{exchange_id}": str(exchange),
             "{upstream}": f"{o}-up",
             "{username}": f"{o}-app",
             "{consumer}": f"{o}-app",

@@ -16,6 +16,7 @@ from portcullis.store import (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    inspector_tables,
     portal_tables,
     webhook_tables,
 )
@@ -31,6 +32,7 @@ _TABLE_MODULES = (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    inspector_tables,
     portal_tables,
     webhook_tables,
 )
