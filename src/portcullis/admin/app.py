@@ -437,6 +437,11 @@ def install_web(app: FastAPI) -> None:
             "web_sessions": lambda: app.state.web_sessions,
         }[name]()
 
+    from portcullis.admin.routers.ws import dashboard_router
+
+    # Before the mounts: /dashboard/ws is the control plane's socket, on the dashboard's
+    # cookie path (admin/routers/ws.py).
+    app.include_router(dashboard_router)
     for path, web_app in build_web_apps(services).items():
         app.mount(path, web_app)
 

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from portcullis.services.web_sessions import DASHBOARD_COOKIE
 from portcullis.web.csrf import CsrfRefused, csrf_protect
 from portcullis.web.errors import LoginRequired, PageForbidden
 from portcullis.web.security import WebSecurityHeaders
@@ -88,7 +89,7 @@ def build_web_apps(services: Callable[[str], Any]) -> dict[str, FastAPI]:
     """The applications by mount path; `services(name)` finds the control plane's shared
     objects ("admin": AdminState, "auth": AuthService, "web_sessions": WebSessions)."""
     dashboard = WebApp(
-        "dashboard", "Portcullis dashboard", "/dashboard", "pc_dashboard", "admin", services
+        "dashboard", "Portcullis dashboard", "/dashboard", DASHBOARD_COOKIE, "admin", services
     )
     portal = WebApp(
         "portal", "Portcullis developer portal", "/portal", "pc_portal", "developer", services

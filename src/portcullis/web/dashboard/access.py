@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends
 from starlette.requests import Request
 
-from portcullis.services.admin_auth import AuthService, user_caller
+from portcullis.services.admin_auth import AuthService
 from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.rbac import Caller, Permission
 from portcullis.services.scoping import resolve_scope
 from portcullis.services.state import AdminState
+from portcullis.services.web_sessions import DashboardSessions
 from portcullis.web.errors import LoginRequired, PageForbidden
 from portcullis.web.sessions import current_session, web_app_of
 
@@ -47,10 +48,11 @@ async def signed_in(request: Request) -> Caller | None:
     session = await current_session(request)
     if session is None:
         return None
-    user = await auth_service(request).get_user(session.subject_id)
-    if user is None or user.disabled:
+    caller = await DashboardSessions(
+        web_app_of(request).sessions(), auth_service(request)
+    ).caller_of(session)
+    if caller is None:
         return None
-    caller = user_caller(user, session.id)
     request.state.caller = caller
     request.state.principal = caller
     return caller
