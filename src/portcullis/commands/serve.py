@@ -287,6 +287,7 @@ def register(app: typer.Typer) -> None:
             "SDL at /graphql/schema.graphql)\n"
             f"live       {settings.admin_url}/admin/v1/stream (server-sent events; "
             "docs/realtime.md)\n"
+            f"dashboard  {settings.admin_url}/dashboard/ (sign in as an admin user; docs/web.md)\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"catalogue  {settings.admin_url}/apis/demo/v2/openapi.json (the demo API as "
             "clients see it; all APIs: /apis)\n"
