@@ -52,7 +52,8 @@ PAGES = [
 MEASURE = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const res = performance.getEntriesByType('resource');
-  const paint = Object.fromEntries(performance.getEntriesByType('paint').map(p => [p.name, p.startTime]));
+  const paint = Object.fromEntries(
+    performance.getEntriesByType('paint').map(p => [p.name, p.startTime]));
   const sum = (key) => res.reduce((s, r) => s + (r[key] || 0), nav[key] || 0);
   return {
     requests: 1 + res.length,

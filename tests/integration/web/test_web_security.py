@@ -111,7 +111,7 @@ class _Links(HTMLParser):
         self.urls += [v for k, v in attrs if k in ("src", "href", "action") and v]
         if tag == "script" and "src" not in values:
             self.inline_scripts += 1
-        self.handlers += [k for k, _ in attrs if k.startswith("on") or k.startswith("hx-on")]
+        self.handlers += [k for k, _ in attrs if k.startswith(("on", "hx-on"))]
 
 
 def test_every_page_has_the_policy_and_no_external_or_inline_code(
@@ -166,6 +166,12 @@ def test_the_sign_in_lockout_applies_to_the_dashboard(plane: ControlPlane) -> No
         # One lockout: the REST login of the account is locked as well.
         rest = c.post("/admin/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert rest.status_code == 429
+        # Audited like REST sign-ins: 5 wrong passwords, then the locked attempt.
+        c.headers["authorization"] = f"Bearer {_rest_token(plane, OWNER)}"
+        audit = c.get("/admin/v1/audit-events", params={"actor": f"user:{email}", "limit": 50})
+        assert audit.status_code == 200, audit.text
+        statuses = sorted(e["status"] for e in audit.json()["items"])
+        assert statuses == [401] * 5 + [429, 429], statuses
 
 
 def test_disabling_the_user_ends_their_dashboard_session(plane: ControlPlane) -> None:
@@ -177,7 +183,9 @@ def test_disabling_the_user_ends_their_dashboard_session(plane: ControlPlane) ->
         admin.headers["authorization"] = f"Bearer {_rest_token(plane, OWNER)}"
         users = admin.get("/admin/v1/admin-users").json()
         user = next(u for u in users["items"] if u["email"] == email)
-        assert admin.patch(f"/admin/v1/admin-users/{user['id']}", json={"disabled": True}).is_success
+        assert admin.patch(
+            f"/admin/v1/admin-users/{user['id']}", json={"disabled": True}
+        ).is_success
         assert browser.get("/dashboard/").status_code == 303
 
 

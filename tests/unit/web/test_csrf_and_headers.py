@@ -15,8 +15,8 @@ from starlette.responses import PlainTextResponse, Response
 
 from portcullis.services.web_sessions import WebSession
 from portcullis.web.csrf import CsrfRefused, csrf_protect, csrf_token
-from portcullis.web.security import CONTENT_SECURITY_POLICY, WebSecurityHeaders
 from portcullis.web.dashboard.login import safe_next
+from portcullis.web.security import CONTENT_SECURITY_POLICY, WebSecurityHeaders
 from portcullis.web.sessions import WebApp, set_session_cookie
 from portcullis.web.templating import render
 

@@ -66,13 +66,18 @@ async def current_caller(request: Request) -> Caller:
     return caller
 
 
-async def operation_of(request: Request, caller: Caller) -> Operation:
-    state = admin_state(request)
-    facts = RequestFacts.of(
+def request_facts(request: Request) -> RequestFacts:
+    """The request id (the client's `X-Request-Id` when well-formed) and peer address the
+    audit log records."""
+    return RequestFacts.of(
         request.headers.get("x-request-id", ""), request.client.host if request.client else None
     )
+
+
+async def operation_of(request: Request, caller: Caller) -> Operation:
+    state = admin_state(request)
     scope = await resolve_scope(state.engine, caller.organization_id)
-    return Operation.for_caller(caller, facts, state.audit, scope)
+    return Operation.for_caller(caller, request_facts(request), state.audit, scope)
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
