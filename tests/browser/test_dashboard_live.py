@@ -57,6 +57,11 @@ def test_sign_in_and_out(page: Page, gw: Gateway) -> None:
     page.goto(f"{gw.admin_url}/dashboard/")
     expect(page).to_have_url(f"{gw.admin_url}/dashboard/login?next=%2Fdashboard%2F")
     screenshot(page, "dashboard-login")
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the main content.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to main content")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main#main")).to_be_focused()
     page.get_by_label("Email").fill(OWNER)
     page.get_by_label("Password").fill("wrong password")
     page.get_by_role("button", name="Sign in").click()

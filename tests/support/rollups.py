@@ -14,11 +14,17 @@ from portcullis.store.engine import write_transaction
 
 
 async def failing_minute(
-    engine: AsyncEngine, *, route: str = "checkout", service: str = "shop"
+    engine: AsyncEngine,
+    *,
+    route: str = "checkout",
+    service: str = "shop",
+    errors: int = 80,
+    latency_ms: float = 20.0,
 ) -> None:
-    """The last closed minute: 100 requests on `route`, 80 of them errors."""
+    """The last closed minute: 100 requests on `route`, `errors` of them errors (5xx),
+    each taking `latency_ms`."""
     sketch = LatencySketch()
-    sketch.add_many([20.0] * 100)
+    sketch.add_many([latency_ms] * 100)
     async with write_transaction(engine) as conn:
         await conn.execute(
             insert(RollupRow).values(
@@ -29,11 +35,11 @@ async def failing_minute(
                 consumer="",
                 status_class=5,
                 requests=100,
-                errors=80,
+                errors=errors,
                 rate_limited=0,
                 bytes_in=0,
                 bytes_out=0,
-                latency_sum_ms=2000.0,
+                latency_sum_ms=latency_ms * 100,
                 sketch=sketch.to_bytes(),
             )
         )

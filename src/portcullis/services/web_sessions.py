@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.services.admin_auth import AuthService, user_caller
 from portcullis.services.context import Clock, utc_now
 from portcullis.services.rbac import Caller
+from portcullis.settings import Settings
 from portcullis.store.engine import write_transaction
 from portcullis.store.web_tables import WebSessionRow
 
@@ -180,6 +181,13 @@ class WebSessions:
     async def _delete_id(self, session_id: str) -> None:
         async with write_transaction(self._engine) as conn:
             await conn.execute(delete(WebSessionRow).where(WebSessionRow.id == session_id))
+
+
+def web_sessions(engine: AsyncEngine, settings: Settings) -> WebSessions:
+    """The control plane's sessions with the deployment's lifetimes."""
+    return WebSessions(
+        engine, lifetime=settings.web_session_lifetime, idle=settings.web_session_idle
+    )
 
 
 class DashboardSessions:
