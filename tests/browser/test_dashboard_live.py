@@ -79,10 +79,18 @@ def test_a_request_through_the_gateway_appears_in_the_live_view(page: Page, gw: 
     sign_in(page, gw)
     expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
     row = page.locator('#routes-table tr[data-route="checkout"]')
-    expect(row).to_have_count(0)
+    before = int(row.get_attribute("data-total") or 0) if row.count() else 0
     sent = time.monotonic()
     assert httpx.get(f"{gw.url}/checkout", timeout=10).status_code == 200
-    expect(row).to_be_visible()
+    # The signal: the route's count over the last minute went up (no sleep, no deadline
+    # but expect()'s).
+    page.wait_for_function(
+        """(before) => {
+            const row = document.querySelector('#routes-table tr[data-route="checkout"]');
+            return row !== null && Number(row.dataset.total) > before;
+        }""",
+        arg=before,
+    )
     delay = time.monotonic() - sent
     print(f"\nlive view: request sent through the gateway visible after {delay:.2f} s")
     expect(row.locator("td").nth(1)).to_have_text("shop")  # its service

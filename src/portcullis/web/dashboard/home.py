@@ -15,6 +15,8 @@ from portcullis.web.dashboard.access import admin_state, operation
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False)
+# Seconds of traffic the overview shows (and asks the stream to replay on opening).
+HISTORY_SECONDS = 60
 
 
 @router.get("/")
@@ -30,5 +32,8 @@ async def home(
         "title": "Overview",
         "route_services": route_services,
         "can": {p.name.lower(): caller.can(p) for p in Permission},
+        # The live view asks for the last minute the control plane keeps (by the
+        # server's clock: a browser's may be off).
+        "history_from": int(op.now().timestamp()) - HISTORY_SECONDS,
     }
     return render(request, "dashboard/home.html", context)

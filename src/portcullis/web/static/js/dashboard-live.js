@@ -14,7 +14,10 @@
   var canTraffic = section.getAttribute("data-can-traffic") === "yes";
   var canAlerts = section.getAttribute("data-can-alerts") === "yes";
   var frames = [];           // the last HISTORY frames, oldest first
-  var lastSecond = null;     // resume point of the traffic room
+  // Resume point of the traffic room: at first, a minute ago by the server's clock (the
+  // control plane replays the seconds it keeps), then the last frame's second.
+  var lastSecond = parseInt(section.getAttribute("data-history-from"), 10);
+  if (isNaN(lastSecond)) { lastSecond = null; }
   var lastEvent = null;      // resume point of the alerts room
   var socket = null, pinger = null, retry = 1000, chart = null;
 
@@ -87,6 +90,7 @@
     fillTable("routes-table", summarise("routes"), function (tr, name, g) {
       var n = g.now || zero;
       tr.setAttribute("data-route", name);
+      tr.setAttribute("data-total", String(g.total));
       cell(tr, name); cell(tr, routeServices[name] || "–");
       cell(tr, fmt(n.requests), true); cell(tr, fmt(n.errors_4xx), true);
       cell(tr, fmt(n.errors_5xx), true); cell(tr, fmt(n.p95_ms, 1), true);
@@ -130,7 +134,16 @@
           { label: "requests/s", stroke: "#0b5cad", width: 2 },
           { label: "errors/s", stroke: "#b00020", width: 2 },
         ],
-        axes: [{}, { label: "per second" }],
+        axes: [
+          {
+            incrs: [1, 2, 5, 10, 15, 30, 60],  // whole seconds only
+            space: 70,
+            values: function (u, splits) {
+              return splits.map(function (t) { return new Date(t * 1000).toLocaleTimeString(); });
+            },
+          },
+          { label: "per second" },
+        ],
       }, chartData(), holder);
       window.addEventListener("resize", function () {
         chart.setSize({ width: Math.max(280, holder.clientWidth), height: 200 });
