@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from portcullis.services.rbac import Role
 from portcullis.store.migrations import upgrade_to_head
 from portcullis.web.security import CONTENT_SECURITY_POLICY
 from support.admin_session import PASSWORD
+from support.live_events import publish
 from support.servers import ControlPlane, control_plane
-from support.web import create_owner, dashboard_sign_in, form_token
+from support.web import create_admin, create_owner, dashboard_sign_in, form_token
 
 OWNER = "owner@example.com"
 
@@ -210,3 +213,30 @@ async def test_the_dashboard_socket_takes_the_session_cookie_from_this_origin_on
     async with connect(url, additional_headers={"origin": plane.url}, open_timeout=10) as ws:
         await ws.wait_closed()
         assert ws.close_code == 4401
+
+
+def test_an_organization_admin_sees_what_the_api_shows_them(plane: ControlPlane) -> None:
+    with client(plane) as owner:
+        owner.headers["authorization"] = f"Bearer {_rest_token(plane, OWNER)}"
+        created = owner.post("/admin/v1/organizations", json={"name": "acme"})
+        assert created.status_code == 201, created.text
+        organization = created.json()["id"]
+    create_admin(plane.database_url, "acme-viewer@example.com", Role.VIEWER, organization)
+    with client(plane) as c:
+        assert dashboard_sign_in(c, "acme-viewer@example.com").status_code == 303
+        assert c.get("/dashboard/").status_code == 200
+        # Alerting is gateway-wide: GET /admin/v1/alerts refuses this caller, the panel says so.
+        assert "gateway-wide" in c.get("/dashboard/live/alerts").text
+        # Events: the organization's, not the gateway-wide ones (as GET /admin/v1/events).
+        with ThreadPoolExecutor(1) as pool:
+            (wide,) = pool.submit(asyncio.run, publish(plane.database_url, 1)).result()
+            (own,) = pool.submit(
+                asyncio.run, publish(plane.database_url, 1, organization_id=organization)
+            ).result()
+        events = c.get("/dashboard/live/events").text
+        assert f'data-event-id="{own.id}"' in events
+        assert f'data-event-id="{wide.id}"' not in events
+        # Read-only: the viewer's session signs out (a POST) but changes nothing else.
+        token = form_token(c.get("/dashboard/").text)
+        out = c.post("/dashboard/logout", data={"csrf_token": token})
+        assert out.status_code == 303
