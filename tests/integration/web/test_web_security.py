@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from portcullis.services.rbac import Role
 from portcullis.store.migrations import upgrade_to_head
@@ -33,7 +33,9 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     url = f"sqlite+aiosqlite:///{path}"
     asyncio.run(upgrade_to_head(url))
     create_owner(url, OWNER)
-    with control_plane(url) as running:
+    # Live sockets check their session again at every heartbeat, each second (default 15).
+    env = {"PORTCULLIS_STREAM_RECHECK_SECONDS": "1", "PORTCULLIS_STREAM_HEARTBEAT_SECONDS": "1"}
+    with control_plane(url, env=env) as running:
         yield running
 
 
@@ -212,6 +214,20 @@ async def test_the_dashboard_socket_takes_the_session_cookie_from_this_origin_on
     # No session: the socket closes with 4401 after the upgrade.
     async with connect(url, additional_headers={"origin": plane.url}, open_timeout=10) as ws:
         await ws.wait_closed()
+        assert ws.close_code == 4401
+    # Signing out ends an open socket of the session (at its next check: `closed`, 4401).
+    async with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        assert '"type":"welcome"' in str(await asyncio.wait_for(ws.recv(), 10))
+        with client(plane) as c:
+            c.cookies.set("pc_dashboard", cookie.partition("=")[2], path="/dashboard")
+            token = form_token(c.get("/dashboard/").text)
+            out = c.post("/dashboard/logout", data={"csrf_token": token})
+            assert out.status_code == 303
+        messages: list[str] = []
+        with pytest.raises(ConnectionClosed):  # read until the server closes it
+            while True:
+                messages.append(str(await asyncio.wait_for(ws.recv(), 10)))
+        assert any('"type":"closed"' in m for m in messages), messages
         assert ws.close_code == 4401
 
 
