@@ -83,6 +83,10 @@ def test_a_state_change_without_the_csrf_token_is_refused_and_changes_nothing(
     out = signed_in.post("/dashboard/logout", data={"csrf_token": token}, headers=origin)
     assert out.status_code == 303
     assert signed_in.get("/dashboard/").status_code == 303  # now signed out
+    # The page's old sign-out button: its session ended, so no error, just the sign-in.
+    again = signed_in.post("/dashboard/logout", data={"csrf_token": token}, headers=origin)
+    assert again.status_code == 303
+    assert again.headers["location"] == "/dashboard/login"
 
 
 def test_sign_in_needs_the_pre_session_token_too(plane: ControlPlane) -> None:
