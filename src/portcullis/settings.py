@@ -395,6 +395,11 @@ class Settings(BaseSettings):
     graphql_max_operations: int = Field(default=20, ge=1)
     graphql_max_fragments: int = Field(default=100, ge=1)
     graphql_max_name_length: int = Field(default=256, ge=1)
+    # Web applications (docs/web.md): a dashboard or portal session ends
+    # web_session_lifetime seconds after sign-in, or after web_session_idle seconds
+    # without a request; ended sessions are deleted from the store every hour.
+    web_session_lifetime: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
+    web_session_idle: int = Field(default=30 * 60, ge=60, le=86400)
 
     @property
     def admin_url(self) -> str:

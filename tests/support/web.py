@@ -8,7 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from support.admin_session import PASSWORD, _create_owner
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
+from portcullis.store.engine import create_engine
+from support.admin_session import PASSWORD, TEST_PASSWORD_HASHER, _create_owner
 
 _CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -18,6 +21,21 @@ def create_owner(database_url: str, email: str) -> None:
     run in an event loop)."""
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _create_owner(database_url, email)).result()
+
+
+def create_admin(database_url: str, email: str, role: Role, organization_id: str) -> None:
+    """An admin user of `role` limited to `organization_id` (password `PASSWORD`)."""
+
+    async def create() -> None:
+        engine = create_engine(database_url)
+        try:
+            auth = AuthService(engine, hasher=TEST_PASSWORD_HASHER)
+            await auth.create_user(email, PASSWORD, role, organization_id)
+        finally:
+            await engine.dispose()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
 
 
 def form_token(html: str) -> str:

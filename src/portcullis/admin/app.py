@@ -40,7 +40,7 @@ from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.data_plane import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.services.rbac import Permission
 from portcullis.services.state import AdminState
-from portcullis.services.web_sessions import WebSessions
+from portcullis.services.web_sessions import web_sessions
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
 
@@ -245,7 +245,7 @@ def create_admin_app(
         secret = load_server_secret(settings.secret_key, settings.secret_key_file)
         auth = AuthService(engine, secret=secret, hasher=password_hasher)
         app.state.authenticator = auth
-        app.state.web_sessions = WebSessions(engine)
+        app.state.web_sessions = web_sessions(engine, settings)
         app.state.admin = AdminState(
             settings=settings,
             engine=engine,
@@ -445,6 +445,11 @@ def install_web(app: FastAPI) -> None:
             "web_sessions": lambda: app.state.web_sessions,
         }[name]()
 
+    from portcullis.admin.routers.ws import dashboard_router
+
+    # Before the mounts: /dashboard/ws is the control plane's socket, on the dashboard's
+    # cookie path (admin/routers/ws.py).
+    app.include_router(dashboard_router)
     for path, web_app in build_web_apps(services).items():
         app.mount(path, web_app)
 

@@ -110,6 +110,7 @@ def control_jobs(
     sunsets = sunset_notice_job(engine, settings, bus, current_config)
     return [
         openapi_refresh_job(state),
+        web_sessions_purge_job(state),
         *([expiry] if expiry is not None else []),
         *([sunsets] if sunsets is not None else []),
         certificate_expiry_job(engine, settings, bus, current_config),
@@ -148,6 +149,15 @@ def openapi_refresh_job(state: AdminState) -> Periodic:
             await fetcher.close()
 
     return control_job("openapi-refresh", round, settings.openapi_refresh_interval)
+
+
+def web_sessions_purge_job(state: AdminState) -> Periodic:
+    """Deletes the web sessions that ended (services/web_sessions.py) every hour."""
+    from portcullis.analytics.jobs import control_job
+    from portcullis.services.web_sessions import web_sessions
+
+    sessions = web_sessions(state.engine, state.settings)
+    return control_job("web-sessions-purge", sessions.purge, 3600.0)
 
 
 def stream_hub(state: AdminState) -> StreamHub:

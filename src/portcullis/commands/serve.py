@@ -287,6 +287,8 @@ def register(app: typer.Typer) -> None:
             "SDL at /graphql/schema.graphql)\n"
             f"live       {settings.admin_url}/admin/v1/stream (server-sent events; "
             "docs/realtime.md)\n"
+            f"dashboard  {settings.admin_url}/dashboard/ (an admin user signs in; `portcullis "
+            "admin create --email you@example.com --role owner` makes one; docs/web.md)\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"catalogue  {settings.admin_url}/apis/demo/v2/openapi.json (the demo API as "
             "clients see it; all APIs: /apis)\n"

@@ -47,7 +47,7 @@ from portcullis.services.preconditions import (
     etag_without,
 )
 from portcullis.services.query import rfc3339_only
-from portcullis.store.analytics_tables import AnomalyRow
+from portcullis.store.analytics_tables import AnomalyRow, EventRow
 
 RESOURCE_TYPE = "alert_rule"
 # The fields a list of rules may be sorted by, and the default (every face offers the same).
@@ -321,3 +321,17 @@ class AlertService:
             limit=limit + 1,
             organization_id=op.scope.organization_id,
         )
+
+    async def recent_events(self, op: Operation, *, limit: int) -> list[Event]:
+        """The newest `limit` events the caller may see, newest first (the dashboard's
+        feed opens with them; the live stream brings the ones after)."""
+        t = EventRow
+        query = select(t).order_by(t.id.desc()).limit(limit)
+        if op.scope.organization_id is not None:
+            query = query.where(t.organization_id == op.scope.organization_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Event(r.id, r.occurred_at, r.kind, r.subject, json.loads(r.data), r.organization_id)
+            for r in rows
+        ]

@@ -22,11 +22,16 @@ from typing import Any, Literal
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from portcullis.services.admin_auth import AuthService, user_caller
 from portcullis.services.context import Clock, utc_now
+from portcullis.services.rbac import Caller
+from portcullis.settings import Settings
 from portcullis.store.engine import write_transaction
 from portcullis.store.web_tables import WebSessionRow
 
 SESSION_PREFIX = "pcs_"
+# The dashboard's session cookie (Path=/dashboard; web/app.py), read by its WebSocket too.
+DASHBOARD_COOKIE = "pc_dashboard"
 SessionKind = Literal["admin", "developer"]
 KINDS: frozenset[str] = frozenset({"admin", "developer"})
 # Beyond this length a presented token is refused unread (a real one is 47 characters).
@@ -176,3 +181,31 @@ class WebSessions:
     async def _delete_id(self, session_id: str) -> None:
         async with write_transaction(self._engine) as conn:
             await conn.execute(delete(WebSessionRow).where(WebSessionRow.id == session_id))
+
+
+def web_sessions(engine: AsyncEngine, settings: Settings) -> WebSessions:
+    """The control plane's sessions with the deployment's lifetimes."""
+    return WebSessions(
+        engine, lifetime=settings.web_session_lifetime, idle=settings.web_session_idle
+    )
+
+
+class DashboardSessions:
+    """The admin callers of dashboard sessions: an `Authenticator` (like `AuthService`)
+    whose credential is a dashboard session token. The caller is the one a REST access
+    token of the same user is (`admin_auth.user_caller`), so it has the same permissions
+    and organization scope; a disabled or deleted user has none."""
+
+    def __init__(self, sessions: WebSessions, auth: AuthService) -> None:
+        self._sessions = sessions
+        self._auth = auth
+
+    async def caller_of(self, session: WebSession) -> Caller | None:
+        user = await self._auth.get_user(session.subject_id)
+        if user is None or user.disabled:
+            return None
+        return user_caller(user, session.id)
+
+    async def authenticate(self, credential: str) -> Caller | None:
+        session = await self._sessions.lookup(credential, "admin")
+        return None if session is None else await self.caller_of(session)

@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from portcullis.services.web_sessions import DASHBOARD_COOKIE
 from portcullis.web.csrf import CsrfRefused, csrf_protect
 from portcullis.web.errors import LoginRequired, PageForbidden
 from portcullis.web.security import WebSecurityHeaders
-from portcullis.web.sessions import WebApp
+from portcullis.web.sessions import WebApp, clear_session_cookie, current_session
 from portcullis.web.templating import STATIC, is_htmx, render
 
 # Page modules of each application (each has `router`), in the order they are matched.
@@ -65,6 +66,13 @@ def _build(web: WebApp, routers: tuple[str, ...]) -> FastAPI:
 
 async def _csrf_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CsrfRefused)
+    web: WebApp = request.app.state.web
+    if request.url.path == f"{web.root}/logout" and await current_session(request) is None:
+        # Signing out of a session that already ended (its page outlived it): nothing
+        # to protect, so no error page; the stale cookie goes.
+        response = RedirectResponse(web.login_path, status_code=303)
+        clear_session_cookie(request, response)
+        return response
     context = {"title": "Request refused", "status": 403, "detail": exc.reason}
     return render(request, "error.html", context, status_code=403)
 
@@ -97,7 +105,7 @@ def build_web_apps(services: Callable[[str], Any]) -> dict[str, FastAPI]:
     """The applications by mount path; `services(name)` finds the control plane's shared
     objects ("admin": AdminState, "auth": AuthService, "web_sessions": WebSessions)."""
     dashboard = WebApp(
-        "dashboard", "Portcullis dashboard", "/dashboard", "pc_dashboard", "admin", services
+        "dashboard", "Portcullis dashboard", "/dashboard", DASHBOARD_COOKIE, "admin", services
     )
     portal = WebApp(
         "portal", "Portcullis developer portal", "/portal", "pc_portal", "developer", services

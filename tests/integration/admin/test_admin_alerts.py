@@ -12,13 +12,13 @@ from fastapi import FastAPI
 from sqlalchemy import insert
 
 from portcullis.analytics.alerts import AlertEvaluator
-from portcullis.analytics.sketch import LatencySketch
 from portcullis.events.bus import InProcessBus
 from portcullis.events.catalogue import EventType
 from portcullis.services.rbac import Role
-from portcullis.store.analytics_tables import AnomalyRow, RollupRow
+from portcullis.store.analytics_tables import AnomalyRow
 from portcullis.store.engine import write_transaction
 from support.events import sample
+from support.rollups import failing_minute
 
 RULES = "/admin/v1/alert-rules"
 ERRORS = {
@@ -142,27 +142,7 @@ async def test_alerts_list_the_current_states_firing_first(
         ("b-quiet", "ok", None),
     ]
     engine = app.state.admin.engine
-    now = int(datetime.now(UTC).timestamp()) // 60 * 60
-    sketch = LatencySketch()
-    sketch.add_many([10.0] * 100)
-    async with write_transaction(engine) as conn:
-        await conn.execute(
-            insert(RollupRow).values(
-                granularity="minute",
-                bucket_start=now - 60,
-                route="checkout",
-                service="",
-                consumer="",
-                status_class=5,
-                requests=100,
-                errors=40,
-                rate_limited=0,
-                bytes_in=0,
-                bytes_out=0,
-                latency_sum_ms=1000.0,
-                sketch=sketch.to_bytes(),
-            )
-        )
+    await failing_minute(engine, route="checkout", service="", errors=40, latency_ms=10.0)
     await AlertEvaluator(engine, InProcessBus(engine)).run_once()
     alerts = (await owner.get("/admin/v1/alerts")).json()
     assert [(a["rule"], a["state"]) for a in alerts["items"]] == [

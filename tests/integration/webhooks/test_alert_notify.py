@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -20,16 +19,15 @@ from portcullis.analytics.alerts import (
     AlertRules,
     AlertRuleSpec,
 )
-from portcullis.analytics.sketch import LatencySketch
 from portcullis.events.bus import InProcessBus
 from portcullis.identity.secrets import ServerSecret
 from portcullis.settings import Settings
 from portcullis.store.admin_tables import OrganizationRow
-from portcullis.store.analytics_tables import RollupRow
 from portcullis.store.engine import write_transaction
 from portcullis.store.webhook_tables import WebhookMessageRow
 from portcullis.webhooks.endpoints import NewEndpoint, create_endpoint
 from portcullis.webhooks.runner import WebhookDelivery
+from support.rollups import failing_minute
 from support.webhook_receiver import WebhookReceiver, webhook_receiver
 
 SERVER = ServerSecret.from_secret(b"alert-notify-test-secret-0123456789abcdef")
@@ -46,30 +44,6 @@ async def _endpoint(
             datetime.now(UTC),
         )
     return endpoint
-
-
-async def _failing_minute(engine: AsyncEngine) -> None:
-    """The last closed minute: 100 requests, 80 of them errors."""
-    sketch = LatencySketch()
-    sketch.add_many([20.0] * 100)
-    async with write_transaction(engine) as conn:
-        await conn.execute(
-            insert(RollupRow).values(
-                granularity="minute",
-                bucket_start=int(time.time()) // 60 * 60 - 60,
-                route="checkout",
-                service="shop",
-                consumer="",
-                status_class=5,
-                requests=100,
-                errors=80,
-                rate_limited=0,
-                bytes_in=0,
-                bytes_out=0,
-                latency_sum_ms=2000.0,
-                sketch=sketch.to_bytes(),
-            )
-        )
 
 
 async def _arrivals(receiver: WebhookReceiver, count: int) -> list[dict[str, object]]:
@@ -123,7 +97,7 @@ async def test_an_alert_reaches_the_rules_notify_endpoint_and_no_other(
             assert created.settings()["notify"] == {"webhooks": [notify]}
             delivery.start()
 
-            await _failing_minute(engine)
+            await failing_minute(engine)
             fired = await AlertEvaluator(engine, bus).run_once()
             assert [e.kind for e in fired] == ["alert.firing"]
             (body,) = await _arrivals(notified, 1)

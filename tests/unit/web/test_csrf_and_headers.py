@@ -15,8 +15,9 @@ from starlette.responses import PlainTextResponse, Response
 
 from portcullis.services.web_sessions import WebSession
 from portcullis.web.csrf import CsrfRefused, csrf_protect, csrf_token
+from portcullis.web.dashboard.login import safe_next
 from portcullis.web.security import CONTENT_SECURITY_POLICY, WebSecurityHeaders
-from portcullis.web.sessions import WebApp
+from portcullis.web.sessions import WebApp, set_session_cookie
 from portcullis.web.templating import render
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -131,3 +132,39 @@ async def test_every_response_gets_the_policy_headers(
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(("scheme", "secure"), [("https", True), ("http", False)])
+def test_the_session_cookie_is_secure_over_tls(scheme: str, secure: bool) -> None:
+    app, _ = make_app()
+    scope = {
+        "type": "http",
+        "scheme": scheme,
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"host", b"web.test")],
+        "app": app,
+    }
+    response = PlainTextResponse("")
+    set_session_cookie(Request(scope), response, "pcs_token")
+    flags = [f.strip().lower() for f in response.headers["set-cookie"].split(";")]
+    assert ("secure" in flags) is secure
+    assert "httponly" in flags
+
+
+@pytest.mark.parametrize(
+    ("wanted", "safe"),
+    [
+        ("/dashboard/routes?x=1", "/dashboard/routes?x=1"),
+        ("//evil.test/dashboard/", "/dashboard/"),
+        ("https://evil.test/dashboard/", "/dashboard/"),
+        ("/dashboard\\@evil.test", "/dashboard/"),
+        ("/portal/", "/dashboard/"),
+        (None, "/dashboard/"),
+    ],
+)
+def test_sign_in_returns_only_inside_the_application(wanted: str | None, safe: str) -> None:
+    app = FastAPI()
+    app.state.web = WebApp("dashboard", "T", "/dashboard", "pc_test", "admin", lambda _: None)
+    request = Request({"type": "http", "app": app, "headers": []})
+    assert safe_next(request, wanted) == safe

@@ -23,6 +23,7 @@ from portcullis.services.scoping import resolve_scope
 from portcullis.services.state import AdminState
 from portcullis.services.streams.access import StreamService
 from portcullis.services.streams.rooms import Access, Lapsed, Limits, RoomSession, TrafficSource
+from portcullis.services.web_sessions import DASHBOARD_COOKIE, DashboardSessions
 
 router = APIRouter()
 
@@ -75,8 +76,42 @@ def limits_of(state: AdminState) -> Limits:
 
 @router.websocket("/ws")
 async def rooms(websocket: WebSocket) -> None:
-    state: AdminState = websocket.app.state.admin
     authenticator: Authenticator = websocket.app.state.authenticator
+    await serve_rooms(websocket, authenticator, header_token(websocket))
+
+
+# The dashboard's own socket (portcullis/web): the browser's dashboard session cookie
+# (Path=/dashboard) is the credential. A cookie goes with any page's request, so the
+# upgrade must come from a page of this origin (no cross-site WebSocket hijacking).
+dashboard_router = APIRouter()
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return False
+    scheme, _, rest = origin.partition("://")
+    host = websocket.headers.get("host", "")
+    return scheme in ("http", "https") and bool(host) and rest.lower() == host.lower()
+
+
+@dashboard_router.websocket("/dashboard/ws")
+async def dashboard_rooms(websocket: WebSocket) -> None:
+    if not same_origin(websocket):
+        await websocket.close(code=4403, reason="cross-origin WebSocket refused")
+        return
+    sessions = DashboardSessions(
+        websocket.app.state.web_sessions, websocket.app.state.authenticator
+    )
+    await serve_rooms(websocket, sessions, websocket.cookies.get(DASHBOARD_COOKIE, ""))
+
+
+async def serve_rooms(
+    websocket: WebSocket, authenticator: Authenticator, token: str | None
+) -> None:
+    """The rooms protocol on `websocket`, for the caller `authenticator` finds behind
+    `token` (None: the client sends an `auth` message first)."""
+    state: AdminState = websocket.app.state.admin
     facts = RequestFacts.of(
         websocket.headers.get("x-request-id", ""),
         websocket.client.host if websocket.client else None,
@@ -110,4 +145,4 @@ async def rooms(websocket: WebSocket) -> None:
         traffic=traffic,
         presence=state.presence,
     )
-    await session.run(header_token(websocket))
+    await session.run(token)

@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends
 from starlette.requests import Request
 
-from portcullis.services.admin_auth import AuthService, user_caller
+from portcullis.services.admin_auth import AuthService
 from portcullis.services.context import Operation, RequestFacts
 from portcullis.services.rbac import Caller, Permission
 from portcullis.services.scoping import resolve_scope
 from portcullis.services.state import AdminState
+from portcullis.services.web_sessions import DashboardSessions
 from portcullis.web.errors import LoginRequired, PageForbidden
 from portcullis.web.sessions import current_session, web_app_of
 
@@ -47,10 +48,11 @@ async def signed_in(request: Request) -> Caller | None:
     session = await current_session(request)
     if session is None:
         return None
-    user = await auth_service(request).get_user(session.subject_id)
-    if user is None or user.disabled:
+    caller = await DashboardSessions(
+        web_app_of(request).sessions(), auth_service(request)
+    ).caller_of(session)
+    if caller is None:
         return None
-    caller = user_caller(user, session.id)
     request.state.caller = caller
     request.state.principal = caller
     return caller
@@ -64,13 +66,18 @@ async def current_caller(request: Request) -> Caller:
     return caller
 
 
-async def operation_of(request: Request, caller: Caller) -> Operation:
-    state = admin_state(request)
-    facts = RequestFacts.of(
+def request_facts(request: Request) -> RequestFacts:
+    """The request id (the client's `X-Request-Id` when well-formed) and peer address the
+    audit log records."""
+    return RequestFacts.of(
         request.headers.get("x-request-id", ""), request.client.host if request.client else None
     )
+
+
+async def operation_of(request: Request, caller: Caller) -> Operation:
+    state = admin_state(request)
     scope = await resolve_scope(state.engine, caller.organization_id)
-    return Operation.for_caller(caller, facts, state.audit, scope)
+    return Operation.for_caller(caller, request_facts(request), state.audit, scope)
 
 
 def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:

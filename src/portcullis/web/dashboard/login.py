@@ -1,7 +1,8 @@
 """Dashboard sign-in and sign-out: admin users by email and password.
 
-The password check is `AuthService.check_password`, with the same store-backed,
-atomic lockout as `POST /admin/v1/auth/login` (per account and per client address).
+The password check is `AdminAccessService.sign_in`: the same store-backed, atomic
+lockout (per account and per client address) and the same audit events (`login`,
+`login_failed`) as `POST /admin/v1/auth/login`.
 A successful sign-in ends the browser's previous session and opens a new one (new
 token, new CSRF token: no session fixation).
 """
@@ -14,8 +15,9 @@ from fastapi import APIRouter, Form
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portcullis.services.admin_auth import InvalidCredentials, LoginLocked
-from portcullis.web.dashboard.access import auth_service, signed_in
+from portcullis.services.admin_users import AdminAccessService
+from portcullis.services.errors import ServiceError
+from portcullis.web.dashboard.access import admin_state, auth_service, request_facts, signed_in
 from portcullis.web.sessions import (
     clear_session_cookie,
     session_token,
@@ -53,22 +55,24 @@ async def login(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
-    auth = auth_service(request)
-    client = request.client.host if request.client else None
+    access = AdminAccessService(auth_service(request), admin_state(request).audit)
+    facts = request_facts(request)
     target = safe_next(request, next)
     headers: dict[str, str] = {}
     try:
-        user = await auth.check_password(email, password, client)
-    except LoginLocked as exc:
-        error, status = f"Too many failed sign-ins. Try again in {exc.retry_after} s.", 429
-        headers["Retry-After"] = str(exc.retry_after)
-    except InvalidCredentials:
-        error, status = "Wrong email or password.", 401
+        user = await access.sign_in(facts, email, password)
+    except ServiceError as exc:
+        if exc.kind.status == 429:
+            wait = exc.headers.get("Retry-After", "a few")
+            error, status = f"Too many failed sign-ins. Try again in {wait} s.", 429
+        else:
+            error, status = "Wrong email or password.", 401
+        headers.update(exc.headers)
     else:
         web = web_app_of(request)
         sessions = web.sessions()
         await sessions.delete(session_token(request))
-        new = await sessions.create("admin", user.id, client_ip=client)
+        new = await sessions.create("admin", user.id, client_ip=facts.client_ip)
         response = RedirectResponse(target, status_code=303)
         set_session_cookie(request, response, new.token)
         response.delete_cookie(f"{web.cookie}_csrf", path=web.root)
