@@ -38,6 +38,7 @@ from portcullis.services.streams.hub import StreamsFull
 log = structlog.get_logger(__name__)
 router = APIRouter()
 HELLO_TIMEOUT = 10.0
+REFUSE_DRAIN = 1.0
 _feeds: dict[int, ConfigFeed] = {}
 
 
@@ -54,6 +55,15 @@ def _feed(state: AdminState) -> ConfigFeed:
 async def _close(websocket: WebSocket, code: int, reason: str | None = None) -> None:
     with contextlib.suppress(Exception):
         await websocket.close(code, reason or CLOSE_REASONS[code])
+
+
+async def _refuse(websocket: WebSocket, code: int) -> None:
+    """Close with `code` after the node's hello (read for at most a second, unused): a
+    close frame sent while the node's hello is on its way can reach the node as a reset
+    (1006) instead of the code that says what is wrong."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(websocket.receive(), REFUSE_DRAIN)
+    await _close(websocket, code)
 
 
 async def _send(websocket: WebSocket, sync: Sync) -> None:
@@ -75,12 +85,12 @@ async def connect(websocket: WebSocket) -> None:
     await websocket.accept()
     if not settings.cluster_token:
         metrics.refused.labels("disabled").inc()
-        await _close(websocket, CLOSE_DISABLED)
+        await _refuse(websocket, CLOSE_DISABLED)
         return
     if not token_matches(bearer(websocket.headers.get("authorization")), settings.cluster_token):
         metrics.refused.labels("token").inc()
         log.warning("cluster.token_refused", client=str(websocket.client))
-        await _close(websocket, CLOSE_BAD_TOKEN)
+        await _refuse(websocket, CLOSE_BAD_TOKEN)
         return
     try:
         hello = parse_hello(await asyncio.wait_for(websocket.receive_text(), HELLO_TIMEOUT))

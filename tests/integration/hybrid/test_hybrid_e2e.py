@@ -1,0 +1,163 @@
+"""Hybrid mode end to end: one control plane, one data-plane node, real processes.
+
+The node has no database (its PORTCULLIS_DATABASE_URL points nowhere): every config
+it serves came over the cluster WebSocket or from its last-known-good directory.
+The tests share one topology and run in order: the last one stops the control plane.
+Figures are printed (propagation, cold start from last-known-good), never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import pytest
+import yaml
+
+from portcullis.hybrid.lkg import LkgStore
+from portcullis.hybrid.protocol import CLOSE_BAD_TOKEN, PATH, Hello
+from support.hybrid import (
+    Node,
+    cluster_control_plane,
+    data_plane_node,
+    served,
+    wait_served,
+)
+from support.servers import granian_app
+
+DEMO = "portcullis.demo.upstream:create_demo_app"
+
+
+def config(upstream: int, *paths: str) -> dict[str, object]:
+    return {
+        "services": [{"name": "demo", "url": f"http://127.0.0.1:{upstream}"}],
+        "routes": [
+            {"name": p.strip("/").replace("/", "-"), "service": "demo", "paths": [p]} for p in paths
+        ],
+    }
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    upstream: int
+    control_plane: Node
+    node: Node
+    lkg_dir: Path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("hybrid")
+    lkg = tmp / "lkg"
+    with granian_app(DEMO) as upstream:
+        first = tmp / "v1.yaml"
+        first.write_text(yaml.safe_dump(config(upstream, "/demo")))
+        with (
+            cluster_control_plane(tmp, first) as cp,
+            data_plane_node(tmp, cp.admin_url, lkg) as node,
+        ):
+            yield Cluster(tmp, upstream, cp, node, lkg)
+
+
+def metric(cp: Node, name: str) -> float:
+    text = httpx.get(f"{cp.admin_url}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_a_route_created_on_the_control_plane_is_served_by_the_node(cluster: Cluster) -> None:
+    node, cp = cluster.node, cluster.control_plane
+    first = wait_served(f"{node.url}/demo/health")
+    print(f"\nnode serving version 1 {first:.2f} s after its ports listened")
+    assert served(f"{node.url}/new/health", 404)
+    second = cluster.tmp / "v2.yaml"
+    second.write_text(yaml.safe_dump(config(cluster.upstream, "/demo", "/new")))
+    cp.cli("config", "apply", str(second))
+    taken = wait_served(f"{node.url}/new/health")
+    print(f"propagation: `config apply` returned -> served by the node in {taken * 1000:.0f} ms")
+    body = node.ready().json()
+    assert body["status"] == "ok"
+    assert body["connected"] is True
+    assert body["config_version"] == 2
+    # Version 1 came whole (a new node); version 2 as its stored delta.
+    assert metric(cp, 'portcullis_cluster_config_messages_total{kind="snapshot"}') >= 1
+    assert metric(cp, 'portcullis_cluster_config_messages_total{kind="delta"}') >= 1
+    assert [s.version for s in (LkgStore(cluster.lkg_dir).newest(),) if s] == [2]
+    assert len(LkgStore(cluster.lkg_dir).listing()) == 2
+
+
+async def _refused_with(url: str, token: str | None) -> int | None:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers=headers) as ws,
+    ):
+        await ws.send_str(Hello("intruder", 0, "").encode())
+        message = await asyncio.wait_for(ws.receive(), 10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        return ws.close_code
+
+
+def test_a_wrong_token_is_refused_and_counted(cluster: Cluster) -> None:
+    cp = cluster.control_plane
+    url = cp.admin_url.replace("http", "ws") + PATH
+    before = metric(cp, 'portcullis_cluster_connections_refused_total{reason="token"}')
+    assert asyncio.run(_refused_with(url, "wrong-token-" + "x" * 30)) == CLOSE_BAD_TOKEN
+    assert asyncio.run(_refused_with(url, None)) == CLOSE_BAD_TOKEN
+    after = metric(cp, 'portcullis_cluster_connections_refused_total{reason="token"}')
+    assert after - before == 2
+
+
+def test_a_node_with_a_wrong_token_serves_nothing(cluster: Cluster) -> None:
+    with data_plane_node(
+        cluster.tmp, cluster.control_plane.admin_url, cluster.tmp / "lkg-wrong", token="w" * 40
+    ) as intruder:
+        deadline = time.monotonic() + 30
+        while "4401" not in str(intruder.ready().json().get("last_error")):
+            assert time.monotonic() < deadline, intruder.ready().text
+            time.sleep(0.05)
+        assert intruder.ready().status_code == 503
+        assert served(f"{intruder.url}/demo/health", 404)
+
+
+def test_the_node_outlives_the_control_plane_and_boots_from_last_known_good(
+    cluster: Cluster,
+) -> None:
+    cluster.control_plane.stop()
+    node = cluster.node
+    # Connected nodes keep serving.
+    assert served(f"{node.url}/new/health")
+    deadline = time.monotonic() + 30
+    while node.ready().json()["status"] != "stale":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    body = node.ready().json()
+    assert node.ready().status_code == 200
+    assert body["detail"].startswith("serving stale config (version 2, age ")
+    assert served(f"{node.url}/new/health")
+    node.stop()
+
+    # Restarted while the control plane is down: serves from last-known-good.
+    started = time.monotonic()
+    with data_plane_node(cluster.tmp, cluster.control_plane.admin_url, cluster.lkg_dir) as again:
+        wait_served(f"{again.url}/new/health")
+        print(
+            f"\ncold start from last-known-good: served {time.monotonic() - started:.2f} s "
+            "after `portcullis serve` was started"
+        )
+        assert again.ready().json()["detail"].startswith("serving stale config (version 2")
+
+    # The newest snapshot corrupt: the node boots from the older one (version 1).
+    store = LkgStore(cluster.lkg_dir)
+    _, newest = store.generations()[0]
+    newest.write_bytes(newest.read_bytes()[:-10])
+    with data_plane_node(cluster.tmp, cluster.control_plane.admin_url, cluster.lkg_dir) as third:
+        wait_served(f"{third.url}/demo/health")
+        assert served(f"{third.url}/new/health", 404)
+        assert third.ready().json()["config_version"] == 1
+    assert any(p.name.endswith(".corrupt") for p in cluster.lkg_dir.iterdir())
