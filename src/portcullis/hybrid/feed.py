@@ -47,12 +47,13 @@ class ConfigFeed:
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
 
-    async def catch_up(self, version: int, checksum: str, *, full: bool = False) -> Sync | None:
-        """What brings a node at `version` (with `checksum`) to the current version; None
-        while the store holds no config. `full`: a snapshot, whatever the node holds."""
+    async def catch_up(self, version: int, checksum: str, *, full: bool = False) -> Sync:
+        """What brings a node at `version` (with `checksum`) to the current version
+        (`current` 0 while the store holds no config). `full`: a snapshot, whatever the
+        node holds."""
         head = await self.repo.current_version()
         if head == 0:
-            return None
+            return Sync(Current(0).encode(), 0, "", "current")
         head_checksum = await self.repo.checksum(head)
         if head_checksum is None:  # pruned between the two reads: a newer head exists
             return await self.catch_up(version, checksum, full=full)

@@ -128,7 +128,7 @@ async def connect(websocket: WebSocket) -> None:
         while True:
             sync = await feed.catch_up(version, checksum, full=full)
             # "current" only once, when the node connects: it then knows it is up to date.
-            if sync is not None and (first or sync.kind != "current"):
+            if first or sync.kind != "current":
                 await _send(websocket, sync)
                 version, checksum, first = sync.version, sync.checksum, False
             # Wait for the next config version, a resync request, or the node leaving.
