@@ -17,6 +17,10 @@ from typing import Any
 
 from portcullis.hybrid.lkg import LkgStore, StoredSnapshot
 
+# How often a worker lists the directory: a scandir of two entries, no file read unless
+# a generation appeared, so it can be far more often than a store query.
+POLL_INTERVAL = 0.05
+
 
 class LkgSource:
     def __init__(self, store: LkgStore) -> None:

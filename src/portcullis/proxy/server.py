@@ -195,18 +195,20 @@ class DataPlane:
             workers=settings.workers,
         )
         source: ConfigSource
+        interval = settings.config_poll_interval
         if engine is not None:
             source = ConfigRepository(engine)
         else:
             from portcullis.hybrid.lkg import LkgStore
-            from portcullis.hybrid.source import LkgSource
+            from portcullis.hybrid.source import POLL_INTERVAL, LkgSource
 
             source = LkgSource(LkgStore(settings.lkg_dir))
+            interval = POLL_INTERVAL
         self._watcher = ConfigWatcher(
             source,
             self.holder,
             self.transport,
-            interval=settings.config_poll_interval,
+            interval=interval,
             env=env,
         )
         await self._watcher.refresh()

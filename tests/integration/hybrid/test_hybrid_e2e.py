@@ -9,6 +9,9 @@ Figures are printed (propagation, cold start from last-known-good), never assert
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,3 +164,26 @@ def test_the_node_outlives_the_control_plane_and_boots_from_last_known_good(
         assert served(f"{third.url}/new/health", 404)
         assert third.ready().json()["config_version"] == 1
     assert any(p.name.endswith(".corrupt") for p in cluster.lkg_dir.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORTCULLIS_CONTROL_PLANE_URL": "http://cp.example:8001"}, "plain http:// to a host"),
+        ({"PORTCULLIS_CLUSTER_TOKEN": ""}, "PORTCULLIS_CONTROL_PLANE_URL is required"),
+    ],
+)
+def test_bad_data_plane_settings_exit_with_a_message(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "portcullis", "serve", "--role", "data-plane"],
+        env={**os.environ, "PORTCULLIS_CLUSTER_TOKEN": "t" * 32, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr + result.stdout
