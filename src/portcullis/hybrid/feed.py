@@ -21,6 +21,8 @@ from portcullis.hybrid.protocol import Current, Snapshot
 from portcullis.model.canonical_text import canonical_text, checksum_of
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from portcullis.store.config_repository import ConfigRepository
 
 log = structlog.get_logger(__name__)
@@ -46,6 +48,12 @@ class ConfigFeed:
         self.max_delta_bytes = max_delta_bytes
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def on(cls, engine: AsyncEngine) -> ConfigFeed:
+        from portcullis.store.config_repository import ConfigRepository
+
+        return cls(ConfigRepository(engine))
 
     async def catch_up(self, version: int, checksum: str, *, full: bool = False) -> Sync:
         """What brings a node at `version` (with `checksum`) to the current version

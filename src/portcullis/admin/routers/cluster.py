@@ -45,10 +45,8 @@ _feeds: dict[int, ConfigFeed] = {}
 def _feed(state: AdminState) -> ConfigFeed:
     found = _feeds.get(id(state))
     if found is None:
-        from portcullis.store.config_repository import ConfigRepository
-
         _feeds.clear()  # one control plane per process (tests may build several in turn)
-        found = _feeds[id(state)] = ConfigFeed(ConfigRepository(state.engine))
+        found = _feeds[id(state)] = ConfigFeed.on(state.engine)
     return found
 
 
