@@ -9,12 +9,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from support.servers import free_port, stop_process, wait_for_port
+from support.servers import Gateway, free_port, stop_process, wait_for_port
 
 # 32 characters or more: the control plane refuses a shorter token.
 CLUSTER_TOKEN = "test-cluster-token-0123456789abcdef"
@@ -30,41 +29,14 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     }
 
 
-@dataclass
-class Node:
-    """A `portcullis serve` process in one role."""
-
-    process: subprocess.Popen[bytes]
-    admin_port: int
-    proxy_port: int | None
-    env: dict[str, str]
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
+class Node(Gateway):
+    """A `portcullis serve` process in one role (a control plane has no proxy port: 0)."""
 
     def ready(self) -> httpx.Response:
         return httpx.get(f"{self.admin_url}/health/ready", timeout=5)
 
     def stop(self) -> None:
         stop_process(self.process, timeout=30)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """`portcullis ARGS` against this control plane's store."""
-        result = subprocess.run(
-            [sys.executable, "-m", "portcullis", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"portcullis {' '.join(args)} failed:\n{result.stderr}")
-        return result
 
 
 def _start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -79,10 +51,15 @@ def _start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[
 
 @contextmanager
 def cluster_control_plane(
-    tmp: Path, config_file: Path, extra_env: dict[str, str] | None = None
+    tmp: Path,
+    config_file: Path | None,
+    extra_env: dict[str, str] | None = None,
+    *,
+    admin_port: int | None = None,
 ) -> Iterator[Node]:
-    """`portcullis serve --role control-plane --config FILE` on its own SQLite store."""
-    admin_port = free_port()
+    """`portcullis serve --role control-plane [--config FILE]` on the SQLite store in
+    `tmp` (`admin_port`: the port of an earlier one, to start it again)."""
+    admin_port = admin_port or free_port()
     env = _env(
         {
             "PORTCULLIS_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'cp.db'}",
@@ -91,8 +68,10 @@ def cluster_control_plane(
             **(extra_env or {}),
         }
     )
-    argv = ["--role", "control-plane", "--admin-port", str(admin_port), "-c", str(config_file)]
-    node = Node(_start(argv, env, tmp), admin_port, None, env)
+    argv = ["--role", "control-plane", "--admin-port", str(admin_port)]
+    if config_file is not None:
+        argv += ["-c", str(config_file)]
+    node = Node(0, admin_port, env["PORTCULLIS_DATABASE_URL"], _start(argv, env, tmp), env)
     try:
         wait_for_port(admin_port, node.process, timeout=120)
         yield node
@@ -128,7 +107,7 @@ def data_plane_node(
         "--role", "data-plane", "--proxy-port", str(proxy_port),
         "--admin-port", str(admin_port), "--workers", str(workers),
     ]  # fmt: skip
-    node = Node(_start(argv, env, tmp), admin_port, proxy_port, env)
+    node = Node(proxy_port, admin_port, "", _start(argv, env, tmp), env)
     try:
         wait_for_port(proxy_port, node.process, timeout=120)
         wait_for_port(admin_port, node.process, timeout=120)

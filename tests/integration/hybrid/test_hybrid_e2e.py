@@ -24,6 +24,7 @@ import yaml
 
 from portcullis.hybrid.lkg import LkgStore
 from portcullis.hybrid.protocol import CLOSE_BAD_TOKEN, PATH, Hello
+from portcullis.supervision.planes import NODE_AGENT_MODULE
 from support.hybrid import (
     Node,
     cluster_control_plane,
@@ -31,7 +32,7 @@ from support.hybrid import (
     served,
     wait_served,
 )
-from support.servers import granian_app
+from support.servers import free_port, granian_app, stop_process, wait_for_port
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
 
@@ -66,6 +67,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             data_plane_node(tmp, cp.admin_url, lkg) as node,
         ):
             yield Cluster(tmp, upstream, cp, node, lkg)
+
+
+def first_answer(url: str) -> int:
+    """The status of one request (no retry: the first answer must already be right)."""
+    return httpx.get(url, timeout=30).status_code
 
 
 def metric(cp: Node, name: str) -> float:
@@ -116,16 +122,35 @@ def test_a_wrong_token_is_refused_and_counted(cluster: Cluster) -> None:
     assert after - before == 2
 
 
-def test_a_node_with_a_wrong_token_serves_nothing(cluster: Cluster) -> None:
-    with data_plane_node(
-        cluster.tmp, cluster.control_plane.admin_url, cluster.tmp / "lkg-wrong", token="w" * 40
-    ) as intruder:
+def test_a_node_agent_with_a_wrong_token_says_why_it_is_not_ready(cluster: Cluster) -> None:
+    """The node agent alone (no data-plane workers: what it reports is the point)."""
+    port = free_port()
+    env = {
+        **cluster.node.env,
+        "PORTCULLIS_CLUSTER_TOKEN": "w" * 40,
+        "PORTCULLIS_LKG_DIR": str(cluster.tmp / "lkg-wrong"),
+        "PORTCULLIS_ADMIN_PORT": str(port),
+    }
+    agent = subprocess.Popen(
+        [sys.executable, "-m", NODE_AGENT_MODULE],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, agent)
         deadline = time.monotonic() + 30
-        while "4401" not in str(intruder.ready().json().get("last_error")):
-            assert time.monotonic() < deadline, intruder.ready().text
+        while "4401" not in str(
+            (answer := httpx.get(f"http://127.0.0.1:{port}/health/ready")).text
+        ):
+            assert time.monotonic() < deadline, answer.text
             time.sleep(0.05)
-        assert intruder.ready().status_code == 503
-        assert served(f"{intruder.url}/demo/health", 404)
+        assert answer.status_code == 503
+        assert "invalid cluster token" in answer.json()["last_error"]
+        assert not (cluster.tmp / "lkg-wrong").exists()
+    finally:
+        stop_process(agent)
 
 
 def test_the_node_outlives_the_control_plane_and_boots_from_last_known_good(
@@ -145,10 +170,11 @@ def test_the_node_outlives_the_control_plane_and_boots_from_last_known_good(
     assert served(f"{node.url}/new/health")
     node.stop()
 
-    # Restarted while the control plane is down: serves from last-known-good.
+    # Restarted while the control plane is down: serves from last-known-good, from its
+    # very first request (a worker reads the directory before it serves).
     started = time.monotonic()
     with data_plane_node(cluster.tmp, cluster.control_plane.admin_url, cluster.lkg_dir) as again:
-        wait_served(f"{again.url}/new/health")
+        assert first_answer(f"{again.url}/new/health") == 200
         print(
             f"\ncold start from last-known-good: served {time.monotonic() - started:.2f} s "
             "after `portcullis serve` was started"
@@ -159,11 +185,24 @@ def test_the_node_outlives_the_control_plane_and_boots_from_last_known_good(
     store = LkgStore(cluster.lkg_dir)
     _, newest = store.generations()[0]
     newest.write_bytes(newest.read_bytes()[:-10])
-    with data_plane_node(cluster.tmp, cluster.control_plane.admin_url, cluster.lkg_dir) as third:
-        wait_served(f"{third.url}/demo/health")
+    cp = cluster.control_plane
+    with data_plane_node(cluster.tmp, cp.admin_url, cluster.lkg_dir) as third:
+        assert first_answer(f"{third.url}/demo/health") == 200
         assert served(f"{third.url}/new/health", 404)
         assert third.ready().json()["config_version"] == 1
-    assert any(p.name.endswith(".corrupt") for p in cluster.lkg_dir.iterdir())
+        assert any(p.name.endswith(".corrupt") for p in cluster.lkg_dir.iterdir())
+
+        # A change made while the control plane is down (the CLI writes the store) reaches
+        # the node once the control plane is back: the node reconnects by itself.
+        later = cluster.tmp / "v3.yaml"
+        later.write_text(yaml.safe_dump(config(cluster.upstream, "/demo", "/new", "/later")))
+        cp.cli("config", "apply", str(later))
+        with cluster_control_plane(cluster.tmp, None, admin_port=cp.admin_port) as back:
+            taken = wait_served(f"{third.url}/later/health", timeout=60)
+            print(f"control plane back: the node served version 3 {taken:.2f} s after it listened")
+            body = third.ready().json()
+            assert (body["status"], body["config_version"]) == ("ok", 3)
+            assert metric(back, 'portcullis_cluster_config_messages_total{kind="delta"}') == 1
 
 
 @pytest.mark.parametrize(
