@@ -22,10 +22,20 @@ import httpx
 import pytest
 import yaml
 
-from portcullis.hybrid.lkg import LkgStore
-from portcullis.hybrid.protocol import CLOSE_BAD_TOKEN, PATH, Hello
+from portcullis.hybrid.lkg import LkgStore, StoredSnapshot
+from portcullis.hybrid.protocol import (
+    CLOSE_BAD_TOKEN,
+    CLOSE_PROTOCOL,
+    PATH,
+    RESYNC,
+    Delta,
+    Hello,
+    parse_binary,
+    parse_text,
+)
 from portcullis.supervision.planes import NODE_AGENT_MODULE
 from support.hybrid import (
+    CLUSTER_TOKEN,
     Node,
     cluster_control_plane,
     data_plane_node,
@@ -120,6 +130,44 @@ def test_a_wrong_token_is_refused_and_counted(cluster: Cluster) -> None:
     assert asyncio.run(_refused_with(url, None)) == CLOSE_BAD_TOKEN
     after = metric(cp, 'portcullis_cluster_connections_refused_total{reason="token"}')
     assert after - before == 2
+
+
+async def _conversation(url: str, older: StoredSnapshot) -> list[str]:
+    """A node's side by hand: hello at the older version, a resync, a bad checksum."""
+    seen: list[str] = []
+    headers = {"Authorization": f"Bearer {CLUSTER_TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, headers=headers) as ws:
+            await ws.send_str(Hello("by-hand", older.version, older.checksum).encode())
+            delta = parse_text((await ws.receive(timeout=10)).data)
+            assert isinstance(delta, Delta)
+            seen.append(f"delta {delta.start}->{delta.end}")
+            await ws.send_str(RESYNC)
+            snapshot = parse_binary((await ws.receive(timeout=10)).data)
+            assert snapshot.verified()
+            seen.append(f"snapshot {snapshot.version}")
+        async with session.ws_connect(url, headers=headers) as ws:
+            await ws.send_str(Hello("by-hand", older.version, "not-its-checksum").encode())
+            snapshot = parse_binary((await ws.receive(timeout=10)).data)
+            seen.append(f"snapshot {snapshot.version}")
+        async with session.ws_connect(url, headers=headers) as ws:
+            await ws.send_str('{"type": "hello"}')
+            await ws.receive(timeout=10)
+            seen.append(f"closed {ws.close_code}")
+    return seen
+
+
+def test_the_protocol_on_the_real_endpoint(cluster: Cluster) -> None:
+    store = LkgStore(cluster.lkg_dir)
+    generation, path = store.generations()[1]
+    older = store.read(generation, path)
+    url = cluster.control_plane.admin_url.replace("http", "ws") + PATH
+    assert asyncio.run(_conversation(url, older)) == [
+        "delta 1->2",
+        "snapshot 2",
+        "snapshot 2",
+        f"closed {CLOSE_PROTOCOL}",
+    ]
 
 
 def test_a_node_agent_with_a_wrong_token_says_why_it_is_not_ready(cluster: Cluster) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -120,6 +121,8 @@ async def connect(websocket: WebSocket) -> None:
 
     listener = asyncio.create_task(listen(), name="portcullis-cluster-listen")
     events = aiter(stream)
+    # The pending read of the next event; kept across rounds (never cancelled midway).
+    waiter: asyncio.Future[Any] | None = None
     version, checksum = hello.version, hello.checksum
     try:
         full, first = False, True
@@ -129,24 +132,32 @@ async def connect(websocket: WebSocket) -> None:
             if first or sync.kind != "current":
                 await _send(websocket, sync)
                 version, checksum, first = sync.version, sync.checksum, False
-            # Wait for the next config version, a resync request, or the node leaving.
-            waiter = asyncio.ensure_future(anext(events))
+            # Wait for the next config event, a resync request, or the node leaving. A
+            # burst of versions is one round: each round reads the head afresh.
+            pending = waiter = waiter or asyncio.ensure_future(anext(events))
             resynced = asyncio.ensure_future(resync.wait())
             done, _ = await asyncio.wait(
-                {waiter, resynced, listener}, return_when=asyncio.FIRST_COMPLETED
+                {pending, resynced, listener}, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in (waiter, resynced):
-                if task not in done:
-                    task.cancel()
+            if resynced not in done:
+                resynced.cancel()
             if listener in done:
                 break  # the node left (or broke the protocol)
+            if pending in done:
+                pending.result()  # StopAsyncIteration: the hub stopped (shutting down)
+                waiter = None
             full = resync.is_set()
             resync.clear()
-    except (WebSocketDisconnect, StopAsyncIteration, RuntimeError):
+    except (WebSocketDisconnect, StopAsyncIteration):
         pass
+    except Exception as exc:  # the store or the socket failed: the node reconnects
+        log.warning("cluster.session_failed", node=hello.node, error=f"{type(exc).__name__}: {exc}")
+        await _close(websocket, CLOSE_TRY_AGAIN)
     finally:
-        listener.cancel()
-        with contextlib.suppress(BaseException):
-            await listener
+        for task in (listener, waiter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         stream.close()
         log.info("cluster.node_disconnected", node=hello.node)
