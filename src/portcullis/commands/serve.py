@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from portcullis.errors import UserError
-from portcullis.hybrid.roles import role_problems
+from portcullis.hybrid.roles import is_loopback, role_problems
 from portcullis.settings import Settings
 from portcullis.supervision.planes import (
     Plane,
@@ -248,11 +248,23 @@ def register(app: typer.Typer) -> None:
                 f"config  from {settings.control_plane_url} "
                 f"(last-known-good: {settings.lkg_dir})"
             )
+            if settings.proxy_tls != "off":
+                console.print(
+                    "[yellow]a data plane serves no TLS port yet (docs/hybrid.md): "
+                    "PORTCULLIS_PROXY_TLS is ignored[/]"
+                )
             raise typer.Exit(supervise(planes, settings, banner))
         # Before the store is touched: a held port means another gateway may be using it.
         refuse_held_ports(planes)
         version, certificates = asyncio.run(prepare_store(settings, config))
         if settings.role == "control-plane":
+            if settings.admin_tls_cert_file is None and not is_loopback(settings.admin_host):
+                console.print(
+                    "[yellow]the control plane listens without TLS on "
+                    f"{settings.admin_host}: data planes must not send the cluster token "
+                    "over a network in clear (PORTCULLIS_ADMIN_TLS_CERT_FILE/_KEY_FILE, or "
+                    "a TLS terminator in front)[/]"
+                )
             banner = (
                 f"admin   {settings.admin_url}/health/ready\n"
                 f"nodes   {settings.admin_url}/cluster/v1/connect (data planes connect here)\n"

@@ -208,3 +208,17 @@ def test_readiness() -> None:
     assert body["status"] == "stale"
     assert body["detail"] == "serving stale config (version 4, age 10 s)"
     assert body["disconnected_seconds"] == 5.0
+
+
+def test_the_planes_of_each_role() -> None:
+    from portcullis.supervision.planes import NODE_AGENT_MODULE, role_planes
+
+    def names(role: str) -> list[str]:
+        return [p.name for p in role_planes(settings(role=role))]
+
+    assert names("all") == ["data plane", "control plane"]
+    assert names("control-plane") == ["control plane"]
+    assert names("data-plane") == ["data plane", "node agent"]
+    agent = role_planes(settings(role="data-plane", admin_port=8100))[1]
+    assert agent.argv[-1] == NODE_AGENT_MODULE
+    assert agent.port == 8100
