@@ -3,12 +3,14 @@ nodes as real processes (the supervisor, granian, the node agent) on free loopba
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,8 +31,15 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     }
 
 
+@dataclass
 class Node(Gateway):
-    """A `portcullis serve` process in one role (a control plane has no proxy port: 0)."""
+    """A `portcullis serve` process in one role (a control plane has no proxy port: 0);
+    `log`: where its output goes, when not to a pipe."""
+
+    log: Path | None = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log is not None else ""
 
     def ready(self) -> httpx.Response:
         return httpx.get(f"{self.admin_url}/health/ready", timeout=5)
@@ -39,14 +48,17 @@ class Node(Gateway):
         stop_process(self.process, timeout=30)
 
 
-def _start(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "portcullis", "serve", *argv],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=cwd,
-    )
+def _start(
+    argv: list[str], env: dict[str, str], cwd: Path, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") if log is not None else contextlib.nullcontext() as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "portcullis", "serve", *argv],
+            env=env,
+            stdout=out if out is not None else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
 
 
 @contextmanager
@@ -107,7 +119,8 @@ def data_plane_node(
         "--role", "data-plane", "--proxy-port", str(proxy_port),
         "--admin-port", str(admin_port), "--workers", str(workers),
     ]  # fmt: skip
-    node = Node(proxy_port, admin_port, "", _start(argv, env, tmp), env)
+    log = tmp / f"node-{proxy_port}.log"
+    node = Node(proxy_port, admin_port, "", _start(argv, env, tmp, log), env, log)
     try:
         wait_for_port(proxy_port, node.process, timeout=120)
         wait_for_port(admin_port, node.process, timeout=120)
