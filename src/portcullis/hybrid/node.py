@@ -155,10 +155,11 @@ class NodeAgent:
                     if await self._connection(session, stop):
                         attempt = 0
                 except (aiohttp.ClientError, OSError, ProtocolError, TimeoutError) as exc:
-                    self.status.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                    log.warning(
-                        "node.connection_failed", url=self.url, error=self.status.last_error
-                    )
+                    error = f"{type(exc).__name__}: {exc}"[:300]
+                    # Once per distinct failure, not once per attempt of an outage.
+                    report = log.warning if error != self.status.last_error else log.debug
+                    report("node.connection_failed", url=self.url, error=error)
+                    self.status.last_error = error
                 if self.status.connected or self.status.disconnected_at is None:
                     self.status.disconnected_at = self.clock()
                 self.status.connected = False
