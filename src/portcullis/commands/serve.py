@@ -224,7 +224,7 @@ def register(app: typer.Typer) -> None:
             Role | None,
             typer.Option(
                 "--role",
-                help="all: both planes on one store [default, PORTCULLIS_ROLE]; "
+                help="all: both planes on one store (the default; also PORTCULLIS_ROLE); "
                 "control-plane: the admin API, which data planes connect to; data-plane: "
                 "the proxy only, config from PORTCULLIS_CONTROL_PLANE_URL (docs/hybrid.md).",
             ),
