@@ -15,6 +15,12 @@ never read (and `sweep` removes it). The newest `keep` (2) generations are kept.
 Reading (`newest`) tries the generations newest first and returns the first that is
 whole: a truncated or altered newest file falls back to the one before it. Nothing
 here ever yields an empty config while a valid snapshot exists.
+
+A generation made from deltas also carries them in its header (`from`, `from_checksum`,
+`deltas`, `deltas_sha256`; only when they are small): a reader that holds exactly the
+version and checksum they start from reads that one line (`step`) and applies them to
+the document it has, instead of reading and parsing the whole body — O(change) for the
+node's workers as on the wire.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ _NAME = re.compile(r"^snapshot-(\d{12})\.lkg$")
 # Generations set aside (`sweep`) still count: a new generation is numbered above them.
 _ANY_NAME = re.compile(r"^snapshot-(\d{12})\.lkg(\.corrupt)?$")
 _TEMP_PREFIX = ".snapshot-"
-# A header line is small; a longer first line is not a header.
-_MAX_HEADER = 4096
+# A header line holds at most MAX_HEADER_DELTAS bytes of deltas; a longer first line is
+# not a header.
+MAX_HEADER_DELTAS = 256 * 1024
+_MAX_HEADER = MAX_HEADER_DELTAS + 4096
 
 
 class CorruptSnapshot(Exception):
@@ -70,15 +78,45 @@ class StoredSnapshot:
         return parsed
 
 
-def encode(version: int, body: bytes, received_at: float) -> bytes:
-    """A snapshot file's bytes: header line and body."""
-    header = {
+@dataclass(frozen=True, slots=True)
+class Step:
+    """How a generation follows from the one before it: `deltas` lead from version
+    `start` (checksum `start_checksum`) to `version` (`checksum`)."""
+
+    start: int
+    start_checksum: str
+    version: int
+    checksum: str
+    deltas: list[dict[str, Any]]
+
+
+def _deltas_text(deltas: list[dict[str, Any]]) -> str:
+    return json.dumps(deltas, sort_keys=True, separators=(",", ":"))
+
+
+def encode(
+    version: int,
+    body: bytes,
+    received_at: float,
+    step: tuple[int, str, list[dict[str, Any]]] | None = None,
+) -> bytes:
+    """A snapshot file's bytes: header line and body; `step` (version and checksum it
+    starts from, deltas) goes into the header when the deltas are small."""
+    header: dict[str, Any] = {
         "format": FORMAT,
         "version": version,
         "checksum": hashlib.sha256(body).hexdigest(),
         "length": len(body),
         "received_at": received_at,
     }
+    if step is not None:
+        start, start_checksum, deltas = step
+        text = _deltas_text(deltas)
+        if len(text) <= MAX_HEADER_DELTAS:
+            header["from"] = start
+            header["from_checksum"] = start_checksum
+            header["deltas"] = deltas
+            header["deltas_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
 
@@ -156,6 +194,41 @@ class LkgStore:
             raise CorruptSnapshot(f"{path.name}: unreadable ({exc.strerror})") from None
         return decode(path, data, generation)
 
+    def step(self, version: int, checksum: str) -> Step | None:
+        """The deltas from `version` (with `checksum`) to the newest generation, read from
+        its header line alone; None when it carries none from exactly there (then read
+        the whole snapshot: `newest`)."""
+        generations = self.generations()
+        if not generations:
+            return None
+        try:
+            with open(generations[0][1], "rb") as stream:
+                line = stream.readline(_MAX_HEADER)
+            header = json.loads(line)
+        except (OSError, ValueError):
+            return None
+        if (
+            not isinstance(header, dict)
+            or header.get("format") != FORMAT
+            or header.get("from") != version
+            or header.get("from_checksum") != checksum
+        ):
+            return None
+        deltas, target, target_checksum = (
+            header.get("deltas"),
+            header.get("version"),
+            header.get("checksum"),
+        )
+        if (
+            not isinstance(deltas, list)
+            or not isinstance(target, int)
+            or not isinstance(target_checksum, str)
+            or hashlib.sha256(_deltas_text(deltas).encode()).hexdigest()
+            != header.get("deltas_sha256")
+        ):
+            return None
+        return Step(version, checksum, target, target_checksum, deltas)
+
     def newest(self) -> StoredSnapshot | None:
         """The newest whole snapshot (older generations when newer ones are corrupt)."""
         for generation, path in self.generations():
@@ -165,15 +238,21 @@ class LkgStore:
                 log.warning("lkg.snapshot_corrupt", file=str(path), error=str(exc))
         return None
 
-    def save(self, version: int, body: bytes) -> StoredSnapshot:
-        """Write `body` (canonical config text of `version`) as the newest generation."""
+    def save(
+        self,
+        version: int,
+        body: bytes,
+        step: tuple[int, str, list[dict[str, Any]]] | None = None,
+    ) -> StoredSnapshot:
+        """Write `body` (canonical config text of `version`) as the newest generation;
+        `step`: the version and checksum it was made from, and the deltas (`encode`)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         generations = self.generations(_ANY_NAME)
         generation = generations[0][0] + 1 if generations else 1
         final = self.directory / f"snapshot-{generation:012d}.lkg"
         temp = self.directory / f"{_TEMP_PREFIX}{generation:012d}.{os.getpid()}.tmp"
         received = self._clock()
-        data = encode(version, body, received)
+        data = encode(version, body, received, step)
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with open(fd, "wb", closefd=True) as out:

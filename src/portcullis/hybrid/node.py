@@ -234,7 +234,8 @@ class NodeAgent:
         text = canonical_text(document)
         if checksum_of(text) != message.checksum:
             return None
-        stored = self.store.save(message.end, text.encode())
+        step = (message.start, self.status.checksum, message.deltas)
+        stored = self.store.save(message.end, text.encode(), step)
         self._use(stored, document)
         self._applied(stored, "delta")
         return stored

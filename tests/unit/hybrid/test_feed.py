@@ -153,3 +153,28 @@ async def test_a_restarted_agent_applies_deltas_to_its_last_known_good(
     assert sync.kind == "delta"
     await deliver(restarted, sync, Socket())
     assert (restarted.status.version, restarted.status.checksum) == (v2, sum2)
+
+
+async def test_workers_follow_the_agent_by_the_header_deltas(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    repo = ConfigRepository(engine)
+    feed = ConfigFeed(repo)
+    v1, sum1 = await apply(repo, "a")
+    node, socket = agent(tmp_path), Socket()
+    await deliver(node, await feed.catch_up(0, ""), socket)
+    source = LkgSource(LkgStore(tmp_path / "lkg"))
+    assert await source.current_version() == v1
+    v2, _ = await apply(repo, "a", "b")
+    await deliver(node, await feed.catch_up(v1, sum1), socket)
+    assert await source.current_version() == v2
+    assert await source.document(v2) == await repo.document(v2)
+    assert source.loads == {"whole": 1, "deltas": 1}
+    # A worker that missed a generation reads the newest whole.
+    v3, sum3 = await apply(repo, "a", "b", "c")
+    await deliver(node, await feed.catch_up(v2, node.status.checksum), socket)
+    await apply(repo, "a", "b", "c", "d")
+    await deliver(node, await feed.catch_up(v3, sum3), socket)
+    assert await source.current_version() == v3 + 1
+    assert source.loads == {"whole": 2, "deltas": 1}
+    assert await source.document(v3 + 1) == await repo.document(v3 + 1)

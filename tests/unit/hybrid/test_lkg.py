@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portcullis.hybrid.lkg import CorruptSnapshot, LkgStore
+from portcullis.hybrid.lkg import MAX_HEADER_DELTAS, CorruptSnapshot, LkgStore
 
 
 def body(n: int) -> bytes:
@@ -153,3 +153,41 @@ def test_the_rename_is_fsynced_with_the_directory(tmp_path: Path) -> None:
 
     LkgStore(tmp_path, fsync=fsync).save(1, body(1))
     assert synced == ["file", "dir"]
+
+
+def test_a_generation_made_from_deltas_carries_them_in_its_header(tmp_path: Path) -> None:
+    store = LkgStore(tmp_path)
+    first = store.save(1, body(1))
+    deltas = [{"set": {"routes": [{"name": "r2"}]}}]
+    store.save(2, body(2), (1, first.checksum, deltas))
+    step = store.step(1, first.checksum)
+    assert step is not None
+    assert (step.version, step.checksum, step.deltas) == (
+        2,
+        hashlib.sha256(body(2)).hexdigest(),
+        deltas,
+    )
+    # Only from exactly that version and checksum.
+    assert store.step(1, "another") is None
+    assert store.step(0, first.checksum) is None
+    # Still a whole snapshot for whoever reads it whole.
+    newest = store.newest()
+    assert newest is not None
+    assert newest.document() == {"routes": [{"name": "r2"}]}
+
+
+def test_header_deltas_that_do_not_check_out_are_not_used(tmp_path: Path) -> None:
+    store = LkgStore(tmp_path)
+    first = store.save(1, body(1))
+    store.save(2, body(2), (1, first.checksum, [{"set": {"routes": []}}]))
+    _, path = store.generations()[0]
+    path.write_bytes(path.read_bytes().replace(b'"routes":[]', b'"routes":[1]', 1))
+    assert store.step(1, first.checksum) is None
+
+
+def test_large_deltas_stay_out_of_the_header(tmp_path: Path) -> None:
+    store = LkgStore(tmp_path)
+    first = store.save(1, body(1))
+    big = [{"set": {"routes": [{"name": "x" * (MAX_HEADER_DELTAS + 1)}]}}]
+    store.save(2, body(2), (1, first.checksum, big))
+    assert store.step(1, first.checksum) is None
