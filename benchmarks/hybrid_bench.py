@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sent = metric(cp, 'portcullis_cluster_config_bytes_total{kind="delta"}')
                 result["propagation_ms"] = {
                     "p50": statistics.median(times) * 1000,
-                    "p90": statistics.quantiles(times, n=10)[-1] * 1000 if len(times) > 1 else 0,
+                    "p90": statistics.quantiles(times, n=10, method="inclusive")[-1] * 1000
+                    if len(times) > 1
+                    else 0,
                     "max": max(times) * 1000,
                     "n": len(times),
                 }
