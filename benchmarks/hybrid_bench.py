@@ -144,13 +144,71 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def node_costs(scale: float, edits: int) -> dict[str, Any]:
+    """In one process, no servers: what one edit costs the node agent (apply the delta,
+    canonical text, checksum, write and fsync the snapshot) and a worker (the header
+    deltas, then revalidate + compile), medians of `edits` edits at `scale`."""
+    from portcullis.hybrid.lkg import LkgStore
+    from portcullis.hybrid.source import LkgSource
+    from portcullis.model.canonical_text import canonical_text, checksum_of
+    from portcullis.model.delta import apply_delta, compute_delta, revalidate
+    from portcullis.runtime.snapshot import build_snapshot
+
+    document = load_config_data(generate_config(scale, 9)).canonical()
+    config = load_config_data(document)
+    tmp = Path(tempfile.mkdtemp(prefix="hybrid-costs-"))
+    store = LkgStore(tmp)
+    text = canonical_text(document)
+    store.save(1, text.encode())
+    source = LkgSource(store)
+    asyncio.run(source.current_version())
+    snapshot = build_snapshot(config, 1, None, None)
+    agent, worker, compile_ = [], [], []
+    checksum = checksum_of(text)
+    for i in range(edits):
+        route = {"name": f"edit-{i}", "service": "svc-0", "paths": [f"/edit-{i}"]}
+        edited = {**document, "routes": [*document["routes"], route]}
+        delta = compute_delta(document, edited)
+        assert delta is not None
+        started = time.process_time()
+        new = apply_delta(document, delta)
+        text = canonical_text(new)
+        new_checksum = checksum_of(text)
+        store.save(i + 2, text.encode(), (i + 1, checksum, [delta]))
+        agent.append(time.process_time() - started)
+        started = time.process_time()
+        version = asyncio.run(source.current_version())
+        assert version == i + 2
+        worker.append(time.process_time() - started)
+        started = time.process_time()
+        base = snapshot.config
+        done = revalidate(base, document, asyncio.run(source.document(version)))
+        assert done is not None
+        snapshot = build_snapshot(done[0], version, snapshot, None)
+        compile_.append(time.process_time() - started)
+        document, checksum = new, new_checksum
+    return {
+        "scale": scale,
+        "snapshot_bytes": len(text),
+        "agent_apply_and_write_cpu_ms": statistics.median(agent) * 1000,
+        "worker_read_step_cpu_ms": statistics.median(worker) * 1000,
+        "worker_revalidate_and_compile_cpu_ms": statistics.median(compile_) * 1000,
+        "source_loads": source.loads,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--edits", type=int, default=20)
     parser.add_argument("--scale", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--node-costs",
+        action="store_true",
+        help="no servers: CPU per edit of the node agent and of a worker, in one process",
+    )
     args = parser.parse_args()
-    result = run(args)
+    result = node_costs(args.scale, args.edits) if args.node_costs else run(args)
     print(yaml.safe_dump(result, sort_keys=False))
     return 0
 
