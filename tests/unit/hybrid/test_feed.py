@@ -18,6 +18,8 @@ from portcullis.model.canonical_text import canonical_text, checksum_of
 from portcullis.model.loader import load_config_data
 from portcullis.settings import Settings
 from portcullis.store.config_repository import ConfigRepository
+from portcullis.store.engine import create_engine
+from portcullis.store.migrations import upgrade_to_head
 from support.services import migrated_store
 
 
@@ -45,6 +47,15 @@ async def engine(tmp_path: Path) -> Any:
     await engine.dispose()
 
 
+@pytest.fixture
+async def any_engine(database_url: str) -> Any:
+    """A migrated store of each kind (SQLite, and the session's PostgreSQL)."""
+    await upgrade_to_head(database_url)
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
 async def apply(repo: ConfigRepository, *routes: str) -> tuple[int, str]:
     version = await repo.apply(load_config_data(config(*routes)), author="t", comment=None)
     return version.version, version.checksum
@@ -67,8 +78,8 @@ async def deliver(node: NodeAgent, sync: Sync, socket: Socket) -> None:
         await node._on_text(socket, parse_text(sync.message))  # type: ignore[arg-type]
 
 
-async def test_a_node_is_brought_up_to_date(engine: AsyncEngine, tmp_path: Path) -> None:
-    repo = ConfigRepository(engine)
+async def test_a_node_is_brought_up_to_date(any_engine: AsyncEngine, tmp_path: Path) -> None:
+    repo = ConfigRepository(any_engine)
     feed = ConfigFeed(repo)
     assert (await feed.catch_up(0, "")).kind == "current"  # an empty store: nothing yet
     v1, sum1 = await apply(repo, "a")
