@@ -70,7 +70,7 @@ def tree_rss(pid: int) -> dict[str, float]:
         line = " ".join(proc.cmdline())
         role = (
             "node agent"
-            if "portcullis.hybrid.node" in line
+            if "node_agent" in line
             else "data-plane worker"
             if "granian" in line or "plane_process" in line
             else "supervisor"

@@ -12,7 +12,7 @@ from portcullis.settings import Settings
 DATA_PLANE_TARGET = "portcullis.proxy.server:create_app"
 TLS_PLANE_MODULE = "portcullis.supervision.tls_plane"
 CONTROL_PLANE_TARGET = "portcullis.admin.app:create_app"
-NODE_AGENT_MODULE = "portcullis.hybrid.node"
+NODE_AGENT_MODULE = "portcullis.supervision.node_agent"
 
 
 @dataclass
