@@ -401,6 +401,26 @@ class Settings(BaseSettings):
     web_session_lifetime: int = Field(default=12 * 3600, ge=60, le=30 * 86400)
     web_session_idle: int = Field(default=30 * 60, ge=60, le=86400)
 
+    # Hybrid mode (docs/hybrid.md, docs/decisions/038). role: "all" runs both planes on
+    # one store (the default); "control-plane" runs only the admin API and accepts data
+    # planes on /cluster/v1/connect; "data-plane" runs only the proxy, without a
+    # database: it takes its config from control_plane_url over one WebSocket per node,
+    # authenticated by cluster_token, and keeps the last snapshots in lkg_dir (two
+    # generations) to boot from when the control plane is unreachable. A data plane
+    # refuses a plain-http control_plane_url to a host that is not loopback unless
+    # cluster_insecure is set. It reconnects after cluster_reconnect_min seconds,
+    # doubling to cluster_reconnect_max, each delay with +-50 % jitter.
+    role: Literal["all", "control-plane", "data-plane"] = "all"
+    control_plane_url: str | None = None
+    cluster_token: str | None = Field(default=None, repr=False)
+    cluster_insecure: bool = False
+    # A PEM bundle of CAs a data plane trusts for the control plane's certificate
+    # (unset: the system's CAs).
+    cluster_ca_file: Path | None = None
+    lkg_dir: Path = Field(default_factory=lambda: Path("var/lkg").resolve())
+    cluster_reconnect_min: float = Field(default=0.5, gt=0, le=60)
+    cluster_reconnect_max: float = Field(default=10.0, gt=0, le=600)
+
     @property
     def admin_url(self) -> str:
         """The URL the control plane listens on, as a client on this host reaches it."""

@@ -381,7 +381,8 @@ def create_admin_app(
                 await detailed(), "migrations", "database schema is not at the latest migration"
             )
         body: dict[str, Any] = {"status": "ok", "config_version": head.version}
-        if not settings.ready_requires_data_plane:
+        # A hybrid control plane's data planes keep no heartbeat in the store (docs/hybrid.md).
+        if not settings.ready_requires_data_plane or settings.role == "control-plane":
             return body if await detailed() else {"status": "ok"}
         listed = await list_nodes(engine)
         statuses = classify(
@@ -416,6 +417,10 @@ def create_admin_app(
     from portcullis.admin.metrics_endpoint import install_metrics
 
     install_metrics(app, settings)
+    from portcullis.admin.routers import cluster as cluster_routes
+
+    # Hybrid mode: data-plane nodes take their config here (docs/hybrid.md).
+    app.include_router(cluster_routes.router)
     app.router.routes.extend(shared_routes(build_api_router))
     app.include_router(build_graph_router(app, settings))
     app.router.routes.extend(shared_routes(build_oauth_router))

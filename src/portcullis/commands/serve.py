@@ -9,6 +9,7 @@ drains in-flight requests.
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,8 +20,15 @@ import typer
 from rich.console import Console
 
 from portcullis.errors import UserError
+from portcullis.hybrid.roles import is_loopback, role_problems
 from portcullis.settings import Settings
-from portcullis.supervision.planes import Plane, gateway_planes, granian_argv, tls_planes
+from portcullis.supervision.planes import (
+    Plane,
+    gateway_planes,
+    granian_argv,
+    role_planes,
+    tls_planes,
+)
 from portcullis.supervision.ports import refuse_held_ports
 from portcullis.supervision.supervisor import Supervisor
 
@@ -140,6 +148,8 @@ def supervise(
             "PORTCULLIS_PROXY_TLS_PORT": str(settings.proxy_tls_port),
             # Workers split gateway-wide allowances (the retry budget's reserve).
             "PORTCULLIS_WORKERS": str(settings.workers),
+            "PORTCULLIS_ROLE": settings.role,
+            "PORTCULLIS_LKG_DIR": str(settings.lkg_dir),
         }
     )
     from portcullis.analytics.metrics import MULTIPROC_ENV, prepare_metrics_dir
@@ -166,9 +176,15 @@ def with_tls(
 
 
 def _settings(
-    proxy_port: int | None, admin_port: int | None, host: str | None, workers: int | None
+    proxy_port: int | None,
+    admin_port: int | None,
+    host: str | None,
+    workers: int | None,
+    role: str | None = None,
 ) -> Settings:
     overrides: dict[str, object] = {}
+    if role is not None:
+        overrides["role"] = role
     if proxy_port is not None:
         overrides["proxy_port"] = proxy_port
     if admin_port is not None:
@@ -179,6 +195,12 @@ def _settings(
     if workers is not None:
         overrides["workers"] = workers
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+class Role(enum.StrEnum):
+    all = "all"
+    control_plane = "control-plane"
+    data_plane = "data-plane"
 
 
 ProxyPort = Annotated[int | None, typer.Option("--proxy-port", help="Data-plane port [8000].")]
@@ -198,13 +220,57 @@ def register(app: typer.Typer) -> None:
         admin_port: AdminPort = None,
         host: Host = None,
         workers: Workers = None,
+        role: Annotated[
+            Role | None,
+            typer.Option(
+                "--role",
+                help="all: both planes on one store (the default; also PORTCULLIS_ROLE); "
+                "control-plane: the admin API, which data planes connect to; data-plane: "
+                "the proxy only, config from PORTCULLIS_CONTROL_PLANE_URL (docs/hybrid.md).",
+            ),
+        ] = None,
     ) -> None:
-        """Run the gateway: data plane and control plane."""
-        settings = _settings(proxy_port, admin_port, host, workers)
-        planes = gateway_planes(settings)
+        """Run the gateway: data plane and control plane (or one of them: --role)."""
+        settings = _settings(proxy_port, admin_port, host, workers, role.value if role else None)
+        problems = role_problems(settings)
+        if problems:
+            raise UserError("\n".join(problems))
+        planes = role_planes(settings)
+        if settings.role == "data-plane":
+            if config is not None:
+                raise UserError(
+                    "--config: a data plane has no store; apply config on the control plane"
+                )
+            refuse_held_ports(planes)
+            banner = (
+                f"proxy   {settings.proxy_url}\n"
+                f"node    {settings.admin_url}/health/ready\n"
+                f"config  from {settings.control_plane_url} "
+                f"(last-known-good: {settings.lkg_dir})"
+            )
+            if settings.proxy_tls != "off":
+                console.print(
+                    "[yellow]a data plane serves no TLS port yet (docs/hybrid.md): "
+                    "PORTCULLIS_PROXY_TLS is ignored[/]"
+                )
+            raise typer.Exit(supervise(planes, settings, banner))
         # Before the store is touched: a held port means another gateway may be using it.
         refuse_held_ports(planes)
         version, certificates = asyncio.run(prepare_store(settings, config))
+        if settings.role == "control-plane":
+            if settings.admin_tls_cert_file is None and not is_loopback(settings.admin_host):
+                console.print(
+                    "[yellow]the control plane listens without TLS on "
+                    f"{settings.admin_host}: data planes must not send the cluster token "
+                    "over a network in clear (PORTCULLIS_ADMIN_TLS_CERT_FILE/_KEY_FILE, or "
+                    "a TLS terminator in front)[/]"
+                )
+            banner = (
+                f"admin   {settings.admin_url}/health/ready\n"
+                f"nodes   {settings.admin_url}/cluster/v1/connect (data planes connect here)\n"
+                f"config  version {version}  ({settings.database_url})"
+            )
+            raise typer.Exit(supervise(planes, settings, banner))
         tls = with_tls(planes, settings, certificates)
         banner = (
             f"proxy   {settings.proxy_url}\n"

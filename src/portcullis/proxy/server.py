@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,7 @@ from portcullis.plugins.env import PluginEnv
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.websocket import WebSocketProxy
 from portcullis.runtime.holder import SnapshotHolder
-from portcullis.runtime.watcher import ConfigWatcher
+from portcullis.runtime.watcher import ConfigSource, ConfigWatcher
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
 from portcullis.upstream.transport import Transport
@@ -89,7 +91,7 @@ class DataPlane:
         self._quota_usage: QuotaUsagePublisher | None = None
         self._cache: CacheBackend | None = None
         self._redis: SharedRedis | None = None
-        self._services: tuple[CredentialCache, IssuerKeyring, JwksRegistry] | None = None
+        self._services: tuple[CredentialCache, IssuerKeyring | None, JwksRegistry] | None = None
         self._metrics: MetricsPublisher | None = None
         self._tracing: TracingObserver | None = None
         self.request_log: RequestLogQueue | None = None
@@ -111,6 +113,7 @@ class DataPlane:
     async def startup(self) -> None:
         from portcullis.analytics.health import worker_health_json
         from portcullis.cache.factory import create_cache_backend
+        from portcullis.hybrid.edge_identity import NO_CREDENTIALS, NO_KEYS
         from portcullis.identity.credential_cache import CredentialCache
         from portcullis.identity.credential_lookup import ConsumerCredentialCache
         from portcullis.identity.credential_store import CredentialRepository
@@ -120,7 +123,7 @@ class DataPlane:
         from portcullis.identity.secrets import load_server_secret
         from portcullis.limits.factory import create_limit_backend
         from portcullis.redis_client import SharedRedis
-        from portcullis.runtime.heartbeat import NodeHeartbeat
+        from portcullis.runtime.heartbeat import NodeHeartbeat, node_id
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
         from portcullis.store.invalidations import (
@@ -130,38 +133,55 @@ class DataPlane:
         )
 
         settings = self.settings
-        engine = create_engine(settings.database_url)
+        # A hybrid data plane (docs/hybrid.md) has no database: its config comes from the
+        # node's last-known-good directory; services that need the store stay off.
+        edge = settings.role == "data-plane"
+        engine = None if edge else create_engine(settings.database_url)
         self._engine = engine
         secret = load_server_secret(settings.secret_key, settings.secret_key_file)
         self._session = aiohttp.ClientSession(
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
         # Identity services outlive snapshots; the invalidation feed keeps their caches honest.
-        events = InvalidationPoller(
-            InvalidationFeed(engine), interval=settings.config_poll_interval
+        # Without a store (hybrid data plane) no key or credential is known yet: the auth
+        # plugins refuse every credential (fail closed) until identity reaches the edge.
+        events = (
+            InvalidationPoller(InvalidationFeed(engine), interval=settings.config_poll_interval)
+            if engine is not None
+            else None
         )
-        await events.prime()
+        if events is not None:
+            await events.prime()
         credentials = CredentialCache(
-            KeyRepository(engine, secret),
+            KeyRepository(engine, secret) if engine is not None else NO_KEYS,
             secret,
             usage_flush_interval=settings.key_usage_flush_interval,
         )
-        issuer = IssuerKeyring(engine, issuer=settings.issuer)
-        await issuer.refresh()
-        events.subscribe(credentials.on_events, [InvalidationKind.KEY])
-        consumer_credentials = ConsumerCredentialCache(CredentialRepository(engine, secret), secret)
-        events.subscribe(consumer_credentials.on_events, [InvalidationKind.CREDENTIAL])
-        events.subscribe(issuer.on_events, [InvalidationKind.TOKEN, InvalidationKind.SIGNING_KEY])
+        issuer = IssuerKeyring(engine, issuer=settings.issuer) if engine is not None else None
+        if issuer is not None:
+            await issuer.refresh()
+        consumer_credentials = ConsumerCredentialCache(
+            CredentialRepository(engine, secret) if engine is not None else NO_CREDENTIALS,
+            secret,
+        )
         jwks = JwksRegistry(self._session)
         self._services = (credentials, issuer, jwks)
         self._events = events
+        if events is not None:
+            assert issuer is not None
+            events.subscribe(credentials.on_events, [InvalidationKind.KEY])
+            events.subscribe(consumer_credentials.on_events, [InvalidationKind.CREDENTIAL])
+            events.subscribe(
+                issuer.on_events, [InvalidationKind.TOKEN, InvalidationKind.SIGNING_KEY]
+            )
         # One Redis (pool + outage circuit) for this worker, shared by the limits and the
         # cache. Nothing connects here: the first decision or lookup connects.
         self._redis = redis = SharedRedis.from_settings(settings)
         self._limits = limits = create_limit_backend(settings, redis)
         # The response cache; purges reach a memory cache through the event feed.
         self._cache = cache = create_cache_backend(settings, redis)
-        events.subscribe(cache.on_events, [InvalidationKind.CACHE_PURGE])
+        if events is not None:
+            events.subscribe(cache.on_events, [InvalidationKind.CACHE_PURGE])
         from portcullis.logship.shipper import ShipperRegistry
         from portcullis.webhooks.runner import destination_policy
 
@@ -178,34 +198,54 @@ class DataPlane:
             cache=cache,
             workers=settings.workers,
         )
+        source: ConfigSource
+        interval = settings.config_poll_interval
+        if engine is not None:
+            source = ConfigRepository(engine)
+        else:
+            from portcullis.hybrid.lkg import LkgStore
+            from portcullis.hybrid.source import POLL_INTERVAL, LkgSource
+
+            source = LkgSource(LkgStore(settings.lkg_dir))
+            interval = POLL_INTERVAL
         self._watcher = ConfigWatcher(
-            ConfigRepository(engine),
+            source,
             self.holder,
             self.transport,
-            interval=settings.config_poll_interval,
+            interval=interval,
             env=env,
         )
         await self._watcher.refresh()
         self._watcher.start()
-        from portcullis.proxy.inspector import CaptureSync, CaptureWriter
+        if engine is not None and events is not None:
+            # The request inspector's sessions and exchanges live in the store; a data
+            # plane without one (hybrid mode) captures nothing yet (docs/hybrid.md).
+            from portcullis.proxy.inspector import CaptureSync, CaptureWriter
 
-        self.captures = CaptureWriter.from_settings(engine, settings)
-        self.captures.start()
-        self._capture_sync = CaptureSync(
-            engine, self.holder.current.captures, self.captures.observe
-        )
-        await self._capture_sync.refresh()
-        events.subscribe(self._capture_sync.on_events, [InvalidationKind.CAPTURE])
-        events.start()
+            self.captures = CaptureWriter.from_settings(engine, settings)
+            self.captures.start()
+            self._capture_sync = CaptureSync(
+                engine, self.holder.current.captures, self.captures.observe
+            )
+            await self._capture_sync.refresh()
+            events.subscribe(self._capture_sync.on_events, [InvalidationKind.CAPTURE])
+        if events is not None:
+            events.start()
         credentials.start()
-        self._heartbeat = NodeHeartbeat(
-            engine,
-            node_name=settings.node_name,
-            version=lambda: self.holder.current.version,
-            interval=settings.heartbeat_interval,
-            health=lambda: worker_health_json(self.holder.current),
+        if engine is not None:
+            self._heartbeat = NodeHeartbeat(
+                engine,
+                node_name=settings.node_name,
+                version=lambda: self.holder.current.version,
+                interval=settings.heartbeat_interval,
+                health=lambda: worker_health_json(self.holder.current),
+            )
+            await self._heartbeat.start()
+        instance = (
+            self._heartbeat.id
+            if self._heartbeat is not None
+            else node_id(settings.node_name, socket.gethostname(), os.getpid())
         )
-        await self._heartbeat.start()
         from portcullis.limits.memory import MemoryBackend
         from portcullis.limits.redis_backend import RedisBackend
 
@@ -215,26 +255,28 @@ class DataPlane:
             ready = await limits.warm(min(settings.limits_redis_max_connections, 16))
             log.info("limits.redis_warm", connections=ready)
 
-        if isinstance(limits, MemoryBackend):
+        if isinstance(limits, MemoryBackend) and engine is not None:
             # Quota counters in memory: published so the usage API can sum them.
             from portcullis.limits.quota_usage import QuotaUsagePublisher
 
-            self._quota_usage = QuotaUsagePublisher(engine, limits, self._heartbeat.id)
+            self._quota_usage = QuotaUsagePublisher(engine, limits, instance)
             self._quota_usage.start()
         observers: list[RequestObserver] = []
-        if settings.request_log_enabled:
+        # A hybrid data plane ships no request log yet (the spool to the control plane is a
+        # later step of docs/hybrid.md); live traffic goes over Redis when it has one.
+        if settings.request_log_enabled and engine is not None:
             from portcullis.analytics.log_queue import RequestLogQueue
 
             self.request_log = RequestLogQueue.from_settings(engine, settings)
             self.request_log.start()
             observers.append(self.request_log)
-        if settings.live_traffic_enabled:
+        if settings.live_traffic_enabled and (engine is not None or redis is not None):
             from portcullis.analytics.live import WorkerTraffic, report_sink
 
             self.live_traffic = WorkerTraffic.from_settings(
                 settings,
-                report_sink(engine, settings, redis),
-                self._heartbeat.id,
+                report_sink(engine, settings, redis),  # type: ignore[arg-type]
+                instance,
                 lambda: self.holder.current.config,
             )
             self.live_traffic.start()
@@ -253,7 +295,7 @@ class DataPlane:
         if settings.otlp_endpoint:
             from portcullis.analytics.tracing import create_tracing
 
-            self._tracing = create_tracing(settings, instance_id=self._heartbeat.id)
+            self._tracing = create_tracing(settings, instance_id=instance)
             if self._tracing is not None:
                 observers.append(self._tracing)
         self.proxy = ProxyApp(
@@ -311,7 +353,8 @@ class DataPlane:
                 credentials, issuer, jwks = self._services
                 # Flushes pending last-used stamps, so a graceful stop loses none.
                 await credentials.aclose()
-                await issuer.aclose()
+                if issuer is not None:
+                    await issuer.aclose()
                 await jwks.aclose()
 
         if self._silent is not None:

@@ -215,6 +215,32 @@ class ConfigRepository:
             rows = (await conn.execute(query)).all()
         return [ConfigVersionSummary(*row) for row in rows]
 
+    async def checksum(self, version: int) -> str | None:
+        """One version's checksum (None: no such version); one primary-key read."""
+        query = select(ConfigVersionRow.checksum).where(ConfigVersionRow.version == version)
+        async with self._reader.connect() as conn:
+            found = await conn.scalar(query)
+        return str(found) if found is not None else None
+
+    async def stored_deltas(self, after: int, upto: int) -> list[str] | None:
+        """The stored deltas (JSON text) that lead from version `after` to `upto`, one per
+        version, each against the one before it; None when one of them is not stored (a
+        keyframe without its delta, or a pruned version): then only the document will do."""
+        if upto <= after:
+            return None
+        query = (
+            select(ConfigVersionRow.version, ConfigVersionRow.delta)
+            .where(ConfigVersionRow.version.between(after + 1, upto))
+            .order_by(ConfigVersionRow.version)
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        if [r.version for r in rows] != list(range(after + 1, upto + 1)):
+            return None
+        if any(r.delta is None for r in rows):
+            return None
+        return [str(r.delta) for r in rows]
+
     async def apply(
         self,
         config: GatewayConfig,

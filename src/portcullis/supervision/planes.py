@@ -12,6 +12,7 @@ from portcullis.settings import Settings
 DATA_PLANE_TARGET = "portcullis.proxy.server:create_app"
 TLS_PLANE_MODULE = "portcullis.supervision.tls_plane"
 CONTROL_PLANE_TARGET = "portcullis.admin.app:create_app"
+NODE_AGENT_MODULE = "portcullis.supervision.node_agent"
 
 
 @dataclass
@@ -175,4 +176,23 @@ def gateway_planes(settings: Settings, *, tls: bool = False) -> list[Plane]:
     ]
     if tls:
         planes += tls_planes(settings)
+    return planes
+
+
+def role_planes(settings: Settings) -> list[Plane]:
+    """The planes of `settings.role` (docs/hybrid.md): `all` is `gateway_planes`; a
+    control plane runs only the admin API; a data-plane node runs the data plane and
+    its node agent (the one connection to the control plane, readiness on the admin
+    port)."""
+    planes = gateway_planes(settings)
+    if settings.role == "control-plane":
+        return planes[1:]
+    if settings.role == "data-plane":
+        agent = Plane(
+            "node agent",
+            [sys.executable, "-m", NODE_AGENT_MODULE],
+            settings.admin_host,
+            settings.admin_port,
+        )
+        return [planes[0], agent]
     return planes
