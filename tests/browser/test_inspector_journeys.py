@@ -2,7 +2,7 @@
 in front of the echo upstream (issue 19): an operator starts a capture from the
 dashboard (a bad duration is refused next to its field), watches a request made
 through :8000 arrive without reloading, and opens it (credentials redacted, the body
-cut at 1 KiB); a developer signed in to the portal sees the exchange made with their
+cut at 1 KiB); then a developer signed in to the portal sees the exchange made with their
 application's key, and not another consumer's."""
 
 from __future__ import annotations
@@ -156,9 +156,18 @@ def test_operator_captures_watches_and_opens_an_exchange(page: Page, world: Worl
     assert world.developer_key not in page.content()
     screenshot(page, "inspector-exchange")
     assert errors == []
+    browser = page.context.browser
+    assert browser is not None
+    developer = browser.new_context()
+    try:
+        _developer_sees_only_their_own_exchanges(developer, world)
+    finally:
+        developer.close()
 
 
-def test_a_developer_sees_only_their_own_exchanges(context: BrowserContext, world: World) -> None:
+def _developer_sees_only_their_own_exchanges(context: BrowserContext, world: World) -> None:
+    """Run after the operator's capture recorded exchanges (one journey, so the order
+    is the test's own, not pytest's)."""
     context.add_cookies(
         [{"name": "pc_portal", "value": world.developer_cookie, "url": world.gw.admin_url}]
     )
