@@ -59,6 +59,7 @@ from portcullis.store.engine import (
     Check,
     write_transaction,
 )
+from portcullis.store.web_tables import WebSessionRow
 
 ISSUER = "portcullis-admin"
 SIGNING_KEY_NAME = "access-token-signing-key"
@@ -196,6 +197,13 @@ async def _revoke_access(
         )
     )
     await conn.execute(update(RefreshTokenRow).where(*live).values(revoked_at=now))
+    # Dashboard sessions of the user end with the token sessions (services/web_sessions.py).
+    web = delete(WebSessionRow).where(
+        WebSessionRow.kind == "admin", WebSessionRow.subject_id == user_id
+    )
+    if keep_session is not None:
+        web = web.where(WebSessionRow.id != keep_session)
+    ended_web = (await conn.execute(web)).rowcount or 0
     revoked = 0
     if api_tokens:
         result = await conn.execute(
@@ -204,7 +212,7 @@ async def _revoke_access(
             .values(revoked_at=now)
         )
         revoked = result.rowcount
-    return PasswordChange(revoked, int(ended or 0))
+    return PasswordChange(revoked, int(ended or 0) + int(ended_web))
 
 
 def _secret_context(name: str) -> bytes:
@@ -225,6 +233,19 @@ def _user(row: Any) -> AdminUser:
         disabled=row.disabled,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def user_caller(user: AdminUser, session_id: str) -> Caller:
+    """The caller a signed-in admin user is in `session_id`: a login's access tokens and
+    a dashboard session alike (same role, permissions and organization)."""
+    return Caller(
+        actor=f"user:{user.email}",
+        role=user.role,
+        permissions=ROLE_PERMISSIONS[user.role],
+        user_id=user.id,
+        organization_id=user.organization_id,
+        session_id=session_id,
     )
 
 
@@ -587,7 +608,13 @@ class AuthService:
     # ------------------------------------------------------------------ sessions
 
     async def login(self, email: str, password: str, client: str | None) -> TokenPair:
-        """Check a password; a token pair on success.
+        """Check a password (`check_password`); a token pair on success."""
+        user = await self.check_password(email, password, client)
+        return await self._issue(user.id, user.role.value, str(uuid.uuid4()))
+
+    async def check_password(self, email: str, password: str, client: str | None) -> AdminUser:
+        """Check a password under the lockout; the user on success (a REST login issues
+        tokens for them, a dashboard sign-in a web session).
 
         Raises `LoginLocked` while the account or the client address is locked out
         (even for the right password) and `InvalidCredentials` otherwise. Every
@@ -609,7 +636,7 @@ class AuthService:
         if row is None or not ok or row.disabled:
             raise InvalidCredentials("invalid email or password")
         await self._throttle.succeeded(row.id, client, window_start)
-        return await self._issue(row.id, row.role, str(uuid.uuid4()))
+        return _user(row)
 
     async def _issue(self, user_id: str, role: str, family_id: str) -> TokenPair:
         now = _now()
@@ -781,14 +808,7 @@ class AuthService:
         async with self._engine.connect() as conn:
             if await conn.scalar(revoked.limit(1)) is not None:
                 return None
-        return Caller(
-            actor=f"user:{user.email}",
-            role=user.role,
-            permissions=ROLE_PERMISSIONS[user.role],
-            user_id=user.id,
-            organization_id=user.organization_id,
-            session_id=str(claims["sid"]),
-        )
+        return user_caller(user, str(claims["sid"]))
 
     async def _api_token_caller(self, credential: str) -> Caller | None:
         now = _now()

@@ -17,6 +17,7 @@ from portcullis.store import (
     graphql_tables,
     identity_tables,
     portal_tables,
+    web_tables,
     webhook_tables,
 )
 from portcullis.store.analytics_tables import RollupRow
@@ -32,6 +33,7 @@ _TABLE_MODULES = (
     graphql_tables,
     identity_tables,
     portal_tables,
+    web_tables,
     webhook_tables,
 )
 

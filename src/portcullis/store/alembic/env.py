@@ -25,6 +25,7 @@ from portcullis.store import (
     graphql_tables,
     identity_tables,
     portal_tables,
+    web_tables,
     webhook_tables,
 )
 from portcullis.store.engine import create_engine, normalize_database_url, write_transaction
@@ -39,6 +40,7 @@ _TABLE_MODULES = (
     graphql_tables,
     identity_tables,
     portal_tables,
+    web_tables,
     webhook_tables,
 )
 target_metadata = Base.metadata
