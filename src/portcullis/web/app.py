@@ -30,8 +30,13 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.login",
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
+    "portcullis.web.dashboard.approvals",
 )
-PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home",)
+PORTAL_ROUTERS: tuple[str, ...] = (
+    "portcullis.web.portal.home",
+    "portcullis.web.portal.account",
+    "portcullis.web.portal.apps",
+)
 
 
 def _build(web: WebApp, routers: tuple[str, ...]) -> FastAPI:
