@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 
 import httpx
+from admin_support import PASSWORD as ADMIN_PASSWORD
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from portcullis.services.context import RequestFacts
+from portcullis.services.portal import DeveloperContext
+from portcullis.services.rbac import Role
 from portcullis.store.identity_tables import ApiKeyRow, OAuthClientRow
 from portcullis.store.portal_tables import AccessRequestRow, ApplicationRow, TeamMemberRow
 from support.web import form_token
@@ -144,3 +148,50 @@ async def test_portal_journey_and_idor_matrix(owner: httpx.AsyncClient, app: Fas
     assert await _snapshot(app) == before
     for client_ in (a, b):
         await client_.aclose()
+
+
+async def test_operators_decide_in_the_dashboard(app: FastAPI, owner: httpx.AsyncClient) -> None:
+    assert (await owner.put("/admin/v1/config", json=CATALOGUE)).status_code == 200
+    portal = app.state.admin.portal
+    facts = RequestFacts("req", None)
+    dev = await portal.accounts.sign_up(facts, "d@example.com", PASSWORD, "D", verified=True)
+    ctx = DeveloperContext(dev, facts)
+    (team,) = await portal.accounts.teams(ctx)
+    made = await portal.apps.create_application(ctx, team.id, "shop")
+    asked = await portal.apps.request_access(ctx, made.id, "billing")
+
+    await app.state.authenticator.create_user("ops@example.com", ADMIN_PASSWORD, Role.OPERATOR)
+    ops = _client(app)
+    signed = await _post(
+        ops,
+        "/dashboard/login",
+        "/dashboard/login",
+        email="ops@example.com",
+        password=ADMIN_PASSWORD,
+    )
+    assert signed.status_code == 303, signed.text
+    page = await ops.get("/dashboard/approvals")
+    assert page.status_code == 200
+    assert asked.id in page.text
+    no_reason = await _post(
+        ops, "/dashboard/approvals", f"/dashboard/approvals/{asked.id}", decision="reject"
+    )
+    assert no_reason.status_code == 422
+    assert "needs a reason" in no_reason.text
+    rejected = await _post(
+        ops,
+        "/dashboard/approvals",
+        f"/dashboard/approvals/{asked.id}",
+        decision="reject",
+        reason="which shop?",
+    )
+    assert rejected.status_code == 303, rejected.text
+    (request,) = await portal.apps.access_requests(ctx, made.id)
+    assert (request.status, request.reason, request.decided_by) == (
+        "rejected",
+        "which shop?",
+        "user:ops@example.com",
+    )
+    mails = await portal.mail.messages(recipient="d@example.com")
+    assert any("which shop?" in m.body for m in mails)
+    await ops.aclose()
