@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -24,12 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.problems import TOO_MANY_REQUESTS, UNAUTHORIZED
+from portcullis.services.admin_auth import hash_password, verify_password
 from portcullis.services.context import AuditSink, Clock, Operation, RequestFacts, utc_now
 from portcullis.services.errors import (
     ALREADY_EXISTS,
@@ -150,13 +149,10 @@ class PortalAccounts:
         return Operation(None, actor, facts, self._audit, clock=clock)
 
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await hash_password(self._hasher, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        return await verify_password(self._hasher, password_hash, password)
 
     # ------------------------------------------------------------------ sign-up and login
 

@@ -9,13 +9,20 @@ session: reloading the application's page shows only the key's prefix.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portcullis.identity.key_admin import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS
+from portcullis.identity.key_admin import (
+    DEFAULT_GRACE_SECONDS,
+    MAX_GRACE_SECONDS,
+    CreatedKey,
+    Rotation,
+)
+from portcullis.identity.oauth_clients import OAuthClient
 from portcullis.services.errors import ServiceError
 from portcullis.services.portal import ClientType, DeveloperContext, KeyEnvironment
 from portcullis.web.portal.access import developer_context, portal_services, refusal
@@ -123,15 +130,33 @@ async def application(
     return await _app_or_404(request, ctx, application_id)
 
 
-async def _after(
-    request: Request,
-    ctx: DeveloperContext,
-    application_id: str,
-    exc: ServiceError | None = None,
-    secret: dict[str, str] | None = None,
+Secret = dict[str, str]
+
+
+async def _done(call: Awaitable[object]) -> Secret | None:
+    await call
+    return None
+
+
+async def _new_key(call: Awaitable[CreatedKey | Rotation]) -> Secret:
+    made = await call
+    info = made.info if isinstance(made, CreatedKey) else made.new
+    return {"kind": "API key", "label": info.name, "value": made.key}
+
+
+async def _new_client_secret(call: Awaitable[tuple[OAuthClient, str]]) -> Secret:
+    client, value = await call
+    return {"kind": "Client secret", "label": client.client_id, "value": value}
+
+
+async def _apply(
+    request: Request, ctx: DeveloperContext, application_id: str, work: Awaitable[Secret | None]
 ) -> Response:
-    """The page after a change: the refusal on it, the new secret once, else a redirect."""
-    if exc is not None:
+    """Run a change; then the page with its refusal, or with the new secret (once, not
+    cached), or a redirect to the application's page."""
+    try:
+        secret = await work
+    except ServiceError as exc:
         try:
             return await _app_page(request, ctx, application_id, exc.kind.status, **refusal(exc))
         except ServiceError as missing:
@@ -149,11 +174,9 @@ async def request_access(
     plan: Name = "",
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        await portal_services(request).apps.request_access(ctx, application_id, api, plan or None)
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    return await _after(request, ctx, application_id)
+    apps = portal_services(request).apps
+    work = _done(apps.request_access(ctx, application_id, api, plan or None))
+    return await _apply(request, ctx, application_id, work)
 
 
 @router.post("/apps/{application_id}/keys")
@@ -164,14 +187,9 @@ async def create_key(
     name: Name = "",
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        created = await portal_services(request).apps.create_key(
-            ctx, application_id, environment, name
-        )
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    secret = {"kind": "API key", "label": created.info.name, "value": created.key}
-    return await _after(request, ctx, application_id, secret=secret)
+    apps = portal_services(request).apps
+    work = _new_key(apps.create_key(ctx, application_id, environment, name))
+    return await _apply(request, ctx, application_id, work)
 
 
 @router.post("/apps/{application_id}/keys/{key_id}/rotate")
@@ -182,14 +200,9 @@ async def rotate_key(
     grace_seconds: Annotated[int, Form(ge=0, le=MAX_GRACE_SECONDS)] = DEFAULT_GRACE_SECONDS,
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        rotation = await portal_services(request).apps.rotate_key(
-            ctx, application_id, key_id, grace_seconds=grace_seconds
-        )
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    secret = {"kind": "API key", "label": rotation.new.name, "value": rotation.key}
-    return await _after(request, ctx, application_id, secret=secret)
+    apps = portal_services(request).apps
+    rotated = apps.rotate_key(ctx, application_id, key_id, grace_seconds=grace_seconds)
+    return await _apply(request, ctx, application_id, _new_key(rotated))
 
 
 @router.post("/apps/{application_id}/keys/{key_id}/revoke")
@@ -199,11 +212,9 @@ async def revoke_key(
     key_id: str,
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        await portal_services(request).apps.revoke_key(ctx, application_id, key_id)
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    return await _after(request, ctx, application_id)
+    apps = portal_services(request).apps
+    work = _done(apps.revoke_key(ctx, application_id, key_id))
+    return await _apply(request, ctx, application_id, work)
 
 
 @router.post("/apps/{application_id}/oauth-clients")
@@ -213,14 +224,9 @@ async def create_oauth_client(
     name: Name = "",
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        client, value = await portal_services(request).apps.create_oauth_client(
-            ctx, application_id, name
-        )
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    secret = {"kind": "Client secret", "label": client.client_id, "value": value}
-    return await _after(request, ctx, application_id, secret=secret)
+    apps = portal_services(request).apps
+    work = _new_client_secret(apps.create_oauth_client(ctx, application_id, name))
+    return await _apply(request, ctx, application_id, work)
 
 
 @router.post("/apps/{application_id}/oauth-clients/{client_id}/rotate")
@@ -230,14 +236,9 @@ async def rotate_oauth_secret(
     client_id: str,
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        client, value = await portal_services(request).apps.rotate_oauth_secret(
-            ctx, application_id, client_id
-        )
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    secret = {"kind": "Client secret", "label": client.client_id, "value": value}
-    return await _after(request, ctx, application_id, secret=secret)
+    apps = portal_services(request).apps
+    work = _new_client_secret(apps.rotate_oauth_secret(ctx, application_id, client_id))
+    return await _apply(request, ctx, application_id, work)
 
 
 @router.post("/apps/{application_id}/oauth-clients/{client_id}/delete")
@@ -247,8 +248,6 @@ async def delete_oauth_client(
     client_id: str,
     ctx: DeveloperContext = Depends(developer_context),
 ) -> Response:
-    try:
-        await portal_services(request).apps.delete_oauth_client(ctx, application_id, client_id)
-    except ServiceError as exc:
-        return await _after(request, ctx, application_id, exc)
-    return await _after(request, ctx, application_id)
+    apps = portal_services(request).apps
+    work = _done(apps.delete_oauth_client(ctx, application_id, client_id))
+    return await _apply(request, ctx, application_id, work)
