@@ -69,3 +69,40 @@ async def test_operators_work_the_approval_queue(owner: httpx.AsyncClient, app: 
         ("suspend", "portal_developer"),
         ("create", "consumer"),
     } <= actions
+
+
+async def test_the_queue_over_graphql(owner: httpx.AsyncClient, app: FastAPI) -> None:
+    assert (await owner.put("/admin/v1/config", json=CATALOGUE)).status_code == 200
+    portal: PortalServices = app.state.admin.portal
+    facts = RequestFacts("req-dev", None)
+    dev = await portal.accounts.sign_up(
+        facts, "bo@example.com", "a long enough pw", "Bo", verified=True
+    )
+    ctx = DeveloperContext(dev, facts)
+    (team,) = await portal.accounts.teams(ctx)
+    application = await portal.apps.create_application(ctx, team.id, "shop")
+    asked = await portal.apps.request_access(ctx, application.id, "billing")
+
+    async def graph(query: str, **variables: object) -> dict[str, object]:
+        answer = await owner.post("/graphql", json={"query": query, "variables": variables})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, object] = answer.json()
+        assert "errors" not in body, body
+        return body["data"]  # type: ignore[return-value]
+
+    queue = await graph('{ portalAccessRequests(status: "pending") { nodes { id api status } } }')
+    assert queue == {
+        "portalAccessRequests": {"nodes": [{"id": asked.id, "api": "billing", "status": "pending"}]}
+    }
+    rejected = await graph(
+        'mutation($id: ID!) { rejectPortalAccessRequest(id: $id, reason: "no") {'
+        " ... on PortalAccessRequestPayload { request { status reason } } } }",
+        id=asked.id,
+    )
+    assert rejected == {
+        "rejectPortalAccessRequest": {"request": {"status": "rejected", "reason": "no"}}
+    }
+    developers = await graph("{ portalDevelopers { nodes { email status } } }")
+    assert developers == {
+        "portalDevelopers": {"nodes": [{"email": "bo@example.com", "status": "active"}]}
+    }

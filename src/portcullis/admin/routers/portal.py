@@ -8,84 +8,28 @@ is audited; nothing here carries a secret.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from portcullis.admin.operations import admin_state, operation, respond
 from portcullis.admin.pagination import page_response
 from portcullis.admin.problems import problem_responses
 from portcullis.services.context import Operation
-from portcullis.services.portal import ClientType, PortalServices
+from portcullis.services.portal import PortalServices
+from portcullis.services.portal_admin import (
+    AccessRequestOut,
+    AccessRequestPage,
+    ApplicationPage,
+    ApproveIn,
+    DeveloperOut,
+    DeveloperPage,
+    RejectIn,
+)
 from portcullis.services.rbac import Permission
 
 router = APIRouter(prefix="/portal", tags=["Developer portal"])
 Limit = Annotated[int, Query(ge=1, le=500, description="At most this many items")]
-Reason = Annotated[str, Field(min_length=1, max_length=500)]
-
-
-class DeveloperOut(BaseModel):
-    id: str
-    email: str
-    name: str
-    status: Literal["active", "suspended"]
-    email_verified_at: datetime | None
-    created_at: datetime
-
-
-class DeveloperPage(BaseModel):
-    items: list[DeveloperOut]
-    next: str | None
-
-
-class ApplicationOut(BaseModel):
-    id: str
-    team_id: str
-    name: str
-    description: str
-    client_type: ClientType
-    consumer: str | None = Field(description="The gateway consumer, once an access is approved")
-    organization_id: str | None
-    created_at: datetime
-
-
-class ApplicationPage(BaseModel):
-    items: list[ApplicationOut]
-    next: str | None
-
-
-class AccessRequestOut(BaseModel):
-    id: str
-    application_id: str
-    team_id: str
-    api: str
-    organization: str | None = Field(description="The API's organization when it was asked")
-    organization_id: str | None
-    plan: str | None
-    status: Literal["pending", "approved", "rejected"]
-    reason: str | None = Field(description="The operator's reason for the decision")
-    decided_by: str | None
-    decided_at: datetime | None
-    created_at: datetime
-
-
-class AccessRequestPage(BaseModel):
-    items: list[AccessRequestOut]
-    next: str | None
-
-
-class ApproveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Reason | None = Field(None, examples=["welcome aboard"])
-
-
-class RejectIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: Reason = Field(examples=["tell us more about your use case"])
 
 
 def _portal(request: Request) -> PortalServices:
