@@ -83,6 +83,9 @@ async def _snapshot(app: FastAPI) -> list[object]:
 
 
 async def test_portal_journey_and_idor_matrix(owner: httpx.AsyncClient, app: FastAPI) -> None:
+    anonymous = _client(app)
+    assert (await anonymous.get("/portal/outbox")).status_code == 404  # off unless asked for
+    await anonymous.aclose()
     app.state.admin.settings.portal_outbox_view = True
     assert (await owner.put("/admin/v1/config", json=CATALOGUE)).status_code == 200
     a = await _sign_up_verified(app, "a@example.com")
@@ -101,6 +104,14 @@ async def test_portal_journey_and_idor_matrix(owner: httpx.AsyncClient, app: Fas
     assert "_".join(key.group(1).split("_")[:3]) in again.text  # the display prefix is listed
     key_id = re.search(rf"{page_a}/keys/([^/]+)/revoke", again.text)
     assert key_id is not None
+    rotated = await _post(a, page_a, f"{page_a}/keys/{key_id.group(1)}/rotate", grace_seconds="60")
+    successor = re.search(r'id="new-secret" readonly value="(pc_dev_[^"]+)"', rotated.text)
+    assert successor is not None, rotated.text
+    assert successor.group(1) != key.group(1)
+    revoked = await _post(a, page_a, f"{page_a}/keys/{key_id.group(1)}/revoke")
+    assert revoked.status_code == 303
+    states = re.findall(r"<td>(active|grace|revoked)", (await a.get(page_a)).text)
+    assert sorted(states) == ["active", "revoked"]
     client = await _post(a, page_a, f"{page_a}/oauth-clients", name="backend")
     client_id = re.search(rf"{page_a}/oauth-clients/([^/]+)/rotate", client.text)
     assert client_id is not None
