@@ -56,6 +56,8 @@ MAX_PASSWORD = 1024
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 # Addresses a developer's login counts under (the admins' are unprefixed).
 ADDRESS_PREFIX = "portal:"
+# Seconds between two verification mails of one developer.
+RESEND_INTERVAL = 60
 
 
 def _digest(token: str) -> str:
@@ -282,11 +284,25 @@ class PortalAccounts:
         )
 
     async def resend_verification(self, ctx: DeveloperContext) -> None:
-        """A new verification link for a developer whose address is not verified yet."""
+        """A new verification link for a developer whose address is not verified yet (at most
+        one a minute: 429 with Retry-After sooner, so the form can't flood an inbox)."""
         if ctx.developer.email_verified:
             return
+        now = ctx.now()
         async with write_transaction(self._engine) as conn:
-            token = await self._new_token(conn, ctx.developer.id, ctx.now())
+            last = await conn.scalar(
+                select(func.max(EmailTokenRow.created_at)).where(
+                    EmailTokenRow.developer_id == ctx.developer.id
+                )
+            )
+            wait = 0 if last is None else RESEND_INTERVAL - int((now - last).total_seconds())
+            if wait > 0:
+                raise ServiceError(
+                    TOO_MANY_REQUESTS,
+                    f"a link was sent moments ago; ask again in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+            token = await self._new_token(conn, ctx.developer.id, now)
         await self._mail.send(self._verification_mail(ctx.developer.email, token))
 
     async def verify_email(

@@ -47,6 +47,10 @@ async def _sign_up_verified(app: FastAPI, email: str) -> httpx.AsyncClient:
         client, "/portal/signup", "/portal/signup", email=email, name="Dev", password=PASSWORD
     )
     assert signed.status_code == 303, signed.text
+    # Sign-up just mailed a link: another one only after a minute.
+    again = await _post(client, "/portal/welcome", "/portal/verify/resend")
+    assert again.status_code == 429
+    assert "ask again in" in again.text
     outbox = await client.get("/portal/outbox")
     assert outbox.status_code == 200
     link = re.search(r'href="(http://[^"]+/portal/verify\?token=[^"]+)"', outbox.text)

@@ -110,6 +110,17 @@ async def test_sign_up_mails_a_one_time_expiring_link(portal: Portal, clock: Clo
     assert expired.value.kind is INVALID_TOKEN
 
 
+async def test_a_new_link_at_most_once_a_minute(portal: Portal, clock: Clock) -> None:
+    ctx = await developer(portal, "ada@example.com", clock=clock, verified=False)
+    with pytest.raises(ServiceError) as soon:
+        await portal.accounts.resend_verification(ctx)
+    assert soon.value.kind is TOO_MANY_REQUESTS
+    assert int(soon.value.headers["Retry-After"]) == 60
+    clock.advance(61)
+    await portal.accounts.resend_verification(ctx)
+    assert len(await portal.outbox.messages(recipient="ada@example.com")) == 2
+
+
 async def test_sign_up_refusals_name_their_fields(portal: Portal) -> None:
     await portal.accounts.sign_up(facts(), "ada@example.com", PASSWORD, "Ada")
     with pytest.raises(ServiceError) as taken:

@@ -98,20 +98,36 @@ async def signup(
     return await _start_session(request, developer.id, web_app_of(request).root + "/welcome")
 
 
-@router.get("/welcome")
-async def welcome(request: Request, ctx: DeveloperContext = Depends(developer_context)) -> Response:
+def _welcome(
+    request: Request,
+    ctx: DeveloperContext,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    sent: bool = False,
+) -> Response:
     context = {
         "title": "Check your email",
         "developer": ctx.developer,
         "outbox": _outbox_enabled(request),
+        "error": error,
+        "sent": sent,
     }
-    return render(request, "portal/welcome.html", context)
+    return render(request, "portal/welcome.html", context, status_code=status)
+
+
+@router.get("/welcome")
+async def welcome(request: Request, ctx: DeveloperContext = Depends(developer_context)) -> Response:
+    return _welcome(request, ctx)
 
 
 @router.post("/verify/resend")
 async def resend(request: Request, ctx: DeveloperContext = Depends(developer_context)) -> Response:
-    await portal_services(request).accounts.resend_verification(ctx)
-    return RedirectResponse(web_app_of(request).root + "/welcome", status_code=303)
+    try:
+        await portal_services(request).accounts.resend_verification(ctx)
+    except ServiceError as exc:
+        return _welcome(request, ctx, exc.kind.status, error=exc.detail, sent=False)
+    return _welcome(request, ctx, sent=True)
 
 
 @router.get("/verify")
