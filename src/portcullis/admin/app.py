@@ -79,6 +79,7 @@ def build_api_router() -> APIRouter:
     from portcullis.admin.routers import keys as key_routes
     from portcullis.admin.routers import oauth_clients as oauth_client_routes
     from portcullis.admin.routers import organizations as org_routes
+    from portcullis.admin.routers import portal as portal_routes
     from portcullis.admin.routers.entities import build_entity_router
 
     api = APIRouter(prefix=API_PREFIX)
@@ -90,6 +91,7 @@ def build_api_router() -> APIRouter:
     api.include_router(data_plane_routes.router)
     api.include_router(key_routes.router)
     api.include_router(oauth_client_routes.router)
+    api.include_router(portal_routes.router)
     api.include_router(credential_routes.router)
     api.include_router(cache_routes.router)
     from portcullis.admin.routers import analytics as analytics_routes

@@ -135,6 +135,39 @@ async def demo_sandbox_key(settings: Settings) -> str:
         await engine.dispose()
 
 
+DEMO_DEVELOPER = "developer@example.com"
+
+
+async def demo_developer(settings: Settings) -> tuple[str, str]:
+    """The demo's portal developer (verified, with a personal team) and a new password for
+    it, shown in the banner (each demo start sets one)."""
+    import secrets
+
+    from argon2 import PasswordHasher
+
+    from portcullis.services.audit import AuditLog
+    from portcullis.services.context import RequestFacts
+    from portcullis.services.portal_accounts import PortalAccounts
+    from portcullis.services.portal_mail import mail_sender
+    from portcullis.store.engine import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        accounts = PortalAccounts(
+            engine,
+            AuditLog(engine),
+            mail_sender(settings, engine),
+            PasswordHasher(),
+            base_url=settings.portal_url or settings.admin_url,
+        )
+        password = secrets.token_urlsafe(12)
+        facts = RequestFacts(f"cli-{secrets.token_hex(8)}", None)
+        await accounts.ensure_developer(facts, DEMO_DEVELOPER, password, "Demo Developer")
+        return DEMO_DEVELOPER, password
+    finally:
+        await engine.dispose()
+
+
 def supervise(
     planes: list[Plane], settings: Settings, banner: str | None, tls: TlsControl | None = None
 ) -> int:
@@ -299,6 +332,8 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--config: file not found: {config}")
         # The demo's webhook receiver is on loopback: allowed unless the user said otherwise.
         os.environ.setdefault("PORTCULLIS_WEBHOOK_ALLOWED_NETWORKS", '["127.0.0.1/32"]')
+        # The portal's mail stays in the store; the demo shows it at /portal/outbox.
+        os.environ.setdefault("PORTCULLIS_PORTAL_OUTBOX_VIEW", "true")
         settings = _settings(proxy_port, admin_port, None, workers)
         planes = [
             Plane(
@@ -329,6 +364,7 @@ def register(app: typer.Typer) -> None:
         )
         tls = with_tls(planes, settings, certificates)
         sandbox_key = asyncio.run(demo_sandbox_key(settings))
+        developer, developer_password = asyncio.run(demo_developer(settings))
         proxy = settings.proxy_url
         tls_url = f"https://localhost:{settings.proxy_tls_port}"
         tls_lines = (
@@ -358,6 +394,8 @@ def register(app: typer.Typer) -> None:
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"catalogue  {settings.admin_url}/apis/demo/v2/openapi.json (the demo API as "
             "clients see it; all APIs: /apis)\n"
+            f"portal     {settings.admin_url}/portal/ (developer {developer}, password "
+            f"{developer_password}; mail: /portal/outbox)\n"
             f"config     version {version} from {config}\n"
             f"store      {settings.database_url}\n"
             f"requests   {requests_log} (file-log: one JSON line per request; "

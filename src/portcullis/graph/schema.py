@@ -31,7 +31,7 @@ def schema() -> strawberry.Schema:
     queries: dict[str, Any] = {}
     mutations: dict[str, Any] = {}
     # Identity and admin access (API keys, OAuth clients, organizations, admin users).
-    from portcullis.graph import admins, credentials, keys, oauth, organizations
+    from portcullis.graph import admins, credentials, keys, oauth, organizations, portal
 
     links = {"consumers": {**keys.consumer_links(), **oauth.consumer_links()}}
     for collection, fields in operational.node_links().items():
@@ -39,7 +39,7 @@ def schema() -> strawberry.Schema:
     for kind in build_entities(links):
         queries.update(kind.queries)
         mutations.update(kind.mutations)
-    for area in (keys, oauth, credentials, organizations, admins):
+    for area in (keys, oauth, credentials, organizations, admins, portal):
         queries.update(area.QUERIES)
         mutations.update(area.MUTATIONS)
     # Config, observability and webhooks (graph/operational.py).

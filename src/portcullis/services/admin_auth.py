@@ -215,6 +215,19 @@ async def _revoke_access(
     return PasswordChange(revoked, int(ended or 0) + int(ended_web))
 
 
+async def hash_password(hasher: PasswordHasher, password: str) -> str:
+    """An argon2 hash of `password`, made in a thread (never stalls the event loop)."""
+    return await asyncio.to_thread(hasher.hash, password)
+
+
+async def verify_password(hasher: PasswordHasher, password_hash: str, password: str) -> bool:
+    """Whether `password` matches `password_hash` (checked in a thread)."""
+    try:
+        return await asyncio.to_thread(hasher.verify, password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def _secret_context(name: str) -> bytes:
     """What a sealed admin secret is bound to (its row), so sealed values can't be swapped."""
     return f"admin-secret:{name}".encode()
@@ -384,13 +397,10 @@ class AuthService:
         return self._hasher
 
     async def hash_password(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await hash_password(self._hasher, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        return await verify_password(self._hasher, password_hash, password)
 
     # ------------------------------------------------------------------ users
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -24,12 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.problems import TOO_MANY_REQUESTS, UNAUTHORIZED
+from portcullis.services.admin_auth import hash_password, verify_password
 from portcullis.services.context import AuditSink, Clock, Operation, RequestFacts, utc_now
 from portcullis.services.errors import (
     ALREADY_EXISTS,
@@ -57,6 +56,8 @@ MAX_PASSWORD = 1024
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 # Addresses a developer's login counts under (the admins' are unprefixed).
 ADDRESS_PREFIX = "portal:"
+# Seconds between two verification mails of one developer.
+RESEND_INTERVAL = 60
 
 
 def _digest(token: str) -> str:
@@ -150,13 +151,10 @@ class PortalAccounts:
         return Operation(None, actor, facts, self._audit, clock=clock)
 
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await hash_password(self._hasher, password)
 
     async def _verify(self, password_hash: str, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self._hasher.verify, password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        return await verify_password(self._hasher, password_hash, password)
 
     # ------------------------------------------------------------------ sign-up and login
 
@@ -230,6 +228,35 @@ class PortalAccounts:
             await self._mail.send(self._verification_mail(email, token))
         return developer_of(DeveloperRow(**row))
 
+    async def ensure_developer(
+        self, facts: RequestFacts, email: str, password: str, name: str
+    ) -> Developer:
+        """A verified, active developer with this email and (new) password: signed up when
+        missing, else given the password and let in (the demo's seeded developer)."""
+        email = normalize_email(email)
+        check_sign_up(email, password, name)
+        password_hash = await self._hash(password)
+        now = utc_now()
+        async with write_transaction(self._engine) as conn:
+            changed = await conn.execute(
+                update(DeveloperRow)
+                .where(DeveloperRow.email == email)
+                .values(
+                    password_hash=password_hash,
+                    status=ACTIVE,
+                    failed_logins=0,
+                    locked_until=None,
+                    email_verified_at=func.coalesce(DeveloperRow.email_verified_at, now),
+                    updated_at=now,
+                )
+            )
+            if changed.rowcount == 1:
+                row = (
+                    await conn.execute(select(DeveloperRow).where(DeveloperRow.email == email))
+                ).one()
+                return developer_of(row)
+        return await self.sign_up(facts, email, password, name, verified=True)
+
     async def _new_token(self, conn: Any, developer_id: str, now: datetime) -> str:
         token = secrets.token_urlsafe(32)
         await conn.execute(
@@ -257,11 +284,25 @@ class PortalAccounts:
         )
 
     async def resend_verification(self, ctx: DeveloperContext) -> None:
-        """A new verification link for a developer whose address is not verified yet."""
+        """A new verification link for a developer whose address is not verified yet (at most
+        one a minute: 429 with Retry-After sooner, so the form can't flood an inbox)."""
         if ctx.developer.email_verified:
             return
+        now = ctx.now()
         async with write_transaction(self._engine) as conn:
-            token = await self._new_token(conn, ctx.developer.id, ctx.now())
+            last = await conn.scalar(
+                select(func.max(EmailTokenRow.created_at)).where(
+                    EmailTokenRow.developer_id == ctx.developer.id
+                )
+            )
+            wait = 0 if last is None else RESEND_INTERVAL - int((now - last).total_seconds())
+            if wait > 0:
+                raise ServiceError(
+                    TOO_MANY_REQUESTS,
+                    f"a link was sent moments ago; ask again in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                )
+            token = await self._new_token(conn, ctx.developer.id, now)
         await self._mail.send(self._verification_mail(ctx.developer.email, token))
 
     async def verify_email(

@@ -9,13 +9,16 @@ anything else is "not found").
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from portcullis.services.context import AuditSink, Operation
 from portcullis.services.errors import not_found
+from portcullis.services.portal import ClientType
 from portcullis.services.portal_accounts import ACTIVE, SUSPENDED, developer_json
 from portcullis.services.portal_apps import (
     AccessRequest,
@@ -29,6 +32,69 @@ from portcullis.store.portal_tables import AccessRequestRow, ApplicationRow, Dev
 
 RequestStatus = Literal["pending", "approved", "rejected"]
 MAX_ROWS = 500
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class DeveloperOut(BaseModel):
+    id: str
+    email: str
+    name: str
+    status: Literal["active", "suspended"]
+    email_verified_at: datetime | None
+    created_at: datetime
+
+
+class DeveloperPage(BaseModel):
+    items: list[DeveloperOut]
+    next: str | None
+
+
+class ApplicationOut(BaseModel):
+    id: str
+    team_id: str
+    name: str
+    description: str
+    client_type: ClientType
+    consumer: str | None = Field(description="The gateway consumer, once an access is approved")
+    organization_id: str | None
+    created_at: datetime
+
+
+class ApplicationPage(BaseModel):
+    items: list[ApplicationOut]
+    next: str | None
+
+
+class AccessRequestOut(BaseModel):
+    id: str
+    application_id: str
+    team_id: str
+    api: str
+    organization: str | None = Field(description="The API's organization when it was asked")
+    organization_id: str | None
+    plan: str | None
+    status: Literal["pending", "approved", "rejected"]
+    reason: str | None = Field(description="The operator's reason for the decision")
+    decided_by: str | None
+    decided_at: datetime | None
+    created_at: datetime
+
+
+class AccessRequestPage(BaseModel):
+    items: list[AccessRequestOut]
+    next: str | None
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason | None = Field(None, examples=["welcome aboard"])
+
+
+class RejectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason = Field(examples=["tell us more about your use case"])
 
 
 class PortalAdmin:

@@ -38,7 +38,7 @@ from portcullis.identity.oauth_server import OAuthServer
 from portcullis.model.apis import Api
 from portcullis.model.config import Consumer
 from portcullis.services.config_editor import ConfigEditor, ConfigState, Edit
-from portcullis.services.context import AuditSink, Operation, RequestFacts
+from portcullis.services.context import AuditSink, Operation
 from portcullis.services.errors import ALREADY_EXISTS, ServiceError, invalid, not_found
 from portcullis.services.keys import KeyService
 from portcullis.services.oauth_clients import OAuthClientService
@@ -788,8 +788,3 @@ class PortalApps:
     ) -> None:
         await self._own_client(ctx, application_id, client_id)
         await self._clients().delete(self._op(ctx), client_id)
-
-
-def facts_of_system() -> RequestFacts:
-    """Request facts for work no request started (seeding)."""
-    return RequestFacts(f"system-{secrets.token_hex(8)}", None)

@@ -32,9 +32,12 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
     "portcullis.web.dashboard.inspector",
+    "portcullis.web.dashboard.approvals",
 )
 PORTAL_ROUTERS: tuple[str, ...] = (
     "portcullis.web.portal.home",
+    "portcullis.web.portal.account",
+    "portcullis.web.portal.apps",
     # The API pages (helper "portalapi", decision 037).
     "portcullis.web.portal.catalogue",
     "portcullis.web.portal.tryit",

@@ -144,6 +144,13 @@ ENDPOINTS += [
     ("PUT", "/admin/v1/apis/{api}/versions/{version}/openapi", WRITE),
     ("GET", "/admin/v1/apis/{api}/versions/{version}/openapi", READ),
     ("GET", "/admin/v1/apis/{api}/diff", READ),
+    ("GET", "/admin/v1/portal/developers", "portal:read"),
+    ("POST", "/admin/v1/portal/developers/{developer_id}/suspend", "portal:write"),
+    ("POST", "/admin/v1/portal/developers/{developer_id}/resume", "portal:write"),
+    ("GET", "/admin/v1/portal/applications", "portal:read"),
+    ("GET", "/admin/v1/portal/access-requests", "portal:read"),
+    ("POST", "/admin/v1/portal/access-requests/{request_id}/approve", "portal:write"),
+    ("POST", "/admin/v1/portal/access-requests/{request_id}/reject", "portal:write"),
 ]
 # basic-auth, hmac-auth and mtls-auth credentials (admin/routers/credentials.py).
 for _kind in ("basic-auth", "hmac-auth", "mtls-auth"):
@@ -228,6 +235,8 @@ def concrete(path: str) -> str:
         .replace("{name}", "nope")
         .replace("{endpoint_id}", "nope")
         .replace("{message_id}", "nope")
+        .replace("{developer_id}", "nope")
+        .replace("{request_id}", "nope")
         .replace("{api}", "nope")
         .replace("{route}", "nope")
         .replace("{capture_id}", "nope")

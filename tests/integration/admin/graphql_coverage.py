@@ -164,4 +164,11 @@ REST_TO_GRAPH: dict[str, str] = {
     "create_api_token": "Mutation.createApiToken",
     "list_api_tokens": "Query.apiTokens",
     "revoke_api_token": "Mutation.revokeApiToken",
+    "list_portal_developers": "Query.portalDevelopers",
+    "suspend_portal_developer": "Mutation.suspendPortalDeveloper",
+    "resume_portal_developer": "Mutation.resumePortalDeveloper",
+    "list_portal_applications": "Query.portalApplications",
+    "list_portal_access_requests": "Query.portalAccessRequests",
+    "approve_portal_access_request": "Mutation.approvePortalAccessRequest",
+    "reject_portal_access_request": "Mutation.rejectPortalAccessRequest",
 }

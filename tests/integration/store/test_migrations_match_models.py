@@ -18,6 +18,7 @@ from portcullis.store import (
     identity_tables,
     inspector_tables,
     portal_tables,
+    web_tables,
     webhook_tables,
 )
 from portcullis.store.analytics_tables import RollupRow
@@ -34,6 +35,7 @@ _TABLE_MODULES = (
     identity_tables,
     inspector_tables,
     portal_tables,
+    web_tables,
     webhook_tables,
 )
 

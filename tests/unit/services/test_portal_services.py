@@ -4,8 +4,12 @@ clients (services/portal*.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import shutil
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,9 +34,10 @@ from portcullis.services.portal import (
     TeamRole,
 )
 from portcullis.services.portal_apps import consumer_name
+from portcullis.store.engine import create_engine
 from portcullis.store.portal_tables import DeveloperRow
 from support.portal import CATALOGUE, PASSWORD, Portal, build, developer, facts
-from support.services import apply_config, operation
+from support.services import apply_config, migrated_store, operation
 
 
 class Clock:
@@ -44,6 +49,28 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated store (with the organizations) per module; each test copies it."""
+    directory = tmp_path_factory.mktemp("portal-template")
+
+    async def make() -> None:
+        engine = await migrated_store(directory)
+        await engine.dispose()
+
+    asyncio.run(make())
+    return directory / "store.db"
+
+
+@pytest.fixture
+async def engine(template: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A copy of the module's migrated store (migrating each test's store cost ~1 s)."""
+    shutil.copyfile(template, tmp_path / "store.db")
+    eng = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    yield eng
+    await eng.dispose()
 
 
 @pytest.fixture
@@ -81,6 +108,17 @@ async def test_sign_up_mails_a_one_time_expiring_link(portal: Portal, clock: Clo
     with pytest.raises(ServiceError) as expired:
         await portal.accounts.verify_email(facts(), _token(late.body), clock=clock)
     assert expired.value.kind is INVALID_TOKEN
+
+
+async def test_a_new_link_at_most_once_a_minute(portal: Portal, clock: Clock) -> None:
+    ctx = await developer(portal, "ada@example.com", clock=clock, verified=False)
+    with pytest.raises(ServiceError) as soon:
+        await portal.accounts.resend_verification(ctx)
+    assert soon.value.kind is TOO_MANY_REQUESTS
+    assert int(soon.value.headers["Retry-After"]) == 60
+    clock.advance(61)
+    await portal.accounts.resend_verification(ctx)
+    assert len(await portal.outbox.messages(recipient="ada@example.com")) == 2
 
 
 async def test_sign_up_refusals_name_their_fields(portal: Portal) -> None:
