@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from portcullis.model.secrets import REDACTED, redact
+from portcullis.model.plugins.registry import SCHEMAS
+from portcullis.model.secrets import REDACTED, redact, schema_of
 from portcullis.services.config import ConfigService
 from portcullis.services.context import Operation
 from portcullis.services.entities import Entity, EntityService
@@ -212,11 +213,28 @@ def merge_on_top(
     applied on top of the stored entity (`theirs`); without `base`, the form's values
     win wherever they differ, each difference marked as a conflict."""
     three_way = base is not None
-    start: Any = dict(base) if base is not None else ABSENT
-    result = _merge(start, dict(mine), dict(theirs)) if three_way else dict(mine)
-    raw = _Sides(start, dict(mine), dict(theirs), result)
+    start: Any = _normal(kind, base) if base is not None else ABSENT
+    mine, theirs = _normal(kind, mine), _normal(kind, theirs)
+    result = _merge(start, mine, theirs) if three_way else mine
+    raw = _Sides(start, mine, theirs, result)
     shown = _Sides(*(_shown(kind, d) for d in raw))
     return Merge(result, tuple(_rows(raw, shown, "", three_way)), three_way)
+
+
+def _normal(kind: Kind, document: Mapping[str, Any]) -> dict[str, Any]:
+    """A document with its defaults filled in (a plugin's config by its plugin's model),
+    so that a value left out and its default compare equal; as it is when invalid."""
+    body = without_id(kind, document)
+    try:
+        body = kind.model.model_validate(body).model_dump(mode="json")
+    except ValidationError:
+        return body
+    if kind is PLUGINS and body.get("name") in SCHEMAS and isinstance(body.get("config"), dict):
+        # Not the plugin model's dump: it would mask SecretStr values (jwt-auth's keys).
+        properties = schema_of(SCHEMAS[body["name"]]).get("properties", {})
+        defaults = {k: p["default"] for k, p in properties.items() if "default" in p}
+        body["config"] = {**defaults, **body["config"]}
+    return body
 
 
 def _shown(kind: Kind, document: Any) -> Any:

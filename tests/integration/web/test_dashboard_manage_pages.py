@@ -1,0 +1,207 @@
+"""The dashboard's management pages on a real control plane (issue 19, decision 036):
+a plugin form shows the REST API's own message for a bad value, a stale edit gets the
+412 merge page (nothing overwritten), a rollback needs its confirmation POST, a
+read-only admin gets no edit controls and is refused a POST, the audit log filters."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from portcullis.services.admin_auth import AuthService
+from portcullis.services.rbac import Role
+from portcullis.store.engine import create_engine
+from support.admin_session import PASSWORD, TEST_PASSWORD_HASHER
+from support.html_forms import submitted
+from support.servers import ControlPlane, control_plane
+from support.web import dashboard_sign_in, form_token
+
+OWNER = "owner@example.com"
+VIEWER = "viewer@example.com"
+ROUTE = {"name": "orders", "service": "orders", "paths": ["/orders"]}
+
+
+async def _create_admin(database_url: str, email: str, role: Role) -> None:
+    engine = create_engine(database_url)
+    try:
+        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(email, PASSWORD, role)
+    finally:
+        await engine.dispose()
+
+
+def create_admin(database_url: str, email: str, role: Role) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _create_admin(database_url, email, role)).result()
+
+
+@pytest.fixture(scope="module")
+def plane(
+    tmp_path_factory: pytest.TempPathFactory, migrated_template: Path
+) -> Iterator[ControlPlane]:
+    path = tmp_path_factory.mktemp("manage") / "admin.db"
+    shutil.copyfile(migrated_template, path)
+    database_url = f"sqlite+aiosqlite:///{path}"
+    create_admin(database_url, OWNER, Role.OWNER)
+    create_admin(database_url, VIEWER, Role.VIEWER)
+    with control_plane(database_url) as cp:
+        yield cp
+
+
+@pytest.fixture(scope="module")
+def api(plane: ControlPlane) -> Iterator[httpx.Client]:
+    """The REST API as the owner, with a service and a route to work on."""
+    with httpx.Client(base_url=plane.url, timeout=10) as client:
+        login = client.post("/admin/v1/auth/login", json={"email": OWNER, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+        service = {"name": "orders", "url": "http://127.0.0.1:9/"}
+        assert client.post("/admin/v1/services", json=service).status_code == 201
+        assert client.post("/admin/v1/routes", json=ROUTE).status_code == 201
+        yield client
+
+
+def signed_in(plane: ControlPlane, email: str) -> httpx.Client:
+    client = httpx.Client(base_url=plane.url, timeout=10, follow_redirects=False)
+    response = dashboard_sign_in(client, email)
+    assert response.status_code == 303, response.text
+    return client
+
+
+@pytest.fixture(scope="module")
+def owner(plane: ControlPlane, api: httpx.Client) -> Iterator[httpx.Client]:
+    with signed_in(plane, OWNER) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def viewer(plane: ControlPlane, api: httpx.Client) -> Iterator[httpx.Client]:
+    with signed_in(plane, VIEWER) as client:
+        yield client
+
+
+def post(client: httpx.Client, path: str, data: dict[str, list[str]]) -> httpx.Response:
+    return client.post(path, data=data, headers={"origin": str(client.base_url).rstrip("/")})
+
+
+def field_errors(html: str, name: str) -> str:
+    """The error text shown for the form field `name`."""
+    found = re.search(
+        rf'<p class="field-error" id="f-{re.escape(name)}-error">(.*?)</p>', html, re.S
+    )
+    return unescape(found.group(1)) if found else ""
+
+
+def test_a_bad_plugin_value_shows_the_rest_apis_message(
+    owner: httpx.Client, api: httpx.Client
+) -> None:
+    page = owner.get("/dashboard/manage/plugins/new", params={"plugin": "request-termination"})
+    assert page.status_code == 200, page.text
+    data = submitted(page.text, route="orders", **{"config/status_code": "99"})
+    shown = post(owner, "/dashboard/manage/plugins/new", data)
+    assert shown.status_code == 422
+
+    body: dict[str, Any] = {
+        "name": "request-termination",
+        "route": "orders",
+        "config": {"status_code": 99},
+    }
+    rest = api.post("/admin/v1/plugins", json=body)
+    assert rest.status_code == 422
+    [error] = rest.json()["errors"]
+    assert error["pointer"] == "#/config/status_code"
+    assert field_errors(shown.text, "config_status_code") == error["detail"]
+
+    # A value the form cannot type (text for an integer) gets the API's message too.
+    data = submitted(page.text, route="orders", **{"config/status_code": "many"})
+    shown = post(owner, "/dashboard/manage/plugins/new", data)
+    rest = api.post("/admin/v1/plugins", json={**body, "config": {"status_code": "many"}})
+    assert field_errors(shown.text, "config_status_code") == rest.json()["errors"][0]["detail"]
+
+
+def test_a_stale_edit_gets_the_merge_page_and_overwrites_nothing(
+    owner: httpx.Client, api: httpx.Client
+) -> None:
+    page = owner.get("/dashboard/manage/routes/orders")
+    assert page.status_code == 200
+    # Someone else changes the route after the page was loaded.
+    current = api.get("/admin/v1/routes/orders")
+    changed = api.patch(
+        "/admin/v1/routes/orders",
+        json={"priority": 7},
+        headers={
+            "content-type": "application/merge-patch+json",
+            "if-match": current.headers["etag"],
+        },
+    )
+    assert changed.status_code == 200, changed.text
+    data = submitted(page.text, paths="/orders\n/v2/orders")
+    conflict = post(owner, "/dashboard/manage/routes/orders", data)
+    assert conflict.status_code == 412
+    assert "changed meanwhile" in conflict.text
+    assert 'id="reload-theirs"' in conflict.text
+    assert api.get("/admin/v1/routes/orders").json()["paths"] == ["/orders"]
+
+    # Saving the proposal (mine on top of theirs) keeps both changes.
+    saved = post(owner, "/dashboard/manage/routes/orders", submitted(conflict.text))
+    assert saved.status_code == 303
+    route = api.get("/admin/v1/routes/orders").json()
+    assert (route["paths"], route["priority"]) == (["/orders", "/v2/orders"], 7)
+
+
+def test_a_rollback_needs_its_confirmation_post(owner: httpx.Client, api: httpx.Client) -> None:
+    versions = api.get("/admin/v1/config/versions").json()["items"]
+    newest = versions[0]["version"]
+    confirm = owner.get("/dashboard/config/versions/1/rollback")
+    assert confirm.status_code == 200
+    assert "Roll back to version 1" in confirm.text
+    # Neither the confirmation page nor a POST without its confirmation rolls back.
+    token = form_token(confirm.text)
+    refused = post(owner, "/dashboard/config/versions/1/rollback", {"csrf_token": [token]})
+    assert refused.status_code == 400
+    assert api.get("/admin/v1/config/versions").json()["items"][0]["version"] == newest
+
+    done = post(owner, "/dashboard/config/versions/1/rollback", submitted(confirm.text))
+    assert done.status_code == 303, done.text
+    top = api.get("/admin/v1/config/versions").json()["items"][0]
+    assert (top["version"], top["source_version"]) == (newest + 1, 1)
+    diff = owner.get(f"/dashboard/config/versions/{newest + 1}")
+    assert diff.status_code == 200
+    assert 'class="side-by-side"' in diff.text
+
+
+def test_a_read_only_admin_sees_no_edit_controls_and_is_refused_a_post(
+    viewer: httpx.Client, owner: httpx.Client
+) -> None:
+    page = viewer.get("/dashboard/manage/services/orders")
+    assert page.status_code == 200
+    assert ">Save<" not in page.text
+    assert "Delete service" not in page.text
+    assert re.search(r'name="url" value="[^"]*" readonly', page.text)
+    listing = viewer.get("/dashboard/manage/services")
+    assert "New service" not in listing.text
+    token = form_token(page.text)
+    data = {**submitted(page.text), "csrf_token": [token]}
+    assert post(viewer, "/dashboard/manage/services/orders", data).status_code == 403
+    assert post(viewer, "/dashboard/config/versions/1/rollback", data).status_code == 403
+    assert viewer.get("/dashboard/manage/services/new").status_code == 403
+    assert "Save" in owner.get("/dashboard/manage/services/orders").text
+
+
+def test_the_audit_log_filters(owner: httpx.Client, api: httpx.Client) -> None:
+    page = owner.get("/dashboard/audit", params={"resource_type": "route"})
+    assert page.status_code == 200
+    rows = re.findall(r"<td>(create|update|replace|delete|rollback|apply)</td>", page.text)
+    assert rows
+    assert "<td>service: orders</td>" not in page.text
+    bad = owner.get("/dashboard/audit", params={"since": "yesterday"})
+    assert bad.status_code == 422
+    assert 'id="filter-since-error"' in bad.text
