@@ -5,22 +5,17 @@ read-only admin gets no edit controls and is refused a POST, the audit log filte
 
 from __future__ import annotations
 
-import asyncio
 import re
-import shutil
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
-from portcullis.store.engine import create_engine
-from support.admin_session import PASSWORD, TEST_PASSWORD_HASHER
+from support.admin_session import PASSWORD
+from support.dashboard_admins import create_admin, migrated_store
 from support.html_forms import submitted
 from support.servers import ControlPlane, control_plane
 from support.web import dashboard_sign_in, form_token
@@ -30,26 +25,9 @@ VIEWER = "viewer@example.com"
 ROUTE = {"name": "orders", "service": "orders", "paths": ["/orders"]}
 
 
-async def _create_admin(database_url: str, email: str, role: Role) -> None:
-    engine = create_engine(database_url)
-    try:
-        await AuthService(engine, hasher=TEST_PASSWORD_HASHER).create_user(email, PASSWORD, role)
-    finally:
-        await engine.dispose()
-
-
-def create_admin(database_url: str, email: str, role: Role) -> None:
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, _create_admin(database_url, email, role)).result()
-
-
 @pytest.fixture(scope="module")
-def plane(
-    tmp_path_factory: pytest.TempPathFactory, migrated_template: Path
-) -> Iterator[ControlPlane]:
-    path = tmp_path_factory.mktemp("manage") / "admin.db"
-    shutil.copyfile(migrated_template, path)
-    database_url = f"sqlite+aiosqlite:///{path}"
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    database_url = migrated_store(tmp_path_factory.mktemp("manage"))
     create_admin(database_url, OWNER, Role.OWNER)
     create_admin(database_url, VIEWER, Role.VIEWER)
     with control_plane(database_url) as cp:
