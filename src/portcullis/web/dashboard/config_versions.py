@@ -23,7 +23,7 @@ from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
 from portcullis.services.rbac import Permission
 from portcullis.web.dashboard.access import admin_state, operation
-from portcullis.web.dashboard.manage import can_write, form_data
+from portcullis.web.dashboard.manage import can_write, form_data, one
 from portcullis.web.dashboard.version_diff import VersionDiff, version_diff
 from portcullis.web.templating import render
 
@@ -136,8 +136,8 @@ async def confirm_rollback(
 @router.post("/config/versions/{version}/rollback")
 async def rollback(request: Request, version: int, op: Operation = Depends(write)) -> Response:
     data = form_data(await request.form())
-    confirmed = (data.get("confirm") or [""])[-1] == "yes"
-    etag = (data.get("etag") or [""])[-1]
+    confirmed = one(data, "confirm") == "yes"
+    etag = one(data, "etag")
     if not confirmed or not etag:
         return await _confirmation(
             request, op, version, status=400, notice="Confirm the rollback on this page first."

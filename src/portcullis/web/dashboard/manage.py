@@ -104,6 +104,12 @@ def form_data(form: FormData) -> dict[str, list[str]]:
     return data
 
 
+def one(data: dict[str, list[str]], name: str) -> str | None:
+    """The last value submitted for `name` (None: none)."""
+    values = data.get(name)
+    return values[-1] if values else None
+
+
 def _columns(kind: Kind) -> tuple[str, ...]:
     return tuple(f for f in kind.sort_fields[1:5] if f != "organization")
 
@@ -157,7 +163,7 @@ async def new_page(
 async def create(request: Request, collection: str, op: Operation = Depends(write)) -> Response:
     kind = kind_of(collection)
     data = form_data(await request.form())
-    plugin = (data.get("name") or [None])[-1] if kind is PLUGINS else None
+    plugin = one(data, "name") if kind is PLUGINS else None
     node = node_for(kind, None, plugin)
     document = parse_form(node, data)
     outcome = await save_entity(entities(request, kind), op, document)
@@ -192,13 +198,13 @@ async def save(
     stored = await _get(request, kind, op, entity_id)
     node = node_for(kind, stored.representation)
     mine = parse_form(node, data, current=without_id(kind, stored.representation))
-    if_match = (data.get(ETAG_FIELD) or [None])[-1]
+    if_match = one(data, ETAG_FIELD)
     outcome = await save_entity(service, op, mine, entity_id=entity_id, if_match=if_match)
     if outcome.entity is not None:
         target = entity_url(request, kind, outcome.entity.id) + "?saved=1"
         return RedirectResponse(target, status_code=303)
     if outcome.conflict:
-        version_text = (data.get(VERSION_FIELD) or [""])[-1]
+        version_text = one(data, VERSION_FIELD) or ""
         version = int(version_text) if version_text.isdigit() else None
         return await _conflict_page(request, kind, op, stored, node, mine, version)
     form = _entity_form(request, kind, node, mine)
@@ -221,7 +227,7 @@ async def delete(
 ) -> Response:
     kind = kind_of(collection)
     data = form_data(await request.form())
-    if_match = (data.get(ETAG_FIELD) or [None])[-1]
+    if_match = one(data, ETAG_FIELD)
     outcome = await delete_entity(entities(request, kind), op, entity_id, if_match=if_match)
     if outcome.status == 204:
         target = entity_url(request, kind) + "?" + urlencode({"deleted": entity_id})
