@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from html import unescape
 from typing import Any
 
@@ -47,11 +48,12 @@ def api(plane: ControlPlane) -> Iterator[httpx.Client]:
         yield client
 
 
-def signed_in(plane: ControlPlane, email: str) -> httpx.Client:
-    client = httpx.Client(base_url=plane.url, timeout=10, follow_redirects=False)
-    response = dashboard_sign_in(client, email)
-    assert response.status_code == 303, response.text
-    return client
+@contextmanager
+def signed_in(plane: ControlPlane, email: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=plane.url, timeout=10, follow_redirects=False) as client:
+        response = dashboard_sign_in(client, email)
+        assert response.status_code == 303, response.text
+        yield client
 
 
 @pytest.fixture(scope="module")
