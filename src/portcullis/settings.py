@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -214,6 +214,20 @@ class Settings(BaseSettings):
     # never waits) and inserts them in batches of batch_size, or every flush_interval
     # seconds, whichever comes first. Raw rows older than retention_days are deleted by
     # a control-plane job (rollups are kept longer).
+    # The developer portal (docs/decisions/034-developer-portal.md). Mail: SMTP when
+    # portal_smtp_host is set, else the embedded outbox (a store table); the outbox view at
+    # /portal/outbox shows every developer's mail, so it is on only when asked for (the
+    # demo does). Verification links are built on portal_url (default: the control
+    # plane's own URL) and expire after portal_verification_ttl seconds.
+    portal_outbox_view: bool = False
+    portal_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
+    portal_mail_from: str = Field(default="portal@localhost", max_length=320)
+    portal_smtp_host: str | None = None
+    portal_smtp_port: int = Field(default=25, ge=1, le=65535)
+    portal_smtp_starttls: bool = False
+    portal_smtp_username: str | None = None
+    portal_smtp_password: SecretStr | None = None
+    portal_verification_ttl: int = Field(default=24 * 3600, ge=60, le=30 * 86400)
     request_log_enabled: bool = True
     request_log_queue_size: int = Field(default=100_000, ge=1)
     request_log_batch_size: int = Field(default=1000, ge=1, le=50_000)

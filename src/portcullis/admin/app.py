@@ -40,6 +40,7 @@ from portcullis.services.config_editor import ConfigEditor
 from portcullis.services.data_plane import FRESH_BEATS, NodeState, classify, data_plane_problem
 from portcullis.services.rbac import Permission
 from portcullis.services.state import AdminState
+from portcullis.services.web_sessions import WebSessions
 from portcullis.settings import Settings
 from portcullis.silent_connections import SilentConnectionReaper
 
@@ -230,6 +231,8 @@ def create_admin_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from portcullis.admin.routers.oauth import oauth_server_of
+        from portcullis.services.portal import build_portal
         from portcullis.store.config_repository import ConfigRepository
         from portcullis.store.engine import create_engine
         from portcullis.store.migrations import is_at_head
@@ -239,6 +242,7 @@ def create_admin_app(
         secret = load_server_secret(settings.secret_key, settings.secret_key_file)
         auth = AuthService(engine, secret=secret, hasher=password_hasher)
         app.state.authenticator = auth
+        app.state.web_sessions = WebSessions(engine)
         app.state.admin = AdminState(
             settings=settings,
             engine=engine,
@@ -247,6 +251,9 @@ def create_admin_app(
             ),
             audit=AuditLog(engine),
             secret=secret,
+        )
+        app.state.admin.portal = build_portal(
+            app.state.admin, auth.hasher, lambda: oauth_server_of(app)
         )
         try:
             migrated = await is_at_head(engine)
@@ -419,7 +426,24 @@ def create_admin_app(
     from portcullis.graph.graphiql import install_graphiql_assets
 
     install_graphiql_assets(app)
+    install_web(app)
     return app
+
+
+def install_web(app: FastAPI) -> None:
+    """Mount the dashboard (`/dashboard/`) and the developer portal (`/portal/`)
+    (portcullis/web, docs/web.md) on the control plane's services."""
+    from portcullis.web.app import build_web_apps
+
+    def services(name: str) -> Any:
+        return {
+            "admin": lambda: app.state.admin,
+            "auth": lambda: app.state.authenticator,
+            "web_sessions": lambda: app.state.web_sessions,
+        }[name]()
+
+    for path, web_app in build_web_apps(services).items():
+        app.mount(path, web_app)
 
 
 def _not_ready(detailed: bool, component: str, detail: str, **extensions: Any) -> Response:

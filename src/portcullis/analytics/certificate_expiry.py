@@ -23,15 +23,15 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.analytics.jobs import control_job
-from portcullis.events.bus import Event, EventBus, NewEvent, collecting, record_events
+from portcullis.analytics.jobs import event_job
+from portcullis.events.bus import Event, EventBus, NewEvent, collecting, record_events, rfc3339
 from portcullis.events.catalogue import EventType
 from portcullis.model.certificates import Certificate
 from portcullis.model.config import GatewayConfig
 from portcullis.periodic import Periodic
 from portcullis.settings import Settings
 from portcullis.store.analytics_tables import CertificateExpiryNoticeRow
-from portcullis.store.engine import dialect_insert, write_transaction
+from portcullis.store.engine import claimed, write_transaction
 from portcullis.store.organizations import organization_ids_of
 
 ConfigSource = Callable[[], Awaitable[GatewayConfig | None]]
@@ -43,10 +43,6 @@ def not_after(cert: str) -> datetime:
     from portcullis.model.certificate_pem import not_after as parse
 
     return parse(cert)
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def expiry_family(certificates: Iterable[Certificate], now: datetime) -> GaugeMetricFamily:
@@ -110,12 +106,13 @@ class CertificateExpiry:
                 )
                 new: list[NewEvent] = []
                 for cert, end in due:
-                    claimed = await conn.execute(
-                        dialect_insert(conn)(CertificateExpiryNoticeRow)
-                        .values(certificate=cert.name, not_after=end, announced_at=now)
-                        .on_conflict_do_nothing()
-                    )
-                    if claimed.rowcount != 1:
+                    if not await claimed(
+                        conn,
+                        CertificateExpiryNoticeRow,
+                        certificate=cert.name,
+                        not_after=end,
+                        announced_at=now,
+                    ):
                         continue  # announced already (by this or another control plane)
                     new.append(
                         NewEvent(
@@ -123,7 +120,7 @@ class CertificateExpiry:
                             f"certificate:{cert.name}",
                             {
                                 "certificate": cert.name,
-                                "not_after": _rfc3339(end),
+                                "not_after": rfc3339(end),
                                 "days_left": max(0, (end - now).days),
                                 "expired": end <= now,
                                 "snis": list(cert.snis),
@@ -143,9 +140,6 @@ def certificate_expiry_job(
         engine, config, warning=timedelta(days=settings.certificate_expiry_warning_days)
     )
 
-    async def round() -> None:
-        events = await expiry.run_once()
-        if events:
-            await bus.deliver(events)
-
-    return control_job("certificate-expiry", round, settings.certificate_expiry_interval)
+    return event_job(
+        "certificate-expiry", expiry.run_once, bus, settings.certificate_expiry_interval
+    )

@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.health import DEFAULT_FRESH_FOR, merge_upstream_health
-from portcullis.analytics.jobs import control_job
+from portcullis.analytics.jobs import event_job
 from portcullis.events.bus import Event, EventBus, record_event
 from portcullis.events.catalogue import EventType
 from portcullis.periodic import Periodic
@@ -146,9 +146,4 @@ def health_events_job(engine: AsyncEngine, settings: Settings, bus: EventBus) ->
         engine, fresh_for=max(DEFAULT_FRESH_FOR, 3 * settings.heartbeat_interval)
     )
 
-    async def round() -> None:
-        events = await transitions.round()
-        if events:
-            await bus.deliver(events)
-
-    return control_job("health_events", round, settings.heartbeat_interval)
+    return event_job("health_events", transitions.round, bus, settings.heartbeat_interval)

@@ -11,6 +11,9 @@ upserts).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
+from portcullis.events.bus import Event, EventBus
 from portcullis.periodic import Periodic, Round
 
 JITTER = 0.1
@@ -27,3 +30,20 @@ def control_job(name: str, round: Round, interval: float) -> Periodic:
         max_backoff=interval * BACKOFF_INTERVALS,
         immediate=True,
     )
+
+
+def event_job(
+    name: str,
+    produce: Callable[[], Awaitable[Sequence[Event]]],
+    bus: EventBus,
+    interval: float,
+) -> Periodic:
+    """A control-plane job whose round records events (committed by `produce`) and then
+    hands them to the bus for delivery to streams and webhooks."""
+
+    async def round() -> None:
+        events = await produce()
+        if events:
+            await bus.deliver(events)
+
+    return control_job(name, round, interval)

@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.jobs import control_job
-from portcullis.events.bus import Event, EventBus, NewEvent, collecting, record_events
+from portcullis.events.bus import Event, EventBus, NewEvent, collecting, record_events, rfc3339
 from portcullis.events.catalogue import EventType
 from portcullis.identity.consumers import ConsumerInfo
 from portcullis.limits.backend import LimitRequest
@@ -179,10 +179,6 @@ class Reached:
     used: int
     consumer: ConsumerInfo
     key_id: str | None
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _insert(conn: AsyncConnection) -> Any:
@@ -352,7 +348,7 @@ def _event(r: Reached, organizations: dict[str, str]) -> NewEvent:
             "route": r.quota.entry.route,
             "period": item.period,
             "period_id": r.period_id,
-            "resets_at": _rfc3339(r.resets_at),
+            "resets_at": rfc3339(r.resets_at),
             "threshold": r.threshold,
             "limit": r.limit,
             "used": r.used,

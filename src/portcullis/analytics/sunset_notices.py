@@ -21,21 +21,17 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.analytics.api_callers import Caller, callers_in, day_window
-from portcullis.analytics.jobs import control_job
-from portcullis.events.bus import Event, EventBus, NewEvent, collecting, record_events
+from portcullis.analytics.jobs import event_job
+from portcullis.events.bus import Event, EventBus, NewEvent, collecting, record_events, rfc3339
 from portcullis.events.catalogue import EventType
 from portcullis.model.config import GatewayConfig
 from portcullis.periodic import Periodic
 from portcullis.settings import Settings
 from portcullis.store.analytics_tables import SunsetNoticeRow
-from portcullis.store.engine import dialect_insert, write_transaction
+from portcullis.store.engine import claimed, write_transaction
 from portcullis.store.organizations import organization_ids_of
 
 ConfigSource = Callable[[], Awaitable[GatewayConfig | None]]
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class SunsetNotices:
@@ -92,10 +88,10 @@ class SunsetNotices:
                                 {
                                     "api": api.name,
                                     "version": version.name,
-                                    "sunset_at": _rfc3339(sunset),
+                                    "sunset_at": rfc3339(sunset),
                                     "successor": version.successor,
                                     "consumer": caller.consumer,
-                                    "last_seen": _rfc3339(
+                                    "last_seen": rfc3339(
                                         datetime.fromtimestamp(caller.last_seen_ms / 1000, UTC)
                                     ),
                                     "requests": caller.requests,
@@ -124,18 +120,15 @@ async def _claim(
     now: datetime,
 ) -> bool:
     """Whether this round is the first to announce `sunset` of `version` to `caller`."""
-    claimed = await conn.execute(
-        dialect_insert(conn)(SunsetNoticeRow)
-        .values(
-            api=api,
-            api_version=version,
-            consumer=caller.consumer,
-            sunset_at=sunset,
-            announced_at=now,
-        )
-        .on_conflict_do_nothing()
+    return await claimed(
+        conn,
+        SunsetNoticeRow,
+        api=api,
+        api_version=version,
+        consumer=caller.consumer,
+        sunset_at=sunset,
+        announced_at=now,
     )
-    return bool(claimed.rowcount == 1)
 
 
 def sunset_notice_job(
@@ -151,9 +144,4 @@ def sunset_notice_job(
         caller_days=settings.sunset_caller_days,
     )
 
-    async def round() -> None:
-        events = await notices.run_once()
-        if events:
-            await bus.deliver(events)
-
-    return control_job("sunset-notices", round, settings.sunset_notice_interval)
+    return event_job("sunset-notices", notices.run_once, bus, settings.sunset_notice_interval)

@@ -101,6 +101,11 @@ class Event:
         )
 
 
+def rfc3339(moment: datetime) -> str:
+    """A moment as event data shows it: RFC 3339 in UTC with a `Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _dump(data: Mapping[str, Any]) -> str:
     return json.dumps(dict(data), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 

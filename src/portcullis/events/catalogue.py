@@ -49,6 +49,9 @@ class EventType(StrEnum):
     WEBHOOK_TEST = "webhook.test"
     VERSION_SUNSET_APPROACHING = "version.sunset_approaching"
     CERTIFICATE_EXPIRING = "certificate.expiring"
+    PORTAL_ACCESS_REQUESTED = "portal.access_requested"
+    PORTAL_ACCESS_APPROVED = "portal.access_approved"
+    PORTAL_ACCESS_REJECTED = "portal.access_rejected"
 
 
 class EventData(BaseModel):
@@ -213,6 +216,18 @@ class CertificateExpiringData(EventData):
     snis: list[str] = Field(description="the server names it is served for")
 
 
+class PortalAccessData(EventData):
+    request_id: str = Field(description="the access request's id")
+    application_id: str
+    application: str = Field(description="the application's name")
+    team_id: str = Field(description="the developer team the application belongs to")
+    api: str = Field(description="the API product asked for")
+    plan: str | None = Field(description="the plan asked for (None: none)")
+    status: Literal["pending", "approved", "rejected"]
+    reason: str | None = Field(description="the operator's reason (approvals and rejections)")
+    consumer: str | None = Field(description="the application's gateway consumer, once approved")
+
+
 class EndpointDisabledData(EventData):
     endpoint_id: str
     reason: Literal["gone", "failing"]
@@ -244,6 +259,7 @@ class EventSpec:
 
 _KEY_SUBJECT = "`key:<key id>`"
 _CREDENTIAL_SUBJECT = "`credential:<credential id>`"
+_ACCESS_SUBJECT = "`access_request:<request id>`"
 
 CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
     {
@@ -391,6 +407,26 @@ CATALOGUE: MappingProxyType[EventType, EventSpec] = MappingProxyType(
                 "is announced again when its time comes)",
                 "`certificate:<name>`",
                 CertificateExpiringData,
+            ),
+            EventSpec(
+                EventType.PORTAL_ACCESS_REQUESTED,
+                "A developer asked for an application's access to an API (and plan) in the "
+                "developer portal",
+                _ACCESS_SUBJECT,
+                PortalAccessData,
+            ),
+            EventSpec(
+                EventType.PORTAL_ACCESS_APPROVED,
+                "An application's access request was approved (by an operator, or at once "
+                "for an API with automatic approval): its consumer may call the API",
+                _ACCESS_SUBJECT,
+                PortalAccessData,
+            ),
+            EventSpec(
+                EventType.PORTAL_ACCESS_REJECTED,
+                "An operator rejected an application's access request, with a reason",
+                _ACCESS_SUBJECT,
+                PortalAccessData,
             ),
             EventSpec(
                 EventType.WEBHOOK_TEST,

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from portcullis.analytics.jobs import control_job
-from portcullis.events.bus import Event, EventBus, record_event
+from portcullis.analytics.jobs import event_job
+from portcullis.events.bus import Event, EventBus, record_event, rfc3339
 from portcullis.events.catalogue import EventType
 from portcullis.identity.key_records import KeyStatus
 from portcullis.periodic import Periodic
@@ -25,10 +25,6 @@ from portcullis.store.identity_tables import ApiKeyRow as K
 
 BATCH = 500
 INTERVAL = 300.0
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class ExpiryNotices:
@@ -72,7 +68,7 @@ class ExpiryNotices:
                     "name": row.name,
                     "environment": str(row.environment),
                     "status": KeyStatus.active.value,
-                    "expires_at": _rfc3339(row.expires_at),
+                    "expires_at": rfc3339(row.expires_at),
                     "days_left": round((row.expires_at - now).total_seconds() / 86400, 2),
                 }
                 events.append(
@@ -94,9 +90,4 @@ def key_expiry_job(engine: AsyncEngine, settings: Settings, bus: EventBus) -> Pe
         return None
     notices = ExpiryNotices(engine, timedelta(days=settings.key_expiry_notice_days))
 
-    async def round() -> None:
-        events = await notices.round()
-        if events:
-            await bus.deliver(events)
-
-    return control_job("key_expiry", round, INTERVAL)
+    return event_job("key_expiry", notices.round, bus, INTERVAL)

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from portcullis.events.bus import NewEvent, record_event, record_events
+from portcullis.events.bus import NewEvent, record_event, record_events, rfc3339
 from portcullis.events.catalogue import EventType
 from portcullis.identity.events import EventKind, append_events
 from portcullis.identity.key_admin import (
@@ -661,7 +661,7 @@ class KeyRepository:
                 rotated.old,
                 now,
                 successor_key_id=new_id,
-                grace_until=_rfc3339(now + timedelta(seconds=grace_seconds)),
+                grace_until=rfc3339(now + timedelta(seconds=grace_seconds)),
             )
             return rotated
 
@@ -888,10 +888,6 @@ _STATUS_EVENTS = {
     KeyStatus.suspended: EventType.KEY_SUSPENDED,
     KeyStatus.active: EventType.KEY_RESUMED,
 }
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def _key_event(

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, Field, HttpUrl, field_validator, model_validator
 
@@ -141,6 +141,16 @@ class VersionSelection(StrictModel):
     )
 
 
+class ApiAccess(StrictModel):
+    """How the developer portal grants an application access to the API (decision 034):
+    `automatic` approves every request at once, `manual` waits for an operator. `plans`
+    are the traffic plans a developer may ask for (the first is the default; empty: the
+    application's consumer gets no plan)."""
+
+    approval: Literal["automatic", "manual"] = "manual"
+    plans: list[Name] = Field(default_factory=list, max_length=16)
+
+
 class Api(StrictModel):
     """An API product: what consumers discover, and the versions routes serve."""
 
@@ -161,6 +171,10 @@ class Api(StrictModel):
     public: bool = Field(
         default=True,
         description="its published OpenAPI documents are readable without a credential",
+    )
+    access: ApiAccess | None = Field(
+        default=None,
+        description="developer portal access requests (None: manual approval, no plan)",
     )
 
     @field_validator("versions")

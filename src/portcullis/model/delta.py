@@ -25,6 +25,7 @@ a typical edit costs O(change) instead of validating 50,000 consumers again.
 from __future__ import annotations
 
 import itertools
+import json
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ def compute_delta(old: Document, new: Document) -> Delta | None:
             splice = splice_of(old_value, new_value)
             if splice is not None:
                 splices[key] = splice
-        elif old_value != new_value:
+        elif not same_json(old_value, new_value):
             sets[key] = new_value
     delta: Delta = {}
     if splices:
@@ -111,22 +112,66 @@ def _equal_suffix(old: list[Any], new: list[Any], limit: int) -> int:
     return n
 
 
-def same_ends(old: list[Any], new: list[Any], *, equal: bool) -> tuple[int, int]:
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same: `==` says `1 == True == 1.0`, whose JSON
+    texts differ (a metadata value edited from `1` to `true` is a change)."""
+    if a is b:
+        return True
+    if a != b:
+        return False
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _exact_run(old: list[Any], new: list[Any], run: int, *, from_end: bool = False) -> int:
+    """How many of the first (or, `from_end`, last) `run` entries, already `==` one by one,
+    are also the same JSON. Identical entries are skipped in C (an edit shares all but a
+    few); the others are compared as JSON text, in one `json.dumps` of all of them when
+    there are many (a whole document re-read: ~0.2 s for 50,000 consumers, a third of
+    one call per entry)."""
+    lo, ln = len(old), len(new)
+    pairs = (reversed(old), reversed(new)) if from_end else (old, new)
+    differ = list(itertools.compress(range(run), map(operator.is_not, *pairs)))
+
+    def at(n: int) -> tuple[Any, Any]:
+        return (old[lo - 1 - n], new[ln - 1 - n]) if from_end else (old[n], new[n])
+
+    if len(differ) > _CHUNK:
+        both = [at(n) for n in differ]
+        if json.dumps([a for a, _ in both], sort_keys=True) == json.dumps(
+            [b for _, b in both], sort_keys=True
+        ):
+            return run
+    for n in differ:
+        if not same_json(*at(n)):
+            return n
+    return run
+
+
+def same_ends(
+    old: list[Any], new: list[Any], *, equal: bool, exact: bool = False
+) -> tuple[int, int]:
     """(start, tail): the first `start` and the last `tail` entries of `old` and `new`
-    match one by one: with `equal` by `is` or `==`, else by identity only. An edit
-    shares its unchanged entries with the document it came from, so either costs a scan
-    in C (plus, with `equal`, `==` of the few entries in the chunk where it stops)."""
+    match one by one: with `equal` by `is` or `==`, else by identity only; with `exact`
+    too, equal entries that are not the same objects must also be the same JSON
+    (`same_json`). An edit shares its unchanged entries with the document it came from,
+    so each costs a scan in C (plus, with `equal`, `==` of the few entries in the chunk
+    where it stops)."""
     limit = min(len(old), len(new))
     if equal:
         start = _equal_prefix(old, new, limit)
-        return start, _equal_suffix(old, new, limit - start)
+        if exact:
+            start = _exact_run(old, new, start)
+        tail = _equal_suffix(old, new, limit - start)
+        if exact:
+            tail = _exact_run(old, new, tail, from_end=True)
+        return start, tail
     start = _identical_prefix(old, new, limit)
     return start, _identical_prefix(reversed(old), reversed(new), limit - start)
 
 
 def splice_of(old: list[Any], new: list[Any]) -> list[Any] | None:
     """`[start, end, entries]` such that old[:start] + entries + old[end:] == new (None: equal)."""
-    start, tail = same_ends(old, new, equal=True)
+    start, tail = same_ends(old, new, equal=True, exact=True)
     if start == len(old) == len(new):
         return None
     return [start, len(old) - tail, new[start : len(new) - tail]]

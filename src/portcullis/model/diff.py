@@ -18,7 +18,7 @@ from typing import Any, Final
 from rich.markup import escape
 
 from portcullis.model.config import GatewayConfig, PluginInstance
-from portcullis.model.delta import same_ends
+from portcullis.model.delta import same_ends, same_json
 from portcullis.model.loader import format_location
 
 
@@ -252,7 +252,7 @@ def count_changes(
             continue
         # Entries equal at both ends are unchanged (an edit touches a few in the middle);
         # with unique identities, what changed lies in the middle slices.
-        start, tail = same_ends(before, after, equal=True)
+        start, tail = same_ends(before, after, equal=True, exact=True)
         keyed_before: dict[str, Any] = {}
         for entry in before[start : len(before) - tail]:
             keyed_before.setdefault(_identity(kind, entry), entry)
@@ -264,7 +264,7 @@ def count_changes(
         changed = sum(
             1
             for k, v in keyed_after.items()
-            if k in keyed_before and keyed_before[k] is not v and keyed_before[k] != v
+            if k in keyed_before and not same_json(keyed_before[k], v)
         )
         if added or removed or changed:
             counts[kind] = (added, removed, changed)

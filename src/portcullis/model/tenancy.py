@@ -170,6 +170,8 @@ def _references(
     # answered (deprecation, 410s, sandboxes), which only their own organization may do.
     for i, a in enumerate(config.apis):
         owner = organization_of(a)
+        for j, plan in enumerate(getattr(getattr(a, "access", None), "plans", None) or ()):
+            yield f"apis[{i}].access.plans[{j}]", owner, "plans", plan, True
         for j, route in enumerate(getattr(a, "routes", None) or ()):
             yield f"apis[{i}].routes[{j}]", owner, "routes", route, True
         for k, v in enumerate(getattr(a, "versions", None) or ()):

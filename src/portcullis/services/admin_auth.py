@@ -32,35 +32,34 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import case, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.errors import UserError
 from portcullis.identity.secrets import ServerSecret
+from portcullis.services.login_throttle import LoginLocked as LoginLocked
+from portcullis.services.login_throttle import LoginThrottle, ThrottleLimits
 from portcullis.services.rbac import ROLE_PERMISSIONS, Caller, Permission, Role
 from portcullis.store.admin_tables import (
     AdminSecretRow,
     AdminUserRow,
     ApiTokenRow,
     BootstrapTokenRow,
-    LoginFailureRow,
     OrganizationRow,
     RefreshTokenRow,
 )
 from portcullis.store.engine import (
     Check,
-    dialect_insert,
-    single_statement_engine,
     write_transaction,
 )
-from portcullis.store.tables import UTCDateTime
+from portcullis.store.web_tables import WebSessionRow
 
 ISSUER = "portcullis-admin"
 SIGNING_KEY_NAME = "access-token-signing-key"
@@ -92,14 +91,6 @@ class AuthError(Exception):
 
 class InvalidCredentials(AuthError):
     """Wrong email or password (deliberately not saying which)."""
-
-
-class LoginLocked(AuthError):
-    """Too many failed logins for this account or client address."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class InvalidRefreshToken(AuthError):
@@ -206,6 +197,13 @@ async def _revoke_access(
         )
     )
     await conn.execute(update(RefreshTokenRow).where(*live).values(revoked_at=now))
+    # Dashboard sessions of the user end with the token sessions (services/web_sessions.py).
+    web = delete(WebSessionRow).where(
+        WebSessionRow.kind == "admin", WebSessionRow.subject_id == user_id
+    )
+    if keep_session is not None:
+        web = web.where(WebSessionRow.id != keep_session)
+    ended_web = (await conn.execute(web)).rowcount or 0
     revoked = 0
     if api_tokens:
         result = await conn.execute(
@@ -214,7 +212,7 @@ async def _revoke_access(
             .values(revoked_at=now)
         )
         revoked = result.rowcount
-    return PasswordChange(revoked, int(ended or 0))
+    return PasswordChange(revoked, int(ended or 0) + int(ended_web))
 
 
 def _secret_context(name: str) -> bytes:
@@ -235,6 +233,19 @@ def _user(row: Any) -> AdminUser:
         disabled=row.disabled,
         created_at=row.created_at,
         updated_at=row.updated_at,
+    )
+
+
+def user_caller(user: AdminUser, session_id: str) -> Caller:
+    """The caller a signed-in admin user is in `session_id`: a login's access tokens and
+    a dashboard session alike (same role, permissions and organization)."""
+    return Caller(
+        actor=f"user:{user.email}",
+        role=user.role,
+        permissions=ROLE_PERMISSIONS[user.role],
+        user_id=user.id,
+        organization_id=user.organization_id,
+        session_id=session_id,
     )
 
 
@@ -271,8 +282,6 @@ class AuthService:
         self._engine = engine
         # Seals the signing key at rest; needed only to issue and check access tokens.
         self._secret = secret
-        # Login counters are single-statement writes (see `_take_address_attempt`).
-        self._counter = single_statement_engine(engine)
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash: str | None = None
         self.access_ttl = access_ttl
@@ -281,6 +290,12 @@ class AuthService:
         self.lockout = lockout
         self.ip_max_failures = ip_max_failures
         self.ip_window = ip_window
+        # The login counters in the store (services/login_throttle.py).
+        self._throttle = LoginThrottle(
+            engine,
+            AdminUserRow,
+            limits=ThrottleLimits(max_failures, lockout, ip_max_failures, ip_window),
+        )
         self._signing_key: str | None = None
 
     # ------------------------------------------------------------------ start-up
@@ -362,6 +377,11 @@ class AuthService:
         return self._signing_key
 
     # ------------------------------------------------------------------ passwords
+
+    @property
+    def hasher(self) -> PasswordHasher:
+        """The argon2 hasher of this service (the portal's developers use it too)."""
+        return self._hasher
 
     async def hash_password(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
@@ -519,7 +539,7 @@ class AuthService:
             row = (await conn.execute(query)).first()
         if row is None or row.disabled:
             raise InvalidCredentials("the user no longer exists or is disabled")
-        await self._take_account_attempt(user_id, now)
+        await self._throttle.take_account_attempt(user_id, now)
         if not await self._verify(row.password_hash, current):
             raise InvalidCredentials("the current password is wrong")
         new_hash = await self.hash_password(new)
@@ -588,7 +608,13 @@ class AuthService:
     # ------------------------------------------------------------------ sessions
 
     async def login(self, email: str, password: str, client: str | None) -> TokenPair:
-        """Check a password; a token pair on success.
+        """Check a password (`check_password`); a token pair on success."""
+        user = await self.check_password(email, password, client)
+        return await self._issue(user.id, user.role.value, str(uuid.uuid4()))
+
+    async def check_password(self, email: str, password: str, client: str | None) -> AdminUser:
+        """Check a password under the lockout; the user on success (a REST login issues
+        tokens for them, a dashboard sign-in a web session).
 
         Raises `LoginLocked` while the account or the client address is locked out
         (even for the right password) and `InvalidCredentials` otherwise. Every
@@ -597,91 +623,20 @@ class AuthService:
         get more passwords checked than the limits allow; a successful login gives
         its number back.
         """
-        client_key = client or "unknown"
         now = _now()
-        window_start = await self._take_address_attempt(client_key, now)
+        window_start = await self._throttle.take_address_attempt(client, now)
         query = select(AdminUserRow).where(AdminUserRow.email == email.strip().lower())
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is not None:
-            await self._take_account_attempt(row.id, now)
+            await self._throttle.take_account_attempt(row.id, now)
         elif self._dummy_hash is None:
             self._dummy_hash = await self.hash_password(secrets.token_urlsafe(16))
         ok = await self._verify(row.password_hash if row else self._dummy_hash or "", password)
         if row is None or not ok or row.disabled:
             raise InvalidCredentials("invalid email or password")
-        async with self._counter.begin() as conn:
-            await conn.execute(
-                update(AdminUserRow)
-                .where(AdminUserRow.id == row.id)
-                .values(failed_logins=0, locked_until=None)
-            )
-            await conn.execute(
-                update(LoginFailureRow)
-                .where(
-                    LoginFailureRow.client == client_key,
-                    LoginFailureRow.window_start == window_start,
-                    LoginFailureRow.failures > 0,
-                )
-                .values(failures=LoginFailureRow.failures - 1)
-            )
-        return await self._issue(row.id, row.role, str(uuid.uuid4()))
-
-    async def _take_address_attempt(self, client: str, now: datetime) -> datetime:
-        """Count an attempt from `client` in its window (one upsert); the window's start.
-
-        A window opens with the first attempt after the previous one ended. Raises
-        `LoginLocked` once the window holds more than `ip_max_failures` attempts.
-        """
-        t = LoginFailureRow
-        window_floor = now - timedelta(seconds=self.ip_window)
-        insert_ = dialect_insert(self._engine)
-        new = insert_(t).values(client=client, failures=1, window_start=now)
-        # In ON CONFLICT DO UPDATE, the table's columns are the stored row's values.
-        ended = t.window_start <= literal(window_floor, UTCDateTime())
-        upsert = new.on_conflict_do_update(
-            index_elements=[t.client],
-            set_={
-                "failures": case((ended, 1), else_=t.failures + 1),
-                "window_start": case((ended, new.excluded.window_start), else_=t.window_start),
-            },
-        ).returning(t.failures, t.window_start)
-        # Each statement commits on its own: the count is atomic without a transaction.
-        async with self._counter.begin() as conn:
-            failures, window_start = (await conn.execute(upsert)).one()
-            if failures == 1:
-                # A window opened: a good moment to forget the windows that ended.
-                await conn.execute(delete(t).where(t.window_start <= window_floor))
-        if failures > self.ip_max_failures:
-            left = window_start + timedelta(seconds=self.ip_window) - now
-            raise LoginLocked(
-                "too many failed logins from this address", max(1, int(left.total_seconds()) + 1)
-            )
-        return cast(datetime, window_start)
-
-    async def _take_account_attempt(self, user_id: str, now: datetime) -> None:
-        """Number an attempt on the account before its password is checked (one UPDATE).
-
-        The attempt that reaches `max_failures` also locks the account, so the ones
-        after it (concurrent or later) are refused unchecked until the lock runs out
-        or a successful login lifts it; a lock that ran out starts a new streak.
-        """
-        t = AdminUserRow
-        streak = case((t.locked_until.is_(None), t.failed_logins), else_=0) + 1
-        lock_end = literal(now + timedelta(seconds=self.lockout), UTCDateTime())
-        taken = update(t).where(
-            t.id == user_id, or_(t.locked_until.is_(None), t.locked_until <= now)
-        )
-        taken = taken.values(
-            failed_logins=streak,
-            locked_until=case((streak >= self.max_failures, lock_end), else_=null()),
-        ).returning(t.failed_logins)
-        async with self._counter.begin() as conn:
-            if (await conn.execute(taken)).first() is not None:
-                return
-            locked_until = await conn.scalar(select(t.locked_until).where(t.id == user_id))
-        wait = 1 if locked_until is None else int((locked_until - now).total_seconds()) + 1
-        raise LoginLocked("the account is locked after repeated failed logins", max(1, wait))
+        await self._throttle.succeeded(row.id, client, window_start)
+        return _user(row)
 
     async def _issue(self, user_id: str, role: str, family_id: str) -> TokenPair:
         now = _now()
@@ -853,14 +808,7 @@ class AuthService:
         async with self._engine.connect() as conn:
             if await conn.scalar(revoked.limit(1)) is not None:
                 return None
-        return Caller(
-            actor=f"user:{user.email}",
-            role=user.role,
-            permissions=ROLE_PERMISSIONS[user.role],
-            user_id=user.id,
-            organization_id=user.organization_id,
-            session_id=str(claims["sid"]),
-        )
+        return user_caller(user, str(claims["sid"]))
 
     async def _api_token_caller(self, credential: str) -> Caller | None:
         now = _now()

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from portcullis.identity.key_repository import KeyNotFound, KeyRepository
 from portcullis.identity.secrets import ServerSecret
 from portcullis.model.config import GatewayConfig
-from portcullis.model.delta import changed_slice
+from portcullis.model.delta import changed_slice, same_json
 from portcullis.model.loader import Loc
 from portcullis.services.config_editor import ConfigEditor, ConfigState, Edit
 from portcullis.services.context import Operation
@@ -639,7 +639,7 @@ class EntityService:
             document = dict(current.document)
             located = c.locate(document, upstream, scope, version=current.version, writable=True)
             done = step(current, document, located, scope)
-            if done.after == done.before:
+            if same_json(done.after, done.before):
                 return Edit(None, done)
             return Edit(
                 document,

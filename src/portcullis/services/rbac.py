@@ -39,6 +39,9 @@ class Permission(StrEnum):
     # Outgoing webhook endpoints, their deliveries, replays and test events.
     WEBHOOKS_READ = "webhooks:read"
     WEBHOOKS_WRITE = "webhooks:write"
+    # The developer portal: developers, their applications and access requests (approvals).
+    PORTAL_READ = "portal:read"
+    PORTAL_WRITE = "portal:write"
 
 
 ALL_PERMISSIONS = frozenset(Permission)
@@ -62,10 +65,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ALERTS_WRITE,
             Permission.WEBHOOKS_READ,
             Permission.WEBHOOKS_WRITE,
+            Permission.PORTAL_READ,
+            Permission.PORTAL_WRITE,
         }
     ),
-    # Viewers read the gateway config, the audit log, organisations, analytics, alerts and
-    # webhook endpoints.
+    # Viewers read the gateway config, the audit log, organisations, analytics, alerts,
+    # webhook endpoints and the portal's developers, applications and access requests.
     Role.VIEWER: frozenset(
         {
             Permission.CONFIG_READ,
@@ -75,6 +80,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.ANALYTICS_READ,
             Permission.ALERTS_READ,
             Permission.WEBHOOKS_READ,
+            Permission.PORTAL_READ,
         }
     ),
 }

@@ -15,6 +15,7 @@ from portcullis.services.entity_kinds import Kind
 from portcullis.settings import Settings
 
 if TYPE_CHECKING:
+    from portcullis.services.portal import PortalServices
     from portcullis.services.streams.hub import StreamHub
     from portcullis.services.streams.presence import PresenceHub
     from portcullis.services.streams.traffic import LiveTraffic
@@ -35,6 +36,8 @@ class AdminState:
     # Live traffic frames (services/streams/traffic.py); None until the background jobs
     # run, or when live_traffic_enabled is off.
     live_traffic: LiveTraffic | None = None
+    # The developer portal's services (services/portal.py); None until the app starts.
+    portal: PortalServices | None = None
     # Each kind's collection (ids and sorted views cached per config version): of this
     # store, so never shared between control planes, even in one process.
     _collections: dict[tuple[str, bool], EntityCollection] = field(default_factory=dict)

@@ -384,6 +384,30 @@ class ConfigRepository:
         else:
             text = canonical_text(document)
         checksum = checksum_of(text)
+        # A version that adds 50,000 consumers builds as many event objects and rows, and
+        # the cyclic collector's passes over them took ~0.9 of a 6 CPU-s `config apply`.
+        with gc_paused():
+            return await self._write(
+                _New(config, document, text, checksum),
+                author=author,
+                comment=comment,
+                source_version=source_version,
+                expected_version=expected_version,
+                on_write=on_write,
+                previous=previous,
+            )
+
+    async def _write(
+        self,
+        new: _New,
+        *,
+        author: str | None,
+        comment: str | None,
+        source_version: int | None,
+        expected_version: int | None,
+        on_write: OnWrite | None,
+        previous: _Previous | None,
+    ) -> ConfigVersion:
         attempt = 0
         while True:
             attempt += 1
@@ -392,7 +416,7 @@ class ConfigRepository:
                 async with write_transaction(self._engine) as conn:
                     stored = await self._store_locked(
                         conn,
-                        _New(config, document, text, checksum),
+                        new,
                         author,
                         comment,
                         source_version,
@@ -403,7 +427,7 @@ class ConfigRepository:
                         in_hook = True
                         await on_write(conn, stored)
                 if stored.created:
-                    self._known = (stored.version, document)
+                    self._known = (stored.version, new.document)
                 return stored
             except IntegrityError:
                 # Lost a race on the version key or on creating the head row: go again.

@@ -272,6 +272,15 @@ def _sqlite_writer_lock(engine: AsyncEngine) -> asyncio.Lock | None:
     return lock
 
 
+async def claimed(conn: AsyncConnection, table: Any, **values: Any) -> bool:
+    """Whether this transaction is the first to insert `values` into `table` (its unique
+    key): INSERT … ON CONFLICT DO NOTHING, so concurrent control planes, or a restarted
+    one, claim a notice exactly once."""
+    insert = dialect_insert(conn)(table).values(**values)
+    result = await conn.execute(insert.on_conflict_do_nothing())
+    return bool(result.rowcount == 1)
+
+
 def dialect_insert(bind: AsyncConnection | AsyncEngine | Connection | Engine) -> Any:
     """The `insert` construct of `bind`'s dialect (PostgreSQL's or SQLite's), whose
     `on_conflict_do_nothing/_update` both dialects spell the same way."""

@@ -168,6 +168,8 @@ _EVERYTHING = {
     "alerts:write",
     "webhooks:read",
     "webhooks:write",
+    "portal:read",
+    "portal:write",
 }
 ROLE_GRANTS: dict[Role, set[str]] = {
     Role.OWNER: _EVERYTHING,
@@ -186,6 +188,8 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "alerts:write",
         "webhooks:read",
         "webhooks:write",
+        "portal:read",
+        "portal:write",
     },
     Role.VIEWER: {
         READ,
@@ -195,6 +199,7 @@ ROLE_GRANTS: dict[Role, set[str]] = {
         "analytics:read",
         "alerts:read",
         "webhooks:read",
+        "portal:read",
     },
 }
 

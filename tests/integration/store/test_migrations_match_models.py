@@ -16,6 +16,7 @@ from portcullis.store import (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    portal_tables,
     webhook_tables,
 )
 from portcullis.store.analytics_tables import RollupRow
@@ -30,6 +31,7 @@ _TABLE_MODULES = (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    portal_tables,
     webhook_tables,
 )
 

@@ -31,6 +31,20 @@ def test_a_one_entity_edit_is_a_one_entry_splice() -> None:
     assert old == document()  # the base is left alone
 
 
+def test_values_equal_in_python_but_not_in_json_are_changes() -> None:
+    """`1 == True == 1.0`: a delta that missed such an edit would store the old value."""
+    old = document()
+    for i, value in ((1, True), (0, False), (2, 2.0)):
+        new = copy.deepcopy(old)  # no entry shared by identity: compared as JSON
+        new["consumers"][i]["metadata"] = {"n": value}
+        delta = compute_delta(old, new)
+        assert delta == {"splice": {"consumers": [i, i + 1, [new["consumers"][i]]]}}
+        assert compute_delta(old, copy.deepcopy(old)) == {}
+    last = copy.deepcopy(old)
+    last["consumers"][-1]["metadata"] = {"n": 49.0}
+    assert compute_delta(old, last) == {"splice": {"consumers": [49, 50, [last["consumers"][-1]]]}}
+
+
 def test_inserts_deletes_and_scalars_round_trip() -> None:
     old = document()
     new = copy.deepcopy(old)

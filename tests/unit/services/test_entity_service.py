@@ -157,3 +157,26 @@ async def test_targets_live_under_a_visible_upstream(
     assert hidden.value.kind is NOT_FOUND
     page = await targets.list(operation(engine), EntityQuery(limit=5), upstream="pool")
     assert [t["target"] for t in page.items] == ["10.0.0.1:80"]
+
+
+async def test_an_edit_from_1_to_true_is_a_change_that_is_stored(
+    engine: AsyncEngine, editor: ConfigEditor
+) -> None:
+    """`1 == True` in Python, not in JSON: the edit makes a version, and the version read
+    back from the store (not the editor's cache) holds `true`."""
+    from portcullis.services.entity_kinds import CONSUMERS
+    from portcullis.store.config_repository import ConfigRepository
+
+    consumers = service(CONSUMERS, editor, engine)
+    op = operation(engine)
+    await consumers.create(op, {"username": "meta", "metadata": {"tier": 1}})
+    before = (await editor.state()).version
+    for value in (True, 1.0, 1):
+        edited = await consumers.patch(op, "meta", {"metadata": {"tier": value}})
+        assert edited.representation["metadata"] == {"tier": value}
+        assert type(edited.representation["metadata"]["tier"]) is type(value)
+    assert (await editor.state()).version == before + 3
+    for version, value in zip(range(before + 1, before + 4), (True, 1.0, 1), strict=True):
+        stored = await ConfigRepository(engine).get(version)
+        (meta,) = [c for c in stored.config.consumers if c.username == "meta"]
+        assert type(meta.metadata["tier"]) is type(value)

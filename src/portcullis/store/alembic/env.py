@@ -24,6 +24,8 @@ from portcullis.store import (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    portal_tables,
+    web_tables,
     webhook_tables,
 )
 from portcullis.store.engine import create_engine, normalize_database_url, write_transaction
@@ -37,6 +39,8 @@ _TABLE_MODULES = (
     catalogue_tables,
     graphql_tables,
     identity_tables,
+    portal_tables,
+    web_tables,
     webhook_tables,
 )
 target_metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""The admin dashboard (`/dashboard/`): pages for operators, signed in as admin users."""

@@ -1,0 +1,1 @@
+"""The developer portal (`/portal/`): pages for API consumers, signed in as developers."""
