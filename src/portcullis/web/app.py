@@ -30,6 +30,10 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.login",
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
+    # Management (helper "dashmanage", decision 036): entities, config versions, audit log.
+    "portcullis.web.dashboard.manage",
+    "portcullis.web.dashboard.config_versions",
+    "portcullis.web.dashboard.audit",
 )
 PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home",)
 
