@@ -34,6 +34,7 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.manage",
     "portcullis.web.dashboard.config_versions",
     "portcullis.web.dashboard.audit",
+    "portcullis.web.dashboard.credentials",
 )
 PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home",)
 

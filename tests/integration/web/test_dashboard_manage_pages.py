@@ -185,3 +185,37 @@ def test_the_audit_log_filters(owner: httpx.Client, api: httpx.Client) -> None:
     bad = owner.get("/dashboard/audit", params={"since": "yesterday"})
     assert bad.status_code == 422
     assert 'id="filter-since-error"' in bad.text
+
+
+def test_a_new_key_is_shown_once_and_webhook_forms_show_the_apis_errors(
+    owner: httpx.Client, api: httpx.Client
+) -> None:
+    assert api.post("/admin/v1/consumers", json={"username": "acme"}).status_code == 201
+    form = owner.get("/dashboard/keys/new", params={"consumer": "acme"})
+    assert form.status_code == 200
+    created = post(owner, "/dashboard/keys/new", submitted(form.text, name="checkout"))
+    assert created.status_code == 200, created.text
+    assert created.headers["cache-control"] == "no-store"
+    key = re.search(r'id="new-key" type="text" readonly value="([^"]+)"', created.text)
+    assert key is not None
+    listing = owner.get("/dashboard/keys", params={"consumer": "acme"})
+    assert "checkout" in listing.text
+    assert key.group(1) not in listing.text
+    [stored] = api.get("/admin/v1/consumers/acme/keys").json()["items"]
+    assert stored["name"] == "checkout"
+    # The key's create form is the REST body's schema: its errors read the same.
+    bad = post(owner, "/dashboard/keys/new", submitted(form.text, name="", scopes="a b"))
+    assert bad.status_code == 422
+    rest = api.post("/admin/v1/consumers/acme/keys", json={"scopes": ["a b"]})
+    for error in rest.json()["errors"]:
+        name = error["pointer"].removeprefix("#/").split("/")[0]
+        assert error["detail"] in field_errors(bad.text, name)
+
+    hooks = owner.get("/dashboard/webhooks/new")
+    assert hooks.status_code == 200
+    refused = post(owner, "/dashboard/webhooks/new", submitted(hooks.text, url="ftp://x"))
+    assert refused.status_code == 422
+    rest = api.post("/admin/v1/webhooks", json={"url": "ftp://x"})
+    details = {e["pointer"]: e["detail"] for e in rest.json()["errors"]}
+    assert field_errors(refused.text, "url") == details["#/url"]
+    assert field_errors(refused.text, "event_types") == details["#/event_types"]

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from portcullis.model.plugins.registry import SCHEMAS
 from portcullis.model.secrets import REDACTED, redact, schema_of
@@ -62,8 +62,13 @@ class Outcome:
 def body_errors(kind: Kind, document: Mapping[str, Any]) -> list[tuple[str, str]]:
     """What the REST API answers for `document` as the request body of this kind
     (`admin/problems.py`'s request-validation handler): (pointer, detail) pairs."""
+    return model_errors(kind.model, document)
+
+
+def model_errors(model: type[BaseModel], document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What the REST API answers for `document` as a request body of `model`."""
     try:
-        kind.model.model_validate(dict(document))
+        model.model_validate(dict(document))
     except ValidationError as exc:
         return [
             (pointer_for(tuple(e.get("loc", ()))), strip_value_error(str(e.get("msg", "invalid"))))

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, Final
 
+from pydantic import BaseModel
+
 from portcullis.model.plugins.registry import SCHEMAS
 from portcullis.model.secrets import SCHEMA_OF, schema_of
 from portcullis.services.entity_kinds import KIND_BY_COLLECTION
@@ -427,6 +429,13 @@ def entity_node(collection: str, plugin: str | None = None) -> Node:
     if collection == "plugins" and inner is None:
         inner = {"type": "object", "additionalProperties": True, "title": "Config"}
     return compile_schema(schema, schema.get("$defs", {}), schema_of_plugin=inner)
+
+
+@cache
+def model_node(model: type[BaseModel]) -> Node:
+    """The compiled form of any request model (a key's settings, a webhook endpoint)."""
+    schema = schema_of(model)
+    return compile_schema(schema, schema.get("$defs", {}))
 
 
 @cache

@@ -1,0 +1,272 @@
+"""Consumers' API keys and the gateway's webhook endpoints in the dashboard.
+
+Both live in the store, not in the config, and have their own services (`KeyService`,
+`WebhookService`: the REST API's, with the session's `Operation`). Their create forms
+are generated from the same request models the REST endpoints take (`KeySpec`,
+`WebhookCreate`, `forms.model_node`), validated the same way (`editing.model_errors`).
+A new key and a new endpoint's signing secret are shown once, in the answer to the POST
+that made them (`Cache-Control: no-store`), never stored in the session or shown again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException
+from markupsafe import Markup
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from portcullis.identity.key_admin import KeySpec
+from portcullis.identity.key_repository import KeyFilter
+from portcullis.services.context import Operation
+from portcullis.services.errors import ServiceError
+from portcullis.services.keys import KeyService, represent
+from portcullis.services.rbac import Caller, Permission
+from portcullis.services.webhooks import WebhookCreate, WebhookService
+from portcullis.web.dashboard.access import admin_state, operation
+from portcullis.web.dashboard.editing import Outcome, model_errors, refused
+from portcullis.web.dashboard.forms import (
+    Form,
+    attach_errors,
+    build_form,
+    model_node,
+    parse_form,
+    render_fields,
+)
+from portcullis.web.dashboard.manage import form_data, one
+from portcullis.web.templating import render
+from portcullis.webhooks.runner import destination_policy
+
+router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 50
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _may(request: Request, permission: Permission) -> bool:
+    caller = getattr(request.state, "principal", None)
+    return isinstance(caller, Caller) and caller.can(permission)
+
+
+def keys_service(request: Request) -> KeyService:
+    state = admin_state(request)
+    return KeyService(state.engine, state.secret, state.editor)
+
+
+def webhooks_service(request: Request) -> WebhookService:
+    state = admin_state(request)
+    return WebhookService(
+        state.engine, state.secret, state.editor, destination_policy(state.settings)
+    )
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path", ""))
+
+
+def _create_page(
+    request: Request,
+    template: str,
+    title: str,
+    form: Form,
+    *,
+    status: int = 200,
+    outcome: Outcome | None = None,
+    **extra: Any,
+) -> Response:
+    context = {
+        "title": title,
+        "fields": Markup(render_fields(form)),  # noqa: S704 - built escaped by render_fields
+        "outcome": outcome,
+        **extra,
+    }
+    return render(request, template, context, status_code=status)
+
+
+def _parsed(model: type[BaseModel], data: dict[str, list[str]]) -> tuple[dict[str, Any], Form]:
+    node = model_node(model)
+    document = parse_form(node, data)
+    return document, build_form(node, document)
+
+
+# --- API keys -------------------------------------------------------------------------
+
+
+@router.get("/keys")
+async def keys_page(
+    request: Request,
+    consumer: str | None = None,
+    cursor: str | None = None,
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
+) -> Response:
+    try:
+        page = await keys_service(request).list_keys(
+            op, KeyFilter(consumer=consumer or None), limit=PAGE_SIZE, cursor=cursor
+        )
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    now = op.now()
+    next_url = None
+    if page.next_cursor:
+        next_url = "?" + urlencode({"consumer": consumer or "", "cursor": page.next_cursor})
+    context = {
+        "title": "API keys",
+        "keys": [represent(info, now) for info in page.items],
+        "consumer": consumer or "",
+        "next_url": next_url,
+        "can_write": _may(request, Permission.CREDENTIALS_WRITE),
+        "revoked": request.query_params.get("revoked"),
+    }
+    return render(request, "dashboard/credentials/keys.html", context)
+
+
+@router.get("/keys/new")
+async def new_key_page(
+    request: Request,
+    consumer: str | None = None,
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
+) -> Response:
+    form = build_form(model_node(KeySpec))
+    return _create_page(
+        request, "dashboard/credentials/new_key.html", "New API key", form, consumer=consumer or ""
+    )
+
+
+@router.post("/keys/new")
+async def create_key(
+    request: Request, op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE))
+) -> Response:
+    data = form_data(await request.form())
+    consumer = (one(data, "consumer") or "").strip()
+    document, form = _parsed(KeySpec, data)
+    errors = model_errors(KeySpec, document)
+    outcome: Outcome
+    if not consumer:
+        outcome = Outcome(None, 422, "Validation failed", "name the consumer the key is for")
+    elif errors:
+        attach_errors(form, errors)
+        outcome = Outcome(None, 422, "Validation failed", None, tuple(errors))
+    else:
+        try:
+            spec = KeySpec.model_validate(document)
+            created = await keys_service(request).create(op, consumer, spec)
+        except ServiceError as exc:
+            outcome = refused(exc)
+            attach_errors(form, outcome.errors)
+        else:
+            context = {
+                "title": "API key created",
+                "key": created.key,
+                "info": represent(created.info, op.now()),
+            }
+            return render(
+                request, "dashboard/credentials/key_created.html", context, headers=NO_STORE
+            )
+    return _create_page(
+        request,
+        "dashboard/credentials/new_key.html",
+        "New API key",
+        form,
+        status=outcome.status,
+        outcome=outcome,
+        consumer=consumer,
+    )
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(
+    request: Request,
+    key_id: str,
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
+) -> Response:
+    data = form_data(await request.form())
+    reason = (one(data, "reason") or "").strip() or "revoked in the dashboard"
+    try:
+        await keys_service(request).transition(op, key_id, "revoke", reason=reason)
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    return RedirectResponse(
+        f"{_root(request)}/keys?" + urlencode({"revoked": key_id}), status_code=303
+    )
+
+
+# --- webhook endpoints ----------------------------------------------------------------
+
+
+@router.get("/webhooks")
+async def webhooks_page(
+    request: Request,
+    cursor: str | None = None,
+    op: Operation = Depends(operation(Permission.WEBHOOKS_READ)),
+) -> Response:
+    try:
+        page = await webhooks_service(request).list_endpoints(op, limit=PAGE_SIZE, cursor=cursor)
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    context = {
+        "title": "Webhook endpoints",
+        "endpoints": page.items,
+        "next_url": "?" + urlencode({"cursor": page.next_cursor}) if page.next_cursor else None,
+        "can_write": _may(request, Permission.WEBHOOKS_WRITE),
+        "deleted": request.query_params.get("deleted"),
+    }
+    return render(request, "dashboard/credentials/webhooks.html", context)
+
+
+@router.get("/webhooks/new")
+async def new_webhook_page(
+    request: Request, op: Operation = Depends(operation(Permission.WEBHOOKS_WRITE))
+) -> Response:
+    form = build_form(model_node(WebhookCreate))
+    return _create_page(
+        request, "dashboard/credentials/new_webhook.html", "New webhook endpoint", form
+    )
+
+
+@router.post("/webhooks/new")
+async def create_webhook(
+    request: Request, op: Operation = Depends(operation(Permission.WEBHOOKS_WRITE))
+) -> Response:
+    data = form_data(await request.form())
+    document, form = _parsed(WebhookCreate, data)
+    errors = model_errors(WebhookCreate, document)
+    if errors:
+        attach_errors(form, errors)
+        outcome = Outcome(None, 422, "Validation failed", None, tuple(errors))
+    else:
+        try:
+            spec = WebhookCreate.model_validate(document)
+            endpoint, secret = await webhooks_service(request).create(op, spec)
+        except ServiceError as exc:
+            outcome = refused(exc)
+            attach_errors(form, outcome.errors)
+        else:
+            context = {"title": "Webhook endpoint created", "endpoint": endpoint, "secret": secret}
+            return render(
+                request, "dashboard/credentials/webhook_created.html", context, headers=NO_STORE
+            )
+    return _create_page(
+        request,
+        "dashboard/credentials/new_webhook.html",
+        "New webhook endpoint",
+        form,
+        status=outcome.status,
+        outcome=outcome,
+    )
+
+
+@router.post("/webhooks/{endpoint_id}/delete")
+async def delete_webhook(
+    request: Request,
+    endpoint_id: str,
+    op: Operation = Depends(operation(Permission.WEBHOOKS_WRITE)),
+) -> Response:
+    try:
+        await webhooks_service(request).delete(op, endpoint_id)
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    return RedirectResponse(
+        f"{_root(request)}/webhooks?" + urlencode({"deleted": endpoint_id}), status_code=303
+    )
