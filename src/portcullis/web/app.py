@@ -35,6 +35,7 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.config_versions",
     "portcullis.web.dashboard.audit",
     "portcullis.web.dashboard.credentials",
+    "portcullis.web.dashboard.approvals",
 )
 PORTAL_ROUTERS: tuple[str, ...] = ("portcullis.web.portal.home",)
 

@@ -5,8 +5,10 @@ read-only admin gets no edit controls and is refused a POST, the audit log filte
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from html import unescape
 from typing import Any
@@ -15,9 +17,11 @@ import httpx
 import pytest
 
 from portcullis.services.rbac import Role
+from portcullis.store.engine import create_engine
 from support.admin_session import PASSWORD
 from support.dashboard_admins import create_admin, migrated_store
 from support.html_forms import submitted
+from support.portal import build, developer
 from support.servers import ControlPlane, control_plane
 from support.web import dashboard_sign_in, form_token
 
@@ -219,3 +223,48 @@ def test_a_new_key_is_shown_once_and_webhook_forms_show_the_apis_errors(
     details = {e["pointer"]: e["detail"] for e in rest.json()["errors"]}
     assert field_errors(refused.text, "url") == details["#/url"]
     assert field_errors(refused.text, "event_types") == details["#/event_types"]
+
+
+async def _pending_requests(database_url: str) -> list[str]:
+    """Two applications of a developer asking for the manual-approval API `billing`."""
+    engine = create_engine(database_url)
+    try:
+        portal = build(engine)
+        ctx = await developer(portal, "ada@example.com")
+        (team, *_) = await portal.accounts.teams(ctx)
+        ids = []
+        for name in ("shop", "till"):
+            app = await portal.apps.create_application(ctx, team.id, name, client_type="web")
+            ids.append((await portal.apps.request_access(ctx, app.id, "billing")).id)
+        return ids
+    finally:
+        await engine.dispose()
+
+
+def test_access_requests_are_approved_and_rejected_with_reasons(
+    plane: ControlPlane, owner: httpx.Client, api: httpx.Client
+) -> None:
+    billing = {"name": "billing", "versions": [{"name": "v1"}], "access": {"approval": "manual"}}
+    assert api.post("/admin/v1/apis", json=billing).status_code == 201
+    with ThreadPoolExecutor(1) as pool:
+        shop, till = pool.submit(asyncio.run, _pending_requests(plane.database_url)).result()
+    queue = owner.get("/dashboard/approvals")
+    assert queue.status_code == 200
+    assert ">shop <" in queue.text
+    assert ">till <" in queue.text
+    token = form_token(queue.text)
+    no_reason = post(owner, f"/dashboard/approvals/{shop}/reject", {"csrf_token": [token]})
+    assert no_reason.status_code == 422
+    assert "a rejection needs a reason" in no_reason.text
+    why = {"csrf_token": [token], "reason": ["tell us about the use case"]}
+    assert post(owner, f"/dashboard/approvals/{shop}/reject", why).status_code == 303
+    assert (
+        post(owner, f"/dashboard/approvals/{till}/approve", {"csrf_token": [token]}).status_code
+        == 303
+    )
+    rejected = owner.get("/dashboard/approvals", params={"status": "rejected"})
+    assert "tell us about the use case" in rejected.text
+    approved = owner.get("/dashboard/approvals", params={"status": "approved"})
+    assert ">till <" in approved.text
+    again = post(owner, f"/dashboard/approvals/{till}/approve", {"csrf_token": [token]})
+    assert again.status_code == 409
