@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from portcullis.services.rbac import Role
 from support.admin_session import PASSWORD
 from support.browser import DESKTOP, EXPECT_TIMEOUT_MS, console_errors, screenshot
-from support.dashboard_admins import create_admin, migrated_store
+from support.dashboard_admins import admin_api, create_admin, migrated_store
 from support.servers import ControlPlane, control_plane
 
 ANN = "ann@example.com"
@@ -32,13 +32,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def api(plane: ControlPlane) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=plane.url, timeout=10) as client:
-        login = client.post("/admin/v1/auth/login", json={"email": ANN, "password": PASSWORD})
-        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
-        service = {"name": "orders", "url": "http://127.0.0.1:9/"}
-        assert client.post("/admin/v1/services", json=service).status_code == 201
-        route = {"name": "orders", "service": "orders", "paths": ["/orders"]}
-        assert client.post("/admin/v1/routes", json=route).status_code == 201
+    with admin_api(plane.url, ANN) as client:
         yield client
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from portcullis.services.admin_auth import AuthService
 from portcullis.services.rbac import Role
@@ -39,3 +42,17 @@ async def _create_admin(database_url: str, email: str, role: Role) -> None:
 def create_admin(database_url: str, email: str, role: Role) -> None:
     """An admin user `email` with `role` and the tests' password (`PASSWORD`)."""
     _run(_create_admin(database_url, email, role))
+
+
+@contextmanager
+def admin_api(url: str, email: str) -> Iterator[httpx.Client]:
+    """The REST API as the admin `email`, with a service and a route `orders` to work on."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        login = client.post("/admin/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+        service = {"name": "orders", "url": "http://127.0.0.1:9/"}
+        assert client.post("/admin/v1/services", json=service).status_code == 201
+        route = {"name": "orders", "service": "orders", "paths": ["/orders"]}
+        assert client.post("/admin/v1/routes", json=route).status_code == 201
+        yield client

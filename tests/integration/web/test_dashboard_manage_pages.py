@@ -18,8 +18,7 @@ import pytest
 
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
-from support.admin_session import PASSWORD
-from support.dashboard_admins import create_admin, migrated_store
+from support.dashboard_admins import admin_api, create_admin, migrated_store
 from support.html_forms import submitted
 from support.portal import build, developer
 from support.servers import ControlPlane, control_plane
@@ -27,7 +26,6 @@ from support.web import dashboard_sign_in, form_token
 
 OWNER = "owner@example.com"
 VIEWER = "viewer@example.com"
-ROUTE = {"name": "orders", "service": "orders", "paths": ["/orders"]}
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +39,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="module")
 def api(plane: ControlPlane) -> Iterator[httpx.Client]:
-    """The REST API as the owner, with a service and a route to work on."""
-    with httpx.Client(base_url=plane.url, timeout=10) as client:
-        login = client.post("/admin/v1/auth/login", json={"email": OWNER, "password": PASSWORD})
-        assert login.status_code == 200, login.text
-        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
-        service = {"name": "orders", "url": "http://127.0.0.1:9/"}
-        assert client.post("/admin/v1/services", json=service).status_code == 201
-        assert client.post("/admin/v1/routes", json=ROUTE).status_code == 201
+    with admin_api(plane.url, OWNER) as client:
         yield client
 
 

@@ -10,7 +10,8 @@ that made them (`Cache-Control: no-store`), never stored in the session or shown
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -41,6 +42,7 @@ from portcullis.web.templating import render
 from portcullis.webhooks.runner import destination_policy
 
 router = APIRouter(include_in_schema=False)
+M = TypeVar("M", bound=BaseModel)
 PAGE_SIZE = 50
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -85,10 +87,31 @@ def _create_page(
     return render(request, template, context, status_code=status)
 
 
-def _parsed(model: type[BaseModel], data: dict[str, list[str]]) -> tuple[dict[str, Any], Form]:
+async def _submit(
+    model: type[M],
+    data: dict[str, list[str]],
+    create: Callable[[M], Awaitable[Response]],
+    *,
+    refuse: str | None = None,
+) -> Response | tuple[Form, Outcome]:
+    """A create form of `model` submitted: `create`'s page for a valid one the service
+    accepts, else the form with the REST API's errors on its fields (`refuse`: a
+    refusal of the page's own input, checked first)."""
     node = model_node(model)
     document = parse_form(node, data)
-    return document, build_form(node, document)
+    form = build_form(node, document)
+    if refuse is not None:
+        return form, Outcome(None, 422, "Validation failed", refuse)
+    errors = model_errors(model, document)
+    if errors:
+        attach_errors(form, errors)
+        return form, Outcome(None, 422, "Validation failed", None, tuple(errors))
+    try:
+        return await create(model.model_validate(document))
+    except ServiceError as exc:
+        outcome = refused(exc)
+        attach_errors(form, outcome.errors)
+        return form, outcome
 
 
 # --- API keys -------------------------------------------------------------------------
@@ -140,30 +163,21 @@ async def create_key(
 ) -> Response:
     data = form_data(await request.form())
     consumer = (one(data, "consumer") or "").strip()
-    document, form = _parsed(KeySpec, data)
-    errors = model_errors(KeySpec, document)
-    outcome: Outcome
-    if not consumer:
-        outcome = Outcome(None, 422, "Validation failed", "name the consumer the key is for")
-    elif errors:
-        attach_errors(form, errors)
-        outcome = Outcome(None, 422, "Validation failed", None, tuple(errors))
-    else:
-        try:
-            spec = KeySpec.model_validate(document)
-            created = await keys_service(request).create(op, consumer, spec)
-        except ServiceError as exc:
-            outcome = refused(exc)
-            attach_errors(form, outcome.errors)
-        else:
-            context = {
-                "title": "API key created",
-                "key": created.key,
-                "info": represent(created.info, op.now()),
-            }
-            return render(
-                request, "dashboard/credentials/key_created.html", context, headers=NO_STORE
-            )
+
+    async def create(spec: KeySpec) -> Response:
+        created = await keys_service(request).create(op, consumer, spec)
+        context = {
+            "title": "API key created",
+            "key": created.key,
+            "info": represent(created.info, op.now()),
+        }
+        return render(request, "dashboard/credentials/key_created.html", context, headers=NO_STORE)
+
+    refuse = None if consumer else "name the consumer the key is for"
+    done = await _submit(KeySpec, data, create, refuse=refuse)
+    if isinstance(done, Response):
+        return done
+    form, outcome = done
     return _create_page(
         request,
         "dashboard/credentials/new_key.html",
@@ -229,24 +243,17 @@ async def new_webhook_page(
 async def create_webhook(
     request: Request, op: Operation = Depends(operation(Permission.WEBHOOKS_WRITE))
 ) -> Response:
-    data = form_data(await request.form())
-    document, form = _parsed(WebhookCreate, data)
-    errors = model_errors(WebhookCreate, document)
-    if errors:
-        attach_errors(form, errors)
-        outcome = Outcome(None, 422, "Validation failed", None, tuple(errors))
-    else:
-        try:
-            spec = WebhookCreate.model_validate(document)
-            endpoint, secret = await webhooks_service(request).create(op, spec)
-        except ServiceError as exc:
-            outcome = refused(exc)
-            attach_errors(form, outcome.errors)
-        else:
-            context = {"title": "Webhook endpoint created", "endpoint": endpoint, "secret": secret}
-            return render(
-                request, "dashboard/credentials/webhook_created.html", context, headers=NO_STORE
-            )
+    async def create(spec: WebhookCreate) -> Response:
+        endpoint, secret = await webhooks_service(request).create(op, spec)
+        context = {"title": "Webhook endpoint created", "endpoint": endpoint, "secret": secret}
+        return render(
+            request, "dashboard/credentials/webhook_created.html", context, headers=NO_STORE
+        )
+
+    done = await _submit(WebhookCreate, form_data(await request.form()), create)
+    if isinstance(done, Response):
+        return done
+    form, outcome = done
     return _create_page(
         request,
         "dashboard/credentials/new_webhook.html",

@@ -310,13 +310,7 @@ def compile_schema(
         items = _resolve(resolved.get("items", {}), defs)
         item_types = _scalar_types(items, defs)
         if item_types is not None:
-            return replace(
-                base,
-                widget="lines",
-                types=item_types[0],
-                options=item_types[1],
-                secret=base.secret or _is_secret(items),
-            )
+            return _of_scalars(base, "lines", item_types, items)
         if items.get("type") == "object" and "properties" in items:
             item = compile_schema(items, defs, key=None, required=True)
             return replace(base, widget="items", item=replace(item, label=base.label))
@@ -344,19 +338,29 @@ def compile_schema(
             value_schema = _resolve(values, defs)
             value_types = _scalar_types(value_schema, defs)
             if value_types is not None:
-                return replace(
-                    base,
-                    widget="pairs",
-                    types=value_types[0],
-                    options=value_types[1],
-                    secret=base.secret or _is_secret(value_schema),
-                )
+                return _of_scalars(base, "pairs", value_types, value_schema)
             if value_schema == {} or (_is_secret(value_schema) and len(value_schema) == 1):
                 # Any JSON value per name (a JSON body edit): `name = <JSON or text>`.
                 return replace(
                     base, widget="pairs", types=("json",), secret=_is_secret(value_schema)
                 )
     return base
+
+
+def _of_scalars(
+    base: Node,
+    widget: str,
+    types: tuple[tuple[str, ...], tuple[Any, ...]],
+    element: Mapping[str, Any],
+) -> Node:
+    """A list (`lines`) or map (`pairs`) of scalars: typed, secret when its elements are."""
+    return replace(
+        base,
+        widget=widget,
+        types=types[0],
+        options=types[1],
+        secret=base.secret or _is_secret(element),
+    )
 
 
 def _long_text(schema: Mapping[str, Any], help_text: str) -> bool:
