@@ -14,8 +14,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from portcullis.services.rbac import Role
 from support.admin_session import PASSWORD
 from support.browser import DESKTOP, EXPECT_TIMEOUT_MS, console_errors, screenshot
-from support.dashboard_admins import admin_api, create_admin, migrated_store
-from support.servers import ControlPlane, control_plane
+from support.dashboard_admins import admin_api, plane_with_admins
+from support.servers import ControlPlane
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
@@ -23,10 +23,8 @@ BOB = "bob@example.com"
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    database_url = migrated_store(tmp_path_factory.mktemp("manage-browser"))
-    create_admin(database_url, ANN, Role.OWNER)
-    create_admin(database_url, BOB, Role.OPERATOR)
-    with control_plane(database_url) as cp:
+    admins = {ANN: Role.OWNER, BOB: Role.OPERATOR}
+    with plane_with_admins(tmp_path_factory.mktemp("manage-browser"), admins) as cp:
         yield cp
 
 

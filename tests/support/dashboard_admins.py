@@ -16,6 +16,7 @@ from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
 from portcullis.store.migrations import upgrade_to_head
 from support.admin_session import PASSWORD, TEST_PASSWORD_HASHER
+from support.servers import ControlPlane, control_plane
 
 
 def _run(coroutine: Coroutine[Any, Any, None]) -> None:
@@ -56,3 +57,13 @@ def admin_api(url: str, email: str) -> Iterator[httpx.Client]:
         route = {"name": "orders", "service": "orders", "paths": ["/orders"]}
         assert client.post("/admin/v1/routes", json=route).status_code == 201
         yield client
+
+
+@contextmanager
+def plane_with_admins(directory: Path, admins: dict[str, Role]) -> Iterator[ControlPlane]:
+    """A control plane on a fresh store in `directory` holding `admins` (email: role)."""
+    database_url = migrated_store(directory)
+    for email, role in admins.items():
+        create_admin(database_url, email, role)
+    with control_plane(database_url) as cp:
+        yield cp

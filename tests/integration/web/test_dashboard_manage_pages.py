@@ -18,10 +18,10 @@ import pytest
 
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
-from support.dashboard_admins import admin_api, create_admin, migrated_store
+from support.dashboard_admins import admin_api, plane_with_admins
 from support.html_forms import submitted
 from support.portal import build, developer
-from support.servers import ControlPlane, control_plane
+from support.servers import ControlPlane
 from support.web import dashboard_sign_in, form_token
 
 OWNER = "owner@example.com"
@@ -30,10 +30,8 @@ VIEWER = "viewer@example.com"
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    database_url = migrated_store(tmp_path_factory.mktemp("manage"))
-    create_admin(database_url, OWNER, Role.OWNER)
-    create_admin(database_url, VIEWER, Role.VIEWER)
-    with control_plane(database_url) as cp:
+    admins = {OWNER: Role.OWNER, VIEWER: Role.VIEWER}
+    with plane_with_admins(tmp_path_factory.mktemp("manage"), admins) as cp:
         yield cp
 
 
