@@ -99,6 +99,16 @@ def test_a_bad_plugin_value_shows_the_rest_apis_message(
     rest = api.post("/admin/v1/plugins", json={**body, "config": {"status_code": "many"}})
     assert field_errors(shown.text, "config_status_code") == rest.json()["errors"][0]["detail"]
 
+    # A valid one is created, with the config the form typed.
+    data = submitted(page.text, route="orders", **{"config/status_code": "418"})
+    created = post(owner, "/dashboard/manage/plugins/new", data)
+    assert created.status_code == 303
+    assert created.headers["location"].endswith(
+        "/plugins/request-termination%40route%3Aorders?saved=1"
+    )
+    stored = api.get("/admin/v1/plugins/request-termination@route:orders").json()
+    assert stored["config"]["status_code"] == 418
+
 
 def test_a_stale_edit_gets_the_merge_page_and_overwrites_nothing(
     owner: httpx.Client, api: httpx.Client
@@ -257,3 +267,31 @@ def test_access_requests_are_approved_and_rejected_with_reasons(
     assert ">till <" in approved.text
     again = post(owner, f"/dashboard/approvals/{till}/approve", {"csrf_token": [token]})
     assert again.status_code == 409
+
+
+def test_delete_goes_through_the_service_with_its_refusals(
+    owner: httpx.Client, api: httpx.Client
+) -> None:
+    form = owner.get("/dashboard/manage/consumers/new")
+    assert post(owner, "/dashboard/manage/consumers/new", submitted(form.text, username="gone"))
+    page = owner.get("/dashboard/manage/consumers/gone")
+    assert page.status_code == 200
+    delete_form = re.search(r'<form class="form danger".*?</form>', page.text, re.S)
+    assert delete_form is not None
+    deleted = post(
+        owner, "/dashboard/manage/consumers/gone/delete", submitted(delete_form.group(0))
+    )
+    assert deleted.status_code == 303
+    assert api.get("/admin/v1/consumers/gone").status_code == 404
+    # A service a route still uses: the API's 409, naming it, on the page.
+    service = {"name": "used", "url": "http://127.0.0.1:9/"}
+    assert api.post("/admin/v1/services", json=service).status_code == 201
+    route = {"name": "user", "service": "used", "paths": ["/used"]}
+    assert api.post("/admin/v1/routes", json=route).status_code == 201
+    page = owner.get("/dashboard/manage/services/used")
+    delete_form = re.search(r'<form class="form danger".*?</form>', page.text, re.S)
+    assert delete_form is not None
+    refused = post(owner, "/dashboard/manage/services/used/delete", submitted(delete_form.group(0)))
+    assert refused.status_code == 409
+    assert "route &#39;user&#39;" in refused.text
+    assert api.get("/admin/v1/services/used").status_code == 200
