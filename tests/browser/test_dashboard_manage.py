@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from portcullis.services.rbac import Role
 from support.admin_session import PASSWORD
-from support.browser import DESKTOP, EXPECT_TIMEOUT_MS, console_errors, screenshot
+from support.browser import DESKTOP, EXPECT_TIMEOUT_MS, PHONE, console_errors, screenshot
 from support.dashboard_admins import admin_api, plane_with_admins
 from support.servers import ControlPlane
 
@@ -109,6 +109,15 @@ def test_rollback_journey(browser: Browser, plane: ControlPlane, api: httpx.Clie
         expect(page.get_by_role("status")).to_contain_text(f"version {before + 1} is now current")
         top = api.get("/admin/v1/config/versions").json()["items"][0]
         assert (top["version"], top["source_version"]) == (before + 1, 1)
+        # On a phone-sized screen the pages reflow instead of scrolling sideways.
+        page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+        for path, name in (
+            ("/dashboard/manage/services/orders", "service-form"),
+            (f"/dashboard/config/versions/{before + 1}", "config-diff"),
+        ):
+            page.goto(plane.url + path)
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+            screenshot(page, f"dashboard-manage-phone-{name}")
         assert errors == []
     finally:
         context.close()
