@@ -206,6 +206,21 @@ def test_a_new_key_is_shown_once_and_webhook_forms_show_the_apis_errors(
     assert key.group(1) not in listing.text
     [stored] = api.get("/admin/v1/consumers/acme/keys").json()["items"]
     assert stored["name"] == "checkout"
+    # Suspend, resume, rotate (the successor shown once), revoke: the key service's.
+    key_id, token = stored["id"], form_token(listing.text)
+    actions = f"/dashboard/keys/{key_id}"
+    assert post(owner, f"{actions}/suspend", {"csrf_token": [token]}).status_code == 303
+    assert api.get(f"/admin/v1/keys/{key_id}").json()["status"] == "suspended"
+    assert post(owner, f"{actions}/resume", {"csrf_token": [token]}).status_code == 303
+    rotated = post(owner, f"{actions}/rotate", {"csrf_token": [token], "grace_hours": ["1"]})
+    assert rotated.status_code == 200
+    assert rotated.headers["cache-control"] == "no-store"
+    assert "keeps working until" in rotated.text
+    assert api.get(f"/admin/v1/keys/{key_id}").json()["state"] == "grace"
+    why = {"csrf_token": [token], "reason": ["leaked"]}
+    assert post(owner, f"{actions}/revoke", why).status_code == 303
+    revoked = api.get(f"/admin/v1/keys/{key_id}").json()
+    assert (revoked["status"], revoked["status_reason"]) == ("revoked", "leaked")
     # The key's create form is the REST body's schema: its errors read the same.
     bad = post(owner, "/dashboard/keys/new", submitted(form.text, name="", scopes="a b"))
     assert bad.status_code == 422

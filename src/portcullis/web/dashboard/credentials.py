@@ -11,20 +11,20 @@ that made them (`Cache-Control: no-store`), never stored in the session or shown
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException
 from markupsafe import Markup
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portcullis.identity.key_admin import KeySpec
+from portcullis.identity.key_admin import DEFAULT_GRACE_SECONDS, KeySpec
 from portcullis.identity.key_repository import KeyFilter
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
-from portcullis.services.keys import KeyService, represent
+from portcullis.services.keys import KeyService, RotateIn, represent
 from portcullis.services.rbac import Caller, Permission
 from portcullis.services.webhooks import WebhookCreate, WebhookService
 from portcullis.web.dashboard.access import admin_state, operation
@@ -140,7 +140,7 @@ async def keys_page(
         "consumer": consumer or "",
         "next_url": next_url,
         "can_write": _may(request, Permission.CREDENTIALS_WRITE),
-        "revoked": request.query_params.get("revoked"),
+        "done": request.query_params.get("done"),
     }
     return render(request, "dashboard/credentials/keys.html", context)
 
@@ -189,20 +189,50 @@ async def create_key(
     )
 
 
-@router.post("/keys/{key_id}/revoke")
-async def revoke_key(
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(
     request: Request,
     key_id: str,
     op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
 ) -> Response:
+    """A successor key, shown once; the old one works for the grace period (the REST
+    rotation's `RotateIn`: hours in the form, seconds to the service)."""
     data = form_data(await request.form())
-    reason = (one(data, "reason") or "").strip() or "revoked in the dashboard"
     try:
-        await keys_service(request).transition(op, key_id, "revoke", reason=reason)
+        hours = float(one(data, "grace_hours") or DEFAULT_GRACE_SECONDS / 3600)
+        rotate = RotateIn(grace_seconds=round(hours * 3600))
+        rotation = await keys_service(request).rotate(
+            op, key_id, grace_seconds=rotate.grace_seconds
+        )
+    except (ValueError, ValidationError):
+        raise HTTPException(422, "the grace period is a number of hours (0 to 720)") from None
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    context = {
+        "title": "API key rotated",
+        "key": rotation.key,
+        "info": represent(rotation.new, op.now()),
+        "old": represent(rotation.old, op.now()),
+    }
+    return render(request, "dashboard/credentials/key_created.html", context, headers=NO_STORE)
+
+
+@router.post("/keys/{key_id}/{action}")
+async def key_transition(
+    request: Request,
+    key_id: str,
+    action: Literal["revoke", "suspend", "resume"],
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
+) -> Response:
+    """Revoke (final), suspend or resume a key, with the reason the form gives."""
+    data = form_data(await request.form())
+    reason = (one(data, "reason") or "").strip() or f"{action}d in the dashboard"
+    try:
+        await keys_service(request).transition(op, key_id, action, reason=reason)
     except ServiceError as exc:
         raise HTTPException(exc.kind.status, exc.detail) from None
     return RedirectResponse(
-        f"{_root(request)}/keys?" + urlencode({"revoked": key_id}), status_code=303
+        f"{_root(request)}/keys?" + urlencode({"done": f"{key_id} {action}d"}), status_code=303
     )
 
 
