@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from html import unescape
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import pytest
 
 from portcullis.services.rbac import Role
 from portcullis.store.engine import create_engine
+from portcullis.web.security import CONTENT_SECURITY_POLICY
 from support.dashboard_admins import admin_api, plane_with_admins
 from support.html_forms import submitted
 from support.portal import build, developer
@@ -310,3 +312,50 @@ def test_delete_goes_through_the_service_with_its_refusals(
     assert refused.status_code == 409
     assert "route &#39;user&#39;" in refused.text
     assert api.get("/admin/v1/services/used").status_code == 200
+
+
+class _Code(HTMLParser):
+    """The URLs a page loads or links to, its inline scripts and event handler attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline_scripts = 0
+        self.handlers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "action") and v]
+        if tag == "script" and not found.get("src"):
+            self.inline_scripts += 1
+        self.handlers += [k for k, _ in attrs if k.startswith(("on", "hx-on"))]
+
+
+def test_every_management_page_has_the_policy_and_no_external_or_inline_code(
+    owner: httpx.Client, api: httpx.Client
+) -> None:
+    pages = [
+        "/dashboard/manage",
+        "/dashboard/manage/routes",
+        "/dashboard/manage/services/orders",
+        "/dashboard/manage/plugins/new",
+        "/dashboard/manage/plugins/new?plugin=jwt-auth",
+        "/dashboard/keys",
+        "/dashboard/keys/new",
+        "/dashboard/webhooks",
+        "/dashboard/webhooks/new",
+        "/dashboard/approvals",
+        "/dashboard/config/versions",
+        "/dashboard/config/versions/1",
+        "/dashboard/config/versions/1/rollback",
+        "/dashboard/audit",
+    ]
+    for path in pages:
+        response = owner.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY, path
+        code = _Code()
+        code.feed(response.text)
+        assert [u for u in code.urls if u.startswith(("http:", "https:", "//"))] == [], path
+        assert code.inline_scripts == 0, path
+        assert code.handlers == [], path
