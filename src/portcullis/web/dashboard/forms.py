@@ -157,7 +157,8 @@ class Form:
         for f in self.fields:
             yield from f.walk()
 
-    def field(self, name: str) -> FormField:
+    def named(self, name: str) -> FormField:
+        """The field (or fieldset) whose form name is `name`."""
         for f in self.walk():
             if f.name == name:
                 return f

@@ -192,10 +192,10 @@ def test_errors_land_on_the_field_their_pointer_names_or_the_nearest_one() -> No
             ("#", "a plugin is scoped to a service or a route, not both"),
         ],
     )
-    assert form.field("config/limits/0/limit").errors == [
+    assert form.named("config/limits/0/limit").errors == [
         "Input should be greater than or equal to 1"
     ]
-    assert form.field("config/method_costs").errors == ["GET: Input should be a valid integer"]
+    assert form.named("config/method_costs").errors == ["GET: Input should be a valid integer"]
     assert form.errors == ["a plugin is scoped to a service or a route, not both"]
     html = render_fields(form)
     assert 'aria-invalid="true"' in html
