@@ -117,6 +117,8 @@ def test_a_stale_edit_gets_the_merge_page_and_overwrites_nothing(
 ) -> None:
     page = owner.get("/dashboard/manage/routes/orders")
     assert page.status_code == 200
+    # The service field offers the services there are.
+    assert '<datalist id="f-service-names"><option value="orders">' in page.text
     # Someone else changes the route after the page was loaded.
     current = api.get("/admin/v1/routes/orders")
     changed = api.patch(

@@ -46,6 +46,7 @@ from pydantic import BaseModel
 
 from portcullis.model.plugins.registry import SCHEMAS
 from portcullis.model.secrets import SCHEMA_OF, schema_of
+from portcullis.model.tenancy import NAMES_KEYWORD
 from portcullis.services.entity_kinds import KIND_BY_COLLECTION
 
 JsonPath = tuple[str | int, ...]
@@ -94,6 +95,8 @@ class Node:
     scalar_or_list: bool = False
     hint: str = ""
     multiline: bool = False
+    # The entity collection whose names the value is (`x-names`: consumers, plans...).
+    names: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,9 @@ class FormField:
     nullable: bool = False
     # text or secret shown as a textarea (PEM, long text)
     multiline: bool = False
+    # the entity collection the value names, and names to suggest (a datalist)
+    names: str | None = None
+    suggestions: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -156,6 +162,16 @@ class Form:
     def walk(self) -> Iterable[FormField]:
         for f in self.fields:
             yield from f.walk()
+
+    def collections(self) -> set[str]:
+        """The entity collections whose names fields of this form hold."""
+        return {f.names for f in self.walk() if f.names is not None}
+
+    def suggest(self, names: Mapping[str, Sequence[str]]) -> None:
+        """Offer `names` (by collection) on the fields that name such entities."""
+        for f in self.walk():
+            if f.names is not None and f.names in names:
+                f.suggestions = tuple(names[f.names])
 
     def named(self, name: str) -> FormField:
         """The field (or fieldset) whose form name is `name`."""
@@ -205,6 +221,11 @@ def _resolve(schema: Any, defs: Mapping[str, Any]) -> dict[str, Any]:
         schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
     resolved: dict[str, Any] = schema
     return resolved
+
+
+def _names(outer: Mapping[str, Any], resolved: Mapping[str, Any]) -> str | None:
+    names = outer.get(NAMES_KEYWORD, resolved.get(NAMES_KEYWORD))
+    return names if isinstance(names, str) else None
 
 
 def _is_secret(schema: Mapping[str, Any]) -> bool:
@@ -289,6 +310,7 @@ def compile_schema(
         secret=_is_secret(resolved) or any(_is_secret(b) for b in branches),
         default=default,
         hint=_constraints(resolved),
+        names=_names(outer, resolved),
     )
     if branches:
         return _union(base, branches, defs)
@@ -469,10 +491,13 @@ def build_form(
     *,
     readonly: Iterable[str] = (),
     prefix: JsonPath = (),
+    references: Mapping[str, str] | None = None,
 ) -> Form:
     """The form of `node` (a group) holding `value` (ABSENT: a new entity, defaults shown).
 
-    `readonly`: top-level fields shown but not editable (an entity's id fields on edit).
+    `readonly`: top-level fields shown but not editable (an entity's id fields on edit);
+    `references`: top-level fields that name an entity, with its collection (`Kind.
+    references`), for `Form.suggest`.
     """
     frozen = set(readonly)
     fields = []
@@ -483,6 +508,8 @@ def build_form(
         if child.key in frozen:
             for sub in f.walk():
                 sub.readonly = True
+        if references and str(child.key) in references:
+            f.names = references[str(child.key)]
         fields.append(f)
     return Form(fields)
 
@@ -508,6 +535,7 @@ def _field(node: Node, value: Any, path: JsonPath, defaults: bool = True) -> For
         required=node.required,
         nullable=node.nullable,
         multiline=node.multiline,
+        names=node.names,
     )
     shown = _shown(node, value, defaults)
     if node.widget == "group":
@@ -923,7 +951,12 @@ def _render(f: FormField) -> str:
         )
     kind = "number" if f.widget == "number" else "text"
     step = ' step="any"' if kind == "number" else ""
+    listed = datalist = ""
+    if f.suggestions and not f.readonly:
+        listed = f' list="{fid}-names"'
+        options = "".join(f'<option value="{_e(n)}">' for n in f.suggestions)
+        datalist = f'<datalist id="{fid}-names">{options}</datalist>'
     return (
         f'<div class="field">{label}<input type="{kind}"{step} id="{fid}" name="{name}"'
-        f' value="{_e(f.value)}"{ro}{attrs}>{notes}</div>'
+        f' value="{_e(f.value)}"{listed}{ro}{attrs}>{datalist}{notes}</div>'
     )

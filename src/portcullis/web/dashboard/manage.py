@@ -57,6 +57,8 @@ router = APIRouter(include_in_schema=False)
 read = operation(Permission.CONFIG_READ)
 write = operation(Permission.CONFIG_WRITE)
 PAGE_SIZE = 50
+# Names offered per referenced collection on a form (a datalist; any name may be typed).
+SUGGESTED = 100
 # Kinds with a page of their own, in menu order (targets are edited inside upstreams).
 MANAGED: tuple[Kind, ...] = KINDS
 # Form names of the page's own hidden inputs (never schema fields).
@@ -155,7 +157,13 @@ async def new_page(
         return render(request, "dashboard/manage/choose_plugin.html", context)
     start: dict[str, Any] = {"name": plugin} if kind is PLUGINS else {}
     node = node_for(kind, start, plugin)
-    form = build_form(node, start or None, readonly=("name",) if kind is PLUGINS else ())
+    form = build_form(
+        node,
+        start or None,
+        readonly=("name",) if kind is PLUGINS else (),
+        references=dict(kind.references),
+    )
+    await suggest_names(request, op, form)
     return _form_page(request, kind, form, entity=None, status=200)
 
 
@@ -170,8 +178,14 @@ async def create(request: Request, collection: str, op: Operation = Depends(writ
     if outcome.entity is not None:
         target = entity_url(request, kind, outcome.entity.id) + "?saved=1"
         return RedirectResponse(target, status_code=303)
-    form = build_form(node, document, readonly=("name",) if kind is PLUGINS else ())
+    form = build_form(
+        node,
+        document,
+        readonly=("name",) if kind is PLUGINS else (),
+        references=dict(kind.references),
+    )
     attach_errors(form, outcome.errors)
+    await suggest_names(request, op, form)
     return _form_page(request, kind, form, entity=None, status=outcome.status, outcome=outcome)
 
 
@@ -183,6 +197,7 @@ async def edit_page(
     entity = await _get(request, kind, op, entity_id)
     node = node_for(kind, entity.representation)
     form = _entity_form(request, kind, node, entity.representation)
+    await suggest_names(request, op, form)
     saved = request.query_params.get("saved") is not None
     version = (await admin_state(request).editor.state()).version
     return _form_page(request, kind, form, entity=entity, version=version, saved=saved)
@@ -209,6 +224,7 @@ async def save(
         return await _conflict_page(request, kind, op, stored, node, mine, version)
     form = _entity_form(request, kind, node, mine)
     attach_errors(form, outcome.errors)
+    await suggest_names(request, op, form)
     return _form_page(
         request,
         kind,
@@ -248,12 +264,28 @@ async def _get(request: Request, kind: Kind, op: Operation, entity_id: str) -> E
         raise HTTPException(exc.kind.status, exc.detail) from None
 
 
+async def suggest_names(request: Request, op: Operation, form: Form) -> None:
+    """Offer the names of the entities (the caller may see) that fields refer to: the
+    first `SUGGESTED` of each collection, as the list's first page gives them."""
+    names: dict[str, list[str]] = {}
+    for collection in sorted(form.collections()):
+        kind = KIND_BY_COLLECTION.get(collection)
+        if kind is None:
+            continue
+        try:
+            page = await entities(request, kind).list(op, EntityQuery(SUGGESTED))
+        except ServiceError:
+            continue
+        names[collection] = [str(item[kind.identity_fields[0]]) for item in page.items]
+    form.suggest(names)
+
+
 def _entity_form(request: Request, kind: Kind, node: Node, value: dict[str, Any]) -> Form:
     """The edit form: id fields fixed; every field fixed for a caller who may not write."""
     frozen: tuple[str, ...] = kind.identity_fields
     if not can_write(request):
         frozen = tuple(str(c.key) for c in node.children)
-    return build_form(node, value, readonly=frozen)
+    return build_form(node, value, readonly=frozen, references=dict(kind.references))
 
 
 def _form_page(

@@ -215,3 +215,14 @@ def test_markup_in_values_is_escaped() -> None:
     html = render_fields(build_form(node, {"username": "a", "custom_id": '"><script>x</script>'}))
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
+
+
+def test_fields_naming_entities_offer_their_names() -> None:
+    node = entity_node("plugins", "key-auth")
+    form = build_form(node, {"name": "key-auth"}, references={"route": "routes"})
+    assert form.collections() == {"routes", "consumers"}
+    form.suggest({"routes": ["orders"], "consumers": ["acme", "<b>"]})
+    html = render_fields(form)
+    assert re.search(r'id="f-route" name="route" value="" list="f-route-names"', html)
+    assert '<datalist id="f-config_anonymous-names"><option value="acme">' in html
+    assert "&lt;b&gt;" in html
