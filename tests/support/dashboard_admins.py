@@ -60,10 +60,13 @@ def admin_api(url: str, email: str) -> Iterator[httpx.Client]:
 
 
 @contextmanager
-def plane_with_admins(directory: Path, admins: dict[str, Role]) -> Iterator[ControlPlane]:
-    """A control plane on a fresh store in `directory` holding `admins` (email: role)."""
+def plane_with_admins(
+    directory: Path, admins: dict[str, Role], env: dict[str, str] | None = None
+) -> Iterator[ControlPlane]:
+    """A control plane (with `env`) on a fresh store in `directory` holding `admins`
+    (email: role)."""
     database_url = migrated_store(directory)
     for email, role in admins.items():
         create_admin(database_url, email, role)
-    with control_plane(database_url) as cp:
+    with control_plane(database_url, env=env) as cp:
         yield cp

@@ -33,7 +33,9 @@ VIEWER = "viewer@example.com"
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     admins = {OWNER: Role.OWNER, VIEWER: Role.VIEWER}
-    with plane_with_admins(tmp_path_factory.mktemp("manage"), admins) as cp:
+    # Webhook endpoints on this machine may be created (the receiver is never called).
+    env = {"PORTCULLIS_WEBHOOK_ALLOWED_NETWORKS": '["127.0.0.0/8"]'}
+    with plane_with_admins(tmp_path_factory.mktemp("manage"), admins, env) as cp:
         yield cp
 
 
@@ -361,3 +363,25 @@ def test_every_management_page_has_the_policy_and_no_external_or_inline_code(
         assert [u for u in code.urls if u.startswith(("http:", "https:", "//"))] == [], path
         assert code.inline_scripts == 0, path
         assert code.handlers == [], path
+
+
+def test_a_webhook_endpoint_is_created_with_its_secret_shown_once_then_switched_off(
+    owner: httpx.Client, api: httpx.Client
+) -> None:
+    form = owner.get("/dashboard/webhooks/new")
+    typed = {"url": "http://127.0.0.1:9/hook", "event_types": "key.*\nalert.firing"}
+    created = post(owner, "/dashboard/webhooks/new", submitted(form.text, **typed))
+    assert created.status_code == 200, created.text
+    assert created.headers["cache-control"] == "no-store"
+    secret = re.search(r'id="new-secret" type="text" readonly value="(whsec_[^"]+)"', created.text)
+    assert secret is not None
+    [endpoint] = api.get("/admin/v1/webhooks").json()["items"]
+    assert endpoint["event_types"] == ["key.*", "alert.firing"]
+    listing = owner.get("/dashboard/webhooks")
+    assert secret.group(1) not in listing.text
+    token = form_token(listing.text)
+    where = f"/dashboard/webhooks/{endpoint['id']}"
+    assert post(owner, f"{where}/disable", {"csrf_token": [token]}).status_code == 303
+    assert api.get(f"/admin/v1/webhooks/{endpoint['id']}").json()["enabled"] is False
+    assert post(owner, f"{where}/delete", {"csrf_token": [token]}).status_code == 303
+    assert api.get(f"/admin/v1/webhooks/{endpoint['id']}").status_code == 404

@@ -307,3 +307,19 @@ async def delete_webhook(
     return RedirectResponse(
         f"{_root(request)}/webhooks?" + urlencode({"deleted": endpoint_id}), status_code=303
     )
+
+
+# After .../delete: the first route whose path matches takes the request.
+@router.post("/webhooks/{endpoint_id}/{action}")
+async def switch_webhook(
+    request: Request,
+    endpoint_id: str,
+    action: Literal["enable", "disable"],
+    op: Operation = Depends(operation(Permission.WEBHOOKS_WRITE)),
+) -> Response:
+    """Enable (failures forgotten) or disable an endpoint (its deliveries wait)."""
+    try:
+        await webhooks_service(request).set_enabled(op, endpoint_id, action == "enable")
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    return RedirectResponse(f"{_root(request)}/webhooks", status_code=303)
