@@ -223,6 +223,15 @@ def test_a_new_key_is_shown_once_and_webhook_forms_show_the_apis_errors(
     assert rotated.headers["cache-control"] == "no-store"
     assert "keeps working until" in rotated.text
     assert api.get(f"/admin/v1/keys/{key_id}").json()["state"] == "grace"
+    # Its settings, edited with the page's ETag; a stale page gets 412.
+    page = owner.get(f"{actions}")
+    edited = post(owner, actions, submitted(page.text, name="checkout-2", scopes="orders:read"))
+    assert edited.status_code == 303, edited.text
+    settings = api.get(f"/admin/v1/keys/{key_id}").json()
+    assert (settings["name"], settings["scopes"]) == ("checkout-2", ["orders:read"])
+    stale = post(owner, actions, submitted(page.text, name="checkout-3"))
+    assert stale.status_code == 412
+    assert api.get(f"/admin/v1/keys/{key_id}").json()["name"] == "checkout-2"
     why = {"csrf_token": [token], "reason": ["leaked"]}
     assert post(owner, f"{actions}/revoke", why).status_code == 303
     revoked = api.get(f"/admin/v1/keys/{key_id}").json()

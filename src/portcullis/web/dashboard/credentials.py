@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException
 from markupsafe import Markup
@@ -20,11 +20,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from portcullis.identity.key_admin import DEFAULT_GRACE_SECONDS, KeySpec
+from portcullis.identity.key_admin import DEFAULT_GRACE_SECONDS, KeySettings, KeySpec
 from portcullis.identity.key_repository import KeyFilter
 from portcullis.services.context import Operation
 from portcullis.services.errors import ServiceError
-from portcullis.services.keys import KeyService, RotateIn, represent
+from portcullis.services.keys import KeyService, RotateIn, etag_of_key, represent
 from portcullis.services.rbac import Caller, Permission
 from portcullis.services.webhooks import WebhookCreate, WebhookService
 from portcullis.web.dashboard.access import admin_state, operation
@@ -187,6 +187,74 @@ async def create_key(
         outcome=outcome,
         consumer=consumer,
     )
+
+
+@router.get("/keys/{key_id}")
+async def key_page(
+    request: Request,
+    key_id: str,
+    op: Operation = Depends(operation(Permission.CREDENTIALS_READ)),
+) -> Response:
+    try:
+        info = await keys_service(request).get(op, key_id)
+    except ServiceError as exc:
+        raise HTTPException(exc.kind.status, exc.detail) from None
+    shown = represent(info, op.now())
+    form = build_form(model_node(KeySettings), info.settings())
+    if not _may(request, Permission.CREDENTIALS_WRITE):
+        for f in form.walk():
+            f.readonly = True
+    return _key_page(request, shown, form, saved=request.query_params.get("saved") is not None)
+
+
+@router.post("/keys/{key_id}")
+async def save_key(
+    request: Request,
+    key_id: str,
+    op: Operation = Depends(operation(Permission.CREDENTIALS_WRITE)),
+) -> Response:
+    """The settings as the form holds them, as a merge patch with the page's ETag (a field
+    left empty goes back to its default); 412 when the key changed meanwhile."""
+    data = form_data(await request.form())
+    node = model_node(KeySettings)
+    document = parse_form(node, data)
+    patch = {str(c.key): document.get(str(c.key)) for c in node.children}
+    service = keys_service(request)
+    try:
+        await service.update(op, key_id, patch, if_match=one(data, "etag"))
+    except ServiceError as exc:
+        outcome = refused(exc)
+        try:
+            info = await service.get(op, key_id)
+        except ServiceError as gone:
+            raise HTTPException(gone.kind.status, gone.detail) from None
+        form = build_form(node, info.settings() if outcome.conflict else document)
+        attach_errors(form, outcome.errors)
+        shown = represent(info, op.now())
+        return _key_page(request, shown, form, outcome=outcome)
+    target = f"{_root(request)}/keys/{quote(key_id, safe='')}?saved=1"
+    return RedirectResponse(target, status_code=303)
+
+
+def _key_page(
+    request: Request,
+    shown: dict[str, Any],
+    form: Form,
+    *,
+    saved: bool = False,
+    outcome: Outcome | None = None,
+) -> Response:
+    context = {
+        "title": f"API key {shown['name']}",
+        "k": shown,
+        "etag": etag_of_key(shown),
+        "fields": Markup(render_fields(form)),  # noqa: S704 - built escaped by render_fields
+        "saved": saved,
+        "outcome": outcome,
+        "can_write": _may(request, Permission.CREDENTIALS_WRITE),
+    }
+    status = outcome.status if outcome is not None else 200
+    return render(request, "dashboard/credentials/key.html", context, status_code=status)
 
 
 @router.post("/keys/{key_id}/rotate")
