@@ -32,6 +32,11 @@ DASHBOARD_ROUTERS: tuple[str, ...] = (
     "portcullis.web.dashboard.home",
     "portcullis.web.dashboard.live",
     "portcullis.web.dashboard.inspector",
+    # Management (helper "dashmanage", decision 036): entities, config versions, audit log.
+    "portcullis.web.dashboard.manage",
+    "portcullis.web.dashboard.config_versions",
+    "portcullis.web.dashboard.audit",
+    "portcullis.web.dashboard.credentials",
     "portcullis.web.dashboard.approvals",
 )
 PORTAL_ROUTERS: tuple[str, ...] = (

@@ -188,16 +188,13 @@ async def test_operators_decide_in_the_dashboard(app: FastAPI, owner: httpx.Asyn
     page = await ops.get("/dashboard/approvals")
     assert page.status_code == 200
     assert asked.id in page.text
-    no_reason = await _post(
-        ops, "/dashboard/approvals", f"/dashboard/approvals/{asked.id}", decision="reject"
-    )
+    no_reason = await _post(ops, "/dashboard/approvals", f"/dashboard/approvals/{asked.id}/reject")
     assert no_reason.status_code == 422
     assert "needs a reason" in no_reason.text
     rejected = await _post(
         ops,
         "/dashboard/approvals",
-        f"/dashboard/approvals/{asked.id}",
-        decision="reject",
+        f"/dashboard/approvals/{asked.id}/reject",
         reason="which shop?",
     )
     assert rejected.status_code == 303, rejected.text
