@@ -237,6 +237,18 @@ TABLE |= {
     ("POST", "/admin/v1/routes/{route}/captures/{capture_id}/stop"): ITEM,
     ("GET", "/admin/v1/routes/{route}/captures/{capture_id}/exchanges"): ITEM_READ,
     ("GET", "/admin/v1/inspector/exchanges/{exchange_id}"): ITEM_READ,
+    # The developer portal's operator side. Developers are deployment-wide: only an
+    # unlimited admin manages them. Applications and access requests are scoped to their
+    # API's organization; this world holds none (the portal's own matrix,
+    # tests/integration/portal/test_portal_isolation.py, makes them), so these rows check
+    # the refusals and that nothing of the other tenant is listed.
+    ("GET", "/admin/v1/portal/developers"): UNLIMITED,
+    ("POST", "/admin/v1/portal/developers/{developer_id}/suspend"): UNLIMITED,
+    ("POST", "/admin/v1/portal/developers/{developer_id}/resume"): UNLIMITED,
+    ("GET", "/admin/v1/portal/applications"): LIST(control=False),
+    ("GET", "/admin/v1/portal/access-requests"): LIST("?status=approved", control=False),
+    ("POST", "/admin/v1/portal/access-requests/{request_id}/approve"): ITEM,
+    ("POST", "/admin/v1/portal/access-requests/{request_id}/reject"): ITEM,
 }
 
 
@@ -499,7 +511,7 @@ async def _request(
         return await client.post(path, json=valid[template])
     if template == f"/admin/v1/{collection}" and collection in creates:
         return await client.post(path, json=creates[collection])
-    body = {"reason": "pwned"} if template.endswith(("/revoke", "/suspend")) else {}
+    body = {"reason": "pwned"} if template.endswith(("/revoke", "/suspend", "/reject")) else {}
     if template.endswith(("/keys", "/oauth-clients")):
         body = {"name": "stolen"}
     if template.endswith("/mtls-auth"):

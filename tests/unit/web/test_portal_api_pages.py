@@ -105,7 +105,10 @@ class Transport:
 async def portal(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, Transport]]:
     engine = await migrated_store(tmp_path)
     await ConfigRepository(engine).apply(load_config_file(EXAMPLE), author="test", comment=None)
-    at = NOW.timestamp() - 20
+    # The live window is the 5 minutes before the page's request, by the real clock: the
+    # record is written 20 s before now (not before the module's import, which the whole
+    # suite can leave more than 5 minutes behind).
+    at = datetime.now(UTC).timestamp() - 20
     await RequestLogWriter(engine, "n1").write(
         [
             make_record(1, consumer="demo-app", started_at=at),
