@@ -52,7 +52,7 @@ def test_sign_up_to_a_first_call_and_its_usage(page: Page, gw: Gateway) -> None:
     expect(page.get_by_role("heading", name="Try it")).to_be_visible()
     page.get_by_role("link", name="APIs", exact=True).click()
     page.get_by_role("link", name="Demo API").click()
-    page.get_by_role("link", name="Reference").click()
+    page.get_by_role("link", name="Reference of v2").click()
     operation = page.locator("#op-listItems")
     expect(operation).to_contain_text("GET /items")
     screenshot(page, "journey-reference")
