@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from support.browser import PHONE, console_errors, screenshot
+from support.portal_pages import register_application, sign_up_and_verify
 from support.servers import Gateway, free_port, gateway
 
 CONFIG = """
@@ -53,29 +54,8 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 def test_sign_up_verify_app_access_and_a_key_shown_once(page: Page, gw: Gateway) -> None:
     errors = console_errors(page)
     started = time.monotonic()
-    page.goto(f"{gw.admin_url}/portal/signup")
-    screenshot(page, "portal-signup")
-    page.get_by_label("Name").fill("Ada")
-    page.get_by_label("Email").fill("ada@example.com")
-    page.get_by_label("Password (at least 10 characters)").fill("a long enough password")
-    page.get_by_role("button", name="Sign up").click()
-    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
-
-    page.get_by_role("link", name="outbox").click()
-    screenshot(page, "portal-outbox")
-    page.get_by_role("link", name="Verify email address").first.click()
-    page.get_by_role("button", name="Verify my email address").click()
-    expect(page.get_by_role("status")).to_contain_text("verified")
-
-    page.get_by_role("link", name="Go to your applications").click()
-    page.get_by_label("Name").fill("Pet shop")
-    page.get_by_label("Client type").select_option("web")
-    page.get_by_role("button", name="Register").click()
-    expect(page.get_by_role("heading", name="Pet shop")).to_be_visible()
-
-    page.get_by_label("API", exact=True).select_option("petstore")
-    page.get_by_role("button", name="Request access").click()
-    expect(page.locator("[data-access-status]")).to_have_text("approved")
+    sign_up_and_verify(page, gw.admin_url, "Ada", "ada@example.com", shots="portal")
+    register_application(page, "Pet shop", "web", api="petstore")
 
     page.get_by_role("button", name="Create sandbox key").click()
     secret = page.get_by_label("API key", exact=True)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from playwright.sync_api import BrowserContext, Page, expect
 
 from portcullis.identity.secrets import load_server_secret
@@ -31,11 +30,10 @@ from portcullis.store.config_repository import ConfigRepository
 from portcullis.store.engine import create_engine
 from support.admin_session import TEST_PASSWORD_HASHER
 from support.browser import PHONE, console_errors, screenshot
-from support.raw_upstream import RawUpstream, keep_alive_handler, response
-from support.servers import Gateway, gateway
-from support.threaded_upstream import threaded_upstream
+from support.portal_gateway import demo_api_gateway, items_upstream
+from support.raw_upstream import RawUpstream
+from support.servers import Gateway
 
-DEMO_V2 = Path(__file__).parents[2] / "examples" / "openapi" / "demo-v2.yaml"
 PASSWORD = "a long enough password"
 
 
@@ -48,43 +46,13 @@ class Developer:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RawUpstream]:
-    answer = response(
-        200, b'[{"id":1,"name":"pen","price":1.5}]', [(b"content-type", b"application/json")]
-    )
-    with threaded_upstream(keep_alive_handler(lambda request: answer)) as server:
+    with items_upstream() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, upstream: RawUpstream) -> Iterator[Gateway]:
-    tmp = tmp_path_factory.mktemp("portal-api")
-    config = {
-        "services": [{"name": "demo", "url": f"http://127.0.0.1:{upstream.port}"}],
-        "routes": [{"name": "demo-v2", "service": "demo", "paths": ["/v2"]}],
-        "plugins": [
-            {"name": "key-auth", "route": "demo-v2", "config": {}},
-            {
-                "name": "rate-limit",
-                "route": "demo-v2",
-                "config": {
-                    "policy_name": "demo",
-                    "limits": [{"limit": 100, "period": "1h", "key": "consumer"}],
-                },
-            },
-        ],
-        "apis": [
-            {
-                "name": "demo",
-                "title": "Demo API",
-                "access": {"approval": "automatic"},
-                "versions": [{"name": "v2", "routes": ["demo-v2"], "openapi_file": str(DEMO_V2)}],
-            }
-        ],
-    }
-    path = tmp / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    env = {"PORTCULLIS_REQUEST_LOG_FLUSH_INTERVAL": "0.2"}
-    with gateway(tmp, path, extra_env=env) as running:
+    with demo_api_gateway(tmp_path_factory.mktemp("portal-api"), upstream.port) as running:
         yield running
 
 

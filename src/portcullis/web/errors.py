@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
+
+from portcullis.services.errors import ServiceError
+
 
 class LoginRequired(Exception):
     """The page needs a signed-in session: sign-in first, then back to `next`."""
@@ -17,3 +21,8 @@ class PageForbidden(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+
+def page_error(exc: ServiceError) -> HTTPException:
+    """A refusal the page cannot show in a form (not found...) as an error page."""
+    return HTTPException(exc.kind.status, exc.detail or exc.kind.title)

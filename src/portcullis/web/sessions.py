@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from portcullis.services.web_sessions import SessionKind, WebSession, WebSessions
 
@@ -81,3 +81,13 @@ def clear_session_cookie(conn: HTTPConnection, response: Response) -> None:
     response.delete_cookie(
         web.cookie, path=web.root, httponly=True, samesite="lax", secure=is_tls(conn)
     )
+
+
+async def sign_out(conn: HTTPConnection) -> Response:
+    """End the request's session (the store forgets it, the cookie goes) and go to the
+    sign-in page: the dashboard's and the portal's `POST /logout`."""
+    web = web_app_of(conn)
+    await web.sessions().delete(session_token(conn))
+    response = RedirectResponse(web.login_path, status_code=303)
+    clear_session_cookie(conn, response)
+    return response

@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Path
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -22,6 +21,7 @@ from portcullis.services.errors import ServiceError, errors_from_pydantic
 from portcullis.services.inspector import CaptureIn, InspectorService
 from portcullis.services.rbac import Permission
 from portcullis.web.dashboard.access import admin_state, operation
+from portcullis.web.errors import page_error
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False, prefix="/inspector")
@@ -34,11 +34,6 @@ FIELDS = ("route", "duration_seconds", "sample_rate", "max_count")
 def _service(request: Request) -> InspectorService:
     state = admin_state(request)
     return InspectorService(state.engine, state.editor)
-
-
-def page_error(exc: ServiceError) -> HTTPException:
-    """A refusal the page cannot show in a form (not found...) as an error page."""
-    return HTTPException(exc.kind.status, exc.detail or exc.kind.title)
 
 
 def capture_path(request: Request, route: str, capture_id: str) -> str:

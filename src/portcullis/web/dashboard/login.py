@@ -19,9 +19,9 @@ from portcullis.services.admin_users import AdminAccessService
 from portcullis.services.errors import ServiceError
 from portcullis.web.dashboard.access import admin_state, auth_service, request_facts, signed_in
 from portcullis.web.sessions import (
-    clear_session_cookie,
     session_token,
     set_session_cookie,
+    sign_out,
     web_app_of,
 )
 from portcullis.web.templating import render
@@ -83,8 +83,4 @@ async def login(
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    web = web_app_of(request)
-    await web.sessions().delete(session_token(request))
-    response = RedirectResponse(web.login_path, status_code=303)
-    clear_session_cookie(request, response)
-    return response
+    return await sign_out(request)

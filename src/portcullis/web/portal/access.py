@@ -27,10 +27,12 @@ def portal_services(request: Request) -> PortalServices:
     return portal
 
 
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 def facts_of(request: Request) -> RequestFacts:
-    return RequestFacts.of(
-        request.headers.get("x-request-id", ""), request.client.host if request.client else None
-    )
+    return RequestFacts.of(request.headers.get("x-request-id", ""), client_ip(request))
 
 
 async def signed_in_developer(request: Request) -> Developer | None:
@@ -48,13 +50,19 @@ async def signed_in_developer(request: Request) -> Developer | None:
     return developer
 
 
-async def developer_context(request: Request) -> DeveloperContext:
-    """Dependency: the signed-in developer's context; the sign-in page otherwise."""
+async def current_developer(request: Request) -> Developer:
+    """Dependency: the signed-in developer; the sign-in page otherwise (back here after
+    it, for a GET)."""
     developer = await signed_in_developer(request)
     if developer is None:
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(here if request.method == "GET" else "")
-    return DeveloperContext(developer, facts_of(request))
+    return developer
+
+
+async def developer_context(request: Request) -> DeveloperContext:
+    """Dependency: the signed-in developer's context; the sign-in page otherwise."""
+    return DeveloperContext(await current_developer(request), facts_of(request))
 
 
 def refusal(exc: ServiceError) -> dict[str, Any]:

@@ -29,9 +29,9 @@ from portcullis.web.portal.access import (
     signed_in_developer,
 )
 from portcullis.web.sessions import (
-    clear_session_cookie,
     session_token,
     set_session_cookie,
+    sign_out,
     web_app_of,
 )
 from portcullis.web.templating import render
@@ -188,11 +188,7 @@ async def login(
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    web = web_app_of(request)
-    await web.sessions().delete(session_token(request))
-    response = RedirectResponse(web.login_path, status_code=303)
-    clear_session_cookie(request, response)
-    return response
+    return await sign_out(request)
 
 
 # ---------------------------------------------------------------------------- outbox

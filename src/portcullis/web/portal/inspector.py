@@ -15,37 +15,16 @@ from starlette.responses import Response
 from portcullis.services.errors import ServiceError
 from portcullis.services.inspector import DeveloperInspector
 from portcullis.services.portal import Developer
-from portcullis.services.state import AdminState
-from portcullis.web.dashboard.inspector import page_error
-from portcullis.web.errors import LoginRequired
-from portcullis.web.sessions import current_session, web_app_of
+from portcullis.web.errors import page_error
+from portcullis.web.portal.access import admin_state, current_developer, portal_services
+from portcullis.web.sessions import web_app_of
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False, prefix="/inspector")
 
 
-def _state(request: Request) -> AdminState:
-    state: AdminState = web_app_of(request).services("admin")
-    return state
-
-
-async def current_developer(request: Request) -> Developer:
-    """The developer of the request's portal session (sign-in first otherwise)."""
-    session = await current_session(request)
-    portal = _state(request).portal
-    developer = None
-    if session is not None and portal is not None:
-        developer = await portal.accounts.principal(session.subject_id)
-    if developer is None:
-        raise LoginRequired(request.url.path if request.method == "GET" else "")
-    request.state.principal = developer
-    return developer
-
-
 def _inspector(request: Request) -> DeveloperInspector:
-    state = _state(request)
-    assert state.portal is not None  # current_developer found it
-    return DeveloperInspector(state.engine, state.portal.apps)
+    return DeveloperInspector(admin_state(request).engine, portal_services(request).apps)
 
 
 async def _rows(request: Request, developer: Developer) -> dict[str, object]:

@@ -20,12 +20,8 @@ from portcullis.services.errors import FieldError, ServiceError
 from portcullis.services.portal import Developer
 from portcullis.services.portal_catalogue import PortalAccess, TryOperation
 from portcullis.services.portal_tryit import METHODS, TryItIn
-from portcullis.web.portal.api_support import (
-    access_of_request,
-    client_ip,
-    developer,
-    portal_api,
-)
+from portcullis.web.portal.access import client_ip, current_developer
+from portcullis.web.portal.api_support import access_of_request, portal_api
 from portcullis.web.templating import is_htmx, render
 
 router = APIRouter(include_in_schema=False)
@@ -101,7 +97,7 @@ async def console(
     api: str = Query("", max_length=128),
     version: str = Query("", max_length=64),
     op: str = Query("", max_length=200),
-    who: Developer = Depends(developer),
+    who: Developer = Depends(current_developer),
 ) -> Response:
     access = await access_of_request(request)
     form = {"api": api, "version": version, "method": "GET", "path": "", "op": op}
@@ -116,7 +112,7 @@ async def console(
 
 
 @router.post("/try")
-async def send(request: Request, who: Developer = Depends(developer)) -> Response:
+async def send(request: Request, who: Developer = Depends(current_developer)) -> Response:
     access = await access_of_request(request)
     raw = await request.form()
     form = {k: str(v) for k, v in raw.items() if k != "key" and isinstance(v, str)}

@@ -14,12 +14,8 @@ from starlette.responses import JSONResponse, Response
 
 from portcullis.services.errors import ServiceError
 from portcullis.services.portal import Developer
-from portcullis.web.portal.api_support import (
-    access_of_request,
-    developer,
-    developer_operation,
-    portal_api,
-)
+from portcullis.web.portal.access import current_developer
+from portcullis.web.portal.api_support import access_of_request, developer_operation, portal_api
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -39,7 +35,9 @@ async def _overview(request: Request, who: Developer, window: str) -> dict[str, 
 
 @router.get("/usage")
 async def usage_page(
-    request: Request, window: str = Query("live", max_length=8), who: Developer = Depends(developer)
+    request: Request,
+    window: str = Query("live", max_length=8),
+    who: Developer = Depends(current_developer),
 ) -> Response:
     if window not in WINDOW_LABELS:
         window = "live"
@@ -57,7 +55,9 @@ async def usage_page(
 
 @router.get("/usage.json")
 async def usage_json(
-    request: Request, window: str = Query("live", max_length=8), who: Developer = Depends(developer)
+    request: Request,
+    window: str = Query("live", max_length=8),
+    who: Developer = Depends(current_developer),
 ) -> Response:
     """The chart's data (same origin, the session's developer only)."""
     try:

@@ -15,12 +15,8 @@ from starlette.responses import RedirectResponse, Response
 from portcullis.services.errors import FieldError, ServiceError
 from portcullis.services.portal import Developer
 from portcullis.services.portal_webhooks import PORTAL_EVENT_TYPES, PortalWebhookIn
-from portcullis.web.portal.api_support import (
-    access_of_request,
-    developer,
-    developer_operation,
-    portal_api,
-)
+from portcullis.web.portal.access import current_developer
+from portcullis.web.portal.api_support import access_of_request, developer_operation, portal_api
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -59,12 +55,12 @@ async def _list_page(
 
 
 @router.get("/webhooks")
-async def webhooks_page(request: Request, who: Developer = Depends(developer)) -> Response:
+async def webhooks_page(request: Request, who: Developer = Depends(current_developer)) -> Response:
     return await _list_page(request, who)
 
 
 @router.post("/webhooks")
-async def subscribe(request: Request, who: Developer = Depends(developer)) -> Response:
+async def subscribe(request: Request, who: Developer = Depends(current_developer)) -> Response:
     raw = await request.form()
     form = {
         "app": str(raw.get("app", "")),
@@ -92,7 +88,7 @@ async def subscribe(request: Request, who: Developer = Depends(developer)) -> Re
 
 @router.get("/webhooks/{endpoint_id}")
 async def endpoint_page(
-    request: Request, endpoint_id: str, who: Developer = Depends(developer)
+    request: Request, endpoint_id: str, who: Developer = Depends(current_developer)
 ) -> Response:
     access = await access_of_request(request)
     op = developer_operation(request, who)
@@ -113,7 +109,7 @@ async def endpoint_page(
 
 @router.post("/webhooks/{endpoint_id}/{action}")
 async def endpoint_action(
-    request: Request, endpoint_id: str, action: str, who: Developer = Depends(developer)
+    request: Request, endpoint_id: str, action: str, who: Developer = Depends(current_developer)
 ) -> Response:
     access = await access_of_request(request)
     op = developer_operation(request, who)
