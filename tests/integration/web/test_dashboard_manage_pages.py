@@ -24,7 +24,7 @@ from support.dashboard_admins import admin_api, plane_with_admins
 from support.html_forms import submitted
 from support.portal import build, developer
 from support.servers import ControlPlane
-from support.web import dashboard_sign_in, form_token
+from support.web import create_admin, dashboard_sign_in, form_token
 
 OWNER = "owner@example.com"
 VIEWER = "viewer@example.com"
@@ -394,3 +394,72 @@ def test_a_webhook_endpoint_is_created_with_its_secret_shown_once_then_switched_
     assert api.get(f"/admin/v1/webhooks/{endpoint['id']}").json()["enabled"] is False
     assert post(owner, f"{where}/delete", {"csrf_token": [token]}).status_code == 303
     assert api.get(f"/admin/v1/webhooks/{endpoint['id']}").status_code == 404
+
+
+def test_an_organization_admin_reaches_no_other_organizations_entities(
+    plane: ControlPlane, api: httpx.Client
+) -> None:
+    """The IDOR matrix of the dashboard: an admin limited to org-a, on every URL naming
+    an org-b consumer, key or webhook endpoint, gets "not found" (or no such row in a
+    listing), and a POST changes nothing (as the REST API: the same services)."""
+    for name in ("org-a", "org-b"):
+        assert api.post("/admin/v1/organizations", json={"name": name}).status_code == 201
+    for user, org in (("a-user", "org-a"), ("b-user", "org-b")):
+        made = api.post("/admin/v1/consumers", json={"username": user, "organization": org})
+        assert made.status_code == 201, made.text
+    key = api.post("/admin/v1/consumers/b-user/keys", json={"name": "b-key"}).json()["id"]
+    hook = api.post(
+        "/admin/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/b", "event_types": ["key.*"], "organization": "org-b"},
+    )
+    assert hook.status_code == 201, hook.text
+    endpoint = hook.json()["id"]
+    org_a = next(
+        o["id"] for o in api.get("/admin/v1/organizations").json()["items"] if o["name"] == "org-a"
+    )
+    create_admin(plane.database_url, "org-a-admin@example.com", Role.ADMIN, org_a)
+    with signed_in(plane, "org-a-admin@example.com") as admin:
+        # Pages naming org-b's entities: not found, nothing of theirs shown.
+        for url in (
+            "/dashboard/manage/consumers/b-user",
+            f"/dashboard/keys/{key}",
+        ):
+            page = admin.get(url)
+            assert page.status_code in (403, 404), (url, page.status_code)
+            assert "b-key" not in page.text, url
+        # Listings: their own rows only.
+        listings = {
+            "/dashboard/manage/consumers": ("a-user", "b-user"),
+            "/dashboard/keys?consumer=b-user": (None, "b-key"),
+            "/dashboard/webhooks": (None, endpoint),
+            "/dashboard/audit": (None, key),
+        }
+        for url, (ours, theirs) in listings.items():
+            page = admin.get(url)
+            assert page.status_code in (200, 404), (url, page.status_code)
+            assert ours is None or ours in page.text, url
+            assert theirs not in page.text, url
+        # State changes on org-b's entities: refused, nothing changed.
+        token = form_token(admin.get("/dashboard/keys").text)
+        for url in (
+            f"/dashboard/keys/{key}/revoke",
+            f"/dashboard/keys/{key}/suspend",
+            f"/dashboard/keys/{key}/rotate",
+            f"/dashboard/webhooks/{endpoint}/disable",
+            f"/dashboard/webhooks/{endpoint}/delete",
+            "/dashboard/manage/consumers/b-user/delete",
+        ):
+            refused = post(admin, url, {"csrf_token": [token], "reason": ["x"]})
+            assert refused.status_code in (403, 404), (url, refused.status_code)
+        # A key for org-b's consumer (the form pre-filled from the URL): refused.
+        form = admin.get("/dashboard/keys/new", params={"consumer": "b-user"})
+        made = post(admin, "/dashboard/keys/new", submitted(form.text, name="planted"))
+        assert made.status_code in (403, 404, 422), made.status_code
+        assert 'id="new-key"' not in made.text
+    assert [k["name"] for k in api.get("/admin/v1/consumers/b-user/keys").json()["items"]] == [
+        "b-key"
+    ]
+    stored = api.get(f"/admin/v1/keys/{key}").json()
+    assert (stored["status"], stored["state"]) == ("active", "active"), stored
+    assert api.get(f"/admin/v1/webhooks/{endpoint}").json()["enabled"] is True
+    assert api.get("/admin/v1/consumers/b-user").status_code == 200
