@@ -224,8 +224,9 @@ class Settings(BaseSettings):
     # The developer portal (docs/decisions/034-developer-portal.md). Mail: SMTP when
     # portal_smtp_host is set, else the embedded outbox (a store table); the outbox view at
     # /portal/outbox shows the signed-in developer's own mail (verification links), and
-    # is on only when asked for (the demo does). Verification links are built on portal_url (default: the control
-    # plane's own URL) and expire after portal_verification_ttl seconds.
+    # is on only when asked for (the demo does). Verification links are built on
+    # portal_url (default: the control plane's own URL) and expire after
+    # portal_verification_ttl seconds.
     portal_outbox_view: bool = False
     portal_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
     portal_mail_from: str = Field(default="portal@localhost", max_length=320)
