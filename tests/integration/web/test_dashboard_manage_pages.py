@@ -254,15 +254,17 @@ def test_a_new_key_is_shown_once_and_webhook_forms_show_the_apis_errors(
     assert field_errors(refused.text, "event_types") == details["#/event_types"]
 
 
-async def _pending_requests(database_url: str) -> list[str]:
-    """Two applications of a developer asking for the manual-approval API `billing`."""
+async def _pending_requests(
+    database_url: str, email: str = "ada@example.com", names: tuple[str, ...] = ("shop", "till")
+) -> list[str]:
+    """Applications (`names`) of a developer asking for the manual-approval API `billing`."""
     engine = create_engine(database_url)
     try:
         portal = build(engine)
-        ctx = await developer(portal, "ada@example.com")
+        ctx = await developer(portal, email)
         (team, *_) = await portal.accounts.teams(ctx)
         ids = []
-        for name in ("shop", "till"):
+        for name in names:
             app = await portal.apps.create_application(ctx, team.id, name, client_type="web")
             ids.append((await portal.apps.request_access(ctx, app.id, "billing")).id)
         return ids
@@ -423,6 +425,8 @@ def test_an_organization_admin_reaches_no_other_organizations_entities(
         for url in (
             "/dashboard/manage/consumers/b-user",
             f"/dashboard/keys/{key}",
+            "/dashboard/config/versions",  # the whole config's history: unlimited admins
+            "/dashboard/config/versions/1",
         ):
             page = admin.get(url)
             assert page.status_code in (403, 404), (url, page.status_code)
@@ -448,6 +452,7 @@ def test_an_organization_admin_reaches_no_other_organizations_entities(
             f"/dashboard/webhooks/{endpoint}/disable",
             f"/dashboard/webhooks/{endpoint}/delete",
             "/dashboard/manage/consumers/b-user/delete",
+            "/dashboard/config/versions/1/rollback",
         ):
             refused = post(admin, url, {"csrf_token": [token], "reason": ["x"]})
             assert refused.status_code in (403, 404), (url, refused.status_code)
@@ -456,6 +461,22 @@ def test_an_organization_admin_reaches_no_other_organizations_entities(
         made = post(admin, "/dashboard/keys/new", submitted(form.text, name="planted"))
         assert made.status_code in (403, 404, 422), made.status_code
         assert 'id="new-key"' not in made.text
+        # An access request to a gateway-wide API: not in org-a's queue, not decidable.
+        billing = {
+            "name": "billing",
+            "versions": [{"name": "v1"}],
+            "access": {"approval": "manual"},
+        }
+        assert api.post("/admin/v1/apis", json=billing).status_code in (201, 409)
+        with ThreadPoolExecutor(1) as pool:
+            (pending,) = pool.submit(
+                asyncio.run, _pending_requests(plane.database_url, "eve@example.com", ("kiosk",))
+            ).result()
+        assert ">kiosk <" not in admin.get("/dashboard/approvals").text
+        decided = post(admin, f"/dashboard/approvals/{pending}/approve", {"csrf_token": [token]})
+        assert decided.status_code in (403, 404), decided.status_code
+    with signed_in(plane, OWNER) as owner:
+        assert ">kiosk <" in owner.get("/dashboard/approvals").text  # still pending
     assert [k["name"] for k in api.get("/admin/v1/consumers/b-user/keys").json()["items"]] == [
         "b-key"
     ]
