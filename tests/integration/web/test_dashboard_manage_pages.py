@@ -427,6 +427,7 @@ def test_an_organization_admin_reaches_no_other_organizations_entities(
             f"/dashboard/keys/{key}",
             "/dashboard/config/versions",  # the whole config's history: unlimited admins
             "/dashboard/config/versions/1",
+            "/dashboard/inspector/routes/orders",  # a gateway-wide route
         ):
             page = admin.get(url)
             assert page.status_code in (403, 404), (url, page.status_code)
@@ -456,6 +457,9 @@ def test_an_organization_admin_reaches_no_other_organizations_entities(
         ):
             refused = post(admin, url, {"csrf_token": [token], "reason": ["x"]})
             assert refused.status_code in (403, 404), (url, refused.status_code)
+        # A capture on a route that is not org-a's: refused.
+        capture = {"csrf_token": [token], "route": ["orders"], "duration_seconds": ["60"]}
+        assert post(admin, "/dashboard/inspector/captures", capture).status_code in (403, 404)
         # A key for org-b's consumer (the form pre-filled from the URL): refused.
         form = admin.get("/dashboard/keys/new", params={"consumer": "b-user"})
         made = post(admin, "/dashboard/keys/new", submitted(form.text, name="planted"))
