@@ -223,9 +223,10 @@ class Settings(BaseSettings):
     # a control-plane job (rollups are kept longer).
     # The developer portal (docs/decisions/034-developer-portal.md). Mail: SMTP when
     # portal_smtp_host is set, else the embedded outbox (a store table); the outbox view at
-    # /portal/outbox shows every developer's mail, so it is on only when asked for (the
-    # demo does). Verification links are built on portal_url (default: the control
-    # plane's own URL) and expire after portal_verification_ttl seconds.
+    # /portal/outbox shows the signed-in developer's own mail (verification links), and
+    # is on only when asked for (the demo does). Verification links are built on
+    # portal_url (default: the control plane's own URL) and expire after
+    # portal_verification_ttl seconds.
     portal_outbox_view: bool = False
     portal_url: str | None = Field(default=None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
     portal_mail_from: str = Field(default="portal@localhost", max_length=320)

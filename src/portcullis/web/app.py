@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from portcullis.services.web_sessions import DASHBOARD_COOKIE
 from portcullis.web.csrf import CsrfRefused, csrf_protect
@@ -52,8 +53,17 @@ PORTAL_ROUTERS: tuple[str, ...] = (
 )
 
 
+class _WebApplication(FastAPI):
+    """A FastAPI application whose security headers wrap its whole middleware stack,
+    Starlette's ServerErrorMiddleware included: an unhandled error's 500 gets the CSP,
+    framing refusal and no-store too (as `add_middleware` they would sit inside it)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return WebSecurityHeaders(super().build_middleware_stack())
+
+
 def _build(web: WebApp, routers: tuple[str, ...]) -> FastAPI:
-    app = FastAPI(
+    app = _WebApplication(
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -68,7 +78,6 @@ def _build(web: WebApp, routers: tuple[str, ...]) -> FastAPI:
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(PageForbidden, _forbidden)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_middleware(WebSecurityHeaders)
     return app
 
 

@@ -92,8 +92,15 @@ async def test_portal_journey_and_idor_matrix(owner: httpx.AsyncClient, app: Fas
     await anonymous.aclose()
     app.state.admin.settings.portal_outbox_view = True
     assert (await owner.put("/admin/v1/config", json=CATALOGUE)).status_code == 200
+    anonymous = _client(app)  # the outbox is a developer's own: sign in first
+    assert (await anonymous.get("/portal/outbox")).status_code == 303
+    await anonymous.aclose()
     a = await _sign_up_verified(app, "a@example.com")
     b = await _sign_up_verified(app, "b@example.com")
+    # b's outbox never shows a's mail (a's verification link would verify a's address)
+    b_outbox = (await b.get("/portal/outbox")).text
+    assert "b@example.com" in b_outbox
+    assert "a@example.com" not in b_outbox
     app_a = await _app_of(a, "a-app")
     page_a = f"/portal/apps/{app_a}"
     asked = await _post(a, page_a, f"{page_a}/access", api="petstore")

@@ -24,7 +24,7 @@ from support.dashboard_admins import admin_api, plane_with_admins
 from support.html_forms import submitted
 from support.portal import build, developer
 from support.servers import ControlPlane
-from support.web import dashboard_sign_in, form_token
+from support.web import create_admin, dashboard_sign_in, form_token
 
 OWNER = "owner@example.com"
 VIEWER = "viewer@example.com"
@@ -254,15 +254,17 @@ def test_a_new_key_is_shown_once_and_webhook_forms_show_the_apis_errors(
     assert field_errors(refused.text, "event_types") == details["#/event_types"]
 
 
-async def _pending_requests(database_url: str) -> list[str]:
-    """Two applications of a developer asking for the manual-approval API `billing`."""
+async def _pending_requests(
+    database_url: str, email: str = "ada@example.com", names: tuple[str, ...] = ("shop", "till")
+) -> list[str]:
+    """Applications (`names`) of a developer asking for the manual-approval API `billing`."""
     engine = create_engine(database_url)
     try:
         portal = build(engine)
-        ctx = await developer(portal, "ada@example.com")
+        ctx = await developer(portal, email)
         (team, *_) = await portal.accounts.teams(ctx)
         ids = []
-        for name in ("shop", "till"):
+        for name in names:
             app = await portal.apps.create_application(ctx, team.id, name, client_type="web")
             ids.append((await portal.apps.request_access(ctx, app.id, "billing")).id)
         return ids
@@ -394,3 +396,95 @@ def test_a_webhook_endpoint_is_created_with_its_secret_shown_once_then_switched_
     assert api.get(f"/admin/v1/webhooks/{endpoint['id']}").json()["enabled"] is False
     assert post(owner, f"{where}/delete", {"csrf_token": [token]}).status_code == 303
     assert api.get(f"/admin/v1/webhooks/{endpoint['id']}").status_code == 404
+
+
+def test_an_organization_admin_reaches_no_other_organizations_entities(
+    plane: ControlPlane, api: httpx.Client
+) -> None:
+    """The IDOR matrix of the dashboard: an admin limited to org-a, on every URL naming
+    an org-b consumer, key or webhook endpoint, gets "not found" (or no such row in a
+    listing), and a POST changes nothing (as the REST API: the same services)."""
+    for name in ("org-a", "org-b"):
+        assert api.post("/admin/v1/organizations", json={"name": name}).status_code == 201
+    for user, org in (("a-user", "org-a"), ("b-user", "org-b")):
+        made = api.post("/admin/v1/consumers", json={"username": user, "organization": org})
+        assert made.status_code == 201, made.text
+    key = api.post("/admin/v1/consumers/b-user/keys", json={"name": "b-key"}).json()["id"]
+    hook = api.post(
+        "/admin/v1/webhooks",
+        json={"url": "http://127.0.0.1:9/b", "event_types": ["key.*"], "organization": "org-b"},
+    )
+    assert hook.status_code == 201, hook.text
+    endpoint = hook.json()["id"]
+    org_a = next(
+        o["id"] for o in api.get("/admin/v1/organizations").json()["items"] if o["name"] == "org-a"
+    )
+    create_admin(plane.database_url, "org-a-admin@example.com", Role.ADMIN, org_a)
+    with signed_in(plane, "org-a-admin@example.com") as admin:
+        # Pages naming org-b's entities: not found, nothing of theirs shown.
+        for url in (
+            "/dashboard/manage/consumers/b-user",
+            f"/dashboard/keys/{key}",
+            "/dashboard/config/versions",  # the whole config's history: unlimited admins
+            "/dashboard/config/versions/1",
+            "/dashboard/inspector/routes/orders",  # a gateway-wide route
+        ):
+            page = admin.get(url)
+            assert page.status_code in (403, 404), (url, page.status_code)
+            assert "b-key" not in page.text, url
+        # Listings: their own rows only.
+        listings = {
+            "/dashboard/manage/consumers": ("a-user", "b-user"),
+            "/dashboard/keys?consumer=b-user": (None, "b-key"),
+            "/dashboard/webhooks": (None, endpoint),
+            "/dashboard/audit": (None, key),
+        }
+        for url, (ours, theirs) in listings.items():
+            page = admin.get(url)
+            assert page.status_code in (200, 404), (url, page.status_code)
+            assert ours is None or ours in page.text, url
+            assert theirs not in page.text, url
+        # State changes on org-b's entities: refused, nothing changed.
+        token = form_token(admin.get("/dashboard/keys").text)
+        for url in (
+            f"/dashboard/keys/{key}/revoke",
+            f"/dashboard/keys/{key}/suspend",
+            f"/dashboard/keys/{key}/rotate",
+            f"/dashboard/webhooks/{endpoint}/disable",
+            f"/dashboard/webhooks/{endpoint}/delete",
+            "/dashboard/manage/consumers/b-user/delete",
+            "/dashboard/config/versions/1/rollback",
+        ):
+            refused = post(admin, url, {"csrf_token": [token], "reason": ["x"]})
+            assert refused.status_code in (403, 404), (url, refused.status_code)
+        # A capture on a route that is not org-a's: refused.
+        capture = {"csrf_token": [token], "route": ["orders"], "duration_seconds": ["60"]}
+        assert post(admin, "/dashboard/inspector/captures", capture).status_code in (403, 404)
+        # A key for org-b's consumer (the form pre-filled from the URL): refused.
+        form = admin.get("/dashboard/keys/new", params={"consumer": "b-user"})
+        made = post(admin, "/dashboard/keys/new", submitted(form.text, name="planted"))
+        assert made.status_code in (403, 404, 422), made.status_code
+        assert 'id="new-key"' not in made.text
+        # An access request to a gateway-wide API: not in org-a's queue, not decidable.
+        billing = {
+            "name": "billing",
+            "versions": [{"name": "v1"}],
+            "access": {"approval": "manual"},
+        }
+        assert api.post("/admin/v1/apis", json=billing).status_code in (201, 409)
+        with ThreadPoolExecutor(1) as pool:
+            (pending,) = pool.submit(
+                asyncio.run, _pending_requests(plane.database_url, "eve@example.com", ("kiosk",))
+            ).result()
+        assert ">kiosk <" not in admin.get("/dashboard/approvals").text
+        decided = post(admin, f"/dashboard/approvals/{pending}/approve", {"csrf_token": [token]})
+        assert decided.status_code in (403, 404), decided.status_code
+    with signed_in(plane, OWNER) as owner:
+        assert ">kiosk <" in owner.get("/dashboard/approvals").text  # still pending
+    assert [k["name"] for k in api.get("/admin/v1/consumers/b-user/keys").json()["items"]] == [
+        "b-key"
+    ]
+    stored = api.get(f"/admin/v1/keys/{key}").json()
+    assert (stored["status"], stored["state"]) == ("active", "active"), stored
+    assert api.get(f"/admin/v1/webhooks/{endpoint}").json()["enabled"] is True
+    assert api.get("/admin/v1/consumers/b-user").status_code == 200

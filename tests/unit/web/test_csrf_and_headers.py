@@ -168,3 +168,25 @@ def test_sign_in_returns_only_inside_the_application(wanted: str | None, safe: s
     app.state.web = WebApp("dashboard", "T", "/dashboard", "pc_test", "admin", lambda _: None)
     request = Request({"type": "http", "app": app, "headers": []})
     assert safe_next(request, wanted) == safe
+
+
+async def test_an_unhandled_error_still_gets_the_policy_headers() -> None:
+    """A page that crashes answers Starlette's plain 500, made by the outermost
+    ServerErrorMiddleware: the web application's headers must wrap that one too."""
+    from portcullis.web.app import _build
+
+    web = WebApp("dashboard", "Test", "/dashboard", "pc_test", "admin", lambda name: None)
+    app = _build(web, ())
+
+    @app.get("/boom")
+    async def boom() -> Response:
+        raise RuntimeError("a bug in a page")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://web.test") as c:
+        response = await c.get("/boom")
+    assert response.status_code == 500
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert "a bug in a page" not in response.text

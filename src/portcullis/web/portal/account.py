@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from portcullis.services.errors import ServiceError
 from portcullis.services.portal import DeveloperContext, TeamRole
 from portcullis.services.portal_mail import OutboxMailSender
+from portcullis.web.errors import LoginRequired
 from portcullis.web.portal.access import (
     admin_state,
     developer_context,
@@ -196,12 +197,16 @@ async def logout(request: Request) -> Response:
 
 @router.get("/outbox")
 async def outbox(request: Request) -> Response:
-    """The embedded mail sender's messages (only when `portal_outbox_view` is on)."""
-    await signed_in_developer(request)
+    """The embedded mail sender's messages to the signed-in developer (only when
+    `portal_outbox_view` is on). Only their own: another developer's mail holds their
+    verification link, so a global outbox would let anyone verify any address."""
     sender = portal_services(request).mail
     if not _outbox_enabled(request) or not isinstance(sender, OutboxMailSender):
         raise HTTPException(404, "the outbox view is off (PORTCULLIS_PORTAL_OUTBOX_VIEW)")
-    messages = await sender.messages(limit=50)
+    developer = await signed_in_developer(request)
+    if developer is None:
+        raise LoginRequired(request.url.path)
+    messages = await sender.messages(recipient=developer.email, limit=50)
     prefix = str(request.base_url).rstrip("/") + web_app_of(request).root + "/verify?token="
     rendered = [
         {
