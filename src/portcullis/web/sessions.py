@@ -45,6 +45,15 @@ def web_app_of(conn: HTTPConnection) -> WebApp:
     return web
 
 
+def safe_next(conn: HTTPConnection, value: str | None, home: str = "/") -> str:
+    """Where to go after sign-in: a path inside this application (no other host, no
+    backslash tricks), else `home` within it."""
+    root = web_app_of(conn).root
+    if value and value.startswith(root + "/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return root + home
+
+
 def session_token(conn: HTTPConnection) -> str | None:
     return conn.cookies.get(web_app_of(conn).cookie)
 

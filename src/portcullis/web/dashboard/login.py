@@ -19,6 +19,7 @@ from portcullis.services.admin_users import AdminAccessService
 from portcullis.services.errors import ServiceError
 from portcullis.web.dashboard.access import admin_state, auth_service, request_facts, signed_in
 from portcullis.web.sessions import (
+    safe_next,
     session_token,
     set_session_cookie,
     sign_out,
@@ -27,14 +28,6 @@ from portcullis.web.sessions import (
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False)
-
-
-def safe_next(request: Request, value: str | None) -> str:
-    """Where to go after sign-in: a path inside this application, else its home."""
-    root = web_app_of(request).root
-    if value and value.startswith(root + "/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return root + "/"
 
 
 @router.get("/login")

@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from portcullis.services.errors import ServiceError
 from portcullis.services.portal import DeveloperContext, TeamRole
 from portcullis.services.portal_mail import OutboxMailSender
+from portcullis.web import sessions
 from portcullis.web.errors import LoginRequired
 from portcullis.web.portal.access import (
     admin_state,
@@ -42,11 +43,8 @@ Text = Annotated[str, Form(max_length=1024)]
 
 
 def safe_next(request: Request, value: str | None) -> str:
-    """Where to go after sign-in: a path inside the portal, else its applications."""
-    root = web_app_of(request).root
-    if value and value.startswith(root + "/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return root + "/apps"
+    """After sign-in, the developer's applications unless they came from a portal page."""
+    return sessions.safe_next(request, value, "/apps")
 
 
 async def _start_session(request: Request, developer_id: str, target: str) -> Response:
