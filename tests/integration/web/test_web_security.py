@@ -82,7 +82,10 @@ def test_a_state_change_without_the_csrf_token_is_refused_and_changes_nothing(
     assert signed_in.get("/dashboard/").status_code == 200  # still signed in
     out = signed_in.post("/dashboard/logout", data={"csrf_token": token}, headers=origin)
     assert out.status_code == 303
-    assert signed_in.get("/dashboard/").status_code == 303  # now signed out
+    # Now signed out: the home is the sign-in form, every other page sends there.
+    home = signed_in.get("/dashboard/")
+    assert home.status_code == 200 and 'name="password"' in home.text
+    assert signed_in.get("/dashboard/audit").status_code == 303
     # The page's old sign-out button: its session ended, so no error, just the sign-in.
     again = signed_in.post("/dashboard/logout", data={"csrf_token": token}, headers=origin)
     assert again.status_code == 303
@@ -195,7 +198,8 @@ def test_disabling_the_user_ends_their_dashboard_session(plane: ControlPlane) ->
         assert admin.patch(
             f"/admin/v1/admin-users/{user['id']}", json={"disabled": True}
         ).is_success
-        assert browser.get("/dashboard/").status_code == 303
+        assert 'name="password"' in browser.get("/dashboard/").text
+        assert browser.get("/dashboard/audit").status_code == 303
 
 
 async def test_the_dashboard_socket_takes_the_session_cookie_from_this_origin_only(

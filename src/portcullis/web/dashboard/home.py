@@ -4,14 +4,15 @@ partials (live.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from portcullis.services.config import ConfigService
-from portcullis.services.context import Operation
 from portcullis.services.rbac import Permission
-from portcullis.web.dashboard.access import admin_state, operation
+from portcullis.web.dashboard.access import admin_state, operation_of, signed_in
+from portcullis.web.dashboard.login import login_page
+from portcullis.web.errors import PageForbidden
 from portcullis.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -20,14 +21,18 @@ HISTORY_SECONDS = 60
 
 
 @router.get("/")
-async def home(
-    request: Request, op: Operation = Depends(operation(Permission.CONFIG_READ))
-) -> Response:
+async def home(request: Request) -> Response:
+    """The overview; without a session, the sign-in form itself (200, not a redirect:
+    `/dashboard/` is the address people and checks open first)."""
+    caller = await signed_in(request)
+    if caller is None:
+        return await login_page(request, None)
+    if not caller.can(Permission.CONFIG_READ):
+        raise PageForbidden(f"this page needs the {Permission.CONFIG_READ.value!r} permission")
+    op = await operation_of(request, caller)
     config = (await ConfigService(admin_state(request).editor).export(op)).config
     # Frames name routes; the page sums them per service with this map.
     route_services = {route.name: route.service for route in config.routes}
-    caller = op.caller
-    assert caller is not None
     context = {
         "title": "Overview",
         "route_services": route_services,
