@@ -84,7 +84,8 @@ def test_a_state_change_without_the_csrf_token_is_refused_and_changes_nothing(
     assert out.status_code == 303
     # Now signed out: the home is the sign-in form, every other page sends there.
     home = signed_in.get("/dashboard/")
-    assert home.status_code == 200 and 'name="password"' in home.text
+    assert home.status_code == 200
+    assert 'name="password"' in home.text
     assert signed_in.get("/dashboard/audit").status_code == 303
     # The page's old sign-out button: its session ended, so no error, just the sign-in.
     again = signed_in.post("/dashboard/logout", data={"csrf_token": token}, headers=origin)
