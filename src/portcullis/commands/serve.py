@@ -136,6 +136,30 @@ async def demo_sandbox_key(settings: Settings) -> str:
 
 
 DEMO_DEVELOPER = "developer@example.com"
+DEMO_ADMIN = "admin@example.com"
+
+
+async def demo_admin(settings: Settings) -> tuple[str, str]:
+    """The demo's dashboard owner and a new password for it, shown in the banner (each
+    demo start sets one, as for the portal developer; the store is the demo's own)."""
+    import secrets
+
+    from portcullis.services.admin_auth import AuthService
+    from portcullis.services.rbac import Role
+    from portcullis.store.engine import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        auth = AuthService(engine)
+        password = secrets.token_urlsafe(12)
+        existing = [u for u in await auth.list_users() if u.email == DEMO_ADMIN]
+        if existing:
+            await auth.update_user(existing[0].id, password=password, disabled=False)
+        else:
+            await auth.create_user(DEMO_ADMIN, password, Role.OWNER, None)
+        return DEMO_ADMIN, password
+    finally:
+        await engine.dispose()
 
 
 async def demo_developer(settings: Settings) -> tuple[str, str]:
@@ -365,6 +389,7 @@ def register(app: typer.Typer) -> None:
         tls = with_tls(planes, settings, certificates)
         sandbox_key = asyncio.run(demo_sandbox_key(settings))
         developer, developer_password = asyncio.run(demo_developer(settings))
+        admin, admin_password = asyncio.run(demo_admin(settings))
         proxy = settings.proxy_url
         tls_url = f"https://localhost:{settings.proxy_tls_port}"
         tls_lines = (
@@ -389,8 +414,8 @@ def register(app: typer.Typer) -> None:
             "SDL at /graphql/schema.graphql)\n"
             f"live       {settings.admin_url}/admin/v1/stream (server-sent events; "
             "docs/realtime.md)\n"
-            f"dashboard  {settings.admin_url}/dashboard/ (an admin user signs in; `portcullis "
-            "admin create --email you@example.com --role owner` makes one; docs/web.md)\n"
+            f"dashboard  {settings.admin_url}/dashboard/ (owner {admin}, password "
+            f"{admin_password}; docs/web.md)\n"
             f"upstream   http://127.0.0.1:{upstream_port}/openapi.json (demo API)\n"
             f"catalogue  {settings.admin_url}/apis/demo/v2/openapi.json (the demo API as "
             "clients see it; all APIs: /apis)\n"
