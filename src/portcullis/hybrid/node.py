@@ -30,13 +30,15 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from portcullis.hybrid.lkg import LkgStore, StoredSnapshot
+from portcullis.hybrid.edge_identity import IdentitySet, identity_store
+from portcullis.hybrid.lkg import CorruptSnapshot, LkgStore, StoredSnapshot
 from portcullis.hybrid.protocol import (
     CLOSE_REASONS,
     RESYNC,
     Current,
     Delta,
     Hello,
+    Identity,
     ProtocolError,
     Snapshot,
     parse_binary,
@@ -76,6 +78,7 @@ class NodeStatus:
     connected: bool = False
     disconnected_at: float | None = None
     last_error: str | None = None
+    identity_seq: int = 0
 
     def readiness(self, now: float) -> tuple[int, dict[str, Any]]:
         if self.version == 0:
@@ -88,6 +91,7 @@ class NodeStatus:
             "role": "data-plane",
             "config_version": self.version,
             "connected": self.connected,
+            "identity_seq": self.identity_seq,
         }
         age = now - self.received_at if self.received_at is not None else None
         if age is not None:
@@ -121,6 +125,10 @@ class NodeAgent:
         self._document: dict[str, Any] | None = None
         self._snapshot: StoredSnapshot | None = None
         self.applied = asyncio.Event()
+        # Identity at the edge (hybrid/edge_identity.py): the set and its file.
+        self.identity = IdentitySet()
+        self.identity_store = identity_store(settings.lkg_dir)
+        self._identity_checksum = ""
 
     async def load_last_known_good(self) -> None:
         """Set aside corrupt generations, then start from the newest whole one."""
@@ -131,6 +139,17 @@ class NodeAgent:
         if newest is not None:
             self._use(newest, None)
             log.info("node.lkg_loaded", version=newest.version, file=str(newest.path))
+        for path in await asyncio.to_thread(self.identity_store.sweep):
+            log.warning("node.identity_lkg_corrupt_set_aside", file=str(path))
+        stored = await asyncio.to_thread(self.identity_store.newest)
+        if stored is not None:
+            try:
+                self.identity = await asyncio.to_thread(IdentitySet.load, stored)
+            except (CorruptSnapshot, ValueError, KeyError, TypeError, IndexError) as exc:
+                log.warning("node.identity_lkg_unusable", file=str(stored.path), error=str(exc))
+            else:
+                self._identity_checksum = stored.checksum
+                log.info("node.identity_loaded", seq=stored.version, keys=len(self.identity.keys))
 
     def _use(self, stored: StoredSnapshot, document: dict[str, Any] | None) -> None:
         self._snapshot = stored
@@ -213,8 +232,13 @@ class NodeAgent:
             self.status.last_error = f"connection closed ({code})"
         return heard
 
-    async def _on_text(self, ws: aiohttp.ClientWebSocketResponse, message: Current | Delta) -> None:
+    async def _on_text(
+        self, ws: aiohttp.ClientWebSocketResponse, message: Current | Delta | Identity
+    ) -> None:
         if isinstance(message, Current):
+            return
+        if isinstance(message, Identity):
+            await asyncio.to_thread(self._apply_identity, message)
             return
         if message.start != self.status.version:
             await ws.send_str(RESYNC)
@@ -223,6 +247,26 @@ class NodeAgent:
         if stored is None:
             log.warning("node.delta_mismatch", version=message.end)
             await ws.send_str(RESYNC)
+
+    def _apply_identity(self, message: Identity) -> None:
+        """Apply and persist an identity message (the workers read the file)."""
+        previous = (self.identity.seq, self._identity_checksum)
+        if message.full:
+            self.identity.replace(message.seq, message.changes)
+            step = None
+        else:
+            self.identity.apply(message.seq, message.changes)
+            step = (previous[0], previous[1], [message.changes]) if previous[1] else None
+        stored = self.identity_store.save(self.identity.seq, self.identity.body(), step)
+        self._identity_checksum = stored.checksum
+        self.status.identity_seq = stored.version
+        log.info(
+            "node.identity_applied",
+            seq=stored.version,
+            full=message.full,
+            keys=len(self.identity.keys),
+            bytes=len(stored.body),
+        )
 
     def _apply_delta(self, message: Delta) -> StoredSnapshot | None:
         document = self._document
