@@ -99,9 +99,14 @@ class IdentitySet:
     """The keys (hash -> record) and credentials (subject -> stored) a node knows, at
     `seq` (the control plane's invalidation-feed position they reflect)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, records: bool = True) -> None:
         self.seq = 0
+        # records=False (the node agent): keys are kept as their wire text only, so a
+        # change re-encodes nothing but itself and `body` is one join (O(set) bytes
+        # copied, no per-key encoding).
+        self.records = records
         self.keys: dict[str, KeyRecord] = {}
+        self.key_texts: dict[str, str] = {}
         self.credentials: dict[str, Stored] = {}
 
     def apply(self, seq: int, changes: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -110,8 +115,11 @@ class IdentitySet:
         for key_hash, value in keys.items():
             if value is None:
                 self.keys.pop(key_hash, None)
-            else:
+                self.key_texts.pop(key_hash, None)
+            elif self.records:
                 self.keys[key_hash] = key_from_json(value)
+            else:
+                self.key_texts[key_hash] = json.dumps(value, separators=(",", ":"))
         credentials = changes.get("credentials") or {}
         for subject, value in credentials.items():
             if value:
@@ -123,18 +131,24 @@ class IdentitySet:
 
     def replace(self, seq: int, changes: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Become the whole set in `changes`; the entries that differ from before."""
-        old_keys, old_credentials = self.keys, self.credentials
-        self.keys, self.credentials, self.seq = {}, {}, 0
-        self.apply(seq, changes)
-        changed_keys = [
-            h for h in old_keys.keys() | self.keys.keys() if old_keys.get(h) != self.keys.get(h)
-        ]
-        changed_credentials = [
+        fresh = IdentitySet(records=self.records)
+        fresh.apply(seq, changes)
+        changed = self.differences(fresh)
+        self.seq, self.keys, self.key_texts = fresh.seq, fresh.keys, fresh.key_texts
+        self.credentials = fresh.credentials
+        return changed
+
+    def differences(self, other: IdentitySet) -> tuple[list[str], list[str]]:
+        """The key hashes and credential subjects whose entries differ in `other`."""
+        mine: dict[str, Any] = self.keys if self.records else self.key_texts
+        theirs: dict[str, Any] = other.keys if other.records else other.key_texts
+        keys = [h for h in mine.keys() | theirs.keys() if mine.get(h) != theirs.get(h)]
+        credentials = [
             s
-            for s in old_credentials.keys() | self.credentials.keys()
-            if old_credentials.get(s) != self.credentials.get(s)
+            for s in self.credentials.keys() | other.credentials.keys()
+            if self.credentials.get(s) != other.credentials.get(s)
         ]
-        return changed_keys, changed_credentials
+        return keys, credentials
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -143,12 +157,23 @@ class IdentitySet:
         }
 
     def body(self) -> bytes:
-        """The set as the identity file's body (sorted: the same set, the same bytes)."""
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        """The set as the identity file's body (JSON, the shape of a whole-set change)."""
+        if self.records:
+            return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        credentials = json.dumps(
+            {s: credentials_to_json(c) for s, c in self.credentials.items()},
+            separators=(",", ":"),
+        )
+        dumps = json.dumps
+        keys = ",".join(f"{dumps(h)}:{text}" for h, text in self.key_texts.items())
+        return f'{{"credentials":{credentials},"keys":{{{keys}}}}}'.encode()
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.key_texts)
 
     @classmethod
-    def load(cls, stored: StoredSnapshot) -> IdentitySet:
-        found = cls()
+    def load(cls, stored: StoredSnapshot, *, records: bool = True) -> IdentitySet:
+        found = cls(records=records)
         found.apply(stored.version, json.loads(stored.body))
         return found
 
@@ -222,17 +247,30 @@ class EdgeIdentity:
             self._checksum = step.checksum
             self.loads["changes"] += 1
         else:
-            newest = await asyncio.to_thread(self.store.newest)
-            if newest is None or newest.checksum == self._checksum:
+            loaded = await asyncio.to_thread(self._load_whole)
+            if loaded is None:
                 return
-            whole = await asyncio.to_thread(json.loads, newest.body)
-            changed_keys, changed_credentials = self.set.replace(newest.version, whole)
-            self._checksum = newest.checksum
+            # Built and compared off the loop, swapped in one step: a request never sees
+            # a half-loaded set.
+            fresh, checksum, (changed_keys, changed_credentials) = loaded
+            self.set = fresh
+            self._checksum = checksum
             self.loads["whole"] += 1
         for key_hash in changed_keys:
             self.on_keys(key_hash)
         for subject in changed_credentials:
             self.on_credentials(subject)
+
+    def _load_whole(self) -> tuple[IdentitySet, str, tuple[list[str], list[str]]] | None:
+        newest = self.store.newest()
+        if newest is None or newest.checksum == self._checksum:
+            return None
+        try:
+            fresh = IdentitySet.load(newest)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("edge_identity.unusable", file=str(newest.path), error=str(exc))
+            return None
+        return fresh, newest.checksum, self.set.differences(fresh)
 
     def start(self) -> None:
         self._poller.start()

@@ -126,7 +126,7 @@ class NodeAgent:
         self._snapshot: StoredSnapshot | None = None
         self.applied = asyncio.Event()
         # Identity at the edge (hybrid/edge_identity.py): the set and its file.
-        self.identity = IdentitySet()
+        self.identity = IdentitySet(records=False)
         self.identity_store = identity_store(settings.lkg_dir)
         self._identity_checksum = ""
 
@@ -144,12 +144,12 @@ class NodeAgent:
         stored = await asyncio.to_thread(self.identity_store.newest)
         if stored is not None:
             try:
-                self.identity = await asyncio.to_thread(IdentitySet.load, stored)
+                self.identity = await asyncio.to_thread(IdentitySet.load, stored, records=False)
             except (CorruptSnapshot, ValueError, KeyError, TypeError, IndexError) as exc:
                 log.warning("node.identity_lkg_unusable", file=str(stored.path), error=str(exc))
             else:
                 self._identity_checksum = stored.checksum
-                log.info("node.identity_loaded", seq=stored.version, keys=len(self.identity.keys))
+                log.info("node.identity_loaded", seq=stored.version, keys=len(self.identity))
 
     def _use(self, stored: StoredSnapshot, document: dict[str, Any] | None) -> None:
         self._snapshot = stored
@@ -264,7 +264,7 @@ class NodeAgent:
             "node.identity_applied",
             seq=stored.version,
             full=message.full,
-            keys=len(self.identity.keys),
+            keys=len(self.identity),
             bytes=len(stored.body),
         )
 
