@@ -29,9 +29,15 @@ SECRET = {"PORTCULLIS_SECRET_KEY": "edge-identity-test-secret-0123456789abcdef"}
 def config(upstream: int) -> dict[str, object]:
     return {
         "services": [{"name": "demo", "url": f"http://127.0.0.1:{upstream}"}],
-        "routes": [{"name": "keyed", "service": "demo", "paths": ["/keyed"]}],
+        "routes": [
+            {"name": "keyed", "service": "demo", "paths": ["/keyed"]},
+            {"name": "basic", "service": "demo", "paths": ["/basic"]},
+        ],
         "consumers": [{"username": "acme"}],
-        "plugins": [{"name": "key-auth", "route": "keyed", "config": {}}],
+        "plugins": [
+            {"name": "key-auth", "route": "keyed", "config": {}},
+            {"name": "basic-auth", "route": "basic", "config": {}},
+        ],
     }
 
 
@@ -88,6 +94,25 @@ def test_keys_reach_the_node_and_a_revocation_is_enforced(cluster: Cluster) -> N
     delay = wait_status(node, key, 401, revoked)
     print(f"revocation: `keys revoke` returned -> refused by the node in {delay * 1000:.0f} ms")
     assert node.ready().json()["identity_seq"] > 0
+
+
+def test_a_basic_auth_credential_reaches_the_node_and_its_deletion_too(cluster: Cluster) -> None:
+    cp, node = cluster.control_plane, cluster.node
+    made = json.loads(cp.cli("credentials", "create", "basic", "acme", "--json").stdout)
+    url = f"{node.url}/basic/health"
+
+    def answer() -> int:
+        return httpx.get(url, auth=("acme", made["secret"]), timeout=10).status_code
+
+    deadline = time.monotonic() + 30
+    while answer() != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    assert httpx.get(url, auth=("acme", "wrong"), timeout=10).status_code == 401
+    cp.cli("credentials", "delete", "basic", "acme", made["id"])
+    while answer() != 401:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
 
 
 def test_a_node_restarted_without_the_control_plane_uses_its_identity_lkg(
