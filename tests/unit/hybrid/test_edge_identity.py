@@ -132,3 +132,35 @@ async def test_a_corrupt_newest_identity_file_falls_back_to_the_older(tmp_path: 
     found = await edge.find_by_hash("h1")
     assert found is not None
     assert found.status is KeyStatus.active
+
+
+async def test_the_agent_persists_each_message_and_restarts_from_its_file(tmp_path: Path) -> None:
+    from portcullis.hybrid.node import NodeAgent
+    from portcullis.settings import Settings
+
+    settings = Settings(
+        role="data-plane",
+        control_plane_url="http://127.0.0.1:1",
+        cluster_token="t" * 32,
+        lkg_dir=tmp_path / "lkg",
+    )
+    node = NodeAgent(settings)
+    whole = {"keys": {"h1": key_to_json(record("k1")), "h2": key_to_json(record("k2"))}}
+    node._apply_identity(Identity(4, True, {**whole, "credentials": {}}))
+    revoke = {"keys": {"h2": key_to_json(record("k2", KeyStatus.revoked))}, "credentials": {}}
+    node._apply_identity(Identity(6, False, revoke))
+    assert node.status.identity_seq == 6
+    store = identity_store(settings.lkg_dir)
+    step = store.step(4, store.read(*store.generations()[1]).checksum)
+    assert step is not None
+    assert step.deltas == [revoke]  # workers holding generation 4 read one line
+
+    again = NodeAgent(settings)
+    await again.load_last_known_good()
+    assert again.identity.seq == 6
+    assert len(again.identity) == 2
+    edge = EdgeIdentity(store, SECRET)
+    await edge.refresh()
+    found = await edge.find_by_hash("h2")
+    assert found is not None
+    assert found.status is KeyStatus.revoked
