@@ -7,7 +7,9 @@ node's last-known-good directory (`<lkg_dir>/identity`, the same atomic two-gene
 files with a checksum as the config, hybrid/lkg.py). The node's workers read the set
 from there (`EdgeIdentity`, polled every 50 ms like the config: a directory listing,
 the header line's changes when they hold the generation before, else the whole file)
-and answer the credential caches' store lookups from memory.
+and answer the credential caches' store lookups from memory. The built-in OAuth
+issuer's public signing keys and revoked token ids travel in the same set (`issuer`),
+for jwt-auth in `issuer: gateway` mode (`EdgeIssuerKeys`).
 
 What travels is what the store keeps, never a secret: API keys by their peppered hash
 (the node needs the same server secret to hash a presented key), basic-auth passwords
@@ -33,12 +35,15 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from jwt import PyJWK
 
 from portcullis.hybrid.lkg import LkgStore, StoredSnapshot
 from portcullis.identity.credential_store import CredentialKind, CredentialRecord
+from portcullis.identity.issuer_keys import public_jwk_from_row
 from portcullis.identity.key_admin import parse_networks
 from portcullis.identity.key_records import KeyRecord, KeyStatus
 from portcullis.identity.keys import Environment
+from portcullis.identity.oauth_clients import client_revocation_id
 from portcullis.identity.secrets import ServerSecret
 from portcullis.periodic import Periodic
 
@@ -108,6 +113,9 @@ class IdentitySet:
         self.keys: dict[str, KeyRecord] = {}
         self.key_texts: dict[str, str] = {}
         self.credentials: dict[str, Stored] = {}
+        # The built-in OAuth issuer's public signing keys (kid -> [public JWK text,
+        # remove-after epoch or null]) and revoked token ids (jti -> expiry epoch).
+        self.issuer: dict[str, Any] = {"keys": {}, "revoked": {}}
 
     def apply(self, seq: int, changes: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         """Apply a change (module doc); the key hashes and credential subjects it named."""
@@ -126,6 +134,9 @@ class IdentitySet:
                 self.credentials[subject] = credentials_from_json(value)
             else:
                 self.credentials.pop(subject, None)
+        issuer = changes.get("issuer")
+        if isinstance(issuer, dict):
+            self.issuer = {"keys": issuer.get("keys") or {}, "revoked": issuer.get("revoked") or {}}
         self.seq = max(self.seq, seq)
         return list(keys), list(credentials)
 
@@ -135,7 +146,7 @@ class IdentitySet:
         fresh.apply(seq, changes)
         changed = self.differences(fresh)
         self.seq, self.keys, self.key_texts = fresh.seq, fresh.keys, fresh.key_texts
-        self.credentials = fresh.credentials
+        self.credentials, self.issuer = fresh.credentials, fresh.issuer
         return changed
 
     def differences(self, other: IdentitySet) -> tuple[list[str], list[str]]:
@@ -154,6 +165,7 @@ class IdentitySet:
         return {
             "keys": {h: key_to_json(r) for h, r in self.keys.items()},
             "credentials": {s: credentials_to_json(c) for s, c in self.credentials.items()},
+            "issuer": self.issuer,
         }
 
     def body(self) -> bytes:
@@ -166,7 +178,8 @@ class IdentitySet:
         )
         dumps = json.dumps
         keys = ",".join(f"{dumps(h)}:{text}" for h, text in self.key_texts.items())
-        return f'{{"credentials":{credentials},"keys":{{{keys}}}}}'.encode()
+        issuer = json.dumps(self.issuer, separators=(",", ":"))
+        return f'{{"credentials":{credentials},"issuer":{issuer},"keys":{{{keys}}}}}'.encode()
 
     def __len__(self) -> int:
         return len(self.keys) + len(self.key_texts)
@@ -275,5 +288,45 @@ class EdgeIdentity:
     def start(self) -> None:
         self._poller.start()
 
+    def issuer_keys(self, issuer: str) -> EdgeIssuerKeys:
+        return EdgeIssuerKeys(self, issuer)
+
     async def stop(self) -> None:
         await self._poller.stop()
+
+
+class EdgeIssuerKeys:
+    """The gateway's OAuth issuer as jwt-auth sees it on a node (`plugins.env.IssuerKeys`):
+    public keys and revoked token ids from the identity set, no I/O."""
+
+    def __init__(self, edge: EdgeIdentity, issuer: str) -> None:
+        self._edge = edge
+        self._issuer = issuer
+        # kid -> (the JWK text it was parsed from, the key): parsed once per key.
+        self._parsed: dict[str, tuple[str, PyJWK]] = {}
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
+    def key_for(self, kid: str) -> PyJWK | None:
+        entry = self._edge.set.issuer["keys"].get(kid)
+        if entry is None:
+            return None
+        text, remove_after = entry
+        if remove_after is not None and remove_after <= time.time():
+            return None
+        parsed = self._parsed.get(kid)
+        if parsed is None or parsed[0] != text:
+            try:
+                parsed = self._parsed[kid] = (text, public_jwk_from_row(text))
+            except Exception as exc:
+                log.warning("edge_identity.bad_signing_key", kid=kid, error=str(exc))
+                return None
+        return parsed[1]
+
+    def is_revoked(self, jti: str) -> bool:
+        return jti in self._edge.set.issuer["revoked"]
+
+    def client_revoked(self, client_id: str) -> bool:
+        return client_revocation_id(client_id) in self._edge.set.issuer["revoked"]

@@ -7,7 +7,9 @@ worker's caches already follow: each key or credential change appends one in its
 transaction), read every `interval`, and for each batch the current rows of the
 hashes and subjects they name — a revocation, suspension, expiry change, new key or
 deleted credential reaches the node as one small message. Re-reading a row named
-twice is harmless (the message carries its current state, not an edit).
+twice is harmless (the message carries its current state, not an edit). A `token` or
+`signing_key` invalidation re-sends the OAuth issuer's part whole (its published
+public keys and unexpired revoked token ids: small).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class IdentityFeed:
         self.keys = KeyRepository(engine, unused)
         self.credentials = CredentialRepository(engine, unused)
         self.events = InvalidationFeed(engine)
+        self.engine = engine
 
     async def changes(self, hashes: list[str] | None, subjects: list[str] | None) -> dict[str, Any]:
         """The current state of the named keys and credentials (all, when None): absent
@@ -51,6 +54,37 @@ class IdentityFeed:
             "credentials": {s: credentials_to_json(stored.get(s, [])) for s in wanted_subjects},
         }
 
+    async def issuer(self) -> dict[str, Any]:
+        """The issuer's published public keys and unexpired revocations (the rows
+        `IssuerKeyring.refresh` reads)."""
+        from datetime import UTC, datetime, timedelta
+
+        from sqlalchemy import select
+
+        from portcullis.identity.issuer_keys import PUBLISHED_STATUSES, REVOKED_TOKEN_GRACE
+        from portcullis.store.identity_tables import RevokedTokenRow, SigningKeyRow
+
+        cutoff = datetime.now(UTC) - timedelta(seconds=REVOKED_TOKEN_GRACE)
+        async with self.engine.connect() as conn:
+            keys = (
+                await conn.execute(
+                    select(
+                        SigningKeyRow.kid, SigningKeyRow.public_jwk, SigningKeyRow.remove_after
+                    ).where(SigningKeyRow.status.in_(PUBLISHED_STATUSES))
+                )
+            ).all()
+            revoked = (
+                await conn.execute(
+                    select(RevokedTokenRow.jti, RevokedTokenRow.expires_at).where(
+                        RevokedTokenRow.expires_at > cutoff
+                    )
+                )
+            ).all()
+        return {
+            "keys": {k: [jwk, r.timestamp() if r else None] for k, jwk, r in keys},
+            "revoked": {jti: e.timestamp() for jti, e in revoked},
+        }
+
     async def follow(
         self,
         send: Callable[[str], Awaitable[None]],
@@ -59,7 +93,8 @@ class IdentityFeed:
     ) -> None:
         """Send the whole set, then each change, until cancelled (or `send` fails)."""
         seq = await self.events.latest()
-        await send(Identity(seq, True, await self.changes(None, None)).encode())
+        whole = {**await self.changes(None, None), "issuer": await self.issuer()}
+        await send(Identity(seq, True, whole).encode())
         while True:
             await asyncio.sleep(interval)
             events = await self.events.since(seq)
@@ -68,6 +103,10 @@ class IdentityFeed:
             seq = events[-1].seq
             hashes = sorted({e.subject for e in events if e.kind is InvalidationKind.KEY})
             subjects = sorted({e.subject for e in events if e.kind is InvalidationKind.CREDENTIAL})
-            if hashes or subjects:
+            issuer_kinds = (InvalidationKind.TOKEN, InvalidationKind.SIGNING_KEY)
+            issuer = any(e.kind in issuer_kinds for e in events)
+            if hashes or subjects or issuer:
                 changes = await self.changes(hashes, subjects)
+                if issuer:  # small: the published keys, unexpired revocations
+                    changes["issuer"] = await self.issuer()
                 await send(Identity(seq, False, changes).encode())

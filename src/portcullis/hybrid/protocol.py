@@ -204,7 +204,12 @@ def parse_text(text: str) -> Current | Delta | Identity:
         keys, credentials = message.get("keys", {}), message.get("credentials", {})
         if not isinstance(keys, dict) or not isinstance(credentials, dict):
             raise ProtocolError("'keys' and 'credentials' must be objects")
-        changes = {"keys": keys, "credentials": credentials}
+        changes: dict[str, Any] = {"keys": keys, "credentials": credentials}
+        issuer = message.get("issuer")
+        if issuer is not None:
+            if not isinstance(issuer, dict):
+                raise ProtocolError("'issuer' must be an object")
+            changes["issuer"] = issuer
         return Identity(_int(message, "seq"), message.get("full") is True, changes)
     if kind == "current":
         return Current(_int(message, "version"))

@@ -20,7 +20,7 @@ import structlog
 from portcullis.analytics.record import RequestObserver
 from portcullis.asgi import Receive, Scope, Send
 from portcullis.logging import configure_logging
-from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.env import IssuerKeys, PluginEnv
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.websocket import WebSocketProxy
 from portcullis.runtime.holder import SnapshotHolder
@@ -174,6 +174,9 @@ class DataPlane:
         issuer = IssuerKeyring(engine, issuer=settings.issuer) if engine is not None else None
         if issuer is not None:
             await issuer.refresh()
+        issuer_keys: IssuerKeys | None = issuer
+        if edge_identity is not None:
+            issuer_keys = edge_identity.issuer_keys(settings.issuer)
         consumer_credentials = ConsumerCredentialCache(
             finder,
             secret,
@@ -212,7 +215,7 @@ class DataPlane:
             consumer_credentials=consumer_credentials,
             redis=redis,
             jwks=jwks,
-            issuer_keys=issuer,
+            issuer_keys=issuer_keys,
             limits=limits,
             cache=cache,
             workers=settings.workers,

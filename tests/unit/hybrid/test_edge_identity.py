@@ -164,3 +164,47 @@ async def test_the_agent_persists_each_message_and_restarts_from_its_file(tmp_pa
     found = await edge.find_by_hash("h2")
     assert found is not None
     assert found.status is KeyStatus.revoked
+
+
+async def test_oauth_signing_keys_and_revoked_tokens_reach_jwt_auth(tmp_path: Path) -> None:
+    import json
+    import time
+
+    import jwt
+
+    from portcullis.identity.oauth_clients import client_revocation_id
+    from portcullis.identity.signing import generate_key
+
+    private, public = generate_key("ES256")
+    kid = public["kid"]
+    ids = IdentitySet(records=False)  # as the node agent holds it
+    issuer = {
+        "keys": {kid: [json.dumps(public), None], "old": [json.dumps(public), time.time() - 1]},
+        "revoked": {"jti-1": time.time() + 60, client_revocation_id("gone"): time.time() + 60},
+    }
+    ids.apply(3, {"issuer": issuer})
+    store = identity_store(tmp_path)
+    store.save(ids.seq, ids.body())
+    edge = EdgeIdentity(store, SECRET)
+    await edge.refresh()
+    keys = edge.issuer_keys("https://gw.example")
+    key = keys.key_for(kid)
+    assert key is not None
+    token = jwt.encode({"sub": "x"}, private, algorithm="ES256")
+    assert jwt.decode(token, key.key, algorithms=["ES256"]) == {"sub": "x"}
+    assert keys.key_for("old") is None  # past its remove-after
+    assert keys.key_for("unknown") is None
+    assert keys.is_revoked("jti-1")
+    assert not keys.is_revoked("jti-2")
+    assert keys.client_revoked("gone")
+
+    # A later change replaces the issuer part whole (a key retired, a revocation added).
+    change = {"issuer": {"keys": {}, "revoked": {"jti-2": time.time() + 60}}}
+    first = store.newest()
+    assert first is not None
+    ids.apply(4, change)
+    store.save(ids.seq, ids.body(), (first.version, first.checksum, [change]))
+    await edge.refresh()
+    assert keys.key_for(kid) is None
+    assert keys.is_revoked("jti-2")
+    assert not keys.is_revoked("jti-1")
