@@ -136,7 +136,11 @@ class IdentitySet:
                 self.credentials.pop(subject, None)
         issuer = changes.get("issuer")
         if isinstance(issuer, dict):
-            self.issuer = {"keys": issuer.get("keys") or {}, "revoked": issuer.get("revoked") or {}}
+            self.issuer = {
+                "iss": issuer.get("iss"),
+                "keys": issuer.get("keys") or {},
+                "revoked": issuer.get("revoked") or {},
+            }
         self.seq = max(self.seq, seq)
         return list(keys), list(credentials)
 
@@ -307,7 +311,9 @@ class EdgeIssuerKeys:
 
     @property
     def issuer(self) -> str:
-        return self._issuer
+        """The control plane's issuer (its tokens' `iss`), else this node's setting."""
+        iss = self._edge.set.issuer.get("iss")
+        return iss if isinstance(iss, str) and iss else self._issuer
 
     def key_for(self, kid: str) -> PyJWK | None:
         entry = self._edge.set.issuer["keys"].get(kid)

@@ -30,7 +30,7 @@ INTERVAL = 0.25
 
 
 class IdentityFeed:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, issuer: str) -> None:
         from portcullis.identity.credential_store import CredentialRepository
         from portcullis.identity.key_repository import KeyRepository
         from portcullis.identity.secrets import ServerSecret
@@ -41,6 +41,7 @@ class IdentityFeed:
         self.credentials = CredentialRepository(engine, unused)
         self.events = InvalidationFeed(engine)
         self.engine = engine
+        self.iss = issuer  # the `iss` of the tokens this control plane signs
 
     async def changes(self, hashes: list[str] | None, subjects: list[str] | None) -> dict[str, Any]:
         """The current state of the named keys and credentials (all, when None): absent
@@ -81,6 +82,7 @@ class IdentityFeed:
                 )
             ).all()
         return {
+            "iss": self.iss,
             "keys": {k: [jwk, r.timestamp() if r else None] for k, jwk, r in keys},
             "revoked": {jti: e.timestamp() for jti, e in revoked},
         }

@@ -18,10 +18,12 @@ import httpx
 import pytest
 import yaml
 
+from support.admin_session import signed_in_owner
 from support.hybrid import Node, cluster_control_plane, data_plane_node, wait_served
 from support.servers import granian_app
 
 DEMO = "portcullis.demo.upstream:create_demo_app"
+AUDIENCE = "orders-api"
 # Both roles hash keys with the same server secret (the node must, to match hashes).
 SECRET = {"PORTCULLIS_SECRET_KEY": "edge-identity-test-secret-0123456789abcdef"}
 
@@ -32,11 +34,17 @@ def config(upstream: int) -> dict[str, object]:
         "routes": [
             {"name": "keyed", "service": "demo", "paths": ["/keyed"]},
             {"name": "basic", "service": "demo", "paths": ["/basic"]},
+            {"name": "tokens", "service": "demo", "paths": ["/tokens"]},
         ],
         "consumers": [{"username": "acme"}],
         "plugins": [
             {"name": "key-auth", "route": "keyed", "config": {}},
             {"name": "basic-auth", "route": "basic", "config": {}},
+            {
+                "name": "jwt-auth",
+                "route": "tokens",
+                "config": {"gateway_tokens": True, "audiences": [AUDIENCE]},
+            },
         ],
     }
 
@@ -57,7 +65,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         first = tmp / "gateway.yaml"
         first.write_text(yaml.safe_dump(config(upstream)))
         with (
-            cluster_control_plane(tmp, first, SECRET) as cp,
+            cluster_control_plane(
+                tmp, first, {**SECRET, "PORTCULLIS_OAUTH_AUDIENCE": AUDIENCE}
+            ) as cp,
             data_plane_node(tmp, cp.admin_url, lkg, extra_env=SECRET) as node,
         ):
             yield Cluster(tmp, cp, node, lkg)
@@ -113,6 +123,43 @@ def test_a_basic_auth_credential_reaches_the_node_and_its_deletion_too(cluster: 
     while answer() != 401:
         assert time.monotonic() < deadline
         time.sleep(0.005)
+
+
+def test_a_gateway_issued_token_is_verified_on_the_node_and_its_revocation_enforced(
+    cluster: Cluster,
+) -> None:
+    cp, node = cluster.control_plane, cluster.node
+    with signed_in_owner(cp, "owner@example.com") as admin:
+        client = admin.post("/admin/v1/consumers/acme/oauth-clients", json={"name": "c"})
+        assert client.status_code == 201, client.text
+    auth = (client.json()["client_id"], client.json()["client_secret"])
+    minted = httpx.post(
+        f"{cp.admin_url}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=auth,
+        timeout=10,
+    )
+    assert minted.status_code == 200, minted.text
+    token = minted.json()["access_token"]
+    url = f"{node.url}/tokens/health"
+
+    def answer() -> int:
+        return httpx.get(url, headers={"authorization": f"Bearer {token}"}, timeout=10).status_code
+
+    since = time.monotonic()
+    deadline = since + 30
+    while answer() != 200:  # the signing key (made at the first token) reaches the node
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    revoked = httpx.post(f"{cp.admin_url}/oauth/revoke", data={"token": token}, auth=auth)
+    assert revoked.status_code == 200, revoked.text
+    since = time.monotonic()
+    while answer() != 401:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    print(
+        f"\ntoken revocation -> refused by the node in {(time.monotonic() - since) * 1000:.0f} ms"
+    )
 
 
 def test_a_node_restarted_without_the_control_plane_uses_its_identity_lkg(

@@ -131,7 +131,8 @@ async def connect(websocket: WebSocket) -> None:
 
     # Identity at the edge (hybrid/identity_feed.py): the set, then each change.
     identity = asyncio.create_task(
-        IdentityFeed(state.engine).follow(send_identity), name="portcullis-cluster-identity"
+        IdentityFeed(state.engine, issuer=settings.issuer).follow(send_identity),
+        name="portcullis-cluster-identity",
     )
     events = aiter(stream)
     # The pending read of the next event; kept across rounds (never cancelled midway).
