@@ -56,6 +56,12 @@ POLL_INTERVAL = 0.05
 Stored = tuple[tuple[str, str, str | None, bytes], ...]
 
 
+def pepper_check(secret: ServerSecret) -> str:
+    """A value both roles derive from the server secret's key pepper: a node whose own
+    differs from the control plane's hashes keys differently and would refuse them all."""
+    return secret.hash_credential("portcullis-edge-identity-check")[:16]
+
+
 def key_to_json(record: KeyRecord) -> list[Any]:
     return [
         record.id,

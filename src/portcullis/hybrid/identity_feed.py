@@ -18,19 +18,23 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from portcullis.hybrid.edge_identity import credentials_to_json, key_to_json
+from portcullis.hybrid.edge_identity import credentials_to_json, key_to_json, pepper_check
 from portcullis.hybrid.protocol import Identity
 from portcullis.store.invalidations import InvalidationFeed, InvalidationKind
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from portcullis.identity.secrets import ServerSecret
+
 # How often a connection reads the invalidation feed (the embedded workers' default).
 INTERVAL = 0.25
 
 
 class IdentityFeed:
-    def __init__(self, engine: AsyncEngine, *, issuer: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, issuer: str, secret: ServerSecret | None = None
+    ) -> None:
         from portcullis.identity.credential_store import CredentialRepository
         from portcullis.identity.key_repository import KeyRepository
         from portcullis.identity.secrets import ServerSecret
@@ -42,6 +46,8 @@ class IdentityFeed:
         self.events = InvalidationFeed(engine)
         self.engine = engine
         self.iss = issuer  # the `iss` of the tokens this control plane signs
+        # Lets a node see that it hashes keys with another server secret (edge_identity.py).
+        self.pepper_check = pepper_check(secret) if secret is not None else None
 
     async def changes(self, hashes: list[str] | None, subjects: list[str] | None) -> dict[str, Any]:
         """The current state of the named keys and credentials (all, when None): absent
@@ -96,6 +102,8 @@ class IdentityFeed:
         """Send the whole set, then each change, until cancelled (or `send` fails)."""
         seq = await self.events.latest()
         whole = {**await self.changes(None, None), "issuer": await self.issuer()}
+        if self.pepper_check is not None:
+            whole["pepper_check"] = self.pepper_check
         await send(Identity(seq, True, whole).encode())
         while True:
             await asyncio.sleep(interval)

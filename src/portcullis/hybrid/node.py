@@ -79,6 +79,7 @@ class NodeStatus:
     disconnected_at: float | None = None
     last_error: str | None = None
     identity_seq: int = 0
+    secret_mismatch: bool = False
 
     def readiness(self, now: float) -> tuple[int, dict[str, Any]]:
         if self.version == 0:
@@ -93,6 +94,10 @@ class NodeStatus:
             "connected": self.connected,
             "identity_seq": self.identity_seq,
         }
+        if self.secret_mismatch:
+            body["identity_warning"] = (
+                "PORTCULLIS_SECRET_KEY differs from the control plane's: API keys are refused"
+            )
         age = now - self.received_at if self.received_at is not None else None
         if age is not None:
             body["config_age_seconds"] = round(age, 1)
@@ -250,6 +255,9 @@ class NodeAgent:
 
     def _apply_identity(self, message: Identity) -> None:
         """Apply and persist an identity message (the workers read the file)."""
+        check = message.changes.pop("pepper_check", None)
+        if check is not None:
+            self._check_pepper(check)
         previous = (self.identity.seq, self._identity_checksum)
         if message.full:
             self.identity.replace(message.seq, message.changes)
@@ -267,6 +275,20 @@ class NodeAgent:
             keys=len(self.identity),
             bytes=len(stored.body),
         )
+
+    def _check_pepper(self, check: str) -> None:
+        from portcullis.hybrid.edge_identity import pepper_check
+        from portcullis.identity.secrets import load_server_secret
+
+        settings = self.settings
+        mine = pepper_check(load_server_secret(settings.secret_key, settings.secret_key_file))
+        self.status.secret_mismatch = mine != check
+        if self.status.secret_mismatch:
+            log.error(
+                "node.server_secret_mismatch",
+                detail="this node's PORTCULLIS_SECRET_KEY differs from the control plane's: "
+                "every API key will be refused here",
+            )
 
     def _apply_delta(self, message: Delta) -> StoredSnapshot | None:
         document = self._document

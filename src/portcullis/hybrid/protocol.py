@@ -210,6 +210,9 @@ def parse_text(text: str) -> Current | Delta | Identity:
             if not isinstance(issuer, dict):
                 raise ProtocolError("'issuer' must be an object")
             changes["issuer"] = issuer
+        check = message.get("pepper_check")
+        if isinstance(check, str):
+            changes["pepper_check"] = check
         return Identity(_int(message, "seq"), message.get("full") is True, changes)
     if kind == "current":
         return Current(_int(message, "version"))

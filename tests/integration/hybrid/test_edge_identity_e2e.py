@@ -103,7 +103,9 @@ def test_keys_reach_the_node_and_a_revocation_is_enforced(cluster: Cluster) -> N
     revoked = time.monotonic()
     delay = wait_status(node, key, 401, revoked)
     print(f"revocation: `keys revoke` returned -> refused by the node in {delay * 1000:.0f} ms")
-    assert node.ready().json()["identity_seq"] > 0
+    ready = node.ready().json()
+    assert ready["identity_seq"] > 0
+    assert "identity_warning" not in ready  # the same server secret on both sides
 
 
 def test_a_basic_auth_credential_reaches_the_node_and_its_deletion_too(cluster: Cluster) -> None:

@@ -208,3 +208,26 @@ async def test_oauth_signing_keys_and_revoked_tokens_reach_jwt_auth(tmp_path: Pa
     assert keys.key_for(kid) is None
     assert keys.is_revoked("jti-2")
     assert not keys.is_revoked("jti-1")
+
+
+def test_a_node_with_another_server_secret_says_so(tmp_path: Path) -> None:
+    from portcullis.hybrid.edge_identity import pepper_check
+    from portcullis.hybrid.node import NodeAgent
+    from portcullis.identity.secrets import load_server_secret
+    from portcullis.settings import Settings
+
+    settings = Settings(
+        role="data-plane",
+        control_plane_url="http://127.0.0.1:1",
+        cluster_token="t" * 32,
+        lkg_dir=tmp_path / "lkg",
+        secret_key="node-secret-" + "n" * 32,
+    )
+    node = NodeAgent(settings)
+    same = pepper_check(load_server_secret(settings.secret_key, settings.secret_key_file))
+    node._apply_identity(Identity(1, True, {"pepper_check": same}))
+    assert not node.status.secret_mismatch
+    node._apply_identity(Identity(2, True, {"pepper_check": pepper_check(SECRET)}))
+    assert node.status.secret_mismatch
+    node.status.version = 1
+    assert "identity_warning" in node.status.readiness(0.0)[1]

@@ -131,7 +131,9 @@ async def connect(websocket: WebSocket) -> None:
 
     # Identity at the edge (hybrid/identity_feed.py): the set, then each change.
     identity = asyncio.create_task(
-        IdentityFeed(state.engine, issuer=settings.issuer).follow(send_identity),
+        IdentityFeed(state.engine, issuer=settings.issuer, secret=state.secret).follow(
+            send_identity
+        ),
         name="portcullis-cluster-identity",
     )
     events = aiter(stream)
