@@ -30,13 +30,15 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from portcullis.hybrid.lkg import LkgStore, StoredSnapshot
+from portcullis.hybrid.edge_identity import IdentitySet, identity_store
+from portcullis.hybrid.lkg import CorruptSnapshot, LkgStore, StoredSnapshot
 from portcullis.hybrid.protocol import (
     CLOSE_REASONS,
     RESYNC,
     Current,
     Delta,
     Hello,
+    Identity,
     ProtocolError,
     Snapshot,
     parse_binary,
@@ -76,6 +78,8 @@ class NodeStatus:
     connected: bool = False
     disconnected_at: float | None = None
     last_error: str | None = None
+    identity_seq: int = 0
+    secret_mismatch: bool = False
 
     def readiness(self, now: float) -> tuple[int, dict[str, Any]]:
         if self.version == 0:
@@ -88,7 +92,12 @@ class NodeStatus:
             "role": "data-plane",
             "config_version": self.version,
             "connected": self.connected,
+            "identity_seq": self.identity_seq,
         }
+        if self.secret_mismatch:
+            body["identity_warning"] = (
+                "PORTCULLIS_SECRET_KEY differs from the control plane's: API keys are refused"
+            )
         age = now - self.received_at if self.received_at is not None else None
         if age is not None:
             body["config_age_seconds"] = round(age, 1)
@@ -121,6 +130,10 @@ class NodeAgent:
         self._document: dict[str, Any] | None = None
         self._snapshot: StoredSnapshot | None = None
         self.applied = asyncio.Event()
+        # Identity at the edge (hybrid/edge_identity.py): the set and its file.
+        self.identity = IdentitySet(records=False)
+        self.identity_store = identity_store(settings.lkg_dir)
+        self._identity_checksum = ""
 
     async def load_last_known_good(self) -> None:
         """Set aside corrupt generations, then start from the newest whole one."""
@@ -131,6 +144,17 @@ class NodeAgent:
         if newest is not None:
             self._use(newest, None)
             log.info("node.lkg_loaded", version=newest.version, file=str(newest.path))
+        for path in await asyncio.to_thread(self.identity_store.sweep):
+            log.warning("node.identity_lkg_corrupt_set_aside", file=str(path))
+        stored = await asyncio.to_thread(self.identity_store.newest)
+        if stored is not None:
+            try:
+                self.identity = await asyncio.to_thread(IdentitySet.load, stored, records=False)
+            except (CorruptSnapshot, ValueError, KeyError, TypeError, IndexError) as exc:
+                log.warning("node.identity_lkg_unusable", file=str(stored.path), error=str(exc))
+            else:
+                self._identity_checksum = stored.checksum
+                log.info("node.identity_loaded", seq=stored.version, keys=len(self.identity))
 
     def _use(self, stored: StoredSnapshot, document: dict[str, Any] | None) -> None:
         self._snapshot = stored
@@ -213,8 +237,13 @@ class NodeAgent:
             self.status.last_error = f"connection closed ({code})"
         return heard
 
-    async def _on_text(self, ws: aiohttp.ClientWebSocketResponse, message: Current | Delta) -> None:
+    async def _on_text(
+        self, ws: aiohttp.ClientWebSocketResponse, message: Current | Delta | Identity
+    ) -> None:
         if isinstance(message, Current):
+            return
+        if isinstance(message, Identity):
+            await asyncio.to_thread(self._apply_identity, message)
             return
         if message.start != self.status.version:
             await ws.send_str(RESYNC)
@@ -223,6 +252,43 @@ class NodeAgent:
         if stored is None:
             log.warning("node.delta_mismatch", version=message.end)
             await ws.send_str(RESYNC)
+
+    def _apply_identity(self, message: Identity) -> None:
+        """Apply and persist an identity message (the workers read the file)."""
+        check = message.changes.pop("pepper_check", None)
+        if check is not None:
+            self._check_pepper(check)
+        previous = (self.identity.seq, self._identity_checksum)
+        if message.full:
+            self.identity.replace(message.seq, message.changes)
+            step = None
+        else:
+            self.identity.apply(message.seq, message.changes)
+            step = (previous[0], previous[1], [message.changes]) if previous[1] else None
+        stored = self.identity_store.save(self.identity.seq, self.identity.body(), step)
+        self._identity_checksum = stored.checksum
+        self.status.identity_seq = stored.version
+        log.info(
+            "node.identity_applied",
+            seq=stored.version,
+            full=message.full,
+            keys=len(self.identity),
+            bytes=len(stored.body),
+        )
+
+    def _check_pepper(self, check: str) -> None:
+        from portcullis.hybrid.edge_identity import pepper_check
+        from portcullis.identity.secrets import load_server_secret
+
+        settings = self.settings
+        mine = pepper_check(load_server_secret(settings.secret_key, settings.secret_key_file))
+        self.status.secret_mismatch = mine != check
+        if self.status.secret_mismatch:
+            log.error(
+                "node.server_secret_mismatch",
+                detail="this node's PORTCULLIS_SECRET_KEY differs from the control plane's: "
+                "every API key will be refused here",
+            )
 
     def _apply_delta(self, message: Delta) -> StoredSnapshot | None:
         document = self._document

@@ -15,6 +15,10 @@ One WebSocket per node on the control plane's `/cluster/v1/connect`, opened with
      "checksum": c, "length": L}`, a newline, then the canonical JSON text of the
      config (L bytes, sha256 = c).
 3. From then on the control plane sends a `delta` or `snapshot` as each version commits.
+   Beside the config it sends `identity` (text) `{"type": "identity", "seq": n, "full":
+   bool, "keys": {...}, "credentials": {...}}`: the whole identity set when the node
+   connects, then the keys and credentials each committed change named
+   (hybrid/edge_identity.py; hashes and stored forms only, never a secret).
    A node whose delta does not hash to the checksum sends `{"type": "resync"}` and gets
    a `snapshot`.
 
@@ -132,6 +136,19 @@ class Snapshot:
         return hashlib.sha256(self.body).hexdigest() == self.checksum
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Identity for the node (hybrid/edge_identity.py): the whole set (`full`) or the
+    changes committed up to the control plane's invalidation-feed position `seq`."""
+
+    seq: int
+    full: bool
+    changes: dict[str, Any]
+
+    def encode(self) -> str:
+        return _dump({"type": "identity", "seq": self.seq, "full": self.full, **self.changes})
+
+
 RESYNC = '{"type":"resync"}'
 
 
@@ -179,10 +196,24 @@ def is_resync(text: str) -> bool:
         return False
 
 
-def parse_text(text: str) -> Current | Delta:
+def parse_text(text: str) -> Current | Delta | Identity:
     """A control-plane text message."""
     message = _object(text)
     kind = message.get("type")
+    if kind == "identity":
+        keys, credentials = message.get("keys", {}), message.get("credentials", {})
+        if not isinstance(keys, dict) or not isinstance(credentials, dict):
+            raise ProtocolError("'keys' and 'credentials' must be objects")
+        changes: dict[str, Any] = {"keys": keys, "credentials": credentials}
+        issuer = message.get("issuer")
+        if issuer is not None:
+            if not isinstance(issuer, dict):
+                raise ProtocolError("'issuer' must be an object")
+            changes["issuer"] = issuer
+        check = message.get("pepper_check")
+        if isinstance(check, str):
+            changes["pepper_check"] = check
+        return Identity(_int(message, "seq"), message.get("full") is True, changes)
     if kind == "current":
         return Current(_int(message, "version"))
     if kind == "delta":

@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from argon2 import PasswordHasher, Type
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from portcullis.events.bus import record_event
@@ -375,6 +375,35 @@ class CredentialRepository:
         return True
 
     # -- data plane ---------------------------------------------------------------------
+
+    async def stored(
+        self, subjects: Sequence[str] | None = None
+    ) -> dict[str, list[tuple[str, str, str | None, bytes]]]:
+        """Every credential (or those of `subjects`, `kind:identifier`) as stored: subject
+        -> [(id, consumer, organization id, stored secret)], oldest first. The secret is
+        as the store keeps it (basic: the argon2 hash; hmac: encrypted with the server
+        secret; mtls: empty): what a hybrid control plane sends its data planes."""
+        row = ConsumerCredentialRow
+        query = select(
+            row.kind, row.identifier, row.id, row.consumer, row.organization_id, row.secret
+        )
+        if subjects is not None:
+            wanted = [s.partition(":") for s in subjects]
+            if not wanted:
+                return {}
+            query = query.where(
+                or_(*(and_(row.kind == k, row.identifier == i) for k, _, i in wanted))
+            )
+        query = query.order_by(row.created_at, row.id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        out: dict[str, list[tuple[str, str, str | None, bytes]]] = {}
+        for r in rows:
+            subject = f"{r.kind}:{r.identifier}"
+            out.setdefault(subject, []).append(
+                (r.id, r.consumer, r.organization_id, r.secret or b"")
+            )
+        return out
 
     async def find(self, kind: CredentialKind, identifier: str) -> tuple[CredentialRecord, ...]:
         """The credentials of `kind` with this identifier (one per organization at most),

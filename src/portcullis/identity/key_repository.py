@@ -404,6 +404,16 @@ class KeyRepository:
             row = (await conn.execute(self._by_hash, {"h": key_hash})).first()
         return None if row is None else _record(row)
 
+    async def records(self, hashes: Sequence[str] | None = None) -> list[tuple[str, KeyRecord]]:
+        """(hash, record) of every key, or of the keys stored under `hashes` (in any
+        status): what a hybrid control plane sends its data planes (docs/hybrid.md)."""
+        query = select(ApiKeyRow.key_hash, *_RECORD_COLUMNS)
+        if hashes is not None:
+            query = query.where(ApiKeyRow.key_hash.in_(list(hashes)))
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(row[0], _record(row[1:])) for row in rows]
+
     async def touch_used(self, stamps: dict[str, datetime]) -> None:
         """Move `last_used_at` forward for many keys at once (key id → time of last use).
 

@@ -20,7 +20,7 @@ import structlog
 from portcullis.analytics.record import RequestObserver
 from portcullis.asgi import Receive, Scope, Send
 from portcullis.logging import configure_logging
-from portcullis.plugins.env import PluginEnv
+from portcullis.plugins.env import IssuerKeys, PluginEnv
 from portcullis.proxy.app import ProxyApp
 from portcullis.proxy.websocket import WebSocketProxy
 from portcullis.runtime.holder import SnapshotHolder
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from portcullis.analytics.metrics import MetricsPublisher
     from portcullis.analytics.tracing import TracingObserver
     from portcullis.cache.backend import CacheBackend
+    from portcullis.hybrid.edge_identity import EdgeIdentity
     from portcullis.identity.credential_cache import CredentialCache
     from portcullis.identity.issuer_keys import IssuerKeyring
     from portcullis.identity.jwks import JwksRegistry
@@ -86,6 +87,7 @@ class DataPlane:
         self._session: aiohttp.ClientSession | None = None
         self._engine: object | None = None
         self._events: InvalidationPoller | None = None
+        self._edge_identity: EdgeIdentity | None = None
         self._heartbeat: NodeHeartbeat | None = None
         self._limits: LimitBackend | None = None
         self._quota_usage: QuotaUsagePublisher | None = None
@@ -113,9 +115,12 @@ class DataPlane:
     async def startup(self) -> None:
         from portcullis.analytics.health import worker_health_json
         from portcullis.cache.factory import create_cache_backend
-        from portcullis.hybrid.edge_identity import NO_CREDENTIALS, NO_KEYS
-        from portcullis.identity.credential_cache import CredentialCache
-        from portcullis.identity.credential_lookup import ConsumerCredentialCache
+        from portcullis.hybrid.edge_identity import EdgeIdentity, identity_store
+        from portcullis.identity.credential_cache import CredentialCache, KeyLookup
+        from portcullis.identity.credential_lookup import (
+            ConsumerCredentialCache,
+            CredentialFinder,
+        )
         from portcullis.identity.credential_store import CredentialRepository
         from portcullis.identity.issuer_keys import IssuerKeyring
         from portcullis.identity.jwks import JwksRegistry
@@ -143,8 +148,17 @@ class DataPlane:
             auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
         )
         # Identity services outlive snapshots; the invalidation feed keeps their caches honest.
-        # Without a store (hybrid data plane) no key or credential is known yet: the auth
-        # plugins refuse every credential (fail closed) until identity reaches the edge.
+        # Without a store (hybrid data plane) keys and credentials come from the node's
+        # identity set (hybrid/edge_identity.py), which evicts what changes from the caches.
+        edge_identity = None
+        if engine is None:
+            edge_identity = EdgeIdentity(identity_store(settings.lkg_dir), secret)
+            keys: KeyLookup = edge_identity
+            finder: CredentialFinder = edge_identity
+        else:
+            keys = KeyRepository(engine, secret)
+            finder = CredentialRepository(engine, secret)
+        self._edge_identity = edge_identity
         events = (
             InvalidationPoller(InvalidationFeed(engine), interval=settings.config_poll_interval)
             if engine is not None
@@ -153,19 +167,27 @@ class DataPlane:
         if events is not None:
             await events.prime()
         credentials = CredentialCache(
-            KeyRepository(engine, secret) if engine is not None else NO_KEYS,
+            keys,
             secret,
             usage_flush_interval=settings.key_usage_flush_interval,
         )
         issuer = IssuerKeyring(engine, issuer=settings.issuer) if engine is not None else None
         if issuer is not None:
             await issuer.refresh()
+        issuer_keys: IssuerKeys | None = issuer
+        if edge_identity is not None:
+            issuer_keys = edge_identity.issuer_keys(settings.issuer)
         consumer_credentials = ConsumerCredentialCache(
-            CredentialRepository(engine, secret) if engine is not None else NO_CREDENTIALS,
+            finder,
             secret,
         )
         jwks = JwksRegistry(self._session)
         self._services = (credentials, issuer, jwks)
+        if edge_identity is not None:
+            edge_identity.on_keys = credentials.invalidate
+            edge_identity.on_credentials = consumer_credentials.invalidate
+            await edge_identity.refresh()
+            edge_identity.start()
         self._events = events
         if events is not None:
             assert issuer is not None
@@ -193,7 +215,7 @@ class DataPlane:
             consumer_credentials=consumer_credentials,
             redis=redis,
             jwks=jwks,
-            issuer_keys=issuer,
+            issuer_keys=issuer_keys,
             limits=limits,
             cache=cache,
             workers=settings.workers,
@@ -373,6 +395,10 @@ class DataPlane:
             ("heartbeat", self._heartbeat.stop if self._heartbeat is not None else None),
             ("config-watcher", self._watcher.stop if self._watcher is not None else None),
             ("identity-events", self._events.stop if self._events is not None else None),
+            (
+                "edge-identity",
+                self._edge_identity.stop if self._edge_identity is not None else None,
+            ),
             ("limits", self._limits.aclose if self._limits is not None else None),
             ("cache", self._cache.aclose if self._cache is not None else None),
             ("redis", self._redis.aclose if self._redis is not None else None),

@@ -30,6 +30,7 @@ from portcullis.hybrid.protocol import (
     RESYNC,
     Delta,
     Hello,
+    Identity,
     parse_binary,
     parse_text,
 )
@@ -132,6 +133,16 @@ def test_a_wrong_token_is_refused_and_counted(cluster: Cluster) -> None:
     assert after - before == 2
 
 
+async def _config_message(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    """The next message about config (identity messages travel on the same socket)."""
+    while True:
+        message = await ws.receive(timeout=10)
+        if message.type != aiohttp.WSMsgType.TEXT or not isinstance(
+            parse_text(message.data), Identity
+        ):
+            return message
+
+
 async def _conversation(url: str, older: StoredSnapshot) -> list[str]:
     """A node's side by hand: hello at the older version, a resync, a bad checksum."""
     seen: list[str] = []
@@ -139,16 +150,16 @@ async def _conversation(url: str, older: StoredSnapshot) -> list[str]:
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, headers=headers) as ws:
             await ws.send_str(Hello("by-hand", older.version, older.checksum).encode())
-            delta = parse_text((await ws.receive(timeout=10)).data)
+            delta = parse_text((await _config_message(ws)).data)
             assert isinstance(delta, Delta)
             seen.append(f"delta {delta.start}->{delta.end}")
             await ws.send_str(RESYNC)
-            snapshot = parse_binary((await ws.receive(timeout=10)).data)
+            snapshot = parse_binary((await _config_message(ws)).data)
             assert snapshot.verified()
             seen.append(f"snapshot {snapshot.version}")
         async with session.ws_connect(url, headers=headers) as ws:
             await ws.send_str(Hello("by-hand", older.version, "not-its-checksum").encode())
-            snapshot = parse_binary((await ws.receive(timeout=10)).data)
+            snapshot = parse_binary((await _config_message(ws)).data)
             seen.append(f"snapshot {snapshot.version}")
         async with session.ws_connect(url, headers=headers) as ws:
             await ws.send_str('{"type": "hello"}')

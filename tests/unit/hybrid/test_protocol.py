@@ -198,6 +198,7 @@ def test_readiness() -> None:
             "status": "ok",
             "role": "data-plane",
             "config_version": 4,
+            "identity_seq": 0,
             "connected": True,
             "config_age_seconds": 10.0,
         },

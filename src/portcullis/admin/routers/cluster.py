@@ -5,6 +5,8 @@ Each connection follows the control plane's `config.applied` events through the
 process's stream hub (the same path live streams use: the event bus wakes the hub at
 commit, the hub's tail of the event log covers other processes' writes), so a new
 version is pushed to every node as it commits; nothing on the node polls the database.
+Beside the config, each connection sends the node its identity set and then each
+committed key or credential change (hybrid/identity_feed.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from portcullis.events.catalogue import EventType
 from portcullis.hybrid.feed import ConfigFeed, Sync
+from portcullis.hybrid.identity_feed import IdentityFeed
 from portcullis.hybrid.metrics import cluster_metrics
 from portcullis.hybrid.protocol import (
     CLOSE_BAD_TOKEN,
@@ -65,13 +68,14 @@ async def _refuse(websocket: WebSocket, code: int) -> None:
     await _close(websocket, code)
 
 
-async def _send(websocket: WebSocket, sync: Sync) -> None:
+async def _send(websocket: WebSocket, sync: Sync, lock: asyncio.Lock) -> None:
     metrics = cluster_metrics()
     message = sync.message
-    if isinstance(message, bytes):
-        await websocket.send_bytes(message)
-    else:
-        await websocket.send_text(message)
+    async with lock:  # the identity task sends on the same socket
+        if isinstance(message, bytes):
+            await websocket.send_bytes(message)
+        else:
+            await websocket.send_text(message)
     metrics.sent.labels(sync.kind).inc()
     metrics.sent_bytes.labels(sync.kind).inc(len(message))
 
@@ -120,6 +124,18 @@ async def connect(websocket: WebSocket) -> None:
                 resync.set()
 
     listener = asyncio.create_task(listen(), name="portcullis-cluster-listen")
+    lock = asyncio.Lock()
+
+    async def send_identity(text: str) -> None:
+        await _send(websocket, Sync(text, 0, "", "identity"), lock)
+
+    # Identity at the edge (hybrid/identity_feed.py): the set, then each change.
+    identity = asyncio.create_task(
+        IdentityFeed(state.engine, issuer=settings.issuer, secret=state.secret).follow(
+            send_identity
+        ),
+        name="portcullis-cluster-identity",
+    )
     events = aiter(stream)
     # The pending read of the next event; kept across rounds (never cancelled midway).
     waiter: asyncio.Future[Any] | None = None
@@ -130,19 +146,21 @@ async def connect(websocket: WebSocket) -> None:
             sync = await feed.catch_up(version, checksum, full=full)
             # "current" only once, when the node connects: it then knows it is up to date.
             if first or sync.kind != "current":
-                await _send(websocket, sync)
+                await _send(websocket, sync, lock)
                 version, checksum, first = sync.version, sync.checksum, False
             # Wait for the next config event, a resync request, or the node leaving. A
             # burst of versions is one round: each round reads the head afresh.
             pending = waiter = waiter or asyncio.ensure_future(anext(events))
             resynced = asyncio.ensure_future(resync.wait())
             done, _ = await asyncio.wait(
-                {pending, resynced, listener}, return_when=asyncio.FIRST_COMPLETED
+                {pending, resynced, listener, identity}, return_when=asyncio.FIRST_COMPLETED
             )
             if resynced not in done:
                 resynced.cancel()
             if listener in done:
                 break  # the node left (or broke the protocol)
+            if identity in done:
+                identity.result()  # it failed: close, the node reconnects
             if pending in done:
                 pending.result()  # StopAsyncIteration: the hub stopped (shutting down)
                 waiter = None
@@ -154,7 +172,7 @@ async def connect(websocket: WebSocket) -> None:
         log.warning("cluster.session_failed", node=hello.node, error=f"{type(exc).__name__}: {exc}")
         await _close(websocket, CLOSE_TRY_AGAIN)
     finally:
-        for task in (listener, waiter):
+        for task in (listener, waiter, identity):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
