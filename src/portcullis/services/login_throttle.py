@@ -63,7 +63,13 @@ class LoginThrottle:
     def address_key(self, client: str | None) -> str:
         return self._prefix + (client or "unknown")
 
-    async def take_address_attempt(self, client: str | None, now: datetime) -> datetime:
+    async def take_address_attempt(
+        self,
+        client: str | None,
+        now: datetime,
+        *,
+        refusal: str = "too many failed logins from this address",
+    ) -> datetime:
         """Count an attempt from `client` in its window (one upsert); the window's start.
 
         A window opens with the first attempt after the previous one ended. Raises
@@ -90,9 +96,7 @@ class LoginThrottle:
                 await conn.execute(delete(t).where(t.window_start <= window_floor))
         if failures > self.limits.ip_max_failures:
             left = window_start + timedelta(seconds=window) - now
-            raise LoginLocked(
-                "too many failed logins from this address", max(1, int(left.total_seconds()) + 1)
-            )
+            raise LoginLocked(refusal, max(1, int(left.total_seconds()) + 1))
         return cast(datetime, window_start)
 
     async def take_account_attempt(self, account_id: str, now: datetime) -> None:

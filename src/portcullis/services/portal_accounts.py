@@ -56,6 +56,10 @@ MAX_PASSWORD = 1024
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 # Addresses a developer's login counts under (the admins' are unprefixed).
 ADDRESS_PREFIX = "portal:"
+# Sign-ups per client address and hour: each one mails a verification link to an address
+# the caller chose, so an unbounded form would let anyone flood strangers' inboxes.
+SIGN_UP_LIMITS = ThrottleLimits(ip_max_failures=10, ip_window=3600)
+SIGN_UP_PREFIX = "portal-signup:"
 # Seconds between two verification mails of one developer.
 RESEND_INTERVAL = 60
 
@@ -135,6 +139,7 @@ class PortalAccounts:
         base_url: str,
         verification_ttl: int = 24 * 3600,
         limits: ThrottleLimits = ThrottleLimits(),
+        sign_up_limits: ThrottleLimits = SIGN_UP_LIMITS,
     ) -> None:
         self._engine = engine
         self._audit = audit
@@ -144,6 +149,9 @@ class PortalAccounts:
         self.verification_ttl = verification_ttl
         self.throttle = LoginThrottle(
             engine, DeveloperRow, limits=limits, address_prefix=ADDRESS_PREFIX
+        )
+        self.sign_ups = LoginThrottle(
+            engine, DeveloperRow, limits=sign_up_limits, address_prefix=SIGN_UP_PREFIX
         )
         self._dummy_hash: str | None = None
 
@@ -173,6 +181,17 @@ class PortalAccounts:
         email = normalize_email(email)
         check_sign_up(email, password, name)
         now = clock()
+        if not verified:  # a seeded account (the demo's) mails nothing
+            try:
+                await self.sign_ups.take_address_attempt(
+                    facts.client_ip, now, refusal="too many sign-ups from this address"
+                )
+            except LoginLocked as exc:
+                raise ServiceError(
+                    TOO_MANY_REQUESTS,
+                    f"{exc}; try again in {exc.retry_after} s",
+                    headers={"Retry-After": str(exc.retry_after)},
+                ) from None
         developer_id, team_id = str(uuid.uuid4()), str(uuid.uuid4())
         password_hash = await self._hash(password)
         row = {

@@ -121,6 +121,24 @@ async def test_a_new_link_at_most_once_a_minute(portal: Portal, clock: Clock) ->
     assert len(await portal.outbox.messages(recipient="ada@example.com")) == 2
 
 
+async def test_sign_ups_from_one_address_are_limited_per_hour(portal: Portal, clock: Clock) -> None:
+    """Each sign-up mails a stranger's address: ten an hour from one address, then 429
+    (nothing made, nothing mailed) until the hour ends; other addresses are not held up."""
+    for n in range(10):
+        await portal.accounts.sign_up(facts(), f"d{n}@example.com", PASSWORD, "D", clock=clock)
+    with pytest.raises(ServiceError) as flood:
+        await portal.accounts.sign_up(facts(), "victim@example.com", PASSWORD, "V", clock=clock)
+    assert flood.value.kind is TOO_MANY_REQUESTS
+    assert 3600 <= int(flood.value.headers["Retry-After"]) <= 3601  # the whole hour is left
+    assert await portal.outbox.messages(recipient="victim@example.com") == []
+    await portal.accounts.sign_up(
+        facts("198.51.100.7"), "elsewhere@example.com", PASSWORD, "E", clock=clock
+    )
+    clock.advance(3601)
+    await portal.accounts.sign_up(facts(), "victim@example.com", PASSWORD, "V", clock=clock)
+    assert len(await portal.outbox.messages(recipient="victim@example.com")) == 1
+
+
 async def test_sign_up_refusals_name_their_fields(portal: Portal) -> None:
     await portal.accounts.sign_up(facts(), "ada@example.com", PASSWORD, "Ada")
     with pytest.raises(ServiceError) as taken:
