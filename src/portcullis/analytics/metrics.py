@@ -418,6 +418,18 @@ class WorkerGauges:
             "Request-log records dropped because the queue was full",
             registry=registry,
         )
+        self.inspector_queue_depth = Gauge(
+            "portcullis_inspector_queue_depth",
+            "Captured exchanges (request inspector) waiting to be written, summed over live "
+            "workers",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.inspector_dropped = Counter(
+            "portcullis_inspector_dropped",
+            "Captured exchanges (request inspector) dropped because the queue was full",
+            registry=registry,
+        )
         self.shedding = Gauge(
             "portcullis_shedding_state",
             "Adaptive concurrency per upstream, summed over live workers: limit (the learned "
@@ -460,6 +472,7 @@ class WorkerGauges:
         self._shedding_upstreams: set[str] = set()
         self._limit_deltas = _Deltas()
         self._dropped = _Deltas()
+        self._inspector_dropped = _Deltas()
         self.workers.set(1)
 
     def refresh(
@@ -468,6 +481,7 @@ class WorkerGauges:
         config_version: int,
         limits: object | None = None,
         log_queues: Iterable[object] = (),
+        inspector_queues: Iterable[object] = (),
         limiters: Mapping[str, object] | None = None,
         shippers: ShipperRegistry | None = None,
     ) -> None:
@@ -475,19 +489,14 @@ class WorkerGauges:
         self.config_version.set(config_version)
         if limits is not None:
             self._refresh_limits(limits)
-        depth = 0.0
-        dropped = 0.0
-        found = False
-        for queue in log_queues:
-            d = getattr(queue, "queue_depth", None)
-            n = getattr(queue, "dropped", None)
-            if isinstance(d, int | float) and isinstance(n, int | float):
-                depth += d
-                dropped += n
-                found = True
-        if found:
-            self.log_queue_depth.set(depth)
-            self._dropped.feed(self.log_dropped, (), dropped)
+        totals = _queue_totals(log_queues)
+        if totals is not None:
+            self.log_queue_depth.set(totals[0])
+            self._dropped.feed(self.log_dropped, (), totals[1])
+        totals = _queue_totals(inspector_queues)
+        if totals is not None:
+            self.inspector_queue_depth.set(totals[0])
+            self._inspector_dropped.feed(self.inspector_dropped, (), totals[1])
         if limiters is not None:
             self._refresh_shedding(limiters)
         if shippers is not None:
@@ -590,12 +599,28 @@ class MetricsPublisher:
         self.gauges.retire()
 
 
+def _queue_totals(queues: Iterable[object]) -> tuple[float, float] | None:
+    """(records waiting, records dropped) over batch queues (`analytics.log_queue`); None
+    when there is none."""
+    depth = dropped = 0.0
+    found = False
+    for queue in queues:
+        d = getattr(queue, "queue_depth", None)
+        n = getattr(queue, "dropped", None)
+        if isinstance(d, int | float) and isinstance(n, int | float):
+            depth += d
+            dropped += n
+            found = True
+    return (depth, dropped) if found else None
+
+
 def start_worker_metrics(
     holder: SnapshotHolder,
     limits: object | None,
     settings: Settings,
     *,
     log_queues: Sequence[object] = (),
+    inspector_queues: Sequence[object] = (),
     shippers: ShipperRegistry | None = None,
 ) -> MetricsPublisher | None:
     """Start publishing this worker's metrics; None without a metrics dir.
@@ -618,6 +643,7 @@ def start_worker_metrics(
             config_version=holder.current.version,
             limits=limits,
             log_queues=list(log_queues),
+            inspector_queues=list(inspector_queues),
             # Adaptive concurrency limiters by upstream (upstream/shedding.py), when configured.
             limiters=getattr(holder.current, "limiters", None),
             shippers=shippers,

@@ -310,6 +310,7 @@ class DataPlane:
             limits,
             settings,
             log_queues=[self.request_log] if self.request_log is not None else [],
+            inspector_queues=[self.captures] if self.captures is not None else [],
             shippers=self.shippers,
         )
         if self._metrics is not None:

@@ -256,6 +256,21 @@ class FakeLimiter:
         return self.values
 
 
+async def test_the_inspector_queue_is_published_apart_from_the_request_log() -> None:
+    registry = CollectorRegistry()
+    gauges = WorkerGauges(registry)
+    captures = FakeQueue(depth=4, dropped=2)
+    gauges.refresh(config_version=1, log_queues=[FakeQueue(depth=1, dropped=0)],
+                   inspector_queues=[captures])  # fmt: skip
+    get = registry.get_sample_value
+    assert get("portcullis_inspector_queue_depth") == 4
+    assert get("portcullis_inspector_dropped_total") == 2
+    assert get("portcullis_request_log_dropped_total") == 0
+    captures.dropped = 5
+    gauges.refresh(config_version=1, inspector_queues=[captures])
+    assert get("portcullis_inspector_dropped_total") == 5
+
+
 async def test_worker_gauges_read_every_source() -> None:
     registry = CollectorRegistry()
     gauges = WorkerGauges(registry)
