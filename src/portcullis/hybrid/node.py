@@ -95,9 +95,13 @@ class NodeStatus:
             "identity_seq": self.identity_seq,
         }
         if self.secret_mismatch:
+            # Every presented key would hash differently from the stored ones: the node
+            # would answer 401 to all of them, so a load balancer must not send it traffic.
+            body["status"] = "misconfigured"
             body["identity_warning"] = (
                 "PORTCULLIS_SECRET_KEY differs from the control plane's: API keys are refused"
             )
+            return 503, body
         age = now - self.received_at if self.received_at is not None else None
         if age is not None:
             body["config_age_seconds"] = round(age, 1)

@@ -230,4 +230,6 @@ def test_a_node_with_another_server_secret_says_so(tmp_path: Path) -> None:
     node._apply_identity(Identity(2, True, {"pepper_check": pepper_check(SECRET)}))
     assert node.status.secret_mismatch
     node.status.version = 1
-    assert "identity_warning" in node.status.readiness(0.0)[1]
+    status, body = node.status.readiness(0.0)
+    assert status == 503  # not ready: it would refuse every key
+    assert "identity_warning" in body
