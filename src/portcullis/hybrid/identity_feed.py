@@ -64,29 +64,9 @@ class IdentityFeed:
     async def issuer(self) -> dict[str, Any]:
         """The issuer's published public keys and unexpired revocations (the rows
         `IssuerKeyring.refresh` reads)."""
-        from datetime import UTC, datetime, timedelta
+        from portcullis.identity.issuer_keys import published_rows
 
-        from sqlalchemy import select
-
-        from portcullis.identity.issuer_keys import PUBLISHED_STATUSES, REVOKED_TOKEN_GRACE
-        from portcullis.store.identity_tables import RevokedTokenRow, SigningKeyRow
-
-        cutoff = datetime.now(UTC) - timedelta(seconds=REVOKED_TOKEN_GRACE)
-        async with self.engine.connect() as conn:
-            keys = (
-                await conn.execute(
-                    select(
-                        SigningKeyRow.kid, SigningKeyRow.public_jwk, SigningKeyRow.remove_after
-                    ).where(SigningKeyRow.status.in_(PUBLISHED_STATUSES))
-                )
-            ).all()
-            revoked = (
-                await conn.execute(
-                    select(RevokedTokenRow.jti, RevokedTokenRow.expires_at).where(
-                        RevokedTokenRow.expires_at > cutoff
-                    )
-                )
-            ).all()
+        keys, revoked = await published_rows(self.engine)
         return {
             "iss": self.iss,
             "keys": {k: [jwk, r.timestamp() if r else None] for k, jwk, r in keys},

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from jwt import PyJWK
@@ -47,6 +48,29 @@ _RETRY_AFTER = 1.0
 def public_jwk_from_row(public_jwk: str) -> PyJWK:
     """A verification key from a stored public JWK (its `alg` pins the algorithm)."""
     return PyJWK.from_dict(json.loads(public_jwk))
+
+
+async def published_rows(engine: AsyncEngine) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The issuer's published keys (kid, public_jwk, remove_after) and its unexpired
+    revocations (jti, expires_at), as a worker's keyring and a data plane's identity feed
+    read them."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=REVOKED_TOKEN_GRACE)
+    async with engine.connect() as conn:
+        keys = (
+            await conn.execute(
+                select(
+                    SigningKeyRow.kid, SigningKeyRow.public_jwk, SigningKeyRow.remove_after
+                ).where(SigningKeyRow.status.in_(PUBLISHED_STATUSES))
+            )
+        ).all()
+        revoked = (
+            await conn.execute(
+                select(RevokedTokenRow.jti, RevokedTokenRow.expires_at).where(
+                    RevokedTokenRow.expires_at > cutoff
+                )
+            )
+        ).all()
+    return keys, revoked
 
 
 class IssuerKeyring:
@@ -101,22 +125,7 @@ class IssuerKeyring:
     async def refresh(self) -> None:
         """Reload published keys and unexpired revocations from the store."""
         generation = self._generation
-        cutoff = datetime.now(UTC) - timedelta(seconds=REVOKED_TOKEN_GRACE)
-        async with self._engine.connect() as conn:
-            key_rows = (
-                await conn.execute(
-                    select(
-                        SigningKeyRow.kid, SigningKeyRow.public_jwk, SigningKeyRow.remove_after
-                    ).where(SigningKeyRow.status.in_(PUBLISHED_STATUSES))
-                )
-            ).all()
-            revoked_rows = (
-                await conn.execute(
-                    select(RevokedTokenRow.jti, RevokedTokenRow.expires_at).where(
-                        RevokedTokenRow.expires_at > cutoff
-                    )
-                )
-            ).all()
+        key_rows, revoked_rows = await published_rows(self._engine)
         keys: dict[str, tuple[PyJWK, float]] = {}
         for kid, public_jwk, remove_after in key_rows:
             try:
